@@ -1,0 +1,120 @@
+// Core services every module uses: status codes with human-readable errors,
+// a fixed-size thread pool, monotonic time, progress lines and CPU features.
+#ifndef EDGELLM_CORE_H
+#define EDGELLM_CORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+// ---------------------------------------------------------------- errors
+
+typedef enum {
+    EL_OK = 0,
+    EL_ERR_IO,        // open/read/write/mmap failed
+    EL_ERR_FORMAT,    // input is malformed (bad magic, truncated, bad offsets)
+    EL_ERR_RANGE,     // a value is out of the accepted range (absurd dimension ...)
+    EL_ERR_NOMEM,     // allocation failed or would exceed a cap
+    EL_ERR_ARG,       // caller passed an invalid argument
+    EL_ERR_UNSUPPORTED,
+    EL_ERR_STATE,     // operation not valid in the current state
+} el_status;
+
+// An error carries one line of text naming the file/peer and the bad value.
+typedef struct {
+    el_status code;
+    char msg[512];
+} el_error;
+
+// Fill err (may be NULL) with code and a printf-style message; returns code.
+el_status el_err(el_error *err, el_status code, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 3, 4)))
+#endif
+    ;
+const char *el_status_str(el_status s);
+
+// Checked size arithmetic: returns 0 and sets *out, or returns -1 on overflow.
+int el_mul_size(size_t a, size_t b, size_t *out);
+int el_add_size(size_t a, size_t b, size_t *out);
+
+// Allocation helpers: NULL on failure or overflow. el_calloc zero-fills.
+void *el_malloc(size_t n);
+void *el_calloc(size_t count, size_t size);
+void *el_malloc_aligned(size_t n);  // 64-byte aligned, release with el_free_aligned
+void el_free_aligned(void *p);
+
+// ---------------------------------------------------------------- time
+
+uint64_t el_time_ns(void);  // monotonic nanoseconds
+double el_time_s(void);     // monotonic seconds
+
+// Peak resident set size of this process in bytes (0 if unknown).
+size_t el_peak_rss(void);
+// Current resident set size in bytes (0 if unknown).
+size_t el_current_rss(void);
+
+// ---------------------------------------------------------------- progress
+
+// A one-line progress indicator on a stream (stderr normally), redrawn in place
+// when the stream is a terminal and printed at most every few seconds otherwise.
+typedef struct {
+    FILE *out;
+    const char *label;
+    uint64_t total;     // units of work (0 = unknown)
+    const char *unit;   // "tensors", "MiB", "tok"
+    double t_start;
+    double t_last;
+    int tty;
+    int printed;
+} el_progress;
+
+void el_progress_begin(el_progress *p, FILE *out, const char *label, uint64_t total, const char *unit);
+// done = units completed so far; extra = optional short text appended (may be NULL).
+void el_progress_update(el_progress *p, uint64_t done, const char *extra);
+void el_progress_end(el_progress *p, uint64_t done, const char *extra);
+
+// ---------------------------------------------------------------- threads
+
+typedef struct el_pool el_pool;
+
+// Runs fn(ctx, i, n) for i in [0, n) across the pool's threads (the caller's
+// thread takes part). Tasks are handed out in contiguous chunks.
+typedef void (*el_task_fn)(void *ctx, int i, int n);
+
+// n_threads <= 0 means the number of online CPUs.
+el_pool *el_pool_new(int n_threads);
+void el_pool_free(el_pool *pool);
+int el_pool_size(const el_pool *pool);
+// Run n tasks; returns when all are done. pool may be NULL (runs serially).
+void el_pool_run(el_pool *pool, el_task_fn fn, void *ctx, int n);
+
+// ---------------------------------------------------------------- cpu
+
+typedef enum { EL_ISA_SCALAR = 0, EL_ISA_AVX2 = 1, EL_ISA_AVX512 = 2 } el_isa;
+
+// The best level this CPU supports, lowered by EL_ISA=scalar|avx2|avx512.
+el_isa el_cpu_isa(void);
+int el_cpu_has_avx512vnni(void);
+const char *el_isa_name(el_isa isa);
+
+// ---------------------------------------------------------------- misc
+
+// 64-bit FNV-1a, for identity hashes of models and stages.
+uint64_t el_fnv1a(uint64_t h, const void *data, size_t n);
+#define EL_FNV_INIT 0xcbf29ce484222325ULL
+
+// Returns 1 if s[0..n) is valid UTF-8 (no overlongs, no surrogates).
+int el_utf8_valid(const char *s, size_t n);
+
+// Read a whole file into memory (NUL-terminated for convenience). Caps at max_bytes.
+el_status el_read_file(const char *path, size_t max_bytes, char **data, size_t *len, el_error *err);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

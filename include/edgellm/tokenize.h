@@ -1,0 +1,72 @@
+// Tokenizers behind one interface. Today: SentencePiece-style BPE (llama
+// vocabularies from GGUF `tokenizer.ggml.model = llama` and llama2.c tokenizer
+// files, with byte fallback). Byte-level BPE (gpt2) will plug in as another kind.
+#ifndef EDGELLM_TOKENIZE_H
+#define EDGELLM_TOKENIZE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "edgellm/core.h"
+#include "edgellm/gguf.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+// Token types, numbered as GGUF's tokenizer.ggml.token_type.
+typedef enum {
+    EL_TOKEN_NORMAL = 1,
+    EL_TOKEN_UNKNOWN = 2,
+    EL_TOKEN_CONTROL = 3,
+    EL_TOKEN_USER_DEFINED = 4,
+    EL_TOKEN_UNUSED = 5,
+    EL_TOKEN_BYTE = 6,
+} el_token_type;
+
+typedef enum { EL_TOKENIZER_SPM = 1 } el_tokenizer_kind;
+
+typedef struct el_tokenizer el_tokenizer;
+
+// Builds a SentencePiece tokenizer from pieces in GGUF form (spaces as U+2581
+// "▁", byte tokens as "<0xAB>"). pieces[i] has lens[i] bytes; scores and types
+// may be NULL (all 0 / all normal). bos/eos/unk may be -1.
+el_status el_tokenizer_new_spm(int n_vocab, const char *const *pieces, const size_t *lens, const float *scores,
+                               const int *types, int bos, int eos, int unk, el_tokenizer **out, el_error *err);
+
+// Loads a llama2.c tokenizer file (int32 max_token_length, then per token f32
+// score, int32 len, bytes). Spaces in its pieces become "▁". n_vocab must be
+// given (the file does not store it): the model's vocab size.
+el_status el_tokenizer_load_llama2c(const char *path, int n_vocab, el_tokenizer **out, el_error *err);
+
+// From GGUF tokenizer.ggml.* metadata. Fails (naming the file) if the model
+// kind is not supported or arrays are missing or inconsistent.
+el_status el_tokenizer_from_gguf(const el_gguf *g, el_tokenizer **out, el_error *err);
+
+void el_tokenizer_free(el_tokenizer *t);
+
+el_tokenizer_kind el_tokenizer_kind_of(const el_tokenizer *t);
+int el_tokenizer_n_vocab(const el_tokenizer *t);
+int el_tokenizer_bos(const el_tokenizer *t);
+int el_tokenizer_eos(const el_tokenizer *t);
+// Piece text in GGUF form (not NUL-terminated); *len receives its length.
+const char *el_tokenizer_piece(const el_tokenizer *t, int id, size_t *len);
+float el_tokenizer_score(const el_tokenizer *t, int id);
+int el_tokenizer_type(const el_tokenizer *t, int id);
+
+// Encodes text[0..len) (must be valid UTF-8). A SentencePiece tokenizer adds
+// the dummy-prefix space when the text is non-empty. *ids is allocated
+// (free with free()); *n_ids receives the count. add_bos prepends BOS.
+el_status el_tokenizer_encode(const el_tokenizer *t, const char *text, size_t len, int add_bos, int **ids,
+                              int *n_ids, el_error *err);
+
+// The bytes token id stands for when printed after prev (as llama2.c prints:
+// "▁" becomes a space, byte tokens become their byte, the leading space of the
+// first piece after BOS is dropped, control tokens print nothing). Writes at
+// most cap bytes to buf and returns the length.
+size_t el_tokenizer_decode(const el_tokenizer *t, int prev, int id, char *buf, size_t cap);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

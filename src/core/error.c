@@ -1,0 +1,95 @@
+// Status codes, error messages and checked allocation.
+#include "edgellm/core.h"
+
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+
+el_status el_err(el_error *err, el_status code, const char *fmt, ...) {
+    if (err) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(err->msg, sizeof err->msg, fmt, ap);
+        va_end(ap);
+        err->code = code;
+    }
+    return code;
+}
+
+const char *el_status_str(el_status s) {
+    switch (s) {
+    case EL_OK: return "ok";
+    case EL_ERR_IO: return "I/O error";
+    case EL_ERR_FORMAT: return "malformed input";
+    case EL_ERR_RANGE: return "value out of range";
+    case EL_ERR_NOMEM: return "out of memory";
+    case EL_ERR_ARG: return "invalid argument";
+    case EL_ERR_UNSUPPORTED: return "unsupported";
+    case EL_ERR_STATE: return "invalid state";
+    }
+    return "unknown error";
+}
+
+int el_mul_size(size_t a, size_t b, size_t *out) {
+    if (a != 0 && b > SIZE_MAX / a) return -1;
+    *out = a * b;
+    return 0;
+}
+
+int el_add_size(size_t a, size_t b, size_t *out) {
+    if (b > SIZE_MAX - a) return -1;
+    *out = a + b;
+    return 0;
+}
+
+void *el_malloc(size_t n) { return malloc(n ? n : 1); }
+
+void *el_calloc(size_t count, size_t size) {
+    size_t n;
+    if (el_mul_size(count, size, &n)) return NULL;
+    return calloc(n ? n : 1, 1);
+}
+
+void *el_malloc_aligned(size_t n) {
+    void *p = NULL;
+    size_t rounded;
+    if (el_add_size(n, 63, &rounded)) return NULL;
+    rounded &= ~(size_t)63;
+    if (posix_memalign(&p, 64, rounded ? rounded : 64)) return NULL;
+    return p;
+}
+
+void el_free_aligned(void *p) { free(p); }
+
+uint64_t el_fnv1a(uint64_t h, const void *data, size_t n) {
+    const unsigned char *p = data;
+    for (size_t i = 0; i < n; i++) {
+        h ^= p[i];
+        h *= 0x100000001b3ULL;
+    }
+    return h;
+}
+
+int el_utf8_valid(const char *str, size_t n) {
+    const unsigned char *s = (const unsigned char *)str;
+    size_t i = 0;
+    while (i < n) {
+        unsigned c = s[i];
+        size_t len;
+        uint32_t cp;
+        if (c < 0x80) { i++; continue; }
+        if (c >= 0xC2 && c <= 0xDF) { len = 2; cp = c & 0x1F; }
+        else if (c >= 0xE0 && c <= 0xEF) { len = 3; cp = c & 0x0F; }
+        else if (c >= 0xF0 && c <= 0xF4) { len = 4; cp = c & 0x07; }
+        else return 0;
+        if (n - i < len) return 0;
+        for (size_t k = 1; k < len; k++) {
+            if ((s[i + k] & 0xC0) != 0x80) return 0;
+            cp = (cp << 6) | (s[i + k] & 0x3F);
+        }
+        if (len == 3 && (cp < 0x800 || (cp >= 0xD800 && cp <= 0xDFFF))) return 0;
+        if (len == 4 && (cp < 0x10000 || cp > 0x10FFFF)) return 0;
+        i += len;
+    }
+    return 1;
+}

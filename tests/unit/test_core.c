@@ -1,0 +1,133 @@
+// Unit tests for src/core: errors, checked arithmetic, UTF-8, f16/bf16, thread pool.
+#include <math.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "edgellm/core.h"
+#include "edgellm/tensor.h"
+#include "testutil.h"
+
+static void test_error_message(void **st) {
+    (void)st;
+    el_error e = {0};
+    el_status s = el_err(&e, EL_ERR_RANGE, "%s: dim %d too large", "m.gguf", 99);
+    assert_int_equal(s, EL_ERR_RANGE);
+    assert_int_equal(e.code, EL_ERR_RANGE);
+    assert_string_equal(e.msg, "m.gguf: dim 99 too large");
+    assert_int_equal(el_err(NULL, EL_ERR_IO, "x"), EL_ERR_IO);
+}
+
+static void test_checked_size(void **st) {
+    (void)st;
+    size_t r;
+    assert_int_equal(el_mul_size(1000, 1000, &r), 0);
+    assert_int_equal(r, 1000000);
+    assert_int_equal(el_mul_size(SIZE_MAX / 2, 3, &r), -1);
+    assert_int_equal(el_add_size(SIZE_MAX, 1, &r), -1);
+    assert_int_equal(el_add_size(5, 7, &r), 0);
+    assert_int_equal(r, 12);
+    assert_null(el_calloc(SIZE_MAX / 4, 8));
+}
+
+static void test_utf8(void **st) {
+    (void)st;
+    assert_true(el_utf8_valid("hello", 5));
+    assert_true(el_utf8_valid("F\xc3\xbchrer", 7));
+    assert_true(el_utf8_valid("\xf0\x9f\xa6\x99", 4));          // llama emoji
+    assert_false(el_utf8_valid("\xc3", 1));                      // truncated
+    assert_false(el_utf8_valid("\xc0\xaf", 2));                  // overlong
+    assert_false(el_utf8_valid("\xed\xa0\x80", 3));              // surrogate
+    assert_false(el_utf8_valid("\xff", 1));
+    assert_false(el_utf8_valid("\xf4\x90\x80\x80", 4));          // > U+10FFFF
+}
+
+static void test_f16(void **st) {
+    (void)st;
+    assert_int_equal(el_f32_to_f16(1.0f), 0x3C00);
+    assert_int_equal(el_f32_to_f16(-2.0f), 0xC000);
+    assert_int_equal(el_f32_to_f16(65504.0f), 0x7BFF);
+    assert_int_equal(el_f32_to_f16(1e6f), 0x7C00);
+    assert_int_equal(el_f32_to_f16(5.9604645e-8f), 0x0001);  // smallest subnormal
+    assert_true(el_f16_to_f32(0x0001) == 5.9604645e-8f);
+    assert_true(el_f16_to_f32(0x3555) == 0.333251953125f);
+    // round to nearest even: 1 + 2^-11 is halfway between 1 and 1+2^-10
+    assert_int_equal(el_f32_to_f16(1.0f + 1.0f / 2048), 0x3C00);
+    assert_int_equal(el_f32_to_f16(1.0f + 3.0f / 2048), 0x3C02);
+    assert_true(isnan(el_f16_to_f32(el_f32_to_f16(NAN))));
+    // every finite half round-trips exactly
+    for (uint32_t h = 0; h < 0x10000; h++) {
+        if ((h & 0x7C00) == 0x7C00) continue;
+        assert_int_equal(el_f32_to_f16(el_f16_to_f32((uint16_t)h)), h);
+    }
+    assert_int_equal(el_f32_to_bf16(1.0f), 0x3F80);
+    assert_true(el_bf16_to_f32(0x4049) == 3.140625f);
+    assert_int_equal(el_f32_to_bf16(3.14159265f), 0x4049);
+}
+
+static void test_dtype_table(void **st) {
+    (void)st;
+    assert_string_equal(el_dtype_name(EL_DTYPE_Q8_0), "q8_0");
+    assert_int_equal(el_dtype_info(EL_DTYPE_Q4_K)->type_size, 144);
+    assert_int_equal(el_dtype_info(EL_DTYPE_Q6_K)->block_size, 256);
+    assert_null(el_dtype_info(4));   // removed ggml type id
+    assert_null(el_dtype_info(-1));
+    assert_null(el_dtype_info(1000));
+    assert_int_equal(el_dtype_from_name("bf16"), EL_DTYPE_BF16);
+    assert_int_equal(el_dtype_from_name("nope"), -1);
+    assert_int_equal(el_dtype_row_size(EL_DTYPE_Q8_0, 64), 68);
+    assert_int_equal(el_dtype_row_size(EL_DTYPE_Q8_0, 65), 0);
+    assert_int_equal(el_dtype_row_size(EL_DTYPE_F16, 7), 14);
+}
+
+struct sum_ctx {
+    atomic_int hits[1000];
+};
+
+static void sum_task(void *ctx, int i, int n) {
+    struct sum_ctx *c = ctx;
+    assert_true(n == 1000);
+    atomic_fetch_add(&c->hits[i], 1);
+}
+
+static void test_pool(void **st) {
+    (void)st;
+    for (int nt = 1; nt <= 4; nt++) {
+        el_pool *p = el_pool_new(nt);
+        assert_non_null(p);
+        assert_int_equal(el_pool_size(p), nt);
+        for (int rep = 0; rep < 50; rep++) {
+            static struct sum_ctx c;
+            memset(&c, 0, sizeof c);
+            el_pool_run(p, sum_task, &c, 1000);
+            for (int i = 0; i < 1000; i++) assert_int_equal(atomic_load(&c.hits[i]), 1);
+        }
+        el_pool_free(p);
+    }
+    el_pool_free(NULL);
+}
+
+static void test_read_file(void **st) {
+    (void)st;
+    const char *p = tu_write_tmp("rf.txt", "abc\n", 4);
+    char *d;
+    size_t n;
+    el_error e;
+    assert_int_equal(el_read_file(p, 100, &d, &n, &e), EL_OK);
+    assert_int_equal(n, 4);
+    assert_string_equal(d, "abc\n");
+    free(d);
+    assert_int_equal(el_read_file(p, 2, &d, &n, &e), EL_ERR_RANGE);
+    assert_int_equal(el_read_file("/nonexistent/x", 100, &d, &n, &e), EL_ERR_IO);
+    assert_non_null(strstr(e.msg, "/nonexistent/x"));
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_error_message), cmocka_unit_test(test_checked_size),
+        cmocka_unit_test(test_utf8),          cmocka_unit_test(test_f16),
+        cmocka_unit_test(test_dtype_table),   cmocka_unit_test(test_pool),
+        cmocka_unit_test(test_read_file),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
