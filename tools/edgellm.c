@@ -1,12 +1,48 @@
-// The edgellm command: dispatches to one subcommand per tools/cmd_*.c.
+// The edgellm command: one binary, a subcommand per role (see tools/cmd_*.c).
 #include <stdio.h>
 #include <string.h>
 
+#include "edgellm/core.h"
+
+int cmd_run(int argc, char **argv);
+int cmd_logits(int argc, char **argv);
+int cmd_tokenize(int argc, char **argv);
+int cmd_info(int argc, char **argv);
+int cmd_convert(int argc, char **argv);
+int cmd_synth(int argc, char **argv);
+
+static const struct {
+    const char *name;
+    int (*fn)(int, char **);
+    const char *help;
+} commands[] = {
+    {"run", cmd_run, "generate text from a prompt"},
+    {"logits", cmd_logits, "write the raw logits of every prompt position"},
+    {"tokenize", cmd_tokenize, "print the token ids of a text"},
+    {"info", cmd_info, "show a model's hyper-parameters, metadata and tensors"},
+    {"convert", cmd_convert, "convert a llama2.c checkpoint + tokenizer to GGUF"},
+    {"synth", cmd_synth, "write a random-weight Llama-shaped GGUF of any size"},
+};
+
+static void usage(FILE *f) {
+    fprintf(f, "usage: edgellm SUBCOMMAND [options]   (edgellm SUBCOMMAND --help for its options)\n\n");
+    fprintf(f, "Runs Llama-family language models on CPUs, on a device and across edge servers.\n\n");
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        fprintf(f, "  %-10s %s\n", commands[i].name, commands[i].help);
+    fprintf(f, "\nCPU: %s%s\n", el_isa_name(el_cpu_isa()), el_cpu_has_avx512vnni() ? " + vnni" : "");
+}
+
 int main(int argc, char **argv) {
-    if (argc < 2 || !strcmp(argv[1], "--help")) {
-        printf("usage: edgellm SUBCOMMAND [options]\n");
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
+    }
+    if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
+        usage(stdout);
         return 0;
     }
-    fprintf(stderr, "edgellm: unknown subcommand '%s'\n", argv[1]);
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        if (!strcmp(argv[1], commands[i].name)) return commands[i].fn(argc - 1, argv + 1);
+    fprintf(stderr, "edgellm: unknown subcommand '%s' (see edgellm --help)\n", argv[1]);
     return 2;
 }

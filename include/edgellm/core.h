@@ -110,9 +110,13 @@ uint64_t el_fnv1a(uint64_t h, const void *data, size_t n);
 
 // Returns 1 if s[0..n) is valid UTF-8 (no overlongs, no surrogates).
 int el_utf8_valid(const char *s, size_t n);
+// Offset of the first byte that starts an invalid sequence, or n if all valid.
+size_t el_utf8_check(const char *s, size_t n);
 
 // Read a whole file into memory (NUL-terminated for convenience). Caps at max_bytes.
 el_status el_read_file(const char *path, size_t max_bytes, char **data, size_t *len, el_error *err);
+// Writes data to path + ".tmp", syncs it and renames it over path.
+el_status el_write_file_atomic(const char *path, const void *data, size_t n, el_error *err);
 
 #ifdef __cplusplus
 }

@@ -70,7 +70,7 @@ uint64_t el_fnv1a(uint64_t h, const void *data, size_t n) {
     return h;
 }
 
-int el_utf8_valid(const char *str, size_t n) {
+size_t el_utf8_check(const char *str, size_t n) {
     const unsigned char *s = (const unsigned char *)str;
     size_t i = 0;
     while (i < n) {
@@ -81,15 +81,17 @@ int el_utf8_valid(const char *str, size_t n) {
         if (c >= 0xC2 && c <= 0xDF) { len = 2; cp = c & 0x1F; }
         else if (c >= 0xE0 && c <= 0xEF) { len = 3; cp = c & 0x0F; }
         else if (c >= 0xF0 && c <= 0xF4) { len = 4; cp = c & 0x07; }
-        else return 0;
-        if (n - i < len) return 0;
+        else return i;
+        if (n - i < len) return i;
         for (size_t k = 1; k < len; k++) {
-            if ((s[i + k] & 0xC0) != 0x80) return 0;
+            if ((s[i + k] & 0xC0) != 0x80) return i;
             cp = (cp << 6) | (s[i + k] & 0x3F);
         }
-        if (len == 3 && (cp < 0x800 || (cp >= 0xD800 && cp <= 0xDFFF))) return 0;
-        if (len == 4 && (cp < 0x10000 || cp > 0x10FFFF)) return 0;
+        if (len == 3 && (cp < 0x800 || (cp >= 0xD800 && cp <= 0xDFFF))) return i;
+        if (len == 4 && (cp < 0x10000 || cp > 0x10FFFF)) return i;
         i += len;
     }
-    return 1;
+    return n;
 }
+
+int el_utf8_valid(const char *str, size_t n) { return el_utf8_check(str, n) == n; }

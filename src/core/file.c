@@ -5,6 +5,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 el_status el_read_file(const char *path, size_t max_bytes, char **data, size_t *len, el_error *err) {
     *data = NULL;
@@ -40,5 +41,31 @@ el_status el_read_file(const char *path, size_t max_bytes, char **data, size_t *
     buf[n] = 0;
     *data = buf;
     *len = n;
+    return EL_OK;
+}
+
+el_status el_write_file_atomic(const char *path, const void *data, size_t n, el_error *err) {
+    size_t plen = strlen(path);
+    char *tmp = malloc(plen + 5);
+    if (!tmp) return el_err(err, EL_ERR_NOMEM, "%s: out of memory", path);
+    memcpy(tmp, path, plen);
+    memcpy(tmp + plen, ".tmp", 5);
+    FILE *f = fopen(tmp, "wb");
+    if (!f) {
+        el_err(err, EL_ERR_IO, "%s: cannot create: %s", tmp, strerror(errno));
+        free(tmp);
+        return EL_ERR_IO;
+    }
+    int bad = n && fwrite(data, 1, n, f) != n;
+    bad |= fflush(f) != 0;
+    bad |= fsync(fileno(f)) != 0;
+    bad |= fclose(f) != 0;
+    if (bad || rename(tmp, path)) {
+        el_err(err, EL_ERR_IO, "%s: write failed: %s", path, strerror(errno));
+        remove(tmp);
+        free(tmp);
+        return EL_ERR_IO;
+    }
+    free(tmp);
     return EL_OK;
 }

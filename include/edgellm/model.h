@@ -1,0 +1,127 @@
+// Llama-family models: hyper-parameters, weights as tensor views over a mapped
+// file (GGUF or llama2.c checkpoint), and the per-stage forward pass.
+//
+// A stage is a contiguous range of layers [layer_begin, layer_end), plus
+// optionally the token embedding (first stage) and the final norm + output
+// head (last stage). Local inference is one stage holding everything.
+#ifndef EDGELLM_MODEL_H
+#define EDGELLM_MODEL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "edgellm/core.h"
+#include "edgellm/gguf.h"
+#include "edgellm/tensor.h"
+#include "edgellm/tokenize.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct {
+    char arch[32];  // "llama"
+    int dim;        // embedding width
+    int n_layers;
+    int n_heads;
+    int n_kv_heads;
+    int head_dim;  // dim / n_heads
+    int ff;        // feed-forward hidden width
+    int vocab;
+    int ctx;  // trained context length
+    float rms_eps;
+    float rope_theta;
+    int tied_output;  // output head shares token_embd
+} el_hparams;
+
+typedef struct {
+    el_tensor attn_norm;  // [dim]
+    el_tensor wq;         // [n_heads*head_dim rows, dim]
+    el_tensor wk;         // [n_kv_heads*head_dim rows, dim]
+    el_tensor wv;         // [n_kv_heads*head_dim rows, dim]
+    el_tensor wo;         // [dim rows, n_heads*head_dim]
+    el_tensor ffn_norm;   // [dim]
+    el_tensor w_gate;     // [ff rows, dim]   (llama2.c w1)
+    el_tensor w_down;     // [dim rows, ff]   (llama2.c w2)
+    el_tensor w_up;       // [ff rows, dim]   (llama2.c w3)
+} el_layer;
+
+typedef enum { EL_MODEL_GGUF = 1, EL_MODEL_LLAMA2C = 2 } el_model_format;
+
+typedef struct {
+    // Which parts to bind (and validate). Defaults (all zero) mean everything.
+    int layer_begin, layer_end;  // layer_end == 0: up to n_layers
+    int no_embed;                // do not need token_embd
+    int no_head;                 // do not need output_norm/output
+} el_model_opts;
+
+typedef struct el_model {
+    char *path;
+    el_model_format format;
+    el_hparams hp;
+    int layer_begin, layer_end;  // the range whose weights are bound
+    int has_embed, has_head;
+    el_tensor tok_embd;     // [vocab rows, dim]
+    el_tensor output_norm;  // [dim]
+    el_tensor output;       // [vocab rows, dim]; same data as tok_embd when tied
+    el_layer *layers;       // n_layers entries; only [layer_begin, layer_end) bound
+    el_gguf *gguf;          // GGUF backing (NULL for llama2.c)
+    void *map;              // llama2.c backing
+    size_t map_size;
+    char **names;  // owned tensor names for llama2.c views
+    int n_names;
+} el_model;
+
+// Opens a model file (GGUF or llama2.c .bin, told apart by magic), binds the
+// tensors opts asks for, and checks every shape against the hyper-parameters.
+el_status el_model_open(const char *path, const el_model_opts *opts, el_model **out, el_error *err);
+void el_model_close(el_model *m);
+
+// Bytes of weights bound for layers [a, b) (plus embedding/head when bound).
+size_t el_model_weight_bytes(const el_model *m, int a, int b, int with_embed, int with_head);
+// Total parameter count of the whole model (all layers, embedding, head).
+uint64_t el_model_n_params(const el_model *m);
+
+// Identity hash of the hyper-parameters and the bound tensors of layers [a, b)
+// (names, shapes, dtypes, and sampled content). Used to refuse mismatched peers.
+uint64_t el_model_identity(const el_model *m, int a, int b);
+
+// Opens the tokenizer that goes with a model: tok_path (a llama2.c tokenizer
+// file or a GGUF file with tokenizer.ggml.* keys) if given, else the model's own
+// GGUF metadata.
+el_status el_model_tokenizer(const el_model *m, const char *tok_path, el_tokenizer **out, el_error *err);
+
+// ---------------------------------------------------------------- sessions
+
+// The mutable state of one sequence on one stage: its KV cache and scratch.
+typedef struct el_session el_session;
+
+typedef struct {
+    int layer_begin, layer_end;  // the layers this session runs (layer_end 0: model's bound end)
+    int ctx;                     // KV capacity in positions (0: model's ctx)
+    int max_batch;               // most positions per forward call (0: 512)
+} el_session_opts;
+
+el_status el_session_new(const el_model *m, const el_session_opts *opts, el_pool *pool, el_session **out,
+                         el_error *err);
+void el_session_free(el_session *s);
+int el_session_ctx(const el_session *s);
+int el_session_max_batch(const el_session *s);
+size_t el_session_kv_bytes(const el_session *s);
+
+// x[n, dim] = token_embd[tokens[i]]
+el_status el_session_embed(el_session *s, const int *tokens, int n, float *x, el_error *err);
+// Runs the session's layers over x[n, dim] in place, for positions pos .. pos+n-1
+// (their keys and values enter the cache).
+el_status el_session_layers(el_session *s, float *x, int n, int pos, el_error *err);
+// logits[n_out, vocab] for the last n_out rows of x[n, dim]: final norm + output head.
+el_status el_session_head(el_session *s, const float *x, int n, int n_out, float *logits, el_error *err);
+// Convenience for a full local model: embed + layers + head for the last row
+// (logits_all: every row). logits must hold vocab (or n*vocab) floats.
+el_status el_session_forward(el_session *s, const int *tokens, int n, int pos, float *logits, int logits_all,
+                             el_error *err);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,45 @@
+// Turning logits into the next token: greedy, temperature, top-k, top-p,
+// min-p and a repetition penalty, with a seeded generator for reproducibility.
+#ifndef EDGELLM_SAMPLE_H
+#define EDGELLM_SAMPLE_H
+
+#include <stdint.h>
+
+#include "edgellm/core.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct {
+    float temp;            // 0: greedy
+    int top_k;             // 0: off
+    float top_p;           // 1: off
+    float min_p;           // 0: off
+    float repeat_penalty;  // 1: off
+    int repeat_last_n;     // how many recent tokens the penalty looks at
+    uint64_t seed;
+} el_sampler_params;
+
+typedef struct el_sampler el_sampler;
+
+el_sampler_params el_sampler_defaults(void);
+el_status el_sampler_check(const el_sampler_params *p, el_error *err);
+el_sampler *el_sampler_new(const el_sampler_params *p, int n_vocab);
+void el_sampler_free(el_sampler *s);
+// Remember a token (prompt or generated) for the repetition penalty.
+void el_sampler_accept(el_sampler *s, int token);
+// Picks the next token. logits is modified (penalties, temperature).
+int el_sampler_sample(el_sampler *s, float *logits);
+
+// Index of the largest value (first one on ties).
+int el_argmax(const float *x, int n);
+
+// xorshift64* generator
+uint64_t el_rng_next(uint64_t *state);
+float el_rng_uniform(uint64_t *state);  // [0, 1)
+
+#ifdef __cplusplus
+}
+#endif
+#endif

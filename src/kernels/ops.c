@@ -1,0 +1,61 @@
+// Row-wise ops of the transformer: RMSNorm, RoPE, softmax, SwiGLU, dot product.
+#include <math.h>
+
+#include "edgellm/kernels.h"
+
+float el_dot_f32(const float *a, const float *b, int n) {
+    // Eight independent partial sums: lets the compiler vectorise without
+    // reassociating, and keeps the result independent of the thread count.
+    float acc[8] = {0};
+    int i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int j = 0; j < 8; j++) acc[j] += a[i + j] * b[i + j];
+    float s = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+    for (; i < n; i++) s += a[i] * b[i];
+    return s;
+}
+
+// out[n] = x[n] / sqrt(mean(x²) + eps) * w[n]
+void el_rmsnorm(float *out, const float *x, const float *w, int n, float eps) {
+    double ss = 0;
+    for (int i = 0; i < n; i++) ss += (double)x[i] * x[i];
+    float scale = (float)(1.0 / sqrt(ss / n + eps));
+    for (int i = 0; i < n; i++) out[i] = x[i] * scale * w[i];
+}
+
+void el_rope_freqs(float *inv_freq, int head_dim, float theta) {
+    for (int i = 0; i < head_dim / 2; i++) inv_freq[i] = (float)pow(theta, -2.0 * i / head_dim);
+}
+
+// x[n_heads, head_dim]: pair (2i, 2i+1) of every head rotates by pos·inv_freq[i]
+void el_rope(float *x, int n_heads, int head_dim, int pos, const float *inv_freq) {
+    int half = head_dim / 2;
+    for (int i = 0; i < half; i++) {
+        float angle = (float)pos * inv_freq[i];
+        float c = cosf(angle), s = sinf(angle);
+        for (int h = 0; h < n_heads; h++) {
+            float *v = x + (size_t)h * head_dim + 2 * i;
+            float a = v[0], b = v[1];
+            v[0] = a * c - b * s;
+            v[1] = a * s + b * c;
+        }
+    }
+}
+
+void el_softmax(float *x, int n) {
+    float max = x[0];
+    for (int i = 1; i < n; i++)
+        if (x[i] > max) max = x[i];
+    float sum = 0;
+    for (int i = 0; i < n; i++) {
+        x[i] = expf(x[i] - max);
+        sum += x[i];
+    }
+    float inv = 1.0f / sum;
+    for (int i = 0; i < n; i++) x[i] *= inv;
+}
+
+// h[n] = silu(g[n]) ⊙ u[n]
+void el_swiglu(float *h, const float *g, const float *u, int n) {
+    for (int i = 0; i < n; i++) h[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+}

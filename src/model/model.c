@@ -1,0 +1,380 @@
+// Opening a model: hyper-parameters from GGUF metadata or a llama2.c header,
+// and tensor views whose shapes and dtypes are checked before any use.
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "edgellm/llama2c.h"
+#include "edgellm/model.h"
+
+#define MAX_LAYERS 4096
+#define MAX_WIDTH (1 << 20)
+
+static el_status check_tensor(const el_model *m, const el_tensor *t, int64_t ne0, int64_t ne1, el_error *err) {
+    int want_dims = ne1 ? 2 : 1;
+    int64_t ne1_eff = t->n_dims > 1 ? t->ne[1] : 1;
+    if (t->n_dims != want_dims || t->ne[0] != ne0 || (ne1 && ne1_eff != ne1)) {
+        char got[96], want[64];
+        if (t->n_dims > 1) snprintf(got, sizeof got, "[%lld, %lld]", (long long)t->ne[0], (long long)ne1_eff);
+        else snprintf(got, sizeof got, "[%lld]", (long long)t->ne[0]);
+        if (ne1) snprintf(want, sizeof want, "[%lld, %lld]", (long long)ne0, (long long)ne1);
+        else snprintf(want, sizeof want, "[%lld]", (long long)ne0);
+        return el_err(err, EL_ERR_FORMAT, "%s: tensor %s has shape %s, expected %s", m->path, t->name, got, want);
+    }
+    const el_dtype_traits *tr = el_dtype_info(t->dtype);
+    if (!tr || !tr->to_f32)
+        return el_err(err, EL_ERR_UNSUPPORTED, "%s: tensor %s has dtype %s, which this build cannot compute with",
+                      m->path, t->name, el_dtype_name(t->dtype));
+    if (ne1 == 0 && t->dtype != EL_DTYPE_F32)
+        return el_err(err, EL_ERR_UNSUPPORTED, "%s: norm tensor %s must be f32, not %s", m->path, t->name,
+                      el_dtype_name(t->dtype));
+    return EL_OK;
+}
+
+static el_status check_hparams(const el_model *m, el_error *err) {
+    const el_hparams *h = &m->hp;
+    struct { const char *name; int v, max; } f[] = {
+        {"embedding_length", h->dim, MAX_WIDTH},       {"block_count", h->n_layers, MAX_LAYERS},
+        {"attention.head_count", h->n_heads, 4096},    {"attention.head_count_kv", h->n_kv_heads, 4096},
+        {"feed_forward_length", h->ff, MAX_WIDTH * 4}, {"vocab_size", h->vocab, 1 << 24},
+        {"context_length", h->ctx, 1 << 24},
+    };
+    for (size_t i = 0; i < sizeof f / sizeof f[0]; i++)
+        if (f[i].v <= 0 || f[i].v > f[i].max)
+            return el_err(err, EL_ERR_FORMAT, "%s: %s = %d is out of range (1..%d)", m->path, f[i].name, f[i].v,
+                          f[i].max);
+    if (h->dim % h->n_heads)
+        return el_err(err, EL_ERR_FORMAT, "%s: embedding_length %d is not a multiple of head_count %d", m->path,
+                      h->dim, h->n_heads);
+    if (h->n_kv_heads > h->n_heads || h->n_heads % h->n_kv_heads)
+        return el_err(err, EL_ERR_FORMAT, "%s: head_count_kv %d does not divide head_count %d", m->path,
+                      h->n_kv_heads, h->n_heads);
+    if (h->head_dim % 2) return el_err(err, EL_ERR_FORMAT, "%s: head size %d is odd", m->path, h->head_dim);
+    if (!(h->rms_eps > 0 && h->rms_eps < 1))
+        return el_err(err, EL_ERR_FORMAT, "%s: rms epsilon %g is out of range", m->path, h->rms_eps);
+    if (!(h->rope_theta > 1 && h->rope_theta < 1e12f))
+        return el_err(err, EL_ERR_FORMAT, "%s: rope.freq_base %g is out of range", m->path, h->rope_theta);
+    return EL_OK;
+}
+
+// Binds and checks the tensors the options ask for.
+static el_status check_bound(el_model *m, el_error *err) {
+    const el_hparams *h = &m->hp;
+    int q = h->n_heads * h->head_dim, kv = h->n_kv_heads * h->head_dim;
+    el_status s;
+    if (m->has_embed && (s = check_tensor(m, &m->tok_embd, h->dim, h->vocab, err))) return s;
+    if (m->has_head) {
+        if ((s = check_tensor(m, &m->output_norm, h->dim, 0, err))) return s;
+        if ((s = check_tensor(m, &m->output, h->dim, h->vocab, err))) return s;
+    }
+    for (int l = m->layer_begin; l < m->layer_end; l++) {
+        el_layer *L = &m->layers[l];
+        if ((s = check_tensor(m, &L->attn_norm, h->dim, 0, err)) || (s = check_tensor(m, &L->wq, h->dim, q, err)) ||
+            (s = check_tensor(m, &L->wk, h->dim, kv, err)) || (s = check_tensor(m, &L->wv, h->dim, kv, err)) ||
+            (s = check_tensor(m, &L->wo, q, h->dim, err)) || (s = check_tensor(m, &L->ffn_norm, h->dim, 0, err)) ||
+            (s = check_tensor(m, &L->w_gate, h->dim, h->ff, err)) ||
+            (s = check_tensor(m, &L->w_down, h->ff, h->dim, err)) || (s = check_tensor(m, &L->w_up, h->dim, h->ff, err)))
+            return s;
+    }
+    return EL_OK;
+}
+
+// ---------------------------------------------------------------- GGUF
+
+static el_status gguf_int(el_model *m, const char *arch, const char *suffix, int required, int dflt, int *out,
+                          el_error *err) {
+    char key[128];
+    snprintf(key, sizeof key, "%s.%s", arch, suffix);
+    int64_t v;
+    if (!el_gguf_get_i64(m->gguf, key, &v)) {
+        if (required) return el_err(err, EL_ERR_FORMAT, "%s: metadata key %s is missing", m->path, key);
+        *out = dflt;
+        return EL_OK;
+    }
+    if (v <= 0 || v > (1 << 30)) return el_err(err, EL_ERR_FORMAT, "%s: %s = %lld is out of range", m->path, key, (long long)v);
+    *out = (int)v;
+    return EL_OK;
+}
+
+static el_status gguf_bind(el_model *m, const char *name, el_tensor *t, el_error *err) {
+    const el_gguf_tensor *gt = el_gguf_find_tensor(m->gguf, name);
+    if (!gt) return el_err(err, EL_ERR_FORMAT, "%s: tensor %s is missing", m->path, name);
+    el_gguf_tensor_view(gt, t);
+    return EL_OK;
+}
+
+static el_status open_gguf(el_model *m, el_error *err) {
+    el_status s = el_gguf_open(m->path, &m->gguf, err);
+    if (s) return s;
+    m->format = EL_MODEL_GGUF;
+    char arch[32] = "";
+    if (!el_gguf_get_str(m->gguf, "general.architecture", arch, sizeof arch))
+        return el_err(err, EL_ERR_FORMAT, "%s: metadata key general.architecture is missing", m->path);
+    if (strcmp(arch, "llama"))
+        return el_err(err, EL_ERR_UNSUPPORTED, "%s: architecture '%s' is not supported (supported: llama)", m->path,
+                      arch);
+    el_hparams *h = &m->hp;
+    snprintf(h->arch, sizeof h->arch, "%s", arch);
+    if ((s = gguf_int(m, arch, "embedding_length", 1, 0, &h->dim, err)) ||
+        (s = gguf_int(m, arch, "block_count", 1, 0, &h->n_layers, err)) ||
+        (s = gguf_int(m, arch, "feed_forward_length", 1, 0, &h->ff, err)) ||
+        (s = gguf_int(m, arch, "attention.head_count", 1, 0, &h->n_heads, err)) ||
+        (s = gguf_int(m, arch, "attention.head_count_kv", 0, h->n_heads, &h->n_kv_heads, err)) ||
+        (s = gguf_int(m, arch, "context_length", 0, 2048, &h->ctx, err)))
+        return s;
+    char key[128];
+    double d;
+    snprintf(key, sizeof key, "%s.attention.layer_norm_rms_epsilon", arch);
+    h->rms_eps = el_gguf_get_f64(m->gguf, key, &d) ? (float)d : 1e-5f;
+    snprintf(key, sizeof key, "%s.rope.freq_base", arch);
+    h->rope_theta = el_gguf_get_f64(m->gguf, key, &d) ? (float)d : 10000.0f;
+    if (h->n_heads > 0) h->head_dim = h->dim / h->n_heads;
+    int rope_dim;
+    if ((s = gguf_int(m, arch, "rope.dimension_count", 0, h->head_dim, &rope_dim, err))) return s;
+    if (rope_dim != h->head_dim)
+        return el_err(err, EL_ERR_UNSUPPORTED, "%s: partial rotary embedding (rope.dimension_count %d, head size %d)",
+                      m->path, rope_dim, h->head_dim);
+    const el_gguf_tensor *emb = el_gguf_find_tensor(m->gguf, "token_embd.weight");
+    if (!emb) return el_err(err, EL_ERR_FORMAT, "%s: tensor token_embd.weight is missing", m->path);
+    if (emb->n_dims != 2 || emb->ne[1] > (1 << 24))
+        return el_err(err, EL_ERR_FORMAT, "%s: tensor token_embd.weight has %d dimensions, expected 2", m->path,
+                      emb->n_dims);
+    h->vocab = (int)emb->ne[1];
+    h->tied_output = el_gguf_find_tensor(m->gguf, "output.weight") == NULL;
+    return check_hparams(m, err);
+}
+
+static el_status bind_gguf(el_model *m, el_error *err) {
+    el_status s;
+    if (m->has_embed && (s = gguf_bind(m, "token_embd.weight", &m->tok_embd, err))) return s;
+    if (m->has_head) {
+        if ((s = gguf_bind(m, "output_norm.weight", &m->output_norm, err))) return s;
+        if ((s = gguf_bind(m, m->hp.tied_output ? "token_embd.weight" : "output.weight", &m->output, err))) return s;
+    }
+    static const struct { const char *suffix; size_t off; } parts[] = {
+        {"attn_norm", offsetof(el_layer, attn_norm)}, {"attn_q", offsetof(el_layer, wq)},
+        {"attn_k", offsetof(el_layer, wk)},           {"attn_v", offsetof(el_layer, wv)},
+        {"attn_output", offsetof(el_layer, wo)},      {"ffn_norm", offsetof(el_layer, ffn_norm)},
+        {"ffn_gate", offsetof(el_layer, w_gate)},     {"ffn_down", offsetof(el_layer, w_down)},
+        {"ffn_up", offsetof(el_layer, w_up)},
+    };
+    for (int l = m->layer_begin; l < m->layer_end; l++) {
+        for (size_t i = 0; i < sizeof parts / sizeof parts[0]; i++) {
+            char name[96];
+            snprintf(name, sizeof name, "blk.%d.%s.weight", l, parts[i].suffix);
+            if ((s = gguf_bind(m, name, (el_tensor *)((char *)&m->layers[l] + parts[i].off), err))) return s;
+        }
+    }
+    return EL_OK;
+}
+
+// ---------------------------------------------------------------- llama2.c
+
+static const char *own_name(el_model *m, const char *name) {
+    char *copy = strdup(name);
+    if (!copy) return "?";
+    m->names[m->n_names++] = copy;
+    return copy;
+}
+
+static void view(el_model *m, el_tensor *t, const char *name, size_t off_floats, int64_t ne0, int64_t ne1) {
+    memset(t, 0, sizeof *t);
+    t->name = own_name(m, name);
+    t->dtype = EL_DTYPE_F32;
+    t->n_dims = ne1 ? 2 : 1;
+    t->ne[0] = ne0;
+    t->ne[1] = ne1 ? ne1 : 1;
+    t->data = (float *)m->map + off_floats;
+    t->nbytes = (size_t)ne0 * (size_t)(ne1 ? ne1 : 1) * 4;
+}
+
+static el_status open_llama2c(el_model *m, el_llama2c *c, el_error *err) {
+    el_status s = el_llama2c_open(m->path, c, err);
+    if (s) return s;
+    m->format = EL_MODEL_LLAMA2C;
+    m->map = c->map;
+    m->map_size = c->size;
+    c->map = NULL;  // the model owns the mapping now
+    el_hparams *h = &m->hp;
+    snprintf(h->arch, sizeof h->arch, "llama");
+    h->dim = c->dim, h->n_layers = c->n_layers, h->n_heads = c->n_heads, h->n_kv_heads = c->n_kv_heads;
+    h->head_dim = c->dim / c->n_heads, h->ff = c->hidden_dim, h->vocab = c->vocab_size, h->ctx = c->seq_len;
+    h->rms_eps = 1e-5f;
+    h->rope_theta = 10000.0f;
+    h->tied_output = c->shared_classifier;
+    return check_hparams(m, err);
+}
+
+static el_status bind_llama2c(el_model *m, const el_llama2c *c, el_error *err) {
+    const el_hparams *h = &m->hp;
+    size_t dim = (size_t)h->dim, kv = (size_t)h->n_kv_heads * h->head_dim, ff = (size_t)h->ff;
+    m->names = calloc((size_t)h->n_layers * 9 + 4, sizeof *m->names);
+    if (!m->names) return el_err(err, EL_ERR_NOMEM, "%s: out of memory", m->path);
+    if (m->has_embed) view(m, &m->tok_embd, "token_embd.weight", c->off_embed, h->dim, h->vocab);
+    if (m->has_head) {
+        view(m, &m->output_norm, "output_norm.weight", c->off_rms_final, h->dim, 0);
+        view(m, &m->output, h->tied_output ? "token_embd.weight" : "output.weight", c->off_wcls, h->dim, h->vocab);
+    }
+    for (int l = m->layer_begin; l < m->layer_end; l++) {
+        el_layer *L = &m->layers[l];
+        size_t ul = (size_t)l;
+        char n[64];
+#define V(field, part, off, ne0, ne1)                          \
+    snprintf(n, sizeof n, "blk.%d." part ".weight", l);       \
+    view(m, &L->field, n, off, ne0, ne1)
+        V(attn_norm, "attn_norm", c->off_rms_att + ul * dim, h->dim, 0);
+        V(wq, "attn_q", c->off_wq + ul * dim * dim, h->dim, h->dim);
+        V(wk, "attn_k", c->off_wk + ul * dim * kv, h->dim, (int64_t)kv);
+        V(wv, "attn_v", c->off_wv + ul * dim * kv, h->dim, (int64_t)kv);
+        V(wo, "attn_output", c->off_wo + ul * dim * dim, h->dim, h->dim);
+        V(ffn_norm, "ffn_norm", c->off_rms_ffn + ul * dim, h->dim, 0);
+        V(w_gate, "ffn_gate", c->off_w1 + ul * ff * dim, h->dim, h->ff);
+        V(w_down, "ffn_down", c->off_w2 + ul * dim * ff, h->ff, h->dim);
+        V(w_up, "ffn_up", c->off_w3 + ul * ff * dim, h->dim, h->ff);
+#undef V
+    }
+    return EL_OK;
+}
+
+// ---------------------------------------------------------------- public
+
+el_status el_model_open(const char *path, const el_model_opts *opts, el_model **out, el_error *err) {
+    *out = NULL;
+    el_model_opts o = {0};
+    if (opts) o = *opts;
+    el_model *m = calloc(1, sizeof *m);
+    if (!m || !(m->path = strdup(path))) {
+        free(m);
+        return el_err(err, EL_ERR_NOMEM, "%s: out of memory", path);
+    }
+    FILE *f = fopen(path, "rb");
+    char magic[4] = {0};
+    size_t got = f ? fread(magic, 1, 4, f) : 0;
+    if (f) fclose(f);
+    el_status s;
+    el_llama2c c = {0};
+    int is_gguf = got == 4 && !memcmp(magic, "GGUF", 4);
+    if (is_gguf) s = open_gguf(m, err);
+    else s = open_llama2c(m, &c, err);
+    if (!s) {
+        if (o.layer_end == 0) o.layer_end = m->hp.n_layers;
+        if (o.layer_begin < 0 || o.layer_begin > o.layer_end || o.layer_end > m->hp.n_layers)
+            s = el_err(err, EL_ERR_ARG, "%s: layer range %d:%d is outside the model's 0:%d", path, o.layer_begin,
+                       o.layer_end, m->hp.n_layers);
+    }
+    if (!s) {
+        m->layer_begin = o.layer_begin;
+        m->layer_end = o.layer_end;
+        m->has_embed = !o.no_embed;
+        m->has_head = !o.no_head;
+        m->layers = calloc((size_t)m->hp.n_layers, sizeof *m->layers);
+        if (!m->layers) s = el_err(err, EL_ERR_NOMEM, "%s: out of memory", path);
+    }
+    if (!s) {
+        // The llama2.c parse already told the file apart; re-derive its offsets.
+        if (!is_gguf) s = el_llama2c_parse(m->map, m->map_size, path, &c, err);
+        if (!s) s = is_gguf ? bind_gguf(m, err) : bind_llama2c(m, &c, err);
+    }
+    if (!s) s = check_bound(m, err);
+    if (s) {
+        el_model_close(m);
+        return s;
+    }
+    *out = m;
+    return EL_OK;
+}
+
+void el_model_close(el_model *m) {
+    if (!m) return;
+    el_gguf_close(m->gguf);
+    el_llama2c lc = {0};
+    lc.map = m->map;
+    lc.size = m->map_size;
+    el_llama2c_close(&lc);
+    for (int i = 0; i < m->n_names; i++) free(m->names[i]);
+    free(m->names);
+    free(m->layers);
+    free(m->path);
+    free(m);
+}
+
+static size_t layer_bytes(const el_layer *L) {
+    return L->attn_norm.nbytes + L->wq.nbytes + L->wk.nbytes + L->wv.nbytes + L->wo.nbytes + L->ffn_norm.nbytes +
+           L->w_gate.nbytes + L->w_down.nbytes + L->w_up.nbytes;
+}
+
+size_t el_model_weight_bytes(const el_model *m, int a, int b, int with_embed, int with_head) {
+    size_t n = 0;
+    for (int l = a; l < b; l++)
+        if (l >= m->layer_begin && l < m->layer_end) n += layer_bytes(&m->layers[l]);
+    if (with_embed && m->has_embed) n += m->tok_embd.nbytes;
+    if (with_head && m->has_head) n += m->output_norm.nbytes + (m->hp.tied_output && with_embed && m->has_embed ? 0 : m->output.nbytes);
+    return n;
+}
+
+uint64_t el_model_n_params(const el_model *m) {
+    const el_hparams *h = &m->hp;
+    uint64_t dim = (uint64_t)h->dim, q = (uint64_t)h->n_heads * h->head_dim, kv = (uint64_t)h->n_kv_heads * h->head_dim;
+    uint64_t per_layer = 2 * dim + dim * q + 2 * dim * kv + q * dim + 3 * dim * (uint64_t)h->ff;
+    uint64_t n = per_layer * (uint64_t)h->n_layers + (uint64_t)h->vocab * dim + dim;
+    if (!h->tied_output) n += (uint64_t)h->vocab * dim;
+    return n;
+}
+
+static uint64_t hash_tensor(uint64_t x, const el_tensor *t) {
+    x = el_fnv1a(x, t->name, strlen(t->name));
+    x = el_fnv1a(x, &t->dtype, sizeof t->dtype);
+    x = el_fnv1a(x, t->ne, sizeof t->ne);
+    // Sample the content: 16 windows of 64 bytes spread over the tensor.
+    const unsigned char *d = t->data;
+    size_t n = t->nbytes;
+    for (int i = 0; i < 16 && n; i++) {
+        size_t at = n > 64 ? (n - 64) / 15 * (size_t)i : 0;
+        x = el_fnv1a(x, d + at, n < 64 ? n : 64);
+    }
+    return x;
+}
+
+uint64_t el_model_identity(const el_model *m, int a, int b) {
+    uint64_t x = EL_FNV_INIT;
+    const el_hparams *h = &m->hp;
+    int hp[] = {h->dim, h->n_layers, h->n_heads, h->n_kv_heads, h->head_dim, h->ff, h->vocab};
+    x = el_fnv1a(x, hp, sizeof hp);
+    x = el_fnv1a(x, &h->rms_eps, sizeof h->rms_eps);
+    x = el_fnv1a(x, &h->rope_theta, sizeof h->rope_theta);
+    for (int l = a; l < b; l++) {
+        if (l < m->layer_begin || l >= m->layer_end) continue;
+        const el_tensor *ts = (const el_tensor *)&m->layers[l];
+        for (size_t i = 0; i < sizeof(el_layer) / sizeof(el_tensor); i++) x = hash_tensor(x, &ts[i]);
+    }
+    return x;
+}
+
+el_status el_model_tokenizer(const el_model *m, const char *tok_path, el_tokenizer **out, el_error *err) {
+    *out = NULL;
+    if (!tok_path) {
+        if (!m->gguf)
+            return el_err(err, EL_ERR_ARG, "%s: a llama2.c checkpoint has no tokenizer inside; pass one with -z", m->path);
+        return el_tokenizer_from_gguf(m->gguf, out, err);
+    }
+    FILE *f = fopen(tok_path, "rb");
+    char magic[4] = {0};
+    size_t got = f ? fread(magic, 1, 4, f) : 0;
+    if (f) fclose(f);
+    el_status s;
+    if (got == 4 && !memcmp(magic, "GGUF", 4)) {
+        el_gguf *g;
+        if ((s = el_gguf_open(tok_path, &g, err))) return s;
+        s = el_tokenizer_from_gguf(g, out, err);
+        el_gguf_close(g);
+    } else {
+        s = el_tokenizer_load_llama2c(tok_path, m->hp.vocab, out, err);
+    }
+    if (!s && el_tokenizer_n_vocab(*out) != m->hp.vocab) {
+        s = el_err(err, EL_ERR_FORMAT, "%s: tokenizer has %d tokens but model %s has vocab %d", tok_path,
+                   el_tokenizer_n_vocab(*out), m->path, m->hp.vocab);
+        el_tokenizer_free(*out);
+        *out = NULL;
+    }
+    return s;
+}

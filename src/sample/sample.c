@@ -1,0 +1,166 @@
+// Samplers. The order of operations is: repetition penalty, then (if temp > 0)
+// temperature, softmax, top-k, top-p, min-p, renormalise, draw.
+#include "edgellm/sample.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct el_sampler {
+    el_sampler_params p;
+    int n_vocab;
+    int *recent;  // ring buffer of the last repeat_last_n tokens
+    int n_recent, head;
+    uint64_t rng;
+    int *idx;  // scratch: candidate indices
+    float *prob;
+};
+
+uint64_t el_rng_next(uint64_t *s) {
+    uint64_t x = *s;
+    x ^= x >> 12;
+    x ^= x << 25;
+    x ^= x >> 27;
+    *s = x;
+    return x * 0x2545F4914F6CDD1DULL;
+}
+
+float el_rng_uniform(uint64_t *s) { return (float)(el_rng_next(s) >> 40) / 16777216.0f; }
+
+el_sampler_params el_sampler_defaults(void) {
+    el_sampler_params p = {.temp = 1.0f, .top_k = 0, .top_p = 1.0f, .min_p = 0.0f,
+                           .repeat_penalty = 1.0f, .repeat_last_n = 64, .seed = 42};
+    return p;
+}
+
+el_status el_sampler_check(const el_sampler_params *p, el_error *err) {
+    if (!(p->temp >= 0 && p->temp <= 100)) return el_err(err, EL_ERR_ARG, "--temp %g is outside 0..100", p->temp);
+    if (p->top_k < 0) return el_err(err, EL_ERR_ARG, "--top-k %d is negative", p->top_k);
+    if (!(p->top_p > 0 && p->top_p <= 1)) return el_err(err, EL_ERR_ARG, "--top-p %g is outside (0, 1]", p->top_p);
+    if (!(p->min_p >= 0 && p->min_p < 1)) return el_err(err, EL_ERR_ARG, "--min-p %g is outside [0, 1)", p->min_p);
+    if (!(p->repeat_penalty > 0 && p->repeat_penalty <= 100))
+        return el_err(err, EL_ERR_ARG, "--repeat-penalty %g is outside (0, 100]", p->repeat_penalty);
+    if (p->repeat_last_n < 0 || p->repeat_last_n > 1 << 20)
+        return el_err(err, EL_ERR_ARG, "repeat window %d is out of range", p->repeat_last_n);
+    return EL_OK;
+}
+
+el_sampler *el_sampler_new(const el_sampler_params *p, int n_vocab) {
+    el_sampler *s = calloc(1, sizeof *s);
+    if (!s) return NULL;
+    s->p = *p;
+    s->n_vocab = n_vocab;
+    s->rng = p->seed ? p->seed : 0x9E3779B97F4A7C15ULL;
+    s->recent = calloc((size_t)p->repeat_last_n + 1, sizeof(int));
+    s->idx = calloc((size_t)n_vocab, sizeof(int));
+    s->prob = calloc((size_t)n_vocab, sizeof(float));
+    if (!s->recent || !s->idx || !s->prob) {
+        el_sampler_free(s);
+        return NULL;
+    }
+    return s;
+}
+
+void el_sampler_free(el_sampler *s) {
+    if (!s) return;
+    free(s->recent);
+    free(s->idx);
+    free(s->prob);
+    free(s);
+}
+
+void el_sampler_accept(el_sampler *s, int token) {
+    if (s->p.repeat_last_n == 0) return;
+    s->recent[s->head] = token;
+    s->head = (s->head + 1) % s->p.repeat_last_n;
+    if (s->n_recent < s->p.repeat_last_n) s->n_recent++;
+}
+
+int el_argmax(const float *x, int n) {
+    int best = 0;
+    for (int i = 1; i < n; i++)
+        if (x[i] > x[best]) best = i;
+    return best;
+}
+
+static int cmp_prob_desc(const void *a, const void *b, void *ctx) {
+    const float *prob = ctx;
+    float pa = prob[*(const int *)a], pb = prob[*(const int *)b];
+    if (pa > pb) return -1;
+    if (pa < pb) return 1;
+    return *(const int *)a - *(const int *)b;
+}
+
+// qsort has no context argument in C11; a small merge sort does the job.
+static void sort_by_prob(int *idx, int *tmp, int n, const float *prob) {
+    if (n < 2) return;
+    int mid = n / 2;
+    sort_by_prob(idx, tmp, mid, prob);
+    sort_by_prob(idx + mid, tmp, n - mid, prob);
+    int i = 0, j = mid, k = 0;
+    while (i < mid && j < n) tmp[k++] = cmp_prob_desc(&idx[i], &idx[j], (void *)prob) <= 0 ? idx[i++] : idx[j++];
+    while (i < mid) tmp[k++] = idx[i++];
+    while (j < n) tmp[k++] = idx[j++];
+    memcpy(idx, tmp, (size_t)n * sizeof(int));
+}
+
+int el_sampler_sample(el_sampler *s, float *logits) {
+    int n = s->n_vocab;
+    if (s->p.repeat_penalty != 1.0f) {
+        // Penalise each distinct recent token once: shrink positive logits, grow negative ones.
+        for (int i = 0; i < s->n_recent; i++) {
+            int t = s->recent[i];
+            int seen = 0;
+            for (int j = 0; j < i; j++) seen |= s->recent[j] == t;
+            if (seen || t < 0 || t >= n) continue;
+            logits[t] = logits[t] > 0 ? logits[t] / s->p.repeat_penalty : logits[t] * s->p.repeat_penalty;
+        }
+    }
+    if (s->p.temp == 0.0f) return el_argmax(logits, n);
+
+    float max = logits[el_argmax(logits, n)];
+    double sum = 0;
+    for (int i = 0; i < n; i++) {
+        s->prob[i] = expf((logits[i] - max) / s->p.temp);
+        sum += s->prob[i];
+    }
+    for (int i = 0; i < n; i++) s->prob[i] = (float)(s->prob[i] / sum);
+
+    // Candidates: all tokens, or the top-k, sorted by probability only when a
+    // filter needs the order.
+    int m = n;
+    int need_sort = s->p.top_k > 0 || s->p.top_p < 1.0f;
+    for (int i = 0; i < n; i++) s->idx[i] = i;
+    if (need_sort) {
+        int *tmp = malloc((size_t)n * sizeof(int));
+        if (tmp) {
+            sort_by_prob(s->idx, tmp, n, s->prob);
+            free(tmp);
+        } else {
+            return el_argmax(logits, n);  // cannot filter without memory; degrade to greedy
+        }
+        if (s->p.top_k > 0 && s->p.top_k < m) m = s->p.top_k;
+        if (s->p.top_p < 1.0f) {
+            double cum = 0;
+            for (int i = 0; i < m; i++) {
+                cum += s->prob[s->idx[i]];
+                if (cum >= s->p.top_p) { m = i + 1; break; }
+            }
+        }
+    }
+    if (s->p.min_p > 0) {
+        float floor_p = s->p.min_p * s->prob[el_argmax(s->prob, n)];
+        int k = 0;
+        for (int i = 0; i < m; i++)
+            if (s->prob[s->idx[i]] >= floor_p) s->idx[k++] = s->idx[i];
+        m = k;
+    }
+    double total = 0;
+    for (int i = 0; i < m; i++) total += s->prob[s->idx[i]];
+    double r = el_rng_uniform(&s->rng) * total, cum = 0;
+    for (int i = 0; i < m; i++) {
+        cum += s->prob[s->idx[i]];
+        if (r < cum) return s->idx[i];
+    }
+    return s->idx[m - 1];
+}

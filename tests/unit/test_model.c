@@ -1,0 +1,189 @@
+// Unit tests for src/model: the forward pass against llama2.c reference logits,
+// stage composition, and rejection of malformed checkpoints.
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "edgellm/llama2c.h"
+#include "edgellm/model.h"
+#include "testutil.h"
+
+static const int dream_tokens[] = {1, 368, 430, 281, 269, 435, 447};
+#define N_DREAM 7
+
+static float *read_reference(size_t *n) {
+    FILE *f = fopen(tu_model_path("reference/aidreams260K-logits-the-dream.f32"), "rb");
+    assert_non_null(f);
+    float *buf = malloc(N_DREAM * 512 * sizeof(float));
+    *n = fread(buf, sizeof(float), N_DREAM * 512, f);
+    fclose(f);
+    return buf;
+}
+
+static void test_logits_match_reference(void **st) {
+    (void)st;
+    el_error err;
+    el_model *m;
+    assert_int_equal(el_model_open(tu_model_path("aidreams260K.bin"), NULL, &m, &err), EL_OK);
+    assert_int_equal(m->hp.dim, 64);
+    assert_int_equal(m->hp.ff, 172);
+    assert_int_equal(m->hp.n_layers, 4);
+    assert_int_equal(m->hp.vocab, 512);
+    assert_int_equal(m->hp.ctx, 128);
+    assert_true(m->hp.tied_output);
+    size_t n;
+    float *ref = read_reference(&n);
+    assert_int_equal(n, N_DREAM * 512);
+    for (int threads = 1; threads <= 2; threads++) {
+        el_pool *pool = el_pool_new(threads);
+        for (int batch = 1; batch <= 8; batch *= 2) {
+            // batch 1 runs the prompt token by token (decode path), larger
+            // batches run it as matrix-matrix products (prefill path)
+            el_session *s;
+            el_session_opts so = {.max_batch = batch};
+            assert_int_equal(el_session_new(m, &so, pool, &s, &err), EL_OK);
+            float *logits = malloc(N_DREAM * 512 * sizeof(float));
+            assert_int_equal(el_session_forward(s, dream_tokens, N_DREAM, 0, logits, 1, &err), EL_OK);
+            float maxdiff = 0;
+            for (size_t i = 0; i < n; i++) maxdiff = fmaxf(maxdiff, fabsf(logits[i] - ref[i]));
+            assert_true(maxdiff < 1e-4f);
+            free(logits);
+            el_session_free(s);
+        }
+        el_pool_free(pool);
+    }
+    free(ref);
+    el_model_close(m);
+}
+
+// A model cut into stages (embed + layers 0..k, layers k..L + head), each opened
+// with only its own tensors, gives the same logits as the whole model.
+static void test_stages_compose(void **st) {
+    (void)st;
+    el_error err;
+    const char *path = tu_model_path("aidreams260K.bin");
+    el_model *whole;
+    assert_int_equal(el_model_open(path, NULL, &whole, &err), EL_OK);
+    el_session *ws;
+    assert_int_equal(el_session_new(whole, NULL, NULL, &ws, &err), EL_OK);
+    float want[512], got[512];
+    assert_int_equal(el_session_forward(ws, dream_tokens, N_DREAM, 0, want, 0, &err), EL_OK);
+    for (int k = 0; k <= 4; k++) {
+        el_model_opts o1 = {.layer_begin = 0, .layer_end = k, .no_head = 1};
+        el_model_opts o2 = {.layer_begin = k, .layer_end = 4, .no_embed = 1};
+        el_model *a, *b;
+        if (k == 0) {  // layer_end 0 means "all": use an empty range via begin==end on b's side
+            o1.layer_end = 0;
+            o1.layer_begin = 0;
+        }
+        assert_int_equal(el_model_open(path, &o1, &a, &err), EL_OK);
+        assert_int_equal(el_model_open(path, &o2, &b, &err), EL_OK);
+        assert_int_equal(b->has_embed, 0);
+        assert_int_equal(a->has_head, 0);
+        el_session *sa, *sb;
+        el_session_opts so1 = {.layer_begin = 0, .layer_end = k};
+        if (k == 0) so1.layer_end = 0, so1.layer_begin = 0;
+        assert_int_equal(el_session_new(a, &so1, NULL, &sa, &err), EL_OK);
+        assert_int_equal(el_session_new(b, NULL, NULL, &sb, &err), EL_OK);
+        float x[N_DREAM * 64];
+        assert_int_equal(el_session_embed(sa, dream_tokens, N_DREAM, x, &err), EL_OK);
+        if (k > 0) assert_int_equal(el_session_layers(sa, x, N_DREAM, 0, &err), EL_OK);
+        assert_int_equal(el_session_layers(sb, x, N_DREAM, 0, &err), EL_OK);
+        assert_int_equal(el_session_head(sb, x, N_DREAM, 1, got, &err), EL_OK);
+        assert_memory_equal(want, got, sizeof want);
+        // the head is not there on stage a
+        assert_int_equal(el_session_head(sa, x, N_DREAM, 1, got, &err), EL_ERR_STATE);
+        el_session_free(sa);
+        el_session_free(sb);
+        el_model_close(a);
+        el_model_close(b);
+    }
+    el_session_free(ws);
+    el_model_close(whole);
+}
+
+static void test_weight_bytes_shrink_with_range(void **st) {
+    (void)st;
+    el_error err;
+    el_model *a, *b;
+    el_model_opts o = {.layer_begin = 2, .layer_end = 4, .no_embed = 1};
+    assert_int_equal(el_model_open(tu_model_path("aidreams260K.bin"), NULL, &a, &err), EL_OK);
+    assert_int_equal(el_model_open(tu_model_path("aidreams260K.bin"), &o, &b, &err), EL_OK);
+    // per layer: 2 norms of 64 + 4 x 64x64 + 3 x 64x172 floats
+    size_t layer = (2 * 64 + 4 * 64 * 64 + 3 * 64 * 172) * 4;
+    assert_int_equal(el_model_weight_bytes(a, 0, 4, 1, 1), 4 * layer + 512 * 64 * 4 + 64 * 4);
+    assert_int_equal(el_model_weight_bytes(b, 0, 4, 1, 1), 2 * layer + 64 * 4 + 512 * 64 * 4);
+    assert_int_equal(el_model_n_params(a), 4 * layer / 4 + 512 * 64 + 64);
+    assert_true(el_model_identity(a, 2, 4) == el_model_identity(b, 2, 4));
+    assert_true(el_model_identity(a, 0, 4) != el_model_identity(a, 2, 4));
+    el_model_close(a);
+    el_model_close(b);
+}
+
+// Checkpoint headers that lie must be refused with a message naming the file.
+static void test_bad_checkpoints(void **st) {
+    (void)st;
+    el_error err;
+    el_llama2c c;
+    int32_t h[7] = {64, 172, 4, 4, 4, 512, 128};
+    assert_int_equal(el_llama2c_parse(h, sizeof h, "x.bin", &c, &err), EL_ERR_FORMAT);
+    assert_non_null(strstr(err.msg, "x.bin: file has 28 bytes but its header"));
+    int32_t zero[7] = {0, 172, 4, 4, 4, 512, 128};
+    assert_int_equal(el_llama2c_parse(zero, sizeof zero, "x.bin", &c, &err), EL_ERR_FORMAT);
+    assert_non_null(strstr(err.msg, "dim = 0 is out of range"));
+    int32_t huge[7] = {1 << 20, 1 << 20, 4096, 1, 1, 1 << 20, 1 << 20};
+    assert_int_equal(el_llama2c_parse(huge, sizeof huge, "x.bin", &c, &err), EL_ERR_FORMAT);
+    int32_t gqa[7] = {64, 172, 4, 4, 3, 512, 128};
+    assert_int_equal(el_llama2c_parse(gqa, sizeof gqa, "x.bin", &c, &err), EL_ERR_FORMAT);
+    assert_non_null(strstr(err.msg, "n_kv_heads 3 does not divide n_heads 4"));
+    int32_t neg[7] = {64, 172, 4, 4, 4, INT32_MIN, 128};
+    assert_int_equal(el_llama2c_parse(neg, sizeof neg, "x.bin", &c, &err), EL_ERR_FORMAT);
+    assert_int_equal(el_llama2c_parse(h, 10, "x.bin", &c, &err), EL_ERR_FORMAT);
+    assert_non_null(strstr(err.msg, "too small"));
+
+    // the real file, truncated by one float
+    FILE *f = fopen(tu_model_path("aidreams260K.bin"), "rb");
+    assert_non_null(f);
+    static char buf[1 << 20];
+    size_t n = fread(buf, 1, sizeof buf, f);
+    fclose(f);
+    const char *p = tu_write_tmp("trunc.bin", buf, n - 4);
+    el_model *m;
+    assert_int_equal(el_model_open(p, NULL, &m, &err), EL_ERR_FORMAT);
+    assert_null(m);
+    assert_non_null(strstr(err.msg, "trunc.bin: file has 932120 bytes"));
+    assert_int_equal(el_model_open("/nonexistent.bin", NULL, &m, &err), EL_ERR_IO);
+    assert_non_null(strstr(err.msg, "/nonexistent.bin"));
+    // a range beyond the model
+    el_model_opts o = {.layer_begin = 2, .layer_end = 9};
+    assert_int_equal(el_model_open(tu_model_path("aidreams260K.bin"), &o, &m, &err), EL_ERR_ARG);
+    assert_non_null(strstr(err.msg, "layer range 2:9"));
+}
+
+static void test_session_limits(void **st) {
+    (void)st;
+    el_error err;
+    el_model *m;
+    assert_int_equal(el_model_open(tu_model_path("aidreams260K.bin"), NULL, &m, &err), EL_OK);
+    el_session *s;
+    el_session_opts so = {.ctx = 8, .max_batch = 4};
+    assert_int_equal(el_session_new(m, &so, NULL, &s, &err), EL_OK);
+    float x[8 * 64] = {0}, logits[512];
+    assert_int_equal(el_session_layers(s, x, 5, 0, &err), EL_ERR_RANGE);
+    assert_int_equal(el_session_layers(s, x, 2, 7, &err), EL_ERR_RANGE);
+    int bad = 512;
+    assert_int_equal(el_session_forward(s, &bad, 1, 0, logits, 0, &err), EL_ERR_RANGE);
+    assert_non_null(strstr(err.msg, "token id 512"));
+    el_session_free(s);
+    el_model_close(m);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_logits_match_reference), cmocka_unit_test(test_stages_compose),
+        cmocka_unit_test(test_weight_bytes_shrink_with_range), cmocka_unit_test(test_bad_checkpoints),
+        cmocka_unit_test(test_session_limits),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

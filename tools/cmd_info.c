@@ -1,0 +1,127 @@
+// edgellm info: what a model file holds.
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+#include "edgellm/gguf.h"
+#include "edgellm/model.h"
+
+static const char *usage =
+    "usage: edgellm info MODEL [--all]\n"
+    "\n"
+    "Prints the architecture, hyper-parameters, metadata and the tensor list\n"
+    "(name, dtype, shape, bytes) of a GGUF model or llama2.c checkpoint.\n"
+    "Long metadata arrays are shown by their first elements unless --all.\n"
+    "\n"
+    "example: edgellm info ../shared/models/aidreams260K.bin\n";
+
+static void print_str(const char *p, uint64_t n, uint64_t max) {
+    putchar('"');
+    for (uint64_t i = 0; i < n && i < max; i++) {
+        unsigned char ch = (unsigned char)p[i];
+        if (ch == '"' || ch == '\\') printf("\\%c", ch);
+        else if (ch < 0x20 || ch == 0x7f) printf("\\x%02x", ch);
+        else putchar(ch);
+    }
+    if (n > max) printf("...");
+    putchar('"');
+}
+
+static void print_scalar(el_gguf_type t, const el_gguf_kv *kv) {
+    switch (t) {
+    case EL_GGUF_UINT8: case EL_GGUF_UINT16: case EL_GGUF_UINT32: case EL_GGUF_UINT64:
+        printf("%" PRIu64, kv->v.u64); break;
+    case EL_GGUF_INT8: case EL_GGUF_INT16: case EL_GGUF_INT32: case EL_GGUF_INT64:
+        printf("%" PRId64, kv->v.i64); break;
+    case EL_GGUF_FLOAT32: case EL_GGUF_FLOAT64: printf("%g", kv->v.f64); break;
+    case EL_GGUF_BOOL: printf("%s", kv->v.u64 ? "true" : "false"); break;
+    case EL_GGUF_STRING: print_str(kv->v.str.ptr, kv->v.str.len, 200); break;
+    default: printf("?"); break;
+    }
+}
+
+static void print_kv(const el_gguf_kv *kv, int all) {
+    printf("  %-40s ", kv->key);
+    if (kv->type != EL_GGUF_ARRAY) {
+        print_scalar(kv->type, kv);
+        putchar('\n');
+        return;
+    }
+    printf("[%s x %" PRIu64 "] ", el_gguf_type_name(kv->arr_type), kv->arr_n);
+    uint64_t show = all ? kv->arr_n : (kv->arr_n < 8 ? kv->arr_n : 8);
+    for (uint64_t i = 0; i < show; i++) {
+        if (i) printf(", ");
+        if (kv->arr_type == EL_GGUF_STRING && kv->strs) print_str(kv->strs[i].ptr, kv->strs[i].len, 64);
+        else if (kv->arr_type == EL_GGUF_FLOAT32 || kv->arr_type == EL_GGUF_FLOAT64) {
+            double d;
+            if (el_gguf_arr_f64(kv, i, &d)) printf("%g", d);
+        } else {
+            int64_t v;
+            if (el_gguf_arr_i64(kv, i, &v)) printf("%" PRId64, v);
+            else printf("...");
+        }
+    }
+    if (show < kv->arr_n) printf(", ...");
+    putchar('\n');
+}
+
+static void print_tensor(const el_tensor *t) {
+    char shape[96];
+    int o = snprintf(shape, sizeof shape, "[");
+    for (int d = 0; d < t->n_dims; d++) o += snprintf(shape + o, sizeof shape - (size_t)o, d ? ", %lld" : "%lld", (long long)t->ne[d]);
+    snprintf(shape + o, sizeof shape - (size_t)o, "]");
+    printf("  %-32s %-6s %-18s %12zu bytes\n", t->name, el_dtype_name(t->dtype), shape, t->nbytes);
+}
+
+int cmd_info(int argc, char **argv) {
+    cli c;
+    cli_init(&c, "info", argc, argv);
+    const char *path = NULL, *a;
+    int opt, all = 0;
+    while ((a = cli_next(&c, &opt))) {
+        if (cli_is(a, "-h", "--help")) { fputs(usage, stdout); return 0; }
+        else if (cli_is(a, NULL, "--all")) all = 1;
+        else if (opt) return cli_unknown(&c, a);
+        else if (!path) path = a;
+        else return cli_fail(&c, "unexpected argument '%s'", a);
+    }
+    if (c.failed) return 2;
+    if (!path) return cli_fail(&c, "MODEL is required");
+    el_error err = {0};
+    el_model *m = NULL;
+    if (el_model_open(path, NULL, &m, &err)) return cli_error(&err);
+    const el_hparams *h = &m->hp;
+    printf("file:          %s\n", path);
+    printf("format:        %s\n", m->format == EL_MODEL_GGUF ? "GGUF" : "llama2.c checkpoint (version 0)");
+    if (m->gguf) printf("gguf version:  %u\n", m->gguf->version);
+    printf("architecture:  %s\n", h->arch);
+    printf("parameters:    %" PRIu64 " (%.2f M)\n", el_model_n_params(m), el_model_n_params(m) / 1e6);
+    printf("weight bytes:  %zu (%.2f MiB)\n", el_model_weight_bytes(m, 0, h->n_layers, 1, 1),
+           el_model_weight_bytes(m, 0, h->n_layers, 1, 1) / 1048576.0);
+    printf("dim %d, layers %d, heads %d, kv heads %d, head dim %d, ff %d, vocab %d, ctx %d\n", h->dim, h->n_layers,
+           h->n_heads, h->n_kv_heads, h->head_dim, h->ff, h->vocab, h->ctx);
+    printf("rms eps %g, rope theta %g, output head %s\n", h->rms_eps, h->rope_theta,
+           h->tied_output ? "tied to token_embd" : "separate");
+    if (m->gguf) {
+        printf("metadata (%" PRIu64 " keys):\n", m->gguf->n_kv);
+        for (uint64_t i = 0; i < m->gguf->n_kv; i++) print_kv(&m->gguf->kv[i], all);
+        printf("tensors (%" PRIu64 "):\n", m->gguf->n_tensors);
+        for (uint64_t i = 0; i < m->gguf->n_tensors; i++) {
+            el_tensor t;
+            el_gguf_tensor_view(&m->gguf->tensors[i], &t);
+            print_tensor(&t);
+        }
+    } else {
+        printf("tensors:\n");
+        print_tensor(&m->tok_embd);
+        for (int l = 0; l < h->n_layers; l++) {
+            const el_tensor *ts = (const el_tensor *)&m->layers[l];
+            for (size_t i = 0; i < sizeof(el_layer) / sizeof(el_tensor); i++) print_tensor(&ts[i]);
+        }
+        print_tensor(&m->output_norm);
+        if (!h->tied_output) print_tensor(&m->output);
+    }
+    el_model_close(m);
+    return 0;
+}

@@ -1,0 +1,84 @@
+// edgellm logits: the raw logits of every prompt position, for comparisons.
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+#include "common.h"
+#include "edgellm/model.h"
+
+static const char *usage =
+    "usage: edgellm logits -m MODEL [-z TOKENIZER] (-p PROMPT | -f FILE) -o OUT.f32 [-t THREADS]\n"
+    "\n"
+    "Writes raw little-endian f32 logits: one row of vocab_size floats for each\n"
+    "position of the tokenized prompt (BOS prepended).\n"
+    "\n"
+    "example: edgellm logits -m ../shared/models/aidreams260K.bin -z ../shared/models/tok512.bin \\\n"
+    "           -p \"The dream\" -o dream.f32\n";
+
+int cmd_logits(int argc, char **argv) {
+    cli c;
+    cli_init(&c, "logits", argc, argv);
+    const char *model_path = NULL, *tok_path = NULL, *prompt = NULL, *prompt_file = NULL, *out_path = NULL;
+    int threads = 0;
+    const char *a;
+    int opt;
+    while ((a = cli_next(&c, &opt))) {
+        if (cli_is(a, "-h", "--help")) { fputs(usage, stdout); return 0; }
+        else if (cli_is(a, "-m", "--model")) model_path = cli_str(&c, a);
+        else if (cli_is(a, "-z", "--tokenizer")) tok_path = cli_str(&c, a);
+        else if (cli_is(a, "-p", "--prompt")) prompt = cli_str(&c, a);
+        else if (cli_is(a, "-f", "--file")) prompt_file = cli_str(&c, a);
+        else if (cli_is(a, "-o", "--output")) out_path = cli_str(&c, a);
+        else if (cli_is(a, "-t", "--threads")) cli_int(&c, a, 1, 256, &threads);
+        else return cli_unknown(&c, a);
+    }
+    if (c.failed) return 2;
+    if (!model_path) return cli_fail(&c, "-m MODEL is required");
+    if (!prompt == !prompt_file) return cli_fail(&c, "give one of -p PROMPT or -f FILE");
+    if (!out_path) return cli_fail(&c, "-o OUT is required");
+
+    el_error err = {0};
+    el_model *m = NULL;
+    el_tokenizer *tok = NULL;
+    el_session *sess = NULL;
+    el_pool *pool = NULL;
+    char *file_text = NULL;
+    int *ids = NULL, n_ids = 0, rc = 1;
+    float *logits = NULL;
+    size_t len;
+    if (prompt_file) {
+        if (el_read_file(prompt_file, 64u << 20, &file_text, &len, &err)) goto out;
+        prompt = file_text;
+    } else {
+        len = strlen(prompt);
+    }
+    if (tool_check_prompt(prompt, len, prompt_file ? prompt_file : "the prompt", 0, &err)) goto out;
+    if (el_model_open(model_path, NULL, &m, &err)) goto out;
+    if (el_model_tokenizer(m, tok_path, &tok, &err)) goto out;
+    if (el_tokenizer_encode(tok, prompt, len, 1, &ids, &n_ids, &err)) goto out;
+    if (n_ids > m->hp.ctx) {
+        el_err(&err, EL_ERR_RANGE, "the prompt has %d tokens, more than the context of %d", n_ids, m->hp.ctx);
+        goto out;
+    }
+    pool = el_pool_new(threads);
+    if (!pool || el_session_new(m, NULL, pool, &sess, &err)) goto out;
+    logits = el_calloc((size_t)n_ids * m->hp.vocab, sizeof(float));
+    if (!logits) {
+        el_err(&err, EL_ERR_NOMEM, "out of memory for %d x %d logits", n_ids, m->hp.vocab);
+        goto out;
+    }
+    if (el_session_forward(sess, ids, n_ids, 0, logits, 1, &err)) goto out;
+    if (el_write_file_atomic(out_path, logits, (size_t)n_ids * m->hp.vocab * sizeof(float), &err)) goto out;
+    fprintf(stderr, "wrote %d x %d logits to %s\n", n_ids, m->hp.vocab, out_path);
+    rc = 0;
+out:
+    if (rc) cli_error(&err);
+    free(logits);
+    free(ids);
+    free(file_text);
+    el_session_free(sess);
+    el_pool_free(pool);
+    el_tokenizer_free(tok);
+    el_model_close(m);
+    return rc;
+}

@@ -1,0 +1,202 @@
+// edgellm synth: a random-weight Llama-shaped GGUF of any size, for benchmarks
+// and tests. Weights are generated tensor by tensor while the file is written,
+// so models larger than memory can be made.
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+#include "edgellm/gguf.h"
+#include "edgellm/sample.h"
+
+static const char *usage =
+    "usage: edgellm synth --dim D --layers L --heads H [--kv-heads K] --ff F --vocab V\n"
+    "                     [--ctx C] [--type f32|f16|bf16] [--seed S] -o OUT.gguf\n"
+    "\n"
+    "Writes a Llama-shaped GGUF with random weights (uniform, scaled by 1/sqrt(fan-in);\n"
+    "norms 1) and, when V >= 262, a synthetic SentencePiece vocabulary (<unk>, <s>, </s>,\n"
+    "256 byte tokens, then letter words) so that run/bench work on it.\n"
+    "The same options and seed always give the same file.\n"
+    "\n"
+    "example (TinyLlama shape): edgellm synth --dim 2048 --layers 22 --heads 32 --kv-heads 4 \\\n"
+    "           --ff 5632 --vocab 32000 --ctx 2048 --type f16 -o tinyllama-synth.gguf\n";
+
+typedef struct {
+    uint64_t seed;
+    int dtype;
+    int dim, ff;
+} synth_ctx;
+
+// Every tensor gets its own generator seeded from its name, so the content does
+// not depend on the order in which tensors are produced. Uniform weights with
+// variance 1/fan_in keep activations of unit scale through the layers.
+static el_status fill(void *vctx, const char *name, void *dst, size_t nbytes, el_error *err) {
+    (void)err;
+    const synth_ctx *c = vctx;
+    uint64_t rng = el_fnv1a(EL_FNV_INIT ^ c->seed, name, strlen(name)) | 1;
+    int is_norm = strstr(name, "norm") != NULL;
+    int dtype = is_norm ? EL_DTYPE_F32 : c->dtype;
+    size_t n = nbytes / (dtype == EL_DTYPE_F32 ? 4 : 2);
+    int fan_in = strstr(name, "ffn_down") ? c->ff : c->dim;
+    float scale = strstr(name, "token_embd") ? 1.0f : sqrtf(3.0f / (float)fan_in);
+    for (size_t i = 0; i < n; i++) {
+        float v = is_norm ? 1.0f : (el_rng_uniform(&rng) * 2.0f - 1.0f) * scale;
+        if (dtype == EL_DTYPE_F32) ((float *)dst)[i] = v;
+        else if (dtype == EL_DTYPE_F16) ((uint16_t *)dst)[i] = el_f32_to_f16(v);
+        else ((uint16_t *)dst)[i] = el_f32_to_bf16(v);
+    }
+    return EL_OK;
+}
+
+// Synthetic vocabulary: <unk> <s> </s>, the 256 byte tokens, then words in
+// bijective base 26, alternately with and without the leading "▁".
+static char **make_vocab(int V, uint64_t **lens_out, float **scores_out, int32_t **types_out) {
+    char **p = calloc((size_t)V, sizeof *p);
+    uint64_t *lens = calloc((size_t)V, sizeof *lens);
+    float *scores = calloc((size_t)V, sizeof *scores);
+    int32_t *types = calloc((size_t)V, sizeof *types);
+    if (!p || !lens || !scores || !types) goto fail;
+    for (int i = 0; i < V; i++) {
+        char buf[64];
+        int t = 1;
+        if (i == 0) snprintf(buf, sizeof buf, "<unk>"), t = 2;
+        else if (i == 1) snprintf(buf, sizeof buf, "<s>"), t = 3;
+        else if (i == 2) snprintf(buf, sizeof buf, "</s>"), t = 3;
+        else if (i < 259) snprintf(buf, sizeof buf, "<0x%02X>", i - 3), t = 6;
+        else {
+            int k = (i - 259) / 2 + 1, o = 0;
+            char word[32];
+            while (k > 0) {
+                k--;
+                word[o++] = (char)('a' + k % 26);
+                k /= 26;
+            }
+            word[o] = 0;
+            snprintf(buf, sizeof buf, "%s%s", (i - 259) % 2 ? "" : "\xe2\x96\x81", word);
+        }
+        if (!(p[i] = strdup(buf))) goto fail;
+        lens[i] = strlen(buf);
+        scores[i] = i < 259 ? 0.0f : -(float)(i - 259);
+        types[i] = t;
+    }
+    *lens_out = lens;
+    *scores_out = scores;
+    *types_out = types;
+    return p;
+fail:
+    if (p)
+        for (int i = 0; i < V; i++) free(p[i]);
+    free(p);
+    free(lens);
+    free(scores);
+    free(types);
+    return NULL;
+}
+
+int cmd_synth(int argc, char **argv) {
+    cli c;
+    cli_init(&c, "synth", argc, argv);
+    int dim = 0, layers = 0, heads = 0, kv_heads = 0, ff = 0, vocab = 0, ctx = 2048;
+    const char *out = NULL, *type = "f32", *a;
+    uint64_t seed = 1;
+    int opt;
+    while ((a = cli_next(&c, &opt))) {
+        if (cli_is(a, "-h", "--help")) { fputs(usage, stdout); return 0; }
+        else if (cli_is(a, NULL, "--dim")) cli_int(&c, a, 2, 1 << 16, &dim);
+        else if (cli_is(a, NULL, "--layers")) cli_int(&c, a, 1, 1024, &layers);
+        else if (cli_is(a, NULL, "--heads")) cli_int(&c, a, 1, 1024, &heads);
+        else if (cli_is(a, NULL, "--kv-heads")) cli_int(&c, a, 1, 1024, &kv_heads);
+        else if (cli_is(a, NULL, "--ff")) cli_int(&c, a, 1, 1 << 18, &ff);
+        else if (cli_is(a, NULL, "--vocab")) cli_int(&c, a, 1, 1 << 20, &vocab);
+        else if (cli_is(a, NULL, "--ctx")) cli_int(&c, a, 1, 1 << 20, &ctx);
+        else if (cli_is(a, NULL, "--type")) type = cli_str(&c, a);
+        else if (cli_is(a, NULL, "--seed")) cli_u64(&c, a, &seed);
+        else if (cli_is(a, "-o", "--output")) out = cli_str(&c, a);
+        else return cli_unknown(&c, a);
+    }
+    if (c.failed) return 2;
+    if (!dim || !layers || !heads || !ff || !vocab) return cli_fail(&c, "--dim, --layers, --heads, --ff and --vocab are required");
+    if (!out) return cli_fail(&c, "-o OUT.gguf is required");
+    if (!kv_heads) kv_heads = heads;
+    if (dim % heads || (dim / heads) % 2) return cli_fail(&c, "--dim %d must be a multiple of 2 x --heads %d", dim, heads);
+    if (heads % kv_heads) return cli_fail(&c, "--kv-heads %d must divide --heads %d", kv_heads, heads);
+    int dtype = !strcmp(type, "f32") ? EL_DTYPE_F32 : !strcmp(type, "f16") ? EL_DTYPE_F16
+              : !strcmp(type, "bf16") ? EL_DTYPE_BF16 : -1;
+    if (dtype < 0) return cli_fail(&c, "--type '%s' is not one of f32, f16, bf16", type);
+
+    int hd = dim / heads, kv = kv_heads * hd, rc = 1;
+    el_error err = {0};
+    el_gguf_writer *w = el_gguf_writer_new();
+    uint64_t *lens = NULL;
+    float *scores = NULL;
+    int32_t *types = NULL;
+    char **pieces = NULL;
+    if (!w) { el_err(&err, EL_ERR_NOMEM, "out of memory"); goto done; }
+    el_gguf_add_str(w, "general.architecture", "llama");
+    el_gguf_add_str(w, "general.name", "edgellm-synth");
+    el_gguf_add_u32(w, "general.file_type", dtype == EL_DTYPE_F32 ? 0 : dtype == EL_DTYPE_F16 ? 1 : 32);
+    el_gguf_add_u32(w, "llama.context_length", (uint32_t)ctx);
+    el_gguf_add_u32(w, "llama.embedding_length", (uint32_t)dim);
+    el_gguf_add_u32(w, "llama.block_count", (uint32_t)layers);
+    el_gguf_add_u32(w, "llama.feed_forward_length", (uint32_t)ff);
+    el_gguf_add_u32(w, "llama.rope.dimension_count", (uint32_t)hd);
+    el_gguf_add_u32(w, "llama.attention.head_count", (uint32_t)heads);
+    el_gguf_add_u32(w, "llama.attention.head_count_kv", (uint32_t)kv_heads);
+    el_gguf_add_f32(w, "llama.attention.layer_norm_rms_epsilon", 1e-5f);
+    el_gguf_add_f32(w, "llama.rope.freq_base", 10000.0f);
+    el_gguf_add_u32(w, "llama.vocab_size", (uint32_t)vocab);
+    if (vocab >= 262) {
+        pieces = make_vocab(vocab, &lens, &scores, &types);
+        if (!pieces) { el_err(&err, EL_ERR_NOMEM, "out of memory for the vocabulary"); goto done; }
+        el_gguf_add_str(w, "tokenizer.ggml.model", "llama");
+        el_gguf_add_arr_str(w, "tokenizer.ggml.tokens", (const char *const *)pieces, lens, (uint64_t)vocab);
+        el_gguf_add_arr(w, "tokenizer.ggml.scores", EL_GGUF_FLOAT32, scores, (uint64_t)vocab);
+        el_gguf_add_arr(w, "tokenizer.ggml.token_type", EL_GGUF_INT32, types, (uint64_t)vocab);
+        el_gguf_add_u32(w, "tokenizer.ggml.bos_token_id", 1);
+        el_gguf_add_u32(w, "tokenizer.ggml.eos_token_id", 2);
+        el_gguf_add_u32(w, "tokenizer.ggml.unknown_token_id", 0);
+    }
+    int64_t ne[2];
+    uint64_t total = 0;
+#define T(name, dt, a0, a1) \
+    do { ne[0] = (a0); ne[1] = (a1); \
+         if (el_gguf_add_tensor(w, name, (a1) ? (dt) : EL_DTYPE_F32, (a1) ? 2 : 1, ne, NULL)) goto add_failed; \
+         total += (uint64_t)(a0) * (uint64_t)((a1) ? (a1) : 1) * ((a1) && (dt) != EL_DTYPE_F32 ? 2 : 4); } while (0)
+    T("token_embd.weight", dtype, dim, vocab);
+    for (int l = 0; l < layers; l++) {
+        char n[64];
+#define L(part, a0, a1) snprintf(n, sizeof n, "blk.%d." part ".weight", l); T(n, dtype, a0, a1)
+        L("attn_norm", dim, 0);
+        L("attn_q", dim, dim);
+        L("attn_k", dim, kv);
+        L("attn_v", dim, kv);
+        L("attn_output", dim, dim);
+        L("ffn_norm", dim, 0);
+        L("ffn_gate", dim, ff);
+        L("ffn_down", ff, dim);
+        L("ffn_up", dim, ff);
+#undef L
+    }
+    T("output_norm.weight", dtype, dim, 0);
+    T("output.weight", dtype, dim, vocab);
+#undef T
+    synth_ctx sc = {seed, dtype, dim, ff};
+    el_progress prog;
+    el_progress_begin(&prog, stderr, "synth", total, "bytes");
+    if (el_gguf_write(w, out, fill, &sc, &prog, &err)) goto done;
+    el_progress_end(&prog, total, out);
+    rc = 0;
+    goto done;
+add_failed:
+    el_err(&err, EL_ERR_NOMEM, "%s: cannot add tensors", out);
+done:
+    if (rc) cli_error(&err);
+    if (pieces)
+        for (int i = 0; i < vocab; i++) free(pieces[i]);
+    free(pieces);
+    free(lens);
+    free(scores);
+    free(types);
+    el_gguf_writer_free(w);
+    return rc;
+}

@@ -1,0 +1,69 @@
+// edgellm tokenize: print the token ids of a text.
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+#include "common.h"
+#include "edgellm/model.h"
+
+static const char *usage =
+    "usage: edgellm tokenize (-m MODEL | -z TOKENIZER) (-p TEXT | -f FILE) [--no-bos]\n"
+    "\n"
+    "Prints the token ids of TEXT, space-separated, on one line. -f reads the file\n"
+    "byte for byte (newlines included). BOS is prepended unless --no-bos.\n"
+    "With both -m and -z, -z is the tokenizer and -m only gives the vocabulary size.\n"
+    "\n"
+    "example: edgellm tokenize -z ../shared/models/llama2-tokenizer.bin -p \"Hello world\"\n";
+
+int cmd_tokenize(int argc, char **argv) {
+    cli c;
+    cli_init(&c, "tokenize", argc, argv);
+    const char *model_path = NULL, *tok_path = NULL, *text = NULL, *file = NULL;
+    int bos = 1;
+    const char *a;
+    int opt;
+    while ((a = cli_next(&c, &opt))) {
+        if (cli_is(a, "-h", "--help")) { fputs(usage, stdout); return 0; }
+        else if (cli_is(a, "-m", "--model")) model_path = cli_str(&c, a);
+        else if (cli_is(a, "-z", "--tokenizer")) tok_path = cli_str(&c, a);
+        else if (cli_is(a, "-p", "--prompt")) text = cli_str(&c, a);
+        else if (cli_is(a, "-f", "--file")) file = cli_str(&c, a);
+        else if (cli_is(a, NULL, "--no-bos")) bos = 0;
+        else return cli_unknown(&c, a);
+    }
+    if (c.failed) return 2;
+    if (!model_path && !tok_path) return cli_fail(&c, "-m MODEL or -z TOKENIZER is required");
+    if (!text == !file) return cli_fail(&c, "give one of -p TEXT or -f FILE");
+
+    el_error err = {0};
+    el_model *m = NULL;
+    el_tokenizer *tok = NULL;
+    char *file_text = NULL;
+    int *ids = NULL, n = 0, rc = 1;
+    size_t len;
+    if (file) {
+        if (el_read_file(file, 256u << 20, &file_text, &len, &err)) goto out;
+        text = file_text;
+    } else {
+        len = strlen(text);
+    }
+    if (tool_check_prompt(text, len, file ? file : "the text", 1, &err)) goto out;
+    if (model_path) {
+        el_model_opts mo = {.layer_begin = 0, .layer_end = 0, .no_head = 1};
+        if (el_model_open(model_path, &mo, &m, &err)) goto out;
+        if (el_model_tokenizer(m, tok_path, &tok, &err)) goto out;
+    } else if (tool_open_tokenizer_file(tok_path, &tok, &err)) {
+        goto out;
+    }
+    if (el_tokenizer_encode(tok, text, len, bos, &ids, &n, &err)) goto out;
+    for (int i = 0; i < n; i++) printf(i ? " %d" : "%d", ids[i]);
+    printf("\n");
+    rc = 0;
+out:
+    if (rc) cli_error(&err);
+    free(ids);
+    free(file_text);
+    el_tokenizer_free(tok);
+    el_model_close(m);
+    return rc;
+}
