@@ -22,6 +22,9 @@ struct el_tokenizer {
     int n_vocab;
     int bos, eos, unk;  // -1 when the vocabulary has none
     int add_space_prefix;
+    // SPM: no text piece has "▁" right after another character, so encoding
+    // may go word by word (see spm.c).
+    int split_words;
     size_t max_piece_len;
 
     char *text;      // every piece back to back

@@ -172,6 +172,21 @@ el_status el_tokenizer_new_spm(int n_vocab, const char *const *pieces, const siz
         t->hslot[s] = i;
     }
     t->off[n_vocab] = pos;
+    t->split_words = 1;
+    for (int i = 0; i < n_vocab && t->split_words; i++) {
+        if (!tok_type_is_text(t->types[i])) continue;
+        const char *p = t->text + t->off[i];
+        size_t n = t->off[i + 1] - t->off[i];
+        // Byte-wise is exact for UTF-8: the 3 bytes before a "▁" equal "▁"
+        // only when the character before it is one.
+        for (size_t k = 1; k + TOK_SPACE_LEN <= n; k++) {
+            if (memcmp(p + k, TOK_SPACE, TOK_SPACE_LEN) == 0 &&
+                (k < TOK_SPACE_LEN || memcmp(p + k - TOK_SPACE_LEN, TOK_SPACE, TOK_SPACE_LEN) != 0)) {
+                t->split_words = 0;
+                break;
+            }
+        }
+    }
     *out = t;
     return EL_OK;
 }

@@ -264,6 +264,16 @@ static void test_merge_order(void **st) {
     free(ids);
     el_tokenizer_free(t);
 
+    // A piece that runs across a word boundary ("a▁") turns off the
+    // word-by-word shortcut: the merge must still happen.
+    static const vtok v3[] = {{"<unk>", 0, U}, {SP, -1, N}, {"a", -1, N}, {"b", -1, N}, {"a" SP, 2, N}};
+    t = make_vocab(v3, 5, -1, -1, 0);
+    encode_ok(t, "a b", 0, &ids, &n);
+    const int w6[] = {1, 4, 3};
+    assert_ids(ids, n, w6, 3);
+    free(ids);
+    el_tokenizer_free(t);
+
     // No byte token and no <unk>: the text cannot be encoded.
     static const vtok v2[] = {{SP, 0, N}, {"a", 0, N}};
     t = make_vocab(v2, 2, -1, -1, -1);
