@@ -36,7 +36,8 @@ el_status el_tokenizer_new_spm(int n_vocab, const char *const *pieces, const siz
 
 // Loads a llama2.c tokenizer file (int32 max_token_length, then per token f32
 // score, int32 len, bytes). Spaces in its pieces become "▁". n_vocab must be
-// given (the file does not store it): the model's vocab size.
+// given (the file does not store it): the model's vocab size; 0 means "as
+// many as the file holds" (the file must end at a token boundary).
 el_status el_tokenizer_load_llama2c(const char *path, int n_vocab, el_tokenizer **out, el_error *err);
 // The same from a buffer the caller keeps owning (the fuzzer, tests); name is
 // used in error messages (may be NULL).

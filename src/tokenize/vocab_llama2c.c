@@ -39,11 +39,26 @@ el_status el_tokenizer_load_llama2c_memory(const void *data, size_t size, const 
     if (!out) return el_err(err, EL_ERR_ARG, "%s: out is NULL", name);
     *out = NULL;
     if (!data && size) return el_err(err, EL_ERR_ARG, "%s: data is NULL", name);
+    const unsigned char *p = data;
+    if (n_vocab == 0) {
+        // Not given (no model to say): the file's own token count, which must
+        // then end exactly at a token boundary.
+        size_t at = 4;
+        if (size < 4) return el_err(err, EL_ERR_FORMAT, "%s: truncated: %zu bytes, too short for the header", name, size);
+        while (at < size && n_vocab <= TOK_MAX_VOCAB) {
+            if (size - at < 8) return el_err(err, EL_ERR_FORMAT, "%s: truncated inside token %d", name, n_vocab);
+            int32_t len = rd_i32(p + at + 4);
+            if (len < 0 || (size_t)len > size - at - 8)
+                return el_err(err, EL_ERR_FORMAT, "%s: token %d has length %d but only %zu bytes are left", name,
+                              n_vocab, (int)len, size - at - 8);
+            at += 8 + (size_t)len;
+            n_vocab++;
+        }
+    }
     // ids 0, 1, 2 are <unk>, <s>, </s> in every llama2.c vocabulary.
     if (n_vocab < 3 || n_vocab > TOK_MAX_VOCAB)
         return el_err(err, EL_ERR_RANGE, "%s: vocabulary size %d is out of range [3, %d]", name, n_vocab,
                       TOK_MAX_VOCAB);
-    const unsigned char *p = data;
     if (size < 4) return el_err(err, EL_ERR_FORMAT, "%s: truncated: %zu bytes, too short for the header", name, size);
     int32_t max_len = rd_i32(p);
     if (max_len < 0) return el_err(err, EL_ERR_FORMAT, "%s: max_token_length is %d", name, (int)max_len);
