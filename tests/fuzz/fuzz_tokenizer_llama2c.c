@@ -1,5 +1,6 @@
 // libFuzzer target for the llama2.c tokenizer file parser. The first two bytes
-// of the input choose n_vocab (0..1023), the rest is the file. A file that
+// of the input choose n_vocab (0..1023; 0 = as many as the file holds), the
+// rest is the file. A file that
 // loads must give a usable tokenizer: every piece readable, encode and decode
 // of a fixed text working.
 #include <stdio.h>
@@ -24,6 +25,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         if (t || strncmp(e.msg, "fuzz.bin: ", 10) != 0) abort();  // errors name the file
         return 0;
     }
+    if (n_vocab == 0) n_vocab = el_tokenizer_n_vocab(t);
     if (el_tokenizer_n_vocab(t) != n_vocab || el_tokenizer_bos(t) != 1 || el_tokenizer_eos(t) != 2) abort();
     size_t maxp = el_tokenizer_max_piece_len(t), total = 0;
     char *buf = malloc(maxp + 1);
