@@ -254,8 +254,18 @@ el_status el_model_open(const char *path, const el_model_opts *opts, el_model **
     el_status s;
     el_llama2c c = {0};
     int is_gguf = got == 4 && !memcmp(magic, "GGUF", 4);
-    if (is_gguf) s = open_gguf(m, err);
-    else s = open_llama2c(m, &c, err);
+    if (is_gguf) {
+        s = open_gguf(m, err);
+    } else {
+        s = open_llama2c(m, &c, err);
+        if (s == EL_ERR_FORMAT && got == 4) {
+            // Say what the first bytes were: a file that is neither format.
+            char why[sizeof err->msg];
+            snprintf(why, sizeof why, "%s", err->msg);
+            el_err(err, s, "%s (not GGUF either: magic bytes %02x %02x %02x %02x)", why, (unsigned char)magic[0],
+                   (unsigned char)magic[1], (unsigned char)magic[2], (unsigned char)magic[3]);
+        }
+    }
     if (!s) {
         if (o.layer_end == 0) o.layer_end = m->hp.n_layers;
         if (o.layer_begin < 0 || o.layer_begin > o.layer_end || o.layer_end > m->hp.n_layers)
