@@ -23,6 +23,33 @@ for k in 1 2 3; do
   grep -q "stopping" "$T/w$k.log" && pass || fail "worker $k did not stop cleanly: $(tail -2 "$T/w$k.log")"
 done
 
+# a synthetic model with grouped-query attention: every cut of its 6 layers
+"$EDGELLM" synth --dim 128 --layers 6 --heads 8 --kv-heads 2 --ff 256 --vocab 700 --ctx 256 --type f16 --seed 11 \
+  -o "$T/syn6.gguf" 2>/dev/null || fail "synth"
+syn_local=$("$EDGELLM" run -m "$T/syn6.gguf" -p "abc def" -n 150 --ignore-eos --temp 0)
+for k in 1 2 3 4 5; do
+  port=$(free_port)
+  start_worker "$T/s$k.log" -m "$T/syn6.gguf" --layers $k:6 --listen tcp://127.0.0.1:$port --insecure -t 1 || { fail "synth worker $k"; continue; }
+  got=$("$EDGELLM" run -m "$T/syn6.gguf" -p "abc def" -n 150 --ignore-eos --temp 0 --split $k --via tcp://127.0.0.1:$port --insecure)
+  expect_eq "synth split at $k" "$got" "$syn_local"
+  got=$("$EDGELLM" run -m "$T/syn6.gguf" -p "abc def" -n 150 --ignore-eos --temp 0 --split $k --via tcp://127.0.0.1:$port --insecure --ushape)
+  expect_eq "synth split at $k, U-shape" "$got" "$syn_local"
+  kill $last_pid; wait $last_pid 2>/dev/null
+done
+
+# a worker maps and touches only its own layers: resident memory shrinks with the range
+"$EDGELLM" synth --dim 512 --layers 8 --heads 8 --ff 1024 --vocab 300 --ctx 64 --seed 2 -o "$T/big.gguf" 2>/dev/null
+port=$(free_port)
+start_worker "$T/all.log" -m "$T/big.gguf" --layers 0:8 --listen tcp://127.0.0.1:$port --insecure -t 1 || fail "worker 0:8"
+kill $last_pid; wait $last_pid 2>/dev/null
+start_worker "$T/part.log" -m "$T/big.gguf" --layers 6:8 --listen tcp://127.0.0.1:$port --insecure -t 1 || fail "worker 6:8"
+kill $last_pid; wait $last_pid 2>/dev/null
+rss_all=$(grep -o "resident [0-9.]* MiB" "$T/all.log" | awk '{print $2}')
+rss_part=$(grep -o "resident [0-9.]* MiB" "$T/part.log" | awk '{print $2}')
+echo "resident memory: layers 0:8 $rss_all MiB, layers 6:8 $rss_part MiB"
+python3 -c "import sys; a, p = float('$rss_all'), float('$rss_part'); sys.exit(0 if a - p > 50 else 1)" \
+  && pass || fail "resident memory did not shrink with the range: $rss_all vs $rss_part MiB"
+
 # a chain of two workers: device 0:1, edge 1:3, cloud 3:4
 p2=$(free_port); p1=$(free_port)
 start_worker "$T/cloud.log" -m "$BIN" --layers 3:4 --listen tcp://127.0.0.1:$p2 --insecure -t 1 || fail "cloud worker"

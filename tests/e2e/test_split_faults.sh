@@ -35,6 +35,16 @@ sys.exit(0 if maxd >= 2 else 1)
 PY
 kill $last_pid; wait $last_pid 2>/dev/null
 
+# ---- limits: a worker with room for one session refuses a second device
+port=$(free_port)
+start_worker "$T/w1.log" -m "$BIN" --layers 2:4 --listen tcp://127.0.0.1:$port --insecure -t 1 --max-sessions 1 \
+  || fail "worker max-sessions"
+"$EDGELLM" run -m "$BIN" -z "$TOK" -p "The dream" -n 5 --split 2 --via tcp://127.0.0.1:$port --insecure >/dev/null 2>&1 \
+  && pass || fail "first device on a one-session worker"
+expect_error "context 100000 / batch" \
+  "$EDGELLM" run -m "$BIN" -z "$TOK" -p "The dream" -n 5 --ctx 100000 --split 2 --via tcp://127.0.0.1:$port --insecure
+kill $last_pid; wait $last_pid 2>/dev/null
+
 # ---- a bigger random model so that a generation lasts long enough to interrupt
 "$EDGELLM" synth --dim 256 --layers 4 --heads 8 --kv-heads 4 --ff 512 --vocab 1024 --ctx 4096 --seed 5 -o "$T/syn.gguf" 2>/dev/null
 port=$(free_port)
@@ -48,6 +58,17 @@ sleep 0.5
 kill -9 $dev; wait $dev 2>/dev/null
 for _ in $(seq 1 60); do grep -q "idle timeout" "$T/w2.log" && break; sleep 0.1; done
 grep -q "closed (idle timeout), 0 left" "$T/w2.log" && pass || fail "vanished device's session not freed: $(tail -3 "$T/w2.log")"
+
+# Ctrl-C on the device: it stops generating, closes its session and exits 0
+"$EDGELLM" run -m "$T/syn.gguf" -p "abc" -n 4000 --ignore-eos --temp 0 -t 1 --split 2 --via tcp://127.0.0.1:$port --insecure \
+  >"$T/int.out" 2>"$T/int.err" &
+dev=$!
+sleep 0.5
+kill -INT $dev
+wait $dev
+expect_eq "device exit status after SIGINT" "$?" "0"
+for _ in $(seq 1 40); do grep -q "closed by the device" "$T/w2.log" && break; sleep 0.05; done
+grep -q "closed (closed by the device)" "$T/w2.log" && pass || fail "interrupted device did not close its session"
 
 # a worker restart: without --retry the device fails with a clear message ...
 "$EDGELLM" run -m "$T/syn.gguf" -p "abc" -n 4000 --ignore-eos --temp 0 -t 1 --split 2 --via tcp://127.0.0.1:$port --insecure \
