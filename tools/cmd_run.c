@@ -10,9 +10,8 @@
 #include "edgellm/sample.h"
 #include "edgellm/split.h"
 
-int parse_layers(const char *s, int *a, int *b);
 
-static const char *usage =
+static const char *usage_head =
     "usage: edgellm run -m MODEL [-z TOKENIZER] (-p PROMPT | -f FILE) [options]\n"
     "\n"
     "Generates text from PROMPT. stdout carries only the prompt followed by the\n"
@@ -35,17 +34,9 @@ static const char *usage =
     "      --stats             print per-token and total timing, bytes and peak memory to stderr\n"
     "      --json              print the totals as one JSON object on stderr\n"
     "\n"
-    "split inference (the device keeps the embedding and layers 0..K-1):\n"
-    "      --split K[,M...]    cut points; several make a chain of workers (use --next on them)\n"
-    "      --via ENDPOINT      the first worker, e.g. tcp://127.0.0.1:7001\n"
-    "      --server-key FILE   the worker's public key (pinned)\n"
-    "      --keys DIR          this device's CURVE key pair\n"
-    "      --insecure          plaintext, loopback only; --insecure-anywhere allows any address\n"
-    "      --act f32|f16|bf16|q8_0  activation encoding on the wire (default f32)\n"
-    "      --ushape            the device also runs the final norm + head: logits and text stay here\n"
-    "      --retry N           on a link or worker failure, re-open and re-send the prefix (default 0)\n"
-    "      --timeout MS        per request (default 30000)\n"
     "  -h, --help              this text\n"
+    "\n";
+static const char *usage_tail =
     "\n"
     "example: edgellm run -m ../shared/models/aidreams260K.bin -z ../shared/models/tok512.bin \\\n"
     "           -p \"The dream\" -n 100 --temp 0\n"
@@ -55,21 +46,6 @@ static volatile sig_atomic_t interrupted;
 static void on_sigint(int sig) {
     (void)sig;
     interrupted = 1;
-}
-
-static int parse_cuts(const char *s, el_split_opts *o) {
-    o->n_cuts = 0;
-    const char *p = s;
-    while (*p) {
-        char *end;
-        long v = strtol(p, &end, 10);
-        if (end == p || v < 1 || v > 100000 || o->n_cuts >= EL_WIRE_MAX_STAGES - 1) return 0;
-        o->cuts[o->n_cuts++] = (int)v;
-        if (*end == ',') end++;
-        else if (*end) return 0;
-        p = end;
-    }
-    return o->n_cuts > 0;
 }
 
 static void print_stats_line(FILE *f, const char *label, const el_split_stats *st, int split) {
@@ -87,16 +63,15 @@ int cmd_run(int argc, char **argv) {
     cli c;
     cli_init(&c, "run", argc, argv);
     const char *model_path = NULL, *tok_path = NULL, *prompt = NULL, *prompt_file = NULL;
-    int steps = 256, ignore_eos = 0, threads = 0, ctx = 0, stats = 0, json = 0, have_seed = 0, split = 0;
-    el_split_opts so_split = {0};
-    so_split.act_dtype = EL_DTYPE_F32;
-    const char *keys_dir = NULL, *server_key_file = NULL, *act = NULL;
+    int steps = 256, ignore_eos = 0, threads = 0, ctx = 0, stats = 0, json = 0, have_seed = 0, split;
+    tool_split ts;
+    tool_split_init(&ts);
     el_sampler_params sp = el_sampler_defaults();
     sp.top_p = 0.9f;
     const char *a;
     int opt;
     while ((a = cli_next(&c, &opt))) {
-        if (cli_is(a, "-h", "--help")) { fputs(usage, stdout); return 0; }
+        if (cli_is(a, "-h", "--help")) { printf("%s%s%s", usage_head, tool_split_help, usage_tail); return 0; }
         else if (cli_is(a, "-m", "--model")) model_path = cli_str(&c, a);
         else if (cli_is(a, "-z", "--tokenizer")) tok_path = cli_str(&c, a);
         else if (cli_is(a, "-p", "--prompt")) prompt = cli_str(&c, a);
@@ -113,35 +88,16 @@ int cmd_run(int argc, char **argv) {
         else if (cli_is(a, NULL, "--stats")) stats = 1;
         else if (cli_is(a, NULL, "--json")) json = 1;
         else if (cli_is(a, NULL, "--ignore-eos")) ignore_eos = 1;
-        else if (cli_is(a, NULL, "--split")) {
-            const char *v = cli_str(&c, a);
-            if (v && !parse_cuts(v, &so_split)) return cli_fail(&c, "--split: '%s' is not K or K,M,... (layer indices)", v);
-            split = 1;
-        }
-        else if (cli_is(a, NULL, "--via")) so_split.via = cli_str(&c, a);
-        else if (cli_is(a, NULL, "--server-key")) server_key_file = cli_str(&c, a);
-        else if (cli_is(a, NULL, "--keys")) keys_dir = cli_str(&c, a);
-        else if (cli_is(a, NULL, "--insecure")) so_split.sec.insecure = 1;
-        else if (cli_is(a, NULL, "--insecure-anywhere")) so_split.sec.insecure = so_split.sec.insecure_anywhere = 1;
-        else if (cli_is(a, NULL, "--act")) act = cli_str(&c, a);
-        else if (cli_is(a, NULL, "--ushape")) so_split.ushape = 1;
-        else if (cli_is(a, NULL, "--retry")) cli_int(&c, a, 0, 1000, &so_split.retries);
-        else if (cli_is(a, NULL, "--timeout")) cli_int(&c, a, 1, 1 << 30, &so_split.timeout_ms);
+        else if (tool_split_option(&c, a, &ts)) continue;
         else return cli_unknown(&c, a);
     }
     if (c.failed) return 2;
     if (!model_path) return cli_fail(&c, "-m MODEL is required");
     if (!prompt && !prompt_file) return cli_fail(&c, "-p PROMPT or -f FILE is required");
     if (prompt && prompt_file) return cli_fail(&c, "give -p or -f, not both");
-    if (act) {
-        so_split.act_dtype = el_dtype_from_name(act);
-        if (so_split.act_dtype < 0 || !el_wire_act_supported(so_split.act_dtype))
-            return cli_fail(&c, "--act: '%s' is not one of the supported activation encodings (f32, f16, bf16, q8_0)", act);
-    }
-    if (split && !so_split.via) return cli_fail(&c, "--split needs --via ENDPOINT");
-    if (!split && so_split.via) return cli_fail(&c, "--via needs --split K");
-    if (split && !so_split.sec.insecure && (!keys_dir || !server_key_file))
-        return cli_fail(&c, "split inference needs --keys DIR and --server-key FILE (or --insecure on loopback)");
+    if (tool_split_check(&c, &ts)) return 2;
+    split = ts.enabled;
+    el_split_opts so_split = ts.o;
     if (!have_seed) sp.seed = (uint64_t)time(NULL) ^ ((uint64_t)el_time_ns() << 16);
 
     el_error err = {0};
@@ -154,8 +110,6 @@ int cmd_run(int argc, char **argv) {
     int *ids = NULL, n_ids = 0, rc = 1;
     float *logits = NULL;
     size_t prompt_len;
-    el_keypair keys;
-    char server_key[41];
     if (prompt_file) {
         if (el_read_file(prompt_file, 64u << 20, &file_text, &prompt_len, &err)) goto out;
         prompt = file_text;
@@ -164,27 +118,11 @@ int cmd_run(int argc, char **argv) {
     }
     if (tool_check_prompt(prompt, prompt_len, prompt_file ? prompt_file : "the prompt", 0, &err)) goto out;
     if (el_sampler_check(&sp, &err)) goto out;
-    if (keys_dir) {
-        if (el_keys_load(keys_dir, &keys, &err)) goto out;
-        so_split.sec.keys = &keys;
-    }
-    if (server_key_file) {
-        if (el_key_load_public(server_key_file, server_key, &err)) goto out;
-        so_split.sec.server_key = server_key;
-    }
-    so_split.log = stderr;
-    // The device maps only what it runs: embedding, its layers, and the head for U-shape.
     el_model_opts mo = {0};
-    if (split) {
-        mo.layer_end = so_split.cuts[0];
-        mo.no_head = !so_split.ushape;
-    }
+    if (tool_split_prepare(&ts, &mo, &err)) goto out;
+    so_split = ts.o;
     if (el_model_open(model_path, &mo, &m, &err)) goto out;
-    if (split && so_split.cuts[so_split.n_cuts - 1] >= m->hp.n_layers) {
-        el_err(&err, EL_ERR_ARG, "--split: cut %d is not below the model's %d layers", so_split.cuts[so_split.n_cuts - 1],
-               m->hp.n_layers);
-        goto out;
-    }
+    if (tool_split_check_model(&ts, m, &err)) goto out;
     if (el_model_tokenizer(m, tok_path, &tok, &err)) goto out;
     if (el_tokenizer_encode(tok, prompt, prompt_len, 1, &ids, &n_ids, &err)) goto out;
     if (ctx == 0) ctx = m->hp.ctx;
