@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "edgellm/kernels.h"
+#include "edgellm/lora.h"
 #include "edgellm/model.h"
 
 struct el_session {
@@ -23,6 +24,7 @@ struct el_session {
     float *att;    // [B, q_dim] attention output
     float *hb, *hb2;    // [B, ff]
     float *proj;        // [B, dim]
+    const el_lora_set *lora;  // adapters applied to the projections (borrowed; may be NULL)
 };
 
 static int64_t kv_offset(const el_session *s, int layer, int pos) {
@@ -94,6 +96,7 @@ void el_session_free(el_session *s) {
 }
 
 int el_session_ctx(const el_session *s) { return s->ctx; }
+void el_session_set_lora(el_session *s, const el_lora_set *set) { s->lora = set && set->n ? set : NULL; }
 int el_session_max_batch(const el_session *s) { return s->max_batch; }
 size_t el_session_kv_bytes(const el_session *s) {
     return 2 * (size_t)(s->layer_end - s->layer_begin) * (size_t)s->ctx * (size_t)s->kv_dim * sizeof(float);
@@ -166,6 +169,9 @@ static void layer_forward(el_session *s, int l, float *x, int n, int pos) {
     el_matmul(s->pool, s->q, s->xb, &L->wq, n);
     el_matmul(s->pool, s->k, s->xb, &L->wk, n);
     el_matmul(s->pool, s->v, s->xb, &L->wv, n);
+    el_lora_apply(s->lora, l, EL_LORA_Q, s->q, s->xb, n);  // no-ops without adapters
+    el_lora_apply(s->lora, l, EL_LORA_K, s->k, s->xb, n);
+    el_lora_apply(s->lora, l, EL_LORA_V, s->v, s->xb, n);
     for (int t = 0; t < n; t++) {
         el_rope(s->q + (size_t)t * s->q_dim, hp->n_heads, hp->head_dim, pos + t, s->inv_freq);
         el_rope(s->k + (size_t)t * s->kv_dim, hp->n_kv_heads, hp->head_dim, pos + t, s->inv_freq);
@@ -175,6 +181,7 @@ static void layer_forward(el_session *s, int l, float *x, int n, int pos) {
     attn_job aj = {s, l, n, pos, (n + ATTN_TOKENS_PER_TASK - 1) / ATTN_TOKENS_PER_TASK};
     el_pool_run(s->pool, attn_task, &aj, aj.token_blocks * hp->n_heads);
     el_matmul(s->pool, s->proj, s->att, &L->wo, n);
+    el_lora_apply(s->lora, l, EL_LORA_O, s->proj, s->att, n);
     for (size_t i = 0; i < (size_t)n * dim; i++) x[i] += s->proj[i];
 
     // feed-forward block (SwiGLU)
@@ -182,8 +189,11 @@ static void layer_forward(el_session *s, int l, float *x, int n, int pos) {
         el_rmsnorm(s->xb + (size_t)t * dim, x + (size_t)t * dim, L->ffn_norm.data, dim, hp->rms_eps);
     el_matmul(s->pool, s->hb, s->xb, &L->w_gate, n);
     el_matmul(s->pool, s->hb2, s->xb, &L->w_up, n);
+    el_lora_apply(s->lora, l, EL_LORA_GATE, s->hb, s->xb, n);
+    el_lora_apply(s->lora, l, EL_LORA_UP, s->hb2, s->xb, n);
     el_swiglu(s->hb, s->hb, s->hb2, n * s->ff);
     el_matmul(s->pool, s->proj, s->hb, &L->w_down, n);
+    el_lora_apply(s->lora, l, EL_LORA_DOWN, s->proj, s->hb, n);
     for (size_t i = 0; i < (size_t)n * dim; i++) x[i] += s->proj[i];
 }
 

@@ -1,0 +1,389 @@
+// Training data: plain text cut into context windows, or JSON lines of
+// {"prompt": ..., "completion": ...} with the loss on the completion only.
+// Input files are hostile: the JSON parser is strict and names file:line.
+#include <stdlib.h>
+#include <string.h>
+
+#include "edgellm/train.h"
+
+#define MAX_DATA_BYTES (256u << 20)
+
+struct el_dataset {
+    int T;
+    int n;         // samples
+    int *tokens;   // [n, T+1]
+    float *mask;   // [n, T]: weight of target t (predicting tokens[t+1])
+    uint64_t n_tok;
+    int truncated;
+};
+
+void el_dataset_free(el_dataset *d) {
+    if (!d) return;
+    free(d->tokens);
+    free(d->mask);
+    free(d);
+}
+int el_dataset_size(const el_dataset *d) { return d->n; }
+uint64_t el_dataset_tokens(const el_dataset *d) { return d->n_tok; }
+int el_dataset_truncated(const el_dataset *d) { return d->truncated; }
+
+void el_dataset_get(const el_dataset *d, int i, int *tokens, int *targets, float *mask) {
+    const int *s = d->tokens + (size_t)i * (d->T + 1);
+    const float *w = d->mask + (size_t)i * d->T;
+    for (int t = 0; t < d->T; t++) {
+        tokens[t] = s[t] >= 0 ? s[t] : 0;
+        targets[t] = w[t] > 0 ? s[t + 1] : -1;
+        mask[t] = w[t];
+    }
+}
+
+// Appends one sample slot; tokens -1 = padding.
+static el_status grow(el_dataset *d, int *cap, el_error *err) {
+    if (d->n < *cap) return EL_OK;
+    int nc = *cap ? *cap * 2 : 64;
+    if (nc > (1 << 24)) return el_err(err, EL_ERR_RANGE, "more than %d training samples", 1 << 24);
+    int *t = realloc(d->tokens, (size_t)nc * (d->T + 1) * sizeof(int));
+    if (t) d->tokens = t;
+    float *m = realloc(d->mask, (size_t)nc * d->T * sizeof(float));
+    if (m) d->mask = m;
+    if (!t || !m) return el_err(err, EL_ERR_NOMEM, "out of memory for training samples");
+    *cap = nc;
+    return EL_OK;
+}
+
+// ---------------------------------------------------------------- JSON
+
+typedef struct {
+    const char *s;
+    size_t n, i;
+    char *why;
+    size_t why_size;
+} jp;
+
+static int jfail(jp *p, const char *msg) {
+    snprintf(p->why, p->why_size, "%s at column %zu", msg, p->i + 1);
+    return -1;
+}
+static void jws(jp *p) {
+    while (p->i < p->n && (p->s[p->i] == ' ' || p->s[p->i] == '\t' || p->s[p->i] == '\r')) p->i++;
+}
+static int hex4(jp *p, unsigned *out) {
+    if (p->n - p->i < 4) return jfail(p, "truncated \\u escape");
+    unsigned v = 0;
+    for (int k = 0; k < 4; k++) {
+        char c = p->s[p->i++];
+        v <<= 4;
+        if (c >= '0' && c <= '9') v |= (unsigned)(c - '0');
+        else if (c >= 'a' && c <= 'f') v |= (unsigned)(c - 'a' + 10);
+        else if (c >= 'A' && c <= 'F') v |= (unsigned)(c - 'A' + 10);
+        else return jfail(p, "bad hex digit in \\u escape");
+    }
+    *out = v;
+    return 0;
+}
+
+// Parses a JSON string at p->i (at the opening quote) into a malloc'ed UTF-8 copy.
+static int jstring(jp *p, char **out) {
+    *out = NULL;
+    if (p->i >= p->n || p->s[p->i] != '"') return jfail(p, "expected a string");
+    p->i++;
+    char *buf = malloc(p->n - p->i + 1);  // escapes never expand
+    if (!buf) return jfail(p, "out of memory");
+    size_t o = 0;
+    for (;;) {
+        if (p->i >= p->n) {
+            free(buf);
+            return jfail(p, "unterminated string");
+        }
+        unsigned char c = (unsigned char)p->s[p->i++];
+        if (c == '"') break;
+        if (c < 0x20) {
+            free(buf);
+            p->i--;
+            return jfail(p, "control character in a string");
+        }
+        if (c != '\\') {
+            buf[o++] = (char)c;
+            continue;
+        }
+        if (p->i >= p->n) {
+            free(buf);
+            return jfail(p, "unterminated escape");
+        }
+        char e = p->s[p->i++];
+        unsigned cp;
+        switch (e) {
+        case '"': buf[o++] = '"'; continue;
+        case '\\': buf[o++] = '\\'; continue;
+        case '/': buf[o++] = '/'; continue;
+        case 'b': buf[o++] = '\b'; continue;
+        case 'f': buf[o++] = '\f'; continue;
+        case 'n': buf[o++] = '\n'; continue;
+        case 'r': buf[o++] = '\r'; continue;
+        case 't': buf[o++] = '\t'; continue;
+        case 'u':
+            if (hex4(p, &cp)) {
+                free(buf);
+                return -1;
+            }
+            if (cp >= 0xD800 && cp < 0xDC00) {  // high surrogate: a low one must follow
+                unsigned lo;
+                if (p->n - p->i < 2 || p->s[p->i] != '\\' || p->s[p->i + 1] != 'u') {
+                    free(buf);
+                    return jfail(p, "unpaired surrogate in \\u escape");
+                }
+                p->i += 2;
+                if (hex4(p, &lo)) {
+                    free(buf);
+                    return -1;
+                }
+                if (lo < 0xDC00 || lo > 0xDFFF) {
+                    free(buf);
+                    return jfail(p, "unpaired surrogate in \\u escape");
+                }
+                cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
+            } else if (cp >= 0xDC00 && cp < 0xE000) {
+                free(buf);
+                return jfail(p, "unpaired surrogate in \\u escape");
+            }
+            if (cp == 0) {
+                free(buf);
+                return jfail(p, "\\u0000 is not allowed");
+            }
+            // a \uXXXX escape takes 6 input bytes and at most 4 output bytes
+            if (cp < 0x80) buf[o++] = (char)cp;
+            else if (cp < 0x800) buf[o++] = (char)(0xC0 | cp >> 6), buf[o++] = (char)(0x80 | (cp & 63));
+            else if (cp < 0x10000)
+                buf[o++] = (char)(0xE0 | cp >> 12), buf[o++] = (char)(0x80 | (cp >> 6 & 63)),
+                buf[o++] = (char)(0x80 | (cp & 63));
+            else
+                buf[o++] = (char)(0xF0 | cp >> 18), buf[o++] = (char)(0x80 | (cp >> 12 & 63)),
+                buf[o++] = (char)(0x80 | (cp >> 6 & 63)), buf[o++] = (char)(0x80 | (cp & 63));
+            continue;
+        default:
+            free(buf);
+            p->i--;
+            return jfail(p, "unknown escape");
+        }
+    }
+    buf[o] = 0;
+    if (!el_utf8_valid(buf, o)) {
+        free(buf);
+        return jfail(p, "string is not valid UTF-8");
+    }
+    *out = buf;
+    return 0;
+}
+
+el_status el_json_prompt_completion(const char *line, size_t len, char **prompt, char **completion, char *why,
+                                    size_t why_size) {
+    jp p = {line, len, 0, why, why_size};
+    *prompt = *completion = NULL;
+    why[0] = 0;
+    jws(&p);
+    if (p.i >= p.n || line[p.i] != '{') {
+        jfail(&p, "expected '{'");
+        return EL_ERR_FORMAT;
+    }
+    p.i++;
+    jws(&p);
+    int first = 1;
+    while (!(p.i < p.n && line[p.i] == '}')) {
+        if (!first) {
+            if (p.i >= p.n || line[p.i] != ',') goto bad_sep;
+            p.i++;
+            jws(&p);
+        }
+        first = 0;
+        char *key, *val;
+        if (jstring(&p, &key)) goto fail;
+        jws(&p);
+        if (p.i >= p.n || line[p.i] != ':') {
+            free(key);
+            jfail(&p, "expected ':'");
+            goto fail;
+        }
+        p.i++;
+        jws(&p);
+        if (p.i >= p.n || line[p.i] != '"') {
+            char msg[96];
+            snprintf(msg, sizeof msg, "the value of \"%.40s\" is not a string", key);
+            free(key);
+            jfail(&p, msg);
+            goto fail;
+        }
+        if (jstring(&p, &val)) {
+            free(key);
+            goto fail;
+        }
+        char **slot = !strcmp(key, "prompt") ? prompt : !strcmp(key, "completion") ? completion : NULL;
+        if (slot && *slot) {
+            jfail(&p, "duplicate key");
+            snprintf(why, why_size, "duplicate key \"%s\"", key);
+            free(key);
+            free(val);
+            goto fail;
+        }
+        free(key);
+        if (slot) *slot = val;
+        else free(val);  // other string fields (ids, tags) are allowed and ignored
+        jws(&p);
+    }
+    p.i++;
+    jws(&p);
+    if (p.i != p.n) {
+        jfail(&p, "unexpected text after the object");
+        goto fail;
+    }
+    if (!*prompt || !*completion) {
+        snprintf(why, why_size, "missing \"%s\"", *prompt ? "completion" : "prompt");
+        goto fail;
+    }
+    return EL_OK;
+bad_sep:
+    jfail(&p, "expected ',' or '}'");
+fail:
+    free(*prompt);
+    free(*completion);
+    *prompt = *completion = NULL;
+    return EL_ERR_FORMAT;
+}
+
+// ---------------------------------------------------------------- loaders
+
+static el_status load_text(el_dataset *d, const char *path, const char *text, size_t len, const el_tokenizer *tok,
+                           el_error *err) {
+    // tokenize paragraph by paragraph (BOS first), into one stream
+    int *stream = NULL;
+    size_t ns = 0, cap = 0;
+    el_status st = EL_OK;
+    size_t i = 0;
+    while (i < len && !st) {
+        while (i < len && (text[i] == '\n' || text[i] == '\r')) i++;
+        size_t start = i;
+        while (i < len && !(text[i] == '\n' && i + 1 < len && (text[i + 1] == '\n' || text[i + 1] == '\r'))) i++;
+        size_t end = i;
+        while (end > start && (text[end - 1] == '\n' || text[end - 1] == '\r' || text[end - 1] == ' ')) end--;
+        if (end == start) continue;
+        // paragraphs join their lines with spaces
+        char *para = malloc(end - start + 1);
+        if (!para) return el_err(err, EL_ERR_NOMEM, "out of memory");
+        for (size_t k = 0; k < end - start; k++) para[k] = text[start + k] == '\n' ? ' ' : text[start + k];
+        int *ids = NULL, nid = 0;
+        st = el_tokenizer_encode(tok, para, end - start, 1, &ids, &nid, err);
+        free(para);
+        if (st) break;
+        if (ns + (size_t)nid > cap) {
+            size_t nc = cap ? cap * 2 : 4096;
+            while (nc < ns + (size_t)nid) nc *= 2;
+            int *s2 = realloc(stream, nc * sizeof(int));
+            if (!s2) {
+                free(ids);
+                free(stream);
+                return el_err(err, EL_ERR_NOMEM, "out of memory");
+            }
+            stream = s2;
+            cap = nc;
+        }
+        memcpy(stream + ns, ids, (size_t)nid * sizeof(int));
+        ns += (size_t)nid;
+        free(ids);
+    }
+    int scap = 0;
+    for (size_t at = 0; !st && at + 1 < ns; at += (size_t)d->T) {
+        if ((st = grow(d, &scap, err))) break;
+        int *s = d->tokens + (size_t)d->n * (d->T + 1);
+        float *w = d->mask + (size_t)d->n * d->T;
+        for (int t = 0; t <= d->T; t++) s[t] = at + t < ns ? stream[at + t] : -1;
+        for (int t = 0; t < d->T; t++) {
+            w[t] = s[t + 1] >= 0 ? 1.0f : 0.0f;
+            d->n_tok += w[t] > 0;
+        }
+        d->n++;
+    }
+    free(stream);
+    if (!st && d->n == 0) st = el_err(err, EL_ERR_FORMAT, "%s: no training text (the dataset is empty)", path);
+    return st;
+}
+
+static el_status load_jsonl(el_dataset *d, const char *path, const char *text, size_t len, const el_tokenizer *tok,
+                            el_error *err) {
+    el_status st = EL_OK;
+    int scap = 0, line = 0, bos = el_tokenizer_bos(tok), eos = el_tokenizer_eos(tok);
+    size_t i = 0;
+    while (i < len && !st) {
+        line++;
+        size_t start = i;
+        while (i < len && text[i] != '\n') i++;
+        size_t end = i;
+        if (i < len) i++;
+        size_t k = start;
+        while (k < end && (text[k] == ' ' || text[k] == '\t' || text[k] == '\r')) k++;
+        if (k == end) continue;  // blank line
+        char *prompt, *completion, why[160];
+        if (el_json_prompt_completion(text + start, end - start, &prompt, &completion, why, sizeof why))
+            return el_err(err, EL_ERR_FORMAT, "%s:%d: %s", path, line, why);
+        int *pi = NULL, *ci = NULL, np = 0, nc = 0;
+        st = el_tokenizer_encode(tok, prompt, strlen(prompt), 0, &pi, &np, err);
+        if (!st) st = el_tokenizer_encode(tok, completion, strlen(completion), 0, &ci, &nc, err);
+        free(prompt);
+        free(completion);
+        if (!st && nc == 0) st = el_err(err, EL_ERR_FORMAT, "%s:%d: the completion is empty", path, line);
+        if (!st) st = grow(d, &scap, err);
+        if (!st) {
+            int *s = d->tokens + (size_t)d->n * (d->T + 1);
+            float *w = d->mask + (size_t)d->n * d->T;
+            int total = 1 + np + nc + 1, at = 0;
+            if (total > d->T + 1) d->truncated++;
+            s[at++] = bos;
+            for (int j = 0; j < np && at <= d->T; j++) s[at++] = pi[j];
+            int first_completion = at;
+            for (int j = 0; j < nc && at <= d->T; j++) s[at++] = ci[j];
+            if (at <= d->T) s[at++] = eos;
+            for (; at <= d->T; at++) s[at] = -1;
+            // target t is token t+1: weighted when token t+1 is part of the completion
+            for (int t = 0; t < d->T; t++) {
+                w[t] = t + 1 >= first_completion && s[t + 1] >= 0 ? 1.0f : 0.0f;
+                d->n_tok += w[t] > 0;
+            }
+            d->n++;
+        }
+        free(pi);
+        free(ci);
+    }
+    if (!st && d->n == 0) st = el_err(err, EL_ERR_FORMAT, "%s: no examples (the dataset is empty)", path);
+    if (!st && d->n_tok == 0)
+        st = el_err(err, EL_ERR_FORMAT, "%s: no completion token fits in a context of %d", path, d->T);
+    return st;
+}
+
+el_status el_dataset_load(const char *path, el_data_format fmt, const el_tokenizer *tok, int T, el_dataset **out,
+                          el_error *err) {
+    *out = NULL;
+    if (T < 1) return el_err(err, EL_ERR_RANGE, "context %d is too small", T);
+    char *text;
+    size_t len;
+    el_status st = el_read_file(path, MAX_DATA_BYTES, &text, &len, err);
+    if (st) return st;
+    size_t bad = el_utf8_check(text, len);
+    if (bad < len) {
+        int line = 1;
+        for (size_t k = 0; k < bad; k++) line += text[k] == '\n';
+        free(text);
+        return el_err(err, EL_ERR_FORMAT, "%s:%d: invalid UTF-8 (byte offset %zu)", path, line, bad);
+    }
+    el_dataset *d = calloc(1, sizeof *d);
+    if (!d) {
+        free(text);
+        return el_err(err, EL_ERR_NOMEM, "out of memory");
+    }
+    d->T = T;
+    st = fmt == EL_DATA_JSONL ? load_jsonl(d, path, text, len, tok, err) : load_text(d, path, text, len, tok, err);
+    free(text);
+    if (st) {
+        el_dataset_free(d);
+        return st;
+    }
+    *out = d;
+    return EL_OK;
+}
