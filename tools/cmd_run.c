@@ -6,6 +6,7 @@
 
 #include "cli.h"
 #include "common.h"
+#include "edgellm/lora.h"
 #include "edgellm/model.h"
 #include "edgellm/sample.h"
 #include "edgellm/split.h"
@@ -30,6 +31,7 @@ static const char *usage_head =
     "      --repeat-penalty R  penalise the last 64 tokens (default 1.0 = off)\n"
     "      --seed S            random seed (default: from the clock)\n"
     "      --ctx N             context length (default: the model's)\n"
+    "      --lora FILE[:S]     apply a LoRA adapter (GGUF) with scale S (default 1); repeatable\n"
     "  -t, --threads N         threads (default: all CPUs)\n"
     "      --stats             print per-token and total timing, bytes and peak memory to stderr\n"
     "      --json              print the totals as one JSON object on stderr\n"
@@ -63,6 +65,8 @@ int cmd_run(int argc, char **argv) {
     cli c;
     cli_init(&c, "run", argc, argv);
     const char *model_path = NULL, *tok_path = NULL, *prompt = NULL, *prompt_file = NULL;
+    const char *lora_args[EL_LORA_MAX_SET];
+    int n_lora = 0;
     int steps = 256, ignore_eos = 0, threads = 0, ctx = 0, stats = 0, json = 0, have_seed = 0, split;
     tool_split ts;
     tool_split_init(&ts);
@@ -88,6 +92,11 @@ int cmd_run(int argc, char **argv) {
         else if (cli_is(a, NULL, "--stats")) stats = 1;
         else if (cli_is(a, NULL, "--json")) json = 1;
         else if (cli_is(a, NULL, "--ignore-eos")) ignore_eos = 1;
+        else if (cli_is(a, NULL, "--lora")) {
+            const char *v = cli_str(&c, a);
+            if (v && n_lora == EL_LORA_MAX_SET) return cli_fail(&c, "at most %d --lora adapters", EL_LORA_MAX_SET);
+            if (v) lora_args[n_lora++] = v;
+        }
         else if (tool_split_option(&c, a, &ts)) continue;
         else return cli_unknown(&c, a);
     }
@@ -97,6 +106,13 @@ int cmd_run(int argc, char **argv) {
     if (prompt && prompt_file) return cli_fail(&c, "give -p or -f, not both");
     if (tool_split_check(&c, &ts)) return 2;
     split = ts.enabled;
+    if (split && n_lora) return cli_fail(&c, "--lora does not work with --split yet");
+    el_lora_set lora_set = {0};
+    el_lora *loras[EL_LORA_MAX_SET] = {0};
+    char lora_paths[EL_LORA_MAX_SET][4096];
+    for (int i = 0; i < n_lora; i++)
+        if (!tool_parse_lora_arg(lora_args[i], lora_paths[i], sizeof lora_paths[i], &lora_set.scale[i]))
+            return cli_fail(&c, "--lora '%s': the scale is not a number", lora_args[i]);
     el_split_opts so_split = ts.o;
     if (!have_seed) sp.seed = (uint64_t)time(NULL) ^ ((uint64_t)el_time_ns() << 16);
 
@@ -123,6 +139,10 @@ int cmd_run(int argc, char **argv) {
     so_split = ts.o;
     if (el_model_open(model_path, &mo, &m, &err)) goto out;
     if (tool_split_check_model(&ts, m, &err)) goto out;
+    for (int i = 0; i < n_lora; i++) {
+        if (el_lora_load(lora_paths[i], m, &loras[i], &err)) goto out;
+        lora_set.lora[lora_set.n++] = loras[i];
+    }
     if (el_model_tokenizer(m, tok_path, &tok, &err)) goto out;
     if (el_tokenizer_encode(tok, prompt, prompt_len, 1, &ids, &n_ids, &err)) goto out;
     if (ctx == 0) ctx = m->hp.ctx;
@@ -133,6 +153,7 @@ int cmd_run(int argc, char **argv) {
     pool = el_pool_new(threads);
     el_session_opts so = {.ctx = ctx};
     if (!pool || el_pipeline_new(m, &so, pool, split ? &so_split : NULL, &pipe, &err)) goto out;
+    if (n_lora) el_session_set_lora(el_pipeline_session(pipe), &lora_set);
     smp = el_sampler_new(&sp, m->hp.vocab);
     logits = malloc((size_t)m->hp.vocab * sizeof(float));
     if (!smp || !logits) {
@@ -218,6 +239,7 @@ out:
     el_pipeline_free(pipe);
     el_pool_free(pool);
     el_tokenizer_free(tok);
+    for (int i = 0; i < n_lora; i++) el_lora_free(loras[i]);
     el_model_close(m);
     return rc;
 }

@@ -14,6 +14,9 @@ el_status tool_check_prompt(const char *text, size_t len, const char *what, int 
 // Prints what a token stands for, as llama2.c prints it (skips control bytes).
 void tool_print_piece(FILE *out, const el_tokenizer *tok, int prev, int id);
 
+// Splits a --lora argument "path[:scale]" (scale default 1); 0 if the scale is malformed.
+int tool_parse_lora_arg(const char *arg, char *path, size_t cap, float *scale);
+
 // Split-inference options shared by run and logits.
 typedef struct {
     int enabled;

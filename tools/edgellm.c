@@ -12,6 +12,8 @@ int cmd_convert(int argc, char **argv);
 int cmd_synth(int argc, char **argv);
 int cmd_worker(int argc, char **argv);
 int cmd_keygen(int argc, char **argv);
+int cmd_finetune(int argc, char **argv);
+int cmd_export_lora(int argc, char **argv);
 
 static const struct {
     const char *name;
@@ -26,13 +28,15 @@ static const struct {
     {"synth", cmd_synth, "write a random-weight Llama-shaped GGUF of any size"},
     {"worker", cmd_worker, "serve a range of layers to devices (split inference)"},
     {"keygen", cmd_keygen, "make a CURVE key pair for a device or worker"},
+    {"finetune", cmd_finetune, "train a LoRA adapter on a text or JSON-lines dataset"},
+    {"export-lora", cmd_export_lora, "merge LoRA adapters into a base model's weights"},
 };
 
 static void usage(FILE *f) {
     fprintf(f, "usage: edgellm SUBCOMMAND [options]   (edgellm SUBCOMMAND --help for its options)\n\n");
     fprintf(f, "Runs Llama-family language models on CPUs, on a device and across edge servers.\n\n");
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
-        fprintf(f, "  %-10s %s\n", commands[i].name, commands[i].help);
+        fprintf(f, "  %-12s %s\n", commands[i].name, commands[i].help);
     fprintf(f, "\nCPU: %s%s\n", el_isa_name(el_cpu_isa()), el_cpu_has_avx512vnni() ? " + vnni" : "");
 }
 

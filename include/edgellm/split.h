@@ -74,6 +74,8 @@ void el_pipeline_free(el_pipeline *p);
 // logits (vocab floats) — or every position's with all_rows.
 el_status el_pipeline_forward(el_pipeline *p, const int *tokens, int n, int pos, float *logits, int all_rows,
                               el_error *err);
+// The pipeline's local session (for adapters: el_session_set_lora).
+el_session *el_pipeline_session(el_pipeline *p);
 const el_split_stats *el_pipeline_last(const el_pipeline *p);
 const el_split_stats *el_pipeline_total(const el_pipeline *p);
 

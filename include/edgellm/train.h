@@ -122,7 +122,8 @@ el_status el_train_layers_forward(el_train_stage *st, float *x, el_error *err);
 el_status el_train_layers_backward(el_train_stage *st, float *g, el_error *err);
 // Final norm, head and masked cross-entropy over x[rows, dim]:
 //   *loss = Σ mask·CE / Σ mask (0 when the mask is empty), the mean over
-//   the masked tokens. With dx != NULL also writes dx[rows, dim] = ∂(loss·grad_scale)/∂x.
+//   the masked tokens. With dx != NULL also writes dx[rows, dim] = ∂(loss·grad_scale)/∂x
+//   (dx may be x itself).
 // logits (may be NULL) receives the raw logits [rows, vocab] (forward only).
 el_status el_train_head(el_train_stage *st, const float *x, const int *targets, const float *mask, double *loss,
                         double *n_tokens, float *dx, float grad_scale, float *logits, el_error *err);
@@ -165,6 +166,32 @@ void el_dataset_get(const el_dataset *d, int i, int *tokens, int *targets, float
 // completion (malloc'ed, UTF-8) from one line. Exposed for tests.
 el_status el_json_prompt_completion(const char *line, size_t len, char **prompt, char **completion, char *why,
                                     size_t why_size);
+
+// ---------------------------------------------------------------- checkpoints
+
+// Everything a run needs to continue exactly where it stopped.
+#define EL_CKPT_MAX_ROWS 256
+typedef struct {
+    uint64_t step;        // optimizer steps done
+    uint64_t sample_pos;  // training samples consumed
+    uint64_t seed;        // shuffles and A's initialisation derive from it
+    uint64_t identity;    // el_model_identity of the base
+    uint64_t total_steps;
+    int rank, batch, T, accum;
+    unsigned targets;
+    float alpha, lr;
+    // the loss table so far: step, mean train loss, validation loss (NaN: none)
+    int n_rows;
+    float row_step[EL_CKPT_MAX_ROWS], row_loss[EL_CKPT_MAX_ROWS], row_val[EL_CKPT_MAX_ROWS];
+} el_ckpt_meta;
+
+// Writes adapter parameters, AdamW moments m/v (n_params each) and meta to
+// path atomically (temporary file, fsync, rename).
+el_status el_checkpoint_save(const char *path, const el_lora *lora, const float *m, const float *v,
+                             const el_ckpt_meta *meta, el_error *err);
+// Reads a checkpoint into an adapter of the same layout (lora->params, m, v
+// overwritten) and meta.
+el_status el_checkpoint_load(const char *path, el_lora *lora, float *m, float *v, el_ckpt_meta *meta, el_error *err);
 
 #ifdef __cplusplus
 }

@@ -262,3 +262,5 @@ el_status el_pipeline_forward(el_pipeline *p, const int *tokens, int n, int pos,
 
 const el_split_stats *el_pipeline_last(const el_pipeline *p) { return &p->last; }
 const el_split_stats *el_pipeline_total(const el_pipeline *p) { return &p->total; }
+
+el_session *el_pipeline_session(el_pipeline *p) { return p->s; }

@@ -28,7 +28,7 @@ struct el_train_stage {
     float *scratch;    // dequantized weight tiles
     float *tmp;        // [n, max_rank]
     float *proj, *dxn, *dao, *dq, *dk, *dv, *dh, *dg, *du;  // backward scratch
-    float *xf, *rstdf, *logits, *loss_rows, *dloss;         // head
+    float *xh, *xf, *rstdf, *logits, *loss_rows, *dloss;    // head (xh: its input, so dx may alias x)
     void **allocs;
     int n_allocs, cap_allocs;
     size_t act_bytes;
@@ -132,7 +132,7 @@ el_status el_train_stage_new(const el_model *m, const el_lora *lora, const el_tr
         ok &= (st->dh = take(st, n * st->ff)) && (st->dg = take(st, n * st->ff)) && (st->du = take(st, n * st->ff));
     }
     if (ok && m->has_head) {
-        ok &= (st->xf = take(st, n * st->dim)) && (st->rstdf = take(st, n)) && (st->logits = take(st, n * st->V));
+        ok &= (st->xh = take(st, n * st->dim)) && (st->xf = take(st, n * st->dim)) && (st->rstdf = take(st, n)) && (st->logits = take(st, n * st->V));
         ok &= (st->loss_rows = take(st, n)) && (st->dloss = take(st, n));
     }
     if (ok && lora) {
@@ -269,7 +269,8 @@ el_status el_train_head(el_train_stage *st, const float *x, const int *targets, 
     for (int i = 0; i < n; i++)
         if (targets[i] >= V) return el_err(err, EL_ERR_RANGE, "target token %d is outside the vocabulary", targets[i]);
     el_linear head = {&m->output, NULL, 0};
-    el_rmsnorm_forward(st->xf, st->rstdf, x, m->output_norm.data, n, st->dim, m->hp.rms_eps);
+    memcpy(st->xh, x, (size_t)n * st->dim * sizeof(float));
+    el_rmsnorm_forward(st->xf, st->rstdf, st->xh, m->output_norm.data, n, st->dim, m->hp.rms_eps);
     el_linear_forward(st->pool, st->logits, NULL, st->xf, &head, n, st->scratch);
     if (logits) memcpy(logits, st->logits, (size_t)n * V * sizeof(float));
     el_cross_entropy_forward(st->loss_rows, st->logits, st->logits, targets, n, V);
@@ -287,6 +288,6 @@ el_status el_train_head(el_train_stage *st, const float *x, const int *targets, 
     memset(st->dxn, 0, (size_t)n * st->dim * sizeof(float));
     el_linear_backward(st->pool, st->dxn, NULL, NULL, st->logits, st->xf, NULL, &head, n, st->scratch, st->tmp);
     memset(dx, 0, (size_t)n * st->dim * sizeof(float));
-    el_rmsnorm_backward(dx, NULL, st->dxn, x, m->output_norm.data, st->rstdf, n, st->dim);
+    el_rmsnorm_backward(dx, NULL, st->dxn, st->xh, m->output_norm.data, st->rstdf, n, st->dim);
     return EL_OK;
 }

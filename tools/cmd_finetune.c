@@ -1,0 +1,363 @@
+// edgellm finetune: train a LoRA adapter on a text or JSON-lines dataset,
+// with validation loss, checkpoints and an exact resume.
+#include <math.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "cli.h"
+#include "edgellm/lora.h"
+#include "edgellm/model.h"
+#include "edgellm/train.h"
+
+static const char *usage =
+    "usage: edgellm finetune -m BASE [-z TOK] --data FILE -o ADAPTER.gguf [options]\n"
+    "\n"
+    "Trains a LoRA adapter for BASE (f32, f16, bf16 or any quantized type the\n"
+    "build can read: QLoRA) and writes it in the GGUF LoRA adapter format.\n"
+    "The base stays frozen; only the adapter's A and B matrices learn.\n"
+    "\n"
+    "  -m, --model FILE        base model (GGUF or llama2.c checkpoint)\n"
+    "  -z, --tokenizer FILE    tokenizer (default: the model's own)\n"
+    "      --data FILE         training data\n"
+    "      --format text|jsonl text: paragraphs (blank-line separated) cut into windows;\n"
+    "                          jsonl: {\"prompt\": ..., \"completion\": ...} per line, loss on\n"
+    "                          the completion only (default: from the extension)\n"
+    "      --val FILE          validation data (same format)\n"
+    "  -o, --output FILE       adapter to write\n"
+    "      --rank R            LoRA rank (default 8)\n"
+    "      --alpha A           LoRA alpha; the update is scaled by alpha/rank (default 16)\n"
+    "      --targets LIST      projections to adapt: q,k,v,o,gate,up,down or all (default all)\n"
+    "      --lr LR             peak learning rate (default 1e-3); linear warm-up, cosine decay to 10%\n"
+    "      --warmup N          warm-up steps (default: 5% of the steps, at most 100)\n"
+    "      --weight-decay W    AdamW decoupled weight decay (default 0)\n"
+    "      --clip C            gradient-norm clip (default 1; 0 = off)\n"
+    "      --epochs N          passes over the data (default 1)\n"
+    "      --steps N           optimizer steps (overrides --epochs)\n"
+    "      --batch B           sequences per micro-batch (default 4)\n"
+    "      --grad-accum G      micro-batches per optimizer step (default 1)\n"
+    "      --ctx N             tokens per sequence (default: min(model's, 256))\n"
+    "      --seed S            initialisation and shuffling seed (default 1)\n"
+    "      --eval-every N      validation loss every N steps (default: 10 evaluations a run)\n"
+    "      --val-samples N     validation samples per evaluation (default 256)\n"
+    "      --checkpoint-every N  write ADAPTER.gguf.ckpt every N steps (default 0 = off)\n"
+    "      --resume            continue from ADAPTER.gguf.ckpt: ends bit for bit where an\n"
+    "                          uninterrupted run would (same options and threads)\n"
+    "  -t, --threads N         threads (default: all CPUs)\n"
+    "\n"
+    "  -h, --help              this text\n"
+    "\n"
+    "example: edgellm finetune -m ../shared/models/aidreams260K.bin -z ../shared/models/tok512.bin \\\n"
+    "           --data data/finetune/pirate-dreams.txt --val data/finetune/pirate-dreams-val.txt \\\n"
+    "           --epochs 8 --lr 3e-3 -o pirate.gguf\n";
+
+typedef struct {
+    int n;
+    uint64_t seed;
+    uint64_t epoch;
+    int *perm;
+} order;
+
+// The sample order of an epoch: a Fisher-Yates shuffle seeded by (seed, epoch),
+// so the order at any position is recomputed exactly on resume.
+static int order_at(order *o, uint64_t pos) {
+    uint64_t e = pos / (uint64_t)o->n;
+    if (e != o->epoch) {
+        o->epoch = e;
+        for (int i = 0; i < o->n; i++) o->perm[i] = i;
+        uint64_t x = (o->seed ^ 0xA0761D6478BD642FULL) * 0x9E3779B97F4A7C15ULL + e * 0xE7037ED1A0B428DBULL + 1;
+        for (int i = o->n - 1; i > 0; i--) {
+            x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+            int j = (int)(x % (uint64_t)(i + 1));
+            int t = o->perm[i];
+            o->perm[i] = o->perm[j];
+            o->perm[j] = t;
+        }
+    }
+    return o->perm[pos % (uint64_t)o->n];
+}
+
+static float lr_at(uint64_t step, uint64_t total, int warmup, float peak) {
+    if (warmup > 0 && step < (uint64_t)warmup) return peak * (float)(step + 1) / (float)warmup;
+    double span = total > (uint64_t)warmup ? (double)(total - warmup) : 1.0;
+    double p = (double)(step - warmup) / span;
+    if (p > 1) p = 1;
+    return (float)(peak * (0.1 + 0.9 * 0.5 * (1 + cos(M_PI * p))));
+}
+
+typedef struct {
+    el_train_stage *st;
+    int rows, T, B, dim;
+    int *tokens, *targets;
+    float *mask, *x;
+} batch_buf;
+
+// Loads samples[first .. first+B) (wrapping through ord when given, else in
+// order and masked out past the end) into the batch.
+static void fill_batch(batch_buf *b, const el_dataset *d, order *ord, uint64_t pos) {
+    for (int s = 0; s < b->B; s++) {
+        int idx;
+        if (ord) idx = order_at(ord, pos + (uint64_t)s);
+        else idx = (int)(pos + (uint64_t)s);
+        int *tk = b->tokens + (size_t)s * b->T, *tg = b->targets + (size_t)s * b->T;
+        float *mk = b->mask + (size_t)s * b->T;
+        if (idx >= el_dataset_size(d)) {
+            for (int t = 0; t < b->T; t++) tk[t] = 0, tg[t] = -1, mk[t] = 0;
+            continue;
+        }
+        el_dataset_get(d, idx, tk, tg, mk);
+    }
+}
+
+static el_status eval_loss(batch_buf *b, const el_dataset *d, int max_samples, double *loss, el_error *err) {
+    int n = el_dataset_size(d);
+    if (n > max_samples) n = max_samples;
+    double sum = 0, tok = 0;
+    for (int at = 0; at < n; at += b->B) {
+        fill_batch(b, d, NULL, (uint64_t)at);
+        for (int s = 0; s < b->B; s++)
+            if (at + s >= n)
+                for (int t = 0; t < b->T; t++) b->mask[(size_t)s * b->T + t] = 0;
+        double l, nt;
+        el_status st;
+        if ((st = el_train_embed(b->st, b->tokens, b->x, err)) || (st = el_train_layers_forward(b->st, b->x, err)) ||
+            (st = el_train_head(b->st, b->x, b->targets, b->mask, &l, &nt, NULL, 1, NULL, err)))
+            return st;
+        sum += l * nt;
+        tok += nt;
+    }
+    *loss = tok > 0 ? sum / tok : NAN;
+    return EL_OK;
+}
+
+static int ends_with(const char *s, const char *suf) {
+    size_t a = strlen(s), b = strlen(suf);
+    return a >= b && !strcmp(s + a - b, suf);
+}
+
+int cmd_finetune(int argc, char **argv) {
+    cli c;
+    cli_init(&c, "finetune", argc, argv);
+    const char *model_path = NULL, *tok_path = NULL, *data_path = NULL, *val_path = NULL, *out_path = NULL;
+    const char *format = NULL, *targets_s = "all", *a;
+    int rank = 8, epochs = 1, steps = 0, batch = 4, accum = 1, ctx = 0, threads = 0, resume = 0, warmup = -1;
+    int ckpt_every = 0, eval_every = 0, val_samples = 256, opt;
+    float alpha = 16, lr = 1e-3f, wd = 0, clip = 1;
+    uint64_t seed = 1;
+    while ((a = cli_next(&c, &opt))) {
+        if (cli_is(a, "-h", "--help")) { fputs(usage, stdout); return 0; }
+        else if (cli_is(a, "-m", "--model")) model_path = cli_str(&c, a);
+        else if (cli_is(a, "-z", "--tokenizer")) tok_path = cli_str(&c, a);
+        else if (cli_is(a, NULL, "--data")) data_path = cli_str(&c, a);
+        else if (cli_is(a, NULL, "--val")) val_path = cli_str(&c, a);
+        else if (cli_is(a, NULL, "--format")) format = cli_str(&c, a);
+        else if (cli_is(a, "-o", "--output")) out_path = cli_str(&c, a);
+        else if (cli_is(a, NULL, "--rank")) cli_int(&c, a, 1, 4096, &rank);
+        else if (cli_is(a, NULL, "--alpha")) cli_float(&c, a, 1e-6, 1e6, &alpha);
+        else if (cli_is(a, NULL, "--targets")) targets_s = cli_str(&c, a);
+        else if (cli_is(a, NULL, "--lr")) cli_float(&c, a, 0, 10, &lr);
+        else if (cli_is(a, NULL, "--warmup")) cli_int(&c, a, 0, 1 << 30, &warmup);
+        else if (cli_is(a, NULL, "--weight-decay")) cli_float(&c, a, 0, 10, &wd);
+        else if (cli_is(a, NULL, "--clip")) cli_float(&c, a, 0, 1e6, &clip);
+        else if (cli_is(a, NULL, "--epochs")) cli_int(&c, a, 1, 1 << 20, &epochs);
+        else if (cli_is(a, NULL, "--steps")) cli_int(&c, a, 1, 1 << 30, &steps);
+        else if (cli_is(a, NULL, "--batch")) cli_int(&c, a, 1, 4096, &batch);
+        else if (cli_is(a, NULL, "--grad-accum")) cli_int(&c, a, 1, 4096, &accum);
+        else if (cli_is(a, NULL, "--ctx")) cli_int(&c, a, 1, 1 << 20, &ctx);
+        else if (cli_is(a, NULL, "--seed")) cli_u64(&c, a, &seed);
+        else if (cli_is(a, NULL, "--eval-every")) cli_int(&c, a, 1, 1 << 30, &eval_every);
+        else if (cli_is(a, NULL, "--val-samples")) cli_int(&c, a, 1, 1 << 24, &val_samples);
+        else if (cli_is(a, NULL, "--checkpoint-every")) cli_int(&c, a, 0, 1 << 30, &ckpt_every);
+        else if (cli_is(a, NULL, "--resume")) resume = 1;
+        else if (cli_is(a, "-t", "--threads")) cli_int(&c, a, 1, 256, &threads);
+        else return cli_unknown(&c, a);
+    }
+    if (c.failed) return 2;
+    if (!model_path) return cli_fail(&c, "-m MODEL is required");
+    if (!data_path) return cli_fail(&c, "--data FILE is required");
+    if (!out_path) return cli_fail(&c, "-o ADAPTER.gguf is required");
+    el_data_format fmt = EL_DATA_TEXT;
+    if (format) {
+        if (!strcmp(format, "jsonl")) fmt = EL_DATA_JSONL;
+        else if (strcmp(format, "text")) return cli_fail(&c, "--format must be text or jsonl, not '%s'", format);
+    } else if (ends_with(data_path, ".jsonl")) {
+        fmt = EL_DATA_JSONL;
+    }
+
+    el_error err = {0};
+    el_model *m = NULL;
+    el_tokenizer *tok = NULL;
+    el_dataset *train = NULL, *val = NULL;
+    el_lora *lora = NULL;
+    el_pool *pool = NULL;
+    el_train_stage *st = NULL;
+    float *mom = NULL, *vel = NULL;
+    batch_buf b = {0};
+    order ord = {0};
+    int rc = 1;
+    char ckpt_path[4096];
+    snprintf(ckpt_path, sizeof ckpt_path, "%s.ckpt", out_path);
+    unsigned targets;
+    if (el_lora_parse_targets(targets_s, &targets, &err)) goto out;
+    if (el_model_open(model_path, NULL, &m, &err)) goto out;
+    if (ctx == 0) ctx = m->hp.ctx < 256 ? m->hp.ctx : 256;
+    if (ctx > m->hp.ctx) {
+        el_err(&err, EL_ERR_RANGE, "--ctx %d is larger than the model's context of %d (%s)", ctx, m->hp.ctx,
+               model_path);
+        goto out;
+    }
+    if (el_model_tokenizer(m, tok_path, &tok, &err)) goto out;
+    if (el_dataset_load(data_path, fmt, tok, ctx, &train, &err)) goto out;
+    if (val_path && el_dataset_load(val_path, fmt, tok, ctx, &val, &err)) goto out;
+    int n_train = el_dataset_size(train);
+    uint64_t per_step = (uint64_t)batch * accum;
+    uint64_t total = steps ? (uint64_t)steps : ((uint64_t)n_train * epochs + per_step - 1) / per_step;
+    if (warmup < 0) warmup = (int)(total / 20 < 100 ? total / 20 : 100);
+    if (!eval_every) eval_every = total >= 10 ? (int)(total / 10) : 1;
+
+    if (el_lora_new(m, rank, alpha, targets, seed, &lora, &err)) goto out;
+    pool = el_pool_new(threads);
+    el_train_opts to = {0, 0, batch, ctx};
+    if (!pool || el_train_stage_new(m, lora, &to, pool, &st, &err)) goto out;
+    mom = el_calloc(lora->n_params, sizeof(float));
+    vel = el_calloc(lora->n_params, sizeof(float));
+    size_t rows = (size_t)batch * ctx;
+    b = (batch_buf){st, (int)rows, ctx, batch, m->hp.dim, malloc(rows * sizeof(int)), malloc(rows * sizeof(int)),
+                    malloc(rows * sizeof(float)), malloc(rows * (size_t)m->hp.dim * sizeof(float))};
+    ord = (order){n_train, seed, UINT64_MAX, el_calloc((size_t)n_train, sizeof(int))};
+    if (!mom || !vel || !b.tokens || !b.targets || !b.mask || !b.x || !ord.perm) {
+        el_err(&err, EL_ERR_NOMEM, "out of memory");
+        goto out;
+    }
+
+    el_ckpt_meta meta = {0};
+    meta.seed = seed, meta.identity = el_model_identity(m, 0, m->hp.n_layers), meta.total_steps = total;
+    meta.rank = rank, meta.batch = batch, meta.T = ctx, meta.accum = accum, meta.targets = targets;
+    meta.alpha = alpha, meta.lr = lr;
+    if (resume) {
+        struct stat sb;
+        if (stat(ckpt_path, &sb)) {
+            el_err(&err, EL_ERR_IO, "%s: no checkpoint to resume from", ckpt_path);
+            goto out;
+        }
+        el_ckpt_meta got;
+        if (el_checkpoint_load(ckpt_path, lora, mom, vel, &got, &err)) goto out;
+        const char *diff = got.identity != meta.identity ? "base model"
+                           : got.seed != seed            ? "--seed"
+                           : got.rank != rank            ? "--rank"
+                           : got.alpha != alpha          ? "--alpha"
+                           : got.targets != targets      ? "--targets"
+                           : got.batch != batch          ? "--batch"
+                           : got.T != ctx                ? "--ctx"
+                           : got.accum != accum          ? "--grad-accum"
+                           : got.lr != lr                ? "--lr"
+                           : got.total_steps != total    ? "--steps/--epochs"
+                                                         : NULL;
+        if (diff) {
+            el_err(&err, EL_ERR_ARG, "%s: the checkpoint was made with a different %s; resume needs the same options",
+                   ckpt_path, diff);
+            goto out;
+        }
+        meta = got;
+        fprintf(stderr, "resuming from %s at step %llu\n", ckpt_path, (unsigned long long)meta.step);
+    }
+
+    size_t P = lora->n_params * sizeof(float);
+    fprintf(stderr,
+            "finetune: %s, %d train samples (%llu target tokens)%s, ctx %d, batch %d x %d, %llu steps, rank %d, "
+            "alpha %g, targets %s, %d threads, blas %s\n",
+            model_path, n_train, (unsigned long long)el_dataset_tokens(train),
+            el_dataset_truncated(train) ? " (some examples truncated to the context)" : "", ctx, batch, accum,
+            (unsigned long long)total, rank, alpha, targets_s, el_pool_size(pool), el_blas_name());
+    fprintf(stderr, "memory: base %.1f MiB, activations %.1f MiB, adapter %.2f MiB + gradients %.2f MiB, optimizer %.2f MiB\n",
+            el_model_weight_bytes(m, 0, m->hp.n_layers, 1, 1) / 1048576.0, el_train_activation_bytes(st) / 1048576.0,
+            P / 1048576.0, P / 1048576.0, 2 * P / 1048576.0);
+
+    el_adamw_opts ao = {lr, 0.9f, 0.999f, 1e-8f, wd, clip};
+    if (meta.step == 0 && meta.n_rows == 0 && val) {
+        double vl;
+        if (eval_loss(&b, val, val_samples, &vl, &err)) goto out;
+        meta.row_step[0] = 0, meta.row_loss[0] = NAN, meta.row_val[0] = (float)vl;
+        meta.n_rows = 1;
+    }
+    el_progress pr;
+    el_progress_begin(&pr, stderr, "finetune", total - meta.step, "steps");
+    double last_val = meta.n_rows ? meta.row_val[meta.n_rows - 1] : NAN, loss_sum = 0, t_start = el_time_s();
+    uint64_t tokens_done = 0, loss_n = 0, first = meta.step;
+    const char *kill_at = getenv("EL_TEST_KILL_AT_STEP");  // fault injection for the resume test
+    while (meta.step < total) {
+        el_train_zero_grads(st);
+        double step_loss = 0;
+        for (int g = 0; g < accum; g++) {
+            fill_batch(&b, train, &ord, meta.sample_pos);
+            meta.sample_pos += (uint64_t)batch;
+            double l, nt;
+            if (el_train_embed(st, b.tokens, b.x, &err) || el_train_layers_forward(st, b.x, &err) ||
+                el_train_head(st, b.x, b.targets, b.mask, &l, &nt, b.x, 1.0f / accum, NULL, &err) ||
+                el_train_layers_backward(st, b.x, &err))
+                goto out;
+            step_loss += l / accum;
+            tokens_done += (uint64_t)rows;
+        }
+        float cur_lr = lr_at(meta.step, total, warmup, lr);
+        el_adamw_step(lora->params, el_train_grads(st), mom, vel, lora->n_params, meta.step + 1, &ao, cur_lr);
+        meta.step++;
+        loss_sum += step_loss;
+        loss_n++;
+        if (!isfinite(step_loss)) {
+            el_err(&err, EL_ERR_RANGE, "the loss became %g at step %llu; lower --lr", step_loss,
+                   (unsigned long long)meta.step);
+            goto out;
+        }
+        if (meta.step % (uint64_t)eval_every == 0 || meta.step == total) {
+            if (val && eval_loss(&b, val, val_samples, &last_val, &err)) goto out;
+            if (meta.n_rows < EL_CKPT_MAX_ROWS) {
+                meta.row_step[meta.n_rows] = (float)meta.step;
+                meta.row_loss[meta.n_rows] = (float)(loss_sum / loss_n);
+                meta.row_val[meta.n_rows] = val ? (float)last_val : NAN;
+                meta.n_rows++;
+            }
+            loss_sum = 0, loss_n = 0;
+        }
+        char extra[160];
+        double el = el_time_s() - t_start;
+        snprintf(extra, sizeof extra, "step %llu/%llu, loss %.4f, val %.4f, %.0f tok/s", (unsigned long long)meta.step,
+                 (unsigned long long)total, step_loss, last_val, el > 0 ? tokens_done / el : 0.0);
+        el_progress_update(&pr, meta.step - first, extra);
+        if (ckpt_every && meta.step % (uint64_t)ckpt_every == 0 && meta.step < total &&
+            el_checkpoint_save(ckpt_path, lora, mom, vel, &meta, &err))
+            goto out;
+        if (kill_at && meta.step == strtoull(kill_at, NULL, 10)) raise(SIGKILL);
+    }
+    el_progress_end(&pr, meta.step - first, NULL);
+    if (el_lora_save(lora, out_path, &err)) goto out;
+    if (ckpt_every) remove(ckpt_path);  // the run is complete: the adapter supersedes it
+    double el = el_time_s() - t_start;
+    fprintf(stderr, "\n  step   train loss   val loss\n");
+    for (int i = 0; i < meta.n_rows; i++) {
+        fprintf(stderr, "%6.0f   ", meta.row_step[i]);
+        if (isnan(meta.row_loss[i])) fprintf(stderr, "%10s", "-");
+        else fprintf(stderr, "%10.4f", meta.row_loss[i]);
+        if (isnan(meta.row_val[i])) fprintf(stderr, "   %8s\n", "-");
+        else fprintf(stderr, "   %8.4f\n", meta.row_val[i]);
+    }
+    if (val && meta.n_rows > 1 && meta.row_step[0] == 0)
+        fprintf(stderr, "validation loss %.4f -> %.4f (%+.1f%%)\n", meta.row_val[0], meta.row_val[meta.n_rows - 1],
+                100.0 * (meta.row_val[meta.n_rows - 1] - meta.row_val[0]) / meta.row_val[0]);
+    fprintf(stderr, "trained %llu steps in %.1f s (%.0f tokens/s), peak memory %.1f MiB; wrote %s\n",
+            (unsigned long long)(meta.step - first), el, el > 0 ? tokens_done / el : 0.0, el_peak_rss() / 1048576.0,
+            out_path);
+    rc = 0;
+out:
+    if (rc) cli_error(&err);
+    free(b.tokens), free(b.targets), free(b.mask), free(b.x), free(ord.perm), free(mom), free(vel);
+    el_train_stage_free(st);
+    el_pool_free(pool);
+    el_lora_free(lora);
+    el_dataset_free(train);
+    el_dataset_free(val);
+    el_tokenizer_free(tok);
+    el_model_close(m);
+    return rc;
+}
