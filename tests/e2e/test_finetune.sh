@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# LoRA fine-tuning end to end: the loss falls and generations change style,
+# run --lora == export-lora, SIGKILL + --resume ends bit for bit where an
+# uninterrupted run does, completion-only jsonl, an f16 base, and bad input.
+source "$(dirname "$0")/lib.sh"
+DATA=${EL_SRC:-$(dirname "$0")/../..}/data/finetune
+BASE=(-m "$MODELS/aidreams260K.bin" -z "$MODELS/tok512.bin")
+
+# ---- training lowers the validation loss and the adapter changes the style
+"$EDGELLM" finetune "${BASE[@]}" --data "$DATA/pirate-dreams.txt" --val "$DATA/pirate-dreams-val.txt" \
+  --epochs 4 --batch 8 --lr 3e-3 -t 2 -o "$T/pirate.gguf" 2>"$T/ft.err" || fail "finetune: $(tail -3 "$T/ft.err")"
+line=$(grep "^validation loss" "$T/ft.err")
+read -r before after <<<"$(echo "$line" | sed -E 's/validation loss ([0-9.]+) -> ([0-9.]+).*/\1 \2/')"
+python3 -c "import sys; b,a=float(sys.argv[1]),float(sys.argv[2]); sys.exit(0 if a < 0.7*b else 1)" "$before" "$after" \
+  && pass || fail "validation loss did not fall by 30%: $line"
+grep -q "step   train loss   val loss" "$T/ft.err" && pass || fail "no loss table"
+grep -q "^memory: base" "$T/ft.err" && pass || fail "no memory report"
+out=$("$EDGELLM" run "${BASE[@]}" --lora "$T/pirate.gguf" -p "The dream" -n 60 --temp 0 -t 1)
+if grep -Eq "matey|arr|o' |Aye|anchor|ship" <<<"$out"; then pass; else fail "no pirate style: $out"; fi
+base_out=$("$EDGELLM" run "${BASE[@]}" -p "The dream" -n 60 --temp 0 -t 1)
+zero_out=$("$EDGELLM" run "${BASE[@]}" --lora "$T/pirate.gguf:0" -p "The dream" -n 60 --temp 0 -t 1)
+expect_eq "scale 0 is the base" "$zero_out" "$base_out"
+
+# ---- export-lora merges to the same model
+"$EDGELLM" convert "$MODELS/aidreams260K.bin" "$T/aid.gguf" -z "$MODELS/tok512.bin" 2>/dev/null
+"$EDGELLM" export-lora -m "$T/aid.gguf" --lora "$T/pirate.gguf" -o "$T/merged.gguf" 2>/dev/null || fail "export-lora"
+merged_out=$("$EDGELLM" run -m "$T/merged.gguf" -p "The dream" -n 60 --temp 0 -t 1)
+expect_eq "merged == --lora" "$merged_out" "$out"
+
+# ---- SIGKILL after step 7 (checkpoint at 5), resume: identical adapter
+common=(--data "$DATA/pirate-dreams.txt" --steps 12 --batch 4 --lr 2e-3 -t 2 --checkpoint-every 5 --seed 9)
+"$EDGELLM" finetune "${BASE[@]}" "${common[@]}" -o "$T/full.gguf" 2>/dev/null || fail "uninterrupted run"
+EL_TEST_KILL_AT_STEP=7 "$EDGELLM" finetune "${BASE[@]}" "${common[@]}" -o "$T/resumed.gguf" 2>/dev/null
+rc=$?
+expect_eq "killed run exit status" "$rc" "137"
+[ -f "$T/resumed.gguf.ckpt" ] && pass || fail "no checkpoint after the kill"
+[ -f "$T/resumed.gguf" ] && fail "adapter written by a killed run" || pass
+"$EDGELLM" finetune "${BASE[@]}" "${common[@]}" -o "$T/resumed.gguf" --resume 2>"$T/resume.err" || fail "resume: $(cat "$T/resume.err")"
+grep -q "resuming from .* at step 5" "$T/resume.err" && pass || fail "did not resume at step 5: $(head -2 "$T/resume.err")"
+cmp -s "$T/full.gguf" "$T/resumed.gguf" && pass || fail "resumed adapter differs from the uninterrupted one"
+EL_TEST_KILL_AT_STEP=6 "$EDGELLM" finetune "${BASE[@]}" "${common[@]}" -o "$T/other.gguf" 2>/dev/null
+expect_error "different --lr" "$EDGELLM" finetune "${BASE[@]}" "${common[@]}" --lr 1e-3 -o "$T/other.gguf" --resume
+
+# ---- completion-only jsonl
+"$EDGELLM" finetune "${BASE[@]}" --data "$DATA/pirate-dreams.jsonl" --steps 20 --batch 8 --lr 3e-3 -t 2 \
+  -o "$T/jl.gguf" 2>"$T/jl.err" || fail "jsonl finetune: $(tail -2 "$T/jl.err")"
+grep -q "60 train samples" "$T/jl.err" && pass || fail "jsonl sample count: $(head -1 "$T/jl.err")"
+
+# ---- QLoRA-style: a frozen f16 base
+"$EDGELLM" synth --dim 64 --layers 2 --heads 4 --kv-heads 2 --ff 128 --vocab 512 --ctx 64 --type f16 \
+  -o "$T/f16.gguf" 2>/dev/null
+"$EDGELLM" finetune -m "$T/f16.gguf" --data "$DATA/pirate-dreams.txt" --val "$DATA/pirate-dreams-val.txt" \
+  --steps 30 --batch 4 --ctx 64 --lr 1e-2 -t 2 -o "$T/f16-lora.gguf" 2>"$T/f16.err" || fail "f16 finetune: $(tail -2 "$T/f16.err")"
+line=$(grep "^validation loss" "$T/f16.err")
+grep -q "(-" <<<"$line" && pass || fail "f16 base: validation loss did not fall: $line"
+
+# ---- bad input: one clear line, non-zero exit
+printf '{"prompt": "a", "completion": "b"}\n{"prompt": "a", "completion": 3}\n' >"$T/bad.jsonl"
+expect_error "bad.jsonl:2:" "$EDGELLM" finetune "${BASE[@]}" --data "$T/bad.jsonl" -o "$T/x.gguf"
+printf '\n\n' >"$T/empty.txt"
+expect_error "empty" "$EDGELLM" finetune "${BASE[@]}" --data "$T/empty.txt" -o "$T/x.gguf"
+expect_error "larger than the model's context of 128" "$EDGELLM" finetune "${BASE[@]}" --data "$DATA/pirate-dreams.txt" \
+  --ctx 512 -o "$T/x.gguf"
+"$EDGELLM" synth --dim 64 --layers 4 --heads 4 --ff 96 --vocab 512 -o "$T/other-base.gguf" 2>/dev/null
+expect_error "blk.0.ffn_gate.weight.lora_a" "$EDGELLM" run -m "$T/other-base.gguf" --lora "$T/pirate.gguf" -p hi -n 2
+expect_error "blk.0.ffn_gate.weight.lora_a" "$EDGELLM" export-lora -m "$T/other-base.gguf" --lora "$T/pirate.gguf" -o "$T/x.gguf"
+expect_error "not a LoRA adapter" "$EDGELLM" run "${BASE[@]}" --lora "$T/aid.gguf" -p hi -n 2
+expect_error "pirate.gguf:x2: cannot open" "$EDGELLM" run "${BASE[@]}" --lora "$T/pirate.gguf:x2" -p hi -n 2
+finish
