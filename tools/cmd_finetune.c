@@ -270,6 +270,8 @@ int cmd_finetune(int argc, char **argv) {
             model_path, n_train, (unsigned long long)el_dataset_tokens(train),
             el_dataset_truncated(train) ? " (some examples truncated to the context)" : "", ctx, batch, accum,
             (unsigned long long)total, rank, alpha, targets_s, el_pool_size(pool), el_blas_name());
+    fprintf(stderr, "model: %.1fM parameters (%s weights); adapter: %.2fM parameters\n", el_model_n_params(m) / 1e6,
+            el_dtype_name(m->layers[0].wq.dtype), lora->n_params / 1e6);
     fprintf(stderr, "memory: base %.1f MiB, activations %.1f MiB, adapter %.2f MiB + gradients %.2f MiB, optimizer %.2f MiB\n",
             el_model_weight_bytes(m, 0, m->hp.n_layers, 1, 1) / 1048576.0, el_train_activation_bytes(st) / 1048576.0,
             P / 1048576.0, P / 1048576.0, 2 * P / 1048576.0);
@@ -285,6 +287,7 @@ int cmd_finetune(int argc, char **argv) {
     el_progress_begin(&pr, stderr, "finetune", total - meta.step, "steps");
     double last_val = meta.n_rows ? meta.row_val[meta.n_rows - 1] : NAN, loss_sum = 0, t_start = el_time_s();
     uint64_t tokens_done = 0, loss_n = 0, first = meta.step;
+    double t_first = 0;  // end of the first step: steady-state rate excludes warm-up costs
     const char *kill_at = getenv("EL_TEST_KILL_AT_STEP");  // fault injection for the resume test
     while (meta.step < total) {
         el_train_zero_grads(st);
@@ -303,6 +306,7 @@ int cmd_finetune(int argc, char **argv) {
         float cur_lr = lr_at(meta.step, total, warmup, lr);
         el_adamw_step(lora->params, el_train_grads(st), mom, vel, lora->n_params, meta.step + 1, &ao, cur_lr);
         meta.step++;
+        if (meta.step == first + 1) t_first = el_time_s();
         loss_sum += step_loss;
         loss_n++;
         if (!isfinite(step_loss)) {
@@ -345,9 +349,11 @@ int cmd_finetune(int argc, char **argv) {
     if (val && meta.n_rows > 1 && meta.row_step[0] == 0)
         fprintf(stderr, "validation loss %.4f -> %.4f (%+.1f%%)\n", meta.row_val[0], meta.row_val[meta.n_rows - 1],
                 100.0 * (meta.row_val[meta.n_rows - 1] - meta.row_val[0]) / meta.row_val[0]);
-    fprintf(stderr, "trained %llu steps in %.1f s (%.0f tokens/s), peak memory %.1f MiB; wrote %s\n",
-            (unsigned long long)(meta.step - first), el, el > 0 ? tokens_done / el : 0.0, el_peak_rss() / 1048576.0,
-            out_path);
+    uint64_t steady_steps = meta.step - first - 1;
+    double steady = steady_steps && t_first > 0 ? (double)steady_steps * rows * accum / (el_time_s() - t_first) : 0;
+    fprintf(stderr, "trained %llu steps in %.1f s (%.1f tokens/s; %.1f tokens/s after the first step), peak memory "
+            "%.1f MiB; wrote %s\n", (unsigned long long)(meta.step - first), el, el > 0 ? tokens_done / el : 0.0,
+            steady, el_peak_rss() / 1048576.0, out_path);
     rc = 0;
 out:
     if (rc) cli_error(&err);
