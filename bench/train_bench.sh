@@ -25,7 +25,10 @@ printf "%-6s %10s %12s %10s %10s %9s\n" base "tok/s" "peak MiB" "GFLOP/s" "% of 
 for type in f32 f16 q8_0; do
   model=$TMP/m125-$type.gguf
   if [ ! -f "$model" ]; then
-    if ! "$EDGELLM" synth "${SHAPE[@]}" --type $type -o "$model" 2>/dev/null; then
+    if ! "$EDGELLM" synth "${SHAPE[@]}" --type $type -o "$model" 2>/dev/null &&
+       ! { "$EDGELLM" synth "${SHAPE[@]}" -o "$TMP/m125-f32.gguf" 2>/dev/null &&
+           "$EDGELLM" quantize "$TMP/m125-f32.gguf" "$model" $type -t "$THREADS" 2>/dev/null; }; then
+      rm -f "$model"
       printf "%-6s (this build cannot write %s models yet)\n" $type $type
       continue
     fi

@@ -54,6 +54,19 @@ grep -q "60 train samples" "$T/jl.err" && pass || fail "jsonl sample count: $(he
 line=$(grep "^validation loss" "$T/f16.err")
 grep -q "(-" <<<"$line" && pass || fail "f16 base: validation loss did not fall: $line"
 
+# ---- QLoRA on a q8_0 base (when this build can quantize)
+if "$EDGELLM" quantize --help >/dev/null 2>&1; then
+  "$EDGELLM" quantize "$T/aid.gguf" "$T/aid-q8_0.gguf" q8_0 2>/dev/null || fail "quantize q8_0"
+  "$EDGELLM" finetune -m "$T/aid-q8_0.gguf" --data "$DATA/pirate-dreams.txt" --val "$DATA/pirate-dreams-val.txt" \
+    --epochs 4 --batch 8 --lr 3e-3 -t 2 -o "$T/pirate-q8.gguf" 2>"$T/q8.err" || fail "q8_0 finetune: $(tail -2 "$T/q8.err")"
+  line=$(grep "^validation loss" "$T/q8.err")
+  read -r before after <<<"$(echo "$line" | sed -E 's/validation loss ([0-9.]+) -> ([0-9.]+).*/\1 \2/')"
+  python3 -c "import sys; b,a=float(sys.argv[1]),float(sys.argv[2]); sys.exit(0 if a < 0.7*b else 1)" "$before" "$after" \
+    && pass || fail "q8_0 base: validation loss did not fall by 30%: $line"
+  out=$("$EDGELLM" run -m "$T/aid-q8_0.gguf" --lora "$T/pirate-q8.gguf" -p "The dream" -n 60 --temp 0 -t 1)
+  if grep -Eq "matey|arr|o' |Aye|anchor|ship" <<<"$out"; then pass; else fail "q8_0: no pirate style: $out"; fi
+fi
+
 # ---- bad input: one clear line, non-zero exit
 printf '{"prompt": "a", "completion": "b"}\n{"prompt": "a", "completion": 3}\n' >"$T/bad.jsonl"
 expect_error "bad.jsonl:2:" "$EDGELLM" finetune "${BASE[@]}" --data "$T/bad.jsonl" -o "$T/x.gguf"

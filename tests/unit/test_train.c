@@ -272,17 +272,25 @@ static double lin_loss(void *c) {
     return L;
 }
 
-// The frozen base may be f32 or any dtype with to_f32 (f16 here, quantized
-// types once they exist): gradients flow to the input through it.
+// The frozen base may be f32 or any dtype with to_f32 (f16 here; q8_0, q4_0
+// and q4_k once their converters exist): gradients flow to the input through
+// it. The reference uses the dequantized weights.
 static void linear_grad(int dtype) {
-    int n = 7, in = 12, out = 9, r = R_;
+    const el_dtype_traits *tr = el_dtype_info(dtype);
+    if (!tr || !tr->to_f32 || !tr->from_f32) {
+        fprintf(stderr, "linear_grad: no converters for %s in this build\n", el_dtype_name(dtype));
+        skip();
+    }
+    int n = 7, in = tr->block_size > 1 ? 2 * tr->block_size : 12, out = 9, r = R_;
     float *W = randv((size_t)in * out, 0.5f), *x = randv((size_t)n * in, 1), *wy = randv((size_t)n * out, 1);
     el_tensor Wt = {"w", EL_DTYPE_F32, 2, {in, out, 1, 1}, W, sizeof(float) * in * out};
-    uint16_t *Wh = NULL;
-    if (dtype == EL_DTYPE_F16) {
-        Wh = malloc(2 * (size_t)in * out);
-        for (int i = 0; i < in * out; i++) Wh[i] = el_f32_to_f16(W[i]), W[i] = el_f16_to_f32(Wh[i]);
-        Wt.dtype = EL_DTYPE_F16, Wt.data = Wh, Wt.nbytes = 2 * (size_t)in * out;
+    void *Wq = NULL;
+    if (dtype != EL_DTYPE_F32) {
+        size_t rb = el_dtype_row_size(dtype, in);
+        Wq = malloc(rb * out);
+        tr->from_f32(W, Wq, (int64_t)in * out);
+        tr->to_f32(Wq, W, (int64_t)in * out);
+        Wt.dtype = dtype, Wt.data = Wq, Wt.nbytes = rb * out;
     }
     float *ab = randv((size_t)r * (in + out), 0.5f);
     el_lora_mat lm = {ab, ab + r * in, r, in, out};
@@ -301,11 +309,13 @@ static void linear_grad(int dtype) {
     check_grad("linear dx", c.x, n * in, 1, dx, lin_loss, &c, 1e-4);
     check_grad("linear dA", c.A, r * in, 1, dab, lin_loss, &c, 1e-4);
     check_grad("linear dB", c.B, r * out, 1, dab + r * in, lin_loss, &c, 1e-4);
-    free(W), free(Wh), free(x), free(wy), free(ab), free(y), free(t), free(tmp), free(scratch), free(dx), free(dab);
+    free(W), free(Wq), free(x), free(wy), free(ab), free(y), free(t), free(tmp), free(scratch), free(dx), free(dab);
     free(c.x), free(c.W), free(c.wy), free(abd), free(yr);
 }
 static void test_linear_grad_f32(void **s) { (void)s, linear_grad(EL_DTYPE_F32); }
 static void test_linear_grad_f16(void **s) { (void)s, linear_grad(EL_DTYPE_F16); }
+static void test_linear_grad_q8_0(void **s) { (void)s, linear_grad(EL_DTYPE_Q8_0); }
+static void test_linear_grad_q4_k(void **s) { (void)s, linear_grad(EL_DTYPE_Q4_K); }
 
 typedef struct {
     double *logits, *w;
@@ -764,6 +774,8 @@ int main(void) {
         cmocka_unit_test(test_swiglu_grad),
         cmocka_unit_test(test_linear_grad_f32),
         cmocka_unit_test(test_linear_grad_f16),
+        cmocka_unit_test(test_linear_grad_q8_0),
+        cmocka_unit_test(test_linear_grad_q4_k),
         cmocka_unit_test(test_cross_entropy_grad),
         cmocka_unit_test(test_embedding_grad),
         cmocka_unit_test(test_block_grad),
