@@ -21,7 +21,7 @@ cc -O2 -mavx2 -mfma -pthread bench/fma_peak.c -o "$TMP/fma_peak" || { echo "cann
 peak=$("$TMP/fma_peak" "$THREADS" 2)
 echo "machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), load $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "f32 FMA peak, $THREADS threads: $peak GFLOP/s"
-printf "%-6s %10s %12s %10s %10s %9s\n" base "tok/s" "peak MiB" "GFLOP/s" "% of peak" "step s"
+printf "%-6s %8s %10s %9s %10s %12s %7s\n" base "tok/s" "peak MiB" "GFLOP/s" "% of peak" "matmul-only" "step s"
 for type in f32 f16 q8_0; do
   model=$TMP/m125-$type.gguf
   if [ ! -f "$model" ]; then
@@ -43,8 +43,11 @@ n = float(re.search(r"model: ([0-9.]+)M parameters", log).group(1)) * 1e6
 m = re.search(r"\(([0-9.]+) tokens/s; ([0-9.]+) tokens/s after the first step\), peak memory ([0-9.]+) MiB", log)
 tps = float(m.group(2)); mem = float(m.group(3))
 gf = tps * 4 * n / 1e9
-print("%-6s %10.1f %12.1f %10.1f %9.1f%% %9.2f" % (sys.argv[3], tps, mem, gf, 100 * gf / peak, 256 / tps))
+gm = tps * 4 * (n - 32000 * 768) / 1e9  # without the embedding table, which is only looked up
+print("%-6s %8.1f %10.1f %9.1f %9.1f%% %11.1f%% %7.2f" % (sys.argv[3], tps, mem, gf, 100 * gf / peak, 100 * gm / peak,
+                                                         256 / tps))
 PY
 done
-echo "(4·N with N = all parameters incl. the 24.6M-entry embedding table, which costs no FLOPs;"
+echo "(GFLOP/s = 4·N·tok/s with N = all 124.7M parameters; matmul-only: 4·(N - 24.6M embedding entries,"
+echo " which are looked up, not multiplied) as a share of the peak;"
 echo " tok/s excludes the first step; BLAS: $(grep -o 'blas [a-z]*' "$TMP/ft-f32.log" 2>/dev/null))"
