@@ -265,11 +265,13 @@ int cmd_finetune(int argc, char **argv) {
 
     size_t P = lora->n_params * sizeof(float);
     fprintf(stderr,
-            "finetune: %s, %d train samples (%llu target tokens)%s, ctx %d, batch %d x %d, %llu steps, rank %d, "
+            "finetune: %s, %d train samples (%llu target tokens), ctx %d, batch %d x %d, %llu steps, rank %d, "
             "alpha %g, targets %s, %d threads, blas %s\n",
-            model_path, n_train, (unsigned long long)el_dataset_tokens(train),
-            el_dataset_truncated(train) ? " (some examples truncated to the context)" : "", ctx, batch, accum,
+            model_path, n_train, (unsigned long long)el_dataset_tokens(train), ctx, batch, accum,
             (unsigned long long)total, rank, alpha, targets_s, el_pool_size(pool), el_blas_name());
+    if (el_dataset_truncated(train))
+        fprintf(stderr, "note: %d of %d examples are longer than --ctx %d + 1 tokens and were cut short\n",
+                el_dataset_truncated(train), n_train, ctx);
     fprintf(stderr, "model: %.1fM parameters (%s weights); adapter: %.2fM parameters\n", el_model_n_params(m) / 1e6,
             el_dtype_name(m->layers[0].wq.dtype), lora->n_params / 1e6);
     fprintf(stderr, "memory: base %.1f MiB, activations %.1f MiB, adapter %.2f MiB + gradients %.2f MiB, optimizer %.2f MiB\n",
