@@ -62,6 +62,11 @@ const el_tensor *el_lora_base(const el_model *m, int layer, int target);
 // adapted model starts equal to the base).
 el_status el_lora_new(const el_model *m, int rank, float alpha, unsigned targets, uint64_t seed, el_lora **out,
                       el_error *err);
+// The same for layers [layer_begin, layer_end) only (a stage of split
+// fine-tuning). Each matrix is seeded from (seed, layer, target), so a range's
+// matrices equal the whole-model adapter's for the same seed.
+el_status el_lora_new_layers(const el_model *m, int layer_begin, int layer_end, int rank, float alpha,
+                             unsigned targets, uint64_t seed, el_lora **out, el_error *err);
 void el_lora_free(el_lora *l);
 // The matrix for (layer, target), or NULL when the adapter does not touch it.
 const el_lora_mat *el_lora_get(const el_lora *l, int layer, int target);

@@ -118,15 +118,23 @@ size_t el_lora_offset(const el_lora *l, const el_lora_mat *mat) { return (size_t
 
 el_status el_lora_new(const el_model *m, int rank, float alpha, unsigned targets, uint64_t seed, el_lora **out,
                       el_error *err) {
+    return el_lora_new_layers(m, 0, m->hp.n_layers, rank, alpha, targets, seed, out, err);
+}
+
+el_status el_lora_new_layers(const el_model *m, int layer_begin, int layer_end, int rank, float alpha,
+                             unsigned targets, uint64_t seed, el_lora **out, el_error *err) {
     *out = NULL;
     if (rank < 1 || rank > 4096) return el_err(err, EL_ERR_RANGE, "LoRA rank %d is outside 1..4096", rank);
     if (!(targets & EL_LORA_ALL_TARGETS)) return el_err(err, EL_ERR_ARG, "no LoRA targets");
+    if (layer_begin < 0 || layer_end > m->hp.n_layers || layer_begin >= layer_end)
+        return el_err(err, EL_ERR_RANGE, "LoRA layers %d:%d are not within 0:%d", layer_begin, layer_end,
+                      m->hp.n_layers);
     el_lora *l = lora_alloc(m->hp.n_layers);
     if (!l) return el_err(err, EL_ERR_NOMEM, "out of memory");
     l->rank = rank;
     l->alpha = alpha;
     l->targets = targets & EL_LORA_ALL_TARGETS;
-    for (int layer = 0; layer < l->n_layers; layer++)
+    for (int layer = layer_begin; layer < layer_end; layer++)
         for (int t = 0; t < EL_LORA_N_TARGETS; t++) {
             if (!(targets >> t & 1)) continue;
             el_lora_mat *mt = &l->mats[layer * EL_LORA_N_TARGETS + t];
@@ -144,10 +152,11 @@ el_status el_lora_new(const el_model *m, int rank, float alpha, unsigned targets
         return st;
     }
     // A ~ U(-1/√in, 1/√in) (Kaiming-uniform-like), B = 0: the update starts at zero
-    uint64_t x = seed * 0x9E3779B97F4A7C15ULL + 0x632BE59BD9B4E019ULL;
     for (int i = 0; i < l->n_layers * EL_LORA_N_TARGETS; i++) {
         el_lora_mat *mt = &l->mats[i];
         if (!mt->a) continue;
+        uint64_t x = (seed ^ 0x632BE59BD9B4E019ULL) * 0x9E3779B97F4A7C15ULL + (uint64_t)i * 0xD1B54A32D192ED03ULL;
+        x = x ? x : 1;
         float bound = 1.0f / sqrtf((float)mt->in);
         for (size_t j = 0; j < (size_t)mt->rank * mt->in; j++) {
             x ^= x << 13, x ^= x >> 7, x ^= x << 17;

@@ -527,6 +527,16 @@ static void test_block_grad(void **s) {
         assert_true(i < half ? g1[i] == 0 : g0[i] == 0);
     }
     el_train_stage_free(s0), el_train_stage_free(s1);
+    // an adapter made for layer 1 alone starts equal to the whole-model one there
+    el_lora *full_new, *part_new;
+    assert_int_equal(el_lora_new(&tm.m, R_, 6.0f, EL_LORA_ALL_TARGETS, 11, &full_new, &err), EL_OK);
+    assert_int_equal(el_lora_new_layers(&tm.m, 1, 2, R_, 6.0f, EL_LORA_ALL_TARGETS, 11, &part_new, &err), EL_OK);
+    assert_null(el_lora_get(part_new, 0, EL_LORA_Q));
+    for (int t = 0; t < EL_LORA_N_TARGETS; t++) {
+        const el_lora_mat *a = el_lora_get(full_new, 1, t), *b = el_lora_get(part_new, 1, t);
+        assert_memory_equal(a->a, b->a, sizeof(float) * a->rank * a->in);
+    }
+    el_lora_free(full_new), el_lora_free(part_new);
     free(c.lp), free(c.x0), free(c.wy), free(x), free(wy), free(g), free(y), free(yr);
     el_train_stage_free(st);
     el_lora_free(lora);
