@@ -163,7 +163,10 @@ int cmd_run(int argc, char **argv) {
         generated++;
         prev = next;
         if (generated == steps || pos >= ctx) break;
-        if (el_pipeline_forward(pipe, &next, 1, pos, logits, 0, &err)) goto out;
+        if (el_pipeline_forward(pipe, &next, 1, pos, logits, 0, &err)) {
+            if (interrupted) break;  // Ctrl-C during a wait on the link: a clean stop
+            goto out;
+        }
         if (stats) {
             char label[32];
             snprintf(label, sizeof label, "token %d", generated);

@@ -41,7 +41,8 @@ void tool_print_piece(FILE *out, const el_tokenizer *tok, int prev, int id) {
 
 const char *tool_split_help =
     "split inference (the device keeps the embedding and layers 0..K-1):\n"
-    "      --split K[,M...]    cut points; several make a chain of workers (use --next on them)\n"
+    "      --split K[,M...]    cut points (K = 0: the device runs only the embedding); several\n"
+    "                          make a chain of workers (use --next on them)\n"
     "      --via ENDPOINT      the first worker, e.g. tcp://127.0.0.1:7001\n"
     "      --server-key FILE   the worker's public key (pinned)\n"
     "      --keys DIR          this device's CURVE key pair\n"
@@ -62,7 +63,7 @@ static int parse_cuts(const char *s, el_split_opts *o) {
     while (*p) {
         char *end;
         long v = strtol(p, &end, 10);
-        if (end == p || v < 1 || v > 100000 || o->n_cuts >= EL_WIRE_MAX_STAGES - 1) return 0;
+        if (end == p || v < (o->n_cuts ? 1 : 0) || v > 100000 || o->n_cuts >= EL_WIRE_MAX_STAGES - 1) return 0;
         o->cuts[o->n_cuts++] = (int)v;
         if (*end == ',') end++;
         else if (*end) return 0;
@@ -118,6 +119,7 @@ el_status tool_split_prepare(tool_split *ts, el_model_opts *mo, el_error *err) {
     ts->o.log = stderr;
     if (ts->enabled) {
         mo->layer_end = ts->o.cuts[0];
+        mo->no_layers = ts->o.cuts[0] == 0;
         mo->no_head = !ts->o.ushape;
     }
     return EL_OK;

@@ -267,7 +267,8 @@ el_status el_model_open(const char *path, const el_model_opts *opts, el_model **
         }
     }
     if (!s) {
-        if (o.layer_end == 0) o.layer_end = m->hp.n_layers;
+        if (o.no_layers) o.layer_end = o.layer_begin;
+        else if (o.layer_end == 0) o.layer_end = m->hp.n_layers;
         if (o.layer_begin < 0 || o.layer_begin > o.layer_end || o.layer_end > m->hp.n_layers)
             s = el_err(err, EL_ERR_ARG, "%s: layer range %d:%d is outside the model's 0:%d", path, o.layer_begin,
                        o.layer_end, m->hp.n_layers);

@@ -70,8 +70,8 @@ el_status el_pipeline_new(const el_model *m, const el_session_opts *so_in, el_po
             goto fail;
         }
         for (int i = 0; i < p->o.n_cuts; i++)
-            if (p->o.cuts[i] < 1 || p->o.cuts[i] >= h->n_layers || (i && p->o.cuts[i] <= p->o.cuts[i - 1])) {
-                st = el_err(err, EL_ERR_ARG, "--split: cut %d is not an increasing layer index within 1..%d",
+            if (p->o.cuts[i] < (i ? 1 : 0) || p->o.cuts[i] >= h->n_layers || (i && p->o.cuts[i] <= p->o.cuts[i - 1])) {
+                st = el_err(err, EL_ERR_ARG, "--split: cut %d is not an increasing layer index within 0..%d",
                             p->o.cuts[i], h->n_layers - 1);
                 goto fail;
             }
@@ -81,6 +81,7 @@ el_status el_pipeline_new(const el_model *m, const el_session_opts *so_in, el_po
         }
         so.layer_begin = 0;
         so.layer_end = p->o.cuts[0];
+        so.no_layers = p->o.cuts[0] == 0;
         if (m->layer_begin != 0 || m->layer_end < p->o.cuts[0] || !m->has_embed || (p->o.ushape && !m->has_head)) {
             st = el_err(err, EL_ERR_ARG, "%s: the device's model view lacks layers 0:%d or the embedding/head", m->path,
                         p->o.cuts[0]);
