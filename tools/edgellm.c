@@ -10,6 +10,7 @@ int cmd_tokenize(int argc, char **argv);
 int cmd_info(int argc, char **argv);
 int cmd_convert(int argc, char **argv);
 int cmd_synth(int argc, char **argv);
+int cmd_linkemu(int argc, char **argv);
 
 static const struct {
     const char *name;
@@ -22,6 +23,7 @@ static const struct {
     {"info", cmd_info, "show a model's hyper-parameters, metadata and tensors"},
     {"convert", cmd_convert, "convert a llama2.c checkpoint + tokenizer to GGUF"},
     {"synth", cmd_synth, "write a random-weight Llama-shaped GGUF of any size"},
+    {"linkemu", cmd_linkemu, "TCP proxy emulating a device-edge link (rate, delay, loss)"},
 };
 
 static void usage(FILE *f) {

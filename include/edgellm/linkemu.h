@@ -103,6 +103,51 @@ const el_linkemu_profile *el_linkemu_profile_find(const char *name);
 // The table, terminated by an entry whose name is NULL.
 const el_linkemu_profile *el_linkemu_profiles(void);
 
+// ---------------------------------------------------------------- the proxy
+
+typedef struct {
+    el_linkemu_addr listen, forward, control;
+    int has_control;
+    el_linkemu_params up, down;  // up: listen side -> forward side
+    int rto_auto;                // recompute rto from the delays whenever they change
+    uint64_t seed;
+    size_t queue_limit;          // bytes held per direction (all connections); reads stop beyond
+    uint64_t buffer_ns;          // bottleneck buffer, in time at the current rate; reads stop beyond
+    double stats_every_s;        // 0 = no periodic stats line
+    int max_conns;
+    FILE *log;                   // stats and events (stderr from the CLI); NULL = silent
+} el_linkemu_config;
+
+void el_linkemu_config_default(el_linkemu_config *c);
+
+typedef struct el_linkemu el_linkemu;
+
+typedef struct {
+    uint64_t bytes_in, bytes_out, packets, lost;
+} el_linkemu_dir_stats;
+
+typedef struct {
+    el_linkemu_dir_stats up, down;
+    uint64_t conns_total, conns_open, conns_failed;
+    double elapsed_s;
+} el_linkemu_stats;
+
+// Resolves the addresses and binds the listening sockets (nothing is accepted yet).
+el_status el_linkemu_open(const el_linkemu_config *cfg, el_linkemu **out, el_error *err);
+// Ports actually bound (useful with port 0).
+int el_linkemu_listen_port(const el_linkemu *e);
+int el_linkemu_control_port(const el_linkemu *e);
+// Runs the proxy until wake_fd becomes readable (e.g. a signal handler wrote to a pipe).
+// wake_fd < 0: runs until an error.
+el_status el_linkemu_run(el_linkemu *e, int wake_fd, el_error *err);
+void el_linkemu_get_stats(const el_linkemu *e, el_linkemu_stats *s);
+// The current link settings in one line ("up 20 Mbit/s delay 20ms ... | down ...").
+void el_linkemu_describe(const el_linkemu *e, char *buf, size_t n);
+// One human line with totals and average rates since start.
+void el_linkemu_format_stats(const el_linkemu_stats *s, char *buf, size_t n);
+// Closes every socket; accepts NULL.
+void el_linkemu_close(el_linkemu *e);
+
 #ifdef __cplusplus
 }
 #endif

@@ -130,8 +130,9 @@ el_status el_linkemu_parse_rate(const char *s, double *bps, el_error *err) {
     const char *u;
     if (!s || !parse_number(s, &v, &u))
         return el_err(err, EL_ERR_ARG, "'%s' is not a rate (e.g. 100mbit, 1.5gbit, 800kbit)", s ? s : "");
-    if (!*u) return el_err(err, EL_ERR_ARG, "'%s' has no unit (e.g. %smbit)", s, s);
     double mul = 0;
+    if (!*u && v != 0) return el_err(err, EL_ERR_ARG, "'%s' has no unit (e.g. %smbit)", s, s);
+    if (!*u) mul = 1;  // "0" is refused below for its value, not its missing unit
     for (size_t i = 0; i < sizeof units / sizeof units[0]; i++)
         if (!strcasecmp(u, units[i].unit)) mul = units[i].mul;
     if (!mul) return el_err(err, EL_ERR_ARG, "'%s': unknown rate unit '%s' (bit, kbit, mbit, gbit, tbit)", s, u);
