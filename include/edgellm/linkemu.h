@@ -40,27 +40,36 @@ typedef struct {
 // What the scheduler decided for one packet.
 typedef struct {
     uint64_t depart_ns;  // its last bit leaves the bottleneck
-    uint64_t arrive_ns;  // it is handed to the receiver
+    uint64_t arrive_ns;  // it is handed to the receiver, in order within its stream
     int lost;            // 1 if it needed a retransmission (arrive includes rto_ns)
 } el_linkemu_pkt;
 
 // The scheduler state of one direction. All connections in that direction share it:
-// they queue behind each other at one bottleneck, as on a real link.
+// they queue behind each other at one bottleneck, as on a real link, and the link
+// itself never reorders packets.
 typedef struct {
     el_linkemu_params p;
     uint64_t busy_until_ns;   // departure of the last packet scheduled
-    uint64_t last_arrive_ns;  // arrival of the last packet scheduled (no reordering)
+    uint64_t last_link_ns;    // when the last packet reached the far end of the link
     double carry_ns;          // sub-nanosecond serialization time carried forward
     uint64_t rng;
     uint64_t n_packets, n_bytes, n_lost;
 } el_linkemu_dir;
 
+// One TCP connection's byte stream in one direction. The receiver's TCP hands bytes
+// over in order, so a lost packet holds back later packets of its own stream only:
+// head-of-line blocking is per connection, not per link.
+typedef struct {
+    uint64_t last_arrive_ns;
+} el_linkemu_stream;
+
 void el_linkemu_dir_init(el_linkemu_dir *d, const el_linkemu_params *p, uint64_t seed);
 // New parameters apply to packets scheduled from now on; queued ones keep their times.
 void el_linkemu_dir_set(el_linkemu_dir *d, const el_linkemu_params *p);
-// Schedules one packet of `bytes` (<= EL_LINKEMU_MSS; 0 for a FIN marker, which takes
-// no serialization time and is never lost) handed to the link at now_ns.
-el_linkemu_pkt el_linkemu_dir_send(el_linkemu_dir *d, uint64_t now_ns, size_t bytes);
+// Schedules one packet of stream s (zeroed at connection start) with `bytes` (<=
+// EL_LINKEMU_MSS; 0 for a FIN marker, which takes no serialization time and is never
+// lost) handed to the link at now_ns.
+el_linkemu_pkt el_linkemu_dir_send(el_linkemu_dir *d, el_linkemu_stream *s, uint64_t now_ns, size_t bytes);
 // How long the bottleneck stays busy with what is already queued (0 when idle).
 uint64_t el_linkemu_dir_backlog_ns(const el_linkemu_dir *d, uint64_t now_ns);
 

@@ -57,7 +57,7 @@ void el_linkemu_dir_init(el_linkemu_dir *d, const el_linkemu_params *p, uint64_t
 
 void el_linkemu_dir_set(el_linkemu_dir *d, const el_linkemu_params *p) { d->p = *p; }
 
-el_linkemu_pkt el_linkemu_dir_send(el_linkemu_dir *d, uint64_t now_ns, size_t bytes) {
+el_linkemu_pkt el_linkemu_dir_send(el_linkemu_dir *d, el_linkemu_stream *s, uint64_t now_ns, size_t bytes) {
     el_linkemu_pkt k = {0};
     // Serialization: the packet waits for the bottleneck to be free, then takes
     // size*8/rate to cross it. Fractions of a nanosecond are carried so a long
@@ -72,22 +72,26 @@ el_linkemu_pkt el_linkemu_dir_send(el_linkemu_dir *d, uint64_t now_ns, size_t by
     k.depart_ns = start + ser;
     d->busy_until_ns = k.depart_ns;
 
-    // Propagation with jitter; a packet never arrives before it departed.
+    // Propagation with jitter; a packet never arrives before it departed, and the
+    // link is FIFO: never before the packet ahead of it.
     double flight = (double)d->p.delay_ns;
     if (d->p.jitter_ns) flight += jitter_sample(d);
     if (flight < 0) flight = 0;
-    k.arrive_ns = k.depart_ns + (uint64_t)llround(flight);
+    uint64_t at = k.depart_ns + (uint64_t)llround(flight);
+    if (at < d->last_link_ns) at = d->last_link_ns;
+    d->last_link_ns = at;
+    k.arrive_ns = at;
 
     // A TCP stream cannot lose bytes: a lost segment shows up one recovery time
-    // later, and everything behind it waits (head-of-line blocking, below).
+    // later, and the rest of its stream waits (head-of-line blocking, below).
     if (bytes && d->p.loss > 0 && rng_unit(&d->rng) < d->p.loss) {
         k.lost = 1;
         k.arrive_ns += d->p.rto_ns;
         d->n_lost++;
     }
     // In-order delivery: the receiver's TCP hands bytes over only in sequence.
-    if (k.arrive_ns < d->last_arrive_ns) k.arrive_ns = d->last_arrive_ns;
-    d->last_arrive_ns = k.arrive_ns;
+    if (k.arrive_ns < s->last_arrive_ns) k.arrive_ns = s->last_arrive_ns;
+    s->last_arrive_ns = k.arrive_ns;
     if (bytes) {
         d->n_packets++;
         d->n_bytes += bytes;

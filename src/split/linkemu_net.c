@@ -44,6 +44,7 @@ typedef struct {
     int eof_read;     // src sent FIN; a FIN marker is queued
     int shut;         // the FIN marker was delivered: dst is shut for writing
     int blocked;      // dst's socket buffer is full: wait for POLLOUT, stop reading src
+    el_linkemu_stream stream;  // in-order delivery state of this byte stream
 } flow;
 
 typedef struct {
@@ -331,7 +332,7 @@ static pkt *queue(el_linkemu *e, int d, flow *f, uint64_t now, const unsigned ch
     p->len = (uint32_t)len;
     p->off = 0;
     if (len) memcpy(p->data, data, len);
-    p->arrive_ns = el_linkemu_dir_send(&e->dir[d], now, len).arrive_ns;
+    p->arrive_ns = el_linkemu_dir_send(&e->dir[d], &f->stream, now, len).arrive_ns;
     if (f->tail) f->tail->next = p;
     else f->head = p;
     f->tail = p;

@@ -25,10 +25,11 @@ static el_linkemu_params params(double rate, uint64_t delay, uint64_t jitter, do
 static void test_exact_arrivals(void **st) {
     (void)st;
     el_linkemu_dir d;
+    el_linkemu_stream s = {0};
     el_linkemu_params p = params(8e6, 10 * MS, 0, 0, 0);
     el_linkemu_dir_init(&d, &p, 1);
     for (int k = 0; k < 10; k++) {
-        el_linkemu_pkt x = el_linkemu_dir_send(&d, 0, 1448);
+        el_linkemu_pkt x = el_linkemu_dir_send(&d, &s, 0, 1448);
         assert_int_equal(x.depart_ns, (uint64_t)(k + 1) * 1448000ULL);
         assert_int_equal(x.arrive_ns, 10 * MS + (uint64_t)(k + 1) * 1448000ULL);
         assert_int_equal(x.lost, 0);
@@ -37,7 +38,7 @@ static void test_exact_arrivals(void **st) {
     assert_int_equal(el_linkemu_dir_backlog_ns(&d, 5 * MS), 9480000ULL);
     assert_int_equal(el_linkemu_dir_backlog_ns(&d, 20 * MS), 0);
     // An idle link: a packet handed over later starts at once.
-    el_linkemu_pkt x = el_linkemu_dir_send(&d, 100 * MS, 100);
+    el_linkemu_pkt x = el_linkemu_dir_send(&d, &s, 100 * MS, 100);
     assert_int_equal(x.depart_ns, 100 * MS + 100000ULL);  // 800 bits at 8 Mbit/s = 100 us
     assert_int_equal(x.arrive_ns, 110 * MS + 100000ULL);
     assert_int_equal(d.n_packets, 11);
@@ -49,20 +50,22 @@ static void test_exact_arrivals(void **st) {
 static void test_no_drift(void **st) {
     (void)st;
     el_linkemu_dir d;
+    el_linkemu_stream s = {0};
     el_linkemu_params p = params(3e6, 0, 0, 0, 0);
     el_linkemu_dir_init(&d, &p, 1);
     el_linkemu_pkt x = {0};
-    for (int k = 0; k < 3000; k++) x = el_linkemu_dir_send(&d, 0, 1448);
+    for (int k = 0; k < 3000; k++) x = el_linkemu_dir_send(&d, &s, 0, 1448);
     assert_int_equal(x.depart_ns, 11584000000ULL);  // 3000*1448*8/3e6 s exactly
 }
 
 static void test_unlimited_rate(void **st) {
     (void)st;
     el_linkemu_dir d;
+    el_linkemu_stream s = {0};
     el_linkemu_params p = params(0, 20 * MS, 0, 0, 0);
     el_linkemu_dir_init(&d, &p, 1);
-    el_linkemu_pkt a = el_linkemu_dir_send(&d, 5 * MS, 1448);
-    el_linkemu_pkt b = el_linkemu_dir_send(&d, 5 * MS, 1448);
+    el_linkemu_pkt a = el_linkemu_dir_send(&d, &s, 5 * MS, 1448);
+    el_linkemu_pkt b = el_linkemu_dir_send(&d, &s, 5 * MS, 1448);
     assert_int_equal(a.depart_ns, 5 * MS);
     assert_int_equal(a.arrive_ns, 25 * MS);
     assert_int_equal(b.arrive_ns, 25 * MS);
@@ -74,6 +77,7 @@ static void test_unlimited_rate(void **st) {
 // spread actually used covers most of the +-2 ms window.
 static void check_jitter(el_jitter_dist dist) {
     el_linkemu_dir d;
+    el_linkemu_stream s = {0};
     el_linkemu_params p = params(10e6, 10 * MS, 2 * MS, 0, 0);
     p.dist = dist;
     el_linkemu_dir_init(&d, &p, 42);
@@ -82,7 +86,7 @@ static void check_jitter(el_jitter_dist dist) {
     int n = 20000, unheld = 0;
     for (int i = 0; i < n; i++) {
         now += 5 * MS;  // sparse: packets rarely catch up with each other
-        el_linkemu_pkt x = el_linkemu_dir_send(&d, now, 1000);
+        el_linkemu_pkt x = el_linkemu_dir_send(&d, &s, now, 1000);
         assert_true(x.arrive_ns >= prev);
         assert_true(x.arrive_ns >= x.depart_ns + 8 * MS);
         double owd = (double)(x.arrive_ns - x.depart_ns);
@@ -108,12 +112,13 @@ static void test_jitter_normal(void **st) { (void)st; check_jitter(EL_JITTER_NOR
 static void test_jitter_never_reorders(void **st) {
     (void)st;
     el_linkemu_dir d;
+    el_linkemu_stream s = {0};
     el_linkemu_params p = params(100e6, 5 * MS, 3 * MS, 0, 0);
     el_linkemu_dir_init(&d, &p, 7);
     uint64_t prev = 0;
     int held = 0;
     for (int i = 0; i < 10000; i++) {
-        el_linkemu_pkt x = el_linkemu_dir_send(&d, 0, 1448);
+        el_linkemu_pkt x = el_linkemu_dir_send(&d, &s, 0, 1448);
         assert_true(x.arrive_ns >= prev);
         assert_true(x.arrive_ns >= x.depart_ns + 2 * MS);
         held += x.arrive_ns == prev;
@@ -127,13 +132,14 @@ static void test_jitter_never_reorders(void **st) {
 static void test_loss_rate(void **st) {
     (void)st;
     el_linkemu_dir d, e;
+    el_linkemu_stream s = {0}, se = {0};
     el_linkemu_params p = params(1e9, 1 * MS, 0, 0.01, 50 * MS);
     el_linkemu_dir_init(&d, &p, 2024);
     el_linkemu_dir_init(&e, &p, 2024);
     int lost = 0;
     for (int i = 0; i < 100000; i++) {
-        el_linkemu_pkt x = el_linkemu_dir_send(&d, (uint64_t)i * MS, 1448);
-        el_linkemu_pkt y = el_linkemu_dir_send(&e, (uint64_t)i * MS, 1448);
+        el_linkemu_pkt x = el_linkemu_dir_send(&d, &s, (uint64_t)i * MS, 1448);
+        el_linkemu_pkt y = el_linkemu_dir_send(&e, &se, (uint64_t)i * MS, 1448);
         assert_int_equal(x.lost, y.lost);
         assert_int_equal(x.arrive_ns, y.arrive_ns);
         lost += x.lost;
@@ -144,7 +150,8 @@ static void test_loss_rate(void **st) {
     // A FIN marker (0 bytes) is never lost and takes no time on the wire.
     el_linkemu_params q = params(1e6, 0, 0, 0.5, 10 * MS);
     el_linkemu_dir_init(&d, &q, 3);
-    for (int i = 0; i < 100; i++) assert_int_equal(el_linkemu_dir_send(&d, 0, 0).lost, 0);
+    s = (el_linkemu_stream){0};
+    for (int i = 0; i < 100; i++) assert_int_equal(el_linkemu_dir_send(&d, &s, 0, 0).lost, 0);
     assert_int_equal(d.busy_until_ns, 0);
 }
 
@@ -153,19 +160,47 @@ static void test_loss_rate(void **st) {
 static void test_loss_blocks_followers(void **st) {
     (void)st;
     el_linkemu_dir d;
+    el_linkemu_stream s = {0};
     el_linkemu_params p = params(8e6, 10 * MS, 0, 0.5, 200 * MS);
     el_linkemu_dir_init(&d, &p, 9);
     el_linkemu_pkt x;
     int k = 0;
     do {
-        x = el_linkemu_dir_send(&d, 0, 1448);
+        x = el_linkemu_dir_send(&d, &s, 0, 1448);
         k++;
     } while (!x.lost);
     uint64_t stuck = x.arrive_ns;
     assert_int_equal(stuck, 10 * MS + (uint64_t)k * 1448000ULL + 200 * MS);
-    el_linkemu_pkt y = el_linkemu_dir_send(&d, 0, 1448);
+    el_linkemu_pkt y = el_linkemu_dir_send(&d, &s, 0, 1448);
     assert_int_equal(y.depart_ns, (uint64_t)(k + 1) * 1448000ULL);  // the wire keeps going
     assert_true(y.arrive_ns >= stuck);
+}
+
+// Two connections share the link: a loss on one holds back the rest of that
+// connection only. The other keeps the link's FIFO order but not the penalty.
+static void test_loss_blocks_own_stream_only(void **st) {
+    (void)st;
+    el_linkemu_dir d;
+    el_linkemu_stream a = {0}, b = {0};
+    el_linkemu_params p = params(8e6, 10 * MS, 0, 0.5, 200 * MS);
+    el_linkemu_dir_init(&d, &p, 9);
+    el_linkemu_pkt x;
+    do x = el_linkemu_dir_send(&d, &a, 0, 1448);
+    while (!x.lost);
+    uint64_t stuck = x.arrive_ns;
+    // Stream b's packets right behind it: not lost ones arrive on time.
+    int checked = 0;
+    for (int i = 0; i < 20 && checked < 3; i++) {
+        el_linkemu_pkt y = el_linkemu_dir_send(&d, &b, 0, 1448);
+        if (y.lost) break;  // from here on b has its own penalty
+        assert_int_equal(y.arrive_ns, y.depart_ns + 10 * MS);
+        assert_true(y.arrive_ns < stuck);
+        checked++;
+    }
+    assert_true(checked > 0);
+    // Stream a's next packet waits for the lost one.
+    el_linkemu_pkt z = el_linkemu_dir_send(&d, &a, 0, 1448);
+    assert_true(z.arrive_ns >= stuck);
 }
 
 // Rate change mid-stream: 5 packets at 8 Mbit/s then 5 at 16 Mbit/s, all handed
@@ -173,16 +208,17 @@ static void test_loss_blocks_followers(void **st) {
 static void test_rate_change(void **st) {
     (void)st;
     el_linkemu_dir d;
+    el_linkemu_stream s = {0};
     el_linkemu_params p = params(8e6, 10 * MS, 0, 0, 0);
     el_linkemu_dir_init(&d, &p, 1);
     el_linkemu_pkt x = {0};
-    for (int k = 0; k < 5; k++) x = el_linkemu_dir_send(&d, 0, 1448);
+    for (int k = 0; k < 5; k++) x = el_linkemu_dir_send(&d, &s, 0, 1448);
     assert_int_equal(x.depart_ns, 7240000ULL);
     p.rate_bps = 16e6;
     p.delay_ns = 20 * MS;
     el_linkemu_dir_set(&d, &p);
     for (int k = 0; k < 5; k++) {
-        x = el_linkemu_dir_send(&d, 0, 1448);
+        x = el_linkemu_dir_send(&d, &s, 0, 1448);
         assert_int_equal(x.depart_ns, 7240000ULL + (uint64_t)(k + 1) * 724000ULL);
         assert_int_equal(x.arrive_ns, x.depart_ns + 20 * MS);
     }
@@ -350,6 +386,7 @@ int main(void) {
         cmocka_unit_test(test_jitter_never_reorders),
         cmocka_unit_test(test_loss_rate),
         cmocka_unit_test(test_loss_blocks_followers),
+        cmocka_unit_test(test_loss_blocks_own_stream_only),
         cmocka_unit_test(test_rate_change),
         cmocka_unit_test(test_auto_rto),
         cmocka_unit_test(test_parse_rate),
