@@ -489,6 +489,11 @@ static void stats_reset_interval(el_linkemu *e, uint64_t now) {
 static void ctl_command(el_linkemu *e, ctl_client *cl, char *line, uint64_t now) {
     size_t len = strlen(line);
     while (len && (line[len - 1] == '\r' || line[len - 1] == ' ' || line[len - 1] == '\t')) line[--len] = 0;
+    for (const unsigned char *q = (const unsigned char *)line; *q; q++)
+        if ((*q < 0x20 && *q != '\t') || *q >= 0x7f) {
+            ctl_send(cl, "error: command contains control or non-ASCII bytes");
+            return;
+        }
     char *cmd = line;
     while (*cmd == ' ' || *cmd == '\t') cmd++;
     if (!*cmd) return;
@@ -497,8 +502,6 @@ static void ctl_command(el_linkemu *e, ctl_client *cl, char *line, uint64_t now)
         *arg++ = 0;
         while (*arg == ' ' || *arg == '\t') arg++;
     }
-    for (const unsigned char *q = (const unsigned char *)cmd; *q; q++)
-        if (*q < 0x20 || *q >= 0x7f) { ctl_send(cl, "error: command contains control or non-ASCII bytes"); return; }
     el_error err = {0};
     el_linkemu_params up = e->cfg.up, down = e->cfg.down;
     int rto_auto = e->cfg.rto_auto;

@@ -84,7 +84,7 @@ python3 - "$CPORT" >"$T/ctl" <<'EOF' || fail "control session"
 import socket, sys
 s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=5)
 f = s.makefile("rb")
-for cmd in [b"rate fast", b"frobnicate", b"loss 200%", b"profile lte", b"show", b"stats", b"x" * 600]:
+for cmd in [b"rate fast", b"frobnicate", b"loss 200%", b"profile lte", b"show", b"stats", b"profile \x1b[2Jlte", b"x" * 600]:
     s.sendall(cmd + b"\n")
     print(f.readline().decode().strip())
 EOF
@@ -95,7 +95,8 @@ sed -n 4p "$T/ctl" | grep -q "^ok up 8 Mbit/s delay 20ms jitter 5ms loss 0.01% r
   && pass || fail "control: profile lte: $(sed -n 4p "$T/ctl")"
 sed -n 5p "$T/ctl" | grep -q "^ok up 8 Mbit/s" && pass || fail "control: show: $(sed -n 5p "$T/ctl")"
 sed -n 6p "$T/ctl" | grep -q "^ok .* | up 0.00 MB .* pkt 0 lost" && pass || fail "control: stats: $(sed -n 6p "$T/ctl")"
-sed -n 7p "$T/ctl" | grep -q "^error: line longer than 511 bytes" && pass || fail "control: long line: $(sed -n 7p "$T/ctl")"
+sed -n 7p "$T/ctl" | grep -q "^error: command contains control or non-ASCII bytes" && pass || fail "control: escape bytes: $(sed -n 7p "$T/ctl")"
+sed -n 8p "$T/ctl" | grep -q "^error: line longer than 511 bytes" && pass || fail "control: long line: $(sed -n 8p "$T/ctl")"
 grep -q "^linkemu: [0-9.]*s | up .* Mbit/s .* pkt 0 lost | down .* | 1 conns" "$T/delay.log" && pass || fail "periodic stats line: $(cat "$T/delay.log")"
 
 # SIGTERM: final stats line, exit 0 (up: 25 pings, plus the mode byte unless it
