@@ -5,12 +5,14 @@
 #include "cli.h"
 #include "common.h"
 #include "edgellm/model.h"
+#include "edgellm/split.h"
 
 static const char *usage =
-    "usage: edgellm logits -m MODEL [-z TOKENIZER] (-p PROMPT | -f FILE) -o OUT.f32 [-t THREADS]\n"
+    "usage: edgellm logits -m MODEL [-z TOKENIZER] (-p PROMPT | -f FILE) -o OUT.f32 [-t THREADS] [split options]\n"
     "\n"
     "Writes raw little-endian f32 logits: one row of vocab_size floats for each\n"
-    "position of the tokenized prompt (BOS prepended).\n"
+    "position of the tokenized prompt (BOS prepended). With --split the logits are\n"
+    "computed across device and workers, as `edgellm run` does (see run --help).\n"
     "\n"
     "example: edgellm logits -m ../shared/models/aidreams260K.bin -z ../shared/models/tok512.bin \\\n"
     "           -p \"The dream\" -o dream.f32\n";
@@ -20,6 +22,8 @@ int cmd_logits(int argc, char **argv) {
     cli_init(&c, "logits", argc, argv);
     const char *model_path = NULL, *tok_path = NULL, *prompt = NULL, *prompt_file = NULL, *out_path = NULL;
     int threads = 0;
+    tool_split ts;
+    tool_split_init(&ts);
     const char *a;
     int opt;
     while ((a = cli_next(&c, &opt))) {
@@ -30,17 +34,19 @@ int cmd_logits(int argc, char **argv) {
         else if (cli_is(a, "-f", "--file")) prompt_file = cli_str(&c, a);
         else if (cli_is(a, "-o", "--output")) out_path = cli_str(&c, a);
         else if (cli_is(a, "-t", "--threads")) cli_int(&c, a, 1, 256, &threads);
+        else if (tool_split_option(&c, a, &ts)) continue;
         else return cli_unknown(&c, a);
     }
     if (c.failed) return 2;
     if (!model_path) return cli_fail(&c, "-m MODEL is required");
     if (!prompt == !prompt_file) return cli_fail(&c, "give one of -p PROMPT or -f FILE");
     if (!out_path) return cli_fail(&c, "-o OUT is required");
+    if (tool_split_check(&c, &ts)) return 2;
 
     el_error err = {0};
     el_model *m = NULL;
     el_tokenizer *tok = NULL;
-    el_session *sess = NULL;
+    el_pipeline *pipe = NULL;
     el_pool *pool = NULL;
     char *file_text = NULL;
     int *ids = NULL, n_ids = 0, rc = 1;
@@ -53,7 +59,10 @@ int cmd_logits(int argc, char **argv) {
         len = strlen(prompt);
     }
     if (tool_check_prompt(prompt, len, prompt_file ? prompt_file : "the prompt", 0, &err)) goto out;
-    if (el_model_open(model_path, NULL, &m, &err)) goto out;
+    el_model_opts mo = {0};
+    if (tool_split_prepare(&ts, &mo, &err)) goto out;
+    if (el_model_open(model_path, &mo, &m, &err)) goto out;
+    if (tool_split_check_model(&ts, m, &err)) goto out;
     if (el_model_tokenizer(m, tok_path, &tok, &err)) goto out;
     if (el_tokenizer_encode(tok, prompt, len, 1, &ids, &n_ids, &err)) goto out;
     if (n_ids > m->hp.ctx) {
@@ -61,13 +70,13 @@ int cmd_logits(int argc, char **argv) {
         goto out;
     }
     pool = el_pool_new(threads);
-    if (!pool || el_session_new(m, NULL, pool, &sess, &err)) goto out;
+    if (!pool || el_pipeline_new(m, NULL, pool, ts.enabled ? &ts.o : NULL, &pipe, &err)) goto out;
     logits = el_calloc((size_t)n_ids * m->hp.vocab, sizeof(float));
     if (!logits) {
         el_err(&err, EL_ERR_NOMEM, "out of memory for %d x %d logits", n_ids, m->hp.vocab);
         goto out;
     }
-    if (el_session_forward(sess, ids, n_ids, 0, logits, 1, &err)) goto out;
+    if (el_pipeline_forward(pipe, ids, n_ids, 0, logits, 1, &err)) goto out;
     if (el_write_file_atomic(out_path, logits, (size_t)n_ids * m->hp.vocab * sizeof(float), &err)) goto out;
     fprintf(stderr, "wrote %d x %d logits to %s\n", n_ids, m->hp.vocab, out_path);
     rc = 0;
@@ -76,7 +85,7 @@ out:
     free(logits);
     free(ids);
     free(file_text);
-    el_session_free(sess);
+    el_pipeline_free(pipe);
     el_pool_free(pool);
     el_tokenizer_free(tok);
     el_model_close(m);

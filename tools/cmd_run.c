@@ -1,4 +1,5 @@
 // edgellm run: generate text from a prompt on this machine.
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -7,8 +8,10 @@
 #include "common.h"
 #include "edgellm/model.h"
 #include "edgellm/sample.h"
+#include "edgellm/split.h"
 
-static const char *usage =
+
+static const char *usage_head =
     "usage: edgellm run -m MODEL [-z TOKENIZER] (-p PROMPT | -f FILE) [options]\n"
     "\n"
     "Generates text from PROMPT. stdout carries only the prompt followed by the\n"
@@ -19,6 +22,7 @@ static const char *usage =
     "  -p, --prompt TEXT       the prompt (UTF-8, not empty)\n"
     "  -f, --file FILE         read the prompt from FILE\n"
     "  -n, --steps N           new tokens to generate (default 256); stops early at BOS/EOS\n"
+    "      --ignore-eos        do not stop at BOS/EOS (for benchmarks)\n"
     "      --temp T            temperature; 0 = greedy (default 1.0)\n"
     "      --top-k K           keep the K most likely tokens (default 0 = off)\n"
     "      --top-p P           nucleus sampling threshold (default 0.9; 1 = off)\n"
@@ -27,23 +31,47 @@ static const char *usage =
     "      --seed S            random seed (default: from the clock)\n"
     "      --ctx N             context length (default: the model's)\n"
     "  -t, --threads N         threads (default: all CPUs)\n"
-    "      --stats             print prefill/decode tokens/s and peak memory to stderr\n"
+    "      --stats             print per-token and total timing, bytes and peak memory to stderr\n"
+    "      --json              print the totals as one JSON object on stderr\n"
+    "\n"
     "  -h, --help              this text\n"
+    "\n";
+static const char *usage_tail =
     "\n"
     "example: edgellm run -m ../shared/models/aidreams260K.bin -z ../shared/models/tok512.bin \\\n"
-    "           -p \"The dream\" -n 100 --temp 0\n";
+    "           -p \"The dream\" -n 100 --temp 0\n"
+    "         edgellm run -m model.gguf -p \"Hello\" --split 2 --via tcp://127.0.0.1:7001 --insecure --stats\n";
+
+static volatile sig_atomic_t interrupted;
+static void on_sigint(int sig) {
+    (void)sig;
+    interrupted = 1;
+}
+
+static void print_stats_line(FILE *f, const char *label, const el_split_stats *st, int split) {
+    fprintf(f, "%s: device %.3f ms", label, st->device_s * 1e3);
+    if (split) {
+        fprintf(f, ", link %.3f ms", st->link_s * 1e3);
+        for (int i = 0; i < st->n_workers; i++) fprintf(f, ", worker%d %.3f ms", i + 1, st->worker_s[i] * 1e3);
+        fprintf(f, ", sent %llu B, received %llu B", (unsigned long long)st->bytes_sent,
+                (unsigned long long)st->bytes_received);
+    }
+    fputc('\n', f);
+}
 
 int cmd_run(int argc, char **argv) {
     cli c;
     cli_init(&c, "run", argc, argv);
     const char *model_path = NULL, *tok_path = NULL, *prompt = NULL, *prompt_file = NULL;
-    int steps = 256, threads = 0, ctx = 0, stats = 0, have_seed = 0;
+    int steps = 256, ignore_eos = 0, threads = 0, ctx = 0, stats = 0, json = 0, have_seed = 0, split;
+    tool_split ts;
+    tool_split_init(&ts);
     el_sampler_params sp = el_sampler_defaults();
     sp.top_p = 0.9f;
     const char *a;
     int opt;
     while ((a = cli_next(&c, &opt))) {
-        if (cli_is(a, "-h", "--help")) { fputs(usage, stdout); return 0; }
+        if (cli_is(a, "-h", "--help")) { printf("%s%s%s", usage_head, tool_split_help, usage_tail); return 0; }
         else if (cli_is(a, "-m", "--model")) model_path = cli_str(&c, a);
         else if (cli_is(a, "-z", "--tokenizer")) tok_path = cli_str(&c, a);
         else if (cli_is(a, "-p", "--prompt")) prompt = cli_str(&c, a);
@@ -58,18 +86,24 @@ int cmd_run(int argc, char **argv) {
         else if (cli_is(a, NULL, "--ctx")) cli_int(&c, a, 1, 1 << 20, &ctx);
         else if (cli_is(a, "-t", "--threads")) cli_int(&c, a, 1, 256, &threads);
         else if (cli_is(a, NULL, "--stats")) stats = 1;
+        else if (cli_is(a, NULL, "--json")) json = 1;
+        else if (cli_is(a, NULL, "--ignore-eos")) ignore_eos = 1;
+        else if (tool_split_option(&c, a, &ts)) continue;
         else return cli_unknown(&c, a);
     }
     if (c.failed) return 2;
     if (!model_path) return cli_fail(&c, "-m MODEL is required");
     if (!prompt && !prompt_file) return cli_fail(&c, "-p PROMPT or -f FILE is required");
     if (prompt && prompt_file) return cli_fail(&c, "give -p or -f, not both");
+    if (tool_split_check(&c, &ts)) return 2;
+    split = ts.enabled;
+    el_split_opts so_split = ts.o;
     if (!have_seed) sp.seed = (uint64_t)time(NULL) ^ ((uint64_t)el_time_ns() << 16);
 
     el_error err = {0};
     el_model *m = NULL;
     el_tokenizer *tok = NULL;
-    el_session *sess = NULL;
+    el_pipeline *pipe = NULL;
     el_sampler *smp = NULL;
     el_pool *pool = NULL;
     char *file_text = NULL;
@@ -84,7 +118,11 @@ int cmd_run(int argc, char **argv) {
     }
     if (tool_check_prompt(prompt, prompt_len, prompt_file ? prompt_file : "the prompt", 0, &err)) goto out;
     if (el_sampler_check(&sp, &err)) goto out;
-    if (el_model_open(model_path, NULL, &m, &err)) goto out;
+    el_model_opts mo = {0};
+    if (tool_split_prepare(&ts, &mo, &err)) goto out;
+    so_split = ts.o;
+    if (el_model_open(model_path, &mo, &m, &err)) goto out;
+    if (tool_split_check_model(&ts, m, &err)) goto out;
     if (el_model_tokenizer(m, tok_path, &tok, &err)) goto out;
     if (el_tokenizer_encode(tok, prompt, prompt_len, 1, &ids, &n_ids, &err)) goto out;
     if (ctx == 0) ctx = m->hp.ctx;
@@ -94,45 +132,81 @@ int cmd_run(int argc, char **argv) {
     }
     pool = el_pool_new(threads);
     el_session_opts so = {.ctx = ctx};
-    if (!pool || el_session_new(m, &so, pool, &sess, &err)) goto out;
+    if (!pool || el_pipeline_new(m, &so, pool, split ? &so_split : NULL, &pipe, &err)) goto out;
     smp = el_sampler_new(&sp, m->hp.vocab);
     logits = malloc((size_t)m->hp.vocab * sizeof(float));
     if (!smp || !logits) {
         el_err(&err, EL_ERR_NOMEM, "out of memory");
         goto out;
     }
+    struct sigaction sa = {0};
+    sa.sa_handler = on_sigint;
+    sigaction(SIGINT, &sa, NULL);
     for (int i = 1; i < n_ids; i++) tool_print_piece(stdout, tok, ids[i - 1], ids[i]);
     fflush(stdout);
     for (int i = 0; i < n_ids; i++) el_sampler_accept(smp, ids[i]);
 
     double t0 = el_time_s();
-    if (el_session_forward(sess, ids, n_ids, 0, logits, 0, &err)) goto out;
+    if (el_pipeline_forward(pipe, ids, n_ids, 0, logits, 0, &err)) goto out;
     double t_prefill = el_time_s() - t0;
+    el_split_stats prefill = *el_pipeline_total(pipe);
+    if (stats) print_stats_line(stderr, "prefill", &prefill, split);
     int pos = n_ids, prev = ids[n_ids - 1], generated = 0;
     int bos = el_tokenizer_bos(tok), eos = el_tokenizer_eos(tok);
     double t1 = el_time_s();
-    while (generated < steps) {
+    while (generated < steps && !interrupted) {
         int next = el_sampler_sample(smp, logits);
-        if (next == bos || next == eos) break;
+        if (!ignore_eos && (next == bos || next == eos)) break;
         tool_print_piece(stdout, tok, prev, next);
         fflush(stdout);
         el_sampler_accept(smp, next);
         generated++;
         prev = next;
         if (generated == steps || pos >= ctx) break;
-        if (el_session_forward(sess, &next, 1, pos, logits, 0, &err)) goto out;
+        if (el_pipeline_forward(pipe, &next, 1, pos, logits, 0, &err)) goto out;
+        if (stats) {
+            char label[32];
+            snprintf(label, sizeof label, "token %d", generated);
+            print_stats_line(stderr, label, el_pipeline_last(pipe), split);
+        }
         pos++;
     }
     double t_decode = el_time_s() - t1;
     fputc('\n', stdout);
     fflush(stdout);
+    // decode totals: everything after the prefill
+    el_split_stats dec = *el_pipeline_total(pipe);
+    int n_dec = generated > 1 ? generated - 1 : 0;  // forwards after the prefill
+    dec.device_s -= prefill.device_s;
+    dec.link_s -= prefill.link_s;
+    for (int i = 0; i < dec.n_workers; i++) dec.worker_s[i] -= prefill.worker_s[i];
+    dec.bytes_sent -= prefill.bytes_sent;
+    dec.bytes_received -= prefill.bytes_received;
+    double per = n_dec ? 1.0 / n_dec : 0;
     if (stats) {
         fprintf(stderr, "prefill: %d tokens in %.3f s, %.1f tokens/s\n", n_ids, t_prefill, n_ids / t_prefill);
         fprintf(stderr, "decode: %d tokens in %.3f s, %.1f tokens/s\n", generated, t_decode,
-                generated > 1 ? (generated - 1) / t_decode : 0.0);
-        fprintf(stderr, "peak memory: %.1f MiB (weights mapped: %.1f MiB, KV cache: %.1f MiB), threads: %d\n",
-                el_peak_rss() / 1048576.0, el_model_weight_bytes(m, 0, m->hp.n_layers, 1, 1) / 1048576.0,
-                el_session_kv_bytes(sess) / 1048576.0, el_pool_size(pool));
+                n_dec ? n_dec / t_decode : 0.0);
+        el_split_stats avg = dec;
+        avg.device_s *= per;
+        avg.link_s *= per;
+        for (int i = 0; i < avg.n_workers; i++) avg.worker_s[i] *= per;
+        avg.bytes_sent = (uint64_t)(avg.bytes_sent * per + 0.5);
+        avg.bytes_received = (uint64_t)(avg.bytes_received * per + 0.5);
+        print_stats_line(stderr, "per decoded token (mean)", &avg, split);
+        fprintf(stderr, "peak memory: %.1f MiB (device weights: %.1f MiB), threads: %d\n", el_peak_rss() / 1048576.0,
+                el_model_weight_bytes(m, 0, m->hp.n_layers, 1, 1) / 1048576.0, el_pool_size(pool));
+    }
+    if (json) {
+        fprintf(stderr, "{\"prompt_tokens\": %d, \"generated\": %d, \"prefill_s\": %.6f, \"decode_s\": %.6f, "
+                "\"decode_tokens_per_s\": %.3f, \"split\": %s, \"cuts\": [", n_ids, generated, t_prefill, t_decode,
+                n_dec ? n_dec / t_decode : 0.0, split ? "true" : "false");
+        for (int i = 0; split && i < so_split.n_cuts; i++) fprintf(stderr, i ? ", %d" : "%d", so_split.cuts[i]);
+        fprintf(stderr, "], \"act\": \"%s\", \"per_token\": {\"device_ms\": %.4f, \"link_ms\": %.4f, \"worker_ms\": [",
+                el_dtype_name(so_split.act_dtype), dec.device_s * per * 1e3, dec.link_s * per * 1e3);
+        for (int i = 0; i < dec.n_workers; i++) fprintf(stderr, i ? ", %.4f" : "%.4f", dec.worker_s[i] * per * 1e3);
+        fprintf(stderr, "], \"bytes_sent\": %.1f, \"bytes_received\": %.1f}, \"peak_rss_bytes\": %zu}\n",
+                dec.bytes_sent * per, dec.bytes_received * per, el_peak_rss());
     }
     rc = 0;
 out:
@@ -141,7 +215,7 @@ out:
     free(ids);
     free(file_text);
     el_sampler_free(smp);
-    el_session_free(sess);
+    el_pipeline_free(pipe);
     el_pool_free(pool);
     el_tokenizer_free(tok);
     el_model_close(m);

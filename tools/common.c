@@ -1,6 +1,7 @@
 // Loading steps shared by the subcommands.
 #include "common.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 el_status tool_open_tokenizer_file(const char *path, el_tokenizer **out, el_error *err) {
@@ -36,4 +37,95 @@ void tool_print_piece(FILE *out, const el_tokenizer *tok, int prev, int id) {
         if ((c < 0x20 && c != '\n' && c != '\t' && c != '\r' && c != '\v' && c != '\f') || c == 0x7f) return;
     }
     fwrite(buf, 1, n, out);
+}
+
+const char *tool_split_help =
+    "split inference (the device keeps the embedding and layers 0..K-1):\n"
+    "      --split K[,M...]    cut points; several make a chain of workers (use --next on them)\n"
+    "      --via ENDPOINT      the first worker, e.g. tcp://127.0.0.1:7001\n"
+    "      --server-key FILE   the worker's public key (pinned)\n"
+    "      --keys DIR          this device's CURVE key pair\n"
+    "      --insecure          plaintext, loopback only; --insecure-anywhere allows any address\n"
+    "      --act f32|f16|bf16|q8_0  activation encoding on the wire (default f32)\n"
+    "      --ushape            the device also runs the final norm + head: logits and text stay here\n"
+    "      --retry N           on a link or worker failure, re-open and re-send the prefix (default 0)\n"
+    "      --timeout MS        per request (default 30000)\n";
+
+void tool_split_init(tool_split *ts) {
+    memset(ts, 0, sizeof *ts);
+    ts->o.act_dtype = EL_DTYPE_F32;
+}
+
+static int parse_cuts(const char *s, el_split_opts *o) {
+    o->n_cuts = 0;
+    const char *p = s;
+    while (*p) {
+        char *end;
+        long v = strtol(p, &end, 10);
+        if (end == p || v < 1 || v > 100000 || o->n_cuts >= EL_WIRE_MAX_STAGES - 1) return 0;
+        o->cuts[o->n_cuts++] = (int)v;
+        if (*end == ',') end++;
+        else if (*end) return 0;
+        p = end;
+    }
+    return o->n_cuts > 0;
+}
+
+int tool_split_option(cli *c, const char *a, tool_split *ts) {
+    el_split_opts *o = &ts->o;
+    if (cli_is(a, NULL, "--split")) {
+        const char *v = cli_str(c, a);
+        if (v && !parse_cuts(v, o)) cli_fail(c, "--split: '%s' is not K or K,M,... (layer indices)", v);
+        ts->enabled = 1;
+    } else if (cli_is(a, NULL, "--via")) o->via = cli_str(c, a);
+    else if (cli_is(a, NULL, "--server-key")) ts->server_key_file = cli_str(c, a);
+    else if (cli_is(a, NULL, "--keys")) ts->keys_dir = cli_str(c, a);
+    else if (cli_is(a, NULL, "--insecure")) o->sec.insecure = 1;
+    else if (cli_is(a, NULL, "--insecure-anywhere")) o->sec.insecure = o->sec.insecure_anywhere = 1;
+    else if (cli_is(a, NULL, "--act")) ts->act = cli_str(c, a);
+    else if (cli_is(a, NULL, "--ushape")) o->ushape = 1;
+    else if (cli_is(a, NULL, "--retry")) cli_int(c, a, 0, 1000, &o->retries);
+    else if (cli_is(a, NULL, "--timeout")) cli_int(c, a, 1, 1 << 30, &o->timeout_ms);
+    else return 0;
+    return 1;
+}
+
+int tool_split_check(cli *c, tool_split *ts) {
+    if (ts->act) {
+        ts->o.act_dtype = el_dtype_from_name(ts->act);
+        if (ts->o.act_dtype < 0 || !el_wire_act_supported(ts->o.act_dtype))
+            return cli_fail(c, "--act: '%s' is not one of the supported activation encodings (f32, f16, bf16, q8_0)",
+                            ts->act);
+    }
+    if (ts->enabled && !ts->o.via) return cli_fail(c, "--split needs --via ENDPOINT");
+    if (!ts->enabled && ts->o.via) return cli_fail(c, "--via needs --split K");
+    if (ts->enabled && !ts->o.sec.insecure && (!ts->keys_dir || !ts->server_key_file))
+        return cli_fail(c, "split inference needs --keys DIR and --server-key FILE (or --insecure on loopback)");
+    return 0;
+}
+
+el_status tool_split_prepare(tool_split *ts, el_model_opts *mo, el_error *err) {
+    if (ts->keys_dir) {
+        el_status s = el_keys_load(ts->keys_dir, &ts->keys, err);
+        if (s) return s;
+        ts->o.sec.keys = &ts->keys;
+    }
+    if (ts->server_key_file) {
+        el_status s = el_key_load_public(ts->server_key_file, ts->server_key, err);
+        if (s) return s;
+        ts->o.sec.server_key = ts->server_key;
+    }
+    ts->o.log = stderr;
+    if (ts->enabled) {
+        mo->layer_end = ts->o.cuts[0];
+        mo->no_head = !ts->o.ushape;
+    }
+    return EL_OK;
+}
+
+el_status tool_split_check_model(const tool_split *ts, const el_model *m, el_error *err) {
+    if (ts->enabled && ts->o.cuts[ts->o.n_cuts - 1] >= m->hp.n_layers)
+        return el_err(err, EL_ERR_ARG, "--split: cut %d is not below the model's %d layers",
+                      ts->o.cuts[ts->o.n_cuts - 1], m->hp.n_layers);
+    return EL_OK;
 }

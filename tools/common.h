@@ -2,7 +2,9 @@
 #ifndef EDGELLM_TOOLS_COMMON_H
 #define EDGELLM_TOOLS_COMMON_H
 
+#include "cli.h"
 #include "edgellm/model.h"
+#include "edgellm/split.h"
 #include "edgellm/tokenize.h"
 
 // Opens a tokenizer file on its own (GGUF vocab or llama2.c tokenizer file).
@@ -11,5 +13,25 @@ el_status tool_open_tokenizer_file(const char *path, el_tokenizer **out, el_erro
 el_status tool_check_prompt(const char *text, size_t len, const char *what, int allow_empty, el_error *err);
 // Prints what a token stands for, as llama2.c prints it (skips control bytes).
 void tool_print_piece(FILE *out, const el_tokenizer *tok, int prev, int id);
+
+// Split-inference options shared by run and logits.
+typedef struct {
+    int enabled;
+    el_split_opts o;
+    const char *keys_dir, *server_key_file, *act;
+    el_keypair keys;
+    char server_key[41];
+} tool_split;
+
+extern const char *tool_split_help;
+void tool_split_init(tool_split *ts);
+// Consumes option a if it is a split option: returns 1 (0 if not one of ours).
+int tool_split_option(cli *c, const char *a, tool_split *ts);
+// Checks the combination; returns 0, or 2 after printing the problem.
+int tool_split_check(cli *c, tool_split *ts);
+// Loads keys; fills the model options so that the device maps only its part.
+el_status tool_split_prepare(tool_split *ts, el_model_opts *mo, el_error *err);
+// After the model is open: the cuts must lie inside it.
+el_status tool_split_check_model(const tool_split *ts, const el_model *m, el_error *err);
 
 #endif

@@ -10,6 +10,8 @@ int cmd_tokenize(int argc, char **argv);
 int cmd_info(int argc, char **argv);
 int cmd_convert(int argc, char **argv);
 int cmd_synth(int argc, char **argv);
+int cmd_worker(int argc, char **argv);
+int cmd_keygen(int argc, char **argv);
 int cmd_linkemu(int argc, char **argv);
 
 static const struct {
@@ -23,6 +25,8 @@ static const struct {
     {"info", cmd_info, "show a model's hyper-parameters, metadata and tensors"},
     {"convert", cmd_convert, "convert a llama2.c checkpoint + tokenizer to GGUF"},
     {"synth", cmd_synth, "write a random-weight Llama-shaped GGUF of any size"},
+    {"worker", cmd_worker, "serve a range of layers to devices (split inference)"},
+    {"keygen", cmd_keygen, "make a CURVE key pair for a device or worker"},
     {"linkemu", cmd_linkemu, "TCP proxy emulating a device-edge link (rate, delay, loss)"},
 };
 

@@ -140,7 +140,8 @@ el_status el_gguf_add_tensor(el_gguf_writer *w, const char *name, int dtype, int
                              const void *data);
 // Writes to path + ".tmp", fsyncs and renames over path. fill (may be NULL)
 // supplies data for tensors added with data == NULL. progress (may be NULL)
-// is updated with bytes written.
+// is updated with bytes written; the caller begins and ends it, and a total
+// of 0 is replaced by the file's size.
 el_status el_gguf_write(el_gguf_writer *w, const char *path, el_gguf_fill_fn fill, void *fill_ctx,
                         el_progress *progress, el_error *err);
 

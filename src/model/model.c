@@ -254,8 +254,18 @@ el_status el_model_open(const char *path, const el_model_opts *opts, el_model **
     el_status s;
     el_llama2c c = {0};
     int is_gguf = got == 4 && !memcmp(magic, "GGUF", 4);
-    if (is_gguf) s = open_gguf(m, err);
-    else s = open_llama2c(m, &c, err);
+    if (is_gguf) {
+        s = open_gguf(m, err);
+    } else {
+        s = open_llama2c(m, &c, err);
+        if (s == EL_ERR_FORMAT && got == 4) {
+            // Say what the first bytes were: a file that is neither format.
+            char why[sizeof err->msg];
+            snprintf(why, sizeof why, "%s", err->msg);
+            el_err(err, s, "%s (not GGUF either: magic bytes %02x %02x %02x %02x)", why, (unsigned char)magic[0],
+                   (unsigned char)magic[1], (unsigned char)magic[2], (unsigned char)magic[3]);
+        }
+    }
     if (!s) {
         if (o.layer_end == 0) o.layer_end = m->hp.n_layers;
         if (o.layer_begin < 0 || o.layer_begin > o.layer_end || o.layer_end > m->hp.n_layers)
@@ -368,7 +378,7 @@ el_status el_model_tokenizer(const el_model *m, const char *tok_path, el_tokeniz
         s = el_tokenizer_from_gguf(g, out, err);
         el_gguf_close(g);
     } else {
-        s = el_tokenizer_load_llama2c(tok_path, m->hp.vocab, out, err);
+        s = el_tokenizer_load_llama2c(tok_path, 0, out, err);
     }
     if (!s && el_tokenizer_n_vocab(*out) != m->hp.vocab) {
         s = el_err(err, EL_ERR_FORMAT, "%s: tokenizer has %d tokens but model %s has vocab %d", tok_path,

@@ -72,6 +72,9 @@ expect_error "$T/empty.bin: too small" "$EDGELLM" info "$T/empty.bin"
 # wrong magic for GGUF-looking data
 printf 'GGUF\x07\x00\x00\x00' >"$T/v7.gguf"
 expect_error "$T/v7.gguf" "$EDGELLM" info "$T/v7.gguf"
+# neither GGUF nor llama2.c
+printf 'hello world, this is not a model at all\n' >"$T/text.bin"
+expect_error "(not GGUF either: magic bytes 68 65 6c 6c)" "$EDGELLM" info "$T/text.bin"
 # truncated GGUF, and a GGUF cut inside its tensor data
 head -c 1000 "$T/aid.gguf" >"$T/trunc.gguf"
 expect_error "$T/trunc.gguf" "$EDGELLM" info "$T/trunc.gguf"

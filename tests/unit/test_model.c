@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "edgellm/gguf.h"
 #include "edgellm/llama2c.h"
 #include "edgellm/model.h"
 #include "testutil.h"
@@ -179,11 +180,78 @@ static void test_session_limits(void **st) {
     el_model_close(m);
 }
 
+
+// Writes a 2-layer llama GGUF (dim 16, 2 heads, ff 32, vocab 8) with one
+// deliberate defect chosen by `defect`; returns its path.
+static const char *write_tiny_gguf(int defect) {
+    static float zeros[32 * 16 + 64];
+    el_gguf_writer *w = el_gguf_writer_new();
+    el_gguf_add_str(w, "general.architecture", defect == 5 ? "gpt2" : "llama");
+    if (defect != 4) el_gguf_add_u32(w, "llama.block_count", 2);
+    el_gguf_add_u32(w, "llama.embedding_length", 16);
+    el_gguf_add_u32(w, "llama.feed_forward_length", 32);
+    el_gguf_add_u32(w, "llama.attention.head_count", 2);
+    el_gguf_add_u32(w, "llama.context_length", 64);
+    int64_t ne[2] = {16, 8};
+    el_gguf_add_tensor(w, "token_embd.weight", EL_DTYPE_F32, 2, ne, zeros);
+    ne[0] = 16;
+    el_gguf_add_tensor(w, "output_norm.weight", EL_DTYPE_F32, 1, ne, zeros);
+    for (int l = 0; l < 2; l++) {
+        char n[64];
+        struct { const char *part; int64_t a, b; } parts[] = {
+            {"attn_norm", 16, 0}, {"attn_q", 16, 16}, {"attn_k", 16, 16}, {"attn_v", 16, 16}, {"attn_output", 16, 16},
+            {"ffn_norm", 16, 0},  {"ffn_gate", 16, 32}, {"ffn_down", 32, 16}, {"ffn_up", 16, 32},
+        };
+        for (size_t i = 0; i < 9; i++) {
+            if (defect == 3 && l == 1 && i == 5) continue;  // missing ffn_norm
+            snprintf(n, sizeof n, "blk.%d.%s.weight", l, parts[i].part);
+            int64_t e2[2] = {parts[i].a, parts[i].b};
+            if (defect == 1 && l == 0 && i == 1) e2[1] = 8;  // wrong shape
+            int dt = defect == 2 && l == 0 && i == 8 ? EL_DTYPE_I32 : EL_DTYPE_F32;
+            el_gguf_add_tensor(w, n, dt, parts[i].b ? 2 : 1, e2, zeros);
+        }
+    }
+    char name[32];
+    snprintf(name, sizeof name, "tiny%d.gguf", defect);
+    const char *path = tu_tmp_path(name);
+    static char keep[4096];
+    snprintf(keep, sizeof keep, "%s", path);
+    el_error err;
+    assert_int_equal(el_gguf_write(w, keep, NULL, NULL, NULL, &err), EL_OK);
+    el_gguf_writer_free(w);
+    return keep;
+}
+
+static void test_bad_gguf_models(void **st) {
+    (void)st;
+    el_error err;
+    el_model *m;
+    assert_int_equal(el_model_open(write_tiny_gguf(0), NULL, &m, &err), EL_OK);
+    assert_int_equal(m->hp.n_kv_heads, 2);  // defaults to head_count
+    assert_true(m->hp.tied_output);
+    assert_true(m->hp.rope_theta == 10000.0f);
+    el_model_close(m);
+    struct { int defect; el_status code; const char *msg; } cases[] = {
+        {1, EL_ERR_FORMAT, "tensor blk.0.attn_q.weight has shape [16, 8], expected [16, 16]"},
+        {2, EL_ERR_UNSUPPORTED, "tensor blk.0.ffn_up.weight has dtype i32, which this build cannot compute with"},
+        {3, EL_ERR_FORMAT, "tensor blk.1.ffn_norm.weight is missing"},
+        {4, EL_ERR_FORMAT, "metadata key llama.block_count is missing"},
+        {5, EL_ERR_UNSUPPORTED, "architecture 'gpt2' is not supported"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        const char *path = write_tiny_gguf(cases[i].defect);
+        assert_int_equal(el_model_open(path, NULL, &m, &err), cases[i].code);
+        assert_null(m);
+        assert_non_null(strstr(err.msg, cases[i].msg));
+        assert_non_null(strstr(err.msg, path));
+    }
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_logits_match_reference), cmocka_unit_test(test_stages_compose),
         cmocka_unit_test(test_weight_bytes_shrink_with_range), cmocka_unit_test(test_bad_checkpoints),
-        cmocka_unit_test(test_session_limits),
+        cmocka_unit_test(test_session_limits), cmocka_unit_test(test_bad_gguf_models),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

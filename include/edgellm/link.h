@@ -1,0 +1,82 @@
+// Links between nodes: ZeroMQ sockets (ROUTER on workers, DEALER on devices),
+// CURVE-encrypted and authenticated unless explicitly insecure on loopback.
+// Workers accept only client public keys on their allow-list (a ZAP handler);
+// clients pin the worker's public key.
+#ifndef EDGELLM_LINK_H
+#define EDGELLM_LINK_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "edgellm/core.h"
+#include "edgellm/wire.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+// Z85-encoded CURVE keys (40 characters + NUL).
+typedef struct {
+    char public_key[41];
+    char secret_key[41];
+} el_keypair;
+
+// Writes DIR/public.key and DIR/secret.key (mode 0600), creating DIR.
+el_status el_keys_generate(const char *dir, el_keypair *out, el_error *err);
+// Reads DIR/public.key and DIR/secret.key.
+el_status el_keys_load(const char *dir, el_keypair *out, el_error *err);
+// Reads one Z85 public key from a file (surrounding whitespace ignored).
+el_status el_key_load_public(const char *path, char out[41], el_error *err);
+
+// 1 if an endpoint stays on this machine (127.0.0.0/8, localhost, ::1, ipc, inproc).
+int el_endpoint_is_loopback(const char *endpoint);
+
+typedef struct {
+    int insecure;           // plaintext (only allowed on loopback unless insecure_anywhere)
+    int insecure_anywhere;  // allow plaintext on any address
+    const el_keypair *keys;       // this node's key pair (required unless insecure)
+    const char *allow_dir;        // server: folder of allowed client public keys
+    const char *server_key;       // client: the worker's Z85 public key (pinned)
+} el_link_security;
+
+// ---------------------------------------------------------------- server
+
+typedef struct el_link_server el_link_server;
+
+// An opaque peer address (ZeroMQ routing id).
+typedef struct {
+    uint8_t id[256];
+    size_t len;
+} el_peer;
+
+el_status el_link_server_open(const char *endpoint, const el_link_security *sec, el_link_server **out, el_error *err);
+void el_link_server_close(el_link_server *s);
+// Waits up to timeout_ms for a message. Returns EL_OK with the message in msg
+// (reset first), EL_ERR_STATE on timeout or interruption, another code on error.
+el_status el_link_server_recv(el_link_server *s, int timeout_ms, el_peer *peer, el_buf *msg, el_error *err);
+el_status el_link_server_send(el_link_server *s, const el_peer *peer, const void *data, size_t n, el_error *err);
+// Number of client keys on the allow-list (0 when insecure).
+int el_link_server_n_allowed(const el_link_server *s);
+
+// ---------------------------------------------------------------- client
+
+typedef struct el_link el_link;
+
+// Connects and checks the worker answers (a PING round trip) within timeout_ms;
+// on failure the error says whether the worker was unreachable, refused our
+// key, or could not prove it holds the pinned server key.
+el_status el_link_connect(const char *endpoint, const el_link_security *sec, int timeout_ms, el_link **out,
+                          el_error *err);
+void el_link_close(el_link *l);
+// Sends one message and waits for its reply (matched by seq; stale replies of
+// earlier, timed-out requests are dropped). reply is reset first.
+el_status el_link_request(el_link *l, const void *data, size_t n, uint32_t seq, el_buf *reply, int timeout_ms,
+                          el_error *err);
+const char *el_link_endpoint(const el_link *l);
+// Bytes this link has sent and received (message payloads).
+void el_link_counters(const el_link *l, uint64_t *sent, uint64_t *received);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,83 @@
+// Split inference: a worker serves a contiguous range of layers to devices
+// over a link; a device runs its own stage and hands hidden states to a chain
+// of workers. `split/` moves tensors and never interprets layers: the layer
+// work is el_session's.
+#ifndef EDGELLM_SPLIT_H
+#define EDGELLM_SPLIT_H
+
+#include <signal.h>
+#include <stdio.h>
+
+#include "edgellm/link.h"
+#include "edgellm/model.h"
+#include "edgellm/wire.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+// ---------------------------------------------------------------- worker
+
+typedef struct {
+    const char *model_path;
+    int layer_begin, layer_end;  // the range served; layer_end 0 = to the last layer
+    const char *listen;          // endpoint to bind
+    el_link_security sec;        // how devices authenticate to us
+    const char *next;            // endpoint of the next worker in a chain (NULL: last stage or U-shape only)
+    el_link_security next_sec;   // how we authenticate to the next worker
+    int threads;
+    int max_sessions;          // concurrent sessions (default 64)
+    size_t max_kv_bytes;       // KV cache memory over all sessions (default 2 GiB)
+    int max_ctx;               // longest session (default: the model's ctx)
+    int idle_timeout_ms;       // sessions unused this long are freed (default 120 s)
+    int timeout_ms;            // waits on the next worker (default 30 s)
+    volatile sig_atomic_t *stop;  // polled; set it (e.g. from a signal handler) to stop
+    FILE *log;                 // one line per event (NULL: quiet)
+    int max_requests;          // stop after this many requests (0: unlimited; for tests)
+} el_worker_opts;
+
+// Serves until *stop is set. Returns an error only for start-up failures.
+el_status el_worker_run(const el_worker_opts *opts, el_error *err);
+
+// ---------------------------------------------------------------- device
+
+typedef struct {
+    const char *via;          // first worker's endpoint
+    el_link_security sec;     // our keys and the pinned server key
+    int cuts[EL_WIRE_MAX_STAGES];
+    int n_cuts;               // cuts[0] = K: the device runs layers [0, K)
+    int act_dtype;            // activations on the wire (f32, f16, bf16, q8_0)
+    int ushape;               // the device also runs the final norm + head
+    int timeout_ms;           // per request (default 30 s)
+    int retries;              // re-open the session and re-send the prefix this many times
+    FILE *log;                // retry notices (NULL: quiet)
+} el_split_opts;
+
+// Timing and traffic of the last forward call (and running totals).
+typedef struct {
+    double device_s;            // compute on the device (embedding, its layers, head for U-shape)
+    double link_s;              // round trip minus the workers' compute: the network's share
+    double worker_s[EL_WIRE_MAX_STAGES];  // each worker's compute
+    int n_workers;
+    uint64_t bytes_sent, bytes_received;
+} el_split_stats;
+
+typedef struct el_pipeline el_pipeline;
+
+// A device-side generator stage. With split == NULL it runs the whole model
+// locally; otherwise it runs embedding + layers [0, cuts[0]) (+ head with
+// ushape) and the rest on the worker chain. m must have those parts bound.
+el_status el_pipeline_new(const el_model *m, const el_session_opts *so, el_pool *pool, const el_split_opts *split,
+                          el_pipeline **out, el_error *err);
+void el_pipeline_free(el_pipeline *p);
+// Runs tokens[0..n) at positions pos..pos+n-1; writes the last position's
+// logits (vocab floats) — or every position's with all_rows.
+el_status el_pipeline_forward(el_pipeline *p, const int *tokens, int n, int pos, float *logits, int all_rows,
+                              el_error *err);
+const el_split_stats *el_pipeline_last(const el_pipeline *p);
+const el_split_stats *el_pipeline_total(const el_pipeline *p);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,134 @@
+// The split-inference wire protocol: fixed little-endian encodings of the
+// messages devices and workers exchange. Pure functions over byte buffers:
+// decoding checks every length against the frame before reading, so a
+// hostile frame yields an error, never an out-of-bounds read.
+// The byte layout is documented in docs/protocol.md.
+#ifndef EDGELLM_WIRE_H
+#define EDGELLM_WIRE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "edgellm/core.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define EL_WIRE_MAGIC 0x50574C45u  // "ELWP" little-endian
+#define EL_WIRE_VERSION 1
+#define EL_WIRE_HEADER 24
+#define EL_WIRE_MAX_FRAME (256u << 20)  // 256 MiB: far above any real activation batch
+#define EL_WIRE_MAX_STAGES 16
+#define EL_WIRE_MAX_TEXT 1024
+
+typedef enum {
+    EL_MSG_OPEN = 1,     // device -> worker: start a session
+    EL_MSG_OPENED = 2,   // worker -> device: session id
+    EL_MSG_FORWARD = 3,  // device -> worker: activations for positions pos..pos+n-1
+    EL_MSG_RESULT = 4,   // worker -> device: hidden states, logits or tokens
+    EL_MSG_CLOSE = 5,    // device -> worker: end a session
+    EL_MSG_OK = 6,       // worker -> device: acknowledgement
+    EL_MSG_ERROR = 7,    // either way: code + text
+    EL_MSG_PING = 8,     // either way: echo payload (RTT and throughput probes)
+    EL_MSG_PONG = 9,
+} el_msg_type;
+
+// What the last stage of a chain returns.
+typedef enum { EL_WANT_HIDDEN = 0, EL_WANT_LOGITS = 1, EL_WANT_TOKEN = 2 } el_want;
+
+typedef enum {
+    EL_WERR_PROTOCOL = 1,   // malformed or unexpected message
+    EL_WERR_MISMATCH = 2,   // model identity or range does not match
+    EL_WERR_SESSION = 3,    // unknown or expired session
+    EL_WERR_LIMIT = 4,      // too many sessions / too much memory / too long
+    EL_WERR_INTERNAL = 5,   // compute failed
+    EL_WERR_UPSTREAM = 6,   // the next worker in the chain failed
+} el_wire_errcode;
+
+typedef struct {
+    uint32_t layer_begin, layer_end;
+    uint64_t identity;  // el_model_identity of the layers, as the device computes it
+} el_wire_stage;
+
+typedef struct {
+    uint32_t n_layers, dim, vocab;
+    uint32_t ctx;         // KV positions the session needs
+    uint32_t max_batch;   // largest FORWARD the device will send
+    uint8_t act_dtype;    // el_dtype of activations on the wire (f32, f16, bf16, q8_0)
+    uint8_t want;         // el_want of the last stage
+    uint8_t n_stages;     // stages[0] is the receiver; the rest are passed down the chain
+    el_wire_stage stages[EL_WIRE_MAX_STAGES];
+} el_wire_open;
+
+typedef struct {
+    uint32_t pos, n_tokens;
+    uint8_t dtype;
+    const uint8_t *payload;  // borrowed from the frame
+    size_t payload_len;
+} el_wire_forward;
+
+// Per-stage timing carried back in a RESULT, first stage first.
+typedef struct {
+    uint64_t compute_ns;  // time the stage spent computing
+    uint64_t wait_ns;     // time it waited on the next stage (link + downstream)
+} el_wire_hop;
+
+typedef struct {
+    uint8_t kind;   // el_want
+    uint8_t dtype;  // encoding of rows (tokens: i32)
+    uint8_t n_hops;
+    uint32_t n_rows, row_len;
+    el_wire_hop hops[EL_WIRE_MAX_STAGES];
+    const uint8_t *payload;
+    size_t payload_len;
+} el_wire_result;
+
+typedef struct {
+    uint16_t type;
+    uint64_t session;
+    uint32_t seq;
+    const uint8_t *body;  // borrowed
+    size_t body_len;
+} el_wire_msg;
+
+// A growable output buffer.
+typedef struct {
+    uint8_t *data;
+    size_t len, cap;
+} el_buf;
+void el_buf_free(el_buf *b);
+
+// Header parse: checks magic, version and that body_len matches the frame.
+el_status el_wire_parse(const void *frame, size_t len, el_wire_msg *out, el_error *err);
+
+el_status el_wire_decode_open(const el_wire_msg *m, el_wire_open *out, el_error *err);
+el_status el_wire_decode_forward(const el_wire_msg *m, uint32_t dim, el_wire_forward *out, el_error *err);
+el_status el_wire_decode_result(const el_wire_msg *m, el_wire_result *out, el_error *err);
+// code and text (NUL-terminated, truncated to EL_WIRE_MAX_TEXT)
+el_status el_wire_decode_error(const el_wire_msg *m, uint32_t *code, char *text, size_t cap, el_error *err);
+
+// Encoders write a whole frame (header + body) into b (reset first).
+el_status el_wire_encode_open(el_buf *b, uint32_t seq, const el_wire_open *o);
+el_status el_wire_encode_simple(el_buf *b, uint16_t type, uint64_t session, uint32_t seq);  // OPENED/CLOSE/OK
+// FORWARD: rows x[n, dim] (f32) encoded as dtype.
+el_status el_wire_encode_forward(el_buf *b, uint64_t session, uint32_t seq, uint32_t pos, uint32_t n,
+                                 uint32_t dim, int dtype, const float *x, el_error *err);
+// RESULT: for hidden/logits, rows[n_rows, row_len] f32 encoded as dtype; for
+// tokens, rows is NULL and tokens holds n_rows ids.
+el_status el_wire_encode_result(el_buf *b, uint64_t session, uint32_t seq, uint8_t kind, int dtype,
+                                uint32_t n_rows, uint32_t row_len, const float *rows, const int32_t *tokens,
+                                const el_wire_hop *hops, int n_hops, el_error *err);
+el_status el_wire_encode_error(el_buf *b, uint64_t session, uint32_t seq, uint32_t code, const char *text);
+el_status el_wire_encode_ping(el_buf *b, uint16_t type, uint32_t seq, const void *payload, size_t n);
+
+// Activation encodings: bytes for n values in dtype (0 if unsupported or n not
+// a multiple of the block size), and conversions to/from f32.
+size_t el_wire_act_bytes(int dtype, size_t n);
+int el_wire_act_supported(int dtype);
+el_status el_wire_act_decode(int dtype, const uint8_t *src, size_t n, float *dst, el_error *err);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,264 @@
+// The device side of generation: runs its own stage locally and hands the
+// hidden states to the worker chain, or runs everything locally. On a link
+// failure it can re-open the session and replay the positions sent so far.
+#include <stdlib.h>
+#include <string.h>
+
+#include "edgellm/split.h"
+
+struct el_pipeline {
+    const el_model *m;
+    el_session *s;
+    el_pool *pool;
+    int split;  // 0: local
+    el_split_opts o;
+    el_wire_open open;  // what we asked the chain for
+    el_link *link;
+    uint64_t session;
+    uint32_t seq;
+    el_buf tx, rx;
+    float *x;        // [max_batch, dim]
+    float *history;  // [ctx, dim]: hidden states sent so far, for replay
+    int sent;        // positions the worker chain holds
+    int ctx, max_batch;
+    el_split_stats last, total;
+};
+
+static el_status chain_request(el_pipeline *p, el_wire_msg *reply, el_error *err) {
+    el_status st = el_link_request(p->link, p->tx.data, p->tx.len, p->seq, &p->rx, p->o.timeout_ms, err);
+    if (st) return st;
+    if ((st = el_wire_parse(p->rx.data, p->rx.len, reply, err))) return st;
+    if (reply->type == EL_MSG_ERROR) {
+        uint32_t code;
+        char text[EL_WIRE_MAX_TEXT];
+        if (el_wire_decode_error(reply, &code, text, sizeof text, err)) return EL_ERR_FORMAT;
+        return el_err(err, code == EL_WERR_SESSION ? EL_ERR_STATE : EL_ERR_IO, "worker %s: %s", p->o.via, text);
+    }
+    return EL_OK;
+}
+
+static el_status chain_open(el_pipeline *p, el_error *err) {
+    el_status st;
+    if (!p->link && (st = el_link_connect(p->o.via, &p->o.sec, p->o.timeout_ms, &p->link, err))) return st;
+    el_wire_msg r;
+    p->seq++;
+    if (el_wire_encode_open(&p->tx, p->seq, &p->open)) return el_err(err, EL_ERR_NOMEM, "out of memory");
+    if ((st = chain_request(p, &r, err))) return st;
+    if (r.type != EL_MSG_OPENED) return el_err(err, EL_ERR_FORMAT, "worker %s: unexpected reply type %u to OPEN", p->o.via, r.type);
+    p->session = r.session;
+    p->sent = 0;
+    return EL_OK;
+}
+
+el_status el_pipeline_new(const el_model *m, const el_session_opts *so_in, el_pool *pool, const el_split_opts *split,
+                          el_pipeline **out, el_error *err) {
+    *out = NULL;
+    el_pipeline *p = calloc(1, sizeof *p);
+    if (!p) return el_err(err, EL_ERR_NOMEM, "out of memory");
+    p->m = m;
+    p->pool = pool;
+    el_session_opts so = {0};
+    if (so_in) so = *so_in;
+    const el_hparams *h = &m->hp;
+    el_status st = EL_OK;
+    if (split) {
+        p->split = 1;
+        p->o = *split;
+        if (p->o.timeout_ms <= 0) p->o.timeout_ms = 30000;
+        if (p->o.n_cuts < 1 || p->o.n_cuts >= EL_WIRE_MAX_STAGES) {
+            st = el_err(err, EL_ERR_ARG, "%d cut points (1..%d allowed)", p->o.n_cuts, EL_WIRE_MAX_STAGES - 1);
+            goto fail;
+        }
+        for (int i = 0; i < p->o.n_cuts; i++)
+            if (p->o.cuts[i] < 1 || p->o.cuts[i] >= h->n_layers || (i && p->o.cuts[i] <= p->o.cuts[i - 1])) {
+                st = el_err(err, EL_ERR_ARG, "--split: cut %d is not an increasing layer index within 1..%d",
+                            p->o.cuts[i], h->n_layers - 1);
+                goto fail;
+            }
+        if (!el_wire_act_supported(p->o.act_dtype) || h->dim % el_dtype_info(p->o.act_dtype)->block_size) {
+            st = el_err(err, EL_ERR_UNSUPPORTED, "--act %s cannot carry rows of %d values", el_dtype_name(p->o.act_dtype), h->dim);
+            goto fail;
+        }
+        so.layer_begin = 0;
+        so.layer_end = p->o.cuts[0];
+        if (m->layer_begin != 0 || m->layer_end < p->o.cuts[0] || !m->has_embed || (p->o.ushape && !m->has_head)) {
+            st = el_err(err, EL_ERR_ARG, "%s: the device's model view lacks layers 0:%d or the embedding/head", m->path,
+                        p->o.cuts[0]);
+            goto fail;
+        }
+    }
+    if ((st = el_session_new(m, &so, pool, &p->s, err))) goto fail;
+    p->ctx = el_session_ctx(p->s);
+    p->max_batch = el_session_max_batch(p->s);
+    p->x = el_calloc((size_t)p->max_batch * h->dim, sizeof(float));
+    if (!p->x) { st = el_err(err, EL_ERR_NOMEM, "out of memory"); goto fail; }
+    if (p->split) {
+        p->history = el_calloc((size_t)p->ctx * h->dim, sizeof(float));
+        if (!p->history) { st = el_err(err, EL_ERR_NOMEM, "out of memory"); goto fail; }
+        // Identities of every worker's layers, computed from our own copy of
+        // the model file (only the sampled pages of those layers are read).
+        el_model *view;
+        el_model_opts vo = {.layer_begin = p->o.cuts[0], .layer_end = h->n_layers, .no_embed = 1, .no_head = 1};
+        if ((st = el_model_open(m->path, &vo, &view, err))) goto fail;
+        p->open.n_layers = (uint32_t)h->n_layers;
+        p->open.dim = (uint32_t)h->dim;
+        p->open.vocab = (uint32_t)h->vocab;
+        p->open.ctx = (uint32_t)p->ctx;
+        p->open.max_batch = (uint32_t)p->max_batch;
+        p->open.act_dtype = (uint8_t)p->o.act_dtype;
+        p->open.want = p->o.ushape ? EL_WANT_HIDDEN : EL_WANT_LOGITS;
+        p->open.n_stages = (uint8_t)p->o.n_cuts;
+        for (int i = 0; i < p->o.n_cuts; i++) {
+            int a = p->o.cuts[i], b = i + 1 < p->o.n_cuts ? p->o.cuts[i + 1] : h->n_layers;
+            p->open.stages[i] = (el_wire_stage){(uint32_t)a, (uint32_t)b, el_model_identity(view, a, b)};
+        }
+        el_model_close(view);
+        if ((st = chain_open(p, err))) goto fail;
+    }
+    *out = p;
+    return EL_OK;
+fail:
+    el_pipeline_free(p);
+    return st;
+}
+
+void el_pipeline_free(el_pipeline *p) {
+    if (!p) return;
+    if (p->link && p->session) {
+        p->seq++;
+        if (el_wire_encode_simple(&p->tx, EL_MSG_CLOSE, p->session, p->seq) == EL_OK)
+            el_link_request(p->link, p->tx.data, p->tx.len, p->seq, &p->rx, 2000, NULL);
+    }
+    el_link_close(p->link);
+    el_session_free(p->s);
+    el_buf_free(&p->tx);
+    el_buf_free(&p->rx);
+    free(p->x);
+    free(p->history);
+    free(p);
+}
+
+// Sends rows x[n, dim] at pos to the chain and decodes the reply into out
+// (logits, or hidden rows for U-shape).
+static el_status chain_forward(el_pipeline *p, const float *x, int n, int pos, int all_rows, float *out, el_error *err) {
+    const el_hparams *h = &p->m->hp;
+    p->seq++;
+    el_status st = el_wire_encode_forward(&p->tx, p->session, p->seq, (uint32_t)pos, (uint32_t)n, (uint32_t)h->dim,
+                                          p->o.act_dtype, x, err);
+    if (st) return st;
+    p->tx.data[EL_WIRE_HEADER + 9] = all_rows ? 1 : 0;
+    uint64_t s0, r0, s1, r1;
+    el_link_counters(p->link, &s0, &r0);
+    uint64_t t0 = el_time_ns();
+    el_wire_msg r;
+    if ((st = chain_request(p, &r, err))) return st;
+    double rtt = (el_time_ns() - t0) * 1e-9;
+    el_link_counters(p->link, &s1, &r1);
+    el_wire_result res;
+    if ((st = el_wire_decode_result(&r, &res, err))) return el_err(err, st, "worker %s: %s", p->o.via, err->msg);
+    uint32_t want_rows = all_rows ? (uint32_t)n : 1;
+    uint32_t want_len = p->o.ushape ? (uint32_t)h->dim : (uint32_t)h->vocab;
+    uint8_t want_kind = p->o.ushape ? EL_WANT_HIDDEN : EL_WANT_LOGITS;
+    if (res.kind != want_kind || res.n_rows != want_rows || res.row_len != want_len)
+        return el_err(err, EL_ERR_FORMAT, "worker %s: result of %u x %u (kind %u), expected %u x %u", p->o.via,
+                      res.n_rows, res.row_len, res.kind, want_rows, want_len);
+    if ((st = el_wire_act_decode(res.dtype, res.payload, (size_t)res.n_rows * res.row_len, out, err))) return st;
+    // The network's share: the round trip minus every worker's compute.
+    double work = 0;
+    p->last.n_workers = res.n_hops;
+    for (int i = 0; i < res.n_hops; i++) {
+        p->last.worker_s[i] += res.hops[i].compute_ns * 1e-9;
+        work += res.hops[i].compute_ns * 1e-9;
+    }
+    p->last.link_s += rtt - work > 0 ? rtt - work : 0;
+    p->last.bytes_sent += s1 - s0;
+    p->last.bytes_received += r1 - r0;
+    return EL_OK;
+}
+
+// Re-opens the chain session and re-sends the hidden states of every position
+// the workers held, so generation can continue after a worker restart.
+static el_status replay(el_pipeline *p, int upto, el_error *err) {
+    el_link_close(p->link);
+    p->link = NULL;
+    p->session = 0;
+    el_status st = chain_open(p, err);
+    if (st) return st;
+    const el_hparams *h = &p->m->hp;
+    size_t scratch_rows = (size_t)p->max_batch * (p->o.ushape ? h->dim : h->vocab);
+    float *scratch = el_calloc(scratch_rows, sizeof(float));
+    if (!scratch) return el_err(err, EL_ERR_NOMEM, "out of memory");
+    for (int done = 0; done < upto && !st; done += p->max_batch) {
+        int n = upto - done < p->max_batch ? upto - done : p->max_batch;
+        st = chain_forward(p, p->history + (size_t)done * h->dim, n, done, 0, scratch, err);
+    }
+    free(scratch);
+    if (!st) p->sent = upto;
+    return st;
+}
+
+el_status el_pipeline_forward(el_pipeline *p, const int *tokens, int n, int pos, float *logits, int all_rows,
+                              el_error *err) {
+    memset(&p->last, 0, sizeof p->last);
+    const el_hparams *h = &p->m->hp;
+    el_status st = EL_OK;
+    if (n <= 0) return el_err(err, EL_ERR_ARG, "nothing to evaluate (0 tokens)");
+    if (!p->split) {
+        uint64_t t0 = el_time_ns();
+        st = el_session_forward(p->s, tokens, n, pos, logits, all_rows, err);
+        p->last.device_s = (el_time_ns() - t0) * 1e-9;
+    } else {
+        if (pos + n > p->ctx) return el_err(err, EL_ERR_RANGE, "positions %d..%d exceed the context of %d", pos, pos + n - 1, p->ctx);
+        float *hidden_out = NULL;
+        if (p->o.ushape) {
+            hidden_out = el_calloc((size_t)(all_rows ? p->max_batch : 1) * h->dim, sizeof(float));
+            if (!hidden_out) return el_err(err, EL_ERR_NOMEM, "out of memory");
+        }
+        for (int done = 0; done < n && !st; done += p->max_batch) {
+            int chunk = n - done < p->max_batch ? n - done : p->max_batch;
+            int last_chunk = done + chunk == n;
+            uint64_t t0 = el_time_ns();
+            if ((st = el_session_embed(p->s, tokens + done, chunk, p->x, err)) ||
+                (st = el_session_layers(p->s, p->x, chunk, pos + done, err)))
+                break;
+            p->last.device_s += (el_time_ns() - t0) * 1e-9;
+            memcpy(p->history + (size_t)(pos + done) * h->dim, p->x, (size_t)chunk * h->dim * sizeof(float));
+            int rows = all_rows ? chunk : 1;
+            float *dst = p->o.ushape ? hidden_out : (all_rows ? logits + (size_t)done * h->vocab : logits);
+            if (!all_rows && !last_chunk) dst = NULL;  // intermediate prefill chunk: result unused
+            float *tmp = NULL;
+            if (!dst) {
+                tmp = el_calloc((size_t)(p->o.ushape ? h->dim : h->vocab), sizeof(float));
+                if (!tmp) { st = el_err(err, EL_ERR_NOMEM, "out of memory"); break; }
+                dst = tmp;
+            }
+            st = chain_forward(p, p->x, chunk, pos + done, all_rows, dst, err);
+            for (int attempt = 0; st && attempt < p->o.retries; attempt++) {
+                if (p->o.log) fprintf(p->o.log, "edgellm: %s; re-opening the session (retry %d of %d)\n", err->msg, attempt + 1, p->o.retries);
+                el_error e2;
+                st = replay(p, pos + done, &e2);
+                if (st) { *err = e2; continue; }
+                st = chain_forward(p, p->x, chunk, pos + done, all_rows, dst, err);
+            }
+            if (!st && p->o.ushape) {
+                uint64_t t1 = el_time_ns();
+                float *lg = all_rows ? logits + (size_t)done * h->vocab : logits;
+                if (all_rows || last_chunk) st = el_session_head(p->s, dst, rows, rows, lg, err);
+                p->last.device_s += (el_time_ns() - t1) * 1e-9;
+            }
+            free(tmp);
+            if (!st) p->sent = pos + done + chunk;
+        }
+        free(hidden_out);
+    }
+    p->total.device_s += p->last.device_s;
+    p->total.link_s += p->last.link_s;
+    p->total.n_workers = p->last.n_workers;
+    for (int i = 0; i < p->last.n_workers; i++) p->total.worker_s[i] += p->last.worker_s[i];
+    p->total.bytes_sent += p->last.bytes_sent;
+    p->total.bytes_received += p->last.bytes_received;
+    return st;
+}
+
+const el_split_stats *el_pipeline_last(const el_pipeline *p) { return &p->last; }
+const el_split_stats *el_pipeline_total(const el_pipeline *p) { return &p->total; }

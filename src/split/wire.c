@@ -1,0 +1,315 @@
+// Encoding and decoding of split-inference messages. Every read is preceded
+// by a check against the bytes that remain in the frame.
+#include "edgellm/wire.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "edgellm/tensor.h"
+
+// ---------------------------------------------------------------- buffers
+
+void el_buf_free(el_buf *b) {
+    if (!b) return;
+    free(b->data);
+    b->data = NULL;
+    b->len = b->cap = 0;
+}
+
+static int buf_reserve(el_buf *b, size_t extra) {
+    if (b->len + extra <= b->cap) return 0;
+    size_t cap = b->cap ? b->cap : 256;
+    while (cap < b->len + extra) cap *= 2;
+    uint8_t *d = realloc(b->data, cap);
+    if (!d) return -1;
+    b->data = d;
+    b->cap = cap;
+    return 0;
+}
+
+static uint8_t *buf_put(el_buf *b, size_t n) {
+    if (buf_reserve(b, n)) return NULL;
+    uint8_t *p = b->data + b->len;
+    b->len += n;
+    return p;
+}
+
+static void put_u8(uint8_t *p, uint8_t v) { p[0] = v; }
+static void put_u16(uint8_t *p, uint16_t v) { p[0] = (uint8_t)v, p[1] = (uint8_t)(v >> 8); }
+static void put_u32(uint8_t *p, uint32_t v) {
+    for (int i = 0; i < 4; i++) p[i] = (uint8_t)(v >> (8 * i));
+}
+static void put_u64(uint8_t *p, uint64_t v) {
+    for (int i = 0; i < 8; i++) p[i] = (uint8_t)(v >> (8 * i));
+}
+static uint16_t get_u16(const uint8_t *p) { return (uint16_t)(p[0] | p[1] << 8); }
+static uint32_t get_u32(const uint8_t *p) {
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+static uint64_t get_u64(const uint8_t *p) { return (uint64_t)get_u32(p) | (uint64_t)get_u32(p + 4) << 32; }
+
+// Starts a frame: header with body length patched by finish().
+static el_status begin(el_buf *b, uint16_t type, uint64_t session, uint32_t seq) {
+    b->len = 0;
+    uint8_t *h = buf_put(b, EL_WIRE_HEADER);
+    if (!h) return EL_ERR_NOMEM;
+    put_u32(h, EL_WIRE_MAGIC);
+    put_u16(h + 4, EL_WIRE_VERSION);
+    put_u16(h + 6, type);
+    put_u64(h + 8, session);
+    put_u32(h + 16, seq);
+    put_u32(h + 20, 0);
+    return EL_OK;
+}
+
+static el_status finish(el_buf *b) {
+    if (b->len > EL_WIRE_MAX_FRAME) return EL_ERR_RANGE;
+    put_u32(b->data + 20, (uint32_t)(b->len - EL_WIRE_HEADER));
+    return EL_OK;
+}
+
+// ---------------------------------------------------------------- activations
+
+int el_wire_act_supported(int dtype) {
+    if (dtype != EL_DTYPE_F32 && dtype != EL_DTYPE_F16 && dtype != EL_DTYPE_BF16 && dtype != EL_DTYPE_Q8_0) return 0;
+    const el_dtype_traits *t = el_dtype_info(dtype);
+    return t && t->to_f32 && t->from_f32;
+}
+
+size_t el_wire_act_bytes(int dtype, size_t n) {
+    if (!el_wire_act_supported(dtype)) return 0;
+    return el_dtype_row_size(dtype, (int64_t)n);
+}
+
+el_status el_wire_act_decode(int dtype, const uint8_t *src, size_t n, float *dst, el_error *err) {
+    if (!el_wire_act_supported(dtype))
+        return el_err(err, EL_ERR_UNSUPPORTED, "activation dtype %s is not supported on the wire", el_dtype_name(dtype));
+    el_dtype_info(dtype)->to_f32(src, dst, (int64_t)n);
+    return EL_OK;
+}
+
+// ---------------------------------------------------------------- parse
+
+el_status el_wire_parse(const void *frame, size_t len, el_wire_msg *m, el_error *err) {
+    const uint8_t *p = frame;
+    if (len < EL_WIRE_HEADER) return el_err(err, EL_ERR_FORMAT, "message of %zu bytes is shorter than a header", len);
+    if (get_u32(p) != EL_WIRE_MAGIC) return el_err(err, EL_ERR_FORMAT, "bad magic 0x%08x", get_u32(p));
+    if (get_u16(p + 4) != EL_WIRE_VERSION)
+        return el_err(err, EL_ERR_UNSUPPORTED, "protocol version %u, this build speaks %u", get_u16(p + 4),
+                      EL_WIRE_VERSION);
+    m->type = get_u16(p + 6);
+    m->session = get_u64(p + 8);
+    m->seq = get_u32(p + 16);
+    uint32_t body = get_u32(p + 20);
+    if (body != len - EL_WIRE_HEADER)
+        return el_err(err, EL_ERR_FORMAT, "body length field %u does not match the %zu bytes received", body,
+                      len - EL_WIRE_HEADER);
+    m->body = p + EL_WIRE_HEADER;
+    m->body_len = body;
+    return EL_OK;
+}
+
+el_status el_wire_encode_open(el_buf *b, uint32_t seq, const el_wire_open *o) {
+    if (o->n_stages == 0 || o->n_stages > EL_WIRE_MAX_STAGES) return EL_ERR_ARG;
+    if (begin(b, EL_MSG_OPEN, 0, seq)) return EL_ERR_NOMEM;
+    uint8_t *p = buf_put(b, 24 + (size_t)o->n_stages * 16);
+    if (!p) return EL_ERR_NOMEM;
+    put_u32(p, o->n_layers);
+    put_u32(p + 4, o->dim);
+    put_u32(p + 8, o->vocab);
+    put_u32(p + 12, o->ctx);
+    put_u32(p + 16, o->max_batch);
+    put_u8(p + 20, o->act_dtype);
+    put_u8(p + 21, o->want);
+    put_u8(p + 22, o->n_stages);
+    put_u8(p + 23, 0);
+    for (int i = 0; i < o->n_stages; i++) {
+        uint8_t *s = p + 24 + 16 * i;
+        put_u32(s, o->stages[i].layer_begin);
+        put_u32(s + 4, o->stages[i].layer_end);
+        put_u64(s + 8, o->stages[i].identity);
+    }
+    return finish(b);
+}
+
+el_status el_wire_decode_open(const el_wire_msg *m, el_wire_open *o, el_error *err) {
+    const uint8_t *p = m->body;
+    if (m->type != EL_MSG_OPEN) return el_err(err, EL_ERR_FORMAT, "expected OPEN, got message type %u", m->type);
+    if (m->body_len < 24) return el_err(err, EL_ERR_FORMAT, "OPEN body of %zu bytes is too short", m->body_len);
+    memset(o, 0, sizeof *o);
+    o->n_layers = get_u32(p);
+    o->dim = get_u32(p + 4);
+    o->vocab = get_u32(p + 8);
+    o->ctx = get_u32(p + 12);
+    o->max_batch = get_u32(p + 16);
+    o->act_dtype = p[20];
+    o->want = p[21];
+    o->n_stages = p[22];
+    if (o->n_stages == 0 || o->n_stages > EL_WIRE_MAX_STAGES)
+        return el_err(err, EL_ERR_FORMAT, "OPEN lists %u stages (1..%d allowed)", o->n_stages, EL_WIRE_MAX_STAGES);
+    if (m->body_len != 24 + (size_t)o->n_stages * 16)
+        return el_err(err, EL_ERR_FORMAT, "OPEN body of %zu bytes does not hold %u stages", m->body_len, o->n_stages);
+    if (o->want > EL_WANT_TOKEN) return el_err(err, EL_ERR_FORMAT, "OPEN asks for unknown result kind %u", o->want);
+    for (int i = 0; i < o->n_stages; i++) {
+        const uint8_t *s = p + 24 + 16 * i;
+        o->stages[i].layer_begin = get_u32(s);
+        o->stages[i].layer_end = get_u32(s + 4);
+        o->stages[i].identity = get_u64(s + 8);
+        if (o->stages[i].layer_begin >= o->stages[i].layer_end || o->stages[i].layer_end > o->n_layers)
+            return el_err(err, EL_ERR_FORMAT, "OPEN stage %d has layers %u:%u outside 0:%u", i,
+                          o->stages[i].layer_begin, o->stages[i].layer_end, o->n_layers);
+        if (i && o->stages[i].layer_begin != o->stages[i - 1].layer_end)
+            return el_err(err, EL_ERR_FORMAT, "OPEN stages %d and %d are not contiguous", i - 1, i);
+    }
+    return EL_OK;
+}
+
+el_status el_wire_encode_simple(el_buf *b, uint16_t type, uint64_t session, uint32_t seq) {
+    if (begin(b, type, session, seq)) return EL_ERR_NOMEM;
+    return finish(b);
+}
+
+el_status el_wire_encode_forward(el_buf *b, uint64_t session, uint32_t seq, uint32_t pos, uint32_t n,
+                                 uint32_t dim, int dtype, const float *x, el_error *err) {
+    size_t count = (size_t)n * dim, bytes = el_wire_act_bytes(dtype, count);
+    if (!bytes || dim % (uint32_t)el_dtype_info(dtype)->block_size)
+        return el_err(err, EL_ERR_UNSUPPORTED, "cannot encode rows of %u values as %s", dim, el_dtype_name(dtype));
+    if (begin(b, EL_MSG_FORWARD, session, seq)) return el_err(err, EL_ERR_NOMEM, "out of memory");
+    uint8_t *p = buf_put(b, 12 + bytes);
+    if (!p) return el_err(err, EL_ERR_NOMEM, "out of memory for a %zu-byte message", bytes);
+    put_u32(p, pos);
+    put_u32(p + 4, n);
+    put_u8(p + 8, (uint8_t)dtype);
+    put_u8(p + 9, 0);
+    put_u16(p + 10, 0);
+    el_dtype_info(dtype)->from_f32(x, p + 12, (int64_t)count);
+    if (finish(b)) return el_err(err, EL_ERR_RANGE, "message of %zu bytes exceeds the frame limit", b->len);
+    return EL_OK;
+}
+
+el_status el_wire_decode_forward(const el_wire_msg *m, uint32_t dim, el_wire_forward *f, el_error *err) {
+    if (m->type != EL_MSG_FORWARD) return el_err(err, EL_ERR_FORMAT, "expected FORWARD, got type %u", m->type);
+    if (m->body_len < 12) return el_err(err, EL_ERR_FORMAT, "FORWARD body of %zu bytes is too short", m->body_len);
+    const uint8_t *p = m->body;
+    f->pos = get_u32(p);
+    f->n_tokens = get_u32(p + 4);
+    f->dtype = p[8];
+    if (!el_wire_act_supported(f->dtype))
+        return el_err(err, EL_ERR_UNSUPPORTED, "FORWARD uses activation dtype %u, not supported", f->dtype);
+    if (f->n_tokens == 0 || f->n_tokens > (1u << 20))
+        return el_err(err, EL_ERR_FORMAT, "FORWARD carries %u positions", f->n_tokens);
+    size_t want = el_wire_act_bytes(f->dtype, (size_t)f->n_tokens * dim);
+    if (!want || m->body_len - 12 != want)
+        return el_err(err, EL_ERR_FORMAT, "FORWARD payload of %zu bytes, expected %zu for %u x %u %s", m->body_len - 12,
+                      want, f->n_tokens, dim, el_dtype_name(f->dtype));
+    f->payload = p + 12;
+    f->payload_len = want;
+    return EL_OK;
+}
+
+el_status el_wire_encode_result(el_buf *b, uint64_t session, uint32_t seq, uint8_t kind, int dtype,
+                                uint32_t n_rows, uint32_t row_len, const float *rows, const int32_t *tokens,
+                                const el_wire_hop *hops, int n_hops, el_error *err) {
+    if (n_hops < 0 || n_hops > EL_WIRE_MAX_STAGES) return el_err(err, EL_ERR_ARG, "%d hops", n_hops);
+    size_t bytes;
+    if (kind == EL_WANT_TOKEN) {
+        dtype = EL_DTYPE_I32;
+        row_len = 1;
+        bytes = (size_t)n_rows * 4;
+    } else {
+        bytes = el_wire_act_bytes(dtype, (size_t)n_rows * row_len);
+        if (!bytes) return el_err(err, EL_ERR_UNSUPPORTED, "cannot encode results as %s", el_dtype_name(dtype));
+    }
+    if (begin(b, EL_MSG_RESULT, session, seq)) return el_err(err, EL_ERR_NOMEM, "out of memory");
+    uint8_t *p = buf_put(b, 12 + (size_t)n_hops * 16 + bytes);
+    if (!p) return el_err(err, EL_ERR_NOMEM, "out of memory for a %zu-byte result", bytes);
+    put_u8(p, kind);
+    put_u8(p + 1, (uint8_t)dtype);
+    put_u8(p + 2, (uint8_t)n_hops);
+    put_u8(p + 3, 0);
+    put_u32(p + 4, n_rows);
+    put_u32(p + 8, row_len);
+    for (int i = 0; i < n_hops; i++) {
+        put_u64(p + 12 + 16 * i, hops[i].compute_ns);
+        put_u64(p + 20 + 16 * i, hops[i].wait_ns);
+    }
+    uint8_t *d = p + 12 + 16 * n_hops;
+    if (kind == EL_WANT_TOKEN)
+        for (uint32_t i = 0; i < n_rows; i++) put_u32(d + 4 * i, (uint32_t)tokens[i]);
+    else
+        el_dtype_info(dtype)->from_f32(rows, d, (int64_t)n_rows * row_len);
+    if (finish(b)) return el_err(err, EL_ERR_RANGE, "result of %zu bytes exceeds the frame limit", b->len);
+    return EL_OK;
+}
+
+el_status el_wire_decode_result(const el_wire_msg *m, el_wire_result *r, el_error *err) {
+    if (m->type != EL_MSG_RESULT) return el_err(err, EL_ERR_FORMAT, "expected RESULT, got type %u", m->type);
+    if (m->body_len < 12) return el_err(err, EL_ERR_FORMAT, "RESULT body of %zu bytes is too short", m->body_len);
+    const uint8_t *p = m->body;
+    r->kind = p[0];
+    r->dtype = p[1];
+    r->n_hops = p[2];
+    r->n_rows = get_u32(p + 4);
+    r->row_len = get_u32(p + 8);
+    if (r->kind > EL_WANT_TOKEN) return el_err(err, EL_ERR_FORMAT, "RESULT of unknown kind %u", r->kind);
+    if (r->n_hops > EL_WIRE_MAX_STAGES) return el_err(err, EL_ERR_FORMAT, "RESULT lists %u hops", r->n_hops);
+    if (r->n_rows == 0 || r->n_rows > (1u << 20) || r->row_len == 0 || r->row_len > (1u << 24))
+        return el_err(err, EL_ERR_FORMAT, "RESULT has %u rows of %u values", r->n_rows, r->row_len);
+    size_t hops_len = (size_t)r->n_hops * 16;
+    if (m->body_len < 12 + hops_len) return el_err(err, EL_ERR_FORMAT, "RESULT truncated in its timing list");
+    for (int i = 0; i < r->n_hops; i++) {
+        r->hops[i].compute_ns = get_u64(p + 12 + 16 * i);
+        r->hops[i].wait_ns = get_u64(p + 20 + 16 * i);
+    }
+    size_t want;
+    if (r->kind == EL_WANT_TOKEN) {
+        if (r->dtype != EL_DTYPE_I32 || r->row_len != 1)
+            return el_err(err, EL_ERR_FORMAT, "token RESULT must be i32 rows of 1");
+        want = (size_t)r->n_rows * 4;
+    } else {
+        want = el_wire_act_bytes(r->dtype, (size_t)r->n_rows * r->row_len);
+        if (!want) return el_err(err, EL_ERR_FORMAT, "RESULT uses unsupported dtype %u", r->dtype);
+    }
+    if (m->body_len - 12 - hops_len != want)
+        return el_err(err, EL_ERR_FORMAT, "RESULT payload of %zu bytes, expected %zu", m->body_len - 12 - hops_len, want);
+    r->payload = p + 12 + hops_len;
+    r->payload_len = want;
+    return EL_OK;
+}
+
+el_status el_wire_encode_error(el_buf *b, uint64_t session, uint32_t seq, uint32_t code, const char *text) {
+    size_t n = strlen(text);
+    if (n > EL_WIRE_MAX_TEXT) n = EL_WIRE_MAX_TEXT;
+    if (begin(b, EL_MSG_ERROR, session, seq)) return EL_ERR_NOMEM;
+    uint8_t *p = buf_put(b, 8 + n);
+    if (!p) return EL_ERR_NOMEM;
+    put_u32(p, code);
+    put_u32(p + 4, (uint32_t)n);
+    memcpy(p + 8, text, n);
+    return finish(b);
+}
+
+el_status el_wire_decode_error(const el_wire_msg *m, uint32_t *code, char *text, size_t cap, el_error *err) {
+    if (m->type != EL_MSG_ERROR) return el_err(err, EL_ERR_FORMAT, "expected ERROR, got type %u", m->type);
+    if (m->body_len < 8) return el_err(err, EL_ERR_FORMAT, "ERROR body of %zu bytes is too short", m->body_len);
+    uint32_t n = get_u32(m->body + 4);
+    if (n > EL_WIRE_MAX_TEXT || n != m->body_len - 8)
+        return el_err(err, EL_ERR_FORMAT, "ERROR text length %u does not match its body", n);
+    *code = get_u32(m->body);
+    size_t k = n < cap - 1 ? n : cap - 1;
+    // Keep the text printable: it goes to a terminal.
+    for (size_t i = 0; i < k; i++) {
+        unsigned char c = m->body[8 + i];
+        text[i] = (char)(c < 0x20 || c == 0x7f ? '?' : c);
+    }
+    text[k] = 0;
+    return EL_OK;
+}
+
+el_status el_wire_encode_ping(el_buf *b, uint16_t type, uint32_t seq, const void *payload, size_t n) {
+    if (begin(b, type, 0, seq)) return EL_ERR_NOMEM;
+    uint8_t *p = buf_put(b, n);
+    if (!p && n) return EL_ERR_NOMEM;
+    if (n) memcpy(p, payload, n);
+    return finish(b);
+}

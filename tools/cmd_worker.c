@@ -1,0 +1,119 @@
+// edgellm worker: serve a range of layers to devices (an edge or cloud node).
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+#include "edgellm/split.h"
+
+static const char *usage =
+    "usage: edgellm worker -m MODEL --layers A:B --listen tcp://HOST:PORT [--next tcp://HOST:PORT]\n"
+    "                      (--keys DIR --allow CLIENT_KEYS_DIR | --insecure) [options]\n"
+    "\n"
+    "Serves layers A..B-1 of MODEL to devices. The last stage (B = number of layers)\n"
+    "also holds the final norm and output head, unless a device asks for U-shape.\n"
+    "Only the tensors of the range are mapped; the resident memory is printed at start.\n"
+    "\n"
+    "  -m, --model FILE          model (GGUF or llama2.c checkpoint)\n"
+    "      --layers A:B          layer range (B may be omitted: to the last layer)\n"
+    "      --listen ENDPOINT     where devices connect, e.g. tcp://127.0.0.1:7001 or tcp://*:7001\n"
+    "      --next ENDPOINT       the next worker in a chain (for layers B..)\n"
+    "      --keys DIR            this worker's CURVE key pair (edgellm keygen -o DIR)\n"
+    "      --allow DIR           folder of client public keys (*.key) allowed to connect\n"
+    "      --next-server-key F   the next worker's public key (with --keys: we authenticate with our key)\n"
+    "      --insecure            plaintext, loopback only (also towards --next)\n"
+    "      --insecure-anywhere   allow plaintext on any address (testing only)\n"
+    "      --max-sessions N      concurrent sessions (default 64)\n"
+    "      --max-kv SIZE         KV cache memory over all sessions (default 2G)\n"
+    "      --ctx N               longest session context (default: the model's)\n"
+    "      --idle-timeout SEC    free sessions idle this long (default 120)\n"
+    "      --timeout MS          wait on the next worker (default 30000)\n"
+    "  -t, --threads N           compute threads (default: all CPUs)\n"
+    "  -q, --quiet               no event log on stderr\n"
+    "\n"
+    "Stop with Ctrl-C (SIGINT) or SIGTERM: sessions are freed and the worker exits 0.\n"
+    "\n"
+    "example: edgellm worker -m model.gguf --layers 2:4 --listen tcp://127.0.0.1:7001 --insecure\n";
+
+static volatile sig_atomic_t stop_flag;
+static void on_signal(int sig) {
+    (void)sig;
+    stop_flag = 1;
+}
+
+int parse_layers(const char *s, int *a, int *b);
+int parse_layers(const char *s, int *a, int *b) {
+    char *end;
+    long x = strtol(s, &end, 10);
+    if (end == s || *end != ':' || x < 0 || x > 100000) return 0;
+    const char *t = end + 1;
+    long y = 0;
+    if (*t) {
+        y = strtol(t, &end, 10);
+        if (end == t || *end || y <= x || y > 100000) return 0;
+    }
+    *a = (int)x;
+    *b = (int)y;
+    return 1;
+}
+
+int cmd_worker(int argc, char **argv) {
+    cli c;
+    cli_init(&c, "worker", argc, argv);
+    el_worker_opts o = {0};
+    const char *keys_dir = NULL, *layers = NULL, *next_key_file = NULL, *a;
+    int opt, idle_s = 120, quiet = 0;
+    uint64_t max_kv = 0;
+    while ((a = cli_next(&c, &opt))) {
+        if (cli_is(a, "-h", "--help")) { fputs(usage, stdout); return 0; }
+        else if (cli_is(a, "-m", "--model")) o.model_path = cli_str(&c, a);
+        else if (cli_is(a, NULL, "--layers")) layers = cli_str(&c, a);
+        else if (cli_is(a, NULL, "--listen")) o.listen = cli_str(&c, a);
+        else if (cli_is(a, NULL, "--next")) o.next = cli_str(&c, a);
+        else if (cli_is(a, NULL, "--keys")) keys_dir = cli_str(&c, a);
+        else if (cli_is(a, NULL, "--allow")) o.sec.allow_dir = cli_str(&c, a);
+        else if (cli_is(a, NULL, "--next-server-key")) next_key_file = cli_str(&c, a);
+        else if (cli_is(a, NULL, "--insecure")) o.sec.insecure = 1;
+        else if (cli_is(a, NULL, "--insecure-anywhere")) o.sec.insecure = o.sec.insecure_anywhere = 1;
+        else if (cli_is(a, NULL, "--max-sessions")) cli_int(&c, a, 1, 100000, &o.max_sessions);
+        else if (cli_is(a, NULL, "--max-kv")) cli_size(&c, a, &max_kv);
+        else if (cli_is(a, NULL, "--ctx")) cli_int(&c, a, 1, 1 << 20, &o.max_ctx);
+        else if (cli_is(a, NULL, "--idle-timeout")) cli_int(&c, a, 1, 1 << 20, &idle_s);
+        else if (cli_is(a, NULL, "--timeout")) cli_int(&c, a, 1, 1 << 30, &o.timeout_ms);
+        else if (cli_is(a, "-t", "--threads")) cli_int(&c, a, 1, 256, &o.threads);
+        else if (cli_is(a, "-q", "--quiet")) quiet = 1;
+        else return cli_unknown(&c, a);
+    }
+    if (c.failed) return 2;
+    if (!o.model_path) return cli_fail(&c, "-m MODEL is required");
+    if (!layers) return cli_fail(&c, "--layers A:B is required");
+    if (!parse_layers(layers, &o.layer_begin, &o.layer_end)) return cli_fail(&c, "--layers: '%s' is not A:B with A < B", layers);
+    if (!o.listen) return cli_fail(&c, "--listen ENDPOINT is required");
+    if (!o.sec.insecure && (!keys_dir || !o.sec.allow_dir))
+        return cli_fail(&c, "--keys DIR and --allow DIR are required (or --insecure on loopback)");
+    el_error err = {0};
+    el_keypair keys;
+    char next_key[41];
+    if (keys_dir) {
+        if (el_keys_load(keys_dir, &keys, &err)) return cli_error(&err);
+        o.sec.keys = &keys;
+    }
+    o.next_sec = o.sec;
+    o.next_sec.allow_dir = NULL;
+    if (o.next && !o.sec.insecure) {
+        if (!next_key_file) return cli_fail(&c, "--next-server-key FILE is required with --next and keys");
+        if (el_key_load_public(next_key_file, next_key, &err)) return cli_error(&err);
+        o.next_sec.server_key = next_key;
+    }
+    o.max_kv_bytes = (size_t)max_kv;
+    o.idle_timeout_ms = idle_s * 1000;
+    o.stop = &stop_flag;
+    o.log = quiet ? NULL : stderr;
+    struct sigaction sa = {0};
+    sa.sa_handler = on_signal;
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    if (el_worker_run(&o, &err)) return cli_error(&err);
+    return 0;
+}
