@@ -12,6 +12,7 @@ int cmd_convert(int argc, char **argv);
 int cmd_synth(int argc, char **argv);
 int cmd_worker(int argc, char **argv);
 int cmd_keygen(int argc, char **argv);
+int cmd_linkemu(int argc, char **argv);
 
 static const struct {
     const char *name;
@@ -26,6 +27,7 @@ static const struct {
     {"synth", cmd_synth, "write a random-weight Llama-shaped GGUF of any size"},
     {"worker", cmd_worker, "serve a range of layers to devices (split inference)"},
     {"keygen", cmd_keygen, "make a CURVE key pair for a device or worker"},
+    {"linkemu", cmd_linkemu, "TCP proxy emulating a device-edge link (rate, delay, loss)"},
 };
 
 static void usage(FILE *f) {
