@@ -23,6 +23,7 @@ static const char *usage =
     "  -p, --prompt TEXT       the prompt (UTF-8, not empty)\n"
     "  -f, --file FILE         read the prompt from FILE\n"
     "  -n, --steps N           new tokens to generate (default 256); stops early at BOS/EOS\n"
+    "      --ignore-eos        do not stop at BOS/EOS (for benchmarks)\n"
     "      --temp T            temperature; 0 = greedy (default 1.0)\n"
     "      --top-k K           keep the K most likely tokens (default 0 = off)\n"
     "      --top-p P           nucleus sampling threshold (default 0.9; 1 = off)\n"
@@ -86,7 +87,7 @@ int cmd_run(int argc, char **argv) {
     cli c;
     cli_init(&c, "run", argc, argv);
     const char *model_path = NULL, *tok_path = NULL, *prompt = NULL, *prompt_file = NULL;
-    int steps = 256, threads = 0, ctx = 0, stats = 0, json = 0, have_seed = 0, split = 0;
+    int steps = 256, ignore_eos = 0, threads = 0, ctx = 0, stats = 0, json = 0, have_seed = 0, split = 0;
     el_split_opts so_split = {0};
     so_split.act_dtype = EL_DTYPE_F32;
     const char *keys_dir = NULL, *server_key_file = NULL, *act = NULL;
@@ -111,6 +112,7 @@ int cmd_run(int argc, char **argv) {
         else if (cli_is(a, "-t", "--threads")) cli_int(&c, a, 1, 256, &threads);
         else if (cli_is(a, NULL, "--stats")) stats = 1;
         else if (cli_is(a, NULL, "--json")) json = 1;
+        else if (cli_is(a, NULL, "--ignore-eos")) ignore_eos = 1;
         else if (cli_is(a, NULL, "--split")) {
             const char *v = cli_str(&c, a);
             if (v && !parse_cuts(v, &so_split)) return cli_fail(&c, "--split: '%s' is not K or K,M,... (layer indices)", v);
@@ -216,7 +218,7 @@ int cmd_run(int argc, char **argv) {
     double t1 = el_time_s();
     while (generated < steps && !interrupted) {
         int next = el_sampler_sample(smp, logits);
-        if (next == bos || next == eos) break;
+        if (!ignore_eos && (next == bos || next == eos)) break;
         tool_print_piece(stdout, tok, prev, next);
         fflush(stdout);
         el_sampler_accept(smp, next);

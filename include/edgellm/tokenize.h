@@ -36,8 +36,13 @@ el_status el_tokenizer_new_spm(int n_vocab, const char *const *pieces, const siz
 
 // Loads a llama2.c tokenizer file (int32 max_token_length, then per token f32
 // score, int32 len, bytes). Spaces in its pieces become "▁". n_vocab must be
-// given (the file does not store it): the model's vocab size.
+// given (the file does not store it): the model's vocab size; 0 means "as
+// many as the file holds" (the file must end at a token boundary).
 el_status el_tokenizer_load_llama2c(const char *path, int n_vocab, el_tokenizer **out, el_error *err);
+// The same from a buffer the caller keeps owning (the fuzzer, tests); name is
+// used in error messages (may be NULL).
+el_status el_tokenizer_load_llama2c_memory(const void *data, size_t size, const char *name, int n_vocab,
+                                           el_tokenizer **out, el_error *err);
 
 // From GGUF tokenizer.ggml.* metadata. Fails (naming the file) if the model
 // kind is not supported or arrays are missing or inconsistent.
@@ -49,10 +54,18 @@ el_tokenizer_kind el_tokenizer_kind_of(const el_tokenizer *t);
 int el_tokenizer_n_vocab(const el_tokenizer *t);
 int el_tokenizer_bos(const el_tokenizer *t);
 int el_tokenizer_eos(const el_tokenizer *t);
+int el_tokenizer_unk(const el_tokenizer *t);
 // Piece text in GGUF form (not NUL-terminated); *len receives its length.
 const char *el_tokenizer_piece(const el_tokenizer *t, int id, size_t *len);
 float el_tokenizer_score(const el_tokenizer *t, int id);
 int el_tokenizer_type(const el_tokenizer *t, int id);
+// The longest piece in bytes; no decoded piece is longer.
+size_t el_tokenizer_max_piece_len(const el_tokenizer *t);
+// The lowest id whose piece (GGUF form) is piece[0..len), of any type, or -1.
+int el_tokenizer_find(const el_tokenizer *t, const char *piece, size_t len);
+// Whether encode adds the dummy-prefix space (default on; GGUF files can turn
+// it off with tokenizer.ggml.add_space_prefix).
+void el_tokenizer_set_add_space_prefix(el_tokenizer *t, int on);
 
 // Encodes text[0..len) (must be valid UTF-8). A SentencePiece tokenizer adds
 // the dummy-prefix space when the text is non-empty. *ids is allocated
@@ -63,7 +76,8 @@ el_status el_tokenizer_encode(const el_tokenizer *t, const char *text, size_t le
 // The bytes token id stands for when printed after prev (as llama2.c prints:
 // "▁" becomes a space, byte tokens become their byte, the leading space of the
 // first piece after BOS is dropped, control tokens print nothing). Writes at
-// most cap bytes to buf and returns the length.
+// most cap bytes to buf and returns the number written; a piece longer than
+// cap is cut short, which a buffer of el_tokenizer_max_piece_len bytes avoids.
 size_t el_tokenizer_decode(const el_tokenizer *t, int prev, int id, char *buf, size_t cap);
 
 #ifdef __cplusplus

@@ -375,7 +375,7 @@ el_status el_model_tokenizer(const el_model *m, const char *tok_path, el_tokeniz
         s = el_tokenizer_from_gguf(g, out, err);
         el_gguf_close(g);
     } else {
-        s = el_tokenizer_load_llama2c(tok_path, m->hp.vocab, out, err);
+        s = el_tokenizer_load_llama2c(tok_path, 0, out, err);
     }
     if (!s && el_tokenizer_n_vocab(*out) != m->hp.vocab) {
         s = el_err(err, EL_ERR_FORMAT, "%s: tokenizer has %d tokens but model %s has vocab %d", tok_path,

@@ -33,8 +33,24 @@ static el_status write_key(const char *path, const char *key, mode_t mode, el_er
     return EL_OK;
 }
 
+// mkdir -p
+static int make_dirs(const char *dir) {
+    char path[4096];
+    size_t n = strlen(dir);
+    if (n == 0 || n >= sizeof path) return -1;
+    memcpy(path, dir, n + 1);
+    for (size_t i = 1; i <= n; i++) {
+        if (path[i] != '/' && path[i] != 0) continue;
+        char c = path[i];
+        path[i] = 0;
+        if (mkdir(path, 0700) && errno != EEXIST) return -1;
+        path[i] = c;
+    }
+    return 0;
+}
+
 el_status el_keys_generate(const char *dir, el_keypair *out, el_error *err) {
-    if (mkdir(dir, 0700) && errno != EEXIST) return el_err(err, EL_ERR_IO, "%s: cannot create: %s", dir, strerror(errno));
+    if (make_dirs(dir)) return el_err(err, EL_ERR_IO, "%s: cannot create: %s", dir, strerror(errno));
     el_keypair k;
     if (zmq_curve_keypair(k.public_key, k.secret_key))
         return el_err(err, EL_ERR_UNSUPPORTED, "this ZeroMQ build cannot make CURVE keys (no libsodium?)");

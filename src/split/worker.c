@@ -25,6 +25,7 @@ typedef struct {
 
 typedef struct {
     const el_worker_opts *o;
+    int timeout_ms;  // waits on the next worker
     el_model *m;
     el_pool *pool;
     el_link_server *srv;
@@ -80,7 +81,7 @@ static void close_downstream(worker *w, uint64_t down) {
     if (!w->next || !down) return;
     uint32_t seq = ++w->down_seq;
     if (el_wire_encode_simple(&w->down_tx, EL_MSG_CLOSE, down, seq) == EL_OK)
-        el_link_request(w->next, w->down_tx.data, w->down_tx.len, seq, &w->down_rx, w->o->timeout_ms, NULL);
+        el_link_request(w->next, w->down_tx.data, w->down_tx.len, seq, &w->down_rx, w->timeout_ms, NULL);
 }
 
 static void drop_session(worker *w, int i, const char *why) {
@@ -112,7 +113,7 @@ static int ensure_scratch(worker *w, size_t x_floats, size_t row_floats) {
 static el_status down_request(worker *w, el_wire_msg *reply, el_error *err) {
     uint32_t seq;
     memcpy(&seq, w->down_tx.data + 16, 4);
-    el_status st = el_link_request(w->next, w->down_tx.data, w->down_tx.len, seq, &w->down_rx, w->o->timeout_ms, err);
+    el_status st = el_link_request(w->next, w->down_tx.data, w->down_tx.len, seq, &w->down_rx, w->timeout_ms, err);
     if (st) return st;
     if ((st = el_wire_parse(w->down_rx.data, w->down_rx.len, reply, err))) return st;
     if (reply->type == EL_MSG_ERROR) {
@@ -395,6 +396,7 @@ static size_t warm(const el_model *m) {
 el_status el_worker_run(const el_worker_opts *o, el_error *err) {
     worker w = {0};
     w.o = o;
+    w.timeout_ms = o->timeout_ms > 0 ? o->timeout_ms : 30000;
     el_status st;
     el_model_opts mo = {.layer_begin = o->layer_begin, .layer_end = o->layer_end, .no_embed = 1};
     // The head is bound only on the last stage: probe the layer count first.
@@ -414,7 +416,7 @@ el_status el_worker_run(const el_worker_opts *o, el_error *err) {
     w.rng = el_time_ns() ^ ((uint64_t)getpid() << 32);
     w.pool = el_pool_new(o->threads);
     if (!w.pool) { st = el_err(err, EL_ERR_NOMEM, "cannot start threads"); goto out; }
-    if (o->next && (st = el_link_connect(o->next, &o->next_sec, o->timeout_ms > 0 ? o->timeout_ms : 30000, &w.next, err)))
+    if (o->next && (st = el_link_connect(o->next, &o->next_sec, w.timeout_ms, &w.next, err)))
         goto out;
     if ((st = el_link_server_open(o->listen, &o->sec, &w.srv, err))) goto out;
     size_t weights = warm(w.m);

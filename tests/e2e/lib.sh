@@ -6,7 +6,7 @@ set -uo pipefail
 MODELS=$EL_SHARED/models
 REF=$MODELS/reference
 T=$(mktemp -d "${EL_TMP:-/tmp}/e2e.XXXXXX" 2>/dev/null || mktemp -d)
-trap 'rm -rf "$T"' EXIT
+
 failures=0
 checks=0
 
@@ -37,4 +37,34 @@ finish() {
   echo "$checks checks, $failures failed"
   [ $failures -eq 0 ]
   exit $?
+}
+
+# ---- background processes (workers, emulators), all stopped at exit
+bg_pids=()
+cleanup_bg() {
+  for p in "${bg_pids[@]}"; do kill "$p" 2>/dev/null; done
+  for p in "${bg_pids[@]}"; do wait "$p" 2>/dev/null; done
+  rm -rf "$T"
+}
+trap cleanup_bg EXIT
+
+# free_port: prints a TCP port nobody listens on right now
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
+}
+
+# start_worker LOG ARGS...: starts `edgellm worker ARGS` in the background and
+# waits until it logs that it is serving. Sets $last_pid.
+start_worker() {
+  local log=$1; shift
+  "$EDGELLM" worker "$@" 2>"$log" &
+  last_pid=$!
+  bg_pids+=("$last_pid")
+  for _ in $(seq 1 200); do
+    grep -q "serving" "$log" 2>/dev/null && return 0
+    kill -0 "$last_pid" 2>/dev/null || { echo "worker exited: $(cat "$log")" >&2; return 1; }
+    sleep 0.05
+  done
+  echo "worker did not start: $(cat "$log")" >&2
+  return 1
 }

@@ -1,0 +1,248 @@
+// SentencePiece-style BPE encoding: split the (space-escaped) text into UTF-8
+// characters, fall back to byte tokens for characters the vocabulary lacks,
+// then keep merging the adjacent pair whose concatenation is the best-scoring
+// piece (leftmost on ties) until no pair is a piece.
+//
+// Doing that by rescanning all pairs after every merge is O(n^2); instead the
+// symbols form a doubly linked list and candidate pairs sit in a max-heap keyed
+// by (score, position). A merge only creates pairs with its two neighbours, and
+// heap entries made stale by earlier merges are recognised and skipped when
+// popped, so the whole encode is O(n log n) lookups and heap operations.
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "tok_internal.h"
+
+// A run of the escaped text that is currently one token. Symbols are indexed
+// in text order and only ever absorb their right neighbour, so a symbol's
+// index orders it among the live ones and its start never moves.
+typedef struct {
+    int32_t start, len;  // in the escaped text; len 0 = absorbed
+    int32_t prev, next;  // live neighbours, -1 at the ends
+    int32_t id;
+} symbol;
+
+typedef struct {
+    float score;
+    int32_t left, right;  // symbol indices
+    int32_t len;          // left.len + right.len when the pair was made
+    int32_t id;           // the piece the pair merges into
+} pair;
+
+typedef struct {
+    pair *v;
+    size_t n, cap;
+} heap;
+
+// Does a come out of the heap before b? Higher score first, then leftmost.
+static int before(const pair *a, const pair *b) {
+    return a->score > b->score || (a->score == b->score && a->left < b->left);
+}
+
+static int heap_push(heap *h, pair p) {
+    if (h->n == h->cap) {
+        size_t ncap = h->cap ? h->cap * 2 : 64;
+        pair *nv = realloc(h->v, ncap * sizeof *nv);
+        if (!nv) return -1;
+        h->v = nv;
+        h->cap = ncap;
+    }
+    size_t i = h->n++;
+    while (i > 0) {
+        size_t parent = (i - 1) / 2;
+        if (!before(&p, &h->v[parent])) break;
+        h->v[i] = h->v[parent];
+        i = parent;
+    }
+    h->v[i] = p;
+    return 0;
+}
+
+static pair heap_pop(heap *h) {
+    pair top = h->v[0], last = h->v[--h->n];
+    size_t i = 0;
+    for (;;) {
+        size_t c = 2 * i + 1;
+        if (c >= h->n) break;
+        if (c + 1 < h->n && before(&h->v[c + 1], &h->v[c])) c++;
+        if (!before(&h->v[c], &last)) break;
+        h->v[i] = h->v[c];
+        i = c;
+    }
+    if (h->n) h->v[i] = last;
+    return top;
+}
+
+typedef struct {
+    const el_tokenizer *t;
+    const char *buf;  // escaped text
+    symbol *sym;
+    heap h;
+} encoder;
+
+// Queues the pair (l, r) if their concatenation is a piece raw text may produce.
+// Byte-fallback symbols never merge: their pieces ("<0xE2>") are not text.
+static int try_pair(encoder *e, int32_t l, int32_t r) {
+    if (l < 0 || r < 0) return 0;
+    const symbol *a = &e->sym[l], *b = &e->sym[r];
+    if (!tok_type_is_text(e->t->types[a->id]) || !tok_type_is_text(e->t->types[b->id])) return 0;
+    int32_t len = a->len + b->len;
+    int id = tok_lookup(e->t, e->buf + a->start, (size_t)len, 1);
+    if (id < 0) return 0;
+    pair p = {e->t->scores[id], l, r, len, id};
+    return heap_push(&e->h, p);
+}
+
+static int is_space_at(const char *buf, size_t i, size_t n) {
+    return n - i >= TOK_SPACE_LEN && memcmp(buf + i, TOK_SPACE, TOK_SPACE_LEN) == 0;
+}
+
+// End of the word that starts at s: a run of "▁" and then everything up to the
+// next "▁". When no piece has a "▁" right after another character (true of
+// SentencePiece vocabularies split on whitespace, checked when the vocabulary
+// is built), no merge can cross that point, so each word can be encoded on
+// its own: same result, but a small heap that stays in cache.
+static size_t word_end(const char *buf, size_t s, size_t n) {
+    while (is_space_at(buf, s, n)) s += TOK_SPACE_LEN;
+    while (s < n && !is_space_at(buf, s, n)) s += tok_utf8_len((unsigned char)buf[s]);
+    return s;
+}
+
+typedef struct {
+    int *v;
+    size_t n, cap;
+} idvec;
+
+static int push_id(idvec *o, int id) {
+    if (o->n == o->cap) {
+        size_t ncap = o->cap * 2;
+        int *nv = realloc(o->v, ncap * sizeof *nv);
+        if (!nv) return -1;
+        o->v = nv;
+        o->cap = ncap;
+    }
+    o->v[o->n++] = id;
+    return 0;
+}
+
+// Encodes buf[from..to) (whole characters) and appends the ids to out.
+// e->sym has room for to - from symbols. Returns EL_OK, or EL_ERR_NOMEM /
+// EL_ERR_UNSUPPORTED (with err filled).
+static el_status encode_run(encoder *e, size_t from, size_t to, idvec *out, el_error *err) {
+    const el_tokenizer *t = e->t;
+    const char *buf = e->buf;
+    symbol *sym = e->sym;
+    e->h.n = 0;
+
+    // One symbol per character, or per byte where the character is no piece.
+    int32_t n_sym = 0;
+    for (size_t i = from; i < to;) {
+        size_t clen = tok_utf8_len((unsigned char)buf[i]);
+        int id = tok_lookup(t, buf + i, clen, 1);
+        if (id >= 0) {
+            sym[n_sym] = (symbol){(int32_t)i, (int32_t)clen, n_sym - 1, n_sym + 1, id};
+            n_sym++;
+        } else {
+            for (size_t k = 0; k < clen; k++) {
+                unsigned char b = (unsigned char)buf[i + k];
+                int bid = t->byte_id[b] >= 0 ? t->byte_id[b] : t->unk;
+                if (bid < 0)
+                    return el_err(err, EL_ERR_UNSUPPORTED,
+                                  "prompt byte 0x%02X has no piece, byte token or unknown token in the vocabulary", b);
+                sym[n_sym] = (symbol){(int32_t)(i + k), 1, n_sym - 1, n_sym + 1, bid};
+                n_sym++;
+            }
+        }
+        i += clen;
+    }
+    if (n_sym == 0) return EL_OK;
+    sym[n_sym - 1].next = -1;
+
+    for (int32_t i = 0; i + 1 < n_sym; i++) {
+        if (try_pair(e, i, i + 1)) goto nomem;
+    }
+    while (e->h.n > 0) {
+        pair p = heap_pop(&e->h);
+        symbol *l = &sym[p.left];
+        // Stale if either side has merged since: the left one would be gone or
+        // longer, or point at a different (or longer) right neighbour.
+        if (l->len == 0 || l->next != p.right || l->len + sym[p.right].len != p.len) continue;
+        symbol *r = &sym[p.right];
+        l->len = p.len;
+        l->id = p.id;
+        l->next = r->next;
+        if (r->next >= 0) sym[r->next].prev = p.left;
+        r->len = 0;
+        if (try_pair(e, l->prev, p.left) || try_pair(e, p.left, l->next)) goto nomem;
+    }
+    for (int32_t i = 0; i >= 0; i = sym[i].next) {
+        if (push_id(out, sym[i].id)) goto nomem;
+    }
+    return EL_OK;
+nomem:
+    return el_err(err, EL_ERR_NOMEM, "out of memory encoding a prompt");
+}
+
+el_status tok_spm_encode(const el_tokenizer *t, const char *text, size_t len, int add_bos, int **ids, int *n_ids,
+                         el_error *err) {
+    // Escaping can triple the text (each space becomes 3 bytes) and symbols are
+    // indexed with int32, so cap the input well inside that.
+    if (len > (size_t)(INT_MAX / 4))
+        return el_err(err, EL_ERR_RANGE, "prompt of %zu bytes is longer than the limit of %d", len, INT_MAX / 4);
+    size_t bad = tok_utf8_bad_at(text, len);
+    if (bad < len) return el_err(err, EL_ERR_ARG, "prompt is not valid UTF-8 at byte %zu", bad);
+    if (add_bos && t->bos < 0) return el_err(err, EL_ERR_ARG, "tokenizer has no BOS token to prepend");
+
+    // Escape: the dummy prefix, and every ' ' as "▁".
+    size_t n_spaces = 0;
+    for (size_t i = 0; i < len; i++) n_spaces += text[i] == ' ';
+    int prefix = len > 0 && t->add_space_prefix;
+    size_t blen = len + 2 * n_spaces + (prefix ? TOK_SPACE_LEN : 0);
+    char *buf = el_malloc(blen);
+    idvec out = {el_malloc((len / 2 + 16) * sizeof(int)), 0, len / 2 + 16};
+    encoder e = {t, buf, NULL, {NULL, 0, 0}};
+    size_t sym_cap = 0;
+    el_status st = EL_OK;
+    if (!buf || !out.v) goto nomem;
+    size_t w = 0;
+    if (prefix) {
+        memcpy(buf, TOK_SPACE, TOK_SPACE_LEN);
+        w = TOK_SPACE_LEN;
+    }
+    for (size_t i = 0; i < len; i++) {
+        if (text[i] == ' ') {
+            memcpy(buf + w, TOK_SPACE, TOK_SPACE_LEN);
+            w += TOK_SPACE_LEN;
+        } else {
+            buf[w++] = text[i];
+        }
+    }
+
+    if (add_bos && push_id(&out, t->bos)) goto nomem;
+    for (size_t s = 0; s < blen;) {
+        size_t end = t->split_words ? word_end(buf, s, blen) : blen;
+        if (end - s > sym_cap) {
+            size_t ncap = end - s > 2 * sym_cap ? end - s : 2 * sym_cap;
+            free(e.sym);
+            e.sym = el_calloc(ncap, sizeof *e.sym);
+            if (!e.sym) goto nomem;
+            sym_cap = ncap;
+        }
+        if ((st = encode_run(&e, s, end, &out, err)) != EL_OK) goto done;
+        s = end;
+    }
+    if (out.n > (size_t)INT_MAX) goto nomem;  // cannot happen under the length cap
+    *ids = out.v;
+    *n_ids = (int)out.n;
+    out.v = NULL;
+    goto done;
+nomem:
+    st = el_err(err, EL_ERR_NOMEM, "out of memory encoding a prompt of %zu bytes", len);
+done:
+    free(e.h.v);
+    free(e.sym);
+    free(buf);
+    free(out.v);
+    return st;
+}

@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# Split inference under load and faults: eight devices at once on one worker,
+# a device that disappears, a worker that restarts (with and without --retry).
+source "$(dirname "$0")/lib.sh"
+BIN=$MODELS/aidreams260K.bin
+TOK=$MODELS/tok512.bin
+
+# ---- eight concurrent devices, each must get exactly its local text
+port=$(free_port)
+start_worker "$T/w.log" -m "$BIN" --layers 2:4 --listen tcp://127.0.0.1:$port --insecure -t 1 || fail "worker"
+prompts=("The dream" "I" "A whisper" "Vectors" "In the silence" "Classification" "Once" "The tapestry")
+for i in "${!prompts[@]}"; do
+  "$EDGELLM" run -m "$BIN" -z "$TOK" -p "${prompts[$i]}" -n 100 --temp 0 -t 1 >"$T/local$i.txt"
+  "$EDGELLM" run -m "$BIN" -z "$TOK" -p "${prompts[$i]}" -n 100 --temp 0 -t 1 \
+    --split 2 --via tcp://127.0.0.1:$port --insecure >"$T/split$i.txt" 2>"$T/split$i.err" &
+  pids[$i]=$!
+done
+for i in "${!prompts[@]}"; do
+  wait ${pids[$i]} || fail "device $i failed: $(cat "$T/split$i.err")"
+  cmp -s "$T/local$i.txt" "$T/split$i.txt" && pass || fail "device $i text differs from local"
+done
+opened=$(grep -c "opened" "$T/w.log")
+[ "$opened" -ge 8 ] && pass || fail "worker saw $opened sessions, expected 8"
+# sessions of different devices were served interleaved, not one after another
+python3 - "$T/w.log" <<'PY' && pass || fail "sessions were not interleaved"
+import sys
+lines = [l for l in open(sys.argv[1]) if "opened" in l or "closed" in l]
+# with 8 devices started together, some session opens after another opened and before it closed
+depth = maxd = 0
+for l in lines:
+    depth += 1 if "opened" in l else -1
+    maxd = max(maxd, depth)
+print("max concurrent sessions:", maxd)
+sys.exit(0 if maxd >= 2 else 1)
+PY
+kill $last_pid; wait $last_pid 2>/dev/null
+
+# ---- a bigger random model so that a generation lasts long enough to interrupt
+"$EDGELLM" synth --dim 256 --layers 4 --heads 8 --kv-heads 4 --ff 512 --vocab 1024 --ctx 4096 --seed 5 -o "$T/syn.gguf" 2>/dev/null
+port=$(free_port)
+start_worker "$T/w2.log" -m "$T/syn.gguf" --layers 2:4 --listen tcp://127.0.0.1:$port --insecure -t 1 --idle-timeout 1 \
+  || fail "worker 2"
+# a device that disappears mid-generation: its session is freed by the idle timeout
+"$EDGELLM" run -m "$T/syn.gguf" -p "abc" -n 4000 --ignore-eos --temp 0 -t 1 --split 2 --via tcp://127.0.0.1:$port --insecure \
+  >/dev/null 2>&1 &
+dev=$!
+sleep 0.5
+kill -9 $dev; wait $dev 2>/dev/null
+for _ in $(seq 1 60); do grep -q "idle timeout" "$T/w2.log" && break; sleep 0.1; done
+grep -q "closed (idle timeout), 0 left" "$T/w2.log" && pass || fail "vanished device's session not freed: $(tail -3 "$T/w2.log")"
+
+# a worker restart: without --retry the device fails with a clear message ...
+"$EDGELLM" run -m "$T/syn.gguf" -p "abc" -n 4000 --ignore-eos --temp 0 -t 1 --split 2 --via tcp://127.0.0.1:$port --insecure \
+  --timeout 2000 >/dev/null 2>"$T/noretry.err" &
+dev=$!
+sleep 0.5
+kill $last_pid; wait $last_pid 2>/dev/null
+start_worker "$T/w3.log" -m "$T/syn.gguf" --layers 2:4 --listen tcp://127.0.0.1:$port --insecure -t 1 || fail "worker 3"
+wait $dev
+rc=$?
+[ $rc -ne 0 ] && [ $rc -lt 128 ] && pass || fail "device without --retry: exit $rc"
+grep -q "unknown or expired session\|no answer within" "$T/noretry.err" && pass || fail "no clear error: $(cat "$T/noretry.err")"
+
+# ... and with --retry it re-opens the session, re-sends the prefix, and the text is unchanged
+"$EDGELLM" run -m "$T/syn.gguf" -p "abc" -n 1500 --ignore-eos --temp 0 -t 1 >"$T/syn-local.txt"
+"$EDGELLM" run -m "$T/syn.gguf" -p "abc" -n 1500 --ignore-eos --temp 0 -t 1 --split 2 --via tcp://127.0.0.1:$port --insecure \
+  --timeout 2000 --retry 3 >"$T/syn-split.txt" 2>"$T/retry.err" &
+dev=$!
+sleep 0.5
+kill $last_pid; wait $last_pid 2>/dev/null
+start_worker "$T/w4.log" -m "$T/syn.gguf" --layers 2:4 --listen tcp://127.0.0.1:$port --insecure -t 1 || fail "worker 4"
+wait $dev || fail "device with --retry failed: $(cat "$T/retry.err")"
+grep -q "re-opening the session (retry 1 of 3)" "$T/retry.err" && pass || fail "no retry notice: $(cat "$T/retry.err")"
+cmp -s "$T/syn-local.txt" "$T/syn-split.txt" && pass || fail "text after a worker restart differs from local"
+finish

@@ -1,0 +1,30 @@
+// libFuzzer target: every decoder of the split-inference wire protocol.
+#include <stdint.h>
+#include <stdlib.h>
+
+#include "edgellm/wire.h"
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+    el_wire_msg m;
+    el_error e;
+    if (el_wire_parse(data, size, &m, &e) != EL_OK) return 0;
+    el_wire_open o;
+    el_wire_forward f;
+    el_wire_result r;
+    uint32_t code;
+    char text[128];
+    el_wire_decode_open(&m, &o, &e);
+    el_wire_decode_error(&m, &code, text, sizeof text, &e);
+    if (el_wire_decode_forward(&m, 64, &f, &e) == EL_OK) {
+        float *x = malloc((size_t)f.n_tokens * 64 * sizeof(float));
+        if (x) el_wire_act_decode(f.dtype, f.payload, (size_t)f.n_tokens * 64, x, &e);
+        free(x);
+    }
+    if (el_wire_decode_result(&m, &r, &e) == EL_OK && r.kind != EL_WANT_TOKEN) {
+        float *x = malloc((size_t)r.n_rows * r.row_len * sizeof(float));
+        if (x) el_wire_act_decode(r.dtype, r.payload, (size_t)r.n_rows * r.row_len, x, &e);
+        free(x);
+    }
+    return 0;
+}

@@ -1,0 +1,215 @@
+// Unit tests for the split-inference wire protocol: exact byte layouts,
+// round trips, and rejection of every kind of malformed frame.
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "edgellm/tensor.h"
+#include "edgellm/wire.h"
+#include "testutil.h"
+
+static void test_header_layout(void **st) {
+    (void)st;
+    el_buf b = {0};
+    assert_int_equal(el_wire_encode_simple(&b, EL_MSG_CLOSE, 0x0102030405060708ULL, 0xAABBCCDD), EL_OK);
+    const uint8_t want[24] = {'E', 'L', 'W', 'P', 1, 0, 5, 0, 8, 7, 6, 5, 4, 3, 2, 1, 0xDD, 0xCC, 0xBB, 0xAA, 0, 0, 0, 0};
+    assert_int_equal(b.len, 24);
+    assert_memory_equal(b.data, want, 24);
+    el_wire_msg m;
+    el_error e;
+    assert_int_equal(el_wire_parse(b.data, b.len, &m, &e), EL_OK);
+    assert_int_equal(m.type, EL_MSG_CLOSE);
+    assert_true(m.session == 0x0102030405060708ULL);
+    assert_int_equal(m.seq, 0xAABBCCDD);
+    assert_int_equal(m.body_len, 0);
+    // corruptions
+    uint8_t bad[24];
+    memcpy(bad, b.data, 24);
+    bad[0] = 'X';
+    assert_int_equal(el_wire_parse(bad, 24, &m, &e), EL_ERR_FORMAT);
+    assert_non_null(strstr(e.msg, "bad magic"));
+    memcpy(bad, b.data, 24);
+    bad[4] = 2;
+    assert_int_equal(el_wire_parse(bad, 24, &m, &e), EL_ERR_UNSUPPORTED);
+    assert_non_null(strstr(e.msg, "protocol version 2"));
+    memcpy(bad, b.data, 24);
+    bad[20] = 1;
+    assert_int_equal(el_wire_parse(bad, 24, &m, &e), EL_ERR_FORMAT);
+    assert_non_null(strstr(e.msg, "body length field 1"));
+    assert_int_equal(el_wire_parse(b.data, 23, &m, &e), EL_ERR_FORMAT);
+    el_buf_free(&b);
+}
+
+static void test_open_roundtrip(void **st) {
+    (void)st;
+    el_wire_open o = {.n_layers = 22, .dim = 2048, .vocab = 32000, .ctx = 512, .max_batch = 64,
+                      .act_dtype = EL_DTYPE_F16, .want = EL_WANT_LOGITS, .n_stages = 2};
+    o.stages[0] = (el_wire_stage){5, 12, 0x1122334455667788ULL};
+    o.stages[1] = (el_wire_stage){12, 22, 42};
+    el_buf b = {0};
+    assert_int_equal(el_wire_encode_open(&b, 9, &o), EL_OK);
+    assert_int_equal(b.len, 24 + 24 + 32);
+    el_wire_msg m;
+    el_wire_open d;
+    el_error e;
+    assert_int_equal(el_wire_parse(b.data, b.len, &m, &e), EL_OK);
+    assert_int_equal(el_wire_decode_open(&m, &d, &e), EL_OK);
+    assert_int_equal(d.n_layers, 22);
+    assert_int_equal(d.dim, 2048);
+    assert_int_equal(d.ctx, 512);
+    assert_int_equal(d.act_dtype, EL_DTYPE_F16);
+    assert_int_equal(d.n_stages, 2);
+    assert_int_equal(d.stages[0].layer_begin, 5);
+    assert_true(d.stages[0].identity == 0x1122334455667788ULL);
+    assert_int_equal(d.stages[1].layer_end, 22);
+    // non-contiguous stages
+    b.data[24 + 24 + 16] = 13;
+    assert_int_equal(el_wire_decode_open(&m, &d, &e), EL_ERR_FORMAT);
+    assert_non_null(strstr(e.msg, "not contiguous"));
+    b.data[24 + 24 + 16] = 12;
+    // a stage count that does not match the body
+    b.data[24 + 22] = 3;
+    assert_int_equal(el_wire_decode_open(&m, &d, &e), EL_ERR_FORMAT);
+    b.data[24 + 22] = 0;
+    assert_int_equal(el_wire_decode_open(&m, &d, &e), EL_ERR_FORMAT);
+    b.data[24 + 22] = 2;
+    // a stage beyond the model
+    b.data[24 + 24 + 20] = 23;
+    assert_int_equal(el_wire_decode_open(&m, &d, &e), EL_ERR_FORMAT);
+    assert_non_null(strstr(e.msg, "outside 0:22"));
+    el_buf_free(&b);
+}
+
+static void test_forward_roundtrip(void **st) {
+    (void)st;
+    uint64_t rng = 5;
+    float x[3 * 64], y[3 * 64];
+    for (int i = 0; i < 3 * 64; i++) x[i] = tu_randf(&rng) * 4;
+    int dtypes[] = {EL_DTYPE_F32, EL_DTYPE_F16, EL_DTYPE_BF16};
+    size_t sizes[] = {4, 2, 2};
+    for (int k = 0; k < 3; k++) {
+        el_buf b = {0};
+        el_error e;
+        assert_int_equal(el_wire_encode_forward(&b, 77, 3, 10, 3, 64, dtypes[k], x, &e), EL_OK);
+        assert_int_equal(b.len, 24 + 12 + 3 * 64 * sizes[k]);
+        el_wire_msg m;
+        el_wire_forward f;
+        assert_int_equal(el_wire_parse(b.data, b.len, &m, &e), EL_OK);
+        assert_int_equal(el_wire_decode_forward(&m, 64, &f, &e), EL_OK);
+        assert_int_equal(f.pos, 10);
+        assert_int_equal(f.n_tokens, 3);
+        assert_int_equal(el_wire_act_decode(f.dtype, f.payload, 3 * 64, y, &e), EL_OK);
+        float tol = dtypes[k] == EL_DTYPE_F32 ? 0 : dtypes[k] == EL_DTYPE_F16 ? 4 * 1e-3f : 4 * 8e-3f;
+        for (int i = 0; i < 3 * 64; i++) assert_true(fabsf(x[i] - y[i]) <= tol);
+        // the receiver's dim disagrees with the payload
+        assert_int_equal(el_wire_decode_forward(&m, 63, &f, &e), EL_ERR_FORMAT);
+        assert_non_null(strstr(e.msg, "FORWARD payload"));
+        // zero positions
+        b.data[24 + 4] = 0;
+        assert_int_equal(el_wire_decode_forward(&m, 64, &f, &e), EL_ERR_FORMAT);
+        b.data[24 + 4] = 3;
+        // unknown dtype
+        b.data[24 + 8] = 99;
+        assert_int_equal(el_wire_decode_forward(&m, 64, &f, &e), EL_ERR_UNSUPPORTED);
+        el_buf_free(&b);
+    }
+}
+
+static void test_result_roundtrip(void **st) {
+    (void)st;
+    float rows[2 * 5] = {1, 2, 3, 4, 5, -1, -2, -3, -4, -5.5f};
+    el_wire_hop hops[2] = {{1000, 50}, {2000, 0}};
+    el_buf b = {0};
+    el_error e;
+    assert_int_equal(el_wire_encode_result(&b, 1, 2, EL_WANT_LOGITS, EL_DTYPE_F32, 2, 5, rows, NULL, hops, 2, &e), EL_OK);
+    el_wire_msg m;
+    el_wire_result r;
+    assert_int_equal(el_wire_parse(b.data, b.len, &m, &e), EL_OK);
+    assert_int_equal(el_wire_decode_result(&m, &r, &e), EL_OK);
+    assert_int_equal(r.n_rows, 2);
+    assert_int_equal(r.row_len, 5);
+    assert_int_equal(r.n_hops, 2);
+    assert_true(r.hops[1].compute_ns == 2000);
+    assert_true(r.hops[0].wait_ns == 50);
+    float out[10];
+    assert_int_equal(el_wire_act_decode(r.dtype, r.payload, 10, out, &e), EL_OK);
+    assert_memory_equal(out, rows, sizeof rows);
+    // tokens
+    int32_t toks[3] = {7, 0, 31999};
+    assert_int_equal(el_wire_encode_result(&b, 1, 3, EL_WANT_TOKEN, 0, 3, 0, NULL, toks, hops, 1, &e), EL_OK);
+    assert_int_equal(el_wire_parse(b.data, b.len, &m, &e), EL_OK);
+    assert_int_equal(el_wire_decode_result(&m, &r, &e), EL_OK);
+    assert_int_equal(r.kind, EL_WANT_TOKEN);
+    assert_int_equal(r.n_rows, 3);
+    assert_int_equal(r.payload[8], 0xFF);
+    // hop count larger than the body allows
+    b.data[24 + 2] = 16;
+    assert_int_equal(el_wire_decode_result(&m, &r, &e), EL_ERR_FORMAT);
+    el_buf_free(&b);
+}
+
+static void test_error_message(void **st) {
+    (void)st;
+    el_buf b = {0};
+    assert_int_equal(el_wire_encode_error(&b, 3, 4, EL_WERR_MISMATCH, "model mismatch\n\x01"), EL_OK);
+    el_wire_msg m;
+    el_error e;
+    uint32_t code;
+    char text[64];
+    assert_int_equal(el_wire_parse(b.data, b.len, &m, &e), EL_OK);
+    assert_int_equal(el_wire_decode_error(&m, &code, text, sizeof text, &e), EL_OK);
+    assert_int_equal(code, EL_WERR_MISMATCH);
+    assert_string_equal(text, "model mismatch??");  // control characters neutralised
+    char small[6];
+    assert_int_equal(el_wire_decode_error(&m, &code, small, sizeof small, &e), EL_OK);
+    assert_string_equal(small, "model");
+    b.data[24 + 4] = 200;  // text length past the body
+    assert_int_equal(el_wire_decode_error(&m, &code, text, sizeof text, &e), EL_ERR_FORMAT);
+    el_buf_free(&b);
+}
+
+// Every truncation of valid messages is rejected cleanly.
+static void test_truncations(void **st) {
+    (void)st;
+    el_buf bufs[3] = {{0}};
+    el_wire_open o = {.n_layers = 4, .dim = 64, .vocab = 512, .ctx = 128, .max_batch = 8, .want = 1, .n_stages = 1};
+    o.stages[0] = (el_wire_stage){1, 4, 9};
+    float x[64] = {0};
+    el_error e;
+    el_wire_encode_open(&bufs[0], 1, &o);
+    el_wire_encode_forward(&bufs[1], 1, 2, 0, 1, 64, EL_DTYPE_F32, x, &e);
+    el_wire_hop hop = {1, 2};
+    el_wire_encode_result(&bufs[2], 1, 3, EL_WANT_HIDDEN, EL_DTYPE_F32, 1, 64, x, NULL, &hop, 1, &e);
+    for (int k = 0; k < 3; k++) {
+        for (size_t n = 0; n < bufs[k].len; n++) {
+            // a frame cut short but with its length field patched to match
+            uint8_t *copy = malloc(bufs[k].len);
+            memcpy(copy, bufs[k].data, bufs[k].len);
+            el_wire_msg m;
+            if (n >= 24) {
+                uint32_t body = (uint32_t)(n - 24);
+                memcpy(copy + 20, &body, 4);
+            }
+            if (el_wire_parse(copy, n, &m, &e) == EL_OK) {
+                el_wire_open od;
+                el_wire_forward f;
+                el_wire_result r;
+                el_status s = k == 0 ? el_wire_decode_open(&m, &od, &e)
+                            : k == 1 ? el_wire_decode_forward(&m, 64, &f, &e)
+                                     : el_wire_decode_result(&m, &r, &e);
+                assert_int_not_equal(s, EL_OK);
+            }
+            free(copy);
+        }
+        el_buf_free(&bufs[k]);
+    }
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_header_layout),   cmocka_unit_test(test_open_roundtrip),
+        cmocka_unit_test(test_forward_roundtrip), cmocka_unit_test(test_result_roundtrip),
+        cmocka_unit_test(test_error_message),   cmocka_unit_test(test_truncations),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
