@@ -12,6 +12,7 @@ int cmd_convert(int argc, char **argv);
 int cmd_synth(int argc, char **argv);
 int cmd_worker(int argc, char **argv);
 int cmd_keygen(int argc, char **argv);
+int cmd_quantize(int argc, char **argv);
 
 static const struct {
     const char *name;
@@ -23,6 +24,7 @@ static const struct {
     {"tokenize", cmd_tokenize, "print the token ids of a text"},
     {"info", cmd_info, "show a model's hyper-parameters, metadata and tensors"},
     {"convert", cmd_convert, "convert a llama2.c checkpoint + tokenizer to GGUF"},
+    {"quantize", cmd_quantize, "convert a GGUF model's weights to f16, bf16, q8_0, q4_0, q4_k, q6_k"},
     {"synth", cmd_synth, "write a random-weight Llama-shaped GGUF of any size"},
     {"worker", cmd_worker, "serve a range of layers to devices (split inference)"},
     {"keygen", cmd_keygen, "make a CURVE key pair for a device or worker"},
