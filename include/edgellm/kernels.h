@@ -51,6 +51,16 @@ typedef void (*el_gemm_fn)(int k, const void *w, size_t ldw, int nr, const void 
 // there is none or this CPU cannot run it (AVX-512 kernels need VNNI).
 el_gemm_fn el_gemm_kernel(int dtype, el_isa isa);
 
+// ---------------------------------------------------------------- machine probes
+
+// Peak f32 FMA throughput with every pool thread running independent FMA
+// chains (widest vectors this CPU has) for about `seconds`, in GFLOP/s
+// (2 flops per FMA lane). 0 without AVX2.
+double el_probe_fma_gflops(el_pool *pool, double seconds);
+// Read bandwidth in GB/s (1e9 bytes/s): every pool thread streams its share
+// of a buffer of `bytes` (make it much larger than the caches), best of reps.
+double el_probe_read_gbs(el_pool *pool, size_t bytes, int reps);
+
 // sum_i a[i]*b[i]
 float el_dot_f32(const float *a, const float *b, int n);
 
