@@ -69,6 +69,10 @@ ALWAYS_INLINE __m512i load_q4_0(const el_block_q4_0 *b, int both) {
             __m512 wd[4];                                                                                    \
             _Pragma("GCC unroll 4") for (int r = 0; r < R; r++) {                                            \
                 const BLK *blk = (const BLK *)(w + (size_t)r * ldw) + b;                                     \
+                /* the same place two micro-tiles on: short row streams defeat */                             \
+                /* the hardware prefetcher (perf: the loads stalled)  */                                    \
+                _mm_prefetch((const char *)blk + (size_t)(2 * R) * ldw, _MM_HINT_T0);                             \
+                _mm_prefetch((const char *)blk + (size_t)(2 * R) * ldw + 64, _MM_HINT_T0);                         \
                 wv[r] = LOADW(blk, both);                                                                    \
                 wd[r] = f16_pair(blk[0].d, both ? blk[1].d : 0);                                             \
             }                                                                                                \
