@@ -13,6 +13,9 @@ int cmd_synth(int argc, char **argv);
 int cmd_worker(int argc, char **argv);
 int cmd_keygen(int argc, char **argv);
 int cmd_linkemu(int argc, char **argv);
+int cmd_quantize(int argc, char **argv);
+int cmd_perplexity(int argc, char **argv);
+int cmd_bench(int argc, char **argv);
 
 static const struct {
     const char *name;
@@ -24,6 +27,9 @@ static const struct {
     {"tokenize", cmd_tokenize, "print the token ids of a text"},
     {"info", cmd_info, "show a model's hyper-parameters, metadata and tensors"},
     {"convert", cmd_convert, "convert a llama2.c checkpoint + tokenizer to GGUF"},
+    {"quantize", cmd_quantize, "convert a GGUF model's weights to f16, bf16, q8_0, q4_0, q4_k, q6_k"},
+    {"perplexity", cmd_perplexity, "measure a model's perplexity on a text file"},
+    {"bench", cmd_bench, "prefill/decode speed against the machine's bandwidth and FMA peak"},
     {"synth", cmd_synth, "write a random-weight Llama-shaped GGUF of any size"},
     {"worker", cmd_worker, "serve a range of layers to devices (split inference)"},
     {"keygen", cmd_keygen, "make a CURVE key pair for a device or worker"},
