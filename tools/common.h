@@ -17,6 +17,11 @@ void tool_print_piece(FILE *out, const el_tokenizer *tok, int prev, int id);
 // Split-inference options shared by run and logits.
 typedef struct {
     int enabled;
+    int autoplan;  // --split auto: profile, probe, plan, and re-plan while generating
+    const char *device_profile, *edge_profile;
+    int replan_every;
+    float replan_gain;
+    uint64_t device_mem;
     el_split_opts o;
     const char *keys_dir, *server_key_file, *act;
     el_keypair keys;

@@ -13,6 +13,9 @@ int cmd_synth(int argc, char **argv);
 int cmd_worker(int argc, char **argv);
 int cmd_keygen(int argc, char **argv);
 int cmd_linkemu(int argc, char **argv);
+int cmd_profile(int argc, char **argv);
+int cmd_probe(int argc, char **argv);
+int cmd_plan(int argc, char **argv);
 int cmd_quantize(int argc, char **argv);
 int cmd_perplexity(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
@@ -33,6 +36,9 @@ static const struct {
     {"synth", cmd_synth, "write a random-weight Llama-shaped GGUF of any size"},
     {"worker", cmd_worker, "serve a range of layers to devices (split inference)"},
     {"keygen", cmd_keygen, "make a CURVE key pair for a device or worker"},
+    {"profile", cmd_profile, "measure per-layer compute and memory on this node (for plan)"},
+    {"probe", cmd_probe, "measure a live link to a worker: round trip and throughput each way"},
+    {"plan", cmd_plan, "choose where to cut from node profiles and link figures"},
     {"linkemu", cmd_linkemu, "TCP proxy emulating a device-edge link (rate, delay, loss)"},
 };
 
