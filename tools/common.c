@@ -146,11 +146,14 @@ el_status tool_split_prepare(tool_split *ts, el_model_opts *mo, el_error *err) {
         mo->no_layers = ts->o.cuts[0] == 0;
         mo->no_head = !ts->o.ushape;
     }
+    if (ts->enabled && !ts->autoplan && ts->o.n_cuts == 1) mo->no_head = 0;  // --split L runs the head too
     return EL_OK;
 }
 
 el_status tool_split_check_model(const tool_split *ts, const el_model *m, el_error *err) {
-    if (ts->enabled && !ts->autoplan && ts->o.cuts[ts->o.n_cuts - 1] >= m->hp.n_layers)
+    // A single cut may equal the layer count: everything runs here, the link only idles.
+    int last = ts->o.cuts[ts->o.n_cuts - 1];
+    if (ts->enabled && !ts->autoplan && (last > m->hp.n_layers || (last == m->hp.n_layers && ts->o.n_cuts > 1)))
         return el_err(err, EL_ERR_ARG, "--split: cut %d is not below the model's %d layers",
                       ts->o.cuts[ts->o.n_cuts - 1], m->hp.n_layers);
     return EL_OK;
