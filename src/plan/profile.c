@@ -71,36 +71,48 @@ el_status el_profile_measure(const el_model *m, el_pool *pool, const el_profile_
     p->mem_budget = mem_available();
     uint64_t rng = 12345;
     el_progress prog;
-    el_progress_begin(&prog, o->progress, "profile", (uint64_t)h->n_layers, "layers");
+    el_progress_begin(&prog, o->progress, "profile", 0, "sweeps");
     el_status st = EL_OK;
+    // One session per layer, all alive at once, and every measurement sweeps
+    // the layers in order: each layer then runs with the cache state of a
+    // real forward pass (the other layers' weights have evicted its own),
+    // rather than timing one layer whose weights stay cached between reps.
+    el_session **ss = calloc((size_t)h->n_layers, sizeof *ss);
+    double *tl = calloc((size_t)h->n_layers * reps, sizeof(double));
+    if (!ss || !tl) st = el_err(err, EL_ERR_NOMEM, "out of memory");
     for (int l = 0; l < h->n_layers && !st; l++) {
         p->weight_bytes[l] = el_model_weight_bytes(m, l, l + 1, 0, 0);
-        el_session *s;
         el_session_opts so = {.layer_begin = l, .layer_end = l + 1, .ctx = max_ctx, .max_batch = B};
-        if ((st = el_session_new(m, &so, pool, &s, err))) break;
+        if ((st = el_session_new(m, &so, pool, &ss[l], err))) break;
         // Fill the cache with plausible activations (unit-scale noise).
         for (int done = 0; done < max_ctx - 1 && !st; done += B) {
             int n = max_ctx - 1 - done < B ? max_ctx - 1 - done : B;
             for (size_t i = 0; i < (size_t)n * h->dim; i++) x[i] = (float)((el_rng_next(&rng) >> 40) / 8388608.0 - 1.0);
-            st = el_session_layers(s, x, n, done, err);
+            st = el_session_layers(ss[l], x, n, done, err);
         }
-        for (int c = 0; c < o->n_ctx && !st; c++) {
-            for (int r = 0; r < reps && !st; r++) {
-                uint64_t t0 = el_time_ns();
-                st = el_session_layers(s, x, 1, p->ctx[c], err);  // rewrites position ctx[c]
-                t[r] = (el_time_ns() - t0) * 1e-9;
-            }
-            p->decode_s[l * o->n_ctx + c] = median(t, reps);
-        }
-        for (int r = 0; r < reps && !st; r++) {
-            uint64_t t0 = el_time_ns();
-            st = el_session_layers(s, x, p->prefill_batch, 0, err);
-            t[r] = (el_time_ns() - t0) * 1e-9 / p->prefill_batch;
-        }
-        p->prefill_s[l] = median(t, reps);
-        el_session_free(s);
-        el_progress_update(&prog, (uint64_t)l + 1, NULL);
     }
+    uint64_t total = (uint64_t)(o->n_ctx + 1) * (uint64_t)reps, done_sweeps = 0;
+    prog.total = total;
+    prog.unit = "sweeps";
+    for (int c = 0; c <= o->n_ctx && !st; c++) {  // c == n_ctx: prefill
+        int n = c < o->n_ctx ? 1 : p->prefill_batch, pos = c < o->n_ctx ? p->ctx[c] : 0;
+        for (int r = 0; r < reps && !st; r++) {
+            for (int l = 0; l < h->n_layers && !st; l++) {
+                uint64_t t0 = el_time_ns();
+                st = el_session_layers(ss[l], x, n, pos, err);  // rewrites positions pos..pos+n-1
+                tl[l * reps + r] = (el_time_ns() - t0) * 1e-9 / n;
+            }
+            el_progress_update(&prog, ++done_sweeps, NULL);
+        }
+        for (int l = 0; l < h->n_layers && !st; l++) {
+            double v = median(tl + l * reps, reps);
+            if (c < o->n_ctx) p->decode_s[l * o->n_ctx + c] = v;
+            else p->prefill_s[l] = v;
+        }
+    }
+    for (int l = 0; ss && l < h->n_layers; l++) el_session_free(ss[l]);
+    free(ss);
+    free(tl);
     if (!st) {
         // embedding and head, per token
         el_session *s;
@@ -122,7 +134,7 @@ el_status el_profile_measure(const el_model *m, el_pool *pool, const el_profile_
             el_session_free(s);
         }
     }
-    el_progress_end(&prog, (uint64_t)h->n_layers, NULL);
+    el_progress_end(&prog, prog.total, NULL);
     free(x);
     free(logits);
     free(t);

@@ -7,7 +7,7 @@ source "$(dirname "$0")/lib.sh"
 "$EDGELLM" synth --dim 512 --layers 8 --heads 8 --kv-heads 4 --ff 1536 --vocab 4096 --ctx 512 --seed 4 \
   -o "$T/m.gguf" 2>/dev/null || fail "synth"
 "$EDGELLM" profile -m "$T/m.gguf" -t 1 --ctx 16,64,128 --reps 3 -o "$T/node.json" 2>"$T/profile.err" || fail "profile: $(cat "$T/profile.err")"
-grep -q "profile: 8/8 layers" "$T/profile.err" && pass || fail "profile progress line"
+grep -q "profile: 12/12 sweeps" "$T/profile.err" && pass || fail "profile progress line"
 python3 - "$T/node.json" <<'PY' && pass || fail "profile content"
 import json, sys
 p = json.load(open(sys.argv[1]))
