@@ -5,6 +5,7 @@
 #include <time.h>
 
 #include "cli.h"
+#include "autoplan.h"
 #include "common.h"
 #include "edgellm/lora.h"
 #include "edgellm/model.h"
@@ -120,6 +121,9 @@ int cmd_run(int argc, char **argv) {
     el_model *m = NULL;
     el_tokenizer *tok = NULL;
     el_pipeline *pipe = NULL;
+    tool_auto autop;
+    int have_auto = 0;
+    int *history = NULL;  // every token so far, for re-planning
     el_sampler *smp = NULL;
     el_pool *pool = NULL;
     char *file_text = NULL;
@@ -150,9 +154,24 @@ int cmd_run(int argc, char **argv) {
         el_err(&err, EL_ERR_RANGE, "the prompt has %d tokens, more than the context of %d allows", n_ids, ctx);
         goto out;
     }
+    history = malloc((size_t)ctx * sizeof(int));
+    if (!history) {
+        el_err(&err, EL_ERR_NOMEM, "out of memory");
+        goto out;
+    }
+    memcpy(history, ids, (size_t)n_ids * sizeof(int));
     pool = el_pool_new(threads);
     el_session_opts so = {.ctx = ctx};
-    if (!pool || el_pipeline_new(m, &so, pool, split ? &so_split : NULL, &pipe, &err)) goto out;
+    if (!pool) goto out;
+    if (ts.autoplan) {
+        // start all local with the link open, then let the planner choose
+        if (tool_auto_init(&autop, &ts, m, pool, ctx, &err)) goto out;
+        have_auto = 1;
+        so_split.cuts[0] = m->hp.n_layers;
+        so_split.n_cuts = 1;
+    }
+    if (el_pipeline_new(m, &so, pool, split ? &so_split : NULL, &pipe, &err)) goto out;
+    if (ts.autoplan && tool_auto_replan(&autop, pipe, ids, 0, 1, &err)) goto out;
     if (n_lora) el_session_set_lora(el_pipeline_session(pipe), &lora_set);
     smp = el_sampler_new(&sp, m->hp.vocab);
     logits = malloc((size_t)m->hp.vocab * sizeof(float));
@@ -184,7 +203,12 @@ int cmd_run(int argc, char **argv) {
         generated++;
         prev = next;
         if (generated == steps || pos >= ctx) break;
-        if (el_pipeline_forward(pipe, &next, 1, pos, logits, 0, &err)) goto out;
+        history[pos] = next;
+        if (have_auto && generated % ts.replan_every == 0 && tool_auto_replan(&autop, pipe, history, pos, 0, &err)) goto out;
+        if (el_pipeline_forward(pipe, &next, 1, pos, logits, 0, &err)) {
+            if (interrupted) break;  // Ctrl-C during a wait on the link: a clean stop
+            goto out;
+        }
         if (stats) {
             char label[32];
             snprintf(label, sizeof label, "token %d", generated);
@@ -237,6 +261,8 @@ out:
     free(file_text);
     el_sampler_free(smp);
     el_pipeline_free(pipe);
+    if (have_auto) tool_auto_free(&autop);
+    free(history);
     el_pool_free(pool);
     el_tokenizer_free(tok);
     for (int i = 0; i < n_lora; i++) el_lora_free(loras[i]);

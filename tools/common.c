@@ -41,7 +41,8 @@ void tool_print_piece(FILE *out, const el_tokenizer *tok, int prev, int id) {
 
 const char *tool_split_help =
     "split inference (the device keeps the embedding and layers 0..K-1):\n"
-    "      --split K[,M...]    cut points; several make a chain of workers (use --next on them)\n"
+    "      --split K[,M...]    cut points (K = 0: the device runs only the embedding); several\n"
+    "                          make a chain of workers (use --next on them)\n"
     "      --via ENDPOINT      the first worker, e.g. tcp://127.0.0.1:7001\n"
     "      --server-key FILE   the worker's public key (pinned)\n"
     "      --keys DIR          this device's CURVE key pair\n"
@@ -49,11 +50,21 @@ const char *tool_split_help =
     "      --act f32|f16|bf16|q8_0  activation encoding on the wire (default f32)\n"
     "      --ushape            the device also runs the final norm + head: logits and text stay here\n"
     "      --retry N           on a link or worker failure, re-open and re-send the prefix (default 0)\n"
-    "      --timeout MS        per request (default 30000)\n";
+    "      --timeout MS        per request (default 30000)\n"
+    "      --device-slowdown F emulate a device F times slower than this machine (for experiments)\n"
+    "  --split auto            choose the cut from profiles and a link probe, and move it when\n"
+    "                          the link changes (the worker must serve 0:L, i.e. --layers 0:):\n"
+    "      --device-profile F  this device's profile (edgellm profile); default: measured now\n"
+    "      --edge-profile F    the worker's profile; default: this machine's, unslowed\n"
+    "      --replan-every N    re-probe and re-plan every N tokens (default 32)\n"
+    "      --replan-gain G     move only if the predicted gain exceeds G (default 0.1 = 10%)\n"
+    "      --device-mem SIZE   the device's memory budget for the plan (default: its free memory)\n";
 
 void tool_split_init(tool_split *ts) {
     memset(ts, 0, sizeof *ts);
     ts->o.act_dtype = EL_DTYPE_F32;
+    ts->replan_every = 32;
+    ts->replan_gain = 0.1f;
 }
 
 static int parse_cuts(const char *s, el_split_opts *o) {
@@ -62,7 +73,7 @@ static int parse_cuts(const char *s, el_split_opts *o) {
     while (*p) {
         char *end;
         long v = strtol(p, &end, 10);
-        if (end == p || v < 1 || v > 100000 || o->n_cuts >= EL_WIRE_MAX_STAGES - 1) return 0;
+        if (end == p || v < (o->n_cuts ? 1 : 0) || v > 100000 || o->n_cuts >= EL_WIRE_MAX_STAGES - 1) return 0;
         o->cuts[o->n_cuts++] = (int)v;
         if (*end == ',') end++;
         else if (*end) return 0;
@@ -75,7 +86,12 @@ int tool_split_option(cli *c, const char *a, tool_split *ts) {
     el_split_opts *o = &ts->o;
     if (cli_is(a, NULL, "--split")) {
         const char *v = cli_str(c, a);
-        if (v && !parse_cuts(v, o)) cli_fail(c, "--split: '%s' is not K or K,M,... (layer indices)", v);
+        if (v && !strcmp(v, "auto")) {
+            ts->autoplan = 1;
+            o->n_cuts = 1;
+        } else if (v && !parse_cuts(v, o)) {
+            cli_fail(c, "--split: '%s' is not K, K,M,... (layer indices) or auto", v);
+        }
         ts->enabled = 1;
     } else if (cli_is(a, NULL, "--via")) o->via = cli_str(c, a);
     else if (cli_is(a, NULL, "--server-key")) ts->server_key_file = cli_str(c, a);
@@ -86,6 +102,15 @@ int tool_split_option(cli *c, const char *a, tool_split *ts) {
     else if (cli_is(a, NULL, "--ushape")) o->ushape = 1;
     else if (cli_is(a, NULL, "--retry")) cli_int(c, a, 0, 1000, &o->retries);
     else if (cli_is(a, NULL, "--timeout")) cli_int(c, a, 1, 1 << 30, &o->timeout_ms);
+    else if (cli_is(a, NULL, "--device-slowdown")) {
+        float f = 1;
+        if (cli_float(c, a, 1, 1000, &f)) o->slowdown = f;
+    }
+    else if (cli_is(a, NULL, "--device-profile")) ts->device_profile = cli_str(c, a);
+    else if (cli_is(a, NULL, "--edge-profile")) ts->edge_profile = cli_str(c, a);
+    else if (cli_is(a, NULL, "--replan-every")) cli_int(c, a, 1, 1 << 20, &ts->replan_every);
+    else if (cli_is(a, NULL, "--replan-gain")) cli_float(c, a, 0, 10, &ts->replan_gain);
+    else if (cli_is(a, NULL, "--device-mem")) cli_size(c, a, &ts->device_mem);
     else return 0;
     return 1;
 }
@@ -116,15 +141,19 @@ el_status tool_split_prepare(tool_split *ts, el_model_opts *mo, el_error *err) {
         ts->o.sec.server_key = ts->server_key;
     }
     ts->o.log = stderr;
-    if (ts->enabled) {
+    if (ts->enabled && !ts->autoplan) {  // auto binds everything: the cut may move anywhere
         mo->layer_end = ts->o.cuts[0];
+        mo->no_layers = ts->o.cuts[0] == 0;
         mo->no_head = !ts->o.ushape;
     }
+    if (ts->enabled && !ts->autoplan && ts->o.n_cuts == 1) mo->no_head = 0;  // --split L runs the head too
     return EL_OK;
 }
 
 el_status tool_split_check_model(const tool_split *ts, const el_model *m, el_error *err) {
-    if (ts->enabled && ts->o.cuts[ts->o.n_cuts - 1] >= m->hp.n_layers)
+    // A single cut may equal the layer count: everything runs here, the link only idles.
+    int last = ts->o.cuts[ts->o.n_cuts - 1];
+    if (ts->enabled && !ts->autoplan && (last > m->hp.n_layers || (last == m->hp.n_layers && ts->o.n_cuts > 1)))
         return el_err(err, EL_ERR_ARG, "--split: cut %d is not below the model's %d layers",
                       ts->o.cuts[ts->o.n_cuts - 1], m->hp.n_layers);
     return EL_OK;

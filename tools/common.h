@@ -20,6 +20,11 @@ int tool_parse_lora_arg(const char *arg, char *path, size_t cap, float *scale);
 // Split-inference options shared by run and logits.
 typedef struct {
     int enabled;
+    int autoplan;  // --split auto: profile, probe, plan, and re-plan while generating
+    const char *device_profile, *edge_profile;
+    int replan_every;
+    float replan_gain;
+    uint64_t device_mem;
     el_split_opts o;
     const char *keys_dir, *server_key_file, *act;
     el_keypair keys;

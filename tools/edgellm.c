@@ -14,6 +14,13 @@ int cmd_worker(int argc, char **argv);
 int cmd_keygen(int argc, char **argv);
 int cmd_finetune(int argc, char **argv);
 int cmd_export_lora(int argc, char **argv);
+int cmd_linkemu(int argc, char **argv);
+int cmd_profile(int argc, char **argv);
+int cmd_probe(int argc, char **argv);
+int cmd_plan(int argc, char **argv);
+int cmd_quantize(int argc, char **argv);
+int cmd_perplexity(int argc, char **argv);
+int cmd_bench(int argc, char **argv);
 
 static const struct {
     const char *name;
@@ -25,11 +32,18 @@ static const struct {
     {"tokenize", cmd_tokenize, "print the token ids of a text"},
     {"info", cmd_info, "show a model's hyper-parameters, metadata and tensors"},
     {"convert", cmd_convert, "convert a llama2.c checkpoint + tokenizer to GGUF"},
+    {"quantize", cmd_quantize, "convert a GGUF model's weights to f16, bf16, q8_0, q4_0, q4_k, q6_k"},
+    {"perplexity", cmd_perplexity, "measure a model's perplexity on a text file"},
+    {"bench", cmd_bench, "prefill/decode speed against the machine's bandwidth and FMA peak"},
     {"synth", cmd_synth, "write a random-weight Llama-shaped GGUF of any size"},
     {"worker", cmd_worker, "serve a range of layers to devices (split inference)"},
     {"keygen", cmd_keygen, "make a CURVE key pair for a device or worker"},
     {"finetune", cmd_finetune, "train a LoRA adapter on a text or JSON-lines dataset"},
     {"export-lora", cmd_export_lora, "merge LoRA adapters into a base model's weights"},
+    {"profile", cmd_profile, "measure per-layer compute and memory on this node (for plan)"},
+    {"probe", cmd_probe, "measure a live link to a worker: round trip and throughput each way"},
+    {"plan", cmd_plan, "choose where to cut from node profiles and link figures"},
+    {"linkemu", cmd_linkemu, "TCP proxy emulating a device-edge link (rate, delay, loss)"},
 };
 
 static void usage(FILE *f) {

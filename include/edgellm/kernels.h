@@ -15,7 +15,51 @@ extern "C" {
 #endif
 
 // out[n,d] = x[n,k] · W[d,k]ᵀ   (W->ne = {k, d}; any dtype with to_f32)
+// Quantized weights are used in place: x is converted once per call to the
+// weight type's vec_dot_type and integer dot products run on the blocks.
 void el_matmul(el_pool *pool, float *out, const float *x, const el_tensor *W, int n);
+// The same with the kernels of one ISA level (tests and benchmarks compare levels).
+void el_matmul_isa(el_pool *pool, float *out, const float *x, const el_tensor *W, int n, el_isa isa);
+
+// ---------------------------------------------------------------- quantized dot products
+
+// Activations in a weight type's vec_dot_type, one row per token:
+//   F32:  k floats.
+//   Q8_0: int8 qs[k] | float d[k/32] | int32 nsum[k/32], padded to 64 bytes;
+//         block b is d[b] * qs[32b ..), nsum[b] = -(sum of its qs). Planar, so
+//         SIMD loads whole vectors of quants; not a file layout.
+//   Q8_K: k/256 el_block_q8_k (edgellm/quant.h).
+// Rounding is to nearest even, so every ISA produces the same bytes.
+size_t el_act_row_size(int act_type, int k);
+void el_act_quantize(int act_type, const float *x, void *dst, int k);
+
+// Scalar reference dot products of n weights (one row) with one activation
+// row; these are the dtype traits' vec_dot.
+float el_vec_dot_f32(int n, const void *w, const void *x);
+float el_vec_dot_f16(int n, const void *w, const void *x);
+float el_vec_dot_bf16(int n, const void *w, const void *x);
+float el_vec_dot_q8_0(int n, const void *w, const void *x);
+float el_vec_dot_q4_0(int n, const void *w, const void *x);
+float el_vec_dot_q4_k(int n, const void *w, const void *x);
+float el_vec_dot_q6_k(int n, const void *w, const void *x);
+
+// A tile of a matrix product: out[t*ldo + r] = W[r,·] · X[t,·] for r < nr,
+// t < nt; W rows are ldw bytes apart, X rows (activations) ldx bytes apart.
+typedef void (*el_gemm_fn)(int k, const void *w, size_t ldw, int nr, const void *x, size_t ldx, int nt, float *out,
+                           size_t ldo);
+// The tile kernel for weights of dtype at exactly this ISA level, or NULL if
+// there is none or this CPU cannot run it (AVX-512 kernels need VNNI).
+el_gemm_fn el_gemm_kernel(int dtype, el_isa isa);
+
+// ---------------------------------------------------------------- machine probes
+
+// Peak f32 FMA throughput with every pool thread running independent FMA
+// chains (widest vectors this CPU has) for about `seconds`, in GFLOP/s
+// (2 flops per FMA lane). 0 without AVX2.
+double el_probe_fma_gflops(el_pool *pool, double seconds);
+// Read bandwidth in GB/s (1e9 bytes/s): every pool thread streams its share
+// of a buffer of `bytes` (make it much larger than the caches), best of reps.
+double el_probe_read_gbs(el_pool *pool, size_t bytes, int reps);
 
 // sum_i a[i]*b[i]
 float el_dot_f32(const float *a, const float *b, int n);

@@ -50,7 +50,8 @@ typedef enum { EL_MODEL_GGUF = 1, EL_MODEL_LLAMA2C = 2 } el_model_format;
 
 typedef struct {
     // Which parts to bind (and validate). Defaults (all zero) mean everything.
-    int layer_begin, layer_end;  // layer_end == 0: up to n_layers
+    int layer_begin, layer_end;  // layer_end == 0: up to n_layers (unless no_layers)
+    int no_layers;               // bind no layers at all (a device that only embeds)
     int no_embed;                // do not need token_embd
     int no_head;                 // do not need output_norm/output
 } el_model_opts;
@@ -98,6 +99,7 @@ typedef struct el_session el_session;
 
 typedef struct {
     int layer_begin, layer_end;  // the layers this session runs (layer_end 0: model's bound end)
+    int no_layers;               // run no layers (embedding and/or head only)
     int ctx;                     // KV capacity in positions (0: model's ctx)
     int max_batch;               // most positions per forward call (0: 512)
 } el_session_opts;

@@ -50,6 +50,7 @@ typedef struct {
     int ushape;               // the device also runs the final norm + head
     int timeout_ms;           // per request (default 30 s)
     int retries;              // re-open the session and re-send the prefix this many times
+    double slowdown;          // emulate a device this many times slower (>= 1; 0 or 1: off)
     FILE *log;                // retry notices (NULL: quiet)
 } el_split_opts;
 
@@ -76,6 +77,15 @@ el_status el_pipeline_forward(el_pipeline *p, const int *tokens, int n, int pos,
                               el_error *err);
 // The pipeline's local session (for adapters: el_session_set_lora).
 el_session *el_pipeline_session(el_pipeline *p);
+// Moves the cut to `cut` (0..n_layers; n_layers = run everything here, keeping
+// the link for probes) between tokens: the device re-runs its new layers over
+// tokens[0..n_pos) and the worker chain gets a new session with their hidden
+// states, so generation continues exactly. The model must bind layers 0:cut
+// (and the head for cut = n_layers).
+el_status el_pipeline_recut(el_pipeline *p, int cut, const int *tokens, int n_pos, el_error *err);
+int el_pipeline_cut(const el_pipeline *p);
+// The link to the first worker (NULL when local), e.g. for probes.
+el_link *el_pipeline_link(el_pipeline *p);
 const el_split_stats *el_pipeline_last(const el_pipeline *p);
 const el_split_stats *el_pipeline_total(const el_pipeline *p);
 

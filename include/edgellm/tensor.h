@@ -40,6 +40,9 @@ typedef enum {
 typedef void (*el_to_f32_fn)(const void *src, float *dst, int64_t n);
 // Quantize n f32 elements (n a multiple of block_size) into blocks.
 typedef void (*el_from_f32_fn)(const float *src, void *dst, int64_t n);
+// Scalar reference dot product of n weights w (this dtype) with n activations
+// x in the layout of vec_dot_type (see src/kernels/qdot.h).
+typedef float (*el_vec_dot_fn)(int n, const void *w, const void *x);
 
 typedef struct {
     const char *name;     // "f32", "q8_0" ...
@@ -47,6 +50,12 @@ typedef struct {
     size_t type_size;     // bytes per block
     el_to_f32_fn to_f32;  // NULL: cannot be read as floats (yet)
     el_from_f32_fn from_f32;
+    // How matmul multiplies weights of this type: activations are converted
+    // once to vec_dot_type (F32: used as they are; Q8_0: 8-bit blocks of 32;
+    // Q8_K: 8-bit blocks of 256) and vec_dot is the scalar reference product.
+    // vec_dot NULL: matmul dequantizes rows to f32 (the slow path).
+    int vec_dot_type;
+    el_vec_dot_fn vec_dot;
 } el_dtype_traits;
 
 // NULL for ids that are not known dtypes.

@@ -32,7 +32,11 @@ typedef enum {
     EL_MSG_ERROR = 7,    // either way: code + text
     EL_MSG_PING = 8,     // either way: echo payload (RTT and throughput probes)
     EL_MSG_PONG = 9,
+    EL_MSG_PROBE = 10,        // device -> worker: u32 reply_len + filler (link throughput probes)
+    EL_MSG_PROBE_REPLY = 11,  // worker -> device: reply_len bytes
 } el_msg_type;
+
+#define EL_WIRE_MAX_PROBE_REPLY (64u << 20)
 
 // What the last stage of a chain returns.
 typedef enum { EL_WANT_HIDDEN = 0, EL_WANT_LOGITS = 1, EL_WANT_TOKEN = 2 } el_want;
@@ -99,6 +103,9 @@ typedef struct {
 } el_buf;
 void el_buf_free(el_buf *b);
 
+// Reads a little-endian u32 (for fields outside the decoders above).
+uint32_t el_wire_u32(const uint8_t *p);
+
 // Header parse: checks magic, version and that body_len matches the frame.
 el_status el_wire_parse(const void *frame, size_t len, el_wire_msg *out, el_error *err);
 
@@ -121,6 +128,8 @@ el_status el_wire_encode_result(el_buf *b, uint64_t session, uint32_t seq, uint8
                                 const el_wire_hop *hops, int n_hops, el_error *err);
 el_status el_wire_encode_error(el_buf *b, uint64_t session, uint32_t seq, uint32_t code, const char *text);
 el_status el_wire_encode_ping(el_buf *b, uint16_t type, uint32_t seq, const void *payload, size_t n);
+// PROBE of `size` body bytes asking for a reply of reply_len bytes.
+el_status el_wire_encode_probe(el_buf *b, uint32_t seq, size_t size, uint32_t reply_len);
 
 // Activation encodings: bytes for n values in dtype (0 if unsupported or n not
 // a multiple of the block size), and conversions to/from f32.

@@ -1,9 +1,18 @@
 // Matrix products against weight tensors of any readable dtype, split by
-// output rows across the thread pool.
+// output rows across the thread pool. Quantized weights are never expanded:
+// the activations are quantized once per call and tile kernels (qdot*.c) run
+// integer dot products over cache-sized tiles of weight rows x tokens.
 #include <stdlib.h>
 #include <string.h>
 
 #include "edgellm/kernels.h"
+#include "qdot.h"
+
+// Tiles: a block of weight rows small enough to stay in L1/L2 while it meets
+// every token of a token block, and a token block whose activations stay in
+// L2 while all row blocks of a task pass over it.
+#define ROW_BLOCK_BYTES (16 * 1024)
+#define TOKEN_BLOCK_BYTES (256 * 1024)
 
 typedef struct {
     float *out;
@@ -11,14 +20,15 @@ typedef struct {
     const el_tensor *W;
     int n, k, d;
     int rows_per_task;
+    el_gemm_fn gemm;
+    const void *act;  // activations in the weights' vec_dot_type
+    size_t ldx;       // bytes per activation row
+    int act_type;
 } matmul_job;
 
-// out[n,d] = x[n,k] · W[d,k]ᵀ for the rows [r0, r1) of W
-static void matmul_task(void *ctx, int t, int n_tasks) {
-    (void)n_tasks;
-    const matmul_job *j = ctx;
-    int r0 = t * j->rows_per_task, r1 = r0 + j->rows_per_task;
-    if (r1 > j->d) r1 = j->d;
+// The original paths: f32 weights with el_dot_f32 (bit-exact with llama2.c's
+// order of operations), and any other readable dtype row by row via to_f32.
+static void matmul_rows_f32(const matmul_job *j, int r0, int r1) {
     const el_tensor *W = j->W;
     size_t row_bytes = el_tensor_row_size(W);
     if (W->dtype == EL_DTYPE_F32) {
@@ -40,13 +50,87 @@ static void matmul_task(void *ctx, int t, int n_tasks) {
     if (row != buf) free(row);
 }
 
-void el_matmul(el_pool *pool, float *out, const float *x, const el_tensor *W, int n) {
-    matmul_job j = {out, x, W, n, (int)W->ne[0], (int)W->ne[1], 0};
+// out[n,d] = x[n,k] · W[d,k]ᵀ for the rows [r0, r1) of W
+static void matmul_task(void *ctx, int t, int n_tasks) {
+    (void)n_tasks;
+    const matmul_job *j = ctx;
+    int r0 = t * j->rows_per_task, r1 = r0 + j->rows_per_task;
+    if (r1 > j->d) r1 = j->d;
+    if (!j->gemm) {
+        matmul_rows_f32(j, r0, r1);
+        return;
+    }
+    size_t ldw = el_tensor_row_size(j->W);
+    int rb = (int)(ROW_BLOCK_BYTES / ldw), tb = (int)(TOKEN_BLOCK_BYTES / j->ldx);
+    if (rb < 4) rb = 4;
+    rb &= ~3;  // whole micro-tiles
+    if (tb < 4) tb = 4;
+    const char *w = j->W->data, *x = j->act;
+    for (int t0 = 0; t0 < j->n; t0 += tb) {
+        int nt = j->n - t0 < tb ? j->n - t0 : tb;
+        for (int r = r0; r < r1; r += rb) {
+            int nr = r1 - r < rb ? r1 - r : rb;
+            j->gemm(j->k, w + (size_t)r * ldw, ldw, nr, x + (size_t)t0 * j->ldx, j->ldx, nt,
+                    j->out + (size_t)t0 * j->d + r, (size_t)j->d);
+        }
+    }
+}
+
+typedef struct {
+    const float *x;
+    char *act;
+    int k, n, act_type, rows_per_task;
+    size_t ldx;
+} quant_job;
+
+static void quant_task(void *ctx, int t, int n_tasks) {
+    (void)n_tasks;
+    const quant_job *q = ctx;
+    int i0 = t * q->rows_per_task, i1 = i0 + q->rows_per_task;
+    if (i1 > q->n) i1 = q->n;
+    for (int i = i0; i < i1; i++) el_act_quantize(q->act_type, q->x + (size_t)i * q->k, q->act + (size_t)i * q->ldx, q->k);
+}
+
+static el_gemm_fn pick_gemm(int dtype, el_isa isa) {
+    for (int level = (int)isa; level >= EL_ISA_SCALAR; level--) {
+        el_gemm_fn g = el_gemm_kernel(dtype, (el_isa)level);
+        if (g) return g;
+    }
+    return NULL;
+}
+
+void el_matmul_isa(el_pool *pool, float *out, const float *x, const el_tensor *W, int n, el_isa isa) {
+    matmul_job j = {out, x, W, n, (int)W->ne[0], (int)W->ne[1], 0, NULL, NULL, 0, EL_DTYPE_F32};
+    const el_dtype_traits *tr = el_dtype_info(W->dtype);
+    char *act = NULL;
+    if (W->dtype != EL_DTYPE_F32 && tr->vec_dot) j.gemm = pick_gemm(W->dtype, isa);
+    if (j.gemm) {
+        j.act_type = tr->vec_dot_type;
+        j.ldx = el_act_row_size(j.act_type, j.k);
+        if (j.act_type == EL_DTYPE_F32) {
+            j.act = x;
+        } else {
+            act = el_malloc_aligned((size_t)n * j.ldx);
+            if (!act) {
+                j.gemm = NULL;  // out of memory: the row-by-row path needs none
+            } else {
+                quant_job q = {x, act, j.k, n, j.act_type, n > 8 ? (n + 7) / 8 : n, j.ldx};
+                el_pool_run(pool, quant_task, &q, (n + q.rows_per_task - 1) / q.rows_per_task);
+                j.act = act;
+            }
+        }
+    }
     int threads = el_pool_size(pool);
     // Enough tasks for load balance, each big enough to amortise the hand-out.
     int tasks = threads == 1 ? 1 : threads * 4;
     j.rows_per_task = (j.d + tasks - 1) / tasks;
     if (j.rows_per_task < 4) j.rows_per_task = 4;
+    j.rows_per_task = (j.rows_per_task + 3) & ~3;
     tasks = (j.d + j.rows_per_task - 1) / j.rows_per_task;
     el_pool_run(pool, matmul_task, &j, tasks);
+    el_free_aligned(act);
+}
+
+void el_matmul(el_pool *pool, float *out, const float *x, const el_tensor *W, int n) {
+    el_matmul_isa(pool, out, x, W, n, EL_ISA_AVX512);  // the best level this CPU (and EL_ISA) allows
 }

@@ -36,8 +36,12 @@ el_status el_session_new(const el_model *m, const el_session_opts *opts, el_pool
     *out = NULL;
     el_session_opts o = {0};
     if (opts) o = *opts;
-    if (o.layer_end == 0 && o.layer_begin == 0) o.layer_begin = m->layer_begin;
-    if (o.layer_end == 0) o.layer_end = m->layer_end;
+    if (o.no_layers) {
+        o.layer_end = o.layer_begin = m->layer_begin;
+    } else {
+        if (o.layer_end == 0 && o.layer_begin == 0) o.layer_begin = m->layer_begin;
+        if (o.layer_end == 0) o.layer_end = m->layer_end;
+    }
     if (o.layer_begin < m->layer_begin || o.layer_end > m->layer_end || o.layer_begin > o.layer_end)
         return el_err(err, EL_ERR_ARG, "%s: session layers %d:%d are not within the loaded range %d:%d", m->path,
                       o.layer_begin, o.layer_end, m->layer_begin, m->layer_end);

@@ -6,6 +6,7 @@
 
 #include "edgellm/llama2c.h"
 #include "edgellm/model.h"
+#include "edgellm/quant.h"
 
 #define MAX_LAYERS 4096
 #define MAX_WIDTH (1 << 20)
@@ -28,6 +29,12 @@ static el_status check_tensor(const el_model *m, const el_tensor *t, int64_t ne0
     if (ne1 == 0 && t->dtype != EL_DTYPE_F32)
         return el_err(err, EL_ERR_UNSUPPORTED, "%s: norm tensor %s must be f32, not %s", m->path, t->name,
                       el_dtype_name(t->dtype));
+    // A NaN or infinite block scale would poison every output it touches.
+    // Reads 2-4 bytes per block (docs/formats.md: cost of the scan).
+    int64_t bad = el_quant_find_bad_block(t->dtype, t->data, t->nbytes);
+    if (bad >= 0)
+        return el_err(err, EL_ERR_FORMAT, "%s: tensor %s block %lld has a NaN or infinite scale", m->path, t->name,
+                      (long long)bad);
     return EL_OK;
 }
 
@@ -267,7 +274,8 @@ el_status el_model_open(const char *path, const el_model_opts *opts, el_model **
         }
     }
     if (!s) {
-        if (o.layer_end == 0) o.layer_end = m->hp.n_layers;
+        if (o.no_layers) o.layer_end = o.layer_begin;
+        else if (o.layer_end == 0) o.layer_end = m->hp.n_layers;
         if (o.layer_begin < 0 || o.layer_begin > o.layer_end || o.layer_end > m->hp.n_layers)
             s = el_err(err, EL_ERR_ARG, "%s: layer range %d:%d is outside the model's 0:%d", path, o.layer_begin,
                        o.layer_end, m->hp.n_layers);

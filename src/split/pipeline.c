@@ -2,6 +2,7 @@
 // hidden states to the worker chain, or runs everything locally. On a link
 // failure it can re-open the session and replay the positions sent so far.
 #include <stdlib.h>
+#include <time.h>
 #include <string.h>
 
 #include "edgellm/split.h"
@@ -21,6 +22,7 @@ struct el_pipeline {
     float *history;  // [ctx, dim]: hidden states sent so far, for replay
     int sent;        // positions the worker chain holds
     int ctx, max_batch;
+    el_session_opts so;  // the caller's session options (ctx, batch)
     el_split_stats last, total;
 };
 
@@ -50,6 +52,39 @@ static el_status chain_open(el_pipeline *p, el_error *err) {
     return EL_OK;
 }
 
+// Fills the OPEN request for the current cuts: every worker stage with the
+// identity of its layers, computed from our own copy of the model file (only
+// the sampled pages of those layers are read).
+static el_status describe_chain(el_pipeline *p, el_error *err) {
+    const el_hparams *h = &p->m->hp;
+    el_model *view;
+    el_model_opts vo = {.layer_begin = p->o.cuts[0], .layer_end = h->n_layers, .no_embed = 1, .no_head = 1};
+    el_status st = el_model_open(p->m->path, &vo, &view, err);
+    if (st) return st;
+    p->open.n_layers = (uint32_t)h->n_layers;
+    p->open.dim = (uint32_t)h->dim;
+    p->open.vocab = (uint32_t)h->vocab;
+    p->open.ctx = (uint32_t)p->ctx;
+    p->open.max_batch = (uint32_t)p->max_batch;
+    p->open.act_dtype = (uint8_t)p->o.act_dtype;
+    p->open.want = p->o.ushape ? EL_WANT_HIDDEN : EL_WANT_LOGITS;
+    p->open.n_stages = (uint8_t)p->o.n_cuts;
+    for (int i = 0; i < p->o.n_cuts; i++) {
+        int a = p->o.cuts[i], b = i + 1 < p->o.n_cuts ? p->o.cuts[i + 1] : h->n_layers;
+        p->open.stages[i] = (el_wire_stage){(uint32_t)a, (uint32_t)b, el_model_identity(view, a, b)};
+    }
+    el_model_close(view);
+    return EL_OK;
+}
+
+// A slower device, emulated: after computing for t seconds, wait (slowdown-1)·t.
+static void device_pace(el_pipeline *p, uint64_t t0) {
+    if (p->o.slowdown <= 1.0) return;
+    double t = (el_time_ns() - t0) * 1e-9 * (p->o.slowdown - 1.0);
+    struct timespec ts = {(time_t)t, (long)((t - (double)(time_t)t) * 1e9)};
+    nanosleep(&ts, NULL);
+}
+
 el_status el_pipeline_new(const el_model *m, const el_session_opts *so_in, el_pool *pool, const el_split_opts *split,
                           el_pipeline **out, el_error *err) {
     *out = NULL;
@@ -59,6 +94,7 @@ el_status el_pipeline_new(const el_model *m, const el_session_opts *so_in, el_po
     p->pool = pool;
     el_session_opts so = {0};
     if (so_in) so = *so_in;
+    p->so = so;
     const el_hparams *h = &m->hp;
     el_status st = EL_OK;
     if (split) {
@@ -69,9 +105,10 @@ el_status el_pipeline_new(const el_model *m, const el_session_opts *so_in, el_po
             st = el_err(err, EL_ERR_ARG, "%d cut points (1..%d allowed)", p->o.n_cuts, EL_WIRE_MAX_STAGES - 1);
             goto fail;
         }
-        for (int i = 0; i < p->o.n_cuts; i++)
-            if (p->o.cuts[i] < 1 || p->o.cuts[i] >= h->n_layers || (i && p->o.cuts[i] <= p->o.cuts[i - 1])) {
-                st = el_err(err, EL_ERR_ARG, "--split: cut %d is not an increasing layer index within 1..%d",
+        int all_local = p->o.n_cuts == 1 && p->o.cuts[0] == h->n_layers;  // link kept for probes only
+        for (int i = 0; i < p->o.n_cuts && !all_local; i++)
+            if (p->o.cuts[i] < (i ? 1 : 0) || p->o.cuts[i] >= h->n_layers || (i && p->o.cuts[i] <= p->o.cuts[i - 1])) {
+                st = el_err(err, EL_ERR_ARG, "--split: cut %d is not an increasing layer index within 0..%d",
                             p->o.cuts[i], h->n_layers - 1);
                 goto fail;
             }
@@ -81,7 +118,9 @@ el_status el_pipeline_new(const el_model *m, const el_session_opts *so_in, el_po
         }
         so.layer_begin = 0;
         so.layer_end = p->o.cuts[0];
-        if (m->layer_begin != 0 || m->layer_end < p->o.cuts[0] || !m->has_embed || (p->o.ushape && !m->has_head)) {
+        so.no_layers = p->o.cuts[0] == 0;
+        if (m->layer_begin != 0 || m->layer_end < p->o.cuts[0] || !m->has_embed ||
+            ((p->o.ushape || all_local) && !m->has_head)) {
             st = el_err(err, EL_ERR_ARG, "%s: the device's model view lacks layers 0:%d or the embedding/head", m->path,
                         p->o.cuts[0]);
             goto fail;
@@ -95,25 +134,11 @@ el_status el_pipeline_new(const el_model *m, const el_session_opts *so_in, el_po
     if (p->split) {
         p->history = el_calloc((size_t)p->ctx * h->dim, sizeof(float));
         if (!p->history) { st = el_err(err, EL_ERR_NOMEM, "out of memory"); goto fail; }
-        // Identities of every worker's layers, computed from our own copy of
-        // the model file (only the sampled pages of those layers are read).
-        el_model *view;
-        el_model_opts vo = {.layer_begin = p->o.cuts[0], .layer_end = h->n_layers, .no_embed = 1, .no_head = 1};
-        if ((st = el_model_open(m->path, &vo, &view, err))) goto fail;
-        p->open.n_layers = (uint32_t)h->n_layers;
-        p->open.dim = (uint32_t)h->dim;
-        p->open.vocab = (uint32_t)h->vocab;
-        p->open.ctx = (uint32_t)p->ctx;
-        p->open.max_batch = (uint32_t)p->max_batch;
-        p->open.act_dtype = (uint8_t)p->o.act_dtype;
-        p->open.want = p->o.ushape ? EL_WANT_HIDDEN : EL_WANT_LOGITS;
-        p->open.n_stages = (uint8_t)p->o.n_cuts;
-        for (int i = 0; i < p->o.n_cuts; i++) {
-            int a = p->o.cuts[i], b = i + 1 < p->o.n_cuts ? p->o.cuts[i + 1] : h->n_layers;
-            p->open.stages[i] = (el_wire_stage){(uint32_t)a, (uint32_t)b, el_model_identity(view, a, b)};
+        if (p->o.cuts[0] < h->n_layers) {
+            if ((st = describe_chain(p, err)) || (st = chain_open(p, err))) goto fail;
+        } else if ((st = el_link_connect(p->o.via, &p->o.sec, p->o.timeout_ms, &p->link, err))) {
+            goto fail;
         }
-        el_model_close(view);
-        if ((st = chain_open(p, err))) goto fail;
     }
     *out = p;
     return EL_OK;
@@ -203,10 +228,12 @@ el_status el_pipeline_forward(el_pipeline *p, const int *tokens, int n, int pos,
     const el_hparams *h = &p->m->hp;
     el_status st = EL_OK;
     if (n <= 0) return el_err(err, EL_ERR_ARG, "nothing to evaluate (0 tokens)");
-    if (!p->split) {
+    if (!p->split || p->o.cuts[0] == h->n_layers) {
         uint64_t t0 = el_time_ns();
         st = el_session_forward(p->s, tokens, n, pos, logits, all_rows, err);
+        device_pace(p, t0);
         p->last.device_s = (el_time_ns() - t0) * 1e-9;
+        if (!st && p->split) p->sent = pos + n;
     } else {
         if (pos + n > p->ctx) return el_err(err, EL_ERR_RANGE, "positions %d..%d exceed the context of %d", pos, pos + n - 1, p->ctx);
         float *hidden_out = NULL;
@@ -221,6 +248,7 @@ el_status el_pipeline_forward(el_pipeline *p, const int *tokens, int n, int pos,
             if ((st = el_session_embed(p->s, tokens + done, chunk, p->x, err)) ||
                 (st = el_session_layers(p->s, p->x, chunk, pos + done, err)))
                 break;
+            device_pace(p, t0);
             p->last.device_s += (el_time_ns() - t0) * 1e-9;
             memcpy(p->history + (size_t)(pos + done) * h->dim, p->x, (size_t)chunk * h->dim * sizeof(float));
             int rows = all_rows ? chunk : 1;
@@ -244,6 +272,7 @@ el_status el_pipeline_forward(el_pipeline *p, const int *tokens, int n, int pos,
                 uint64_t t1 = el_time_ns();
                 float *lg = all_rows ? logits + (size_t)done * h->vocab : logits;
                 if (all_rows || last_chunk) st = el_session_head(p->s, dst, rows, rows, lg, err);
+                device_pace(p, t1);
                 p->last.device_s += (el_time_ns() - t1) * 1e-9;
             }
             free(tmp);
@@ -264,3 +293,54 @@ const el_split_stats *el_pipeline_last(const el_pipeline *p) { return &p->last; 
 const el_split_stats *el_pipeline_total(const el_pipeline *p) { return &p->total; }
 
 el_session *el_pipeline_session(el_pipeline *p) { return p->s; }
+el_status el_pipeline_recut(el_pipeline *p, int cut, const int *tokens, int n_pos, el_error *err) {
+    const el_hparams *h = &p->m->hp;
+    if (!p->split) return el_err(err, EL_ERR_STATE, "not a split pipeline");
+    if (cut < 0 || cut > h->n_layers || cut > p->m->layer_end || (cut == h->n_layers && !p->m->has_head))
+        return el_err(err, EL_ERR_ARG, "%s: cannot move the cut to %d: the device holds layers 0:%d%s", p->m->path, cut,
+                      p->m->layer_end, p->m->has_head ? "" : " without the head");
+    if (n_pos > p->ctx) return el_err(err, EL_ERR_RANGE, "%d positions exceed the context of %d", n_pos, p->ctx);
+    // Leave the old chain session.
+    if (p->link && p->session) {
+        p->seq++;
+        if (el_wire_encode_simple(&p->tx, EL_MSG_CLOSE, p->session, p->seq) == EL_OK)
+            el_link_request(p->link, p->tx.data, p->tx.len, p->seq, &p->rx, p->o.timeout_ms, NULL);
+    }
+    p->session = 0;
+    p->sent = 0;
+    el_session_free(p->s);
+    p->s = NULL;
+    el_session_opts so = p->so;
+    so.layer_begin = 0;
+    so.layer_end = cut;
+    so.no_layers = cut == 0;
+    el_status st = el_session_new(p->m, &so, p->pool, &p->s, err);
+    if (st) return st;
+    p->o.cuts[0] = cut;
+    p->o.n_cuts = 1;
+    if (cut < h->n_layers) {
+        if ((st = describe_chain(p, err)) || (st = chain_open(p, err))) return st;
+    }
+    // Rebuild both sides' caches for the positions so far: the device runs
+    // its new layers over the tokens, the chain receives the new hidden states.
+    float *scratch = el_calloc((size_t)p->max_batch * (h->vocab > h->dim ? h->vocab : h->dim), sizeof(float));
+    if (!scratch) return el_err(err, EL_ERR_NOMEM, "out of memory");
+    for (int done = 0; done < n_pos && !st; done += p->max_batch) {
+        int n = n_pos - done < p->max_batch ? n_pos - done : p->max_batch;
+        if (cut == h->n_layers) {
+            st = el_session_forward(p->s, tokens + done, n, done, scratch, 0, err);
+            continue;
+        }
+        if ((st = el_session_embed(p->s, tokens + done, n, p->x, err)) ||
+            (st = el_session_layers(p->s, p->x, n, done, err)))
+            break;
+        memcpy(p->history + (size_t)done * h->dim, p->x, (size_t)n * h->dim * sizeof(float));
+        st = chain_forward(p, p->x, n, done, 0, scratch, err);
+    }
+    free(scratch);
+    if (!st) p->sent = n_pos;
+    return st;
+}
+
+int el_pipeline_cut(const el_pipeline *p) { return p->split ? p->o.cuts[0] : p->m->hp.n_layers; }
+el_link *el_pipeline_link(el_pipeline *p) { return p->link; }

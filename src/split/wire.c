@@ -48,6 +48,8 @@ static uint32_t get_u32(const uint8_t *p) {
 }
 static uint64_t get_u64(const uint8_t *p) { return (uint64_t)get_u32(p) | (uint64_t)get_u32(p + 4) << 32; }
 
+uint32_t el_wire_u32(const uint8_t *p) { return get_u32(p); }
+
 // Starts a frame: header with body length patched by finish().
 static el_status begin(el_buf *b, uint16_t type, uint64_t session, uint32_t seq) {
     b->len = 0;
@@ -311,5 +313,15 @@ el_status el_wire_encode_ping(el_buf *b, uint16_t type, uint32_t seq, const void
     uint8_t *p = buf_put(b, n);
     if (!p && n) return EL_ERR_NOMEM;
     if (n) memcpy(p, payload, n);
+    return finish(b);
+}
+
+el_status el_wire_encode_probe(el_buf *b, uint32_t seq, size_t size, uint32_t reply_len) {
+    if (size < 4) size = 4;
+    if (begin(b, EL_MSG_PROBE, 0, seq)) return EL_ERR_NOMEM;
+    uint8_t *p = buf_put(b, size);
+    if (!p) return EL_ERR_NOMEM;
+    put_u32(p, reply_len);
+    memset(p + 4, 0xA5, size - 4);  // incompressible enough for a link that might compress
     return finish(b);
 }

@@ -30,7 +30,7 @@ typedef struct {
     el_pool *pool;
     el_link_server *srv;
     el_link *next;
-    uint64_t identity;
+    uint64_t *identity;  // per possible start layer, computed when first asked
     int is_last;
     wsession *sessions;
     int n_sessions;
@@ -111,8 +111,7 @@ static int ensure_scratch(worker *w, size_t x_floats, size_t row_floats) {
 
 // Sends a request to the next worker and returns its parsed reply.
 static el_status down_request(worker *w, el_wire_msg *reply, el_error *err) {
-    uint32_t seq;
-    memcpy(&seq, w->down_tx.data + 16, 4);
+    uint32_t seq = el_wire_u32(w->down_tx.data + 16);
     el_status st = el_link_request(w->next, w->down_tx.data, w->down_tx.len, seq, &w->down_rx, w->timeout_ms, err);
     if (st) return st;
     if ((st = el_wire_parse(w->down_rx.data, w->down_rx.len, reply, err))) return st;
@@ -140,15 +139,20 @@ static void handle_open(worker *w, const el_peer *peer, const el_wire_msg *msg) 
                     h->dim, h->vocab, o.n_layers, o.dim, o.vocab);
         return;
     }
-    if (st->layer_begin != (uint32_t)w->m->layer_begin || st->layer_end != (uint32_t)w->m->layer_end) {
-        reply_error(w, peer, 0, msg->seq, EL_WERR_MISMATCH, "this worker serves layers %d:%d, the device asked for %u:%u",
+    // A worker serves its range or any tail of it (a planner may move the cut
+    // within it); the end is fixed because the next worker starts there.
+    if (st->layer_begin < (uint32_t)w->m->layer_begin || st->layer_end != (uint32_t)w->m->layer_end) {
+        reply_error(w, peer, 0, msg->seq, EL_WERR_MISMATCH,
+                    "this worker serves layers %d:%d (or a tail of them), the device asked for %u:%u",
                     w->m->layer_begin, w->m->layer_end, st->layer_begin, st->layer_end);
         return;
     }
-    if (st->identity != w->identity) {
+    uint64_t *id = &w->identity[st->layer_begin - (uint32_t)w->m->layer_begin];
+    if (!*id) *id = el_model_identity(w->m, (int)st->layer_begin, w->m->layer_end);
+    if (st->identity != *id) {
         reply_error(w, peer, 0, msg->seq, EL_WERR_MISMATCH,
-                    "model mismatch: layers %d:%d of %s have identity %016llx, the device's have %016llx",
-                    w->m->layer_begin, w->m->layer_end, w->m->path, (unsigned long long)w->identity,
+                    "model mismatch: layers %u:%d of %s have identity %016llx, the device's have %016llx",
+                    st->layer_begin, w->m->layer_end, w->m->path, (unsigned long long)*id,
                     (unsigned long long)st->identity);
         return;
     }
@@ -186,7 +190,7 @@ static void handle_open(worker *w, const el_peer *peer, const el_wire_msg *msg) 
         reply_error(w, peer, 0, msg->seq, EL_WERR_LIMIT, "worker is full (%d sessions)", w->n_sessions);
         return;
     }
-    size_t kv = 2 * (size_t)(w->m->layer_end - w->m->layer_begin) * o.ctx * (size_t)h->n_kv_heads * h->head_dim * 4;
+    size_t kv = 2 * (size_t)(st->layer_end - st->layer_begin) * o.ctx * (size_t)h->n_kv_heads * h->head_dim * 4;
     size_t max_kv = w->o->max_kv_bytes ? w->o->max_kv_bytes : (size_t)2 << 30;
     if (w->kv_used + kv > max_kv) {
         reply_error(w, peer, 0, msg->seq, EL_WERR_LIMIT, "KV cache budget exhausted (%zu of %zu bytes in use, %zu needed)",
@@ -194,7 +198,8 @@ static void handle_open(worker *w, const el_peer *peer, const el_wire_msg *msg) 
         return;
     }
     wsession ns = {0};
-    el_session_opts so = {.ctx = (int)o.ctx, .max_batch = (int)o.max_batch};
+    el_session_opts so = {.layer_begin = (int)st->layer_begin, .layer_end = (int)st->layer_end, .ctx = (int)o.ctx,
+                          .max_batch = (int)o.max_batch};
     if (el_session_new(w->m, &so, w->pool, &ns.s, &e)) {
         reply_error(w, peer, 0, msg->seq, EL_WERR_LIMIT, "%s", e.msg);
         return;
@@ -354,6 +359,18 @@ static void handle(worker *w, const el_peer *peer, const el_buf *in) {
         if (el_wire_encode_ping(&w->out, EL_MSG_PONG, msg.seq, msg.body, msg.body_len) == EL_OK)
             el_link_server_send(w->srv, peer, w->out.data, w->out.len, NULL);
         break;
+    case EL_MSG_PROBE: {
+        uint32_t n = msg.body_len >= 4 ? el_wire_u32(msg.body) : 0;
+        if (msg.body_len < 4 || n > EL_WIRE_MAX_PROBE_REPLY) {
+            reply_error(w, peer, 0, msg.seq, EL_WERR_PROTOCOL, "bad PROBE (reply of %u bytes)", n);
+            break;
+        }
+        if (el_wire_encode_probe(&w->out, msg.seq, n, 0) == EL_OK) {
+            w->out.data[6] = EL_MSG_PROBE_REPLY;
+            el_link_server_send(w->srv, peer, w->out.data, w->out.len, NULL);
+        }
+        break;
+    }
     case EL_MSG_OPEN: handle_open(w, peer, &msg); break;
     case EL_MSG_FORWARD: handle_forward(w, peer, &msg); break;
     case EL_MSG_CLOSE: {
@@ -412,7 +429,8 @@ el_status el_worker_run(const el_worker_opts *o, el_error *err) {
     mo.layer_end = end;
     mo.no_head = end != L;
     if ((st = el_model_open(o->model_path, &mo, &w.m, err))) return st;
-    w.identity = el_model_identity(w.m, w.m->layer_begin, w.m->layer_end);
+    w.identity = calloc((size_t)(w.m->layer_end - w.m->layer_begin), sizeof *w.identity);
+    if (!w.identity) { st = el_err(err, EL_ERR_NOMEM, "out of memory"); goto out; }
     w.rng = el_time_ns() ^ ((uint64_t)getpid() << 32);
     w.pool = el_pool_new(o->threads);
     if (!w.pool) { st = el_err(err, EL_ERR_NOMEM, "cannot start threads"); goto out; }
@@ -456,5 +474,6 @@ out:
     el_buf_free(&w.down_rx);
     free(w.x);
     free(w.rows);
+    free(w.identity);
     return st;
 }

@@ -2,7 +2,9 @@
 #include <math.h>
 #include <string.h>
 
+#include "edgellm/quant.h"
 #include "edgellm/tensor.h"
+#include "edgellm/kernels.h"
 
 float el_f16_to_f32(uint16_t h) {
     uint32_t sign = (uint32_t)(h & 0x8000) << 16;
@@ -85,28 +87,28 @@ static void bf16_from_f32(const float *src, void *dst, int64_t n) {
     for (int64_t i = 0; i < n; i++) d[i] = el_f32_to_bf16(src[i]);
 }
 
-// Block types get their converters when src/quant implements them.
+// Block codecs live in src/quant, dot products in src/kernels/qdot.c.
 static const el_dtype_traits table[EL_DTYPE_COUNT] = {
-    [EL_DTYPE_F32] = {"f32", 1, 4, f32_to_f32, f32_from_f32},
-    [EL_DTYPE_F16] = {"f16", 1, 2, f16_to_f32, f16_from_f32},
-    [EL_DTYPE_Q4_0] = {"q4_0", 32, 18, NULL, NULL},
-    [EL_DTYPE_Q4_1] = {"q4_1", 32, 20, NULL, NULL},
-    [EL_DTYPE_Q5_0] = {"q5_0", 32, 22, NULL, NULL},
-    [EL_DTYPE_Q5_1] = {"q5_1", 32, 24, NULL, NULL},
-    [EL_DTYPE_Q8_0] = {"q8_0", 32, 34, NULL, NULL},
-    [EL_DTYPE_Q8_1] = {"q8_1", 32, 36, NULL, NULL},
-    [EL_DTYPE_Q2_K] = {"q2_k", 256, 84, NULL, NULL},
-    [EL_DTYPE_Q3_K] = {"q3_k", 256, 110, NULL, NULL},
-    [EL_DTYPE_Q4_K] = {"q4_k", 256, 144, NULL, NULL},
-    [EL_DTYPE_Q5_K] = {"q5_k", 256, 176, NULL, NULL},
-    [EL_DTYPE_Q6_K] = {"q6_k", 256, 210, NULL, NULL},
-    [EL_DTYPE_Q8_K] = {"q8_k", 256, 292, NULL, NULL},
-    [EL_DTYPE_I8] = {"i8", 1, 1, NULL, NULL},
-    [EL_DTYPE_I16] = {"i16", 1, 2, NULL, NULL},
-    [EL_DTYPE_I32] = {"i32", 1, 4, NULL, NULL},
-    [EL_DTYPE_I64] = {"i64", 1, 8, NULL, NULL},
-    [EL_DTYPE_F64] = {"f64", 1, 8, NULL, NULL},
-    [EL_DTYPE_BF16] = {"bf16", 1, 2, bf16_to_f32, bf16_from_f32},
+    [EL_DTYPE_F32] = {"f32", 1, 4, f32_to_f32, f32_from_f32, EL_DTYPE_F32, el_vec_dot_f32},
+    [EL_DTYPE_F16] = {"f16", 1, 2, f16_to_f32, f16_from_f32, EL_DTYPE_F32, el_vec_dot_f16},
+    [EL_DTYPE_Q4_0] = {"q4_0", 32, 18, el_dequantize_row_q4_0, el_quantize_row_q4_0, EL_DTYPE_Q8_0, el_vec_dot_q4_0},
+    [EL_DTYPE_Q4_1] = {"q4_1", 32, 20, NULL, NULL, 0, NULL},
+    [EL_DTYPE_Q5_0] = {"q5_0", 32, 22, NULL, NULL, 0, NULL},
+    [EL_DTYPE_Q5_1] = {"q5_1", 32, 24, NULL, NULL, 0, NULL},
+    [EL_DTYPE_Q8_0] = {"q8_0", 32, 34, el_dequantize_row_q8_0, el_quantize_row_q8_0, EL_DTYPE_Q8_0, el_vec_dot_q8_0},
+    [EL_DTYPE_Q8_1] = {"q8_1", 32, 36, NULL, NULL, 0, NULL},
+    [EL_DTYPE_Q2_K] = {"q2_k", 256, 84, NULL, NULL, 0, NULL},
+    [EL_DTYPE_Q3_K] = {"q3_k", 256, 110, NULL, NULL, 0, NULL},
+    [EL_DTYPE_Q4_K] = {"q4_k", 256, 144, el_dequantize_row_q4_k, el_quantize_row_q4_k, EL_DTYPE_Q8_K, el_vec_dot_q4_k},
+    [EL_DTYPE_Q5_K] = {"q5_k", 256, 176, NULL, NULL, 0, NULL},
+    [EL_DTYPE_Q6_K] = {"q6_k", 256, 210, el_dequantize_row_q6_k, el_quantize_row_q6_k, EL_DTYPE_Q8_K, el_vec_dot_q6_k},
+    [EL_DTYPE_Q8_K] = {"q8_k", 256, 292, el_dequantize_row_q8_k, el_quantize_row_q8_k, 0, NULL},
+    [EL_DTYPE_I8] = {"i8", 1, 1, NULL, NULL, 0, NULL},
+    [EL_DTYPE_I16] = {"i16", 1, 2, NULL, NULL, 0, NULL},
+    [EL_DTYPE_I32] = {"i32", 1, 4, NULL, NULL, 0, NULL},
+    [EL_DTYPE_I64] = {"i64", 1, 8, NULL, NULL, 0, NULL},
+    [EL_DTYPE_F64] = {"f64", 1, 8, NULL, NULL, 0, NULL},
+    [EL_DTYPE_BF16] = {"bf16", 1, 2, bf16_to_f32, bf16_from_f32, EL_DTYPE_F32, el_vec_dot_bf16},
 };
 
 const el_dtype_traits *el_dtype_info(int dtype) {

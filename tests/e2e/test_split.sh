@@ -11,8 +11,8 @@ N=100
 local_text=$("$EDGELLM" run -m "$BIN" -z "$TOK" -p "$PROMPT" -n $N --temp 0)
 [ -n "$local_text" ] && pass || fail "local run"
 
-# one worker, every cut point, logits back and U-shape
-for k in 1 2 3; do
+# one worker, every cut point (0: the device runs only the embedding), logits back and U-shape
+for k in 0 1 2 3; do
   port=$(free_port)
   start_worker "$T/w$k.log" -m "$BIN" --layers $k:4 --listen tcp://127.0.0.1:$port --insecure -t 1 || { fail "worker $k"; continue; }
   got=$("$EDGELLM" run -m "$BIN" -z "$TOK" -p "$PROMPT" -n $N --temp 0 --split $k --via tcp://127.0.0.1:$port --insecure 2>"$T/run$k.err")
@@ -59,9 +59,13 @@ expect_eq "chain 1,3" "$got" "$local_text"
 grep -q "worker1 .* ms, worker2 .* ms" "$T/chain.err" && pass || fail "chain stats lack both workers: $(tail -3 "$T/chain.err")"
 got=$("$EDGELLM" run -m "$BIN" -z "$TOK" -p "$PROMPT" -n $N --temp 0 --split 1,3 --via tcp://127.0.0.1:$p1 --insecure --ushape 2>/dev/null)
 expect_eq "chain 1,3 U-shape" "$got" "$local_text"
-# the edge worker serves 1:3 only
-expect_error "this worker serves layers 1:3, the device asked for 2:3" \
-  "$EDGELLM" run -m "$BIN" -z "$TOK" -p "$PROMPT" -n 5 --split 2,3 --via tcp://127.0.0.1:$p1 --insecure
+# the edge worker serves 1:3 or a tail of it (2:3), never a range ending elsewhere
+got=$("$EDGELLM" run -m "$BIN" -z "$TOK" -p "$PROMPT" -n $N --temp 0 --split 2,3 --via tcp://127.0.0.1:$p1 --insecure 2>/dev/null)
+expect_eq "chain 2,3 on workers serving 1:3 and 3:4" "$got" "$local_text"
+expect_error "the device asked for 1:2" \
+  "$EDGELLM" run -m "$BIN" -z "$TOK" -p "$PROMPT" -n 5 --split 1,2 --via tcp://127.0.0.1:$p1 --insecure
+expect_error "the device asked for 0:3" \
+  "$EDGELLM" run -m "$BIN" -z "$TOK" -p "$PROMPT" -n 5 --split 0,3 --via tcp://127.0.0.1:$p1 --insecure
 
 # ---- model mismatch: a worker serving a different model
 "$EDGELLM" synth --dim 64 --layers 4 --heads 4 --ff 172 --vocab 512 --ctx 128 -o "$T/other.gguf" 2>/dev/null

@@ -1,0 +1,83 @@
+// Machine limits measured at run time, so benchmarks can say how close a
+// kernel gets to them: peak f32 FMA throughput and streaming read bandwidth,
+// both with every thread of the pool working.
+#include <string.h>
+
+#include "edgellm/kernels.h"
+#include "probe.h"
+
+typedef struct {
+    long iters;
+    double flops[256];
+    el_isa isa;
+} fma_job;
+
+static void fma_task(void *ctx, int t, int n) {
+    (void)n;
+    fma_job *j = ctx;
+    j->flops[t] = j->isa == EL_ISA_AVX512 ? el_probe_fma_avx512(j->iters) : el_probe_fma_avx2(j->iters);
+}
+
+double el_probe_fma_gflops(el_pool *pool, double seconds) {
+    el_isa isa = el_cpu_isa();
+    if (isa == EL_ISA_SCALAR) return 0;
+    int threads = el_pool_size(pool);
+    if (threads > 256) threads = 256;
+    fma_job j = {1000, {0}, isa};
+    // grow the iteration count until one run takes a tenth of the budget
+    for (;;) {
+        double t0 = el_time_s();
+        el_pool_run(pool, fma_task, &j, threads);
+        double dt = el_time_s() - t0;
+        if (dt > seconds / 10 || j.iters > (1L << 40)) break;
+        j.iters *= 4;
+    }
+    double best = 0, t_end = el_time_s() + seconds;
+    do {  // best of several runs: other processes on a shared machine only slow us down
+        double t0 = el_time_s();
+        el_pool_run(pool, fma_task, &j, threads);
+        double dt = el_time_s() - t0, total = 0;
+        for (int i = 0; i < threads; i++) total += j.flops[i];
+        if (total / dt > best) best = total / dt;
+    } while (el_time_s() < t_end);
+    return best * 1e-9;
+}
+
+typedef struct {
+    const char *buf;
+    size_t bytes, chunk;
+    uint64_t sink[256];
+} read_job;
+
+static void read_task(void *ctx, int t, int n) {
+    (void)n;
+    read_job *j = ctx;
+    size_t off = (size_t)t * j->chunk, len = off + j->chunk <= j->bytes ? j->chunk : j->bytes - off;
+    j->sink[t] = el_probe_read_avx2(j->buf + off, len);
+}
+
+static void touch_task(void *ctx, int t, int n) {
+    (void)n;
+    read_job *j = ctx;
+    size_t off = (size_t)t * j->chunk, len = off + j->chunk <= j->bytes ? j->chunk : j->bytes - off;
+    memset((char *)j->buf + off, t + 1, len);
+}
+
+double el_probe_read_gbs(el_pool *pool, size_t bytes, int reps) {
+    if (el_cpu_isa() == EL_ISA_SCALAR) return 0;
+    bytes &= ~(size_t)4095;
+    char *buf = el_malloc_aligned(bytes);
+    if (!buf) return 0;
+    int threads = el_pool_size(pool);
+    read_job j = {buf, bytes, (bytes / (size_t)threads + 4095) & ~(size_t)4095, {0}};
+    el_pool_run(pool, touch_task, &j, threads);  // each thread faults in the pages it will read
+    double best = 0;
+    for (int r = 0; r < reps; r++) {
+        double t0 = el_time_s();
+        el_pool_run(pool, read_task, &j, threads);
+        double dt = el_time_s() - t0;
+        if (bytes / dt > best) best = (double)bytes / dt;
+    }
+    el_free_aligned(buf);
+    return best * 1e-9;
+}

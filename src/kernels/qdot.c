@@ -1,0 +1,195 @@
+// Scalar reference dot products of quantized weights with quantized
+// activations, the activation quantizers, and the per-ISA kernel table.
+// Every SIMD kernel (qdot_avx2.c, qdot_avx512.c) computes the same integer
+// sums as these and differs only in the order of the float additions.
+#include <math.h>
+#include <pthread.h>
+#include <string.h>
+
+#include "edgellm/kernels.h"
+#include "edgellm/quant.h"
+#include "qdot.h"
+
+// ---------------------------------------------------------------- activations
+
+size_t el_act_row_size(int act_type, int k) {
+    switch (act_type) {
+    case EL_DTYPE_Q8_0: return ((size_t)k + (size_t)(k / EL_QK) * 8 + 63) & ~(size_t)63;
+    case EL_DTYPE_Q8_K: return (size_t)(k / EL_QK_K) * sizeof(el_block_q8_k);
+    default: return (size_t)k * sizeof(float);
+    }
+}
+
+static int clamp127(int v) { return v < -127 ? -127 : v > 127 ? 127 : v; }
+
+void el_act_quantize(int act_type, const float *x, void *dst, int k) {
+    if (act_type == EL_DTYPE_Q8_K) {
+        el_quantize_row_q8_k(x, dst, k);
+        return;
+    }
+    if (act_type != EL_DTYPE_Q8_0) {
+        memcpy(dst, x, (size_t)k * sizeof(float));
+        return;
+    }
+    int8_t *qs = dst;
+    float *d = (float *)(qs + k);
+    int32_t *nsum = (int32_t *)(d + k / EL_QK);
+    for (int b = 0; b < k / EL_QK; b++) {
+        const float *xb = x + EL_QK * b;
+        float amax = 0;
+        for (int i = 0; i < EL_QK; i++) amax = fmaxf(amax, fabsf(xb[i]));
+        float db = amax / 127.0f, id = db ? 127.0f / amax : 0.0f;
+        int sum = 0;
+        for (int i = 0; i < EL_QK; i++) {
+            int q = clamp127((int)nearbyintf(xb[i] * id));
+            qs[EL_QK * b + i] = (int8_t)q;
+            sum += q;
+        }
+        d[b] = db;
+        nsum[b] = -sum;
+    }
+}
+
+// ---------------------------------------------------------------- float weights
+
+float el_vec_dot_f32(int n, const void *w, const void *x) { return el_dot_f32(w, x, n); }
+
+float el_vec_dot_f16(int n, const void *w, const void *x) {
+    const uint16_t *h = w;
+    const float *xf = x;
+    float acc = 0;
+    for (int i = 0; i < n; i++) acc += el_f16_to_f32(h[i]) * xf[i];
+    return acc;
+}
+
+float el_vec_dot_bf16(int n, const void *w, const void *x) {
+    const uint16_t *h = w;
+    const float *xf = x;
+    float acc = 0;
+    for (int i = 0; i < n; i++) acc += el_bf16_to_f32(h[i]) * xf[i];
+    return acc;
+}
+
+// ---------------------------------------------------------------- Q8_0 / Q4_0
+
+float el_vec_dot_q8_0(int n, const void *w, const void *x) {
+    const el_block_q8_0 *wb = w;
+    const int8_t *xq = x;
+    const float *xd = (const float *)(xq + n);
+    float acc = 0;
+    for (int b = 0; b < n / EL_QK; b++) {
+        int s = 0;
+        for (int i = 0; i < EL_QK; i++) s += wb[b].qs[i] * xq[EL_QK * b + i];
+        acc += el_f16_to_f32(wb[b].d) * xd[b] * (float)s;
+    }
+    return acc;
+}
+
+// sum (q - 8) * x = sum q * x - 8 * sum x = sum q * x + 8 * nsum
+float el_vec_dot_q4_0(int n, const void *w, const void *x) {
+    const el_block_q4_0 *wb = w;
+    const int8_t *xq = x;
+    const float *xd = (const float *)(xq + n);
+    const int32_t *nsum = (const int32_t *)(xd + n / EL_QK);
+    float acc = 0;
+    for (int b = 0; b < n / EL_QK; b++) {
+        const int8_t *xb = xq + EL_QK * b;
+        int s = 0;
+        for (int i = 0; i < EL_QK / 2; i++) s += (wb[b].qs[i] & 15) * xb[i] + (wb[b].qs[i] >> 4) * xb[i + 16];
+        s += 8 * nsum[b];
+        acc += el_f16_to_f32(wb[b].d) * xd[b] * (float)s;
+    }
+    return acc;
+}
+
+// ---------------------------------------------------------------- K-quants
+
+// sum_j d*sc_j * sum(q*x) - dmin*m_j * sum(x), both sums integer per super-block
+float el_vec_dot_q4_k(int n, const void *w, const void *x) {
+    const el_block_q4_k *wb = w;
+    const el_block_q8_k *xb = x;
+    float acc = 0;
+    for (int b = 0; b < n / EL_QK_K; b++) {
+        int isum = 0, msum = 0;
+        for (int j = 0; j < 8; j++) {
+            int sc, m, s = 0;
+            el_q4_k_scale_min(wb[b].scales, j, &sc, &m);
+            const uint8_t *q = wb[b].qs + 32 * (j / 2);
+            const int8_t *xq = xb[b].qs + 32 * j;
+            for (int i = 0; i < 32; i++) s += (j & 1 ? q[i] >> 4 : q[i] & 15) * xq[i];
+            isum += sc * s;
+            msum += m * (xb[b].bsums[2 * j] + xb[b].bsums[2 * j + 1]);
+        }
+        acc += xb[b].d * (el_f16_to_f32(wb[b].d) * (float)isum - el_f16_to_f32(wb[b].dmin) * (float)msum);
+    }
+    return acc;
+}
+
+// sum_g sc_g * sum((q - 32) * x) = sum_g sc_g * sum(q*x) - 32 * sum_g sc_g * bsum_g
+float el_vec_dot_q6_k(int n, const void *w, const void *x) {
+    const el_block_q6_k *wb = w;
+    const el_block_q8_k *xb = x;
+    float acc = 0;
+    for (int b = 0; b < n / EL_QK_K; b++) {
+        int q[EL_QK_K];
+        for (int h = 0; h < 2; h++) {
+            const uint8_t *ql = wb[b].ql + 64 * h, *qh = wb[b].qh + 32 * h;
+            for (int l = 0; l < 32; l++) {
+                q[128 * h + l] = (ql[l] & 15) | ((qh[l] >> 0) & 3) << 4;
+                q[128 * h + l + 32] = (ql[l + 32] & 15) | ((qh[l] >> 2) & 3) << 4;
+                q[128 * h + l + 64] = (ql[l] >> 4) | ((qh[l] >> 4) & 3) << 4;
+                q[128 * h + l + 96] = (ql[l + 32] >> 4) | ((qh[l] >> 6) & 3) << 4;
+            }
+        }
+        int isum = 0;
+        for (int g = 0; g < 16; g++) {
+            int s = 0;
+            for (int i = 16 * g; i < 16 * g + 16; i++) s += q[i] * xb[b].qs[i];
+            isum += wb[b].scales[g] * (s - 32 * xb[b].bsums[g]);
+        }
+        acc += xb[b].d * el_f16_to_f32(wb[b].d) * (float)isum;
+    }
+    return acc;
+}
+
+// ---------------------------------------------------------------- scalar tiles
+
+#define SCALAR_GEMM(name, dot)                                                                              \
+    static void name(int k, const void *w, size_t ldw, int nr, const void *x, size_t ldx, int nt, float *out, \
+                     size_t ldo) {                                                                          \
+        for (int t = 0; t < nt; t++)                                                                        \
+            for (int r = 0; r < nr; r++)                                                                    \
+                out[(size_t)t * ldo + r] = dot(k, (const char *)w + (size_t)r * ldw, (const char *)x + (size_t)t * ldx); \
+    }
+SCALAR_GEMM(gemm_f16, el_vec_dot_f16)
+SCALAR_GEMM(gemm_bf16, el_vec_dot_bf16)
+SCALAR_GEMM(gemm_q8_0, el_vec_dot_q8_0)
+SCALAR_GEMM(gemm_q4_0, el_vec_dot_q4_0)
+SCALAR_GEMM(gemm_q4_k, el_vec_dot_q4_k)
+SCALAR_GEMM(gemm_q6_k, el_vec_dot_q6_k)
+
+// Detected once: cpuid traps to the hypervisor in a VM and costs microseconds,
+// too much to repeat for every matmul of a decode step.
+static el_isa cpu_isa;
+static int cpu_vnni;
+static pthread_once_t cpu_once = PTHREAD_ONCE_INIT;
+static void detect_cpu(void) {
+    cpu_isa = el_cpu_isa();
+    cpu_vnni = el_cpu_has_avx512vnni();
+}
+
+el_gemm_fn el_gemm_kernel(int dtype, el_isa isa) {
+    pthread_once(&cpu_once, detect_cpu);
+    if (isa > cpu_isa) return NULL;
+    if (isa == EL_ISA_AVX512) return cpu_vnni ? el_gemm_avx512(dtype) : NULL;
+    if (isa == EL_ISA_AVX2) return el_gemm_avx2(dtype);
+    switch (dtype) {
+    case EL_DTYPE_F16: return gemm_f16;
+    case EL_DTYPE_BF16: return gemm_bf16;
+    case EL_DTYPE_Q8_0: return gemm_q8_0;
+    case EL_DTYPE_Q4_0: return gemm_q4_0;
+    case EL_DTYPE_Q4_K: return gemm_q4_k;
+    case EL_DTYPE_Q6_K: return gemm_q6_k;
+    }
+    return NULL;
+}

@@ -1,0 +1,261 @@
+// AVX-512 (F/BW/VL/DQ + VNNI) tile kernels. Only called after run-time
+// detection found VNNI. Integer sums equal the scalar reference's exactly;
+// only the order of the float additions differs.
+//
+// Q8_0/Q4_0: one zmm holds two blocks (lanes 0-7 block b, 8-15 block b+1).
+// vpdpbusd wants unsigned x signed bytes, so the weights are made unsigned
+// (Q8_0: w ^ 0x80 = w + 128; Q4_0: the raw nibble q = w + 8) and the excess
+// is removed by seeding the accumulator with 128 (or 8) x nsum, where the
+// activation row carries nsum = -(sum of the block's quants). A micro-tile of
+// 4 weight rows x 2 tokens shares each weight load across tokens and each
+// activation load across rows.
+#include <immintrin.h>
+#include <string.h>
+
+#include "edgellm/quant.h"
+#include "qdot.h"
+
+#define ALWAYS_INLINE static inline __attribute__((always_inline))
+
+// lanes 0-7 take element 0, lanes 8-15 element 1
+ALWAYS_INLINE __m512i pair_idx(void) { return _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0); }
+
+ALWAYS_INLINE __m512 f16_pair(uint16_t d0, uint16_t d1) {
+    __m128 h = _mm_cvtph_ps(_mm_cvtsi32_si128((int)((uint32_t)d0 | (uint32_t)d1 << 16)));
+    return _mm512_permutexvar_ps(pair_idx(), _mm512_castps128_ps512(h));
+}
+
+ALWAYS_INLINE __m512 f32_pair(const float *d) {
+    __m128 v = _mm_castsi128_ps(_mm_loadl_epi64((const __m128i *)d));
+    return _mm512_permutexvar_ps(pair_idx(), _mm512_castps128_ps512(v));
+}
+
+// lane 0 = nsum[0] << shift, lane 8 = nsum[1] << shift, others 0
+ALWAYS_INLINE __m512i corr_pair(const int32_t *nsum, int shift) {
+    __m128i v = _mm_loadl_epi64((const __m128i *)nsum);
+    return _mm512_slli_epi32(_mm512_maskz_permutexvar_epi32(0x0101, pair_idx(), _mm512_castsi128_si512(v)),
+                             (unsigned)shift);
+}
+
+// Two Q8_0 blocks as unsigned bytes w + 128; `both` 0 zeroes the second.
+ALWAYS_INLINE __m512i load_q8_0(const el_block_q8_0 *b, int both) {
+    __m256i lo = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)b[0].qs), _mm256_set1_epi8((char)0x80));
+    if (!both) return _mm512_zextsi256_si512(lo);
+    __m256i hi = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)b[1].qs), _mm256_set1_epi8((char)0x80));
+    return _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
+}
+
+// Two Q4_0 blocks as nibbles in element order: [b0 0..15, b0 16..31, b1 0..15, b1 16..31]
+ALWAYS_INLINE __m512i load_q4_0(const el_block_q4_0 *b, int both) {
+    __m128i a = _mm_loadu_si128((const __m128i *)b[0].qs);
+    __m128i c = both ? _mm_loadu_si128((const __m128i *)b[1].qs) : _mm_setzero_si128();
+    __m256i ac = _mm256_inserti128_si256(_mm256_castsi128_si256(a), c, 1);
+    __m512i z = _mm512_inserti64x4(_mm512_castsi256_si512(ac), _mm256_srli_epi16(ac, 4), 1);  // [a, c, a>>4, c>>4]
+    z = _mm512_and_si512(z, _mm512_set1_epi8(0x0F));
+    return _mm512_shuffle_i64x2(z, z, _MM_SHUFFLE(3, 1, 2, 0));
+}
+
+// R rows x T tokens of 32-element-block products, accumulated over all blocks.
+#define DEFINE_MICRO(NAME, BLK, LOADW, SHIFT)                                                                  \
+    ALWAYS_INLINE void NAME(int k, const char *w, size_t ldw, const char *x, size_t ldx, float *out, size_t ldo, \
+                            const int R, const int T) {                                                      \
+        int nb = k / EL_QK;                                                                                  \
+        __m512 acc[4][2];                                                                                    \
+        _Pragma("GCC unroll 4") for (int r = 0; r < R; r++) _Pragma("GCC unroll 2") for (int t = 0; t < T; t++) \
+            acc[r][t] = _mm512_setzero_ps();                                                                 \
+        for (int b = 0; b < nb; b += 2) {                                                                    \
+            int both = b + 1 < nb;                                                                           \
+            __m512i wv[4];                                                                                   \
+            __m512 wd[4];                                                                                    \
+            _Pragma("GCC unroll 4") for (int r = 0; r < R; r++) {                                            \
+                const BLK *blk = (const BLK *)(w + (size_t)r * ldw) + b;                                     \
+                /* the same place two micro-tiles on: short row streams defeat */                             \
+                /* the hardware prefetcher (perf: the loads stalled)  */                                    \
+                _mm_prefetch((const char *)blk + (size_t)(2 * R) * ldw, _MM_HINT_T0);                             \
+                _mm_prefetch((const char *)blk + (size_t)(2 * R) * ldw + 64, _MM_HINT_T0);                         \
+                wv[r] = LOADW(blk, both);                                                                    \
+                wd[r] = f16_pair(blk[0].d, both ? blk[1].d : 0);                                             \
+            }                                                                                                \
+            _Pragma("GCC unroll 2") for (int t = 0; t < T; t++) {                                            \
+                const int8_t *xq = (const int8_t *)(x + (size_t)t * ldx);                                    \
+                const float *xd = (const float *)(xq + k);                                                   \
+                const int32_t *ns = (const int32_t *)(xd + nb);                                              \
+                /* the tail block reads past the quants into the row's scales: */                            \
+                /* weights there are zero and its scale lane is masked off */                                \
+                __m512i xv = _mm512_loadu_si512(xq + EL_QK * b);                                             \
+                __m512 xs = both ? f32_pair(xd + b) : _mm512_set1_ps(xd[b]);                                 \
+                __m512i c = both ? corr_pair(ns + b, SHIFT) : _mm512_maskz_set1_epi32(1, ns[b] * (1 << SHIFT)); \
+                _Pragma("GCC unroll 4") for (int r = 0; r < R; r++) {                                        \
+                    __m512i s = _mm512_dpbusd_epi32(c, wv[r], xv);                                           \
+                    acc[r][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_mul_ps(wd[r], xs), acc[r][t]); \
+                }                                                                                            \
+            }                                                                                                \
+        }                                                                                                    \
+        _Pragma("GCC unroll 4") for (int r = 0; r < R; r++) _Pragma("GCC unroll 2") for (int t = 0; t < T; t++) \
+            out[(size_t)t * ldo + r] = _mm512_reduce_add_ps(acc[r][t]);                                      \
+    }
+
+DEFINE_MICRO(micro_q8_0, el_block_q8_0, load_q8_0, 7)
+DEFINE_MICRO(micro_q4_0, el_block_q4_0, load_q4_0, 3)
+
+#define DEFINE_GEMM(NAME, MICRO)                                                                             \
+    static void NAME(int k, const void *w, size_t ldw, int nr, const void *x, size_t ldx, int nt, float *out, \
+                     size_t ldo) {                                                                           \
+        const char *wc = w, *xc = x;                                                                         \
+        for (int t = 0; t < nt; t += 2) {                                                                    \
+            const char *xt = xc + (size_t)t * ldx;                                                           \
+            float *ot = out + (size_t)t * ldo;                                                               \
+            int r = 0;                                                                                       \
+            if (nt - t >= 2) {                                                                               \
+                for (; r + 4 <= nr; r += 4) MICRO(k, wc + (size_t)r * ldw, ldw, xt, ldx, ot + r, ldo, 4, 2); \
+                for (; r < nr; r++) MICRO(k, wc + (size_t)r * ldw, ldw, xt, ldx, ot + r, ldo, 1, 2);         \
+            } else {                                                                                         \
+                for (; r + 4 <= nr; r += 4) MICRO(k, wc + (size_t)r * ldw, ldw, xt, ldx, ot + r, ldo, 4, 1); \
+                for (; r < nr; r++) MICRO(k, wc + (size_t)r * ldw, ldw, xt, ldx, ot + r, ldo, 1, 1);         \
+            }                                                                                                \
+        }                                                                                                    \
+    }
+
+DEFINE_GEMM(gemm_q8_0, micro_q8_0)
+DEFINE_GEMM(gemm_q4_0, micro_q4_0)
+
+// ---------------------------------------------------------------- K-quants
+
+static void q4_k_unpack(const uint8_t s[12], uint8_t sc[8], uint8_t m[8]) {
+    for (int j = 0; j < 4; j++) {
+        sc[j] = s[j] & 63;
+        m[j] = s[j + 4] & 63;
+        sc[j + 4] = (uint8_t)((s[j + 8] & 15) | (s[j] >> 6) << 4);
+        m[j + 4] = (uint8_t)((s[j + 8] >> 4) | (s[j + 4] >> 6) << 4);
+    }
+}
+
+// int16 lane i of chunk p takes scale 2p (i < 16) or 2p + 1
+ALWAYS_INLINE __m512i q4_k_scale_idx(int p) {
+    return _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_set1_epi16((short)(2 * p))),
+                              _mm256_set1_epi16((short)(2 * p + 1)), 1);
+}
+
+// qs byte 32p + l: element 64p + l (low nibble), 64p + 32 + l (high): one zmm
+// of [low | high] nibbles is 64 consecutive elements.
+static float dot_q4_k(int n, const el_block_q4_k *wb, const el_block_q8_k *xb) {
+    __m512 acc = _mm512_setzero_ps();
+    float accm = 0;
+    const __m512i m4 = _mm512_set1_epi8(0x0F);
+    for (int b = 0; b < n / EL_QK_K; b++) {
+        uint8_t sc[8], m[8];
+        q4_k_unpack(wb[b].scales, sc, m);
+        __m512i sc16 = _mm512_castsi128_si512(_mm_cvtepu8_epi16(_mm_loadl_epi64((const __m128i *)sc)));
+        __m512i isum = _mm512_setzero_si512();
+        for (int p = 0; p < 4; p++) {
+            __m256i raw = _mm256_loadu_si256((const __m256i *)(wb[b].qs + 32 * p));
+            __m512i q = _mm512_and_si512(_mm512_inserti64x4(_mm512_castsi256_si512(raw), _mm256_srli_epi16(raw, 4), 1), m4);
+            __m512i xv = _mm512_loadu_si512(xb[b].qs + 64 * p);
+            __m512i prod = _mm512_maddubs_epi16(q, xv);  // <= 2*15*127: no saturation
+            isum = _mm512_add_epi32(isum, _mm512_madd_epi16(prod, _mm512_permutexvar_epi16(q4_k_scale_idx(p), sc16)));
+        }
+        int msum = 0;
+        for (int j = 0; j < 8; j++) msum += m[j] * (xb[b].bsums[2 * j] + xb[b].bsums[2 * j + 1]);
+        float xd = xb[b].d;
+        acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), _mm512_set1_ps(xd * _cvtsh_ss(wb[b].d)), acc);
+        accm += xd * _cvtsh_ss(wb[b].dmin) * (float)msum;
+    }
+    return _mm512_reduce_add_ps(acc) - accm;
+}
+
+// int16 lane i of 64-element chunk c covers elements 64c + 2i, +1: scale 4c + i/8
+ALWAYS_INLINE __m512i q6_k_scale_idx(int c) {
+    return _mm512_set_epi16(4 * c + 3, 4 * c + 3, 4 * c + 3, 4 * c + 3, 4 * c + 3, 4 * c + 3, 4 * c + 3, 4 * c + 3,
+                            4 * c + 2, 4 * c + 2, 4 * c + 2, 4 * c + 2, 4 * c + 2, 4 * c + 2, 4 * c + 2, 4 * c + 2,
+                            4 * c + 1, 4 * c + 1, 4 * c + 1, 4 * c + 1, 4 * c + 1, 4 * c + 1, 4 * c + 1, 4 * c + 1,
+                            4 * c, 4 * c, 4 * c, 4 * c, 4 * c, 4 * c, 4 * c, 4 * c);
+}
+
+// Per half h: ql[64h..+64) low nibbles are elements 128h + 0..63, high nibbles
+// 128h + 64..127; qh[32h + l] holds the top 2 bits of elements 128h + l + 32g
+// at bits 2g..2g+1.
+static float dot_q6_k(int n, const el_block_q6_k *wb, const el_block_q8_k *xb) {
+    __m512 acc = _mm512_setzero_ps();
+    const __m512i m4 = _mm512_set1_epi8(0x0F), m2 = _mm512_set1_epi8(0x03);
+    for (int b = 0; b < n / EL_QK_K; b++) {
+        __m256i sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)wb[b].scales));
+        __m512i sc512 = _mm512_castsi256_si512(sc16);
+        __m512i isum = _mm512_setzero_si512();
+        for (int h = 0; h < 2; h++) {
+            __m512i L = _mm512_loadu_si512(wb[b].ql + 64 * h);
+            __m256i H = _mm256_loadu_si256((const __m256i *)(wb[b].qh + 32 * h));
+            __m512i H01 = _mm512_inserti64x4(_mm512_castsi256_si512(H), _mm256_srli_epi16(H, 2), 1);
+            __m512i H23 = _mm512_srli_epi16(H01, 4);
+            __m512i q01 = _mm512_or_si512(_mm512_and_si512(L, m4), _mm512_slli_epi16(_mm512_and_si512(H01, m2), 4));
+            __m512i q23 = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(L, 4), m4),
+                                          _mm512_slli_epi16(_mm512_and_si512(H23, m2), 4));
+            __m512i p01 = _mm512_maddubs_epi16(q01, _mm512_loadu_si512(xb[b].qs + 128 * h));  // <= 2*63*127
+            __m512i p23 = _mm512_maddubs_epi16(q23, _mm512_loadu_si512(xb[b].qs + 128 * h + 64));
+            isum = _mm512_add_epi32(isum, _mm512_madd_epi16(p01, _mm512_permutexvar_epi16(q6_k_scale_idx(2 * h), sc512)));
+            isum = _mm512_add_epi32(isum, _mm512_madd_epi16(p23, _mm512_permutexvar_epi16(q6_k_scale_idx(2 * h + 1), sc512)));
+        }
+        // - 32 * sum_g sc_g * bsum_g
+        __m256i corr = _mm256_madd_epi16(sc16, _mm256_loadu_si256((const __m256i *)xb[b].bsums));
+        isum = _mm512_sub_epi32(isum, _mm512_slli_epi32(_mm512_zextsi256_si512(corr), 5));
+        acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum), _mm512_set1_ps(xb[b].d * _cvtsh_ss(wb[b].d)), acc);
+    }
+    return _mm512_reduce_add_ps(acc);
+}
+
+// ---------------------------------------------------------------- f16 / bf16
+
+static float dot_f16(int n, const uint16_t *w, const float *x) {
+    __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
+    int i = 0;
+    for (; i + 32 <= n; i += 32) {
+        acc0 = _mm512_fmadd_ps(_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(w + i))), _mm512_loadu_ps(x + i), acc0);
+        acc1 = _mm512_fmadd_ps(_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(w + i + 16))),
+                               _mm512_loadu_ps(x + i + 16), acc1);
+    }
+    for (; i < n; i += 16) {
+        __mmask16 m = n - i >= 16 ? 0xFFFF : (__mmask16)((1u << (n - i)) - 1);
+        acc0 = _mm512_fmadd_ps(_mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, w + i)), _mm512_maskz_loadu_ps(m, x + i), acc0);
+    }
+    return _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1));
+}
+
+ALWAYS_INLINE __m512 bf16_load(__m256i h) { return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16)); }
+
+static float dot_bf16(int n, const uint16_t *w, const float *x) {
+    __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
+    int i = 0;
+    for (; i + 32 <= n; i += 32) {
+        acc0 = _mm512_fmadd_ps(bf16_load(_mm256_loadu_si256((const __m256i *)(w + i))), _mm512_loadu_ps(x + i), acc0);
+        acc1 = _mm512_fmadd_ps(bf16_load(_mm256_loadu_si256((const __m256i *)(w + i + 16))), _mm512_loadu_ps(x + i + 16), acc1);
+    }
+    for (; i < n; i += 16) {
+        __mmask16 m = n - i >= 16 ? 0xFFFF : (__mmask16)((1u << (n - i)) - 1);
+        acc0 = _mm512_fmadd_ps(bf16_load(_mm256_maskz_loadu_epi16(m, w + i)), _mm512_maskz_loadu_ps(m, x + i), acc0);
+    }
+    return _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1));
+}
+
+#define ROWWISE_GEMM(NAME, DOT, WT, XT)                                                                      \
+    static void NAME(int k, const void *w, size_t ldw, int nr, const void *x, size_t ldx, int nt, float *out, \
+                     size_t ldo) {                                                                           \
+        for (int t = 0; t < nt; t++)                                                                         \
+            for (int r = 0; r < nr; r++)                                                                     \
+                out[(size_t)t * ldo + r] =                                                                   \
+                    DOT(k, (const WT *)((const char *)w + (size_t)r * ldw), (const XT *)((const char *)x + (size_t)t * ldx)); \
+    }
+ROWWISE_GEMM(gemm_q4_k, dot_q4_k, el_block_q4_k, el_block_q8_k)
+ROWWISE_GEMM(gemm_q6_k, dot_q6_k, el_block_q6_k, el_block_q8_k)
+ROWWISE_GEMM(gemm_f16, dot_f16, uint16_t, float)
+ROWWISE_GEMM(gemm_bf16, dot_bf16, uint16_t, float)
+
+el_gemm_fn el_gemm_avx512(int dtype) {
+    switch (dtype) {
+    case EL_DTYPE_Q8_0: return gemm_q8_0;
+    case EL_DTYPE_Q4_0: return gemm_q4_0;
+    case EL_DTYPE_Q4_K: return gemm_q4_k;
+    case EL_DTYPE_Q6_K: return gemm_q6_k;
+    case EL_DTYPE_F16: return gemm_f16;
+    case EL_DTYPE_BF16: return gemm_bf16;
+    }
+    return NULL;
+}

@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# Quantized files end to end: aidreams -> each type -> run and perplexity; the
+# per-tensor fallback for ffn_down (172 columns); corrupt and truncated files.
+source "$(dirname "$0")/lib.sh"
+TEXT=${EL_SRC:-$(dirname "$0")/../..}/data/dreams-eval.txt
+
+"$EDGELLM" convert "$MODELS/aidreams260K.bin" "$T/aid.gguf" -z "$MODELS/tok512.bin" 2>/dev/null || fail "convert"
+ppl() { "$EDGELLM" perplexity -m "$1" -f "$TEXT" -t 2 2>/dev/null | awk '{print $2}'; }
+base=$(ppl "$T/aid.gguf")
+[ -n "$base" ] && pass || fail "f32 perplexity failed"
+
+for type in f16 bf16 q8_0 q4_0 q4_k q6_k q4_k_m; do
+  "$EDGELLM" quantize "$T/aid.gguf" "$T/aid-$type.gguf" "$type" -t 2 2>"$T/q.err" || { fail "quantize $type: $(cat "$T/q.err")"; continue; }
+  [ ! -e "$T/aid-$type.gguf.tmp" ] && pass || fail "$type: temporary file left behind"
+  out=$("$EDGELLM" run -m "$T/aid-$type.gguf" -p "The dream" -n 20 --temp 0 -t 2 2>/dev/null)
+  [[ "$out" == "The dream"* && ${#out} -gt 30 ]] && pass || fail "$type: run printed '$out'"
+  p=$(ppl "$T/aid-$type.gguf")
+  # every type stays within 5% of f32 on this model; q8_0 within 1%
+  python3 -c "import sys; b,p,tol=float('$base'),float('$p'),(0.01 if '$type'=='q8_0' else 0.05); sys.exit(0 if abs(p-b)/b<tol else 1)" \
+    && pass || fail "$type: perplexity $p vs f32 $base"
+  ftype=$("$EDGELLM" info "$T/aid-$type.gguf" | awk '$1=="general.file_type"{print $2}')
+  case $type in f16) want=1;; bf16) want=32;; q8_0) want=7;; q4_0) want=2;; q4_k) want=14;; q6_k) want=18;; q4_k_m) want=15;; esac
+  expect_eq "$type general.file_type" "$ftype" "$want"
+  if [ "$type" = q4_0 ]; then
+    grep -q "4 tensors stored as f16 instead of q4_0: rows of 172 elements are not a multiple of 32 (blk.0.ffn_down.weight" "$T/q.err" \
+      && pass || fail "q4_0 fallback message: $(cat "$T/q.err")"
+    dt=$("$EDGELLM" info "$T/aid-q4_0.gguf" | awk '$1=="blk.2.ffn_down.weight"{print $2} $1=="blk.2.attn_q.weight"{print $2}' | tr '\n' ' ')
+    expect_eq "q4_0 tensor dtypes (ffn_down, attn_q)" "$dt" "q4_0 f16 "
+  fi
+  if [ "$type" = q4_k ]; then
+    grep -q "stored as f16 instead of q4_k: rows of 172 elements are not a multiple of 256 nor of 32" "$T/q.err" \
+      && pass || fail "q4_k fallback message: $(cat "$T/q.err")"
+  fi
+done
+
+expect_error "is not one of f16, bf16" "$EDGELLM" quantize "$T/aid.gguf" "$T/x.gguf" q3_k
+expect_error "OUT.gguf must differ" "$EDGELLM" quantize "$T/aid.gguf" "$T/aid.gguf" q8_0
+
+# A NaN scale in the last block of blk.1.attn_q.weight is named at load time.
+python3 - "$T/aid-q8_0.gguf" "$T/nan.gguf" <<'PY'
+import struct, sys
+data = bytearray(open(sys.argv[1], "rb").read())
+# walk the GGUF header to the tensor infos
+off = 4 + 4; n_t, n_kv = struct.unpack_from("<QQ", data, off); off += 16
+def skip_val(t, off):
+    if t in (0, 1, 7): return off + 1
+    if t in (2, 3): return off + 2
+    if t in (4, 5, 6): return off + 4
+    if t in (10, 11, 12): return off + 8
+    if t == 8: (n,) = struct.unpack_from("<Q", data, off); return off + 8 + n
+    if t == 9:
+        (at, n) = struct.unpack_from("<IQ", data, off); off += 12
+        for _ in range(n): off = skip_val(at, off)
+        return off
+    raise SystemExit("bad type %d" % t)
+align = 32
+for _ in range(n_kv):
+    (kl,) = struct.unpack_from("<Q", data, off); key = data[off + 8:off + 8 + kl].decode(); off += 8 + kl
+    (t,) = struct.unpack_from("<I", data, off); off += 4
+    if key == "general.alignment": (align,) = struct.unpack_from("<I", data, off)
+    off = skip_val(t, off)
+infos = []
+for _ in range(n_t):
+    (nl,) = struct.unpack_from("<Q", data, off); name = data[off + 8:off + 8 + nl].decode(); off += 8 + nl
+    (nd,) = struct.unpack_from("<I", data, off); off += 4
+    ne = struct.unpack_from("<%dQ" % nd, data, off); off += 8 * nd
+    dt, toff = struct.unpack_from("<IQ", data, off); off += 12
+    infos.append((name, ne, dt, toff))
+base = (off + align - 1) // align * align
+for name, ne, dt, toff in infos:
+    if name == "blk.1.attn_q.weight":
+        assert dt == 8, dt
+        nblocks = ne[0] * ne[1] // 32
+        struct.pack_into("<H", data, base + toff + (nblocks - 1) * 34, 0x7E00)
+open(sys.argv[2], "wb").write(data)
+PY
+expect_error "tensor blk.1.attn_q.weight block 127 has a NaN or infinite scale" "$EDGELLM" run -m "$T/nan.gguf" -p "The" -n 2
+expect_error "blk.1.attn_q.weight block 127 has a NaN" "$EDGELLM" quantize "$T/nan.gguf" "$T/x.gguf" q4_0
+
+# A truncated quantized file names the tensor that runs past the end.
+size=$(stat -c %s "$T/aid-q4_0.gguf")
+head -c $((size - 100)) "$T/aid-q4_0.gguf" >"$T/trunc.gguf"
+expect_error "output_norm.weight' data" "$EDGELLM" run -m "$T/trunc.gguf" -p "The" -n 2
+finish

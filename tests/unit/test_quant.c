@@ -1,0 +1,314 @@
+// Unit tests for src/quant and the quantized kernels: bit layouts against
+// hand-built blocks, round-trip error bounds, every SIMD tile kernel against
+// the scalar reference, matmul on quantized weights, corrupt scales, policy.
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "edgellm/kernels.h"
+#include "edgellm/quant.h"
+#include "testutil.h"
+
+static const int qtypes[] = {EL_DTYPE_Q8_0, EL_DTYPE_Q4_0, EL_DTYPE_Q4_K, EL_DTYPE_Q6_K, EL_DTYPE_F16, EL_DTYPE_BF16};
+#define N_QTYPES ((int)(sizeof qtypes / sizeof qtypes[0]))
+
+static void put16(uint8_t *p, uint16_t v) { memcpy(p, &v, 2); }
+
+// ---------------------------------------------------------------- bit layouts
+
+static void test_q8_0_layout(void **st) {
+    (void)st;
+    uint8_t blk[34];
+    put16(blk, 0x3800);  // d = 0.5
+    for (int i = 0; i < 32; i++) blk[2 + i] = (uint8_t)(int8_t)(i - 16);
+    float y[32];
+    el_dtype_info(EL_DTYPE_Q8_0)->to_f32(blk, y, 32);
+    for (int i = 0; i < 32; i++) assert_true(y[i] == 0.5f * (float)(i - 16));
+}
+
+static void test_q4_0_layout(void **st) {
+    (void)st;
+    uint8_t blk[18];
+    put16(blk, 0x4000);  // d = 2
+    // byte j: low nibble = element j, high nibble = element j + 16
+    for (int j = 0; j < 16; j++) blk[2 + j] = (uint8_t)(j | (15 - j) << 4);
+    float y[32];
+    el_dtype_info(EL_DTYPE_Q4_0)->to_f32(blk, y, 32);
+    for (int j = 0; j < 16; j++) {
+        assert_true(y[j] == 2.0f * (float)(j - 8));
+        assert_true(y[j + 16] == 2.0f * (float)(15 - j - 8));
+    }
+}
+
+static void test_q4_k_layout(void **st) {
+    (void)st;
+    uint8_t blk[144] = {0};
+    put16(blk, 0x3C00);      // d = 1
+    put16(blk + 2, 0x3800);  // dmin = 0.5
+    // scales/mins: sub-block j has scale j + 1 (j < 4) or 33 + j (j >= 4, uses the
+    // high bits) and min 2j (j < 4) or 40 + j (j >= 4)
+    int sc[8], m[8];
+    for (int j = 0; j < 8; j++) sc[j] = j < 4 ? j + 1 : 33 + j, m[j] = j < 4 ? 2 * j : 40 + j;
+    uint8_t *s = blk + 4;
+    for (int j = 0; j < 4; j++) {
+        s[j] = (uint8_t)(sc[j] | (sc[j + 4] >> 4) << 6);
+        s[j + 4] = (uint8_t)(m[j] | (m[j + 4] >> 4) << 6);
+        s[j + 8] = (uint8_t)((sc[j + 4] & 15) | (m[j + 4] & 15) << 4);
+    }
+    // qs byte 32p + l: low nibble element 64p + l, high nibble 64p + 32 + l
+    for (int p = 0; p < 4; p++)
+        for (int l = 0; l < 32; l++) blk[16 + 32 * p + l] = (uint8_t)((l & 15) | ((l + p) & 15) << 4);
+    float y[256];
+    el_dtype_info(EL_DTYPE_Q4_K)->to_f32(blk, y, 256);
+    for (int p = 0; p < 4; p++)
+        for (int l = 0; l < 32; l++) {
+            int j0 = 2 * p, j1 = 2 * p + 1;
+            assert_true(y[64 * p + l] == (float)sc[j0] * (float)(l & 15) - 0.5f * (float)m[j0]);
+            assert_true(y[64 * p + 32 + l] == (float)sc[j1] * (float)((l + p) & 15) - 0.5f * (float)m[j1]);
+        }
+    int a, b;
+    el_q4_k_scale_min(s, 6, &a, &b);
+    assert_int_equal(a, 39);
+    assert_int_equal(b, 46);
+}
+
+static void test_q6_k_layout(void **st) {
+    (void)st;
+    uint8_t blk[210] = {0};
+    // element e has q = e % 64; scales[g] = g - 8; d = 0.25
+    int q[256];
+    for (int e = 0; e < 256; e++) q[e] = (e * 7) % 64;
+    uint8_t *ql = blk, *qh = blk + 128;
+    for (int h = 0; h < 2; h++)
+        for (int l = 0; l < 32; l++) {
+            int e = 128 * h + l;
+            ql[64 * h + l] = (uint8_t)((q[e] & 15) | (q[e + 64] & 15) << 4);
+            ql[64 * h + 32 + l] = (uint8_t)((q[e + 32] & 15) | (q[e + 96] & 15) << 4);
+            qh[32 * h + l] = (uint8_t)(q[e] >> 4 | (q[e + 32] >> 4) << 2 | (q[e + 64] >> 4) << 4 | (q[e + 96] >> 4) << 6);
+        }
+    for (int g = 0; g < 16; g++) blk[192 + g] = (uint8_t)(int8_t)(g - 8);
+    put16(blk + 208, 0x3400);  // 0.25
+    float y[256];
+    el_dtype_info(EL_DTYPE_Q6_K)->to_f32(blk, y, 256);
+    for (int e = 0; e < 256; e++) assert_true(y[e] == 0.25f * (float)(e / 16 - 8) * (float)(q[e] - 32));
+}
+
+// ---------------------------------------------------------------- round trips
+
+// Relative RMS error of quantize -> dequantize on Gaussian-ish data, per type.
+static double roundtrip_rel_rmse(int dtype, const float *x, int n) {
+    const el_dtype_traits *t = el_dtype_info(dtype);
+    void *q = malloc(el_dtype_row_size(dtype, n));
+    float *y = malloc((size_t)n * sizeof(float));
+    t->from_f32(x, q, n);
+    t->to_f32(q, y, n);
+    double se = 0, ss = 0;
+    for (int i = 0; i < n; i++) se += (double)(x[i] - y[i]) * (x[i] - y[i]), ss += (double)x[i] * x[i];
+    free(q);
+    free(y);
+    return sqrt(se / ss);
+}
+
+static void test_roundtrip_bounds(void **st) {
+    (void)st;
+    int n = 256 * 64;
+    float *x = malloc((size_t)n * sizeof(float));
+    uint64_t rng = 42;
+    for (int i = 0; i < n; i++)  // sum of uniforms: roughly normal, some outliers
+        x[i] = (tu_randf(&rng) + tu_randf(&rng) + tu_randf(&rng)) * (i % 512 < 256 ? 1.0f : 0.01f);
+    // bounds: about 1.5x what these quantizers reach on this data
+    struct { int dtype; double bound; } cases[] = {
+        {EL_DTYPE_Q8_0, 0.0075}, {EL_DTYPE_Q4_0, 0.12},  {EL_DTYPE_Q4_K, 0.10},
+        {EL_DTYPE_Q6_K, 0.024},  {EL_DTYPE_F16, 0.0004}, {EL_DTYPE_BF16, 0.003},
+    };
+    double got[6];
+    for (int c = 0; c < 6; c++) {
+        got[c] = roundtrip_rel_rmse(cases[c].dtype, x, n);
+        printf("  %-5s relative rms error %.5f (bound %.4f)\n", el_dtype_name(cases[c].dtype), got[c], cases[c].bound);
+        assert_true(got[c] < cases[c].bound);
+    }
+    assert_true(got[2] < got[1]);  // the Q4_K search beats plain Q4_0
+    assert_true(got[3] < got[2] && got[0] < got[3]);
+    // Q8_0 per element: half a step, plus the f16 rounding of the scale
+    // (relative 2^-11) times the largest quant, 127: 0.5 + 0.062 steps
+    el_block_q8_0 *q = malloc(el_dtype_row_size(EL_DTYPE_Q8_0, n));
+    float *y = malloc((size_t)n * sizeof(float));
+    el_quantize_row_q8_0(x, q, n);
+    el_dequantize_row_q8_0(q, y, n);
+    for (int i = 0; i < n; i++) assert_true(fabsf(x[i] - y[i]) <= 0.563f * el_f16_to_f32(q[i / 32].d));
+    // zeros stay zero
+    memset(x, 0, 256 * sizeof(float));
+    for (int t = 0; t < 4; t++) {
+        const el_dtype_traits *tr = el_dtype_info(qtypes[t]);
+        tr->from_f32(x, q, 256);
+        tr->to_f32(q, y, 256);
+        for (int i = 0; i < 256; i++) assert_true(y[i] == 0.0f);
+    }
+    free(q);
+    free(y);
+    free(x);
+}
+
+// ---------------------------------------------------------------- SIMD == scalar
+
+static void make_weights(int dtype, int k, int rows, uint64_t *rng, void **w, float **wf) {
+    float *f = malloc((size_t)k * rows * sizeof(float));
+    for (int i = 0; i < k * rows; i++) f[i] = tu_randf(rng) * (1.0f + (float)(i % 7));
+    size_t rs = el_dtype_row_size(dtype, k);
+    *w = malloc(rs * rows);
+    for (int r = 0; r < rows; r++) el_dtype_info(dtype)->from_f32(f + (size_t)r * k, (char *)*w + rs * r, k);
+    for (int r = 0; r < rows; r++) el_dtype_info(dtype)->to_f32((char *)*w + rs * r, f + (size_t)r * k, k);
+    *wf = f;
+}
+
+static void test_simd_matches_scalar(void **st) {
+    (void)st;
+    uint64_t rng = 7;
+    int checked = 0;
+    for (int ti = 0; ti < N_QTYPES; ti++) {
+        int dtype = qtypes[ti];
+        const el_dtype_traits *tr = el_dtype_info(dtype);
+        int bs = tr->block_size == 1 ? 32 : tr->block_size;
+        static const int nblocks[] = {1, 2, 3, 5, 8};
+        for (int kb = 0; kb < 5; kb++) {
+            int k = bs * nblocks[kb] + (tr->block_size == 1 ? 3 * kb : 0);  // float types: odd k too
+            int rows = 1 + (int)(tu_rand(&rng) % 19), toks = 1 + (int)(tu_rand(&rng) % 11);
+            void *w;
+            float *wf;
+            make_weights(dtype, k, rows, &rng, &w, &wf);
+            size_t ldw = el_dtype_row_size(dtype, k), ldx = el_act_row_size(tr->vec_dot_type, k);
+            float *x = malloc((size_t)k * toks * sizeof(float));
+            for (int i = 0; i < k * toks; i++) x[i] = tu_randf(&rng) * 3.0f;
+            char *act = malloc(ldx * toks);
+            for (int t = 0; t < toks; t++) el_act_quantize(tr->vec_dot_type, x + (size_t)t * k, act + ldx * t, k);
+            float *ref = malloc((size_t)rows * toks * sizeof(float)), *got = malloc((size_t)rows * toks * sizeof(float));
+            el_gemm_kernel(dtype, EL_ISA_SCALAR)(k, w, ldw, rows, act, ldx, toks, ref, (size_t)rows);
+            // the scalar tile is the traits' vec_dot
+            assert_true(ref[0] == tr->vec_dot(k, w, act));
+            for (int isa = EL_ISA_AVX2; isa <= EL_ISA_AVX512; isa++) {
+                el_gemm_fn g = el_gemm_kernel(dtype, (el_isa)isa);
+                if (!g) continue;
+                for (int i = 0; i < rows * toks; i++) got[i] = NAN;
+                g(k, w, ldw, rows, act, ldx, toks, got, (size_t)rows);
+                for (int t = 0; t < toks; t++)
+                    for (int r = 0; r < rows; r++) {
+                        // float tolerance relative to the sum of |terms|
+                        double mag = 0;
+                        for (int i = 0; i < k; i++) mag += fabs((double)wf[(size_t)r * k + i] * x[(size_t)t * k + i]);
+                        float a = ref[t * rows + r], b = got[t * rows + r];
+                        if (!(fabs((double)a - b) <= 1e-5 * mag + 1e-6)) {
+                            printf("%s %s k=%d rows=%d toks=%d r=%d t=%d: scalar %.9g simd %.9g\n", tr->name,
+                                   el_isa_name((el_isa)isa), k, rows, toks, r, t, a, b);
+                            fail();
+                        }
+                        checked++;
+                    }
+            }
+            free(w), free(wf), free(x), free(act), free(ref), free(got);
+        }
+    }
+    printf("  %d outputs compared\n", checked);
+}
+
+// matmul on quantized weights ≈ x · dequant(W)ᵀ, for every ISA and 1-2 threads
+static void test_matmul_quantized(void **st) {
+    (void)st;
+    uint64_t rng = 99;
+    int k = 512, d = 37, n = 13;
+    float *x = malloc((size_t)n * k * sizeof(float));
+    for (int i = 0; i < n * k; i++) x[i] = tu_randf(&rng);
+    for (int ti = 0; ti < N_QTYPES; ti++) {
+        int dtype = qtypes[ti];
+        void *w;
+        float *wf;
+        make_weights(dtype, k, d, &rng, &w, &wf);
+        el_tensor W = {"w", dtype, 2, {k, d, 1, 1}, w, el_dtype_row_size(dtype, k) * d};
+        float *out = malloc((size_t)n * d * sizeof(float));
+        for (int threads = 1; threads <= 2; threads++) {
+            el_pool *pool = el_pool_new(threads);
+            for (int isa = EL_ISA_SCALAR; isa <= EL_ISA_AVX512; isa++) {
+                el_matmul_isa(pool, out, x, &W, n, (el_isa)isa);
+                double se = 0, ss = 0;
+                for (int t = 0; t < n; t++)
+                    for (int r = 0; r < d; r++) {
+                        float want = el_dot_f32(x + (size_t)t * k, wf + (size_t)r * k, k);
+                        se += (double)(out[t * d + r] - want) * (out[t * d + r] - want), ss += (double)want * want;
+                    }
+                // only the activation quantization separates them (8 bits: ~0.5%)
+                double rel = sqrt(se / ss);
+                if (rel > 0.02) {
+                    printf("%s isa %d: relative error %g\n", el_dtype_name(dtype), isa, rel);
+                    fail();
+                }
+            }
+            el_pool_free(pool);
+        }
+        free(out), free(w), free(wf);
+    }
+    free(x);
+}
+
+// ---------------------------------------------------------------- corrupt data
+
+static void test_bad_scales_found(void **st) {
+    (void)st;
+    float x[512];
+    uint64_t rng = 5;
+    for (int i = 0; i < 512; i++) x[i] = tu_randf(&rng);
+    for (int t = 0; t < 4; t++) {
+        int dtype = qtypes[t];
+        const el_dtype_traits *tr = el_dtype_info(dtype);
+        size_t nbytes = el_dtype_row_size(dtype, 512);
+        uint8_t *q = malloc(nbytes);
+        tr->from_f32(x, q, 512);
+        assert_int_equal(el_quant_find_bad_block(dtype, q, nbytes), -1);
+        int64_t nb = (int64_t)(nbytes / tr->type_size), bad = nb - 1;
+        size_t at = (size_t)bad * tr->type_size + (dtype == EL_DTYPE_Q6_K ? 208 : dtype == EL_DTYPE_Q4_K ? 2 : 0);
+        put16(q + at, 0x7E00);  // NaN
+        assert_int_equal(el_quant_find_bad_block(dtype, q, nbytes), bad);
+        put16(q + at, 0xFC00);  // -inf
+        assert_int_equal(el_quant_find_bad_block(dtype, q, nbytes), bad);
+        free(q);
+    }
+    assert_int_equal(el_quant_find_bad_block(EL_DTYPE_F32, x, sizeof x), -1);
+}
+
+// ---------------------------------------------------------------- policy
+
+static void test_policy(void **st) {
+    (void)st;
+    el_qtarget t;
+    assert_int_equal(el_qtarget_parse("Q4_K_M", &t), 0);
+    assert_int_equal(t.preset, EL_QTYPE_Q4_K_M);
+    assert_int_equal(el_qtarget_file_type(&t), 15);
+    assert_int_not_equal(el_qtarget_parse("q3_k", &t), 0);
+    int64_t ne_norm[] = {64}, ne_down[] = {172, 64}, ne_q[] = {64, 64}, ne_big[] = {2048, 256};
+    int wanted;
+    const char *why;
+    assert_int_equal(el_qtarget_parse("q4_0", &t), 0);
+    assert_int_equal(el_quant_choose(&t, "blk.0.attn_norm.weight", 1, ne_norm, 0, &wanted, &why), EL_DTYPE_F32);
+    assert_int_equal(el_quant_choose(&t, "blk.0.attn_q.weight", 2, ne_q, 0, &wanted, &why), EL_DTYPE_Q4_0);
+    assert_null(why);
+    assert_int_equal(el_quant_choose(&t, "blk.0.ffn_down.weight", 2, ne_down, 0, &wanted, &why), EL_DTYPE_F16);
+    assert_non_null(why);
+    assert_int_equal(el_qtarget_parse("q4_k", &t), 0);
+    assert_int_equal(el_quant_choose(&t, "blk.0.attn_q.weight", 2, ne_q, 0, &wanted, &why), EL_DTYPE_Q8_0);
+    assert_int_equal(wanted, EL_DTYPE_Q4_K);
+    assert_int_equal(el_quant_choose(&t, "blk.0.attn_q.weight", 2, ne_big, 0, &wanted, &why), EL_DTYPE_Q4_K);
+    assert_int_equal(el_qtarget_parse("q4_k_m", &t), 0);
+    assert_int_equal(el_quant_choose(&t, "blk.3.attn_v.weight", 2, ne_big, 0, &wanted, &why), EL_DTYPE_Q6_K);
+    assert_int_equal(el_quant_choose(&t, "blk.3.attn_k.weight", 2, ne_big, 0, &wanted, &why), EL_DTYPE_Q4_K);
+    assert_int_equal(el_quant_choose(&t, "output.weight", 2, ne_big, 0, &wanted, &why), EL_DTYPE_Q6_K);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_q8_0_layout),       cmocka_unit_test(test_q4_0_layout),
+        cmocka_unit_test(test_q4_k_layout),       cmocka_unit_test(test_q6_k_layout),
+        cmocka_unit_test(test_roundtrip_bounds),  cmocka_unit_test(test_simd_matches_scalar),
+        cmocka_unit_test(test_matmul_quantized),  cmocka_unit_test(test_bad_scales_found),
+        cmocka_unit_test(test_policy),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

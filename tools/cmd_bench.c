@@ -1,0 +1,167 @@
+// edgellm bench: prefill and decode speed of a model on this machine, next to
+// the machine's own limits measured in the same run (read bandwidth, peak f32
+// FMA throughput), so the figures say how close the kernels get.
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+#include "edgellm/kernels.h"
+#include "edgellm/model.h"
+
+static const char *usage =
+    "usage: edgellm bench -m MODEL [-p N] [-n N] [-t THREADS] [-r REPS] [--json]\n"
+    "\n"
+    "Measures prefill (one batch of N prompt tokens) and decode (N single-token\n"
+    "steps after it) in tokens/s, mean and standard deviation over REPS runs, after\n"
+    "one warm-up run. In the same run it measures the machine's read bandwidth\n"
+    "and its peak f32 FMA throughput with the same threads, and reports:\n"
+    "  weight bytes per decoded token (every matrix is read once per step)\n"
+    "  bandwidth-limited decode = read bandwidth / weight bytes, and the ratio\n"
+    "    achieved / bandwidth-limited\n"
+    "  prefill effective GFLOP/s = 2 x matmul parameters x prefill tokens/s, and\n"
+    "    its ratio to the FMA peak (above 1 needs integer dot products)\n"
+    "Tokens are fixed pseudo-random ids; no tokenizer is needed.\n"
+    "\n"
+    "  -m, --model FILE    GGUF model or llama2.c checkpoint\n"
+    "  -p, --prompt N      prefill tokens (default 128)\n"
+    "  -n, --decode N      decode steps (default 64)\n"
+    "  -t, --threads N     threads (default: all CPUs)\n"
+    "  -r, --reps N        measured repetitions (default 3)\n"
+    "      --bw-mib N      buffer for the bandwidth probe (default 512 MiB)\n"
+    "      --json          one JSON object on stdout instead of the table\n"
+    "\n"
+    "example: edgellm bench -m tinyllama-q8_0.gguf -p 128 -n 64 -t 2 -r 3\n";
+
+static void mean_sd(const double *v, int n, double *mean, double *sd) {
+    double s = 0, ss = 0;
+    for (int i = 0; i < n; i++) s += v[i];
+    *mean = s / n;
+    for (int i = 0; i < n; i++) ss += (v[i] - *mean) * (v[i] - *mean);
+    *sd = n > 1 ? sqrt(ss / (n - 1)) : 0;
+}
+
+// Parameters that take part in matrix products per token: every layer
+// matrix and the output head (the embedding is a row lookup, not a product).
+static double matmul_params(const el_model *m) {
+    const el_hparams *h = &m->hp;
+    double p = (double)el_model_n_params(m);
+    if (!h->tied_output) p -= (double)h->vocab * h->dim;  // token_embd lookup
+    p -= (double)h->dim * (2.0 * h->n_layers + 1);         // norms
+    return p;
+}
+
+static const char *main_dtype(const el_model *m) {
+    return m->hp.n_layers > 0 ? el_dtype_name(m->layers[m->layer_begin].wq.dtype) : "?";
+}
+
+int cmd_bench(int argc, char **argv) {
+    cli c;
+    cli_init(&c, "bench", argc, argv);
+    const char *model_path = NULL, *a;
+    int n_prompt = 128, n_decode = 64, threads = 0, reps = 3, json = 0, bw_mib = 512, opt;
+    while ((a = cli_next(&c, &opt))) {
+        if (cli_is(a, "-h", "--help")) { fputs(usage, stdout); return 0; }
+        else if (cli_is(a, "-m", "--model")) model_path = cli_str(&c, a);
+        else if (cli_is(a, "-p", "--prompt")) cli_int(&c, a, 1, 1 << 16, &n_prompt);
+        else if (cli_is(a, "-n", "--decode")) cli_int(&c, a, 0, 1 << 16, &n_decode);
+        else if (cli_is(a, "-t", "--threads")) cli_int(&c, a, 1, 256, &threads);
+        else if (cli_is(a, "-r", "--reps")) cli_int(&c, a, 1, 1000, &reps);
+        else if (cli_is(a, NULL, "--bw-mib")) cli_int(&c, a, 16, 1 << 16, &bw_mib);
+        else if (cli_is(a, NULL, "--json")) json = 1;
+        else return cli_unknown(&c, a);
+    }
+    if (c.failed) return 2;
+    if (!model_path) return cli_fail(&c, "-m MODEL is required");
+
+    el_error err = {0};
+    el_model *m = NULL;
+    el_pool *pool = NULL;
+    el_session *s = NULL;
+    float *logits = NULL;
+    int *tokens = NULL, rc = 1;
+    double *pre = NULL, *dec = NULL;
+    if (el_model_open(model_path, NULL, &m, &err)) goto out;
+    int ctx = n_prompt + n_decode;
+    if (ctx > m->hp.ctx) {
+        el_err(&err, EL_ERR_RANGE, "%s: -p %d + -n %d exceed the model's context of %d", model_path, n_prompt,
+               n_decode, m->hp.ctx);
+        goto out;
+    }
+    pool = el_pool_new(threads);
+    el_session_opts so = {.ctx = ctx, .max_batch = n_prompt};
+    if (!pool || el_session_new(m, &so, pool, &s, &err)) goto out;
+    logits = malloc((size_t)m->hp.vocab * sizeof(float));
+    tokens = malloc((size_t)ctx * sizeof(int));
+    pre = calloc((size_t)reps, sizeof(double));
+    dec = calloc((size_t)reps, sizeof(double));
+    if (!logits || !tokens || !pre || !dec) {
+        el_err(&err, EL_ERR_NOMEM, "out of memory");
+        goto out;
+    }
+    uint64_t rng = 0x9E3779B97F4A7C15ULL;
+    for (int i = 0; i < ctx; i++) {
+        rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17;
+        tokens[i] = (int)(rng % (uint64_t)m->hp.vocab);
+    }
+    int nthreads = el_pool_size(pool);
+    if (!json)
+        fprintf(stderr, "bench: %s (%s), %d threads, %s%s; %d warm-up + %d runs of %d prefill + %d decode tokens\n",
+                model_path, main_dtype(m), nthreads, el_isa_name(el_cpu_isa()),
+                el_cpu_has_avx512vnni() ? "+vnni" : "", 1, reps, n_prompt, n_decode);
+    for (int r = -1; r < reps; r++) {  // r = -1: warm-up (pages mapped, caches and pool warm)
+        double t0 = el_time_s();
+        if (el_session_forward(s, tokens, n_prompt, 0, logits, 0, &err)) goto out;
+        double t1 = el_time_s();
+        for (int i = 0; i < n_decode; i++)
+            if (el_session_forward(s, &tokens[n_prompt + i], 1, n_prompt + i, logits, 0, &err)) goto out;
+        double t2 = el_time_s();
+        if (r >= 0) {
+            pre[r] = n_prompt / (t1 - t0);
+            dec[r] = n_decode ? n_decode / (t2 - t1) : 0;
+        }
+    }
+    // Machine limits, measured after the model runs so they see the same
+    // state of a shared machine.
+    double bw = el_probe_read_gbs(pool, (size_t)bw_mib << 20, 5);
+    double peak = el_probe_fma_gflops(pool, 0.5);
+
+    double pre_m, pre_sd, dec_m, dec_sd;
+    mean_sd(pre, reps, &pre_m, &pre_sd);
+    mean_sd(dec, reps, &dec_m, &dec_sd);
+    size_t wbytes = el_model_weight_bytes(m, 0, m->hp.n_layers, 0, 1);
+    double bw_limit = bw > 0 ? bw * 1e9 / (double)wbytes : 0;
+    double params = matmul_params(m);
+    double pre_gflops = 2.0 * params * pre_m * 1e-9;
+    if (json) {
+        printf("{\"model\": \"%s\", \"dtype\": \"%s\", \"threads\": %d, \"isa\": \"%s\", \"vnni\": %s, "
+               "\"prompt_tokens\": %d, \"decode_tokens\": %d, \"reps\": %d, "
+               "\"prefill_tok_s\": %.3f, \"prefill_tok_s_sd\": %.3f, \"decode_tok_s\": %.3f, \"decode_tok_s_sd\": %.3f, "
+               "\"weight_bytes_per_token\": %zu, \"read_bandwidth_gb_s\": %.3f, \"bandwidth_limited_tok_s\": %.3f, "
+               "\"decode_ratio\": %.4f, \"fma_peak_gflops\": %.2f, \"matmul_params\": %.0f, "
+               "\"prefill_gflops\": %.2f, \"prefill_ratio\": %.4f}\n",
+               model_path, main_dtype(m), nthreads, el_isa_name(el_cpu_isa()),
+               el_cpu_has_avx512vnni() ? "true" : "false", n_prompt, n_decode, reps, pre_m, pre_sd, dec_m, dec_sd,
+               wbytes, bw, bw_limit, bw_limit > 0 ? dec_m / bw_limit : 0, peak, params, pre_gflops,
+               peak > 0 ? pre_gflops / peak : 0);
+    } else {
+        printf("prefill  %8.2f ± %.2f tok/s   %.1f effective GFLOP/s (2 x %.3g params/token) = %.2f x FMA peak\n",
+               pre_m, pre_sd, pre_gflops, params, peak > 0 ? pre_gflops / peak : 0);
+        printf("decode   %8.2f ± %.2f tok/s   %.1f MiB of weights/token = %.2f GB/s read\n", dec_m, dec_sd,
+               (double)wbytes / 1048576.0, dec_m * (double)wbytes * 1e-9);
+        printf("machine  read bandwidth %.2f GB/s, f32 FMA peak %.1f GFLOP/s (%d threads)\n", bw, peak, nthreads);
+        printf("ratios   decode / bandwidth-limited (%.2f tok/s) = %.2f;  prefill / FMA peak = %.2f\n", bw_limit,
+               bw_limit > 0 ? dec_m / bw_limit : 0, peak > 0 ? pre_gflops / peak : 0);
+    }
+    rc = 0;
+out:
+    if (rc) cli_error(&err);
+    free(pre);
+    free(dec);
+    free(tokens);
+    free(logits);
+    el_session_free(s);
+    el_pool_free(pool);
+    el_model_close(m);
+    return rc;
+}
