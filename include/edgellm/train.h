@@ -162,8 +162,8 @@ int el_dataset_truncated(const el_dataset *d);  // jsonl examples longer than T+
 // tokens[T], targets[T] (-1 where masked), mask[T]
 void el_dataset_get(const el_dataset *d, int i, int *tokens, int *targets, float *mask);
 
-// The strict JSON object parser the jsonl reader uses: fills prompt and
-// completion (malloc'ed, UTF-8) from one line. Exposed for tests.
+// One jsonl line: fills prompt and completion (malloc'ed, UTF-8) or says why
+// not (with the column). Exposed for tests and the fuzzer.
 el_status el_json_prompt_completion(const char *line, size_t len, char **prompt, char **completion, char *why,
                                     size_t why_size);
 

@@ -1,9 +1,11 @@
 // Training data: plain text cut into context windows, or JSON lines of
 // {"prompt": ..., "completion": ...} with the loss on the completion only.
-// Input files are hostile: the JSON parser is strict and names file:line.
+// Input files are hostile: each JSON line goes through the strict reader and
+// errors name file:line.
 #include <stdlib.h>
 #include <string.h>
 
+#include "edgellm/json.h"
 #include "edgellm/train.h"
 
 #define MAX_DATA_BYTES (256u << 20)
@@ -53,200 +55,56 @@ static el_status grow(el_dataset *d, int *cap, el_error *err) {
 
 // ---------------------------------------------------------------- JSON
 
-typedef struct {
-    const char *s;
-    size_t n, i;
-    char *why;
-    size_t why_size;
-} jp;
-
-static int jfail(jp *p, const char *msg) {
-    snprintf(p->why, p->why_size, "%s at column %zu", msg, p->i + 1);
-    return -1;
-}
-static void jws(jp *p) {
-    while (p->i < p->n && (p->s[p->i] == ' ' || p->s[p->i] == '\t' || p->s[p->i] == '\r')) p->i++;
-}
-static int hex4(jp *p, unsigned *out) {
-    if (p->n - p->i < 4) return jfail(p, "truncated \\u escape");
-    unsigned v = 0;
-    for (int k = 0; k < 4; k++) {
-        char c = p->s[p->i++];
-        v <<= 4;
-        if (c >= '0' && c <= '9') v |= (unsigned)(c - '0');
-        else if (c >= 'a' && c <= 'f') v |= (unsigned)(c - 'a' + 10);
-        else if (c >= 'A' && c <= 'F') v |= (unsigned)(c - 'A' + 10);
-        else return jfail(p, "bad hex digit in \\u escape");
-    }
-    *out = v;
-    return 0;
-}
-
-// Parses a JSON string at p->i (at the opening quote) into a malloc'ed UTF-8 copy.
-static int jstring(jp *p, char **out) {
-    *out = NULL;
-    if (p->i >= p->n || p->s[p->i] != '"') return jfail(p, "expected a string");
-    p->i++;
-    char *buf = malloc(p->n - p->i + 1);  // escapes never expand
-    if (!buf) return jfail(p, "out of memory");
-    size_t o = 0;
-    for (;;) {
-        if (p->i >= p->n) {
-            free(buf);
-            return jfail(p, "unterminated string");
-        }
-        unsigned char c = (unsigned char)p->s[p->i++];
-        if (c == '"') break;
-        if (c < 0x20) {
-            free(buf);
-            p->i--;
-            return jfail(p, "control character in a string");
-        }
-        if (c != '\\') {
-            buf[o++] = (char)c;
-            continue;
-        }
-        if (p->i >= p->n) {
-            free(buf);
-            return jfail(p, "unterminated escape");
-        }
-        char e = p->s[p->i++];
-        unsigned cp;
-        switch (e) {
-        case '"': buf[o++] = '"'; continue;
-        case '\\': buf[o++] = '\\'; continue;
-        case '/': buf[o++] = '/'; continue;
-        case 'b': buf[o++] = '\b'; continue;
-        case 'f': buf[o++] = '\f'; continue;
-        case 'n': buf[o++] = '\n'; continue;
-        case 'r': buf[o++] = '\r'; continue;
-        case 't': buf[o++] = '\t'; continue;
-        case 'u':
-            if (hex4(p, &cp)) {
-                free(buf);
-                return -1;
-            }
-            if (cp >= 0xD800 && cp < 0xDC00) {  // high surrogate: a low one must follow
-                unsigned lo;
-                if (p->n - p->i < 2 || p->s[p->i] != '\\' || p->s[p->i + 1] != 'u') {
-                    free(buf);
-                    return jfail(p, "unpaired surrogate in \\u escape");
-                }
-                p->i += 2;
-                if (hex4(p, &lo)) {
-                    free(buf);
-                    return -1;
-                }
-                if (lo < 0xDC00 || lo > 0xDFFF) {
-                    free(buf);
-                    return jfail(p, "unpaired surrogate in \\u escape");
-                }
-                cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
-            } else if (cp >= 0xDC00 && cp < 0xE000) {
-                free(buf);
-                return jfail(p, "unpaired surrogate in \\u escape");
-            }
-            if (cp == 0) {
-                free(buf);
-                return jfail(p, "\\u0000 is not allowed");
-            }
-            // a \uXXXX escape takes 6 input bytes and at most 4 output bytes
-            if (cp < 0x80) buf[o++] = (char)cp;
-            else if (cp < 0x800) buf[o++] = (char)(0xC0 | cp >> 6), buf[o++] = (char)(0x80 | (cp & 63));
-            else if (cp < 0x10000)
-                buf[o++] = (char)(0xE0 | cp >> 12), buf[o++] = (char)(0x80 | (cp >> 6 & 63)),
-                buf[o++] = (char)(0x80 | (cp & 63));
-            else
-                buf[o++] = (char)(0xF0 | cp >> 18), buf[o++] = (char)(0x80 | (cp >> 12 & 63)),
-                buf[o++] = (char)(0x80 | (cp >> 6 & 63)), buf[o++] = (char)(0x80 | (cp & 63));
-            continue;
-        default:
-            free(buf);
-            p->i--;
-            return jfail(p, "unknown escape");
-        }
-    }
-    buf[o] = 0;
-    if (!el_utf8_valid(buf, o)) {
-        free(buf);
-        return jfail(p, "string is not valid UTF-8");
-    }
-    *out = buf;
-    return 0;
-}
-
+// One line through the project's strict JSON reader (core/json.c): an object
+// whose "prompt" and "completion" members are strings (other members may be
+// anything and are ignored); duplicates, NUL bytes and bad UTF-8 are refused.
 el_status el_json_prompt_completion(const char *line, size_t len, char **prompt, char **completion, char *why,
                                     size_t why_size) {
-    jp p = {line, len, 0, why, why_size};
     *prompt = *completion = NULL;
     why[0] = 0;
-    jws(&p);
-    if (p.i >= p.n || line[p.i] != '{') {
-        jfail(&p, "expected '{'");
+    el_json *j;
+    el_error e;
+    if (el_json_parse(line, len, "", &j, &e)) {
+        int ln, col, off = 0;  // the reader says ":1:COL: what" for a one-line text
+        if (sscanf(e.msg, ":%d:%d: %n", &ln, &col, &off) == 2 && off > 0)
+            snprintf(why, why_size, "%s at column %d", e.msg + off, col);
+        else
+            snprintf(why, why_size, "%s", e.msg);
         return EL_ERR_FORMAT;
     }
-    p.i++;
-    jws(&p);
-    int first = 1;
-    while (!(p.i < p.n && line[p.i] == '}')) {
-        if (!first) {
-            if (p.i >= p.n || line[p.i] != ',') goto bad_sep;
-            p.i++;
-            jws(&p);
-        }
-        first = 0;
-        char *key, *val;
-        if (jstring(&p, &key)) goto fail;
-        jws(&p);
-        if (p.i >= p.n || line[p.i] != ':') {
-            free(key);
-            jfail(&p, "expected ':'");
-            goto fail;
-        }
-        p.i++;
-        jws(&p);
-        if (p.i >= p.n || line[p.i] != '"') {
-            char msg[96];
-            snprintf(msg, sizeof msg, "the value of \"%.40s\" is not a string", key);
-            free(key);
-            jfail(&p, msg);
-            goto fail;
-        }
-        if (jstring(&p, &val)) {
-            free(key);
-            goto fail;
-        }
-        char **slot = !strcmp(key, "prompt") ? prompt : !strcmp(key, "completion") ? completion : NULL;
-        if (slot && *slot) {
-            jfail(&p, "duplicate key");
-            snprintf(why, why_size, "duplicate key \"%s\"", key);
-            free(key);
-            free(val);
-            goto fail;
-        }
-        free(key);
-        if (slot) *slot = val;
-        else free(val);  // other string fields (ids, tags) are allowed and ignored
-        jws(&p);
+    const el_json *pv = NULL, *cv = NULL;
+    el_status st = EL_OK;
+    if (j->type != EL_JSON_OBJECT) {
+        snprintf(why, why_size, "expected an object {\"prompt\": ..., \"completion\": ...}");
+        st = EL_ERR_FORMAT;
     }
-    p.i++;
-    jws(&p);
-    if (p.i != p.n) {
-        jfail(&p, "unexpected text after the object");
-        goto fail;
+    for (size_t i = 0; !st && i < j->len; i++) {
+        const char *key = j->keys[i];
+        const el_json **slot = !strcmp(key, "prompt") ? &pv : !strcmp(key, "completion") ? &cv : NULL;
+        if (!slot) continue;
+        const el_json *v = &j->items[i];
+        if (*slot) snprintf(why, why_size, "duplicate key \"%s\"", key), st = EL_ERR_FORMAT;
+        else if (v->type != EL_JSON_STRING)
+            snprintf(why, why_size, "the value of \"%s\" is not a string", key), st = EL_ERR_FORMAT;
+        else if (strlen(v->str) != v->len)
+            snprintf(why, why_size, "\"%s\" contains a NUL character", key), st = EL_ERR_FORMAT;
+        else if (!el_utf8_valid(v->str, v->len))
+            snprintf(why, why_size, "\"%s\" is not valid UTF-8", key), st = EL_ERR_FORMAT;
+        *slot = v;
     }
-    if (!*prompt || !*completion) {
-        snprintf(why, why_size, "missing \"%s\"", *prompt ? "completion" : "prompt");
-        goto fail;
+    if (!st && (!pv || !cv)) snprintf(why, why_size, "missing \"%s\"", pv ? "completion" : "prompt"), st = EL_ERR_FORMAT;
+    if (!st) {
+        *prompt = strdup(pv->str);
+        *completion = strdup(cv->str);
+        if (!*prompt || !*completion) {
+            free(*prompt), free(*completion);
+            *prompt = *completion = NULL;
+            snprintf(why, why_size, "out of memory");
+            st = EL_ERR_NOMEM;
+        }
     }
-    return EL_OK;
-bad_sep:
-    jfail(&p, "expected ',' or '}'");
-fail:
-    free(*prompt);
-    free(*completion);
-    *prompt = *completion = NULL;
-    return EL_ERR_FORMAT;
+    el_json_free(j);
+    return st;
 }
 
 // ---------------------------------------------------------------- loaders
