@@ -83,6 +83,9 @@ void el_cross_entropy_backward(float *dlogits, const float *probs, const int *ta
 // dimensions lda/ldb/ldc (op = transpose when ta/tb). OpenBLAS when built in.
 void el_sgemm(int ta, int tb, int m, int n, int k, float alpha, const float *A, int lda, const float *B, int ldb,
               float beta, float *C, int ldc);
+// The same, split by columns of C across the pool (each part one BLAS call).
+void el_sgemm_par(el_pool *pool, int ta, int tb, int m, int n, int k, float alpha, const float *A, int lda,
+                  const float *B, int ldb, float beta, float *C, int ldc);
 // Sets the BLAS thread count (process-wide in OpenBLAS); no-op without BLAS.
 void el_blas_threads(int n);
 const char *el_blas_name(void);

@@ -90,60 +90,82 @@ void el_rope_backward(float *dx, int B, int T, int heads, int hd, const float *i
 
 // ---------------------------------------------------------------- attention
 
+// One task per (sequence, kv head): its query heads run in order, so the
+// kv-head gradients of backward are written by one task only (no races, a
+// fixed summation order).
+typedef struct {
+    float *out, *dq, *dk, *dv;
+    float *att;
+    const float *q, *k, *v, *dout;
+    int B, T, H, KVH, hd;
+} attn_job;
+
 // Per (sequence, head): S = Q Kᵀ/√hd (BLAS, full square; the causal mask is
 // applied by the softmax), P = softmax rows, O = P V.
+static void attn_fwd_task(void *ctx, int task, int n_tasks) {
+    (void)n_tasks;
+    const attn_job *j = ctx;
+    int T = j->T, hd = j->hd, qd = j->H * hd, kvd = j->KVH * hd, group = j->H / j->KVH;
+    int b = task / j->KVH, kvh = task % j->KVH;
+    float scale = 1.0f / sqrtf((float)hd);
+    const float *kb = j->k + (size_t)b * T * kvd + (size_t)kvh * hd;
+    const float *vb = j->v + (size_t)b * T * kvd + (size_t)kvh * hd;
+    for (int h = kvh * group; h < (kvh + 1) * group; h++) {
+        float *P = j->att + ((size_t)b * j->H + h) * T * T;
+        el_sgemm(0, 1, T, T, hd, scale, j->q + (size_t)b * T * qd + (size_t)h * hd, qd, kb, kvd, 0, P, T);
+        for (int t = 0; t < T; t++) {
+            float *row = P + (size_t)t * T;
+            el_softmax(row, t + 1);
+            memset(row + t + 1, 0, (size_t)(T - t - 1) * sizeof(float));
+        }
+        el_sgemm(0, 0, T, hd, T, 1, P, T, vb, kvd, 0, j->out + (size_t)b * T * qd + (size_t)h * hd, qd);
+    }
+}
+
 void el_attention_forward(el_pool *pool, float *out, float *att, const float *q, const float *k, const float *v,
                           int B, int T, int H, int KVH, int hd) {
-    (void)pool;
-    int qd = H * hd, kvd = KVH * hd, group = H / KVH;
-    float scale = 1.0f / sqrtf((float)hd);
-    for (int b = 0; b < B; b++)
-        for (int h = 0; h < H; h++) {
-            int kvh = h / group;
-            float *P = att + ((size_t)b * H + h) * T * T;
-            const float *qb = q + (size_t)b * T * qd + (size_t)h * hd;
-            const float *kb = k + (size_t)b * T * kvd + (size_t)kvh * hd;
-            const float *vb = v + (size_t)b * T * kvd + (size_t)kvh * hd;
-            el_sgemm(0, 1, T, T, hd, scale, qb, qd, kb, kvd, 0, P, T);
-            for (int t = 0; t < T; t++) {
-                float *row = P + (size_t)t * T;
-                el_softmax(row, t + 1);
-                memset(row + t + 1, 0, (size_t)(T - t - 1) * sizeof(float));
-            }
-            el_sgemm(0, 0, T, hd, T, 1, P, T, vb, kvd, 0, out + (size_t)b * T * qd + (size_t)h * hd, qd);
-        }
+    attn_job j = {out, NULL, NULL, NULL, att, q, k, v, NULL, B, T, H, KVH, hd};
+    el_pool_run(pool, attn_fwd_task, &j, B * KVH);
 }
 
 // dP = dO Vᵀ;  dS = P ⊙ (dP - Σ_row dP⊙P);  dQ = dS K/√hd;  dK += dSᵀ Q/√hd;  dV += Pᵀ dO
-void el_attention_backward(el_pool *pool, float *dq, float *dk, float *dv, const float *dout, const float *att,
-                           const float *q, const float *k, const float *v, int B, int T, int H, int KVH, int hd) {
-    (void)pool;
-    int qd = H * hd, kvd = KVH * hd, group = H / KVH;
+static void attn_bwd_task(void *ctx, int task, int n_tasks) {
+    (void)n_tasks;
+    const attn_job *j = ctx;
+    int T = j->T, hd = j->hd, qd = j->H * hd, kvd = j->KVH * hd, group = j->H / j->KVH;
+    int b = task / j->KVH, kvh = task % j->KVH;
     float scale = 1.0f / sqrtf((float)hd);
+    size_t kvoff = (size_t)b * T * kvd + (size_t)kvh * hd;
+    for (int t = 0; t < T; t++) {
+        memset(j->dk + kvoff + (size_t)t * kvd, 0, (size_t)hd * sizeof(float));
+        memset(j->dv + kvoff + (size_t)t * kvd, 0, (size_t)hd * sizeof(float));
+    }
     float *dS = malloc((size_t)T * T * sizeof(float));
     if (!dS) return;  // T ≤ model ctx: a few MiB at most
-    memset(dk, 0, (size_t)B * T * kvd * sizeof(float));
-    memset(dv, 0, (size_t)B * T * kvd * sizeof(float));
-    for (int b = 0; b < B; b++)
-        for (int h = 0; h < H; h++) {
-            int kvh = h / group;
-            const float *P = att + ((size_t)b * H + h) * T * T;
-            size_t qoff = (size_t)b * T * qd + (size_t)h * hd, kvoff = (size_t)b * T * kvd + (size_t)kvh * hd;
-            el_sgemm(0, 1, T, T, hd, 1, dout + qoff, qd, v + kvoff, kvd, 0, dS, T);
-            for (int t = 0; t < T; t++) {
-                float *ds = dS + (size_t)t * T;
-                const float *p = P + (size_t)t * T;
-                double dot = 0;
-                for (int j = 0; j <= t; j++) dot += (double)ds[j] * p[j];
-                float fd = (float)dot;
-                for (int j = 0; j <= t; j++) ds[j] = p[j] * (ds[j] - fd);
-                for (int j = t + 1; j < T; j++) ds[j] = 0;
-            }
-            el_sgemm(0, 0, T, hd, T, scale, dS, T, k + kvoff, kvd, 0, dq + qoff, qd);
-            el_sgemm(1, 0, T, hd, T, scale, dS, T, q + qoff, qd, 1, dk + kvoff, kvd);
-            el_sgemm(1, 0, T, hd, T, 1, P, T, dout + qoff, qd, 1, dv + kvoff, kvd);
+    for (int h = kvh * group; h < (kvh + 1) * group; h++) {
+        const float *P = j->att + ((size_t)b * j->H + h) * T * T;
+        size_t qoff = (size_t)b * T * qd + (size_t)h * hd;
+        el_sgemm(0, 1, T, T, hd, 1, j->dout + qoff, qd, j->v + kvoff, kvd, 0, dS, T);
+        for (int t = 0; t < T; t++) {
+            float *ds = dS + (size_t)t * T;
+            const float *p = P + (size_t)t * T;
+            double dot = 0;
+            for (int i = 0; i <= t; i++) dot += (double)ds[i] * p[i];
+            float fd = (float)dot;
+            for (int i = 0; i <= t; i++) ds[i] = p[i] * (ds[i] - fd);
+            for (int i = t + 1; i < T; i++) ds[i] = 0;
         }
+        el_sgemm(0, 0, T, hd, T, scale, dS, T, j->k + kvoff, kvd, 0, j->dq + qoff, qd);
+        el_sgemm(1, 0, T, hd, T, scale, dS, T, j->q + qoff, qd, 1, j->dk + kvoff, kvd);
+        el_sgemm(1, 0, T, hd, T, 1, P, T, j->dout + qoff, qd, 1, j->dv + kvoff, kvd);
+    }
     free(dS);
+}
+
+void el_attention_backward(el_pool *pool, float *dq, float *dk, float *dv, const float *dout, const float *att,
+                           const float *q, const float *k, const float *v, int B, int T, int H, int KVH, int hd) {
+    attn_job j = {NULL, dq, dk, dv, (float *)att, q, k, v, dout, B, T, H, KVH, hd};
+    el_pool_run(pool, attn_bwd_task, &j, B * KVH);
 }
 
 // ---------------------------------------------------------------- swiglu
@@ -175,14 +197,27 @@ size_t el_linear_scratch_floats(const el_tensor *W) {
     return rows * in;
 }
 
-// Dequantizes rows [r0, r0+rows) of W into tile, on the calling thread: OpenBLAS
-// workers keep spinning for a while after each product, and handing this work
-// to our pool at the same time made the f16 base 3x slower (55 vs 160-190
-// tokens/s on the 125M synth, 2 threads) from scheduler contention alone.
+typedef struct {
+    const el_tensor *W;
+    float *tile;
+    int r0, rows, per_task;
+} dequant_job;
+
+static void dequant_task(void *ctx, int i, int n) {
+    (void)n;
+    const dequant_job *j = ctx;
+    int a = i * j->per_task, b = a + j->per_task < j->rows ? a + j->per_task : j->rows;
+    int in = (int)j->W->ne[0];
+    for (int r = a; r < b; r++) el_tensor_row_f32(j->W, j->r0 + r, j->tile + (size_t)r * in);
+}
+
+// Dequantizes rows [r0, r0+rows) of W into tile across the pool. (This only
+// pays because BLAS runs single-threaded inside our pool: with OpenBLAS's own
+// workers spinning between products, the same split made an f16 base 3x slower.)
 static void dequant_rows(el_pool *pool, const el_tensor *W, int r0, int rows, float *tile) {
-    (void)pool;
-    int in = (int)W->ne[0];
-    for (int r = 0; r < rows; r++) el_tensor_row_f32(W, r0 + r, tile + (size_t)r * in);
+    int P = el_pool_size(pool);
+    dequant_job j = {W, tile, r0, rows, (rows + P - 1) / P};
+    el_pool_run(pool, dequant_task, &j, (rows + j.per_task - 1) / j.per_task);
 }
 
 void el_linear_forward(el_pool *pool, float *y, float *t, const float *x, const el_linear *L, int n,
@@ -190,19 +225,19 @@ void el_linear_forward(el_pool *pool, float *y, float *t, const float *x, const 
     const el_tensor *W = L->W;
     int in = (int)W->ne[0], out = (int)W->ne[1];
     if (W->dtype == EL_DTYPE_F32) {
-        el_sgemm(0, 1, n, out, in, 1, x, in, W->data, in, 0, y, out);
+        el_sgemm_par(pool, 0, 1, n, out, in, 1, x, in, W->data, in, 0, y, out);
     } else {
         int tile_rows = (int)(el_linear_scratch_floats(W) / (size_t)in);
         for (int r0 = 0; r0 < out; r0 += tile_rows) {
             int rows = out - r0 < tile_rows ? out - r0 : tile_rows;
             dequant_rows(pool, W, r0, rows, scratch);
-            el_sgemm(0, 1, n, rows, in, 1, x, in, scratch, in, 0, y + r0, out);
+            el_sgemm_par(pool, 0, 1, n, rows, in, 1, x, in, scratch, in, 0, y + r0, out);
         }
     }
     const el_lora_mat *lo = L->lora;
     if (lo) {
         el_sgemm(0, 1, n, lo->rank, in, 1, x, in, lo->a, in, 0, t, lo->rank);
-        el_sgemm(0, 1, n, out, lo->rank, L->s, t, lo->rank, lo->b, lo->rank, 1, y, out);
+        el_sgemm_par(pool, 0, 1, n, out, lo->rank, L->s, t, lo->rank, lo->b, lo->rank, 1, y, out);
     }
 }
 
@@ -216,18 +251,18 @@ void el_linear_backward(el_pool *pool, float *dx, float *dA, float *dB, const fl
         el_sgemm(0, 0, n, r, out, 1, dy, out, lo->b, r, 0, tmp, r);           // tmp = dy B
         if (dB) el_sgemm(1, 0, out, r, n, L->s, dy, out, t, r, 1, dB, r);     // dB += s dyᵀ t
         if (dA) el_sgemm(1, 0, r, in, n, L->s, tmp, r, x, in, 1, dA, in);     // dA += s tmpᵀ x
-        if (dx) el_sgemm(0, 0, n, in, r, L->s, tmp, r, lo->a, in, 1, dx, in); // dx += s tmp A
+        if (dx) el_sgemm_par(pool, 0, 0, n, in, r, L->s, tmp, r, lo->a, in, 1, dx, in);  // dx += s tmp A
     }
     if (!dx) return;
     if (W->dtype == EL_DTYPE_F32) {
-        el_sgemm(0, 0, n, in, out, 1, dy, out, W->data, in, 1, dx, in);
+        el_sgemm_par(pool, 0, 0, n, in, out, 1, dy, out, W->data, in, 1, dx, in);
         return;
     }
     int tile_rows = (int)(el_linear_scratch_floats(W) / (size_t)in);
     for (int r0 = 0; r0 < out; r0 += tile_rows) {
         int rows = out - r0 < tile_rows ? out - r0 : tile_rows;
         dequant_rows(pool, W, r0, rows, scratch);
-        el_sgemm(0, 0, n, in, rows, 1, dy + r0, out, scratch, in, 1, dx, in);
+        el_sgemm_par(pool, 0, 0, n, in, rows, 1, dy + r0, out, scratch, in, 1, dx, in);
     }
 }
 

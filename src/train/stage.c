@@ -58,6 +58,41 @@ void el_train_stage_free(el_train_stage *st) {
     free(st);
 }
 
+// Row-parallel versions of the element-wise ops (every row is independent, so
+// the split does not change any result): the head's softmax over the
+// vocabulary and SwiGLU are the largest serial parts of a step otherwise.
+typedef struct {
+    el_train_stage *st;
+    int op, rows_per_task, width;
+    float *a, *b, *c;
+    const float *x, *y, *z;
+    const int *targets;
+} rows_job;
+
+enum { ROWS_CE_FWD, ROWS_CE_BWD, ROWS_SWIGLU_FWD, ROWS_SWIGLU_BWD };
+
+static void rows_task(void *ctx, int i, int n_tasks) {
+    (void)n_tasks;
+    const rows_job *j = ctx;
+    int r0 = i * j->rows_per_task, r1 = r0 + j->rows_per_task < j->st->n ? r0 + j->rows_per_task : j->st->n;
+    if (r0 >= r1) return;
+    size_t o = (size_t)r0 * j->width;
+    int nr = r1 - r0, ne = nr * j->width;
+    switch (j->op) {
+    case ROWS_CE_FWD: el_cross_entropy_forward(j->a + r0, j->b + o, j->x + o, j->targets + r0, nr, j->width); break;
+    case ROWS_CE_BWD: el_cross_entropy_backward(j->a + o, j->x + o, j->targets + r0, j->y + r0, nr, j->width); break;
+    case ROWS_SWIGLU_FWD: el_swiglu_forward(j->a + o, j->x + o, j->y + o, ne); break;
+    default: el_swiglu_backward(j->a + o, j->b + o, j->x + o, j->y + o, j->z + o, ne); break;
+    }
+}
+
+static void run_rows(el_train_stage *st, rows_job *j) {
+    int P = el_pool_size(st->pool);
+    j->st = st;
+    j->rows_per_task = (st->n + P - 1) / P;
+    el_pool_run(st->pool, rows_task, j, (st->n + j->rows_per_task - 1) / j->rows_per_task);
+}
+
 static el_linear linear_of(const el_train_stage *st, int l, int t) {
     el_linear L = {el_lora_base(st->m, l, t), el_lora_get(st->lora, l, t), 0};
     if (L.lora) L.s = st->lora->alpha / (float)L.lora->rank;
@@ -145,7 +180,7 @@ el_status el_train_stage_new(const el_model *m, const el_lora *lora, const el_tr
                       o->T);
     }
     el_rope_freqs(st->inv_freq, h->head_dim, h->rope_theta);
-    el_blas_threads(el_pool_size(pool));
+    el_blas_threads(1);  // parallel over our pool instead (el_sgemm_par)
     *out = st;
     return EL_OK;
 }
@@ -195,7 +230,8 @@ static void layer_forward(el_train_stage *st, int l, float *x) {
     el_rmsnorm_forward(a->xn2, a->rstd2, x, W->ffn_norm.data, n, dim, hp->rms_eps);
     el_linear_forward(st->pool, a->g, a->t[EL_LORA_GATE], a->xn2, &gate, n, st->scratch);
     el_linear_forward(st->pool, a->u, a->t[EL_LORA_UP], a->xn2, &up, n, st->scratch);
-    el_swiglu_forward(a->h, a->g, a->u, n * st->ff);
+    rows_job sj = {.op = ROWS_SWIGLU_FWD, .width = st->ff, .a = a->h, .x = a->g, .y = a->u};
+    run_rows(st, &sj);
     el_linear_forward(st->pool, st->proj, a->t[EL_LORA_DOWN], a->h, &down, n, st->scratch);
     for (size_t i = 0; i < (size_t)n * dim; i++) x[i] += st->proj[i];
 }
@@ -229,7 +265,8 @@ static void layer_backward(el_train_stage *st, int l, float *g) {
     // feed-forward block: x_out = x_mid + down(swiglu(gate(n2), up(n2))), n2 = rmsnorm(x_mid)
     memset(st->dh, 0, (size_t)n * st->ff * sizeof(float));
     linear_back(st, st->dh, g, a->h, a->t[EL_LORA_DOWN], &down);
-    el_swiglu_backward(st->dg, st->du, st->dh, a->g, a->u, n * st->ff);
+    rows_job sj = {.op = ROWS_SWIGLU_BWD, .width = st->ff, .a = st->dg, .b = st->du, .x = st->dh, .y = a->g, .z = a->u};
+    run_rows(st, &sj);
     memset(st->dxn, 0, nd * sizeof(float));
     linear_back(st, st->dxn, st->dg, a->xn2, a->t[EL_LORA_GATE], &gate);
     linear_back(st, st->dxn, st->du, a->xn2, a->t[EL_LORA_UP], &up);
@@ -273,7 +310,8 @@ el_status el_train_head(el_train_stage *st, const float *x, const int *targets, 
     el_rmsnorm_forward(st->xf, st->rstdf, st->xh, m->output_norm.data, n, st->dim, m->hp.rms_eps);
     el_linear_forward(st->pool, st->logits, NULL, st->xf, &head, n, st->scratch);
     if (logits) memcpy(logits, st->logits, (size_t)n * V * sizeof(float));
-    el_cross_entropy_forward(st->loss_rows, st->logits, st->logits, targets, n, V);
+    rows_job cf = {.op = ROWS_CE_FWD, .width = V, .a = st->loss_rows, .b = st->logits, .x = st->logits, .targets = targets};
+    run_rows(st, &cf);
     double sum = 0, wsum = 0;
     for (int i = 0; i < n; i++) {
         if (targets[i] < 0 || mask[i] == 0) continue;
@@ -284,7 +322,8 @@ el_status el_train_head(el_train_stage *st, const float *x, const int *targets, 
     if (n_tokens) *n_tokens = wsum;
     if (!dx) return EL_OK;
     for (int i = 0; i < n; i++) st->dloss[i] = wsum > 0 && targets[i] >= 0 ? (float)(mask[i] / wsum) * grad_scale : 0;
-    el_cross_entropy_backward(st->logits, st->logits, targets, st->dloss, n, V);
+    rows_job cb = {.op = ROWS_CE_BWD, .width = V, .a = st->logits, .x = st->logits, .y = st->dloss, .targets = targets};
+    run_rows(st, &cb);
     memset(st->dxn, 0, (size_t)n * st->dim * sizeof(float));
     el_linear_backward(st->pool, st->dxn, NULL, NULL, st->logits, st->xf, NULL, &head, n, st->scratch, st->tmp);
     memset(dx, 0, (size_t)n * st->dim * sizeof(float));

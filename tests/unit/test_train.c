@@ -634,6 +634,29 @@ static void test_forward_matches_inference(void **s) {
     el_model_close(m);
 }
 
+// The column split over the pool computes the same product as one call.
+static void test_sgemm_par(void **s) {
+    (void)s;
+    int m = 96, n = 200, k = 230;
+    float *A = randv((size_t)m * k, 1), *B = randv((size_t)n * k, 1), *C0 = randv((size_t)m * n, 1);
+    float *C1 = malloc(sizeof(float) * m * n), *C2 = malloc(sizeof(float) * m * n);
+    el_pool *pool = el_pool_new(3);
+    for (int tb = 0; tb <= 1; tb++) {
+        memcpy(C1, C0, sizeof(float) * m * n);
+        memcpy(C2, C0, sizeof(float) * m * n);
+        int ldb = tb ? k : n;  // B as [n, k] transposed, or read as [k, n]
+        el_sgemm(0, tb, m, n, k, 0.5f, A, k, B, ldb, 1, C1, n);
+        el_sgemm_par(pool, 0, tb, m, n, k, 0.5f, A, k, B, ldb, 1, C2, n);
+        for (int i = 0; i < m * n; i++) assert_float_equal(C1[i], C2[i], 1e-4 * (1 + fabsf(C1[i])));
+        // and the reference loop agrees with BLAS
+        double ref = C0[5 * n + 7];
+        for (int p = 0; p < k; p++) ref += 0.5 * A[5 * k + p] * (tb ? B[7 * k + p] : B[p * n + 7]);
+        assert_float_equal(C1[5 * n + 7], ref, 1e-3);
+    }
+    el_pool_free(pool);
+    free(A), free(B), free(C0), free(C1), free(C2);
+}
+
 // ---------------------------------------------------------------- optimizer, adapters, data
 
 static void test_adamw(void **s) {
@@ -791,6 +814,7 @@ int main(void) {
         cmocka_unit_test(test_block_grad),
         cmocka_unit_test(test_head_grad),
         cmocka_unit_test(test_forward_matches_inference),
+        cmocka_unit_test(test_sgemm_par),
         cmocka_unit_test(test_adamw),
         cmocka_unit_test(test_lora_roundtrip_and_mismatch),
         cmocka_unit_test(test_json_lines),
