@@ -43,7 +43,8 @@ static const char *usage =
     "      --val-samples N     validation samples per evaluation (default 256)\n"
     "      --checkpoint-every N  write ADAPTER.gguf.ckpt every N steps (default 0 = off)\n"
     "      --resume            continue from ADAPTER.gguf.ckpt: ends bit for bit where an\n"
-    "                          uninterrupted run would (same options and threads)\n"
+    "                          uninterrupted run would (same options and threads). Ctrl-C\n"
+    "                          writes that checkpoint after the current step and exits 130\n"
     "  -t, --threads N         threads (default: all CPUs)\n"
     "\n"
     "  -h, --help              this text\n"
@@ -129,6 +130,12 @@ static el_status eval_loss(batch_buf *b, const el_dataset *d, int max_samples, d
     }
     *loss = tok > 0 ? sum / tok : NAN;
     return EL_OK;
+}
+
+static volatile sig_atomic_t interrupted;
+static void on_sigint(int sig) {
+    (void)sig;
+    interrupted = 1;
 }
 
 static int ends_with(const char *s, const char *suf) {
@@ -285,6 +292,9 @@ int cmd_finetune(int argc, char **argv) {
         meta.row_step[0] = 0, meta.row_loss[0] = NAN, meta.row_val[0] = (float)vl;
         meta.n_rows = 1;
     }
+    struct sigaction sa = {0};
+    sa.sa_handler = on_sigint;
+    sigaction(SIGINT, &sa, NULL);
     el_progress pr;
     el_progress_begin(&pr, stderr, "finetune", total - meta.step, "steps");
     double last_val = meta.n_rows ? meta.row_val[meta.n_rows - 1] : NAN, loss_sum = 0, t_start = el_time_s();
@@ -328,17 +338,28 @@ int cmd_finetune(int argc, char **argv) {
         }
         char extra[160];
         double el = el_time_s() - t_start;
-        snprintf(extra, sizeof extra, "step %llu/%llu, loss %.4f, val %.4f, %.0f tok/s", (unsigned long long)meta.step,
-                 (unsigned long long)total, step_loss, last_val, el > 0 ? tokens_done / el : 0.0);
+        char vbuf[32] = "-";
+        if (!isnan(last_val)) snprintf(vbuf, sizeof vbuf, "%.4f", last_val);
+        snprintf(extra, sizeof extra, "step %llu/%llu, loss %.4f, val %s, %.0f tok/s", (unsigned long long)meta.step,
+                 (unsigned long long)total, step_loss, vbuf, el > 0 ? tokens_done / el : 0.0);
         el_progress_update(&pr, meta.step - first, extra);
         if (ckpt_every && meta.step % (uint64_t)ckpt_every == 0 && meta.step < total &&
             el_checkpoint_save(ckpt_path, lora, mom, vel, &meta, &err))
             goto out;
         if (kill_at && meta.step == strtoull(kill_at, NULL, 10)) raise(SIGKILL);
+        if (interrupted && meta.step < total) {
+            // Ctrl-C: keep the work done so far as a checkpoint to --resume from
+            el_progress_end(&pr, meta.step - first, NULL);
+            if (el_checkpoint_save(ckpt_path, lora, mom, vel, &meta, &err)) goto out;
+            fprintf(stderr, "interrupted at step %llu/%llu; wrote %s: rerun the same command with --resume\n",
+                    (unsigned long long)meta.step, (unsigned long long)total, ckpt_path);
+            rc = 130;
+            goto out;
+        }
     }
     el_progress_end(&pr, meta.step - first, NULL);
     if (el_lora_save(lora, out_path, &err)) goto out;
-    if (ckpt_every) remove(ckpt_path);  // the run is complete: the adapter supersedes it
+    remove(ckpt_path);  // the run is complete: the adapter supersedes any checkpoint
     double el = el_time_s() - t_start;
     fprintf(stderr, "\n  step   train loss   val loss\n");
     for (int i = 0; i < meta.n_rows; i++) {
@@ -358,7 +379,7 @@ int cmd_finetune(int argc, char **argv) {
             steady, el_peak_rss() / 1048576.0, out_path);
     rc = 0;
 out:
-    if (rc) cli_error(&err);
+    if (rc == 1) cli_error(&err);
     free(b.tokens), free(b.targets), free(b.mask), free(b.x), free(ord.perm), free(mom), free(vel);
     el_train_stage_free(st);
     el_pool_free(pool);

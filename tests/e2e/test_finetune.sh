@@ -41,6 +41,25 @@ cmp -s "$T/full.gguf" "$T/resumed.gguf" && pass || fail "resumed adapter differs
 EL_TEST_KILL_AT_STEP=6 "$EDGELLM" finetune "${BASE[@]}" "${common[@]}" -o "$T/other.gguf" 2>/dev/null
 expect_error "different --lr" "$EDGELLM" finetune "${BASE[@]}" "${common[@]}" --lr 1e-3 -o "$T/other.gguf" --resume
 
+# ---- Ctrl-C writes a checkpoint after the current step; --resume finishes identically
+long=(--data "$DATA/pirate-dreams.txt" --steps 150 --batch 2 --lr 2e-3 -t 2 --seed 4)
+"$EDGELLM" finetune "${BASE[@]}" "${long[@]}" -o "$T/int.gguf" 2>"$T/int.err" &
+pid=$!
+for _ in $(seq 1 100); do grep -q "steps" "$T/int.err" 2>/dev/null && break; sleep 0.05; done
+sleep 0.3
+kill -INT $pid
+wait $pid
+expect_eq "exit status after Ctrl-C" "$?" "130"
+if grep -q "interrupted at step" "$T/int.err" && [ -f "$T/int.gguf.ckpt" ]; then
+  pass
+  "$EDGELLM" finetune "${BASE[@]}" "${long[@]}" -o "$T/int.gguf" --resume 2>/dev/null || fail "resume after Ctrl-C"
+  "$EDGELLM" finetune "${BASE[@]}" "${long[@]}" -o "$T/int-full.gguf" 2>/dev/null || fail "uninterrupted long run"
+  cmp -s "$T/int.gguf" "$T/int-full.gguf" && pass || fail "adapter after Ctrl-C + resume differs"
+  [ -f "$T/int.gguf.ckpt" ] && fail "checkpoint left after the run completed" || pass
+else
+  fail "no checkpoint after Ctrl-C: $(tail -2 "$T/int.err")"
+fi
+
 # ---- completion-only jsonl
 "$EDGELLM" finetune "${BASE[@]}" --data "$DATA/pirate-dreams.jsonl" --steps 20 --batch 8 --lr 3e-3 -t 2 \
   -o "$T/jl.gguf" 2>"$T/jl.err" || fail "jsonl finetune: $(tail -2 "$T/jl.err")"
