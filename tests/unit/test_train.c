@@ -719,6 +719,47 @@ static void test_lora_roundtrip_and_mismatch(void **s) {
     el_model_close(m);
 }
 
+static void test_checkpoint_roundtrip(void **s) {
+    (void)s;
+    tmodel tm;
+    tmodel_init(&tm);
+    el_error err;
+    el_lora *a, *b, *c;
+    assert_int_equal(el_lora_new(&tm.m, R_, 6.0f, EL_LORA_ALL_TARGETS, 5, &a, &err), EL_OK);
+    assert_int_equal(el_lora_new(&tm.m, R_, 6.0f, EL_LORA_ALL_TARGETS, 6, &b, &err), EL_OK);
+    assert_int_equal(el_lora_new(&tm.m, R_ + 1, 6.0f, EL_LORA_ALL_TARGETS, 6, &c, &err), EL_OK);
+    size_t n = a->n_params;
+    float *m = randv(n, 1), *v = randv(n, 1), *m2 = malloc(n * sizeof(float)), *v2 = malloc(n * sizeof(float));
+    for (size_t i = 0; i < n; i++) v[i] = fabsf(v[i]);
+    el_ckpt_meta meta = {0}, got;
+    meta.step = 17, meta.sample_pos = 136, meta.seed = 5, meta.identity = 0xabcdef, meta.total_steps = 40;
+    meta.rank = R_, meta.batch = 8, meta.T = 5, meta.accum = 1, meta.targets = EL_LORA_ALL_TARGETS;
+    meta.alpha = 6, meta.lr = 1e-3f, meta.n_rows = 2;
+    meta.row_step[1] = 10, meta.row_loss[1] = 2.5f, meta.row_val[0] = NAN, meta.row_val[1] = 2.25f;
+    const char *path = tu_tmp_path("ckpt.gguf");
+    assert_int_equal(el_checkpoint_save(path, a, m, v, &meta, &err), EL_OK);
+    assert_int_equal(el_checkpoint_load(path, b, m2, v2, &got, &err), EL_OK);
+    assert_memory_equal(a->params, b->params, n * sizeof(float));
+    assert_memory_equal(m, m2, n * sizeof(float));
+    assert_memory_equal(v, v2, n * sizeof(float));
+    assert_int_equal(got.step, 17), assert_int_equal(got.sample_pos, 136), assert_int_equal(got.identity, 0xabcdef);
+    assert_int_equal(got.n_rows, 2);
+    assert_float_equal(got.row_val[1], 2.25, 0);
+    assert_true(isnan(got.row_val[0]));
+    // a checkpoint of another adapter layout is refused, naming the tensor
+    float *m3 = malloc(c->n_params * sizeof(float)), *v3 = malloc(c->n_params * sizeof(float));
+    assert_int_equal(el_checkpoint_load(path, c, m3, v3, &got, &err), EL_ERR_FORMAT);
+    assert_non_null(strstr(err.msg, "lora.params"));
+    // an adapter file is not a checkpoint
+    const char *ap = tu_tmp_path("ad.gguf");
+    assert_int_equal(el_lora_save(a, ap, &err), EL_OK);
+    assert_int_equal(el_checkpoint_load(ap, b, m2, v2, &got, &err), EL_ERR_FORMAT);
+    assert_non_null(strstr(err.msg, "not an edgellm training checkpoint"));
+    free(m), free(v), free(m2), free(v2), free(m3), free(v3);
+    el_lora_free(a), el_lora_free(b), el_lora_free(c);
+    tmodel_free(&tm);
+}
+
 static void test_json_lines(void **s) {
     (void)s;
     char *p, *c, why[160];
@@ -817,6 +858,7 @@ int main(void) {
         cmocka_unit_test(test_sgemm_par),
         cmocka_unit_test(test_adamw),
         cmocka_unit_test(test_lora_roundtrip_and_mismatch),
+        cmocka_unit_test(test_checkpoint_roundtrip),
         cmocka_unit_test(test_json_lines),
         cmocka_unit_test(test_datasets),
     };
