@@ -80,9 +80,15 @@ static el_status describe_chain(el_pipeline *p, el_error *err) {
 // A slower device, emulated: after computing for t seconds, wait (slowdown-1)·t.
 static void device_pace(el_pipeline *p, uint64_t t0) {
     if (p->o.slowdown <= 1.0) return;
-    double t = (el_time_ns() - t0) * 1e-9 * (p->o.slowdown - 1.0);
-    struct timespec ts = {(time_t)t, (long)((t - (double)(time_t)t) * 1e9)};
-    nanosleep(&ts, NULL);
+    uint64_t now = el_time_ns(), until = now + (uint64_t)((double)(now - t0) * (p->o.slowdown - 1.0));
+    // Sleep for the bulk, spin for the last stretch: a sleep overshoots by
+    // tens of microseconds, which would distort short device steps.
+    if (until - now > 2000000) {
+        uint64_t ns = until - now - 1000000;
+        struct timespec ts = {(time_t)(ns / 1000000000u), (long)(ns % 1000000000u)};
+        nanosleep(&ts, NULL);
+    }
+    while (el_time_ns() < until) {}
 }
 
 el_status el_pipeline_new(const el_model *m, const el_session_opts *so_in, el_pool *pool, const el_split_opts *split,
