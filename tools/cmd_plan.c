@@ -84,11 +84,13 @@ int cmd_profile(int argc, char **argv) {
 // ---------------------------------------------------------------- probe
 
 static const char *probe_usage =
-    "usage: edgellm probe --via ENDPOINT (--keys DIR --server-key FILE | --insecure) [--act-bytes N] [--json]\n"
+    "usage: edgellm probe --via ENDPOINT (--keys DIR --server-key FILE | --insecure) [--act-bytes N]\n"
+    "                     [--reply-bytes N] [--json]\n"
     "\n"
-    "Measures a live link to a worker with real messages: the round trip of an\n"
-    "activation-sized message and the throughput each way (bulk messages sized\n"
-    "so that their transfer dominates the round trip).\n"
+    "Measures a live link to a worker with real messages: the throughput each way\n"
+    "(bulk messages sized so that their transfer dominates the round trip) and the\n"
+    "round trip of a decode step's messages (--act-bytes up, --reply-bytes back,\n"
+    "default the same), less their serialisation.\n"
     "\n"
     "example: edgellm probe --via tcp://127.0.0.1:7001 --insecure --act-bytes 4096\n";
 
@@ -97,11 +99,12 @@ int cmd_probe(int argc, char **argv) {
     cli_init(&c, "probe", argc, argv);
     tool_split ts;
     tool_split_init(&ts);
-    int act_bytes = 4096, json = 0, opt;
+    int act_bytes = 4096, reply_bytes = 0, json = 0, opt;
     const char *a;
     while ((a = cli_next(&c, &opt))) {
         if (cli_is(a, "-h", "--help")) { fputs(probe_usage, stdout); return 0; }
         else if (cli_is(a, NULL, "--act-bytes")) cli_int(&c, a, 1, 1 << 26, &act_bytes);
+        else if (cli_is(a, NULL, "--reply-bytes")) cli_int(&c, a, 1, 1 << 26, &reply_bytes);
         else if (cli_is(a, NULL, "--json")) json = 1;
         else if (tool_split_option(&c, a, &ts)) continue;
         else return cli_unknown(&c, a);
@@ -118,7 +121,7 @@ int cmd_probe(int argc, char **argv) {
     if (el_link_connect(ts.o.via, &ts.o.sec, ts.o.timeout_ms > 0 ? ts.o.timeout_ms : 10000, &l, &err))
         return cli_error(&err);
     el_link_profile lp;
-    el_status st = el_link_probe(l, (size_t)act_bytes, &lp, &err);
+    el_status st = el_link_probe(l, (size_t)act_bytes, (size_t)(reply_bytes ? reply_bytes : act_bytes), &lp, &err);
     el_link_close(l);
     if (st) return cli_error(&err);
     if (json)

@@ -55,9 +55,9 @@ typedef struct {
     double up_bps, down_bps;  // bits per second each way
 } el_link_profile;
 
-// Measures RTT with activation-sized messages and throughput each way with
-// bulk messages on a live link.
-el_status el_link_probe(el_link *l, size_t act_bytes, el_link_profile *out, el_error *err);
+// Measures a live link: throughput each way with bulk messages, and the round
+// trip with messages of a decode step's sizes (up_bytes out, down_bytes back).
+el_status el_link_probe(el_link *l, size_t up_bytes, size_t down_bytes, el_link_profile *out, el_error *err);
 
 // ---------------------------------------------------------------- planner
 

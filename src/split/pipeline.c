@@ -2,7 +2,6 @@
 // hidden states to the worker chain, or runs everything locally. On a link
 // failure it can re-open the session and replay the positions sent so far.
 #include <stdlib.h>
-#include <time.h>
 #include <string.h>
 
 #include "edgellm/split.h"
@@ -77,17 +76,13 @@ static el_status describe_chain(el_pipeline *p, el_error *err) {
     return EL_OK;
 }
 
-// A slower device, emulated: after computing for t seconds, wait (slowdown-1)·t.
+// A slower device, emulated: after computing for t seconds, stay busy for
+// (slowdown-1)·t more. Spinning rather than sleeping keeps the core as warm
+// as a slower processor still computing would: after a sleep the next step
+// runs measurably slower (caches, clocks), which would inflate the emulation.
 static void device_pace(el_pipeline *p, uint64_t t0) {
     if (p->o.slowdown <= 1.0) return;
     uint64_t now = el_time_ns(), until = now + (uint64_t)((double)(now - t0) * (p->o.slowdown - 1.0));
-    // Sleep for the bulk, spin for the last stretch: a sleep overshoots by
-    // tens of microseconds, which would distort short device steps.
-    if (until - now > 2000000) {
-        uint64_t ns = until - now - 1000000;
-        struct timespec ts = {(time_t)(ns / 1000000000u), (long)(ns % 1000000000u)};
-        nanosleep(&ts, NULL);
-    }
     while (el_time_ns() < until) {}
 }
 
