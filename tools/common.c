@@ -29,6 +29,20 @@ el_status tool_check_prompt(const char *text, size_t len, const char *what, int 
     return EL_OK;
 }
 
+el_status tool_load_prompt(const char *arg, const char *file, int allow_empty, char **owned, const char **text,
+                           size_t *len, el_error *err) {
+    *owned = NULL;
+    if (file) {
+        el_status st = el_read_file(file, 256u << 20, owned, len, err);
+        if (st) return st;
+        *text = *owned;
+    } else {
+        *text = arg;
+        *len = strlen(arg);
+    }
+    return tool_check_prompt(*text, *len, file ? file : "the prompt", allow_empty, err);
+}
+
 void tool_print_piece(FILE *out, const el_tokenizer *tok, int prev, int id) {
     char buf[256];
     size_t n = el_tokenizer_decode(tok, prev, id, buf, sizeof buf);
