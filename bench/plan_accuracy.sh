@@ -44,7 +44,10 @@ for prof in "${profiles[@]}"; do
   "$bin" linkemu --listen tcp://127.0.0.1:$eport --forward tcp://127.0.0.1:$wport --profile "$prof" 2>/dev/null &
   epid=$!
   sleep 0.3
-  probe=$("$bin" probe --via tcp://127.0.0.1:$eport --insecure --act-bytes 2048 --json)
+  vocab=$("$bin" info "$model" | sed -n 's/.*vocab \([0-9]*\),.*/\1/p' | head -1)
+  dim=$("$bin" info "$model" | sed -n 's/^dim \([0-9]*\),.*/\1/p' | head -1)
+  probe=$("$bin" probe --via tcp://127.0.0.1:$eport --insecure --act-bytes $((dim * 4 + 36)) \
+          --reply-bytes $((vocab * 4 + 52)) --json)
   read -r rtt up down < <(python3 -c "import json,sys; p=json.loads(sys.argv[1]); print(p['rtt_ms'], p['up_mbit'], p['down_mbit'])" "$probe")
   plan=$("$bin" plan --device "$work/device.json" --edge "$work/edge.json" --rtt "${rtt}ms" --rate-up "${up}mbit" \
          --rate-down "${down}mbit" --ctx 64 --json)

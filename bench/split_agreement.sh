@@ -24,6 +24,8 @@ trap 'kill $wpid 2>/dev/null; wait $wpid 2>/dev/null; rm -rf "$work"' EXIT
 sleep 0.5
 "$bin" run -m "$model" "${tokargs[@]}" -p "The dream" -n "$steps" --temp 0 --ignore-eos >"$work/text.txt"
 truncate -s -1 "$work/text.txt"  # the final newline run prints
+# a random-weight model may emit byte tokens that do not form UTF-8: drop those bytes
+python3 -c "import sys; t=open(sys.argv[1],'rb').read().decode('utf-8','ignore'); open(sys.argv[1],'w').write(t)" "$work/text.txt"
 "$bin" logits -m "$model" "${tokargs[@]}" -f "$work/text.txt" -o "$work/local.f32" 2>/dev/null
 vocab=$("$bin" info "$model" | sed -n 's/.*vocab \([0-9]*\),.*/\1/p' | head -1)
 echo "model $(basename "$model"), cut after layer $cut of $layers, $steps greedy steps, teacher-forced"

@@ -2,7 +2,7 @@
 # Per-token latency and bytes per token, local vs split, over emulated links.
 # A worker and the device run on this machine (one thread each), joined by
 # `edgellm linkemu` with each named profile. Prints a Markdown table.
-# usage: bench/split_profiles.sh MODEL [CUT] [STEPS] [ACT] [PROFILES...]
+# usage: bench/split_profiles.sh MODEL [CUT] [STEPS] [ACT] [PROFILES...]   (USHAPE=1: head on the device)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bin=${EDGELLM:-build/edgellm}
@@ -22,7 +22,7 @@ wport=$(port)
 pids+=($!)
 sleep 2
 json() { sed -n 's/.*"'"$2"'": \([0-9.]*\).*/\1/p' <<<"$1"; }
-echo "model $(basename "$model"), $layers layers, device keeps 0:$cut, activations $act, $steps tokens, 1 thread per node"
+echo "model $(basename "$model"), $layers layers, device keeps 0:$cut${USHAPE:+ and the head (U-shape)}, activations $act, $steps tokens, 1 thread per node"
 echo
 echo "| link | per-token latency | device | link | edge | bytes sent / token | bytes received / token | tokens/s |"
 echo "| --- | --- | --- | --- | --- | --- | --- | --- |"
@@ -36,7 +36,7 @@ for prof in "${profiles[@]}"; do
   epid=$!
   sleep 0.3
   out=$("$bin" run -m "$model" -p "The dream" -n "$steps" --ignore-eos --temp 0 -t 1 --split "$cut" \
-        --via tcp://127.0.0.1:$eport --insecure --act "$act" --json 2>&1 >/dev/null | tail -1)
+        --via tcp://127.0.0.1:$eport --insecure --act "$act" ${USHAPE:+--ushape} --json 2>&1 >/dev/null | tail -1)
   kill $epid; wait $epid 2>/dev/null || true
   tps=$(json "$out" decode_tokens_per_s)
   w=$(sed -n 's/.*"worker_ms": \[\([0-9.]*\).*/\1/p' <<<"$out")

@@ -2,6 +2,7 @@
 // link, the planner's choice of cut, and re-planning while generating.
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "autoplan.h"
 
@@ -37,11 +38,33 @@ el_status tool_auto_init(tool_auto *a, tool_split *ts, const el_model *m, el_poo
     el_profile measured;
     int have_measured = 0;
     if (!ts->device_profile || !ts->edge_profile) {
-        el_profile_opts po = {.reps = 3, .prefill_batch = 32, .progress = stderr, .n_ctx = 3};
-        po.ctx[0] = 16;
-        po.ctx[1] = ctx / 4 > 17 ? ctx / 4 : 17;
-        po.ctx[2] = ctx / 2 > po.ctx[1] ? ctx / 2 : po.ctx[1] + 1;
-        if ((st = el_profile_measure(m, pool, &po, &measured, err))) return st;
+        // Measured profiles are cached per model identity and thread count.
+        char cache[4096] = "";
+        const char *base = getenv("XDG_CACHE_HOME"), *home = getenv("HOME");
+        if (base || home) {
+            snprintf(cache, sizeof cache, "%s%s/edgellm", base ? base : home, base ? "" : "/.cache");
+            char *slash = cache;
+            while ((slash = strchr(slash + 1, '/'))) {  // mkdir -p
+                *slash = 0;
+                mkdir(cache, 0755);
+                *slash = '/';
+            }
+            mkdir(cache, 0755);
+            size_t n = strlen(cache);
+            snprintf(cache + n, sizeof cache - n, "/profile-%016llx-t%d.json",
+                     (unsigned long long)el_model_identity(m, 0, m->hp.n_layers), el_pool_size(pool));
+        }
+        if (cache[0] && el_profile_load(cache, &measured, NULL) == EL_OK && measured.n_layers == m->hp.n_layers) {
+            fprintf(stderr, "edgellm: using the cached profile %s\n", cache);
+        } else {
+            el_profile_opts po = {.reps = 3, .prefill_batch = 32, .progress = stderr, .n_ctx = 3};
+            po.ctx[0] = 16;
+            po.ctx[1] = ctx / 4 > 17 ? ctx / 4 : 17;
+            po.ctx[2] = ctx / 2 > po.ctx[1] ? ctx / 2 : po.ctx[1] + 1;
+            if ((st = el_profile_measure(m, pool, &po, &measured, err))) return st;
+            if (cache[0] && el_profile_save(&measured, cache, NULL) == EL_OK)
+                fprintf(stderr, "edgellm: profile cached in %s\n", cache);
+        }
         have_measured = 1;
     }
     st = ts->device_profile ? el_profile_load(ts->device_profile, &a->dev, err) : copy_profile(&measured, &a->dev, err);
@@ -71,7 +94,8 @@ el_status tool_auto_replan(tool_auto *a, el_pipeline *p, const int *tokens, int 
     if (!l) return el_err(err, EL_ERR_STATE, "no link to probe");
     el_link_profile lp;
     size_t act = el_dtype_row_size(ts->o.act_dtype, a->dev.dim);
-    el_status st = el_link_probe(l, act, &lp, err);
+    size_t down = ts->o.ushape ? act : (size_t)a->dev.vocab * 4;
+    el_status st = el_link_probe(l, act + 36, down + 52, &lp, err);
     if (st) return st;
     el_plan_opts po = {.device = &a->dev, .edge = &a->edge, .link = lp, .ctx = n_pos > 16 ? n_pos : 16,
                        .prompt_tokens = n_pos > 0 ? n_pos : 1, .device_mem = ts->device_mem,

@@ -84,11 +84,13 @@ int cmd_profile(int argc, char **argv) {
 // ---------------------------------------------------------------- probe
 
 static const char *probe_usage =
-    "usage: edgellm probe --via ENDPOINT (--keys DIR --server-key FILE | --insecure) [--act-bytes N] [--json]\n"
+    "usage: edgellm probe --via ENDPOINT (--keys DIR --server-key FILE | --insecure) [--act-bytes N]\n"
+    "                     [--reply-bytes N] [--json]\n"
     "\n"
-    "Measures a live link to a worker with real messages: the round trip of an\n"
-    "activation-sized message and the throughput each way (bulk messages sized\n"
-    "so that their transfer dominates the round trip).\n"
+    "Measures a live link to a worker with real messages: the throughput each way\n"
+    "(bulk messages sized so that their transfer dominates the round trip) and the\n"
+    "round trip of a decode step's messages (--act-bytes up, --reply-bytes back,\n"
+    "default the same), less their serialisation.\n"
     "\n"
     "example: edgellm probe --via tcp://127.0.0.1:7001 --insecure --act-bytes 4096\n";
 
@@ -97,11 +99,12 @@ int cmd_probe(int argc, char **argv) {
     cli_init(&c, "probe", argc, argv);
     tool_split ts;
     tool_split_init(&ts);
-    int act_bytes = 4096, json = 0, opt;
+    int act_bytes = 4096, reply_bytes = 0, json = 0, opt;
     const char *a;
     while ((a = cli_next(&c, &opt))) {
         if (cli_is(a, "-h", "--help")) { fputs(probe_usage, stdout); return 0; }
         else if (cli_is(a, NULL, "--act-bytes")) cli_int(&c, a, 1, 1 << 26, &act_bytes);
+        else if (cli_is(a, NULL, "--reply-bytes")) cli_int(&c, a, 1, 1 << 26, &reply_bytes);
         else if (cli_is(a, NULL, "--json")) json = 1;
         else if (tool_split_option(&c, a, &ts)) continue;
         else return cli_unknown(&c, a);
@@ -118,7 +121,7 @@ int cmd_probe(int argc, char **argv) {
     if (el_link_connect(ts.o.via, &ts.o.sec, ts.o.timeout_ms > 0 ? ts.o.timeout_ms : 10000, &l, &err))
         return cli_error(&err);
     el_link_profile lp;
-    el_status st = el_link_probe(l, (size_t)act_bytes, &lp, &err);
+    el_status st = el_link_probe(l, (size_t)act_bytes, (size_t)(reply_bytes ? reply_bytes : act_bytes), &lp, &err);
     el_link_close(l);
     if (st) return cli_error(&err);
     if (json)
@@ -134,6 +137,7 @@ int cmd_probe(int argc, char **argv) {
 
 static const char *plan_usage =
     "usage: edgellm plan --device DEVICE.json --edge EDGE.json (--rate R | --rate-up R --rate-down R) --rtt T\n"
+    "                    [--edge2 EDGE2.json (--rate2 R | --rate2-up R --rate2-down R) --rtt2 T]\n"
     "                    [--device-mem BYTES] [--objective latency|device-energy|bytes] [--act f32|f16|bf16|q8_0|all]\n"
     "                    [--ushape] [--ctx N] [--prompt N] [--svg FILE] [--json]\n"
     "\n"
@@ -145,6 +149,8 @@ static const char *plan_usage =
     "\n"
     "  --rate R          link rate both ways (e.g. 100mbit); --rate-up / --rate-down separately\n"
     "  --rtt T           round trip (e.g. 10ms)\n"
+    "  --edge2 F         a second edge (e.g. a cloud) behind the first: plans cut the model in three\n"
+    "                    (device 0..K-1, edge K..M-1, edge2 M..); --rate2/--rtt2 describe the edge-edge2 link\n"
     "  --device-mem B    device memory budget (e.g. 512M; default: the device profile's)\n"
     "  --objective O     latency (default), device-energy (device compute + radio), bytes\n"
     "  --act A           encodings to consider (default f32; 'all' = f32,f16,bf16,q8_0)\n"
@@ -205,7 +211,8 @@ int cmd_plan(int argc, char **argv) {
     cli c;
     cli_init(&c, "plan", argc, argv);
     const char *dev_path = NULL, *edge_path = NULL, *svg = NULL, *acts = "f32", *objective = "latency", *a;
-    const char *rate = NULL, *rate_up = NULL, *rate_down = NULL, *rtt = NULL;
+    const char *rate = NULL, *rate_up = NULL, *rate_down = NULL, *rtt = NULL, *edge2_path = NULL;
+    const char *rate2 = NULL, *rate2_up = NULL, *rate2_down = NULL, *rtt2 = NULL;
     uint64_t mem = 0;
     int json = 0, opt;
     el_plan_opts po = {.ctx = 128, .prompt_tokens = 32};
@@ -217,6 +224,11 @@ int cmd_plan(int argc, char **argv) {
         else if (cli_is(a, NULL, "--rate-up")) rate_up = cli_str(&c, a);
         else if (cli_is(a, NULL, "--rate-down")) rate_down = cli_str(&c, a);
         else if (cli_is(a, NULL, "--rtt")) rtt = cli_str(&c, a);
+        else if (cli_is(a, NULL, "--edge2")) edge2_path = cli_str(&c, a);
+        else if (cli_is(a, NULL, "--rate2")) rate2 = cli_str(&c, a);
+        else if (cli_is(a, NULL, "--rate2-up")) rate2_up = cli_str(&c, a);
+        else if (cli_is(a, NULL, "--rate2-down")) rate2_down = cli_str(&c, a);
+        else if (cli_is(a, NULL, "--rtt2")) rtt2 = cli_str(&c, a);
         else if (cli_is(a, NULL, "--device-mem")) cli_size(&c, a, &mem);
         else if (cli_is(a, NULL, "--objective")) objective = cli_str(&c, a);
         else if (cli_is(a, NULL, "--act")) acts = cli_str(&c, a);
@@ -252,22 +264,35 @@ int cmd_plan(int argc, char **argv) {
     if (!ru || !rd) return cli_fail(&c, "give --rate, or both --rate-up and --rate-down");
     if (el_linkemu_parse_rate(ru, &po.link.up_bps, &err) || po.link.up_bps <= 0) return cli_fail(&c, "--rate-up: '%s' is not a rate", ru);
     if (el_linkemu_parse_rate(rd, &po.link.down_bps, &err) || po.link.down_bps <= 0) return cli_fail(&c, "--rate-down: '%s' is not a rate", rd);
+    if (edge2_path) {
+        if (!rtt2 || (!rate2 && !(rate2_up && rate2_down))) return cli_fail(&c, "--edge2 needs --rtt2 and --rate2 (or --rate2-up and --rate2-down)");
+        if (el_linkemu_parse_duration(rtt2, &rtt_ns, &err)) return cli_fail(&c, "--rtt2: %s", err.msg);
+        po.link2.rtt_s = rtt_ns * 1e-9;
+        const char *r2u = rate2_up ? rate2_up : rate2, *r2d = rate2_down ? rate2_down : rate2;
+        if (el_linkemu_parse_rate(r2u, &po.link2.up_bps, &err) || po.link2.up_bps <= 0) return cli_fail(&c, "--rate2-up: '%s' is not a rate", r2u);
+        if (el_linkemu_parse_rate(r2d, &po.link2.down_bps, &err) || po.link2.down_bps <= 0) return cli_fail(&c, "--rate2-down: '%s' is not a rate", r2d);
+    }
     po.device_mem = (size_t)mem;
-    el_profile dev, edge;
+    el_profile dev, edge, edge2 = {0};
     if (el_profile_load(dev_path, &dev, &err)) return cli_error(&err);
     if (el_profile_load(edge_path, &edge, &err)) {
         el_profile_free(&dev);
         return cli_error(&err);
     }
     int rc = 1;
-    if (dev.n_layers != edge.n_layers || dev.dim != edge.dim || dev.vocab != edge.vocab) {
-        el_err(&err, EL_ERR_ARG, "%s and %s describe different models (%d vs %d layers)", dev_path, edge_path, dev.n_layers,
-               edge.n_layers);
-        goto out;
-    }
+    if (edge2_path && el_profile_load(edge2_path, &edge2, &err)) goto out;
+    const el_profile *others[2] = {&edge, &edge2};
+    const char *other_paths[2] = {edge_path, edge2_path};
+    for (int i = 0; i < (edge2_path ? 2 : 1); i++)
+        if (dev.n_layers != others[i]->n_layers || dev.dim != others[i]->dim || dev.vocab != others[i]->vocab) {
+            el_err(&err, EL_ERR_ARG, "%s and %s describe different models (%d vs %d layers)", dev_path, other_paths[i],
+                   dev.n_layers, others[i]->n_layers);
+            goto out;
+        }
     po.device = &dev;
     po.edge = &edge;
-    int max_rows = (dev.n_layers + 1) * 8;
+    if (edge2_path) po.edge2 = &edge2;
+    int max_rows = (dev.n_layers + 1) * (dev.n_layers + 1) * 8;
     el_plan_row *rows = calloc((size_t)max_rows, sizeof *rows);
     if (!rows) { el_err(&err, EL_ERR_NOMEM, "out of memory"); goto out; }
     int n = el_plan(&po, rows, max_rows);
@@ -276,23 +301,30 @@ int cmd_plan(int argc, char **argv) {
                po.link.rtt_s * 1e3, po.link.up_bps / 1e6, po.link.down_bps / 1e6);
         for (int i = 0; i < n; i++) {
             const el_plan_row *r = &rows[i];
-            printf("  {\"cut\": %d, \"act\": \"%s\", \"ushape\": %s, \"decode_ms\": %.4f, \"device_ms\": %.4f, \"link_ms\": %.4f, "
-                   "\"edge_ms\": %.4f, \"ttft_ms\": %.4f, \"bytes_per_token\": %.0f, \"device_mem\": %zu, \"fits\": %s}%s\n",
-                   r->cut, el_dtype_name(r->act_dtype), r->ushape ? "true" : "false", r->decode_s * 1e3, r->device_s * 1e3,
-                   r->link_s * 1e3, r->edge_s * 1e3, r->ttft_s * 1e3, r->bytes_per_token, r->device_mem,
-                   r->fits ? "true" : "false", i + 1 < n ? "," : "");
+            printf("  {\"cut\": %d, \"cut2\": %d, \"act\": \"%s\", \"ushape\": %s, \"decode_ms\": %.4f, \"device_ms\": %.4f, "
+                   "\"link_ms\": %.4f, \"edge_ms\": %.4f, \"edge2_ms\": %.4f, \"ttft_ms\": %.4f, \"bytes_per_token\": %.0f, "
+                   "\"device_mem\": %zu, \"fits\": %s}%s\n",
+                   r->cut, r->cut2, el_dtype_name(r->act_dtype), r->ushape ? "true" : "false", r->decode_s * 1e3,
+                   r->device_s * 1e3, r->link_s * 1e3, r->edge_s * 1e3, r->edge2_s * 1e3, r->ttft_s * 1e3,
+                   r->bytes_per_token, r->device_mem, r->fits ? "true" : "false", i + 1 < n ? "," : "");
         }
         printf("]}\n");
     } else {
         printf("link: rtt %.3f ms, up %.2f Mbit/s, down %.2f Mbit/s; objective %s; decode at ctx %d, TTFT for %d prompt tokens\n",
                po.link.rtt_s * 1e3, po.link.up_bps / 1e6, po.link.down_bps / 1e6, objective, po.ctx, po.prompt_tokens);
-        printf("%4s %4s %5s %6s %10s %9s %9s %9s %10s %10s %11s %s\n", "rank", "cut", "act", "ushape", "ms/token", "device",
-               "link", "edge", "TTFT ms", "bytes/tok", "device MiB", "");
+        printf("%4s %4s%s %5s %6s %10s %9s %9s %9s%s %10s %10s %11s %s\n", "rank", "cut", edge2_path ? " cut2" : "", "act",
+               "ushape", "ms/token", "device", "link", "edge", edge2_path ? "     edge2" : "", "TTFT ms", "bytes/tok",
+               "device MiB", "");
         for (int i = 0; i < n; i++) {
             const el_plan_row *r = &rows[i];
-            printf("%4d %4d %5s %6s %10.3f %9.3f %9.3f %9.3f %10.2f %10.0f %11.2f %s\n", i + 1, r->cut,
+            char c2[16] = "", e2[16] = "";
+            if (edge2_path) {
+                snprintf(c2, sizeof c2, " %4d", r->cut2);
+                snprintf(e2, sizeof e2, " %9.3f", r->edge2_s * 1e3);
+            }
+            printf("%4d %4d%s %5s %6s %10.3f %9.3f %9.3f %9.3f%s %10.2f %10.0f %11.2f %s\n", i + 1, r->cut, c2,
                    r->cut == dev.n_layers ? "-" : el_dtype_name(r->act_dtype), r->ushape ? "yes" : "no", r->decode_s * 1e3,
-                   r->device_s * 1e3, r->link_s * 1e3, r->edge_s * 1e3, r->ttft_s * 1e3, r->bytes_per_token,
+                   r->device_s * 1e3, r->link_s * 1e3, r->edge_s * 1e3, e2, r->ttft_s * 1e3, r->bytes_per_token,
                    r->device_mem / 1048576.0, r->fits ? (i == 0 ? "<- chosen" : "") : "over the memory budget");
         }
     }
@@ -303,5 +335,6 @@ out:
     if (rc) cli_error(&err);
     el_profile_free(&dev);
     el_profile_free(&edge);
+    el_profile_free(&edge2);
     return rc;
 }

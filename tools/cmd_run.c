@@ -130,13 +130,7 @@ int cmd_run(int argc, char **argv) {
     int *ids = NULL, n_ids = 0, rc = 1;
     float *logits = NULL;
     size_t prompt_len;
-    if (prompt_file) {
-        if (el_read_file(prompt_file, 64u << 20, &file_text, &prompt_len, &err)) goto out;
-        prompt = file_text;
-    } else {
-        prompt_len = strlen(prompt);
-    }
-    if (tool_check_prompt(prompt, prompt_len, prompt_file ? prompt_file : "the prompt", 0, &err)) goto out;
+    if (tool_load_prompt(prompt, prompt_file, 0, &file_text, &prompt, &prompt_len, &err)) goto out;
     if (el_sampler_check(&sp, &err)) goto out;
     el_model_opts mo = {0};
     if (tool_split_prepare(&ts, &mo, &err)) goto out;

@@ -15,7 +15,8 @@ static const char *usage =
     "\n"
     "Writes a Llama-shaped GGUF with random weights (uniform, scaled by 1/sqrt(fan-in);\n"
     "norms 1) and, when V >= 262, a synthetic SentencePiece vocabulary (<unk>, <s>, </s>,\n"
-    "256 byte tokens, then letter words) so that run/bench work on it.\n"
+    "256 byte tokens, \"\u2581\", printable ASCII with and without \"\u2581\", then letter\n"
+    "words) so that run/bench work on it.\n"
     "The same options and seed always give the same file.\n"
     "\n"
     "example (TinyLlama shape): edgellm synth --dim 2048 --layers 22 --heads 32 --kv-heads 4 \\\n"
@@ -63,8 +64,11 @@ static char **make_vocab(int V, uint64_t **lens_out, float **scores_out, int32_t
         else if (i == 1) snprintf(buf, sizeof buf, "<s>"), t = 3;
         else if (i == 2) snprintf(buf, sizeof buf, "</s>"), t = 3;
         else if (i < 259) snprintf(buf, sizeof buf, "<0x%02X>", i - 3), t = 6;
+        else if (i == 259) snprintf(buf, sizeof buf, "\xe2\x96\x81");  // the space piece
+        else if (i < 259 + 95) snprintf(buf, sizeof buf, "%c", (char)(0x21 + i - 260));  // printable ASCII
+        else if (i < 259 + 95 + 94) snprintf(buf, sizeof buf, "\xe2\x96\x81%c", (char)(0x21 + i - 354));
         else {
-            int k = (i - 259) / 2 + 1, o = 0;
+            int k = (i - 448) / 2 + 27, o = 0;  // from "aa": single letters are above
             char word[32];
             while (k > 0) {
                 k--;
@@ -72,11 +76,11 @@ static char **make_vocab(int V, uint64_t **lens_out, float **scores_out, int32_t
                 k /= 26;
             }
             word[o] = 0;
-            snprintf(buf, sizeof buf, "%s%s", (i - 259) % 2 ? "" : "\xe2\x96\x81", word);
+            snprintf(buf, sizeof buf, "%s%s", (i - 448) % 2 ? "" : "\xe2\x96\x81", word);
         }
         if (!(p[i] = strdup(buf))) goto fail;
         lens[i] = strlen(buf);
-        scores[i] = i < 259 ? 0.0f : -(float)(i - 259);
+        scores[i] = i < 259 ? 0.0f : -(float)(i - 259);  // shorter pieces first: words score lower
         types[i] = t;
     }
     *lens_out = lens;

@@ -41,13 +41,7 @@ int cmd_tokenize(int argc, char **argv) {
     char *file_text = NULL;
     int *ids = NULL, n = 0, rc = 1;
     size_t len;
-    if (file) {
-        if (el_read_file(file, 256u << 20, &file_text, &len, &err)) goto out;
-        text = file_text;
-    } else {
-        len = strlen(text);
-    }
-    if (tool_check_prompt(text, len, file ? file : "the text", 1, &err)) goto out;
+    if (tool_load_prompt(text, file, 1, &file_text, &text, &len, &err)) goto out;
     if (model_path) {
         el_model_opts mo = {.layer_begin = 0, .layer_end = 0, .no_head = 1};
         if (el_model_open(model_path, &mo, &m, &err)) goto out;

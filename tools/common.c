@@ -29,6 +29,20 @@ el_status tool_check_prompt(const char *text, size_t len, const char *what, int 
     return EL_OK;
 }
 
+el_status tool_load_prompt(const char *arg, const char *file, int allow_empty, char **owned, const char **text,
+                           size_t *len, el_error *err) {
+    *owned = NULL;
+    if (file) {
+        el_status st = el_read_file(file, 256u << 20, owned, len, err);
+        if (st) return st;
+        *text = *owned;
+    } else {
+        *text = arg;
+        *len = strlen(arg);
+    }
+    return tool_check_prompt(*text, *len, file ? file : "the prompt", allow_empty, err);
+}
+
 void tool_print_piece(FILE *out, const el_tokenizer *tok, int prev, int id) {
     char buf[256];
     size_t n = el_tokenizer_decode(tok, prev, id, buf, sizeof buf);
@@ -54,7 +68,8 @@ const char *tool_split_help =
     "      --device-slowdown F emulate a device F times slower than this machine (for experiments)\n"
     "  --split auto            choose the cut from profiles and a link probe, and move it when\n"
     "                          the link changes (the worker must serve 0:L, i.e. --layers 0:):\n"
-    "      --device-profile F  this device's profile (edgellm profile); default: measured now\n"
+    "      --device-profile F  this device's profile (edgellm profile); default: measured once and\n"
+    "                          cached in ~/.cache/edgellm (or $XDG_CACHE_HOME/edgellm)\n"
     "      --edge-profile F    the worker's profile; default: this machine's, unslowed\n"
     "      --replan-every N    re-probe and re-plan every N tokens (default 32)\n"
     "      --replan-gain G     move only if the predicted gain exceeds G (default 0.1 = 10%)\n"

@@ -9,8 +9,12 @@
 
 // Opens a tokenizer file on its own (GGUF vocab or llama2.c tokenizer file).
 el_status tool_open_tokenizer_file(const char *path, el_tokenizer **out, el_error *err);
-// Reads a prompt from -p text or -f file; checks it is valid UTF-8.
+// Checks a prompt is valid UTF-8 (and not empty unless allow_empty).
 el_status tool_check_prompt(const char *text, size_t len, const char *what, int allow_empty, el_error *err);
+// The prompt of -p TEXT or -f FILE (read whole, into *owned which the caller
+// frees), checked as above. *text and *len receive it.
+el_status tool_load_prompt(const char *arg, const char *file, int allow_empty, char **owned, const char **text,
+                           size_t *len, el_error *err);
 // Prints what a token stands for, as llama2.c prints it (skips control bytes).
 void tool_print_piece(FILE *out, const el_tokenizer *tok, int prev, int id);
 

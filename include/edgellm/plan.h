@@ -55,9 +55,9 @@ typedef struct {
     double up_bps, down_bps;  // bits per second each way
 } el_link_profile;
 
-// Measures RTT with activation-sized messages and throughput each way with
-// bulk messages on a live link.
-el_status el_link_probe(el_link *l, size_t act_bytes, el_link_profile *out, el_error *err);
+// Measures a live link: throughput each way with bulk messages, and the round
+// trip with messages of a decode step's sizes (up_bytes out, down_bytes back).
+el_status el_link_probe(el_link *l, size_t up_bytes, size_t down_bytes, el_link_profile *out, el_error *err);
 
 // ---------------------------------------------------------------- planner
 
@@ -65,10 +65,11 @@ typedef enum { EL_OBJ_LATENCY = 0, EL_OBJ_DEVICE_ENERGY = 1, EL_OBJ_BYTES = 2 } 
 
 typedef struct {
     int cut;          // device runs layers [0, cut); cut == n_layers: all local
+    int cut2;         // with a second edge: it runs [cut2, n_layers); cut2 == n_layers: no second edge
     int act_dtype;
     int ushape;
     double decode_s;  // predicted per-token latency
-    double device_s, link_s, edge_s;
+    double device_s, link_s, edge_s, edge2_s;
     double ttft_s;    // predicted time to first token for prompt_tokens
     double bytes_per_token;  // both directions
     size_t device_mem;
@@ -78,7 +79,9 @@ typedef struct {
 
 typedef struct {
     const el_profile *device, *edge;
-    el_link_profile link;
+    const el_profile *edge2;  // optional: a second edge after the first (a chain)
+    el_link_profile link;     // device <-> edge
+    el_link_profile link2;    // edge <-> edge2
     int ctx;            // context at which decode is evaluated
     int prompt_tokens;  // for time to first token
     size_t device_mem;  // budget (0: the device profile's)

@@ -2,7 +2,6 @@
 // hidden states to the worker chain, or runs everything locally. On a link
 // failure it can re-open the session and replay the positions sent so far.
 #include <stdlib.h>
-#include <time.h>
 #include <string.h>
 
 #include "edgellm/split.h"
@@ -77,12 +76,14 @@ static el_status describe_chain(el_pipeline *p, el_error *err) {
     return EL_OK;
 }
 
-// A slower device, emulated: after computing for t seconds, wait (slowdown-1)·t.
+// A slower device, emulated: after computing for t seconds, stay busy for
+// (slowdown-1)·t more. Spinning rather than sleeping keeps the core as warm
+// as a slower processor still computing would: after a sleep the next step
+// runs measurably slower (caches, clocks), which would inflate the emulation.
 static void device_pace(el_pipeline *p, uint64_t t0) {
     if (p->o.slowdown <= 1.0) return;
-    double t = (el_time_ns() - t0) * 1e-9 * (p->o.slowdown - 1.0);
-    struct timespec ts = {(time_t)t, (long)((t - (double)(time_t)t) * 1e9)};
-    nanosleep(&ts, NULL);
+    uint64_t now = el_time_ns(), until = now + (uint64_t)((double)(now - t0) * (p->o.slowdown - 1.0));
+    while (el_time_ns() < until) {}
 }
 
 el_status el_pipeline_new(const el_model *m, const el_session_opts *so_in, el_pool *pool, const el_split_opts *split,

@@ -190,7 +190,7 @@ el_status tok_spm_encode(const el_tokenizer *t, const char *text, size_t len, in
     // indexed with int32, so cap the input well inside that.
     if (len > (size_t)(INT_MAX / 4))
         return el_err(err, EL_ERR_RANGE, "prompt of %zu bytes is longer than the limit of %d", len, INT_MAX / 4);
-    size_t bad = tok_utf8_bad_at(text, len);
+    size_t bad = el_utf8_check(text, len);
     if (bad < len) return el_err(err, EL_ERR_ARG, "prompt is not valid UTF-8 at byte %zu", bad);
     if (add_bos && t->bos < 0) return el_err(err, EL_ERR_ARG, "tokenizer has no BOS token to prepend");
 

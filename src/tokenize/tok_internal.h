@@ -51,8 +51,7 @@ int tok_lookup(const el_tokenizer *t, const char *s, size_t n, int text_only);
 static inline int tok_type_is_text(int type) { return type == EL_TOKEN_NORMAL || type == EL_TOKEN_USER_DEFINED; }
 
 // Position of the first byte of s[0..n) that does not start a valid UTF-8
-// sequence (same rules as el_utf8_valid), or n if all of it is valid.
-size_t tok_utf8_bad_at(const char *s, size_t n);
+
 // Length of the UTF-8 sequence that starts with lead byte c (valid input).
 static inline size_t tok_utf8_len(unsigned char c) { return c < 0x80 ? 1 : c < 0xE0 ? 2 : c < 0xF0 ? 3 : 4; }
 

@@ -118,6 +118,21 @@ static void test_planner_arithmetic(void **st) {
     o.acts[1] = EL_DTYPE_Q8_0;
     n = el_plan(&o, rows, 64);
     assert_int_equal(n, 4 * 2 * 2 + 1);
+    // a chain: a second edge 5x faster than the first behind a free link takes
+    // all but one layer (each stage must hold at least one)
+    el_profile edge2;
+    make_profile(&edge2, 0.05);
+    el_plan_opts c = {.device = &dev, .edge = &edge, .edge2 = &edge2, .ctx = 16, .prompt_tokens = 1};
+    c.link.rtt_s = c.link2.rtt_s = 1e-6;
+    c.link.up_bps = c.link.down_bps = c.link2.up_bps = c.link2.down_bps = 1e12;
+    n = el_plan(&c, rows, 64);
+    assert_int_equal(rows[0].cut, 0);
+    assert_int_equal(rows[0].cut2, 1);
+    // edge: 0.25 ms; edge2: 3 x 0.05 + head 0.025 ms; links ~2 us each way
+    assert_true(fabs(rows[0].edge_s - 0.25e-3) < 1e-12 && fabs(rows[0].edge2_s - 0.175e-3) < 1e-12);
+    // candidates: per k < L-1, m in k+1..L; plus k = L-1 (m = L) and local
+    assert_int_equal(n, (4 + 3 + 2) + 1 + 1);
+    el_profile_free(&edge2);
     el_profile_free(&dev);
     el_profile_free(&edge);
 }
