@@ -42,14 +42,14 @@ void el_rope_forward(float *x, int B, int T, int heads, int hd, const float *inv
 void el_rope_backward(float *dx, int B, int T, int heads, int hd, const float *inv_freq);
 
 // Causal grouped-query attention per sequence b and head h (kv head h/(H/KVH)):
-//   att[b,h,t,:] = softmax(q[b,t,h] · k[b,:,kvh]ᵀ / √hd) over positions ≤ t
-//   out[b·T+t, h·hd..] = att[b,h,t,:] · v[b,:,kvh]
-// q, out: [B·T, H·hd]; k, v: [B·T, KVH·hd]; att: [B, H, T, T] (kept for backward)
-void el_attention_forward(el_pool *pool, float *out, float *att, const float *q, const float *k, const float *v,
-                          int B, int T, int H, int KVH, int hd);
+//   P[b,h,t,:] = softmax(q[b,t,h] · k[b,:,kvh]ᵀ / √hd) over positions ≤ t
+//   out[b·T+t, h·hd..] = P[b,h,t,:] · v[b,:,kvh]
+// q, out: [B·T, H·hd]; k, v: [B·T, KVH·hd]. P is not kept: backward recomputes it.
+void el_attention_forward(el_pool *pool, float *out, const float *q, const float *k, const float *v, int B, int T,
+                          int H, int KVH, int hd);
 // dq, dk, dv are OVERWRITTEN (not accumulated).
-void el_attention_backward(el_pool *pool, float *dq, float *dk, float *dv, const float *dout, const float *att,
-                           const float *q, const float *k, const float *v, int B, int T, int H, int KVH, int hd);
+void el_attention_backward(el_pool *pool, float *dq, float *dk, float *dv, const float *dout, const float *q,
+                           const float *k, const float *v, int B, int T, int H, int KVH, int hd);
 
 // h[n] = silu(g) · u
 void el_swiglu_forward(float *h, const float *g, const float *u, int n);

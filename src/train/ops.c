@@ -92,39 +92,47 @@ void el_rope_backward(float *dx, int B, int T, int heads, int hd, const float *i
 
 // One task per (sequence, kv head): its query heads run in order, so the
 // kv-head gradients of backward are written by one task only (no races, a
-// fixed summation order).
+// fixed summation order). The probabilities are not kept between forward and
+// backward: backward recomputes them (one more Q·Kᵀ per head), so attention
+// needs O(T²) scratch per task instead of O(layers·heads·T²) of activations.
 typedef struct {
     float *out, *dq, *dk, *dv;
-    float *att;
     const float *q, *k, *v, *dout;
     int B, T, H, KVH, hd;
 } attn_job;
 
-// Per (sequence, head): S = Q Kᵀ/√hd (BLAS, full square; the causal mask is
-// applied by the softmax), P = softmax rows, O = P V.
+// P[T, T] = causal softmax(q_h · k_kvhᵀ / √hd) for sequence b, head h
+static void attn_probs(const attn_job *j, int b, int h, float *P) {
+    int T = j->T, hd = j->hd, qd = j->H * hd, kvd = j->KVH * hd, kvh = h / (j->H / j->KVH);
+    float scale = 1.0f / sqrtf((float)hd);
+    el_sgemm(0, 1, T, T, hd, scale, j->q + (size_t)b * T * qd + (size_t)h * hd, qd,
+             j->k + (size_t)b * T * kvd + (size_t)kvh * hd, kvd, 0, P, T);
+    for (int t = 0; t < T; t++) {
+        float *row = P + (size_t)t * T;
+        el_softmax(row, t + 1);  // the inference kernel: same arithmetic as el_session
+        memset(row + t + 1, 0, (size_t)(T - t - 1) * sizeof(float));
+    }
+}
+
+// O = P V per head
 static void attn_fwd_task(void *ctx, int task, int n_tasks) {
     (void)n_tasks;
     const attn_job *j = ctx;
     int T = j->T, hd = j->hd, qd = j->H * hd, kvd = j->KVH * hd, group = j->H / j->KVH;
     int b = task / j->KVH, kvh = task % j->KVH;
-    float scale = 1.0f / sqrtf((float)hd);
-    const float *kb = j->k + (size_t)b * T * kvd + (size_t)kvh * hd;
-    const float *vb = j->v + (size_t)b * T * kvd + (size_t)kvh * hd;
+    float *P = malloc((size_t)T * T * sizeof(float));
+    if (!P) return;  // T ≤ model ctx: a few MiB at most
     for (int h = kvh * group; h < (kvh + 1) * group; h++) {
-        float *P = j->att + ((size_t)b * j->H + h) * T * T;
-        el_sgemm(0, 1, T, T, hd, scale, j->q + (size_t)b * T * qd + (size_t)h * hd, qd, kb, kvd, 0, P, T);
-        for (int t = 0; t < T; t++) {
-            float *row = P + (size_t)t * T;
-            el_softmax(row, t + 1);
-            memset(row + t + 1, 0, (size_t)(T - t - 1) * sizeof(float));
-        }
-        el_sgemm(0, 0, T, hd, T, 1, P, T, vb, kvd, 0, j->out + (size_t)b * T * qd + (size_t)h * hd, qd);
+        attn_probs(j, b, h, P);
+        el_sgemm(0, 0, T, hd, T, 1, P, T, j->v + (size_t)b * T * kvd + (size_t)kvh * hd, kvd, 0,
+                 j->out + (size_t)b * T * qd + (size_t)h * hd, qd);
     }
+    free(P);
 }
 
-void el_attention_forward(el_pool *pool, float *out, float *att, const float *q, const float *k, const float *v,
-                          int B, int T, int H, int KVH, int hd) {
-    attn_job j = {out, NULL, NULL, NULL, att, q, k, v, NULL, B, T, H, KVH, hd};
+void el_attention_forward(el_pool *pool, float *out, const float *q, const float *k, const float *v, int B, int T,
+                          int H, int KVH, int hd) {
+    attn_job j = {out, NULL, NULL, NULL, q, k, v, NULL, B, T, H, KVH, hd};
     el_pool_run(pool, attn_fwd_task, &j, B * KVH);
 }
 
@@ -140,11 +148,12 @@ static void attn_bwd_task(void *ctx, int task, int n_tasks) {
         memset(j->dk + kvoff + (size_t)t * kvd, 0, (size_t)hd * sizeof(float));
         memset(j->dv + kvoff + (size_t)t * kvd, 0, (size_t)hd * sizeof(float));
     }
-    float *dS = malloc((size_t)T * T * sizeof(float));
-    if (!dS) return;  // T ≤ model ctx: a few MiB at most
+    float *P = malloc(2 * (size_t)T * T * sizeof(float));
+    if (!P) return;
+    float *dS = P + (size_t)T * T;
     for (int h = kvh * group; h < (kvh + 1) * group; h++) {
-        const float *P = j->att + ((size_t)b * j->H + h) * T * T;
         size_t qoff = (size_t)b * T * qd + (size_t)h * hd;
+        attn_probs(j, b, h, P);
         el_sgemm(0, 1, T, T, hd, 1, j->dout + qoff, qd, j->v + kvoff, kvd, 0, dS, T);
         for (int t = 0; t < T; t++) {
             float *ds = dS + (size_t)t * T;
@@ -159,12 +168,12 @@ static void attn_bwd_task(void *ctx, int task, int n_tasks) {
         el_sgemm(1, 0, T, hd, T, scale, dS, T, j->q + qoff, qd, 1, j->dk + kvoff, kvd);
         el_sgemm(1, 0, T, hd, T, 1, P, T, j->dout + qoff, qd, 1, j->dv + kvoff, kvd);
     }
-    free(dS);
+    free(P);
 }
 
-void el_attention_backward(el_pool *pool, float *dq, float *dk, float *dv, const float *dout, const float *att,
-                           const float *q, const float *k, const float *v, int B, int T, int H, int KVH, int hd) {
-    attn_job j = {NULL, dq, dk, dv, (float *)att, q, k, v, dout, B, T, H, KVH, hd};
+void el_attention_backward(el_pool *pool, float *dq, float *dk, float *dv, const float *dout, const float *q,
+                           const float *k, const float *v, int B, int T, int H, int KVH, int hd) {
+    attn_job j = {NULL, dq, dk, dv, q, k, v, dout, B, T, H, KVH, hd};
     el_pool_run(pool, attn_bwd_task, &j, B * KVH);
 }
 

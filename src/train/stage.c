@@ -11,7 +11,7 @@
 #include "edgellm/train.h"
 
 typedef struct {
-    float *x_in, *xn1, *rstd1, *q, *k, *v, *att, *ao;  // attention block
+    float *x_in, *xn1, *rstd1, *q, *k, *v, *ao;  // attention block
     float *x_mid, *xn2, *rstd2, *g, *u, *h;            // feed-forward block
     float *t[EL_LORA_N_TARGETS];                       // x·Aᵀ per adapted projection
 } layer_acts;
@@ -143,7 +143,6 @@ el_status el_train_stage_new(const el_model *m, const el_lora *lora, const el_tr
         ok &= (a->rstd1 = take(st, n)) && (a->rstd2 = take(st, n));
         ok &= (a->q = take(st, n * st->qd)) && (a->ao = take(st, n * st->qd));
         ok &= (a->k = take(st, n * st->kvd)) && (a->v = take(st, n * st->kvd));
-        ok &= (a->att = take(st, (size_t)o->batch * h->n_heads * o->T * o->T)) != NULL;
         ok &= (a->g = take(st, n * st->ff)) && (a->u = take(st, n * st->ff)) && (a->h = take(st, n * st->ff));
         for (int t = 0; ok && t < EL_LORA_N_TARGETS; t++) {
             const el_lora_mat *mt = el_lora_get(lora, l, t);
@@ -220,7 +219,7 @@ static void layer_forward(el_train_stage *st, int l, float *x) {
     el_linear_forward(st->pool, a->v, a->t[EL_LORA_V], a->xn1, &v, n, st->scratch);
     el_rope_forward(a->q, st->B, st->T, hp->n_heads, hp->head_dim, st->inv_freq);
     el_rope_forward(a->k, st->B, st->T, hp->n_kv_heads, hp->head_dim, st->inv_freq);
-    el_attention_forward(st->pool, a->ao, a->att, a->q, a->k, a->v, st->B, st->T, hp->n_heads, hp->n_kv_heads,
+    el_attention_forward(st->pool, a->ao, a->q, a->k, a->v, st->B, st->T, hp->n_heads, hp->n_kv_heads,
                          hp->head_dim);
     el_linear_forward(st->pool, st->proj, a->t[EL_LORA_O], a->ao, &o, n, st->scratch);
     for (size_t i = 0; i < (size_t)n * dim; i++) x[i] += st->proj[i];
@@ -275,7 +274,7 @@ static void layer_backward(el_train_stage *st, int l, float *g) {
     // attention block: x_mid = x_in + o(attn(rope(q(n1)), rope(k(n1)), v(n1))), n1 = rmsnorm(x_in)
     memset(st->dao, 0, (size_t)n * st->qd * sizeof(float));
     linear_back(st, st->dao, g, a->ao, a->t[EL_LORA_O], &o);
-    el_attention_backward(st->pool, st->dq, st->dk, st->dv, st->dao, a->att, a->q, a->k, a->v, st->B, st->T,
+    el_attention_backward(st->pool, st->dq, st->dk, st->dv, st->dao, a->q, a->k, a->v, st->B, st->T,
                           hp->n_heads, hp->n_kv_heads, hp->head_dim);
     el_rope_backward(st->dq, st->B, st->T, hp->n_heads, hp->head_dim, st->inv_freq);
     el_rope_backward(st->dk, st->B, st->T, hp->n_kv_heads, hp->head_dim, st->inv_freq);

@@ -222,10 +222,10 @@ static void test_attention_grad(void **s) {
     (void)s;
     size_t nq = N_ * H_ * HD_, nk = N_ * KVH_ * HD_;
     float *q = randv(nq, 1.5f), *k = randv(nk, 1.5f), *v = randv(nk, 1), *wy = randv(nq, 1);
-    float *out = malloc(sizeof(float) * nq), *att = malloc(sizeof(float) * B_ * H_ * T_ * T_);
+    float *out = malloc(sizeof(float) * nq);
     float *dq = malloc(sizeof(float) * nq), *dk = malloc(sizeof(float) * nk), *dv = malloc(sizeof(float) * nk);
-    el_attention_forward(NULL, out, att, q, k, v, B_, T_, H_, KVH_, HD_);
-    el_attention_backward(NULL, dq, dk, dv, wy, att, q, k, v, B_, T_, H_, KVH_, HD_);
+    el_attention_forward(NULL, out, q, k, v, B_, T_, H_, KVH_, HD_);
+    el_attention_backward(NULL, dq, dk, dv, wy, q, k, v, B_, T_, H_, KVH_, HD_);
     op_ctx c = {to_d(q, nq), 0, to_d(wy, nq), to_d(k, nk), to_d(v, nk), 0, 0, 0, 0, 0};
     double *ref = malloc(sizeof(double) * nq);
     ref_attention(ref, c.x, c.k, c.v, B_, T_, H_, KVH_, HD_);
@@ -233,7 +233,7 @@ static void test_attention_grad(void **s) {
     check_grad("attention dq", c.x, (int)nq, 1, dq, attn_loss, &c, 1e-4);
     check_grad("attention dk", c.k, (int)nk, 1, dk, attn_loss, &c, 1e-4);
     check_grad("attention dv", c.v, (int)nk, 1, dv, attn_loss, &c, 1e-4);
-    free(q), free(k), free(v), free(wy), free(out), free(att), free(dq), free(dk), free(dv), free(ref);
+    free(q), free(k), free(v), free(wy), free(out), free(dq), free(dk), free(dv), free(ref);
     free(c.x), free(c.wy), free(c.k), free(c.v);
 }
 
