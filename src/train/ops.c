@@ -28,16 +28,15 @@ void el_embedding_backward(float *dE, const float *dx, const int *tokens, int n,
 
 // ---------------------------------------------------------------- rmsnorm
 
-// y[n, d] = x · rstd · w   (the sum of squares in double, as el_rmsnorm)
+// y[n, d] = x · rstd · w: y from the inference kernel itself (so training and
+// inference agree bit for bit however el_rmsnorm is vectorised), rstd for backward
 void el_rmsnorm_forward(float *y, float *rstd, const float *x, const float *w, int n, int d, float eps) {
     for (int i = 0; i < n; i++) {
         const float *xr = x + (size_t)i * d;
-        float *yr = y + (size_t)i * d;
         double ss = 0;
         for (int j = 0; j < d; j++) ss += (double)xr[j] * xr[j];
-        float r = (float)(1.0 / sqrt(ss / d + eps));
-        rstd[i] = r;
-        for (int j = 0; j < d; j++) yr[j] = xr[j] * r * w[j];
+        rstd[i] = (float)(1.0 / sqrt(ss / d + eps));
+        el_rmsnorm(y + (size_t)i * d, xr, w, d, eps);
     }
 }
 
