@@ -588,6 +588,47 @@ static void test_head_grad(void **s) {
     tmodel_free(&tm);
 }
 
+// Gradient accumulation: two micro-batches of one sequence each, each head
+// call scaled by 1/2, accumulate the gradient of one batch of both sequences
+// (equal token counts per sequence, so the per-micro-batch means agree).
+static void test_grad_accumulation(void **s) {
+    (void)s;
+    tmodel tm;
+    tmodel_init(&tm);
+    el_error err;
+    el_lora *lora;
+    assert_int_equal(el_lora_new(&tm.m, R_, 6.0f, EL_LORA_ALL_TARGETS, 3, &lora, &err), EL_OK);
+    for (size_t i = 0; i < lora->n_params; i++) lora->params[i] = 0.3f * tu_randf(&rng);
+    el_train_opts o2 = {0, 0, 2, T_}, o1 = {0, 0, 1, T_};
+    el_train_stage *s2, *s1;
+    assert_int_equal(el_train_stage_new(&tm.m, lora, &o2, NULL, &s2, &err), EL_OK);
+    assert_int_equal(el_train_stage_new(&tm.m, lora, &o1, NULL, &s1, &err), EL_OK);
+    int tokens[2 * T_], targets[2 * T_];
+    float mask[2 * T_], x[2 * T_ * DIM_];
+    for (int i = 0; i < 2 * T_; i++) tokens[i] = (i * 5 + 1) % V_, targets[i] = (i * 3 + 2) % V_, mask[i] = 1;
+    double loss, l0, l1;
+    el_train_zero_grads(s2);
+    el_train_embed(s2, tokens, x, &err);
+    el_train_layers_forward(s2, x, &err);
+    el_train_head(s2, x, targets, mask, &loss, NULL, x, 1.0f, NULL, &err);
+    el_train_layers_backward(s2, x, &err);
+    el_train_zero_grads(s1);
+    for (int b = 0; b < 2; b++) {
+        el_train_embed(s1, tokens + b * T_, x, &err);
+        el_train_layers_forward(s1, x, &err);
+        el_train_head(s1, x, targets + b * T_, mask + b * T_, b ? &l1 : &l0, NULL, x, 0.5f, NULL, &err);
+        el_train_layers_backward(s1, x, &err);
+    }
+    assert_float_equal(loss, (l0 + l1) / 2, 1e-6);
+    const float *g2 = el_train_grads(s2), *g1 = el_train_grads(s1);
+    double scale = 1e-6;
+    for (size_t i = 0; i < lora->n_params; i++) scale = fmax(scale, fabs(g2[i]));
+    for (size_t i = 0; i < lora->n_params; i++) assert_true(fabs(g2[i] - g1[i]) <= 1e-5 * scale);
+    el_train_stage_free(s1), el_train_stage_free(s2);
+    el_lora_free(lora);
+    tmodel_free(&tm);
+}
+
 // ---------------------------------------------------------------- real model
 
 static const int dream_tokens[] = {1, 368, 430, 281, 269, 435, 447};
@@ -854,6 +895,7 @@ int main(void) {
         cmocka_unit_test(test_embedding_grad),
         cmocka_unit_test(test_block_grad),
         cmocka_unit_test(test_head_grad),
+        cmocka_unit_test(test_grad_accumulation),
         cmocka_unit_test(test_forward_matches_inference),
         cmocka_unit_test(test_sgemm_par),
         cmocka_unit_test(test_adamw),
