@@ -23,24 +23,6 @@ static const char *usage =
     "  -o, --output FILE       merged model to write\n"
     "  -h, --help              this text\n";
 
-// Splits "path[:scale]"; returns 0 if the scale is malformed.
-int tool_parse_lora_arg(const char *arg, char *path, size_t cap, float *scale) {
-    const char *colon = strrchr(arg, ':');
-    *scale = 1.0f;
-    if (colon) {
-        char *end;
-        double s = strtod(colon + 1, &end);
-        if (end != colon + 1 && !*end) {
-            if (!(s > -1e6 && s < 1e6)) return 0;
-            *scale = (float)s;
-            snprintf(path, cap, "%.*s", (int)(colon - arg), arg);
-            return 1;
-        }
-    }
-    snprintf(path, cap, "%s", arg);
-    return 1;
-}
-
 typedef struct {
     const el_model *m;
     const el_lora_set *set;

@@ -173,3 +173,22 @@ el_status tool_split_check_model(const tool_split *ts, const el_model *m, el_err
                       ts->o.cuts[ts->o.n_cuts - 1], m->hp.n_layers);
     return EL_OK;
 }
+
+// --lora FILE[:SCALE]: the scale is taken only when what follows the last ':'
+// is a number, so paths with colons still work.
+int tool_parse_lora_arg(const char *arg, char *path, size_t cap, float *scale) {
+    const char *colon = strrchr(arg, ':');
+    *scale = 1.0f;
+    if (colon) {
+        char *end;
+        double s = strtod(colon + 1, &end);
+        if (end != colon + 1 && !*end) {
+            if (!(s > -1e6 && s < 1e6)) return 0;
+            *scale = (float)s;
+            snprintf(path, cap, "%.*s", (int)(colon - arg), arg);
+            return 1;
+        }
+    }
+    snprintf(path, cap, "%s", arg);
+    return 1;
+}
