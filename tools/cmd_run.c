@@ -249,6 +249,10 @@ int cmd_run(int argc, char **argv) {
     }
     rc = 0;
 out:
+    if (rc && interrupted) {  // Ctrl-C while waiting or computing: a clean stop, not an error
+        fputc('\n', stdout);
+        rc = 0;
+    }
     if (rc) cli_error(&err);
     free(logits);
     free(ids);

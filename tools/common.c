@@ -166,9 +166,10 @@ el_status tool_split_prepare(tool_split *ts, el_model_opts *mo, el_error *err) {
 }
 
 el_status tool_split_check_model(const tool_split *ts, const el_model *m, el_error *err) {
+    if (!ts->enabled || ts->autoplan || ts->o.n_cuts < 1) return EL_OK;
     // A single cut may equal the layer count: everything runs here, the link only idles.
     int last = ts->o.cuts[ts->o.n_cuts - 1];
-    if (ts->enabled && !ts->autoplan && (last > m->hp.n_layers || (last == m->hp.n_layers && ts->o.n_cuts > 1)))
+    if (last > m->hp.n_layers || (last == m->hp.n_layers && ts->o.n_cuts > 1))
         return el_err(err, EL_ERR_ARG, "--split: cut %d is not below the model's %d layers",
                       ts->o.cuts[ts->o.n_cuts - 1], m->hp.n_layers);
     return EL_OK;
