@@ -7,8 +7,10 @@
 #include <sys/stat.h>
 
 #include "cli.h"
+#include "common.h"
 #include "edgellm/lora.h"
 #include "edgellm/model.h"
+#include "edgellm/splittrain.h"
 #include "edgellm/train.h"
 
 static const char *usage =
@@ -47,11 +49,24 @@ static const char *usage =
     "                          writes that checkpoint after the current step and exits 130\n"
     "  -t, --threads N         threads (default: all CPUs)\n"
     "\n"
+    "split fine-tuning (the device keeps the data; a worker started with --train trains the rest):\n"
+    "      --split K           the device trains the embedding and layers 0..K-1 (K >= 1)\n"
+    "      --via ENDPOINT      the worker; --keys DIR --server-key FILE (CURVE) or --insecure (loopback)\n"
+    "      --ushape            the device also keeps the head and the loss: labels never leave it\n"
+    "      --act f32|f16|bf16  activations sent to the worker (default f32)\n"
+    "      --grad f32|f16|bf16 gradients sent back (default f32)\n"
+    "      --fed-every N       every N steps, average the device-side adapter with the other\n"
+    "                          devices training against the same worker (federated, weighted by samples)\n"
+    "      --timeout MS        per request (default 120000)\n"
+    "  The output is the joined adapter for the whole model; ADAPTER.gguf.device.gguf and\n"
+    "  ADAPTER.gguf.worker.gguf hold the two halves (see edgellm lora-join).\n"
+    "\n"
     "  -h, --help              this text\n"
     "\n"
     "example: edgellm finetune -m ../shared/models/aidreams260K.bin -z ../shared/models/tok512.bin \\\n"
     "           --data data/finetune/pirate-dreams.txt --val data/finetune/pirate-dreams-val.txt \\\n"
-    "           --epochs 8 --lr 3e-3 -o pirate.gguf\n";
+    "           --epochs 8 --lr 3e-3 -o pirate.gguf\n"
+    "         edgellm finetune ... --split 2 --via tcp://edge:7001 --keys keys/phone --server-key edge.key --ushape\n";
 
 typedef struct {
     int n;
@@ -89,6 +104,7 @@ static float lr_at(uint64_t step, uint64_t total, int warmup, float peak) {
 
 typedef struct {
     el_train_stage *st;
+    el_split_trainer *split;  // non-NULL: the rest of the model trains on a worker
     int rows, T, B, dim;
     int *tokens, *targets;
     float *mask, *x;
@@ -122,9 +138,12 @@ static el_status eval_loss(batch_buf *b, const el_dataset *d, int max_samples, d
                 for (int t = 0; t < b->T; t++) b->mask[(size_t)s * b->T + t] = 0;
         double l, nt;
         el_status st;
-        if ((st = el_train_embed(b->st, b->tokens, b->x, err)) || (st = el_train_layers_forward(b->st, b->x, err)) ||
-            (st = el_train_head(b->st, b->x, b->targets, b->mask, &l, &nt, NULL, 1, NULL, err)))
+        if (b->split) {
+            if ((st = el_split_trainer_eval(b->split, b->tokens, b->targets, b->mask, &l, &nt, err))) return st;
+        } else if ((st = el_train_embed(b->st, b->tokens, b->x, err)) || (st = el_train_layers_forward(b->st, b->x, err)) ||
+                   (st = el_train_head(b->st, b->x, b->targets, b->mask, &l, &nt, NULL, 1, NULL, err))) {
             return st;
+        }
         sum += l * nt;
         tok += nt;
     }
@@ -152,6 +171,10 @@ int cmd_finetune(int argc, char **argv) {
     int ckpt_every = 0, eval_every = 0, val_samples = 256, opt;
     float alpha = 16, lr = 1e-3f, wd = 0, clip = 1;
     uint64_t seed = 1;
+    tool_split ts;
+    tool_split_init(&ts);
+    const char *grad_s = NULL;
+    int fed_every = 0;
     while ((a = cli_next(&c, &opt))) {
         if (cli_is(a, "-h", "--help")) { fputs(usage, stdout); return 0; }
         else if (cli_is(a, "-m", "--model")) model_path = cli_str(&c, a);
@@ -178,12 +201,23 @@ int cmd_finetune(int argc, char **argv) {
         else if (cli_is(a, NULL, "--checkpoint-every")) cli_int(&c, a, 0, 1 << 30, &ckpt_every);
         else if (cli_is(a, NULL, "--resume")) resume = 1;
         else if (cli_is(a, "-t", "--threads")) cli_int(&c, a, 1, 256, &threads);
+        else if (cli_is(a, NULL, "--grad")) grad_s = cli_str(&c, a);
+        else if (cli_is(a, NULL, "--fed-every")) cli_int(&c, a, 1, 1 << 30, &fed_every);
+        else if (tool_split_option(&c, a, &ts)) continue;
         else return cli_unknown(&c, a);
     }
     if (c.failed) return 2;
     if (!model_path) return cli_fail(&c, "-m MODEL is required");
     if (!data_path) return cli_fail(&c, "--data FILE is required");
     if (!out_path) return cli_fail(&c, "-o ADAPTER.gguf is required");
+    if (tool_split_check(&c, &ts)) return 2;
+    int split = ts.enabled, grad_dtype = EL_DTYPE_F32;
+    if (split && (ts.autoplan || ts.o.n_cuts != 1)) return cli_fail(&c, "--split takes one cut point K for finetune");
+    if (grad_s && ((grad_dtype = el_dtype_from_name(grad_s)) < 0 || !el_wire_act_supported(grad_dtype) ||
+                   grad_dtype == EL_DTYPE_Q8_0))
+        return cli_fail(&c, "--grad: '%s' is not f32, f16 or bf16", grad_s);
+    if (split && resume) return cli_fail(&c, "--resume is not supported with --split yet");
+    if (fed_every && !split) return cli_fail(&c, "--fed-every needs --split");
     el_data_format fmt = EL_DATA_TEXT;
     if (format) {
         if (!strcmp(format, "jsonl")) fmt = EL_DATA_JSONL;
@@ -199,6 +233,9 @@ int cmd_finetune(int argc, char **argv) {
     el_lora *lora = NULL;
     el_pool *pool = NULL;
     el_train_stage *st = NULL;
+    el_split_trainer *trainer = NULL;
+    el_lora *worker_part = NULL, *joined = NULL;
+    el_model *full = NULL;
     float *mom = NULL, *vel = NULL;
     batch_buf b = {0};
     order ord = {0};
@@ -207,7 +244,19 @@ int cmd_finetune(int argc, char **argv) {
     snprintf(ckpt_path, sizeof ckpt_path, "%s.ckpt", out_path);
     unsigned targets;
     if (el_lora_parse_targets(targets_s, &targets, &err)) goto out;
-    if (el_model_open(model_path, NULL, &m, &err)) goto out;
+    el_model_opts mo = {0};
+    if (tool_split_prepare(&ts, &mo, &err)) goto out;
+    if (el_model_open(model_path, &mo, &m, &err)) goto out;
+    if (tool_split_check_model(&ts, m, &err)) goto out;
+    if (split && ts.o.cuts[0] == 0) {
+        el_err(&err, EL_ERR_ARG, "--split 0: the device must train at least one layer with its embedding (use --split 1 or more)");
+        goto out;
+    }
+    if (split && ts.o.cuts[0] >= m->hp.n_layers) {
+        el_err(&err, EL_ERR_ARG, "--split %d leaves no layers to the worker (%s has %d)", ts.o.cuts[0], model_path,
+               m->hp.n_layers);
+        goto out;
+    }
     if (ctx == 0) ctx = m->hp.ctx < 256 ? m->hp.ctx : 256;
     if (ctx > m->hp.ctx) {
         el_err(&err, EL_ERR_RANGE, "--ctx %d is larger than the model's context of %d (%s)", ctx, m->hp.ctx,
@@ -223,14 +272,30 @@ int cmd_finetune(int argc, char **argv) {
     if (warmup < 0) warmup = (int)(total / 20 < 100 ? total / 20 : 100);
     if (!eval_every) eval_every = total >= 10 ? (int)(total / 10) : 1;
 
-    if (el_lora_new(m, rank, alpha, targets, seed, &lora, &err)) goto out;
+    int cut = split ? ts.o.cuts[0] : m->hp.n_layers;
+    if (split ? el_lora_new_layers(m, 0, cut, rank, alpha, targets, seed, &lora, &err)
+              : el_lora_new(m, rank, alpha, targets, seed, &lora, &err))
+        goto out;
     pool = el_pool_new(threads);
-    el_train_opts to = {0, 0, batch, ctx};
+    el_train_opts to = {0, cut, batch, ctx};
     if (!pool || el_train_stage_new(m, lora, &to, pool, &st, &err)) goto out;
+    if (split) {
+        el_split_train_opts so = {.via = ts.o.via, .sec = ts.o.sec, .timeout_ms = ts.o.timeout_ms, .ushape = ts.o.ushape,
+                                  .act_dtype = ts.o.act_dtype, .grad_dtype = grad_dtype, .shared = 1};
+        so.open = (el_wire_train_open){.n_layers = (uint32_t)m->hp.n_layers, .dim = (uint32_t)m->hp.dim,
+                                       .vocab = (uint32_t)m->hp.vocab, .layer_begin = (uint32_t)cut,
+                                       .layer_end = (uint32_t)m->hp.n_layers, .batch = (uint32_t)batch, .T = (uint32_t)ctx,
+                                       .rank = (uint32_t)rank, .alpha = alpha, .targets = targets, .seed = seed,
+                                       .beta1 = 0.9f, .beta2 = 0.999f, .eps = 1e-8f, .weight_decay = wd, .clip = clip};
+        if (el_split_trainer_new(m, st, &so, &trainer, &err)) goto out;
+        fprintf(stderr, "split: this device trains the embedding and layers 0:%d%s; %s trains layers %d:%d%s\n", cut,
+                ts.o.ushape ? " and the head (labels stay here)" : "", ts.o.via, cut, m->hp.n_layers,
+                ts.o.ushape ? "" : " and the head");
+    }
     mom = el_calloc(lora->n_params, sizeof(float));
     vel = el_calloc(lora->n_params, sizeof(float));
     size_t rows = (size_t)batch * ctx;
-    b = (batch_buf){st, (int)rows, ctx, batch, m->hp.dim, malloc(rows * sizeof(int)), malloc(rows * sizeof(int)),
+    b = (batch_buf){st, trainer, (int)rows, ctx, batch, m->hp.dim, malloc(rows * sizeof(int)), malloc(rows * sizeof(int)),
                     malloc(rows * sizeof(float)), malloc(rows * (size_t)m->hp.dim * sizeof(float))};
     ord = (order){n_train, seed, UINT64_MAX, el_calloc((size_t)n_train, sizeof(int))};
     if (!mom || !vel || !b.tokens || !b.targets || !b.mask || !b.x || !ord.perm) {
@@ -308,16 +373,28 @@ int cmd_finetune(int argc, char **argv) {
             fill_batch(&b, train, &ord, meta.sample_pos);
             meta.sample_pos += (uint64_t)batch;
             double l, nt;
-            if (el_train_embed(st, b.tokens, b.x, &err) || el_train_layers_forward(st, b.x, &err) ||
-                el_train_head(st, b.x, b.targets, b.mask, &l, &nt, b.x, 1.0f / accum, NULL, &err) ||
-                el_train_layers_backward(st, b.x, &err))
+            if (trainer) {
+                if (el_split_trainer_micro(trainer, b.tokens, b.targets, b.mask, 1.0f / accum, &l, &nt, &err)) goto out;
+            } else if (el_train_embed(st, b.tokens, b.x, &err) || el_train_layers_forward(st, b.x, &err) ||
+                       el_train_head(st, b.x, b.targets, b.mask, &l, &nt, b.x, 1.0f / accum, NULL, &err) ||
+                       el_train_layers_backward(st, b.x, &err)) {
                 goto out;
+            }
             step_loss += l / accum;
             tokens_done += (uint64_t)rows;
         }
         float cur_lr = lr_at(meta.step, total, warmup, lr);
-        el_adamw_step(lora->params, el_train_grads(st), mom, vel, lora->n_params, meta.step + 1, &ao, cur_lr);
+        if (trainer) {
+            double norm;
+            if (el_split_trainer_step(trainer, meta.step + 1, cur_lr, lora->params, mom, vel, lora->n_params, &ao, &norm, &err))
+                goto out;
+        } else {
+            el_adamw_step(lora->params, el_train_grads(st), mom, vel, lora->n_params, meta.step + 1, &ao, cur_lr);
+        }
         meta.step++;
+        if (trainer && fed_every && meta.step % (uint64_t)fed_every == 0 &&
+            el_split_trainer_average(trainer, lora->params, lora->n_params, (double)fed_every * per_step, &err))
+            goto out;
         if (meta.step == first + 1) t_first = el_time_s();
         loss_sum += step_loss;
         loss_n++;
@@ -358,7 +435,29 @@ int cmd_finetune(int argc, char **argv) {
         }
     }
     el_progress_end(&pr, meta.step - first, NULL);
-    if (el_lora_save(lora, out_path, &err)) goto out;
+    if (trainer) {
+        // Both parts: ours, the worker's, and the joined adapter for the whole model.
+        char part[4096];
+        el_model_opts fo = {0};
+        if (el_model_open(model_path, &fo, &full, &err) ||
+            el_lora_new_layers(full, cut, full->hp.n_layers, rank, alpha, targets, seed, &worker_part, &err) ||
+            el_split_trainer_fetch(trainer, worker_part->params, worker_part->n_params, &err))
+            goto out;
+        snprintf(part, sizeof part, "%s.device.gguf", out_path);
+        if (el_lora_save(lora, part, &err)) goto out;
+        snprintf(part, sizeof part, "%s.worker.gguf", out_path);
+        if (el_lora_save(worker_part, part, &err)) goto out;
+        const el_lora *parts[2] = {lora, worker_part};
+        if (el_lora_join(full, parts, 2, &joined, &err) || el_lora_save(joined, out_path, &err)) goto out;
+        const el_split_train_stats *ss = el_split_trainer_stats(trainer);
+        fprintf(stderr, "split: sent %.1f KiB/step, received %.1f KiB/step, link %.1f ms/step, worker %.1f ms/step; "
+                "wrote %s.device.gguf, %s.worker.gguf and the joined %s\n",
+                ss->bytes_sent / 1024.0 / (double)(meta.step - first), ss->bytes_received / 1024.0 / (double)(meta.step - first),
+                ss->link_s * 1e3 / (double)(meta.step - first), ss->worker_s * 1e3 / (double)(meta.step - first),
+                out_path, out_path, out_path);
+    } else if (el_lora_save(lora, out_path, &err)) {
+        goto out;
+    }
     remove(ckpt_path);  // the run is complete: the adapter supersedes any checkpoint
     double el = el_time_s() - t_start;
     fprintf(stderr, "\n  step   train loss   val loss\n");
@@ -381,9 +480,13 @@ int cmd_finetune(int argc, char **argv) {
 out:
     if (rc == 1) cli_error(&err);
     free(b.tokens), free(b.targets), free(b.mask), free(b.x), free(ord.perm), free(mom), free(vel);
+    el_split_trainer_free(trainer);
     el_train_stage_free(st);
     el_pool_free(pool);
     el_lora_free(lora);
+    el_lora_free(worker_part);
+    el_lora_free(joined);
+    el_model_close(full);
     el_dataset_free(train);
     el_dataset_free(val);
     el_tokenizer_free(tok);

@@ -31,6 +31,12 @@ static const char *usage =
     "      --timeout MS          wait on the next worker (default 30000)\n"
     "  -t, --threads N           compute threads (default: all CPUs)\n"
     "  -q, --quiet               no event log on stderr\n"
+    "split fine-tuning (edgellm finetune --split on the devices):\n"
+    "      --train               also accept training sessions (this worker must be the last stage)\n"
+    "      --per-client          one worker-side adapter per device (default: one shared by all)\n"
+    "      --avg-timeout SEC     a federated averaging round waits this long for missing devices (default 30)\n"
+    "      --train-out DIR       save each device's worker-side adapter here when the device fetches it\n"
+    "      --trace FILE          log every training message received (type, rows, whether labels came)\n"
     "\n"
     "Stop with Ctrl-C (SIGINT) or SIGTERM: sessions are freed and the worker exits 0.\n"
     "\n"
@@ -63,7 +69,8 @@ int cmd_worker(int argc, char **argv) {
     cli_init(&c, "worker", argc, argv);
     el_worker_opts o = {0};
     const char *keys_dir = NULL, *layers = NULL, *next_key_file = NULL, *a;
-    int opt, idle_s = 120, quiet = 0;
+    int opt, idle_s = 120, quiet = 0, avg_s = 30;
+    const char *trace = NULL;
     uint64_t max_kv = 0;
     while ((a = cli_next(&c, &opt))) {
         if (cli_is(a, "-h", "--help")) { fputs(usage, stdout); return 0; }
@@ -83,6 +90,11 @@ int cmd_worker(int argc, char **argv) {
         else if (cli_is(a, NULL, "--timeout")) cli_int(&c, a, 1, 1 << 30, &o.timeout_ms);
         else if (cli_is(a, "-t", "--threads")) cli_int(&c, a, 1, 256, &o.threads);
         else if (cli_is(a, "-q", "--quiet")) quiet = 1;
+        else if (cli_is(a, NULL, "--train")) o.train = 1;
+        else if (cli_is(a, NULL, "--per-client")) o.train_per_client = 1;
+        else if (cli_is(a, NULL, "--avg-timeout")) cli_int(&c, a, 1, 1 << 20, &avg_s);
+        else if (cli_is(a, NULL, "--train-out")) o.train_out = cli_str(&c, a);
+        else if (cli_is(a, NULL, "--trace")) trace = cli_str(&c, a);
         else return cli_unknown(&c, a);
     }
     if (c.failed) return 2;
@@ -107,6 +119,11 @@ int cmd_worker(int argc, char **argv) {
         o.next_sec.server_key = next_key;
     }
     o.max_kv_bytes = (size_t)max_kv;
+    o.train_avg_timeout_ms = avg_s * 1000;
+    if (trace) {
+        o.trace = fopen(trace, "w");
+        if (!o.trace) return cli_fail(&c, "--trace: cannot create '%s'", trace);
+    }
     o.idle_timeout_ms = idle_s * 1000;
     o.stop = &stop_flag;
     o.log = quiet ? NULL : stderr;
@@ -114,6 +131,8 @@ int cmd_worker(int argc, char **argv) {
     sa.sa_handler = on_signal;
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
-    if (el_worker_run(&o, &err)) return cli_error(&err);
+    el_status st = el_worker_run(&o, &err);
+    if (o.trace) fclose(o.trace);
+    if (st) return cli_error(&err);
     return 0;
 }

@@ -68,6 +68,10 @@ el_status el_lora_new(const el_model *m, int rank, float alpha, unsigned targets
 el_status el_lora_new_layers(const el_model *m, int layer_begin, int layer_end, int rank, float alpha,
                              unsigned targets, uint64_t seed, el_lora **out, el_error *err);
 void el_lora_free(el_lora *l);
+// One adapter holding every matrix of parts (e.g. the device's and the
+// worker's halves of a split fine-tuning run); a (layer, target) may come from
+// one part only, and all parts must share alpha.
+el_status el_lora_join(const el_model *m, const el_lora *const *parts, int n, el_lora **out, el_error *err);
 // The matrix for (layer, target), or NULL when the adapter does not touch it.
 const el_lora_mat *el_lora_get(const el_lora *l, int layer, int target);
 // Offset of mats[i].a in params (b follows at + rank*in).

@@ -34,6 +34,12 @@ typedef struct {
     volatile sig_atomic_t *stop;  // polled; set it (e.g. from a signal handler) to stop
     FILE *log;                 // one line per event (NULL: quiet)
     int max_requests;          // stop after this many requests (0: unlimited; for tests)
+    // split fine-tuning (accepted only with train set; see splittrain.h)
+    int train;                 // accept training sessions for this range
+    int train_per_client;      // one worker-side adapter per device instead of one shared
+    int train_avg_timeout_ms;  // federated rounds close this long after their first submission
+    const char *train_out;     // folder where worker-side adapters are saved when fetched
+    FILE *trace;               // one line per received training message (for privacy checks)
 } el_worker_opts;
 
 // Serves until *stop is set. Returns an error only for start-up failures.

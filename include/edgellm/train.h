@@ -142,6 +142,12 @@ typedef struct {
 // Returns the gradient norm before clipping. Deterministic (fixed-order sums).
 double el_adamw_step(float *params, const float *grads, float *m, float *v, size_t n, uint64_t t,
                      const el_adamw_opts *o, float lr);
+// The same step with the clipping norm given: when the parameters are split
+// across nodes (split fine-tuning), the norm is over all of them.
+void el_adamw_apply(float *params, const float *grads, float *m, float *v, size_t n, uint64_t t,
+                    const el_adamw_opts *o, float lr, double norm);
+// Σ grads² in a fixed order.
+double el_grad_sumsq(const float *grads, size_t n);
 
 // ---------------------------------------------------------------- datasets
 

@@ -34,6 +34,16 @@ typedef enum {
     EL_MSG_PONG = 9,
     EL_MSG_PROBE = 10,        // device -> worker: u32 reply_len + filler (link throughput probes)
     EL_MSG_PROBE_REPLY = 11,  // worker -> device: reply_len bytes
+    // split fine-tuning (docs/protocol.md, "Training")
+    EL_MSG_TRAIN_OPEN = 12,      // device -> worker: train a LoRA on a layer range
+    EL_MSG_TRAIN_FORWARD = 13,   // device -> worker: activations at the cut (+ targets unless U-shape)
+    EL_MSG_TRAIN_RESULT = 14,    // worker -> device: loss + gradient at the cut, or (U-shape) hidden states
+    EL_MSG_TRAIN_BACKWARD = 15,  // device -> worker (U-shape): gradient at the last hidden states
+    EL_MSG_TRAIN_STEP = 16,      // device -> worker: optimizer step (step number, lr, device grad norm²)
+    EL_MSG_TRAIN_STEPPED = 17,   // worker -> device: the global gradient norm used for clipping
+    EL_MSG_TRAIN_GET = 18,       // device -> worker: send the worker-side adapter
+    EL_MSG_TRAIN_PARAMS = 19,    // worker -> device: adapter parameters (f32)
+    EL_MSG_TRAIN_AVG = 20,       // device -> worker: device-side adapter + weight, for federated averaging
 } el_msg_type;
 
 #define EL_WIRE_MAX_PROBE_REPLY (64u << 20)
@@ -102,6 +112,58 @@ typedef struct {
     size_t len, cap;
 } el_buf;
 void el_buf_free(el_buf *b);
+
+// ---------------------------------------------------------------- training
+
+typedef struct {
+    uint32_t n_layers, dim, vocab, layer_begin, layer_end;
+    uint64_t identity;
+    uint32_t batch, T, rank;
+    float alpha;
+    uint32_t targets;
+    uint64_t seed;
+    uint8_t ushape, act_dtype, grad_dtype, shared;
+    float beta1, beta2, eps, weight_decay, clip;
+} el_wire_train_open;
+
+#define EL_TRAIN_HAS_TARGETS 1u
+#define EL_TRAIN_FORWARD_ONLY 2u
+
+typedef struct {
+    uint32_t rows;
+    uint8_t dtype, flags;
+    float grad_scale;
+    const uint8_t *x;  // rows x dim values in dtype
+    const uint8_t *targets, *mask;  // i32[rows], f32[rows] when HAS_TARGETS
+} el_wire_train_fwd;
+
+typedef struct {
+    double loss, n_tokens, compute_s;
+    uint32_t rows;
+    uint8_t dtype, kind;  // kind 0: gradient at the cut, 1: hidden states (U-shape)
+    const uint8_t *payload;
+} el_wire_train_result;
+
+el_status el_wire_encode_train_open(el_buf *b, uint32_t seq, const el_wire_train_open *o);
+el_status el_wire_decode_train_open(const el_wire_msg *m, el_wire_train_open *o, el_error *err);
+// x[rows, dim] f32 encoded as dtype; targets/mask may be NULL (U-shape: labels stay on the device).
+el_status el_wire_encode_train_fwd(el_buf *b, uint16_t type, uint64_t session, uint32_t seq, uint32_t rows,
+                                   uint32_t dim, int dtype, uint8_t flags, float grad_scale, const float *x,
+                                   const int32_t *targets, const float *mask, el_error *err);
+el_status el_wire_decode_train_fwd(const el_wire_msg *m, uint32_t dim, el_wire_train_fwd *f, el_error *err);
+el_status el_wire_encode_train_result(el_buf *b, uint64_t session, uint32_t seq, double loss, double n_tokens,
+                                      double compute_s, uint8_t kind, uint32_t rows, uint32_t dim, int dtype,
+                                      const float *payload, el_error *err);
+el_status el_wire_decode_train_result(const el_wire_msg *m, uint32_t dim, el_wire_train_result *r, el_error *err);
+// STEP: u64 t, f32 lr, f64 device sum of squared gradients. STEPPED: f64 norm.
+el_status el_wire_encode_train_step(el_buf *b, uint64_t session, uint32_t seq, uint64_t t, float lr, double dev_ss);
+el_status el_wire_decode_train_step(const el_wire_msg *m, uint64_t *t, float *lr, double *dev_ss, el_error *err);
+el_status el_wire_encode_f64(el_buf *b, uint16_t type, uint64_t session, uint32_t seq, double v);
+el_status el_wire_decode_f64(const el_wire_msg *m, double *v, el_error *err);
+// PARAMS / AVG: [f64 weight,] u64 n, f32[n]
+el_status el_wire_encode_params(el_buf *b, uint16_t type, uint64_t session, uint32_t seq, double weight,
+                                const float *p, uint64_t n);
+el_status el_wire_decode_params(const el_wire_msg *m, double *weight, const uint8_t **p, uint64_t *n, el_error *err);
 
 // Reads a little-endian u32 (for fields outside the decoders above).
 uint32_t el_wire_u32(const uint8_t *p);

@@ -167,6 +167,49 @@ el_status el_lora_new_layers(const el_model *m, int layer_begin, int layer_end, 
     return EL_OK;
 }
 
+el_status el_lora_join(const el_model *m, const el_lora *const *parts, int n, el_lora **out, el_error *err) {
+    *out = NULL;
+    if (n < 1) return el_err(err, EL_ERR_ARG, "nothing to join");
+    el_lora *l = lora_alloc(m->hp.n_layers);
+    if (!l) return el_err(err, EL_ERR_NOMEM, "out of memory");
+    l->rank = parts[0]->rank;
+    l->alpha = parts[0]->alpha;
+    for (int p = 0; p < n; p++) {
+        const el_lora *src = parts[p];
+        if (src->n_layers != m->hp.n_layers || src->alpha != parts[0]->alpha) {
+            el_lora_free(l);
+            return el_err(err, EL_ERR_ARG, "%s: adapter for %d layers with alpha %g cannot join one for %d layers with alpha %g",
+                          src->path ? src->path : "adapter", src->n_layers, src->alpha, m->hp.n_layers, parts[0]->alpha);
+        }
+        l->targets |= src->targets;
+        for (int i = 0; i < m->hp.n_layers * EL_LORA_N_TARGETS; i++) {
+            if (!src->mats[i].a) continue;
+            if (l->mats[i].rank) {
+                el_lora_free(l);
+                return el_err(err, EL_ERR_ARG, "%s: layer %d %s is in two of the adapters being joined",
+                              src->path ? src->path : "adapter", i / EL_LORA_N_TARGETS, target_stems[i % EL_LORA_N_TARGETS]);
+            }
+            l->mats[i].rank = src->mats[i].rank;
+            l->mats[i].in = src->mats[i].in;
+            l->mats[i].out = src->mats[i].out;
+        }
+    }
+    el_status st = lora_place(l, err);
+    if (st) {
+        el_lora_free(l);
+        return st;
+    }
+    for (int p = 0; p < n; p++)
+        for (int i = 0; i < m->hp.n_layers * EL_LORA_N_TARGETS; i++) {
+            const el_lora_mat *sm = &parts[p]->mats[i];
+            if (!sm->a) continue;
+            memcpy(l->mats[i].a, sm->a, (size_t)sm->rank * sm->in * sizeof(float));
+            memcpy(l->mats[i].b, sm->b, (size_t)sm->out * sm->rank * sizeof(float));
+        }
+    *out = l;
+    return EL_OK;
+}
+
 // ---------------------------------------------------------------- GGUF
 
 // "blk.N.STEM.weight.lora_a|b" -> layer, target, which (0 = a, 1 = b)

@@ -2,6 +2,7 @@
 // by a check against the bytes that remain in the frame.
 #include "edgellm/wire.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -324,4 +325,211 @@ el_status el_wire_encode_probe(el_buf *b, uint32_t seq, size_t size, uint32_t re
     put_u32(p, reply_len);
     memset(p + 4, 0xA5, size - 4);  // incompressible enough for a link that might compress
     return finish(b);
+}
+
+// ---------------------------------------------------------------- training
+
+// A bounds-checked cursor over a message body.
+typedef struct {
+    const uint8_t *p;
+    size_t n, at;
+    int ok;
+} cursor;
+
+static const uint8_t *take(cursor *c, size_t n) {
+    if (!c->ok || c->n - c->at < n) {
+        c->ok = 0;
+        return NULL;
+    }
+    const uint8_t *r = c->p + c->at;
+    c->at += n;
+    return r;
+}
+static uint32_t c_u32(cursor *c) { const uint8_t *p = take(c, 4); return p ? get_u32(p) : 0; }
+static uint64_t c_u64(cursor *c) { const uint8_t *p = take(c, 8); return p ? get_u64(p) : 0; }
+static uint8_t c_u8(cursor *c) { const uint8_t *p = take(c, 1); return p ? p[0] : 0; }
+static float c_f32(cursor *c) {
+    uint32_t u = c_u32(c);
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+static double c_f64(cursor *c) {
+    uint64_t u = c_u64(c);
+    double d;
+    memcpy(&d, &u, 8);
+    return d;
+}
+static void put_f32(uint8_t *p, float f) {
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    put_u32(p, u);
+}
+static void put_f64(uint8_t *p, double d) {
+    uint64_t u;
+    memcpy(&u, &d, 8);
+    put_u64(p, u);
+}
+
+el_status el_wire_encode_train_open(el_buf *b, uint32_t seq, const el_wire_train_open *o) {
+    if (begin(b, EL_MSG_TRAIN_OPEN, 0, seq)) return EL_ERR_NOMEM;
+    uint8_t *p = buf_put(b, 80);
+    if (!p) return EL_ERR_NOMEM;
+    put_u32(p, o->n_layers), put_u32(p + 4, o->dim), put_u32(p + 8, o->vocab);
+    put_u32(p + 12, o->layer_begin), put_u32(p + 16, o->layer_end), put_u64(p + 20, o->identity);
+    put_u32(p + 28, o->batch), put_u32(p + 32, o->T), put_u32(p + 36, o->rank), put_f32(p + 40, o->alpha);
+    put_u32(p + 44, o->targets), put_u64(p + 48, o->seed);
+    p[56] = o->ushape, p[57] = o->act_dtype, p[58] = o->grad_dtype, p[59] = o->shared;
+    put_f32(p + 60, o->beta1), put_f32(p + 64, o->beta2), put_f32(p + 68, o->eps), put_f32(p + 72, o->weight_decay);
+    put_f32(p + 76, o->clip);
+    return finish(b);
+}
+
+el_status el_wire_decode_train_open(const el_wire_msg *m, el_wire_train_open *o, el_error *err) {
+    if (m->type != EL_MSG_TRAIN_OPEN || m->body_len != 80)
+        return el_err(err, EL_ERR_FORMAT, "TRAIN_OPEN body of %zu bytes (80 expected)", m->body_len);
+    cursor c = {m->body, m->body_len, 0, 1};
+    o->n_layers = c_u32(&c), o->dim = c_u32(&c), o->vocab = c_u32(&c);
+    o->layer_begin = c_u32(&c), o->layer_end = c_u32(&c), o->identity = c_u64(&c);
+    o->batch = c_u32(&c), o->T = c_u32(&c), o->rank = c_u32(&c), o->alpha = c_f32(&c);
+    o->targets = c_u32(&c), o->seed = c_u64(&c);
+    o->ushape = c_u8(&c), o->act_dtype = c_u8(&c), o->grad_dtype = c_u8(&c), o->shared = c_u8(&c);
+    o->beta1 = c_f32(&c), o->beta2 = c_f32(&c), o->eps = c_f32(&c), o->weight_decay = c_f32(&c), o->clip = c_f32(&c);
+    if (o->layer_begin >= o->layer_end || o->layer_end > o->n_layers || o->batch == 0 || o->T == 0 ||
+        (uint64_t)o->batch * o->T > (1u << 20) || o->rank == 0 || o->rank > 4096 || !(o->alpha > 0) ||
+        !(o->beta1 >= 0 && o->beta1 < 1) || !(o->beta2 >= 0 && o->beta2 < 1) || !(o->eps > 0) ||
+        !(o->weight_decay >= 0) || !(o->clip >= 0) || o->ushape > 1 || o->shared > 1)
+        return el_err(err, EL_ERR_FORMAT, "TRAIN_OPEN has out-of-range fields (layers %u:%u of %u, batch %u x %u, rank %u)",
+                      o->layer_begin, o->layer_end, o->n_layers, o->batch, o->T, o->rank);
+    return EL_OK;
+}
+
+el_status el_wire_encode_train_fwd(el_buf *b, uint16_t type, uint64_t session, uint32_t seq, uint32_t rows,
+                                   uint32_t dim, int dtype, uint8_t flags, float grad_scale, const float *x,
+                                   const int32_t *targets, const float *mask, el_error *err) {
+    size_t bytes = el_wire_act_bytes(dtype, (size_t)rows * dim);
+    if (!bytes) return el_err(err, EL_ERR_UNSUPPORTED, "cannot encode %u x %u values as %s", rows, dim, el_dtype_name(dtype));
+    if (targets) flags |= EL_TRAIN_HAS_TARGETS;
+    else flags &= (uint8_t)~EL_TRAIN_HAS_TARGETS;
+    if (begin(b, type, session, seq)) return el_err(err, EL_ERR_NOMEM, "out of memory");
+    size_t extra = targets ? (size_t)rows * 8 : 0;
+    uint8_t *p = buf_put(b, 12 + bytes + extra);
+    if (!p) return el_err(err, EL_ERR_NOMEM, "out of memory for a %zu-byte message", bytes);
+    put_u32(p, rows);
+    p[4] = (uint8_t)dtype, p[5] = flags, put_u16(p + 6, 0);
+    put_f32(p + 8, grad_scale);
+    el_dtype_info(dtype)->from_f32(x, p + 12, (int64_t)rows * dim);
+    if (targets) {
+        uint8_t *t = p + 12 + bytes;
+        for (uint32_t i = 0; i < rows; i++) put_u32(t + 4 * i, (uint32_t)targets[i]);
+        for (uint32_t i = 0; i < rows; i++) put_f32(t + 4 * (size_t)rows + 4 * i, mask ? mask[i] : 1.0f);
+    }
+    if (finish(b)) return el_err(err, EL_ERR_RANGE, "message of %zu bytes exceeds the frame limit", b->len);
+    return EL_OK;
+}
+
+el_status el_wire_decode_train_fwd(const el_wire_msg *m, uint32_t dim, el_wire_train_fwd *f, el_error *err) {
+    cursor c = {m->body, m->body_len, 0, 1};
+    f->rows = c_u32(&c);
+    f->dtype = c_u8(&c), f->flags = c_u8(&c);
+    take(&c, 2);
+    f->grad_scale = c_f32(&c);
+    if (!c.ok || f->rows == 0 || f->rows > (1u << 20) || !el_wire_act_supported(f->dtype) || !isfinite(f->grad_scale))
+        return el_err(err, EL_ERR_FORMAT, "training message with %u rows of dtype %u", f->rows, f->dtype);
+    size_t bytes = el_wire_act_bytes(f->dtype, (size_t)f->rows * dim);
+    f->x = take(&c, bytes);
+    f->targets = f->mask = NULL;
+    if (f->flags & EL_TRAIN_HAS_TARGETS) {
+        f->targets = take(&c, (size_t)f->rows * 4);
+        f->mask = take(&c, (size_t)f->rows * 4);
+    }
+    if (!c.ok || !bytes || c.at != c.n)
+        return el_err(err, EL_ERR_FORMAT, "training message body of %zu bytes does not hold %u rows of %u", m->body_len,
+                      f->rows, dim);
+    return EL_OK;
+}
+
+el_status el_wire_encode_train_result(el_buf *b, uint64_t session, uint32_t seq, double loss, double n_tokens,
+                                      double compute_s, uint8_t kind, uint32_t rows, uint32_t dim, int dtype,
+                                      const float *payload, el_error *err) {
+    size_t bytes = rows ? el_wire_act_bytes(dtype, (size_t)rows * dim) : 0;
+    if (rows && !bytes) return el_err(err, EL_ERR_UNSUPPORTED, "cannot encode results as %s", el_dtype_name(dtype));
+    if (begin(b, EL_MSG_TRAIN_RESULT, session, seq)) return el_err(err, EL_ERR_NOMEM, "out of memory");
+    uint8_t *p = buf_put(b, 32 + bytes);
+    if (!p) return el_err(err, EL_ERR_NOMEM, "out of memory");
+    put_f64(p, loss), put_f64(p + 8, n_tokens), put_f64(p + 16, compute_s);
+    put_u32(p + 24, rows);
+    p[28] = (uint8_t)dtype, p[29] = kind, put_u16(p + 30, 0);
+    if (rows) el_dtype_info(dtype)->from_f32(payload, p + 32, (int64_t)rows * dim);
+    if (finish(b)) return el_err(err, EL_ERR_RANGE, "result exceeds the frame limit");
+    return EL_OK;
+}
+
+el_status el_wire_decode_train_result(const el_wire_msg *m, uint32_t dim, el_wire_train_result *r, el_error *err) {
+    if (m->type != EL_MSG_TRAIN_RESULT) return el_err(err, EL_ERR_FORMAT, "expected TRAIN_RESULT, got type %u", m->type);
+    cursor c = {m->body, m->body_len, 0, 1};
+    r->loss = c_f64(&c), r->n_tokens = c_f64(&c), r->compute_s = c_f64(&c);
+    r->rows = c_u32(&c);
+    r->dtype = c_u8(&c), r->kind = c_u8(&c);
+    take(&c, 2);
+    size_t bytes = r->rows ? el_wire_act_bytes(r->dtype, (size_t)r->rows * dim) : 0;
+    r->payload = r->rows ? take(&c, bytes) : NULL;
+    if (!c.ok || c.at != c.n || (r->rows && !bytes) || r->kind > 1 || r->rows > (1u << 20))
+        return el_err(err, EL_ERR_FORMAT, "TRAIN_RESULT of %zu bytes is malformed", m->body_len);
+    return EL_OK;
+}
+
+el_status el_wire_encode_train_step(el_buf *b, uint64_t session, uint32_t seq, uint64_t t, float lr, double dev_ss) {
+    if (begin(b, EL_MSG_TRAIN_STEP, session, seq)) return EL_ERR_NOMEM;
+    uint8_t *p = buf_put(b, 24);
+    if (!p) return EL_ERR_NOMEM;
+    put_u64(p, t), put_f32(p + 8, lr), put_u32(p + 12, 0), put_f64(p + 16, dev_ss);
+    return finish(b);
+}
+
+el_status el_wire_decode_train_step(const el_wire_msg *m, uint64_t *t, float *lr, double *dev_ss, el_error *err) {
+    cursor c = {m->body, m->body_len, 0, 1};
+    *t = c_u64(&c), *lr = c_f32(&c);
+    take(&c, 4);
+    *dev_ss = c_f64(&c);
+    if (!c.ok || c.at != c.n || !isfinite(*lr) || *lr < 0 || !(*dev_ss >= 0) || *t == 0)
+        return el_err(err, EL_ERR_FORMAT, "TRAIN_STEP is malformed");
+    return EL_OK;
+}
+
+el_status el_wire_encode_f64(el_buf *b, uint16_t type, uint64_t session, uint32_t seq, double v) {
+    if (begin(b, type, session, seq)) return EL_ERR_NOMEM;
+    uint8_t *p = buf_put(b, 8);
+    if (!p) return EL_ERR_NOMEM;
+    put_f64(p, v);
+    return finish(b);
+}
+
+el_status el_wire_decode_f64(const el_wire_msg *m, double *v, el_error *err) {
+    if (m->body_len != 8) return el_err(err, EL_ERR_FORMAT, "message type %u of %zu bytes (8 expected)", m->type, m->body_len);
+    cursor c = {m->body, 8, 0, 1};
+    *v = c_f64(&c);
+    return EL_OK;
+}
+
+el_status el_wire_encode_params(el_buf *b, uint16_t type, uint64_t session, uint32_t seq, double weight,
+                                const float *params, uint64_t n) {
+    if (n > EL_WIRE_MAX_FRAME / 4) return EL_ERR_RANGE;
+    if (begin(b, type, session, seq)) return EL_ERR_NOMEM;
+    uint8_t *p = buf_put(b, 16 + 4 * (size_t)n);
+    if (!p) return EL_ERR_NOMEM;
+    put_f64(p, weight), put_u64(p + 8, n);
+    for (uint64_t i = 0; i < n; i++) put_f32(p + 16 + 4 * i, params[i]);
+    return finish(b);
+}
+
+el_status el_wire_decode_params(const el_wire_msg *m, double *weight, const uint8_t **params, uint64_t *n,
+                                el_error *err) {
+    cursor c = {m->body, m->body_len, 0, 1};
+    *weight = c_f64(&c);
+    *n = c_u64(&c);
+    if (!c.ok || *n > (m->body_len - 16) / 4 || 16 + 4 * *n != m->body_len || !(*weight >= 0) || !isfinite(*weight))
+        return el_err(err, EL_ERR_FORMAT, "parameter message of %zu bytes is malformed", m->body_len);
+    *params = m->body + 16;
+    return EL_OK;
 }

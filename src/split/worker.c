@@ -10,6 +10,7 @@
 #include "edgellm/kernels.h"
 #include "edgellm/sample.h"
 #include "edgellm/split.h"
+#include "edgellm/splittrain.h"
 
 typedef struct {
     uint64_t id;
@@ -30,6 +31,7 @@ typedef struct {
     el_pool *pool;
     el_link_server *srv;
     el_link *next;
+    el_train_server *train;
     uint64_t *identity;  // per possible start layer, computed when first asked
     int is_last;
     wsession *sessions;
@@ -354,6 +356,7 @@ static void handle(worker *w, const el_peer *peer, const el_buf *in) {
         reply_error(w, peer, 0, 0, EL_WERR_PROTOCOL, "bad message: %s", e.msg);
         return;
     }
+    if (w->train && el_train_server_handle(w->train, w->srv, peer, &msg)) return;
     switch (msg.type) {
     case EL_MSG_PING:
         if (el_wire_encode_ping(&w->out, EL_MSG_PONG, msg.seq, msg.body, msg.body_len) == EL_OK)
@@ -436,6 +439,12 @@ el_status el_worker_run(const el_worker_opts *o, el_error *err) {
     if (!w.pool) { st = el_err(err, EL_ERR_NOMEM, "cannot start threads"); goto out; }
     if (o->next && (st = el_link_connect(o->next, &o->next_sec, w.timeout_ms, &w.next, err)))
         goto out;
+    if (o->train) {
+        el_train_server_opts to = {.per_client = o->train_per_client, .avg_timeout_ms = o->train_avg_timeout_ms,
+                                   .out_dir = o->train_out, .trace = o->trace, .log = o->log,
+                                   .max_clients = o->max_sessions > 0 ? o->max_sessions : 8};
+        if ((st = el_train_server_new(w.m, w.pool, &to, &w.train, err))) goto out;
+    }
     if ((st = el_link_server_open(o->listen, &o->sec, &w.srv, err))) goto out;
     size_t weights = warm(w.m);
     wlog(&w, "serving %s on %s (%s), weights %.2f MiB, resident %.2f MiB%s%s", o->model_path, o->listen,
@@ -455,6 +464,7 @@ el_status el_worker_run(const el_worker_opts *o, el_error *err) {
         } else if (r != EL_ERR_STATE) {
             wlog(&w, "%s", e.msg);
         }
+        if (w.train) el_train_server_tick(w.train, w.srv, idle_ms);
         double now = el_time_s();
         for (int i = w.n_sessions - 1; i >= 0; i--)
             if ((now - w.sessions[i].last_used) * 1000 > idle_ms) drop_session(&w, i, "idle timeout");
@@ -465,6 +475,7 @@ el_status el_worker_run(const el_worker_opts *o, el_error *err) {
 out:
     while (w.n_sessions) drop_session(&w, w.n_sessions - 1, "worker stopping");
     free(w.sessions);
+    el_train_server_free(w.train);
     el_link_server_close(w.srv);
     el_link_close(w.next);
     el_pool_free(w.pool);
