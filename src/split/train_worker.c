@@ -373,6 +373,7 @@ static void maybe_finish_round(el_train_server *t, el_link_server *srv, int forc
         tsess *s = &t->s[i];
         if (!s->avg_pending) continue;
         s->avg_pending = 0;
+        s->last_used = el_time_s();  // it waited on the others, not idle: its clock starts now
         if (avg && el_wire_encode_params(&t->out, EL_MSG_TRAIN_PARAMS, s->id, s->avg_seq, wsum, avg, n) == EL_OK)
             send_out(t, srv, &s->peer);
         else

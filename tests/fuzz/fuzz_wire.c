@@ -21,6 +21,28 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         if (x) el_wire_act_decode(f.dtype, f.payload, (size_t)f.n_tokens * 64, x, &e);
         free(x);
     }
+    el_wire_train_open to;
+    el_wire_train_fwd tf;
+    el_wire_train_result tr;
+    uint64_t t, n;
+    float lr;
+    double d;
+    const uint8_t *p;
+    el_wire_decode_train_open(&m, &to, &e);
+    if (el_wire_decode_train_fwd(&m, 64, &tf, &e) == EL_OK) {
+        float *x = malloc((size_t)tf.rows * 64 * sizeof(float));
+        if (x) el_wire_act_decode(tf.dtype, tf.x, (size_t)tf.rows * 64, x, &e);
+        free(x);
+        if (tf.targets) (void)el_wire_u32(tf.targets + 4 * (tf.rows - 1));
+    }
+    if (el_wire_decode_train_result(&m, 64, &tr, &e) == EL_OK && tr.rows) {
+        float *x = malloc((size_t)tr.rows * 64 * sizeof(float));
+        if (x) el_wire_act_decode(tr.dtype, tr.payload, (size_t)tr.rows * 64, x, &e);
+        free(x);
+    }
+    el_wire_decode_train_step(&m, &t, &lr, &d, &e);
+    el_wire_decode_f64(&m, &d, &e);
+    if (el_wire_decode_params(&m, &d, &p, &n, &e) == EL_OK && n) (void)el_wire_u32(p + 4 * (n - 1));
     if (el_wire_decode_result(&m, &r, &e) == EL_OK && r.kind != EL_WANT_TOKEN) {
         float *x = malloc((size_t)r.n_rows * r.row_len * sizeof(float));
         if (x) el_wire_act_decode(r.dtype, r.payload, (size_t)r.n_rows * r.row_len, x, &e);

@@ -205,11 +205,79 @@ static void test_truncations(void **st) {
     }
 }
 
+static void test_train_messages(void **st) {
+    (void)st;
+    el_buf b = {0};
+    el_error e;
+    el_wire_msg m;
+    el_wire_train_open o = {.n_layers = 4, .dim = 64, .vocab = 512, .layer_begin = 2, .layer_end = 4, .identity = 77,
+                            .batch = 2, .T = 3, .rank = 8, .alpha = 16, .targets = 127, .seed = 5, .ushape = 1,
+                            .act_dtype = EL_DTYPE_F16, .grad_dtype = EL_DTYPE_F32, .shared = 1, .beta1 = 0.9f,
+                            .beta2 = 0.999f, .eps = 1e-8f, .weight_decay = 0, .clip = 1};
+    el_wire_train_open d;
+    assert_int_equal(el_wire_encode_train_open(&b, 1, &o), EL_OK);
+    assert_int_equal(b.len, 24 + 80);
+    assert_int_equal(el_wire_parse(b.data, b.len, &m, &e), EL_OK);
+    assert_int_equal(el_wire_decode_train_open(&m, &d, &e), EL_OK);
+    assert_true(d.identity == 77 && d.rank == 8 && d.alpha == 16 && d.ushape == 1 && d.act_dtype == EL_DTYPE_F16);
+    b.data[24 + 36] = 0;  // rank 0
+    assert_int_equal(el_wire_decode_train_open(&m, &d, &e), EL_ERR_FORMAT);
+
+    // a forward with labels: 6 rows of 64 f32, 6 targets, 6 mask values
+    float x[6 * 64];
+    int32_t tg[6] = {1, 2, 3, 4, 5, -1};
+    float mk[6] = {1, 1, 0, 1, 1, 0};
+    for (int i = 0; i < 6 * 64; i++) x[i] = (float)i / 7;
+    assert_int_equal(el_wire_encode_train_fwd(&b, EL_MSG_TRAIN_FORWARD, 9, 2, 6, 64, EL_DTYPE_F32, 0, 0.5f, x, tg, mk, &e),
+                     EL_OK);
+    assert_int_equal(b.len, 24 + 12 + 6 * 64 * 4 + 6 * 8);
+    el_wire_train_fwd f;
+    assert_int_equal(el_wire_parse(b.data, b.len, &m, &e), EL_OK);
+    assert_int_equal(el_wire_decode_train_fwd(&m, 64, &f, &e), EL_OK);
+    assert_true(f.rows == 6 && f.grad_scale == 0.5f && (f.flags & EL_TRAIN_HAS_TARGETS) && f.targets && f.mask);
+    assert_int_equal((int32_t)el_wire_u32(f.targets + 20), -1);
+    // U-shape: no labels on the wire at all
+    assert_int_equal(el_wire_encode_train_fwd(&b, EL_MSG_TRAIN_FORWARD, 9, 3, 6, 64, EL_DTYPE_F32, 0, 1, x, NULL, NULL, &e),
+                     EL_OK);
+    assert_int_equal(b.len, 24 + 12 + 6 * 64 * 4);
+    assert_int_equal(el_wire_parse(b.data, b.len, &m, &e), EL_OK);
+    assert_int_equal(el_wire_decode_train_fwd(&m, 64, &f, &e), EL_OK);
+    assert_null(f.targets);
+    assert_int_equal(el_wire_decode_train_fwd(&m, 32, &f, &e), EL_ERR_FORMAT);  // rows of another width
+
+    el_wire_train_result r;
+    assert_int_equal(el_wire_encode_train_result(&b, 9, 4, 2.5, 10, 0.001, 0, 6, 64, EL_DTYPE_F16, x, &e), EL_OK);
+    assert_int_equal(el_wire_parse(b.data, b.len, &m, &e), EL_OK);
+    assert_int_equal(el_wire_decode_train_result(&m, 64, &r, &e), EL_OK);
+    assert_true(r.loss == 2.5 && r.n_tokens == 10 && r.rows == 6 && r.dtype == EL_DTYPE_F16);
+
+    uint64_t t;
+    float lr;
+    double ss;
+    assert_int_equal(el_wire_encode_train_step(&b, 9, 5, 42, 0.01f, 3.25), EL_OK);
+    assert_int_equal(el_wire_parse(b.data, b.len, &m, &e), EL_OK);
+    assert_int_equal(el_wire_decode_train_step(&m, &t, &lr, &ss, &e), EL_OK);
+    assert_true(t == 42 && lr == 0.01f && ss == 3.25);
+
+    float params[3] = {1.5f, -2, 0.25f};
+    double w;
+    const uint8_t *pp;
+    uint64_t n;
+    assert_int_equal(el_wire_encode_params(&b, EL_MSG_TRAIN_AVG, 9, 6, 128, params, 3), EL_OK);
+    assert_int_equal(el_wire_parse(b.data, b.len, &m, &e), EL_OK);
+    assert_int_equal(el_wire_decode_params(&m, &w, &pp, &n, &e), EL_OK);
+    assert_true(w == 128 && n == 3);
+    b.data[24 + 8] = 4;  // claims 4 parameters in a body that holds 3
+    assert_int_equal(el_wire_decode_params(&m, &w, &pp, &n, &e), EL_ERR_FORMAT);
+    el_buf_free(&b);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_header_layout),   cmocka_unit_test(test_open_roundtrip),
         cmocka_unit_test(test_forward_roundtrip), cmocka_unit_test(test_result_roundtrip),
         cmocka_unit_test(test_error_message),   cmocka_unit_test(test_truncations),
+        cmocka_unit_test(test_train_messages),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
