@@ -58,6 +58,8 @@ static const char *usage =
     "      --fed-every N       every N steps, average the device-side adapter with the other\n"
     "                          devices training against the same worker (federated, weighted by samples)\n"
     "      --timeout MS        per request (default 120000)\n"
+    "      --stats             per step: device compute, link time, worker compute, bytes each way\n"
+    "      --json              the run's totals as one JSON object on stderr at the end\n"
     "  The output is the joined adapter for the whole model; ADAPTER.gguf.device.gguf and\n"
     "  ADAPTER.gguf.worker.gguf hold the two halves (see edgellm lora-join).\n"
     "\n"
@@ -174,7 +176,7 @@ int cmd_finetune(int argc, char **argv) {
     tool_split ts;
     tool_split_init(&ts);
     const char *grad_s = NULL;
-    int fed_every = 0;
+    int fed_every = 0, stats = 0, json = 0;
     while ((a = cli_next(&c, &opt))) {
         if (cli_is(a, "-h", "--help")) { fputs(usage, stdout); return 0; }
         else if (cli_is(a, "-m", "--model")) model_path = cli_str(&c, a);
@@ -203,6 +205,8 @@ int cmd_finetune(int argc, char **argv) {
         else if (cli_is(a, "-t", "--threads")) cli_int(&c, a, 1, 256, &threads);
         else if (cli_is(a, NULL, "--grad")) grad_s = cli_str(&c, a);
         else if (cli_is(a, NULL, "--fed-every")) cli_int(&c, a, 1, 1 << 30, &fed_every);
+        else if (cli_is(a, NULL, "--stats")) stats = 1;
+        else if (cli_is(a, NULL, "--json")) json = 1;
         else if (tool_split_option(&c, a, &ts)) continue;
         else return cli_unknown(&c, a);
     }
@@ -368,7 +372,9 @@ int cmd_finetune(int argc, char **argv) {
     const char *kill_at = getenv("EL_TEST_KILL_AT_STEP");  // fault injection for the resume test
     while (meta.step < total) {
         el_train_zero_grads(st);
-        double step_loss = 0;
+        double step_loss = 0, t_step = el_time_s();
+        el_split_train_stats before = {0};
+        if (trainer) before = *el_split_trainer_stats(trainer);
         for (int g = 0; g < accum; g++) {
             fill_batch(&b, train, &ord, meta.sample_pos);
             meta.sample_pos += (uint64_t)batch;
@@ -392,6 +398,14 @@ int cmd_finetune(int argc, char **argv) {
             el_adamw_step(lora->params, el_train_grads(st), mom, vel, lora->n_params, meta.step + 1, &ao, cur_lr);
         }
         meta.step++;
+        if (trainer && stats) {
+            const el_split_train_stats *now = el_split_trainer_stats(trainer);
+            double wall = el_time_s() - t_step, link = now->link_s - before.link_s, work = now->worker_s - before.worker_s;
+            fprintf(stderr, "step %llu: device %.2f ms, link %.2f ms, worker %.2f ms, sent %llu B, received %llu B\n",
+                    (unsigned long long)meta.step, (wall - link - work) * 1e3, link * 1e3, work * 1e3,
+                    (unsigned long long)(now->bytes_sent - before.bytes_sent),
+                    (unsigned long long)(now->bytes_received - before.bytes_received));
+        }
         if (trainer && fed_every && meta.step % (uint64_t)fed_every == 0 &&
             el_split_trainer_average(trainer, lora->params, lora->n_params, (double)fed_every * per_step, &err))
             goto out;
@@ -476,6 +490,19 @@ int cmd_finetune(int argc, char **argv) {
     fprintf(stderr, "trained %llu steps in %.1f s (%.1f tokens/s; %.1f tokens/s after the first step), peak memory "
             "%.1f MiB; wrote %s\n", (unsigned long long)(meta.step - first), el, el > 0 ? tokens_done / el : 0.0,
             steady, el_peak_rss() / 1048576.0, out_path);
+    if (json) {
+        double wall = el_time_s() - t_start, n_steps = (double)(meta.step - first);
+        const el_split_train_stats *ss = trainer ? el_split_trainer_stats(trainer) : NULL;
+        fprintf(stderr, "{\"steps\": %.0f, \"seconds\": %.4f, \"tokens_per_s\": %.2f, \"final_train_loss\": %.6f, "
+                "\"final_val_loss\": %.6f, \"split\": %s, \"per_step\": {\"device_ms\": %.4f, \"link_ms\": %.4f, "
+                "\"worker_ms\": %.4f, \"bytes_sent\": %.1f, \"bytes_received\": %.1f}, \"peak_rss_bytes\": %zu}\n",
+                n_steps, wall, wall > 0 ? tokens_done / wall : 0.0, meta.n_rows && !isnan(meta.row_loss[meta.n_rows - 1]) ? meta.row_loss[meta.n_rows - 1] : -1.0,
+                isnan(last_val) ? -1.0 : last_val, trainer ? "true" : "false",
+                n_steps > 0 ? (wall - (ss ? ss->link_s + ss->worker_s : 0)) * 1e3 / n_steps : 0.0,
+                ss && n_steps > 0 ? ss->link_s * 1e3 / n_steps : 0.0, ss && n_steps > 0 ? ss->worker_s * 1e3 / n_steps : 0.0,
+                ss && n_steps > 0 ? ss->bytes_sent / n_steps : 0.0, ss && n_steps > 0 ? ss->bytes_received / n_steps : 0.0,
+                el_peak_rss());
+    }
     rc = 0;
 out:
     if (rc == 1) cli_error(&err);

@@ -46,6 +46,23 @@ grep -q "TRAIN_FORWARD .*targets=yes" "$T/trace.txt" && pass || fail "trace show
 expect_error "must train at least one layer" "$EDGELLM" finetune "${common[@]}" -o "$T/x.gguf" --split 0 --via tcp://127.0.0.1:$port --insecure
 kill $last_pid; wait $last_pid 2>/dev/null
 
+# one adapter per device (--per-client): still the local adapter; per-step accounting
+port=$(free_port)
+start_worker "$T/wp.log" -m "$BIN" --layers 2: --listen tcp://127.0.0.1:$port --insecure -t 1 --train --per-client \
+  || fail "per-client worker"
+"$EDGELLM" finetune "${common[@]}" -o "$T/pc.gguf" --split 2 --via tcp://127.0.0.1:$port --insecure --act f32 --grad f32 \
+  --stats --json 2>"$T/pc.err" || fail "per-client finetune: $(tail -1 "$T/pc.err")"
+cmp -s "$T/pc.gguf" "$T/local.gguf" && pass || fail "per-client adapter differs from local"
+grep -q "own adapter" "$T/wp.log" && pass || fail "worker did not use a per-device adapter"
+grep -qE "^step 6: device [0-9.]+ ms, link [0-9.]+ ms, worker [0-9.]+ ms, sent [0-9]+ B, received [0-9]+ B" "$T/pc.err" \
+  && pass || fail "no per-step accounting: $(grep '^step' "$T/pc.err" | tail -1)"
+python3 -c "import json,sys; j=json.loads(open(sys.argv[1]).read().strip().splitlines()[-1]); assert j['split'] and j['per_step']['bytes_sent'] > 6*64*2*4" "$T/pc.err" \
+  && pass || fail "finetune --json"
+# f16 on the wire both ways still trains (not bit-identical to local: rounding)
+"$EDGELLM" finetune "${common[@]}" --steps 12 -o "$T/f16.gguf" --split 2 --via tcp://127.0.0.1:$port --insecure --act f16 --grad f16 \
+  2>"$T/f16.err" && grep -q "wrote" "$T/f16.err" && pass || fail "f16 split finetune: $(tail -1 "$T/f16.err")"
+kill $last_pid; wait $last_pid 2>/dev/null
+
 # ---- three devices, federated, through an emulated 5G link, all over CURVE; one is killed
 "$EDGELLM" keygen -o "$T/k/edge" >/dev/null 2>&1
 mkdir -p "$T/allow"
