@@ -64,15 +64,16 @@ static el_status rate(el_link *l, el_buf *tx, el_buf *rx, uint32_t *seq, int up_
 el_status el_link_probe(el_link *l, size_t up_bytes, size_t down_bytes, el_link_profile *out, el_error *err) {
     el_buf tx = {0}, rx = {0};
     uint32_t seq = 0x50000000u;
-    double rtt_small;
+    // Round trips first, while the link is idle: after the bulk transfers the
+    // emulator (or a real bottleneck) may still hold queued data.
+    double rtt_small, rtt_act;
     el_status st = timed(l, &tx, &rx, &seq, 64, 64, 9, &rtt_small, err);
+    if (!st) st = timed(l, &tx, &rx, &seq, up_bytes, down_bytes, 12, &rtt_act, err);
     if (!st) st = rate(l, &tx, &rx, &seq, 1, rtt_small, &out->up_bps, err);
     if (!st) st = rate(l, &tx, &rx, &seq, 0, rtt_small, &out->down_bps, err);
     // The round trip proper: the real messages of a decode step (activations
     // up, logits or activations down), less the serialisation the measured
     // rates account for.
-    double rtt_act;
-    if (!st) st = timed(l, &tx, &rx, &seq, up_bytes, down_bytes, 12, &rtt_act, err);
     if (!st) {
         double ser = up_bytes * 8.0 / out->up_bps + down_bytes * 8.0 / out->down_bps;
         out->rtt_s = rtt_act - ser > rtt_small * 0.5 ? rtt_act - ser : rtt_small;
