@@ -24,7 +24,7 @@ static const char *usage =
     "      --next-server-key F   the next worker's public key (with --keys: we authenticate with our key)\n"
     "      --insecure            plaintext, loopback only (also towards --next)\n"
     "      --insecure-anywhere   allow plaintext on any address (testing only)\n"
-    "      --max-sessions N      concurrent sessions (default 64)\n"
+    "      --max-sessions N      concurrent sessions (default 64; training: --clients N, default 8)\n"
     "      --max-kv SIZE         KV cache memory over all sessions (default 2G)\n"
     "      --ctx N               longest session context (default: the model's)\n"
     "      --idle-timeout SEC    free sessions idle this long (default 120)\n"
@@ -83,7 +83,7 @@ int cmd_worker(int argc, char **argv) {
         else if (cli_is(a, NULL, "--next-server-key")) next_key_file = cli_str(&c, a);
         else if (cli_is(a, NULL, "--insecure")) o.sec.insecure = 1;
         else if (cli_is(a, NULL, "--insecure-anywhere")) o.sec.insecure = o.sec.insecure_anywhere = 1;
-        else if (cli_is(a, NULL, "--max-sessions")) cli_int(&c, a, 1, 100000, &o.max_sessions);
+        else if (cli_is(a, NULL, "--max-sessions") || cli_is(a, NULL, "--clients")) cli_int(&c, a, 1, 100000, &o.max_sessions);
         else if (cli_is(a, NULL, "--max-kv")) cli_size(&c, a, &max_kv);
         else if (cli_is(a, NULL, "--ctx")) cli_int(&c, a, 1, 1 << 20, &o.max_ctx);
         else if (cli_is(a, NULL, "--idle-timeout")) cli_int(&c, a, 1, 1 << 20, &idle_s);
