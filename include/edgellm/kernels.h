@@ -51,6 +51,18 @@ typedef void (*el_gemm_fn)(int k, const void *w, size_t ldw, int nr, const void 
 // there is none or this CPU cannot run it (AVX-512 kernels need VNNI).
 el_gemm_fn el_gemm_kernel(int dtype, el_isa isa);
 
+// Packed weights: quantized rows interleaved 16 at a time at load time so
+// that one VNNI instruction multiplies 16 rows (layout in kernels/pack.c).
+// The packed kernel for dtype at this ISA level, or NULL (then nothing packs).
+el_gemm_fn el_gemm_packed_kernel(int dtype, el_isa isa);
+// Bytes a packed copy of W's first *rows rows takes (*rows: W's rows rounded
+// down to 16); 0 if W's dtype or shape has no packed kernel at this level.
+size_t el_matmul_pack_size(const el_tensor *W, el_isa isa, int64_t *rows);
+// Writes that copy to dst (el_matmul_pack_size bytes). Set W->packed and
+// W->packed_rows to use it: el_matmul then reads rows below packed_rows from
+// it (at the level it was made for) and the rest from W->data.
+void el_matmul_pack(const el_tensor *W, int64_t rows, void *dst);
+
 // ---------------------------------------------------------------- machine probes
 
 // Peak f32 FMA throughput with every pool thread running independent FMA

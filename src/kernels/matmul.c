@@ -24,6 +24,9 @@ typedef struct {
     const void *act;  // activations in the weights' vec_dot_type
     size_t ldx;       // bytes per activation row
     int act_type;
+    el_gemm_fn packed_gemm;  // rows below packed_rows come from W->packed
+    int packed_rows;
+    size_t group_bytes;  // bytes per packed group of 16 rows
 } matmul_job;
 
 // The original paths: f32 weights with el_dot_f32 (bit-exact with llama2.c's
@@ -64,11 +67,19 @@ static void matmul_task(void *ctx, int t, int n_tasks) {
     int rb = (int)(ROW_BLOCK_BYTES / ldw), tb = (int)(TOKEN_BLOCK_BYTES / j->ldx);
     if (rb < 4) rb = 4;
     rb &= ~3;  // whole micro-tiles
-    if (tb < 4) tb = 4;
+    if (tb < 8) tb = 8;
+    int blocks = (j->n + tb - 1) / tb;
+    tb = ((j->n + blocks - 1) / blocks + 7) & ~7;  // even token blocks of whole micro-tiles
     const char *w = j->W->data, *x = j->act;
+    int rp = r1 < j->packed_rows ? r1 : j->packed_rows;  // [r0, rp) packed
     for (int t0 = 0; t0 < j->n; t0 += tb) {
         int nt = j->n - t0 < tb ? j->n - t0 : tb;
-        for (int r = r0; r < r1; r += rb) {
+        // packed groups: the kernel keeps each group's weights in cache over all nt tokens
+        if (r0 < rp)
+            j->packed_gemm(j->k, (const char *)j->W->packed + (size_t)(r0 / 16) * j->group_bytes, j->group_bytes,
+                           rp - r0, x + (size_t)t0 * j->ldx, j->ldx, nt, j->out + (size_t)t0 * j->d + r0,
+                           (size_t)j->d);
+        for (int r = r0 > rp ? r0 : rp; r < r1; r += rb) {
             int nr = r1 - r < rb ? r1 - r : rb;
             j->gemm(j->k, w + (size_t)r * ldw, ldw, nr, x + (size_t)t0 * j->ldx, j->ldx, nt,
                     j->out + (size_t)t0 * j->d + r, (size_t)j->d);
@@ -100,10 +111,14 @@ static el_gemm_fn pick_gemm(int dtype, el_isa isa) {
 }
 
 void el_matmul_isa(el_pool *pool, float *out, const float *x, const el_tensor *W, int n, el_isa isa) {
-    matmul_job j = {out, x, W, n, (int)W->ne[0], (int)W->ne[1], 0, NULL, NULL, 0, EL_DTYPE_F32};
+    matmul_job j = {out, x, W, n, (int)W->ne[0], (int)W->ne[1], 0, NULL, NULL, 0, EL_DTYPE_F32, NULL, 0, 0};
     const el_dtype_traits *tr = el_dtype_info(W->dtype);
     char *act = NULL;
     if (W->dtype != EL_DTYPE_F32 && tr->vec_dot) j.gemm = pick_gemm(W->dtype, isa);
+    if (j.gemm && W->packed && (j.packed_gemm = el_gemm_packed_kernel(W->dtype, isa))) {
+        j.packed_rows = (int)W->packed_rows;
+        j.group_bytes = el_pack_group_bytes(W->dtype, j.k);
+    }
     if (j.gemm) {
         j.act_type = tr->vec_dot_type;
         j.ldx = el_act_row_size(j.act_type, j.k);
@@ -126,6 +141,7 @@ void el_matmul_isa(el_pool *pool, float *out, const float *x, const el_tensor *W
     j.rows_per_task = (j.d + tasks - 1) / tasks;
     if (j.rows_per_task < 4) j.rows_per_task = 4;
     j.rows_per_task = (j.rows_per_task + 3) & ~3;
+    if (j.packed_rows) j.rows_per_task = (j.rows_per_task + 15) & ~15;  // whole packed groups
     tasks = (j.d + j.rows_per_task - 1) / j.rows_per_task;
     el_pool_run(pool, matmul_task, &j, tasks);
     el_free_aligned(act);

@@ -178,6 +178,11 @@ static void detect_cpu(void) {
     cpu_vnni = el_cpu_has_avx512vnni();
 }
 
+el_gemm_fn el_gemm_packed_kernel(int dtype, el_isa isa) {
+    pthread_once(&cpu_once, detect_cpu);
+    return isa == EL_ISA_AVX512 && cpu_isa == EL_ISA_AVX512 && cpu_vnni ? el_gemm_packed_avx512(dtype) : NULL;
+}
+
 el_gemm_fn el_gemm_kernel(int dtype, el_isa isa) {
     pthread_once(&cpu_once, detect_cpu);
     if (isa > cpu_isa) return NULL;

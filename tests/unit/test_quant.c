@@ -211,6 +211,86 @@ static void test_simd_matches_scalar(void **st) {
     printf("  %d outputs compared\n", checked);
 }
 
+// Kernels on packed (row-interleaved) weights equal the scalar reference on
+// the file layout: the integer sums are the same, only float order differs.
+static void test_packed_matches_scalar(void **st) {
+    (void)st;
+    uint64_t rng = 11;
+    int checked = 0;
+    static const int types[] = {EL_DTYPE_Q8_0, EL_DTYPE_Q4_0};
+    for (int ti = 0; ti < 2; ti++) {
+        int dtype = types[ti];
+        el_gemm_fn pg = el_gemm_packed_kernel(dtype, EL_ISA_AVX512);
+        if (!pg) continue;  // this CPU has no packed kernel
+        const el_dtype_traits *tr = el_dtype_info(dtype);
+        static const int nblocks[] = {1, 2, 3, 7, 64};
+        for (int kb = 0; kb < 5; kb++) {
+            int k = EL_QK * nblocks[kb];
+            int rows = 16 * (1 + (int)(tu_rand(&rng) % 3)) + (int)(tu_rand(&rng) % 16);
+            int toks = 1 + (int)(tu_rand(&rng) % 20);
+            void *w;
+            float *wf;
+            make_weights(dtype, k, rows, &rng, &w, &wf);
+            el_tensor W = {"w", dtype, 2, {k, rows, 1, 1}, w, el_dtype_row_size(dtype, k) * rows, NULL, 0};
+            int64_t prows;
+            size_t bytes = el_matmul_pack_size(&W, EL_ISA_AVX512, &prows);
+            assert_int_equal(prows, rows & ~15);
+            assert_int_equal(bytes, el_dtype_row_size(dtype, k) * (size_t)prows);  // no bigger than the file's rows
+            void *packed = el_malloc_aligned(bytes);
+            el_matmul_pack(&W, prows, packed);
+            size_t ldx = el_act_row_size(tr->vec_dot_type, k);
+            float *x = malloc((size_t)k * toks * sizeof(float));
+            for (int i = 0; i < k * toks; i++) x[i] = tu_randf(&rng) * 3.0f;
+            char *act = malloc(ldx * toks);
+            for (int t = 0; t < toks; t++) el_act_quantize(tr->vec_dot_type, x + (size_t)t * k, act + ldx * t, k);
+            float *ref = malloc((size_t)rows * toks * sizeof(float)), *got = malloc((size_t)rows * toks * sizeof(float));
+            el_gemm_kernel(dtype, EL_ISA_SCALAR)(k, w, el_dtype_row_size(dtype, k), rows, act, ldx, toks, ref,
+                                                 (size_t)rows);
+            for (int i = 0; i < rows * toks; i++) got[i] = NAN;
+            pg(k, packed, el_dtype_row_size(dtype, k) * 16, (int)prows, act, ldx, toks, got, (size_t)rows);
+            for (int t = 0; t < toks; t++)
+                for (int r = 0; r < rows; r++) {
+                    float a = ref[t * rows + r], b = got[t * rows + r];
+                    if (r >= prows) {
+                        assert_true(isnan(b));  // the tail rows are not the packed kernel's
+                        continue;
+                    }
+                    double mag = 0;
+                    for (int i = 0; i < k; i++) mag += fabs((double)wf[(size_t)r * k + i] * x[(size_t)t * k + i]);
+                    if (!(fabs((double)a - b) <= 1e-5 * mag + 1e-6)) {
+                        printf("packed %s k=%d rows=%d toks=%d r=%d t=%d: scalar %.9g packed %.9g\n", tr->name, k,
+                               rows, toks, r, t, a, b);
+                        fail();
+                    }
+                    checked++;
+                }
+            // el_matmul with the packed copy: packed rows and the file-layout tail together
+            W.packed = packed;
+            W.packed_rows = prows;
+            float *mm = malloc((size_t)rows * toks * sizeof(float));
+            for (int threads = 1; threads <= 2; threads++) {
+                el_pool *pool = el_pool_new(threads);
+                el_matmul_isa(pool, mm, x, &W, toks, EL_ISA_AVX512);
+                for (int i = 0; i < rows * toks; i++) {
+                    double mag = 0;
+                    int t = i / rows, r = i % rows;
+                    for (int e = 0; e < k; e++) mag += fabs((double)wf[(size_t)r * k + e] * x[(size_t)t * k + e]);
+                    if (!(fabs((double)mm[i] - ref[i]) <= 1e-5 * mag + 1e-6)) {
+                        printf("packed matmul %s k=%d rows=%d toks=%d i=%d: %.9g vs %.9g\n", tr->name, k, rows, toks,
+                               i, mm[i], ref[i]);
+                        fail();
+                    }
+                }
+                el_pool_free(pool);
+            }
+            free(mm);
+            el_free_aligned(packed);
+            free(w), free(wf), free(x), free(act), free(ref), free(got);
+        }
+    }
+    printf("  %d packed outputs compared\n", checked);
+}
+
 // matmul on quantized weights ≈ x · dequant(W)ᵀ, for every ISA and 1-2 threads
 static void test_matmul_quantized(void **st) {
     (void)st;
@@ -223,7 +303,7 @@ static void test_matmul_quantized(void **st) {
         void *w;
         float *wf;
         make_weights(dtype, k, d, &rng, &w, &wf);
-        el_tensor W = {"w", dtype, 2, {k, d, 1, 1}, w, el_dtype_row_size(dtype, k) * d};
+        el_tensor W = {"w", dtype, 2, {k, d, 1, 1}, w, el_dtype_row_size(dtype, k) * d, NULL, 0};
         float *out = malloc((size_t)n * d * sizeof(float));
         for (int threads = 1; threads <= 2; threads++) {
             el_pool *pool = el_pool_new(threads);
@@ -307,6 +387,7 @@ int main(void) {
         cmocka_unit_test(test_q8_0_layout),       cmocka_unit_test(test_q4_0_layout),
         cmocka_unit_test(test_q4_k_layout),       cmocka_unit_test(test_q6_k_layout),
         cmocka_unit_test(test_roundtrip_bounds),  cmocka_unit_test(test_simd_matches_scalar),
+        cmocka_unit_test(test_packed_matches_scalar),
         cmocka_unit_test(test_matmul_quantized),  cmocka_unit_test(test_bad_scales_found),
         cmocka_unit_test(test_policy),
     };
