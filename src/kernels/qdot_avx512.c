@@ -137,8 +137,8 @@ ALWAYS_INLINE __m512i bcast4(const int8_t *p) {
 // One packed group (16 rows, pack.c) x T tokens: out[t*ldo + r], r < 16.
 // Per block and token: the integer sums of all 16 rows come from 8 vpdpbusd
 // (the correction 128*nsum, or 8*nsum for Q4_0, is the seed), then one
-// convert and one FMA scale them. A single token gets two accumulator chains
-// so the vpdpbusd latency does not bound decode.
+// convert and one FMA scale them. A single token (a tail here; decode has
+// micro_decode) gets two accumulator chains.
 ALWAYS_INLINE void micro_packed(const int q8, int k, const uint8_t *qs, const uint16_t *wd16, const char *x,
                                 size_t ldx, float *out, size_t ldo, const int T) {
     const int NA = T == 1 ? 2 : 1;
@@ -162,11 +162,6 @@ ALWAYS_INLINE void micro_packed(const int q8, int k, const uint8_t *qs, const ui
         }
         const int8_t *xo[8];
         _Pragma("GCC unroll 8") for (int t = 0; t < T; t++) xo[t] = xq[t] + EL_QK * b;
-        if (T == 1) {  // decode streams the weights once: fetch them into L2 well ahead
-            const char *c = (const char *)qs + (size_t)b * (q8 ? 512 : 256) + PACKED_PREFETCH;
-            for (int l = 0; l < (q8 ? 8 : 4); l++) _mm_prefetch(c + 64 * l, _MM_HINT_T1);
-            if ((b & 1) == 0) _mm_prefetch((const char *)(wd16 + 16 * b) + PACKED_PREFETCH / (q8 ? 16 : 8), _MM_HINT_T1);
-        }
         if (q8) {
             const uint8_t *c = qs + (size_t)b * 512;
             _Pragma("GCC unroll 8") for (int j = 0; j < 8; j++) {
@@ -194,12 +189,60 @@ ALWAYS_INLINE void micro_packed(const int q8, int k, const uint8_t *qs, const ui
     _Pragma("GCC unroll 8") for (int t = 0; t < T; t++) _mm512_storeu_ps(out + (size_t)t * ldo, facc[t]);
 }
 
+// Decode: G packed groups (ldw bytes apart) x one token. Two groups side by
+// side keep two weight streams and four vpdpbusd chains in flight.
+ALWAYS_INLINE void micro_decode(const int q8, int k, const uint8_t *qs, size_t ldw, const char *x, float *out,
+                                const int G) {
+    const int nb = k / EL_QK;
+    const size_t cb = q8 ? 512 : 256;  // quant bytes per block of a group
+    const int8_t *xq = (const int8_t *)x;
+    const float *xd = (const float *)(xq + k);
+    const int32_t *ns = (const int32_t *)(xd + nb);
+    const __m512i m4 = _mm512_set1_epi8(0x0F);
+    __m512 facc[2] = {_mm512_setzero_ps(), _mm512_setzero_ps()};
+    for (int b = 0; b < nb; b++) {
+        const int8_t *xo = xq + EL_QK * b;
+        __m512i seed = _mm512_slli_epi32(_mm512_set1_epi32(ns[b]), q8 ? 7 : 3);
+        __m512 xs = _mm512_set1_ps(xd[b]);
+        _Pragma("GCC unroll 2") for (int g = 0; g < G; g++) {
+            const uint8_t *c = qs + (size_t)g * ldw + (size_t)b * cb;
+            const uint16_t *wd16 = (const uint16_t *)(qs + (size_t)g * ldw + (size_t)nb * cb) + 16 * b;
+            // the weights are read once: fetch them into L2 well ahead
+            for (int l = 0; l < (q8 ? 8 : 4); l++) _mm_prefetch((const char *)c + PACKED_PREFETCH + 64 * l, _MM_HINT_T1);
+            if ((b & 1) == 0) _mm_prefetch((const char *)wd16 + PACKED_PREFETCH / (q8 ? 16 : 8), _MM_HINT_T1);
+            __m512i a0 = seed, a1 = _mm512_setzero_si512();
+            if (q8) {
+                _Pragma("GCC unroll 8") for (int j = 0; j < 8; j += 2) {
+                    a0 = _mm512_dpbusd_epi32(a0, _mm512_loadu_si512(c + 64 * j), bcast4(xo + 4 * j));
+                    a1 = _mm512_dpbusd_epi32(a1, _mm512_loadu_si512(c + 64 * j + 64), bcast4(xo + 4 * j + 4));
+                }
+            } else {
+                _Pragma("GCC unroll 4") for (int j = 0; j < 4; j++) {
+                    __m512i raw = _mm512_loadu_si512(c + 64 * j);
+                    a0 = _mm512_dpbusd_epi32(a0, _mm512_and_si512(raw, m4), bcast4(xo + 4 * j));
+                    a1 = _mm512_dpbusd_epi32(a1, _mm512_and_si512(_mm512_srli_epi16(raw, 4), m4), bcast4(xo + 16 + 4 * j));
+                }
+            }
+            __m512 wd = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)wd16));
+            facc[g] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(a0, a1)), _mm512_mul_ps(wd, xs), facc[g]);
+        }
+    }
+    _Pragma("GCC unroll 2") for (int g = 0; g < G; g++) _mm512_storeu_ps(out + 16 * g, facc[g]);
+}
+
 #define PACKED_TOKENS 8
 
 #define DEFINE_PACKED_GEMM(NAME, Q8)                                                                          \
     static void NAME(int k, const void *w, size_t ldw, int nr, const void *x, size_t ldx, int nt, float *out,  \
                      size_t ldo) {                                                                            \
         size_t qbytes = (size_t)(k / EL_QK) * ((Q8) ? 512 : 256);                                             \
+        if (nt == 1) {                                                                                        \
+            int g = 0;                                                                                        \
+            for (; g + 2 <= nr / 16; g += 2)                                                                  \
+                micro_decode(Q8, k, (const uint8_t *)w + (size_t)g * ldw, ldw, x, out + 16 * g, 2);           \
+            if (g < nr / 16) micro_decode(Q8, k, (const uint8_t *)w + (size_t)g * ldw, ldw, x, out + 16 * g, 1); \
+            return;                                                                                           \
+        }                                                                                                     \
         for (int g = 0; g < nr / 16; g++) {                                                                   \
             const uint8_t *qs = (const uint8_t *)w + (size_t)g * ldw;                                         \
             const uint16_t *d = (const uint16_t *)(qs + qbytes);                                              \
