@@ -20,6 +20,13 @@ extern "C" {
 void el_matmul(el_pool *pool, float *out, const float *x, const el_tensor *W, int n);
 // The same with the kernels of one ISA level (tests and benchmarks compare levels).
 void el_matmul_isa(el_pool *pool, float *out, const float *x, const el_tensor *W, int n, el_isa isa);
+// outs[i][n, d_i] = x[n,k] · Ws[i][d_i,k]ᵀ for i < count, as one job: x is
+// quantized once and one pool run covers every product (q/k/v and gate/up
+// share their input; a decode step hands out fewer, fuller jobs). Each output
+// equals what el_matmul gives.
+void el_matmul_many(el_pool *pool, int count, float *const *outs, const float *x, const el_tensor *const *Ws, int n);
+void el_matmul_many_isa(el_pool *pool, int count, float *const *outs, const float *x, const el_tensor *const *Ws, int n,
+                        el_isa isa);
 
 // ---------------------------------------------------------------- quantized dot products
 

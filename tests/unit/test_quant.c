@@ -211,6 +211,32 @@ static void test_simd_matches_scalar(void **st) {
     printf("  %d outputs compared\n", checked);
 }
 
+// Q8_0 activations: d = amax/127, q = nearbyint(x * 127/amax) (ties to even)
+static void test_act_quantize_rounding(void **st) {
+    (void)st;
+    uint64_t rng = 3;
+    enum { K = 256 };
+    float x[K];
+    for (int rep = 0; rep < 200; rep++) {
+        for (int i = 0; i < K; i++) x[i] = tu_randf(&rng) * (float)(1 + rep % 5);
+        if (rep % 2) {  // exact halves: 127 at amax makes x * id land on .5 steps
+            x[0] = 127.0f;
+            for (int i = 1; i < K; i++) x[i] = (float)((int)(tu_rand(&rng) % 253) - 126) + 0.5f * (float)(tu_rand(&rng) % 2);
+        }
+        char act[K + K / 32 * 8 + 64];
+        el_act_quantize(EL_DTYPE_Q8_0, x, act, K);
+        for (int b = 0; b < K / 32; b++) {
+            float amax = 0;
+            for (int i = 0; i < 32; i++) amax = fmaxf(amax, fabsf(x[32 * b + i]));
+            float id = amax ? 127.0f / amax : 0.0f;
+            for (int i = 0; i < 32; i++) {
+                float want = nearbyintf(x[32 * b + i] * id);
+                assert_int_equal(((int8_t *)act)[32 * b + i], (int)want);
+            }
+        }
+    }
+}
+
 // Kernels on packed (row-interleaved) weights equal the scalar reference on
 // the file layout: the integer sums are the same, only float order differs.
 static void test_packed_matches_scalar(void **st) {
@@ -267,10 +293,22 @@ static void test_packed_matches_scalar(void **st) {
             // el_matmul with the packed copy: packed rows and the file-layout tail together
             W.packed = packed;
             W.packed_rows = prows;
-            float *mm = malloc((size_t)rows * toks * sizeof(float));
+            float *mm = malloc((size_t)rows * toks * sizeof(float)), *mm2 = malloc((size_t)rows * toks * sizeof(float));
+            float *mm3 = malloc((size_t)rows * toks * sizeof(float));
             for (int threads = 1; threads <= 2; threads++) {
                 el_pool *pool = el_pool_new(threads);
                 el_matmul_isa(pool, mm, x, &W, toks, EL_ISA_AVX512);
+                // fused with an unpacked copy of itself: each output is el_matmul's, bit for bit
+                el_tensor U = W;
+                U.packed = NULL;
+                el_matmul_isa(pool, mm3, x, &U, toks, EL_ISA_AVX512);
+                for (int i = 0; i < rows * toks; i++) mm2[i] = NAN;
+                el_matmul_many_isa(pool, 2, (float *[]){mm2, mm}, x, (const el_tensor *[]){&U, &W}, toks, EL_ISA_AVX512);
+                assert_memory_equal(mm2, mm3, (size_t)rows * toks * sizeof(float));
+                float *mm4 = malloc((size_t)rows * toks * sizeof(float));
+                el_matmul_isa(pool, mm4, x, &W, toks, EL_ISA_AVX512);
+                assert_memory_equal(mm, mm4, (size_t)rows * toks * sizeof(float));
+                free(mm4);
                 for (int i = 0; i < rows * toks; i++) {
                     double mag = 0;
                     int t = i / rows, r = i % rows;
@@ -283,7 +321,7 @@ static void test_packed_matches_scalar(void **st) {
                 }
                 el_pool_free(pool);
             }
-            free(mm);
+            free(mm), free(mm2), free(mm3);
             el_free_aligned(packed);
             free(w), free(wf), free(x), free(act), free(ref), free(got);
         }
@@ -387,7 +425,7 @@ int main(void) {
         cmocka_unit_test(test_q8_0_layout),       cmocka_unit_test(test_q4_0_layout),
         cmocka_unit_test(test_q4_k_layout),       cmocka_unit_test(test_q6_k_layout),
         cmocka_unit_test(test_roundtrip_bounds),  cmocka_unit_test(test_simd_matches_scalar),
-        cmocka_unit_test(test_packed_matches_scalar),
+        cmocka_unit_test(test_packed_matches_scalar), cmocka_unit_test(test_act_quantize_rounding),
         cmocka_unit_test(test_matmul_quantized),  cmocka_unit_test(test_bad_scales_found),
         cmocka_unit_test(test_policy),
     };
