@@ -20,6 +20,13 @@ extern "C" {
 void el_matmul(el_pool *pool, float *out, const float *x, const el_tensor *W, int n);
 // The same with the kernels of one ISA level (tests and benchmarks compare levels).
 void el_matmul_isa(el_pool *pool, float *out, const float *x, const el_tensor *W, int n, el_isa isa);
+// outs[i][n, d_i] = x[n,k] · Ws[i][d_i,k]ᵀ for i < count, as one job: x is
+// quantized once and one pool run covers every product (q/k/v and gate/up
+// share their input; a decode step hands out fewer, fuller jobs). Each output
+// equals what el_matmul gives.
+void el_matmul_many(el_pool *pool, int count, float *const *outs, const float *x, const el_tensor *const *Ws, int n);
+void el_matmul_many_isa(el_pool *pool, int count, float *const *outs, const float *x, const el_tensor *const *Ws, int n,
+                        el_isa isa);
 
 // ---------------------------------------------------------------- quantized dot products
 
@@ -50,6 +57,18 @@ typedef void (*el_gemm_fn)(int k, const void *w, size_t ldw, int nr, const void 
 // The tile kernel for weights of dtype at exactly this ISA level, or NULL if
 // there is none or this CPU cannot run it (AVX-512 kernels need VNNI).
 el_gemm_fn el_gemm_kernel(int dtype, el_isa isa);
+
+// Packed weights: quantized rows interleaved 16 at a time at load time so
+// that one VNNI instruction multiplies 16 rows (layout in kernels/pack.c).
+// The packed kernel for dtype at this ISA level, or NULL (then nothing packs).
+el_gemm_fn el_gemm_packed_kernel(int dtype, el_isa isa);
+// Bytes a packed copy of W's first *rows rows takes (*rows: W's rows rounded
+// down to 16); 0 if W's dtype or shape has no packed kernel at this level.
+size_t el_matmul_pack_size(const el_tensor *W, el_isa isa, int64_t *rows);
+// Writes that copy to dst (el_matmul_pack_size bytes). Set W->packed and
+// W->packed_rows to use it: el_matmul then reads rows below packed_rows from
+// it (at the level it was made for) and the rest from W->data.
+void el_matmul_pack(const el_tensor *W, int64_t rows, void *dst);
 
 // ---------------------------------------------------------------- machine probes
 

@@ -71,6 +71,11 @@ typedef struct el_model {
     size_t map_size;
     char **names;  // owned tensor names for llama2.c views
     int n_names;
+    // Packed copies of the matrices for this CPU's kernels (el_matmul_pack),
+    // owned here; the tensors' packed pointers point into them.
+    void **packs;
+    int n_packs;
+    size_t packed_bytes;
 } el_model;
 
 // Opens a model file (GGUF or llama2.c .bin, told apart by magic), binds the

@@ -84,6 +84,10 @@ typedef struct {
     int64_t ne[EL_MAX_DIMS];
     void *data;
     size_t nbytes;
+    // A copy of rows [0, packed_rows) in a kernel-specific row-interleaved
+    // layout (el_matmul_pack), owned by whoever made it; NULL: none.
+    const void *packed;
+    int64_t packed_rows;
 } el_tensor;
 
 int64_t el_tensor_nelements(const el_tensor *t);

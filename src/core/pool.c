@@ -1,10 +1,15 @@
 // A fixed-size thread pool for data-parallel kernels. Workers spin briefly
 // waiting for work (kernels in decode are short, a condition-variable wake-up
 // would cost more than the work) and then sleep on a condition variable.
+// The caller takes tasks too and waits only for tasks already claimed, never
+// for a worker to show up: on a shared machine a descheduled worker would
+// otherwise stall every one of the ~155 matmuls of a decode step.
 #include "edgellm/core.h"
 
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <unistd.h>
 
@@ -20,41 +25,55 @@ struct el_pool {
     pthread_t *threads;
     pthread_mutex_t mu;
     pthread_cond_t cv;
-    atomic_uint generation;  // bumped for every job
-    atomic_int next;         // next task index
-    atomic_int remaining;    // workers still busy with the current job
+    // (generation << 32) | next task index. A task is claimed with a
+    // compare-and-swap on both, so a worker that wakes up late (descheduled on
+    // a busy machine) cannot take a task of a newer job with an older job's
+    // function: the swap fails once the generation has moved on.
+    _Atomic uint64_t claim;
+    atomic_int done;  // tasks of the current job finished
     atomic_int stop;
-    el_task_fn fn;
-    void *ctx;
-    int n_tasks;
+    // written by el_pool_run, read by workers that may be late: atomic, relaxed
+    _Atomic(el_task_fn) fn;
+    _Atomic(void *) ctx;
+    atomic_int n_tasks;
 };
 
-static void run_tasks(el_pool *p) {
+// Runs tasks of generation gen until none are left (or the job is over).
+static void run_tasks(el_pool *p, uint32_t gen) {
+    uint64_t c = atomic_load_explicit(&p->claim, memory_order_acquire);
     for (;;) {
-        int i = atomic_fetch_add_explicit(&p->next, 1, memory_order_relaxed);
-        if (i >= p->n_tasks) break;
-        p->fn(p->ctx, i, p->n_tasks);
+        if ((uint32_t)(c >> 32) != gen) return;
+        // fn, ctx and n_tasks were written before the generation was published;
+        // they are only trusted once the claim below proves it is still current
+        el_task_fn fn = atomic_load_explicit(&p->fn, memory_order_relaxed);
+        void *ctx = atomic_load_explicit(&p->ctx, memory_order_relaxed);
+        int n = atomic_load_explicit(&p->n_tasks, memory_order_relaxed), i = (int)(uint32_t)c;
+        if (i >= n) return;
+        if (!atomic_compare_exchange_weak_explicit(&p->claim, &c, c + 1, memory_order_acq_rel, memory_order_acquire))
+            continue;  // c was reloaded
+        fn(ctx, i, n);
+        atomic_fetch_add_explicit(&p->done, 1, memory_order_release);
+        c = atomic_load_explicit(&p->claim, memory_order_acquire);
     }
 }
 
+static uint32_t generation(el_pool *p) { return (uint32_t)(atomic_load_explicit(&p->claim, memory_order_acquire) >> 32); }
+
 static void *worker(void *arg) {
     el_pool *p = arg;
-    unsigned seen = 0;
+    uint32_t seen = generation(p);
     for (;;) {
-        unsigned g;
+        uint32_t g;
         int spins = 0;
-        while ((g = atomic_load_explicit(&p->generation, memory_order_acquire)) == seen &&
-               !atomic_load(&p->stop)) {
+        while ((g = generation(p)) == seen && !atomic_load(&p->stop)) {
             if (++spins < 20000) { cpu_relax(); continue; }
             pthread_mutex_lock(&p->mu);
-            while (atomic_load(&p->generation) == seen && !atomic_load(&p->stop))
-                pthread_cond_wait(&p->cv, &p->mu);
+            while (generation(p) == seen && !atomic_load(&p->stop)) pthread_cond_wait(&p->cv, &p->mu);
             pthread_mutex_unlock(&p->mu);
         }
         if (atomic_load(&p->stop)) return NULL;
         seen = g;
-        run_tasks(p);
-        atomic_fetch_sub_explicit(&p->remaining, 1, memory_order_acq_rel);
+        run_tasks(p, g);
     }
 }
 
@@ -103,15 +122,21 @@ void el_pool_run(el_pool *p, el_task_fn fn, void *ctx, int n) {
         for (int i = 0; i < n; i++) fn(ctx, i, n);
         return;
     }
-    p->fn = fn;
-    p->ctx = ctx;
-    p->n_tasks = n;
-    atomic_store_explicit(&p->next, 0, memory_order_relaxed);
-    atomic_store_explicit(&p->remaining, p->n_threads - 1, memory_order_relaxed);
+    // Every task of the previous job is done, so no worker still reads these.
+    atomic_store_explicit(&p->fn, fn, memory_order_relaxed);
+    atomic_store_explicit(&p->ctx, ctx, memory_order_relaxed);
+    atomic_store_explicit(&p->n_tasks, n, memory_order_relaxed);
+    atomic_store_explicit(&p->done, 0, memory_order_relaxed);
+    uint32_t gen = generation(p) + 1;
     pthread_mutex_lock(&p->mu);
-    atomic_fetch_add_explicit(&p->generation, 1, memory_order_release);
+    atomic_store_explicit(&p->claim, (uint64_t)gen << 32, memory_order_release);
     pthread_cond_broadcast(&p->cv);
     pthread_mutex_unlock(&p->mu);
-    run_tasks(p);
-    while (atomic_load_explicit(&p->remaining, memory_order_acquire) > 0) cpu_relax();
+    run_tasks(p, gen);
+    // Only tasks a worker has claimed can still be running. If that worker was
+    // preempted (a shared machine), give the CPU up rather than spin against it.
+    for (int spins = 0; atomic_load_explicit(&p->done, memory_order_acquire) < n; spins++) {
+        if (spins < 2000) cpu_relax();
+        else sched_yield();
+    }
 }

@@ -24,6 +24,9 @@ typedef struct {
     const void *act;  // activations in the weights' vec_dot_type
     size_t ldx;       // bytes per activation row
     int act_type;
+    el_gemm_fn packed_gemm;  // rows below packed_rows come from W->packed
+    int packed_rows;
+    size_t group_bytes;  // bytes per packed group of 16 rows
 } matmul_job;
 
 // The original paths: f32 weights with el_dot_f32 (bit-exact with llama2.c's
@@ -64,11 +67,19 @@ static void matmul_task(void *ctx, int t, int n_tasks) {
     int rb = (int)(ROW_BLOCK_BYTES / ldw), tb = (int)(TOKEN_BLOCK_BYTES / j->ldx);
     if (rb < 4) rb = 4;
     rb &= ~3;  // whole micro-tiles
-    if (tb < 4) tb = 4;
+    if (tb < 8) tb = 8;
+    int blocks = (j->n + tb - 1) / tb;
+    tb = ((j->n + blocks - 1) / blocks + 7) & ~7;  // even token blocks of whole micro-tiles
     const char *w = j->W->data, *x = j->act;
+    int rp = r1 < j->packed_rows ? r1 : j->packed_rows;  // [r0, rp) packed
     for (int t0 = 0; t0 < j->n; t0 += tb) {
         int nt = j->n - t0 < tb ? j->n - t0 : tb;
-        for (int r = r0; r < r1; r += rb) {
+        // packed groups: the kernel keeps each group's weights in cache over all nt tokens
+        if (r0 < rp)
+            j->packed_gemm(j->k, (const char *)j->W->packed + (size_t)(r0 / 16) * j->group_bytes, j->group_bytes,
+                           rp - r0, x + (size_t)t0 * j->ldx, j->ldx, nt, j->out + (size_t)t0 * j->d + r0,
+                           (size_t)j->d);
+        for (int r = r0 > rp ? r0 : rp; r < r1; r += rb) {
             int nr = r1 - r < rb ? r1 - r : rb;
             j->gemm(j->k, w + (size_t)r * ldw, ldw, nr, x + (size_t)t0 * j->ldx, j->ldx, nt,
                     j->out + (size_t)t0 * j->d + r, (size_t)j->d);
@@ -99,38 +110,93 @@ static el_gemm_fn pick_gemm(int dtype, el_isa isa) {
     return NULL;
 }
 
-void el_matmul_isa(el_pool *pool, float *out, const float *x, const el_tensor *W, int n, el_isa isa) {
-    matmul_job j = {out, x, W, n, (int)W->ne[0], (int)W->ne[1], 0, NULL, NULL, 0, EL_DTYPE_F32};
+// Picks the kernels for W and the activation layout they read; act is set later.
+static void job_init(matmul_job *j, float *out, const float *x, const el_tensor *W, int n, el_isa isa) {
+    *j = (matmul_job){out, x, W, n, (int)W->ne[0], (int)W->ne[1], 0, NULL, NULL, 0, EL_DTYPE_F32, NULL, 0, 0};
     const el_dtype_traits *tr = el_dtype_info(W->dtype);
-    char *act = NULL;
-    if (W->dtype != EL_DTYPE_F32 && tr->vec_dot) j.gemm = pick_gemm(W->dtype, isa);
-    if (j.gemm) {
-        j.act_type = tr->vec_dot_type;
-        j.ldx = el_act_row_size(j.act_type, j.k);
-        if (j.act_type == EL_DTYPE_F32) {
-            j.act = x;
-        } else {
-            act = el_malloc_aligned((size_t)n * j.ldx);
-            if (!act) {
-                j.gemm = NULL;  // out of memory: the row-by-row path needs none
-            } else {
-                quant_job q = {x, act, j.k, n, j.act_type, n > 8 ? (n + 7) / 8 : n, j.ldx};
-                el_pool_run(pool, quant_task, &q, (n + q.rows_per_task - 1) / q.rows_per_task);
-                j.act = act;
-            }
-        }
+    if (W->dtype != EL_DTYPE_F32 && tr->vec_dot) j->gemm = pick_gemm(W->dtype, isa);
+    if (j->gemm && W->packed && (j->packed_gemm = el_gemm_packed_kernel(W->dtype, isa))) {
+        j->packed_rows = (int)W->packed_rows;
+        j->group_bytes = el_pack_group_bytes(W->dtype, j->k);
     }
-    int threads = el_pool_size(pool);
+    if (j->gemm) {
+        j->act_type = tr->vec_dot_type;
+        j->ldx = el_act_row_size(j->act_type, j->k);
+    }
+}
+
+// Splits the rows into tasks; returns how many.
+static int job_split(matmul_job *j, int threads) {
     // Enough tasks for load balance, each big enough to amortise the hand-out.
     int tasks = threads == 1 ? 1 : threads * 4;
-    j.rows_per_task = (j.d + tasks - 1) / tasks;
-    if (j.rows_per_task < 4) j.rows_per_task = 4;
-    j.rows_per_task = (j.rows_per_task + 3) & ~3;
-    tasks = (j.d + j.rows_per_task - 1) / j.rows_per_task;
-    el_pool_run(pool, matmul_task, &j, tasks);
+    j->rows_per_task = (j->d + tasks - 1) / tasks;
+    if (j->rows_per_task < 4) j->rows_per_task = 4;
+    j->rows_per_task = (j->rows_per_task + 3) & ~3;
+    if (j->packed_rows) j->rows_per_task = (j->rows_per_task + 15) & ~15;  // whole packed groups
+    return (j->d + j->rows_per_task - 1) / j->rows_per_task;
+}
+
+#define MAX_FUSED 4
+
+typedef struct {
+    matmul_job jobs[MAX_FUSED];
+    int first[MAX_FUSED + 1];  // task index where each job's tasks start
+    int count;
+} fused_job;
+
+static void fused_task(void *ctx, int t, int n_tasks) {
+    fused_job *f = ctx;
+    int i = 0;
+    while (t >= f->first[i + 1]) i++;
+    matmul_task(&f->jobs[i], t - f->first[i], n_tasks);
+}
+
+void el_matmul_many_isa(el_pool *pool, int count, float *const *outs, const float *x, const el_tensor *const *Ws, int n,
+                        el_isa isa) {
+    if (count > MAX_FUSED) {
+        for (int i = 0; i < count; i++) el_matmul_many_isa(pool, 1, outs + i, x, Ws + i, n, isa);
+        return;
+    }
+    fused_job f = {.count = count};
+    int shared = 1;  // every product reads the same quantized activations
+    for (int i = 0; i < count; i++) {
+        job_init(&f.jobs[i], outs[i], x, Ws[i], n, isa);
+        shared = shared && f.jobs[i].gemm && f.jobs[i].act_type == f.jobs[0].act_type && f.jobs[i].k == f.jobs[0].k;
+    }
+    if (!shared && count > 1) {
+        for (int i = 0; i < count; i++) el_matmul_many_isa(pool, 1, outs + i, x, Ws + i, n, isa);
+        return;
+    }
+    matmul_job *j0 = &f.jobs[0];
+    char *act = NULL;
+    const void *acts = x;
+    if (j0->gemm && j0->act_type != EL_DTYPE_F32) {
+        act = el_malloc_aligned((size_t)n * j0->ldx);
+        if (act) {
+            quant_job q = {x, act, j0->k, n, j0->act_type, n > 8 ? (n + 7) / 8 : n, j0->ldx};
+            el_pool_run(pool, quant_task, &q, (n + q.rows_per_task - 1) / q.rows_per_task);
+            acts = act;
+        } else {
+            for (int i = 0; i < count; i++) f.jobs[i].gemm = NULL;  // out of memory: the row-by-row path needs none
+        }
+    }
+    f.first[0] = 0;
+    for (int i = 0; i < count; i++) {
+        f.jobs[i].act = acts;
+        f.first[i + 1] = f.first[i] + job_split(&f.jobs[i], el_pool_size(pool));
+    }
+    el_pool_run(pool, fused_task, &f, f.first[count]);
     el_free_aligned(act);
+}
+
+void el_matmul_isa(el_pool *pool, float *out, const float *x, const el_tensor *W, int n, el_isa isa) {
+    el_matmul_many_isa(pool, 1, &out, x, &W, n, isa);
 }
 
 void el_matmul(el_pool *pool, float *out, const float *x, const el_tensor *W, int n) {
     el_matmul_isa(pool, out, x, W, n, EL_ISA_AVX512);  // the best level this CPU (and EL_ISA) allows
+}
+
+void el_matmul_many(el_pool *pool, int count, float *const *outs, const float *x, const el_tensor *const *Ws, int n) {
+    el_matmul_many_isa(pool, count, outs, x, Ws, n, EL_ISA_AVX512);
 }

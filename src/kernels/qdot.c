@@ -22,6 +22,13 @@ size_t el_act_row_size(int act_type, int k) {
 
 static int clamp127(int v) { return v < -127 ? -127 : v > 127 ? 127 : v; }
 
+// nearbyintf for |v| < 2^22 in the default rounding mode (to nearest even),
+// without the libm call: adding 1.5 * 2^23 pushes the fraction bits out.
+static float round_even(float v) {
+    const float big = 12582912.0f;  // IEEE arithmetic: (v + big) - big is not folded to v
+    return fabsf(v) < 4194304.0f ? (v + big) - big : nearbyintf(v);
+}
+
 void el_act_quantize(int act_type, const float *x, void *dst, int k) {
     if (act_type == EL_DTYPE_Q8_K) {
         el_quantize_row_q8_k(x, dst, k);
@@ -37,11 +44,11 @@ void el_act_quantize(int act_type, const float *x, void *dst, int k) {
     for (int b = 0; b < k / EL_QK; b++) {
         const float *xb = x + EL_QK * b;
         float amax = 0;
-        for (int i = 0; i < EL_QK; i++) amax = fmaxf(amax, fabsf(xb[i]));
+        for (int i = 0; i < EL_QK; i++) amax = fabsf(xb[i]) > amax ? fabsf(xb[i]) : amax;  // fmaxf is a libm call here
         float db = amax / 127.0f, id = db ? 127.0f / amax : 0.0f;
         int sum = 0;
         for (int i = 0; i < EL_QK; i++) {
-            int q = clamp127((int)nearbyintf(xb[i] * id));
+            int q = clamp127((int)round_even(xb[i] * id));
             qs[EL_QK * b + i] = (int8_t)q;
             sum += q;
         }
@@ -176,6 +183,11 @@ static pthread_once_t cpu_once = PTHREAD_ONCE_INIT;
 static void detect_cpu(void) {
     cpu_isa = el_cpu_isa();
     cpu_vnni = el_cpu_has_avx512vnni();
+}
+
+el_gemm_fn el_gemm_packed_kernel(int dtype, el_isa isa) {
+    pthread_once(&cpu_once, detect_cpu);
+    return isa == EL_ISA_AVX512 && cpu_isa == EL_ISA_AVX512 && cpu_vnni ? el_gemm_packed_avx512(dtype) : NULL;
 }
 
 el_gemm_fn el_gemm_kernel(int dtype, el_isa isa) {

@@ -1,5 +1,6 @@
 // Internal to src/kernels: the SIMD tile kernels of qdot_avx2.c and
-// qdot_avx512.c, looked up by weight dtype (NULL if that file has none).
+// qdot_avx512.c, looked up by weight dtype (NULL if that file has none), and
+// the packed (row-interleaved) layout of pack.c.
 #ifndef EL_KERNELS_QDOT_H
 #define EL_KERNELS_QDOT_H
 
@@ -7,5 +8,10 @@
 
 el_gemm_fn el_gemm_avx2(int dtype);
 el_gemm_fn el_gemm_avx512(int dtype);
+
+// Kernels on packed weights: w is the first group of 16 rows, ldw the bytes
+// per group (el_pack_group_bytes), nr a multiple of 16.
+el_gemm_fn el_gemm_packed_avx512(int dtype);
+size_t el_pack_group_bytes(int dtype, int k);
 
 #endif

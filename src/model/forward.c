@@ -170,9 +170,7 @@ static void layer_forward(el_session *s, int l, float *x, int n, int pos) {
     // attention block
     for (int t = 0; t < n; t++)
         el_rmsnorm(s->xb + (size_t)t * dim, x + (size_t)t * dim, L->attn_norm.data, dim, hp->rms_eps);
-    el_matmul(s->pool, s->q, s->xb, &L->wq, n);
-    el_matmul(s->pool, s->k, s->xb, &L->wk, n);
-    el_matmul(s->pool, s->v, s->xb, &L->wv, n);
+    el_matmul_many(s->pool, 3, (float *[]){s->q, s->k, s->v}, s->xb, (const el_tensor *[]){&L->wq, &L->wk, &L->wv}, n);
     el_lora_apply(s->lora, l, EL_LORA_Q, s->q, s->xb, n);  // no-ops without adapters
     el_lora_apply(s->lora, l, EL_LORA_K, s->k, s->xb, n);
     el_lora_apply(s->lora, l, EL_LORA_V, s->v, s->xb, n);
@@ -191,8 +189,7 @@ static void layer_forward(el_session *s, int l, float *x, int n, int pos) {
     // feed-forward block (SwiGLU)
     for (int t = 0; t < n; t++)
         el_rmsnorm(s->xb + (size_t)t * dim, x + (size_t)t * dim, L->ffn_norm.data, dim, hp->rms_eps);
-    el_matmul(s->pool, s->hb, s->xb, &L->w_gate, n);
-    el_matmul(s->pool, s->hb2, s->xb, &L->w_up, n);
+    el_matmul_many(s->pool, 2, (float *[]){s->hb, s->hb2}, s->xb, (const el_tensor *[]){&L->w_gate, &L->w_up}, n);
     el_lora_apply(s->lora, l, EL_LORA_GATE, s->hb, s->xb, n);
     el_lora_apply(s->lora, l, EL_LORA_UP, s->hb2, s->xb, n);
     el_swiglu(s->hb, s->hb, s->hb2, n * s->ff);

@@ -1,9 +1,12 @@
 // Opening a model: hyper-parameters from GGUF metadata or a llama2.c header,
 // and tensor views whose shapes and dtypes are checked before any use.
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
+#include "edgellm/kernels.h"
 #include "edgellm/llama2c.h"
 #include "edgellm/model.h"
 #include "edgellm/quant.h"
@@ -175,6 +178,57 @@ static el_status bind_gguf(el_model *m, el_error *err) {
     return EL_OK;
 }
 
+// ---------------------------------------------------------------- packing
+
+// Gives the pages wholly inside [p, p+n) of the read-only file mapping back to
+// the kernel: the packed copy replaces them, so resident memory stays at one
+// copy of the weights. They are still mapped and fault back in from the page
+// cache if anything reads them (the scalar path, the identity hash).
+static void release_pages(const void *p, size_t n) {
+    uintptr_t page = 4096, a = ((uintptr_t)p + page - 1) & ~(page - 1), b = ((uintptr_t)p + n) & ~(page - 1);
+    if (b > a) madvise((void *)a, b - a, MADV_DONTNEED);
+}
+
+static el_status pack_one(el_model *m, el_tensor *t, el_isa isa, el_error *err) {
+    int64_t rows;
+    size_t bytes = el_matmul_pack_size(t, isa, &rows);
+    if (!bytes) return EL_OK;
+    // Huge pages when the kernel gives them: decode streams every matrix once
+    // per token, and 4 KiB pages cost a TLB miss every 8 blocks of 16 rows.
+    void *p = NULL;
+    size_t huge = (size_t)2 << 20;
+    if (bytes < huge) {
+        p = el_malloc_aligned(bytes);
+    } else if (!posix_memalign(&p, huge, (bytes + huge - 1) & ~(huge - 1))) {
+        madvise(p, bytes, MADV_HUGEPAGE);
+    }
+    if (!p) return el_err(err, EL_ERR_NOMEM, "%s: out of memory packing %s (%zu bytes)", m->path, t->name, bytes);
+    m->packs[m->n_packs++] = p;
+    el_matmul_pack(t, rows, p);
+    t->packed = p;
+    t->packed_rows = rows;
+    m->packed_bytes += bytes;
+    // a tied head shares its rows with the embedding lookup: keep those
+    if (m->format == EL_MODEL_GGUF && !(t == &m->output && m->hp.tied_output)) release_pages(t->data, t->nbytes);
+    return EL_OK;
+}
+
+// Repacks every quantized matrix that the kernels of this CPU read faster in a
+// row-interleaved layout (el_matmul_pack). Files keep the GGUF layout.
+static el_status pack_weights(el_model *m, el_error *err) {
+    el_isa isa = el_cpu_isa();
+    m->packs = calloc((size_t)(m->layer_end - m->layer_begin) * 7 + 1, sizeof *m->packs);
+    if (!m->packs) return el_err(err, EL_ERR_NOMEM, "%s: out of memory", m->path);
+    el_status s = EL_OK;
+    for (int l = m->layer_begin; l < m->layer_end && !s; l++) {
+        el_layer *L = &m->layers[l];
+        el_tensor *mats[] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_down, &L->w_up};
+        for (int i = 0; i < 7 && !s; i++) s = pack_one(m, mats[i], isa, err);
+    }
+    if (!s && m->has_head) s = pack_one(m, &m->output, isa, err);
+    return s;
+}
+
 // ---------------------------------------------------------------- llama2.c
 
 static const char *own_name(el_model *m, const char *name) {
@@ -294,6 +348,7 @@ el_status el_model_open(const char *path, const el_model_opts *opts, el_model **
         if (!s) s = is_gguf ? bind_gguf(m, err) : bind_llama2c(m, &c, err);
     }
     if (!s) s = check_bound(m, err);
+    if (!s) s = pack_weights(m, err);
     if (s) {
         el_model_close(m);
         return s;
@@ -309,6 +364,8 @@ void el_model_close(el_model *m) {
     lc.map = m->map;
     lc.size = m->map_size;
     el_llama2c_close(&lc);
+    for (int i = 0; i < m->n_packs; i++) el_free_aligned(m->packs[i]);
+    free(m->packs);
     for (int i = 0; i < m->n_names; i++) free(m->names[i]);
     free(m->names);
     free(m->layers);

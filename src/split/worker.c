@@ -391,6 +391,16 @@ static void handle(worker *w, const el_peer *peer, const el_buf *in) {
     }
 }
 
+// Touches every page of what the matmul kernels read of t: its packed copy
+// (which replaced the file's pages, el_matmul_pack) and the rows after it.
+static unsigned char touch(const el_tensor *t) {
+    unsigned char sink = 0;
+    size_t packed = t->packed ? (size_t)t->packed_rows * el_tensor_row_size(t) : 0;
+    for (size_t k = 0; k < packed; k += 4096) sink ^= ((const unsigned char *)t->packed)[k];
+    for (size_t k = packed; k < t->nbytes; k += 4096) sink ^= ((const unsigned char *)t->data)[k];
+    return sink;
+}
+
 // Touch every page of the bound weights so the resident size reported at
 // start-up is what serving will use.
 static size_t warm(const el_model *m) {
@@ -399,14 +409,12 @@ static size_t warm(const el_model *m) {
     for (int l = m->layer_begin; l < m->layer_end; l++) {
         const el_tensor *ts = (const el_tensor *)&m->layers[l];
         for (size_t i = 0; i < sizeof(el_layer) / sizeof(el_tensor); i++) {
-            const unsigned char *d = ts[i].data;
-            for (size_t k = 0; k < ts[i].nbytes; k += 4096) sink ^= d[k];
+            sink ^= touch(&ts[i]);
             bytes += ts[i].nbytes;
         }
     }
     if (m->has_head) {
-        const unsigned char *d = m->output.data;
-        for (size_t k = 0; k < m->output.nbytes; k += 4096) sink ^= d[k];
+        sink ^= touch(&m->output);
         bytes += m->output.nbytes + m->output_norm.nbytes;
     }
     (void)sink;

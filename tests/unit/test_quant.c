@@ -211,6 +211,124 @@ static void test_simd_matches_scalar(void **st) {
     printf("  %d outputs compared\n", checked);
 }
 
+// Q8_0 activations: d = amax/127, q = nearbyint(x * 127/amax) (ties to even)
+static void test_act_quantize_rounding(void **st) {
+    (void)st;
+    uint64_t rng = 3;
+    enum { K = 256 };
+    float x[K];
+    for (int rep = 0; rep < 200; rep++) {
+        for (int i = 0; i < K; i++) x[i] = tu_randf(&rng) * (float)(1 + rep % 5);
+        if (rep % 2) {  // exact halves: 127 at amax makes x * id land on .5 steps
+            x[0] = 127.0f;
+            for (int i = 1; i < K; i++) x[i] = (float)((int)(tu_rand(&rng) % 253) - 126) + 0.5f * (float)(tu_rand(&rng) % 2);
+        }
+        char act[K + K / 32 * 8 + 64];
+        el_act_quantize(EL_DTYPE_Q8_0, x, act, K);
+        for (int b = 0; b < K / 32; b++) {
+            float amax = 0;
+            for (int i = 0; i < 32; i++) amax = fmaxf(amax, fabsf(x[32 * b + i]));
+            float id = amax ? 127.0f / amax : 0.0f;
+            for (int i = 0; i < 32; i++) {
+                float want = nearbyintf(x[32 * b + i] * id);
+                assert_int_equal(((int8_t *)act)[32 * b + i], (int)want);
+            }
+        }
+    }
+}
+
+// Kernels on packed (row-interleaved) weights equal the scalar reference on
+// the file layout: the integer sums are the same, only float order differs.
+static void test_packed_matches_scalar(void **st) {
+    (void)st;
+    uint64_t rng = 11;
+    int checked = 0;
+    static const int types[] = {EL_DTYPE_Q8_0, EL_DTYPE_Q4_0};
+    for (int ti = 0; ti < 2; ti++) {
+        int dtype = types[ti];
+        el_gemm_fn pg = el_gemm_packed_kernel(dtype, EL_ISA_AVX512);
+        if (!pg) continue;  // this CPU has no packed kernel
+        const el_dtype_traits *tr = el_dtype_info(dtype);
+        static const int nblocks[] = {1, 2, 3, 7, 64};
+        for (int kb = 0; kb < 5; kb++) {
+            int k = EL_QK * nblocks[kb];
+            int rows = 16 * (1 + (int)(tu_rand(&rng) % 3)) + (int)(tu_rand(&rng) % 16);
+            int toks = kb < 2 ? 1 : 1 + (int)(tu_rand(&rng) % 20);  // 1: the decode kernel
+            void *w;
+            float *wf;
+            make_weights(dtype, k, rows, &rng, &w, &wf);
+            el_tensor W = {"w", dtype, 2, {k, rows, 1, 1}, w, el_dtype_row_size(dtype, k) * rows, NULL, 0};
+            int64_t prows;
+            size_t bytes = el_matmul_pack_size(&W, EL_ISA_AVX512, &prows);
+            assert_int_equal(prows, rows & ~15);
+            assert_int_equal(bytes, el_dtype_row_size(dtype, k) * (size_t)prows);  // no bigger than the file's rows
+            void *packed = el_malloc_aligned(bytes);
+            el_matmul_pack(&W, prows, packed);
+            size_t ldx = el_act_row_size(tr->vec_dot_type, k);
+            float *x = malloc((size_t)k * toks * sizeof(float));
+            for (int i = 0; i < k * toks; i++) x[i] = tu_randf(&rng) * 3.0f;
+            char *act = malloc(ldx * toks);
+            for (int t = 0; t < toks; t++) el_act_quantize(tr->vec_dot_type, x + (size_t)t * k, act + ldx * t, k);
+            float *ref = malloc((size_t)rows * toks * sizeof(float)), *got = malloc((size_t)rows * toks * sizeof(float));
+            el_gemm_kernel(dtype, EL_ISA_SCALAR)(k, w, el_dtype_row_size(dtype, k), rows, act, ldx, toks, ref,
+                                                 (size_t)rows);
+            for (int i = 0; i < rows * toks; i++) got[i] = NAN;
+            pg(k, packed, el_dtype_row_size(dtype, k) * 16, (int)prows, act, ldx, toks, got, (size_t)rows);
+            for (int t = 0; t < toks; t++)
+                for (int r = 0; r < rows; r++) {
+                    float a = ref[t * rows + r], b = got[t * rows + r];
+                    if (r >= prows) {
+                        assert_true(isnan(b));  // the tail rows are not the packed kernel's
+                        continue;
+                    }
+                    double mag = 0;
+                    for (int i = 0; i < k; i++) mag += fabs((double)wf[(size_t)r * k + i] * x[(size_t)t * k + i]);
+                    if (!(fabs((double)a - b) <= 1e-5 * mag + 1e-6)) {
+                        printf("packed %s k=%d rows=%d toks=%d r=%d t=%d: scalar %.9g packed %.9g\n", tr->name, k,
+                               rows, toks, r, t, a, b);
+                        fail();
+                    }
+                    checked++;
+                }
+            // el_matmul with the packed copy: packed rows and the file-layout tail together
+            W.packed = packed;
+            W.packed_rows = prows;
+            float *mm = malloc((size_t)rows * toks * sizeof(float)), *mm2 = malloc((size_t)rows * toks * sizeof(float));
+            float *mm3 = malloc((size_t)rows * toks * sizeof(float));
+            for (int threads = 1; threads <= 2; threads++) {
+                el_pool *pool = el_pool_new(threads);
+                el_matmul_isa(pool, mm, x, &W, toks, EL_ISA_AVX512);
+                // fused with an unpacked copy of itself: each output is el_matmul's, bit for bit
+                el_tensor U = W;
+                U.packed = NULL;
+                el_matmul_isa(pool, mm3, x, &U, toks, EL_ISA_AVX512);
+                for (int i = 0; i < rows * toks; i++) mm2[i] = NAN;
+                el_matmul_many_isa(pool, 2, (float *[]){mm2, mm}, x, (const el_tensor *[]){&U, &W}, toks, EL_ISA_AVX512);
+                assert_memory_equal(mm2, mm3, (size_t)rows * toks * sizeof(float));
+                float *mm4 = malloc((size_t)rows * toks * sizeof(float));
+                el_matmul_isa(pool, mm4, x, &W, toks, EL_ISA_AVX512);
+                assert_memory_equal(mm, mm4, (size_t)rows * toks * sizeof(float));
+                free(mm4);
+                for (int i = 0; i < rows * toks; i++) {
+                    double mag = 0;
+                    int t = i / rows, r = i % rows;
+                    for (int e = 0; e < k; e++) mag += fabs((double)wf[(size_t)r * k + e] * x[(size_t)t * k + e]);
+                    if (!(fabs((double)mm[i] - ref[i]) <= 1e-5 * mag + 1e-6)) {
+                        printf("packed matmul %s k=%d rows=%d toks=%d i=%d: %.9g vs %.9g\n", tr->name, k, rows, toks,
+                               i, mm[i], ref[i]);
+                        fail();
+                    }
+                }
+                el_pool_free(pool);
+            }
+            free(mm), free(mm2), free(mm3);
+            el_free_aligned(packed);
+            free(w), free(wf), free(x), free(act), free(ref), free(got);
+        }
+    }
+    printf("  %d packed outputs compared\n", checked);
+}
+
 // matmul on quantized weights ≈ x · dequant(W)ᵀ, for every ISA and 1-2 threads
 static void test_matmul_quantized(void **st) {
     (void)st;
@@ -223,7 +341,7 @@ static void test_matmul_quantized(void **st) {
         void *w;
         float *wf;
         make_weights(dtype, k, d, &rng, &w, &wf);
-        el_tensor W = {"w", dtype, 2, {k, d, 1, 1}, w, el_dtype_row_size(dtype, k) * d};
+        el_tensor W = {"w", dtype, 2, {k, d, 1, 1}, w, el_dtype_row_size(dtype, k) * d, NULL, 0};
         float *out = malloc((size_t)n * d * sizeof(float));
         for (int threads = 1; threads <= 2; threads++) {
             el_pool *pool = el_pool_new(threads);
@@ -307,6 +425,7 @@ int main(void) {
         cmocka_unit_test(test_q8_0_layout),       cmocka_unit_test(test_q4_0_layout),
         cmocka_unit_test(test_q4_k_layout),       cmocka_unit_test(test_q6_k_layout),
         cmocka_unit_test(test_roundtrip_bounds),  cmocka_unit_test(test_simd_matches_scalar),
+        cmocka_unit_test(test_packed_matches_scalar), cmocka_unit_test(test_act_quantize_rounding),
         cmocka_unit_test(test_matmul_quantized),  cmocka_unit_test(test_bad_scales_found),
         cmocka_unit_test(test_policy),
     };
