@@ -283,7 +283,8 @@ static void linear_grad(int dtype) {
     }
     int n = 7, in = tr->block_size > 1 ? 2 * tr->block_size : 12, out = 9, r = R_;
     float *W = randv((size_t)in * out, 0.5f), *x = randv((size_t)n * in, 1), *wy = randv((size_t)n * out, 1);
-    el_tensor Wt = {"w", EL_DTYPE_F32, 2, {in, out, 1, 1}, W, sizeof(float) * in * out};
+    el_tensor Wt = {.name = "w", .dtype = EL_DTYPE_F32, .n_dims = 2, .ne = {in, out, 1, 1}, .data = W,
+                    .nbytes = sizeof(float) * in * out};
     void *Wq = NULL;
     if (dtype != EL_DTYPE_F32) {
         size_t rb = el_dtype_row_size(dtype, in);
@@ -348,7 +349,8 @@ static void test_embedding_grad(void **s) {
     (void)s;
     int V = 6, dim = 5, n = 4, tokens[4] = {2, 5, 2, 0};
     float *E = randv((size_t)V * dim, 1), *wy = randv((size_t)n * dim, 1), x[20];
-    el_tensor Et = {"e", EL_DTYPE_F32, 2, {dim, V, 1, 1}, E, sizeof(float) * V * dim};
+    el_tensor Et = {.name = "e", .dtype = EL_DTYPE_F32, .n_dims = 2, .ne = {dim, V, 1, 1}, .data = E,
+                    .nbytes = sizeof(float) * V * dim};
     el_embedding_forward(x, tokens, n, &Et);
     assert_memory_equal(x + dim, E + 5 * dim, sizeof(float) * dim);
     float *dE = calloc((size_t)V * dim, sizeof(float));
@@ -376,7 +378,8 @@ static void mk(tmodel *t, el_tensor *x, int in, int out, float scale, float offs
     float *d = randv((size_t)in * out, scale);
     for (int i = 0; i < in * out; i++) d[i] += offset;
     t->bufs[t->nb++] = d;
-    el_tensor v = {"w", EL_DTYPE_F32, out > 1 ? 2 : 1, {in, out, 1, 1}, d, sizeof(float) * in * out};
+    el_tensor v = {.name = "w", .dtype = EL_DTYPE_F32, .n_dims = out > 1 ? 2 : 1, .ne = {in, out, 1, 1}, .data = d,
+                   .nbytes = sizeof(float) * in * out};
     *x = v;
 }
 
