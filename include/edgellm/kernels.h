@@ -82,6 +82,8 @@ double el_probe_read_gbs(el_pool *pool, size_t bytes, int reps);
 
 // sum_i a[i]*b[i]
 float el_dot_f32(const float *a, const float *b, int n);
+// y[i] += a * x[i]   (y and x do not overlap)
+void el_axpy_f32(float *y, float a, const float *x, int n);
 
 // out[i] = x[i] / sqrt(mean(x²) + eps) * w[i]   over one row of n
 void el_rmsnorm(float *out, const float *x, const float *w, int n, float eps);

@@ -217,11 +217,13 @@ ALWAYS_INLINE void micro_decode(const int q8, int k, const uint8_t *qs, size_t l
                     a1 = _mm512_dpbusd_epi32(a1, _mm512_loadu_si512(c + 64 * j + 64), bcast4(xo + 4 * j + 4));
                 }
             } else {
+                // high nibbles in place (16 q): no shift per chunk, one per block
                 _Pragma("GCC unroll 4") for (int j = 0; j < 4; j++) {
                     __m512i raw = _mm512_loadu_si512(c + 64 * j);
                     a0 = _mm512_dpbusd_epi32(a0, _mm512_and_si512(raw, m4), bcast4(xo + 4 * j));
-                    a1 = _mm512_dpbusd_epi32(a1, _mm512_and_si512(_mm512_srli_epi16(raw, 4), m4), bcast4(xo + 16 + 4 * j));
+                    a1 = _mm512_dpbusd_epi32(a1, _mm512_andnot_si512(m4, raw), bcast4(xo + 16 + 4 * j));
                 }
+                a1 = _mm512_srai_epi32(a1, 4);  // exact: a multiple of 16
             }
             __m512 wd = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)wd16));
             facc[g] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(a0, a1)), _mm512_mul_ps(wd, xs), facc[g]);

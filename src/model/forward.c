@@ -150,11 +150,7 @@ static void attn_task(void *ctx, int task, int n_tasks) {
         el_softmax(scores, end);
         float *out = s->att + (size_t)t * s->q_dim + (size_t)h * hd;
         memset(out, 0, (size_t)hd * sizeof(float));
-        for (int p = 0; p < end; p++) {
-            const float *v = vc + (size_t)p * s->kv_dim;
-            float a = scores[p];
-            for (int i = 0; i < hd; i++) out[i] += a * v[i];
-        }
+        for (int p = 0; p < end; p++) el_axpy_f32(out, scores[p], vc + (size_t)p * s->kv_dim, hd);
     }
     free(scores);
 }

@@ -252,7 +252,7 @@ static void test_packed_matches_scalar(void **st) {
         static const int nblocks[] = {1, 2, 3, 7, 64};
         for (int kb = 0; kb < 5; kb++) {
             int k = EL_QK * nblocks[kb];
-            int rows = 16 * (1 + (int)(tu_rand(&rng) % 3)) + (int)(tu_rand(&rng) % 16);
+            int rows = 16 * (1 + (int)(tu_rand(&rng) % 6)) + (int)(tu_rand(&rng) % 16);
             int toks = kb < 2 ? 1 : 1 + (int)(tu_rand(&rng) % 20);  // 1: the decode kernel
             void *w;
             float *wf;
