@@ -38,6 +38,16 @@ static el_status chain_request(el_pipeline *p, el_wire_msg *reply, el_error *err
     return EL_OK;
 }
 
+// Ends the chain session (best effort: the worker frees it on idle anyway).
+static void chain_close(el_pipeline *p, int timeout_ms) {
+    if (p->link && p->session) {
+        p->seq++;
+        if (el_wire_encode_simple(&p->tx, EL_MSG_CLOSE, p->session, p->seq) == EL_OK)
+            el_link_request(p->link, p->tx.data, p->tx.len, p->seq, &p->rx, timeout_ms, NULL);
+    }
+    p->session = 0;
+}
+
 static el_status chain_open(el_pipeline *p, el_error *err) {
     el_status st;
     if (!p->link && (st = el_link_connect(p->o.via, &p->o.sec, p->o.timeout_ms, &p->link, err))) return st;
@@ -150,11 +160,7 @@ fail:
 
 void el_pipeline_free(el_pipeline *p) {
     if (!p) return;
-    if (p->link && p->session) {
-        p->seq++;
-        if (el_wire_encode_simple(&p->tx, EL_MSG_CLOSE, p->session, p->seq) == EL_OK)
-            el_link_request(p->link, p->tx.data, p->tx.len, p->seq, &p->rx, 2000, NULL);
-    }
+    chain_close(p, 2000);
     el_link_close(p->link);
     el_session_free(p->s);
     el_buf_free(&p->tx);
@@ -301,13 +307,7 @@ el_status el_pipeline_recut(el_pipeline *p, int cut, const int *tokens, int n_po
         return el_err(err, EL_ERR_ARG, "%s: cannot move the cut to %d: the device holds layers 0:%d%s", p->m->path, cut,
                       p->m->layer_end, p->m->has_head ? "" : " without the head");
     if (n_pos > p->ctx) return el_err(err, EL_ERR_RANGE, "%d positions exceed the context of %d", n_pos, p->ctx);
-    // Leave the old chain session.
-    if (p->link && p->session) {
-        p->seq++;
-        if (el_wire_encode_simple(&p->tx, EL_MSG_CLOSE, p->session, p->seq) == EL_OK)
-            el_link_request(p->link, p->tx.data, p->tx.len, p->seq, &p->rx, p->o.timeout_ms, NULL);
-    }
-    p->session = 0;
+    chain_close(p, p->o.timeout_ms);  // leave the old chain session
     p->sent = 0;
     el_session_free(p->s);
     p->s = NULL;
