@@ -262,23 +262,32 @@ static el_status read_array(rd *r, el_gguf_kv *kv, int depth) {
     return EL_OK;
 }
 
+// Reads a key or tensor name: non-empty, no NUL byte, not seen before in
+// index; stores a NUL-terminated copy in *out and records it as entry i.
+// Errors read "empty key", "duplicate tensor name (first seen as tensor info 3)".
+static el_status read_unique_name(rd *r, el_strmap *index, uint64_t i, uint64_t max_len, const char *what,
+                                  const char *entry, char **out) {
+    el_gguf_str name;
+    r->label = NULL;
+    TRY(get_str(r, &name, max_len, what));
+    if (name.len == 0) return bad(r, EL_ERR_FORMAT, "empty %s", what);
+    r->label = name.ptr;
+    r->label_len = (size_t)name.len;
+    if (memchr(name.ptr, 0, (size_t)name.len)) return bad(r, EL_ERR_FORMAT, "%s contains a NUL byte", what);
+    size_t prev = el_strmap_get(index, name.ptr, (size_t)name.len);
+    if (prev != EL_STRMAP_NONE) return bad(r, EL_ERR_FORMAT, "duplicate %s (first seen as %s %zu)", what, entry, prev);
+    *out = el_malloc((size_t)name.len + 1);
+    if (!*out) return bad(r, EL_ERR_NOMEM, "out of memory");
+    memcpy(*out, name.ptr, (size_t)name.len);
+    (*out)[name.len] = 0;
+    if (el_strmap_put(index, *out, (size_t)name.len, (size_t)i)) return bad(r, EL_ERR_NOMEM, "out of memory");
+    return EL_OK;
+}
+
 static el_status read_kv(rd *r, gguf_file *f, uint64_t i) {
     el_gguf_kv *kv = &f->pub.kv[i];
-    el_gguf_str key;
     r->item = i;
-    r->label = NULL;
-    TRY(get_str(r, &key, EL_GGUF_MAX_STRING, "key"));
-    if (key.len == 0) return bad(r, EL_ERR_FORMAT, "empty key");
-    r->label = key.ptr;
-    r->label_len = (size_t)key.len;
-    if (memchr(key.ptr, 0, (size_t)key.len)) return bad(r, EL_ERR_FORMAT, "key contains a NUL byte");
-    size_t prev = el_strmap_get(&f->kv_index, key.ptr, (size_t)key.len);
-    if (prev != EL_STRMAP_NONE) return bad(r, EL_ERR_FORMAT, "duplicate key (first seen as key/value %zu)", prev);
-    kv->key = el_malloc((size_t)key.len + 1);
-    if (!kv->key) return bad(r, EL_ERR_NOMEM, "out of memory");
-    memcpy(kv->key, key.ptr, (size_t)key.len);
-    kv->key[key.len] = 0;
-    if (el_strmap_put(&f->kv_index, kv->key, (size_t)key.len, (size_t)i)) return bad(r, EL_ERR_NOMEM, "out of memory");
+    TRY(read_unique_name(r, &f->kv_index, i, EL_GGUF_MAX_STRING, "key", "key/value", &kv->key));
 
     uint32_t type;
     TRY(get_u32(r, &type));
@@ -306,23 +315,8 @@ static el_status read_alignment(rd *r, gguf_file *f) {
 
 static el_status read_tensor_info(rd *r, gguf_file *f, uint64_t i) {
     el_gguf_tensor *t = &f->pub.tensors[i];
-    el_gguf_str name;
     r->item = i;
-    r->label = NULL;
-    TRY(get_str(r, &name, EL_GGUF_MAX_NAME, "tensor name"));
-    if (name.len == 0) return bad(r, EL_ERR_FORMAT, "empty tensor name");
-    r->label = name.ptr;
-    r->label_len = (size_t)name.len;
-    if (memchr(name.ptr, 0, (size_t)name.len)) return bad(r, EL_ERR_FORMAT, "tensor name contains a NUL byte");
-    size_t prev = el_strmap_get(&f->tensor_index, name.ptr, (size_t)name.len);
-    if (prev != EL_STRMAP_NONE)
-        return bad(r, EL_ERR_FORMAT, "duplicate tensor name (first seen as tensor info %zu)", prev);
-    t->name = el_malloc((size_t)name.len + 1);
-    if (!t->name) return bad(r, EL_ERR_NOMEM, "out of memory");
-    memcpy(t->name, name.ptr, (size_t)name.len);
-    t->name[name.len] = 0;
-    if (el_strmap_put(&f->tensor_index, t->name, (size_t)name.len, (size_t)i))
-        return bad(r, EL_ERR_NOMEM, "out of memory");
+    TRY(read_unique_name(r, &f->tensor_index, i, EL_GGUF_MAX_NAME, "tensor name", "tensor info", &t->name));
 
     uint32_t n_dims;
     TRY(get_u32(r, &n_dims));
