@@ -28,10 +28,29 @@ for fam in qwen2 llama3; do
   "$EDGELLM" logits -m "$T/$fam-q8.gguf" -p "hello there" -o "$T/q.f32" 2>/dev/null || fail "logits $fam q8_0"
   expect_eq "$fam q8_0 logits size" "$(stat -c %s "$T/q.f32")" "$(( 4 * 300 * $("$EDGELLM" tokenize -m "$T/$fam.gguf" -p "hello there" 2>/dev/null | wc -w) ))"
 done
+echo "hello world, some text to train on for one step" >"$T/d.txt"
+expect_error "training a qwen2 model (neox rope, q/k/v biases) is not supported" \
+  "$EDGELLM" finetune -m "$T/qwen2.gguf" --data "$T/d.txt" --steps 1 --ctx 8 -o "$T/ad.gguf"
+"$EDGELLM" finetune -m "$T/llama3.gguf" --data "$T/d.txt" --steps 1 --ctx 8 -o "$T/ad.gguf" >/dev/null 2>&1 &&
+  pass || fail "finetune of a llama3 (rope_freqs) model"
 expect_eq "qwen2 family" "$("$EDGELLM" info "$T/qwen2.gguf" | grep '^family:')" "family:        Qwen2 (neox rope, q/k/v biases)"
 expect_eq "llama3 family" "$("$EDGELLM" info "$T/llama3.gguf" | grep '^family:')" "family:        Llama 3 (normal rope, rope_freqs scaling)"
 expect_eq "qwen2 bias tensors" "$("$EDGELLM" info "$T/qwen2-q8.gguf" | grep -c 'attn_[qkv].bias  *f32')" 6
 expect_eq "llama3 rope_freqs kept f32" "$("$EDGELLM" info "$T/llama3-q8.gguf" | grep -c 'rope_freqs.weight  *f32')" 1
+
+# ---- split inference of the families: worker serves layer 1, device the rest; f32 activations give
+# the local logits exactly; a worker with the other family's file is refused (identity differs)
+for fam in qwen2 llama3; do
+  port=$(free_port)
+  start_worker "$T/w-$fam.log" -m "$T/$fam.gguf" --layers 1:2 --listen tcp://127.0.0.1:$port --insecure -t 1 || { fail "worker $fam"; continue; }
+  "$EDGELLM" logits -m "$T/$fam.gguf" --tokens $TOK -o "$T/local.f32" 2>/dev/null
+  "$EDGELLM" logits -m "$T/$fam.gguf" --tokens $TOK -o "$T/split.f32" --split 1 --via tcp://127.0.0.1:$port --insecure 2>"$T/split.err" ||
+    fail "split logits $fam: $(cat "$T/split.err")"
+  cmp -s "$T/local.f32" "$T/split.f32" && pass || fail "split logits of $fam differ from local"
+  other=qwen2; [ $fam = qwen2 ] && other=llama3
+  "$EDGELLM" logits -m "$T/$other.gguf" --tokens $TOK -o "$T/x.f32" --split 1 --via tcp://127.0.0.1:$port --insecure 2>/dev/null &&
+    fail "a $other device was served by a $fam worker" || pass
+done
 
 # ---- HF folder -> import -> same logits
 for fam in qwen2 llama3; do
