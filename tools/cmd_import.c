@@ -2,8 +2,10 @@
 // tokenizer.json) to one GGUF file, written tensor by tensor.
 #include <cjson/cJSON.h>
 #include <math.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 
 #include "cli.h"
@@ -352,6 +354,11 @@ static el_status fill(void *vctx, const char *name, void *dst, size_t nbytes, el
             else ((uint16_t *)dst)[o] = el_f32_to_bf16(v);
         }
     }
+    // The source pages are done with: drop them from this process's resident
+    // set so memory stays at about one tensor however large the model.
+    uintptr_t page = 4096, lo = ((uintptr_t)t->data + page - 1) & ~(page - 1),
+              hi = ((uintptr_t)t->data + (t->end - t->begin)) & ~(page - 1);
+    if (hi > lo) madvise((void *)lo, hi - lo, MADV_DONTNEED);
     im->done += nbytes;
     return EL_OK;
 }
