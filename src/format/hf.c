@@ -144,20 +144,31 @@ static const struct {
      "\\s+(?!\\S)|\\s+"},
 };
 
-// Walks a pre_tokenizer (possibly a Sequence) for ByteLevel and a Split regex.
-static void scan_pre(const cJSON *p, int depth, int *byte_level, const char **regex) {
+typedef struct {
+    int byte_level, digits;  // ByteLevel seen; Digits with individual_digits seen
+    const char *regex;       // the Split regex
+    const char *unknown;     // a pre-tokenizer type we do not know
+} pre_scan;
+
+// Walks a pre_tokenizer (possibly a Sequence) for ByteLevel, Digits and a Split regex.
+static void scan_pre(const cJSON *p, int depth, pre_scan *ps) {
     const cJSON *t = cJSON_GetObjectItemCaseSensitive(p, "type");
     if (!cJSON_IsString(t) || depth > 8) return;
-    if (!strcmp(t->valuestring, "ByteLevel")) *byte_level = 1;
+    if (!strcmp(t->valuestring, "ByteLevel")) ps->byte_level = 1;
+    else if (!strcmp(t->valuestring, "Digits") &&
+             cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(p, "individual_digits")))
+        ps->digits = 1;
+    else if (strcmp(t->valuestring, "Split") && strcmp(t->valuestring, "Sequence") && !ps->unknown)
+        ps->unknown = t->valuestring;
     if (!strcmp(t->valuestring, "Split")) {
         const cJSON *r = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(p, "pattern"), "Regex");
-        if (cJSON_IsString(r)) *regex = r->valuestring;
+        if (cJSON_IsString(r)) ps->regex = r->valuestring;
     }
     if (!strcmp(t->valuestring, "Sequence")) {
         const cJSON *seq = cJSON_GetObjectItemCaseSensitive(p, "pretokenizers");
         int n = 0;
         for (const cJSON *e = cJSON_IsArray(seq) ? seq->child : NULL; e && n < 64; e = e->next, n++)
-            scan_pre(e, depth + 1, byte_level, regex);
+            scan_pre(e, depth + 1, ps);
     }
 }
 
@@ -286,17 +297,24 @@ el_status el_hf_tokenizer_parse(const char *tok, size_t tok_len, const char *pat
     const cJSON *model = cJSON_GetObjectItemCaseSensitive(j, "model");
     const cJSON *mtype = cJSON_GetObjectItemCaseSensitive(model, "type");
     const cJSON *voc = cJSON_GetObjectItemCaseSensitive(model, "vocab");
-    int byte_level = 0, byte_fallback = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(model, "byte_fallback"));
-    const char *regex = NULL;
-    scan_pre(cJSON_GetObjectItemCaseSensitive(j, "pre_tokenizer"), 0, &byte_level, &regex);
+    int byte_fallback = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(model, "byte_fallback"));
+    pre_scan ps = {0};
+    scan_pre(cJSON_GetObjectItemCaseSensitive(j, "pre_tokenizer"), 0, &ps);
+    int byte_level = ps.byte_level;
+    const char *regex = ps.regex;
     if (!cJSON_IsString(mtype) || strcmp(mtype->valuestring, "BPE") || !cJSON_IsObject(voc)) {
         s = el_err(err, EL_ERR_UNSUPPORTED, "%s: model.type is not BPE with a vocab object (supported: BPE)", path);
     } else if (!byte_level && !byte_fallback) {
         s = el_err(err, EL_ERR_UNSUPPORTED, "%s: BPE without a ByteLevel pre-tokenizer or byte_fallback is not supported",
                    path);
+    } else if (byte_level && ps.unknown) {
+        s = el_err(err, EL_ERR_UNSUPPORTED, "%s: pre-tokenizer type '%.32s' is not supported", path, ps.unknown);
+    } else if (byte_level && ps.digits && regex) {
+        s = el_err(err, EL_ERR_UNSUPPORTED, "%s: a Digits pre-tokenizer with a Split regex is not supported", path);
     } else if (byte_level) {
         v->byte_level = 1;
-        if (!regex) v->pre = "gpt-2";  // ByteLevel with its built-in GPT-2 split
+        // ByteLevel with its built-in GPT-2 split; SmolLM puts single digits first
+        if (!regex) v->pre = ps.digits ? "smollm" : "gpt-2";
         for (size_t i = 0; !v->pre && i < sizeof known_pre / sizeof known_pre[0]; i++)
             if (!strcmp(regex, known_pre[i].regex)) v->pre = known_pre[i].pre;
         if (!v->pre)

@@ -101,7 +101,11 @@ static const char gpt2_re[] =
 static char *byte_level_json(const char *regex) {
     char *buf = malloc(4096);
     char pre[1024];
-    if (regex)
+    if (regex && !strcmp(regex, "digits"))  // SmolLM: single digits, then ByteLevel's own split
+        snprintf(pre, sizeof pre,
+                 "{\"type\":\"Sequence\",\"pretokenizers\":[{\"type\":\"Digits\",\"individual_digits\":true},"
+                 "{\"type\":\"ByteLevel\",\"use_regex\":true}]}");
+    else if (regex)
         snprintf(pre, sizeof pre,
                  "{\"type\":\"Sequence\",\"pretokenizers\":[{\"type\":\"Split\",\"pattern\":{\"Regex\":\"%s\"}},"
                  "{\"type\":\"ByteLevel\"}]}",
@@ -121,7 +125,7 @@ static void test_byte_level(void **st) {
     (void)st;
     struct {
         const char *regex, *pre;
-    } cases[] = {{qwen2_re, "qwen2"}, {llama3_re, "llama-bpe"}, {gpt2_re, "gpt-2"}, {NULL, "gpt-2"}};
+    } cases[] = {{qwen2_re, "qwen2"}, {llama3_re, "llama-bpe"}, {gpt2_re, "gpt-2"}, {NULL, "gpt-2"}, {"digits", "smollm"}};
     const char *tc = "{\"bos_token\":null,\"eos_token\":{\"content\":\"<|end|>\"},\"add_bos_token\":false,"
                      "\"chat_template\":\"{{ m }}\"}";
     for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
@@ -199,6 +203,9 @@ static void test_tokenizer_errors(void **st) {
                      "\"pattern\":{\"Regex\":\"\\\\w+\"}},{\"type\":\"ByteLevel\"}]},\"model\":{\"type\":\"BPE\",\"vocab\":{}}}",
                      5, "pre-tokenizer regex '\\w+...' is not");
     expect_tok_error("{\"model\":", 5, "tokenizer.json:1:");
+    expect_tok_error("{\"pre_tokenizer\":{\"type\":\"Sequence\",\"pretokenizers\":[{\"type\":\"Metaspace\"},"
+                     "{\"type\":\"ByteLevel\"}]},\"model\":{\"type\":\"BPE\",\"vocab\":{}}}",
+                     5, "pre-tokenizer type 'Metaspace' is not supported");
 }
 
 int main(void) {
