@@ -25,6 +25,7 @@ typedef enum {
     EL_CHAT_LLAMA3,  // <|start_header_id|>role<|end_header_id|>\n\ncontent<|eot_id|>
     EL_CHAT_CHATML,  // <|im_start|>role\ncontent<|im_end|>\n   (Qwen2, SmolLM2, ...)
     EL_CHAT_ZEPHYR,  // <|role|>\ncontent</s>\n
+    EL_CHAT_MISTRAL, // [INST] user [/INST]answer</s>  (one BOS, no <<SYS>>)
     EL_CHAT_N_TEMPLATES
 } el_chat_template;
 
@@ -33,7 +34,7 @@ typedef struct {
     const char *content;
 } el_chat_msg;
 
-// "llama2", "llama3", "chatml", "zephyr" (NULL for EL_CHAT_UNKNOWN).
+// "llama2", "llama3", "chatml", "zephyr", "mistral" (NULL for EL_CHAT_UNKNOWN).
 const char *el_chat_template_name(el_chat_template t);
 // The template named name, or an error listing the known names.
 el_status el_chat_template_from_name(const char *name, el_chat_template *out, el_error *err);
