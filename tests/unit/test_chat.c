@@ -179,11 +179,79 @@ static void test_for_model(void **st) {
     assert_int_equal(t, EL_CHAT_CHATML);
 }
 
+// Feeds pieces one at a time and returns everything taken, as a stream would.
+static char *stream(const char *const *stops, int n_stops, const char *const *pieces, int n_pieces, int *stopped) {
+    el_stopper s;
+    el_stopper_init(&s, stops, n_stops);
+    static char out[256];
+    size_t len = 0;
+    const char *p;
+    size_t k;
+    *stopped = 0;
+    for (int i = 0; i < n_pieces; i++) {
+        int r = el_stopper_feed(&s, pieces[i], strlen(pieces[i]));
+        assert_true(r >= 0);
+        k = el_stopper_take(&s, 0, &p);
+        // what is released must never contain a stop string's beginning at its end
+        memcpy(out + len, p, k);
+        len += k;
+        if (r) {
+            *stopped = s.stopped;
+            break;
+        }
+    }
+    k = el_stopper_take(&s, 1, &p);
+    memcpy(out + len, p, k);
+    len += k;
+    out[len] = 0;
+    assert_string_equal(out, s.text ? s.text : "");
+    el_stopper_free(&s);
+    return out;
+}
+
+static void test_stopper(void **st) {
+    (void)st;
+    const char *stops[] = {"<|im_end|>", "\n\n"};
+    int stopped;
+    // the stop string arrives split across pieces: nothing of it is released
+    const char *p1[] = {"Hello", " there<|im", "_end|>more"};
+    assert_string_equal(stream(stops, 2, p1, 3, &stopped), "Hello there");
+    assert_int_equal(stopped, 1);
+    // a partial match that turns out not to be one is released later, whole
+    const char *p2[] = {"a <|i", "x b"};
+    assert_string_equal(stream(stops, 2, p2, 2, &stopped), "a <|ix b");
+    assert_int_equal(stopped, 0);
+    // the earliest of several stop strings wins
+    const char *p3[] = {"one\n", "\ntwo<|im_end|>"};
+    assert_string_equal(stream(stops, 2, p3, 2, &stopped), "one");
+    assert_int_equal(stopped, 2);
+    // no stop strings: everything passes straight through
+    assert_string_equal(stream(NULL, 0, p1, 3, &stopped), "Hello there<|im_end|>more");
+    // held back while ambiguous, released at once when it cannot be a stop any more
+    el_stopper s;
+    el_stopper_init(&s, stops, 2);
+    const char *p;
+    assert_int_equal(el_stopper_feed(&s, "ok<|im_", 7), 0);
+    assert_int_equal(el_stopper_take(&s, 0, &p), 2);
+    assert_memory_equal(p, "ok", 2);
+    assert_int_equal(el_stopper_feed(&s, "start", 5), 0);
+    assert_int_equal(el_stopper_take(&s, 0, &p), 10);
+    assert_memory_equal(p, "<|im_start", 10);
+    assert_int_equal(el_stopper_feed(&s, "\n", 1), 0);
+    assert_int_equal(el_stopper_take(&s, 0, &p), 0);  // could be the start of "\n\n"
+    assert_int_equal(el_stopper_feed(&s, "\n", 1), 1);
+    assert_int_equal(el_stopper_feed(&s, "after", 5), 1);  // stopped: ignored
+    assert_int_equal(el_stopper_take(&s, 1, &p), 0);
+    assert_string_equal(s.text, "ok<|im_start");
+    el_stopper_free(&s);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_chatml),   cmocka_unit_test(test_llama3),       cmocka_unit_test(test_llama2),
         cmocka_unit_test(test_mistral),  cmocka_unit_test(test_zephyr),       cmocka_unit_test(test_trim_and_eos),
         cmocka_unit_test(test_refusals), cmocka_unit_test(test_detect),       cmocka_unit_test(test_for_model),
+        cmocka_unit_test(test_stopper),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
