@@ -1,7 +1,13 @@
 // Row-wise ops of the transformer: RMSNorm, RoPE, softmax, SwiGLU, dot product.
 #include <math.h>
+#include <pthread.h>
 
 #include "edgellm/kernels.h"
+#include "ops_simd.h"
+
+static int use_avx512;
+static pthread_once_t isa_once = PTHREAD_ONCE_INIT;
+static void detect_isa(void) { use_avx512 = el_cpu_isa() == EL_ISA_AVX512; }
 
 float el_dot_f32(const float *a, const float *b, int n) {
     // Eight independent partial sums: lets the compiler vectorise without
@@ -52,6 +58,15 @@ void el_rope(float *x, int n_heads, int head_dim, int pos, const float *inv_freq
 }
 
 void el_softmax(float *x, int n) {
+    pthread_once(&isa_once, detect_isa);
+    if (use_avx512 && n > 0) {
+        el_softmax_avx512(x, n);
+        return;
+    }
+    el_softmax_scalar(x, n);
+}
+
+void el_softmax_scalar(float *x, int n) {
     float max = x[0];
     for (int i = 1; i < n; i++)
         if (x[i] > max) max = x[i];
@@ -66,5 +81,14 @@ void el_softmax(float *x, int n) {
 
 // h[n] = silu(g[n]) ⊙ u[n]
 void el_swiglu(float *h, const float *g, const float *u, int n) {
+    pthread_once(&isa_once, detect_isa);
+    if (use_avx512) {
+        el_swiglu_avx512(h, g, u, n);
+        return;
+    }
+    el_swiglu_scalar(h, g, u, n);
+}
+
+void el_swiglu_scalar(float *h, const float *g, const float *u, int n) {
     for (int i = 0; i < n; i++) h[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
 }

@@ -1,0 +1,16 @@
+// Internal to src/kernels: SIMD variants of the row-wise ops in ops.c, used
+// when run-time detection allows. They follow the scalar versions to within
+// a few ulp (their exponential is not libm's expf) and treat ±inf and large
+// inputs the same way.
+#ifndef EL_KERNELS_OPS_SIMD_H
+#define EL_KERNELS_OPS_SIMD_H
+
+float el_exp_avx512(float x);
+void el_swiglu_avx512(float *h, const float *g, const float *u, int n);
+void el_softmax_avx512(float *x, int n);
+
+// The scalar versions (the reference for tests).
+void el_swiglu_scalar(float *h, const float *g, const float *u, int n);
+void el_softmax_scalar(float *x, int n);
+
+#endif
