@@ -92,3 +92,28 @@ void el_swiglu(float *h, const float *g, const float *u, int n) {
 void el_swiglu_scalar(float *h, const float *g, const float *u, int n) {
     for (int i = 0; i < n; i++) h[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
 }
+
+void el_attn_scores_scalar(float *scores, const float *q, const float *k, size_t stride, int n, int hd, float scale) {
+    for (int p = 0; p < n; p++) scores[p] = el_dot_f32(q, k + (size_t)p * stride, hd) * scale;
+}
+
+void el_attn_mix_scalar(float *out, const float *w, const float *v, size_t stride, int n, int hd) {
+    for (int i = 0; i < hd; i++) out[i] = 0;
+    for (int p = 0; p < n; p++) el_axpy_f32(out, w[p], v + (size_t)p * stride, hd);
+}
+
+void el_attn_scores(float *scores, const float *q, const float *k, size_t stride, int n, int hd, float scale) {
+    pthread_once(&isa_once, detect_isa);
+    if (use_avx512 && hd % 16 == 0 && hd <= 256)
+        el_attn_scores_avx512(scores, q, k, stride, n, hd, scale);
+    else
+        el_attn_scores_scalar(scores, q, k, stride, n, hd, scale);
+}
+
+void el_attn_mix(float *out, const float *w, const float *v, size_t stride, int n, int hd) {
+    pthread_once(&isa_once, detect_isa);
+    if (use_avx512 && hd % 16 == 0 && hd <= 256)
+        el_attn_mix_avx512(out, w, v, stride, n, hd);
+    else
+        el_attn_mix_scalar(out, w, v, stride, n, hd);
+}

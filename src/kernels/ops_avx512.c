@@ -75,3 +75,45 @@ void el_softmax_avx512(float *x, int n) {
     for (i = 0; i + 16 <= n; i += 16) _mm512_storeu_ps(x + i, _mm512_mul_ps(_mm512_loadu_ps(x + i), inv));
     if (i < n) _mm512_mask_storeu_ps(x + i, tail, _mm512_mul_ps(_mm512_maskz_loadu_ps(tail, x + i), inv));
 }
+
+// Four positions at a time share each load of q; their sums are reduced at
+// the end. hd is a multiple of 16, at most 256.
+void el_attn_scores_avx512(float *scores, const float *q, const float *k, size_t stride, int n, int hd, float scale) {
+    const int nv = hd / 16;
+    __m512 qv[16];
+    for (int j = 0; j < nv; j++) qv[j] = _mm512_loadu_ps(q + 16 * j);
+    int p = 0;
+    for (; p + 4 <= n; p += 4) {
+        const float *k0 = k + (size_t)p * stride, *k1 = k0 + stride, *k2 = k1 + stride, *k3 = k2 + stride;
+        __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+        for (int j = 0; j < nv; j++) {
+            a0 = _mm512_fmadd_ps(qv[j], _mm512_loadu_ps(k0 + 16 * j), a0);
+            a1 = _mm512_fmadd_ps(qv[j], _mm512_loadu_ps(k1 + 16 * j), a1);
+            a2 = _mm512_fmadd_ps(qv[j], _mm512_loadu_ps(k2 + 16 * j), a2);
+            a3 = _mm512_fmadd_ps(qv[j], _mm512_loadu_ps(k3 + 16 * j), a3);
+        }
+        scores[p] = _mm512_reduce_add_ps(a0) * scale;
+        scores[p + 1] = _mm512_reduce_add_ps(a1) * scale;
+        scores[p + 2] = _mm512_reduce_add_ps(a2) * scale;
+        scores[p + 3] = _mm512_reduce_add_ps(a3) * scale;
+    }
+    for (; p < n; p++) {
+        const float *kp = k + (size_t)p * stride;
+        __m512 a = _mm512_setzero_ps();
+        for (int j = 0; j < nv; j++) a = _mm512_fmadd_ps(qv[j], _mm512_loadu_ps(kp + 16 * j), a);
+        scores[p] = _mm512_reduce_add_ps(a) * scale;
+    }
+}
+
+// The output row stays in registers while the value rows stream past.
+void el_attn_mix_avx512(float *out, const float *w, const float *v, size_t stride, int n, int hd) {
+    const int nv = hd / 16;
+    __m512 acc[16];
+    for (int j = 0; j < nv; j++) acc[j] = _mm512_setzero_ps();
+    for (int p = 0; p < n; p++) {
+        const float *vp = v + (size_t)p * stride;
+        __m512 wp = _mm512_set1_ps(w[p]);
+        for (int j = 0; j < nv; j++) acc[j] = _mm512_fmadd_ps(wp, _mm512_loadu_ps(vp + 16 * j), acc[j]);
+    }
+    for (int j = 0; j < nv; j++) _mm512_storeu_ps(out + 16 * j, acc[j]);
+}

@@ -146,11 +146,9 @@ static void attn_task(void *ctx, int task, int n_tasks) {
     for (int t = t0; t < t1; t++) {
         int end = j->pos + t + 1;  // positions this token may attend to
         const float *q = s->q + (size_t)t * s->q_dim + (size_t)h * hd;
-        for (int p = 0; p < end; p++) scores[p] = el_dot_f32(q, kc + (size_t)p * s->kv_dim, hd) * scale;
+        el_attn_scores(scores, q, kc, (size_t)s->kv_dim, end, hd, scale);
         el_softmax(scores, end);
-        float *out = s->att + (size_t)t * s->q_dim + (size_t)h * hd;
-        memset(out, 0, (size_t)hd * sizeof(float));
-        for (int p = 0; p < end; p++) el_axpy_f32(out, scores[p], vc + (size_t)p * s->kv_dim, hd);
+        el_attn_mix(s->att + (size_t)t * s->q_dim + (size_t)h * hd, scores, vc, (size_t)s->kv_dim, end, hd);
     }
     free(scores);
 }

@@ -95,8 +95,44 @@ static void test_softmax(void **st) {
     assert_true(x[1] == 0.0f && fabsf(x[0] - 0.5f) < 1e-7f && fabsf(x[2] - 0.5f) < 1e-7f);
 }
 
+// Attention over one head: the SIMD scores and mixture equal the scalar ones
+// to float rounding, for head sizes 16..256, strides wider than the head and
+// position counts with every remainder of 4.
+static void test_attention(void **st) {
+    (void)st;
+    if (!have_avx512()) skip();
+    uint64_t rng = 21;
+    static const int hds[] = {16, 64, 128, 256};
+    for (size_t hi = 0; hi < 4; hi++)
+        for (int n = 1; n <= 13; n += 3) {
+            int hd = hds[hi];
+            size_t stride = (size_t)hd * 3;  // rows of a KV cache with several heads
+            float *k = malloc((size_t)n * stride * sizeof(float)), *q = malloc(hd * sizeof(float));
+            float sa[16], sb[16], oa[257], ob[256];
+            for (size_t i = 0; i < (size_t)n * stride; i++) k[i] = tu_randf(&rng);
+            for (int i = 0; i < hd; i++) q[i] = tu_randf(&rng);
+            el_attn_scores_avx512(sa, q, k, stride, n, hd, 0.125f);
+            el_attn_scores_scalar(sb, q, k, stride, n, hd, 0.125f);
+            for (int p = 0; p < n; p++) {
+                double bound = 0;  // rounding bound: a few ulp of the sum of |terms|
+                for (int i = 0; i < hd; i++) bound += fabs(q[i] * k[(size_t)p * stride + i]);
+                assert_true(fabs(sa[p] - sb[p]) <= 0.125 * bound * 1e-6);
+            }
+            oa[hd] = 4242.0f;
+            el_attn_mix_avx512(oa, sa, k, stride, n, hd);
+            el_attn_mix_scalar(ob, sa, k, stride, n, hd);
+            for (int i = 0; i < hd; i++) {
+                double bound = 0;
+                for (int p = 0; p < n; p++) bound += fabs(sa[p] * k[(size_t)p * stride + i]);
+                assert_true(fabs(oa[i] - ob[i]) <= bound * 1e-6);
+            }
+            assert_true(oa[hd] == 4242.0f);
+            free(k), free(q);
+        }
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {cmocka_unit_test(test_exp), cmocka_unit_test(test_swiglu),
-                                       cmocka_unit_test(test_softmax)};
+                                       cmocka_unit_test(test_softmax), cmocka_unit_test(test_attention)};
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
