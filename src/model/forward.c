@@ -148,11 +148,11 @@ static void attn_task(void *ctx, int task, int n_tasks) {
         // sliding window (Mistral): only the latest sliding_window positions, itself included
         int start = hp->sliding_window && end > hp->sliding_window ? end - hp->sliding_window : 0;
         const float *q = s->q + (size_t)t * s->q_dim + (size_t)h * hd;
-        for (int p = start; p < end; p++) scores[p] = el_dot_f32(q, kc + (size_t)p * s->kv_dim, hd) * scale;
-        el_softmax(scores + start, end - start);
-        float *out = s->att + (size_t)t * s->q_dim + (size_t)h * hd;
-        memset(out, 0, (size_t)hd * sizeof(float));
-        for (int p = start; p < end; p++) el_axpy_f32(out, scores[p], vc + (size_t)p * s->kv_dim, hd);
+        int n = end - start;
+        el_attn_scores(scores, q, kc + (size_t)start * s->kv_dim, (size_t)s->kv_dim, n, hd, scale);
+        el_softmax(scores, n);
+        el_attn_mix(s->att + (size_t)t * s->q_dim + (size_t)h * hd, scores, vc + (size_t)start * s->kv_dim,
+                    (size_t)s->kv_dim, n, hd);
     }
     free(scores);
 }
