@@ -100,7 +100,8 @@ int cmd_convert(int argc, char **argv) {
     el_status s = add_tensor(w, &m->tok_embd);
     for (int l = 0; l < h->n_layers && !s; l++) {
         const el_tensor *ts = (const el_tensor *)&m->layers[l];
-        for (size_t i = 0; i < sizeof(el_layer) / sizeof(el_tensor) && !s; i++) s = add_tensor(w, &ts[i]);
+        for (size_t i = 0; i < sizeof(el_layer) / sizeof(el_tensor) && !s; i++)
+            if (ts[i].name) s = add_tensor(w, &ts[i]);  // absent biases have no name
     }
     if (!s) s = add_tensor(w, &m->output_norm);
     if (!s && !h->tied_output) s = add_tensor(w, &m->output);

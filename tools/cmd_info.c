@@ -95,7 +95,10 @@ int cmd_info(int argc, char **argv) {
     printf("file:          %s\n", path);
     printf("format:        %s\n", m->format == EL_MODEL_GGUF ? "GGUF" : "llama2.c checkpoint (version 0)");
     if (m->gguf) printf("gguf version:  %u\n", m->gguf->version);
+    char fam[160];
+    el_model_family_desc(m, fam, sizeof fam);
     printf("architecture:  %s\n", h->arch);
+    printf("family:        %s\n", fam);
     printf("parameters:    %" PRIu64 " (%.2f M)\n", el_model_n_params(m), el_model_n_params(m) / 1e6);
     printf("weight bytes:  %zu (%.2f MiB)\n", el_model_weight_bytes(m, 0, h->n_layers, 1, 1),
            el_model_weight_bytes(m, 0, h->n_layers, 1, 1) / 1048576.0);
@@ -103,6 +106,13 @@ int cmd_info(int argc, char **argv) {
            h->n_heads, h->n_kv_heads, h->head_dim, h->ff, h->vocab, h->ctx);
     printf("rms eps %g, rope theta %g, output head %s\n", h->rms_eps, h->rope_theta,
            h->tied_output ? "tied to token_embd" : "separate");
+    if (h->rope_scaling == EL_ROPE_SCALING_LINEAR) printf("rope scaling: linear, factor %g\n", h->rope_scale);
+    if (h->rope_scaling == EL_ROPE_SCALING_FREQS) {
+        const float *f = m->rope_freqs.data;
+        printf("rope scaling: rope_freqs.weight, divisors %g .. %g", f[0], f[h->head_dim / 2 - 1]);
+        if (h->rope_orig_ctx) printf(" (original context %d)", h->rope_orig_ctx);
+        putchar('\n');
+    }
     if (m->gguf) {
         printf("metadata (%" PRIu64 " keys):\n", m->gguf->n_kv);
         for (uint64_t i = 0; i < m->gguf->n_kv; i++) print_kv(&m->gguf->kv[i], all);
@@ -117,7 +127,8 @@ int cmd_info(int argc, char **argv) {
         print_tensor(&m->tok_embd);
         for (int l = 0; l < h->n_layers; l++) {
             const el_tensor *ts = (const el_tensor *)&m->layers[l];
-            for (size_t i = 0; i < sizeof(el_layer) / sizeof(el_tensor); i++) print_tensor(&ts[i]);
+            for (size_t i = 0; i < sizeof(el_layer) / sizeof(el_tensor); i++)
+                if (ts[i].name) print_tensor(&ts[i]);
         }
         print_tensor(&m->output_norm);
         if (!h->tied_output) print_tensor(&m->output);

@@ -7,14 +7,19 @@
 
 #include "cli.h"
 #include "edgellm/gguf.h"
+#include "edgellm/model.h"
 #include "edgellm/sample.h"
 
 static const char *usage =
     "usage: edgellm synth --dim D --layers L --heads H [--kv-heads K] --ff F --vocab V\n"
-    "                     [--ctx C] [--type f32|f16|bf16] [--seed S] -o OUT.gguf\n"
+    "                     [--ctx C] [--type f32|f16|bf16] [--seed S] [--family llama|qwen2|llama3]\n"
+    "                     -o OUT.gguf\n"
     "\n"
     "Writes a Llama-shaped GGUF with random weights (uniform, scaled by 1/sqrt(fan-in);\n"
-    "norms 1) and, when V >= 262, a synthetic SentencePiece vocabulary (<unk>, <s>, </s>,\n"
+    "norms 1). --family qwen2 writes architecture qwen2 (neox rope) with q/k/v biases\n"
+    "(uniform in [-0.5, 0.5)) and rope theta 1000000; llama3 writes rope theta 500000\n"
+    "and a rope_freqs.weight tensor with the Llama 3.1 scaling (factor 8, low/high\n"
+    "frequency factors 1/4, original context 8192); llama (default) neither. And, when V >= 262, a synthetic SentencePiece vocabulary (<unk>, <s>, </s>,\n"
     "256 byte tokens, \"\u2581\", printable ASCII with and without \"\u2581\", then letter\n"
     "words) so that run/bench work on it.\n"
     "The same options and seed always give the same file.\n"
@@ -26,7 +31,14 @@ typedef struct {
     uint64_t seed;
     int dtype;
     int dim, ff;
+    int head_dim;
+    float theta;
 } synth_ctx;
+
+#define LLAMA3_FACTOR 8.0f
+#define LLAMA3_LOW 1.0f
+#define LLAMA3_HIGH 4.0f
+#define LLAMA3_ORIG_CTX 8192
 
 // Every tensor gets its own generator seeded from its name, so the content does
 // not depend on the order in which tensors are produced. Uniform weights with
@@ -34,12 +46,17 @@ typedef struct {
 static el_status fill(void *vctx, const char *name, void *dst, size_t nbytes, el_error *err) {
     (void)err;
     const synth_ctx *c = vctx;
+    if (!strcmp(name, "rope_freqs.weight")) {
+        el_rope_llama3_divisors(dst, c->head_dim, c->theta, LLAMA3_FACTOR, LLAMA3_LOW, LLAMA3_HIGH, LLAMA3_ORIG_CTX);
+        return EL_OK;
+    }
+    int is_bias = strstr(name, ".bias") != NULL;
     uint64_t rng = el_fnv1a(EL_FNV_INIT ^ c->seed, name, strlen(name)) | 1;
     int is_norm = strstr(name, "norm") != NULL;
-    int dtype = is_norm ? EL_DTYPE_F32 : c->dtype;
+    int dtype = is_norm || is_bias ? EL_DTYPE_F32 : c->dtype;
     size_t n = nbytes / (dtype == EL_DTYPE_F32 ? 4 : 2);
     int fan_in = strstr(name, "ffn_down") ? c->ff : c->dim;
-    float scale = strstr(name, "token_embd") ? 1.0f : sqrtf(3.0f / (float)fan_in);
+    float scale = strstr(name, "token_embd") ? 1.0f : is_bias ? 0.5f : sqrtf(3.0f / (float)fan_in);
     for (size_t i = 0; i < n; i++) {
         float v = is_norm ? 1.0f : (el_rng_uniform(&rng) * 2.0f - 1.0f) * scale;
         if (dtype == EL_DTYPE_F32) ((float *)dst)[i] = v;
@@ -101,7 +118,7 @@ int cmd_synth(int argc, char **argv) {
     cli c;
     cli_init(&c, "synth", argc, argv);
     int dim = 0, layers = 0, heads = 0, kv_heads = 0, ff = 0, vocab = 0, ctx = 2048;
-    const char *out = NULL, *type = "f32", *a;
+    const char *out = NULL, *type = "f32", *family = "llama", *a;
     uint64_t seed = 1;
     int opt;
     while ((a = cli_next(&c, &opt))) {
@@ -115,6 +132,7 @@ int cmd_synth(int argc, char **argv) {
         else if (cli_is(a, NULL, "--ctx")) cli_int(&c, a, 1, 1 << 20, &ctx);
         else if (cli_is(a, NULL, "--type")) type = cli_str(&c, a);
         else if (cli_is(a, NULL, "--seed")) cli_u64(&c, a, &seed);
+        else if (cli_is(a, NULL, "--family")) family = cli_str(&c, a);
         else if (cli_is(a, "-o", "--output")) out = cli_str(&c, a);
         else return cli_unknown(&c, a);
     }
@@ -127,6 +145,11 @@ int cmd_synth(int argc, char **argv) {
     int dtype = !strcmp(type, "f32") ? EL_DTYPE_F32 : !strcmp(type, "f16") ? EL_DTYPE_F16
               : !strcmp(type, "bf16") ? EL_DTYPE_BF16 : -1;
     if (dtype < 0) return cli_fail(&c, "--type '%s' is not one of f32, f16, bf16", type);
+    int qwen2 = !strcmp(family, "qwen2"), llama3 = !strcmp(family, "llama3");
+    if (!qwen2 && !llama3 && strcmp(family, "llama"))
+        return cli_fail(&c, "--family '%s' is not one of llama, qwen2, llama3", family);
+    const char *arch = qwen2 ? "qwen2" : "llama";
+    float theta = qwen2 ? 1000000.0f : llama3 ? 500000.0f : 10000.0f;
 
     int hd = dim / heads, kv = kv_heads * hd, rc = 1;
     el_error err = {0};
@@ -136,19 +159,22 @@ int cmd_synth(int argc, char **argv) {
     int32_t *types = NULL;
     char **pieces = NULL;
     if (!w) { el_err(&err, EL_ERR_NOMEM, "out of memory"); goto done; }
-    el_gguf_add_str(w, "general.architecture", "llama");
+    char key[96];
+#define K(suffix) (snprintf(key, sizeof key, "%s." suffix, arch), key)
+    el_gguf_add_str(w, "general.architecture", arch);
     el_gguf_add_str(w, "general.name", "edgellm-synth");
     el_gguf_add_u32(w, "general.file_type", dtype == EL_DTYPE_F32 ? 0 : dtype == EL_DTYPE_F16 ? 1 : 32);
-    el_gguf_add_u32(w, "llama.context_length", (uint32_t)ctx);
-    el_gguf_add_u32(w, "llama.embedding_length", (uint32_t)dim);
-    el_gguf_add_u32(w, "llama.block_count", (uint32_t)layers);
-    el_gguf_add_u32(w, "llama.feed_forward_length", (uint32_t)ff);
-    el_gguf_add_u32(w, "llama.rope.dimension_count", (uint32_t)hd);
-    el_gguf_add_u32(w, "llama.attention.head_count", (uint32_t)heads);
-    el_gguf_add_u32(w, "llama.attention.head_count_kv", (uint32_t)kv_heads);
-    el_gguf_add_f32(w, "llama.attention.layer_norm_rms_epsilon", 1e-5f);
-    el_gguf_add_f32(w, "llama.rope.freq_base", 10000.0f);
-    el_gguf_add_u32(w, "llama.vocab_size", (uint32_t)vocab);
+    el_gguf_add_u32(w, K("context_length"), (uint32_t)ctx);
+    el_gguf_add_u32(w, K("embedding_length"), (uint32_t)dim);
+    el_gguf_add_u32(w, K("block_count"), (uint32_t)layers);
+    el_gguf_add_u32(w, K("feed_forward_length"), (uint32_t)ff);
+    el_gguf_add_u32(w, K("rope.dimension_count"), (uint32_t)hd);
+    el_gguf_add_u32(w, K("attention.head_count"), (uint32_t)heads);
+    el_gguf_add_u32(w, K("attention.head_count_kv"), (uint32_t)kv_heads);
+    el_gguf_add_f32(w, K("attention.layer_norm_rms_epsilon"), 1e-5f);
+    el_gguf_add_f32(w, K("rope.freq_base"), theta);
+    el_gguf_add_u32(w, K("vocab_size"), (uint32_t)vocab);
+#undef K
     if (vocab >= 262) {
         pieces = make_vocab(vocab, &lens, &scores, &types);
         if (!pieces) { el_err(&err, EL_ERR_NOMEM, "out of memory for the vocabulary"); goto done; }
@@ -174,6 +200,13 @@ int cmd_synth(int argc, char **argv) {
         L("attn_q", dim, dim);
         L("attn_k", dim, kv);
         L("attn_v", dim, kv);
+        if (qwen2) {
+#define B(part, a0) snprintf(n, sizeof n, "blk.%d." part ".bias", l); T(n, EL_DTYPE_F32, a0, 0)
+            B("attn_q", dim);
+            B("attn_k", kv);
+            B("attn_v", kv);
+#undef B
+        }
         L("attn_output", dim, dim);
         L("ffn_norm", dim, 0);
         L("ffn_gate", dim, ff);
@@ -183,8 +216,9 @@ int cmd_synth(int argc, char **argv) {
     }
     T("output_norm.weight", dtype, dim, 0);
     T("output.weight", dtype, dim, vocab);
+    if (llama3) T("rope_freqs.weight", EL_DTYPE_F32, hd / 2, 0);
 #undef T
-    synth_ctx sc = {seed, dtype, dim, ff};
+    synth_ctx sc = {seed, dtype, dim, ff, hd, theta};
     el_progress prog;
     el_progress_begin(&prog, stderr, "synth", total, "bytes");
     if (el_gguf_write(w, out, fill, &sc, &prog, &err)) goto done;

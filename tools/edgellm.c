@@ -10,6 +10,7 @@ int cmd_tokenize(int argc, char **argv);
 int cmd_info(int argc, char **argv);
 int cmd_convert(int argc, char **argv);
 int cmd_synth(int argc, char **argv);
+int cmd_import(int argc, char **argv);
 int cmd_worker(int argc, char **argv);
 int cmd_keygen(int argc, char **argv);
 int cmd_finetune(int argc, char **argv);
@@ -33,6 +34,7 @@ static const struct {
     {"tokenize", cmd_tokenize, "print the token ids of a text"},
     {"info", cmd_info, "show a model's hyper-parameters, metadata and tensors"},
     {"convert", cmd_convert, "convert a llama2.c checkpoint + tokenizer to GGUF"},
+    {"import", cmd_import, "convert a Hugging Face folder (Llama, Mistral, Qwen2) to GGUF"},
     {"quantize", cmd_quantize, "convert a GGUF model's weights to f16, bf16, q8_0, q4_0, q4_k, q6_k"},
     {"perplexity", cmd_perplexity, "measure a model's perplexity on a text file"},
     {"bench", cmd_bench, "prefill/decode speed against the machine's bandwidth and FMA peak"},

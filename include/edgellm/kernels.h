@@ -91,6 +91,9 @@ void el_rmsnorm(float *out, const float *x, const float *w, int n, float eps);
 // In-place rotary embedding of x[n_heads, head_dim] at position pos: pairs
 // (2i, 2i+1) of each head rotate by pos * inv_freq[i] (inv_freq has head_dim/2).
 void el_rope(float *x, int n_heads, int head_dim, int pos, const float *inv_freq);
+// The GPT-NeoX layout (Qwen2): element i of every head pairs with i + head_dim/2,
+// rotated by pos·inv_freq[i].
+void el_rope_neox(float *x, int n_heads, int head_dim, int pos, const float *inv_freq);
 // inv_freq[i] = theta^(-2i/head_dim)
 void el_rope_freqs(float *inv_freq, int head_dim, float theta);
 

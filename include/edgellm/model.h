@@ -19,8 +19,21 @@
 extern "C" {
 #endif
 
+// Model families: the architecture in GGUF ("llama", "qwen2") plus the
+// variant its metadata implies (Llama 3 rope scaling, Mistral sliding window).
+typedef enum { EL_FAMILY_LLAMA = 0, EL_FAMILY_QWEN2 = 1 } el_family;
+
+typedef enum { EL_ROPE_NORMAL = 0, EL_ROPE_NEOX = 1 } el_rope_type;
+
+// How the rotary frequencies are rescaled for long contexts.
+typedef enum {
+    EL_ROPE_SCALING_NONE = 0,
+    EL_ROPE_SCALING_LINEAR = 1,  // every frequency divided by rope_scale
+    EL_ROPE_SCALING_FREQS = 2,   // frequency i divided by rope_freqs.weight[i] (Llama 3.1)
+} el_rope_scaling;
+
 typedef struct {
-    char arch[32];  // "llama"
+    char arch[32];  // "llama" or "qwen2"
     int dim;        // embedding width
     int n_layers;
     int n_heads;
@@ -32,7 +45,15 @@ typedef struct {
     float rms_eps;
     float rope_theta;
     int tied_output;  // output head shares token_embd
+    el_family family;
+    el_rope_type rope_type;        // NORMAL: pairs (2i, 2i+1); NEOX: pairs (i, i+head_dim/2)
+    el_rope_scaling rope_scaling;
+    float rope_scale;              // LINEAR factor (1 otherwise)
+    int rope_orig_ctx;             // rope.scaling.original_context_length (0 if not given)
+    int has_qkv_bias;              // blk.N.attn_{q,k,v}.bias present (Qwen2)
+    int sliding_window;            // attend to at most this many latest positions (0: unlimited)
 } el_hparams;
+
 
 typedef struct {
     el_tensor attn_norm;  // [dim]
@@ -44,6 +65,10 @@ typedef struct {
     el_tensor w_gate;     // [ff rows, dim]   (llama2.c w1)
     el_tensor w_down;     // [dim rows, ff]   (llama2.c w2)
     el_tensor w_up;       // [ff rows, dim]   (llama2.c w3)
+    // Qwen2 biases, f32; all-zero views (name NULL, data NULL) when the model has none.
+    el_tensor bq;  // [n_heads*head_dim]
+    el_tensor bk;  // [n_kv_heads*head_dim]
+    el_tensor bv;  // [n_kv_heads*head_dim]
 } el_layer;
 
 typedef enum { EL_MODEL_GGUF = 1, EL_MODEL_LLAMA2C = 2 } el_model_format;
@@ -65,6 +90,7 @@ typedef struct el_model {
     el_tensor tok_embd;     // [vocab rows, dim]
     el_tensor output_norm;  // [dim]
     el_tensor output;       // [vocab rows, dim]; same data as tok_embd when tied
+    el_tensor rope_freqs;   // [head_dim/2] f32 frequency divisors (EL_ROPE_SCALING_FREQS only)
     el_layer *layers;       // n_layers entries; only [layer_begin, layer_end) bound
     el_gguf *gguf;          // GGUF backing (NULL for llama2.c)
     void *map;              // llama2.c backing
@@ -82,6 +108,19 @@ typedef struct el_model {
 // tensors opts asks for, and checks every shape against the hyper-parameters.
 el_status el_model_open(const char *path, const el_model_opts *opts, el_model **out, el_error *err);
 void el_model_close(el_model *m);
+
+// "llama", "qwen2".
+const char *el_family_name(el_family f);
+// A human-readable name of the variant: "Qwen2", "Llama 3 (rope scaling)",
+// "Mistral (sliding window 4096)", "Llama".
+void el_model_family_desc(const el_model *m, char *buf, size_t n);
+// inv_freq[head_dim/2]: the rotary frequencies of the model, with its scaling applied.
+void el_model_rope_freqs(const el_model *m, float *inv_freq);
+// The Llama 3.1 rope scaling as per-frequency divisors (the convention of
+// rope_freqs.weight): out[i] = 1 for wavelengths below orig_ctx/high_freq_factor,
+// factor above orig_ctx/low_freq_factor, and a smooth blend between.
+void el_rope_llama3_divisors(float *out, int head_dim, float theta, float factor, float low_freq_factor,
+                             float high_freq_factor, int orig_ctx);
 
 // Bytes of weights bound for layers [a, b) (plus embedding/head when bound).
 size_t el_model_weight_bytes(const el_model *m, int a, int b, int with_embed, int with_head);

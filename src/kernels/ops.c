@@ -57,6 +57,21 @@ void el_rope(float *x, int n_heads, int head_dim, int pos, const float *inv_freq
     }
 }
 
+// x[n_heads, head_dim]: pair (i, i+head_dim/2) of every head rotates by pos·inv_freq[i]
+void el_rope_neox(float *x, int n_heads, int head_dim, int pos, const float *inv_freq) {
+    int half = head_dim / 2;
+    for (int i = 0; i < half; i++) {
+        float angle = (float)pos * inv_freq[i];
+        float c = cosf(angle), s = sinf(angle);
+        for (int h = 0; h < n_heads; h++) {
+            float *v = x + (size_t)h * head_dim + i;
+            float a = v[0], b = v[half];
+            v[0] = a * c - b * s;
+            v[half] = a * s + b * c;
+        }
+    }
+}
+
 void el_softmax(float *x, int n) {
     pthread_once(&isa_once, detect_isa);
     if (use_avx512 && n > 0) {

@@ -78,7 +78,7 @@ el_status el_session_new(const el_model *m, const el_session_opts *opts, el_pool
         el_session_free(s);
         return el_err(err, EL_ERR_NOMEM, "out of memory for a session of %d positions", o.ctx);
     }
-    el_rope_freqs(s->inv_freq, h->head_dim, h->rope_theta);
+    el_model_rope_freqs(m, s->inv_freq);  // with the model's rope scaling
     *out = s;
     return EL_OK;
 }
@@ -145,15 +145,29 @@ static void attn_task(void *ctx, int task, int n_tasks) {
     float scale = 1.0f / sqrtf((float)hd);
     for (int t = t0; t < t1; t++) {
         int end = j->pos + t + 1;  // positions this token may attend to
+        // sliding window (Mistral): only the latest sliding_window positions, itself included
+        int start = hp->sliding_window && end > hp->sliding_window ? end - hp->sliding_window : 0;
         const float *q = s->q + (size_t)t * s->q_dim + (size_t)h * hd;
-        el_attn_scores(scores, q, kc, (size_t)s->kv_dim, end, hd, scale);
-        el_softmax(scores, end);
-        el_attn_mix(s->att + (size_t)t * s->q_dim + (size_t)h * hd, scores, vc, (size_t)s->kv_dim, end, hd);
+        int n = end - start;
+        el_attn_scores(scores, q, kc + (size_t)start * s->kv_dim, (size_t)s->kv_dim, n, hd, scale);
+        el_softmax(scores, n);
+        el_attn_mix(s->att + (size_t)t * s->q_dim + (size_t)h * hd, scores, vc + (size_t)start * s->kv_dim,
+                    (size_t)s->kv_dim, n, hd);
     }
     free(scores);
 }
 
 // ---------------------------------------------------------------- one layer
+
+// q[t] += bq, k[t] += bk, v[t] += bv for every row
+static void add_qkv_bias(el_session *s, const el_layer *L, int n) {
+    const float *bq = L->bq.data, *bk = L->bk.data, *bv = L->bv.data;
+    for (int t = 0; t < n; t++) {
+        float *q = s->q + (size_t)t * s->q_dim, *k = s->k + (size_t)t * s->kv_dim, *v = s->v + (size_t)t * s->kv_dim;
+        for (int i = 0; i < s->q_dim; i++) q[i] += bq[i];
+        for (int i = 0; i < s->kv_dim; i++) k[i] += bk[i], v[i] += bv[i];
+    }
+}
 
 // x[n, dim] += Attention(RMSNorm(x)); x += FFN(RMSNorm(x)), positions pos..pos+n-1
 static void layer_forward(el_session *s, int l, float *x, int n, int pos) {
@@ -168,9 +182,11 @@ static void layer_forward(el_session *s, int l, float *x, int n, int pos) {
     el_lora_apply(s->lora, l, EL_LORA_Q, s->q, s->xb, n);  // no-ops without adapters
     el_lora_apply(s->lora, l, EL_LORA_K, s->k, s->xb, n);
     el_lora_apply(s->lora, l, EL_LORA_V, s->v, s->xb, n);
+    if (hp->has_qkv_bias) add_qkv_bias(s, L, n);  // Qwen2
+    void (*rope)(float *, int, int, int, const float *) = hp->rope_type == EL_ROPE_NEOX ? el_rope_neox : el_rope;
     for (int t = 0; t < n; t++) {
-        el_rope(s->q + (size_t)t * s->q_dim, hp->n_heads, hp->head_dim, pos + t, s->inv_freq);
-        el_rope(s->k + (size_t)t * s->kv_dim, hp->n_kv_heads, hp->head_dim, pos + t, s->inv_freq);
+        rope(s->q + (size_t)t * s->q_dim, hp->n_heads, hp->head_dim, pos + t, s->inv_freq);
+        rope(s->k + (size_t)t * s->kv_dim, hp->n_kv_heads, hp->head_dim, pos + t, s->inv_freq);
     }
     memcpy(s->k_cache + kv_offset(s, l, pos), s->k, (size_t)n * s->kv_dim * sizeof(float));
     memcpy(s->v_cache + kv_offset(s, l, pos), s->v, (size_t)n * s->kv_dim * sizeof(float));

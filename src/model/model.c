@@ -1,5 +1,6 @@
 // Opening a model: hyper-parameters from GGUF metadata or a llama2.c header,
 // and tensor views whose shapes and dtypes are checked before any use.
+#include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -30,7 +31,7 @@ static el_status check_tensor(const el_model *m, const el_tensor *t, int64_t ne0
         return el_err(err, EL_ERR_UNSUPPORTED, "%s: tensor %s has dtype %s, which this build cannot compute with",
                       m->path, t->name, el_dtype_name(t->dtype));
     if (ne1 == 0 && t->dtype != EL_DTYPE_F32)
-        return el_err(err, EL_ERR_UNSUPPORTED, "%s: norm tensor %s must be f32, not %s", m->path, t->name,
+        return el_err(err, EL_ERR_UNSUPPORTED, "%s: 1-D tensor %s must be f32, not %s", m->path, t->name,
                       el_dtype_name(t->dtype));
     // A NaN or infinite block scale would poison every output it touches.
     // Reads 2-4 bytes per block (docs/formats.md: cost of the scan).
@@ -64,6 +65,11 @@ static el_status check_hparams(const el_model *m, el_error *err) {
         return el_err(err, EL_ERR_FORMAT, "%s: rms epsilon %g is out of range", m->path, h->rms_eps);
     if (!(h->rope_theta > 1 && h->rope_theta < 1e12f))
         return el_err(err, EL_ERR_FORMAT, "%s: rope.freq_base %g is out of range", m->path, h->rope_theta);
+    if (!(h->rope_scale >= 1 && h->rope_scale <= 1024))
+        return el_err(err, EL_ERR_FORMAT, "%s: rope.scaling.factor %g is out of range (1..1024)", m->path,
+                      h->rope_scale);
+    if (h->sliding_window < 0)
+        return el_err(err, EL_ERR_FORMAT, "%s: attention.sliding_window %d is negative", m->path, h->sliding_window);
     return EL_OK;
 }
 
@@ -85,6 +91,18 @@ static el_status check_bound(el_model *m, el_error *err) {
             (s = check_tensor(m, &L->w_gate, h->dim, h->ff, err)) ||
             (s = check_tensor(m, &L->w_down, h->ff, h->dim, err)) || (s = check_tensor(m, &L->w_up, h->dim, h->ff, err)))
             return s;
+        if (h->has_qkv_bias &&
+            ((s = check_tensor(m, &L->bq, q, 0, err)) || (s = check_tensor(m, &L->bk, kv, 0, err)) ||
+             (s = check_tensor(m, &L->bv, kv, 0, err))))
+            return s;
+    }
+    if (h->rope_scaling == EL_ROPE_SCALING_FREQS) {
+        if ((s = check_tensor(m, &m->rope_freqs, h->head_dim / 2, 0, err))) return s;
+        const float *f = m->rope_freqs.data;
+        for (int i = 0; i < h->head_dim / 2; i++)
+            if (!(f[i] >= 1e-6f && f[i] <= 1e6f))
+                return el_err(err, EL_ERR_FORMAT, "%s: rope_freqs.weight[%d] = %g is not a positive frequency factor",
+                              m->path, i, f[i]);
     }
     return EL_OK;
 }
@@ -120,10 +138,17 @@ static el_status open_gguf(el_model *m, el_error *err) {
     char arch[32] = "";
     if (!el_gguf_get_str(m->gguf, "general.architecture", arch, sizeof arch))
         return el_err(err, EL_ERR_FORMAT, "%s: metadata key general.architecture is missing", m->path);
-    if (strcmp(arch, "llama"))
-        return el_err(err, EL_ERR_UNSUPPORTED, "%s: architecture '%s' is not supported (supported: llama)", m->path,
-                      arch);
     el_hparams *h = &m->hp;
+    if (!strcmp(arch, "llama")) {
+        h->family = EL_FAMILY_LLAMA;
+        h->rope_type = EL_ROPE_NORMAL;
+    } else if (!strcmp(arch, "qwen2")) {
+        h->family = EL_FAMILY_QWEN2;
+        h->rope_type = EL_ROPE_NEOX;  // Qwen2 checkpoints keep the half-split rotary layout
+    } else {
+        return el_err(err, EL_ERR_UNSUPPORTED, "%s: architecture '%s' is not supported (supported: llama, qwen2)",
+                      m->path, arch);
+    }
     snprintf(h->arch, sizeof h->arch, "%s", arch);
     if ((s = gguf_int(m, arch, "embedding_length", 1, 0, &h->dim, err)) ||
         (s = gguf_int(m, arch, "block_count", 1, 0, &h->n_layers, err)) ||
@@ -151,6 +176,34 @@ static el_status open_gguf(el_model *m, el_error *err) {
                       emb->n_dims);
     h->vocab = (int)emb->ne[1];
     h->tied_output = el_gguf_find_tensor(m->gguf, "output.weight") == NULL;
+    h->has_qkv_bias = el_gguf_find_tensor(m->gguf, "blk.0.attn_q.bias") != NULL;
+    int64_t v;
+    snprintf(key, sizeof key, "%s.attention.sliding_window", arch);
+    if (el_gguf_get_i64(m->gguf, key, &v)) {
+        if (v < 0 || v > (1 << 30))
+            return el_err(err, EL_ERR_FORMAT, "%s: %s = %lld is out of range", m->path, key, (long long)v);
+        h->sliding_window = (int)v;
+    }
+    // Rope scaling: a rope_freqs.weight tensor (Llama 3.1: per-frequency
+    // divisors) or rope.scaling.type "linear" with rope.scaling.factor.
+    h->rope_scale = 1.0f;
+    char type[32] = "";
+    snprintf(key, sizeof key, "%s.rope.scaling.type", arch);
+    el_gguf_get_str(m->gguf, key, type, sizeof type);
+    snprintf(key, sizeof key, "%s.rope.scaling.original_context_length", arch);
+    if (el_gguf_get_i64(m->gguf, key, &v) && v > 0 && v <= (1 << 24)) h->rope_orig_ctx = (int)v;
+    if (el_gguf_find_tensor(m->gguf, "rope_freqs.weight")) {
+        h->rope_scaling = EL_ROPE_SCALING_FREQS;
+    } else if (!strcmp(type, "linear")) {
+        snprintf(key, sizeof key, "%s.rope.scaling.factor", arch);
+        if (!el_gguf_get_f64(m->gguf, key, &d))
+            return el_err(err, EL_ERR_FORMAT, "%s: rope.scaling.type is linear but %s is missing", m->path, key);
+        h->rope_scaling = EL_ROPE_SCALING_LINEAR;
+        h->rope_scale = (float)d;
+    } else if (type[0] && strcmp(type, "none")) {
+        return el_err(err, EL_ERR_UNSUPPORTED, "%s: rope scaling type '%s' is not supported (supported: none, linear, "
+                      "rope_freqs.weight)", m->path, type);
+    }
     return check_hparams(m, err);
 }
 
@@ -174,7 +227,18 @@ static el_status bind_gguf(el_model *m, el_error *err) {
             snprintf(name, sizeof name, "blk.%d.%s.weight", l, parts[i].suffix);
             if ((s = gguf_bind(m, name, (el_tensor *)((char *)&m->layers[l] + parts[i].off), err))) return s;
         }
+        if (m->hp.has_qkv_bias) {
+            el_tensor *bias[] = {&m->layers[l].bq, &m->layers[l].bk, &m->layers[l].bv};
+            static const char *const bname[] = {"attn_q", "attn_k", "attn_v"};
+            for (int i = 0; i < 3; i++) {
+                char name[96];
+                snprintf(name, sizeof name, "blk.%d.%s.bias", l, bname[i]);
+                if ((s = gguf_bind(m, name, bias[i], err))) return s;
+            }
+        }
     }
+    if (m->hp.rope_scaling == EL_ROPE_SCALING_FREQS && (s = gguf_bind(m, "rope_freqs.weight", &m->rope_freqs, err)))
+        return s;
     return EL_OK;
 }
 
@@ -262,6 +326,7 @@ static el_status open_llama2c(el_model *m, el_llama2c *c, el_error *err) {
     h->head_dim = c->dim / c->n_heads, h->ff = c->hidden_dim, h->vocab = c->vocab_size, h->ctx = c->seq_len;
     h->rms_eps = 1e-5f;
     h->rope_theta = 10000.0f;
+    h->rope_scale = 1.0f;
     h->tied_output = c->shared_classifier;
     return check_hparams(m, err);
 }
@@ -375,7 +440,7 @@ void el_model_close(el_model *m) {
 
 static size_t layer_bytes(const el_layer *L) {
     return L->attn_norm.nbytes + L->wq.nbytes + L->wk.nbytes + L->wv.nbytes + L->wo.nbytes + L->ffn_norm.nbytes +
-           L->w_gate.nbytes + L->w_down.nbytes + L->w_up.nbytes;
+           L->w_gate.nbytes + L->w_down.nbytes + L->w_up.nbytes + L->bq.nbytes + L->bk.nbytes + L->bv.nbytes;
 }
 
 size_t el_model_weight_bytes(const el_model *m, int a, int b, int with_embed, int with_head) {
@@ -391,12 +456,14 @@ uint64_t el_model_n_params(const el_model *m) {
     const el_hparams *h = &m->hp;
     uint64_t dim = (uint64_t)h->dim, q = (uint64_t)h->n_heads * h->head_dim, kv = (uint64_t)h->n_kv_heads * h->head_dim;
     uint64_t per_layer = 2 * dim + dim * q + 2 * dim * kv + q * dim + 3 * dim * (uint64_t)h->ff;
+    if (h->has_qkv_bias) per_layer += q + 2 * kv;
     uint64_t n = per_layer * (uint64_t)h->n_layers + (uint64_t)h->vocab * dim + dim;
     if (!h->tied_output) n += (uint64_t)h->vocab * dim;
     return n;
 }
 
 static uint64_t hash_tensor(uint64_t x, const el_tensor *t) {
+    if (!t->name) return x;  // an absent optional tensor (bias)
     x = el_fnv1a(x, t->name, strlen(t->name));
     x = el_fnv1a(x, &t->dtype, sizeof t->dtype);
     x = el_fnv1a(x, t->ne, sizeof t->ne);
@@ -417,6 +484,10 @@ uint64_t el_model_identity(const el_model *m, int a, int b) {
     x = el_fnv1a(x, hp, sizeof hp);
     x = el_fnv1a(x, &h->rms_eps, sizeof h->rms_eps);
     x = el_fnv1a(x, &h->rope_theta, sizeof h->rope_theta);
+    int variant[] = {(int)h->family, (int)h->rope_type, (int)h->rope_scaling, h->has_qkv_bias, h->sliding_window};
+    x = el_fnv1a(x, variant, sizeof variant);
+    x = el_fnv1a(x, &h->rope_scale, sizeof h->rope_scale);
+    if (m->rope_freqs.data) x = hash_tensor(x, &m->rope_freqs);
     for (int l = a; l < b; l++) {
         if (l < m->layer_begin || l >= m->layer_end) continue;
         const el_tensor *ts = (const el_tensor *)&m->layers[l];
@@ -452,4 +523,49 @@ el_status el_model_tokenizer(const el_model *m, const char *tok_path, el_tokeniz
         *out = NULL;
     }
     return s;
+}
+
+// ---------------------------------------------------------------- families
+
+const char *el_family_name(el_family f) { return f == EL_FAMILY_QWEN2 ? "qwen2" : "llama"; }
+
+void el_model_family_desc(const el_model *m, char *buf, size_t n) {
+    const el_hparams *h = &m->hp;
+    char pre[32] = "";
+    if (m->gguf) el_gguf_get_str(m->gguf, "tokenizer.ggml.pre", pre, sizeof pre);
+    const char *base = h->family == EL_FAMILY_QWEN2 ? "Qwen2"
+                     : h->rope_scaling == EL_ROPE_SCALING_FREQS || !strcmp(pre, "llama-bpe") ? "Llama 3"
+                     : h->sliding_window ? "Mistral"
+                     : "Llama";
+    int o = snprintf(buf, n, "%s (%s rope%s%s", base, h->rope_type == EL_ROPE_NEOX ? "neox" : "normal",
+                     h->has_qkv_bias ? ", q/k/v biases" : "",
+                     h->rope_scaling == EL_ROPE_SCALING_FREQS ? ", rope_freqs scaling"
+                     : h->rope_scaling == EL_ROPE_SCALING_LINEAR ? ", linear rope scaling" : "");
+    if (o >= 0 && (size_t)o < n && h->sliding_window) o += snprintf(buf + o, n - (size_t)o, ", sliding window %d", h->sliding_window);
+    if (o >= 0 && (size_t)o < n) snprintf(buf + o, n - (size_t)o, ")");
+}
+
+void el_model_rope_freqs(const el_model *m, float *inv_freq) {
+    const el_hparams *h = &m->hp;
+    el_rope_freqs(inv_freq, h->head_dim, h->rope_theta);
+    for (int i = 0; i < h->head_dim / 2; i++) {
+        if (h->rope_scaling == EL_ROPE_SCALING_LINEAR) inv_freq[i] /= h->rope_scale;
+        else if (h->rope_scaling == EL_ROPE_SCALING_FREQS) inv_freq[i] /= ((const float *)m->rope_freqs.data)[i];
+    }
+}
+
+void el_rope_llama3_divisors(float *out, int head_dim, float theta, float factor, float low_freq_factor,
+                             float high_freq_factor, int orig_ctx) {
+    double lo_wavelen = orig_ctx / (double)low_freq_factor, hi_wavelen = orig_ctx / (double)high_freq_factor;
+    for (int i = 0; i < head_dim / 2; i++) {
+        double freq = pow(theta, -2.0 * i / head_dim), wavelen = 2 * M_PI / freq;
+        if (wavelen < hi_wavelen) {
+            out[i] = 1.0f;
+        } else if (wavelen > lo_wavelen) {
+            out[i] = factor;
+        } else {
+            double smooth = (orig_ctx / wavelen - low_freq_factor) / (high_freq_factor - low_freq_factor);
+            out[i] = (float)(1.0 / ((1 - smooth) / factor + smooth));
+        }
+    }
 }

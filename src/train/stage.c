@@ -112,6 +112,11 @@ el_status el_train_stage_new(const el_model *m, const el_lora *lora, const el_tr
                       o->T, h->ctx);
     if (o->batch < 1 || (int64_t)o->batch * o->T > (1 << 20))
         return el_err(err, EL_ERR_RANGE, "batch %d x context %d is outside the supported range", o->batch, o->T);
+    // The training kernels implement the normal rope layout without q/k/v biases.
+    if (h->rope_type != EL_ROPE_NORMAL || h->has_qkv_bias || (h->sliding_window && h->sliding_window < o->T))
+        return el_err(err, EL_ERR_UNSUPPORTED, "%s: training a %s model (%s rope%s%s) is not supported; only llama-layout "
+                      "models can be fine-tuned", m->path, h->arch, h->rope_type == EL_ROPE_NEOX ? "neox" : "normal",
+                      h->has_qkv_bias ? ", q/k/v biases" : "", h->sliding_window ? ", sliding window below the context" : "");
     if (lora && lora->n_layers != h->n_layers)
         return el_err(err, EL_ERR_ARG, "LoRA adapter has %d layers, the model %d", lora->n_layers, h->n_layers);
     el_train_stage *st = calloc(1, sizeof *st);
@@ -178,7 +183,7 @@ el_status el_train_stage_new(const el_model *m, const el_lora *lora, const el_tr
         return el_err(err, EL_ERR_NOMEM, "out of memory for training activations (batch %d x context %d)", o->batch,
                       o->T);
     }
-    el_rope_freqs(st->inv_freq, h->head_dim, h->rope_theta);
+    el_model_rope_freqs(m, st->inv_freq);  // Llama 3 rope scaling included
     el_blas_threads(1);  // parallel over our pool instead (el_sgemm_par)
     *out = st;
     return EL_OK;
