@@ -25,6 +25,7 @@ typedef enum {
     EL_CHAT_LLAMA3,  // <|start_header_id|>role<|end_header_id|>\n\ncontent<|eot_id|>
     EL_CHAT_CHATML,  // <|im_start|>role\ncontent<|im_end|>\n   (Qwen2, SmolLM2, ...)
     EL_CHAT_ZEPHYR,  // <|role|>\ncontent</s>\n
+    EL_CHAT_MISTRAL, // [INST] user [/INST]answer</s>  (one BOS, no <<SYS>>)
     EL_CHAT_N_TEMPLATES
 } el_chat_template;
 
@@ -33,7 +34,7 @@ typedef struct {
     const char *content;
 } el_chat_msg;
 
-// "llama2", "llama3", "chatml", "zephyr" (NULL for EL_CHAT_UNKNOWN).
+// "llama2", "llama3", "chatml", "zephyr", "mistral" (NULL for EL_CHAT_UNKNOWN).
 const char *el_chat_template_name(el_chat_template t);
 // The template named name, or an error listing the known names.
 el_status el_chat_template_from_name(const char *name, el_chat_template *out, el_error *err);
@@ -59,6 +60,30 @@ el_status el_chat_render(el_chat_template t, const el_chat_msg *msgs, int n, int
 // The text that ends an assistant turn for t ("<|im_end|>", "<|eot_id|>",
 // "</s>"); generation stops when it is produced (as text or as its token).
 const char *el_chat_end_of_turn(el_chat_template t, const char *eos_piece);
+
+// ---------------------------------------------------------------- stop strings
+
+// Collects generated text and finds stop strings in it, holding back the
+// bytes that could still turn out to be the start of one, so a streaming
+// client never sees part of a stop string. Stop strings are borrowed.
+typedef struct {
+    const char *const *stops;
+    int n_stops;
+    size_t max_stop;  // longest stop string
+    char *text;       // all text so far (NUL-terminated); cut before the stop string once found
+    size_t len, cap;
+    size_t taken;  // bytes already handed out by el_stopper_take
+    int stopped;   // index+1 of the stop string found, 0 while none
+} el_stopper;
+
+void el_stopper_init(el_stopper *s, const char *const *stops, int n_stops);
+// Appends bytes. Returns 1 once a stop string has appeared (the text is cut
+// where it begins; later calls do nothing), 0 otherwise, -1 when out of memory.
+int el_stopper_feed(el_stopper *s, const char *bytes, size_t n);
+// The bytes that are now certain to be output and were not taken before.
+// At the end of generation call with final = 1 to release the held-back tail.
+size_t el_stopper_take(el_stopper *s, int final, const char **bytes);
+void el_stopper_free(el_stopper *s);
 
 #ifdef __cplusplus
 }
