@@ -1,0 +1,285 @@
+// Continuous batching: requests join the running batch when a slot is free
+// (their prompt is prefilled on that slot's session with their adapter),
+// every decode step runs the base once over all running sequences with each
+// row's own adapter (el_batch_step), and a sequence leaves at the token that
+// ends it. Clients never block this thread: text goes into the request's
+// buffer and a condition variable wakes whoever waits on it.
+#include <stdlib.h>
+#include <string.h>
+
+#include "edgellm/lora.h"
+#include "serve_internal.h"
+
+job *job_new(void) {
+    job *j = calloc(1, sizeof *j);
+    if (!j) return NULL;
+    pthread_mutex_init(&j->mu, NULL);
+    pthread_cond_init(&j->cv, NULL);
+    j->refs = 1;
+    return j;
+}
+
+void job_unref(el_server *s, job *j) {
+    pthread_mutex_lock(&j->mu);
+    int left = --j->refs;
+    pthread_mutex_unlock(&j->mu);
+    if (left) return;
+    if (j->adapter) el_adapter_cache_release(s->adapters, j->adapter);
+    free(j->prompt);
+    for (int i = 0; i < j->n_stop; i++) free(j->stop[i]);
+    el_stopper_free(&j->stopper);
+    el_sbuf_free(&j->text);
+    pthread_cond_destroy(&j->cv);
+    pthread_mutex_destroy(&j->mu);
+    free(j);
+}
+
+el_status sched_submit(el_server *s, job *j, el_error *err) {
+    pthread_mutex_lock(&s->mu);
+    el_status st = EL_OK;
+    if (s->stopping) st = el_err(err, EL_ERR_STATE, "server is shutting down");
+    else if (s->met.queue_len >= s->o.max_queue)
+        st = el_err(err, EL_ERR_NOMEM, "server is busy: %d requests are waiting; retry later", s->met.queue_len);
+    if (!st) {
+        j->refs++;  // the scheduler's reference (no other thread sees j yet)
+        j->id = ++s->next_id;
+        j->t_submit = el_time_s();
+        if (s->queue_tail) s->queue_tail->next = j;
+        else s->queue_head = j;
+        s->queue_tail = j;
+        s->met.queue_len++;
+        pthread_cond_signal(&s->cv);
+    }
+    pthread_mutex_unlock(&s->mu);
+    return st;
+}
+
+// Moves text the stopper has released into what the client may see.
+static void publish(job *j, int final) {
+    const char *bytes;
+    size_t n = el_stopper_take(&j->stopper, final, &bytes);
+    if (!n && !final) return;
+    pthread_mutex_lock(&j->mu);
+    el_sbuf_add(&j->text, bytes, n);
+    pthread_cond_broadcast(&j->cv);
+    pthread_mutex_unlock(&j->mu);
+}
+
+// Ends a request: publishes what is left and wakes its reader.
+static void finish(el_server *s, job *j, const char *reason, const char *error) {
+    if (reason) publish(j, 1);
+    pthread_mutex_lock(&j->mu);
+    j->finish = reason;
+    if (error) snprintf(j->error, sizeof j->error, "%s", error);
+    j->done = 1;
+    pthread_cond_broadcast(&j->cv);
+    pthread_mutex_unlock(&j->mu);
+    pthread_mutex_lock(&s->mu);
+    if (reason) s->met.requests_ok++;
+    else s->met.requests_failed++;
+    s->met.completion_tokens += (uint64_t)j->n_gen;
+    pthread_mutex_unlock(&s->mu);
+}
+
+// Takes the token a sequence produced; returns 1 when the sequence ended.
+static int take_token(el_server *s, slot *sl, int tok) {
+    job *j = sl->j;
+    j->n_gen++;
+    if (tok == el_tokenizer_eos(s->tok) || tok == el_tokenizer_bos(s->tok)) {
+        finish(s, j, "stop", NULL);
+        return 1;
+    }
+    char piece[512];
+    size_t n = el_tokenizer_decode(s->tok, sl->next, tok, piece, sizeof piece);
+    int r = el_stopper_feed(&j->stopper, piece, n);
+    if (r < 0) {
+        finish(s, j, NULL, "out of memory for the generated text");
+        return 1;
+    }
+    if (r > 0) {
+        finish(s, j, "stop", NULL);
+        return 1;
+    }
+    if (j->n_gen >= j->max_tokens || sl->pos + 1 >= s->ctx) {
+        finish(s, j, "length", NULL);
+        return 1;
+    }
+    publish(j, 0);
+    sl->next = tok;
+    return 0;
+}
+
+static int cancelled(job *j) {
+    pthread_mutex_lock(&j->mu);
+    int c = j->cancelled;
+    pthread_mutex_unlock(&j->mu);
+    return c;
+}
+
+static void release_slot(el_server *s, slot *sl) {
+    job_unref(s, sl->j);
+    sl->j = NULL;
+    el_sampler_free(sl->sampler);
+    sl->sampler = NULL;
+}
+
+// Prefills a newly admitted request on a free slot and takes its first token.
+static void admit(el_server *s, slot *sl, job *j, float *logits) {
+    el_error err;
+    sl->j = j;
+    sl->sampler = el_sampler_new(&j->sp, s->m->hp.vocab);
+    if (!sl->sampler) {
+        finish(s, j, NULL, "out of memory for a sampler");
+        release_slot(s, sl);
+        return;
+    }
+    for (int i = 0; i < j->n_prompt; i++) el_sampler_accept(sl->sampler, j->prompt[i]);
+    el_session_set_lora(sl->sess, j->adapter);
+    el_status st = el_session_forward(sl->sess, j->prompt, j->n_prompt, 0, logits, 0, &err);
+    el_session_set_lora(sl->sess, NULL);
+    pthread_mutex_lock(&s->mu);
+    s->met.prefills++;
+    s->met.prompt_tokens += (uint64_t)j->n_prompt;
+    pthread_mutex_unlock(&s->mu);
+    if (st) {
+        finish(s, j, NULL, err.msg);
+        release_slot(s, sl);
+        return;
+    }
+    sl->pos = j->n_prompt;
+    sl->next = j->prompt[j->n_prompt - 1];
+    int tok = el_sampler_sample(sl->sampler, logits);
+    el_sampler_accept(sl->sampler, tok);
+    if (take_token(s, sl, tok)) release_slot(s, sl);
+    else sl->next = tok;
+}
+
+static void *sched_main(void *arg) {
+    el_server *s = arg;
+    int n = s->n_slots, V = s->m->hp.vocab;
+    float *logits = malloc((size_t)n * V * sizeof(float));
+    el_session **rs = malloc((size_t)n * sizeof *rs);
+    int *toks = malloc((size_t)n * sizeof *toks), *pos = malloc((size_t)n * sizeof *pos);
+    slot **rows = malloc((size_t)n * sizeof *rows);
+    const el_lora_set **ad = malloc((size_t)n * sizeof *ad);
+    for (;;) {
+        // admit waiting requests into free slots (token boundary)
+        pthread_mutex_lock(&s->mu);
+        int active = 0;
+        for (int i = 0; i < n; i++) active += s->slots[i].j != NULL;
+        while (!s->stopping && active == 0 && !s->queue_head) pthread_cond_wait(&s->cv, &s->mu);
+        if (s->stopping) {
+            pthread_mutex_unlock(&s->mu);
+            break;
+        }
+        job *admitted[64];
+        int n_adm = 0;
+        for (int i = 0; i < n && s->queue_head && n_adm < 64; i++) {
+            if (s->slots[i].j) continue;
+            job *j = s->queue_head;
+            s->queue_head = j->next;
+            if (!s->queue_head) s->queue_tail = NULL;
+            j->next = NULL;
+            s->met.queue_len--;
+            s->slots[i].j = j;  // reserve
+            admitted[n_adm++] = j;
+        }
+        pthread_mutex_unlock(&s->mu);
+        for (int i = 0, k = 0; i < n && k < n_adm; i++) {
+            if (s->slots[i].j != admitted[k]) continue;
+            k++;
+            if (cancelled(s->slots[i].j)) {
+                finish(s, s->slots[i].j, NULL, "cancelled by the client");
+                release_slot(s, &s->slots[i]);
+                continue;
+            }
+            admit(s, &s->slots[i], s->slots[i].j, logits);
+        }
+        // one decode step over every running sequence
+        int nr = 0;
+        for (int i = 0; i < n; i++) {
+            slot *sl = &s->slots[i];
+            if (!sl->j) continue;
+            if (cancelled(sl->j)) {
+                finish(s, sl->j, NULL, "cancelled by the client");
+                release_slot(s, sl);
+                continue;
+            }
+            rows[nr] = sl;
+            rs[nr] = sl->sess;
+            toks[nr] = sl->next;
+            pos[nr] = sl->pos;
+            ad[nr] = sl->j->adapter;
+            nr++;
+        }
+        pthread_mutex_lock(&s->mu);
+        s->met.active = nr;
+        pthread_mutex_unlock(&s->mu);
+        if (nr == 0) continue;
+        el_error err;
+        if (el_batch_step(s->batch, nr, rs, toks, pos, ad, logits, &err)) {
+            for (int r = 0; r < nr; r++) {
+                finish(s, rows[r]->j, NULL, err.msg);
+                release_slot(s, rows[r]);
+            }
+            continue;
+        }
+        pthread_mutex_lock(&s->mu);
+        s->met.decode_steps++;
+        s->met.decode_rows += (uint64_t)nr;
+        s->met.last_batch = nr;
+        pthread_mutex_unlock(&s->mu);
+        for (int r = 0; r < nr; r++) {
+            slot *sl = rows[r];
+            sl->pos++;
+            int tok = el_sampler_sample(sl->sampler, logits + (size_t)r * V);
+            el_sampler_accept(sl->sampler, tok);
+            if (take_token(s, sl, tok)) release_slot(s, sl);
+            else sl->next = tok;
+        }
+        int still = 0;
+        for (int i = 0; i < n; i++) still += s->slots[i].j != NULL;
+        pthread_mutex_lock(&s->mu);
+        s->met.active = still;
+        pthread_mutex_unlock(&s->mu);
+    }
+    // shutting down: end everything still running or queued
+    for (int i = 0; i < n; i++)
+        if (s->slots[i].j) {
+            finish(s, s->slots[i].j, NULL, "server is shutting down");
+            release_slot(s, &s->slots[i]);
+        }
+    pthread_mutex_lock(&s->mu);
+    job *q = s->queue_head;
+    s->queue_head = s->queue_tail = NULL;
+    s->met.queue_len = 0;
+    pthread_mutex_unlock(&s->mu);
+    while (q) {
+        job *next = q->next;
+        finish(s, q, NULL, "server is shutting down");
+        job_unref(s, q);
+        q = next;
+    }
+    free(logits);
+    free(rs);
+    free(toks);
+    free(pos);
+    free(rows);
+    free(ad);
+    return NULL;
+}
+
+el_status sched_start(el_server *s, el_error *err) {
+    if (pthread_create(&s->thread, NULL, sched_main, s)) return el_err(err, EL_ERR_STATE, "cannot start the scheduler thread");
+    s->thread_started = 1;
+    return EL_OK;
+}
+
+void sched_stop(el_server *s) {
+    pthread_mutex_lock(&s->mu);
+    s->stopping = 1;
+    pthread_cond_broadcast(&s->cv);
+    pthread_mutex_unlock(&s->mu);
+    if (s->thread_started) pthread_join(s->thread, NULL);
+    s->thread_started = 0;
+}
