@@ -29,10 +29,14 @@ function once(model) {
       headers: { "Content-Type": "application/json", "Content-Length": Buffer.byteLength(body),
                  ...(args.key ? { Authorization: `Bearer ${args.key}` } : {}) },
     }, (res) => {
-      let data = "";
+      let data = "", ended = false;
       res.setEncoding("utf8");
       res.on("data", (d) => (data += d));
+      // a connection cut mid-response (server stopped) ends without "end"
+      res.on("error", (e) => resolve({ ok: false, why: String(e) }));
+      res.on("close", () => ended || resolve({ ok: false, why: "connection closed mid-response" }));
       res.on("end", () => {
+        ended = true;
         if (res.statusCode !== 200) return resolve({ ok: false, why: `status ${res.statusCode}: ${data.slice(0, 200)}` });
         try {
           if (!stream) return resolve({ ok: true, tokens: JSON.parse(data).usage.completion_tokens });
