@@ -123,45 +123,64 @@ static void release_slot(el_server *s, slot *sl) {
     sl->sampler = NULL;
 }
 
-// Prefills a newly admitted request on a free slot and takes its first token.
-static void admit(el_server *s, slot *sl, job *j, float *logits) {
-    el_error err;
-    sl->j = j;
+// Prompt tokens prefilled between two decode steps, over all joining
+// requests: a long prompt is taken in chunks so it delays the running batch
+// by at most one chunk per step.
+#define PREFILL_BUDGET 64
+
+// Sets up a newly admitted request on its slot.
+static int admit(el_server *s, slot *sl) {
+    job *j = sl->j;
     sl->sampler = el_sampler_new(&j->sp, s->m->hp.vocab);
     if (!sl->sampler) {
         finish(s, j, NULL, "out of memory for a sampler");
         release_slot(s, sl);
-        return;
+        return -1;
     }
     for (int i = 0; i < j->n_prompt; i++) el_sampler_accept(sl->sampler, j->prompt[i]);
+    sl->prefilled = 0;
+    sl->pos = 0;
+    return 0;
+}
+
+// Prefills up to budget more prompt tokens of the slot's request with its
+// adapter; after the last chunk, takes its first token. Returns the tokens used.
+static int prefill(el_server *s, slot *sl, int budget, float *logits) {
+    job *j = sl->j;
+    el_error err;
+    int n = j->n_prompt - sl->prefilled;
+    if (n > budget) n = budget;
     el_session_set_lora(sl->sess, j->adapter);
-    el_status st = el_session_forward(sl->sess, j->prompt, j->n_prompt, 0, logits, 0, &err);
+    el_status st = el_session_forward(sl->sess, j->prompt + sl->prefilled, n, sl->prefilled, logits, 0, &err);
     el_session_set_lora(sl->sess, NULL);
+    if (st) {
+        finish(s, j, NULL, err.msg);
+        release_slot(s, sl);
+        return n;
+    }
+    sl->prefilled += n;
+    if (sl->prefilled < j->n_prompt) return n;
     pthread_mutex_lock(&s->mu);
     s->met.prefills++;
     s->met.prompt_tokens += (uint64_t)j->n_prompt;
     pthread_mutex_unlock(&s->mu);
-    if (st) {
-        finish(s, j, NULL, err.msg);
-        release_slot(s, sl);
-        return;
-    }
     sl->pos = j->n_prompt;
     sl->next = j->prompt[j->n_prompt - 1];
     int tok = el_sampler_sample(sl->sampler, logits);
     el_sampler_accept(sl->sampler, tok);
     if (take_token(s, sl, tok)) release_slot(s, sl);
-    else sl->next = tok;
+    return n;
 }
 
 static void *sched_main(void *arg) {
     el_server *s = arg;
     int n = s->n_slots, V = s->m->hp.vocab;
-    float *logits = malloc((size_t)n * V * sizeof(float));
-    el_session **rs = malloc((size_t)n * sizeof *rs);
-    int *toks = malloc((size_t)n * sizeof *toks), *pos = malloc((size_t)n * sizeof *pos);
-    slot **rows = malloc((size_t)n * sizeof *rows);
-    const el_lora_set **ad = malloc((size_t)n * sizeof *ad);
+    float *logits = s->sb.logits;
+    el_session **rs = s->sb.rs;
+    int *toks = s->sb.toks, *pos = s->sb.pos;
+    slot **rows = s->sb.rows;
+    const el_lora_set **ad = s->sb.ad;
+    int prefill_from = 0;
     for (;;) {
         // admit waiting requests into free slots (token boundary)
         pthread_mutex_lock(&s->mu);
@@ -188,12 +207,21 @@ static void *sched_main(void *arg) {
         for (int i = 0, k = 0; i < n && k < n_adm; i++) {
             if (s->slots[i].j != admitted[k]) continue;
             k++;
-            if (cancelled(s->slots[i].j)) {
-                finish(s, s->slots[i].j, NULL, "cancelled by the client");
-                release_slot(s, &s->slots[i]);
+            admit(s, &s->slots[i]);
+        }
+        // prefill joining requests within the budget, oldest slot index first
+        // after the one that went last time, so none starves
+        int budget = PREFILL_BUDGET, start = prefill_from;
+        for (int k = 0; k < n && budget > 0; k++) {
+            slot *sl = &s->slots[(start + k) % n];
+            if (!sl->j || sl->prefilled >= sl->j->n_prompt) continue;
+            if (cancelled(sl->j)) {
+                finish(s, sl->j, NULL, "cancelled by the client");
+                release_slot(s, sl);
                 continue;
             }
-            admit(s, &s->slots[i], s->slots[i].j, logits);
+            budget -= prefill(s, sl, budget, logits);
+            prefill_from = (start + k + 1) % n;
         }
         // one decode step over every running sequence
         int nr = 0;
@@ -205,6 +233,7 @@ static void *sched_main(void *arg) {
                 release_slot(s, sl);
                 continue;
             }
+            if (sl->prefilled < sl->j->n_prompt) continue;  // still joining
             rows[nr] = sl;
             rs[nr] = sl->sess;
             toks[nr] = sl->next;
@@ -260,16 +289,19 @@ static void *sched_main(void *arg) {
         job_unref(s, q);
         q = next;
     }
-    free(logits);
-    free(rs);
-    free(toks);
-    free(pos);
-    free(rows);
-    free(ad);
     return NULL;
 }
 
 el_status sched_start(el_server *s, el_error *err) {
+    size_t n = (size_t)s->n_slots;
+    s->sb.logits = el_calloc(n * (size_t)s->m->hp.vocab, sizeof(float));
+    s->sb.rs = el_calloc(n, sizeof *s->sb.rs);
+    s->sb.toks = el_calloc(n, sizeof *s->sb.toks);
+    s->sb.pos = el_calloc(n, sizeof *s->sb.pos);
+    s->sb.rows = el_calloc(n, sizeof *s->sb.rows);
+    s->sb.ad = el_calloc(n, sizeof *s->sb.ad);
+    if (!s->sb.logits || !s->sb.rs || !s->sb.toks || !s->sb.pos || !s->sb.rows || !s->sb.ad)
+        return el_err(err, EL_ERR_NOMEM, "out of memory for a batch of %d slots", s->n_slots);
     if (pthread_create(&s->thread, NULL, sched_main, s)) return el_err(err, EL_ERR_STATE, "cannot start the scheduler thread");
     s->thread_started = 1;
     return EL_OK;
@@ -282,4 +314,14 @@ void sched_stop(el_server *s) {
     pthread_mutex_unlock(&s->mu);
     if (s->thread_started) pthread_join(s->thread, NULL);
     s->thread_started = 0;
+}
+
+void sched_free(el_server *s) {
+    free(s->sb.logits);
+    free(s->sb.rs);
+    free(s->sb.toks);
+    free(s->sb.pos);
+    free(s->sb.rows);
+    free(s->sb.ad);
+    memset(&s->sb, 0, sizeof s->sb);
 }

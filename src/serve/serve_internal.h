@@ -55,8 +55,9 @@ typedef struct slot {
     el_session *sess;
     el_sampler *sampler;
     job *j;    // NULL: free
-    int pos;   // next position
-    int next;  // next input token
+    int pos;        // next position
+    int next;       // next input token
+    int prefilled;  // prompt tokens in the cache; < n_prompt: still prefilling
 } slot;
 
 struct el_server {
@@ -83,6 +84,13 @@ struct el_server {
     uint64_t next_id;
     pthread_t thread;
     int thread_started;
+    struct {  // the scheduler's per-step arrays, [n_slots] (logits [n_slots, vocab])
+        float *logits;
+        el_session **rs;
+        int *toks, *pos;
+        struct slot **rows;
+        const el_lora_set **ad;
+    } sb;
     struct MHD_Daemon *daemon;
     int port;
 };
@@ -96,6 +104,7 @@ el_status sched_submit(el_server *s, job *j, el_error *err);
 el_status sched_start(el_server *s, el_error *err);
 // Cancels everything queued or running and joins the scheduler thread.
 void sched_stop(el_server *s);
+void sched_free(el_server *s);  // the per-step arrays, after sched_stop
 
 el_status http_start(el_server *s, el_error *err);
 void http_stop(el_server *s);

@@ -15,6 +15,7 @@ static void server_free(el_server *s) {
         el_sampler_free(s->slots[i].sampler);
     }
     free(s->slots);
+    sched_free(s);
     el_batch_free(s->batch);
     el_adapter_cache_free(s->adapters);
     el_tokenizer_free(s->tok);
