@@ -107,8 +107,9 @@ int cmd_serve(int argc, char **argv) {
     el_error err;
     el_server *s;
     if (el_server_start(&o, &s, &err)) return cli_error(&err);
-    fprintf(stderr, "serve: listening on http://%s:%d (%s, %d slots%s%s)\n", host, el_server_port(s), o.model_path,
-            o.slots ? o.slots : 16, o.lora_dir ? ", adapters in " : "", o.lora_dir ? o.lora_dir : "");
+    fprintf(stderr, "serve: listening on http://%s:%d (%s, %d slots, KV cache %.1f MiB%s%s)\n", host, el_server_port(s),
+            o.model_path, o.slots ? o.slots : 16, (double)el_server_kv_bytes(s) / (1 << 20), o.lora_dir ? ", adapters in " : "",
+            o.lora_dir ? o.lora_dir : "");
     el_progress p;
     if (!quiet) el_progress_begin(&p, stderr, "serve", 0, "tok");
     while (!stop_flag) {
@@ -123,7 +124,12 @@ int cmd_serve(int argc, char **argv) {
             el_progress_update(&p, tok, extra);
         }
     }
-    if (!quiet) el_progress_end(&p, 0, "stopping");
+    if (!quiet) {
+        uint64_t req, tok;
+        int active, queued;
+        el_server_stats(s, &req, &tok, &active, &queued);
+        el_progress_end(&p, tok, "stopping");
+    }
     fprintf(stderr, "serve: stopping\n");
     el_server_stop(s);
     return 0;

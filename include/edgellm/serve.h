@@ -139,6 +139,8 @@ typedef struct el_server el_server;
 // the HTTP listener.
 el_status el_server_start(const el_serve_opts *o, el_server **out, el_error *err);
 int el_server_port(const el_server *s);
+// Bytes of KV cache held by all slots.
+size_t el_server_kv_bytes(const el_server *s);
 // Finished requests, tokens generated, sequences running and waiting now.
 void el_server_stats(el_server *s, uint64_t *requests, uint64_t *tokens, int *active, int *queued);
 // Stops accepting, cancels requests in flight (streams end with an error

@@ -85,7 +85,8 @@ static void finish(el_server *s, job *j, const char *reason, const char *error) 
 static int take_token(el_server *s, slot *sl, int tok) {
     job *j = sl->j;
     j->n_gen++;
-    if (tok == el_tokenizer_eos(s->tok) || tok == el_tokenizer_bos(s->tok)) {
+    if (tok == el_tokenizer_eos(s->tok) || tok == el_tokenizer_bos(s->tok) ||
+        (j->kind == EL_SERVE_CHAT && tok == s->eot_token && tok >= 0)) {
         finish(s, j, "stop", NULL);
         return 1;
     }

@@ -72,6 +72,7 @@ struct el_server {
     int n_slots, ctx;
     int chat_template;  // el_chat_template
     char *eot;          // end-of-turn text of the template
+    int eot_token;      // the token whose piece is eot (-1: none); ends chat turns
     char **keys;
     int n_keys;
     double t_start;

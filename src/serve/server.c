@@ -63,6 +63,8 @@ el_status el_server_start(const el_serve_opts *opts, el_server **out, el_error *
         snprintf(eosb, sizeof eosb, "%.*s", (int)el, ep);
         const char *eot = el_chat_end_of_turn(t, eosb);
         s->eot = strdup(eot ? eot : "");
+        // control tokens print nothing, so the end of turn is also caught as a token
+        s->eot_token = s->eot && *s->eot ? el_tokenizer_find(s->tok, s->eot, strlen(s->eot)) : -1;
     }
     s->ctx = opts->ctx > 0 ? opts->ctx : s->m->hp.ctx;
     if (s->ctx > s->m->hp.ctx) {
@@ -109,6 +111,10 @@ fail:
 }
 
 int el_server_port(const el_server *s) { return s->port; }
+
+size_t el_server_kv_bytes(const el_server *s) {
+    return s->n_slots ? (size_t)s->n_slots * el_session_kv_bytes(s->slots[0].sess) : 0;
+}
 
 void el_server_stats(el_server *s, uint64_t *requests, uint64_t *tokens, int *active, int *queued) {
     pthread_mutex_lock(&s->mu);
