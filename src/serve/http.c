@@ -461,6 +461,18 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
         cn = calloc(1, sizeof *cn);
         if (!cn) return MHD_NO;
         *con_cls = cn;
+        // refuse before reading a body: no key, or a declared length over the cap
+        if (!strncmp(url, "/v1/", 4) && !authorized(s, c)) {
+            count_rejected(s);
+            return send_error(c, 401, "missing or wrong API key (send Authorization: Bearer KEY)", NULL, "invalid_api_key");
+        }
+        const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Length");
+        if (cl && strtoull(cl, NULL, 10) > s->o.max_body) {
+            char m[128];
+            snprintf(m, sizeof m, "request body is larger than %zu bytes", s->o.max_body);
+            count_rejected(s);
+            return send_error(c, 413, m, "body", NULL);
+        }
         return MHD_YES;
     }
     if (*upload_data_size) {

@@ -60,6 +60,11 @@ expect_eq "max_tokens beyond context: param" "$(field "${out#* }" 'd["error"]["p
 big=$(python3 -c 'print("x" * 6000)')
 out=$(post /v1/completions "{\"model\":\"aid\",\"prompt\":\"$big\"}")
 expect_eq "body too large" "${out%% *}" "413"
+# no key on a POST: refused before its body is read
+expect_eq "POST without key" "$(curl -s -o /dev/null -w '%{http_code}' "$URL/v1/completions" -d '{"model":"aid","prompt":"x"}')" "401"
+# no Content-Length (chunked): the cap applies while the body arrives
+expect_eq "chunked body too large" "$(curl -s -o /dev/null -w '%{http_code}' "${AUTH[@]}" -H 'Transfer-Encoding: chunked' \
+  "$URL/v1/completions" --data-binary "{\"model\":\"aid\",\"prompt\":\"$big\"}")" "413"
 out=$(post /v1/completions '{"model":"aid","prompt":"x","temperature":7}')
 expect_eq "bad temperature: param" "$(field "${out#* }" 'd["error"]["param"]')" "temperature"
 expect_eq "unknown endpoint" "$(curl -s -o /dev/null -w '%{http_code}' "$URL/v2/nothing")" "404"
