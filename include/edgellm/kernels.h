@@ -96,6 +96,11 @@ void el_rope_freqs(float *inv_freq, int head_dim, float theta);
 
 // In-place softmax of x[0..n)
 void el_softmax(float *x, int n);
+// Attention over one head: scores[p] = scale * q · k[p], k[p] = k + p * stride
+// (p < n, hd elements each); and out[0..hd) = Σ_p w[p] v[p]. SIMD when the
+// CPU allows (then the float sums are ordered differently from el_dot_f32).
+void el_attn_scores(float *scores, const float *q, const float *k, size_t stride, int n, int hd, float scale);
+void el_attn_mix(float *out, const float *w, const float *v, size_t stride, int n, int hd);
 
 // h[i] = silu(g[i]) * u[i]
 void el_swiglu(float *h, const float *g, const float *u, int n);

@@ -1,7 +1,13 @@
 // Row-wise ops of the transformer: RMSNorm, RoPE, softmax, SwiGLU, dot product.
 #include <math.h>
+#include <pthread.h>
 
 #include "edgellm/kernels.h"
+#include "ops_simd.h"
+
+static int use_avx512;
+static pthread_once_t isa_once = PTHREAD_ONCE_INIT;
+static void detect_isa(void) { use_avx512 = el_cpu_isa() == EL_ISA_AVX512; }
 
 float el_dot_f32(const float *a, const float *b, int n) {
     // Eight independent partial sums: lets the compiler vectorise without
@@ -52,6 +58,15 @@ void el_rope(float *x, int n_heads, int head_dim, int pos, const float *inv_freq
 }
 
 void el_softmax(float *x, int n) {
+    pthread_once(&isa_once, detect_isa);
+    if (use_avx512 && n > 0) {
+        el_softmax_avx512(x, n);
+        return;
+    }
+    el_softmax_scalar(x, n);
+}
+
+void el_softmax_scalar(float *x, int n) {
     float max = x[0];
     for (int i = 1; i < n; i++)
         if (x[i] > max) max = x[i];
@@ -66,5 +81,39 @@ void el_softmax(float *x, int n) {
 
 // h[n] = silu(g[n]) ⊙ u[n]
 void el_swiglu(float *h, const float *g, const float *u, int n) {
+    pthread_once(&isa_once, detect_isa);
+    if (use_avx512) {
+        el_swiglu_avx512(h, g, u, n);
+        return;
+    }
+    el_swiglu_scalar(h, g, u, n);
+}
+
+void el_swiglu_scalar(float *h, const float *g, const float *u, int n) {
     for (int i = 0; i < n; i++) h[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+}
+
+void el_attn_scores_scalar(float *scores, const float *q, const float *k, size_t stride, int n, int hd, float scale) {
+    for (int p = 0; p < n; p++) scores[p] = el_dot_f32(q, k + (size_t)p * stride, hd) * scale;
+}
+
+void el_attn_mix_scalar(float *out, const float *w, const float *v, size_t stride, int n, int hd) {
+    for (int i = 0; i < hd; i++) out[i] = 0;
+    for (int p = 0; p < n; p++) el_axpy_f32(out, w[p], v + (size_t)p * stride, hd);
+}
+
+void el_attn_scores(float *scores, const float *q, const float *k, size_t stride, int n, int hd, float scale) {
+    pthread_once(&isa_once, detect_isa);
+    if (use_avx512 && hd % 16 == 0 && hd <= 256)
+        el_attn_scores_avx512(scores, q, k, stride, n, hd, scale);
+    else
+        el_attn_scores_scalar(scores, q, k, stride, n, hd, scale);
+}
+
+void el_attn_mix(float *out, const float *w, const float *v, size_t stride, int n, int hd) {
+    pthread_once(&isa_once, detect_isa);
+    if (use_avx512 && hd % 16 == 0 && hd <= 256)
+        el_attn_mix_avx512(out, w, v, stride, n, hd);
+    else
+        el_attn_mix_scalar(out, w, v, stride, n, hd);
 }

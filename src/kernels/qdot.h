@@ -7,6 +7,11 @@
 #include "edgellm/kernels.h"
 
 el_gemm_fn el_gemm_avx2(int dtype);
+
+// Q8_0 activation rows (el_act_row_size layout: quants, f32 scales, negated
+// sums); the AVX-512 one writes exactly the scalar one's bytes.
+void el_act_quantize_q8_0_scalar(const float *x, void *dst, int k);
+void el_act_quantize_q8_0_avx512(const float *x, void *dst, int k);
 el_gemm_fn el_gemm_avx512(int dtype);
 
 // Kernels on packed weights: w is the first group of 16 rows, ldw the bytes

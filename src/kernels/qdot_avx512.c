@@ -119,6 +119,30 @@ DEFINE_MICRO(micro_q4_0, el_block_q4_0, load_q4_0, 3)
 DEFINE_GEMM(gemm_q8_0, micro_q8_0)
 DEFINE_GEMM(gemm_q4_0, micro_q4_0)
 
+// ---------------------------------------------------------------- activations
+
+// As el_act_quantize_q8_0_scalar: d = amax / 127, q = x * (127 / amax)
+// rounded to nearest even (vcvtps2dq in the default rounding mode), clamped.
+void el_act_quantize_q8_0_avx512(const float *x, void *dst, int k) {
+    int8_t *qs = dst;
+    float *d = (float *)(qs + k);
+    int32_t *nsum = (int32_t *)(d + k / EL_QK);
+    const __m512i lim = _mm512_set1_epi32(127), nlim = _mm512_set1_epi32(-127);
+    for (int b = 0; b < k / EL_QK; b++) {
+        __m512 a = _mm512_loadu_ps(x + EL_QK * b), c = _mm512_loadu_ps(x + EL_QK * b + 16);
+        float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(a), _mm512_abs_ps(c)));
+        float db = amax / 127.0f, id = db ? 127.0f / amax : 0.0f;
+        __m512 vid = _mm512_set1_ps(id);
+        __m512i qa = _mm512_cvtps_epi32(_mm512_mul_ps(a, vid)), qc = _mm512_cvtps_epi32(_mm512_mul_ps(c, vid));
+        qa = _mm512_min_epi32(_mm512_max_epi32(qa, nlim), lim);
+        qc = _mm512_min_epi32(_mm512_max_epi32(qc, nlim), lim);
+        _mm_storeu_si128((__m128i *)(qs + EL_QK * b), _mm512_cvtepi32_epi8(qa));
+        _mm_storeu_si128((__m128i *)(qs + EL_QK * b + 16), _mm512_cvtepi32_epi8(qc));
+        d[b] = db;
+        nsum[b] = -_mm512_reduce_add_epi32(_mm512_add_epi32(qa, qc));
+    }
+}
+
 // ---------------------------------------------------------------- packed Q8_0 / Q4_0
 
 // The 4 activation bytes at p in every lane (vpdpbusd's broadcast operand).

@@ -207,11 +207,9 @@ static void attn_task(void *ctx, int task, int n_tasks) {
         const float *vc = s->v_cache + kv_offset(s, j->layer, 0) + (size_t)kvh * hd;
         int end = rm->pos[t] + 1;  // positions this row may attend to
         const float *q = j->sc->q + (size_t)t * j->q_dim + (size_t)h * hd;
-        for (int p = 0; p < end; p++) scores[p] = el_dot_f32(q, kc + (size_t)p * j->kv_dim, hd) * scale;
+        el_attn_scores(scores, q, kc, (size_t)j->kv_dim, end, hd, scale);
         el_softmax(scores, end);
-        float *out = j->sc->att + (size_t)t * j->q_dim + (size_t)h * hd;
-        memset(out, 0, (size_t)hd * sizeof(float));
-        for (int p = 0; p < end; p++) el_axpy_f32(out, scores[p], vc + (size_t)p * j->kv_dim, hd);
+        el_attn_mix(j->sc->att + (size_t)t * j->q_dim + (size_t)h * hd, scores, vc, (size_t)j->kv_dim, end, hd);
     }
     free(scores);
 }

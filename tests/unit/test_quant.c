@@ -8,6 +8,7 @@
 
 #include "edgellm/kernels.h"
 #include "edgellm/quant.h"
+#include "kernels/qdot.h"
 #include "testutil.h"
 
 static const int qtypes[] = {EL_DTYPE_Q8_0, EL_DTYPE_Q4_0, EL_DTYPE_Q4_K, EL_DTYPE_Q6_K, EL_DTYPE_F16, EL_DTYPE_BF16};
@@ -223,16 +224,27 @@ static void test_act_quantize_rounding(void **st) {
             x[0] = 127.0f;
             for (int i = 1; i < K; i++) x[i] = (float)((int)(tu_rand(&rng) % 253) - 126) + 0.5f * (float)(tu_rand(&rng) % 2);
         }
-        char act[K + K / 32 * 8 + 64];
-        el_act_quantize(EL_DTYPE_Q8_0, x, act, K);
+        if (rep == 7) memset(x + 64, 0, 32 * sizeof(float));  // an all-zero block: d = 0, q = 0
+        char act[K + K / 32 * 8 + 64], ref[sizeof act];
+        memset(act, 0x55, sizeof act);
+        memset(ref, 0x55, sizeof ref);
+        el_act_quantize(EL_DTYPE_Q8_0, x, act, K);  // the CPU's best path
+        el_act_quantize_q8_0_scalar(x, ref, K);
+        assert_memory_equal(act, ref, K + K / 32 * 8);
+        const float *d = (const float *)(act + K);
+        const int32_t *nsum = (const int32_t *)(d + K / 32);
         for (int b = 0; b < K / 32; b++) {
             float amax = 0;
             for (int i = 0; i < 32; i++) amax = fmaxf(amax, fabsf(x[32 * b + i]));
             float id = amax ? 127.0f / amax : 0.0f;
+            int sum = 0;
             for (int i = 0; i < 32; i++) {
                 float want = nearbyintf(x[32 * b + i] * id);
                 assert_int_equal(((int8_t *)act)[32 * b + i], (int)want);
+                sum += (int)want;
             }
+            assert_true(d[b] == amax / 127.0f);
+            assert_int_equal(nsum[b], -sum);
         }
     }
 }

@@ -1,0 +1,119 @@
+// AVX-512 versions of the row-wise ops whose cost in a prefill is the
+// exponential: SwiGLU and softmax (perf: together with the scalar expf about
+// 8% of a q8_0 prefill's matmul time). Called only after run-time detection.
+#include <immintrin.h>
+#include <math.h>
+
+#include "ops_simd.h"
+
+// e^x to within 2 ulp of expf: x = n ln2 + r with |r| <= ln2/2 (ln2 split in
+// a high part exact in float and a low correction), a degree-6 Taylor-form
+// polynomial for e^r, and 2^n applied by vscalefps, which saturates to inf
+// and to 0 (through the subnormals) the way expf does.
+static inline __m512 exp512(__m512 x) {
+    const __m512 log2e = _mm512_set1_ps(1.44269504088896341f);
+    const __m512 ln2_hi = _mm512_set1_ps(0.693359375f), ln2_lo = _mm512_set1_ps(-2.12194440e-4f);
+    // Beyond these e^x is 0 or inf in float anyway; clamping keeps ±inf from
+    // making inf - inf below. max/min return their second operand for NaN,
+    // so a NaN passes through.
+    x = _mm512_min_ps(_mm512_set1_ps(89.0f), _mm512_max_ps(_mm512_set1_ps(-110.0f), x));
+    __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, log2e), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(n, ln2_hi, x);
+    r = _mm512_fnmadd_ps(n, ln2_lo, r);
+    // 1 + r + r^2/2! + ... + r^7/7!, Horner
+    __m512 p = _mm512_set1_ps(1.0f / 5040);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 720));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    return _mm512_scalef_ps(p, n);
+}
+
+float el_exp_avx512(float x) {
+    __m512 v = exp512(_mm512_set1_ps(x));
+    return _mm512_cvtss_f32(v);
+}
+
+void el_swiglu_avx512(float *h, const float *g, const float *u, int n) {
+    const __m512 one = _mm512_set1_ps(1.0f);
+    int i = 0;
+    for (; i + 16 <= n; i += 16) {
+        __m512 gv = _mm512_loadu_ps(g + i);
+        __m512 e = exp512(_mm512_sub_ps(_mm512_setzero_ps(), gv));
+        _mm512_storeu_ps(h + i, _mm512_mul_ps(_mm512_div_ps(gv, _mm512_add_ps(one, e)), _mm512_loadu_ps(u + i)));
+    }
+    if (i < n) {
+        __mmask16 m = (__mmask16)((1u << (n - i)) - 1);
+        __m512 gv = _mm512_maskz_loadu_ps(m, g + i);
+        __m512 e = exp512(_mm512_sub_ps(_mm512_setzero_ps(), gv));
+        _mm512_mask_storeu_ps(h + i, m, _mm512_mul_ps(_mm512_div_ps(gv, _mm512_add_ps(one, e)), _mm512_maskz_loadu_ps(m, u + i)));
+    }
+}
+
+void el_softmax_avx512(float *x, int n) {
+    __m512 vmax = _mm512_set1_ps(-INFINITY);
+    int i = 0;
+    for (; i + 16 <= n; i += 16) vmax = _mm512_max_ps(vmax, _mm512_loadu_ps(x + i));
+    __mmask16 tail = (__mmask16)((1u << (n - i)) - 1);
+    if (i < n) vmax = _mm512_mask_max_ps(vmax, tail, vmax, _mm512_maskz_loadu_ps(tail, x + i));
+    __m512 mx = _mm512_set1_ps(_mm512_reduce_max_ps(vmax));
+    __m512 sum = _mm512_setzero_ps();
+    for (i = 0; i + 16 <= n; i += 16) {
+        __m512 e = exp512(_mm512_sub_ps(_mm512_loadu_ps(x + i), mx));
+        _mm512_storeu_ps(x + i, e);
+        sum = _mm512_add_ps(sum, e);
+    }
+    if (i < n) {
+        __m512 e = exp512(_mm512_sub_ps(_mm512_maskz_loadu_ps(tail, x + i), mx));
+        _mm512_mask_storeu_ps(x + i, tail, e);
+        sum = _mm512_mask_add_ps(sum, tail, sum, e);
+    }
+    __m512 inv = _mm512_set1_ps(1.0f / _mm512_reduce_add_ps(sum));
+    for (i = 0; i + 16 <= n; i += 16) _mm512_storeu_ps(x + i, _mm512_mul_ps(_mm512_loadu_ps(x + i), inv));
+    if (i < n) _mm512_mask_storeu_ps(x + i, tail, _mm512_mul_ps(_mm512_maskz_loadu_ps(tail, x + i), inv));
+}
+
+// Four positions at a time share each load of q; their sums are reduced at
+// the end. hd is a multiple of 16, at most 256.
+void el_attn_scores_avx512(float *scores, const float *q, const float *k, size_t stride, int n, int hd, float scale) {
+    const int nv = hd / 16;
+    __m512 qv[16];
+    for (int j = 0; j < nv; j++) qv[j] = _mm512_loadu_ps(q + 16 * j);
+    int p = 0;
+    for (; p + 4 <= n; p += 4) {
+        const float *k0 = k + (size_t)p * stride, *k1 = k0 + stride, *k2 = k1 + stride, *k3 = k2 + stride;
+        __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+        for (int j = 0; j < nv; j++) {
+            a0 = _mm512_fmadd_ps(qv[j], _mm512_loadu_ps(k0 + 16 * j), a0);
+            a1 = _mm512_fmadd_ps(qv[j], _mm512_loadu_ps(k1 + 16 * j), a1);
+            a2 = _mm512_fmadd_ps(qv[j], _mm512_loadu_ps(k2 + 16 * j), a2);
+            a3 = _mm512_fmadd_ps(qv[j], _mm512_loadu_ps(k3 + 16 * j), a3);
+        }
+        scores[p] = _mm512_reduce_add_ps(a0) * scale;
+        scores[p + 1] = _mm512_reduce_add_ps(a1) * scale;
+        scores[p + 2] = _mm512_reduce_add_ps(a2) * scale;
+        scores[p + 3] = _mm512_reduce_add_ps(a3) * scale;
+    }
+    for (; p < n; p++) {
+        const float *kp = k + (size_t)p * stride;
+        __m512 a = _mm512_setzero_ps();
+        for (int j = 0; j < nv; j++) a = _mm512_fmadd_ps(qv[j], _mm512_loadu_ps(kp + 16 * j), a);
+        scores[p] = _mm512_reduce_add_ps(a) * scale;
+    }
+}
+
+// The output row stays in registers while the value rows stream past.
+void el_attn_mix_avx512(float *out, const float *w, const float *v, size_t stride, int n, int hd) {
+    const int nv = hd / 16;
+    __m512 acc[16];
+    for (int j = 0; j < nv; j++) acc[j] = _mm512_setzero_ps();
+    for (int p = 0; p < n; p++) {
+        const float *vp = v + (size_t)p * stride;
+        __m512 wp = _mm512_set1_ps(w[p]);
+        for (int j = 0; j < nv; j++) acc[j] = _mm512_fmadd_ps(wp, _mm512_loadu_ps(vp + 16 * j), acc[j]);
+    }
+    for (int j = 0; j < nv; j++) _mm512_storeu_ps(out + 16 * j, acc[j]);
+}

@@ -1,0 +1,138 @@
+// Unit tests for the SIMD row-wise ops (src/kernels/ops_avx512.c) against the
+// scalar versions built on libm's expf: the exponential within 2 ulp over its
+// whole range, SwiGLU and softmax within float rounding, tails included.
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "edgellm/kernels.h"
+#include "kernels/ops_simd.h"
+#include "testutil.h"
+
+static int have_avx512(void) { return el_cpu_isa() == EL_ISA_AVX512; }
+
+// Distance in units in the last place between two finite floats of one sign.
+static int64_t ulps(float a, float b) {
+    int32_t ia, ib;
+    memcpy(&ia, &a, 4);
+    memcpy(&ib, &b, 4);
+    return llabs((long long)ia - (long long)ib);
+}
+
+static void test_exp(void **st) {
+    (void)st;
+    if (!have_avx512()) skip();
+    int64_t worst = 0;
+    for (float x = -103.0f; x <= 88.5f; x += 0.0137f) {
+        float want = expf(x), got = el_exp_avx512(x);
+        if (want < 1.2e-38f) {  // subnormal results: absolute error only
+            assert_true(fabsf(got - want) <= 2e-45f * 4);
+            continue;
+        }
+        int64_t u = ulps(got, want);
+        if (u > worst) worst = u;
+    }
+    printf("  exp: worst %lld ulp\n", (long long)worst);
+    assert_true(worst <= 2);
+    assert_true(isinf(el_exp_avx512(89.0f)) && el_exp_avx512(89.0f) > 0);
+    assert_true(isinf(el_exp_avx512(INFINITY)));
+    assert_true(el_exp_avx512(-INFINITY) == 0.0f);
+    assert_true(el_exp_avx512(-200.0f) == 0.0f);
+    assert_true(el_exp_avx512(0.0f) == 1.0f);
+    assert_true(isnan(el_exp_avx512(NAN)));
+}
+
+static void test_swiglu(void **st) {
+    (void)st;
+    if (!have_avx512()) skip();
+    uint64_t rng = 5;
+    static const int sizes[] = {1, 15, 16, 17, 100, 5632};
+    for (size_t si = 0; si < sizeof sizes / sizeof sizes[0]; si++) {
+        int n = sizes[si];
+        float *g = malloc(n * sizeof(float)), *u = malloc(n * sizeof(float));
+        float *a = malloc((n + 1) * sizeof(float)), *b = malloc((n + 1) * sizeof(float));
+        for (int i = 0; i < n; i++) {
+            g[i] = tu_randf(&rng) * (i % 7 == 0 ? 120.0f : 8.0f);  // some far into both saturations
+            u[i] = tu_randf(&rng) * 3.0f;
+        }
+        a[n] = b[n] = 12345.0f;  // the masked tail must not write past n
+        el_swiglu_avx512(a, g, u, n);
+        el_swiglu_scalar(b, g, u, n);
+        for (int i = 0; i < n; i++) {
+            float tol = 4e-7f * fabsf(b[i]) + 1e-30f;
+            if (fabsf(a[i] - b[i]) > tol) fail_msg("swiglu n=%d i=%d g=%g: %g vs %g", n, i, g[i], a[i], b[i]);
+        }
+        assert_true(a[n] == 12345.0f);
+        free(g), free(u), free(a), free(b);
+    }
+}
+
+static void test_softmax(void **st) {
+    (void)st;
+    if (!have_avx512()) skip();
+    uint64_t rng = 9;
+    static const int sizes[] = {1, 2, 15, 16, 33, 128, 1000};
+    for (size_t si = 0; si < sizeof sizes / sizeof sizes[0]; si++) {
+        int n = sizes[si];
+        float *a = malloc((n + 1) * sizeof(float)), *b = malloc(n * sizeof(float));
+        for (int i = 0; i < n; i++) a[i] = b[i] = tu_randf(&rng) * 20.0f - (i == n / 2 ? 90.0f : 0.0f);
+        a[n] = 777.0f;
+        el_softmax_avx512(a, n);
+        el_softmax_scalar(b, n);
+        double sum = 0;
+        for (int i = 0; i < n; i++) {
+            sum += a[i];
+            if (fabsf(a[i] - b[i]) > 2e-6f * b[i] + 1e-37f) fail_msg("softmax n=%d i=%d: %g vs %g", n, i, a[i], b[i]);
+        }
+        assert_true(fabs(sum - 1.0) < 1e-5);
+        assert_true(a[n] == 777.0f);
+        free(a), free(b);
+    }
+    // one -inf (a masked position) gets probability 0
+    float x[3] = {1.0f, -INFINITY, 1.0f};
+    el_softmax_avx512(x, 3);
+    assert_true(x[1] == 0.0f && fabsf(x[0] - 0.5f) < 1e-7f && fabsf(x[2] - 0.5f) < 1e-7f);
+}
+
+// Attention over one head: the SIMD scores and mixture equal the scalar ones
+// to float rounding, for head sizes 16..256, strides wider than the head and
+// position counts with every remainder of 4.
+static void test_attention(void **st) {
+    (void)st;
+    if (!have_avx512()) skip();
+    uint64_t rng = 21;
+    static const int hds[] = {16, 64, 128, 256};
+    for (size_t hi = 0; hi < 4; hi++)
+        for (int n = 1; n <= 13; n += 3) {
+            int hd = hds[hi];
+            size_t stride = (size_t)hd * 3;  // rows of a KV cache with several heads
+            float *k = malloc((size_t)n * stride * sizeof(float)), *q = malloc(hd * sizeof(float));
+            float sa[16], sb[16], oa[257], ob[256];
+            for (size_t i = 0; i < (size_t)n * stride; i++) k[i] = tu_randf(&rng);
+            for (int i = 0; i < hd; i++) q[i] = tu_randf(&rng);
+            el_attn_scores_avx512(sa, q, k, stride, n, hd, 0.125f);
+            el_attn_scores_scalar(sb, q, k, stride, n, hd, 0.125f);
+            for (int p = 0; p < n; p++) {
+                double bound = 0;  // rounding bound: a few ulp of the sum of |terms|
+                for (int i = 0; i < hd; i++) bound += fabs(q[i] * k[(size_t)p * stride + i]);
+                assert_true(fabs(sa[p] - sb[p]) <= 0.125 * bound * 1e-6);
+            }
+            oa[hd] = 4242.0f;
+            el_attn_mix_avx512(oa, sa, k, stride, n, hd);
+            el_attn_mix_scalar(ob, sa, k, stride, n, hd);
+            for (int i = 0; i < hd; i++) {
+                double bound = 0;
+                for (int p = 0; p < n; p++) bound += fabs(sa[p] * k[(size_t)p * stride + i]);
+                assert_true(fabs(oa[i] - ob[i]) <= bound * 1e-6);
+            }
+            assert_true(oa[hd] == 4242.0f);
+            free(k), free(q);
+        }
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {cmocka_unit_test(test_exp), cmocka_unit_test(test_swiglu),
+                                       cmocka_unit_test(test_softmax), cmocka_unit_test(test_attention)};
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
