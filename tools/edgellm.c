@@ -23,6 +23,7 @@ int cmd_plan(int argc, char **argv);
 int cmd_quantize(int argc, char **argv);
 int cmd_perplexity(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
+int cmd_serve(int argc, char **argv);
 
 static const struct {
     const char *name;
@@ -39,6 +40,7 @@ static const struct {
     {"perplexity", cmd_perplexity, "measure a model's perplexity on a text file"},
     {"bench", cmd_bench, "prefill/decode speed against the machine's bandwidth and FMA peak"},
     {"synth", cmd_synth, "write a random-weight Llama-shaped GGUF of any size"},
+    {"serve", cmd_serve, "serve a base model and many LoRA adapters over an OpenAI-compatible HTTP API"},
     {"worker", cmd_worker, "serve a range of layers to devices (split inference)"},
     {"keygen", cmd_keygen, "make a CURVE key pair for a device or worker"},
     {"finetune", cmd_finetune, "train a LoRA adapter on a text or JSON-lines dataset"},

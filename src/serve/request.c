@@ -1,0 +1,188 @@
+// OpenAI request bodies (/v1/completions, /v1/chat/completions) to a request
+// struct. The body comes from the network: sizes, types and ranges are
+// checked, and every error names the field.
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "edgellm/json.h"
+#include "edgellm/serve.h"
+
+static el_status bad(el_serve_request *r, el_error *err, el_status code, const char *param, const char *fmt,
+                     const char *detail) {
+    snprintf(r->bad_param, sizeof r->bad_param, "%s", param);
+    return el_err(err, code, fmt, param, detail);
+}
+
+// A copy of a JSON string that must be valid UTF-8 text without NUL bytes.
+static el_status text_copy(el_serve_request *r, const el_json *j, const char *param, char **out, el_error *err) {
+    if (!j || j->type != EL_JSON_STRING) return bad(r, err, EL_ERR_ARG, param, "request: '%s' must be a string%s", "");
+    if (strlen(j->str) != j->len) return bad(r, err, EL_ERR_ARG, param, "request: '%s' contains a NUL character%s", "");
+    if (!el_utf8_valid(j->str, j->len)) return bad(r, err, EL_ERR_ARG, param, "request: '%s' is not valid UTF-8%s", "");
+    *out = malloc(j->len + 1);
+    if (!*out) return el_err(err, EL_ERR_NOMEM, "request: out of memory for '%s'", param);
+    memcpy(*out, j->str, j->len + 1);
+    return EL_OK;
+}
+
+static el_status get_num(el_serve_request *r, const el_json *root, const char *key, double lo, double hi, int integer,
+                         double *out, int *present, el_error *err) {
+    const el_json *j = el_json_get(root, key);
+    *present = 0;
+    if (!j || j->type == EL_JSON_NULL) return EL_OK;
+    if (j->type != EL_JSON_NUMBER || !isfinite(j->num))
+        return bad(r, err, EL_ERR_ARG, key, "request: '%s' must be a number%s", "");
+    if (integer && j->num != floor(j->num)) return bad(r, err, EL_ERR_ARG, key, "request: '%s' must be an integer%s", "");
+    if (j->num < lo || j->num > hi) {
+        char range[96];
+        snprintf(range, sizeof range, " in %g..%g (got %g)", lo, hi, j->num);
+        return bad(r, err, EL_ERR_RANGE, key, "request: '%s' must be%s", range);
+    }
+    *out = j->num;
+    *present = 1;
+    return EL_OK;
+}
+
+// Chat content: a string, or an array of parts of which the "text" ones count.
+static el_status content_text(el_serve_request *r, const el_json *c, char **out, el_error *err) {
+    if (c && c->type == EL_JSON_STRING) return text_copy(r, c, "messages", out, err);
+    if (!c || c->type != EL_JSON_ARRAY)
+        return bad(r, err, EL_ERR_ARG, "messages", "request: '%s' content must be a string or an array of parts%s", "");
+    size_t total = 0;
+    for (size_t i = 0; i < c->len; i++) {
+        const el_json *p = &c->items[i];
+        const char *type = el_json_str(el_json_get(p, "type"));
+        const el_json *t = el_json_get(p, "text");
+        if (!type || strcmp(type, "text") != 0 || !t || t->type != EL_JSON_STRING)
+            return bad(r, err, EL_ERR_UNSUPPORTED, "messages", "request: '%s' content parts must be {\"type\":\"text\",\"text\":...}%s", "");
+        total += t->len;
+    }
+    char *buf = malloc(total + 1);
+    if (!buf) return el_err(err, EL_ERR_NOMEM, "request: out of memory for message content");
+    size_t n = 0;
+    for (size_t i = 0; i < c->len; i++) {
+        const el_json *t = el_json_get(&c->items[i], "text");
+        memcpy(buf + n, t->str, t->len);
+        n += t->len;
+    }
+    buf[n] = 0;
+    *out = buf;
+    if (strlen(buf) != n || !el_utf8_valid(buf, n))
+        return bad(r, err, EL_ERR_ARG, "messages", "request: '%s' content is not NUL-free UTF-8 text%s", "");
+    return EL_OK;
+}
+
+static el_status parse_root(const el_json *root, el_serve_kind kind, el_serve_request *r, el_error *err) {
+    el_status st;
+    if (root->type != EL_JSON_OBJECT) return bad(r, err, EL_ERR_ARG, "body", "request: '%s' must be a JSON object%s", "");
+    if ((st = text_copy(r, el_json_get(root, "model"), "model", &r->model, err))) return st;
+    if (kind == EL_SERVE_COMPLETION) {
+        const el_json *p = el_json_get(root, "prompt");
+        // a one-element array of strings is the same request as the string
+        if (p && p->type == EL_JSON_ARRAY) {
+            if (p->len != 1 || p->items[0].type != EL_JSON_STRING)
+                return bad(r, err, EL_ERR_UNSUPPORTED, "prompt",
+                           "request: '%s' must be a string or an array of one string (batches and token arrays are not supported)%s", "");
+            p = &p->items[0];
+        }
+        if ((st = text_copy(r, p, "prompt", &r->prompt, err))) return st;
+    } else {
+        const el_json *m = el_json_get(root, "messages");
+        if (!m || m->type != EL_JSON_ARRAY || m->len == 0)
+            return bad(r, err, EL_ERR_ARG, "messages", "request: '%s' must be a non-empty array%s", "");
+        if (m->len > EL_SERVE_MAX_MESSAGES)
+            return bad(r, err, EL_ERR_RANGE, "messages", "request: '%s' has more than 1024 entries%s", "");
+        r->roles = calloc(m->len, sizeof *r->roles);
+        r->contents = calloc(m->len, sizeof *r->contents);
+        if (!r->roles || !r->contents) return el_err(err, EL_ERR_NOMEM, "request: out of memory for messages");
+        for (size_t i = 0; i < m->len; i++) {
+            const el_json *msg = &m->items[i];
+            r->n_messages = (int)i + 1;
+            if (msg->type != EL_JSON_OBJECT)
+                return bad(r, err, EL_ERR_ARG, "messages", "request: '%s' entries must be objects%s", "");
+            if ((st = text_copy(r, el_json_get(msg, "role"), "messages", &r->roles[i], err))) return st;
+            if (strcmp(r->roles[i], "system") && strcmp(r->roles[i], "user") && strcmp(r->roles[i], "assistant") &&
+                strcmp(r->roles[i], "developer"))
+                return bad(r, err, EL_ERR_ARG, "messages", "request: '%s' role must be system, developer, user or assistant%s", "");
+            if (!strcmp(r->roles[i], "developer")) memcpy(r->roles[i], "system", 7);  // same purpose, shorter
+            if ((st = content_text(r, el_json_get(msg, "content"), &r->contents[i], err))) return st;
+        }
+    }
+    double v;
+    int has;
+    const char *max_key = "max_tokens";
+    if (kind == EL_SERVE_CHAT && el_json_get(root, "max_completion_tokens")) max_key = "max_completion_tokens";
+    if ((st = get_num(r, root, max_key, 1, EL_SERVE_MAX_TOKENS_CAP, 1, &v, &has, err))) return st;
+    if (has) r->max_tokens = (int)v;
+    if ((st = get_num(r, root, "temperature", 0, 2, 0, &v, &has, err))) return st;
+    if (has) r->temperature = (float)v;
+    if ((st = get_num(r, root, "top_p", 0, 1, 0, &v, &has, err))) return st;
+    if (has) r->top_p = (float)v;
+    if ((st = get_num(r, root, "top_k", 0, 1e6, 1, &v, &has, err))) return st;
+    if (has) r->top_k = (int)v;
+    if ((st = get_num(r, root, "min_p", 0, 1, 0, &v, &has, err))) return st;
+    if (has) r->min_p = (float)v;
+    if ((st = get_num(r, root, "repeat_penalty", 0.01, 100, 0, &v, &has, err))) return st;
+    if (has) r->repeat_penalty = (float)v;
+    // OpenAI seeds are 64-bit integers; doubles hold integers exactly to 2^53
+    if ((st = get_num(r, root, "seed", -9007199254740992.0, 9007199254740992.0, 1, &v, &has, err))) return st;
+    if (has) {
+        r->has_seed = 1;
+        r->seed = (uint64_t)(int64_t)v;
+    }
+    if ((st = get_num(r, root, "n", 1, 1, 1, &v, &has, err))) return st;
+    const el_json *stop = el_json_get(root, "stop");
+    if (stop && stop->type != EL_JSON_NULL) {
+        const el_json *list = stop;
+        size_t n = 1;
+        if (stop->type == EL_JSON_ARRAY) n = stop->len;
+        if (n > EL_SERVE_MAX_STOP) return bad(r, err, EL_ERR_RANGE, "stop", "request: '%s' has more than 4 strings%s", "");
+        for (size_t i = 0; i < n; i++) {
+            const el_json *s = stop->type == EL_JSON_ARRAY ? &list->items[i] : stop;
+            if ((st = text_copy(r, s, "stop", &r->stop[i], err))) return st;
+            r->n_stop = (int)i + 1;
+            if (s->len == 0 || s->len > EL_SERVE_MAX_STOP_LEN)
+                return bad(r, err, EL_ERR_RANGE, "stop", "request: '%s' strings must be 1..256 bytes%s", "");
+        }
+    }
+    const el_json *stream = el_json_get(root, "stream");
+    if (stream && stream->type != EL_JSON_NULL) {
+        if (stream->type != EL_JSON_BOOL) return bad(r, err, EL_ERR_ARG, "stream", "request: '%s' must be true or false%s", "");
+        r->stream = stream->num != 0;
+    }
+    const el_json *so = el_json_get(root, "stream_options");
+    const el_json *iu = so ? el_json_get(so, "include_usage") : NULL;
+    if (iu && iu->type == EL_JSON_BOOL) r->include_usage = iu->num != 0;
+    return EL_OK;
+}
+
+el_status el_serve_request_parse(const char *body, size_t len, el_serve_kind kind, el_serve_request *r, el_error *err) {
+    memset(r, 0, sizeof *r);
+    r->kind = kind;
+    r->temperature = 1.0f;
+    r->top_p = 1.0f;
+    r->repeat_penalty = 1.0f;
+    el_json *root = NULL;
+    el_status st = el_json_parse(body, len, "request body", &root, err);
+    if (st) {
+        snprintf(r->bad_param, sizeof r->bad_param, "body");
+        return st;
+    }
+    st = parse_root(root, kind, r, err);
+    el_json_free(root);
+    return st;
+}
+
+void el_serve_request_free(el_serve_request *r) {
+    if (!r) return;
+    free(r->model);
+    free(r->prompt);
+    for (int i = 0; i < r->n_messages; i++) {
+        if (r->roles) free(r->roles[i]);
+        if (r->contents) free(r->contents[i]);
+    }
+    free(r->roles);
+    free(r->contents);
+    for (int i = 0; i < r->n_stop; i++) free(r->stop[i]);
+    memset(r, 0, sizeof *r);
+}
