@@ -7,19 +7,32 @@
 #include "edgellm/model.h"
 
 static const char *usage =
-    "usage: edgellm tokenize (-m MODEL | -z TOKENIZER) (-p TEXT | -f FILE) [--no-bos]\n"
+    "usage: edgellm tokenize (-m MODEL | -z TOKENIZER) (-p TEXT | -f FILE) [--no-bos] [--special]\n"
     "\n"
     "Prints the token ids of TEXT, space-separated, on one line. -f reads the file\n"
-    "byte for byte (newlines included). BOS is prepended unless --no-bos.\n"
+    "byte for byte (newlines included). BOS is prepended when the model asks for it\n"
+    "(tokenizer.ggml.add_bos_token; SentencePiece vocabularies by default, byte-level\n"
+    "BPE ones only when the metadata says so), never with --no-bos.\n"
+    "--special turns control and user-defined pieces written in the text (\"<s>\",\n"
+    "\"<|im_start|>\") into their tokens; without it they are encoded as plain text.\n"
     "With both -m and -z, -z is the tokenizer and -m only gives the vocabulary size.\n"
+    "-m may be a vocabulary-only GGUF (no tensors).\n"
     "\n"
     "example: edgellm tokenize -z ../shared/models/llama2-tokenizer.bin -p \"Hello world\"\n";
+
+static int is_gguf(const char *path) {
+    FILE *f = fopen(path, "rb");
+    char magic[4] = {0};
+    size_t got = f ? fread(magic, 1, 4, f) : 0;
+    if (f) fclose(f);
+    return got == 4 && memcmp(magic, "GGUF", 4) == 0;
+}
 
 int cmd_tokenize(int argc, char **argv) {
     cli c;
     cli_init(&c, "tokenize", argc, argv);
     const char *model_path = NULL, *tok_path = NULL, *text = NULL, *file = NULL;
-    int bos = 1;
+    int bos = 1, special = 0;
     const char *a;
     int opt;
     while ((a = cli_next(&c, &opt))) {
@@ -29,6 +42,7 @@ int cmd_tokenize(int argc, char **argv) {
         else if (cli_is(a, "-p", "--prompt")) text = cli_str(&c, a);
         else if (cli_is(a, "-f", "--file")) file = cli_str(&c, a);
         else if (cli_is(a, NULL, "--no-bos")) bos = 0;
+        else if (cli_is(a, NULL, "--special")) special = 1;
         else return cli_unknown(&c, a);
     }
     if (c.failed) return 2;
@@ -42,14 +56,18 @@ int cmd_tokenize(int argc, char **argv) {
     int *ids = NULL, n = 0, rc = 1;
     size_t len;
     if (tool_load_prompt(text, file, 1, &file_text, &text, &len, &err)) goto out;
-    if (model_path) {
+    if (model_path && !tok_path && is_gguf(model_path)) {
+        // The tokenizer is all this needs, so a vocabulary-only GGUF will do.
+        if (tool_open_tokenizer_file(model_path, &tok, &err)) goto out;
+    } else if (model_path) {
         el_model_opts mo = {.layer_begin = 0, .layer_end = 0, .no_head = 1};
         if (el_model_open(model_path, &mo, &m, &err)) goto out;
         if (el_model_tokenizer(m, tok_path, &tok, &err)) goto out;
     } else if (tool_open_tokenizer_file(tok_path, &tok, &err)) {
         goto out;
     }
-    if (el_tokenizer_encode(tok, text, len, bos, &ids, &n, &err)) goto out;
+    unsigned flags = (bos && el_tokenizer_add_bos(tok) ? EL_ENCODE_ADD_BOS : 0) | (special ? EL_ENCODE_SPECIAL : 0);
+    if (el_tokenizer_encode_ex(tok, text, len, flags, &ids, &n, &err)) goto out;
     for (int i = 0; i < n; i++) printf(i ? " %d" : "%d", ids[i]);
     printf("\n");
     rc = 0;
