@@ -8,6 +8,7 @@
 
 static const char *usage =
     "usage: edgellm tokenize (-m MODEL | -z TOKENIZER) (-p TEXT | -f FILE) [--no-bos] [--special]\n"
+    "       edgellm tokenize --pretok NAME (-p TEXT | -f FILE)\n"
     "\n"
     "Prints the token ids of TEXT, space-separated, on one line. -f reads the file\n"
     "byte for byte (newlines included). BOS is prepended when the model asks for it\n"
@@ -17,6 +18,9 @@ static const char *usage =
     "\"<|im_start|>\") into their tokens; without it they are encoded as plain text.\n"
     "With both -m and -z, -z is the tokenizer and -m only gives the vocabulary size.\n"
     "-m may be a vocabulary-only GGUF (no tensors).\n"
+    "--pretok NAME prints where byte-level BPE pre-tokenizer NAME (a tokenizer.ggml.pre\n"
+    "value: gpt-2, llama-bpe, qwen2, smollm, ...) cuts the text: the end byte offset of\n"
+    "each piece, space-separated; no model is needed.\n"
     "\n"
     "example: edgellm tokenize -z ../shared/models/llama2-tokenizer.bin -p \"Hello world\"\n";
 
@@ -31,7 +35,7 @@ static int is_gguf(const char *path) {
 int cmd_tokenize(int argc, char **argv) {
     cli c;
     cli_init(&c, "tokenize", argc, argv);
-    const char *model_path = NULL, *tok_path = NULL, *text = NULL, *file = NULL;
+    const char *model_path = NULL, *tok_path = NULL, *text = NULL, *file = NULL, *pretok = NULL;
     int bos = 1, special = 0;
     const char *a;
     int opt;
@@ -43,10 +47,11 @@ int cmd_tokenize(int argc, char **argv) {
         else if (cli_is(a, "-f", "--file")) file = cli_str(&c, a);
         else if (cli_is(a, NULL, "--no-bos")) bos = 0;
         else if (cli_is(a, NULL, "--special")) special = 1;
+        else if (cli_is(a, NULL, "--pretok")) pretok = cli_str(&c, a);
         else return cli_unknown(&c, a);
     }
     if (c.failed) return 2;
-    if (!model_path && !tok_path) return cli_fail(&c, "-m MODEL or -z TOKENIZER is required");
+    if (!model_path && !tok_path && !pretok) return cli_fail(&c, "-m MODEL or -z TOKENIZER is required");
     if (!text == !file) return cli_fail(&c, "give one of -p TEXT or -f FILE");
 
     el_error err = {0};
@@ -56,6 +61,21 @@ int cmd_tokenize(int argc, char **argv) {
     int *ids = NULL, n = 0, rc = 1;
     size_t len;
     if (tool_load_prompt(text, file, 1, &file_text, &text, &len, &err)) goto out;
+    if (pretok) {
+        el_pretok pre = el_pretok_from_name(pretok, strlen(pretok));
+        size_t *ends = NULL, n_ends = 0;
+        if (pre == EL_PRETOK_NONE) {
+            el_err(&err, EL_ERR_ARG, "--pretok: unknown pre-tokenizer \"%s\" (known: gpt-2, default, llama-bpe, llama3, "
+                   "qwen2, smollm)", pretok);
+            goto out;
+        }
+        if (el_pretok_split(pre, text, len, &ends, &n_ends, &err)) goto out;
+        for (size_t i = 0; i < n_ends; i++) printf(i ? " %zu" : "%zu", ends[i]);
+        printf("\n");
+        free(ends);
+        rc = 0;
+        goto out;
+    }
     if (model_path && !tok_path && is_gguf(model_path)) {
         // The tokenizer is all this needs, so a vocabulary-only GGUF will do.
         if (tool_open_tokenizer_file(model_path, &tok, &err)) goto out;
