@@ -37,6 +37,19 @@ L=$REF/ggml-vocab-llama-spm.gguf
 expect_eq "spm special off" "$("$EDGELLM" tokenize -m "$L" -p "<s>Hi" --no-bos)" "529 29879 29958 18567"
 expect_eq "spm special on" "$("$EDGELLM" tokenize -m "$L" -p "<s>Hi" --no-bos --special)" "1 6324"
 
+# run end to end with a byte-level vocabulary: a tiny random Llama with 50257
+# outputs and the gpt-2 vocabulary as its tokenizer. The prompt is printed back
+# byte for byte (no BOS: the vocabulary does not ask for one), then the
+# generated pieces.
+"$EDGELLM" synth --dim 16 --layers 1 --heads 2 --ff 32 --vocab 50257 --ctx 64 -o "$T/m.gguf" 2>/dev/null
+prompt="Hello world, caf\xc3\xa9 \xf0\x9f\x98\x81"
+prompt=$(printf "$prompt")
+"$EDGELLM" run -m "$T/m.gguf" -z "$V" -p "$prompt" -n 8 --temp 0 -t 1 >"$T/run.out" 2>"$T/run.err" || fail "run with the gpt-2 vocabulary: $(cat "$T/run.err")"
+nbytes=$(printf "%s" "$prompt" | wc -c)
+head -c "$nbytes" "$T/run.out" >"$T/run.head"
+printf "%s" "$prompt" | cmp -s - "$T/run.head" && pass || fail "run did not echo the prompt: $(head -c 80 "$T/run.out")"
+[ "$(wc -c <"$T/run.out")" -gt "$nbytes" ] && pass || fail "run generated nothing"
+
 # Bad input gives one clear line and a non-zero exit.
 printf 'a\xffb' >"$T/bad.txt"
 expect_error "not valid UTF-8" "$EDGELLM" tokenize -m "$V" -f "$T/bad.txt"
