@@ -19,9 +19,9 @@ static const el_pretok g_pres[4] = {EL_PRETOK_GPT2, EL_PRETOK_LLAMA3, EL_PRETOK_
 
 // Built-in vocabulary: the 256 byte characters (id = byte), then pieces.
 static const char *g_extra[] = {"\xc4\xa0t", "he", "\xc4\xa0the", "aa", "aaa", "ab", "ba", "abab", "<|eot|>",
-                                "\xc4\xa0\xc4\xa0", "\xc3\xa9", "th", "the", "\xc4\x8a\xc4\x8a"};
+                                "\xc4\xa0\xc4\xa0", "\xc3\x83\xc2\xa9", "th", "the", "\xc4\x8a\xc4\x8a"};
 static const char *g_merges[] = {"a a", "\xc4\xa0 t", "h e", "t he", "\xc4\xa0t he", "a b", "b a", "aa a",
-                                 "ab ab", "\xc4\xa0 \xc4\xa0", "\xc3 \xa9", "t h", "th e", "\xc4\x8a \xc4\x8a"};
+                                 "ab ab", "\xc4\xa0 \xc4\xa0", "\xc3\x83 \xc2\xa9", "t h", "th e", "\xc4\x8a \xc4\x8a"};
 enum { N_EXTRA = sizeof g_extra / sizeof g_extra[0], N_MERGES = sizeof g_merges / sizeof g_merges[0] };
 static char g_chars[256][3];
 
