@@ -112,10 +112,11 @@ el_status el_tokenizer_encode(const el_tokenizer *t, const char *text, size_t le
 enum {
     EL_ENCODE_ADD_BOS = 1,  // prepend BOS (an error if the vocabulary has none)
     EL_ENCODE_ADD_EOS = 2,  // append EOS (likewise)
-    // Control and user-defined pieces written in the text ("<s>",
-    // "<|im_start|>") become their tokens: at each position the longest such
-    // piece wins, and the text between them is encoded on its own (a
-    // SentencePiece vocabulary gives each such run its dummy-prefix space).
+    // Control pieces written in the text ("<s>", "<|im_start|>") become their
+    // tokens. User-defined pieces always do (as in Hugging Face tokenizers and
+    // llama.cpp). At each position the longest such piece wins, and the text
+    // between them is encoded on its own (a SentencePiece vocabulary gives
+    // each such run its dummy-prefix space).
     EL_ENCODE_SPECIAL = 4,
 };
 // el_tokenizer_encode with EL_ENCODE_* flags; el_tokenizer_encode(.., add_bos,

@@ -51,6 +51,7 @@ struct el_tokenizer {
     // group longest piece first.
     int32_t *spec;
     uint32_t spec_start[257];
+    int n_user_defined;  // how many of them are user-defined (matched without EL_ENCODE_SPECIAL)
 
     // Byte-level BPE (bpe.c).
     el_pretok pre;

@@ -87,7 +87,7 @@ static int spec_cmp(const void *pa, const void *pb) {
     return a->id < b->id ? -1 : a->id > b->id;
 }
 
-// Collects the control and user-defined tokens EL_ENCODE_SPECIAL looks for.
+// Collects the control and user-defined tokens encode looks for in text.
 // Pieces that are empty or not valid UTF-8 could never be matched cleanly and
 // are left out.
 static int build_specials(el_tokenizer *t) {
@@ -121,6 +121,7 @@ static int build_specials(el_tokenizer *t) {
         }
     }
     t->spec_start[256] = (uint32_t)n;
+    for (size_t i = 0; i < n; i++) t->n_user_defined += t->types[t->spec[i]] == EL_TOKEN_USER_DEFINED;
     free(k);
     return 0;
 }
@@ -272,10 +273,12 @@ void el_tokenizer_set_add_eos(el_tokenizer *t, int on) { t->add_eos = on != 0; }
 el_pretok el_tokenizer_pretok(const el_tokenizer *t) { return t->kind == EL_TOKENIZER_BPE ? t->pre : EL_PRETOK_NONE; }
 
 // The special token whose piece starts text[i..len) (longest first), or -1.
-static int special_at(const el_tokenizer *t, const char *text, size_t i, size_t len) {
+// Control tokens count only when control is set.
+static int special_at(const el_tokenizer *t, const char *text, size_t i, size_t len, int control) {
     unsigned char b = (unsigned char)text[i];
     for (uint32_t k = t->spec_start[b]; k < t->spec_start[b + 1]; k++) {
         int id = t->spec[k];
+        if (!control && t->types[id] == EL_TOKEN_CONTROL) continue;
         size_t n = t->off[id + 1] - t->off[id];
         if (n <= len - i && memcmp(text + i, t->text + t->off[id], n) == 0) return id;
     }
@@ -310,10 +313,13 @@ el_status el_tokenizer_encode_ex(const el_tokenizer *t, const char *text, size_t
     el_status st = EL_OK;
     if (!out.v) goto nomem;
     if ((flags & EL_ENCODE_ADD_BOS) && tok_ids_push(&out, t->bos)) goto nomem;
-    if (flags & EL_ENCODE_SPECIAL) {
+    // User-defined pieces are always taken whole, as Hugging Face does with
+    // added tokens that are not special; control ones only when asked.
+    if ((flags & EL_ENCODE_SPECIAL) || t->n_user_defined) {
+        int control = (flags & EL_ENCODE_SPECIAL) != 0;
         size_t from = 0;
         for (size_t i = 0; i < len;) {
-            int id = special_at(t, text, i, len);
+            int id = special_at(t, text, i, len, control);
             if (id < 0) {
                 i += tok_utf8_len((unsigned char)text[i]);
                 continue;

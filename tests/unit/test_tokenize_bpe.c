@@ -255,8 +255,10 @@ static void test_special_bpe(void **st) {
     // The text between is pre-tokenized on its own: " " before a special
     // token is a whole whitespace run at the end of its fragment.
     expect_ids(t, "a <|x", EL_ENCODE_SPECIAL, (const int[]){'a', ' ', 258}, 3);
-    // Without the flag it is all plain text (byte characters here).
+    // Without the flag control pieces are plain text (byte characters
+    // here); user-defined ones are still whole tokens.
     expect_ids(t, "<|x", 0, (const int[]){'<', '|', 'x'}, 3);
+    expect_ids(t, "<|a|>b<|a|>", 0, (const int[]){257, '<', '|', 'a', '|', '>'}, 6);
     // Decoding: control tokens print nothing, user-defined ones as they are.
     char buf[16];
     assert_int_equal(el_tokenizer_decode(t, -1, 256, buf, sizeof buf), 0);
