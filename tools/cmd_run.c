@@ -142,7 +142,8 @@ int cmd_run(int argc, char **argv) {
         lora_set.lora[lora_set.n++] = loras[i];
     }
     if (el_model_tokenizer(m, tok_path, &tok, &err)) goto out;
-    if (el_tokenizer_encode(tok, prompt, prompt_len, 1, &ids, &n_ids, &err)) goto out;
+    // BOS as the model's metadata asks (Qwen2 vocabularies do not want one).
+    if (el_tokenizer_encode(tok, prompt, prompt_len, el_tokenizer_add_bos(tok), &ids, &n_ids, &err)) goto out;
     if (ctx == 0) ctx = m->hp.ctx;
     if (n_ids >= ctx) {
         el_err(&err, EL_ERR_RANGE, "the prompt has %d tokens, more than the context of %d allows", n_ids, ctx);
@@ -176,7 +177,8 @@ int cmd_run(int argc, char **argv) {
     struct sigaction sa = {0};
     sa.sa_handler = on_sigint;
     sigaction(SIGINT, &sa, NULL);
-    for (int i = 1; i < n_ids; i++) tool_print_piece(stdout, tok, ids[i - 1], ids[i]);
+    // A BOS (control) prints nothing, and the piece after it drops its prefix space.
+    for (int i = 0; i < n_ids; i++) tool_print_piece(stdout, tok, i ? ids[i - 1] : -1, ids[i]);
     fflush(stdout);
     for (int i = 0; i < n_ids; i++) el_sampler_accept(smp, ids[i]);
 

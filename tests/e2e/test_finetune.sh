@@ -8,7 +8,7 @@ BASE=(-m "$MODELS/aidreams260K.bin" -z "$MODELS/tok512.bin")
 
 # ---- training lowers the validation loss and the adapter changes the style
 "$EDGELLM" finetune "${BASE[@]}" --data "$DATA/pirate-dreams.txt" --val "$DATA/pirate-dreams-val.txt" \
-  --epochs 4 --batch 8 --lr 3e-3 -t 2 -o "$T/pirate.gguf" 2>"$T/ft.err" || fail "finetune: $(tail -3 "$T/ft.err")"
+  --epochs 4 --batch 8 --lr 3e-3 -t 2 -o "$T/pirate.gguf" 2>"$T/ft.err" || fail "finetune (exit $?): $(tail -3 "$T/ft.err")"
 line=$(grep "^validation loss" "$T/ft.err")
 read -r before after <<<"$(echo "$line" | sed -E 's/validation loss ([0-9.]+) -> ([0-9.]+).*/\1 \2/')"
 python3 -c "import sys; b,a=float(sys.argv[1]),float(sys.argv[2]); sys.exit(0 if a < 0.7*b else 1)" "$before" "$after" \
