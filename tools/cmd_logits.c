@@ -58,7 +58,8 @@ int cmd_logits(int argc, char **argv) {
     if (el_model_open(model_path, &mo, &m, &err)) goto out;
     if (tool_split_check_model(&ts, m, &err)) goto out;
     if (el_model_tokenizer(m, tok_path, &tok, &err)) goto out;
-    if (el_tokenizer_encode(tok, prompt, len, 1, &ids, &n_ids, &err)) goto out;
+    // BOS as the model's metadata asks (Qwen2 vocabularies do not want one).
+    if (el_tokenizer_encode(tok, prompt, len, el_tokenizer_add_bos(tok), &ids, &n_ids, &err)) goto out;
     if (n_ids > m->hp.ctx) {
         el_err(&err, EL_ERR_RANGE, "the prompt has %d tokens, more than the context of %d", n_ids, m->hp.ctx);
         goto out;

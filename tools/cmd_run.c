@@ -168,7 +168,8 @@ int cmd_run(int argc, char **argv) {
         free(user);
         if (cs) goto out;
         el_stopper_init(&reply, &chat.eot_text, 1);
-    } else if (el_tokenizer_encode(tok, prompt, prompt_len, 1, &ids, &n_ids, &err)) {
+    } else if (el_tokenizer_encode(tok, prompt, prompt_len, el_tokenizer_add_bos(tok), &ids, &n_ids, &err)) {
+        // BOS as the model's metadata asks (Qwen2 vocabularies do not want one)
         goto out;
     }
     if (ctx == 0) ctx = m->hp.ctx;
@@ -204,7 +205,8 @@ int cmd_run(int argc, char **argv) {
     struct sigaction sa = {0};
     sa.sa_handler = on_sigint;
     sigaction(SIGINT, &sa, NULL);
-    for (int i = 1; i < n_ids && !chat_mode; i++) tool_print_piece(stdout, tok, ids[i - 1], ids[i]);
+    // A BOS (control) prints nothing, and the piece after it drops its prefix space.
+    for (int i = 0; i < n_ids && !chat_mode; i++) tool_print_piece(stdout, tok, i ? ids[i - 1] : -1, ids[i]);
     fflush(stdout);
     for (int i = 0; i < n_ids; i++) el_sampler_accept(smp, ids[i]);
 

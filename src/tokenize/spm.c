@@ -109,27 +109,10 @@ static size_t word_end(const char *buf, size_t s, size_t n) {
     return s;
 }
 
-typedef struct {
-    int *v;
-    size_t n, cap;
-} idvec;
-
-static int push_id(idvec *o, int id) {
-    if (o->n == o->cap) {
-        size_t ncap = o->cap * 2;
-        int *nv = realloc(o->v, ncap * sizeof *nv);
-        if (!nv) return -1;
-        o->v = nv;
-        o->cap = ncap;
-    }
-    o->v[o->n++] = id;
-    return 0;
-}
-
 // Encodes buf[from..to) (whole characters) and appends the ids to out.
 // e->sym has room for to - from symbols. Returns EL_OK, or EL_ERR_NOMEM /
 // EL_ERR_UNSUPPORTED (with err filled).
-static el_status encode_run(encoder *e, size_t from, size_t to, idvec *out, el_error *err) {
+static el_status encode_run(encoder *e, size_t from, size_t to, tok_ids *out, el_error *err) {
     const el_tokenizer *t = e->t;
     const char *buf = e->buf;
     symbol *sym = e->sym;
@@ -177,34 +160,29 @@ static el_status encode_run(encoder *e, size_t from, size_t to, idvec *out, el_e
         if (try_pair(e, l->prev, p.left) || try_pair(e, p.left, l->next)) goto nomem;
     }
     for (int32_t i = 0; i >= 0; i = sym[i].next) {
-        if (push_id(out, sym[i].id)) goto nomem;
+        if (tok_ids_push(out, sym[i].id)) goto nomem;
     }
     return EL_OK;
 nomem:
     return el_err(err, EL_ERR_NOMEM, "out of memory encoding a prompt");
 }
 
-el_status tok_spm_encode(const el_tokenizer *t, const char *text, size_t len, int add_bos, int **ids, int *n_ids,
-                         el_error *err) {
+el_status tok_spm_encode(const el_tokenizer *t, const char *text, size_t len, tok_ids *out, el_error *err) {
     // Escaping can triple the text (each space becomes 3 bytes) and symbols are
     // indexed with int32, so cap the input well inside that.
     if (len > (size_t)(INT_MAX / 4))
         return el_err(err, EL_ERR_RANGE, "prompt of %zu bytes is longer than the limit of %d", len, INT_MAX / 4);
-    size_t bad = el_utf8_check(text, len);
-    if (bad < len) return el_err(err, EL_ERR_ARG, "prompt is not valid UTF-8 at byte %zu", bad);
-    if (add_bos && t->bos < 0) return el_err(err, EL_ERR_ARG, "tokenizer has no BOS token to prepend");
 
     // Escape: the dummy prefix, and every ' ' as "▁".
     size_t n_spaces = 0;
     for (size_t i = 0; i < len; i++) n_spaces += text[i] == ' ';
     int prefix = len > 0 && t->add_space_prefix;
     size_t blen = len + 2 * n_spaces + (prefix ? TOK_SPACE_LEN : 0);
-    char *buf = el_malloc(blen);
-    idvec out = {el_malloc((len / 2 + 16) * sizeof(int)), 0, len / 2 + 16};
+    char *buf = el_malloc(blen ? blen : 1);
     encoder e = {t, buf, NULL, {NULL, 0, 0}};
     size_t sym_cap = 0;
     el_status st = EL_OK;
-    if (!buf || !out.v) goto nomem;
+    if (!buf) goto nomem;
     size_t w = 0;
     if (prefix) {
         memcpy(buf, TOK_SPACE, TOK_SPACE_LEN);
@@ -219,7 +197,6 @@ el_status tok_spm_encode(const el_tokenizer *t, const char *text, size_t len, in
         }
     }
 
-    if (add_bos && push_id(&out, t->bos)) goto nomem;
     for (size_t s = 0; s < blen;) {
         size_t end = t->split_words ? word_end(buf, s, blen) : blen;
         if (end - s > sym_cap) {
@@ -229,13 +206,9 @@ el_status tok_spm_encode(const el_tokenizer *t, const char *text, size_t len, in
             if (!e.sym) goto nomem;
             sym_cap = ncap;
         }
-        if ((st = encode_run(&e, s, end, &out, err)) != EL_OK) goto done;
+        if ((st = encode_run(&e, s, end, out, err)) != EL_OK) goto done;
         s = end;
     }
-    if (out.n > (size_t)INT_MAX) goto nomem;  // cannot happen under the length cap
-    *ids = out.v;
-    *n_ids = (int)out.n;
-    out.v = NULL;
     goto done;
 nomem:
     st = el_err(err, EL_ERR_NOMEM, "out of memory encoding a prompt of %zu bytes", len);
@@ -243,6 +216,5 @@ done:
     free(e.h.v);
     free(e.sym);
     free(buf);
-    free(out.v);
     return st;
 }

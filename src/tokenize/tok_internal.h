@@ -17,6 +17,10 @@
 #define TOK_SPACE "\xe2\x96\x81"
 #define TOK_SPACE_LEN 3
 
+typedef struct {
+    int32_t left, right, result, rank;
+} tok_merge;
+
 struct el_tokenizer {
     el_tokenizer_kind kind;
     int n_vocab;
@@ -39,6 +43,24 @@ struct el_tokenizer {
     uint32_t hmask;
     int32_t *hslot;   // hmask + 1 slots, -1 = empty
     uint32_t *hash;   // n_vocab: hash of each piece, to skip most memcmps
+
+    int add_bos, add_eos;  // the model's preference (el_tokenizer_add_bos)
+
+    // Control and user-defined tokens that EL_ENCODE_SPECIAL finds in text:
+    // grouped by first byte (spec[spec_start[b] .. spec_start[b + 1])), each
+    // group longest piece first.
+    int32_t *spec;
+    uint32_t spec_start[257];
+    int n_user_defined;  // how many of them are user-defined (matched without EL_ENCODE_SPECIAL)
+
+    // Byte-level BPE (bpe.c).
+    el_pretok pre;
+    int ignore_merges;      // a word that is a piece is one token (Llama 3)
+    uint16_t byte_cp[256];  // GPT-2's byte -> code point mapping
+    int16_t cp_byte[324];   // and back; -1 for code points no byte maps to
+    int byte_tok[256];      // the token of each byte's character, -1 if none
+    uint32_t mmask;         // merge table: (left, right) -> rank, result
+    tok_merge *merges;      // mmask + 1 slots, left = -1 empty
 };
 
 uint32_t tok_hash(const char *s, size_t n);
@@ -50,12 +72,37 @@ int tok_lookup(const el_tokenizer *t, const char *s, size_t n, int text_only);
 
 static inline int tok_type_is_text(int type) { return type == EL_TOKEN_NORMAL || type == EL_TOKEN_USER_DEFINED; }
 
-// Position of the first byte of s[0..n) that does not start a valid UTF-8
 
 // Length of the UTF-8 sequence that starts with lead byte c (valid input).
 static inline size_t tok_utf8_len(unsigned char c) { return c < 0x80 ? 1 : c < 0xE0 ? 2 : c < 0xF0 ? 3 : 4; }
 
-el_status tok_spm_encode(const el_tokenizer *t, const char *text, size_t len, int add_bos, int **ids, int *n_ids,
-                         el_error *err);
+// A growing list of token ids.
+typedef struct {
+    int *v;
+    size_t n, cap;
+} tok_ids;
+int tok_ids_push(tok_ids *o, int id);  // 0, or -1 when out of memory
+
+// A vocabulary with no algorithm tables yet (the part el_tokenizer_new_spm
+// and el_tokenizer_new_bpe share); "<0xAB>" byte pieces are parsed for SPM.
+el_status tok_vocab_new(el_tokenizer_kind kind, int n_vocab, const char *const *pieces, const size_t *lens,
+                        const float *scores, const int *types, int bos, int eos, int unk, el_tokenizer **out,
+                        el_error *err);
+
+// Append the tokens of text[0..len) (valid UTF-8, no special-token parsing)
+// to out. The SentencePiece encoder adds the dummy prefix when configured.
+el_status tok_spm_encode(const el_tokenizer *t, const char *text, size_t len, tok_ids *out, el_error *err);
+el_status tok_bpe_encode(const el_tokenizer *t, const char *text, size_t len, tok_ids *out, el_error *err);
+size_t tok_bpe_decode(const el_tokenizer *t, int id, char *buf, size_t cap);
+void tok_bpe_free(el_tokenizer *t);
+
+// Walks the pre-tokens of s[0..n): each call returns the end of the next one.
+typedef struct {
+    el_pretok pre;
+    const char *s;
+    size_t n, i;
+    size_t seg_end;  // SmolLM: end of the current run without numbers
+} tok_pretok_iter;
+size_t tok_pretok_next(tok_pretok_iter *it);
 
 #endif

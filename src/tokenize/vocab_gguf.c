@@ -1,6 +1,7 @@
-// Tokenizer from GGUF metadata (tokenizer.ggml.*). Only the SentencePiece
-// ("llama") model for now; the arrays point into the mapped file and are
-// copied into the tokenizer, so the GGUF may be closed afterwards.
+// Tokenizer from GGUF metadata (tokenizer.ggml.*): the SentencePiece ("llama")
+// and byte-level BPE ("gpt2", with tokenizer.ggml.merges and .pre) models. The
+// arrays point into the mapped file and are copied into the tokenizer, so the
+// GGUF may be closed afterwards.
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -64,9 +65,34 @@ el_status el_tokenizer_from_gguf(const el_gguf *g, el_tokenizer **out, el_error 
         return el_err(err, EL_ERR_FORMAT, "%s: tokenizer.ggml.model has type %s, expected string", path,
                       el_gguf_type_name(model->type));
     const el_gguf_str m = model->v.str;
-    if (m.len != 5 || memcmp(m.ptr, "llama", 5) != 0)
-        return el_err(err, EL_ERR_UNSUPPORTED, "%s: tokenizer model \"%.*s\" is not supported (only \"llama\")", path,
+    int bpe = m.len == 4 && memcmp(m.ptr, "gpt2", 4) == 0;
+    if (!bpe && (m.len != 5 || memcmp(m.ptr, "llama", 5) != 0))
+        return el_err(err, EL_ERR_UNSUPPORTED,
+                      "%s: tokenizer model \"%.*s\" is not supported (only \"llama\" and \"gpt2\")", path,
                       (int)(m.len < 64 ? m.len : 64), m.ptr);
+    el_pretok pre = EL_PRETOK_GPT2;  // what a gpt2 vocabulary without .pre was made with
+    const el_gguf_kv *kpre = bpe ? el_gguf_find(g, "tokenizer.ggml.pre") : NULL;
+    if (kpre) {
+        if (kpre->type != EL_GGUF_STRING)
+            return el_err(err, EL_ERR_FORMAT, "%s: tokenizer.ggml.pre has type %s, expected string", path,
+                          el_gguf_type_name(kpre->type));
+        pre = el_pretok_from_name(kpre->v.str.ptr, (size_t)kpre->v.str.len);
+        if (pre == EL_PRETOK_NONE)
+            return el_err(err, EL_ERR_UNSUPPORTED,
+                          "%s: pre-tokenizer tokenizer.ggml.pre = \"%.*s\" is not supported (known: gpt-2, default, "
+                          "llama-bpe, llama3, qwen2, smollm)",
+                          path, (int)(kpre->v.str.len < 64 ? kpre->v.str.len : 64), kpre->v.str.ptr);
+    }
+    const el_gguf_kv *kmerges = NULL;
+    if (bpe) {
+        kmerges = el_gguf_find(g, "tokenizer.ggml.merges");
+        if (!kmerges) return el_err(err, EL_ERR_FORMAT, "%s: no tokenizer.ggml.merges for the gpt2 tokenizer", path);
+        if (kmerges->type != EL_GGUF_ARRAY || kmerges->arr_type != EL_GGUF_STRING || !kmerges->strs)
+            return el_err(err, EL_ERR_FORMAT, "%s: tokenizer.ggml.merges is not an array of strings", path);
+        if (kmerges->arr_n > TOK_MAX_VOCAB)
+            return el_err(err, EL_ERR_RANGE, "%s: tokenizer.ggml.merges has %llu entries, more than %d", path,
+                          (unsigned long long)kmerges->arr_n, TOK_MAX_VOCAB);
+    }
 
     const el_gguf_kv *tokens = el_gguf_find(g, "tokenizer.ggml.tokens");
     if (!tokens) return el_err(err, EL_ERR_FORMAT, "%s: no tokenizer.ggml.tokens", path);
@@ -85,16 +111,29 @@ el_status el_tokenizer_from_gguf(const el_gguf *g, el_tokenizer **out, el_error 
     if (el_gguf_find(g, "tokenizer.ggml.add_space_prefix") &&
         !el_gguf_get_bool(g, "tokenizer.ggml.add_space_prefix", &prefix))
         return el_err(err, EL_ERR_FORMAT, "%s: tokenizer.ggml.add_space_prefix is not a bool", path);
-    int bos, eos, unk;
+    int add_bos = !bpe, add_eos = 0;
+    if (el_gguf_find(g, "tokenizer.ggml.add_bos_token") && !el_gguf_get_bool(g, "tokenizer.ggml.add_bos_token", &add_bos))
+        return el_err(err, EL_ERR_FORMAT, "%s: tokenizer.ggml.add_bos_token is not a bool", path);
+    if (el_gguf_find(g, "tokenizer.ggml.add_eos_token") && !el_gguf_get_bool(g, "tokenizer.ggml.add_eos_token", &add_eos))
+        return el_err(err, EL_ERR_FORMAT, "%s: tokenizer.ggml.add_eos_token is not a bool", path);
+    int bos, eos, unk, pad;
     if ((st = special_id(g, "tokenizer.ggml.bos_token_id", n_vocab, &bos, err)) != EL_OK) return st;
     if ((st = special_id(g, "tokenizer.ggml.eos_token_id", n_vocab, &eos, err)) != EL_OK) return st;
     if ((st = special_id(g, "tokenizer.ggml.unknown_token_id", n_vocab, &unk, err)) != EL_OK) return st;
+    if ((st = special_id(g, "tokenizer.ggml.padding_token_id", n_vocab, &pad, err)) != EL_OK) return st;
+    if (add_bos && bos < 0)
+        return el_err(err, EL_ERR_FORMAT, "%s: tokenizer.ggml.add_bos_token is set but there is no bos_token_id", path);
+    if (add_eos && eos < 0)
+        return el_err(err, EL_ERR_FORMAT, "%s: tokenizer.ggml.add_eos_token is set but there is no eos_token_id", path);
 
     const char **pieces = el_calloc((size_t)n_vocab, sizeof *pieces);
     size_t *lens = el_calloc((size_t)n_vocab, sizeof *lens);
     float *scores = kscores ? el_calloc((size_t)n_vocab, sizeof *scores) : NULL;
     int *types = ktypes ? el_calloc((size_t)n_vocab, sizeof *types) : NULL;
-    if (!pieces || !lens || (kscores && !scores) || (ktypes && !types)) {
+    int n_merges = kmerges ? (int)kmerges->arr_n : 0;
+    const char **mstr = kmerges ? el_calloc(n_merges ? (size_t)n_merges : 1, sizeof *mstr) : NULL;
+    size_t *mlen = kmerges ? el_calloc(n_merges ? (size_t)n_merges : 1, sizeof *mlen) : NULL;
+    if (!pieces || !lens || (kscores && !scores) || (ktypes && !types) || (kmerges && (!mstr || !mlen))) {
         st = el_err(err, EL_ERR_NOMEM, "%s: out of memory for %d tokens", path, n_vocab);
         goto done;
     }
@@ -123,7 +162,19 @@ el_status el_tokenizer_from_gguf(const el_gguf *g, el_tokenizer **out, el_error 
             types[i] = (int)v;
         }
     }
-    st = el_tokenizer_new_spm(n_vocab, pieces, lens, scores, types, bos, eos, unk, out, err);
+    for (int i = 0; i < n_merges; i++) {
+        const el_gguf_str ms = kmerges->strs[i];
+        if (ms.len > TOK_MAX_TEXT) {
+            st = el_err(err, EL_ERR_RANGE, "%s: merge %d is %llu bytes long", path, i, (unsigned long long)ms.len);
+            goto done;
+        }
+        mstr[i] = ms.ptr;
+        mlen[i] = (size_t)ms.len;
+    }
+    if (bpe)
+        st = el_tokenizer_new_bpe(n_vocab, pieces, lens, types, n_merges, mstr, mlen, pre, bos, eos, unk, out, err);
+    else
+        st = el_tokenizer_new_spm(n_vocab, pieces, lens, scores, types, bos, eos, unk, out, err);
     if (st != EL_OK) {
         if (err) {
             char msg[sizeof err->msg];
@@ -133,7 +184,11 @@ el_status el_tokenizer_from_gguf(const el_gguf *g, el_tokenizer **out, el_error 
         goto done;
     }
     el_tokenizer_set_add_space_prefix(*out, prefix);
+    el_tokenizer_set_add_bos(*out, add_bos);
+    el_tokenizer_set_add_eos(*out, add_eos);
 done:
+    free(mstr);
+    free(mlen);
     free(pieces);
     free(lens);
     free(scores);
