@@ -4,6 +4,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "chatturn.h"
 #include "cli.h"
 #include "autoplan.h"
 #include "common.h"
@@ -33,6 +34,10 @@ static const char *usage_head =
     "      --seed S            random seed (default: from the clock)\n"
     "      --ctx N             context length (default: the model's)\n"
     "      --lora FILE[:S]     apply a LoRA adapter (GGUF) with scale S (default 1); repeatable\n"
+    "      --chat              the prompt is a user message: render it with the model's chat\n"
+    "                          template, print only the reply, stop at the end of the turn\n"
+    "      --template NAME     with --chat: llama2, llama3, chatml, zephyr or mistral\n"
+    "      --system TEXT       with --chat: a system message before the prompt\n"
     "  -t, --threads N         threads (default: all CPUs)\n"
     "      --stats             print per-token and total timing, bytes and peak memory to stderr\n"
     "      --json              print the totals as one JSON object on stderr\n"
@@ -66,6 +71,8 @@ int cmd_run(int argc, char **argv) {
     cli c;
     cli_init(&c, "run", argc, argv);
     const char *model_path = NULL, *tok_path = NULL, *prompt = NULL, *prompt_file = NULL;
+    const char *tmpl_name = NULL, *system = NULL;
+    int chat_mode = 0;
     const char *lora_args[EL_LORA_MAX_SET];
     int n_lora = 0;
     int steps = 256, ignore_eos = 0, threads = 0, ctx = 0, stats = 0, json = 0, have_seed = 0, split;
@@ -93,6 +100,9 @@ int cmd_run(int argc, char **argv) {
         else if (cli_is(a, NULL, "--stats")) stats = 1;
         else if (cli_is(a, NULL, "--json")) json = 1;
         else if (cli_is(a, NULL, "--ignore-eos")) ignore_eos = 1;
+        else if (cli_is(a, NULL, "--chat")) chat_mode = 1;
+        else if (cli_is(a, NULL, "--template")) tmpl_name = cli_str(&c, a);
+        else if (cli_is(a, NULL, "--system")) system = cli_str(&c, a);
         else if (cli_is(a, NULL, "--lora")) {
             const char *v = cli_str(&c, a);
             if (v && n_lora == EL_LORA_MAX_SET) return cli_fail(&c, "at most %d --lora adapters", EL_LORA_MAX_SET);
@@ -105,6 +115,7 @@ int cmd_run(int argc, char **argv) {
     if (!model_path) return cli_fail(&c, "-m MODEL is required");
     if (!prompt && !prompt_file) return cli_fail(&c, "-p PROMPT or -f FILE is required");
     if (prompt && prompt_file) return cli_fail(&c, "give -p or -f, not both");
+    if ((tmpl_name || system) && !chat_mode) return cli_fail(&c, "--template and --system need --chat");
     if (tool_split_check(&c, &ts)) return 2;
     split = ts.enabled;
     if (split && n_lora) return cli_fail(&c, "--lora does not work with --split yet");
@@ -126,6 +137,8 @@ int cmd_run(int argc, char **argv) {
     int *history = NULL;  // every token so far, for re-planning
     el_sampler *smp = NULL;
     el_pool *pool = NULL;
+    tool_chat chat = {0};
+    el_stopper reply = {0};
     char *file_text = NULL;
     int *ids = NULL, n_ids = 0, rc = 1;
     float *logits = NULL;
@@ -142,8 +155,23 @@ int cmd_run(int argc, char **argv) {
         lora_set.lora[lora_set.n++] = loras[i];
     }
     if (el_model_tokenizer(m, tok_path, &tok, &err)) goto out;
-    // BOS as the model's metadata asks (Qwen2 vocabularies do not want one).
-    if (el_tokenizer_encode(tok, prompt, prompt_len, el_tokenizer_add_bos(tok), &ids, &n_ids, &err)) goto out;
+    if (chat_mode) {
+        if (system && tool_check_prompt(system, strlen(system), "--system", 0, &err)) goto out;
+        if (tool_chat_init(&chat, m, tok, tmpl_name, &err)) goto out;
+        char *user = strndup(prompt, prompt_len);
+        if (!user) {
+            el_err(&err, EL_ERR_NOMEM, "out of memory");
+            goto out;
+        }
+        el_chat_msg msgs[2] = {{"system", system}, {"user", user}};
+        el_status cs = tool_chat_encode(&chat, tok, system ? msgs : msgs + 1, system ? 2 : 1, &ids, &n_ids, &err);
+        free(user);
+        if (cs) goto out;
+        el_stopper_init(&reply, &chat.eot_text, 1);
+    } else if (el_tokenizer_encode(tok, prompt, prompt_len, el_tokenizer_add_bos(tok), &ids, &n_ids, &err)) {
+        // BOS as the model's metadata asks (Qwen2 vocabularies do not want one)
+        goto out;
+    }
     if (ctx == 0) ctx = m->hp.ctx;
     if (n_ids >= ctx) {
         el_err(&err, EL_ERR_RANGE, "the prompt has %d tokens, more than the context of %d allows", n_ids, ctx);
@@ -178,7 +206,7 @@ int cmd_run(int argc, char **argv) {
     sa.sa_handler = on_sigint;
     sigaction(SIGINT, &sa, NULL);
     // A BOS (control) prints nothing, and the piece after it drops its prefix space.
-    for (int i = 0; i < n_ids; i++) tool_print_piece(stdout, tok, i ? ids[i - 1] : -1, ids[i]);
+    for (int i = 0; i < n_ids && !chat_mode; i++) tool_print_piece(stdout, tok, i ? ids[i - 1] : -1, ids[i]);
     fflush(stdout);
     for (int i = 0; i < n_ids; i++) el_sampler_accept(smp, ids[i]);
 
@@ -193,8 +221,20 @@ int cmd_run(int argc, char **argv) {
     while (generated < steps && !interrupted) {
         int next = el_sampler_sample(smp, logits);
         if (!ignore_eos && (next == bos || next == eos)) break;
-        tool_print_piece(stdout, tok, prev, next);
-        fflush(stdout);
+        if (chat_mode) {
+            if (next == chat.eot_id) break;
+            char piece[512];
+            size_t np = el_tokenizer_decode(tok, prev, next, piece, sizeof piece);
+            int stop = tool_chat_emit(&reply, stdout, piece, np);
+            if (stop < 0) {
+                el_err(&err, EL_ERR_NOMEM, "out of memory");
+                goto out;
+            }
+            if (stop) break;
+        } else {
+            tool_print_piece(stdout, tok, prev, next);
+            fflush(stdout);
+        }
         el_sampler_accept(smp, next);
         generated++;
         prev = next;
@@ -213,6 +253,7 @@ int cmd_run(int argc, char **argv) {
         pos++;
     }
     double t_decode = el_time_s() - t1;
+    if (chat_mode) tool_chat_flush(&reply, stdout);
     fputc('\n', stdout);
     fflush(stdout);
     // decode totals: everything after the prefill
@@ -256,6 +297,7 @@ out:
         rc = 0;
     }
     if (rc) cli_error(&err);
+    el_stopper_free(&reply);
     free(logits);
     free(ids);
     free(file_text);

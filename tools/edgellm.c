@@ -5,6 +5,7 @@
 #include "edgellm/core.h"
 
 int cmd_run(int argc, char **argv);
+int cmd_chat(int argc, char **argv);
 int cmd_logits(int argc, char **argv);
 int cmd_tokenize(int argc, char **argv);
 int cmd_info(int argc, char **argv);
@@ -31,6 +32,7 @@ static const struct {
     const char *help;
 } commands[] = {
     {"run", cmd_run, "generate text from a prompt"},
+    {"chat", cmd_chat, "talk with a chat model (its chat template, history kept)"},
     {"logits", cmd_logits, "write the raw logits of every prompt position"},
     {"tokenize", cmd_tokenize, "print the token ids of a text"},
     {"info", cmd_info, "show a model's hyper-parameters, metadata and tensors"},

@@ -1,0 +1,273 @@
+// edgellm chat: an interactive conversation with a chat model on this machine.
+// Each turn renders the whole conversation with the model's template, reuses
+// the KV cache for the tokens it shares with what was already evaluated, and
+// evaluates only the rest.
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "chatturn.h"
+#include "cli.h"
+#include "common.h"
+#include "edgellm/lora.h"
+#include "edgellm/model.h"
+#include "edgellm/sample.h"
+
+static const char *usage =
+    "usage: edgellm chat -m MODEL [-z TOKENIZER] [options]\n"
+    "\n"
+    "Reads your turns from standard input, one line each, and prints each reply\n"
+    "on standard output followed by an empty line. With a terminal it shows a\n"
+    "\"> \" prompt on stderr. The line /reset forgets the conversation; /exit or\n"
+    "end of input quits.\n"
+    "\n"
+    "  -m, --model FILE        GGUF model or llama2.c checkpoint\n"
+    "  -z, --tokenizer FILE    tokenizer (default: the model's own)\n"
+    "      --template NAME     llama2, llama3, chatml, zephyr or mistral (default: recognised from\n"
+    "                          the model's tokenizer.chat_template; chatml when it has none)\n"
+    "      --system TEXT       a system message opening the conversation\n"
+    "  -n, --steps N           most tokens per reply (default 256)\n"
+    "      --temp T            temperature; 0 = greedy (default 0.8)\n"
+    "      --top-k K           keep the K most likely tokens (default 0 = off)\n"
+    "      --top-p P           nucleus sampling threshold (default 0.9; 1 = off)\n"
+    "      --min-p P           drop tokens below P x the top probability (default 0 = off)\n"
+    "      --repeat-penalty R  penalise the last 64 tokens (default 1.0 = off)\n"
+    "      --seed S            random seed (default: from the clock)\n"
+    "      --ctx N             context length (default: the model's)\n"
+    "      --lora FILE[:S]     apply a LoRA adapter with scale S (default 1); repeatable\n"
+    "      --show-prompt       print each rendered prompt to stderr\n"
+    "      --no-cache          evaluate the whole conversation every turn instead of reusing\n"
+    "                          the cached positions it shares with the last one (for checking)\n"
+    "  -t, --threads N         threads (default: all CPUs)\n"
+    "  -h, --help              this text\n"
+    "\n"
+    "example: edgellm chat -m qwen2.5-0.5b-instruct.gguf --system \"Answer briefly.\"\n";
+
+static volatile sig_atomic_t interrupted;
+static void on_sigint(int sig) {
+    (void)sig;
+    interrupted = 1;
+}
+
+typedef struct {
+    el_chat_msg *msgs;
+    int n, cap;
+} conversation;
+
+static int conv_add(conversation *c, const char *role, const char *content, size_t len) {
+    if (c->n == c->cap) {
+        int cap = c->cap ? c->cap * 2 : 16;
+        el_chat_msg *m = realloc(c->msgs, (size_t)cap * sizeof *m);
+        if (!m) return -1;
+        c->msgs = m;
+        c->cap = cap;
+    }
+    char *s = malloc(len + 1);
+    if (!s) return -1;
+    memcpy(s, content, len);
+    s[len] = 0;
+    c->msgs[c->n].role = role;
+    c->msgs[c->n].content = s;
+    c->n++;
+    return 0;
+}
+
+static void conv_clear(conversation *c, int keep) {
+    for (int i = keep; i < c->n; i++) free((char *)c->msgs[i].content);
+    c->n = keep;
+}
+
+int cmd_chat(int argc, char **argv) {
+    cli c;
+    cli_init(&c, "chat", argc, argv);
+    const char *model_path = NULL, *tok_path = NULL, *tmpl_name = NULL, *system = NULL;
+    const char *lora_args[EL_LORA_MAX_SET];
+    int n_lora = 0, steps = 256, threads = 0, ctx = 0, have_seed = 0, show_prompt = 0, no_cache = 0;
+    el_sampler_params sp = el_sampler_defaults();
+    sp.temp = 0.8f;
+    sp.top_p = 0.9f;
+    const char *a;
+    int opt;
+    while ((a = cli_next(&c, &opt))) {
+        if (cli_is(a, "-h", "--help")) { fputs(usage, stdout); return 0; }
+        else if (cli_is(a, "-m", "--model")) model_path = cli_str(&c, a);
+        else if (cli_is(a, "-z", "--tokenizer")) tok_path = cli_str(&c, a);
+        else if (cli_is(a, NULL, "--template")) tmpl_name = cli_str(&c, a);
+        else if (cli_is(a, NULL, "--system")) system = cli_str(&c, a);
+        else if (cli_is(a, "-n", "--steps")) cli_int(&c, a, 1, 1 << 24, &steps);
+        else if (cli_is(a, NULL, "--temp")) cli_float(&c, a, 0, 100, &sp.temp);
+        else if (cli_is(a, NULL, "--top-k")) cli_int(&c, a, 0, 1 << 24, &sp.top_k);
+        else if (cli_is(a, NULL, "--top-p")) cli_float(&c, a, 1e-6, 1, &sp.top_p);
+        else if (cli_is(a, NULL, "--min-p")) cli_float(&c, a, 0, 0.999999, &sp.min_p);
+        else if (cli_is(a, NULL, "--repeat-penalty")) cli_float(&c, a, 1e-3, 100, &sp.repeat_penalty);
+        else if (cli_is(a, NULL, "--seed")) have_seed = cli_u64(&c, a, &sp.seed);
+        else if (cli_is(a, NULL, "--ctx")) cli_int(&c, a, 1, 1 << 20, &ctx);
+        else if (cli_is(a, "-t", "--threads")) cli_int(&c, a, 1, 256, &threads);
+        else if (cli_is(a, NULL, "--show-prompt")) show_prompt = 1;
+        else if (cli_is(a, NULL, "--no-cache")) no_cache = 1;
+        else if (cli_is(a, NULL, "--lora")) {
+            const char *v = cli_str(&c, a);
+            if (v && n_lora == EL_LORA_MAX_SET) return cli_fail(&c, "at most %d --lora adapters", EL_LORA_MAX_SET);
+            if (v) lora_args[n_lora++] = v;
+        }
+        else return cli_unknown(&c, a);
+    }
+    if (c.failed) return 2;
+    if (!model_path) return cli_fail(&c, "-m MODEL is required");
+    if (tmpl_name) {
+        el_chat_template t;
+        el_error e;
+        if (el_chat_template_from_name(tmpl_name, &t, &e)) return cli_fail(&c, "--template: %s", e.msg);
+    }
+    el_lora_set lora_set = {0};
+    el_lora *loras[EL_LORA_MAX_SET] = {0};
+    char lora_paths[EL_LORA_MAX_SET][4096];
+    for (int i = 0; i < n_lora; i++)
+        if (!tool_parse_lora_arg(lora_args[i], lora_paths[i], sizeof lora_paths[i], &lora_set.scale[i]))
+            return cli_fail(&c, "--lora '%s': the scale is not a number", lora_args[i]);
+    if (!have_seed) sp.seed = (uint64_t)time(NULL) ^ ((uint64_t)el_time_ns() << 16);
+
+    el_error err = {0};
+    el_model *m = NULL;
+    el_tokenizer *tok = NULL;
+    el_pool *pool = NULL;
+    el_session *s = NULL;
+    el_sampler *smp = NULL;
+    float *logits = NULL;
+    int *cached = NULL, n_cached = 0, *ids = NULL, n_ids = 0, rc = 1;
+    char *line = NULL;
+    size_t line_cap = 0;
+    conversation conv = {0};
+    el_stopper reply = {0};
+    tool_chat chat;
+    int tty = isatty(0);
+    if (el_sampler_check(&sp, &err)) goto out;
+    if (system && tool_check_prompt(system, strlen(system), "--system", 0, &err)) goto out;
+    if (el_model_open(model_path, NULL, &m, &err)) goto out;
+    for (int i = 0; i < n_lora; i++) {
+        if (el_lora_load(lora_paths[i], m, &loras[i], &err)) goto out;
+        lora_set.lora[lora_set.n++] = loras[i];
+    }
+    if (el_model_tokenizer(m, tok_path, &tok, &err)) goto out;
+    if (tool_chat_init(&chat, m, tok, tmpl_name, &err)) goto out;
+    if (ctx == 0) ctx = m->hp.ctx;
+    pool = el_pool_new(threads);
+    if (!pool) {
+        el_err(&err, EL_ERR_NOMEM, "could not start %d threads", threads);
+        goto out;
+    }
+    el_session_opts so = {.ctx = ctx};
+    if (el_session_new(m, &so, pool, &s, &err)) goto out;
+    if (n_lora) el_session_set_lora(s, &lora_set);
+    smp = el_sampler_new(&sp, m->hp.vocab);
+    logits = malloc((size_t)m->hp.vocab * sizeof(float));
+    cached = malloc((size_t)ctx * sizeof(int));
+    if (!smp || !logits || !cached) {
+        el_err(&err, EL_ERR_NOMEM, "out of memory");
+        goto out;
+    }
+    if (system && conv_add(&conv, "system", system, strlen(system))) {
+        el_err(&err, EL_ERR_NOMEM, "out of memory");
+        goto out;
+    }
+    int n_fixed = conv.n;  // the system message survives /reset
+    fprintf(stderr, "chat: template %s, context %d tokens; /reset forgets, /exit quits\n",
+            el_chat_template_name(chat.tmpl), ctx);
+    struct sigaction sa = {0};
+    sa.sa_handler = on_sigint;
+    sigaction(SIGINT, &sa, NULL);
+
+    for (;;) {
+        if (tty) fputs("> ", stderr);
+        ssize_t got = getline(&line, &line_cap, stdin);
+        if (got < 0 || interrupted) break;
+        while (got > 0 && (line[got - 1] == '\n' || line[got - 1] == '\r')) line[--got] = 0;
+        if (got == 0) continue;
+        if (!strcmp(line, "/exit") || !strcmp(line, "/quit")) break;
+        if (!strcmp(line, "/reset")) {
+            conv_clear(&conv, n_fixed);
+            n_cached = 0;
+            fputs("chat: conversation forgotten\n", stderr);
+            continue;
+        }
+        if (tool_check_prompt(line, (size_t)got, "input line", 0, &err)) goto out;
+        if (conv_add(&conv, "user", line, (size_t)got)) {
+            el_err(&err, EL_ERR_NOMEM, "out of memory");
+            goto out;
+        }
+        free(ids);
+        ids = NULL;
+        if (tool_chat_encode(&chat, tok, conv.msgs, conv.n, &ids, &n_ids, &err)) goto out;
+        if (show_prompt) {
+            char *text = NULL;
+            if (!el_chat_render(chat.tmpl, conv.msgs, conv.n, 1, chat.bos, chat.eos, &text, &err)) {
+                fprintf(stderr, "chat: prompt (%d tokens): %s\n", n_ids, text);
+                free(text);
+            }
+        }
+        if (n_ids + 1 >= ctx) {
+            fprintf(stderr, "chat: the conversation (%d tokens) no longer fits the context of %d; forgetting it\n",
+                    n_ids, ctx);
+            conv_clear(&conv, n_fixed);
+            n_cached = 0;
+            continue;
+        }
+        // reuse the cached positions the new prompt shares; always re-evaluate one
+        int keep = 0;
+        if (no_cache) n_cached = 0;
+        while (keep < n_cached && keep < n_ids - 1 && cached[keep] == ids[keep]) keep++;
+        if (el_session_forward(s, ids + keep, n_ids - keep, keep, logits, 0, &err)) goto out;
+        memcpy(cached, ids, (size_t)n_ids * sizeof(int));
+        n_cached = n_ids;
+        for (int i = 0; i < n_ids; i++) el_sampler_accept(smp, ids[i]);
+        el_stopper_init(&reply, &chat.eot_text, 1);
+        int prev = ids[n_ids - 1], bos = el_tokenizer_bos(tok), eos = el_tokenizer_eos(tok);
+        int pos = n_ids;
+        for (int k = 0; k < steps && !interrupted; k++) {
+            int next = el_sampler_sample(smp, logits);
+            if (next == eos || next == bos || next == chat.eot_id) break;
+            char piece[512];
+            size_t n = el_tokenizer_decode(tok, prev, next, piece, sizeof piece);
+            int stop = tool_chat_emit(&reply, stdout, piece, n);
+            if (stop < 0) {
+                el_err(&err, EL_ERR_NOMEM, "out of memory");
+                goto out;
+            }
+            if (stop) break;
+            el_sampler_accept(smp, next);
+            prev = next;
+            if (pos + 1 >= ctx) break;
+            if (el_session_forward(s, &next, 1, pos, logits, 0, &err)) goto out;
+            cached[n_cached++] = next;
+            pos++;
+        }
+        tool_chat_flush(&reply, stdout);
+        fputs("\n\n", stdout);
+        fflush(stdout);
+        if (conv_add(&conv, "assistant", reply.text ? reply.text : "", reply.len)) {
+            el_err(&err, EL_ERR_NOMEM, "out of memory");
+            goto out;
+        }
+        el_stopper_free(&reply);
+        if (interrupted) break;
+    }
+    rc = 0;
+out:
+    if (rc) cli_error(&err);
+    el_stopper_free(&reply);
+    conv_clear(&conv, 0);
+    free(conv.msgs);
+    free(line);
+    free(ids);
+    free(cached);
+    free(logits);
+    el_sampler_free(smp);
+    el_session_free(s);
+    el_pool_free(pool);
+    el_tokenizer_free(tok);
+    for (int i = 0; i < n_lora; i++) el_lora_free(loras[i]);
+    el_model_close(m);
+    return rc;
+}
