@@ -251,7 +251,10 @@ static enum MHD_Result generate(el_server *s, struct MHD_Connection *c, el_serve
         }
     }
     const char *ptext = kind == EL_SERVE_CHAT ? text : req.prompt;
-    if (el_tokenizer_encode(s->tok, ptext, strlen(ptext), 1, &j->prompt, &j->n_prompt, &err)) {
+    // BOS as the model asks; a rendered chat's template markers become their
+    // control tokens, a completion prompt's text stays text
+    unsigned flags = (el_tokenizer_add_bos(s->tok) ? EL_ENCODE_ADD_BOS : 0) | (kind == EL_SERVE_CHAT ? EL_ENCODE_SPECIAL : 0);
+    if (el_tokenizer_encode_ex(s->tok, ptext, strlen(ptext), flags, &j->prompt, &j->n_prompt, &err)) {
         code = 400;
         param = kind == EL_SERVE_CHAT ? "messages" : "prompt";
         snprintf(msg, sizeof msg, "%s", err.msg);
