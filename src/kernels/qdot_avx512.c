@@ -264,6 +264,11 @@ ALWAYS_INLINE void micro_decode(const int q8, int k, const uint8_t *qs, size_t l
         size_t qbytes = (size_t)(k / EL_QK) * ((Q8) ? 512 : 256);                                             \
         if (nt == 1) {                                                                                        \
             int g = 0;                                                                                        \
+            /* start both weight streams at full rate: the kernel's own */                                    \
+            /* prefetches only reach PACKED_PREFETCH bytes ahead later */                                     \
+            for (int gg = 0; gg < 2 && gg < nr / 16; gg++)                                                    \
+                for (size_t off = 0; off < PACKED_PREFETCH && off < ldw; off += 64)                           \
+                    _mm_prefetch((const char *)w + (size_t)gg * ldw + off, _MM_HINT_T1);                      \
             for (; g + 2 <= nr / 16; g += 2)                                                                  \
                 micro_decode(Q8, k, (const uint8_t *)w + (size_t)g * ldw, ldw, x, out + 16 * g, 2);           \
             if (g < nr / 16) micro_decode(Q8, k, (const uint8_t *)w + (size_t)g * ldw, ldw, x, out + 16 * g, 1); \
