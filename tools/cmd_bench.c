@@ -123,7 +123,7 @@ int cmd_bench(int argc, char **argv) {
     }
     // Machine limits, measured after the model runs so they see the same
     // state of a shared machine.
-    double bw = el_probe_read_gbs(pool, (size_t)bw_mib << 20, 5);
+    double bw = el_probe_read_gbs(pool, (size_t)bw_mib << 20, 9);
     double peak = el_probe_fma_gflops(pool, 0.5);
 
     double pre_m, pre_sd, dec_m, dec_sd;

@@ -77,7 +77,8 @@ void el_matmul_pack(const el_tensor *W, int64_t rows, void *dst);
 // (2 flops per FMA lane). 0 without AVX2.
 double el_probe_fma_gflops(el_pool *pool, double seconds);
 // Read bandwidth in GB/s (1e9 bytes/s): every pool thread streams its share
-// of a buffer of `bytes` (make it much larger than the caches), best of reps.
+// of a buffer of `bytes` (make it much larger than the caches); the median
+// of reps passes (at most 64), the sustained rate.
 double el_probe_read_gbs(el_pool *pool, size_t bytes, int reps);
 
 // sum_i a[i]*b[i]

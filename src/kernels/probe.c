@@ -1,6 +1,7 @@
 // Machine limits measured at run time, so benchmarks can say how close a
 // kernel gets to them: peak f32 FMA throughput and streaming read bandwidth,
 // both with every thread of the pool working.
+#include <stdlib.h>
 #include <string.h>
 
 #include "edgellm/kernels.h"
@@ -63,21 +64,34 @@ static void touch_task(void *ctx, int t, int n) {
     memset((char *)j->buf + off, t + 1, len);
 }
 
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
 double el_probe_read_gbs(el_pool *pool, size_t bytes, int reps) {
     if (el_cpu_isa() == EL_ISA_SCALAR) return 0;
+    if (reps < 1) reps = 1;
+    if (reps > 64) reps = 64;
     bytes &= ~(size_t)4095;
     char *buf = el_malloc_aligned(bytes);
     if (!buf) return 0;
     int threads = el_pool_size(pool);
     read_job j = {buf, bytes, (bytes / (size_t)threads + 4095) & ~(size_t)4095, {0}};
     el_pool_run(pool, touch_task, &j, threads);  // each thread faults in the pages it will read
-    double best = 0;
+    // The median, not the best: on this kind of VM single passes over 512 MiB
+    // now and then read 50-60 GB/s among a steady ~33 (seen: 32.3 16.5 32.1
+    // ... 49.6), and a best-of figure then doubles the bandwidth limit that a
+    // sustained stream (a decode) can count on. The median also shrugs off
+    // the slow passes other processes cause.
+    double rate[64];
     for (int r = 0; r < reps; r++) {
         double t0 = el_time_s();
         el_pool_run(pool, read_task, &j, threads);
-        double dt = el_time_s() - t0;
-        if (bytes / dt > best) best = (double)bytes / dt;
+        rate[r] = (double)bytes / (el_time_s() - t0);
     }
     el_free_aligned(buf);
-    return best * 1e-9;
+    qsort(rate, (size_t)reps, sizeof rate[0], cmp_double);
+    double med = reps % 2 ? rate[reps / 2] : 0.5 * (rate[reps / 2 - 1] + rate[reps / 2]);
+    return med * 1e-9;
 }
