@@ -224,6 +224,10 @@ ALWAYS_INLINE void micro_decode(const int q8, int k, const uint8_t *qs, size_t l
     const int32_t *ns = (const int32_t *)(xd + nb);
     const __m512i m4 = _mm512_set1_epi8(0x0F);
     __m512 facc[2] = {_mm512_setzero_ps(), _mm512_setzero_ps()};
+    // Prefetch the same place in the groups the next call reads (G groups
+    // on): one call's worth ahead, and never into a group another stream of
+    // this call is already reading.
+    const size_t ahead = (size_t)G * ldw;
     for (int b = 0; b < nb; b++) {
         const int8_t *xo = xq + EL_QK * b;
         __m512i seed = _mm512_slli_epi32(_mm512_set1_epi32(ns[b]), q8 ? 7 : 3);
@@ -232,8 +236,8 @@ ALWAYS_INLINE void micro_decode(const int q8, int k, const uint8_t *qs, size_t l
             const uint8_t *c = qs + (size_t)g * ldw + (size_t)b * cb;
             const uint16_t *wd16 = (const uint16_t *)(qs + (size_t)g * ldw + (size_t)nb * cb) + 16 * b;
             // the weights are read once: fetch them into L2 well ahead
-            for (int l = 0; l < (q8 ? 8 : 4); l++) _mm_prefetch((const char *)c + PACKED_PREFETCH + 64 * l, _MM_HINT_T1);
-            if ((b & 1) == 0) _mm_prefetch((const char *)wd16 + PACKED_PREFETCH / (q8 ? 16 : 8), _MM_HINT_T1);
+            for (int l = 0; l < (q8 ? 8 : 4); l++) _mm_prefetch((const char *)c + ahead + 64 * l, _MM_HINT_T1);
+            if ((b & 1) == 0) _mm_prefetch((const char *)wd16 + ahead, _MM_HINT_T1);
             __m512i a0 = seed, a1 = _mm512_setzero_si512();
             if (q8) {
                 _Pragma("GCC unroll 8") for (int j = 0; j < 8; j += 2) {
