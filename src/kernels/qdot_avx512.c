@@ -152,11 +152,9 @@ ALWAYS_INLINE __m512i bcast4(const int8_t *p) {
     return _mm512_set1_epi32(v);
 }
 
-// Bytes ahead of the quants being read that a single token prefetches. The
-// hardware prefetcher alone left one thread at 14 GB/s (Q4_0) of the ~31 it
-// can stream; 16 KiB ahead into L2 brought 2 threads from 27 to 33-35 GB/s
-// (Q4_0) and 34 to 34-40 GB/s (Q8_0) on a 2048 x 65536 matrix.
-#define PACKED_PREFETCH (16 * 1024)
+// Decode prefetches into L2 by hand: the hardware prefetcher alone left one
+// thread at 14 GB/s (Q4_0) of the ~31 it can stream. The distance is one call
+// of micro_decode (G groups) ahead; see there.
 
 // One packed group (16 rows, pack.c) x T tokens: out[t*ldo + r], r < 16.
 // Per block and token: the integer sums of all 16 rows come from 8 vpdpbusd
@@ -268,10 +266,10 @@ ALWAYS_INLINE void micro_decode(const int q8, int k, const uint8_t *qs, size_t l
         size_t qbytes = (size_t)(k / EL_QK) * ((Q8) ? 512 : 256);                                             \
         if (nt == 1) {                                                                                        \
             int g = 0;                                                                                        \
-            /* start both weight streams at full rate: the kernel's own */                                    \
-            /* prefetches only reach PACKED_PREFETCH bytes ahead later */                                     \
+            /* the kernel prefetches one call (pair of groups) ahead: */                                       \
+            /* fetch the first pair itself here */                                                            \
             for (int gg = 0; gg < 2 && gg < nr / 16; gg++)                                                    \
-                for (size_t off = 0; off < PACKED_PREFETCH && off < ldw; off += 64)                           \
+                for (size_t off = 0; off < ldw; off += 64)                                                    \
                     _mm_prefetch((const char *)w + (size_t)gg * ldw + off, _MM_HINT_T1);                      \
             for (; g + 2 <= nr / 16; g += 2)                                                                  \
                 micro_decode(Q8, k, (const uint8_t *)w + (size_t)g * ldw, ldw, x, out + 16 * g, 2);           \
