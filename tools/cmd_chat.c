@@ -74,6 +74,30 @@ static int conv_add(conversation *c, const char *role, const char *content, size
     return 0;
 }
 
+// text[0..n) with every byte that does not start a valid UTF-8 sequence
+// replaced by U+FFFD; NUL-terminated, malloc'ed (NULL when out of memory).
+static char *utf8_clean(const char *text, size_t n) {
+    char *out = malloc(3 * n + 1);
+    if (!out) return NULL;
+    size_t o = 0, i = 0;
+    while (i < n) {
+        size_t k = 1;
+        unsigned char c = (unsigned char)text[i];
+        if (c >= 0x80) k = c >= 0xF0 ? 4 : c >= 0xE0 ? 3 : 2;
+        if (c != 0 && i + k <= n && el_utf8_valid(text + i, k)) {
+            memcpy(out + o, text + i, k);
+            o += k;
+            i += k;
+        } else {
+            memcpy(out + o, "\xEF\xBF\xBD", 3);  // U+FFFD
+            o += 3;
+            i++;
+        }
+    }
+    out[o] = 0;
+    return out;
+}
+
 static void conv_clear(conversation *c, int keep) {
     for (int i = keep; i < c->n; i++) free((char *)c->msgs[i].content);
     c->n = keep;
@@ -192,7 +216,14 @@ int cmd_chat(int argc, char **argv) {
             fputs("chat: conversation forgotten\n", stderr);
             continue;
         }
-        if (tool_check_prompt(line, (size_t)got, "input line", 0, &err)) goto out;
+        size_t blank = 0;
+        while (blank < (size_t)got && (line[blank] == ' ' || line[blank] == '\t')) blank++;
+        if (blank == (size_t)got) continue;  // nothing said
+        if (tool_check_prompt(line, (size_t)got, "input line", 0, &err)) {
+            // one bad line is the user's typo, not the end of the conversation
+            fprintf(stderr, "chat: %s; say it again\n", err.msg);
+            continue;
+        }
         if (conv_add(&conv, "user", line, (size_t)got)) {
             el_err(&err, EL_ERR_NOMEM, "out of memory");
             goto out;
@@ -200,6 +231,19 @@ int cmd_chat(int argc, char **argv) {
         free(ids);
         ids = NULL;
         if (tool_chat_encode(&chat, tok, conv.msgs, conv.n, &ids, &n_ids, &err)) goto out;
+        if (n_ids + 1 >= ctx && conv.n > n_fixed + 1) {
+            // too long with the history: forget the earlier turns, keep this one
+            fprintf(stderr, "chat: the conversation (%d tokens) no longer fits the context of %d; forgetting the "
+                    "earlier turns\n", n_ids, ctx);
+            el_chat_msg last = conv.msgs[conv.n - 1];
+            conv.n--;
+            conv_clear(&conv, n_fixed);
+            conv.msgs[conv.n++] = last;
+            n_cached = 0;
+            free(ids);
+            ids = NULL;
+            if (tool_chat_encode(&chat, tok, conv.msgs, conv.n, &ids, &n_ids, &err)) goto out;
+        }
         if (show_prompt) {
             char *text = NULL;
             if (!el_chat_render(chat.tmpl, conv.msgs, conv.n, 1, chat.bos, chat.eos, &text, &err)) {
@@ -208,8 +252,8 @@ int cmd_chat(int argc, char **argv) {
             }
         }
         if (n_ids + 1 >= ctx) {
-            fprintf(stderr, "chat: the conversation (%d tokens) no longer fits the context of %d; forgetting it\n",
-                    n_ids, ctx);
+            fprintf(stderr, "chat: this turn alone (%d tokens) does not fit the context of %d; say less\n", n_ids,
+                    ctx);
             conv_clear(&conv, n_fixed);
             n_cached = 0;
             continue;
@@ -246,10 +290,16 @@ int cmd_chat(int argc, char **argv) {
         tool_chat_flush(&reply, stdout);
         fputs("\n\n", stdout);
         fflush(stdout);
-        if (conv_add(&conv, "assistant", reply.text ? reply.text : "", reply.len)) {
+        // The reply can end inside a character (cut by -n, or a byte token)
+        // or hold invalid bytes: keep it as valid UTF-8 so the next turn's
+        // prompt encodes, with U+FFFD where bytes were not text.
+        char *clean = utf8_clean(reply.text ? reply.text : "", reply.len);
+        if (!clean || conv_add(&conv, "assistant", clean, strlen(clean))) {
+            free(clean);
             el_err(&err, EL_ERR_NOMEM, "out of memory");
             goto out;
         }
+        free(clean);
         el_stopper_free(&reply);
         if (interrupted) break;
     }

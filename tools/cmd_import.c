@@ -214,9 +214,19 @@ static el_status fill(void *vctx, const char *name, void *dst, size_t nbytes, el
         for (uint64_t k = 0; k < cols; k++) {
             float v = src_f32(t, sr * cols + k);
             uint64_t o = r * cols + k;
-            if (it->dtype == EL_DTYPE_F32) ((float *)dst)[o] = v;
-            else if (it->dtype == EL_DTYPE_F16) ((uint16_t *)dst)[o] = el_f32_to_f16(v);
-            else ((uint16_t *)dst)[o] = el_f32_to_bf16(v);
+            if (it->dtype == EL_DTYPE_F32) {
+                ((float *)dst)[o] = v;
+            } else if (it->dtype == EL_DTYPE_F16) {
+                uint16_t h = el_f32_to_f16(v);
+                // f16 tops out at 65504: a larger weight would become inf
+                if ((h & 0x7C00) == 0x7C00 && isfinite(v))
+                    return el_err(err, EL_ERR_RANGE,
+                                  "%s: %s element %llu is %g, beyond the f16 range (65504); import with --type bf16 or f32",
+                                  t->name, name, (unsigned long long)(sr * cols + k), v);
+                ((uint16_t *)dst)[o] = h;
+            } else {
+                ((uint16_t *)dst)[o] = el_f32_to_bf16(v);
+            }
         }
     }
     // The source pages are done with: drop them from this process's resident
@@ -252,6 +262,18 @@ static el_status read_tokenizer(importer *im, el_gguf_writer *w, el_hf_vocab *v,
     free(tc);
     if (s) return s;
     if (v->byte_level) {
+        // Build the tokenizer once: a merge naming a piece the vocabulary
+        // lacks would otherwise make a GGUF that no longer loads.
+        el_tokenizer *check = NULL;
+        s = el_tokenizer_new_bpe(v->n, (const char *const *)v->tokens, v->lens, v->types, v->n_merges,
+                                 (const char *const *)v->merges, v->merge_lens, el_pretok_from_name(v->pre, strlen(v->pre)),
+                                 v->bos, v->eos, -1, &check, err);
+        el_tokenizer_free(check);
+        if (s) {
+            char inner[sizeof err->msg];
+            memcpy(inner, err->msg, sizeof inner);
+            return el_err(err, s, "%s: %s", path, inner);
+        }
         el_gguf_add_str(w, "tokenizer.ggml.model", "gpt2");
         el_gguf_add_str(w, "tokenizer.ggml.pre", v->pre);
         el_gguf_add_arr_str(w, "tokenizer.ggml.merges", (const char *const *)v->merges, v->merge_lens,

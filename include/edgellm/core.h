@@ -31,6 +31,8 @@ typedef struct {
 } el_error;
 
 // Fill err (may be NULL) with code and a printf-style message; returns code.
+// Control bytes in the result (from quoted file or peer data) become '?', so
+// the message is always one line.
 el_status el_err(el_error *err, el_status code, const char *fmt, ...)
 #if defined(__GNUC__)
     __attribute__((format(printf, 3, 4)))

@@ -94,8 +94,8 @@ int el_tokenizer_find(const el_tokenizer *t, const char *piece, size_t len);
 // it off with tokenizer.ggml.add_space_prefix).
 void el_tokenizer_set_add_space_prefix(el_tokenizer *t, int on);
 // Whether the model wants BOS (EOS) added to a prompt: tokenizer.ggml.
-// add_bos_token / add_eos_token, else 1 (0) for SentencePiece and 0 (0) for
-// byte-level BPE. The setters override it.
+// add_bos_token / add_eos_token, else 1 (0) for SentencePiece and Llama 3's
+// byte-level BPE and 0 (0) for other byte-level BPE. The setters override it.
 int el_tokenizer_add_bos(const el_tokenizer *t);
 int el_tokenizer_add_eos(const el_tokenizer *t);
 void el_tokenizer_set_add_bos(el_tokenizer *t, int on);

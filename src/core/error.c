@@ -11,6 +11,11 @@ el_status el_err(el_error *err, el_status code, const char *fmt, ...) {
         va_start(ap, fmt);
         vsnprintf(err->msg, sizeof err->msg, fmt, ap);
         va_end(ap);
+        // Messages quote names and values taken from hostile files and peers;
+        // a control byte among them (a newline in a GGUF string, say) must not
+        // break the one-line promise or reach a terminal raw.
+        for (char *c = err->msg; *c; c++)
+            if ((unsigned char)*c < 0x20 || (unsigned char)*c == 0x7F) *c = '?';
         err->code = code;
     }
     return code;

@@ -154,15 +154,29 @@ typedef struct {
 static void scan_pre(const cJSON *p, int depth, pre_scan *ps) {
     const cJSON *t = cJSON_GetObjectItemCaseSensitive(p, "type");
     if (!cJSON_IsString(t) || depth > 8) return;
-    if (!strcmp(t->valuestring, "ByteLevel")) ps->byte_level = 1;
+    if (!strcmp(t->valuestring, "ByteLevel")) {
+        ps->byte_level = 1;
+        // a space before the first word changes every first token: not what
+        // the GGUF pre-tokenizers do
+        if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(p, "add_prefix_space")) && !ps->unknown)
+            ps->unknown = "ByteLevel with add_prefix_space";
+    }
     else if (!strcmp(t->valuestring, "Digits") &&
              cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(p, "individual_digits")))
         ps->digits = 1;
     else if (strcmp(t->valuestring, "Split") && strcmp(t->valuestring, "Sequence") && !ps->unknown)
         ps->unknown = t->valuestring;
     if (!strcmp(t->valuestring, "Split")) {
-        const cJSON *r = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(p, "pattern"), "Regex");
+        const cJSON *pat = cJSON_GetObjectItemCaseSensitive(p, "pattern");
+        const cJSON *r = cJSON_GetObjectItemCaseSensitive(pat, "Regex");
+        const cJSON *beh = cJSON_GetObjectItemCaseSensitive(p, "behavior");
         if (cJSON_IsString(r)) ps->regex = r->valuestring;
+        else if (!ps->unknown) ps->unknown = "Split without a Regex pattern";
+        // the known expressions are used as matches (Isolated), never inverted
+        if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(p, "invert")) && !ps->unknown)
+            ps->unknown = "Split with invert";
+        if (cJSON_IsString(beh) && strcmp(beh->valuestring, "Isolated") && !ps->unknown)
+            ps->unknown = "Split with a behavior other than Isolated";
     }
     if (!strcmp(t->valuestring, "Sequence")) {
         const cJSON *seq = cJSON_GetObjectItemCaseSensitive(p, "pretokenizers");
@@ -170,6 +184,24 @@ static void scan_pre(const cJSON *p, int depth, pre_scan *ps) {
         for (const cJSON *e = cJSON_IsArray(seq) ? seq->child : NULL; e && n < 64; e = e->next, n++)
             scan_pre(e, depth + 1, ps);
     }
+}
+
+// Whether a post-processor (possibly a Sequence) is a TemplateProcessing
+// whose "single" template starts with a special token.
+static int has_bos_template(const cJSON *p, int depth) {
+    const cJSON *t = cJSON_GetObjectItemCaseSensitive(p, "type");
+    if (!cJSON_IsString(t) || depth > 8) return 0;
+    if (!strcmp(t->valuestring, "Sequence")) {
+        const cJSON *seq = cJSON_GetObjectItemCaseSensitive(p, "processors");
+        int n = 0;
+        for (const cJSON *e = cJSON_IsArray(seq) ? seq->child : NULL; e && n < 64; e = e->next, n++)
+            if (has_bos_template(e, depth + 1)) return 1;
+        return 0;
+    }
+    if (strcmp(t->valuestring, "TemplateProcessing")) return 0;
+    const cJSON *single = cJSON_GetObjectItemCaseSensitive(p, "single");
+    const cJSON *first = cJSON_IsArray(single) ? single->child : NULL;
+    return first && cJSON_GetObjectItemCaseSensitive(first, "SpecialToken") != NULL;
 }
 
 static int is_byte_token(const char *s) {
@@ -277,6 +309,14 @@ static el_status read_tokenizer_config(const char *tc, size_t tc_len, const char
     const cJSON *ab = cJSON_GetObjectItemCaseSensitive(j, "add_bos_token");
     if (cJSON_IsBool(ab)) v->add_bos = cJSON_IsTrue(ab);
     const cJSON *ct = cJSON_GetObjectItemCaseSensitive(j, "chat_template");
+    if (cJSON_IsArray(ct)) {  // named templates: [{"name": "default", "template": "..."}, ...]
+        const cJSON *pick = NULL;
+        for (const cJSON *e = ct->child; e; e = e->next) {
+            const cJSON *nm = cJSON_GetObjectItemCaseSensitive(e, "name");
+            if (!pick || (cJSON_IsString(nm) && !strcmp(nm->valuestring, "default"))) pick = e;
+        }
+        ct = pick ? cJSON_GetObjectItemCaseSensitive(pick, "template") : NULL;
+    }
     if (cJSON_IsString(ct) && !(v->chat_template = strdup(ct->valuestring)))
         s = el_err(err, EL_ERR_NOMEM, "%s: out of memory", tc_name);
     cJSON_Delete(j);
@@ -330,6 +370,10 @@ el_status el_hf_tokenizer_parse(const char *tok, size_t tok_len, const char *pat
         if (!v->tokens || !v->lens || !v->types || !v->scores)
             s = el_err(err, EL_ERR_NOMEM, "%s: out of memory for %d tokens", path, n_vocab);
     }
+    // BOS from the post-processor: Llama 3 asks for <|begin_of_text|> by a
+    // TemplateProcessing whose single-sequence template opens with it
+    // (tokenizer_config.json's add_bos_token, read later, wins)
+    if (!s && has_bos_template(cJSON_GetObjectItemCaseSensitive(j, "post_processor"), 0)) v->add_bos = 1;
     if (!s) s = read_tokens(voc, cJSON_GetObjectItemCaseSensitive(j, "added_tokens"), path, byte_fallback && !byte_level, v, err);
     if (!s && byte_level) s = read_merges(cJSON_GetObjectItemCaseSensitive(model, "merges"), path, v, err);
     cJSON_Delete(j);

@@ -501,7 +501,15 @@ el_status el_model_tokenizer(const el_model *m, const char *tok_path, el_tokeniz
     if (!tok_path) {
         if (!m->gguf)
             return el_err(err, EL_ERR_ARG, "%s: a llama2.c checkpoint has no tokenizer inside; pass one with -z", m->path);
-        return el_tokenizer_from_gguf(m->gguf, out, err);
+        el_status s = el_tokenizer_from_gguf(m->gguf, out, err);
+        // ids the embedding has no row for would fail later, mid-run
+        if (!s && el_tokenizer_n_vocab(*out) > m->hp.vocab) {
+            s = el_err(err, EL_ERR_FORMAT, "%s: its tokenizer has %d tokens but the model's vocabulary only %d",
+                       m->path, el_tokenizer_n_vocab(*out), m->hp.vocab);
+            el_tokenizer_free(*out);
+            *out = NULL;
+        }
+        return s;
     }
     FILE *f = fopen(tok_path, "rb");
     char magic[4] = {0};

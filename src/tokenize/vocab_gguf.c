@@ -111,7 +111,10 @@ el_status el_tokenizer_from_gguf(const el_gguf *g, el_tokenizer **out, el_error 
     if (el_gguf_find(g, "tokenizer.ggml.add_space_prefix") &&
         !el_gguf_get_bool(g, "tokenizer.ggml.add_space_prefix", &prefix))
         return el_err(err, EL_ERR_FORMAT, "%s: tokenizer.ggml.add_space_prefix is not a bool", path);
-    int add_bos = !bpe, add_eos = 0;
+    // Without the key: SentencePiece vocabularies want BOS, byte-level ones
+    // do not, except Llama 3's (its tokenizer.json adds <|begin_of_text|> by
+    // a post-processor that GGUF converters do not always carry over)
+    int add_bos = !bpe || pre == EL_PRETOK_LLAMA3, add_eos = 0;
     if (el_gguf_find(g, "tokenizer.ggml.add_bos_token") && !el_gguf_get_bool(g, "tokenizer.ggml.add_bos_token", &add_bos))
         return el_err(err, EL_ERR_FORMAT, "%s: tokenizer.ggml.add_bos_token is not a bool", path);
     if (el_gguf_find(g, "tokenizer.ggml.add_eos_token") && !el_gguf_get_bool(g, "tokenizer.ggml.add_eos_token", &add_eos))

@@ -52,6 +52,22 @@ printf 'Hi\n' | "$EDGELLM" chat "${args[@]}" --template llama3 --show-prompt -n 
   || fail "chat --template llama3: $(cat "$T/l3.err")"
 grep -qF '<|start_header_id|>user<|end_header_id|>' "$T/l3.err" && pass || fail "llama3 prompt not shown: $(cat "$T/l3.err")"
 
+# A line that is not UTF-8 is refused on stderr and the conversation goes on.
+printf 'a\xffb\nOnce upon a time there was a dragon.\n' | "$EDGELLM" chat "${args[@]}" >"$T/u.out" 2>"$T/u.err"
+expect_eq "chat after a bad line: exit status" "$?" "0"
+grep -q "not valid UTF-8" "$T/u.err" && pass || fail "bad line not reported: $(cat "$T/u.err")"
+expect_eq "reply after a bad line" "$(head -n 1 "$T/u.out")" "$reply1"
+
+# A model whose replies are bytes that are not text (random weights, byte
+# tokens), over more turns than its context holds: every turn is answered, the
+# earlier turns are forgotten when they no longer fit, and chat ends cleanly.
+"$EDGELLM" synth --dim 64 --layers 2 --heads 4 --kv-heads 2 --ff 96 --vocab 300 --ctx 64 --family qwen2 \
+  -o "$T/q2.gguf" 2>/dev/null || fail "synth qwen2"
+printf 'hi\nmore\nand more\n' | "$EDGELLM" chat -m "$T/q2.gguf" -n 5 --temp 0 -t 1 >"$T/q.out" 2>"$T/q.err"
+expect_eq "chat with byte replies: exit status" "$?" "0"
+expect_eq "three replies" "$(grep -c '^$' "$T/q.out")" "3"
+grep -q "forgetting the earlier turns" "$T/q.err" && pass || fail "no context overflow handling: $(cat "$T/q.err")"
+
 # Refusals
 expect_error "'vicuna'" "$EDGELLM" chat "${args[@]}" --template vicuna
 expect_error "need --chat" "$EDGELLM" run -m "$MODELS/aidreams260K.bin" -z "$MODELS/tok512.bin" -p hi --system "x"

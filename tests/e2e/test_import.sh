@@ -143,6 +143,43 @@ import json,sys; t=json.load(open(sys.argv[1])); t['model']['byte_fallback']=Fal
 t['pre_tokenizer']={'type':'Sequence','pretokenizers':[{'type':'Split','pattern':{'Regex':'[a-z]+'}},{'type':'ByteLevel'}]}
 json.dump(t, open(sys.argv[1],'w'))" "$H/tokenizer.json"
 expect_error "pre-tokenizer regex '[a-z]+...' is not the GPT-2, Llama 3 or Qwen2 one" "$EDGELLM" import "$H" -o "$T/x.gguf"
+reset; python3 -c "
+import json,sys; t=json.load(open(sys.argv[1])); t['pre_tokenizer']['pretokenizers'][0]['pattern']={'String':' '}
+json.dump(t, open(sys.argv[1],'w'))" "$H/tokenizer.json"
+expect_error "pre-tokenizer type 'Split without a Regex pattern' is not supported" "$EDGELLM" import "$H" -o "$T/x.gguf"
+reset; python3 -c "
+import json,sys; t=json.load(open(sys.argv[1])); t['pre_tokenizer']['pretokenizers'][1]['add_prefix_space']=True
+json.dump(t, open(sys.argv[1],'w'))" "$H/tokenizer.json"
+expect_error "'ByteLevel with add_prefix_space' is not supported" "$EDGELLM" import "$H" -o "$T/x.gguf"
+# a merge of pieces the vocabulary lacks would make a GGUF that does not load
+reset; python3 -c "
+import json,sys; t=json.load(open(sys.argv[1])); t['model']['merges'].append('zz yy')
+json.dump(t, open(sys.argv[1],'w'))" "$H/tokenizer.json"
+expect_error '"zz" is not in the vocabulary' "$EDGELLM" import "$H" -o "$T/x.gguf"
+grep -q "tokenizer.json" "$T/err" && pass || fail "bad merge error does not name tokenizer.json: $(cat "$T/err")"
+# Llama 3 asks for BOS through its post-processor; named chat templates pick "default"
+reset; python3 -c "
+import json,sys; t=json.load(open(sys.argv[1]))
+t['post_processor']={'type':'TemplateProcessing','single':[{'SpecialToken':{'id':'<|im_start|>','type_id':0}},{'Sequence':{'id':'A','type_id':0}}]}
+json.dump(t, open(sys.argv[1],'w'))
+c=json.load(open(sys.argv[2])); c['bos_token']='<|im_start|>'
+c['chat_template']=[{'name':'tool_use','template':'{{ tools }}'},{'name':'default','template':'<|start_header_id|>{{ x }}<|eot_id|>'}]
+json.dump(c, open(sys.argv[2],'w'))" "$H/tokenizer.json" "$H/tokenizer_config.json"
+"$EDGELLM" import "$H" -o "$T/pp.gguf" 2>/dev/null || fail "import with a post-processor"
+"$EDGELLM" info "$T/pp.gguf" >"$T/pp.info" 2>&1
+grep -q "tokenizer.ggml.add_bos_token.*true" "$T/pp.info" && pass || fail "add_bos_token not taken from the post-processor: $(grep -i bos "$T/pp.info")"
+grep -q "tokenizer.chat_template.*start_header_id" "$T/pp.info" && pass || fail "the default named chat template was not taken: $(grep chat_template "$T/pp.info")"
+# f16 cannot hold a weight of 1e6: refused, not turned into inf
+reset; python3 - "$H/model-00001-of-00002.safetensors" <<'PYEOF'
+import json, struct, sys
+p = sys.argv[1]; d = bytearray(open(p, "rb").read()); n = struct.unpack("<Q", d[:8])[0]; h = json.loads(d[8:8 + n])
+k = sorted(x for x in h if x != "__metadata__" and "proj" in x)[0]; off = 8 + n + h[k]["data_offsets"][0]
+if h[k]["dtype"] == "F32": d[off:off + 4] = struct.pack("<f", 1e6)
+else: d[off:off + 2] = struct.pack("<f", 1e6)[2:]  # bf16: the high half of the f32
+open(p, "wb").write(bytes(d))
+PYEOF
+expect_error "beyond the f16 range (65504); import with --type bf16 or f32" "$EDGELLM" import "$H" -o "$T/x.gguf"
+"$EDGELLM" import "$H" -o "$T/bf.gguf" --type bf16 2>/dev/null && pass || fail "the same folder as bf16"
 reset; head -c 100 "$H/tokenizer.json" >"$T/t" && mv "$T/t" "$H/tokenizer.json"
 expect_error "tokenizer.json:1:" "$EDGELLM" import "$H" -o "$T/x.gguf"
 expect_error "--type 'q4' is not one of f32, f16, bf16" "$EDGELLM" import "$H" -o "$T/x.gguf" --type q4

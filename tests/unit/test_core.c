@@ -122,8 +122,19 @@ static void test_read_file(void **st) {
     assert_non_null(strstr(e.msg, "/nonexistent/x"));
 }
 
+// A message quoting hostile bytes stays one printable line.
+static void test_error_one_line(void **st) {
+    (void)st;
+    el_error e;
+    const char bad[] = "lla\na-bpe\r\x1b[2J\x7f";
+    assert_int_equal(el_err(&e, EL_ERR_FORMAT, "%s: pre \"%s\" is unknown", "f.gguf", bad), EL_ERR_FORMAT);
+    assert_string_equal(e.msg, "f.gguf: pre \"lla?a-bpe??[2J?\" is unknown");
+    assert_int_equal(e.code, EL_ERR_FORMAT);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_error_one_line),
         cmocka_unit_test(test_error_message), cmocka_unit_test(test_checked_size),
         cmocka_unit_test(test_utf8),          cmocka_unit_test(test_f16),
         cmocka_unit_test(test_dtype_table),   cmocka_unit_test(test_pool),
