@@ -237,8 +237,17 @@ el_status el_lora_load(const char *path, const el_model *m, el_lora **out, el_er
     *out = NULL;
     el_gguf *g = NULL;
     el_lora *l = NULL;
-    el_status st = el_gguf_open(path, &g, err);
+    // Read, not mapped: adapters are small, and a server loads them while
+    // operators may be rewriting the file; a mapping of a file truncated
+    // under us would end the process with SIGBUS instead of an error.
+    char *data = NULL;
+    size_t size = 0;
+    el_status st = el_read_file(path, (size_t)4 << 30, &data, &size, err);
     if (st) return st;
+    if ((st = el_gguf_open_memory(data, size, path, &g, err))) {
+        free(data);
+        return st;
+    }
     char s[64];
     if (!el_gguf_get_str(g, "general.type", s, sizeof s) || strcmp(s, "adapter")) {
         st = el_err(err, EL_ERR_FORMAT, "%s: not a LoRA adapter (general.type is not \"adapter\")", path);
@@ -330,11 +339,13 @@ el_status el_lora_load(const char *path, const el_model *m, el_lora **out, el_er
         goto fail;
     }
     el_gguf_close(g);
+    free(data);
     *out = l;
     return EL_OK;
 fail:
     el_lora_free(l);
     el_gguf_close(g);
+    free(data);
     return st;
 }
 

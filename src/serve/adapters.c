@@ -5,6 +5,7 @@
 #include <dirent.h>
 #include <pthread.h>
 #include <stdio.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -132,8 +133,12 @@ el_status el_adapter_cache_acquire(el_adapter_cache *c, const char *name, const 
     entry *e = find(c, name);
     char dpath[4200];
     const char *path = NULL;
-    if (e && e->added) path = e->path;
-    else if (c->dir) {
+    int was_added = e && e->added;
+    if (was_added) {
+        // a copy: the entry (and its path) may be freed below when the file changed
+        snprintf(dpath, sizeof dpath, "%s", e->path);
+        path = dpath;
+    } else if (c->dir) {
         snprintf(dpath, sizeof dpath, "%s/%s.gguf", c->dir, name);
         path = dpath;
     }
@@ -164,6 +169,7 @@ el_status el_adapter_cache_acquire(el_adapter_cache *c, const char *name, const 
                 goto done;
             }
             snprintf(e->name, sizeof e->name, "%s", name);
+            e->added = was_added;  // a registered adapter stays registered when its file changes
             e->next = c->list;
             c->list = e;
         }
@@ -222,8 +228,17 @@ void el_adapter_cache_release(el_adapter_cache *c, const el_lora_set *set) {
 el_status el_adapter_cache_add(el_adapter_cache *c, const char *name, const char *path, el_error *err) {
     if (!el_adapter_name_ok(name))
         return el_err(err, EL_ERR_ARG, "adapter name '%.64s' must be 1..64 of A-Z a-z 0-9 . _ - (not starting with '.')", name);
+    // Only files under --lora-dir: the endpoint must not become a way to open
+    // (and, through error messages, peek into) any file the server can read.
+    if (!c->dir) return el_err(err, EL_ERR_ARG, "registering adapters needs the server to run with --lora-dir");
+    char real_dir[PATH_MAX], real_path[PATH_MAX];
+    if (!realpath(c->dir, real_dir) || !realpath(path, real_path))
+        return el_err(err, EL_ERR_ARG, "adapter path '%.200s' does not exist", path);
+    size_t dl = strlen(real_dir);
+    if (strncmp(real_path, real_dir, dl) != 0 || real_path[dl] != '/')
+        return el_err(err, EL_ERR_ARG, "adapter path '%.200s' is not inside --lora-dir", path);
     el_lora *l;
-    el_status st = el_lora_load(path, c->m, &l, err);  // check it before listing it
+    el_status st = el_lora_load(real_path, c->m, &l, err);  // check it before listing it
     if (st) return st;
     el_lora_free(l);
     pthread_mutex_lock(&c->mu);
@@ -234,7 +249,7 @@ el_status el_adapter_cache_add(el_adapter_cache *c, const char *name, const char
         else e->stale = 1;
     }
     e = calloc(1, sizeof *e);
-    if (!e || !(e->path = strdup(path))) {
+    if (!e || !(e->path = strdup(real_path))) {
         free(e);
         pthread_mutex_unlock(&c->mu);
         return el_err(err, EL_ERR_NOMEM, "out of memory for adapter '%s'", name);

@@ -6,8 +6,10 @@
 #include <arpa/inet.h>
 #include <microhttpd.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
 #include "edgellm/chat.h"
@@ -41,7 +43,7 @@ static enum MHD_Result send_buf(struct MHD_Connection *c, unsigned code, const c
 static enum MHD_Result send_error(struct MHD_Connection *c, unsigned code, const char *msg, const char *param,
                                   const char *ecode) {
     const char *type = code == 401 ? "authentication_error"
-                       : code >= 500 ? (code == 503 ? "server_busy" : "server_error")
+                       : code >= 500 ? "server_error"
                        : code == 404 ? "invalid_request_error"
                                      : "invalid_request_error";
     el_sbuf b = {0};
@@ -85,21 +87,20 @@ typedef struct {
     int role_sent, finished;
 } stream;
 
-// The end of the text a chunk may carry without splitting a UTF-8 character.
-static size_t utf8_cut(const char *t, size_t len, size_t from) {
-    size_t e = len;
-    for (int back = 0; back < 3 && e > from; back++) {
-        unsigned char c = (unsigned char)t[e - 1];
-        if (c < 0x80) break;
-        if ((c & 0xC0) == 0xC0) {  // a lead byte: is its sequence complete?
+// The end of the text a chunk may carry without splitting a UTF-8 character:
+// len, or the start of an incomplete last character.
+size_t el_serve_utf8_cut(const char *t, size_t len, size_t from) {
+    size_t p = len;
+    for (int back = 0; back < 4 && p > from; back++) {
+        unsigned char c = (unsigned char)t[p - 1];
+        if (c < 0x80) return len;  // ASCII ends the text: complete
+        if ((c & 0xC0) == 0xC0) {  // the lead byte of the last character
             size_t need = c >= 0xF0 ? 4 : c >= 0xE0 ? 3 : 2;
-            if (len - (e - 1) < need) e = e - 1;
-            break;
+            return len - (p - 1) < need ? p - 1 : len;
         }
-        e--;
-        if (back == 2) e = len;  // no lead byte found near the end: leave it
+        p--;  // a continuation byte: keep looking back
     }
-    return e < from ? from : e;
+    return len;  // no lead byte close to the end: not UTF-8 we can fix, send it
 }
 
 static void chunk_text(el_sbuf *b, const job *j, const char *text, size_t n, const char *finish, int role) {
@@ -145,9 +146,9 @@ static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max) {
         clock_gettime(CLOCK_REALTIME, &until);
         until.tv_sec += KEEPALIVE_S;
         int timed_out = 0;
-        while (!j->done && utf8_cut(j->text.data, j->text.len, st->sent) == st->sent && !timed_out)
+        while (!j->done && el_serve_utf8_cut(j->text.data, j->text.len, st->sent) == st->sent && !timed_out)
             timed_out = pthread_cond_timedwait(&j->cv, &j->mu, &until) != 0;
-        size_t end = j->done ? j->text.len : utf8_cut(j->text.data, j->text.len, st->sent);
+        size_t end = j->done ? j->text.len : el_serve_utf8_cut(j->text.data, j->text.len, st->sent);
         int done = j->done;
         const char *finish = j->finish;
         char error[sizeof j->error];
@@ -319,8 +320,22 @@ static enum MHD_Result generate(el_server *s, struct MHD_Connection *c, el_serve
         return ret;
     }
 
+    // Wait for the whole answer, looking at the socket now and then: a
+    // client that hung up is cancelled so its slot goes to someone else.
+    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+    int fd = ci ? ci->connect_fd : -1;
     pthread_mutex_lock(&j->mu);
-    while (!j->done) pthread_cond_wait(&j->cv, &j->mu);
+    while (!j->done) {
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_nsec += 100 * 1000 * 1000;
+        if (until.tv_nsec >= 1000000000L) until.tv_sec++, until.tv_nsec -= 1000000000L;
+        pthread_cond_timedwait(&j->cv, &j->mu, &until);
+        if (!j->done && !j->cancelled && fd >= 0) {
+            struct pollfd pf = {fd, POLLRDHUP, 0};
+            if (poll(&pf, 1, 0) > 0 && (pf.revents & (POLLRDHUP | POLLHUP | POLLERR))) j->cancelled = 1;
+        }
+    }
     pthread_mutex_unlock(&j->mu);
     enum MHD_Result ret;
     if (!j->finish) {
@@ -448,7 +463,7 @@ static int key_equal(const char *a, const char *b) {
 static int authorized(el_server *s, struct MHD_Connection *c) {
     if (s->n_keys == 0) return 1;
     const char *h = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Authorization");
-    if (!h || strncmp(h, "Bearer ", 7) != 0) return 0;
+    if (!h || strncasecmp(h, "Bearer ", 7) != 0) return 0;  // the scheme is case-insensitive (RFC 7235)
     int ok = 0;
     for (int i = 0; i < s->n_keys; i++) ok |= key_equal(h + 7, s->keys[i]);
     return ok;

@@ -108,6 +108,9 @@ void sched_stop(el_server *s);
 void sched_free(el_server *s);  // the per-step arrays, after sched_stop
 
 el_status http_start(el_server *s, el_error *err);
+// How much of t[0..len) a stream chunk may send (it has sent t[0..from)):
+// len, or less so that no UTF-8 character is split across chunks.
+size_t el_serve_utf8_cut(const char *t, size_t len, size_t from);
 void http_stop(el_server *s);
 
 #endif

@@ -83,11 +83,18 @@ ntok=(30 30 30 30 30 30 20)
 for i in "${!models[@]}"; do
   post /v1/completions "{\"model\":\"${models[$i]}\",\"prompt\":\"${prompts[$i]}\",\"max_tokens\":${ntok[$i]},\"temperature\":0}" >"$T/seq$i"
 done
+mval() { curl -s "${AUTH[@]}" "$URL/metrics" | awk -v k="$1" '$1 == k {print $2}'; }
+steps0=$(mval edgellm_decode_steps_total); rows0=$(mval edgellm_decode_rows_total)
 for i in "${!models[@]}"; do
   post_bg() { curl -s "${AUTH[@]}" "$URL/v1/completions" -d "$1" >"$2"; }
   post_bg "{\"model\":\"${models[$i]}\",\"prompt\":\"${prompts[$i]}\",\"max_tokens\":${ntok[$i]},\"temperature\":0}" "$T/par$i" &
 done
 wait $(jobs -p | grep -v "^$spid$") 2>/dev/null
+steps1=$(mval edgellm_decode_steps_total); rows1=$(mval edgellm_decode_rows_total)
+# the requests really shared decode steps (more rows than steps), so the
+# equality below is about batching, not about requests that took turns
+python3 -c "import sys; s0,r0,s1,r1=map(float,sys.argv[1:]); sys.exit(0 if r1-r0 > s1-s0 > 0 else 1)" \
+  "$steps0" "$rows0" "$steps1" "$rows1" && pass || fail "no decode step held two requests (steps $steps0->$steps1, rows $rows0->$rows1)"
 for i in "${!models[@]}"; do
   s=$(field "$(cut -d' ' -f2- "$T/seq$i")" 'd["choices"][0]["text"]')
   p=$(field "$(cat "$T/par$i")" 'd["choices"][0]["text"]')

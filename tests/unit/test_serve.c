@@ -1,6 +1,8 @@
 // Unit tests for src/serve: the OpenAI request parser, the response JSON
 // escaper, and the adapter cache (loading, LRU eviction within a budget,
 // files appearing and disappearing).
+#include <fcntl.h>
+#include <time.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -9,6 +11,7 @@
 
 #include "edgellm/lora.h"
 #include "edgellm/serve.h"
+#include "serve/serve_internal.h"
 #include "testutil.h"
 
 static el_status parse(const char *body, el_serve_kind kind, el_serve_request *r, el_error *err) {
@@ -204,7 +207,25 @@ static void test_adapter_cache(void **st) {
 
     // registered by path under another name
     assert_int_equal(el_adapter_cache_add(c, "alias", pz, &err), EL_OK);
-    assert_int_equal(el_adapter_cache_add(c, "bad", "/nonexistent.gguf", &err), EL_ERR_IO);
+    assert_int_equal(el_adapter_cache_add(c, "bad", "/nonexistent.gguf", &err), EL_ERR_ARG);
+    // only files inside the adapter folder: nothing else the server can read
+    char outside[600];
+    snprintf(outside, sizeof outside, "%s", tu_tmp_path("outside.gguf"));
+    save_adapter(m, outside, 4, 2);
+    assert_int_equal(el_adapter_cache_add(c, "out", outside, &err), EL_ERR_ARG);
+    assert_non_null(strstr(err.msg, "not inside --lora-dir"));
+    char sneaky[1400];
+    snprintf(sneaky, sizeof sneaky, "%s/../outside.gguf", dir);
+    assert_int_equal(el_adapter_cache_add(c, "out", sneaky, &err), EL_ERR_ARG);
+    unlink(outside);
+    assert_int_equal(el_adapter_cache_acquire(c, "alias", &sx, &err), EL_OK);
+    el_adapter_cache_release(c, sx);
+    // its file changes while nobody uses it: reloaded, and still registered
+    struct timespec later[2] = {{0, UTIME_OMIT}, {time(NULL) + 100, 0}};
+    assert_int_equal(utimensat(AT_FDCWD, pz, later, 0), 0);
+    assert_int_equal(el_adapter_cache_acquire(c, "alias", &sx, &err), EL_OK);
+    el_adapter_cache_release(c, sx);
+    assert_int_equal(utimensat(AT_FDCWD, pz, (struct timespec[2]){{0, UTIME_OMIT}, {time(NULL) + 200, 0}}, 0), 0);
     assert_int_equal(el_adapter_cache_acquire(c, "alias", &sx, &err), EL_OK);
     el_adapter_cache_release(c, sx);
     el_adapter_cache_free(c);
@@ -213,8 +234,34 @@ static void test_adapter_cache(void **st) {
     el_model_close(m);
 }
 
+// Stream chunks end only where a UTF-8 character ends.
+static void test_utf8_cut(void **st) {
+    (void)st;
+    const char *ae = "a\xC3\xA9", *zh = "\xE4\xB8\xAD", *emoji = "x\xF0\x9F\x98\x81";
+    assert_int_equal(el_serve_utf8_cut(ae, 3, 0), 3);  // complete 2-byte: send all
+    assert_int_equal(el_serve_utf8_cut(ae, 2, 0), 1);  // lead byte only: hold it
+    assert_int_equal(el_serve_utf8_cut(zh, 3, 0), 3);
+    assert_int_equal(el_serve_utf8_cut(zh, 2, 0), 0);
+    assert_int_equal(el_serve_utf8_cut(zh, 1, 0), 0);
+    assert_int_equal(el_serve_utf8_cut(emoji, 5, 0), 5);
+    assert_int_equal(el_serve_utf8_cut(emoji, 4, 0), 1);
+    assert_int_equal(el_serve_utf8_cut(emoji, 3, 1), 1);  // nothing new may go yet
+    assert_int_equal(el_serve_utf8_cut("abc", 3, 1), 3);
+    assert_int_equal(el_serve_utf8_cut("", 0, 0), 0);
+    // every prefix of a mixed text cuts at a character boundary, and never before from
+    const char *mix = "h\xC3\xA9 \xE4\xB8\xAD\xF0\x9F\x98\x81!";
+    size_t n = strlen(mix), bounds[] = {0, 1, 3, 4, 7, 11, 12};
+    for (size_t len = 0; len <= n; len++) {
+        size_t want = 0;
+        for (size_t b = 0; b < sizeof bounds / sizeof bounds[0]; b++)
+            if (bounds[b] <= len) want = bounds[b];
+        assert_int_equal(el_serve_utf8_cut(mix, len, 0), want);
+    }
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_utf8_cut),
         cmocka_unit_test(test_parse_completion), cmocka_unit_test(test_parse_chat),
         cmocka_unit_test(test_parse_errors),     cmocka_unit_test(test_json_escape),
         cmocka_unit_test(test_adapter_cache),
