@@ -135,61 +135,20 @@ typedef struct {
 } symbol;
 
 typedef struct {
-    int32_t rank, left, right, len, id;
-} pair;
-
-typedef struct {
     const el_tokenizer *t;
     char *map;  // the word in mapped characters
     symbol *sym;
-    pair *heap;
-    size_t nheap, cap_heap, cap_word;
+    tok_heap h;
+    size_t cap_word;
 } encoder;
 
-static int before(const pair *a, const pair *b) {
-    return a->rank < b->rank || (a->rank == b->rank && a->left < b->left);
-}
-
-static int heap_push(encoder *e, pair p) {
-    if (e->nheap == e->cap_heap) {
-        size_t ncap = e->cap_heap ? e->cap_heap * 2 : 64;
-        pair *nv = realloc(e->heap, ncap * sizeof *nv);
-        if (!nv) return -1;
-        e->heap = nv;
-        e->cap_heap = ncap;
-    }
-    size_t i = e->nheap++;
-    while (i > 0) {
-        size_t parent = (i - 1) / 2;
-        if (!before(&p, &e->heap[parent])) break;
-        e->heap[i] = e->heap[parent];
-        i = parent;
-    }
-    e->heap[i] = p;
-    return 0;
-}
-
-static pair heap_pop(encoder *e) {
-    pair top = e->heap[0], last = e->heap[--e->nheap];
-    size_t i = 0;
-    for (;;) {
-        size_t c = 2 * i + 1;
-        if (c >= e->nheap) break;
-        if (c + 1 < e->nheap && before(&e->heap[c + 1], &e->heap[c])) c++;
-        if (!before(&e->heap[c], &last)) break;
-        e->heap[i] = e->heap[c];
-        i = c;
-    }
-    if (e->nheap) e->heap[i] = last;
-    return top;
-}
 
 static int try_pair(encoder *e, int32_t l, int32_t r) {
     if (l < 0 || r < 0) return 0;
     const tok_merge *m = merge_find(e->t, e->sym[l].id, e->sym[r].id);
     if (!m) return 0;
-    pair p = {m->rank, l, r, e->sym[l].len + e->sym[r].len, m->result};
-    return heap_push(e, p);
+    tok_pair p = {-(double)m->rank, l, r, e->sym[l].len + e->sym[r].len, m->result};  // lowest rank first
+    return tok_heap_push(&e->h, p);
 }
 
 // Encodes one word w[0..n) and appends its ids.
@@ -221,13 +180,13 @@ static el_status encode_word(encoder *e, const char *w, size_t n, tok_ids *out, 
         int id = tok_lookup(t, e->map, mlen, 1);
         if (id >= 0) return tok_ids_push(out, id) ? el_err(err, EL_ERR_NOMEM, "out of memory encoding a prompt") : EL_OK;
     }
-    e->nheap = 0;
+    e->h.n = 0;
     for (int32_t i = 0; i + 1 < n_sym; i++) {
         if (try_pair(e, i, i + 1)) goto nomem;
     }
     symbol *sym = e->sym;
-    while (e->nheap > 0) {
-        pair p = heap_pop(e);
+    while (e->h.n > 0) {
+        tok_pair p = tok_heap_pop(&e->h);
         symbol *l = &sym[p.left];
         if (l->len == 0 || l->next != p.right || l->len + sym[p.right].len != p.len) continue;  // stale
         symbol *r = &sym[p.right];
@@ -247,7 +206,7 @@ nomem:
 }
 
 el_status tok_bpe_encode(const el_tokenizer *t, const char *text, size_t len, tok_ids *out, el_error *err) {
-    encoder e = {t, NULL, NULL, NULL, 0, 0, 0};
+    encoder e = {.t = t};
     tok_pretok_iter it = {t->pre, text, len, 0, 0};
     el_status st = EL_OK;
     while (it.i < len && st == EL_OK) {
@@ -256,7 +215,7 @@ el_status tok_bpe_encode(const el_tokenizer *t, const char *text, size_t len, to
     }
     free(e.map);
     free(e.sym);
-    free(e.heap);
+    free(e.h.v);
     return st;
 }
 

@@ -23,62 +23,12 @@ typedef struct {
     int32_t id;
 } symbol;
 
-typedef struct {
-    float score;
-    int32_t left, right;  // symbol indices
-    int32_t len;          // left.len + right.len when the pair was made
-    int32_t id;           // the piece the pair merges into
-} pair;
-
-typedef struct {
-    pair *v;
-    size_t n, cap;
-} heap;
-
-// Does a come out of the heap before b? Higher score first, then leftmost.
-static int before(const pair *a, const pair *b) {
-    return a->score > b->score || (a->score == b->score && a->left < b->left);
-}
-
-static int heap_push(heap *h, pair p) {
-    if (h->n == h->cap) {
-        size_t ncap = h->cap ? h->cap * 2 : 64;
-        pair *nv = realloc(h->v, ncap * sizeof *nv);
-        if (!nv) return -1;
-        h->v = nv;
-        h->cap = ncap;
-    }
-    size_t i = h->n++;
-    while (i > 0) {
-        size_t parent = (i - 1) / 2;
-        if (!before(&p, &h->v[parent])) break;
-        h->v[i] = h->v[parent];
-        i = parent;
-    }
-    h->v[i] = p;
-    return 0;
-}
-
-static pair heap_pop(heap *h) {
-    pair top = h->v[0], last = h->v[--h->n];
-    size_t i = 0;
-    for (;;) {
-        size_t c = 2 * i + 1;
-        if (c >= h->n) break;
-        if (c + 1 < h->n && before(&h->v[c + 1], &h->v[c])) c++;
-        if (!before(&h->v[c], &last)) break;
-        h->v[i] = h->v[c];
-        i = c;
-    }
-    if (h->n) h->v[i] = last;
-    return top;
-}
 
 typedef struct {
     const el_tokenizer *t;
     const char *buf;  // escaped text
     symbol *sym;
-    heap h;
+    tok_heap h;
 } encoder;
 
 // Queues the pair (l, r) if their concatenation is a piece raw text may produce.
@@ -90,8 +40,8 @@ static int try_pair(encoder *e, int32_t l, int32_t r) {
     int32_t len = a->len + b->len;
     int id = tok_lookup(e->t, e->buf + a->start, (size_t)len, 1);
     if (id < 0) return 0;
-    pair p = {e->t->scores[id], l, r, len, id};
-    return heap_push(&e->h, p);
+    tok_pair p = {e->t->scores[id], l, r, len, id};
+    return tok_heap_push(&e->h, p);
 }
 
 static int is_space_at(const char *buf, size_t i, size_t n) {
@@ -146,7 +96,7 @@ static el_status encode_run(encoder *e, size_t from, size_t to, tok_ids *out, el
         if (try_pair(e, i, i + 1)) goto nomem;
     }
     while (e->h.n > 0) {
-        pair p = heap_pop(&e->h);
+        tok_pair p = tok_heap_pop(&e->h);
         symbol *l = &sym[p.left];
         // Stale if either side has merged since: the left one would be gone or
         // longer, or point at a different (or longer) right neighbour.

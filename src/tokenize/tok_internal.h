@@ -11,6 +11,25 @@
 
 // Caps that keep a hostile vocabulary from making us allocate wildly.
 #define TOK_MAX_VOCAB (1 << 24)
+
+// A candidate merge of two adjacent symbols, shared by the merge loops of
+// both tokenizer kinds. The heap pops the highest key first, the leftmost
+// on ties: SentencePiece keys on the merged piece's score, byte-level BPE on
+// -rank (exact in a double for every rank below TOK_MAX_VOCAB).
+typedef struct {
+    double key;
+    int32_t left, right;  // symbol indices
+    int32_t len;          // left.len + right.len when the pair was made (stale check)
+    int32_t id;           // the piece the pair merges into
+} tok_pair;
+
+typedef struct {
+    tok_pair *v;
+    size_t n, cap;
+} tok_heap;
+
+int tok_heap_push(tok_heap *h, tok_pair p);  // -1 when out of memory
+tok_pair tok_heap_pop(tok_heap *h);          // h->n > 0
 #define TOK_MAX_TEXT ((size_t)1 << 30)  // all pieces together, bytes
 
 // "▁" (U+2581), SentencePiece's stand-in for a space.
