@@ -121,6 +121,12 @@ el_status el_hf_config_parse(const char *text, size_t len, const char *path, el_
     }
     c->tied = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(j, "tie_word_embeddings"));
     const cJSON *sw = cJSON_GetObjectItemCaseSensitive(j, "sliding_window");
+    // Llama/Mistral with projection biases: our llama layers have none, and
+    // dropping the tensors would give a different model without a word
+    if (!s && c->arch != EL_HF_QWEN2 &&
+        (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(j, "attention_bias")) ||
+         cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(j, "mlp_bias"))))
+        s = el_err(err, EL_ERR_UNSUPPORTED, "%s: attention_bias / mlp_bias on a Llama model is not supported", path);
     if (!s && c->arch == EL_HF_QWEN2 && cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(j, "use_sliding_window")))
         s = el_err(err, EL_ERR_UNSUPPORTED, "%s: Qwen2 use_sliding_window (per-layer windows) is not supported", path);
     if (!s && c->arch != EL_HF_QWEN2 && sw && !cJSON_IsNull(sw))

@@ -115,6 +115,8 @@ reset; python3 -c "import json,sys; c=json.load(open(sys.argv[1])); c['intermedi
 expect_error "mlp.gate_proj.weight has shape [96, 64], expected [128, 64]" "$EDGELLM" import "$H" -o "$T/x.gguf"
 reset; python3 -c "import json,sys; c=json.load(open(sys.argv[1])); c['rope_scaling']={'type':'yarn','factor':4}; json.dump(c, open(sys.argv[1],'w'))" "$H/config.json"
 expect_error "rope_scaling type 'yarn' is not supported" "$EDGELLM" import "$H" -o "$T/x.gguf"
+reset; python3 -c "import json,sys; c=json.load(open(sys.argv[1])); c['attention_bias']=True; json.dump(c, open(sys.argv[1],'w'))" "$H/config.json"
+expect_error "attention_bias / mlp_bias on a Llama model is not supported" "$EDGELLM" import "$H" -o "$T/x.gguf"
 reset; rm "$H/model-00002-of-00002.safetensors"
 expect_error "model-00002-of-00002.safetensors: cannot open" "$EDGELLM" import "$H" -o "$T/x.gguf"
 reset; python3 -c "import json,sys; c=json.load(open(sys.argv[1])); c['weight_map']['model.norm.weight']='../etc/passwd'; json.dump(c, open(sys.argv[1],'w'))" "$H/model.safetensors.index.json"
