@@ -107,8 +107,8 @@ int cmd_chat(int argc, char **argv) {
     cli c;
     cli_init(&c, "chat", argc, argv);
     const char *model_path = NULL, *tok_path = NULL, *tmpl_name = NULL, *system = NULL;
-    const char *lora_args[EL_LORA_MAX_SET];
-    int n_lora = 0, steps = 256, threads = 0, ctx = 0, have_seed = 0, show_prompt = 0, no_cache = 0;
+    tool_loras lo = {0};
+    int steps = 256, threads = 0, ctx = 0, have_seed = 0, show_prompt = 0, no_cache = 0;
     el_sampler_params sp = el_sampler_defaults();
     sp.temp = 0.8f;
     sp.top_p = 0.9f;
@@ -121,21 +121,12 @@ int cmd_chat(int argc, char **argv) {
         else if (cli_is(a, NULL, "--template")) tmpl_name = cli_str(&c, a);
         else if (cli_is(a, NULL, "--system")) system = cli_str(&c, a);
         else if (cli_is(a, "-n", "--steps")) cli_int(&c, a, 1, 1 << 24, &steps);
-        else if (cli_is(a, NULL, "--temp")) cli_float(&c, a, 0, 100, &sp.temp);
-        else if (cli_is(a, NULL, "--top-k")) cli_int(&c, a, 0, 1 << 24, &sp.top_k);
-        else if (cli_is(a, NULL, "--top-p")) cli_float(&c, a, 1e-6, 1, &sp.top_p);
-        else if (cli_is(a, NULL, "--min-p")) cli_float(&c, a, 0, 0.999999, &sp.min_p);
-        else if (cli_is(a, NULL, "--repeat-penalty")) cli_float(&c, a, 1e-3, 100, &sp.repeat_penalty);
-        else if (cli_is(a, NULL, "--seed")) have_seed = cli_u64(&c, a, &sp.seed);
+        else if (tool_sampler_option(&c, a, &sp, &have_seed)) continue;
         else if (cli_is(a, NULL, "--ctx")) cli_int(&c, a, 1, 1 << 20, &ctx);
         else if (cli_is(a, "-t", "--threads")) cli_int(&c, a, 1, 256, &threads);
         else if (cli_is(a, NULL, "--show-prompt")) show_prompt = 1;
         else if (cli_is(a, NULL, "--no-cache")) no_cache = 1;
-        else if (cli_is(a, NULL, "--lora")) {
-            const char *v = cli_str(&c, a);
-            if (v && n_lora == EL_LORA_MAX_SET) return cli_fail(&c, "at most %d --lora adapters", EL_LORA_MAX_SET);
-            if (v) lora_args[n_lora++] = v;
-        }
+        else if (tool_lora_option(&c, a, &lo)) continue;
         else return cli_unknown(&c, a);
     }
     if (c.failed) return 2;
@@ -145,12 +136,6 @@ int cmd_chat(int argc, char **argv) {
         el_error e;
         if (el_chat_template_from_name(tmpl_name, &t, &e)) return cli_fail(&c, "--template: %s", e.msg);
     }
-    el_lora_set lora_set = {0};
-    el_lora *loras[EL_LORA_MAX_SET] = {0};
-    char lora_paths[EL_LORA_MAX_SET][4096];
-    for (int i = 0; i < n_lora; i++)
-        if (!tool_parse_lora_arg(lora_args[i], lora_paths[i], sizeof lora_paths[i], &lora_set.scale[i]))
-            return cli_fail(&c, "--lora '%s': the scale is not a number", lora_args[i]);
     if (!have_seed) sp.seed = (uint64_t)time(NULL) ^ ((uint64_t)el_time_ns() << 16);
 
     el_error err = {0};
@@ -170,10 +155,7 @@ int cmd_chat(int argc, char **argv) {
     if (el_sampler_check(&sp, &err)) goto out;
     if (system && tool_check_prompt(system, strlen(system), "--system", 0, &err)) goto out;
     if (el_model_open(model_path, NULL, &m, &err)) goto out;
-    for (int i = 0; i < n_lora; i++) {
-        if (el_lora_load(lora_paths[i], m, &loras[i], &err)) goto out;
-        lora_set.lora[lora_set.n++] = loras[i];
-    }
+    if (tool_loras_load(&lo, m, &err)) goto out;
     if (el_model_tokenizer(m, tok_path, &tok, &err)) goto out;
     if (tool_chat_init(&chat, m, tok, tmpl_name, &err)) goto out;
     if (ctx == 0) ctx = m->hp.ctx;
@@ -184,7 +166,7 @@ int cmd_chat(int argc, char **argv) {
     }
     el_session_opts so = {.ctx = ctx};
     if (el_session_new(m, &so, pool, &s, &err)) goto out;
-    if (n_lora) el_session_set_lora(s, &lora_set);
+    if (lo.n) el_session_set_lora(s, &lo.set);
     smp = el_sampler_new(&sp, m->hp.vocab);
     logits = malloc((size_t)m->hp.vocab * sizeof(float));
     cached = malloc((size_t)ctx * sizeof(int));
@@ -317,7 +299,7 @@ out:
     el_session_free(s);
     el_pool_free(pool);
     el_tokenizer_free(tok);
-    for (int i = 0; i < n_lora; i++) el_lora_free(loras[i]);
+    tool_loras_free(&lo);
     el_model_close(m);
     return rc;
 }

@@ -73,8 +73,7 @@ int cmd_run(int argc, char **argv) {
     const char *model_path = NULL, *tok_path = NULL, *prompt = NULL, *prompt_file = NULL;
     const char *tmpl_name = NULL, *system = NULL;
     int chat_mode = 0;
-    const char *lora_args[EL_LORA_MAX_SET];
-    int n_lora = 0;
+    tool_loras lo = {0};
     int steps = 256, ignore_eos = 0, threads = 0, ctx = 0, stats = 0, json = 0, have_seed = 0, split;
     tool_split ts;
     tool_split_init(&ts);
@@ -89,12 +88,7 @@ int cmd_run(int argc, char **argv) {
         else if (cli_is(a, "-p", "--prompt")) prompt = cli_str(&c, a);
         else if (cli_is(a, "-f", "--file")) prompt_file = cli_str(&c, a);
         else if (cli_is(a, "-n", "--steps")) cli_int(&c, a, 0, 1 << 24, &steps);
-        else if (cli_is(a, NULL, "--temp")) cli_float(&c, a, 0, 100, &sp.temp);
-        else if (cli_is(a, NULL, "--top-k")) cli_int(&c, a, 0, 1 << 24, &sp.top_k);
-        else if (cli_is(a, NULL, "--top-p")) cli_float(&c, a, 1e-6, 1, &sp.top_p);
-        else if (cli_is(a, NULL, "--min-p")) cli_float(&c, a, 0, 0.999999, &sp.min_p);
-        else if (cli_is(a, NULL, "--repeat-penalty")) cli_float(&c, a, 1e-3, 100, &sp.repeat_penalty);
-        else if (cli_is(a, NULL, "--seed")) have_seed = cli_u64(&c, a, &sp.seed);
+        else if (tool_sampler_option(&c, a, &sp, &have_seed)) continue;
         else if (cli_is(a, NULL, "--ctx")) cli_int(&c, a, 1, 1 << 20, &ctx);
         else if (cli_is(a, "-t", "--threads")) cli_int(&c, a, 1, 256, &threads);
         else if (cli_is(a, NULL, "--stats")) stats = 1;
@@ -103,11 +97,7 @@ int cmd_run(int argc, char **argv) {
         else if (cli_is(a, NULL, "--chat")) chat_mode = 1;
         else if (cli_is(a, NULL, "--template")) tmpl_name = cli_str(&c, a);
         else if (cli_is(a, NULL, "--system")) system = cli_str(&c, a);
-        else if (cli_is(a, NULL, "--lora")) {
-            const char *v = cli_str(&c, a);
-            if (v && n_lora == EL_LORA_MAX_SET) return cli_fail(&c, "at most %d --lora adapters", EL_LORA_MAX_SET);
-            if (v) lora_args[n_lora++] = v;
-        }
+        else if (tool_lora_option(&c, a, &lo)) continue;
         else if (tool_split_option(&c, a, &ts)) continue;
         else return cli_unknown(&c, a);
     }
@@ -118,13 +108,7 @@ int cmd_run(int argc, char **argv) {
     if ((tmpl_name || system) && !chat_mode) return cli_fail(&c, "--template and --system need --chat");
     if (tool_split_check(&c, &ts)) return 2;
     split = ts.enabled;
-    if (split && n_lora) return cli_fail(&c, "--lora does not work with --split yet");
-    el_lora_set lora_set = {0};
-    el_lora *loras[EL_LORA_MAX_SET] = {0};
-    char lora_paths[EL_LORA_MAX_SET][4096];
-    for (int i = 0; i < n_lora; i++)
-        if (!tool_parse_lora_arg(lora_args[i], lora_paths[i], sizeof lora_paths[i], &lora_set.scale[i]))
-            return cli_fail(&c, "--lora '%s': the scale is not a number", lora_args[i]);
+    if (split && lo.n) return cli_fail(&c, "--lora does not work with --split yet");
     el_split_opts so_split = ts.o;
     if (!have_seed) sp.seed = (uint64_t)time(NULL) ^ ((uint64_t)el_time_ns() << 16);
 
@@ -150,10 +134,7 @@ int cmd_run(int argc, char **argv) {
     so_split = ts.o;
     if (el_model_open(model_path, &mo, &m, &err)) goto out;
     if (tool_split_check_model(&ts, m, &err)) goto out;
-    for (int i = 0; i < n_lora; i++) {
-        if (el_lora_load(lora_paths[i], m, &loras[i], &err)) goto out;
-        lora_set.lora[lora_set.n++] = loras[i];
-    }
+    if (tool_loras_load(&lo, m, &err)) goto out;
     if (el_model_tokenizer(m, tok_path, &tok, &err)) goto out;
     if (chat_mode) {
         if (system && tool_check_prompt(system, strlen(system), "--system", 0, &err)) goto out;
@@ -195,7 +176,7 @@ int cmd_run(int argc, char **argv) {
     }
     if (el_pipeline_new(m, &so, pool, split ? &so_split : NULL, &pipe, &err)) goto out;
     if (ts.autoplan && tool_auto_replan(&autop, pipe, ids, 0, 1, &err)) goto out;
-    if (n_lora) el_session_set_lora(el_pipeline_session(pipe), &lora_set);
+    if (lo.n) el_session_set_lora(el_pipeline_session(pipe), &lo.set);
     smp = el_sampler_new(&sp, m->hp.vocab);
     logits = malloc((size_t)m->hp.vocab * sizeof(float));
     if (!smp || !logits) {
@@ -307,7 +288,7 @@ out:
     free(history);
     el_pool_free(pool);
     el_tokenizer_free(tok);
-    for (int i = 0; i < n_lora; i++) el_lora_free(loras[i]);
+    tool_loras_free(&lo);
     el_model_close(m);
     return rc;
 }

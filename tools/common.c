@@ -193,3 +193,44 @@ int tool_parse_lora_arg(const char *arg, char *path, size_t cap, float *scale) {
     snprintf(path, cap, "%s", arg);
     return 1;
 }
+
+int tool_sampler_option(cli *c, const char *a, el_sampler_params *sp, int *have_seed) {
+    if (cli_is(a, NULL, "--temp")) cli_float(c, a, 0, 100, &sp->temp);
+    else if (cli_is(a, NULL, "--top-k")) cli_int(c, a, 0, 1 << 24, &sp->top_k);
+    else if (cli_is(a, NULL, "--top-p")) cli_float(c, a, 1e-6, 1, &sp->top_p);
+    else if (cli_is(a, NULL, "--min-p")) cli_float(c, a, 0, 0.999999, &sp->min_p);
+    else if (cli_is(a, NULL, "--repeat-penalty")) cli_float(c, a, 1e-3, 100, &sp->repeat_penalty);
+    else if (cli_is(a, NULL, "--seed")) *have_seed = cli_u64(c, a, &sp->seed);
+    else return 0;
+    return 1;
+}
+
+int tool_lora_option(cli *c, const char *a, tool_loras *l) {
+    if (!cli_is(a, NULL, "--lora")) return 0;
+    const char *v = cli_str(c, a);
+    if (!v) return 1;
+    if (l->n == EL_LORA_MAX_SET) {
+        cli_fail(c, "at most %d --lora adapters", EL_LORA_MAX_SET);
+        return 1;
+    }
+    if (!tool_parse_lora_arg(v, l->paths[l->n], sizeof l->paths[l->n], &l->set.scale[l->n])) {
+        cli_fail(c, "--lora '%s': the scale is not a number", v);
+        return 1;
+    }
+    l->n++;
+    return 1;
+}
+
+el_status tool_loras_load(tool_loras *l, const el_model *m, el_error *err) {
+    for (int i = 0; i < l->n; i++) {
+        el_status st = el_lora_load(l->paths[i], m, &l->loras[i], err);
+        if (st) return st;
+        l->set.lora[l->set.n++] = l->loras[i];
+    }
+    return EL_OK;
+}
+
+void tool_loras_free(tool_loras *l) {
+    for (int i = 0; i < l->n; i++) el_lora_free(l->loras[i]);
+    l->set.n = 0;
+}

@@ -3,7 +3,9 @@
 #define EDGELLM_TOOLS_COMMON_H
 
 #include "cli.h"
+#include "edgellm/lora.h"
 #include "edgellm/model.h"
+#include "edgellm/sample.h"
 #include "edgellm/split.h"
 #include "edgellm/tokenize.h"
 
@@ -20,6 +22,23 @@ void tool_print_piece(FILE *out, const el_tokenizer *tok, int prev, int id);
 
 // Splits a --lora argument "path[:scale]" (scale default 1); 0 if the scale is malformed.
 int tool_parse_lora_arg(const char *arg, char *path, size_t cap, float *scale);
+
+// Sampling options shared by run and chat: --temp --top-k --top-p --min-p
+// --repeat-penalty --seed. Returns 1 if a was one of them (its value parsed
+// through c); *have_seed is set by --seed.
+int tool_sampler_option(cli *c, const char *a, el_sampler_params *sp, int *have_seed);
+
+// Inference adapters of run and chat: --lora FILE[:S], repeatable.
+typedef struct {
+    int n;
+    char paths[EL_LORA_MAX_SET][4096];
+    el_lora *loras[EL_LORA_MAX_SET];
+    el_lora_set set;  // scales filled by the option, adapters by tool_loras_load
+} tool_loras;
+// Returns 1 if a was --lora (a bad value or one too many is reported through c).
+int tool_lora_option(cli *c, const char *a, tool_loras *l);
+el_status tool_loras_load(tool_loras *l, const el_model *m, el_error *err);
+void tool_loras_free(tool_loras *l);
 
 // Split-inference options shared by run and logits.
 typedef struct {
