@@ -25,32 +25,41 @@ struct el_pool {
     pthread_t *threads;
     pthread_mutex_t mu;
     pthread_cond_t cv;
-    // (generation << 32) | next task index. A task is claimed with a
-    // compare-and-swap on both, so a worker that wakes up late (descheduled on
-    // a busy machine) cannot take a task of a newer job with an older job's
-    // function: the swap fails once the generation has moved on.
+    // (generation << 32) | (task count << 16) | next task index. A task is
+    // claimed with a compare-and-swap on the whole word, so a worker that wakes
+    // up late (descheduled on a busy machine) can take a task only while its
+    // job is still running: the count travels with the claim, and fn and ctx
+    // are read only after the swap succeeded. (Reading the count from a
+    // separate variable let a late worker pair an old, exhausted claim with
+    // the next job's larger count and run one of its tasks twice, the second
+    // time before the job was published, so the caller could return while a
+    // task still wrote its output.)
     _Atomic uint64_t claim;
     atomic_int done;  // tasks of the current job finished
     atomic_int stop;
-    // written by el_pool_run, read by workers that may be late: atomic, relaxed
+    // written by el_pool_run before it publishes the claim word (release),
+    // read by a worker after its claim succeeded (acquire)
     _Atomic(el_task_fn) fn;
     _Atomic(void *) ctx;
-    atomic_int n_tasks;
 };
+
+#define TASK_BITS 16
+#define MAX_TASKS ((1 << TASK_BITS) - 1)
 
 // Runs tasks of generation gen until none are left (or the job is over).
 static void run_tasks(el_pool *p, uint32_t gen) {
     uint64_t c = atomic_load_explicit(&p->claim, memory_order_acquire);
     for (;;) {
         if ((uint32_t)(c >> 32) != gen) return;
-        // fn, ctx and n_tasks were written before the generation was published;
-        // they are only trusted once the claim below proves it is still current
-        el_task_fn fn = atomic_load_explicit(&p->fn, memory_order_relaxed);
-        void *ctx = atomic_load_explicit(&p->ctx, memory_order_relaxed);
-        int n = atomic_load_explicit(&p->n_tasks, memory_order_relaxed), i = (int)(uint32_t)c;
+        int n = (int)((c >> TASK_BITS) & MAX_TASKS), i = (int)(c & MAX_TASKS);
         if (i >= n) return;
         if (!atomic_compare_exchange_weak_explicit(&p->claim, &c, c + 1, memory_order_acq_rel, memory_order_acquire))
             continue;  // c was reloaded
+        // The swap read the word el_pool_run published for this job (or a
+        // later claim of it), so fn and ctx are this job's; the caller cannot
+        // start another job before this task reports done.
+        el_task_fn fn = atomic_load_explicit(&p->fn, memory_order_relaxed);
+        void *ctx = atomic_load_explicit(&p->ctx, memory_order_relaxed);
         fn(ctx, i, n);
         atomic_fetch_add_explicit(&p->done, 1, memory_order_release);
         c = atomic_load_explicit(&p->claim, memory_order_acquire);
@@ -116,20 +125,39 @@ void el_pool_free(el_pool *p) {
 
 int el_pool_size(const el_pool *p) { return p ? p->n_threads : 1; }
 
+// Jobs of more than MAX_TASKS tasks run as MAX_TASKS-or-fewer chunks of
+// consecutive indices, each calling the caller's function with the real i, n.
+typedef struct {
+    el_task_fn fn;
+    void *ctx;
+    int n, per;
+} chunked;
+
+static void chunk_task(void *ctx, int t, int nt) {
+    (void)nt;
+    const chunked *c = ctx;
+    int end = (t + 1) * c->per < c->n ? (t + 1) * c->per : c->n;
+    for (int i = t * c->per; i < end; i++) c->fn(c->ctx, i, c->n);
+}
+
 void el_pool_run(el_pool *p, el_task_fn fn, void *ctx, int n) {
     if (n <= 0) return;
     if (!p || p->n_threads == 1 || n == 1) {
         for (int i = 0; i < n; i++) fn(ctx, i, n);
         return;
     }
+    if (n > MAX_TASKS) {
+        chunked c = {fn, ctx, n, (n + MAX_TASKS - 1) / MAX_TASKS};
+        el_pool_run(p, chunk_task, &c, (n + c.per - 1) / c.per);
+        return;
+    }
     // Every task of the previous job is done, so no worker still reads these.
     atomic_store_explicit(&p->fn, fn, memory_order_relaxed);
     atomic_store_explicit(&p->ctx, ctx, memory_order_relaxed);
-    atomic_store_explicit(&p->n_tasks, n, memory_order_relaxed);
     atomic_store_explicit(&p->done, 0, memory_order_relaxed);
     uint32_t gen = generation(p) + 1;
     pthread_mutex_lock(&p->mu);
-    atomic_store_explicit(&p->claim, (uint64_t)gen << 32, memory_order_release);
+    atomic_store_explicit(&p->claim, (uint64_t)gen << 32 | (uint64_t)n << TASK_BITS, memory_order_release);
     pthread_cond_broadcast(&p->cv);
     pthread_mutex_unlock(&p->mu);
     run_tasks(p, gen);

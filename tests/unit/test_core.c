@@ -107,6 +107,73 @@ static void test_pool(void **st) {
     el_pool_free(NULL);
 }
 
+// Jobs of different sizes back to back, with more threads than cores, so a
+// worker is often descheduled between reading a claim and taking it. Every
+// task must run exactly once, with its own job's n, and be finished when
+// el_pool_run returns. (A late worker used to pair an exhausted claim with the
+// next job's larger count: about 1 job in 100,000 ran a task twice and
+// returned early.)
+struct race_job {
+    int n;
+    atomic_int hits[33];
+    atomic_int inflight, bad;
+};
+
+static void race_task(void *ctx, int i, int n) {
+    struct race_job *j = ctx;
+    atomic_fetch_add(&j->inflight, 1);
+    if (n != j->n || i < 0 || i >= j->n) atomic_fetch_add(&j->bad, 1);
+    else atomic_fetch_add(&j->hits[i], 1);
+    for (volatile int k = 0; k < (i * 37) % 50; k++) {}
+    atomic_fetch_sub(&j->inflight, 1);
+}
+
+static void test_pool_late_workers(void **st) {
+    (void)st;
+    static const int sizes[3] = {2, 7, 33};
+    for (int nt = 3; nt <= 4; nt++) {
+        el_pool *p = el_pool_new(nt);
+        assert_non_null(p);
+        static struct race_job jobs[2];
+        int wrong = 0;
+        for (int r = 0; r < 400000; r++) {
+            struct race_job *j = &jobs[r & 1];
+            memset(j, 0, sizeof *j);
+            j->n = sizes[r % 3];
+            el_pool_run(p, race_task, j, j->n);
+            int ok = atomic_load(&j->inflight) == 0 && atomic_load(&j->bad) == 0;
+            for (int i = 0; i < j->n; i++) ok &= atomic_load(&j->hits[i]) == 1;
+            wrong += !ok;
+        }
+        assert_int_equal(wrong, 0);
+        el_pool_free(p);
+    }
+}
+
+struct big_ctx {
+    unsigned char *hits;
+    atomic_int bad;
+};
+
+static void big_task(void *ctx, int i, int n) {
+    struct big_ctx *c = ctx;
+    if (n != 200003 || i < 0 || i >= n) atomic_fetch_add(&c->bad, 1);
+    else c->hits[i]++;
+}
+
+// More tasks than one claim word can count: run in chunks, same i and n.
+static void test_pool_many_tasks(void **st) {
+    (void)st;
+    el_pool *p = el_pool_new(2);
+    struct big_ctx c = {calloc(200003, 1), 0};
+    assert_non_null(c.hits);
+    el_pool_run(p, big_task, &c, 200003);
+    assert_int_equal(atomic_load(&c.bad), 0);
+    for (int i = 0; i < 200003; i++) assert_int_equal(c.hits[i], 1);
+    free(c.hits);
+    el_pool_free(p);
+}
+
 static void test_read_file(void **st) {
     (void)st;
     const char *p = tu_write_tmp("rf.txt", "abc\n", 4);
@@ -138,6 +205,8 @@ int main(void) {
         cmocka_unit_test(test_error_message), cmocka_unit_test(test_checked_size),
         cmocka_unit_test(test_utf8),          cmocka_unit_test(test_f16),
         cmocka_unit_test(test_dtype_table),   cmocka_unit_test(test_pool),
+        cmocka_unit_test(test_pool_late_workers),
+        cmocka_unit_test(test_pool_many_tasks),
         cmocka_unit_test(test_read_file),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
