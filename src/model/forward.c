@@ -16,7 +16,9 @@ struct el_session {
     int layer_begin, layer_end;
     int ctx, max_batch;
     int dim, q_dim, kv_dim, ff;
-    float *k_cache, *v_cache;  // [layer - layer_begin][ctx][kv_dim]
+    // [layer - layer_begin][kv head][ctx][head_dim]: a head's keys (values)
+    // are one contiguous stream, which is how decode attention reads them
+    float *k_cache, *v_cache;
     float *inv_freq;           // [head_dim / 2]
     struct scratch *sc;        // scratch, sized for max_batch rows
     struct el_session **row_sess;  // [max_batch] this session, for its own row map
@@ -24,8 +26,9 @@ struct el_session {
     const el_lora_set *lora;  // adapters applied to the projections (borrowed; may be NULL)
 };
 
-static int64_t kv_offset(const el_session *s, int layer, int pos) {
-    return ((int64_t)(layer - s->layer_begin) * s->ctx + pos) * s->kv_dim;
+static int64_t kv_offset(const el_session *s, int layer, int kvh, int pos) {
+    const el_hparams *h = &s->m->hp;
+    return (((int64_t)(layer - s->layer_begin) * h->n_kv_heads + kvh) * s->ctx + pos) * h->head_dim;
 }
 
 // Scratch of one forward call, sized for max rows (a session's, or a batch's).
@@ -203,17 +206,17 @@ static void attn_task(void *ctx, int task, int n_tasks) {
     float scale = 1.0f / sqrtf((float)hd);
     for (int t = t0; t < t1; t++) {
         const el_session *s = rm->sess[t];
-        const float *kc = s->k_cache + kv_offset(s, j->layer, 0) + (size_t)kvh * hd;
-        const float *vc = s->v_cache + kv_offset(s, j->layer, 0) + (size_t)kvh * hd;
+        const float *kc = s->k_cache + kv_offset(s, j->layer, kvh, 0);
+        const float *vc = s->v_cache + kv_offset(s, j->layer, kvh, 0);
         int end = rm->pos[t] + 1;  // positions this row may attend to
         // sliding window (Mistral): only the latest sliding_window positions, itself included
         int start = hp->sliding_window && end > hp->sliding_window ? end - hp->sliding_window : 0;
         int n = end - start;
         const float *q = j->sc->q + (size_t)t * j->q_dim + (size_t)h * hd;
-        el_attn_scores(scores, q, kc + (size_t)start * j->kv_dim, (size_t)j->kv_dim, n, hd, scale);
+        el_attn_scores(scores, q, kc + (size_t)start * hd, (size_t)hd, n, hd, scale);
         el_softmax(scores, n);
-        el_attn_mix(j->sc->att + (size_t)t * j->q_dim + (size_t)h * hd, scores, vc + (size_t)start * j->kv_dim,
-                    (size_t)j->kv_dim, n, hd);
+        el_attn_mix(j->sc->att + (size_t)t * j->q_dim + (size_t)h * hd, scores, vc + (size_t)start * hd, (size_t)hd, n,
+                    hd);
     }
     free(scores);
 }
@@ -251,8 +254,11 @@ static void layer_forward(const el_model *m, el_pool *pool, const scratch *sc, i
         el_session *s = rm->sess[t];
         rope(sc->q + (size_t)t * q_dim, hp->n_heads, hp->head_dim, rm->pos[t], s->inv_freq);
         rope(sc->k + (size_t)t * kv_dim, hp->n_kv_heads, hp->head_dim, rm->pos[t], s->inv_freq);
-        memcpy(s->k_cache + kv_offset(s, l, rm->pos[t]), sc->k + (size_t)t * kv_dim, (size_t)kv_dim * sizeof(float));
-        memcpy(s->v_cache + kv_offset(s, l, rm->pos[t]), sc->v + (size_t)t * kv_dim, (size_t)kv_dim * sizeof(float));
+        for (int g = 0; g < hp->n_kv_heads; g++) {
+            size_t hd_bytes = (size_t)hp->head_dim * sizeof(float);
+            memcpy(s->k_cache + kv_offset(s, l, g, rm->pos[t]), sc->k + (size_t)t * kv_dim + (size_t)g * hp->head_dim, hd_bytes);
+            memcpy(s->v_cache + kv_offset(s, l, g, rm->pos[t]), sc->v + (size_t)t * kv_dim + (size_t)g * hp->head_dim, hd_bytes);
+        }
     }
     attn_job aj = {hp, sc, rm, l, q_dim, kv_dim, (n + ATTN_TOKENS_PER_TASK - 1) / ATTN_TOKENS_PER_TASK};
     el_pool_run(pool, attn_task, &aj, aj.token_blocks * hp->n_heads);
