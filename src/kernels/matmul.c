@@ -26,7 +26,7 @@ typedef struct {
     int act_type;
     el_gemm_fn packed_gemm;  // rows below packed_rows come from W->packed
     int packed_rows;
-    size_t group_bytes;  // bytes per packed group of 16 rows
+    size_t pair_bytes;  // bytes per packed pair of 16-row groups
 } matmul_job;
 
 // The original paths: f32 weights with el_dot_f32 (bit-exact with llama2.c's
@@ -76,7 +76,7 @@ static void matmul_task(void *ctx, int t, int n_tasks) {
         int nt = j->n - t0 < tb ? j->n - t0 : tb;
         // packed groups: the kernel keeps each group's weights in cache over all nt tokens
         if (r0 < rp)
-            j->packed_gemm(j->k, (const char *)j->W->packed + (size_t)(r0 / 16) * j->group_bytes, j->group_bytes,
+            j->packed_gemm(j->k, (const char *)j->W->packed + (size_t)(r0 / 32) * j->pair_bytes, j->pair_bytes,
                            rp - r0, x + (size_t)t0 * j->ldx, j->ldx, nt, j->out + (size_t)t0 * j->d + r0,
                            (size_t)j->d);
         for (int r = r0 > rp ? r0 : rp; r < r1; r += rb) {
@@ -117,7 +117,7 @@ static void job_init(matmul_job *j, float *out, const float *x, const el_tensor 
     if (W->dtype != EL_DTYPE_F32 && tr->vec_dot) j->gemm = pick_gemm(W->dtype, isa);
     if (j->gemm && W->packed && (j->packed_gemm = el_gemm_packed_kernel(W->dtype, isa))) {
         j->packed_rows = (int)W->packed_rows;
-        j->group_bytes = el_pack_group_bytes(W->dtype, j->k);
+        j->pair_bytes = el_pack_pair_bytes(W->dtype, j->k);
     }
     if (j->gemm) {
         j->act_type = tr->vec_dot_type;
@@ -132,7 +132,7 @@ static int job_split(matmul_job *j, int threads) {
     j->rows_per_task = (j->d + tasks - 1) / tasks;
     if (j->rows_per_task < 4) j->rows_per_task = 4;
     j->rows_per_task = (j->rows_per_task + 3) & ~3;
-    if (j->packed_rows) j->rows_per_task = (j->rows_per_task + 15) & ~15;  // whole packed groups
+    if (j->packed_rows) j->rows_per_task = (j->rows_per_task + 31) & ~31;  // whole packed pairs
     return (j->d + j->rows_per_task - 1) / j->rows_per_task;
 }
 

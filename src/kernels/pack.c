@@ -10,40 +10,47 @@
 //   Q8_0: 8 chunks of quants + 128 (unsigned, as vpdpbusd wants them).
 //   Q4_0: 4 chunks of the raw nibble bytes: low nibbles of chunk j are elements
 //         4j..4j+3 of the block, high nibbles 16+4j..16+4j+3.
-// A group is [quant chunks of all blocks][16 f16 scales per block]; groups follow
-// each other, group_bytes apart. Same size as the file's rows.
+// Two groups make a "pair" of 32 rows, stored block by block:
+//   [group 0's chunks][group 1's chunks][group 0's 16 f16 scales][group 1's]
+// (el_pack_block_bytes per block), pairs pair_bytes apart. Decode reads a
+// pair front to back as one stream: with each group's quants and scales in
+// separate regions, the four streams of a pair read ~20% slower per thread
+// than one (22.4 against 27.1 GB/s, single thread, 6.5 MB matrices).
+// Same size as the file's rows.
 #include <string.h>
 
 #include "edgellm/kernels.h"
 #include "edgellm/quant.h"
 #include "qdot.h"
 
-size_t el_pack_group_bytes(int dtype, int k) {
-    size_t nb = (size_t)k / EL_QK;
+size_t el_pack_block_bytes(int dtype) {
     switch (dtype) {
-    case EL_DTYPE_Q8_0: return nb * (16 * EL_QK + 32);
-    case EL_DTYPE_Q4_0: return nb * (16 * EL_QK / 2 + 32);
+    case EL_DTYPE_Q8_0: return 2 * 16 * EL_QK + 64;
+    case EL_DTYPE_Q4_0: return 2 * 16 * EL_QK / 2 + 64;
     }
     return 0;
 }
 
+size_t el_pack_pair_bytes(int dtype, int k) { return (size_t)(k / EL_QK) * el_pack_block_bytes(dtype); }
+
 size_t el_matmul_pack_size(const el_tensor *W, el_isa isa, int64_t *rows) {
     *rows = 0;
     if (W->n_dims != 2 || W->ne[0] % EL_QK || !el_gemm_packed_kernel(W->dtype, isa)) return 0;
-    *rows = W->ne[1] & ~(int64_t)15;
-    return (size_t)(*rows / 16) * el_pack_group_bytes(W->dtype, (int)W->ne[0]);
+    *rows = W->ne[1] & ~(int64_t)31;
+    return (size_t)(*rows / 32) * el_pack_pair_bytes(W->dtype, (int)W->ne[0]);
 }
 
 void el_matmul_pack(const el_tensor *W, int64_t rows, void *dst) {
     int k = (int)W->ne[0], nb = k / EL_QK;
-    size_t ldw = el_tensor_row_size(W), gbytes = el_pack_group_bytes(W->dtype, k);
+    size_t ldw = el_tensor_row_size(W), bb = el_pack_block_bytes(W->dtype), pbytes = el_pack_pair_bytes(W->dtype, k);
     int q8 = W->dtype == EL_DTYPE_Q8_0, chunks = q8 ? 8 : 4;
-    for (int64_t g = 0; g < rows / 16; g++) {
-        uint8_t *qs = (uint8_t *)dst + (size_t)g * gbytes;
-        uint16_t *d = (uint16_t *)(qs + (size_t)nb * chunks * 64);
-        for (int r = 0; r < 16; r++) {
-            const char *row = (const char *)W->data + (size_t)(16 * g + r) * ldw;
+    size_t cb = (size_t)chunks * 64;  // quant bytes of one group's block
+    for (int64_t p = 0; p < rows / 32; p++) {
+        for (int r = 0; r < 32; r++) {
+            int h = r / 16, lane = r % 16;  // group of the pair, row within it
+            const char *row = (const char *)W->data + (size_t)(32 * p + r) * ldw;
             for (int b = 0; b < nb; b++) {
+                uint8_t *blk_dst = (uint8_t *)dst + (size_t)p * pbytes + (size_t)b * bb;
                 const uint8_t *src;
                 uint16_t scale;
                 if (q8) {
@@ -55,10 +62,10 @@ void el_matmul_pack(const el_tensor *W, int64_t rows, void *dst) {
                     src = blk->qs;
                     scale = blk->d;
                 }
-                d[16 * b + r] = scale;
+                memcpy(blk_dst + 2 * cb + 32 * h + 2 * lane, &scale, 2);
                 for (int j = 0; j < chunks; j++)
                     for (int i = 0; i < 4; i++)
-                        qs[((size_t)b * chunks + j) * 64 + 4 * r + i] = (uint8_t)(src[4 * j + i] ^ (q8 ? 0x80 : 0));
+                        blk_dst[h * cb + (size_t)j * 64 + 4 * lane + i] = (uint8_t)(src[4 * j + i] ^ (q8 ? 0x80 : 0));
             }
         }
     }

@@ -14,9 +14,10 @@ void el_act_quantize_q8_0_scalar(const float *x, void *dst, int k);
 void el_act_quantize_q8_0_avx512(const float *x, void *dst, int k);
 el_gemm_fn el_gemm_avx512(int dtype);
 
-// Kernels on packed weights: w is the first group of 16 rows, ldw the bytes
-// per group (el_pack_group_bytes), nr a multiple of 16.
+// Kernels on packed weights: w is the first pair of 16-row groups, ldw the
+// bytes per pair (el_pack_pair_bytes), nr a multiple of 32.
 el_gemm_fn el_gemm_packed_avx512(int dtype);
-size_t el_pack_group_bytes(int dtype, int k);
+size_t el_pack_block_bytes(int dtype);
+size_t el_pack_pair_bytes(int dtype, int k);
 
 #endif

@@ -153,15 +153,18 @@ ALWAYS_INLINE __m512i bcast4(const int8_t *p) {
 }
 
 // Decode prefetches into L2 by hand: the hardware prefetcher alone left one
-// thread at 14 GB/s (Q4_0) of the ~31 it can stream. The distance is one call
-// of micro_decode (G groups) ahead; see there.
+// thread at 16 GB/s (Q4_0) of the ~27 it can stream from one pair. The
+// distance is DECODE_AHEAD blocks of the pair's single stream: farther (8, 16,
+// 32 blocks) read slower, single thread: 21, 18, 18 GB/s against 27.
+#define DECODE_AHEAD 4
 
-// One packed group (16 rows, pack.c) x T tokens: out[t*ldo + r], r < 16.
-// Per block and token: the integer sums of all 16 rows come from 8 vpdpbusd
-// (the correction 128*nsum, or 8*nsum for Q4_0, is the seed), then one
-// convert and one FMA scale them. A single token (a tail here; decode has
-// micro_decode) gets two accumulator chains.
-ALWAYS_INLINE void micro_packed(const int q8, int k, const uint8_t *qs, const uint16_t *wd16, const char *x,
+// One packed group (16 rows of a pair, pack.c) x T tokens: out[t*ldo + r],
+// r < 16. qs: the group's chunks of block 0; sc: its scales of block 0; both
+// step bb bytes per block. Per block and token: the integer sums of all 16
+// rows come from 8 vpdpbusd (the correction 128*nsum, or 8*nsum for Q4_0, is
+// the seed), then one convert and one FMA scale them. A single token (a tail
+// here; decode has micro_decode) gets two accumulator chains.
+ALWAYS_INLINE void micro_packed(const int q8, int k, const uint8_t *qs, const uint8_t *sc, size_t bb, const char *x,
                                 size_t ldx, float *out, size_t ldo, const int T) {
     const int NA = T == 1 ? 2 : 1;
     const int nb = k / EL_QK;
@@ -184,15 +187,14 @@ ALWAYS_INLINE void micro_packed(const int q8, int k, const uint8_t *qs, const ui
         }
         const int8_t *xo[8];
         _Pragma("GCC unroll 8") for (int t = 0; t < T; t++) xo[t] = xq[t] + EL_QK * b;
+        const uint8_t *c = qs + (size_t)b * bb;
         if (q8) {
-            const uint8_t *c = qs + (size_t)b * 512;
             _Pragma("GCC unroll 8") for (int j = 0; j < 8; j++) {
                 __m512i w = _mm512_loadu_si512(c + 64 * j);
                 _Pragma("GCC unroll 8") for (int t = 0; t < T; t++) acc[t][j % NA] =
                     _mm512_dpbusd_epi32(acc[t][j % NA], w, bcast4(xo[t] + 4 * j));
             }
         } else {
-            const uint8_t *c = qs + (size_t)b * 256;
             _Pragma("GCC unroll 4") for (int j = 0; j < 4; j++) {
                 __m512i raw = _mm512_loadu_si512(c + 64 * j);
                 __m512i lo = _mm512_and_si512(raw, m4), hi = _mm512_and_si512(_mm512_srli_epi16(raw, 4), m4);
@@ -202,7 +204,7 @@ ALWAYS_INLINE void micro_packed(const int q8, int k, const uint8_t *qs, const ui
                 }
             }
         }
-        __m512 wd = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(wd16 + 16 * b)));
+        __m512 wd = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(sc + (size_t)b * bb)));
         _Pragma("GCC unroll 8") for (int t = 0; t < T; t++) {
             __m512i s = NA == 2 ? _mm512_add_epi32(acc[t][0], acc[t][1]) : acc[t][0];
             facc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_mul_ps(wd, _mm512_set1_ps(xd[t][b])), facc[t]);
@@ -211,31 +213,27 @@ ALWAYS_INLINE void micro_packed(const int q8, int k, const uint8_t *qs, const ui
     _Pragma("GCC unroll 8") for (int t = 0; t < T; t++) _mm512_storeu_ps(out + (size_t)t * ldo, facc[t]);
 }
 
-// Decode: G packed groups (ldw bytes apart) x one token. Two groups side by
-// side keep two weight streams and four vpdpbusd chains in flight.
-ALWAYS_INLINE void micro_decode(const int q8, int k, const uint8_t *qs, size_t ldw, const char *x, float *out,
-                                const int G) {
+// Decode: one packed pair (32 rows) x one token, read front to back. Its two
+// groups keep four vpdpbusd chains in flight.
+ALWAYS_INLINE void micro_decode(const int q8, int k, const uint8_t *pair, const char *x, float *out) {
     const int nb = k / EL_QK;
-    const size_t cb = q8 ? 512 : 256;  // quant bytes per block of a group
+    const size_t cb = q8 ? 512 : 256, bb = 2 * cb + 64;  // quant bytes of a group's block; bytes per block
     const int8_t *xq = (const int8_t *)x;
     const float *xd = (const float *)(xq + k);
     const int32_t *ns = (const int32_t *)(xd + nb);
     const __m512i m4 = _mm512_set1_epi8(0x0F);
     __m512 facc[2] = {_mm512_setzero_ps(), _mm512_setzero_ps()};
-    // Prefetch the same place in the groups the next call reads (G groups
-    // on): one call's worth ahead, and never into a group another stream of
-    // this call is already reading.
-    const size_t ahead = (size_t)G * ldw;
     for (int b = 0; b < nb; b++) {
+        const uint8_t *blk = pair + (size_t)b * bb;
+        // the weights are read once: fetch them into L2 a few blocks ahead
+        // (past the pair's end: the next pair, which the next call reads)
+        _Pragma("GCC unroll 17") for (size_t l = 0; l < bb; l += 64)
+            _mm_prefetch((const char *)blk + DECODE_AHEAD * bb + l, _MM_HINT_T1);
         const int8_t *xo = xq + EL_QK * b;
         __m512i seed = _mm512_slli_epi32(_mm512_set1_epi32(ns[b]), q8 ? 7 : 3);
         __m512 xs = _mm512_set1_ps(xd[b]);
-        _Pragma("GCC unroll 2") for (int g = 0; g < G; g++) {
-            const uint8_t *c = qs + (size_t)g * ldw + (size_t)b * cb;
-            const uint16_t *wd16 = (const uint16_t *)(qs + (size_t)g * ldw + (size_t)nb * cb) + 16 * b;
-            // the weights are read once: fetch them into L2 well ahead
-            for (int l = 0; l < (q8 ? 8 : 4); l++) _mm_prefetch((const char *)c + ahead + 64 * l, _MM_HINT_T1);
-            if ((b & 1) == 0) _mm_prefetch((const char *)wd16 + ahead, _MM_HINT_T1);
+        _Pragma("GCC unroll 2") for (int g = 0; g < 2; g++) {
+            const uint8_t *c = blk + g * cb;
             __m512i a0 = seed, a1 = _mm512_setzero_si512();
             if (q8) {
                 _Pragma("GCC unroll 8") for (int j = 0; j < 8; j += 2) {
@@ -251,11 +249,12 @@ ALWAYS_INLINE void micro_decode(const int q8, int k, const uint8_t *qs, size_t l
                 }
                 a1 = _mm512_srai_epi32(a1, 4);  // exact: a multiple of 16
             }
-            __m512 wd = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)wd16));
+            __m512 wd = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(blk + 2 * cb + 32 * g)));
             facc[g] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(a0, a1)), _mm512_mul_ps(wd, xs), facc[g]);
         }
     }
-    _Pragma("GCC unroll 2") for (int g = 0; g < G; g++) _mm512_storeu_ps(out + 16 * g, facc[g]);
+    _mm512_storeu_ps(out, facc[0]);
+    _mm512_storeu_ps(out + 16, facc[1]);
 }
 
 #define PACKED_TOKENS 8
@@ -263,37 +262,34 @@ ALWAYS_INLINE void micro_decode(const int q8, int k, const uint8_t *qs, size_t l
 #define DEFINE_PACKED_GEMM(NAME, Q8)                                                                          \
     static void NAME(int k, const void *w, size_t ldw, int nr, const void *x, size_t ldx, int nt, float *out,  \
                      size_t ldo) {                                                                            \
-        size_t qbytes = (size_t)(k / EL_QK) * ((Q8) ? 512 : 256);                                             \
+        const size_t cb = (Q8) ? 512 : 256, bb = 2 * cb + 64;                                                 \
         if (nt == 1) {                                                                                        \
-            int g = 0;                                                                                        \
-            /* the kernel prefetches one call (pair of groups) ahead: */                                       \
-            /* fetch the first pair itself here */                                                            \
-            for (int gg = 0; gg < 2 && gg < nr / 16; gg++)                                                    \
-                for (size_t off = 0; off < ldw; off += 64)                                                    \
-                    _mm_prefetch((const char *)w + (size_t)gg * ldw + off, _MM_HINT_T1);                      \
-            for (; g + 2 <= nr / 16; g += 2)                                                                  \
-                micro_decode(Q8, k, (const uint8_t *)w + (size_t)g * ldw, ldw, x, out + 16 * g, 2);           \
-            if (g < nr / 16) micro_decode(Q8, k, (const uint8_t *)w + (size_t)g * ldw, ldw, x, out + 16 * g, 1); \
+            /* the kernel prefetches DECODE_AHEAD blocks ahead: fetch the first ones here */                 \
+            for (size_t off = 0; off < DECODE_AHEAD * bb && off < (size_t)(nr / 32) * ldw; off += 64)       \
+                _mm_prefetch((const char *)w + off, _MM_HINT_T1);                                             \
+            for (int p = 0; p < nr / 32; p++)                                                                 \
+                micro_decode(Q8, k, (const uint8_t *)w + (size_t)p * ldw, x, out + 32 * p);                   \
             return;                                                                                           \
         }                                                                                                     \
         for (int g = 0; g < nr / 16; g++) {                                                                   \
-            const uint8_t *qs = (const uint8_t *)w + (size_t)g * ldw;                                         \
-            const uint16_t *d = (const uint16_t *)(qs + qbytes);                                              \
+            const uint8_t *pair = (const uint8_t *)w + (size_t)(g / 2) * ldw;                                 \
+            const uint8_t *qs = pair + (size_t)(g % 2) * cb, *sc = pair + 2 * cb + (size_t)(g % 2) * 32;     \
             float *o = out + 16 * g;                                                                          \
             const char *xc = x;                                                                               \
             int t = 0;                                                                                        \
             for (; t + PACKED_TOKENS <= nt; t += PACKED_TOKENS)                                               \
-                micro_packed(Q8, k, qs, d, xc + (size_t)t * ldx, ldx, o + (size_t)t * ldo, ldo, PACKED_TOKENS); \
+                micro_packed(Q8, k, qs, sc, bb, xc + (size_t)t * ldx, ldx, o + (size_t)t * ldo, ldo,         \
+                             PACKED_TOKENS);                                                                  \
             const char *xt = xc + (size_t)t * ldx;                                                            \
             float *ot = o + (size_t)t * ldo;                                                                  \
             switch (nt - t) {                                                                                 \
-            case 1: micro_packed(Q8, k, qs, d, xt, ldx, ot, ldo, 1); break;                                   \
-            case 2: micro_packed(Q8, k, qs, d, xt, ldx, ot, ldo, 2); break;                                   \
-            case 3: micro_packed(Q8, k, qs, d, xt, ldx, ot, ldo, 3); break;                                   \
-            case 4: micro_packed(Q8, k, qs, d, xt, ldx, ot, ldo, 4); break;                                   \
-            case 5: micro_packed(Q8, k, qs, d, xt, ldx, ot, ldo, 5); break;                                   \
-            case 6: micro_packed(Q8, k, qs, d, xt, ldx, ot, ldo, 6); break;                                   \
-            case 7: micro_packed(Q8, k, qs, d, xt, ldx, ot, ldo, 7); break;                                   \
+            case 1: micro_packed(Q8, k, qs, sc, bb, xt, ldx, ot, ldo, 1); break;                              \
+            case 2: micro_packed(Q8, k, qs, sc, bb, xt, ldx, ot, ldo, 2); break;                              \
+            case 3: micro_packed(Q8, k, qs, sc, bb, xt, ldx, ot, ldo, 3); break;                              \
+            case 4: micro_packed(Q8, k, qs, sc, bb, xt, ldx, ot, ldo, 4); break;                              \
+            case 5: micro_packed(Q8, k, qs, sc, bb, xt, ldx, ot, ldo, 5); break;                              \
+            case 6: micro_packed(Q8, k, qs, sc, bb, xt, ldx, ot, ldo, 6); break;                              \
+            case 7: micro_packed(Q8, k, qs, sc, bb, xt, ldx, ot, ldo, 7); break;                              \
             }                                                                                                 \
         }                                                                                                     \
     }

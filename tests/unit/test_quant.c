@@ -264,7 +264,7 @@ static void test_packed_matches_scalar(void **st) {
         static const int nblocks[] = {1, 2, 3, 7, 64};
         for (int kb = 0; kb < 5; kb++) {
             int k = EL_QK * nblocks[kb];
-            int rows = 16 * (1 + (int)(tu_rand(&rng) % 6)) + (int)(tu_rand(&rng) % 16);
+            int rows = 32 * (1 + (int)(tu_rand(&rng) % 3)) + (int)(tu_rand(&rng) % 32);
             int toks = kb < 2 ? 1 : 1 + (int)(tu_rand(&rng) % 20);  // 1: the decode kernel
             void *w;
             float *wf;
@@ -272,7 +272,7 @@ static void test_packed_matches_scalar(void **st) {
             el_tensor W = {"w", dtype, 2, {k, rows, 1, 1}, w, el_dtype_row_size(dtype, k) * rows, NULL, 0};
             int64_t prows;
             size_t bytes = el_matmul_pack_size(&W, EL_ISA_AVX512, &prows);
-            assert_int_equal(prows, rows & ~15);
+            assert_int_equal(prows, rows & ~31);
             assert_int_equal(bytes, el_dtype_row_size(dtype, k) * (size_t)prows);  // no bigger than the file's rows
             void *packed = el_malloc_aligned(bytes);
             el_matmul_pack(&W, prows, packed);
@@ -285,7 +285,7 @@ static void test_packed_matches_scalar(void **st) {
             el_gemm_kernel(dtype, EL_ISA_SCALAR)(k, w, el_dtype_row_size(dtype, k), rows, act, ldx, toks, ref,
                                                  (size_t)rows);
             for (int i = 0; i < rows * toks; i++) got[i] = NAN;
-            pg(k, packed, el_dtype_row_size(dtype, k) * 16, (int)prows, act, ldx, toks, got, (size_t)rows);
+            pg(k, packed, el_dtype_row_size(dtype, k) * 32, (int)prows, act, ldx, toks, got, (size_t)rows);
             for (int t = 0; t < toks; t++)
                 for (int r = 0; r < rows; r++) {
                     float a = ref[t * rows + r], b = got[t * rows + r];
