@@ -15,10 +15,12 @@ static const char *usage =
     "Measures prefill (one batch of N prompt tokens) and decode (N single-token\n"
     "steps after it) in tokens/s, mean and standard deviation over REPS runs, after\n"
     "one warm-up run. In the same run it measures the machine's read bandwidth\n"
+    "(before and after every repetition: a shared machine's bandwidth drifts)\n"
     "and its peak f32 FMA throughput with the same threads, and reports:\n"
     "  weight bytes per decoded token (every matrix is read once per step)\n"
     "  bandwidth-limited decode = read bandwidth / weight bytes, and the ratio\n"
-    "    achieved / bandwidth-limited\n"
+    "    achieved / bandwidth-limited: the median over repetitions of each\n"
+    "    repetition's decode against the bandwidth measured around it\n"
     "  prefill effective GFLOP/s = 2 x matmul parameters x prefill tokens/s, and\n"
     "    its ratio to the FMA peak (above 1 needs integer dot products)\n"
     "Tokens are fixed pseudo-random ids; no tokenizer is needed.\n"
@@ -32,6 +34,20 @@ static const char *usage =
     "      --json          one JSON object on stdout instead of the table\n"
     "\n"
     "example: edgellm bench -m tinyllama-q8_0.gguf -p 128 -n 64 -t 2 -r 3\n";
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+// median of n values (sorts a copy)
+static double median(const double *v, int n) {
+    double tmp[1000];
+    if (n <= 0 || n > 1000) return 0;
+    memcpy(tmp, v, (size_t)n * sizeof(double));
+    qsort(tmp, (size_t)n, sizeof(double), cmp_double);
+    return n % 2 ? tmp[n / 2] : 0.5 * (tmp[n / 2 - 1] + tmp[n / 2]);
+}
 
 static void mean_sd(const double *v, int n, double *mean, double *sd) {
     double s = 0, ss = 0;
@@ -80,7 +96,8 @@ int cmd_bench(int argc, char **argv) {
     el_session *s = NULL;
     float *logits = NULL;
     int *tokens = NULL, rc = 1;
-    double *pre = NULL, *dec = NULL;
+    double *pre = NULL, *dec = NULL, *bws = NULL, *ratios = NULL;
+    el_read_probe *probe = NULL;
     if (el_model_open(model_path, NULL, &m, &err)) goto out;
     int ctx = n_prompt + n_decode;
     if (ctx > m->hp.ctx) {
@@ -95,7 +112,9 @@ int cmd_bench(int argc, char **argv) {
     tokens = malloc((size_t)ctx * sizeof(int));
     pre = calloc((size_t)reps, sizeof(double));
     dec = calloc((size_t)reps, sizeof(double));
-    if (!logits || !tokens || !pre || !dec) {
+    bws = calloc((size_t)reps, sizeof(double));
+    ratios = calloc((size_t)reps, sizeof(double));
+    if (!logits || !tokens || !pre || !dec || !bws || !ratios) {
         el_err(&err, EL_ERR_NOMEM, "out of memory");
         goto out;
     }
@@ -109,27 +128,33 @@ int cmd_bench(int argc, char **argv) {
         fprintf(stderr, "bench: %s (%s), %d threads, %s%s; %d warm-up + %d runs of %d prefill + %d decode tokens\n",
                 model_path, main_dtype(m), nthreads, el_isa_name(el_cpu_isa()),
                 el_cpu_has_avx512vnni() ? "+vnni" : "", 1, reps, n_prompt, n_decode);
+    // The buffer of the bandwidth probe is made once; the probe runs just
+    // before and after each decode, so a decode is set against the bandwidth
+    // of the same seconds (this kind of VM swings between ~33 and ~55 GB/s).
+    probe = el_read_probe_new(pool, (size_t)bw_mib << 20);
+    size_t wbytes = el_model_weight_bytes(m, 0, m->hp.n_layers, 0, 1);
     for (int r = -1; r < reps; r++) {  // r = -1: warm-up (pages mapped, caches and pool warm)
         double t0 = el_time_s();
         if (el_session_forward(s, tokens, n_prompt, 0, logits, 0, &err)) goto out;
         double t1 = el_time_s();
+        double bw0 = r >= 0 ? el_read_probe_run(probe, 3) : 0;
+        double t2 = el_time_s();
         for (int i = 0; i < n_decode; i++)
             if (el_session_forward(s, &tokens[n_prompt + i], 1, n_prompt + i, logits, 0, &err)) goto out;
-        double t2 = el_time_s();
+        double t3 = el_time_s();
         if (r >= 0) {
             pre[r] = n_prompt / (t1 - t0);
-            dec[r] = n_decode ? n_decode / (t2 - t1) : 0;
+            dec[r] = n_decode ? n_decode / (t3 - t2) : 0;
+            bws[r] = 0.5 * (bw0 + el_read_probe_run(probe, 3));
+            ratios[r] = bws[r] > 0 ? dec[r] * (double)wbytes / (bws[r] * 1e9) : 0;
         }
     }
-    // Machine limits, measured after the model runs so they see the same
-    // state of a shared machine.
-    double bw = el_probe_read_gbs(pool, (size_t)bw_mib << 20, 9);
     double peak = el_probe_fma_gflops(pool, 0.5);
 
     double pre_m, pre_sd, dec_m, dec_sd;
     mean_sd(pre, reps, &pre_m, &pre_sd);
     mean_sd(dec, reps, &dec_m, &dec_sd);
-    size_t wbytes = el_model_weight_bytes(m, 0, m->hp.n_layers, 0, 1);
+    double bw = median(bws, reps), ratio = median(ratios, reps);
     double bw_limit = bw > 0 ? bw * 1e9 / (double)wbytes : 0;
     double params = matmul_params(m);
     double pre_gflops = 2.0 * params * pre_m * 1e-9;
@@ -142,7 +167,7 @@ int cmd_bench(int argc, char **argv) {
                "\"prefill_gflops\": %.2f, \"prefill_ratio\": %.4f}\n",
                model_path, main_dtype(m), nthreads, el_isa_name(el_cpu_isa()),
                el_cpu_has_avx512vnni() ? "true" : "false", n_prompt, n_decode, reps, pre_m, pre_sd, dec_m, dec_sd,
-               wbytes, bw, bw_limit, bw_limit > 0 ? dec_m / bw_limit : 0, peak, params, pre_gflops,
+               wbytes, bw, bw_limit, ratio, peak, params, pre_gflops,
                peak > 0 ? pre_gflops / peak : 0);
     } else {
         printf("prefill  %8.2f ± %.2f tok/s   %.1f effective GFLOP/s (2 x %.3g params/token) = %.2f x FMA peak\n",
@@ -150,14 +175,22 @@ int cmd_bench(int argc, char **argv) {
         printf("decode   %8.2f ± %.2f tok/s   %.1f MiB of weights/token = %.2f GB/s read\n", dec_m, dec_sd,
                (double)wbytes / 1048576.0, dec_m * (double)wbytes * 1e-9);
         printf("machine  read bandwidth %.2f GB/s, f32 FMA peak %.1f GFLOP/s (%d threads)\n", bw, peak, nthreads);
-        printf("ratios   decode / bandwidth-limited (%.2f tok/s) = %.2f;  prefill / FMA peak = %.2f\n", bw_limit,
-               bw_limit > 0 ? dec_m / bw_limit : 0, peak > 0 ? pre_gflops / peak : 0);
+        printf("per rep  read bandwidth GB/s:");
+        for (int r = 0; r < reps; r++) printf(" %.1f", bws[r]);
+        printf(";  decode / bandwidth-limited:");
+        for (int r = 0; r < reps; r++) printf(" %.2f", ratios[r]);
+        printf("\n");
+        printf("ratios   decode / bandwidth-limited (%.2f tok/s) = %.2f (median of reps);  prefill / FMA peak = %.2f\n",
+               bw_limit, ratio, peak > 0 ? pre_gflops / peak : 0);
     }
     rc = 0;
 out:
     if (rc) cli_error(&err);
+    el_read_probe_free(probe);
     free(pre);
     free(dec);
+    free(bws);
+    free(ratios);
     free(tokens);
     free(logits);
     el_session_free(s);

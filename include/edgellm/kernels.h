@@ -80,6 +80,13 @@ double el_probe_fma_gflops(el_pool *pool, double seconds);
 // of a buffer of `bytes` (make it much larger than the caches); the median
 // of reps passes (at most 64), the sustained rate.
 double el_probe_read_gbs(el_pool *pool, size_t bytes, int reps);
+// The same with the buffer kept (allocated and touched once), for probes
+// repeated between other measurements. NULL without AVX2 or memory; run on
+// NULL gives 0.
+typedef struct el_read_probe el_read_probe;
+el_read_probe *el_read_probe_new(el_pool *pool, size_t bytes);
+double el_read_probe_run(el_read_probe *p, int reps);
+void el_read_probe_free(el_read_probe *p);
 
 // sum_i a[i]*b[i]
 float el_dot_f32(const float *a, const float *b, int n);

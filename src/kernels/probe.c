@@ -69,29 +69,58 @@ static int cmp_double(const void *a, const void *b) {
     return (x > y) - (x < y);
 }
 
-double el_probe_read_gbs(el_pool *pool, size_t bytes, int reps) {
-    if (el_cpu_isa() == EL_ISA_SCALAR) return 0;
+struct el_read_probe {
+    el_pool *pool;
+    read_job j;
+};
+
+el_read_probe *el_read_probe_new(el_pool *pool, size_t bytes) {
+    if (el_cpu_isa() == EL_ISA_SCALAR) return NULL;
+    bytes &= ~(size_t)4095;
+    el_read_probe *p = calloc(1, sizeof *p);
+    char *buf = bytes ? el_malloc_aligned(bytes) : NULL;
+    if (!p || !buf) {
+        free(p);
+        el_free_aligned(buf);
+        return NULL;
+    }
+    int threads = el_pool_size(pool);
+    p->pool = pool;
+    p->j = (read_job){buf, bytes, (bytes / (size_t)threads + 4095) & ~(size_t)4095, {0}};
+    el_pool_run(pool, touch_task, &p->j, threads);  // each thread faults in the pages it will read
+    return p;
+}
+
+void el_read_probe_free(el_read_probe *p) {
+    if (!p) return;
+    el_free_aligned((void *)p->j.buf);
+    free(p);
+}
+
+double el_read_probe_run(el_read_probe *p, int reps) {
+    if (!p) return 0;
     if (reps < 1) reps = 1;
     if (reps > 64) reps = 64;
-    bytes &= ~(size_t)4095;
-    char *buf = el_malloc_aligned(bytes);
-    if (!buf) return 0;
-    int threads = el_pool_size(pool);
-    read_job j = {buf, bytes, (bytes / (size_t)threads + 4095) & ~(size_t)4095, {0}};
-    el_pool_run(pool, touch_task, &j, threads);  // each thread faults in the pages it will read
     // The median, not the best: on this kind of VM single passes over 512 MiB
     // now and then read 50-60 GB/s among a steady ~33 (seen: 32.3 16.5 32.1
     // ... 49.6), and a best-of figure then doubles the bandwidth limit that a
     // sustained stream (a decode) can count on. The median also shrugs off
     // the slow passes other processes cause.
     double rate[64];
+    int threads = el_pool_size(p->pool);
     for (int r = 0; r < reps; r++) {
         double t0 = el_time_s();
-        el_pool_run(pool, read_task, &j, threads);
-        rate[r] = (double)bytes / (el_time_s() - t0);
+        el_pool_run(p->pool, read_task, &p->j, threads);
+        rate[r] = (double)p->j.bytes / (el_time_s() - t0);
     }
-    el_free_aligned(buf);
     qsort(rate, (size_t)reps, sizeof rate[0], cmp_double);
     double med = reps % 2 ? rate[reps / 2] : 0.5 * (rate[reps / 2 - 1] + rate[reps / 2]);
     return med * 1e-9;
+}
+
+double el_probe_read_gbs(el_pool *pool, size_t bytes, int reps) {
+    el_read_probe *p = el_read_probe_new(pool, bytes);
+    double gbs = el_read_probe_run(p, reps);
+    el_read_probe_free(p);
+    return gbs;
 }
