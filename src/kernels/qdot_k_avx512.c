@@ -1,0 +1,156 @@
+// AVX-512 VNNI kernels on packed K-quant weights (layout in pack.c). Only
+// called after run-time detection found VNNI.
+//
+// Q4_K, per 16-row group, super-block and token: sub-block j's integer sums
+// of all 16 rows come from 8 vpdpbusd (nibbles as the unsigned operand, 4
+// broadcast activation bytes as the signed one), are converted once and
+// scaled by d * sc_j of every row with one FMA. The mins term
+// sum_j m_j * (bsums[2j] + bsums[2j+1]) takes 8 vpdpwssd of (m_j, m_j) int16
+// lanes against broadcast bsums pairs. Per super-block:
+//   out += xd * (sum_j d*sc_j * s_j - dmin * msum)
+// The integer sums equal the scalar reference's (el_vec_dot_q4_k); only the
+// order and grouping of the float operations differ.
+#include <immintrin.h>
+#include <string.h>
+
+#include "edgellm/quant.h"
+#include "qdot.h"
+
+#define ALWAYS_INLINE static inline __attribute__((always_inline))
+
+// The 4 activation bytes (or 2 int16) at p in every lane.
+ALWAYS_INLINE __m512i bcast4(const void *p) {
+    int32_t v;
+    memcpy(&v, p, 4);
+    return _mm512_set1_epi32(v);
+}
+
+// vpshufb control: in every dword, byte e of that dword zero-extended to int16, twice
+ALWAYS_INLINE __m512i dup_byte_idx(int e) {
+    return _mm512_set4_epi32((int)(0x80008000u | (uint32_t)(12 + e) << 16 | (uint32_t)(12 + e)),
+                             (int)(0x80008000u | (uint32_t)(8 + e) << 16 | (uint32_t)(8 + e)),
+                             (int)(0x80008000u | (uint32_t)(4 + e) << 16 | (uint32_t)(4 + e)),
+                             (int)(0x80008000u | (uint32_t)e << 16 | (uint32_t)e));
+}
+
+#define MAX_T 8
+
+// One group's super-block (EL_PACK_Q4_K_GROUP bytes at g) x T tokens whose
+// blocks are xb[t]: facc[t] (lane r = row r) += that super-block's products.
+ALWAYS_INLINE void q4_k_group_block(const uint8_t *g, const el_block_q8_k *const *xb, __m512 *facc, const int T) {
+    const __m512i m4 = _mm512_set1_epi8(0x0F), m6 = _mm512_set1_epi8(0x3F), m30 = _mm512_set1_epi8(0x30);
+    __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)g));
+    __m512 dmin = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(g + 32)));
+    __m512i z0 = _mm512_loadu_si512(g + 64), z1 = _mm512_loadu_si512(g + 128), z2 = _mm512_loadu_si512(g + 192);
+    // lane r, byte e: sc/m of sub-block e (lo) or 4 + e (hi), as in el_q4_k_scale_min
+    __m512i sc_lo = _mm512_and_si512(z0, m6), m_lo = _mm512_and_si512(z1, m6);
+    __m512i sc_hi = _mm512_or_si512(_mm512_and_si512(z2, m4), _mm512_and_si512(_mm512_srli_epi32(z0, 2), m30));
+    __m512i m_hi = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi32(z2, 4), m4),
+                                   _mm512_and_si512(_mm512_srli_epi32(z1, 2), m30));
+    __m512 fsb[MAX_T];
+    {
+        __m512i ms[MAX_T];
+        _Pragma("GCC unroll 8") for (int t = 0; t < T; t++) ms[t] = _mm512_setzero_si512();
+        _Pragma("GCC unroll 8") for (int j = 0; j < 8; j++) {
+            __m512i md = _mm512_shuffle_epi8(j < 4 ? m_lo : m_hi, dup_byte_idx(j % 4));
+            _Pragma("GCC unroll 8") for (int t = 0; t < T; t++) ms[t] =
+                _mm512_dpwssd_epi32(ms[t], md, bcast4(xb[t]->bsums + 2 * j));
+        }
+        __m512 nd = _mm512_sub_ps(_mm512_setzero_ps(), dmin);
+        _Pragma("GCC unroll 8") for (int t = 0; t < T; t++) fsb[t] = _mm512_mul_ps(_mm512_cvtepi32_ps(ms[t]), nd);
+    }
+    // high nibbles are used in place (16 q): their scale carries the 1/16
+    __m512 d16 = _mm512_mul_ps(d, _mm512_set1_ps(1.0f / 16));
+    const uint8_t *qs = g + 256;
+    _Pragma("GCC unroll 8") for (int j = 0; j < 8; j++) {
+        __m512i s = j < 4 ? sc_lo : sc_hi;
+        const int e = j % 4;
+        __m512i scj = e == 3 ? _mm512_srli_epi32(s, 24) : _mm512_and_si512(_mm512_srli_epi32(s, 8 * e), _mm512_set1_epi32(0xFF));
+        __m512 dsc = _mm512_mul_ps(_mm512_cvtepi32_ps(scj), j & 1 ? d16 : d);
+        __m512i acc[MAX_T][2];
+        const int NA = T == 1 ? 2 : 1;  // one token: two chains
+        _Pragma("GCC unroll 8") for (int t = 0; t < T; t++) acc[t][0] = acc[t][1] = _mm512_setzero_si512();
+        const uint8_t *c = qs + 64 * 8 * (j / 2);
+        _Pragma("GCC unroll 8") for (int i = 0; i < 8; i++) {
+            __m512i raw = _mm512_loadu_si512(c + 64 * i);
+            __m512i q = j & 1 ? _mm512_andnot_si512(m4, raw) : _mm512_and_si512(raw, m4);
+            _Pragma("GCC unroll 8") for (int t = 0; t < T; t++) acc[t][i % NA] =
+                _mm512_dpbusd_epi32(acc[t][i % NA], q, bcast4(xb[t]->qs + 32 * j + 4 * i));
+        }
+        _Pragma("GCC unroll 8") for (int t = 0; t < T; t++) {
+            __m512i a = NA == 2 ? _mm512_add_epi32(acc[t][0], acc[t][1]) : acc[t][0];
+            fsb[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(a), dsc, fsb[t]);
+        }
+    }
+    _Pragma("GCC unroll 8") for (int t = 0; t < T; t++) facc[t] = _mm512_fmadd_ps(fsb[t], _mm512_set1_ps(xb[t]->d), facc[t]);
+}
+
+// One group (gw: its first super-block, super-blocks bb bytes apart) x T
+// tokens: out[t*ldo + r], r < 16.
+ALWAYS_INLINE void micro_q4_k(int k, const uint8_t *gw, size_t bb, const char *x, size_t ldx, float *out, size_t ldo,
+                              const int T) {
+    const int nb = k / EL_QK_K;
+    __m512 facc[MAX_T];
+    _Pragma("GCC unroll 8") for (int t = 0; t < T; t++) facc[t] = _mm512_setzero_ps();
+    for (int b = 0; b < nb; b++) {
+        const el_block_q8_k *xb[MAX_T];
+        _Pragma("GCC unroll 8") for (int t = 0; t < T; t++) xb[t] = (const el_block_q8_k *)(x + (size_t)t * ldx) + b;
+        q4_k_group_block(gw + (size_t)b * bb, xb, facc, T);
+    }
+    _Pragma("GCC unroll 8") for (int t = 0; t < T; t++) _mm512_storeu_ps(out + (size_t)t * ldo, facc[t]);
+}
+
+// Decode reads a pair front to back as one stream and fetches it into L2
+// DECODE_AHEAD bytes ahead (past the pair's end: the next pair).
+#define DECODE_AHEAD (2 * EL_PACK_Q4_K_GROUP)
+
+static void decode_pair_q4_k(int k, const uint8_t *pair, const el_block_q8_k *x, float *out) {
+    const int nb = k / EL_QK_K;
+    __m512 facc[2] = {_mm512_setzero_ps(), _mm512_setzero_ps()};
+    for (int b = 0; b < nb; b++) {
+        const el_block_q8_k *xb[1] = {x + b};
+        _Pragma("GCC unroll 2") for (int h = 0; h < 2; h++) {
+            const uint8_t *g = pair + (size_t)(2 * b + h) * EL_PACK_Q4_K_GROUP;
+            _Pragma("GCC unroll 36") for (int l = 0; l < EL_PACK_Q4_K_GROUP; l += 64)
+                _mm_prefetch((const char *)g + DECODE_AHEAD + l, _MM_HINT_T1);
+            q4_k_group_block(g, xb, &facc[h], 1);
+        }
+    }
+    _mm512_storeu_ps(out, facc[0]);
+    _mm512_storeu_ps(out + 16, facc[1]);
+}
+
+#define PACKED_TOKENS 8
+
+static void gemm_packed_q4_k(int k, const void *w, size_t ldw, int nr, const void *x, size_t ldx, int nt, float *out,
+                             size_t ldo) {
+    const size_t bb = 2 * EL_PACK_Q4_K_GROUP;
+    if (nt == 1) {
+        for (size_t off = 0; off < DECODE_AHEAD && off < (size_t)(nr / 32) * ldw; off += 64)
+            _mm_prefetch((const char *)w + off, _MM_HINT_T1);
+        for (int p = 0; p < nr / 32; p++)
+            decode_pair_q4_k(k, (const uint8_t *)w + (size_t)p * ldw, x, out + 32 * p);
+        return;
+    }
+    for (int g = 0; g < nr / 16; g++) {
+        const uint8_t *gw = (const uint8_t *)w + (size_t)(g / 2) * ldw + (size_t)(g % 2) * EL_PACK_Q4_K_GROUP;
+        float *o = out + 16 * g;
+        const char *xc = x;
+        int t = 0;
+        for (; t + PACKED_TOKENS <= nt; t += PACKED_TOKENS)
+            micro_q4_k(k, gw, bb, xc + (size_t)t * ldx, ldx, o + (size_t)t * ldo, ldo, PACKED_TOKENS);
+        const char *xt = xc + (size_t)t * ldx;
+        float *ot = o + (size_t)t * ldo;
+        switch (nt - t) {
+        case 1: micro_q4_k(k, gw, bb, xt, ldx, ot, ldo, 1); break;
+        case 2: micro_q4_k(k, gw, bb, xt, ldx, ot, ldo, 2); break;
+        case 3: micro_q4_k(k, gw, bb, xt, ldx, ot, ldo, 3); break;
+        case 4: micro_q4_k(k, gw, bb, xt, ldx, ot, ldo, 4); break;
+        case 5: micro_q4_k(k, gw, bb, xt, ldx, ot, ldo, 5); break;
+        case 6: micro_q4_k(k, gw, bb, xt, ldx, ot, ldo, 6); break;
+        case 7: micro_q4_k(k, gw, bb, xt, ldx, ot, ldo, 7); break;
+        }
+    }
+}
+
+el_gemm_fn el_gemm_packed_k_avx512(int dtype) { return dtype == EL_DTYPE_Q4_K ? gemm_packed_q4_k : NULL; }
