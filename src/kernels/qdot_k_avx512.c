@@ -35,20 +35,26 @@ ALWAYS_INLINE __m512i dup_byte_idx(int e) {
 
 #define MAX_T 8
 
-// One group's super-block (EL_PACK_Q4_K_GROUP bytes at g) x T tokens whose
-// blocks are xb[t]: facc[t] (lane r = row r) += that super-block's products.
-ALWAYS_INLINE void q4_k_group_block(const uint8_t *g, const el_block_q8_k *const *xb, __m512 *facc, const int T) {
+// G groups' super-blocks (EL_PACK_Q4_K_GROUP bytes at gp[g]) x T tokens whose
+// blocks are xb[t] (G * T <= MAX_T; G = 2 only for one token, where the two
+// groups share each activation broadcast): facc[g][t] (lane r = row r of
+// group g) += that super-block's products.
+ALWAYS_INLINE void q4_k_block(const uint8_t *const *gp, const int G, const el_block_q8_k *const *xb, const int T,
+                              __m512 facc[][MAX_T]) {
     const __m512i m4 = _mm512_set1_epi8(0x0F), m6 = _mm512_set1_epi8(0x3F), m30 = _mm512_set1_epi8(0x30);
-    __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)g));
-    __m512 dmin = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(g + 32)));
-    __m512i z0 = _mm512_loadu_si512(g + 64), z1 = _mm512_loadu_si512(g + 128), z2 = _mm512_loadu_si512(g + 192);
-    // lane r, byte e: sc/m of sub-block e (lo) or 4 + e (hi), as in el_q4_k_scale_min
-    __m512i sc_lo = _mm512_and_si512(z0, m6), m_lo = _mm512_and_si512(z1, m6);
-    __m512i sc_hi = _mm512_or_si512(_mm512_and_si512(z2, m4), _mm512_and_si512(_mm512_srli_epi32(z0, 2), m30));
-    __m512i m_hi = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi32(z2, 4), m4),
-                                   _mm512_and_si512(_mm512_srli_epi32(z1, 2), m30));
-    __m512 fsb[MAX_T];
-    {
+    __m512 d[2], d16[2], fsb[2][MAX_T];
+    __m512i sc_lo[2], sc_hi[2];
+    _Pragma("GCC unroll 2") for (int g = 0; g < G; g++) {
+        const uint8_t *p = gp[g];
+        d[g] = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p));
+        __m512 nd = _mm512_sub_ps(_mm512_setzero_ps(), _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(p + 32))));
+        __m512i z0 = _mm512_loadu_si512(p + 64), z1 = _mm512_loadu_si512(p + 128), z2 = _mm512_loadu_si512(p + 192);
+        // lane r, byte e: sc/m of sub-block e (lo) or 4 + e (hi), as in el_q4_k_scale_min
+        sc_lo[g] = _mm512_and_si512(z0, m6);
+        sc_hi[g] = _mm512_or_si512(_mm512_and_si512(z2, m4), _mm512_and_si512(_mm512_srli_epi32(z0, 2), m30));
+        __m512i m_lo = _mm512_and_si512(z1, m6);
+        __m512i m_hi = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi32(z2, 4), m4),
+                                       _mm512_and_si512(_mm512_srli_epi32(z1, 2), m30));
         __m512i ms[MAX_T];
         _Pragma("GCC unroll 8") for (int t = 0; t < T; t++) ms[t] = _mm512_setzero_si512();
         _Pragma("GCC unroll 8") for (int j = 0; j < 8; j++) {
@@ -56,33 +62,39 @@ ALWAYS_INLINE void q4_k_group_block(const uint8_t *g, const el_block_q8_k *const
             _Pragma("GCC unroll 8") for (int t = 0; t < T; t++) ms[t] =
                 _mm512_dpwssd_epi32(ms[t], md, bcast4(xb[t]->bsums + 2 * j));
         }
-        __m512 nd = _mm512_sub_ps(_mm512_setzero_ps(), dmin);
-        _Pragma("GCC unroll 8") for (int t = 0; t < T; t++) fsb[t] = _mm512_mul_ps(_mm512_cvtepi32_ps(ms[t]), nd);
+        _Pragma("GCC unroll 8") for (int t = 0; t < T; t++) fsb[g][t] = _mm512_mul_ps(_mm512_cvtepi32_ps(ms[t]), nd);
+        // high nibbles are used in place (16 q): their scale carries the 1/16
+        d16[g] = _mm512_mul_ps(d[g], _mm512_set1_ps(1.0f / 16));
     }
-    // high nibbles are used in place (16 q): their scale carries the 1/16
-    __m512 d16 = _mm512_mul_ps(d, _mm512_set1_ps(1.0f / 16));
-    const uint8_t *qs = g + 256;
+    const int NA = G * T == 1 ? 2 : 1;  // one group and token: two chains
     _Pragma("GCC unroll 8") for (int j = 0; j < 8; j++) {
-        __m512i s = j < 4 ? sc_lo : sc_hi;
-        const int e = j % 4;
-        __m512i scj = e == 3 ? _mm512_srli_epi32(s, 24) : _mm512_and_si512(_mm512_srli_epi32(s, 8 * e), _mm512_set1_epi32(0xFF));
-        __m512 dsc = _mm512_mul_ps(_mm512_cvtepi32_ps(scj), j & 1 ? d16 : d);
-        __m512i acc[MAX_T][2];
-        const int NA = T == 1 ? 2 : 1;  // one token: two chains
-        _Pragma("GCC unroll 8") for (int t = 0; t < T; t++) acc[t][0] = acc[t][1] = _mm512_setzero_si512();
-        const uint8_t *c = qs + 64 * 8 * (j / 2);
-        _Pragma("GCC unroll 8") for (int i = 0; i < 8; i++) {
-            __m512i raw = _mm512_loadu_si512(c + 64 * i);
-            __m512i q = j & 1 ? _mm512_andnot_si512(m4, raw) : _mm512_and_si512(raw, m4);
-            _Pragma("GCC unroll 8") for (int t = 0; t < T; t++) acc[t][i % NA] =
-                _mm512_dpbusd_epi32(acc[t][i % NA], q, bcast4(xb[t]->qs + 32 * j + 4 * i));
+        __m512 dsc[2];
+        __m512i acc[2][MAX_T][2];
+        _Pragma("GCC unroll 2") for (int g = 0; g < G; g++) {
+            __m512i s = j < 4 ? sc_lo[g] : sc_hi[g];
+            const int e = j % 4;
+            __m512i scj = e == 3 ? _mm512_srli_epi32(s, 24)
+                                 : _mm512_and_si512(_mm512_srli_epi32(s, 8 * e), _mm512_set1_epi32(0xFF));
+            dsc[g] = _mm512_mul_ps(_mm512_cvtepi32_ps(scj), j & 1 ? d16[g] : d[g]);
+            _Pragma("GCC unroll 8") for (int t = 0; t < T; t++) acc[g][t][0] = acc[g][t][1] = _mm512_setzero_si512();
         }
-        _Pragma("GCC unroll 8") for (int t = 0; t < T; t++) {
-            __m512i a = NA == 2 ? _mm512_add_epi32(acc[t][0], acc[t][1]) : acc[t][0];
-            fsb[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(a), dsc, fsb[t]);
+        _Pragma("GCC unroll 8") for (int i = 0; i < 8; i++) {
+            __m512i xv[MAX_T];
+            _Pragma("GCC unroll 8") for (int t = 0; t < T; t++) xv[t] = bcast4(xb[t]->qs + 32 * j + 4 * i);
+            _Pragma("GCC unroll 2") for (int g = 0; g < G; g++) {
+                __m512i raw = _mm512_loadu_si512(gp[g] + 256 + 64 * (8 * (j / 2) + i));
+                __m512i q = j & 1 ? _mm512_andnot_si512(m4, raw) : _mm512_and_si512(raw, m4);
+                _Pragma("GCC unroll 8") for (int t = 0; t < T; t++) acc[g][t][i % NA] =
+                    _mm512_dpbusd_epi32(acc[g][t][i % NA], q, xv[t]);
+            }
+        }
+        _Pragma("GCC unroll 2") for (int g = 0; g < G; g++) _Pragma("GCC unroll 8") for (int t = 0; t < T; t++) {
+            __m512i a = NA == 2 ? _mm512_add_epi32(acc[g][t][0], acc[g][t][1]) : acc[g][t][0];
+            fsb[g][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(a), dsc[g], fsb[g][t]);
         }
     }
-    _Pragma("GCC unroll 8") for (int t = 0; t < T; t++) facc[t] = _mm512_fmadd_ps(fsb[t], _mm512_set1_ps(xb[t]->d), facc[t]);
+    _Pragma("GCC unroll 2") for (int g = 0; g < G; g++) _Pragma("GCC unroll 8") for (int t = 0; t < T; t++)
+        facc[g][t] = _mm512_fmadd_ps(fsb[g][t], _mm512_set1_ps(xb[t]->d), facc[g][t]);
 }
 
 // One group (gw: its first super-block, super-blocks bb bytes apart) x T
@@ -90,14 +102,15 @@ ALWAYS_INLINE void q4_k_group_block(const uint8_t *g, const el_block_q8_k *const
 ALWAYS_INLINE void micro_q4_k(int k, const uint8_t *gw, size_t bb, const char *x, size_t ldx, float *out, size_t ldo,
                               const int T) {
     const int nb = k / EL_QK_K;
-    __m512 facc[MAX_T];
-    _Pragma("GCC unroll 8") for (int t = 0; t < T; t++) facc[t] = _mm512_setzero_ps();
+    __m512 facc[1][MAX_T];
+    _Pragma("GCC unroll 8") for (int t = 0; t < T; t++) facc[0][t] = _mm512_setzero_ps();
     for (int b = 0; b < nb; b++) {
         const el_block_q8_k *xb[MAX_T];
         _Pragma("GCC unroll 8") for (int t = 0; t < T; t++) xb[t] = (const el_block_q8_k *)(x + (size_t)t * ldx) + b;
-        q4_k_group_block(gw + (size_t)b * bb, xb, facc, T);
+        const uint8_t *gp[1] = {gw + (size_t)b * bb};
+        q4_k_block(gp, 1, xb, T, facc);
     }
-    _Pragma("GCC unroll 8") for (int t = 0; t < T; t++) _mm512_storeu_ps(out + (size_t)t * ldo, facc[t]);
+    _Pragma("GCC unroll 8") for (int t = 0; t < T; t++) _mm512_storeu_ps(out + (size_t)t * ldo, facc[0][t]);
 }
 
 // Decode reads a pair front to back as one stream and fetches it into L2
@@ -106,18 +119,17 @@ ALWAYS_INLINE void micro_q4_k(int k, const uint8_t *gw, size_t bb, const char *x
 
 static void decode_pair_q4_k(int k, const uint8_t *pair, const el_block_q8_k *x, float *out) {
     const int nb = k / EL_QK_K;
-    __m512 facc[2] = {_mm512_setzero_ps(), _mm512_setzero_ps()};
+    __m512 facc[2][MAX_T];
+    facc[0][0] = facc[1][0] = _mm512_setzero_ps();
     for (int b = 0; b < nb; b++) {
         const el_block_q8_k *xb[1] = {x + b};
-        _Pragma("GCC unroll 2") for (int h = 0; h < 2; h++) {
-            const uint8_t *g = pair + (size_t)(2 * b + h) * EL_PACK_Q4_K_GROUP;
-            _Pragma("GCC unroll 36") for (int l = 0; l < EL_PACK_Q4_K_GROUP; l += 64)
-                _mm_prefetch((const char *)g + DECODE_AHEAD + l, _MM_HINT_T1);
-            q4_k_group_block(g, xb, &facc[h], 1);
-        }
+        const uint8_t *gp[2] = {pair + (size_t)b * 2 * EL_PACK_Q4_K_GROUP, pair + (size_t)(2 * b + 1) * EL_PACK_Q4_K_GROUP};
+        _Pragma("GCC unroll 72") for (int l = 0; l < 2 * EL_PACK_Q4_K_GROUP; l += 64)
+            _mm_prefetch((const char *)gp[0] + DECODE_AHEAD + l, _MM_HINT_T1);
+        q4_k_block(gp, 2, xb, 1, facc);
     }
-    _mm512_storeu_ps(out, facc[0]);
-    _mm512_storeu_ps(out + 16, facc[1]);
+    _mm512_storeu_ps(out, facc[0][0]);
+    _mm512_storeu_ps(out + 16, facc[1][0]);
 }
 
 #define PACKED_TOKENS 8
