@@ -60,17 +60,20 @@ static void detect_cpu(void) {
 }
 
 void el_act_quantize(int act_type, const float *x, void *dst, int k) {
-    if (act_type == EL_DTYPE_Q8_K) {
-        el_quantize_row_q8_k(x, dst, k);
-        return;
-    }
-    if (act_type != EL_DTYPE_Q8_0) {
+    if (act_type != EL_DTYPE_Q8_0 && act_type != EL_DTYPE_Q8_K) {
         memcpy(dst, x, (size_t)k * sizeof(float));
         return;
     }
     // The same bytes either way; the scalar loop was 7% of a q8_0 prefill's
     // matmul time (perf), run for every row of every product.
     pthread_once(&cpu_once, detect_cpu);
+    if (act_type == EL_DTYPE_Q8_K) {
+        if (cpu_isa == EL_ISA_AVX512)
+            el_act_quantize_q8_k_avx512(x, dst, k);
+        else
+            el_quantize_row_q8_k(x, dst, k);
+        return;
+    }
     if (cpu_isa == EL_ISA_AVX512)
         el_act_quantize_q8_0_avx512(x, dst, k);
     else

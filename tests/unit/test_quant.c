@@ -231,6 +231,13 @@ static void test_act_quantize_rounding(void **st) {
         el_act_quantize(EL_DTYPE_Q8_0, x, act, K);  // the CPU's best path
         el_act_quantize_q8_0_scalar(x, ref, K);
         assert_memory_equal(act, ref, K + K / 32 * 8);
+        // Q8_K (K-quant activations): the CPU's best path writes el_quantize_row_q8_k's bytes
+        el_block_q8_k qk[K / EL_QK_K], qk_ref[K / EL_QK_K];
+        memset(qk, 0x55, sizeof qk);
+        memset(qk_ref, 0x55, sizeof qk_ref);
+        el_act_quantize(EL_DTYPE_Q8_K, x, qk, K);
+        el_quantize_row_q8_k(x, qk_ref, K);
+        assert_memory_equal(qk, qk_ref, sizeof qk);
         const float *d = (const float *)(act + K);
         const int32_t *nsum = (const int32_t *)(d + K / 32);
         for (int b = 0; b < K / 32; b++) {
