@@ -1,13 +1,15 @@
-// AVX-512 VNNI kernels on packed K-quant weights (layout in pack.c). Only
-// called after run-time detection found VNNI.
+// AVX-512 VNNI kernels on packed K-quant weights (layout in pack.c), and the
+// Q8_K activation quantizer they use. Only called after run-time detection
+// found AVX-512 (and VNNI for the kernels).
 //
 // Q4_K, per 16-row group, super-block and token: sub-block j's integer sums
-// of all 16 rows come from 8 vpdpbusd (nibbles as the unsigned operand, 4
+// s_j of all 16 rows come from 8 vpdpbusd (nibbles as the unsigned operand, 4
 // broadcast activation bytes as the signed one), are converted once and
-// scaled by d * sc_j of every row with one FMA. The mins term
-// sum_j m_j * (bsums[2j] + bsums[2j+1]) takes 8 vpdpwssd of (m_j, m_j) int16
-// lanes against broadcast bsums pairs. Per super-block:
-//   out += xd * (sum_j d*sc_j * s_j - dmin * msum)
+// scaled by d * sc_j of every row with one FMA. High nibbles are used in place
+// (16 q, one vpandnd instead of a shift and a mask): their scale carries the
+// 1/16. The mins term msum = sum_j m_j * (bsums[2j] + bsums[2j+1]) takes 8
+// vpdpwssd of (m_j, m_j) int16 lanes against broadcast bsums pairs. Per
+// super-block: out += xd * (sum_j d*sc_j * s_j - dmin * msum).
 // The integer sums equal the scalar reference's (el_vec_dot_q4_k); only the
 // order and grouping of the float operations differ.
 #include <immintrin.h>
@@ -35,70 +37,73 @@ ALWAYS_INLINE __m512i dup_byte_idx(int e) {
 
 #define MAX_T 8
 
-// G groups' super-blocks (EL_PACK_Q4_K_GROUP bytes at gp[g]) x T tokens whose
-// blocks are xb[t] (G * T <= MAX_T; G = 2 only for one token, where the two
-// groups share each activation broadcast): facc[g][t] (lane r = row r of
-// group g) += that super-block's products.
-ALWAYS_INLINE void q4_k_block(const uint8_t *const *gp, const int G, const el_block_q8_k *const *xb, const int T,
-                              __m512 facc[][MAX_T]) {
+// A group's super-block header (pack.c): d, -dmin, and per lane r the 6-bit
+// scales and mins of row r, byte e = sub-block e (lo) or 4 + e (hi), as
+// el_q4_k_scale_min unpacks them.
+typedef struct {
+    __m512 d, nd;
+    __m512i sc_lo, sc_hi, m_lo, m_hi;
+} q4_k_head;
+
+ALWAYS_INLINE q4_k_head q4_k_load_head(const uint8_t *g) {
     const __m512i m4 = _mm512_set1_epi8(0x0F), m6 = _mm512_set1_epi8(0x3F), m30 = _mm512_set1_epi8(0x30);
-    __m512 d[2], d16[2], fsb[2][MAX_T];
-    __m512i sc_lo[2], sc_hi[2];
-    _Pragma("GCC unroll 2") for (int g = 0; g < G; g++) {
-        const uint8_t *p = gp[g];
-        d[g] = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p));
-        __m512 nd = _mm512_sub_ps(_mm512_setzero_ps(), _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(p + 32))));
-        __m512i z0 = _mm512_loadu_si512(p + 64), z1 = _mm512_loadu_si512(p + 128), z2 = _mm512_loadu_si512(p + 192);
-        // lane r, byte e: sc/m of sub-block e (lo) or 4 + e (hi), as in el_q4_k_scale_min
-        sc_lo[g] = _mm512_and_si512(z0, m6);
-        sc_hi[g] = _mm512_or_si512(_mm512_and_si512(z2, m4), _mm512_and_si512(_mm512_srli_epi32(z0, 2), m30));
-        __m512i m_lo = _mm512_and_si512(z1, m6);
-        __m512i m_hi = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi32(z2, 4), m4),
-                                       _mm512_and_si512(_mm512_srli_epi32(z1, 2), m30));
-        __m512i ms[MAX_T][2];  // one token: two chains (j < 4, j >= 4)
+    q4_k_head h;
+    h.d = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)g));
+    h.nd = _mm512_sub_ps(_mm512_setzero_ps(), _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(g + 32))));
+    __m512i z0 = _mm512_loadu_si512(g + 64), z1 = _mm512_loadu_si512(g + 128), z2 = _mm512_loadu_si512(g + 192);
+    h.sc_lo = _mm512_and_si512(z0, m6);
+    h.m_lo = _mm512_and_si512(z1, m6);
+    h.sc_hi = _mm512_or_si512(_mm512_and_si512(z2, m4), _mm512_and_si512(_mm512_srli_epi32(z0, 2), m30));
+    h.m_hi = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi32(z2, 4), m4), _mm512_and_si512(_mm512_srli_epi32(z1, 2), m30));
+    return h;
+}
+
+// sc_j of every row as int32 lanes
+ALWAYS_INLINE __m512i q4_k_sc(const q4_k_head *h, const int j) {
+    __m512i s = j < 4 ? h->sc_lo : h->sc_hi;
+    const int e = j % 4;
+    return e == 3 ? _mm512_srli_epi32(s, 24) : _mm512_and_si512(_mm512_srli_epi32(s, 8 * e), _mm512_set1_epi32(0xFF));
+}
+
+// One group's super-block (EL_PACK_Q4_K_GROUP bytes at g) x T tokens whose
+// blocks are xb[t]: facc[t] (lane r = row r) += that super-block's products.
+// Sub-block by sub-block, all T tokens per chunk load.
+ALWAYS_INLINE void q4_k_block(const uint8_t *g, const el_block_q8_k *const *xb, const int T, __m512 *facc) {
+    const __m512i m4 = _mm512_set1_epi8(0x0F);
+    const q4_k_head h = q4_k_load_head(g);
+    const int NA = T == 1 ? 2 : 1;  // one token: two chains
+    __m512 fsb[MAX_T];
+    {
+        __m512i ms[MAX_T][2];
         _Pragma("GCC unroll 8") for (int t = 0; t < T; t++) ms[t][0] = ms[t][1] = _mm512_setzero_si512();
         _Pragma("GCC unroll 8") for (int j = 0; j < 8; j++) {
-            __m512i md = _mm512_shuffle_epi8(j < 4 ? m_lo : m_hi, dup_byte_idx(j % 4));
-            const int a = T == 1 ? j / 4 : 0;
+            __m512i md = _mm512_shuffle_epi8(j < 4 ? h.m_lo : h.m_hi, dup_byte_idx(j % 4));
+            const int a = NA == 2 ? j / 4 : 0;
             _Pragma("GCC unroll 8") for (int t = 0; t < T; t++) ms[t][a] =
                 _mm512_dpwssd_epi32(ms[t][a], md, bcast4(xb[t]->bsums + 2 * j));
         }
         _Pragma("GCC unroll 8") for (int t = 0; t < T; t++) {
-            __m512i m = T == 1 ? _mm512_add_epi32(ms[t][0], ms[t][1]) : ms[t][0];
-            fsb[g][t] = _mm512_mul_ps(_mm512_cvtepi32_ps(m), nd);
+            __m512i m = NA == 2 ? _mm512_add_epi32(ms[t][0], ms[t][1]) : ms[t][0];
+            fsb[t] = _mm512_mul_ps(_mm512_cvtepi32_ps(m), h.nd);
         }
-        // high nibbles are used in place (16 q): their scale carries the 1/16
-        d16[g] = _mm512_mul_ps(d[g], _mm512_set1_ps(1.0f / 16));
     }
-    const int NA = T == 1 ? 2 : 1;  // one token: two chains per group
+    __m512 d16 = _mm512_mul_ps(h.d, _mm512_set1_ps(1.0f / 16));
     _Pragma("GCC unroll 8") for (int j = 0; j < 8; j++) {
-        __m512 dsc[2];
-        __m512i acc[2][MAX_T][2];
-        _Pragma("GCC unroll 2") for (int g = 0; g < G; g++) {
-            __m512i s = j < 4 ? sc_lo[g] : sc_hi[g];
-            const int e = j % 4;
-            __m512i scj = e == 3 ? _mm512_srli_epi32(s, 24)
-                                 : _mm512_and_si512(_mm512_srli_epi32(s, 8 * e), _mm512_set1_epi32(0xFF));
-            dsc[g] = _mm512_mul_ps(_mm512_cvtepi32_ps(scj), j & 1 ? d16[g] : d[g]);
-            _Pragma("GCC unroll 8") for (int t = 0; t < T; t++) acc[g][t][0] = acc[g][t][1] = _mm512_setzero_si512();
-        }
+        __m512 dsc = _mm512_mul_ps(_mm512_cvtepi32_ps(q4_k_sc(&h, j)), j & 1 ? d16 : h.d);
+        __m512i acc[MAX_T][2];
+        _Pragma("GCC unroll 8") for (int t = 0; t < T; t++) acc[t][0] = acc[t][1] = _mm512_setzero_si512();
         _Pragma("GCC unroll 8") for (int i = 0; i < 8; i++) {
-            __m512i xv[MAX_T];
-            _Pragma("GCC unroll 8") for (int t = 0; t < T; t++) xv[t] = bcast4(xb[t]->qs + 32 * j + 4 * i);
-            _Pragma("GCC unroll 2") for (int g = 0; g < G; g++) {
-                __m512i raw = _mm512_loadu_si512(gp[g] + 256 + 64 * (8 * (j / 2) + i));
-                __m512i q = j & 1 ? _mm512_andnot_si512(m4, raw) : _mm512_and_si512(raw, m4);
-                _Pragma("GCC unroll 8") for (int t = 0; t < T; t++) acc[g][t][i % NA] =
-                    _mm512_dpbusd_epi32(acc[g][t][i % NA], q, xv[t]);
-            }
+            __m512i raw = _mm512_loadu_si512(g + 256 + 64 * (8 * (j / 2) + i));
+            __m512i q = j & 1 ? _mm512_andnot_si512(m4, raw) : _mm512_and_si512(raw, m4);
+            _Pragma("GCC unroll 8") for (int t = 0; t < T; t++) acc[t][i % NA] =
+                _mm512_dpbusd_epi32(acc[t][i % NA], q, bcast4(xb[t]->qs + 32 * j + 4 * i));
         }
-        _Pragma("GCC unroll 2") for (int g = 0; g < G; g++) _Pragma("GCC unroll 8") for (int t = 0; t < T; t++) {
-            __m512i a = NA == 2 ? _mm512_add_epi32(acc[g][t][0], acc[g][t][1]) : acc[g][t][0];
-            fsb[g][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(a), dsc[g], fsb[g][t]);
+        _Pragma("GCC unroll 8") for (int t = 0; t < T; t++) {
+            __m512i a = NA == 2 ? _mm512_add_epi32(acc[t][0], acc[t][1]) : acc[t][0];
+            fsb[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(a), dsc, fsb[t]);
         }
     }
-    _Pragma("GCC unroll 2") for (int g = 0; g < G; g++) _Pragma("GCC unroll 8") for (int t = 0; t < T; t++)
-        facc[g][t] = _mm512_fmadd_ps(fsb[g][t], _mm512_set1_ps(xb[t]->d), facc[g][t]);
+    _Pragma("GCC unroll 8") for (int t = 0; t < T; t++) facc[t] = _mm512_fmadd_ps(fsb[t], _mm512_set1_ps(xb[t]->d), facc[t]);
 }
 
 // One group (gw: its first super-block, super-blocks bb bytes apart) x T
@@ -106,15 +111,14 @@ ALWAYS_INLINE void q4_k_block(const uint8_t *const *gp, const int G, const el_bl
 ALWAYS_INLINE void micro_q4_k(int k, const uint8_t *gw, size_t bb, const char *x, size_t ldx, float *out, size_t ldo,
                               const int T) {
     const int nb = k / EL_QK_K;
-    __m512 facc[1][MAX_T];
-    _Pragma("GCC unroll 8") for (int t = 0; t < T; t++) facc[0][t] = _mm512_setzero_ps();
+    __m512 facc[MAX_T];
+    _Pragma("GCC unroll 8") for (int t = 0; t < T; t++) facc[t] = _mm512_setzero_ps();
     for (int b = 0; b < nb; b++) {
         const el_block_q8_k *xb[MAX_T];
         _Pragma("GCC unroll 8") for (int t = 0; t < T; t++) xb[t] = (const el_block_q8_k *)(x + (size_t)t * ldx) + b;
-        const uint8_t *gp[1] = {gw + (size_t)b * bb};
-        q4_k_block(gp, 1, xb, T, facc);
+        q4_k_block(gw + (size_t)b * bb, xb, T, facc);
     }
-    _Pragma("GCC unroll 8") for (int t = 0; t < T; t++) _mm512_storeu_ps(out + (size_t)t * ldo, facc[0][t]);
+    _Pragma("GCC unroll 8") for (int t = 0; t < T; t++) _mm512_storeu_ps(out + (size_t)t * ldo, facc[t]);
 }
 
 // Decode reads a pair front to back as one stream (group 0's super-block,
@@ -129,22 +133,16 @@ ALWAYS_INLINE void micro_q4_k(int k, const uint8_t *gw, size_t bb, const char *x
 // One group's super-block x one token, reading it front to back: each chunk
 // once, its low nibbles into sub-block 2p's sums and its high ones into 2p+1's.
 ALWAYS_INLINE __m512 decode_group_block(const uint8_t *g, const el_block_q8_k *xb, __m512 facc) {
-    const __m512i m4 = _mm512_set1_epi8(0x0F), m6 = _mm512_set1_epi8(0x3F), m30 = _mm512_set1_epi8(0x30);
+    const __m512i m4 = _mm512_set1_epi8(0x0F);
     _Pragma("GCC unroll 4") for (int l = 0; l < 256; l += 64) _mm_prefetch((const char *)g + DECODE_AHEAD + l, _MM_HINT_T1);
-    __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)g));
-    __m512 nd = _mm512_sub_ps(_mm512_setzero_ps(), _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(g + 32))));
-    __m512i z0 = _mm512_loadu_si512(g + 64), z1 = _mm512_loadu_si512(g + 128), z2 = _mm512_loadu_si512(g + 192);
-    __m512i sc_lo = _mm512_and_si512(z0, m6), m_lo = _mm512_and_si512(z1, m6);
-    __m512i sc_hi = _mm512_or_si512(_mm512_and_si512(z2, m4), _mm512_and_si512(_mm512_srli_epi32(z0, 2), m30));
-    __m512i m_hi = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi32(z2, 4), m4),
-                                   _mm512_and_si512(_mm512_srli_epi32(z1, 2), m30));
+    const q4_k_head h = q4_k_load_head(g);
     __m512i ms0 = _mm512_setzero_si512(), ms1 = _mm512_setzero_si512();
     _Pragma("GCC unroll 4") for (int j = 0; j < 4; j++) {
-        ms0 = _mm512_dpwssd_epi32(ms0, _mm512_shuffle_epi8(m_lo, dup_byte_idx(j)), bcast4(xb->bsums + 2 * j));
-        ms1 = _mm512_dpwssd_epi32(ms1, _mm512_shuffle_epi8(m_hi, dup_byte_idx(j)), bcast4(xb->bsums + 8 + 2 * j));
+        ms0 = _mm512_dpwssd_epi32(ms0, _mm512_shuffle_epi8(h.m_lo, dup_byte_idx(j)), bcast4(xb->bsums + 2 * j));
+        ms1 = _mm512_dpwssd_epi32(ms1, _mm512_shuffle_epi8(h.m_hi, dup_byte_idx(j)), bcast4(xb->bsums + 8 + 2 * j));
     }
-    __m512 fsb = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(ms0, ms1)), nd);
-    __m512 d16 = _mm512_mul_ps(d, _mm512_set1_ps(1.0f / 16));
+    __m512 fsb = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(ms0, ms1)), h.nd);
+    __m512 d16 = _mm512_mul_ps(h.d, _mm512_set1_ps(1.0f / 16));
     _Pragma("GCC unroll 4") for (int p = 0; p < 4; p++) {
         __m512i lo0 = _mm512_setzero_si512(), lo1 = lo0, hi0 = lo0, hi1 = lo0;
         const uint8_t *c = g + 256 + 512 * p;
@@ -158,13 +156,10 @@ ALWAYS_INLINE __m512 decode_group_block(const uint8_t *g, const el_block_q8_k *x
             lo1 = _mm512_dpbusd_epi32(lo1, _mm512_and_si512(r1, m4), bcast4(xq + 4 * i + 4));
             hi1 = _mm512_dpbusd_epi32(hi1, _mm512_andnot_si512(m4, r1), bcast4(xq + 32 + 4 * i + 4));
         }
-        // sub-blocks 2p, 2p + 1: byte p % 2 * 2 (+1) of sc_lo (p < 2) or sc_hi
-        __m512i s = p < 2 ? sc_lo : sc_hi;
-        const int e = 2 * (p % 2);
-        __m512i sl = _mm512_and_si512(_mm512_srli_epi32(s, 8 * e), _mm512_set1_epi32(0xFF));
-        __m512i sh = e + 1 == 3 ? _mm512_srli_epi32(s, 24) : _mm512_and_si512(_mm512_srli_epi32(s, 8 * (e + 1)), _mm512_set1_epi32(0xFF));
-        fsb = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(lo0, lo1)), _mm512_mul_ps(_mm512_cvtepi32_ps(sl), d), fsb);
-        fsb = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(hi0, hi1)), _mm512_mul_ps(_mm512_cvtepi32_ps(sh), d16), fsb);
+        __m512 dl = _mm512_mul_ps(_mm512_cvtepi32_ps(q4_k_sc(&h, 2 * p)), h.d);
+        __m512 dh = _mm512_mul_ps(_mm512_cvtepi32_ps(q4_k_sc(&h, 2 * p + 1)), d16);
+        fsb = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(lo0, lo1)), dl, fsb);
+        fsb = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(hi0, hi1)), dh, fsb);
     }
     return _mm512_fmadd_ps(fsb, _mm512_set1_ps(xb->d), facc);
 }
