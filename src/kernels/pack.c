@@ -17,6 +17,18 @@
 // separate regions, the four streams of a pair read ~20% slower per thread
 // than one (22.4 against 27.1 GB/s, single thread, 6.5 MB matrices).
 // Same size as the file's rows.
+//
+// Q4_K (super-blocks of 256 columns, 144 bytes a row): per super-block b a
+// pair is [group 0][group 1], 2304 bytes each (EL_PACK_Q4_K_GROUP), so decode
+// still reads it front to back and a group's super-block is one piece:
+//     0: the 16 rows' d (f16)        32: their dmin (f16)
+//    64: 3 x 64 bytes: lane r of the i-th = row r's scale bytes 4i..4i+3,
+//        the file's 12-byte 6-bit packing kept as is (unpacked with a few
+//        vector ops per super-block, shared by all tokens)
+//   256: 32 chunks: lane r of chunk c = row r's qs[4c..4c+3]: low nibbles are
+//        elements 4c..4c+3 of sub-block 2(c/8), high nibbles the same of
+//        sub-block 2(c/8)+1.
+// 32 x 144 = 4608 bytes per pair and super-block: again the file's size.
 #include <string.h>
 
 #include "edgellm/kernels.h"
@@ -27,20 +39,48 @@ size_t el_pack_block_bytes(int dtype) {
     switch (dtype) {
     case EL_DTYPE_Q8_0: return 2 * 16 * EL_QK + 64;
     case EL_DTYPE_Q4_0: return 2 * 16 * EL_QK / 2 + 64;
+    case EL_DTYPE_Q4_K: return 2 * EL_PACK_Q4_K_GROUP;
     }
     return 0;
 }
 
-size_t el_pack_pair_bytes(int dtype, int k) { return (size_t)(k / EL_QK) * el_pack_block_bytes(dtype); }
+// elements per packed block of dtype
+static int pack_block_elems(int dtype) { return dtype == EL_DTYPE_Q4_K ? EL_QK_K : EL_QK; }
+
+size_t el_pack_pair_bytes(int dtype, int k) {
+    return (size_t)(k / pack_block_elems(dtype)) * el_pack_block_bytes(dtype);
+}
+
+static void pack_q4_k(const el_tensor *W, int64_t rows, void *dst) {
+    int k = (int)W->ne[0], nb = k / EL_QK_K;
+    size_t ldw = el_tensor_row_size(W), bb = el_pack_block_bytes(EL_DTYPE_Q4_K);
+    for (int64_t p = 0; p < rows / 32; p++)
+        for (int r = 0; r < 32; r++) {
+            const el_block_q4_k *row = (const el_block_q4_k *)((const char *)W->data + (size_t)(32 * p + r) * ldw);
+            int lane = r % 16;
+            for (int b = 0; b < nb; b++) {
+                uint8_t *g = (uint8_t *)dst + (size_t)p * el_pack_pair_bytes(EL_DTYPE_Q4_K, k) + (size_t)b * bb +
+                             (size_t)(r / 16) * EL_PACK_Q4_K_GROUP;
+                memcpy(g + 2 * lane, &row[b].d, 2);
+                memcpy(g + 32 + 2 * lane, &row[b].dmin, 2);
+                for (int i = 0; i < 3; i++) memcpy(g + 64 + 64 * i + 4 * lane, row[b].scales + 4 * i, 4);
+                for (int c = 0; c < 32; c++) memcpy(g + 256 + 64 * c + 4 * lane, row[b].qs + 4 * c, 4);
+            }
+        }
+}
 
 size_t el_matmul_pack_size(const el_tensor *W, el_isa isa, int64_t *rows) {
     *rows = 0;
-    if (W->n_dims != 2 || W->ne[0] % EL_QK || !el_gemm_packed_kernel(W->dtype, isa)) return 0;
+    if (W->n_dims != 2 || W->ne[0] % pack_block_elems(W->dtype) || !el_gemm_packed_kernel(W->dtype, isa)) return 0;
     *rows = W->ne[1] & ~(int64_t)31;
     return (size_t)(*rows / 32) * el_pack_pair_bytes(W->dtype, (int)W->ne[0]);
 }
 
 void el_matmul_pack(const el_tensor *W, int64_t rows, void *dst) {
+    if (W->dtype == EL_DTYPE_Q4_K) {
+        pack_q4_k(W, rows, dst);
+        return;
+    }
     int k = (int)W->ne[0], nb = k / EL_QK;
     size_t ldw = el_tensor_row_size(W), bb = el_pack_block_bytes(W->dtype), pbytes = el_pack_pair_bytes(W->dtype, k);
     int q8 = W->dtype == EL_DTYPE_Q8_0, chunks = q8 ? 8 : 4;

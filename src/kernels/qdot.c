@@ -60,17 +60,20 @@ static void detect_cpu(void) {
 }
 
 void el_act_quantize(int act_type, const float *x, void *dst, int k) {
-    if (act_type == EL_DTYPE_Q8_K) {
-        el_quantize_row_q8_k(x, dst, k);
-        return;
-    }
-    if (act_type != EL_DTYPE_Q8_0) {
+    if (act_type != EL_DTYPE_Q8_0 && act_type != EL_DTYPE_Q8_K) {
         memcpy(dst, x, (size_t)k * sizeof(float));
         return;
     }
     // The same bytes either way; the scalar loop was 7% of a q8_0 prefill's
     // matmul time (perf), run for every row of every product.
     pthread_once(&cpu_once, detect_cpu);
+    if (act_type == EL_DTYPE_Q8_K) {
+        if (cpu_isa == EL_ISA_AVX512)
+            el_act_quantize_q8_k_avx512(x, dst, k);
+        else
+            el_quantize_row_q8_k(x, dst, k);
+        return;
+    }
     if (cpu_isa == EL_ISA_AVX512)
         el_act_quantize_q8_0_avx512(x, dst, k);
     else
@@ -197,7 +200,8 @@ SCALAR_GEMM(gemm_q6_k, el_vec_dot_q6_k)
 
 el_gemm_fn el_gemm_packed_kernel(int dtype, el_isa isa) {
     pthread_once(&cpu_once, detect_cpu);
-    return isa == EL_ISA_AVX512 && cpu_isa == EL_ISA_AVX512 && cpu_vnni ? el_gemm_packed_avx512(dtype) : NULL;
+    if (isa != EL_ISA_AVX512 || cpu_isa != EL_ISA_AVX512 || !cpu_vnni) return NULL;
+    return dtype == EL_DTYPE_Q4_K ? el_gemm_packed_k_avx512(dtype) : el_gemm_packed_avx512(dtype);
 }
 
 el_gemm_fn el_gemm_kernel(int dtype, el_isa isa) {

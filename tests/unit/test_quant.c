@@ -231,6 +231,13 @@ static void test_act_quantize_rounding(void **st) {
         el_act_quantize(EL_DTYPE_Q8_0, x, act, K);  // the CPU's best path
         el_act_quantize_q8_0_scalar(x, ref, K);
         assert_memory_equal(act, ref, K + K / 32 * 8);
+        // Q8_K (K-quant activations): the CPU's best path writes el_quantize_row_q8_k's bytes
+        el_block_q8_k qk[K / EL_QK_K], qk_ref[K / EL_QK_K];
+        memset(qk, 0x55, sizeof qk);
+        memset(qk_ref, 0x55, sizeof qk_ref);
+        el_act_quantize(EL_DTYPE_Q8_K, x, qk, K);
+        el_quantize_row_q8_k(x, qk_ref, K);
+        assert_memory_equal(qk, qk_ref, sizeof qk);
         const float *d = (const float *)(act + K);
         const int32_t *nsum = (const int32_t *)(d + K / 32);
         for (int b = 0; b < K / 32; b++) {
@@ -255,17 +262,20 @@ static void test_packed_matches_scalar(void **st) {
     (void)st;
     uint64_t rng = 11;
     int checked = 0;
-    static const int types[] = {EL_DTYPE_Q8_0, EL_DTYPE_Q4_0};
-    for (int ti = 0; ti < 2; ti++) {
+    static const int types[] = {EL_DTYPE_Q8_0, EL_DTYPE_Q4_0, EL_DTYPE_Q4_K};
+    for (int ti = 0; ti < 3; ti++) {
         int dtype = types[ti];
         el_gemm_fn pg = el_gemm_packed_kernel(dtype, EL_ISA_AVX512);
         if (!pg) continue;  // this CPU has no packed kernel
         const el_dtype_traits *tr = el_dtype_info(dtype);
-        static const int nblocks[] = {1, 2, 3, 7, 64};
-        for (int kb = 0; kb < 5; kb++) {
-            int k = EL_QK * nblocks[kb];
+        int q4k = dtype == EL_DTYPE_Q4_K;
+        // Q4_K: every k both as decode (1 token) and prefill (2..20 tokens)
+        static const int nblocks[] = {1, 2, 3, 7, 64}, nsuper[] = {1, 1, 2, 2, 3, 3, 8, 8};
+        for (int kb = 0; kb < (q4k ? 8 : 5); kb++) {
+            int k = q4k ? EL_QK_K * nsuper[kb] : EL_QK * nblocks[kb];
             int rows = 32 * (1 + (int)(tu_rand(&rng) % 3)) + (int)(tu_rand(&rng) % 32);
-            int toks = kb < 2 ? 1 : 1 + (int)(tu_rand(&rng) % 20);  // 1: the decode kernel
+            int toks = q4k ? (kb % 2 ? 2 + (int)(tu_rand(&rng) % 19) : 1)
+                           : kb < 2 ? 1 : 1 + (int)(tu_rand(&rng) % 20);  // 1: the decode kernel
             void *w;
             float *wf;
             make_weights(dtype, k, rows, &rng, &w, &wf);
@@ -337,8 +347,9 @@ static void test_packed_matches_scalar(void **st) {
             el_free_aligned(packed);
             free(w), free(wf), free(x), free(act), free(ref), free(got);
         }
+        printf("  %s: %d packed outputs compared\n", tr->name, checked);
+        checked = 0;
     }
-    printf("  %d packed outputs compared\n", checked);
 }
 
 // matmul on quantized weights ≈ x · dequant(W)ᵀ, for every ISA and 1-2 threads

@@ -1,0 +1,241 @@
+// AVX-512 VNNI kernels on packed K-quant weights (layout in pack.c), and the
+// Q8_K activation quantizer they use. Only called after run-time detection
+// found AVX-512 (and VNNI for the kernels).
+//
+// Q4_K, per 16-row group, super-block and token: sub-block j's integer sums
+// s_j of all 16 rows come from 8 vpdpbusd (nibbles as the unsigned operand, 4
+// broadcast activation bytes as the signed one), are converted once and
+// scaled by d * sc_j of every row with one FMA. High nibbles are used in place
+// (16 q, one vpandnd instead of a shift and a mask): their scale carries the
+// 1/16. The mins term msum = sum_j m_j * (bsums[2j] + bsums[2j+1]) takes 8
+// vpdpwssd of (m_j, m_j) int16 lanes against broadcast bsums pairs. Per
+// super-block: out += xd * (sum_j d*sc_j * s_j - dmin * msum).
+// The integer sums equal the scalar reference's (el_vec_dot_q4_k); only the
+// order and grouping of the float operations differ.
+#include <immintrin.h>
+#include <string.h>
+
+#include "edgellm/quant.h"
+#include "qdot.h"
+
+#define ALWAYS_INLINE static inline __attribute__((always_inline))
+
+// The 4 activation bytes (or 2 int16) at p in every lane.
+ALWAYS_INLINE __m512i bcast4(const void *p) {
+    int32_t v;
+    memcpy(&v, p, 4);
+    return _mm512_set1_epi32(v);
+}
+
+// vpshufb control: in every dword, byte e of that dword zero-extended to int16, twice
+ALWAYS_INLINE __m512i dup_byte_idx(int e) {
+    return _mm512_set4_epi32((int)(0x80008000u | (uint32_t)(12 + e) << 16 | (uint32_t)(12 + e)),
+                             (int)(0x80008000u | (uint32_t)(8 + e) << 16 | (uint32_t)(8 + e)),
+                             (int)(0x80008000u | (uint32_t)(4 + e) << 16 | (uint32_t)(4 + e)),
+                             (int)(0x80008000u | (uint32_t)e << 16 | (uint32_t)e));
+}
+
+#define MAX_T 8
+
+// A group's super-block header (pack.c): d, -dmin, and per lane r the 6-bit
+// scales and mins of row r, byte e = sub-block e (lo) or 4 + e (hi), as
+// el_q4_k_scale_min unpacks them.
+typedef struct {
+    __m512 d, nd;
+    __m512i sc_lo, sc_hi, m_lo, m_hi;
+} q4_k_head;
+
+ALWAYS_INLINE q4_k_head q4_k_load_head(const uint8_t *g) {
+    const __m512i m4 = _mm512_set1_epi8(0x0F), m6 = _mm512_set1_epi8(0x3F), m30 = _mm512_set1_epi8(0x30);
+    q4_k_head h;
+    h.d = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)g));
+    h.nd = _mm512_sub_ps(_mm512_setzero_ps(), _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(g + 32))));
+    __m512i z0 = _mm512_loadu_si512(g + 64), z1 = _mm512_loadu_si512(g + 128), z2 = _mm512_loadu_si512(g + 192);
+    h.sc_lo = _mm512_and_si512(z0, m6);
+    h.m_lo = _mm512_and_si512(z1, m6);
+    h.sc_hi = _mm512_or_si512(_mm512_and_si512(z2, m4), _mm512_and_si512(_mm512_srli_epi32(z0, 2), m30));
+    h.m_hi = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi32(z2, 4), m4), _mm512_and_si512(_mm512_srli_epi32(z1, 2), m30));
+    return h;
+}
+
+// sc_j of every row as int32 lanes
+ALWAYS_INLINE __m512i q4_k_sc(const q4_k_head *h, const int j) {
+    __m512i s = j < 4 ? h->sc_lo : h->sc_hi;
+    const int e = j % 4;
+    return e == 3 ? _mm512_srli_epi32(s, 24) : _mm512_and_si512(_mm512_srli_epi32(s, 8 * e), _mm512_set1_epi32(0xFF));
+}
+
+// One group's super-block (EL_PACK_Q4_K_GROUP bytes at g) x T tokens whose
+// blocks are xb[t]: facc[t] (lane r = row r) += that super-block's products.
+// Sub-block by sub-block, all T tokens per chunk load.
+ALWAYS_INLINE void q4_k_block(const uint8_t *g, const el_block_q8_k *const *xb, const int T, __m512 *facc) {
+    const __m512i m4 = _mm512_set1_epi8(0x0F);
+    const q4_k_head h = q4_k_load_head(g);
+    const int NA = T == 1 ? 2 : 1;  // one token: two chains
+    __m512 fsb[MAX_T];
+    {
+        __m512i ms[MAX_T][2];
+        _Pragma("GCC unroll 8") for (int t = 0; t < T; t++) ms[t][0] = ms[t][1] = _mm512_setzero_si512();
+        _Pragma("GCC unroll 8") for (int j = 0; j < 8; j++) {
+            __m512i md = _mm512_shuffle_epi8(j < 4 ? h.m_lo : h.m_hi, dup_byte_idx(j % 4));
+            const int a = NA == 2 ? j / 4 : 0;
+            _Pragma("GCC unroll 8") for (int t = 0; t < T; t++) ms[t][a] =
+                _mm512_dpwssd_epi32(ms[t][a], md, bcast4(xb[t]->bsums + 2 * j));
+        }
+        _Pragma("GCC unroll 8") for (int t = 0; t < T; t++) {
+            __m512i m = NA == 2 ? _mm512_add_epi32(ms[t][0], ms[t][1]) : ms[t][0];
+            fsb[t] = _mm512_mul_ps(_mm512_cvtepi32_ps(m), h.nd);
+        }
+    }
+    __m512 d16 = _mm512_mul_ps(h.d, _mm512_set1_ps(1.0f / 16));
+    _Pragma("GCC unroll 8") for (int j = 0; j < 8; j++) {
+        __m512 dsc = _mm512_mul_ps(_mm512_cvtepi32_ps(q4_k_sc(&h, j)), j & 1 ? d16 : h.d);
+        __m512i acc[MAX_T][2];
+        _Pragma("GCC unroll 8") for (int t = 0; t < T; t++) acc[t][0] = acc[t][1] = _mm512_setzero_si512();
+        _Pragma("GCC unroll 8") for (int i = 0; i < 8; i++) {
+            __m512i raw = _mm512_loadu_si512(g + 256 + 64 * (8 * (j / 2) + i));
+            __m512i q = j & 1 ? _mm512_andnot_si512(m4, raw) : _mm512_and_si512(raw, m4);
+            _Pragma("GCC unroll 8") for (int t = 0; t < T; t++) acc[t][i % NA] =
+                _mm512_dpbusd_epi32(acc[t][i % NA], q, bcast4(xb[t]->qs + 32 * j + 4 * i));
+        }
+        _Pragma("GCC unroll 8") for (int t = 0; t < T; t++) {
+            __m512i a = NA == 2 ? _mm512_add_epi32(acc[t][0], acc[t][1]) : acc[t][0];
+            fsb[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(a), dsc, fsb[t]);
+        }
+    }
+    _Pragma("GCC unroll 8") for (int t = 0; t < T; t++) facc[t] = _mm512_fmadd_ps(fsb[t], _mm512_set1_ps(xb[t]->d), facc[t]);
+}
+
+// One group (gw: its first super-block, super-blocks bb bytes apart) x T
+// tokens: out[t*ldo + r], r < 16.
+ALWAYS_INLINE void micro_q4_k(int k, const uint8_t *gw, size_t bb, const char *x, size_t ldx, float *out, size_t ldo,
+                              const int T) {
+    const int nb = k / EL_QK_K;
+    __m512 facc[MAX_T];
+    _Pragma("GCC unroll 8") for (int t = 0; t < T; t++) facc[t] = _mm512_setzero_ps();
+    for (int b = 0; b < nb; b++) {
+        const el_block_q8_k *xb[MAX_T];
+        _Pragma("GCC unroll 8") for (int t = 0; t < T; t++) xb[t] = (const el_block_q8_k *)(x + (size_t)t * ldx) + b;
+        q4_k_block(gw + (size_t)b * bb, xb, T, facc);
+    }
+    _Pragma("GCC unroll 8") for (int t = 0; t < T; t++) _mm512_storeu_ps(out + (size_t)t * ldo, facc[t]);
+}
+
+// Decode reads a pair front to back as one stream (group 0's super-block,
+// then group 1's, each chunk once) and fetches it into L2 DECODE_AHEAD bytes
+// ahead (past the pair's end: the next pair). Handling both groups per
+// sub-block instead (jumping between them, each chunk read twice) streamed
+// ~25% slower: 2 threads, 16 x 6.5 MB matrices, 24-25 against 28-30 GB/s.
+#ifndef DECODE_AHEAD
+#define DECODE_AHEAD (2 * EL_PACK_Q4_K_GROUP)
+#endif
+
+// One group's super-block x one token, reading it front to back: each chunk
+// once, its low nibbles into sub-block 2p's sums and its high ones into 2p+1's.
+ALWAYS_INLINE __m512 decode_group_block(const uint8_t *g, const el_block_q8_k *xb, __m512 facc) {
+    const __m512i m4 = _mm512_set1_epi8(0x0F);
+    _Pragma("GCC unroll 4") for (int l = 0; l < 256; l += 64) _mm_prefetch((const char *)g + DECODE_AHEAD + l, _MM_HINT_T1);
+    const q4_k_head h = q4_k_load_head(g);
+    __m512i ms0 = _mm512_setzero_si512(), ms1 = _mm512_setzero_si512();
+    _Pragma("GCC unroll 4") for (int j = 0; j < 4; j++) {
+        ms0 = _mm512_dpwssd_epi32(ms0, _mm512_shuffle_epi8(h.m_lo, dup_byte_idx(j)), bcast4(xb->bsums + 2 * j));
+        ms1 = _mm512_dpwssd_epi32(ms1, _mm512_shuffle_epi8(h.m_hi, dup_byte_idx(j)), bcast4(xb->bsums + 8 + 2 * j));
+    }
+    __m512 fsb = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(ms0, ms1)), h.nd);
+    __m512 d16 = _mm512_mul_ps(h.d, _mm512_set1_ps(1.0f / 16));
+    _Pragma("GCC unroll 4") for (int p = 0; p < 4; p++) {
+        __m512i lo0 = _mm512_setzero_si512(), lo1 = lo0, hi0 = lo0, hi1 = lo0;
+        const uint8_t *c = g + 256 + 512 * p;
+        const int8_t *xq = xb->qs + 64 * p;
+        _Pragma("GCC unroll 8") for (int i = 0; i < 8; i += 2) {
+            _mm_prefetch((const char *)c + 64 * i + DECODE_AHEAD, _MM_HINT_T1);
+            _mm_prefetch((const char *)c + 64 * i + 64 + DECODE_AHEAD, _MM_HINT_T1);
+            __m512i r0 = _mm512_loadu_si512(c + 64 * i), r1 = _mm512_loadu_si512(c + 64 * i + 64);
+            lo0 = _mm512_dpbusd_epi32(lo0, _mm512_and_si512(r0, m4), bcast4(xq + 4 * i));
+            hi0 = _mm512_dpbusd_epi32(hi0, _mm512_andnot_si512(m4, r0), bcast4(xq + 32 + 4 * i));
+            lo1 = _mm512_dpbusd_epi32(lo1, _mm512_and_si512(r1, m4), bcast4(xq + 4 * i + 4));
+            hi1 = _mm512_dpbusd_epi32(hi1, _mm512_andnot_si512(m4, r1), bcast4(xq + 32 + 4 * i + 4));
+        }
+        __m512 dl = _mm512_mul_ps(_mm512_cvtepi32_ps(q4_k_sc(&h, 2 * p)), h.d);
+        __m512 dh = _mm512_mul_ps(_mm512_cvtepi32_ps(q4_k_sc(&h, 2 * p + 1)), d16);
+        fsb = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(lo0, lo1)), dl, fsb);
+        fsb = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(hi0, hi1)), dh, fsb);
+    }
+    return _mm512_fmadd_ps(fsb, _mm512_set1_ps(xb->d), facc);
+}
+
+static void decode_pair_q4_k(int k, const uint8_t *pair, const el_block_q8_k *x, float *out) {
+    const int nb = k / EL_QK_K;
+    __m512 f0 = _mm512_setzero_ps(), f1 = _mm512_setzero_ps();
+    for (int b = 0; b < nb; b++) {
+        const uint8_t *g = pair + (size_t)b * 2 * EL_PACK_Q4_K_GROUP;
+        f0 = decode_group_block(g, x + b, f0);
+        // keeps GCC from holding group 0's activation broadcasts for group 1 (it spills them)
+        __asm__ volatile("" ::: "memory");
+        f1 = decode_group_block(g + EL_PACK_Q4_K_GROUP, x + b, f1);
+    }
+    _mm512_storeu_ps(out, f0);
+    _mm512_storeu_ps(out + 16, f1);
+}
+
+#define PACKED_TOKENS 8
+
+static void gemm_packed_q4_k(int k, const void *w, size_t ldw, int nr, const void *x, size_t ldx, int nt, float *out,
+                             size_t ldo) {
+    const size_t bb = 2 * EL_PACK_Q4_K_GROUP;
+    if (nt == 1) {
+        for (size_t off = 0; off < DECODE_AHEAD && off < (size_t)(nr / 32) * ldw; off += 64)
+            _mm_prefetch((const char *)w + off, _MM_HINT_T1);
+        for (int p = 0; p < nr / 32; p++)
+            decode_pair_q4_k(k, (const uint8_t *)w + (size_t)p * ldw, x, out + 32 * p);
+        return;
+    }
+    for (int g = 0; g < nr / 16; g++) {
+        const uint8_t *gw = (const uint8_t *)w + (size_t)(g / 2) * ldw + (size_t)(g % 2) * EL_PACK_Q4_K_GROUP;
+        float *o = out + 16 * g;
+        const char *xc = x;
+        int t = 0;
+        for (; t + PACKED_TOKENS <= nt; t += PACKED_TOKENS)
+            micro_q4_k(k, gw, bb, xc + (size_t)t * ldx, ldx, o + (size_t)t * ldo, ldo, PACKED_TOKENS);
+        const char *xt = xc + (size_t)t * ldx;
+        float *ot = o + (size_t)t * ldo;
+        switch (nt - t) {
+        case 1: micro_q4_k(k, gw, bb, xt, ldx, ot, ldo, 1); break;
+        case 2: micro_q4_k(k, gw, bb, xt, ldx, ot, ldo, 2); break;
+        case 3: micro_q4_k(k, gw, bb, xt, ldx, ot, ldo, 3); break;
+        case 4: micro_q4_k(k, gw, bb, xt, ldx, ot, ldo, 4); break;
+        case 5: micro_q4_k(k, gw, bb, xt, ldx, ot, ldo, 5); break;
+        case 6: micro_q4_k(k, gw, bb, xt, ldx, ot, ldo, 6); break;
+        case 7: micro_q4_k(k, gw, bb, xt, ldx, ot, ldo, 7); break;
+        }
+    }
+}
+
+el_gemm_fn el_gemm_packed_k_avx512(int dtype) { return dtype == EL_DTYPE_Q4_K ? gemm_packed_q4_k : NULL; }
+
+// ---------------------------------------------------------------- activations
+
+// The bytes of el_quantize_row_q8_k: amax ignoring NaN (as fmaxf), d =
+// amax / 127, q = x * (1 / d) rounded to nearest even (vcvtps2dq in the
+// default rounding mode, as nearbyintf), clamped to +-127; bsums per 16. The
+// scalar loop was ~15% of a Q4_K prefill's matmul time (perf), most of it
+// the fmaxf calls.
+void el_act_quantize_q8_k_avx512(const float *x, void *dst, int k) {
+    el_block_q8_k *y = dst;
+    const __m512i lim = _mm512_set1_epi32(127), nlim = _mm512_set1_epi32(-127);
+    for (int b = 0; b < k / EL_QK_K; b++, x += EL_QK_K) {
+        __m512 m = _mm512_setzero_ps();
+        // max(v, m) returns m when v is NaN: fmaxf(amax, NaN) = amax
+        _Pragma("GCC unroll 16") for (int i = 0; i < EL_QK_K; i += 16) m = _mm512_max_ps(_mm512_abs_ps(_mm512_loadu_ps(x + i)), m);
+        float amax = _mm512_reduce_max_ps(m);
+        float d = amax / 127.0f, id = d ? 1.0f / d : 0.0f;
+        y[b].d = d;
+        __m512 vid = _mm512_set1_ps(id);
+        _Pragma("GCC unroll 4") for (int g = 0; g < 16; g++) {
+            __m512i q = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(x + 16 * g), vid));
+            q = _mm512_min_epi32(_mm512_max_epi32(q, nlim), lim);
+            _mm_storeu_si128((__m128i *)(y[b].qs + 16 * g), _mm512_cvtepi32_epi8(q));
+            y[b].bsums[g] = (int16_t)_mm512_reduce_add_epi32(q);
+        }
+    }
+}
