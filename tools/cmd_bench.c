@@ -15,7 +15,7 @@ static const char *usage =
     "Measures prefill (one batch of N prompt tokens) and decode (N single-token\n"
     "steps after it) in tokens/s, mean and standard deviation over REPS runs, after\n"
     "one warm-up run. In the same run it measures the machine's read bandwidth\n"
-    "(before and after every repetition: a shared machine's bandwidth drifts)\n"
+    "(just before and after every decode: a shared machine's bandwidth drifts)\n"
     "and its peak f32 FMA throughput with the same threads, and reports:\n"
     "  weight bytes per decoded token (every matrix is read once per step)\n"
     "  bandwidth-limited decode = read bandwidth / weight bytes, and the ratio\n"
@@ -132,6 +132,9 @@ int cmd_bench(int argc, char **argv) {
     // before and after each decode, so a decode is set against the bandwidth
     // of the same seconds (this kind of VM swings between ~33 and ~55 GB/s).
     probe = el_read_probe_new(pool, (size_t)bw_mib << 20);
+    if (!probe)
+        fprintf(stderr, "bench: no read-bandwidth probe (%s; %d MiB buffer): bandwidth and decode ratio read 0\n",
+                el_cpu_isa() == EL_ISA_SCALAR ? "scalar kernels" : "out of memory", bw_mib);
     size_t wbytes = el_model_weight_bytes(m, 0, m->hp.n_layers, 0, 1);
     for (int r = -1; r < reps; r++) {  // r = -1: warm-up (pages mapped, caches and pool warm)
         double t0 = el_time_s();

@@ -59,11 +59,13 @@ typedef void (*el_gemm_fn)(int k, const void *w, size_t ldw, int nr, const void 
 el_gemm_fn el_gemm_kernel(int dtype, el_isa isa);
 
 // Packed weights: quantized rows interleaved 16 at a time at load time so
-// that one VNNI instruction multiplies 16 rows (layout in kernels/pack.c).
+// that one VNNI instruction multiplies 16 rows; two such groups are stored
+// together as a pair (layout in kernels/pack.c).
 // The packed kernel for dtype at this ISA level, or NULL (then nothing packs).
 el_gemm_fn el_gemm_packed_kernel(int dtype, el_isa isa);
 // Bytes a packed copy of W's first *rows rows takes (*rows: W's rows rounded
-// down to 16); 0 if W's dtype or shape has no packed kernel at this level.
+// down to 32, whole pairs); 0 if W's dtype or shape has no packed kernel at
+// this level.
 size_t el_matmul_pack_size(const el_tensor *W, el_isa isa, int64_t *rows);
 // Writes that copy to dst (el_matmul_pack_size bytes). Set W->packed and
 // W->packed_rows to use it: el_matmul then reads rows below packed_rows from
@@ -81,8 +83,8 @@ double el_probe_fma_gflops(el_pool *pool, double seconds);
 // of reps passes (at most 64), the sustained rate.
 double el_probe_read_gbs(el_pool *pool, size_t bytes, int reps);
 // The same with the buffer kept (allocated and touched once), for probes
-// repeated between other measurements. NULL without AVX2 or memory; run on
-// NULL gives 0.
+// repeated between other measurements. NULL when the kernels run scalar (no
+// AVX2, or EL_ISA=scalar) or without memory; run on NULL gives 0.
 typedef struct el_read_probe el_read_probe;
 el_read_probe *el_read_probe_new(el_pool *pool, size_t bytes);
 double el_read_probe_run(el_read_probe *p, int reps);

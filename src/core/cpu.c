@@ -23,10 +23,11 @@ static el_isa detect(int *vnni) {
     if ((xcr0 & 6) != 6) return EL_ISA_SCALAR;
     if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return EL_ISA_SCALAR;
     int avx2 = (b >> 5) & 1;
-    int avx512f = (b >> 16) & 1, avx512bw = (b >> 30) & 1, avx512vl = (b >> 31) & 1;
+    // DQ too: the AVX-512 files are compiled with -mavx512dq
+    int avx512f = (b >> 16) & 1, avx512dq = (b >> 17) & 1, avx512bw = (b >> 30) & 1, avx512vl = (b >> 31) & 1;
     int avx512vnni = (c >> 11) & 1;
     if (!(avx2 && fma && f16c)) return EL_ISA_SCALAR;
-    if (avx512f && avx512bw && avx512vl && (xcr0 & 0xE6) == 0xE6) {
+    if (avx512f && avx512dq && avx512bw && avx512vl && (xcr0 & 0xE6) == 0xE6) {
         *vnni = avx512vnni;
         return EL_ISA_AVX512;
     }

@@ -136,8 +136,8 @@ typedef struct {
 static void chunk_task(void *ctx, int t, int nt) {
     (void)nt;
     const chunked *c = ctx;
-    int end = (t + 1) * c->per < c->n ? (t + 1) * c->per : c->n;
-    for (int i = t * c->per; i < end; i++) c->fn(c->ctx, i, c->n);
+    int64_t begin = (int64_t)t * c->per, end = begin + c->per < c->n ? begin + c->per : c->n;
+    for (int64_t i = begin; i < end; i++) c->fn(c->ctx, (int)i, c->n);
 }
 
 void el_pool_run(el_pool *p, el_task_fn fn, void *ctx, int n) {

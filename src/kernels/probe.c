@@ -50,18 +50,26 @@ typedef struct {
     uint64_t sink[256];
 } read_job;
 
+// Thread t's share: whole pages, so with many threads and a small buffer
+// the last threads may get nothing.
+static size_t share(const read_job *j, int t, size_t *off) {
+    *off = (size_t)t * j->chunk;
+    if (*off >= j->bytes) return 0;
+    return j->bytes - *off < j->chunk ? j->bytes - *off : j->chunk;
+}
+
 static void read_task(void *ctx, int t, int n) {
     (void)n;
     read_job *j = ctx;
-    size_t off = (size_t)t * j->chunk, len = off + j->chunk <= j->bytes ? j->chunk : j->bytes - off;
-    j->sink[t] = el_probe_read_avx2(j->buf + off, len);
+    size_t off, len = share(j, t, &off);
+    j->sink[t] = len ? el_probe_read_avx2(j->buf + off, len) : 0;
 }
 
 static void touch_task(void *ctx, int t, int n) {
     (void)n;
     read_job *j = ctx;
-    size_t off = (size_t)t * j->chunk, len = off + j->chunk <= j->bytes ? j->chunk : j->bytes - off;
-    memset((char *)j->buf + off, t + 1, len);
+    size_t off, len = share(j, t, &off);
+    if (len) memset((char *)j->buf + off, t + 1, len);
 }
 
 static int cmp_double(const void *a, const void *b) {
