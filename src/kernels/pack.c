@@ -29,6 +29,19 @@
 //        elements 4c..4c+3 of sub-block 2(c/8), high nibbles the same of
 //        sub-block 2(c/8)+1.
 // 32 x 144 = 4608 bytes per pair and super-block: again the file's size.
+//
+// Q6_K (210 bytes a row per super-block): per super-block b a pair is
+//     0: group 0 (EL_PACK_Q6_K_GROUP = 3328 bytes)   3328: group 1
+//  6656: group 0's 16 d (f16)                        6688: group 1's
+// 6720 = 32 x 210 bytes, a multiple of 64, and so is 3328: every chunk is
+// one cache line. A group's super-block:
+//     0: 4 x 64 bytes: lane r of the i-th = row r's scales 4i, 4i+2, 4i+1,
+//        4i+3 (int8; that order makes bytes 0,2 and 1,3 the int16 pairs
+//        of sub-blocks (4i, 4i+1) and (4i+2, 4i+3) after one shift each)
+//   256: 16 x 192 bytes, sub-block j's: 3 chunks P0, P1, P2; byte e of lane r
+//        of Pc = q[16j + 4c + e] | bits 2c..2c+1 of q[16j + 12 + e] << 6,
+//        q the row's 6-bit quants (0..63). Elements 16j + 4c.. are one AND
+//        away; 16j + 12.. are collected from the three top bit pairs.
 #include <string.h>
 
 #include "edgellm/kernels.h"
@@ -40,12 +53,13 @@ size_t el_pack_block_bytes(int dtype) {
     case EL_DTYPE_Q8_0: return 2 * 16 * EL_QK + 64;
     case EL_DTYPE_Q4_0: return 2 * 16 * EL_QK / 2 + 64;
     case EL_DTYPE_Q4_K: return 2 * EL_PACK_Q4_K_GROUP;
+    case EL_DTYPE_Q6_K: return 2 * EL_PACK_Q6_K_GROUP + 64;
     }
     return 0;
 }
 
 // elements per packed block of dtype
-static int pack_block_elems(int dtype) { return dtype == EL_DTYPE_Q4_K ? EL_QK_K : EL_QK; }
+static int pack_block_elems(int dtype) { return dtype == EL_DTYPE_Q4_K || dtype == EL_DTYPE_Q6_K ? EL_QK_K : EL_QK; }
 
 size_t el_pack_pair_bytes(int dtype, int k) {
     return (size_t)(k / pack_block_elems(dtype)) * el_pack_block_bytes(dtype);
@@ -69,6 +83,39 @@ static void pack_q4_k(const el_tensor *W, int64_t rows, void *dst) {
         }
 }
 
+static void pack_q6_k(const el_tensor *W, int64_t rows, void *dst) {
+    int k = (int)W->ne[0], nb = k / EL_QK_K;
+    size_t ldw = el_tensor_row_size(W), bb = el_pack_block_bytes(EL_DTYPE_Q6_K);
+    static const int sc_order[4] = {0, 2, 1, 3};
+    for (int64_t p = 0; p < rows / 32; p++)
+        for (int r = 0; r < 32; r++) {
+            const el_block_q6_k *row = (const el_block_q6_k *)((const char *)W->data + (size_t)(32 * p + r) * ldw);
+            int lane = r % 16;
+            for (int b = 0; b < nb; b++) {
+                uint8_t *blk = (uint8_t *)dst + (size_t)p * el_pack_pair_bytes(EL_DTYPE_Q6_K, k) + (size_t)b * bb;
+                uint8_t *g = blk + (size_t)(r / 16) * EL_PACK_Q6_K_GROUP;
+                memcpy(blk + 2 * EL_PACK_Q6_K_GROUP + 32 * (r / 16) + 2 * lane, &row[b].d, 2);
+                for (int i = 0; i < 4; i++)
+                    for (int e = 0; e < 4; e++) g[64 * i + 4 * lane + e] = (uint8_t)row[b].scales[4 * i + sc_order[e]];
+                uint8_t q[EL_QK_K];  // the file's bit layout, as el_vec_dot_q6_k reads it
+                for (int h = 0; h < 2; h++) {
+                    const uint8_t *ql = row[b].ql + 64 * h, *qh = row[b].qh + 32 * h;
+                    for (int l = 0; l < 32; l++) {
+                        q[128 * h + l] = (uint8_t)((ql[l] & 15) | (qh[l] & 3) << 4);
+                        q[128 * h + l + 32] = (uint8_t)((ql[l + 32] & 15) | (qh[l] >> 2 & 3) << 4);
+                        q[128 * h + l + 64] = (uint8_t)((ql[l] >> 4) | (qh[l] >> 4 & 3) << 4);
+                        q[128 * h + l + 96] = (uint8_t)((ql[l + 32] >> 4) | (qh[l] >> 6 & 3) << 4);
+                    }
+                }
+                for (int j = 0; j < 16; j++)
+                    for (int c = 0; c < 3; c++)
+                        for (int e = 0; e < 4; e++)
+                            g[256 + 192 * j + 64 * c + 4 * lane + e] =
+                                (uint8_t)(q[16 * j + 4 * c + e] | (q[16 * j + 12 + e] >> (2 * c) & 3) << 6);
+            }
+        }
+}
+
 size_t el_matmul_pack_size(const el_tensor *W, el_isa isa, int64_t *rows) {
     *rows = 0;
     if (W->n_dims != 2 || W->ne[0] % pack_block_elems(W->dtype) || !el_gemm_packed_kernel(W->dtype, isa)) return 0;
@@ -79,6 +126,10 @@ size_t el_matmul_pack_size(const el_tensor *W, el_isa isa, int64_t *rows) {
 void el_matmul_pack(const el_tensor *W, int64_t rows, void *dst) {
     if (W->dtype == EL_DTYPE_Q4_K) {
         pack_q4_k(W, rows, dst);
+        return;
+    }
+    if (W->dtype == EL_DTYPE_Q6_K) {
+        pack_q6_k(W, rows, dst);
         return;
     }
     int k = (int)W->ne[0], nb = k / EL_QK;

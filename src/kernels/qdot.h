@@ -17,12 +17,13 @@ el_gemm_fn el_gemm_avx512(int dtype);
 // Kernels on packed weights: w is the first pair of 16-row groups, ldw the
 // bytes per pair (el_pack_pair_bytes), nr a multiple of 32.
 el_gemm_fn el_gemm_packed_avx512(int dtype);
-// The K-quant ones (qdot_k_avx512.c): Q4_K, and the Q8_K activation rows
+// The K-quant ones (qdot_k_avx512.c): Q4_K and Q6_K, and the Q8_K activation rows
 // they read (el_quantize_row_q8_k's bytes).
 void el_act_quantize_q8_k_avx512(const float *x, void *dst, int k);
 el_gemm_fn el_gemm_packed_k_avx512(int dtype);
 #define EL_PACK_Q4_K_GROUP 2304  // bytes of one 16-row group's Q4_K super-block
-// Bytes of a packed pair per block (32 columns; Q4_K: a 256-column super-block).
+#define EL_PACK_Q6_K_GROUP 3328  // the same for Q6_K, without its 16 d (pack.c)
+// Bytes of a packed pair per block (32 columns; Q4_K, Q6_K: a 256-column super-block).
 size_t el_pack_block_bytes(int dtype);
 size_t el_pack_pair_bytes(int dtype, int k);
 

@@ -1,6 +1,6 @@
-// AVX-512 VNNI kernels on packed K-quant weights (layout in pack.c), and the
-// Q8_K activation quantizer they use. Only called after run-time detection
-// found AVX-512 (and VNNI for the kernels).
+// AVX-512 VNNI kernels on packed K-quant weights (Q4_K, Q6_K; layouts in
+// pack.c), and the Q8_K activation quantizer they use. Only called after
+// run-time detection found AVX-512 (and VNNI for the kernels).
 //
 // Q4_K, per 16-row group, super-block and token: sub-block j's integer sums
 // s_j of all 16 rows come from 8 vpdpbusd (nibbles as the unsigned operand, 4
@@ -211,7 +211,176 @@ static void gemm_packed_q4_k(int k, const void *w, size_t ldw, int nr, const voi
     }
 }
 
-el_gemm_fn el_gemm_packed_k_avx512(int dtype) { return dtype == EL_DTYPE_Q4_K ? gemm_packed_q4_k : NULL; }
+// ---------------------------------------------------------------- Q6_K
+//
+// Per 16-row group, super-block and token: sub-block j's integer sums s_j =
+// sum q*x of all 16 rows (q in 0..63 as the unsigned operand) come from 4
+// vpdpbusd, are converted (|s_j| <= 16*63*127, exact) and scaled by sc_j with
+// one FMA. The -32 offset is integer too: msum = sum_j sc_j * bsums[j] from 8
+// vpdpwssd of (sc, sc) int16 lanes against broadcast bsums pairs (|msum| <=
+// 16*128*2032 < 2^24, exact as a float). Per super-block:
+//     out += d * xd * (sum_j sc_j * s_j - 32 * msum).
+// The integer sums equal el_vec_dot_q6_k's; it sums sc_j * (s_j - 32 *
+// bsums[j]) in int32 and converts once, here the sum over j is in float
+// (each term exact, < 2^24): only the float rounding differs.
+
+// bitwise select: mask ? a : b
+ALWAYS_INLINE __m512i bitsel(__m512i mask, __m512i a, __m512i b) { return _mm512_ternarylogic_epi32(mask, a, b, 0xCA); }
+
+// Sub-block j's 4 vectors of quants from its 3 chunks at c (pack.c): q[i]
+// lane r = row r's elements 16j + 4i .. 16j + 4i + 3.
+ALWAYS_INLINE void q6_k_quads(const uint8_t *c, __m512i q[4]) {
+    const __m512i m6 = _mm512_set1_epi8(0x3F);
+    __m512i p0 = _mm512_loadu_si512(c), p1 = _mm512_loadu_si512(c + 64), p2 = _mm512_loadu_si512(c + 128);
+    q[0] = _mm512_and_si512(p0, m6);
+    q[1] = _mm512_and_si512(p1, m6);
+    q[2] = _mm512_and_si512(p2, m6);
+    // top bit pairs of p2, p1, p0 at bits 6-7, 4-5, 2-3 of each byte (the
+    // 16-bit shifts bring the next byte's bits into bits not kept), then down by 2
+    __m512i y = bitsel(_mm512_set1_epi8((char)0xC0), p2, _mm512_srli_epi16(p1, 2));
+    __m512i z = bitsel(_mm512_set1_epi8((char)0xF0), y, _mm512_srli_epi16(p0, 4));
+    q[3] = _mm512_and_si512(_mm512_srli_epi16(z, 2), m6);
+}
+
+// sc_j of every row as floats, from the 4 scale vectors (byte order 0, 2, 1, 3)
+ALWAYS_INLINE __m512 q6_k_sc(const __m512i *s, const int j) {
+    static const int pos[4] = {0, 2, 1, 3};
+    const int b = pos[j % 4];
+    __m512i v = b == 3 ? s[j / 4] : _mm512_slli_epi32(s[j / 4], 24 - 8 * b);
+    return _mm512_cvtepi32_ps(_mm512_srai_epi32(v, 24));
+}
+
+#ifndef DECODE_AHEAD_Q6
+#define DECODE_AHEAD_Q6 (2 * EL_PACK_Q6_K_GROUP + 64)  // one pair's super-block
+#endif
+
+// One group's super-block (EL_PACK_Q6_K_GROUP bytes at g, its 16 d at dp) x T
+// tokens whose blocks are xb[t]: facc[t] (lane r = row r) += that super-block's
+// products. Reads g front to back, sub-block by sub-block, all T tokens per
+// chunk load; PF: fetch into L2 DECODE_AHEAD_Q6 bytes ahead (decode).
+ALWAYS_INLINE void q6_k_block(const uint8_t *g, const uint16_t *dp, const el_block_q8_k *const *xb, const int T,
+                              const int PF, __m512 *facc) {
+    const int NA = T == 1 ? 2 : 1;  // one token: two chains
+    if (PF) {
+        _Pragma("GCC unroll 4") for (int l = 0; l < 256; l += 64) _mm_prefetch((const char *)g + DECODE_AHEAD_Q6 + l, _MM_HINT_T1);
+    }
+    __m512i s[4];
+    _Pragma("GCC unroll 4") for (int i = 0; i < 4; i++) s[i] = _mm512_loadu_si512(g + 64 * i);
+    __m512 fsb[MAX_T][2];
+    {
+        __m512i ms[MAX_T][2];
+        _Pragma("GCC unroll 8") for (int t = 0; t < T; t++) ms[t][0] = ms[t][1] = _mm512_setzero_si512();
+        _Pragma("GCC unroll 4") for (int i = 0; i < 4; i++) {
+            // int16 lanes (sc_4i, sc_4i+1) and (sc_4i+2, sc_4i+3)
+            __m512i lo = _mm512_srai_epi16(_mm512_slli_epi16(s[i], 8), 8), hi = _mm512_srai_epi16(s[i], 8);
+            const int a = NA == 2 ? i % 2 : 0;
+            _Pragma("GCC unroll 8") for (int t = 0; t < T; t++) {
+                ms[t][a] = _mm512_dpwssd_epi32(ms[t][a], lo, bcast4(xb[t]->bsums + 4 * i));
+                ms[t][a] = _mm512_dpwssd_epi32(ms[t][a], hi, bcast4(xb[t]->bsums + 4 * i + 2));
+            }
+        }
+        _Pragma("GCC unroll 8") for (int t = 0; t < T; t++) {
+            __m512i m = NA == 2 ? _mm512_add_epi32(ms[t][0], ms[t][1]) : ms[t][0];
+            fsb[t][0] = _mm512_mul_ps(_mm512_cvtepi32_ps(m), _mm512_set1_ps(-32.0f));
+            fsb[t][1] = _mm512_setzero_ps();
+        }
+    }
+    _Pragma("GCC unroll 16") for (int j = 0; j < 16; j++) {
+        const uint8_t *c = g + 256 + 192 * j;
+        if (PF) {
+            _mm_prefetch((const char *)c + DECODE_AHEAD_Q6, _MM_HINT_T1);
+            _mm_prefetch((const char *)c + 64 + DECODE_AHEAD_Q6, _MM_HINT_T1);
+            _mm_prefetch((const char *)c + 128 + DECODE_AHEAD_Q6, _MM_HINT_T1);
+        }
+        __m512i q[4];
+        q6_k_quads(c, q);
+        __m512i acc[MAX_T][2];
+        _Pragma("GCC unroll 8") for (int t = 0; t < T; t++) acc[t][0] = acc[t][1] = _mm512_setzero_si512();
+        _Pragma("GCC unroll 4") for (int i = 0; i < 4; i++) {
+            _Pragma("GCC unroll 8") for (int t = 0; t < T; t++) acc[t][i % NA] =
+                _mm512_dpbusd_epi32(acc[t][i % NA], q[i], bcast4(xb[t]->qs + 16 * j + 4 * i));
+        }
+        __m512 sc = q6_k_sc(s, j);
+        _Pragma("GCC unroll 8") for (int t = 0; t < T; t++) {
+            __m512i a = NA == 2 ? _mm512_add_epi32(acc[t][0], acc[t][1]) : acc[t][0];
+            fsb[t][j % 2] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(a), sc, fsb[t][j % 2]);
+        }
+    }
+    __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)dp));
+    _Pragma("GCC unroll 8") for (int t = 0; t < T; t++) facc[t] =
+        _mm512_fmadd_ps(_mm512_add_ps(fsb[t][0], fsb[t][1]), _mm512_mul_ps(d, _mm512_set1_ps(xb[t]->d)), facc[t]);
+}
+
+// One group (gw: its first super-block, dw: that super-block's d; both bb
+// bytes apart from one super-block to the next) x T tokens: out[t*ldo + r], r < 16.
+ALWAYS_INLINE void micro_q6_k(int k, const uint8_t *gw, const uint8_t *dw, size_t bb, const char *x, size_t ldx,
+                              float *out, size_t ldo, const int T) {
+    const int nb = k / EL_QK_K;
+    __m512 facc[MAX_T];
+    _Pragma("GCC unroll 8") for (int t = 0; t < T; t++) facc[t] = _mm512_setzero_ps();
+    for (int b = 0; b < nb; b++) {
+        const el_block_q8_k *xb[MAX_T];
+        _Pragma("GCC unroll 8") for (int t = 0; t < T; t++) xb[t] = (const el_block_q8_k *)(x + (size_t)t * ldx) + b;
+        q6_k_block(gw + (size_t)b * bb, (const uint16_t *)(dw + (size_t)b * bb), xb, T, 0, facc);
+    }
+    _Pragma("GCC unroll 8") for (int t = 0; t < T; t++) _mm512_storeu_ps(out + (size_t)t * ldo, facc[t]);
+}
+
+// Decode: a pair front to back (group 0's super-block, group 1's, their d).
+static void decode_pair_q6_k(int k, const uint8_t *pair, const el_block_q8_k *x, float *out) {
+    const int nb = k / EL_QK_K;
+    const size_t bb = 2 * EL_PACK_Q6_K_GROUP + 64;
+    __m512 f[2] = {_mm512_setzero_ps(), _mm512_setzero_ps()};
+    for (int b = 0; b < nb; b++) {
+        const uint8_t *blk = pair + (size_t)b * bb;
+        const el_block_q8_k *xb = x + b;
+        _mm_prefetch((const char *)blk + 2 * EL_PACK_Q6_K_GROUP + DECODE_AHEAD_Q6, _MM_HINT_T1);
+        q6_k_block(blk, (const uint16_t *)(blk + 2 * EL_PACK_Q6_K_GROUP), &xb, 1, 1, &f[0]);
+        __asm__ volatile("" ::: "memory");
+        q6_k_block(blk + EL_PACK_Q6_K_GROUP, (const uint16_t *)(blk + 2 * EL_PACK_Q6_K_GROUP + 32), &xb, 1, 1, &f[1]);
+    }
+    _mm512_storeu_ps(out, f[0]);
+    _mm512_storeu_ps(out + 16, f[1]);
+}
+
+static void gemm_packed_q6_k(int k, const void *w, size_t ldw, int nr, const void *x, size_t ldx, int nt, float *out,
+                             size_t ldo) {
+    const size_t bb = 2 * EL_PACK_Q6_K_GROUP + 64;
+    if (nt == 1) {
+        for (size_t off = 0; off < DECODE_AHEAD_Q6 && off < (size_t)(nr / 32) * ldw; off += 64)
+            _mm_prefetch((const char *)w + off, _MM_HINT_T1);
+        for (int p = 0; p < nr / 32; p++)
+            decode_pair_q6_k(k, (const uint8_t *)w + (size_t)p * ldw, x, out + 32 * p);
+        return;
+    }
+    for (int g = 0; g < nr / 16; g++) {
+        const uint8_t *pw = (const uint8_t *)w + (size_t)(g / 2) * ldw;
+        const uint8_t *gw = pw + (size_t)(g % 2) * EL_PACK_Q6_K_GROUP, *dw = pw + 2 * EL_PACK_Q6_K_GROUP + 32 * (g % 2);
+        float *o = out + 16 * g;
+        int t = 0;
+        for (; t + PACKED_TOKENS <= nt; t += PACKED_TOKENS)
+            micro_q6_k(k, gw, dw, bb, (const char *)x + (size_t)t * ldx, ldx, o + (size_t)t * ldo, ldo, PACKED_TOKENS);
+        const char *xt = (const char *)x + (size_t)t * ldx;
+        float *ot = o + (size_t)t * ldo;
+        switch (nt - t) {
+        case 1: micro_q6_k(k, gw, dw, bb, xt, ldx, ot, ldo, 1); break;
+        case 2: micro_q6_k(k, gw, dw, bb, xt, ldx, ot, ldo, 2); break;
+        case 3: micro_q6_k(k, gw, dw, bb, xt, ldx, ot, ldo, 3); break;
+        case 4: micro_q6_k(k, gw, dw, bb, xt, ldx, ot, ldo, 4); break;
+        case 5: micro_q6_k(k, gw, dw, bb, xt, ldx, ot, ldo, 5); break;
+        case 6: micro_q6_k(k, gw, dw, bb, xt, ldx, ot, ldo, 6); break;
+        case 7: micro_q6_k(k, gw, dw, bb, xt, ldx, ot, ldo, 7); break;
+        }
+    }
+}
+
+el_gemm_fn el_gemm_packed_k_avx512(int dtype) {
+    switch (dtype) {
+    case EL_DTYPE_Q4_K: return gemm_packed_q4_k;
+    case EL_DTYPE_Q6_K: return gemm_packed_q6_k;
+    }
+    return NULL;
+}
 
 // ---------------------------------------------------------------- activations
 

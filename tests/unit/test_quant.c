@@ -262,20 +262,22 @@ static void test_packed_matches_scalar(void **st) {
     (void)st;
     uint64_t rng = 11;
     int checked = 0;
-    static const int types[] = {EL_DTYPE_Q8_0, EL_DTYPE_Q4_0, EL_DTYPE_Q4_K};
-    for (int ti = 0; ti < 3; ti++) {
+    static const int types[] = {EL_DTYPE_Q8_0, EL_DTYPE_Q4_0, EL_DTYPE_Q4_K, EL_DTYPE_Q6_K};
+    for (int ti = 0; ti < 4; ti++) {
         int dtype = types[ti];
         el_gemm_fn pg = el_gemm_packed_kernel(dtype, EL_ISA_AVX512);
         if (!pg) continue;  // this CPU has no packed kernel
         const el_dtype_traits *tr = el_dtype_info(dtype);
-        int q4k = dtype == EL_DTYPE_Q4_K;
-        // Q4_K: every k both as decode (1 token) and prefill (2..20 tokens)
-        static const int nblocks[] = {1, 2, 3, 7, 64}, nsuper[] = {1, 1, 2, 2, 3, 3, 8, 8};
-        for (int kb = 0; kb < (q4k ? 8 : 5); kb++) {
-            int k = q4k ? EL_QK_K * nsuper[kb] : EL_QK * nblocks[kb];
+        int kq = dtype == EL_DTYPE_Q4_K || dtype == EL_DTYPE_Q6_K;  // K-quants
+        // K-quants: every k both as decode (1 token) and prefill (2..20
+        // tokens: each remainder after the 8-token tiles, 0..7, once)
+        static const int nblocks[] = {1, 2, 3, 7, 64}, nsuper[] = {1, 1, 2, 2, 3, 3, 8, 8, 1, 1, 2, 2, 3, 3, 8, 8};
+        static const int ktoks[] = {2, 3, 13, 20, 9, 14, 15, 16};
+        for (int kb = 0; kb < (kq ? 16 : 5); kb++) {
+            int k = kq ? EL_QK_K * nsuper[kb] : EL_QK * nblocks[kb];
             int rows = 32 * (1 + (int)(tu_rand(&rng) % 3)) + (int)(tu_rand(&rng) % 32);
-            int toks = q4k ? (kb % 2 ? 2 + (int)(tu_rand(&rng) % 19) : 1)
-                           : kb < 2 ? 1 : 1 + (int)(tu_rand(&rng) % 20);  // 1: the decode kernel
+            int toks = kq ? (kb % 2 ? ktoks[kb / 2] : 1)
+                          : kb < 2 ? 1 : 1 + (int)(tu_rand(&rng) % 20);  // 1: the decode kernel
             void *w;
             float *wf;
             make_weights(dtype, k, rows, &rng, &w, &wf);
