@@ -250,19 +250,28 @@ ALWAYS_INLINE __m512 q6_k_sc(const __m512i *s, const int j) {
     return _mm512_cvtepi32_ps(_mm512_srai_epi32(v, 24));
 }
 
+// Software prefetch for the Q6_K decode: off (0) by default. Fetching into
+// L2 one pair's super-block ahead (6720 bytes), as Q4_K does, streamed
+// slower here: 16 x 9.2 MB matrices, 1 thread 15-16 against 26 GB/s
+// without, 2 threads 27-28 against 31-32 (T0: 22-24 and 31-32; NTA: 23 and
+// 31-34; 26880 bytes ahead with T1: 17 and 24-30). -DDECODE_AHEAD_Q6=6720
+// turns it back on.
 #ifndef DECODE_AHEAD_Q6
-#define DECODE_AHEAD_Q6 (2 * EL_PACK_Q6_K_GROUP + 64)  // one pair's super-block
+#define DECODE_AHEAD_Q6 0
+#endif
+#ifndef DECODE_HINT_Q6
+#define DECODE_HINT_Q6 _MM_HINT_T1
 #endif
 
 // One group's super-block (EL_PACK_Q6_K_GROUP bytes at g, its 16 d at dp) x T
 // tokens whose blocks are xb[t]: facc[t] (lane r = row r) += that super-block's
 // products. Reads g front to back, sub-block by sub-block, all T tokens per
-// chunk load; PF: fetch into L2 DECODE_AHEAD_Q6 bytes ahead (decode).
+// chunk load; PF: prefetch DECODE_AHEAD_Q6 bytes ahead (decode), if that is on.
 ALWAYS_INLINE void q6_k_block(const uint8_t *g, const uint16_t *dp, const el_block_q8_k *const *xb, const int T,
                               const int PF, __m512 *facc) {
     const int NA = T == 1 ? 2 : 1;  // one token: two chains
-    if (PF) {
-        _Pragma("GCC unroll 4") for (int l = 0; l < 256; l += 64) _mm_prefetch((const char *)g + DECODE_AHEAD_Q6 + l, _MM_HINT_T1);
+    if (PF && DECODE_AHEAD_Q6) {
+        _Pragma("GCC unroll 4") for (int l = 0; l < 256; l += 64) _mm_prefetch((const char *)g + DECODE_AHEAD_Q6 + l, DECODE_HINT_Q6);
     }
     __m512i s[4];
     _Pragma("GCC unroll 4") for (int i = 0; i < 4; i++) s[i] = _mm512_loadu_si512(g + 64 * i);
@@ -287,10 +296,10 @@ ALWAYS_INLINE void q6_k_block(const uint8_t *g, const uint16_t *dp, const el_blo
     }
     _Pragma("GCC unroll 16") for (int j = 0; j < 16; j++) {
         const uint8_t *c = g + 256 + 192 * j;
-        if (PF) {
-            _mm_prefetch((const char *)c + DECODE_AHEAD_Q6, _MM_HINT_T1);
-            _mm_prefetch((const char *)c + 64 + DECODE_AHEAD_Q6, _MM_HINT_T1);
-            _mm_prefetch((const char *)c + 128 + DECODE_AHEAD_Q6, _MM_HINT_T1);
+        if (PF && DECODE_AHEAD_Q6) {
+            _mm_prefetch((const char *)c + DECODE_AHEAD_Q6, DECODE_HINT_Q6);
+            _mm_prefetch((const char *)c + 64 + DECODE_AHEAD_Q6, DECODE_HINT_Q6);
+            _mm_prefetch((const char *)c + 128 + DECODE_AHEAD_Q6, DECODE_HINT_Q6);
         }
         __m512i q[4];
         q6_k_quads(c, q);
@@ -334,7 +343,7 @@ static void decode_pair_q6_k(int k, const uint8_t *pair, const el_block_q8_k *x,
     for (int b = 0; b < nb; b++) {
         const uint8_t *blk = pair + (size_t)b * bb;
         const el_block_q8_k *xb = x + b;
-        _mm_prefetch((const char *)blk + 2 * EL_PACK_Q6_K_GROUP + DECODE_AHEAD_Q6, _MM_HINT_T1);
+        if (DECODE_AHEAD_Q6) _mm_prefetch((const char *)blk + 2 * EL_PACK_Q6_K_GROUP + DECODE_AHEAD_Q6, DECODE_HINT_Q6);
         q6_k_block(blk, (const uint16_t *)(blk + 2 * EL_PACK_Q6_K_GROUP), &xb, 1, 1, &f[0]);
         __asm__ volatile("" ::: "memory");
         q6_k_block(blk + EL_PACK_Q6_K_GROUP, (const uint16_t *)(blk + 2 * EL_PACK_Q6_K_GROUP + 32), &xb, 1, 1, &f[1]);
@@ -348,7 +357,7 @@ static void gemm_packed_q6_k(int k, const void *w, size_t ldw, int nr, const voi
     const size_t bb = 2 * EL_PACK_Q6_K_GROUP + 64;
     if (nt == 1) {
         for (size_t off = 0; off < DECODE_AHEAD_Q6 && off < (size_t)(nr / 32) * ldw; off += 64)
-            _mm_prefetch((const char *)w + off, _MM_HINT_T1);
+            _mm_prefetch((const char *)w + off, DECODE_HINT_Q6);
         for (int p = 0; p < nr / 32; p++)
             decode_pair_q6_k(k, (const uint8_t *)w + (size_t)p * ldw, x, out + 32 * p);
         return;
