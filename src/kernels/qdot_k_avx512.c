@@ -356,8 +356,10 @@ static void gemm_packed_q6_k(int k, const void *w, size_t ldw, int nr, const voi
                              size_t ldo) {
     const size_t bb = 2 * EL_PACK_Q6_K_GROUP + 64;
     if (nt == 1) {
+#if DECODE_AHEAD_Q6
         for (size_t off = 0; off < DECODE_AHEAD_Q6 && off < (size_t)(nr / 32) * ldw; off += 64)
             _mm_prefetch((const char *)w + off, DECODE_HINT_Q6);
+#endif
         for (int p = 0; p < nr / 32; p++)
             decode_pair_q6_k(k, (const uint8_t *)w + (size_t)p * ldw, x, out + 32 * p);
         return;
