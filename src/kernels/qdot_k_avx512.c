@@ -269,9 +269,10 @@ ALWAYS_INLINE __m512 q6_k_sc(const __m512i *s, const int j) {
 // chunk load; PF: prefetch DECODE_AHEAD_Q6 bytes ahead (decode), if that is on.
 ALWAYS_INLINE void q6_k_block(const uint8_t *g, const uint16_t *dp, const el_block_q8_k *const *xb, const int T,
                               const int PF, __m512 *facc) {
-    const int NA = T == 1 ? 2 : 1;  // one token: two chains
+    const int NA = T == 1 ? 2 : 1;  // one token: two chains (more tokens: one, 8 fewer spilled registers)
     if (PF && DECODE_AHEAD_Q6) {
-        _Pragma("GCC unroll 4") for (int l = 0; l < 256; l += 64) _mm_prefetch((const char *)g + DECODE_AHEAD_Q6 + l, DECODE_HINT_Q6);
+        _Pragma("GCC unroll 4") for (int l = 0; l < 256; l += 64)
+            _mm_prefetch((const char *)g + DECODE_AHEAD_Q6 + l, DECODE_HINT_Q6);
     }
     __m512i s[4];
     _Pragma("GCC unroll 4") for (int i = 0; i < 4; i++) s[i] = _mm512_loadu_si512(g + 64 * i);
@@ -310,14 +311,17 @@ ALWAYS_INLINE void q6_k_block(const uint8_t *g, const uint16_t *dp, const el_blo
                 _mm512_dpbusd_epi32(acc[t][i % NA], q[i], bcast4(xb[t]->qs + 16 * j + 4 * i));
         }
         __m512 sc = q6_k_sc(s, j);
+        const int f = NA == 2 ? j % 2 : 0;
         _Pragma("GCC unroll 8") for (int t = 0; t < T; t++) {
             __m512i a = NA == 2 ? _mm512_add_epi32(acc[t][0], acc[t][1]) : acc[t][0];
-            fsb[t][j % 2] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(a), sc, fsb[t][j % 2]);
+            fsb[t][f] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(a), sc, fsb[t][f]);
         }
     }
     __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)dp));
-    _Pragma("GCC unroll 8") for (int t = 0; t < T; t++) facc[t] =
-        _mm512_fmadd_ps(_mm512_add_ps(fsb[t][0], fsb[t][1]), _mm512_mul_ps(d, _mm512_set1_ps(xb[t]->d)), facc[t]);
+    _Pragma("GCC unroll 8") for (int t = 0; t < T; t++) {
+        __m512 sum = NA == 2 ? _mm512_add_ps(fsb[t][0], fsb[t][1]) : fsb[t][0];
+        facc[t] = _mm512_fmadd_ps(sum, _mm512_mul_ps(d, _mm512_set1_ps(xb[t]->d)), facc[t]);
+    }
 }
 
 // One group (gw: its first super-block, dw: that super-block's d; both bb
