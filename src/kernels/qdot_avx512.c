@@ -156,7 +156,9 @@ ALWAYS_INLINE __m512i bcast4(const int8_t *p) {
 // thread at 16 GB/s (Q4_0) of the ~27 it can stream from one pair. The
 // distance is DECODE_AHEAD blocks of the pair's single stream: farther (8, 16,
 // 32 blocks) read slower, single thread: 21, 18, 18 GB/s against 27.
+#ifndef DECODE_AHEAD
 #define DECODE_AHEAD 4
+#endif
 
 // One packed group (16 rows of a pair, pack.c) x T tokens: out[t*ldo + r],
 // r < 16. qs: the group's chunks of block 0; sc: its scales of block 0; both
@@ -227,8 +229,9 @@ ALWAYS_INLINE void micro_decode(const int q8, int k, const uint8_t *pair, const 
         const uint8_t *blk = pair + (size_t)b * bb;
         // the weights are read once: fetch them into L2 a few blocks ahead
         // (past the pair's end: the next pair, which the next call reads)
-        _Pragma("GCC unroll 17") for (size_t l = 0; l < bb; l += 64)
-            _mm_prefetch((const char *)blk + DECODE_AHEAD * bb + l, _MM_HINT_T1);
+        if (DECODE_AHEAD)
+            _Pragma("GCC unroll 17") for (size_t l = 0; l < bb; l += 64)
+                _mm_prefetch((const char *)blk + DECODE_AHEAD * bb + l, _MM_HINT_T1);
         const int8_t *xo = xq + EL_QK * b;
         __m512i seed = _mm512_slli_epi32(_mm512_set1_epi32(ns[b]), q8 ? 7 : 3);
         __m512 xs = _mm512_set1_ps(xd[b]);

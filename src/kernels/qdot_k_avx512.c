@@ -122,19 +122,24 @@ ALWAYS_INLINE void micro_q4_k(int k, const uint8_t *gw, size_t bb, const char *x
 }
 
 // Decode reads a pair front to back as one stream (group 0's super-block,
-// then group 1's, each chunk once) and fetches it into L2 DECODE_AHEAD bytes
-// ahead (past the pair's end: the next pair). Handling both groups per
-// sub-block instead (jumping between them, each chunk read twice) streamed
-// ~25% slower: 2 threads, 16 x 6.5 MB matrices, 24-25 against 28-30 GB/s.
+// then group 1's, each chunk once). Handling both groups per sub-block
+// instead (jumping between them, each chunk read twice) streamed ~25% slower:
+// 2 threads, 16 x 6.5 MB matrices, 24-25 against 28-30 GB/s. Like Q6_K's, it
+// leaves prefetching to the hardware: an L2 software prefetch one pair
+// super-block (4608 bytes) ahead made it slower (24 cycled 5632 x 2048
+// matrices, alternating runs: 2 threads 22.0 24.4 26.0 GB/s with it, 31.7
+// 31.2 25.3 without; 1 thread 19.5 17.6 17.8 with, 24.7 19.2 25.8 without).
+// -DDECODE_AHEAD=4608 turns it back on.
 #ifndef DECODE_AHEAD
-#define DECODE_AHEAD (2 * EL_PACK_Q4_K_GROUP)
+#define DECODE_AHEAD 0
 #endif
 
 // One group's super-block x one token, reading it front to back: each chunk
 // once, its low nibbles into sub-block 2p's sums and its high ones into 2p+1's.
 ALWAYS_INLINE __m512 decode_group_block(const uint8_t *g, const el_block_q8_k *xb, __m512 facc) {
     const __m512i m4 = _mm512_set1_epi8(0x0F);
-    _Pragma("GCC unroll 4") for (int l = 0; l < 256; l += 64) _mm_prefetch((const char *)g + DECODE_AHEAD + l, _MM_HINT_T1);
+    if (DECODE_AHEAD)
+        _Pragma("GCC unroll 4") for (int l = 0; l < 256; l += 64) _mm_prefetch((const char *)g + DECODE_AHEAD + l, _MM_HINT_T1);
     const q4_k_head h = q4_k_load_head(g);
     __m512i ms0 = _mm512_setzero_si512(), ms1 = _mm512_setzero_si512();
     _Pragma("GCC unroll 4") for (int j = 0; j < 4; j++) {
@@ -148,8 +153,10 @@ ALWAYS_INLINE __m512 decode_group_block(const uint8_t *g, const el_block_q8_k *x
         const uint8_t *c = g + 256 + 512 * p;
         const int8_t *xq = xb->qs + 64 * p;
         _Pragma("GCC unroll 8") for (int i = 0; i < 8; i += 2) {
-            _mm_prefetch((const char *)c + 64 * i + DECODE_AHEAD, _MM_HINT_T1);
-            _mm_prefetch((const char *)c + 64 * i + 64 + DECODE_AHEAD, _MM_HINT_T1);
+            if (DECODE_AHEAD) {
+                _mm_prefetch((const char *)c + 64 * i + DECODE_AHEAD, _MM_HINT_T1);
+                _mm_prefetch((const char *)c + 64 * i + 64 + DECODE_AHEAD, _MM_HINT_T1);
+            }
             __m512i r0 = _mm512_loadu_si512(c + 64 * i), r1 = _mm512_loadu_si512(c + 64 * i + 64);
             lo0 = _mm512_dpbusd_epi32(lo0, _mm512_and_si512(r0, m4), bcast4(xq + 4 * i));
             hi0 = _mm512_dpbusd_epi32(hi0, _mm512_andnot_si512(m4, r0), bcast4(xq + 32 + 4 * i));
@@ -184,8 +191,10 @@ static void gemm_packed_q4_k(int k, const void *w, size_t ldw, int nr, const voi
                              size_t ldo) {
     const size_t bb = 2 * EL_PACK_Q4_K_GROUP;
     if (nt == 1) {
+#if DECODE_AHEAD
         for (size_t off = 0; off < DECODE_AHEAD && off < (size_t)(nr / 32) * ldw; off += 64)
             _mm_prefetch((const char *)w + off, _MM_HINT_T1);
+#endif
         for (int p = 0; p < nr / 32; p++)
             decode_pair_q4_k(k, (const uint8_t *)w + (size_t)p * ldw, x, out + 32 * p);
         return;
