@@ -40,8 +40,10 @@ el_status tool_chat_encode(const tool_chat *c, const el_tokenizer *tok, const el
     return st;
 }
 
-int tool_chat_emit(el_stopper *s, FILE *out, const char *bytes, size_t n) {
-    int r = el_stopper_feed(s, bytes, n);
+int tool_chat_emit(el_stopper *s, FILE *out, const el_tokenizer *tok, int prev, int next) {
+    char piece[512];
+    size_t n = el_tokenizer_decode(tok, prev, next, piece, sizeof piece);
+    int r = el_stopper_feed(s, piece, n);
     if (r < 0) return r;
     const char *p;
     size_t k = el_stopper_take(s, 0, &p);

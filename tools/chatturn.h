@@ -24,9 +24,10 @@ el_status tool_chat_init(tool_chat *c, const el_model *m, const el_tokenizer *to
 el_status tool_chat_encode(const tool_chat *c, const el_tokenizer *tok, const el_chat_msg *msgs, int n, int **ids,
                            int *n_ids, el_error *err);
 
-// Feeds a decoded piece to the stopper and prints what is safe to out.
-// Returns 1 once the end of the turn appeared, 0 otherwise, -1 when out of memory.
-int tool_chat_emit(el_stopper *s, FILE *out, const char *bytes, size_t n);
+// Decodes token next (after prev), feeds the piece to the stopper and prints
+// what is safe to out. Returns 1 once the end of the turn appeared, 0
+// otherwise, -1 when out of memory.
+int tool_chat_emit(el_stopper *s, FILE *out, const el_tokenizer *tok, int prev, int next);
 // Prints what was held back at the end of a reply.
 void tool_chat_flush(el_stopper *s, FILE *out);
 

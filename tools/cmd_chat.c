@@ -254,9 +254,7 @@ int cmd_chat(int argc, char **argv) {
         for (int k = 0; k < steps && !interrupted; k++) {
             int next = el_sampler_sample(smp, logits);
             if (next == eos || next == bos || next == chat.eot_id) break;
-            char piece[512];
-            size_t n = el_tokenizer_decode(tok, prev, next, piece, sizeof piece);
-            int stop = tool_chat_emit(&reply, stdout, piece, n);
+            int stop = tool_chat_emit(&reply, stdout, tok, prev, next);
             if (stop < 0) {
                 el_err(&err, EL_ERR_NOMEM, "out of memory");
                 goto out;

@@ -204,9 +204,7 @@ int cmd_run(int argc, char **argv) {
         if (!ignore_eos && (next == bos || next == eos)) break;
         if (chat_mode) {
             if (next == chat.eot_id) break;
-            char piece[512];
-            size_t np = el_tokenizer_decode(tok, prev, next, piece, sizeof piece);
-            int stop = tool_chat_emit(&reply, stdout, piece, np);
+            int stop = tool_chat_emit(&reply, stdout, tok, prev, next);
             if (stop < 0) {
                 el_err(&err, EL_ERR_NOMEM, "out of memory");
                 goto out;
