@@ -1,6 +1,7 @@
 // edgellm bench: prefill and decode speed of a model on this machine, next to
 // the machine's own limits measured in the same run (read bandwidth, peak f32
-// FMA throughput), so the figures say how close the kernels get.
+// FMA and int8 dot-product throughput), so the figures say how close the
+// kernels get.
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,6 +24,12 @@ static const char *usage =
     "    repetition's decode against the bandwidth measured around it\n"
     "  prefill effective GFLOP/s = 2 x matmul parameters x prefill tokens/s, and\n"
     "    its ratio to the FMA peak (above 1 needs integer dot products)\n"
+    "With AVX512-VNNI it also measures, and sets prefill against:\n"
+    "  the int8 dot-product peak (vpdpbusd chains only), and\n"
+    "  the 32-block ceiling: the same with what each 32-element block costs\n"
+    "    a Q8_0 or Q4_0 kernel per 16 rows and token on top of its 8 vpdpbusd\n"
+    "    (convert, multiply the two scales, FMA): the most a kernel for those\n"
+    "    types can reach here, whatever its loads and cache blocking\n"
     "Tokens are fixed pseudo-random ids; no tokenizer is needed.\n"
     "\n"
     "  -m, --model FILE    GGUF model or llama2.c checkpoint\n"
@@ -153,6 +160,7 @@ int cmd_bench(int argc, char **argv) {
         }
     }
     double peak = el_probe_fma_gflops(pool, 0.5);
+    double dot_peak = el_probe_dot_gops(pool, 0.3, 0), block_peak = el_probe_dot_gops(pool, 0.3, 1);
 
     double pre_m, pre_sd, dec_m, dec_sd;
     mean_sd(pre, reps, &pre_m, &pre_sd);
@@ -167,17 +175,21 @@ int cmd_bench(int argc, char **argv) {
                "\"prefill_tok_s\": %.3f, \"prefill_tok_s_sd\": %.3f, \"decode_tok_s\": %.3f, \"decode_tok_s_sd\": %.3f, "
                "\"weight_bytes_per_token\": %zu, \"read_bandwidth_gb_s\": %.3f, \"bandwidth_limited_tok_s\": %.3f, "
                "\"decode_ratio\": %.4f, \"fma_peak_gflops\": %.2f, \"matmul_params\": %.0f, "
-               "\"prefill_gflops\": %.2f, \"prefill_ratio\": %.4f}\n",
+               "\"prefill_gflops\": %.2f, \"prefill_ratio\": %.4f, \"int8_dot_peak_gops\": %.2f, "
+               "\"block32_ceiling_gops\": %.2f}\n",
                model_path, main_dtype(m), nthreads, el_isa_name(el_cpu_isa()),
                el_cpu_has_avx512vnni() ? "true" : "false", n_prompt, n_decode, reps, pre_m, pre_sd, dec_m, dec_sd,
                wbytes, bw, bw_limit, ratio, peak, params, pre_gflops,
-               peak > 0 ? pre_gflops / peak : 0);
+               peak > 0 ? pre_gflops / peak : 0, dot_peak, block_peak);
     } else {
         printf("prefill  %8.2f ± %.2f tok/s   %.1f effective GFLOP/s (2 x %.3g params/token) = %.2f x FMA peak\n",
                pre_m, pre_sd, pre_gflops, params, peak > 0 ? pre_gflops / peak : 0);
         printf("decode   %8.2f ± %.2f tok/s   %.1f MiB of weights/token = %.2f GB/s read\n", dec_m, dec_sd,
                (double)wbytes / 1048576.0, dec_m * (double)wbytes * 1e-9);
         printf("machine  read bandwidth %.2f GB/s, f32 FMA peak %.1f GFLOP/s (%d threads)\n", bw, peak, nthreads);
+        if (dot_peak > 0 && peak > 0)
+            printf("machine  int8 dot peak %.1f GOP/s (%.2f x FMA peak), 32-block ceiling %.1f GOP/s (%.2f x)\n",
+                   dot_peak, dot_peak / peak, block_peak, block_peak / peak);
         printf("per rep  read bandwidth GB/s:");
         for (int r = 0; r < reps; r++) printf(" %.1f", bws[r]);
         printf(";  decode / bandwidth-limited:");
@@ -185,6 +197,9 @@ int cmd_bench(int argc, char **argv) {
         printf("\n");
         printf("ratios   decode / bandwidth-limited (%.2f tok/s) = %.2f (median of reps);  prefill / FMA peak = %.2f\n",
                bw_limit, ratio, peak > 0 ? pre_gflops / peak : 0);
+        if (dot_peak > 0)
+            printf("ratios   prefill / int8 dot peak = %.2f;  prefill / 32-block ceiling = %.2f\n", pre_gflops / dot_peak,
+                   block_peak > 0 ? pre_gflops / block_peak : 0);
     }
     rc = 0;
 out:

@@ -78,6 +78,12 @@ void el_matmul_pack(const el_tensor *W, int64_t rows, void *dst);
 // chains (widest vectors this CPU has) for about `seconds`, in GFLOP/s
 // (2 flops per FMA lane). 0 without AVX2.
 double el_probe_fma_gflops(el_pool *pool, double seconds);
+// Peak 8-bit integer dot-product throughput the same way, in GOP/s (2 ops
+// per multiply-add), from independent vpdpbusd chains; 0 below the AVX-512
+// level or without VNNI. With block set, every 8 vpdpbusd also convert, scale
+// and accumulate one float result, as the Q8_0/Q4_0 kernels must per 16 rows,
+// token and 32-element block: the most those kernels can reach on this CPU.
+double el_probe_dot_gops(el_pool *pool, double seconds, int block);
 // Read bandwidth in GB/s (1e9 bytes/s): every pool thread streams its share
 // of a buffer of `bytes` (make it much larger than the caches); the median
 // of reps passes (at most 64), the sustained rate.

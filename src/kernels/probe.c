@@ -7,24 +7,27 @@
 #include "edgellm/kernels.h"
 #include "probe.h"
 
+enum { PROBE_FMA, PROBE_DOT, PROBE_DOT_BLOCK };
+
 typedef struct {
     long iters;
     double flops[256];
     el_isa isa;
+    int kind;
 } fma_job;
 
 static void fma_task(void *ctx, int t, int n) {
     (void)n;
     fma_job *j = ctx;
-    j->flops[t] = j->isa == EL_ISA_AVX512 ? el_probe_fma_avx512(j->iters) : el_probe_fma_avx2(j->iters);
+    if (j->kind != PROBE_FMA) j->flops[t] = el_probe_dot_avx512(j->iters, j->kind == PROBE_DOT_BLOCK);
+    else j->flops[t] = j->isa == EL_ISA_AVX512 ? el_probe_fma_avx512(j->iters) : el_probe_fma_avx2(j->iters);
 }
 
-double el_probe_fma_gflops(el_pool *pool, double seconds) {
-    el_isa isa = el_cpu_isa();
-    if (isa == EL_ISA_SCALAR) return 0;
+// Best rate of the loop `kind` on every pool thread over about `seconds`.
+static double compute_probe(el_pool *pool, double seconds, el_isa isa, int kind) {
     int threads = el_pool_size(pool);
     if (threads > 256) threads = 256;
-    fma_job j = {1000, {0}, isa};
+    fma_job j = {1000, {0}, isa, kind};
     // grow the iteration count until one run takes a tenth of the budget
     for (;;) {
         double t0 = el_time_s();
@@ -42,6 +45,16 @@ double el_probe_fma_gflops(el_pool *pool, double seconds) {
         if (total / dt > best) best = total / dt;
     } while (el_time_s() < t_end);
     return best * 1e-9;
+}
+
+double el_probe_fma_gflops(el_pool *pool, double seconds) {
+    el_isa isa = el_cpu_isa();
+    return isa == EL_ISA_SCALAR ? 0 : compute_probe(pool, seconds, isa, PROBE_FMA);
+}
+
+double el_probe_dot_gops(el_pool *pool, double seconds, int block) {
+    if (el_cpu_isa() != EL_ISA_AVX512 || !el_cpu_has_avx512vnni()) return 0;
+    return compute_probe(pool, seconds, EL_ISA_AVX512, block ? PROBE_DOT_BLOCK : PROBE_DOT);
 }
 
 typedef struct {

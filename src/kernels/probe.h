@@ -8,6 +8,10 @@
 // Runs iters rounds of independent FMA chains; returns the flops executed.
 double el_probe_fma_avx2(long iters);
 double el_probe_fma_avx512(long iters);
+// Runs iters rounds of 32 vpdpbusd (8 chains; AVX512-VNNI), with block set
+// also one 32-element block's float scaling per 8 of them; returns the
+// integer ops executed (2 per multiply-add).
+double el_probe_dot_avx512(long iters, int block);
 // Reads bytes (64-byte aligned, multiple of 256) with vector loads; returns
 // a value derived from the data so the loads cannot be dropped.
 uint64_t el_probe_read_avx2(const void *buf, size_t bytes);

@@ -21,3 +21,53 @@ double el_probe_fma_avx512(long iters) {
     (void)sink;
     return (double)iters * 12 * 16 * 2;
 }
+
+// Integer dot-product throughput (needs AVX512-VNNI): 8 independent vpdpbusd
+// chains, 64 multiply-adds (128 ops) each. With block = 1 every 8 vpdpbusd
+// also pay what a 32-element block with a float scale costs in the Q8_0 and
+// Q4_0 kernels (qdot_avx512.c), per 16 rows and token: one convert of the
+// integer sum, one multiply of the two scales and one FMA into the float
+// result. Zero operands keep the integer sums fixed; the timing of these
+// instructions does not depend on the data.
+double el_probe_dot_avx512(long iters, int block) {
+    __m512i w = _mm512_setzero_si512(), x = _mm512_setzero_si512();
+    __m512 sw = _mm512_set1_ps(0.5f), sx = _mm512_set1_ps(0.25f);
+    __asm__("" : "+v"(w), "+v"(x), "+v"(sw), "+v"(sx));  // opaque: no folding of x + 0 * 0
+    // distinct starting values: equal chains would be merged into one
+    __m512i a0 = _mm512_set1_epi32(0), a1 = _mm512_set1_epi32(1), a2 = _mm512_set1_epi32(2), a3 = _mm512_set1_epi32(3),
+            a4 = _mm512_set1_epi32(4), a5 = _mm512_set1_epi32(5), a6 = _mm512_set1_epi32(6), a7 = _mm512_set1_epi32(7);
+    __m512 f0 = _mm512_set1_ps(1), f1 = _mm512_set1_ps(2), f2 = _mm512_set1_ps(3), f3 = _mm512_set1_ps(4);
+#define EL_DOT8()                                                                                                  \
+    a0 = _mm512_dpbusd_epi32(a0, w, x), a1 = _mm512_dpbusd_epi32(a1, w, x), a2 = _mm512_dpbusd_epi32(a2, w, x),     \
+    a3 = _mm512_dpbusd_epi32(a3, w, x), a4 = _mm512_dpbusd_epi32(a4, w, x), a5 = _mm512_dpbusd_epi32(a5, w, x),     \
+    a6 = _mm512_dpbusd_epi32(a6, w, x), a7 = _mm512_dpbusd_epi32(a7, w, x)
+    // each block has its own activation scale: sx is made opaque before each
+    // product so that the four products of a round stay four
+#define EL_SCALE(f, a) __asm__("" : "+v"(sx)); f = _mm512_fmadd_ps(_mm512_cvtepi32_ps(a), _mm512_mul_ps(sw, sx), f)
+    if (block) {
+        for (long it = 0; it < iters; it++) {
+            EL_DOT8();
+            EL_SCALE(f0, a0);
+            EL_DOT8();
+            EL_SCALE(f1, a2);
+            EL_DOT8();
+            EL_SCALE(f2, a4);
+            EL_DOT8();
+            EL_SCALE(f3, a6);
+        }
+    } else {
+        for (long it = 0; it < iters; it++) {
+            EL_DOT8();
+            EL_DOT8();
+            EL_DOT8();
+            EL_DOT8();
+        }
+    }
+#undef EL_DOT8
+#undef EL_SCALE
+    __m512i s = _mm512_add_epi32(_mm512_add_epi32(_mm512_add_epi32(a0, a1), _mm512_add_epi32(a2, a3)),
+                                 _mm512_add_epi32(_mm512_add_epi32(a4, a5), _mm512_add_epi32(a6, a7)));
+    volatile float sink = (float)_mm512_reduce_add_epi32(s) + _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(f0, f1), _mm512_add_ps(f2, f3)));
+    (void)sink;
+    return (double)iters * 32 * 64 * 2;
+}

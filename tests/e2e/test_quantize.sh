@@ -81,4 +81,30 @@ expect_error "blk.1.attn_q.weight block 127 has a NaN" "$EDGELLM" quantize "$T/n
 size=$(stat -c %s "$T/aid-q4_0.gguf")
 head -c $((size - 100)) "$T/aid-q4_0.gguf" >"$T/trunc.gguf"
 expect_error "output_norm.weight' data" "$EDGELLM" run -m "$T/trunc.gguf" -p "The" -n 2
+
+# bench --json: the figures it derives agree with the ones it measured, and
+# the counts it reports are this model's (4 layers of dim 64, ff 172, vocab
+# 512; q4_0 except the f16 ffn_down and the f32 norms). No speed is asserted.
+"$EDGELLM" bench -m "$T/aid-q4_0.gguf" -p 16 -n 8 -r 2 -t 2 --bw-mib 32 --json >"$T/bench.json" 2>"$T/bench.err" \
+  || fail "bench: $(cat "$T/bench.err")"
+python3 - "$T/bench.json" <<'PY' && pass || fail "bench --json: $(cat "$T/bench.json")"
+import json, sys
+b = json.load(open(sys.argv[1]))
+close = lambda a, e: abs(a - e) <= 1e-3 * abs(e) + 0.02
+params = 4 * (4 * 64 * 64 + 3 * 172 * 64) + 512 * 64
+assert b["matmul_params"] == params, b["matmul_params"]
+wq, w13, w2, head, norms = 64 * 64 // 32 * 18, 172 * 2 * 18, 64 * 172 * 2, 512 * 2 * 18, (2 * 4 + 1) * 64 * 4
+assert b["weight_bytes_per_token"] == 4 * (4 * wq + 2 * w13 + w2) + head + norms, b["weight_bytes_per_token"]
+assert b["prefill_tok_s"] > 0 and b["decode_tok_s"] > 0 and b["fma_peak_gflops"] > 0
+assert close(b["prefill_gflops"], 2 * params * b["prefill_tok_s"] * 1e-9)
+assert close(b["prefill_ratio"], b["prefill_gflops"] / b["fma_peak_gflops"])
+assert close(b["bandwidth_limited_tok_s"], b["read_bandwidth_gb_s"] * 1e9 / b["weight_bytes_per_token"])
+if b["vnni"] and b["isa"] == "avx512":
+    # vpdpbusd does 4x the multiply-adds of an FMA per instruction; the
+    # 32-block loop does that work plus three float ops per 8 of them
+    assert b["int8_dot_peak_gops"] > 2 * b["fma_peak_gflops"], b
+    assert b["fma_peak_gflops"] < b["block32_ceiling_gops"] < 1.1 * b["int8_dot_peak_gops"], b
+else:
+    assert b["int8_dot_peak_gops"] == 0 and b["block32_ceiling_gops"] == 0, b
+PY
 finish
