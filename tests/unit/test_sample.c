@@ -1,6 +1,7 @@
 // Unit tests for src/sample: greedy, filters, penalties, reproducibility and
 // that sampling follows the softmax distribution.
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "edgellm/sample.h"
@@ -126,11 +127,91 @@ static void test_seed_reproducible(void **st) {
     el_sampler_free(c);
 }
 
+// Reference for the filters: the whole vocabulary sorted with qsort (the
+// sampler sorts only the head it reads), then top-k, top-p, min-p and the
+// draw as documented, with the same random stream.
+static const float *ref_prob;
+static int ref_cmp(const void *a, const void *b) {
+    int x = *(const int *)a, y = *(const int *)b;
+    if (ref_prob[x] != ref_prob[y]) return ref_prob[x] > ref_prob[y] ? -1 : 1;
+    return x - y;
+}
+
+static int ref_sample(const el_sampler_params *p, uint64_t *rng, const float *logits, int n, float *prob, int *idx) {
+    float max = logits[el_argmax(logits, n)];
+    double sum = 0;
+    for (int i = 0; i < n; i++) sum += prob[i] = expf((logits[i] - max) / p->temp);
+    for (int i = 0; i < n; i++) prob[i] = (float)(prob[i] / sum);
+    for (int i = 0; i < n; i++) idx[i] = i;
+    int m = n;
+    if (p->top_k > 0 || p->top_p < 1.0f) {
+        ref_prob = prob;
+        qsort(idx, (size_t)n, sizeof(int), ref_cmp);
+        if (p->top_k > 0 && p->top_k < m) m = p->top_k;
+        double cum = 0;
+        for (int i = 0; i < m && p->top_p < 1.0f; i++)
+            if ((cum += prob[idx[i]]) >= p->top_p) { m = i + 1; break; }
+    }
+    if (p->min_p > 0) {
+        float floor_p = p->min_p * prob[el_argmax(prob, n)];
+        int k = 0;
+        for (int i = 0; i < m; i++)
+            if (prob[idx[i]] >= floor_p) idx[k++] = idx[i];
+        m = k;
+    }
+    double total = 0, cum = 0;
+    for (int i = 0; i < m; i++) total += prob[idx[i]];
+    double r = el_rng_uniform(rng) * total;
+    for (int i = 0; i < m; i++)
+        if (r < (cum += prob[idx[i]])) return idx[i];
+    return idx[m - 1];
+}
+
+// The sampler draws exactly the reference's tokens for every filter setting,
+// on logits with ties and with long flat tails (where the top-p floor bites).
+static void test_filters_match_full_sort(void **st) {
+    (void)st;
+    enum { N = 3000 };
+    static float logits[N], work[N], prob[N];
+    static int idx[N];
+    struct { int top_k; float top_p, min_p, temp; } cases[] = {
+        {0, 0.9f, 0, 1}, {0, 0.5f, 0, 0.7f}, {0, 0.999999f, 0, 1.5f}, {40, 1, 0, 1}, {40, 0.95f, 0, 0.8f},
+        {1, 1, 0, 1}, {5, 0.3f, 0.05f, 1}, {N, 1, 0, 1}, {N + 7, 0.9f, 0, 1}, {0, 0.9f, 0.02f, 1.2f},
+        {2999, 0.99f, 0, 3}, {0, 1, 0.1f, 1},
+    };
+    uint64_t r = 11;
+    int draws = 0;
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        el_sampler_params p = el_sampler_defaults();
+        p.top_k = cases[c].top_k;
+        p.top_p = cases[c].top_p;
+        p.min_p = cases[c].min_p;
+        p.temp = cases[c].temp;
+        p.seed = 77 + c;
+        el_sampler *s = el_sampler_new(&p, N);
+        assert_non_null(s);
+        uint64_t rng = p.seed;
+        for (int k = 0; k < 40; k++) {
+            for (int i = 0; i < N; i++) {
+                float u = tu_randf(&r);
+                // a few strong tokens, a flat tail, and exact ties (rounded values)
+                logits[i] = i % 97 == k % 97 ? 6 + 2 * u : k % 2 ? roundf(u * 4) : u * 2 - 8;
+            }
+            memcpy(work, logits, sizeof logits);
+            int want = ref_sample(&p, &rng, logits, N, prob, idx), got = el_sampler_sample(s, work);
+            if (want != got) fail_msg("case %zu draw %d: sampler %d, full sort %d", c, k, got, want);
+            draws++;
+        }
+        el_sampler_free(s);
+    }
+    assert_int_equal(draws, 480);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_argmax),          cmocka_unit_test(test_greedy_and_checks),
         cmocka_unit_test(test_repeat_penalty),  cmocka_unit_test(test_distribution_and_filters),
-        cmocka_unit_test(test_seed_reproducible),
+        cmocka_unit_test(test_seed_reproducible), cmocka_unit_test(test_filters_match_full_sort),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
