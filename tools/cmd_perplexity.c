@@ -12,8 +12,11 @@ static const char *usage =
     "usage: edgellm perplexity -m MODEL [-z TOKENIZER] -f TEXT [--ctx N] [-t THREADS]\n"
     "\n"
     "Tokenizes TEXT, cuts the tokens into non-overlapping windows of N - 1 tokens,\n"
-    "runs each window after a BOS token (a fresh context), and scores every token\n"
-    "of the window given the ones before it. Prints a progress line to stderr and\n"
+    "runs each window after one token of context, and scores every token of the\n"
+    "window given the ones before it. That token is BOS when the tokenizer adds\n"
+    "BOS to a prompt (SentencePiece models, or add_bos_token in the metadata);\n"
+    "otherwise (Qwen2, GPT-2) it is the text's token before the window, and the\n"
+    "text's first token is context only. Prints a progress line to stderr and\n"
     "on stdout: perplexity = exp(mean negative log-likelihood) with its standard\n"
     "error (delta method over the per-token values), tokens scored and windows.\n"
     "A final window shorter than N - 1 tokens is scored too.\n"
@@ -21,7 +24,7 @@ static const char *usage =
     "  -m, --model FILE       GGUF model or llama2.c checkpoint\n"
     "  -z, --tokenizer FILE   tokenizer (default: the model's own)\n"
     "  -f, --file FILE        the text (UTF-8)\n"
-    "      --ctx N            window length in tokens incl. BOS (default: the model's context, at most 512)\n"
+    "      --ctx N            window length in tokens incl. the context token (default: the model's context, at most 512)\n"
     "  -t, --threads N        threads (default: all CPUs)\n"
     "\n"
     "example: edgellm perplexity -m ../shared/models/aidreams260K.bin -z ../shared/models/tok512.bin \\\n"
@@ -66,14 +69,16 @@ int cmd_perplexity(int argc, char **argv) {
         el_err(&err, EL_ERR_RANGE, "--ctx %d exceeds the model's context of %d", ctx, m->hp.ctx);
         goto out;
     }
-    if (n_ids < 2) {
+    // With BOS every token of the text is scored; without, the first is only context.
+    int bos = el_tokenizer_add_bos(tok) ? el_tokenizer_bos(tok) : -1, skip = bos < 0;
+    if (n_ids - skip < 2) {
         el_err(&err, EL_ERR_ARG, "%s: %d tokens are too few to score", text_path, n_ids);
         goto out;
     }
     pool = el_pool_new(threads);
     el_session_opts so = {.ctx = ctx, .max_batch = ctx};
     if (!pool || el_session_new(m, &so, pool, &s, &err)) goto out;
-    int V = m->hp.vocab, per = ctx - 1, n_windows = (n_ids + per - 1) / per;
+    int V = m->hp.vocab, per = ctx - 1, n_windows = (n_ids - skip + per - 1) / per;
     logits = malloc((size_t)ctx * V * sizeof(float));
     nll = malloc((size_t)n_ids * sizeof(double));
     win = malloc((size_t)ctx * sizeof(int));
@@ -86,8 +91,8 @@ int cmd_perplexity(int argc, char **argv) {
     int scored = 0;
     double sum = 0;
     for (int w = 0; w < n_windows; w++) {
-        int start = w * per, n = n_ids - start < per ? n_ids - start : per;
-        win[0] = el_tokenizer_bos(tok);
+        int start = skip + w * per, n = n_ids - start < per ? n_ids - start : per;  // ids[start, start + n) scored
+        win[0] = skip ? ids[start - 1] : bos;
         memcpy(win + 1, ids + start, (size_t)n * sizeof(int));
         if (el_session_forward(s, win, n + 1, 0, logits, 1, &err)) goto out;
         for (int i = 0; i < n; i++) {  // logits of position i predict win[i + 1]

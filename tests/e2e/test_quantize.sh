@@ -82,6 +82,35 @@ size=$(stat -c %s "$T/aid-q4_0.gguf")
 head -c $((size - 100)) "$T/aid-q4_0.gguf" >"$T/trunc.gguf"
 expect_error "output_norm.weight' data" "$EDGELLM" run -m "$T/trunc.gguf" -p "The" -n 2
 
+# A tokenizer that adds no BOS (GPT-2's vocabulary, as Qwen2's): perplexity
+# puts no BOS in front, takes the text's first token as context only, and in
+# one window its value is the one computed from the model's raw logits.
+VOCAB=$MODELS/reference/ggml-vocab-gpt-2.gguf
+"$EDGELLM" synth --dim 32 --layers 2 --heads 2 --ff 64 --vocab 50257 --ctx 512 -o "$T/g2.gguf" 2>/dev/null || fail "synth g2"
+head -c 600 "$TEXT" >"$T/short.txt"
+ids=$("$EDGELLM" tokenize -z "$VOCAB" -f "$T/short.txt")
+"$EDGELLM" logits -m "$T/g2.gguf" --tokens "$(echo $ids | tr ' ' ',')" -o "$T/g2.f32" 2>/dev/null || fail "logits g2"
+out=$("$EDGELLM" perplexity -m "$T/g2.gguf" -z "$VOCAB" -f "$T/short.txt" --ctx 512 -t 2 2>/dev/null)
+python3 - "$T/g2.f32" "$out" $ids <<'PY' && pass || fail "no-BOS perplexity: $out"
+import array, math, re, sys
+ids = [int(t) for t in sys.argv[3:]]
+V = 50257
+l = array.array("f", open(sys.argv[1], "rb").read())
+assert len(l) == len(ids) * V and ids[0] != 50256, (len(l), ids[:3])
+nll = []
+for i in range(len(ids) - 1):  # position i predicts token i + 1
+    row = l[i * V:(i + 1) * V]
+    mx = max(row)
+    nll.append(math.log(sum(math.exp(x - mx) for x in row)) + mx - row[ids[i + 1]])
+m = re.match(r"perplexity ([0-9.]+) .*\((\d+) tokens scored in 1 windows", sys.argv[2])
+assert m and int(m.group(2)) == len(ids) - 1, sys.argv[2]
+want = math.exp(sum(nll) / len(nll))
+assert abs(float(m.group(1)) - want) <= 1e-3 * want, (m.group(1), want)
+PY
+out=$("$EDGELLM" perplexity -m "$T/g2.gguf" -z "$VOCAB" -f "$T/short.txt" --ctx 40 -t 2 2>/dev/null)
+n=$(echo $ids | wc -w)
+[[ "$out" == *"($((n - 1)) tokens scored in $(((n - 1 + 38) / 39)) windows of 40"* ]] && pass || fail "no-BOS windows: $out"
+
 # bench --json: the figures it derives agree with the ones it measured, and
 # the counts it reports are this model's (4 layers of dim 64, ff 172, vocab
 # 512; q4_0 except the f16 ffn_down and the f32 norms). No speed is asserted.
