@@ -111,7 +111,10 @@ el_status el_json_prompt_completion(const char *line, size_t len, char **prompt,
 
 static el_status load_text(el_dataset *d, const char *path, const char *text, size_t len, const el_tokenizer *tok,
                            el_error *err) {
-    // tokenize paragraph by paragraph (BOS first), into one stream
+    // Tokenize paragraph by paragraph into one stream, each paragraph opened
+    // by BOS when the tokenizer adds BOS to a prompt, else (GPT-2, Qwen2
+    // vocabularies) closed by EOS, the document separator those models know.
+    int add_bos = el_tokenizer_add_bos(tok), eos = add_bos ? -1 : el_tokenizer_eos(tok);
     int *stream = NULL;
     size_t ns = 0, cap = 0;
     el_status st = EL_OK;
@@ -128,12 +131,12 @@ static el_status load_text(el_dataset *d, const char *path, const char *text, si
         if (!para) return el_err(err, EL_ERR_NOMEM, "out of memory");
         for (size_t k = 0; k < end - start; k++) para[k] = text[start + k] == '\n' ? ' ' : text[start + k];
         int *ids = NULL, nid = 0;
-        st = el_tokenizer_encode(tok, para, end - start, 1, &ids, &nid, err);
+        st = el_tokenizer_encode(tok, para, end - start, add_bos, &ids, &nid, err);
         free(para);
         if (st) break;
-        if (ns + (size_t)nid > cap) {
+        if (ns + (size_t)nid + 1 > cap) {
             size_t nc = cap ? cap * 2 : 4096;
-            while (nc < ns + (size_t)nid) nc *= 2;
+            while (nc < ns + (size_t)nid + 1) nc *= 2;
             int *s2 = realloc(stream, nc * sizeof(int));
             if (!s2) {
                 free(ids);
@@ -145,6 +148,7 @@ static el_status load_text(el_dataset *d, const char *path, const char *text, si
         }
         memcpy(stream + ns, ids, (size_t)nid * sizeof(int));
         ns += (size_t)nid;
+        if (eos >= 0) stream[ns++] = eos;
         free(ids);
     }
     int scap = 0;
@@ -167,7 +171,9 @@ static el_status load_text(el_dataset *d, const char *path, const char *text, si
 static el_status load_jsonl(el_dataset *d, const char *path, const char *text, size_t len, const el_tokenizer *tok,
                             el_error *err) {
     el_status st = EL_OK;
-    int scap = 0, line = 0, bos = el_tokenizer_bos(tok), eos = el_tokenizer_eos(tok);
+    // An example is [BOS] prompt completion EOS, with BOS only when the
+    // tokenizer adds it to a prompt.
+    int scap = 0, line = 0, bos = el_tokenizer_add_bos(tok) ? el_tokenizer_bos(tok) : -1, eos = el_tokenizer_eos(tok);
     size_t i = 0;
     while (i < len && !st) {
         line++;
@@ -191,9 +197,9 @@ static el_status load_jsonl(el_dataset *d, const char *path, const char *text, s
         if (!st) {
             int *s = d->tokens + (size_t)d->n * (d->T + 1);
             float *w = d->mask + (size_t)d->n * d->T;
-            int total = 1 + np + nc + 1, at = 0;
+            int total = (bos >= 0) + np + nc + 1, at = 0;
             if (total > d->T + 1) d->truncated++;
-            s[at++] = bos;
+            if (bos >= 0) s[at++] = bos;
             for (int j = 0; j < np && at <= d->T; j++) s[at++] = pi[j];
             int first_completion = at;
             for (int j = 0; j < nc && at <= d->T; j++) s[at++] = ci[j];

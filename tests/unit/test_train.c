@@ -880,6 +880,38 @@ static void test_datasets(void **s) {
     assert_int_equal(tokens[0], el_tokenizer_bos(tok));
     assert_int_equal(targets[7], t2[0]);  // the windows overlap by one token
     el_dataset_free(d);
+
+    // A tokenizer that adds no BOS (GPT-2, Qwen2): examples start with the
+    // prompt, and text paragraphs end with EOS instead of starting with BOS.
+    el_tokenizer_set_add_bos(tok, 0);
+    path = tu_write_tmp("d.jsonl", jl, strlen(jl));
+    assert_int_equal(el_dataset_load(path, EL_DATA_JSONL, tok, 16, &d, &err), EL_OK);
+    el_dataset_get(d, 0, tokens, targets, mask);
+    el_tokenizer_encode(tok, "The dream", 9, 0, &pi, &np, &err);
+    el_tokenizer_encode(tok, "was long", 8, 0, &ci, &nc, &err);
+    assert_int_equal(tokens[0], pi[0]);
+    for (int t = 0; t < 16; t++) assert_int_equal(mask[t] > 0, t + 1 >= np && t < np + nc);
+    assert_int_equal(targets[np - 1], ci[0]);
+    assert_int_equal(targets[np + nc - 1], el_tokenizer_eos(tok));
+    assert_int_equal(el_dataset_tokens(d), (uint64_t)(nc + 1) + 2);
+    el_dataset_free(d);
+    int *p1, n1, *p2, n2;
+    el_tokenizer_encode(tok, "Once upon a time there was a dream.", 35, 0, &p1, &n1, &err);
+    el_tokenizer_encode(tok, "The end of the dream came soon after that.", 42, 0, &p2, &n2, &err);
+    path = tu_write_tmp("t.txt", txt, strlen(txt));
+    assert_int_equal(el_dataset_load(path, EL_DATA_TEXT, tok, 64, &d, &err), EL_OK);
+    assert_int_equal(el_dataset_size(d), 1);
+    int t3[64], g3[64];
+    float m3[64];
+    el_dataset_get(d, 0, t3, g3, m3);  // the stream: p1 EOS p2 EOS
+    assert_true(n1 + n2 + 2 <= 64);
+    assert_int_equal(t3[0], p1[0]);
+    assert_int_equal(g3[n1 - 1], el_tokenizer_eos(tok));
+    assert_int_equal(g3[n1], p2[0]);
+    assert_int_equal(g3[n1 + n2], el_tokenizer_eos(tok));
+    assert_int_equal(el_dataset_tokens(d), (uint64_t)(n1 + n2 + 1));
+    free(pi), free(ci), free(p1), free(p2);
+    el_dataset_free(d);
     el_tokenizer_free(tok);
     el_model_close(m);
 }
