@@ -199,7 +199,7 @@ int el_sampler_sample(el_sampler *s, float *logits) {
         int k = 0;
         for (int i = 0; i < m; i++)
             if (s->prob[s->idx[i]] >= floor_p) s->idx[k++] = s->idx[i];
-        m = k;
+        m = k ? k : 1;  // none kept: NaN probabilities (NaN or all -inf logits); the first candidate
     }
     double total = 0;
     for (int i = 0; i < m; i++) total += s->prob[s->idx[i]];

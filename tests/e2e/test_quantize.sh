@@ -124,16 +124,13 @@ params = 4 * (4 * 64 * 64 + 3 * 172 * 64) + 512 * 64
 assert b["matmul_params"] == params, b["matmul_params"]
 wq, w13, w2, head, norms = 64 * 64 // 32 * 18, 172 * 2 * 18, 64 * 172 * 2, 512 * 2 * 18, (2 * 4 + 1) * 64 * 4
 assert b["weight_bytes_per_token"] == 4 * (4 * wq + 2 * w13 + w2) + head + norms, b["weight_bytes_per_token"]
-assert b["prefill_tok_s"] > 0 and b["decode_tok_s"] > 0 and b["fma_peak_gflops"] > 0
+assert b["prefill_tok_s"] > 0 and b["decode_tok_s"] > 0
 assert close(b["prefill_gflops"], 2 * params * b["prefill_tok_s"] * 1e-9)
-assert close(b["prefill_ratio"], b["prefill_gflops"] / b["fma_peak_gflops"])
 assert close(b["bandwidth_limited_tok_s"], b["read_bandwidth_gb_s"] * 1e9 / b["weight_bytes_per_token"])
-if b["vnni"] and b["isa"] == "avx512":
-    # vpdpbusd does 4x the multiply-adds of an FMA per instruction; the
-    # 32-block loop does that work plus three float ops per 8 of them
-    assert b["int8_dot_peak_gops"] > 2 * b["fma_peak_gflops"], b
-    assert b["fma_peak_gflops"] < b["block32_ceiling_gops"] < 1.1 * b["int8_dot_peak_gops"], b
-else:
-    assert b["int8_dot_peak_gops"] == 0 and b["block32_ceiling_gops"] == 0, b
+# the probes run at the kernels' level: none for scalar, the int8 ones only with AVX512-VNNI
+assert (b["fma_peak_gflops"] > 0) == (b["isa"] != "scalar"), b
+assert close(b["prefill_ratio"], b["prefill_gflops"] / b["fma_peak_gflops"] if b["fma_peak_gflops"] > 0 else 0)
+vnni = b["vnni"] and b["isa"] == "avx512"
+assert (b["int8_dot_peak_gops"] > 0) == vnni and (b["block32_ceiling_gops"] > 0) == vnni, b
 PY
 finish

@@ -104,6 +104,24 @@ static void test_distribution_and_filters(void **st) {
     }
 }
 
+// Logits that make the probabilities NaN (a NaN, or every logit -inf) give
+// some token of the vocabulary under every filter, not a read outside it.
+static void test_nan_logits(void **st) {
+    (void)st;
+    struct { int top_k; float top_p, min_p; } cases[] = {{0, 1, 0}, {0, 1, 0.1f}, {2, 0.9f, 0.1f}, {0, 0.5f, 0.05f}};
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        el_sampler_params p = el_sampler_defaults();
+        p.top_k = cases[c].top_k, p.top_p = cases[c].top_p, p.min_p = cases[c].min_p;
+        el_sampler *s4 = el_sampler_new(&p, 4), *s1 = el_sampler_new(&p, 1);
+        float l[4] = {NAN, 1, 2, 3}, one[1] = {-INFINITY};
+        int t = el_sampler_sample(s4, l);
+        assert_true(t >= 0 && t < 4);
+        assert_int_equal(el_sampler_sample(s1, one), 0);
+        el_sampler_free(s4);
+        el_sampler_free(s1);
+    }
+}
+
 static void test_seed_reproducible(void **st) {
     (void)st;
     el_sampler_params p = el_sampler_defaults();
@@ -212,6 +230,7 @@ int main(void) {
         cmocka_unit_test(test_argmax),          cmocka_unit_test(test_greedy_and_checks),
         cmocka_unit_test(test_repeat_penalty),  cmocka_unit_test(test_distribution_and_filters),
         cmocka_unit_test(test_seed_reproducible), cmocka_unit_test(test_filters_match_full_sort),
+        cmocka_unit_test(test_nan_logits),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
