@@ -108,7 +108,6 @@ int cmd_run(int argc, char **argv) {
     if ((tmpl_name || system) && !chat_mode) return cli_fail(&c, "--template and --system need --chat");
     if (tool_split_check(&c, &ts)) return 2;
     split = ts.enabled;
-    if (split && lo.n) return cli_fail(&c, "--lora does not work with --split yet");
     el_split_opts so_split = ts.o;
     if (!have_seed) sp.seed = (uint64_t)time(NULL) ^ ((uint64_t)el_time_ns() << 16);
 
@@ -176,7 +175,7 @@ int cmd_run(int argc, char **argv) {
     }
     if (el_pipeline_new(m, &so, pool, split ? &so_split : NULL, &pipe, &err)) goto out;
     if (ts.autoplan && tool_auto_replan(&autop, pipe, ids, 0, 1, &err)) goto out;
-    if (lo.n) el_session_set_lora(el_pipeline_session(pipe), &lo.set);
+    if (lo.n && el_pipeline_set_lora(pipe, &lo.set, &err)) goto out;
     smp = el_sampler_new(&sp, m->hp.vocab);
     logits = malloc((size_t)m->hp.vocab * sizeof(float));
     if (!smp || !logits) {

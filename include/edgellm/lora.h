@@ -68,6 +68,16 @@ el_status el_lora_new(const el_model *m, int rank, float alpha, unsigned targets
 el_status el_lora_new_layers(const el_model *m, int layer_begin, int layer_end, int rank, float alpha,
                              unsigned targets, uint64_t seed, el_lora **out, el_error *err);
 void el_lora_free(el_lora *l);
+// An adapter for m with alpha and zeroed matrices at the given places, for a
+// caller that fills them in (a worker receiving an adapter over the wire).
+// Shapes come from m's hyper-parameters; a layer or target out of range, a
+// rank outside 1..4096 (as el_lora_load allows), or a place given twice is
+// refused.
+typedef struct {
+    int layer, target, rank;
+} el_lora_slot;
+el_status el_lora_alloc_slots(const el_model *m, float alpha, int n, const el_lora_slot *slots, el_lora **out,
+                              el_error *err);
 // One adapter holding every matrix of parts (e.g. the device's and the
 // worker's halves of a split fine-tuning run); a (layer, target) may come from
 // one part only, and all parts must share alpha.

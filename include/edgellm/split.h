@@ -9,6 +9,7 @@
 #include <stdio.h>
 
 #include "edgellm/link.h"
+#include "edgellm/lora.h"
 #include "edgellm/model.h"
 #include "edgellm/wire.h"
 
@@ -81,8 +82,15 @@ void el_pipeline_free(el_pipeline *p);
 // logits (vocab floats) — or every position's with all_rows.
 el_status el_pipeline_forward(el_pipeline *p, const int *tokens, int n, int pos, float *logits, int all_rows,
                               el_error *err);
-// The pipeline's local session (for adapters: el_session_set_lora).
+// The pipeline's local session.
 el_session *el_pipeline_session(el_pipeline *p);
+// Applies adapters (set is borrowed and must outlive the pipeline; NULL or
+// empty: none) on every stage: the device's session uses them for its layers,
+// and the worker chain receives each adapter's matrices for the layers past
+// the cut (LORA messages, answered once every stage holds its part), now and
+// whenever the chain session is opened again (a retry, a new cut). Call it
+// before the first forward: positions already run keep what they computed.
+el_status el_pipeline_set_lora(el_pipeline *p, const el_lora_set *set, el_error *err);
 // Moves the cut to `cut` (0..n_layers; n_layers = run everything here, keeping
 // the link for probes) between tokens: the device re-runs its new layers over
 // tokens[0..n_pos) and the worker chain gets a new session with their hidden

@@ -44,6 +44,8 @@ typedef enum {
     EL_MSG_TRAIN_GET = 18,       // device -> worker: send the worker-side adapter
     EL_MSG_TRAIN_PARAMS = 19,    // worker -> device: adapter parameters (f32)
     EL_MSG_TRAIN_AVG = 20,       // device -> worker: device-side adapter + weight, for federated averaging
+    // inference with adapters
+    EL_MSG_LORA = 21,  // device -> worker: a LoRA adapter's matrices for the chain's layers; answered by OK
 } el_msg_type;
 
 #define EL_WIRE_MAX_PROBE_REPLY (64u << 20)
@@ -164,6 +166,29 @@ el_status el_wire_decode_f64(const el_wire_msg *m, double *v, el_error *err);
 el_status el_wire_encode_params(el_buf *b, uint16_t type, uint64_t session, uint32_t seq, double weight,
                                 const float *p, uint64_t n);
 el_status el_wire_decode_params(const el_wire_msg *m, double *weight, const uint8_t **p, uint64_t *n, el_error *err);
+
+// LORA: one adapter (added to the session's set): f32 scale, f32 alpha, u32
+// n, then n matrices, each u32 layer, u32 target (el_lora_target), u32 rank,
+// u32 in, u32 out, f32 A[rank * in], f32 B[out * rank]. a and b are f32
+// arrays when encoding; when decoding they point at the little-endian values
+// inside the message (read them with el_wire_f32s).
+typedef struct {
+    uint32_t layer, target, rank, in, out;
+    const void *a, *b;
+} el_wire_lora_mat;
+#define EL_WIRE_LORA_TARGETS 7
+el_status el_wire_encode_lora(el_buf *b, uint64_t session, uint32_t seq, float scale, float alpha, uint32_t n,
+                              const el_wire_lora_mat *mats);
+// Checks the layout (every length against the body; target < 7; rank, in
+// and out nonzero; finite scale, alpha > 0) and fills mats[0..*n) (at most cap;
+// more is an error). Shapes against a model are the caller's to check.
+el_status el_wire_decode_lora(const el_wire_msg *m, float *scale, float *alpha, el_wire_lora_mat *mats, uint32_t cap,
+                              uint32_t *n, el_error *err);
+// b := the message m with a new session and sequence number (to pass it on).
+el_status el_wire_readdress(el_buf *b, const el_wire_msg *m, uint64_t session, uint32_t seq);
+// dst[0..n) = the little-endian f32 values at src; EL_ERR_FORMAT if one is
+// not finite.
+el_status el_wire_f32s(const void *src, size_t n, float *dst);
 
 // Reads a little-endian u32 (for fields outside the decoders above).
 uint32_t el_wire_u32(const uint8_t *p);

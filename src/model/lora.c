@@ -167,6 +167,42 @@ el_status el_lora_new_layers(const el_model *m, int layer_begin, int layer_end, 
     return EL_OK;
 }
 
+el_status el_lora_alloc_slots(const el_model *m, float alpha, int n, const el_lora_slot *slots, el_lora **out,
+                              el_error *err) {
+    *out = NULL;
+    el_lora *l = lora_alloc(m->hp.n_layers);
+    if (!l) return el_err(err, EL_ERR_NOMEM, "out of memory");
+    l->alpha = alpha;
+    for (int i = 0; i < n; i++) {
+        const el_lora_slot *sl = &slots[i];
+        if (sl->layer < 0 || sl->layer >= m->hp.n_layers || sl->target < 0 || sl->target >= EL_LORA_N_TARGETS) {
+            el_lora_free(l);
+            return el_err(err, EL_ERR_RANGE, "LoRA matrix for layer %d, target %d: no such projection in %d layers",
+                          sl->layer, sl->target, m->hp.n_layers);
+        }
+        el_lora_mat *mt = &l->mats[sl->layer * EL_LORA_N_TARGETS + sl->target];
+        target_shape(&m->hp, sl->target, &mt->in, &mt->out);
+        if (mt->rank || sl->rank < 1 || sl->rank > 4096) {
+            el_status st = mt->rank ? el_err(err, EL_ERR_ARG, "LoRA matrix for layer %d %s is given twice", sl->layer,
+                                             target_stems[sl->target])
+                                    : el_err(err, EL_ERR_RANGE, "LoRA rank %d of layer %d %s is outside 1..4096",
+                                             sl->rank, sl->layer, target_stems[sl->target]);
+            el_lora_free(l);
+            return st;
+        }
+        mt->rank = sl->rank;
+        if (!l->rank) l->rank = sl->rank;
+        l->targets |= 1u << sl->target;
+    }
+    el_status st = lora_place(l, err);
+    if (st) {
+        el_lora_free(l);
+        return st;
+    }
+    *out = l;
+    return EL_OK;
+}
+
 el_status el_lora_join(const el_model *m, const el_lora *const *parts, int n, el_lora **out, el_error *err) {
     *out = NULL;
     if (n < 1) return el_err(err, EL_ERR_ARG, "nothing to join");

@@ -22,6 +22,7 @@ struct el_pipeline {
     int sent;        // positions the worker chain holds
     int ctx, max_batch;
     el_session_opts so;  // the caller's session options (ctx, batch)
+    const el_lora_set *lora;  // adapters on every stage (borrowed; NULL: none)
     el_split_stats last, total;
 };
 
@@ -48,6 +49,35 @@ static void chain_close(el_pipeline *p, int timeout_ms) {
     p->session = 0;
 }
 
+// Sends each adapter's matrices for the chain's layers (past the cut) to the
+// chain session; the first worker keeps its part and passes the rest on.
+static el_status chain_send_lora(el_pipeline *p, el_error *err) {
+    const el_hparams *h = &p->m->hp;
+    int cut = p->o.cuts[0];
+    el_wire_lora_mat *mats = malloc((size_t)h->n_layers * EL_LORA_N_TARGETS * sizeof *mats);
+    if (!mats) return el_err(err, EL_ERR_NOMEM, "out of memory");
+    el_status st = EL_OK;
+    for (int i = 0; i < p->lora->n && !st; i++) {
+        const el_lora *l = p->lora->lora[i];
+        uint32_t n = 0;
+        for (int layer = cut; layer < h->n_layers && layer < l->n_layers; layer++)
+            for (int t = 0; t < EL_LORA_N_TARGETS; t++) {
+                const el_lora_mat *mt = el_lora_get(l, layer, t);
+                if (mt)
+                    mats[n++] = (el_wire_lora_mat){(uint32_t)layer, (uint32_t)t, (uint32_t)mt->rank, (uint32_t)mt->in,
+                                                   (uint32_t)mt->out, mt->a, mt->b};
+            }
+        el_wire_msg r;
+        p->seq++;
+        if ((st = el_wire_encode_lora(&p->tx, p->session, p->seq, p->lora->scale[i], l->alpha, n, mats)))
+            st = el_err(err, st, "%s: adapter too large for one message", l->path ? l->path : "LoRA");
+        else if (!(st = chain_request(p, &r, err)) && r.type != EL_MSG_OK)
+            st = el_err(err, EL_ERR_FORMAT, "worker %s: unexpected reply type %u to LORA", p->o.via, r.type);
+    }
+    free(mats);
+    return st;
+}
+
 static el_status chain_open(el_pipeline *p, el_error *err) {
     el_status st;
     if (!p->link && (st = el_link_connect(p->o.via, &p->o.sec, p->o.timeout_ms, &p->link, err))) return st;
@@ -58,7 +88,7 @@ static el_status chain_open(el_pipeline *p, el_error *err) {
     if (r.type != EL_MSG_OPENED) return el_err(err, EL_ERR_FORMAT, "worker %s: unexpected reply type %u to OPEN", p->o.via, r.type);
     p->session = r.session;
     p->sent = 0;
-    return EL_OK;
+    return p->lora ? chain_send_lora(p, err) : EL_OK;
 }
 
 // Fills the OPEN request for the current cuts: every worker stage with the
@@ -300,6 +330,13 @@ const el_split_stats *el_pipeline_last(const el_pipeline *p) { return &p->last; 
 const el_split_stats *el_pipeline_total(const el_pipeline *p) { return &p->total; }
 
 el_session *el_pipeline_session(el_pipeline *p) { return p->s; }
+
+el_status el_pipeline_set_lora(el_pipeline *p, const el_lora_set *set, el_error *err) {
+    p->lora = set && set->n > 0 ? set : NULL;
+    el_session_set_lora(p->s, p->lora);
+    return p->split && p->session && p->lora ? chain_send_lora(p, err) : EL_OK;
+}
+
 el_status el_pipeline_recut(el_pipeline *p, int cut, const int *tokens, int n_pos, el_error *err) {
     const el_hparams *h = &p->m->hp;
     if (!p->split) return el_err(err, EL_ERR_STATE, "not a split pipeline");
@@ -317,6 +354,7 @@ el_status el_pipeline_recut(el_pipeline *p, int cut, const int *tokens, int n_po
     so.no_layers = cut == 0;
     el_status st = el_session_new(p->m, &so, p->pool, &p->s, err);
     if (st) return st;
+    el_session_set_lora(p->s, p->lora);
     p->o.cuts[0] = cut;
     p->o.n_cuts = 1;
     if (cut < h->n_layers) {

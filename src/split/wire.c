@@ -533,3 +533,75 @@ el_status el_wire_decode_params(const el_wire_msg *m, double *weight, const uint
     *params = m->body + 16;
     return EL_OK;
 }
+
+// ---------------------------------------------------------------- adapters
+
+el_status el_wire_encode_lora(el_buf *b, uint64_t session, uint32_t seq, float scale, float alpha, uint32_t n,
+                              const el_wire_lora_mat *mats) {
+    if (begin(b, EL_MSG_LORA, session, seq)) return EL_ERR_NOMEM;
+    uint8_t *p = buf_put(b, 12);
+    if (!p) return EL_ERR_NOMEM;
+    put_f32(p, scale), put_f32(p + 4, alpha), put_u32(p + 8, n);
+    for (uint32_t i = 0; i < n; i++) {
+        const el_wire_lora_mat *mt = &mats[i];
+        size_t na = (size_t)mt->rank * mt->in, nb = (size_t)mt->out * mt->rank;
+        if (na + nb > EL_WIRE_MAX_FRAME / 4) return EL_ERR_RANGE;
+        if (!(p = buf_put(b, 20 + 4 * (na + nb)))) return EL_ERR_NOMEM;
+        put_u32(p, mt->layer), put_u32(p + 4, mt->target), put_u32(p + 8, mt->rank);
+        put_u32(p + 12, mt->in), put_u32(p + 16, mt->out);
+        const float *a = mt->a, *bm = mt->b;
+        for (size_t j = 0; j < na; j++) put_f32(p + 20 + 4 * j, a[j]);
+        for (size_t j = 0; j < nb; j++) put_f32(p + 20 + 4 * (na + j), bm[j]);
+        if (b->len > EL_WIRE_MAX_FRAME) return EL_ERR_RANGE;
+    }
+    return finish(b);
+}
+
+el_status el_wire_decode_lora(const el_wire_msg *m, float *scale, float *alpha, el_wire_lora_mat *mats, uint32_t cap,
+                              uint32_t *n, el_error *err) {
+    *n = 0;
+    if (m->type != EL_MSG_LORA) return el_err(err, EL_ERR_FORMAT, "expected LORA, got message type %u", m->type);
+    cursor c = {m->body, m->body_len, 0, 1};
+    *scale = c_f32(&c), *alpha = c_f32(&c);
+    uint32_t count = c_u32(&c);
+    if (!c.ok) return el_err(err, EL_ERR_FORMAT, "LORA message of %zu bytes is too short", m->body_len);
+    if (!isfinite(*scale) || !isfinite(*alpha) || !(*alpha > 0))
+        return el_err(err, EL_ERR_FORMAT, "LORA scale %g / alpha %g is not usable", *scale, *alpha);
+    if (count > cap) return el_err(err, EL_ERR_FORMAT, "LORA of %u matrices, at most %u allowed", count, cap);
+    for (uint32_t i = 0; i < count; i++) {
+        el_wire_lora_mat *mt = &mats[i];
+        mt->layer = c_u32(&c), mt->target = c_u32(&c), mt->rank = c_u32(&c), mt->in = c_u32(&c), mt->out = c_u32(&c);
+        if (!c.ok) return el_err(err, EL_ERR_FORMAT, "LORA matrix %u: header runs past the %zu-byte body", i, m->body_len);
+        if (mt->target >= EL_WIRE_LORA_TARGETS || mt->rank == 0 || mt->in == 0 || mt->out == 0)
+            return el_err(err, EL_ERR_FORMAT, "LORA matrix %u: target %u, rank %u of a %ux%u projection is invalid", i,
+                          mt->target, mt->rank, mt->out, mt->in);
+        // factors below 2^32: each product fits 64 bits; compare against what remains
+        uint64_t na = (uint64_t)mt->rank * mt->in, nb = (uint64_t)mt->out * mt->rank, left = (c.n - c.at) / 4;
+        if (na > left || nb > left - na)
+            return el_err(err, EL_ERR_FORMAT, "LORA matrix %u: %llu values run past the %zu-byte body", i,
+                          (unsigned long long)(na + nb), m->body_len);
+        mt->a = take(&c, 4 * (size_t)na);
+        mt->b = take(&c, 4 * (size_t)nb);
+    }
+    if (c.at != c.n) return el_err(err, EL_ERR_FORMAT, "LORA message has %zu bytes after its %u matrices", c.n - c.at, count);
+    *n = count;
+    return EL_OK;
+}
+
+el_status el_wire_readdress(el_buf *b, const el_wire_msg *m, uint64_t session, uint32_t seq) {
+    if (begin(b, m->type, session, seq)) return EL_ERR_NOMEM;
+    uint8_t *p = buf_put(b, m->body_len);
+    if (!p) return EL_ERR_NOMEM;
+    memcpy(p, m->body, m->body_len);
+    return finish(b);
+}
+
+el_status el_wire_f32s(const void *src, size_t n, float *dst) {
+    const uint8_t *p = src;
+    for (size_t i = 0; i < n; i++) {
+        uint32_t u = get_u32(p + 4 * i);
+        memcpy(&dst[i], &u, 4);
+        if (!isfinite(dst[i])) return EL_ERR_FORMAT;
+    }
+    return EL_OK;
+}

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "edgellm/kernels.h"
+#include "edgellm/lora.h"
 #include "edgellm/sample.h"
 #include "edgellm/split.h"
 #include "edgellm/splittrain.h"
@@ -16,6 +17,8 @@ typedef struct {
     uint64_t id;
     el_peer peer;
     el_session *s;
+    int layer_begin;  // first layer this session runs (the worker's range or a tail of it)
+    el_lora_set *lora;  // adapters the device sent (LORA), owned; NULL: none
     int next_pos;
     int want, act_dtype, max_batch, ctx;
     int ushape;  // last stage returning hidden states
@@ -91,6 +94,9 @@ static void drop_session(worker *w, int i, const char *why) {
     wlog(w, "session %016llx closed (%s), %d left", (unsigned long long)s->id, why, w->n_sessions - 1);
     close_downstream(w, s->down_session);
     el_session_free(s->s);
+    if (s->lora)
+        for (int k = 0; k < s->lora->n; k++) el_lora_free((el_lora *)s->lora->lora[k]);
+    free(s->lora);
     w->kv_used -= s->kv_bytes;
     w->sessions[i] = w->sessions[--w->n_sessions];
 }
@@ -223,6 +229,7 @@ static void handle_open(worker *w, const el_peer *peer, const el_wire_msg *msg) 
     do ns.id = el_rng_next(&w->rng);
     while (ns.id == 0 || find_session(w, ns.id, peer));
     ns.peer = *peer;
+    ns.layer_begin = (int)st->layer_begin;
     ns.want = o.want;
     ns.act_dtype = o.act_dtype;
     ns.max_batch = (int)o.max_batch;
@@ -349,6 +356,117 @@ static void handle_forward(worker *w, const el_peer *peer, const el_wire_msg *ms
     el_link_server_send(w->srv, peer, w->out.data, w->out.len, NULL);
 }
 
+// LORA: one of the device's adapters. This stage keeps the matrices of its
+// layers, passes the message on when later stages have some, and answers OK
+// once every stage holds its part; the session's forward passes apply it.
+static void handle_lora(worker *w, const el_peer *peer, const el_wire_msg *msg) {
+    el_error e;
+    wsession *s = find_session(w, msg->session, peer);
+    if (!s) {
+        reply_error(w, peer, msg->session, msg->seq, EL_WERR_SESSION, "unknown or expired session %016llx",
+                    (unsigned long long)msg->session);
+        return;
+    }
+    const el_hparams *h = &w->m->hp;
+    uint32_t cap = (uint32_t)h->n_layers * EL_LORA_N_TARGETS, n = 0;
+    el_wire_lora_mat *mats = malloc(cap * sizeof *mats);
+    el_lora_slot *slots = malloc(cap * sizeof *slots);
+    uint32_t *kept = malloc(cap * sizeof *kept);
+    el_lora *l = NULL;
+    float scale, alpha;
+    int later = 0, k = 0;
+    if (!mats || !slots || !kept) {
+        reply_error(w, peer, s->id, msg->seq, EL_WERR_LIMIT, "out of memory");
+        goto out;
+    }
+    if (el_wire_decode_lora(msg, &scale, &alpha, mats, cap, &n, &e)) {
+        reply_error(w, peer, s->id, msg->seq, EL_WERR_PROTOCOL, "bad LORA: %s", e.msg);
+        goto out;
+    }
+    if (s->lora && s->lora->n >= EL_LORA_MAX_SET) {
+        reply_error(w, peer, s->id, msg->seq, EL_WERR_LIMIT, "the session has %d adapters already", s->lora->n);
+        goto out;
+    }
+    for (uint32_t i = 0; i < n; i++) {
+        const el_wire_lora_mat *mt = &mats[i];
+        if (mt->layer >= (uint32_t)h->n_layers) {
+            reply_error(w, peer, s->id, msg->seq, EL_WERR_MISMATCH, "LORA matrix for layer %u of a %d-layer model",
+                        mt->layer, h->n_layers);
+            goto out;
+        }
+        if (mt->layer < (uint32_t)s->layer_begin) continue;  // an earlier stage's
+        if (mt->layer >= (uint32_t)w->m->layer_end) {
+            later = 1;
+            continue;
+        }
+        slots[k] = (el_lora_slot){(int)mt->layer, (int)mt->target, (int)mt->rank};
+        kept[k++] = i;
+    }
+    if (later && !s->down_session) {
+        reply_error(w, peer, s->id, msg->seq, EL_WERR_MISMATCH, "LORA matrices for layers past %d, and no stage after this one",
+                    w->m->layer_end);
+        goto out;
+    }
+    if (el_lora_alloc_slots(w->m, alpha, k, slots, &l, &e)) {
+        reply_error(w, peer, s->id, msg->seq, EL_WERR_MISMATCH, "LORA: %s", e.msg);
+        goto out;
+    }
+    for (int j = 0; j < k; j++) {
+        const el_wire_lora_mat *mt = &mats[kept[j]];
+        el_lora_mat *dst = &l->mats[mt->layer * EL_LORA_N_TARGETS + mt->target];
+        if (mt->in != (uint32_t)dst->in || mt->out != (uint32_t)dst->out) {
+            reply_error(w, peer, s->id, msg->seq, EL_WERR_MISMATCH, "LORA matrix for layer %u %s is %ux%u, the model's is %dx%d",
+                        mt->layer, el_lora_target_stem((int)mt->target), mt->out, mt->in, dst->out, dst->in);
+            goto out;
+        }
+        if (el_wire_f32s(mt->a, (size_t)dst->rank * dst->in, dst->a) ||
+            el_wire_f32s(mt->b, (size_t)dst->out * dst->rank, dst->b)) {
+            reply_error(w, peer, s->id, msg->seq, EL_WERR_PROTOCOL, "LORA matrix for layer %u %s has a value that is not finite",
+                        mt->layer, el_lora_target_stem((int)mt->target));
+            goto out;
+        }
+    }
+    size_t bytes = l->n_params * sizeof(float);
+    size_t max_mem = w->o->max_kv_bytes ? w->o->max_kv_bytes : (size_t)2 << 30;
+    if (w->kv_used + bytes > max_mem) {
+        reply_error(w, peer, s->id, msg->seq, EL_WERR_LIMIT, "memory budget exhausted (%zu of %zu bytes in use, %zu needed)",
+                    w->kv_used, max_mem, bytes);
+        goto out;
+    }
+    if (!s->lora && !(s->lora = calloc(1, sizeof *s->lora))) {
+        reply_error(w, peer, s->id, msg->seq, EL_WERR_LIMIT, "out of memory");
+        goto out;
+    }
+    if (later) {  // the same message, addressed to our session on the next worker
+        el_wire_msg r;
+        uint32_t seq = ++w->down_seq;
+        w->down_tx.len = 0;
+        el_status st = el_wire_readdress(&w->down_tx, msg, s->down_session, seq);
+        if (!st) st = down_request(w, &r, &e);
+        if (!st && r.type != EL_MSG_OK) st = el_err(&e, EL_ERR_FORMAT, "next worker: unexpected reply type %u to LORA", r.type);
+        if (st) {
+            reply_error(w, peer, s->id, msg->seq, EL_WERR_UPSTREAM, "%s", e.msg);
+            goto out;
+        }
+    }
+    s->lora->lora[s->lora->n] = l;
+    s->lora->scale[s->lora->n++] = scale;
+    l = NULL;
+    el_session_set_lora(s->s, s->lora);
+    s->kv_bytes += bytes;
+    w->kv_used += bytes;
+    s->last_used = el_time_s();
+    wlog(w, "session %016llx: adapter %d with %d matrices here (scale %g)%s", (unsigned long long)s->id, s->lora->n, k,
+         scale, later ? ", the rest passed on" : "");
+    if (el_wire_encode_simple(&w->out, EL_MSG_OK, s->id, msg->seq) == EL_OK)
+        el_link_server_send(w->srv, peer, w->out.data, w->out.len, NULL);
+out:
+    el_lora_free(l);
+    free(mats);
+    free(slots);
+    free(kept);
+}
+
 static void handle(worker *w, const el_peer *peer, const el_buf *in) {
     el_error e;
     el_wire_msg msg;
@@ -376,6 +494,7 @@ static void handle(worker *w, const el_peer *peer, const el_buf *in) {
     }
     case EL_MSG_OPEN: handle_open(w, peer, &msg); break;
     case EL_MSG_FORWARD: handle_forward(w, peer, &msg); break;
+    case EL_MSG_LORA: handle_lora(w, peer, &msg); break;
     case EL_MSG_CLOSE: {
         for (int i = 0; i < w->n_sessions; i++)
             if (w->sessions[i].id == msg.session && find_session(w, msg.session, peer)) {

@@ -38,6 +38,39 @@ expect_eq "killed run exit status" "$rc" "137"
 "$EDGELLM" finetune "${BASE[@]}" "${common[@]}" -o "$T/resumed.gguf" --resume 2>"$T/resume.err" || fail "resume: $(cat "$T/resume.err")"
 grep -q "resuming from .* at step 5" "$T/resume.err" && pass || fail "did not resume at step 5: $(head -2 "$T/resume.err")"
 cmp -s "$T/full.gguf" "$T/resumed.gguf" && pass || fail "resumed adapter differs from the uninterrupted one"
+
+# ---- the adapter over split inference: the worker chain receives its layers'
+# matrices (LORA) and the text equals the local run's, for one worker at every
+# cut, U-shape, a two-worker chain, and two adapters at once
+for k in 0 2 3; do
+  port=$(free_port)
+  start_worker "$T/lw$k.log" -m "$MODELS/aidreams260K.bin" --layers $k:4 --listen tcp://127.0.0.1:$port --insecure -t 1 \
+    || { fail "worker $k"; continue; }
+  got=$("$EDGELLM" run "${BASE[@]}" --lora "$T/pirate.gguf" -p "The dream" -n 60 --temp 0 -t 1 --split $k \
+    --via tcp://127.0.0.1:$port --insecure 2>"$T/lsplit$k.err")
+  expect_eq "--lora with --split $k" "$got" "$out"
+  got=$("$EDGELLM" run "${BASE[@]}" --lora "$T/pirate.gguf" -p "The dream" -n 60 --temp 0 -t 1 --split $k --ushape \
+    --via tcp://127.0.0.1:$port --insecure 2>/dev/null)
+  expect_eq "--lora with --split $k, U-shape" "$got" "$out"
+  kill $last_pid; wait $last_pid 2>/dev/null
+  grep -q "adapter 1 with $((7 * (4 - k))) matrices here" "$T/lw$k.log" && pass || fail "worker $k log: $(grep adapter "$T/lw$k.log")"
+done
+p2=$(free_port); p1=$(free_port)
+start_worker "$T/lcloud.log" -m "$MODELS/aidreams260K.bin" --layers 3:4 --listen tcp://127.0.0.1:$p2 --insecure -t 1 || fail "cloud worker"
+cloud_pid=$last_pid
+start_worker "$T/ledge.log" -m "$MODELS/aidreams260K.bin" --layers 1:3 --listen tcp://127.0.0.1:$p1 --next tcp://127.0.0.1:$p2 \
+  --insecure -t 1 || fail "edge worker"
+got=$("$EDGELLM" run "${BASE[@]}" --lora "$T/pirate.gguf" -p "The dream" -n 60 --temp 0 -t 1 --split 1,3 \
+  --via tcp://127.0.0.1:$p1 --insecure 2>"$T/lchain.err")
+expect_eq "--lora with a chain 1,3" "$got" "$out"
+two=$("$EDGELLM" run "${BASE[@]}" --lora "$T/pirate.gguf:0.7" --lora "$T/full.gguf:0.5" -p "The dream" -n 60 --temp 0 -t 1 2>/dev/null)
+got=$("$EDGELLM" run "${BASE[@]}" --lora "$T/pirate.gguf:0.7" --lora "$T/full.gguf:0.5" -p "The dream" -n 60 --temp 0 -t 1 \
+  --split 1,3 --via tcp://127.0.0.1:$p1 --insecure 2>/dev/null)
+expect_eq "two adapters over a chain" "$got" "$two"
+[ "$two" != "$out" ] && pass || fail "the second adapter changed nothing"
+grep -q "adapter 2 with 14 matrices here" "$T/ledge.log" && grep -q "adapter 2 with 7 matrices here" "$T/lcloud.log" \
+  && pass || fail "chain logs: $(grep adapter "$T/ledge.log" "$T/lcloud.log")"
+kill $last_pid $cloud_pid; wait $last_pid $cloud_pid 2>/dev/null
 EL_TEST_KILL_AT_STEP=6 "$EDGELLM" finetune "${BASE[@]}" "${common[@]}" -o "$T/other.gguf" 2>/dev/null
 expect_error "different --lr" "$EDGELLM" finetune "${BASE[@]}" "${common[@]}" --lr 1e-3 -o "$T/other.gguf" --resume
 

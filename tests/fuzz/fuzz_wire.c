@@ -48,5 +48,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         if (x) el_wire_act_decode(r.dtype, r.payload, (size_t)r.n_rows * r.row_len, x, &e);
         free(x);
     }
+    float scale, alpha;
+    uint32_t nm;
+    el_wire_lora_mat mats[64];
+    if (el_wire_decode_lora(&m, &scale, &alpha, mats, 64, &nm, &e) == EL_OK)
+        for (uint32_t i = 0; i < nm; i++) {  // read every value the decoder let through
+            size_t na = (size_t)mats[i].rank * mats[i].in, nb = (size_t)mats[i].out * mats[i].rank;
+            float *v = malloc((na > nb ? na : nb) * sizeof(float));
+            if (v) el_wire_f32s(mats[i].a, na, v), el_wire_f32s(mats[i].b, nb, v);
+            free(v);
+        }
     return 0;
 }

@@ -272,12 +272,87 @@ static void test_train_messages(void **st) {
     el_buf_free(&b);
 }
 
+// LORA: two matrices round-trip with their values; every truncation, a wrong
+// target, a zero rank, trailing bytes, a bad alpha and too many matrices are
+// refused; el_wire_f32s refuses non-finite values.
+static void test_lora_message(void **st) {
+    (void)st;
+    float a0[2 * 4], b0[3 * 2], a1[1 * 3], b1[5 * 1];
+    for (int i = 0; i < 8; i++) a0[i] = 0.5f * i - 1;
+    for (int i = 0; i < 6; i++) b0[i] = -0.25f * i;
+    for (int i = 0; i < 3; i++) a1[i] = 3.0f + i;
+    for (int i = 0; i < 5; i++) b1[i] = 1e-3f * i;
+    el_wire_lora_mat mats[2] = {{2, 0, 2, 4, 3, a0, b0}, {3, 6, 1, 3, 5, a1, b1}};
+    el_buf b = {0};
+    el_error e;
+    assert_int_equal(el_wire_encode_lora(&b, 77, 5, 0.75f, 16.0f, 2, mats), EL_OK);
+    assert_int_equal(b.len, 24 + 12 + 2 * 20 + 4 * (8 + 6 + 3 + 5));
+    el_wire_msg m;
+    assert_int_equal(el_wire_parse(b.data, b.len, &m, &e), EL_OK);
+    assert_int_equal(m.type, EL_MSG_LORA);
+    assert_int_equal(m.session, 77);
+    el_wire_lora_mat got[4];
+    float scale, alpha, va[8], vb[6];
+    uint32_t n;
+    assert_int_equal(el_wire_decode_lora(&m, &scale, &alpha, got, 4, &n, &e), EL_OK);
+    assert_int_equal(n, 2);
+    assert_true(scale == 0.75f && alpha == 16.0f);
+    assert_int_equal(got[0].layer, 2), assert_int_equal(got[0].target, 0), assert_int_equal(got[0].rank, 2);
+    assert_int_equal(got[0].in, 4), assert_int_equal(got[0].out, 3);
+    assert_int_equal(got[1].layer, 3), assert_int_equal(got[1].target, 6), assert_int_equal(got[1].out, 5);
+    assert_int_equal(el_wire_f32s(got[0].a, 8, va), EL_OK);
+    assert_int_equal(el_wire_f32s(got[0].b, 6, vb), EL_OK);
+    assert_memory_equal(va, a0, sizeof a0);
+    assert_memory_equal(vb, b0, sizeof b0);
+    assert_int_equal(el_wire_f32s(got[1].b, 5, vb), EL_OK);
+    assert_memory_equal(vb, b1, sizeof b1);
+    // at most cap matrices
+    assert_int_equal(el_wire_decode_lora(&m, &scale, &alpha, got, 1, &n, &e), EL_ERR_FORMAT);
+    // readdressed: the same body under another session and sequence number
+    el_buf r = {0};
+    assert_int_equal(el_wire_readdress(&r, &m, 99, 6), EL_OK);
+    el_wire_msg m2;
+    assert_int_equal(el_wire_parse(r.data, r.len, &m2, &e), EL_OK);
+    assert_true(m2.session == 99 && m2.seq == 6 && m2.type == EL_MSG_LORA && m2.body_len == m.body_len);
+    assert_memory_equal(m2.body, m.body, m.body_len);
+    el_buf_free(&r);
+    // every truncation (length field patched) fails, and so do bad fields
+    uint8_t *copy = malloc(b.len + 4);
+    for (size_t cut = 24; cut < b.len; cut++) {
+        memcpy(copy, b.data, cut);
+        uint32_t body = (uint32_t)(cut - 24);
+        memcpy(copy + 20, &body, 4);
+        assert_int_equal(el_wire_parse(copy, cut, &m2, &e), EL_OK);
+        assert_int_equal(el_wire_decode_lora(&m2, &scale, &alpha, got, 4, &n, &e), EL_ERR_FORMAT);
+    }
+    struct { size_t at; uint32_t v; } bad[] = {
+        {24 + 4, 0},                    // alpha 0
+        {24 + 4, 0x7fc00000u},          // alpha NaN
+        {24 + 12 + 4, 7},               // target 7
+        {24 + 12 + 8, 0},               // rank 0
+        {24 + 12 + 12, 0},              // in 0
+        {24 + 8, 3},                    // 3 matrices announced, 2 present
+        {24 + 8, 1},                    // 1 announced: the second's bytes trail
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        memcpy(copy, b.data, b.len);
+        memcpy(copy + bad[i].at, &bad[i].v, 4);
+        assert_int_equal(el_wire_parse(copy, b.len, &m2, &e), EL_OK);
+        assert_int_equal(el_wire_decode_lora(&m2, &scale, &alpha, got, 4, &n, &e), EL_ERR_FORMAT);
+    }
+    free(copy);
+    float inf_nan[2] = {INFINITY, NAN}, out[2];
+    assert_int_equal(el_wire_f32s(&inf_nan[0], 1, out), EL_ERR_FORMAT);
+    assert_int_equal(el_wire_f32s(&inf_nan[1], 1, out), EL_ERR_FORMAT);
+    el_buf_free(&b);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_header_layout),   cmocka_unit_test(test_open_roundtrip),
         cmocka_unit_test(test_forward_roundtrip), cmocka_unit_test(test_result_roundtrip),
         cmocka_unit_test(test_error_message),   cmocka_unit_test(test_truncations),
-        cmocka_unit_test(test_train_messages),
+        cmocka_unit_test(test_train_messages),  cmocka_unit_test(test_lora_message),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
