@@ -128,63 +128,97 @@ static int same_time(struct timespec a, struct timespec b) { return a.tv_sec == 
 el_status el_adapter_cache_acquire(el_adapter_cache *c, const char *name, const el_lora_set **out, el_error *err) {
     *out = NULL;
     if (!el_adapter_name_ok(name)) return el_err(err, EL_ERR_ARG, "model '%.64s' is not a valid adapter name", name);
-    pthread_mutex_lock(&c->mu);
-    el_status st = EL_OK;
-    entry *e = find(c, name);
-    char dpath[4200];
-    const char *path = NULL;
-    int was_added = e && e->added;
-    if (was_added) {
-        // a copy: the entry (and its path) may be freed below when the file changed
-        snprintf(dpath, sizeof dpath, "%s", e->path);
-        path = dpath;
-    } else if (c->dir) {
-        snprintf(dpath, sizeof dpath, "%s/%s.gguf", c->dir, name);
-        path = dpath;
-    }
-    struct stat sb;
-    int exists = path && stat(path, &sb) == 0 && S_ISREG(sb.st_mode);
-    if (e && e->lora && (!exists || !same_time(e->mtime, sb.st_mtim))) {
-        // changed or removed on disk: the old one serves no new requests
-        e->stale = 1;
-        if (e->refs == 0) unload(c, e);
-        unlink_entry(c, e);
-        if (e->refs == 0) entry_free(c, e);
-        else if (e->added) e->added = 0;
-        e = NULL;
-    }
-    if (!exists) {
-        st = el_err(err, EL_ERR_ARG, "model '%s' does not exist (no base model or adapter of that name)", name);
-        goto done;
-    }
-    if (e && e->lora) {
-        c->st.hits++;
-    } else {
+    for (int attempt = 0;; attempt++) {
+        pthread_mutex_lock(&c->mu);
+        el_status st = EL_OK;
+        entry *e = find(c, name);
+        char dpath[4200];
+        const char *path = NULL;
+        int was_added = e && e->added;
+        if (was_added) {
+            // a copy: the entry (and its path) may be freed below when the file changed
+            snprintf(dpath, sizeof dpath, "%s", e->path);
+            path = dpath;
+        } else if (c->dir) {
+            snprintf(dpath, sizeof dpath, "%s/%s.gguf", c->dir, name);
+            path = dpath;
+        }
+        struct stat sb;
+        int exists = path && stat(path, &sb) == 0 && S_ISREG(sb.st_mode);
+        if (e && e->lora && (!exists || !same_time(e->mtime, sb.st_mtim))) {
+            // changed or removed on disk: the old one serves no new requests;
+            // a registered adapter whose file changed stays registered
+            int keep = exists && e->added;
+            if (keep && e->refs == 0) {
+                unload(c, e);
+            } else {
+                e->stale = 1;
+                if (e->refs == 0) unload(c, e);
+                unlink_entry(c, e);
+                if (e->refs == 0) entry_free(c, e);
+                else e->added = 0;  // its requests keep it; the registration moves on
+                e = NULL;
+                if (keep) {
+                    if (!(e = calloc(1, sizeof *e)) || !(e->path = strdup(dpath))) {
+                        free(e);
+                        st = el_err(err, EL_ERR_NOMEM, "out of memory for adapter '%s'", name);
+                        goto done;
+                    }
+                    snprintf(e->name, sizeof e->name, "%s", name);
+                    e->added = 1;
+                    e->next = c->list;
+                    c->list = e;
+                }
+            }
+        }
+        if (!exists) {
+            st = el_err(err, EL_ERR_ARG, "model '%s' does not exist (no base model or adapter of that name)", name);
+            goto done;
+        }
+        if (e && e->lora) {
+            c->st.hits++;
+            goto take;
+        }
         c->st.misses++;
+        pthread_mutex_unlock(&c->mu);
+
+        // Read the file with the lock released: a load takes milliseconds to
+        // tens of them, and the scheduler takes this lock to release the
+        // adapters of finished requests, so a load under it stalled every
+        // running request.
+        el_lora *l = NULL;
+        if ((st = el_lora_load(dpath, c->m, &l, err))) return st;
+        size_t bytes = l->n_params * sizeof(float);
+        if (c->budget && bytes > c->budget) {
+            el_lora_free(l);
+            return el_err(err, EL_ERR_NOMEM, "%s: adapter needs %zu bytes, more than the whole adapter budget of %zu",
+                          dpath, bytes, c->budget);
+        }
+
+        pthread_mutex_lock(&c->mu);
+        e = find(c, name);
+        if (e && e->lora) {  // another request loaded it meanwhile: use that one
+            el_lora_free(l);
+            goto take;
+        }
+        if ((e && strcmp(e->path, dpath)) || (!e && was_added)) {
+            // registered anew, or unregistered, while we read the old file: look again
+            el_lora_free(l);
+            pthread_mutex_unlock(&c->mu);
+            if (attempt < 3) continue;
+            return el_err(err, EL_ERR_ARG, "model '%s' kept changing while it loaded; retry", name);
+        }
         if (!e) {
             e = calloc(1, sizeof *e);
-            if (!e || !(e->path = strdup(path))) {
+            if (!e || !(e->path = strdup(dpath))) {
                 free(e);
+                el_lora_free(l);
                 st = el_err(err, EL_ERR_NOMEM, "out of memory for adapter '%s'", name);
                 goto done;
             }
             snprintf(e->name, sizeof e->name, "%s", name);
-            e->added = was_added;  // a registered adapter stays registered when its file changes
             e->next = c->list;
             c->list = e;
-        }
-        el_lora *l = NULL;
-        if ((st = el_lora_load(e->path, c->m, &l, err))) {
-            unlink_entry(c, e);
-            entry_free(c, e);
-            goto done;
-        }
-        size_t bytes = l->n_params * sizeof(float);
-        if (c->budget && bytes > c->budget) {
-            el_lora_free(l);
-            st = el_err(err, EL_ERR_NOMEM, "%s: adapter needs %zu bytes, more than the whole adapter budget of %zu", path,
-                        bytes, c->budget);
-            goto done;
         }
         if (make_room(c, bytes)) {
             el_lora_free(l);
@@ -199,13 +233,14 @@ el_status el_adapter_cache_acquire(el_adapter_cache *c, const char *name, const 
         e->mtime = sb.st_mtim;
         c->st.loaded++;
         c->st.bytes += bytes;
+    take:
+        e->refs++;
+        e->last_use = ++c->clock;
+        *out = &e->set;
+    done:
+        pthread_mutex_unlock(&c->mu);
+        return st;
     }
-    e->refs++;
-    e->last_use = ++c->clock;
-    *out = &e->set;
-done:
-    pthread_mutex_unlock(&c->mu);
-    return st;
 }
 
 void el_adapter_cache_release(el_adapter_cache *c, const el_lora_set *set) {
