@@ -14,6 +14,7 @@ struct el_sampler {
     uint64_t rng;
     int *idx;  // scratch: candidate indices
     int *tmp;  // scratch: selection heap and merge buffer
+    uint32_t *keys;  // scratch: [2 * n_vocab] radix sort keys
     float *prob;
 };
 
@@ -55,8 +56,9 @@ el_sampler *el_sampler_new(const el_sampler_params *p, int n_vocab) {
     s->recent = calloc((size_t)p->repeat_last_n + 1, sizeof(int));
     s->idx = calloc((size_t)n_vocab, sizeof(int));
     s->tmp = calloc((size_t)n_vocab, sizeof(int));
+    s->keys = calloc(2 * (size_t)n_vocab, sizeof(uint32_t));
     s->prob = calloc((size_t)n_vocab, sizeof(float));
-    if (!s->recent || !s->idx || !s->tmp || !s->prob) {
+    if (!s->recent || !s->idx || !s->tmp || !s->keys || !s->prob) {
         el_sampler_free(s);
         return NULL;
     }
@@ -68,6 +70,7 @@ void el_sampler_free(el_sampler *s) {
     free(s->recent);
     free(s->idx);
     free(s->tmp);
+    free(s->keys);
     free(s->prob);
     free(s);
 }
@@ -142,6 +145,43 @@ static int nucleus(const int *idx, int n, const float *prob, float top_p) {
     return -1;
 }
 
+// The same order as sort_by_prob for probabilities that are all >= 0 and
+// not NaN, whose bit patterns then order as unsigned integers: an LSD radix
+// sort (stable, so ties keep idx's order, which callers give ascending) on
+// the complemented bits, 4 passes of 8 bits. A nearly flat distribution keeps
+// most of the vocabulary in the head: 32000 candidates took 3.5 ms to merge
+// sort through the comparator.
+static int radix_by_prob(int *idx, int *tmp, uint32_t *keys, int n, const float *prob) {
+    uint32_t *k0 = keys, *k1 = keys + n;
+    for (int i = 0; i < n; i++) {
+        float p = prob[idx[i]];
+        if (!(p >= 0)) return 0;  // negative or NaN: not this sort's
+        uint32_t u;
+        memcpy(&u, &p, 4);
+        k0[i] = ~u;  // descending probability
+    }
+    for (int shift = 0; shift < 32; shift += 8) {
+        size_t count[257] = {0};
+        for (int i = 0; i < n; i++) count[(k0[i] >> shift & 255) + 1]++;
+        for (int b = 0; b < 256; b++) count[b + 1] += count[b];
+        for (int i = 0; i < n; i++) {
+            size_t at = count[k0[i] >> shift & 255]++;
+            k1[at] = k0[i];
+            tmp[at] = idx[i];
+        }
+        uint32_t *kt = k0;
+        k0 = k1, k1 = kt;
+        memcpy(idx, tmp, (size_t)n * sizeof(int));
+    }
+    return 1;
+}
+
+// idx[0..n) in cmp_prob_desc order; idx must come in ascending order.
+static void sort_head(el_sampler *s, int n) {
+    if (n >= 1024 && radix_by_prob(s->idx, s->tmp, s->keys, n, s->prob)) return;
+    sort_by_prob(s->idx, s->tmp, n, s->prob);
+}
+
 int el_sampler_sample(el_sampler *s, float *logits) {
     int n = s->n_vocab;
     if (s->p.repeat_penalty != 1.0f) {
@@ -173,8 +213,12 @@ int el_sampler_sample(el_sampler *s, float *logits) {
     for (int i = 0; i < n; i++) s->idx[i] = i;
     if (s->p.top_k > 0) {
         m = s->p.top_k < n ? s->p.top_k : n;
-        select_top(s->idx, s->tmp, n, m, s->prob);
-        sort_by_prob(s->idx, s->tmp, m, s->prob);
+        if (m >= 1024 && 4 * m >= n) {
+            sort_head(s, n);  // most of the vocabulary: sort it all (its first m are the top m)
+        } else {
+            select_top(s->idx, s->tmp, n, m, s->prob);
+            sort_by_prob(s->idx, s->tmp, m, s->prob);
+        }
         int q = s->p.top_p < 1.0f ? nucleus(s->idx, m, s->prob, s->p.top_p) : -1;
         if (q > 0) m = q;
     } else if (s->p.top_p < 1.0f) {
@@ -185,11 +229,11 @@ int el_sampler_sample(el_sampler *s, float *logits) {
         int c = 0;
         for (int i = 0; i < n; i++)
             if (s->prob[i] > floor_p) s->idx[c++] = i;
-        sort_by_prob(s->idx, s->tmp, c, s->prob);
+        sort_head(s, c);
         m = nucleus(s->idx, c, s->prob, s->p.top_p);
         if (m < 0) {  // not reached within the head (top_p within rounding of 1): the whole order
             for (int i = 0; i < n; i++) s->idx[i] = i;
-            sort_by_prob(s->idx, s->tmp, n, s->prob);
+            sort_head(s, n);
             m = nucleus(s->idx, n, s->prob, s->p.top_p);
             if (m < 0) m = n;
         }
