@@ -25,7 +25,7 @@ static const char *usage =
     "      --insecure            plaintext, loopback only (also towards --next)\n"
     "      --insecure-anywhere   allow plaintext on any address (testing only)\n"
     "      --max-sessions N      concurrent sessions (default 64; training: --clients N, default 8)\n"
-    "      --max-kv SIZE         KV cache memory over all sessions (default 2G)\n"
+    "      --max-kv SIZE         KV caches and LoRA adapters over all sessions (default 2G)\n"
     "      --ctx N               longest session context (default: the model's)\n"
     "      --idle-timeout SEC    free sessions idle this long (default 120)\n"
     "      --timeout MS          wait on the next worker (default 30000)\n"

@@ -55,6 +55,8 @@ const char *el_lora_target_name(int t);
 const char *el_lora_target_stem(int t);
 // Parses "q,k,v,o,gate,up,down" (any subset, or "all") into a bit mask.
 el_status el_lora_parse_targets(const char *s, unsigned *mask, el_error *err);
+// in and out of a target's projection, from the hyper-parameters alone.
+void el_lora_target_shape(const el_hparams *h, int target, int *in, int *out);
 // The frozen base weight a target adapts.
 const el_tensor *el_lora_base(const el_model *m, int layer, int target);
 

@@ -89,7 +89,9 @@ el_session *el_pipeline_session(el_pipeline *p);
 // and the worker chain receives each adapter's matrices for the layers past
 // the cut (LORA messages, answered once every stage holds its part), now and
 // whenever the chain session is opened again (a retry, a new cut). Call it
-// before the first forward: positions already run keep what they computed.
+// once, before the first forward (positions already run keep what they
+// computed); a second call is refused. The matrices past the cut must fit in
+// one message (EL_WIRE_MAX_FRAME).
 el_status el_pipeline_set_lora(el_pipeline *p, const el_lora_set *set, el_error *err);
 // Moves the cut to `cut` (0..n_layers; n_layers = run everything here, keeping
 // the link for probes) between tokens: the device re-runs its new layers over

@@ -53,7 +53,7 @@ const el_tensor *el_lora_base(const el_model *m, int layer, int target) {
 }
 
 // in/out of a target from the hyper-parameters (weights may not be bound).
-static void target_shape(const el_hparams *h, int t, int *in, int *out) {
+void el_lora_target_shape(const el_hparams *h, int t, int *in, int *out) {
     int q = h->n_heads * h->head_dim, kv = h->n_kv_heads * h->head_dim;
     switch (t) {
     case EL_LORA_Q: *in = h->dim, *out = q; break;
@@ -139,7 +139,7 @@ el_status el_lora_new_layers(const el_model *m, int layer_begin, int layer_end, 
             if (!(targets >> t & 1)) continue;
             el_lora_mat *mt = &l->mats[layer * EL_LORA_N_TARGETS + t];
             mt->rank = rank;
-            target_shape(&m->hp, t, &mt->in, &mt->out);
+            el_lora_target_shape(&m->hp, t, &mt->in, &mt->out);
             if (rank > mt->in || rank > mt->out) {
                 el_lora_free(l);
                 return el_err(err, EL_ERR_RANGE, "LoRA rank %d exceeds the %dx%d projection %s", rank, mt->out, mt->in,
@@ -181,7 +181,7 @@ el_status el_lora_alloc_slots(const el_model *m, float alpha, int n, const el_lo
                           sl->layer, sl->target, m->hp.n_layers);
         }
         el_lora_mat *mt = &l->mats[sl->layer * EL_LORA_N_TARGETS + sl->target];
-        target_shape(&m->hp, sl->target, &mt->in, &mt->out);
+        el_lora_target_shape(&m->hp, sl->target, &mt->in, &mt->out);
         if (mt->rank || sl->rank < 1 || sl->rank > 4096) {
             el_status st = mt->rank ? el_err(err, EL_ERR_ARG, "LoRA matrix for layer %d %s is given twice", sl->layer,
                                              target_stems[sl->target])
@@ -331,7 +331,7 @@ el_status el_lora_load(const char *path, const el_model *m, el_lora **out, el_er
         const el_gguf_tensor *a = src[2 * i], *b = src[2 * i + 1];
         if (!a && !b) continue;
         int in, outd, t = i % EL_LORA_N_TARGETS;
-        target_shape(&m->hp, t, &in, &outd);
+        el_lora_target_shape(&m->hp, t, &in, &outd);
         if (!a || !b) {
             st = el_err(err, EL_ERR_FORMAT, "%s: tensor %s has no %s partner", path, (a ? a : b)->name,
                         a ? "lora_b" : "lora_a");

@@ -179,13 +179,14 @@ el_status el_adapter_cache_acquire(el_adapter_cache *c, const char *name, const 
             c->st.hits++;
             goto take;
         }
-        c->st.misses++;
         pthread_mutex_unlock(&c->mu);
 
         // Read the file with the lock released: a load takes milliseconds to
         // tens of them, and the scheduler takes this lock to release the
         // adapters of finished requests, so a load under it stalled every
-        // running request.
+        // running request. Requests that miss the same adapter at once each
+        // read a copy (one is kept): memory exceeds the budget by those
+        // copies for the duration of the load.
         el_lora *l = NULL;
         if ((st = el_lora_load(dpath, c->m, &l, err))) return st;
         size_t bytes = l->n_params * sizeof(float);
@@ -199,6 +200,7 @@ el_status el_adapter_cache_acquire(el_adapter_cache *c, const char *name, const 
         e = find(c, name);
         if (e && e->lora) {  // another request loaded it meanwhile: use that one
             el_lora_free(l);
+            c->st.hits++;
             goto take;
         }
         if ((e && strcmp(e->path, dpath)) || (!e && was_added)) {
@@ -231,6 +233,7 @@ el_status el_adapter_cache_acquire(el_adapter_cache *c, const char *name, const 
         e->set.lora[0] = l;
         e->set.scale[0] = 1.0f;
         e->mtime = sb.st_mtim;
+        c->st.misses++;  // a miss is a load that was kept
         c->st.loaded++;
         c->st.bytes += bytes;
     take:

@@ -88,7 +88,11 @@ static el_status chain_open(el_pipeline *p, el_error *err) {
     if (r.type != EL_MSG_OPENED) return el_err(err, EL_ERR_FORMAT, "worker %s: unexpected reply type %u to OPEN", p->o.via, r.type);
     p->session = r.session;
     p->sent = 0;
-    return p->lora ? chain_send_lora(p, err) : EL_OK;
+    if (p->lora && (st = chain_send_lora(p, err))) {
+        chain_close(p, 2000);  // not left holding a KV cache on the worker until it idles out
+        return st;
+    }
+    return EL_OK;
 }
 
 // Fills the OPEN request for the current cuts: every worker stage with the
@@ -332,6 +336,8 @@ const el_split_stats *el_pipeline_total(const el_pipeline *p) { return &p->total
 el_session *el_pipeline_session(el_pipeline *p) { return p->s; }
 
 el_status el_pipeline_set_lora(el_pipeline *p, const el_lora_set *set, el_error *err) {
+    // workers add each LORA to their session's set: a second call would stack
+    if (p->lora) return el_err(err, EL_ERR_STATE, "the pipeline's adapters are set already");
     p->lora = set && set->n > 0 ? set : NULL;
     el_session_set_lora(p->s, p->lora);
     return p->split && p->session && p->lora ? chain_send_lora(p, err) : EL_OK;

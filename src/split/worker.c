@@ -375,6 +375,7 @@ static void handle_lora(worker *w, const el_peer *peer, const el_wire_msg *msg) 
     el_lora *l = NULL;
     float scale, alpha;
     int later = 0, k = 0;
+    size_t bytes = 0;
     if (!mats || !slots || !kept) {
         reply_error(w, peer, s->id, msg->seq, EL_WERR_LIMIT, "out of memory");
         goto out;
@@ -399,8 +400,25 @@ static void handle_lora(worker *w, const el_peer *peer, const el_wire_msg *msg) 
             later = 1;
             continue;
         }
+        int in, outd;
+        el_lora_target_shape(h, (int)mt->target, &in, &outd);
+        if (mt->in != (uint32_t)in || mt->out != (uint32_t)outd || mt->rank > 4096) {
+            reply_error(w, peer, s->id, msg->seq, EL_WERR_MISMATCH,
+                        "LORA matrix for layer %u %s is %ux%u of rank %u, the model's is %dx%d (rank at most 4096)",
+                        mt->layer, el_lora_target_stem((int)mt->target), mt->out, mt->in, mt->rank, outd, in);
+            goto out;
+        }
+        bytes += (size_t)mt->rank * (mt->in + mt->out) * sizeof(float);
         slots[k] = (el_lora_slot){(int)mt->layer, (int)mt->target, (int)mt->rank};
         kept[k++] = i;
+    }
+    // checked before anything is allocated: what this stage keeps counts
+    // against its memory budget, with the KV caches
+    size_t max_mem = w->o->max_kv_bytes ? w->o->max_kv_bytes : (size_t)2 << 30;
+    if (w->kv_used + bytes > max_mem) {
+        reply_error(w, peer, s->id, msg->seq, EL_WERR_LIMIT, "memory budget exhausted (%zu of %zu bytes in use, %zu needed)",
+                    w->kv_used, max_mem, bytes);
+        goto out;
     }
     if (later && !s->down_session) {
         reply_error(w, peer, s->id, msg->seq, EL_WERR_MISMATCH, "LORA matrices for layers past %d, and no stage after this one",
@@ -414,24 +432,12 @@ static void handle_lora(worker *w, const el_peer *peer, const el_wire_msg *msg) 
     for (int j = 0; j < k; j++) {
         const el_wire_lora_mat *mt = &mats[kept[j]];
         el_lora_mat *dst = &l->mats[mt->layer * EL_LORA_N_TARGETS + mt->target];
-        if (mt->in != (uint32_t)dst->in || mt->out != (uint32_t)dst->out) {
-            reply_error(w, peer, s->id, msg->seq, EL_WERR_MISMATCH, "LORA matrix for layer %u %s is %ux%u, the model's is %dx%d",
-                        mt->layer, el_lora_target_stem((int)mt->target), mt->out, mt->in, dst->out, dst->in);
-            goto out;
-        }
         if (el_wire_f32s(mt->a, (size_t)dst->rank * dst->in, dst->a) ||
             el_wire_f32s(mt->b, (size_t)dst->out * dst->rank, dst->b)) {
             reply_error(w, peer, s->id, msg->seq, EL_WERR_PROTOCOL, "LORA matrix for layer %u %s has a value that is not finite",
                         mt->layer, el_lora_target_stem((int)mt->target));
             goto out;
         }
-    }
-    size_t bytes = l->n_params * sizeof(float);
-    size_t max_mem = w->o->max_kv_bytes ? w->o->max_kv_bytes : (size_t)2 << 30;
-    if (w->kv_used + bytes > max_mem) {
-        reply_error(w, peer, s->id, msg->seq, EL_WERR_LIMIT, "memory budget exhausted (%zu of %zu bytes in use, %zu needed)",
-                    w->kv_used, max_mem, bytes);
-        goto out;
     }
     if (!s->lora && !(s->lora = calloc(1, sizeof *s->lora))) {
         reply_error(w, peer, s->id, msg->seq, EL_WERR_LIMIT, "out of memory");
@@ -444,6 +450,7 @@ static void handle_lora(worker *w, const el_peer *peer, const el_wire_msg *msg) 
         el_status st = el_wire_readdress(&w->down_tx, msg, s->down_session, seq);
         if (!st) st = down_request(w, &r, &e);
         if (!st && r.type != EL_MSG_OK) st = el_err(&e, EL_ERR_FORMAT, "next worker: unexpected reply type %u to LORA", r.type);
+        if (w->down_tx.cap > ((size_t)1 << 20)) el_buf_free(&w->down_tx);  // no adapter-sized copy kept around
         if (st) {
             reply_error(w, peer, s->id, msg->seq, EL_WERR_UPSTREAM, "%s", e.msg);
             goto out;
