@@ -253,14 +253,19 @@ static void handle_open(worker *w, const el_peer *peer, const el_wire_msg *msg) 
         el_link_server_send(w->srv, peer, w->out.data, w->out.len, NULL);
 }
 
-static void handle_forward(worker *w, const el_peer *peer, const el_wire_msg *msg) {
-    el_error e;
+// The session a message names, or NULL after answering that it is unknown.
+static wsession *session_of(worker *w, const el_peer *peer, const el_wire_msg *msg) {
     wsession *s = find_session(w, msg->session, peer);
-    if (!s) {
+    if (!s)
         reply_error(w, peer, msg->session, msg->seq, EL_WERR_SESSION, "unknown or expired session %016llx",
                     (unsigned long long)msg->session);
-        return;
-    }
+    return s;
+}
+
+static void handle_forward(worker *w, const el_peer *peer, const el_wire_msg *msg) {
+    el_error e;
+    wsession *s = session_of(w, peer, msg);
+    if (!s) return;
     const el_hparams *h = &w->m->hp;
     el_wire_forward f;
     if (el_wire_decode_forward(msg, (uint32_t)h->dim, &f, &e)) {
@@ -361,12 +366,8 @@ static void handle_forward(worker *w, const el_peer *peer, const el_wire_msg *ms
 // once every stage holds its part; the session's forward passes apply it.
 static void handle_lora(worker *w, const el_peer *peer, const el_wire_msg *msg) {
     el_error e;
-    wsession *s = find_session(w, msg->session, peer);
-    if (!s) {
-        reply_error(w, peer, msg->session, msg->seq, EL_WERR_SESSION, "unknown or expired session %016llx",
-                    (unsigned long long)msg->session);
-        return;
-    }
+    wsession *s = session_of(w, peer, msg);
+    if (!s) return;
     const el_hparams *h = &w->m->hp;
     uint32_t cap = (uint32_t)h->n_layers * EL_LORA_N_TARGETS, n = 0;
     el_wire_lora_mat *mats = malloc(cap * sizeof *mats);
