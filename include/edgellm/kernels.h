@@ -59,9 +59,11 @@ typedef void (*el_gemm_fn)(int k, const void *w, size_t ldw, int nr, const void 
 el_gemm_fn el_gemm_kernel(int dtype, el_isa isa);
 
 // Packed weights: quantized rows interleaved 16 at a time at load time so
-// that one VNNI instruction multiplies 16 rows; two such groups are stored
-// together as a pair (layout in kernels/pack.c).
-// The packed kernel for dtype at this ISA level, or NULL (then nothing packs).
+// that one VNNI instruction multiplies 16 rows (AVX2: 8 rows per vpmaddubsw);
+// two such groups are stored together as a pair (layout in kernels/pack.c).
+// The packed kernel for dtype at this ISA level (capped by the CPU's), or
+// NULL (then nothing packs): AVX-512 VNNI for every quantized type, AVX2 (or
+// AVX-512 without VNNI) for Q8_0 and Q4_0, whose pair layout is the same.
 el_gemm_fn el_gemm_packed_kernel(int dtype, el_isa isa);
 // Bytes a packed copy of W's first *rows rows takes (*rows: W's rows rounded
 // down to 32, whole pairs); 0 if W's dtype or shape has no packed kernel at

@@ -1,6 +1,7 @@
-// Row-interleaved copies of Q8_0 / Q4_0 weights for the AVX-512 VNNI kernels,
-// made once at load time (the file layout stays the reference and what the
-// scalar and AVX2 paths read).
+// Row-interleaved copies of quantized weights, made once at load time for the
+// AVX-512 VNNI kernels and, for Q8_0 / Q4_0, the AVX2 ones, which read the
+// same pairs 8 rows at a time (the file layout stays the reference and what
+// the scalar path reads).
 //
 // Rows are taken 16 at a time (a "group"). Per block b of 32 columns a group
 // holds, for chunk j, 64 bytes: lane r (bytes 4r..4r+3) = row r's bytes 4j..4j+3

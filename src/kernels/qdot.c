@@ -200,8 +200,11 @@ SCALAR_GEMM(gemm_q6_k, el_vec_dot_q6_k)
 
 el_gemm_fn el_gemm_packed_kernel(int dtype, el_isa isa) {
     pthread_once(&cpu_once, detect_cpu);
-    if (isa != EL_ISA_AVX512 || cpu_isa != EL_ISA_AVX512 || !cpu_vnni) return NULL;
-    return dtype == EL_DTYPE_Q4_K || dtype == EL_DTYPE_Q6_K ? el_gemm_packed_k_avx512(dtype) : el_gemm_packed_avx512(dtype);
+    el_isa level = isa < cpu_isa ? isa : cpu_isa;
+    if (level == EL_ISA_AVX512 && cpu_vnni)
+        return dtype == EL_DTYPE_Q4_K || dtype == EL_DTYPE_Q6_K ? el_gemm_packed_k_avx512(dtype) : el_gemm_packed_avx512(dtype);
+    // Q8_0/Q4_0 pairs have one layout for both levels: AVX2 (or AVX-512 without VNNI) reads it too
+    return level >= EL_ISA_AVX2 ? el_gemm_packed_avx2(dtype) : NULL;
 }
 
 el_gemm_fn el_gemm_kernel(int dtype, el_isa isa) {

@@ -17,6 +17,8 @@ el_gemm_fn el_gemm_avx512(int dtype);
 // Kernels on packed weights: w is the first pair of 16-row groups, ldw the
 // bytes per pair (el_pack_pair_bytes), nr a multiple of 32.
 el_gemm_fn el_gemm_packed_avx512(int dtype);
+// The same pair layout for Q8_0/Q4_0 read with AVX2 (qdot_avx2.c).
+el_gemm_fn el_gemm_packed_avx2(int dtype);
 // The K-quant ones (qdot_k_avx512.c): Q4_K and Q6_K, and the Q8_K activation rows
 // they read (el_quantize_row_q8_k's bytes).
 void el_act_quantize_q8_k_avx512(const float *x, void *dst, int k);

@@ -3,6 +3,7 @@
 // never saturates here: at most 2*128*127) then vpmaddwd to int32, so the
 // integer sums equal the scalar reference's exactly.
 #include <immintrin.h>
+#include <string.h>
 
 #include "edgellm/quant.h"
 #include "qdot.h"
@@ -208,6 +209,151 @@ el_gemm_fn el_gemm_avx2(int dtype) {
     case EL_DTYPE_Q6_K: return gemm_q6_k;
     case EL_DTYPE_F16: return gemm_f16;
     case EL_DTYPE_BF16: return gemm_bf16;
+    }
+    return NULL;
+}
+
+// ---------------------------------------------------------------- packed Q8_0 / Q4_0
+
+// The AVX-512 pair layout (pack.c), read 8 rows at a time: the 64-byte chunk
+// of a 16-row group is two ymm of 8 rows x 4 bytes. Without vpdpbusd a chunk
+// against 4 broadcast activation bytes is vpmaddubsw (pairs to int16) then
+// vpmaddwd against ones (to int32).
+//   Q4_0: the nibbles are unsigned (0..15); the int16 pair sums of all 8
+//         maddubs of a block stay below 8 * 2 * 15 * 127 = 30480, so they
+//         add up in int16 and go to int32 once; - 8 sum x comes in as 8 nsum.
+//   Q8_0: packed bytes are q + 128; xor 0x80 gives q back (signed), and
+//         |q| * (x * sign(q)) keeps maddubs unsigned x signed (pairs at most
+//         2 * 128 * 127, no saturation), each chunk to int32 separately.
+// The integer sums equal the scalar reference's; the float scaling is one
+// convert and one FMA per 8 rows, block and token.
+
+#define PACKED2_MAX_T 4
+
+// One block's int32 sums for 8 rows (the ymm half h of a group's chunks at c)
+// against T tokens' activations xo[t] (the block's 32 int8).
+ALWAYS_INLINE void block_sums_q4(const uint8_t *c, const int8_t *const *xo, const int32_t *seed, __m256i *s,
+                                 const int T) {
+    const __m256i m4 = _mm256_set1_epi8(0x0F);
+    __m256i p[PACKED2_MAX_T];
+    _Pragma("GCC unroll 4") for (int t = 0; t < T; t++) p[t] = _mm256_setzero_si256();
+    _Pragma("GCC unroll 4") for (int j = 0; j < 4; j++) {
+        __m256i raw = _mm256_loadu_si256((const __m256i *)(c + 64 * j));
+        __m256i lo = _mm256_and_si256(raw, m4), hi = _mm256_and_si256(_mm256_srli_epi16(raw, 4), m4);
+        _Pragma("GCC unroll 4") for (int t = 0; t < T; t++) {
+            int32_t a, b;
+            memcpy(&a, xo[t] + 4 * j, 4);
+            memcpy(&b, xo[t] + 16 + 4 * j, 4);
+            p[t] = _mm256_add_epi16(p[t], _mm256_maddubs_epi16(lo, _mm256_set1_epi32(a)));
+            p[t] = _mm256_add_epi16(p[t], _mm256_maddubs_epi16(hi, _mm256_set1_epi32(b)));
+        }
+    }
+    _Pragma("GCC unroll 4") for (int t = 0; t < T; t++)
+        s[t] = _mm256_add_epi32(sum_pairs(p[t]), _mm256_set1_epi32(8 * seed[t]));
+}
+
+ALWAYS_INLINE void block_sums_q8(const uint8_t *c, const int8_t *const *xo, __m256i *s, const int T) {
+    const __m256i bias = _mm256_set1_epi8((char)0x80);
+    _Pragma("GCC unroll 4") for (int t = 0; t < T; t++) s[t] = _mm256_setzero_si256();
+    _Pragma("GCC unroll 8") for (int j = 0; j < 8; j++) {
+        __m256i q = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)(c + 64 * j)), bias);
+        __m256i aq = _mm256_abs_epi8(q);
+        _Pragma("GCC unroll 4") for (int t = 0; t < T; t++) {
+            int32_t a;
+            memcpy(&a, xo[t] + 4 * j, 4);
+            s[t] = _mm256_add_epi32(s[t], sum_pairs(_mm256_maddubs_epi16(aq, _mm256_sign_epi8(_mm256_set1_epi32(a), q))));
+        }
+    }
+}
+
+// 8 rows (half h of the group whose chunks of block 0 are at qs and scales
+// at sc; both step bb bytes a block) x T tokens: out[t*ldo + r], r < 8.
+ALWAYS_INLINE void micro_packed2(const int q8, int k, const uint8_t *qs, const uint8_t *sc, size_t bb, const char *x,
+                                 size_t ldx, float *out, size_t ldo, const int T) {
+    const int nb = k / EL_QK;
+    const int8_t *xq[PACKED2_MAX_T];
+    const float *xd[PACKED2_MAX_T];
+    const int32_t *ns[PACKED2_MAX_T];
+    __m256 acc[PACKED2_MAX_T];
+    _Pragma("GCC unroll 4") for (int t = 0; t < T; t++) {
+        xq[t] = (const int8_t *)(x + (size_t)t * ldx);
+        xd[t] = (const float *)(xq[t] + k);
+        ns[t] = (const int32_t *)(xd[t] + nb);
+        acc[t] = _mm256_setzero_ps();
+    }
+    for (int b = 0; b < nb; b++) {
+        const int8_t *xo[PACKED2_MAX_T];
+        int32_t seed[PACKED2_MAX_T];
+        __m256i s[PACKED2_MAX_T];
+        _Pragma("GCC unroll 4") for (int t = 0; t < T; t++) xo[t] = xq[t] + EL_QK * b, seed[t] = ns[t][b];
+        if (q8) block_sums_q8(qs + (size_t)b * bb, xo, s, T);
+        else block_sums_q4(qs + (size_t)b * bb, xo, seed, s, T);
+        __m256 wd = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(sc + (size_t)b * bb)));
+        _Pragma("GCC unroll 4") for (int t = 0; t < T; t++)
+            acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s[t]), _mm256_mul_ps(wd, _mm256_set1_ps(xd[t][b])), acc[t]);
+    }
+    _Pragma("GCC unroll 4") for (int t = 0; t < T; t++) _mm256_storeu_ps(out + (size_t)t * ldo, acc[t]);
+}
+
+// Decode: a pair (32 rows) x one token in one pass over its blocks, front to
+// back: a block's 4 row-sets of 8 share its activation bytes.
+ALWAYS_INLINE void micro_decode2(const int q8, int k, const uint8_t *pair, const char *x, float *out) {
+    const int nb = k / EL_QK;
+    const size_t cb = q8 ? 512 : 256, bb = 2 * cb + 64;
+    const int8_t *xq = (const int8_t *)x;
+    const float *xd = (const float *)(xq + k);
+    const int32_t *ns = (const int32_t *)(xd + nb);
+    __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+    for (int b = 0; b < nb; b++) {
+        const uint8_t *blk = pair + (size_t)b * bb;
+        const int8_t *xo[1] = {xq + EL_QK * b};
+        __m256 xs = _mm256_set1_ps(xd[b]);
+        _Pragma("GCC unroll 4") for (int i = 0; i < 4; i++) {  // i = 2 * group + half
+            __m256i s[1];
+            const uint8_t *c = blk + (size_t)(i / 2) * cb + 32 * (i % 2);
+            if (q8) block_sums_q8(c, xo, s, 1);
+            else block_sums_q4(c, xo, &ns[b], s, 1);
+            __m256 wd = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(blk + 2 * cb + 16 * i)));
+            acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s[0]), _mm256_mul_ps(wd, xs), acc[i]);
+        }
+    }
+    _Pragma("GCC unroll 4") for (int i = 0; i < 4; i++) _mm256_storeu_ps(out + 8 * i, acc[i]);
+}
+
+#define DEFINE_PACKED2_GEMM(NAME, Q8)                                                                         \
+    static void NAME(int k, const void *w, size_t ldw, int nr, const void *x, size_t ldx, int nt, float *out,  \
+                     size_t ldo) {                                                                            \
+        const size_t cb = (Q8) ? 512 : 256, bb = 2 * cb + 64;                                                 \
+        if (nt == 1) {                                                                                        \
+            for (int p = 0; p < nr / 32; p++)                                                                 \
+                micro_decode2(Q8, k, (const uint8_t *)w + (size_t)p * ldw, x, out + 32 * p);                  \
+            return;                                                                                           \
+        }                                                                                                     \
+        for (int i = 0; i < nr / 8; i++) { /* 8 rows: pair i/4, group (i/2)%2, half i%2 */                    \
+            const uint8_t *pair = (const uint8_t *)w + (size_t)(i / 4) * ldw;                                 \
+            const uint8_t *qs = pair + (size_t)((i / 2) % 2) * cb + 32 * (i % 2);                             \
+            const uint8_t *sc = pair + 2 * cb + 16 * (i % 4);                                                 \
+            float *o = out + 8 * i;                                                                           \
+            int t = 0;                                                                                        \
+            for (; t + 4 <= nt; t += 4)                                                                       \
+                micro_packed2(Q8, k, qs, sc, bb, (const char *)x + (size_t)t * ldx, ldx, o + (size_t)t * ldo, ldo, 4); \
+            const char *xt = (const char *)x + (size_t)t * ldx;                                               \
+            float *ot = o + (size_t)t * ldo;                                                                  \
+            switch (nt - t) {                                                                                 \
+            case 1: micro_packed2(Q8, k, qs, sc, bb, xt, ldx, ot, ldo, 1); break;                             \
+            case 2: micro_packed2(Q8, k, qs, sc, bb, xt, ldx, ot, ldo, 2); break;                             \
+            case 3: micro_packed2(Q8, k, qs, sc, bb, xt, ldx, ot, ldo, 3); break;                             \
+            }                                                                                                 \
+        }                                                                                                     \
+    }
+
+DEFINE_PACKED2_GEMM(gemm_packed2_q8_0, 1)
+DEFINE_PACKED2_GEMM(gemm_packed2_q4_0, 0)
+
+el_gemm_fn el_gemm_packed_avx2(int dtype) {
+    switch (dtype) {
+    case EL_DTYPE_Q8_0: return gemm_packed2_q8_0;
+    case EL_DTYPE_Q4_0: return gemm_packed2_q4_0;
     }
     return NULL;
 }

@@ -258,32 +258,34 @@ static void test_act_quantize_rounding(void **st) {
 
 // Kernels on packed (row-interleaved) weights equal the scalar reference on
 // the file layout: the integer sums are the same, only float order differs.
-static void test_packed_matches_scalar(void **st) {
-    (void)st;
+// At each level that has packed kernels: AVX-512 VNNI (every type) and AVX2
+// (Q8_0/Q4_0, the same pair layout read 8 rows at a time).
+static void packed_matches_scalar(el_isa isa) {
     uint64_t rng = 11;
     int checked = 0;
     static const int types[] = {EL_DTYPE_Q8_0, EL_DTYPE_Q4_0, EL_DTYPE_Q4_K, EL_DTYPE_Q6_K};
     for (int ti = 0; ti < 4; ti++) {
         int dtype = types[ti];
-        el_gemm_fn pg = el_gemm_packed_kernel(dtype, EL_ISA_AVX512);
+        el_gemm_fn pg = el_gemm_packed_kernel(dtype, isa);
         if (!pg) continue;  // this CPU has no packed kernel
         const el_dtype_traits *tr = el_dtype_info(dtype);
         int kq = dtype == EL_DTYPE_Q4_K || dtype == EL_DTYPE_Q6_K;  // K-quants
         // K-quants: every k both as decode (1 token) and prefill (2..20
         // tokens: each remainder after the 8-token tiles, 0..7, once)
-        static const int nblocks[] = {1, 2, 3, 7, 64}, nsuper[] = {1, 1, 2, 2, 3, 3, 8, 8, 1, 1, 2, 2, 3, 3, 8, 8};
-        static const int ktoks[] = {2, 3, 13, 20, 9, 14, 15, 16};
-        for (int kb = 0; kb < (kq ? 16 : 5); kb++) {
+        // Q8_0/Q4_0: 1 token (decode) twice, then counts whose remainders after
+        // the 8-token (AVX-512) and 4-token (AVX2) tiles take every value
+        static const int nblocks[] = {1, 2, 3, 7, 64, 1, 2, 3, 7, 64, 5}, nsuper[] = {1, 1, 2, 2, 3, 3, 8, 8, 1, 1, 2, 2, 3, 3, 8, 8};
+        static const int ktoks[] = {2, 3, 13, 20, 9, 14, 15, 16}, toks8[] = {6, 11, 23, 9, 16, 2, 15, 12, 13};
+        for (int kb = 0; kb < (kq ? 16 : 11); kb++) {
             int k = kq ? EL_QK_K * nsuper[kb] : EL_QK * nblocks[kb];
             int rows = 32 * (1 + (int)(tu_rand(&rng) % 3)) + (int)(tu_rand(&rng) % 32);
-            int toks = kq ? (kb % 2 ? ktoks[kb / 2] : 1)
-                          : kb < 2 ? 1 : 1 + (int)(tu_rand(&rng) % 20);  // 1: the decode kernel
+            int toks = kq ? (kb % 2 ? ktoks[kb / 2] : 1) : kb < 2 ? 1 : toks8[kb - 2];  // 1: the decode kernel
             void *w;
             float *wf;
             make_weights(dtype, k, rows, &rng, &w, &wf);
             el_tensor W = {"w", dtype, 2, {k, rows, 1, 1}, w, el_dtype_row_size(dtype, k) * rows, NULL, 0};
             int64_t prows;
-            size_t bytes = el_matmul_pack_size(&W, EL_ISA_AVX512, &prows);
+            size_t bytes = el_matmul_pack_size(&W, isa, &prows);
             assert_int_equal(prows, rows & ~31);
             assert_int_equal(bytes, el_dtype_row_size(dtype, k) * (size_t)prows);  // no bigger than the file's rows
             void *packed = el_malloc_aligned(bytes);
@@ -321,16 +323,16 @@ static void test_packed_matches_scalar(void **st) {
             float *mm3 = malloc((size_t)rows * toks * sizeof(float));
             for (int threads = 1; threads <= 2; threads++) {
                 el_pool *pool = el_pool_new(threads);
-                el_matmul_isa(pool, mm, x, &W, toks, EL_ISA_AVX512);
+                el_matmul_isa(pool, mm, x, &W, toks, isa);
                 // fused with an unpacked copy of itself: each output is el_matmul's, bit for bit
                 el_tensor U = W;
                 U.packed = NULL;
-                el_matmul_isa(pool, mm3, x, &U, toks, EL_ISA_AVX512);
+                el_matmul_isa(pool, mm3, x, &U, toks, isa);
                 for (int i = 0; i < rows * toks; i++) mm2[i] = NAN;
-                el_matmul_many_isa(pool, 2, (float *[]){mm2, mm}, x, (const el_tensor *[]){&U, &W}, toks, EL_ISA_AVX512);
+                el_matmul_many_isa(pool, 2, (float *[]){mm2, mm}, x, (const el_tensor *[]){&U, &W}, toks, isa);
                 assert_memory_equal(mm2, mm3, (size_t)rows * toks * sizeof(float));
                 float *mm4 = malloc((size_t)rows * toks * sizeof(float));
-                el_matmul_isa(pool, mm4, x, &W, toks, EL_ISA_AVX512);
+                el_matmul_isa(pool, mm4, x, &W, toks, isa);
                 assert_memory_equal(mm, mm4, (size_t)rows * toks * sizeof(float));
                 free(mm4);
                 for (int i = 0; i < rows * toks; i++) {
@@ -349,9 +351,15 @@ static void test_packed_matches_scalar(void **st) {
             el_free_aligned(packed);
             free(w), free(wf), free(x), free(act), free(ref), free(got);
         }
-        printf("  %s: %d packed outputs compared\n", tr->name, checked);
+        printf("  %s %s: %d packed outputs compared\n", el_isa_name(isa), tr->name, checked);
         checked = 0;
     }
+}
+
+static void test_packed_matches_scalar(void **st) {
+    (void)st;
+    packed_matches_scalar(EL_ISA_AVX2);
+    packed_matches_scalar(EL_ISA_AVX512);
 }
 
 // matmul on quantized weights ≈ x · dequant(W)ᵀ, for every ISA and 1-2 threads
