@@ -248,7 +248,7 @@ int cmd_finetune(int argc, char **argv) {
     snprintf(ckpt_path, sizeof ckpt_path, "%s.ckpt", out_path);
     unsigned targets;
     if (el_lora_parse_targets(targets_s, &targets, &err)) goto out;
-    el_model_opts mo = {0};
+    el_model_opts mo = {.no_pack = 1};  // training reads the file's rows (el_tensor_row_f32)
     if (tool_split_prepare(&ts, &mo, &err)) goto out;
     if (el_model_open(model_path, &mo, &m, &err)) goto out;
     if (tool_split_check_model(&ts, m, &err)) goto out;
@@ -452,7 +452,7 @@ int cmd_finetune(int argc, char **argv) {
     if (trainer) {
         // Both parts: ours, the worker's, and the joined adapter for the whole model.
         char part[4096];
-        el_model_opts fo = {0};
+        el_model_opts fo = {.no_pack = 1};  // for the adapter's shapes only
         if (el_model_open(model_path, &fo, &full, &err) ||
             el_lora_new_layers(full, cut, full->hp.n_layers, rank, alpha, targets, seed, &worker_part, &err) ||
             el_split_trainer_fetch(trainer, worker_part->params, worker_part->n_params, &err))

@@ -71,7 +71,9 @@ el_gemm_fn el_gemm_packed_kernel(int dtype, el_isa isa);
 size_t el_matmul_pack_size(const el_tensor *W, el_isa isa, int64_t *rows);
 // Writes that copy to dst (el_matmul_pack_size bytes). Set W->packed and
 // W->packed_rows to use it: el_matmul then reads rows below packed_rows from
-// it (at the level it was made for) and the rest from W->data.
+// it with the packed kernel of the level it runs at, and the rest from
+// W->data; at a level without one (scalar; K-quants below AVX-512 VNNI) it
+// reads every row from W->data.
 void el_matmul_pack(const el_tensor *W, int64_t rows, void *dst);
 
 // ---------------------------------------------------------------- machine probes

@@ -79,6 +79,8 @@ typedef struct {
     int no_layers;               // bind no layers at all (a device that only embeds)
     int no_embed;                // do not need token_embd
     int no_head;                 // do not need output_norm/output
+    int no_pack;                 // no packed copies for the matmul kernels: the reader uses the file's
+                                 // rows (training dequantizes them), so a copy would double the memory
 } el_model_opts;
 
 typedef struct el_model {

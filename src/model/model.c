@@ -413,7 +413,7 @@ el_status el_model_open(const char *path, const el_model_opts *opts, el_model **
         if (!s) s = is_gguf ? bind_gguf(m, err) : bind_llama2c(m, &c, err);
     }
     if (!s) s = check_bound(m, err);
-    if (!s) s = pack_weights(m, err);
+    if (!s && !o.no_pack) s = pack_weights(m, err);
     if (s) {
         el_model_close(m);
         return s;
