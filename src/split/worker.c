@@ -132,6 +132,9 @@ static el_status down_request(worker *w, el_wire_msg *reply, el_error *err) {
     return EL_OK;
 }
 
+// Bytes all sessions' KV caches and adapters may take (--max-kv).
+static size_t mem_budget(const worker *w) { return w->o->max_kv_bytes ? w->o->max_kv_bytes : (size_t)2 << 30; }
+
 static void handle_open(worker *w, const el_peer *peer, const el_wire_msg *msg) {
     el_error e;
     el_wire_open o;
@@ -199,7 +202,7 @@ static void handle_open(worker *w, const el_peer *peer, const el_wire_msg *msg) 
         return;
     }
     size_t kv = 2 * (size_t)(st->layer_end - st->layer_begin) * o.ctx * (size_t)h->n_kv_heads * h->head_dim * 4;
-    size_t max_kv = w->o->max_kv_bytes ? w->o->max_kv_bytes : (size_t)2 << 30;
+    size_t max_kv = mem_budget(w);
     if (w->kv_used + kv > max_kv) {
         reply_error(w, peer, 0, msg->seq, EL_WERR_LIMIT, "KV cache budget exhausted (%zu of %zu bytes in use, %zu needed)",
                     w->kv_used, max_kv, kv);
@@ -415,7 +418,7 @@ static void handle_lora(worker *w, const el_peer *peer, const el_wire_msg *msg) 
     }
     // checked before anything is allocated: what this stage keeps counts
     // against its memory budget, with the KV caches
-    size_t max_mem = w->o->max_kv_bytes ? w->o->max_kv_bytes : (size_t)2 << 30;
+    size_t max_mem = mem_budget(w);
     if (w->kv_used + bytes > max_mem) {
         reply_error(w, peer, s->id, msg->seq, EL_WERR_LIMIT, "memory budget exhausted (%zu of %zu bytes in use, %zu needed)",
                     w->kv_used, max_mem, bytes);
