@@ -107,8 +107,8 @@ int cmd_serve(int argc, char **argv) {
     el_error err;
     el_server *s;
     if (el_server_start(&o, &s, &err)) return cli_error(&err);
-    fprintf(stderr, "serve: listening on http://%s:%d (%s, %d slots, KV cache %.1f MiB%s%s)\n", host, el_server_port(s),
-            o.model_path, o.slots ? o.slots : 16, (double)el_server_kv_bytes(s) / (1 << 20), o.lora_dir ? ", adapters in " : "",
+    fprintf(stderr, "serve: listening on http://%s:%d (%s, %d slots, KV cache budget %.1f MiB%s%s)\n", host, el_server_port(s),
+            o.model_path, o.slots ? o.slots : 16, (double)el_server_kv_budget(s) / (1 << 20), o.lora_dir ? ", adapters in " : "",
             o.lora_dir ? o.lora_dir : "");
     el_progress p;
     if (!quiet) el_progress_begin(&p, stderr, "serve", 0, "tok");

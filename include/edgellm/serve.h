@@ -5,7 +5,7 @@
 // -> el_serve_request, fuzzed), the adapter cache (adapters loaded on first
 // use, evicted least-recently-used over a memory budget), and the server
 // (HTTP handlers + a scheduler thread running continuous batching with
-// el_batch_step).
+// el_batch_run).
 #ifndef EDGELLM_SERVE_H
 #define EDGELLM_SERVE_H
 
@@ -131,6 +131,9 @@ typedef struct {
     int max_connections;     // default 512
     const char *chat_template;  // template name (NULL: from the model)
     int quiet;               // no per-request log lines on stderr
+    int kv_type;             // KV cache dtype (EL_DTYPE_F32 default, F16, Q8_0)
+    size_t max_kv;           // KV bytes over all sequences (0: slots x ctx worth)
+    int max_batch_tokens;    // rows per step: a decode row per slot plus prompt chunks (0: slots + 64)
 } el_serve_opts;
 
 typedef struct el_server el_server;
@@ -139,8 +142,9 @@ typedef struct el_server el_server;
 // the HTTP listener.
 el_status el_server_start(const el_serve_opts *o, el_server **out, el_error *err);
 int el_server_port(const el_server *s);
-// Bytes of KV cache held by all slots.
+// Bytes of KV cache the sequences hold now, and the budget they share.
 size_t el_server_kv_bytes(const el_server *s);
+size_t el_server_kv_budget(const el_server *s);
 // Finished requests, tokens generated, sequences running and waiting now.
 void el_server_stats(el_server *s, uint64_t *requests, uint64_t *tokens, int *active, int *queued);
 // Stops accepting, cancels requests in flight (streams end with an error

@@ -113,7 +113,6 @@ void el_attn_scores_scalar(float *scores, const float *q, const float *k, size_t
 }
 
 void el_attn_mix_scalar(float *out, const float *w, const float *v, size_t stride, int n, int hd) {
-    for (int i = 0; i < hd; i++) out[i] = 0;
     for (int p = 0; p < n; p++) el_axpy_f32(out, w[p], v + (size_t)p * stride, hd);
 }
 

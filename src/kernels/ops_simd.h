@@ -12,11 +12,19 @@ void el_softmax_avx512(float *x, int n);
 // hd a multiple of 16, at most 256
 void el_attn_scores_avx512(float *scores, const float *q, const float *k, size_t stride, int n, int hd, float scale);
 void el_attn_mix_avx512(float *out, const float *w, const float *v, size_t stride, int n, int hd);
+// KV rows in f16 or q8_0 (kv.c), stride in bytes; hd a multiple of 16, at
+// most 256 (q8_0: a multiple of 32, or 16)
+void el_attn_scores_kv_avx512(int dtype, float *scores, const float *q, const void *k, size_t stride, int n, int hd,
+                              float scale);
+void el_attn_mix_kv_avx512(int dtype, float *out, const float *w, const void *v, size_t stride, int n, int hd);
 
 // The scalar versions (the reference for tests).
 void el_swiglu_scalar(float *h, const float *g, const float *u, int n);
 void el_softmax_scalar(float *x, int n);
 void el_attn_scores_scalar(float *scores, const float *q, const float *k, size_t stride, int n, int hd, float scale);
 void el_attn_mix_scalar(float *out, const float *w, const float *v, size_t stride, int n, int hd);
+void el_attn_scores_kv_scalar(int dtype, float *scores, const float *q, const void *k, size_t stride, int n, int hd,
+                              float scale);
+void el_attn_mix_kv_scalar(int dtype, float *out, const float *w, const void *v, size_t stride, int n, int hd);
 
 #endif

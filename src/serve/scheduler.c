@@ -1,8 +1,8 @@
-// Continuous batching: requests join the running batch when a slot is free
-// (their prompt is prefilled on that slot's session with their adapter),
-// every decode step runs the base once over all running sequences with each
-// row's own adapter (el_batch_step), and a sequence leaves at the token that
-// ends it. Clients never block this thread: text goes into the request's
+// Continuous batching: requests join the running batch when a slot is free,
+// and every step runs the base once (el_batch_run) over a decode row of each
+// running sequence and chunks of the joining ones' prompts, shared fairly by
+// el_batch_plan, each with its own adapter; a sequence leaves at the token
+// that ends it. Clients never block this thread: text goes into the request's
 // buffer and a condition variable wakes whoever waits on it.
 #include <stdlib.h>
 #include <string.h>
@@ -120,14 +120,11 @@ static int cancelled(job *j) {
 static void release_slot(el_server *s, slot *sl) {
     job_unref(s, sl->j);
     sl->j = NULL;
+    el_session_set_lora(sl->sess, NULL);
+    el_session_truncate(sl->sess, 0);  // its KV blocks go back to the budget
     el_sampler_free(sl->sampler);
     sl->sampler = NULL;
 }
-
-// Prompt tokens prefilled between two decode steps, over all joining
-// requests: a long prompt is taken in chunks so it delays the running batch
-// by at most one chunk per step.
-#define PREFILL_BUDGET 64
 
 // Sets up a newly admitted request on its slot.
 static int admit(el_server *s, slot *sl) {
@@ -139,49 +136,25 @@ static int admit(el_server *s, slot *sl) {
         return -1;
     }
     for (int i = 0; i < j->n_prompt; i++) el_sampler_accept(sl->sampler, j->prompt[i]);
+    el_session_set_lora(sl->sess, j->adapter);
     sl->prefilled = 0;
     sl->pos = 0;
     return 0;
 }
 
-// Prefills up to budget more prompt tokens of the slot's request with its
-// adapter; after the last chunk, takes its first token. Returns the tokens used.
-static int prefill(el_server *s, slot *sl, int budget, float *logits) {
-    job *j = sl->j;
-    el_error err;
-    int n = j->n_prompt - sl->prefilled;
-    if (n > budget) n = budget;
-    el_session_set_lora(sl->sess, j->adapter);
-    el_status st = el_session_forward(sl->sess, j->prompt + sl->prefilled, n, sl->prefilled, logits, 0, &err);
-    el_session_set_lora(sl->sess, NULL);
-    if (st) {
-        finish(s, j, NULL, err.msg);
-        release_slot(s, sl);
-        return n;
-    }
-    sl->prefilled += n;
-    if (sl->prefilled < j->n_prompt) return n;
-    pthread_mutex_lock(&s->mu);
-    s->met.prefills++;
-    s->met.prompt_tokens += (uint64_t)j->n_prompt;
-    pthread_mutex_unlock(&s->mu);
-    sl->pos = j->n_prompt;
-    sl->next = j->prompt[j->n_prompt - 1];
-    int tok = el_sampler_sample(sl->sampler, logits);
-    el_sampler_accept(sl->sampler, tok);
-    if (take_token(s, sl, tok)) release_slot(s, sl);
-    return n;
+// Ends a slot's request with an error and frees the slot.
+static void fail_slot(el_server *s, slot *sl, const char *msg) {
+    finish(s, sl->j, NULL, msg);
+    release_slot(s, sl);
 }
 
 static void *sched_main(void *arg) {
     el_server *s = arg;
     int n = s->n_slots, V = s->m->hp.vocab;
-    float *logits = s->sb.logits;
-    el_session **rs = s->sb.rs;
-    int *toks = s->sb.toks, *pos = s->sb.pos;
+    el_batch_req *reqs = s->sb.reqs;
     slot **rows = s->sb.rows;
-    const el_lora_set **ad = s->sb.ad;
-    int prefill_from = 0;
+    int *want = s->sb.want, *take = s->sb.take;
+    int cursor = 0;
     for (;;) {
         // admit waiting requests into free slots (token boundary)
         pthread_mutex_lock(&s->mu);
@@ -210,59 +183,62 @@ static void *sched_main(void *arg) {
             k++;
             admit(s, &s->slots[i]);
         }
-        // prefill joining requests within the budget, oldest slot index first
-        // after the one that went last time, so none starves
-        int budget = PREFILL_BUDGET, start = prefill_from;
-        for (int k = 0; k < n && budget > 0; k++) {
-            slot *sl = &s->slots[(start + k) % n];
-            if (!sl->j || sl->prefilled >= sl->j->n_prompt) continue;
-            if (cancelled(sl->j)) {
-                finish(s, sl->j, NULL, "cancelled by the client");
-                release_slot(s, sl);
-                continue;
-            }
-            budget -= prefill(s, sl, budget, logits);
-            prefill_from = (start + k + 1) % n;
-        }
-        // one decode step over every running sequence
-        int nr = 0;
+        // One step over every running sequence: a decode row each, and
+        // prompt chunks of the joining ones, shared fairly (el_batch_plan).
         for (int i = 0; i < n; i++) {
             slot *sl = &s->slots[i];
+            want[i] = 0;
             if (!sl->j) continue;
             if (cancelled(sl->j)) {
-                finish(s, sl->j, NULL, "cancelled by the client");
-                release_slot(s, sl);
+                fail_slot(s, sl, "cancelled by the client");
                 continue;
             }
-            if (sl->prefilled < sl->j->n_prompt) continue;  // still joining
-            rows[nr] = sl;
-            rs[nr] = sl->sess;
-            toks[nr] = sl->next;
-            pos[nr] = sl->pos;
-            ad[nr] = sl->j->adapter;
-            nr++;
+            want[i] = sl->prefilled < sl->j->n_prompt ? sl->j->n_prompt - sl->prefilled : 1;
+        }
+        el_batch_plan(n, want, el_batch_max_rows(s->batch), 1, &cursor, take);
+        int nr = 0, decode_rows = 0;
+        for (int i = 0; i < n; i++) {
+            slot *sl = &s->slots[i];
+            if (!take[i]) continue;
+            el_error err;
+            int prefill = sl->prefilled < sl->j->n_prompt;
+            int pos = prefill ? sl->prefilled : sl->pos;
+            if (el_session_reserve(sl->sess, pos + take[i], &err)) {
+                fail_slot(s, sl, err.msg);
+                continue;
+            }
+            int last = !prefill || sl->prefilled + take[i] == sl->j->n_prompt;
+            reqs[nr] = (el_batch_req){.s = sl->sess, .pos = pos, .n = take[i],
+                                      .tokens = prefill ? sl->j->prompt + sl->prefilled : &sl->next,
+                                      .logits_rows = last ? 1 : 0, .logits = s->sb.logits + (size_t)nr * V};
+            rows[nr++] = sl;
+            decode_rows += !prefill;
         }
         pthread_mutex_lock(&s->mu);
         s->met.active = nr;
         pthread_mutex_unlock(&s->mu);
         if (nr == 0) continue;
         el_error err;
-        if (el_batch_step(s->batch, nr, rs, toks, pos, ad, logits, &err)) {
-            for (int r = 0; r < nr; r++) {
-                finish(s, rows[r]->j, NULL, err.msg);
-                release_slot(s, rows[r]);
-            }
+        if (el_batch_run(s->batch, nr, reqs, &err)) {
+            for (int r = 0; r < nr; r++) fail_slot(s, rows[r], err.msg);
             continue;
         }
-        pthread_mutex_lock(&s->mu);
-        s->met.decode_steps++;
-        s->met.decode_rows += (uint64_t)nr;
-        s->met.last_batch = nr;
-        pthread_mutex_unlock(&s->mu);
+        int prefills = 0;
+        uint64_t prompt_tokens = 0;
         for (int r = 0; r < nr; r++) {
             slot *sl = rows[r];
-            sl->pos++;
-            int tok = el_sampler_sample(sl->sampler, logits + (size_t)r * V);
+            job *j = sl->j;
+            if (sl->prefilled < j->n_prompt) {
+                sl->prefilled += reqs[r].n;
+                if (sl->prefilled < j->n_prompt) continue;
+                prefills++;
+                prompt_tokens += (uint64_t)j->n_prompt;
+                sl->pos = j->n_prompt;
+                sl->next = j->prompt[j->n_prompt - 1];
+            } else {
+                sl->pos++;
+            }
+            int tok = el_sampler_sample(sl->sampler, reqs[r].logits);
             el_sampler_accept(sl->sampler, tok);
             if (take_token(s, sl, tok)) release_slot(s, sl);
             else sl->next = tok;
@@ -270,15 +246,19 @@ static void *sched_main(void *arg) {
         int still = 0;
         for (int i = 0; i < n; i++) still += s->slots[i].j != NULL;
         pthread_mutex_lock(&s->mu);
+        if (decode_rows) {
+            s->met.decode_steps++;
+            s->met.decode_rows += (uint64_t)decode_rows;
+            s->met.last_batch = decode_rows;
+        }
+        s->met.prefills += (uint64_t)prefills;
+        s->met.prompt_tokens += prompt_tokens;
         s->met.active = still;
         pthread_mutex_unlock(&s->mu);
     }
     // shutting down: end everything still running or queued
     for (int i = 0; i < n; i++)
-        if (s->slots[i].j) {
-            finish(s, s->slots[i].j, NULL, "server is shutting down");
-            release_slot(s, &s->slots[i]);
-        }
+        if (s->slots[i].j) fail_slot(s, &s->slots[i], "server is shutting down");
     pthread_mutex_lock(&s->mu);
     job *q = s->queue_head;
     s->queue_head = s->queue_tail = NULL;
@@ -296,12 +276,11 @@ static void *sched_main(void *arg) {
 el_status sched_start(el_server *s, el_error *err) {
     size_t n = (size_t)s->n_slots;
     s->sb.logits = el_calloc(n * (size_t)s->m->hp.vocab, sizeof(float));
-    s->sb.rs = el_calloc(n, sizeof *s->sb.rs);
-    s->sb.toks = el_calloc(n, sizeof *s->sb.toks);
-    s->sb.pos = el_calloc(n, sizeof *s->sb.pos);
+    s->sb.reqs = el_calloc(n, sizeof *s->sb.reqs);
     s->sb.rows = el_calloc(n, sizeof *s->sb.rows);
-    s->sb.ad = el_calloc(n, sizeof *s->sb.ad);
-    if (!s->sb.logits || !s->sb.rs || !s->sb.toks || !s->sb.pos || !s->sb.rows || !s->sb.ad)
+    s->sb.want = el_calloc(n, sizeof *s->sb.want);
+    s->sb.take = el_calloc(n, sizeof *s->sb.take);
+    if (!s->sb.logits || !s->sb.reqs || !s->sb.rows || !s->sb.want || !s->sb.take)
         return el_err(err, EL_ERR_NOMEM, "out of memory for a batch of %d slots", s->n_slots);
     if (pthread_create(&s->thread, NULL, sched_main, s)) return el_err(err, EL_ERR_STATE, "cannot start the scheduler thread");
     s->thread_started = 1;
@@ -319,10 +298,9 @@ void sched_stop(el_server *s) {
 
 void sched_free(el_server *s) {
     free(s->sb.logits);
-    free(s->sb.rs);
-    free(s->sb.toks);
-    free(s->sb.pos);
+    free(s->sb.reqs);
     free(s->sb.rows);
-    free(s->sb.ad);
+    free(s->sb.want);
+    free(s->sb.take);
     memset(&s->sb, 0, sizeof s->sb);
 }

@@ -85,12 +85,12 @@ struct el_server {
     uint64_t next_id;
     pthread_t thread;
     int thread_started;
+    el_kv_pool *kv;  // every slot's KV blocks count against it
     struct {  // the scheduler's per-step arrays, [n_slots] (logits [n_slots, vocab])
         float *logits;
-        el_session **rs;
-        int *toks, *pos;
+        el_batch_req *reqs;
         struct slot **rows;
-        const el_lora_set **ad;
+        int *want, *take;
     } sb;
     struct MHD_Daemon *daemon;
     int port;

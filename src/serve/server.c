@@ -6,6 +6,7 @@
 #include <time.h>
 
 #include "edgellm/chat.h"
+#include "edgellm/kernels.h"
 #include "serve_internal.h"
 
 static void server_free(el_server *s) {
@@ -15,6 +16,7 @@ static void server_free(el_server *s) {
         el_sampler_free(s->slots[i].sampler);
     }
     free(s->slots);
+    el_kv_pool_free(s->kv);
     sched_free(s);
     el_batch_free(s->batch);
     el_adapter_cache_free(s->adapters);
@@ -83,10 +85,32 @@ el_status el_server_start(const el_serve_opts *opts, el_server **out, el_error *
         st = el_err(err, EL_ERR_NOMEM, "out of memory for %d slots", s->n_slots);
         goto fail;
     }
-    el_session_opts so = {.ctx = s->ctx, .max_batch = s->ctx < 64 ? s->ctx : 64};
+    el_session_opts so = {.ctx = s->ctx, .max_batch = 1, .kv_type = opts->kv_type};
+    // KV blocks are taken as sequences grow; by default the budget is what
+    // every slot at the full context would need
+    size_t per_pos = el_kv_row_bytes(opts->kv_type, s->m->hp.head_dim) * 2 * (size_t)s->m->hp.n_kv_heads *
+                     (size_t)s->m->hp.n_layers;
+    size_t max_kv = opts->max_kv ? opts->max_kv
+                                 : per_pos * (size_t)s->n_slots * (size_t)((s->ctx + EL_KV_BLOCK - 1) / EL_KV_BLOCK * EL_KV_BLOCK);
+    if (!per_pos) {
+        st = el_err(err, EL_ERR_UNSUPPORTED, "KV cache type %s is not supported (f32, f16, q8_0)", el_dtype_name(opts->kv_type));
+        goto fail;
+    }
+    if (!(s->kv = el_kv_pool_new(max_kv))) {
+        st = el_err(err, EL_ERR_NOMEM, "out of memory");
+        goto fail;
+    }
+    so.kv_pool = s->kv;
     for (int i = 0; i < s->n_slots; i++)
         if ((st = el_session_new(s->m, &so, s->pool, &s->slots[i].sess, err))) goto fail;
-    if ((st = el_batch_new(s->m, s->n_slots, s->pool, &s->batch, err))) goto fail;
+    // a decode row for every slot, plus prompt chunks
+    int rows = opts->max_batch_tokens > 0 ? opts->max_batch_tokens : s->n_slots + 64;
+    if (rows < s->n_slots) {
+        st = el_err(err, EL_ERR_ARG, "--max-batch-tokens %d is below --slots %d: every running sequence needs a row",
+                    rows, s->n_slots);
+        goto fail;
+    }
+    if ((st = el_batch_new(s->m, rows, s->pool, &s->batch, err))) goto fail;
     if (opts->n_api_keys > 0) {
         s->keys = calloc((size_t)opts->n_api_keys, sizeof *s->keys);
         if (!s->keys) {
@@ -112,9 +136,8 @@ fail:
 
 int el_server_port(const el_server *s) { return s->port; }
 
-size_t el_server_kv_bytes(const el_server *s) {
-    return s->n_slots ? (size_t)s->n_slots * el_session_kv_bytes(s->slots[0].sess) : 0;
-}
+size_t el_server_kv_bytes(const el_server *s) { return el_kv_pool_used(s->kv); }
+size_t el_server_kv_budget(const el_server *s) { return el_kv_pool_max(s->kv); }
 
 void el_server_stats(el_server *s, uint64_t *requests, uint64_t *tokens, int *active, int *queued) {
     pthread_mutex_lock(&s->mu);
