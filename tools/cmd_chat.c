@@ -36,6 +36,7 @@ static const char *usage =
     "      --repeat-penalty R  penalise the last 64 tokens (default 1.0 = off)\n"
     "      --seed S            random seed (default: from the clock)\n"
     "      --ctx N             context length (default: the model's)\n"
+    TOOL_KV_HELP
     "      --lora FILE[:S]     apply a LoRA adapter with scale S (default 1); repeatable\n"
     "      --show-prompt       print each rendered prompt to stderr\n"
     "      --no-cache          evaluate the whole conversation every turn instead of reusing\n"
@@ -108,7 +109,7 @@ int cmd_chat(int argc, char **argv) {
     cli_init(&c, "chat", argc, argv);
     const char *model_path = NULL, *tok_path = NULL, *tmpl_name = NULL, *system = NULL;
     tool_loras lo = {0};
-    int steps = 256, threads = 0, ctx = 0, have_seed = 0, show_prompt = 0, no_cache = 0;
+    int steps = 256, threads = 0, ctx = 0, have_seed = 0, show_prompt = 0, no_cache = 0, kv_type = 0;
     el_sampler_params sp = el_sampler_defaults();
     sp.temp = 0.8f;
     sp.top_p = 0.9f;
@@ -123,6 +124,7 @@ int cmd_chat(int argc, char **argv) {
         else if (cli_is(a, "-n", "--steps")) cli_int(&c, a, 1, 1 << 24, &steps);
         else if (tool_sampler_option(&c, a, &sp, &have_seed)) continue;
         else if (cli_is(a, NULL, "--ctx")) cli_int(&c, a, 1, 1 << 20, &ctx);
+        else if (tool_kv_option(&c, a, &kv_type)) continue;
         else if (cli_is(a, "-t", "--threads")) cli_int(&c, a, 1, 256, &threads);
         else if (cli_is(a, NULL, "--show-prompt")) show_prompt = 1;
         else if (cli_is(a, NULL, "--no-cache")) no_cache = 1;
@@ -164,7 +166,7 @@ int cmd_chat(int argc, char **argv) {
         el_err(&err, EL_ERR_NOMEM, "could not start %d threads", threads);
         goto out;
     }
-    el_session_opts so = {.ctx = ctx};
+    el_session_opts so = {.ctx = ctx, .kv_type = kv_type};
     if (el_session_new(m, &so, pool, &s, &err)) goto out;
     if (lo.n) el_session_set_lora(s, &lo.set);
     smp = el_sampler_new(&sp, m->hp.vocab);

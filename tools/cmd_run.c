@@ -33,6 +33,7 @@ static const char *usage_head =
     "      --repeat-penalty R  penalise the last 64 tokens (default 1.0 = off)\n"
     "      --seed S            random seed (default: from the clock)\n"
     "      --ctx N             context length (default: the model's)\n"
+    TOOL_KV_HELP
     "      --lora FILE[:S]     apply a LoRA adapter (GGUF) with scale S (default 1); repeatable\n"
     "      --chat              the prompt is a user message: render it with the model's chat\n"
     "                          template, print only the reply, stop at the end of the turn\n"
@@ -45,6 +46,8 @@ static const char *usage_head =
     "  -h, --help              this text\n"
     "\n";
 static const char *usage_tail =
+    "      --edge-sample       with --split: the last worker samples with these settings and returns\n"
+    "                          tokens, not logits (the text equals a local run with the same seed)\n"
     "\n"
     "example: edgellm run -m ../shared/models/aidreams260K.bin -z ../shared/models/tok512.bin \\\n"
     "           -p \"The dream\" -n 100 --temp 0\n"
@@ -60,6 +63,7 @@ static void print_stats_line(FILE *f, const char *label, const el_split_stats *s
     fprintf(f, "%s: device %.3f ms", label, st->device_s * 1e3);
     if (split) {
         fprintf(f, ", link %.3f ms", st->link_s * 1e3);
+        if (st->queue_s > 0) fprintf(f, ", queued %.3f ms", st->queue_s * 1e3);
         for (int i = 0; i < st->n_workers; i++) fprintf(f, ", worker%d %.3f ms", i + 1, st->worker_s[i] * 1e3);
         fprintf(f, ", sent %llu B, received %llu B", (unsigned long long)st->bytes_sent,
                 (unsigned long long)st->bytes_received);
@@ -75,6 +79,7 @@ int cmd_run(int argc, char **argv) {
     int chat_mode = 0;
     tool_loras lo = {0};
     int steps = 256, ignore_eos = 0, threads = 0, ctx = 0, stats = 0, json = 0, have_seed = 0, split;
+    int kv_type = EL_DTYPE_F32, edge = 0;
     tool_split ts;
     tool_split_init(&ts);
     el_sampler_params sp = el_sampler_defaults();
@@ -90,6 +95,8 @@ int cmd_run(int argc, char **argv) {
         else if (cli_is(a, "-n", "--steps")) cli_int(&c, a, 0, 1 << 24, &steps);
         else if (tool_sampler_option(&c, a, &sp, &have_seed)) continue;
         else if (cli_is(a, NULL, "--ctx")) cli_int(&c, a, 1, 1 << 20, &ctx);
+        else if (tool_kv_option(&c, a, &kv_type)) continue;
+        else if (cli_is(a, NULL, "--edge-sample")) edge = 1;
         else if (cli_is(a, "-t", "--threads")) cli_int(&c, a, 1, 256, &threads);
         else if (cli_is(a, NULL, "--stats")) stats = 1;
         else if (cli_is(a, NULL, "--json")) json = 1;
@@ -108,6 +115,8 @@ int cmd_run(int argc, char **argv) {
     if ((tmpl_name || system) && !chat_mode) return cli_fail(&c, "--template and --system need --chat");
     if (tool_split_check(&c, &ts)) return 2;
     split = ts.enabled;
+    if (edge && (!split || ts.autoplan || ts.o.ushape))
+        return cli_fail(&c, "--edge-sample needs --split with fixed cuts and no --ushape (the last worker holds the head)");
     el_split_opts so_split = ts.o;
     if (!have_seed) sp.seed = (uint64_t)time(NULL) ^ ((uint64_t)el_time_ns() << 16);
 
@@ -131,6 +140,7 @@ int cmd_run(int argc, char **argv) {
     el_model_opts mo = {0};
     if (tool_split_prepare(&ts, &mo, &err)) goto out;
     so_split = ts.o;
+    if (edge) so_split.edge_sampling = &sp;
     if (el_model_open(model_path, &mo, &m, &err)) goto out;
     if (tool_split_check_model(&ts, m, &err)) goto out;
     if (tool_loras_load(&lo, m, &err)) goto out;
@@ -164,7 +174,7 @@ int cmd_run(int argc, char **argv) {
     }
     memcpy(history, ids, (size_t)n_ids * sizeof(int));
     pool = el_pool_new(threads);
-    el_session_opts so = {.ctx = ctx};
+    el_session_opts so = {.ctx = ctx, .kv_type = kv_type};
     if (!pool) goto out;
     if (ts.autoplan) {
         // start all local with the link open, then let the planner choose
@@ -191,7 +201,9 @@ int cmd_run(int argc, char **argv) {
     for (int i = 0; i < n_ids; i++) el_sampler_accept(smp, ids[i]);
 
     double t0 = el_time_s();
-    if (el_pipeline_forward(pipe, ids, n_ids, 0, logits, 0, &err)) goto out;
+    int edge_next = -1;  // with --edge-sample: the token the last worker sampled
+    if (edge ? el_pipeline_next_token(pipe, ids, n_ids, 0, &edge_next, &err) : el_pipeline_forward(pipe, ids, n_ids, 0, logits, 0, &err))
+        goto out;
     double t_prefill = el_time_s() - t0;
     el_split_stats prefill = *el_pipeline_total(pipe);
     if (stats) print_stats_line(stderr, "prefill", &prefill, split);
@@ -199,7 +211,7 @@ int cmd_run(int argc, char **argv) {
     int bos = el_tokenizer_bos(tok), eos = el_tokenizer_eos(tok);
     double t1 = el_time_s();
     while (generated < steps && !interrupted) {
-        int next = el_sampler_sample(smp, logits);
+        int next = edge ? edge_next : el_sampler_sample(smp, logits);
         if (!ignore_eos && (next == bos || next == eos)) break;
         if (chat_mode) {
             if (next == chat.eot_id) break;
@@ -219,7 +231,8 @@ int cmd_run(int argc, char **argv) {
         if (generated == steps || pos >= ctx) break;
         history[pos] = next;
         if (have_auto && generated % ts.replan_every == 0 && tool_auto_replan(&autop, pipe, history, pos, 0, &err)) goto out;
-        if (el_pipeline_forward(pipe, &next, 1, pos, logits, 0, &err)) {
+        if (edge ? el_pipeline_next_token(pipe, &next, 1, pos, &edge_next, &err)
+                 : el_pipeline_forward(pipe, &next, 1, pos, logits, 0, &err)) {
             if (interrupted) break;  // Ctrl-C during a wait on the link: a clean stop
             goto out;
         }
@@ -239,6 +252,7 @@ int cmd_run(int argc, char **argv) {
     int n_dec = generated > 1 ? generated - 1 : 0;  // forwards after the prefill
     dec.device_s -= prefill.device_s;
     dec.link_s -= prefill.link_s;
+    dec.queue_s -= prefill.queue_s;
     for (int i = 0; i < dec.n_workers; i++) dec.worker_s[i] -= prefill.worker_s[i];
     dec.bytes_sent -= prefill.bytes_sent;
     dec.bytes_received -= prefill.bytes_received;
@@ -250,6 +264,7 @@ int cmd_run(int argc, char **argv) {
         el_split_stats avg = dec;
         avg.device_s *= per;
         avg.link_s *= per;
+        avg.queue_s *= per;
         for (int i = 0; i < avg.n_workers; i++) avg.worker_s[i] *= per;
         avg.bytes_sent = (uint64_t)(avg.bytes_sent * per + 0.5);
         avg.bytes_received = (uint64_t)(avg.bytes_received * per + 0.5);
@@ -262,8 +277,9 @@ int cmd_run(int argc, char **argv) {
                 "\"decode_tokens_per_s\": %.3f, \"split\": %s, \"cuts\": [", n_ids, generated, t_prefill, t_decode,
                 n_dec ? n_dec / t_decode : 0.0, split ? "true" : "false");
         for (int i = 0; split && i < so_split.n_cuts; i++) fprintf(stderr, i ? ", %d" : "%d", so_split.cuts[i]);
-        fprintf(stderr, "], \"act\": \"%s\", \"per_token\": {\"device_ms\": %.4f, \"link_ms\": %.4f, \"worker_ms\": [",
-                el_dtype_name(so_split.act_dtype), dec.device_s * per * 1e3, dec.link_s * per * 1e3);
+        fprintf(stderr, "], \"act\": \"%s\", \"per_token\": {\"device_ms\": %.4f, \"link_ms\": %.4f, \"queue_ms\": %.4f, "
+                "\"worker_ms\": [",
+                el_dtype_name(so_split.act_dtype), dec.device_s * per * 1e3, dec.link_s * per * 1e3, dec.queue_s * per * 1e3);
         for (int i = 0; i < dec.n_workers; i++) fprintf(stderr, i ? ", %.4f" : "%.4f", dec.worker_s[i] * per * 1e3);
         fprintf(stderr, "], \"bytes_sent\": %.1f, \"bytes_received\": %.1f}, \"peak_rss_bytes\": %zu}\n",
                 dec.bytes_sent * per, dec.bytes_received * per, el_peak_rss());

@@ -6,6 +6,7 @@
 #include <time.h>
 
 #include "cli.h"
+#include "common.h"
 #include "edgellm/serve.h"
 
 static const char *usage =
@@ -23,6 +24,10 @@ static const char *usage =
     "      --max-adapters N    adapters kept in memory (default 0 = no limit)\n"
     "      --adapter-mem SIZE  memory for adapters, e.g. 256M (default 0 = no limit); least recently used go first\n"
     "      --slots S           sequences decoded together (default 16)\n"
+    "      --max-batch-tokens N  rows per step: a decode row per running sequence plus prompt chunks\n"
+    "                          (default slots + 64)\n"
+    "      --max-kv SIZE       KV cache over all sequences, taken as they grow (default: slots x ctx worth)\n"
+    TOOL_KV_HELP
     "      --ctx N             context per sequence (default: the model's)\n"
     "      --listen HOST:PORT  IPv4 address and port (default 127.0.0.1:8080; port 0 = any free port)\n"
     "      --api-key KEY       require Authorization: Bearer KEY (repeatable: any listed key)\n"
@@ -54,7 +59,7 @@ int cmd_serve(int argc, char **argv) {
     const char *listen = "127.0.0.1:8080";
     const char *keys[64];
     int n_keys = 0, quiet = 0;
-    uint64_t adapter_mem = 0, max_body = 1 << 20;
+    uint64_t adapter_mem = 0, max_body = 1 << 20, max_kv = 0;
     const char *a;
     int opt;
     while ((a = cli_next(&c, &opt))) {
@@ -66,6 +71,9 @@ int cmd_serve(int argc, char **argv) {
         else if (cli_is(a, NULL, "--max-adapters")) cli_int(&c, a, 0, 1 << 20, &o.max_adapters);
         else if (cli_is(a, NULL, "--adapter-mem")) cli_size(&c, a, &adapter_mem);
         else if (cli_is(a, NULL, "--slots")) cli_int(&c, a, 1, 1024, &o.slots);
+        else if (cli_is(a, NULL, "--max-batch-tokens")) cli_int(&c, a, 1, 65536, &o.max_batch_tokens);
+        else if (cli_is(a, NULL, "--max-kv")) cli_size(&c, a, &max_kv);
+        else if (tool_kv_option(&c, a, &o.kv_type)) continue;
         else if (cli_is(a, NULL, "--ctx")) cli_int(&c, a, 2, 1 << 20, &o.ctx);
         else if (cli_is(a, NULL, "--listen")) listen = cli_str(&c, a);
         else if (cli_is(a, NULL, "--api-key")) {
@@ -95,6 +103,7 @@ int cmd_serve(int argc, char **argv) {
     o.port = (int)port;
     o.adapter_mem = (size_t)adapter_mem;
     o.max_body = (size_t)max_body;
+    o.max_kv = (size_t)max_kv;
     o.api_keys = keys;
     o.n_api_keys = n_keys;
 

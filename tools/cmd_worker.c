@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "common.h"
 #include "edgellm/split.h"
 
 static const char *usage =
@@ -25,12 +26,19 @@ static const char *usage =
     "      --insecure            plaintext, loopback only (also towards --next)\n"
     "      --insecure-anywhere   allow plaintext on any address (testing only)\n"
     "      --max-sessions N      concurrent sessions (default 64; training: --clients N, default 8)\n"
-    "      --max-kv SIZE         KV caches and LoRA adapters over all sessions (default 2G)\n"
+    "      --max-kv SIZE         KV caches and LoRA adapters over all sessions (default 2G); KV is taken\n"
+    "                            in blocks of 16 positions as sessions grow and returned when they end\n"
+    "      --kv-type T           KV cache: f32 (default), f16 or q8_0\n"
+    "      --max-batch-tokens N  rows per step over all sessions (default 128): every session's decode\n"
+    "                            row, and long prefills in chunks, so no device waits behind another\n"
     "      --ctx N               longest session context (default: the model's)\n"
     "      --idle-timeout SEC    free sessions idle this long (default 120)\n"
     "      --timeout MS          wait on the next worker (default 30000)\n"
     "  -t, --threads N           compute threads (default: all CPUs)\n"
     "  -q, --quiet               no event log on stderr\n"
+    "      --stats-every SEC     print sessions, rows per step (mean, max), queue wait, step time and\n"
+    "                            KV bytes in use every SEC seconds (stderr)\n"
+    "      --json                those lines as JSON objects\n"
     "split fine-tuning (edgellm finetune --split on the devices):\n"
     "      --train               also accept training sessions (this worker must be the last stage)\n"
     "      --per-client          one worker-side adapter per device (default: one shared by all)\n"
@@ -69,7 +77,8 @@ int cmd_worker(int argc, char **argv) {
     cli_init(&c, "worker", argc, argv);
     el_worker_opts o = {0};
     const char *keys_dir = NULL, *layers = NULL, *next_key_file = NULL, *a;
-    int opt, idle_s = 120, quiet = 0, avg_s = 30;
+    int opt, idle_s = 120, quiet = 0, avg_s = 30, kv_type = 0, json = 0;
+    float stats_every = 0;
     const char *trace = NULL;
     uint64_t max_kv = 0;
     while ((a = cli_next(&c, &opt))) {
@@ -90,6 +99,10 @@ int cmd_worker(int argc, char **argv) {
         else if (cli_is(a, NULL, "--timeout")) cli_int(&c, a, 1, 1 << 30, &o.timeout_ms);
         else if (cli_is(a, "-t", "--threads")) cli_int(&c, a, 1, 256, &o.threads);
         else if (cli_is(a, "-q", "--quiet")) quiet = 1;
+        else if (tool_kv_option(&c, a, &kv_type)) continue;
+        else if (cli_is(a, NULL, "--max-batch-tokens")) cli_int(&c, a, 1, 65536, &o.max_batch_tokens);
+        else if (cli_is(a, NULL, "--stats-every")) cli_float(&c, a, 0.01, 1e6, &stats_every);
+        else if (cli_is(a, NULL, "--json")) json = 1;
         else if (cli_is(a, NULL, "--train")) o.train = 1;
         else if (cli_is(a, NULL, "--per-client")) o.train_per_client = 1;
         else if (cli_is(a, NULL, "--avg-timeout")) cli_int(&c, a, 1, 1 << 20, &avg_s);
@@ -125,6 +138,13 @@ int cmd_worker(int argc, char **argv) {
         if (!o.trace) return cli_fail(&c, "--trace: cannot create '%s'", trace);
     }
     o.idle_timeout_ms = idle_s * 1000;
+    o.kv_type = kv_type;
+    if (json && stats_every <= 0) return cli_fail(&c, "--json goes with --stats-every SEC");
+    if (stats_every > 0) {
+        o.stats = stderr;
+        o.stats_every_s = stats_every;
+        o.stats_json = json;
+    }
     o.stop = &stop_flag;
     o.log = quiet ? NULL : stderr;
     struct sigaction sa = {0};

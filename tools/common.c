@@ -205,6 +205,17 @@ int tool_sampler_option(cli *c, const char *a, el_sampler_params *sp, int *have_
     return 1;
 }
 
+int tool_kv_option(cli *c, const char *a, int *kv_type) {
+    if (!cli_is(a, NULL, "--kv-type")) return 0;
+    const char *v = cli_str(c, a);
+    if (!v) return 1;
+    if (!strcmp(v, "f32")) *kv_type = EL_DTYPE_F32;
+    else if (!strcmp(v, "f16")) *kv_type = EL_DTYPE_F16;
+    else if (!strcmp(v, "q8_0")) *kv_type = EL_DTYPE_Q8_0;
+    else cli_fail(c, "--kv-type '%s': use f32, f16 or q8_0", v);
+    return 1;
+}
+
 int tool_lora_option(cli *c, const char *a, tool_loras *l) {
     if (!cli_is(a, NULL, "--lora")) return 0;
     const char *v = cli_str(c, a);

@@ -28,6 +28,10 @@ int tool_parse_lora_arg(const char *arg, char *path, size_t cap, float *scale);
 // through c); *have_seed is set by --seed.
 int tool_sampler_option(cli *c, const char *a, el_sampler_params *sp, int *have_seed);
 
+// --kv-type f32|f16|q8_0 (run, chat, worker, serve). Returns 1 if a was it.
+int tool_kv_option(cli *c, const char *a, int *kv_type);
+#define TOOL_KV_HELP "      --kv-type T         KV cache: f32 (default), f16 or q8_0 (half and ~a quarter of the memory)\n"
+
 // Inference adapters of run and chat: --lora FILE[:S], repeatable.
 typedef struct {
     int n;

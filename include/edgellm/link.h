@@ -54,6 +54,9 @@ void el_link_server_close(el_link_server *s);
 // Waits up to timeout_ms for a message. Returns EL_OK with the message in msg
 // (reset first), EL_ERR_STATE on timeout or interruption, another code on error.
 el_status el_link_server_recv(el_link_server *s, int timeout_ms, el_peer *peer, el_buf *msg, el_error *err);
+// Never blocks: a peer that is gone (EL_ERR_IO) or does not read its replies,
+// so that its queue is full (EL_ERR_STATE), gets nothing, and the caller
+// decides what that peer loses.
 el_status el_link_server_send(el_link_server *s, const el_peer *peer, const void *data, size_t n, el_error *err);
 // Number of client keys on the allow-list (0 when insecure).
 int el_link_server_n_allowed(const el_link_server *s);
@@ -73,6 +76,19 @@ void el_link_close(el_link *l);
 el_status el_link_request(el_link *l, const void *data, size_t n, uint32_t seq, el_buf *reply, int timeout_ms,
                           el_error *err);
 const char *el_link_endpoint(const el_link *l);
+
+// Asynchronous use, for a worker that must keep serving while the next one
+// computes: send without waiting (EL_ERR_STATE if it cannot be queued now),
+// and take a message if one has arrived (timeout_ms 0: do not wait;
+// EL_ERR_STATE when none).
+el_status el_link_send(el_link *l, const void *data, size_t n, el_error *err);
+el_status el_link_recv(el_link *l, int timeout_ms, el_buf *msg, el_error *err);
+// Waits up to timeout_ms until the server or the link (either may be NULL)
+// has a message waiting; returns a mask: 1 the server, 2 the link (0: none).
+// The first 2 ms are spent polling, not sleeping: in a generation the next
+// request follows within a millisecond or two, and a core that went idle
+// comes back with cold caches and a low clock.
+int el_link_wait(el_link_server *s, el_link *l, int timeout_ms);
 // Bytes this link has sent and received (message payloads).
 void el_link_counters(const el_link *l, uint64_t *sent, uint64_t *received);
 

@@ -151,6 +151,10 @@ el_kv_pool *el_kv_pool_new(size_t max_bytes);
 void el_kv_pool_free(el_kv_pool *p);  // every session using it must be freed first
 size_t el_kv_pool_used(const el_kv_pool *p);
 size_t el_kv_pool_max(const el_kv_pool *p);
+// Other memory counted in the same budget (a worker's adapters): take n
+// bytes (0 when they do not fit), give them back.
+int el_kv_pool_take(el_kv_pool *p, size_t n);
+void el_kv_pool_give(el_kv_pool *p, size_t n);
 
 // Positions per KV block: a session's cache grows by this many positions
 // (every layer it runs) at a time.

@@ -32,6 +32,11 @@ void el_sampler_accept(el_sampler *s, int token);
 // Picks the next token. logits is modified (penalties, temperature).
 int el_sampler_sample(el_sampler *s, float *logits);
 
+// The generator's state now: a sampler made with this as its seed draws
+// what this one would draw next (how a split run's last stage hands its
+// sampler to a re-opened session).
+uint64_t el_sampler_rng_state(const el_sampler *s);
+
 // Index of the largest value (first one on ties).
 int el_argmax(const float *x, int n);
 

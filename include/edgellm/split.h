@@ -11,6 +11,7 @@
 #include "edgellm/link.h"
 #include "edgellm/lora.h"
 #include "edgellm/model.h"
+#include "edgellm/sample.h"
 #include "edgellm/wire.h"
 
 #ifdef __cplusplus
@@ -35,6 +36,11 @@ typedef struct {
     volatile sig_atomic_t *stop;  // polled; set it (e.g. from a signal handler) to stop
     FILE *log;                 // one line per event (NULL: quiet)
     int max_requests;          // stop after this many requests (0: unlimited; for tests)
+    int kv_type;               // KV cache dtype of every session (EL_DTYPE_F32 default, F16, Q8_0)
+    int max_batch_tokens;      // rows per step over all sessions (default 128)
+    FILE *stats;               // a line of figures every stats_every_s seconds (NULL: none)
+    double stats_every_s;
+    int stats_json;            // the stats lines as JSON objects
     // split fine-tuning (accepted only with train set; see splittrain.h)
     int train;                 // accept training sessions for this range
     int train_per_client;      // one worker-side adapter per device instead of one shared
@@ -59,12 +65,17 @@ typedef struct {
     int retries;              // re-open the session and re-send the prefix this many times
     double slowdown;          // emulate a device this many times slower (>= 1; 0 or 1: off)
     FILE *log;                // retry notices (NULL: quiet)
+    // Sample on the last worker (not with ushape): the settings travel with
+    // the session and the worker returns tokens, not logits
+    // (el_pipeline_next_token). NULL: logits come back.
+    const el_sampler_params *edge_sampling;
 } el_split_opts;
 
 // Timing and traffic of the last forward call (and running totals).
 typedef struct {
     double device_s;            // compute on the device (embedding, its layers, head for U-shape)
-    double link_s;              // round trip minus the workers' compute: the network's share
+    double link_s;              // round trip minus the workers' compute and queueing: the network's share
+    double queue_s;             // time the requests waited at the workers behind other devices' rows
     double worker_s[EL_WIRE_MAX_STAGES];  // each worker's compute
     int n_workers;
     uint64_t bytes_sent, bytes_received;
@@ -82,6 +93,10 @@ void el_pipeline_free(el_pipeline *p);
 // logits (vocab floats) — or every position's with all_rows.
 el_status el_pipeline_forward(el_pipeline *p, const int *tokens, int n, int pos, float *logits, int all_rows,
                               el_error *err);
+// With edge_sampling: runs tokens[0..n) at pos.. and returns the token the
+// last worker sampled from the last position (the sampler there saw every
+// token the device sent, as a local sampler would).
+el_status el_pipeline_next_token(el_pipeline *p, const int *tokens, int n, int pos, int *next, el_error *err);
 // The pipeline's local session.
 el_session *el_pipeline_session(el_pipeline *p);
 // Applies adapters (set is borrowed and must outlive the pipeline; NULL or

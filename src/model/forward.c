@@ -30,8 +30,7 @@ void el_kv_pool_free(el_kv_pool *p) { free(p); }
 size_t el_kv_pool_used(const el_kv_pool *p) { return atomic_load(&((el_kv_pool *)p)->used); }
 size_t el_kv_pool_max(const el_kv_pool *p) { return p->max; }
 
-// Takes n bytes from the budget; 0 when they do not fit.
-static int pool_take(el_kv_pool *p, size_t n) {
+int el_kv_pool_take(el_kv_pool *p, size_t n) {
     size_t cur = atomic_load(&p->used);
     do {
         if (p->max && (cur > p->max || n > p->max - cur)) return 0;
@@ -39,7 +38,7 @@ static int pool_take(el_kv_pool *p, size_t n) {
     return 1;
 }
 
-static void pool_give(el_kv_pool *p, size_t n) { atomic_fetch_sub(&p->used, n); }
+void el_kv_pool_give(el_kv_pool *p, size_t n) { atomic_fetch_sub(&p->used, n); }
 
 // ---------------------------------------------------------------- sessions
 
@@ -145,13 +144,13 @@ el_status el_session_reserve(el_session *s, int n_pos, el_error *err) {
     int want = (n_pos + EL_KV_BLOCK - 1) / EL_KV_BLOCK, have = s->n_blocks;
     if (want <= have || !s->block_bytes) return EL_OK;
     size_t bytes = (size_t)(want - have) * s->block_bytes;
-    if (!pool_take(s->kv, bytes))
+    if (!el_kv_pool_take(s->kv, bytes))
         return el_err(err, EL_ERR_NOMEM, "KV cache budget exhausted (%zu of %zu bytes in use, %zu more needed)",
                       el_kv_pool_used(s->kv), el_kv_pool_max(s->kv), bytes);
     for (int i = have; i < want; i++)
         if (!(s->blocks[i] = el_malloc_aligned(s->block_bytes))) {
             while (--i >= have) el_free_aligned(s->blocks[i]), s->blocks[i] = NULL;
-            pool_give(s->kv, bytes);
+            el_kv_pool_give(s->kv, bytes);
             return el_err(err, EL_ERR_NOMEM, "out of memory for %zu bytes of KV cache", bytes);
         }
     s->n_blocks = want;
@@ -162,7 +161,7 @@ void el_session_truncate(el_session *s, int n_pos) {
     int keep = n_pos <= 0 ? 0 : (n_pos + EL_KV_BLOCK - 1) / EL_KV_BLOCK;
     if (keep >= s->n_blocks) return;
     for (int i = keep; i < s->n_blocks; i++) el_free_aligned(s->blocks[i]), s->blocks[i] = NULL;
-    pool_give(s->kv, (size_t)(s->n_blocks - keep) * s->block_bytes);
+    el_kv_pool_give(s->kv, (size_t)(s->n_blocks - keep) * s->block_bytes);
     s->n_blocks = keep;
 }
 
@@ -654,6 +653,11 @@ el_status el_session_forward(el_session *s, const int *tokens, int n, int pos, f
 int el_batch_plan(int n, const int *want, int budget, int short_rows, int *cursor, int *take) {
     if (n <= 0) return 0;
     int start = *cursor >= 0 ? *cursor % n : 0, rows = 0, any_long = 0;
+    // a "short" request must fit in a step beside the long ones' share, or it
+    // would wait for ever: bigger ones are cut in chunks like a prefill
+    int room = budget - budget / 4;
+    if (room < 1) room = 1;
+    if (short_rows > room) short_rows = room;
     for (int i = 0; i < n; i++) {
         take[i] = 0;
         if (want[i] > short_rows) any_long = 1;

@@ -254,3 +254,5 @@ int el_sampler_sample(el_sampler *s, float *logits) {
     }
     return s->idx[m - 1];
 }
+
+uint64_t el_sampler_rng_state(const el_sampler *s) { return s->rng; }

@@ -298,8 +298,15 @@ el_status el_link_server_recv(el_link_server *s, int timeout_ms, el_peer *peer, 
 }
 
 el_status el_link_server_send(el_link_server *s, const el_peer *peer, const void *data, size_t n, el_error *err) {
-    if (zmq_send(s->sock, peer->id, peer->len, ZMQ_SNDMORE) < 0 || zmq_send(s->sock, data, n, 0) < 0)
-        return el_err(err, EL_ERR_IO, "%s: cannot reply to a peer (gone?): %s", s->endpoint, zmq_strerror(zmq_errno()));
+    // With ROUTER_MANDATORY the routing frame fails at once (EHOSTUNREACH) for
+    // a peer that is gone, and (EAGAIN) for one whose queue is full.
+    if (zmq_send(s->sock, peer->id, peer->len, ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0) {
+        int e = zmq_errno();
+        return el_err(err, e == EAGAIN ? EL_ERR_STATE : EL_ERR_IO, "%s: cannot reply to a peer (%s): %s", s->endpoint,
+                      e == EAGAIN ? "it does not read its replies" : "gone", zmq_strerror(e));
+    }
+    if (zmq_send(s->sock, data, n, ZMQ_DONTWAIT) < 0)  // after an accepted routing frame this only fails if the pipe broke
+        return el_err(err, EL_ERR_IO, "%s: cannot reply to a peer: %s", s->endpoint, zmq_strerror(zmq_errno()));
     return EL_OK;
 }
 
@@ -462,4 +469,43 @@ const char *el_link_endpoint(const el_link *l) { return l->endpoint; }
 void el_link_counters(const el_link *l, uint64_t *sent, uint64_t *received) {
     *sent = l->sent;
     *received = l->received;
+}
+
+el_status el_link_send(el_link *l, const void *data, size_t n, el_error *err) {
+    if (zmq_send(l->sock, data, n, ZMQ_DONTWAIT) < 0)
+        return el_err(err, EL_ERR_STATE, "%s: cannot send now: %s", l->endpoint, zmq_strerror(zmq_errno()));
+    l->sent += n;
+    return EL_OK;
+}
+
+el_status el_link_recv(el_link *l, int timeout_ms, el_buf *msg, el_error *err) {
+    if (timeout_ms > 0) {
+        zmq_pollitem_t it = {l->sock, 0, ZMQ_POLLIN, 0};
+        if (zmq_poll(&it, 1, timeout_ms) <= 0) return EL_ERR_STATE;
+    }
+    zmq_msg_t m;
+    zmq_msg_init(&m);
+    if (zmq_msg_recv(&m, l->sock, ZMQ_DONTWAIT) < 0) {
+        zmq_msg_close(&m);
+        return EL_ERR_STATE;
+    }
+    el_status st = msg_to_buf(&m, msg, err);
+    zmq_msg_close(&m);
+    if (!st) l->received += msg->len;
+    if (l->mon) drain_monitor(l);
+    return st;
+}
+
+int el_link_wait(el_link_server *s, el_link *l, int timeout_ms) {
+    zmq_pollitem_t items[2];
+    int n = 0, is = -1, il = -1;
+    if (s) is = n, items[n++] = (zmq_pollitem_t){s->sock, 0, ZMQ_POLLIN, 0};
+    if (l) il = n, items[n++] = (zmq_pollitem_t){l->sock, 0, ZMQ_POLLIN, 0};
+    if (!n) return 0;
+    int r = 0;
+    uint64_t spin_until = el_time_ns() + (uint64_t)(timeout_ms < 2 ? timeout_ms : 2) * 1000000ULL;
+    while ((r = zmq_poll(items, n, 0)) == 0 && el_time_ns() < spin_until) {}
+    if (r == 0 && timeout_ms > 0) r = zmq_poll(items, n, timeout_ms);
+    if (r <= 0) return 0;
+    return (is >= 0 && (items[is].revents & ZMQ_POLLIN) ? 1 : 0) | (il >= 0 && (items[il].revents & ZMQ_POLLIN) ? 2 : 0);
 }

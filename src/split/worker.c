@@ -1,7 +1,12 @@
-// The worker: serves a range of layers to many devices. One request at a time
-// in arrival order (ZeroMQ's ROUTER queues fairly across peers); each session
-// owns its KV cache; idle sessions are freed; every message is decoded with
-// its lengths checked, and any problem is answered with an ERROR message.
+// The worker: serves a range of layers to many devices at once. FORWARD
+// requests queue per session; each step runs the range once over rows of
+// every session that has work (el_batch_run), decode rows whole and prefills
+// in chunks, shared by el_batch_plan so that nobody waits for long. Nothing
+// here waits on a device: replies are sent without blocking, and a worker
+// with a next stage hands its rows on and serves others while that stage
+// computes (replies come back by sequence number). Every message is decoded
+// with its lengths checked, and any problem is answered with an ERROR.
+#include <sodium.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,19 +18,57 @@
 #include "edgellm/split.h"
 #include "edgellm/splittrain.h"
 
+// Most FORWARDs a session may have queued here (the one running included).
+#define MAX_QUEUED 4
+
+// One FORWARD: waiting, being computed in chunks, or (at a middle stage)
+// passed on and waiting for the next stage's reply.
+typedef struct wreq {
+    uint32_t seq;
+    int pos, n, done;  // rows [0, done) computed
+    uint8_t flags;     // EL_FWD_*
+    float *x;          // [n, dim] input rows; the rows after our layers replace them as they are computed
+    int32_t *tokens;   // [n] with EL_FWD_TOKENS
+    float *logits;     // the head's rows (last stage, logits or tokens wanted)
+    uint64_t t_arrive, t_start, compute_ns;
+    struct wreq *next;
+} wreq;
+
+enum { S_OPENING, S_READY };
+
 typedef struct {
     uint64_t id;
     el_peer peer;
+    int state;
     el_session *s;
-    int layer_begin;  // first layer this session runs (the worker's range or a tail of it)
-    el_lora_set *lora;  // adapters the device sent (LORA), owned; NULL: none
-    int next_pos;
+    int layer_begin;     // first layer this session runs (the worker's range or a tail of it)
+    el_lora_set *lora;   // adapters the device sent (LORA), owned; NULL: none
+    size_t lora_bytes;   // their memory, counted in the KV pool
+    int next_pos;        // positions the queued and computed FORWARDs reach
+    int computed;        // positions whose keys and values are in the cache
     int want, act_dtype, max_batch, ctx;
-    int ushape;  // last stage returning hidden states
+    int ushape;          // last stage returning hidden states
+    el_sampler *sampler; // last stage returning tokens
     uint64_t down_session;  // session on the next worker (0: none)
     double last_used;
-    size_t kv_bytes;
+    wreq *head, *tail;
+    int n_queued;
 } wsession;
+
+// A message sent to the next worker whose reply we still wait for.
+typedef struct {
+    uint32_t seq;
+    uint16_t type;        // what we sent: OPEN, FORWARD, LORA, CLOSE
+    uint64_t session;     // our session (0: gone; the reply is dropped)
+    uint32_t up_seq;      // the device's request it answers
+    uint64_t deadline_ns;
+    el_wire_hop hop;      // FORWARD: our timing, put in front of the chain's
+    uint64_t t_sent;
+    el_lora *lora;        // LORA: our part of the adapter, installed on OK
+    float scale;
+    size_t bytes;
+    int kept;
+} pending;
 
 typedef struct {
     const el_worker_opts *o;
@@ -35,16 +78,27 @@ typedef struct {
     el_link_server *srv;
     el_link *next;
     el_train_server *train;
+    el_kv_pool *kv;      // KV blocks and adapters of every session (--max-kv)
+    el_batch *batch;     // the step engine
+    int max_rows;        // --max-batch-tokens
     uint64_t *identity;  // per possible start layer, computed when first asked
     int is_last;
     wsession *sessions;
-    int n_sessions;
-    size_t kv_used;
-    uint64_t rng;
+    int n_sessions, cap_sessions;
+    pending *pend;
+    int n_pend, cap_pend;
     uint32_t down_seq;
+    int cursor;          // el_batch_plan's rotation
     el_buf out, down_tx, down_rx;
-    float *x, *rows;  // scratch [max batch, max(dim, vocab)]
-    size_t x_cap, rows_cap;
+    // per step, [max sessions in a step]
+    el_batch_req *reqs;
+    int *want, *take, *cand, *who;
+    uint64_t *ids;
+    // statistics since the last --stats-every line
+    struct {
+        uint64_t steps, rows, max_rows, step_ns, queue_ns, started;
+        double t0;
+    } st;
 } worker;
 
 static void wlog(worker *w, const char *fmt, ...) {
@@ -58,6 +112,25 @@ static void wlog(worker *w, const char *fmt, ...) {
     fflush(w->o->log);
 }
 
+static void drop_session(worker *w, int i, const char *why);
+
+static wsession *find_id(worker *w, uint64_t id) {
+    for (int i = 0; i < w->n_sessions; i++)
+        if (w->sessions[i].id == id) return &w->sessions[i];
+    return NULL;
+}
+
+// Sends w->out to a peer. A peer that is gone or does not read loses its
+// sessions here; nobody else waits for it.
+static void send_out(worker *w, const el_peer *peer) {
+    el_error e;
+    if (el_link_server_send(w->srv, peer, w->out.data, w->out.len, &e) == EL_OK) return;
+    wlog(w, "%s", e.msg);
+    for (int i = w->n_sessions - 1; i >= 0; i--)
+        if (w->sessions[i].peer.len == peer->len && !memcmp(w->sessions[i].peer.id, peer->id, peer->len))
+            drop_session(w, i, "its device does not take replies");
+}
+
 static void reply_error(worker *w, const el_peer *peer, uint64_t session, uint32_t seq, uint32_t code, const char *fmt,
                         ...) {
     char text[EL_WIRE_MAX_TEXT];
@@ -66,74 +139,95 @@ static void reply_error(worker *w, const el_peer *peer, uint64_t session, uint32
     vsnprintf(text, sizeof text, fmt, ap);
     va_end(ap);
     wlog(w, "error to peer: %s", text);
-    if (el_wire_encode_error(&w->out, session, seq, code, text) == EL_OK)
-        el_link_server_send(w->srv, peer, w->out.data, w->out.len, NULL);
+    if (el_wire_encode_error(&w->out, session, seq, code, text) == EL_OK) send_out(w, peer);
 }
 
 static wsession *find_session(worker *w, uint64_t id, const el_peer *peer) {
-    for (int i = 0; i < w->n_sessions; i++) {
-        wsession *s = &w->sessions[i];
-        if (s->id == id) {
-            // A session belongs to the connection that opened it.
-            if (s->peer.len != peer->len || memcmp(s->peer.id, peer->id, peer->len)) return NULL;
-            return s;
-        }
-    }
-    return NULL;
+    wsession *s = find_id(w, id);
+    // A session belongs to the connection that opened it.
+    if (!s || s->peer.len != peer->len || memcmp(s->peer.id, peer->id, peer->len)) return NULL;
+    return s;
 }
 
+// ---------------------------------------------------------------- requests
+
+static void req_free(wreq *r) {
+    if (!r) return;
+    el_free_aligned(r->x);
+    free(r->tokens);
+    free(r->logits);
+    free(r);
+}
+
+static wreq *pop_head(wsession *s) {
+    wreq *r = s->head;
+    if (!r) return NULL;
+    s->head = r->next;
+    if (!s->head) s->tail = NULL;
+    s->n_queued--;
+    return r;
+}
+
+// ---------------------------------------------------------------- the next worker
+
+static pending *pend_add(worker *w, uint16_t type, uint64_t session, uint32_t up_seq) {
+    if (w->n_pend == w->cap_pend) {
+        int cap = w->cap_pend ? 2 * w->cap_pend : 16;
+        pending *p = realloc(w->pend, (size_t)cap * sizeof *p);
+        if (!p) return NULL;
+        w->pend = p;
+        w->cap_pend = cap;
+    }
+    pending *p = &w->pend[w->n_pend++];
+    memset(p, 0, sizeof *p);
+    p->seq = w->down_seq;
+    p->type = type;
+    p->session = session;
+    p->up_seq = up_seq;
+    p->t_sent = el_time_ns();
+    p->deadline_ns = p->t_sent + (uint64_t)w->timeout_ms * 1000000ULL;
+    return p;
+}
+
+static void pend_remove(worker *w, int i) {
+    el_lora_free(w->pend[i].lora);
+    w->pend[i] = w->pend[--w->n_pend];
+}
+
+// Sends w->down_tx (already addressed with seq ++down_seq) to the next
+// worker and remembers what the reply answers; NULL if it cannot be sent.
+static pending *down_send(worker *w, uint16_t type, uint64_t session, uint32_t up_seq, el_error *err) {
+    if (el_link_send(w->next, w->down_tx.data, w->down_tx.len, err)) return NULL;
+    pending *p = pend_add(w, type, session, up_seq);
+    if (!p) el_err(err, EL_ERR_NOMEM, "out of memory");
+    return p;
+}
+
+// Tells the next worker to free a session; its OK is not waited for.
 static void close_downstream(worker *w, uint64_t down) {
     if (!w->next || !down) return;
     uint32_t seq = ++w->down_seq;
-    if (el_wire_encode_simple(&w->down_tx, EL_MSG_CLOSE, down, seq) == EL_OK)
-        el_link_request(w->next, w->down_tx.data, w->down_tx.len, seq, &w->down_rx, w->timeout_ms, NULL);
+    if (el_wire_encode_simple(&w->down_tx, EL_MSG_CLOSE, down, seq) == EL_OK) down_send(w, EL_MSG_CLOSE, 0, 0, NULL);
 }
 
 static void drop_session(worker *w, int i, const char *why) {
     wsession *s = &w->sessions[i];
-    wlog(w, "session %016llx closed (%s), %d left", (unsigned long long)s->id, why, w->n_sessions - 1);
+    wlog(w, "session %016llx closed (%s), %d left, KV %.2f MiB in use", (unsigned long long)s->id, why,
+         w->n_sessions - 1, (el_kv_pool_used(w->kv) - el_session_kv_bytes(s->s) - s->lora_bytes) / 1048576.0);
     close_downstream(w, s->down_session);
+    for (int k = 0; k < w->n_pend; k++)  // replies still to come are dropped
+        if (w->pend[k].session == s->id) w->pend[k].session = 0;
+    while (s->head) req_free(pop_head(s));
     el_session_free(s->s);
+    el_sampler_free(s->sampler);
     if (s->lora)
         for (int k = 0; k < s->lora->n; k++) el_lora_free((el_lora *)s->lora->lora[k]);
     free(s->lora);
-    w->kv_used -= s->kv_bytes;
+    el_kv_pool_give(w->kv, s->lora_bytes);
     w->sessions[i] = w->sessions[--w->n_sessions];
 }
 
-static int ensure_scratch(worker *w, size_t x_floats, size_t row_floats) {
-    if (x_floats > w->x_cap) {
-        float *p = realloc(w->x, x_floats * sizeof(float));
-        if (!p) return -1;
-        w->x = p;
-        w->x_cap = x_floats;
-    }
-    if (row_floats > w->rows_cap) {
-        float *p = realloc(w->rows, row_floats * sizeof(float));
-        if (!p) return -1;
-        w->rows = p;
-        w->rows_cap = row_floats;
-    }
-    return 0;
-}
-
-// Sends a request to the next worker and returns its parsed reply.
-static el_status down_request(worker *w, el_wire_msg *reply, el_error *err) {
-    uint32_t seq = el_wire_u32(w->down_tx.data + 16);
-    el_status st = el_link_request(w->next, w->down_tx.data, w->down_tx.len, seq, &w->down_rx, w->timeout_ms, err);
-    if (st) return st;
-    if ((st = el_wire_parse(w->down_rx.data, w->down_rx.len, reply, err))) return st;
-    if (reply->type == EL_MSG_ERROR) {
-        uint32_t code;
-        char text[EL_WIRE_MAX_TEXT];
-        if (el_wire_decode_error(reply, &code, text, sizeof text, err)) return EL_ERR_FORMAT;
-        return el_err(err, EL_ERR_IO, "next worker %s: %s", w->o->next, text);
-    }
-    return EL_OK;
-}
-
-// Bytes all sessions' KV caches and adapters may take (--max-kv).
-static size_t mem_budget(const worker *w) { return w->o->max_kv_bytes ? w->o->max_kv_bytes : (size_t)2 << 30; }
+// ---------------------------------------------------------------- OPEN
 
 static void handle_open(worker *w, const el_peer *peer, const el_wire_msg *msg) {
     el_error e;
@@ -201,36 +295,44 @@ static void handle_open(worker *w, const el_peer *peer, const el_wire_msg *msg) 
         reply_error(w, peer, 0, msg->seq, EL_WERR_LIMIT, "worker is full (%d sessions)", w->n_sessions);
         return;
     }
-    size_t kv = 2 * (size_t)(st->layer_end - st->layer_begin) * o.ctx * (size_t)h->n_kv_heads * h->head_dim * 4;
-    size_t max_kv = mem_budget(w);
-    if (w->kv_used + kv > max_kv) {
-        reply_error(w, peer, 0, msg->seq, EL_WERR_LIMIT, "KV cache budget exhausted (%zu of %zu bytes in use, %zu needed)",
-                    w->kv_used, max_kv, kv);
-        return;
+    if (w->n_sessions == w->cap_sessions) {
+        int cap = w->cap_sessions ? 2 * w->cap_sessions : 16;
+        wsession *g = realloc(w->sessions, (size_t)cap * sizeof *g);
+        if (!g) {
+            reply_error(w, peer, 0, msg->seq, EL_WERR_LIMIT, "out of memory");
+            return;
+        }
+        w->sessions = g;
+        w->cap_sessions = cap;
     }
     wsession ns = {0};
     el_session_opts so = {.layer_begin = (int)st->layer_begin, .layer_end = (int)st->layer_end, .ctx = (int)o.ctx,
-                          .max_batch = (int)o.max_batch};
+                          .max_batch = (int)o.max_batch, .kv_type = w->o->kv_type, .kv_pool = w->kv};
     if (el_session_new(w->m, &so, w->pool, &ns.s, &e)) {
         reply_error(w, peer, 0, msg->seq, EL_WERR_LIMIT, "%s", e.msg);
         return;
     }
-    if (!last) {
-        // open our part of the chain downstream
-        el_wire_open d = o;
-        d.n_stages = o.n_stages - 1;
-        memmove(d.stages, o.stages + 1, d.n_stages * sizeof d.stages[0]);
-        el_wire_msg r;
-        if (el_wire_encode_open(&w->down_tx, ++w->down_seq, &d) || down_request(w, &r, &e) ||
-            r.type != EL_MSG_OPENED) {
+    // Memory is taken as positions arrive; a session is admitted while at
+    // least its first block fits.
+    size_t used = el_kv_pool_used(w->kv), max = el_kv_pool_max(w->kv), block = el_session_kv_block_bytes(ns.s);
+    if (used + block > max) {
+        el_session_free(ns.s);
+        reply_error(w, peer, 0, msg->seq, EL_WERR_LIMIT, "KV cache budget exhausted (%zu of %zu bytes in use, %zu needed)",
+                    used, max, block);
+        return;
+    }
+    if (last && o.want == EL_WANT_TOKEN) {
+        el_sampler_params sp = {.temp = o.sampling.temp, .top_k = o.sampling.top_k, .top_p = o.sampling.top_p,
+                                .min_p = o.sampling.min_p, .repeat_penalty = o.sampling.repeat_penalty,
+                                .repeat_last_n = o.sampling.repeat_last_n, .seed = o.sampling.seed};
+        if (!(ns.sampler = el_sampler_new(&sp, h->vocab))) {
             el_session_free(ns.s);
-            reply_error(w, peer, 0, msg->seq, EL_WERR_UPSTREAM, "%s", e.msg);
+            reply_error(w, peer, 0, msg->seq, EL_WERR_LIMIT, "out of memory");
             return;
         }
-        ns.down_session = r.session;
     }
-    do ns.id = el_rng_next(&w->rng);
-    while (ns.id == 0 || find_session(w, ns.id, peer));
+    do randombytes_buf(&ns.id, sizeof ns.id);
+    while (ns.id == 0 || find_id(w, ns.id));
     ns.peer = *peer;
     ns.layer_begin = (int)st->layer_begin;
     ns.want = o.want;
@@ -238,32 +340,42 @@ static void handle_open(worker *w, const el_peer *peer, const el_wire_msg *msg) 
     ns.max_batch = (int)o.max_batch;
     ns.ctx = (int)o.ctx;
     ns.ushape = last && o.want == EL_WANT_HIDDEN;
-    ns.kv_bytes = kv;
     ns.last_used = el_time_s();
-    wsession *grown = realloc(w->sessions, (size_t)(w->n_sessions + 1) * sizeof *grown);
-    if (!grown) {
-        el_session_free(ns.s);
-        reply_error(w, peer, 0, msg->seq, EL_WERR_LIMIT, "out of memory");
-        return;
+    ns.state = S_READY;
+    if (!last) {
+        // open our part of the chain downstream; the device hears OPENED when it answers
+        el_wire_open d = o;
+        d.n_stages = o.n_stages - 1;
+        memmove(d.stages, o.stages + 1, d.n_stages * sizeof d.stages[0]);
+        uint32_t seq = ++w->down_seq;
+        if (el_wire_encode_open(&w->down_tx, seq, &d) || !down_send(w, EL_MSG_OPEN, ns.id, msg->seq, &e)) {
+            el_session_free(ns.s);
+            el_sampler_free(ns.sampler);
+            reply_error(w, peer, 0, msg->seq, EL_WERR_UPSTREAM, "next worker %s: %s", w->o->next, e.msg);
+            return;
+        }
+        ns.state = S_OPENING;
     }
-    w->sessions = grown;
     w->sessions[w->n_sessions++] = ns;
-    w->kv_used += kv;
-    wlog(w, "session %016llx opened: ctx %u, act %s, %s, %d sessions", (unsigned long long)ns.id, o.ctx,
-         el_dtype_name(o.act_dtype), ns.ushape ? "U-shape (hidden states back)" : last ? (o.want == EL_WANT_TOKEN ? "tokens back" : "logits back") : "forwarding",
-         w->n_sessions);
-    if (el_wire_encode_simple(&w->out, EL_MSG_OPENED, ns.id, msg->seq) == EL_OK)
-        el_link_server_send(w->srv, peer, w->out.data, w->out.len, NULL);
+    if (ns.state == S_READY) {
+        wlog(w, "session %016llx opened: ctx %u, act %s, %s, %d sessions", (unsigned long long)ns.id, o.ctx,
+             el_dtype_name(o.act_dtype),
+             ns.ushape ? "U-shape (hidden states back)" : o.want == EL_WANT_TOKEN ? "tokens back" : "logits back",
+             w->n_sessions);
+        if (el_wire_encode_simple(&w->out, EL_MSG_OPENED, ns.id, msg->seq) == EL_OK) send_out(w, peer);
+    }
 }
 
 // The session a message names, or NULL after answering that it is unknown.
 static wsession *session_of(worker *w, const el_peer *peer, const el_wire_msg *msg) {
     wsession *s = find_session(w, msg->session, peer);
-    if (!s)
+    if (!s || s->state != S_READY)
         reply_error(w, peer, msg->session, msg->seq, EL_WERR_SESSION, "unknown or expired session %016llx",
                     (unsigned long long)msg->session);
-    return s;
+    return s && s->state == S_READY ? s : NULL;
 }
+
+// ---------------------------------------------------------------- FORWARD
 
 static void handle_forward(worker *w, const el_peer *peer, const el_wire_msg *msg) {
     el_error e;
@@ -281,92 +393,201 @@ static void handle_forward(worker *w, const el_peer *peer, const el_wire_msg *ms
                     f.pos, s->next_pos, s->max_batch, s->ctx);
         return;
     }
-    int n = (int)f.n_tokens, all_rows = (msg->body[9] & 1) != 0;
-    int out_rows = all_rows ? n : 1;
-    if (ensure_scratch(w, (size_t)n * h->dim, (size_t)out_rows * (h->vocab > h->dim ? h->vocab : h->dim))) {
-        reply_error(w, peer, s->id, msg->seq, EL_WERR_LIMIT, "out of memory");
+    if (s->n_queued >= MAX_QUEUED) {
+        reply_error(w, peer, s->id, msg->seq, EL_WERR_LIMIT, "%d requests of this session are waiting already", s->n_queued);
         return;
     }
-    el_wire_act_decode(f.dtype, f.payload, (size_t)n * h->dim, w->x, NULL);
-    uint64_t t0 = el_time_ns();
-    if (el_session_layers(s->s, w->x, n, (int)f.pos, &e)) {
-        reply_error(w, peer, s->id, msg->seq, EL_WERR_INTERNAL, "%s", e.msg);
+    int n = (int)f.n_tokens;
+    wreq *r = calloc(1, sizeof *r);
+    if (r) r->x = el_malloc_aligned((size_t)n * h->dim * sizeof(float));
+    if (r && f.tokens) r->tokens = malloc((size_t)n * sizeof(int32_t));
+    if (!r || !r->x || (f.tokens && !r->tokens)) {
+        req_free(r);
+        reply_error(w, peer, s->id, msg->seq, EL_WERR_LIMIT, "out of memory for %d rows", n);
         return;
     }
-    s->next_pos = (int)(f.pos + f.n_tokens);
+    el_wire_act_decode(f.dtype, f.payload, (size_t)n * h->dim, r->x, NULL);
+    for (int i = 0; f.tokens && i < n; i++) {
+        r->tokens[i] = (int32_t)el_wire_u32(f.tokens + 4 * i);
+        if (r->tokens[i] < 0 || r->tokens[i] >= h->vocab) {
+            int bad = r->tokens[i];
+            req_free(r);
+            reply_error(w, peer, s->id, msg->seq, EL_WERR_PROTOCOL, "token id %d outside the vocabulary", bad);
+            return;
+        }
+    }
+    r->seq = msg->seq;
+    r->pos = (int)f.pos;
+    r->n = n;
+    r->flags = f.flags;
+    r->t_arrive = el_time_ns();
+    if (s->tail) s->tail->next = r;
+    else s->head = r;
+    s->tail = r;
+    s->n_queued++;
+    s->next_pos = r->pos + n;
     s->last_used = el_time_s();
-    el_wire_hop hops[EL_WIRE_MAX_STAGES];
-    int n_hops = 1;
-    hops[0].compute_ns = el_time_ns() - t0;
-    hops[0].wait_ns = 0;
-    if (s->down_session) {
-        el_wire_msg r;
-        el_wire_result res;
-        uint64_t t1 = el_time_ns();
-        uint32_t seq = ++w->down_seq;
-        el_status st = el_wire_encode_forward(&w->down_tx, s->down_session, seq, f.pos, f.n_tokens, (uint32_t)h->dim,
-                                              s->act_dtype, w->x, &e);
-        if (!st) w->down_tx.data[EL_WIRE_HEADER + 9] = all_rows ? 1 : 0;
-        if (!st) st = down_request(w, &r, &e);
-        if (!st) st = el_wire_decode_result(&r, &res, &e);
-        hops[0].wait_ns = el_time_ns() - t1;
-        if (st) {
-            reply_error(w, peer, s->id, msg->seq, EL_WERR_UPSTREAM, "%s", e.msg);
-            return;
-        }
-        // pass the downstream result through, with our timing in front
-        for (int i = 0; i < res.n_hops && n_hops < EL_WIRE_MAX_STAGES; i++) hops[n_hops++] = res.hops[i];
-        if (res.kind == EL_WANT_TOKEN) {
-            int32_t toks[1 << 10];
-            uint32_t k = res.n_rows < 1024 ? res.n_rows : 1024;
-            for (uint32_t i = 0; i < k; i++) memcpy(&toks[i], res.payload + 4 * i, 4);
-            st = el_wire_encode_result(&w->out, s->id, msg->seq, res.kind, EL_DTYPE_I32, k, 1, NULL, toks, hops, n_hops, &e);
-        } else {
-            size_t cnt = (size_t)res.n_rows * res.row_len;
-            if (ensure_scratch(w, 0, cnt)) st = el_err(&e, EL_ERR_NOMEM, "out of memory");
-            if (!st) st = el_wire_act_decode(res.dtype, res.payload, cnt, w->rows, &e);
-            if (!st)
-                st = el_wire_encode_result(&w->out, s->id, msg->seq, res.kind, res.dtype, res.n_rows, res.row_len,
-                                           w->rows, NULL, hops, n_hops, &e);
-        }
-        if (st) {
-            reply_error(w, peer, s->id, msg->seq, EL_WERR_INTERNAL, "%s", e.msg);
-            return;
-        }
-    } else {
-        el_status st;
-        const float *last_rows = w->x + (size_t)(n - out_rows) * h->dim;
-        if (s->ushape) {
-            st = el_wire_encode_result(&w->out, s->id, msg->seq, EL_WANT_HIDDEN, s->act_dtype, (uint32_t)out_rows,
-                                       (uint32_t)h->dim, last_rows, NULL, hops, 1, &e);
-        } else {
-            uint64_t t2 = el_time_ns();
-            st = el_session_head(s->s, w->x, n, out_rows, w->rows, &e);
-            if (!st && s->want == EL_WANT_TOKEN) {
-                int32_t toks[1 << 10];
-                int k = out_rows < 1024 ? out_rows : 1024;
-                for (int i = 0; i < k; i++) toks[i] = el_argmax(w->rows + (size_t)i * h->vocab, h->vocab);
-                hops[0].compute_ns += el_time_ns() - t2;
-                st = el_wire_encode_result(&w->out, s->id, msg->seq, EL_WANT_TOKEN, EL_DTYPE_I32, (uint32_t)k, 1, NULL,
-                                           toks, hops, 1, &e);
-            } else if (!st) {
-                hops[0].compute_ns += el_time_ns() - t2;
-                // logits always travel as f32: sampling must see exactly what a local run sees
-                st = el_wire_encode_result(&w->out, s->id, msg->seq, EL_WANT_LOGITS, EL_DTYPE_F32, (uint32_t)out_rows,
-                                           (uint32_t)h->vocab, w->rows, NULL, hops, 1, &e);
-            }
-        }
-        if (st) {
-            reply_error(w, peer, s->id, msg->seq, EL_WERR_INTERNAL, "%s", e.msg);
-            return;
-        }
-    }
-    el_link_server_send(w->srv, peer, w->out.data, w->out.len, NULL);
 }
+
+// The reply to a finished request on the last stage.
+static void answer_last(worker *w, wsession *s, wreq *r) {
+    el_error e;
+    const el_hparams *h = &w->m->hp;
+    el_wire_hop hop = {r->compute_ns, 0, r->t_start - r->t_arrive};
+    el_status st;
+    int all = (r->flags & EL_FWD_ALL_ROWS) != 0, none = (r->flags & EL_FWD_NO_OUTPUT) != 0;
+    int out_rows = none ? 0 : all ? r->n : 1;
+    if (s->sampler)
+        for (int i = 0; r->tokens && i < r->n; i++) el_sampler_accept(s->sampler, r->tokens[i]);
+    if (s->ushape) {
+        st = el_wire_encode_result(&w->out, s->id, r->seq, EL_WANT_HIDDEN, s->act_dtype, (uint32_t)out_rows,
+                                   (uint32_t)h->dim, r->x + (size_t)(r->n - out_rows) * h->dim, NULL, 0, &hop, 1, &e);
+    } else if (s->want == EL_WANT_TOKEN) {
+        int32_t toks[1024];
+        int k = out_rows < 1024 ? out_rows : 1024;
+        uint64_t t0 = el_time_ns();
+        for (int i = 0; i < k; i++) {
+            float *lg = r->logits + (size_t)i * h->vocab;
+            toks[i] = s->sampler ? el_sampler_sample(s->sampler, lg) : el_argmax(lg, h->vocab);
+        }
+        hop.compute_ns += el_time_ns() - t0;
+        st = el_wire_encode_result(&w->out, s->id, r->seq, EL_WANT_TOKEN, EL_DTYPE_I32, (uint32_t)k, 1, NULL, toks,
+                                   s->sampler ? el_sampler_rng_state(s->sampler) : 0, &hop, 1, &e);
+    } else {
+        // logits always travel as f32: sampling must see exactly what a local run sees
+        st = el_wire_encode_result(&w->out, s->id, r->seq, EL_WANT_LOGITS, EL_DTYPE_F32, (uint32_t)out_rows,
+                                   (uint32_t)h->vocab, r->logits, NULL, 0, &hop, 1, &e);
+    }
+    if (st) reply_error(w, &s->peer, s->id, r->seq, EL_WERR_INTERNAL, "%s", e.msg);
+    else send_out(w, &s->peer);
+}
+
+// A finished request of a middle stage: its rows go to the next worker.
+static void pass_on(worker *w, wsession *s, wreq *r) {
+    el_error e;
+    const el_hparams *h = &w->m->hp;
+    uint32_t seq = ++w->down_seq;
+    pending *p = NULL;
+    if (!el_wire_encode_forward(&w->down_tx, s->down_session, seq, (uint32_t)r->pos, (uint32_t)r->n, (uint32_t)h->dim,
+                                s->act_dtype, r->x, r->flags, r->tokens, &e))
+        p = down_send(w, EL_MSG_FORWARD, s->id, r->seq, &e);
+    if (!p) {
+        reply_error(w, &s->peer, s->id, r->seq, EL_WERR_UPSTREAM, "next worker %s: %s", w->o->next, e.msg);
+        return;
+    }
+    p->hop = (el_wire_hop){r->compute_ns, 0, r->t_start - r->t_arrive};
+    if (w->down_tx.cap > ((size_t)16 << 20)) el_buf_free(&w->down_tx);  // no prefill-sized copy kept around
+}
+
+// ---------------------------------------------------------------- a step
+
+// Runs one step over the head request of every session with work; returns
+// the rows computed.
+static int step(worker *w) {
+    const el_hparams *h = &w->m->hp;
+    int nc = 0;
+    for (int i = 0; i < w->n_sessions; i++) {
+        wsession *s = &w->sessions[i];
+        if (s->state != S_READY || !s->head) continue;
+        w->cand[nc] = i;
+        w->want[nc++] = s->head->n - s->head->done;
+    }
+    if (!nc) return 0;
+    el_batch_plan(nc, w->want, w->max_rows, 16, &w->cursor, w->take);
+    int nr = 0, rows = 0;
+    int *who = w->who;  // who[k]: the session of request k
+    uint64_t now = el_time_ns();
+    for (int c = 0; c < nc; c++) {
+        if (!w->take[c]) continue;
+        wsession *s = &w->sessions[w->cand[c]];
+        wreq *r = s->head;
+        el_error e;
+        int pos = r->pos + r->done, n = w->take[c];
+        if (!r->done) {
+            if (r->pos > s->computed) {  // an earlier request failed: this one would leave a gap
+                reply_error(w, &s->peer, s->id, r->seq, EL_WERR_LIMIT,
+                            "FORWARD at position %d, but the session holds positions up to %d", r->pos, s->computed);
+                req_free(pop_head(s));
+                continue;
+            }
+            r->t_start = now;
+            w->st.queue_ns += now - r->t_arrive;
+            w->st.started++;
+            if (r->pos < s->computed) el_session_truncate(s->s, r->pos);  // positions rewritten: the old tail goes
+        }
+        int final = r->done + n == r->n;
+        int head_here = w->is_last && !s->ushape && !(r->flags & EL_FWD_NO_OUTPUT);
+        int all = (r->flags & EL_FWD_ALL_ROWS) != 0;
+        int lrows = head_here ? (all ? n : final ? 1 : 0) : 0;
+        if (lrows && !r->logits) r->logits = malloc((size_t)(all ? r->n : 1) * h->vocab * sizeof(float));
+        if (el_session_reserve(s->s, pos + n, &e) || (lrows && !r->logits)) {
+            if (lrows && !r->logits) el_err(&e, EL_ERR_NOMEM, "out of memory for logits");
+            // this device's request fails; its session keeps what it had
+            reply_error(w, &s->peer, s->id, r->seq, EL_WERR_LIMIT, "%s", e.msg);
+            req_free(pop_head(s));
+            s->next_pos = s->computed;
+            for (wreq *q = s->head; q; q = q->next) s->next_pos = q->pos + q->n;
+            continue;
+        }
+        w->reqs[nr] = (el_batch_req){.s = s->s, .pos = pos, .n = n, .x = r->x + (size_t)r->done * h->dim,
+                                     .out_hidden = !w->is_last || s->ushape, .logits_rows = lrows,
+                                     .logits = r->logits + (all ? (size_t)r->done * h->vocab : 0)};
+        who[nr++] = w->cand[c];
+        rows += n;
+    }
+    if (!nr) return 0;
+    uint64_t t0 = el_time_ns();
+    el_error e;
+    el_status st = el_batch_run(w->batch, nr, w->reqs, &e);
+    uint64_t dt = el_time_ns() - t0;
+    w->st.steps++;
+    w->st.rows += (uint64_t)rows;
+    if ((uint64_t)rows > w->st.max_rows) w->st.max_rows = (uint64_t)rows;
+    w->st.step_ns += dt;
+    // Answer in session order; sessions may be dropped while answering (a
+    // peer that does not read), so find each again by id.
+    uint64_t *ids = w->ids;
+    for (int k = 0; k < nr; k++) ids[k] = w->sessions[who[k]].id;
+    for (int k = 0; k < nr; k++) {
+        wsession *s = find_id(w, ids[k]);
+        if (!s) continue;
+        wreq *r = s->head;
+        if (st) {
+            reply_error(w, &s->peer, s->id, r->seq, EL_WERR_INTERNAL, "%s", e.msg);
+            req_free(pop_head(s));
+            s->next_pos = s->computed;
+            continue;
+        }
+        r->done += w->reqs[k].n;
+        r->compute_ns += dt;
+        s->computed = r->pos + r->done;  // the newest positions (an older tail was truncated)
+        if (r->done < r->n) continue;
+        s->last_used = el_time_s();
+        r = pop_head(s);
+        if (w->is_last) answer_last(w, s, r);
+        else pass_on(w, s, r);
+        req_free(r);
+    }
+    return rows;
+}
+
+// ---------------------------------------------------------------- LORA
 
 // LORA: one of the device's adapters. This stage keeps the matrices of its
 // layers, passes the message on when later stages have some, and answers OK
-// once every stage holds its part; the session's forward passes apply it.
+// once every stage holds its part; the session's steps apply it.
+static void install_lora(worker *w, wsession *s, el_lora *l, float scale, size_t bytes, int kept, int passed,
+                         uint32_t seq) {
+    s->lora->lora[s->lora->n] = l;
+    s->lora->scale[s->lora->n++] = scale;
+    el_session_set_lora(s->s, s->lora);
+    s->lora_bytes += bytes;
+    s->last_used = el_time_s();
+    wlog(w, "session %016llx: adapter %d with %d matrices here (scale %g)%s", (unsigned long long)s->id, s->lora->n, kept,
+         scale, passed ? ", the rest passed on" : "");
+    if (el_wire_encode_simple(&w->out, EL_MSG_OK, s->id, seq) == EL_OK) send_out(w, &s->peer);
+}
+
 static void handle_lora(worker *w, const el_peer *peer, const el_wire_msg *msg) {
     el_error e;
     wsession *s = session_of(w, peer, msg);
@@ -378,7 +599,7 @@ static void handle_lora(worker *w, const el_peer *peer, const el_wire_msg *msg) 
     uint32_t *kept = malloc(cap * sizeof *kept);
     el_lora *l = NULL;
     float scale, alpha;
-    int later = 0, k = 0;
+    int later = 0, k = 0, taken = 0;
     size_t bytes = 0;
     if (!mats || !slots || !kept) {
         reply_error(w, peer, s->id, msg->seq, EL_WERR_LIMIT, "out of memory");
@@ -416,19 +637,19 @@ static void handle_lora(worker *w, const el_peer *peer, const el_wire_msg *msg) 
         slots[k] = (el_lora_slot){(int)mt->layer, (int)mt->target, (int)mt->rank};
         kept[k++] = i;
     }
-    // checked before anything is allocated: what this stage keeps counts
-    // against its memory budget, with the KV caches
-    size_t max_mem = mem_budget(w);
-    if (w->kv_used + bytes > max_mem) {
-        reply_error(w, peer, s->id, msg->seq, EL_WERR_LIMIT, "memory budget exhausted (%zu of %zu bytes in use, %zu needed)",
-                    w->kv_used, max_mem, bytes);
-        goto out;
-    }
     if (later && !s->down_session) {
         reply_error(w, peer, s->id, msg->seq, EL_WERR_MISMATCH, "LORA matrices for layers past %d, and no stage after this one",
                     w->m->layer_end);
         goto out;
     }
+    // checked before anything is allocated: what this stage keeps counts
+    // against its memory budget, with the KV caches
+    if (!el_kv_pool_take(w->kv, bytes)) {
+        reply_error(w, peer, s->id, msg->seq, EL_WERR_LIMIT, "memory budget exhausted (%zu of %zu bytes in use, %zu needed)",
+                    el_kv_pool_used(w->kv), el_kv_pool_max(w->kv), bytes);
+        goto out;
+    }
+    taken = 1;
     if (el_lora_alloc_slots(w->m, alpha, k, slots, &l, &e)) {
         reply_error(w, peer, s->id, msg->seq, EL_WERR_MISMATCH, "LORA: %s", e.msg);
         goto out;
@@ -447,49 +668,147 @@ static void handle_lora(worker *w, const el_peer *peer, const el_wire_msg *msg) 
         reply_error(w, peer, s->id, msg->seq, EL_WERR_LIMIT, "out of memory");
         goto out;
     }
-    if (later) {  // the same message, addressed to our session on the next worker
-        el_wire_msg r;
+    if (later) {  // the same message, addressed to our session on the next worker; installed when it says OK
         uint32_t seq = ++w->down_seq;
         w->down_tx.len = 0;
-        el_status st = el_wire_readdress(&w->down_tx, msg, s->down_session, seq);
-        if (!st) st = down_request(w, &r, &e);
-        if (!st && r.type != EL_MSG_OK) st = el_err(&e, EL_ERR_FORMAT, "next worker: unexpected reply type %u to LORA", r.type);
+        pending *p = NULL;
+        if (el_wire_readdress(&w->down_tx, msg, s->down_session, seq) == EL_OK)
+            p = down_send(w, EL_MSG_LORA, s->id, msg->seq, &e);
+        else
+            el_err(&e, EL_ERR_NOMEM, "out of memory");
         if (w->down_tx.cap > ((size_t)1 << 20)) el_buf_free(&w->down_tx);  // no adapter-sized copy kept around
-        if (st) {
-            reply_error(w, peer, s->id, msg->seq, EL_WERR_UPSTREAM, "%s", e.msg);
+        if (!p) {
+            reply_error(w, peer, s->id, msg->seq, EL_WERR_UPSTREAM, "next worker %s: %s", w->o->next, e.msg);
             goto out;
         }
+        p->lora = l;
+        p->scale = scale;
+        p->bytes = bytes;
+        p->kept = k;
+        l = NULL;
+        taken = 0;  // the pending entry holds the bytes now
+        goto out;
     }
-    s->lora->lora[s->lora->n] = l;
-    s->lora->scale[s->lora->n++] = scale;
+    install_lora(w, s, l, scale, bytes, k, 0, msg->seq);
     l = NULL;
-    el_session_set_lora(s->s, s->lora);
-    s->kv_bytes += bytes;
-    w->kv_used += bytes;
-    s->last_used = el_time_s();
-    wlog(w, "session %016llx: adapter %d with %d matrices here (scale %g)%s", (unsigned long long)s->id, s->lora->n, k,
-         scale, later ? ", the rest passed on" : "");
-    if (el_wire_encode_simple(&w->out, EL_MSG_OK, s->id, msg->seq) == EL_OK)
-        el_link_server_send(w->srv, peer, w->out.data, w->out.len, NULL);
+    taken = 0;
 out:
+    if (taken) el_kv_pool_give(w->kv, bytes);
     el_lora_free(l);
     free(mats);
     free(slots);
     free(kept);
 }
 
+// ---------------------------------------------------------------- replies from the next worker
+
+static void handle_down(worker *w, const el_buf *in) {
+    el_error e;
+    el_wire_msg msg;
+    if (el_wire_parse(in->data, in->len, &msg, &e)) {
+        wlog(w, "next worker %s: %s", w->o->next, e.msg);
+        return;
+    }
+    int i = 0;
+    while (i < w->n_pend && w->pend[i].seq != msg.seq) i++;
+    if (i == w->n_pend) return;  // a reply to something abandoned (a timeout, a CLOSE)
+    pending p = w->pend[i];
+    w->pend[i].lora = NULL;
+    pend_remove(w, i);
+    wsession *s = p.session ? find_id(w, p.session) : NULL;
+    if (!s) {
+        el_lora_free(p.lora);
+        if (p.lora) el_kv_pool_give(w->kv, p.bytes);
+        if (p.type == EL_MSG_OPEN && msg.type == EL_MSG_OPENED) close_downstream(w, msg.session);
+        return;
+    }
+    char text[EL_WIRE_MAX_TEXT];
+    if (msg.type == EL_MSG_ERROR) {
+        uint32_t code;
+        if (el_wire_decode_error(&msg, &code, text, sizeof text, &e)) snprintf(text, sizeof text, "%s", e.msg);
+    }
+    switch (p.type) {
+    case EL_MSG_OPEN:
+        if (msg.type != EL_MSG_OPENED) {
+            el_peer peer = s->peer;
+            drop_session(w, (int)(s - w->sessions), "the next worker refused it");
+            reply_error(w, &peer, 0, p.up_seq, EL_WERR_UPSTREAM, "next worker %s: %s", w->o->next,
+                        msg.type == EL_MSG_ERROR ? text : "unexpected reply to OPEN");
+            return;
+        }
+        s->down_session = msg.session;
+        s->state = S_READY;
+        wlog(w, "session %016llx opened: forwarding to %s, %d sessions", (unsigned long long)s->id, w->o->next,
+             w->n_sessions);
+        if (el_wire_encode_simple(&w->out, EL_MSG_OPENED, s->id, p.up_seq) == EL_OK) send_out(w, &s->peer);
+        return;
+    case EL_MSG_LORA:
+        if (msg.type != EL_MSG_OK) {
+            el_lora_free(p.lora);
+            el_kv_pool_give(w->kv, p.bytes);
+            reply_error(w, &s->peer, s->id, p.up_seq, EL_WERR_UPSTREAM, "next worker %s: %s", w->o->next,
+                        msg.type == EL_MSG_ERROR ? text : "unexpected reply to LORA");
+            return;
+        }
+        install_lora(w, s, p.lora, p.scale, p.bytes, p.kept, 1, p.up_seq);
+        return;
+    case EL_MSG_FORWARD: {
+        if (msg.type != EL_MSG_RESULT) {
+            reply_error(w, &s->peer, s->id, p.up_seq, EL_WERR_UPSTREAM, "next worker %s: %s", w->o->next,
+                        msg.type == EL_MSG_ERROR ? text : "unexpected reply to FORWARD");
+            return;
+        }
+        p.hop.wait_ns = el_time_ns() - p.t_sent;
+        if (el_wire_relay_result(&w->out, &msg, s->id, p.up_seq, &p.hop, &e)) {
+            reply_error(w, &s->peer, s->id, p.up_seq, EL_WERR_UPSTREAM, "next worker %s: %s", w->o->next, e.msg);
+            return;
+        }
+        s->last_used = el_time_s();
+        send_out(w, &s->peer);
+        return;
+    }
+    }
+}
+
+// Requests the next worker did not answer in time.
+static void expire_pending(worker *w) {
+    uint64_t now = el_time_ns();
+    for (int i = w->n_pend - 1; i >= 0; i--) {
+        pending *p = &w->pend[i];
+        if (now < p->deadline_ns) continue;
+        uint64_t sid = p->session;
+        uint16_t type = p->type;
+        uint32_t up = p->up_seq;
+        if (p->lora) el_kv_pool_give(w->kv, p->bytes);
+        pend_remove(w, i);
+        wsession *s = sid ? find_id(w, sid) : NULL;
+        if (!s) continue;
+        el_peer peer = s->peer;
+        if (type == EL_MSG_OPEN) drop_session(w, (int)(s - w->sessions), "the next worker did not answer");
+        reply_error(w, &peer, type == EL_MSG_OPEN ? 0 : sid, up, EL_WERR_UPSTREAM,
+                    "next worker %s did not answer within %d ms", w->o->next, w->timeout_ms);
+    }
+}
+
+// ---------------------------------------------------------------- messages
+
 static void handle(worker *w, const el_peer *peer, const el_buf *in) {
     el_error e;
     el_wire_msg msg;
     if (el_wire_parse(in->data, in->len, &msg, &e)) {
-        reply_error(w, peer, 0, 0, EL_WERR_PROTOCOL, "bad message: %s", e.msg);
+        // a peer of another protocol version hears so in its own layout
+        if (el_wire_version_error(&w->out, in->data, in->len) == EL_OK) {
+            wlog(w, "refused a peer: %s", e.msg);
+            send_out(w, peer);
+        } else {
+            reply_error(w, peer, 0, 0, EL_WERR_PROTOCOL, "bad message: %s", e.msg);
+        }
         return;
     }
     if (w->train && el_train_server_handle(w->train, w->srv, peer, &msg)) return;
     switch (msg.type) {
     case EL_MSG_PING:
-        if (el_wire_encode_ping(&w->out, EL_MSG_PONG, msg.seq, msg.body, msg.body_len) == EL_OK)
-            el_link_server_send(w->srv, peer, w->out.data, w->out.len, NULL);
+        if (el_wire_encode_ping(&w->out, EL_MSG_PONG, msg.seq, msg.body, msg.body_len) == EL_OK) send_out(w, peer);
         break;
     case EL_MSG_PROBE: {
         uint32_t n = msg.body_len >= 4 ? el_wire_u32(msg.body) : 0;
@@ -499,21 +818,18 @@ static void handle(worker *w, const el_peer *peer, const el_buf *in) {
         }
         if (el_wire_encode_probe(&w->out, msg.seq, n, 0) == EL_OK) {
             w->out.data[6] = EL_MSG_PROBE_REPLY;
-            el_link_server_send(w->srv, peer, w->out.data, w->out.len, NULL);
+            send_out(w, peer);
         }
+        if (w->out.cap > ((size_t)1 << 20)) el_buf_free(&w->out);  // no probe-sized buffer kept around
         break;
     }
     case EL_MSG_OPEN: handle_open(w, peer, &msg); break;
     case EL_MSG_FORWARD: handle_forward(w, peer, &msg); break;
     case EL_MSG_LORA: handle_lora(w, peer, &msg); break;
     case EL_MSG_CLOSE: {
-        for (int i = 0; i < w->n_sessions; i++)
-            if (w->sessions[i].id == msg.session && find_session(w, msg.session, peer)) {
-                drop_session(w, i, "closed by the device");
-                break;
-            }
-        if (el_wire_encode_simple(&w->out, EL_MSG_OK, msg.session, msg.seq) == EL_OK)
-            el_link_server_send(w->srv, peer, w->out.data, w->out.len, NULL);
+        wsession *s = find_session(w, msg.session, peer);
+        if (s) drop_session(w, (int)(s - w->sessions), "closed by the device");
+        if (el_wire_encode_simple(&w->out, EL_MSG_OK, msg.session, msg.seq) == EL_OK) send_out(w, peer);
         break;
     }
     default:
@@ -551,11 +867,39 @@ static size_t warm(const el_model *m) {
     return bytes;
 }
 
+// One --stats-every line: the figures since the last one.
+static void print_stats(worker *w, double now) {
+    FILE *f = w->o->stats;
+    double span = now - w->st.t0;
+    double mean_rows = w->st.steps ? (double)w->st.rows / w->st.steps : 0;
+    double step_ms = w->st.steps ? w->st.step_ns / 1e6 / w->st.steps : 0;
+    double wait_ms = w->st.started ? w->st.queue_ns / 1e6 / w->st.started : 0;
+    size_t kv = el_kv_pool_used(w->kv), max = el_kv_pool_max(w->kv);
+    if (w->o->stats_json)
+        fprintf(f,
+                "{\"t\": %.3f, \"sessions\": %d, \"steps\": %llu, \"rows_per_step\": %.2f, \"max_rows_per_step\": %llu, "
+                "\"rows_per_s\": %.1f, \"queue_wait_ms\": %.3f, \"step_ms\": %.3f, \"kv_bytes\": %zu, "
+                "\"kv_budget\": %zu}\n",
+                now, w->n_sessions, (unsigned long long)w->st.steps, mean_rows, (unsigned long long)w->st.max_rows,
+                span > 0 ? w->st.rows / span : 0, wait_ms, step_ms, kv, max);
+    else
+        fprintf(f,
+                "worker %d:%d: %d sessions, %llu steps, rows/step %.2f mean %llu max (%.1f rows/s), queue wait %.2f ms, "
+                "step %.2f ms, KV %.2f of %.0f MiB\n",
+                w->m->layer_begin, w->m->layer_end, w->n_sessions, (unsigned long long)w->st.steps, mean_rows,
+                (unsigned long long)w->st.max_rows, span > 0 ? w->st.rows / span : 0, wait_ms, step_ms, kv / 1048576.0,
+                max / 1048576.0);
+    fflush(f);
+    memset(&w->st, 0, sizeof w->st);
+    w->st.t0 = now;
+}
+
 el_status el_worker_run(const el_worker_opts *o, el_error *err) {
     worker w = {0};
     w.o = o;
     w.timeout_ms = o->timeout_ms > 0 ? o->timeout_ms : 30000;
     el_status st;
+    if (sodium_init() < 0) return el_err(err, EL_ERR_STATE, "cannot initialise libsodium (random session ids)");
     el_model_opts mo = {.layer_begin = o->layer_begin, .layer_end = o->layer_end, .no_embed = 1};
     // The head is bound only on the last stage: probe the layer count first.
     el_model *probe;
@@ -570,11 +914,28 @@ el_status el_worker_run(const el_worker_opts *o, el_error *err) {
     mo.layer_end = end;
     mo.no_head = end != L;
     if ((st = el_model_open(o->model_path, &mo, &w.m, err))) return st;
+    w.is_last = end == L;
+    w.max_rows = o->max_batch_tokens > 0 ? o->max_batch_tokens : 128;
+    int max_sessions = o->max_sessions > 0 ? o->max_sessions : 64;
     w.identity = calloc((size_t)(w.m->layer_end - w.m->layer_begin), sizeof *w.identity);
-    if (!w.identity) { st = el_err(err, EL_ERR_NOMEM, "out of memory"); goto out; }
-    w.rng = el_time_ns() ^ ((uint64_t)getpid() << 32);
+    w.kv = el_kv_pool_new(o->max_kv_bytes ? o->max_kv_bytes : (size_t)2 << 30);
+    w.reqs = calloc((size_t)max_sessions, sizeof *w.reqs);
+    w.want = calloc((size_t)max_sessions, sizeof *w.want);
+    w.take = calloc((size_t)max_sessions, sizeof *w.take);
+    w.cand = calloc((size_t)max_sessions, sizeof *w.cand);
+    w.who = calloc((size_t)max_sessions, sizeof *w.who);
+    w.ids = calloc((size_t)max_sessions, sizeof *w.ids);
+    if (!w.identity || !w.kv || !w.reqs || !w.want || !w.take || !w.cand || !w.who || !w.ids) {
+        st = el_err(err, EL_ERR_NOMEM, "out of memory");
+        goto out;
+    }
+    if (!el_kv_row_bytes(o->kv_type, w.m->hp.head_dim)) {
+        st = el_err(err, EL_ERR_ARG, "--kv-type %s is not supported (f32, f16, q8_0)", el_dtype_name(o->kv_type));
+        goto out;
+    }
     w.pool = el_pool_new(o->threads);
     if (!w.pool) { st = el_err(err, EL_ERR_NOMEM, "cannot start threads"); goto out; }
+    if ((st = el_batch_new(w.m, w.max_rows, w.pool, &w.batch, err))) goto out;
     if (o->next && (st = el_link_connect(o->next, &o->next_sec, w.timeout_ms, &w.next, err)))
         goto out;
     if (o->train) {
@@ -585,44 +946,80 @@ el_status el_worker_run(const el_worker_opts *o, el_error *err) {
     }
     if ((st = el_link_server_open(o->listen, &o->sec, &w.srv, err))) goto out;
     size_t weights = warm(w.m);
-    wlog(&w, "serving %s on %s (%s), weights %.2f MiB, resident %.2f MiB%s%s", o->model_path, o->listen,
-         o->sec.insecure ? "plaintext" : "CURVE", weights / 1048576.0, el_current_rss() / 1048576.0,
+    wlog(&w, "serving %s on %s (%s), weights %.2f MiB, resident %.2f MiB, KV %s up to %.0f MiB, %d rows a step%s%s",
+         o->model_path, o->listen, o->sec.insecure ? "plaintext" : "CURVE", weights / 1048576.0,
+         el_current_rss() / 1048576.0, el_dtype_name(o->kv_type), el_kv_pool_max(w.kv) / 1048576.0, w.max_rows,
          o->next ? ", next " : "", o->next ? o->next : "");
     int idle_ms = o->idle_timeout_ms > 0 ? o->idle_timeout_ms : 120000;
     el_buf in = {0};
     long handled = 0;
+    double last_tick = el_time_s();
+    w.st.t0 = last_tick;
     while (!(o->stop && *o->stop)) {
-        el_peer peer;
-        el_error e;
-        el_status r = el_link_server_recv(w.srv, 200, &peer, &in, &e);
-        if (r == EL_OK) {
+        int work = 0;
+        for (int i = 0; i < w.n_sessions && !work; i++) work = w.sessions[i].state == S_READY && w.sessions[i].head;
+        el_link_wait(w.srv, w.next, work ? 0 : 100);
+        // Take what has arrived (a bounded number, so that a flood of
+        // messages cannot hold the step back), then compute one step.
+        for (int k = 0; k < 256; k++) {
+            el_peer peer;
+            el_error e;
+            el_status r = el_link_server_recv(w.srv, 0, &peer, &in, &e);
+            if (r == EL_ERR_STATE) break;
+            if (r != EL_OK) {
+                wlog(&w, "%s", e.msg);
+                break;
+            }
             handle(&w, &peer, &in);
             handled++;
-            if (o->max_requests && handled >= o->max_requests) break;
-        } else if (r != EL_ERR_STATE) {
-            wlog(&w, "%s", e.msg);
         }
-        if (w.train) el_train_server_tick(w.train, w.srv, idle_ms);
+        for (int k = 0; w.next && k < 256; k++) {
+            el_error e;
+            if (el_link_recv(w.next, 0, &in, &e)) break;
+            handle_down(&w, &in);
+        }
+        step(&w);
+        if (o->max_requests && handled >= o->max_requests) break;
         double now = el_time_s();
-        for (int i = w.n_sessions - 1; i >= 0; i--)
-            if ((now - w.sessions[i].last_used) * 1000 > idle_ms) drop_session(&w, i, "idle timeout");
+        if (now - last_tick >= 0.05) {
+            last_tick = now;
+            if (w.train) el_train_server_tick(w.train, w.srv, idle_ms);
+            expire_pending(&w);
+            for (int i = w.n_sessions - 1; i >= 0; i--) {
+                int busy = w.sessions[i].head != NULL;
+                for (int k = 0; k < w.n_pend && !busy; k++) busy = w.pend[k].session == w.sessions[i].id;
+                if (!busy && (now - w.sessions[i].last_used) * 1000 > idle_ms) drop_session(&w, i, "idle timeout");
+            }
+            if (o->stats && o->stats_every_s > 0 && now - w.st.t0 >= o->stats_every_s) print_stats(&w, now);
+        }
     }
     el_buf_free(&in);
     wlog(&w, "stopping: %d sessions open, %ld requests served", w.n_sessions, handled);
     st = EL_OK;
 out:
     while (w.n_sessions) drop_session(&w, w.n_sessions - 1, "worker stopping");
+    while (w.n_pend) {
+        if (w.pend[w.n_pend - 1].lora) el_kv_pool_give(w.kv, w.pend[w.n_pend - 1].bytes);
+        pend_remove(&w, w.n_pend - 1);
+    }
+    free(w.pend);
     free(w.sessions);
     el_train_server_free(w.train);
     el_link_server_close(w.srv);
     el_link_close(w.next);
+    el_batch_free(w.batch);
     el_pool_free(w.pool);
     el_model_close(w.m);
+    el_kv_pool_free(w.kv);
     el_buf_free(&w.out);
     el_buf_free(&w.down_tx);
     el_buf_free(&w.down_rx);
-    free(w.x);
-    free(w.rows);
     free(w.identity);
+    free(w.reqs);
+    free(w.want);
+    free(w.take);
+    free(w.cand);
+    free(w.who);
+    free(w.ids);
     return st;
 }

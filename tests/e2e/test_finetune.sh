@@ -71,12 +71,13 @@ expect_eq "two adapters over a chain" "$got" "$two"
 grep -q "adapter 2 with 14 matrices here" "$T/ledge.log" && grep -q "adapter 2 with 7 matrices here" "$T/lcloud.log" \
   && pass || fail "chain logs: $(grep adapter "$T/ledge.log" "$T/lcloud.log")"
 kill $last_pid $cloud_pid; wait $last_pid $cloud_pid 2>/dev/null
-# an adapter counts against the worker's memory budget: room for the KV cache
-# (2 layers x 128 positions x 64 x 2 x 4 bytes) but not for the adapter's half
+# an adapter counts against the worker's memory budget (with the KV blocks):
+# room for a KV block (2 layers x 16 positions x 64 x 2 x 4 bytes) but not
+# for the adapter's half (78080 bytes)
 port=$(free_port)
 start_worker "$T/lsmall.log" -m "$MODELS/aidreams260K.bin" --layers 2:4 --listen tcp://127.0.0.1:$port --insecure -t 1 \
-  --max-kv 140K || fail "small worker"
-expect_error "memory budget exhausted (131072 of 143360 bytes in use" "$EDGELLM" run "${BASE[@]}" --lora "$T/pirate.gguf" \
+  --max-kv 40K || fail "small worker"
+expect_error "memory budget exhausted (0 of 40960 bytes in use, 78080 needed)" "$EDGELLM" run "${BASE[@]}" --lora "$T/pirate.gguf" \
   -p "The dream" -n 10 --temp 0 -t 1 --split 2 --via tcp://127.0.0.1:$port --insecure
 kill $last_pid; wait $last_pid 2>/dev/null
 EL_TEST_KILL_AT_STEP=6 "$EDGELLM" finetune "${BASE[@]}" "${common[@]}" -o "$T/other.gguf" 2>/dev/null

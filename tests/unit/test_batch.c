@@ -269,7 +269,7 @@ static void test_kv_types(void **st) {
         }
         el_session_free(s);
     }
-    // 48 positions = 3 blocks of every layer; f16 halves, q8_0 (hd 8: one scale a row) 12/32
+    // 48 positions = 3 blocks of every layer; f16 halves, q8_0 a byte a value plus its scales
     int hd = m->hp.head_dim;
     size_t per = (size_t)m->hp.n_layers * 2 * m->hp.n_kv_heads * EL_KV_BLOCK * 3;
     assert_int_equal(bytes[0], per * 4 * hd);
@@ -418,6 +418,12 @@ static void test_batch_plan(void **st) {
     assert_int_equal(take[0], 0);
     assert_int_equal(take[1], 2);
     assert_int_equal(take[2], 3);
+    // a "short" request bigger than a step leaves room for is chunked, not starved
+    int w4[2] = {1, 12};
+    cursor = 0;
+    assert_int_equal(el_batch_plan(2, w4, 8, 16, &cursor, take), 8);
+    assert_int_equal(take[0], 1);
+    assert_int_equal(take[1], 7);
     // verification rows (short_rows 9) are kept whole
     int w3[3] = {9, 9, 40};
     assert_int_equal(el_batch_plan(3, w3, 24, 9, &cursor, take), 24);
