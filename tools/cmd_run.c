@@ -134,6 +134,8 @@ int cmd_run(int argc, char **argv) {
     char *file_text = NULL;
     int *ids = NULL, n_ids = 0, rc = 1;
     float *logits = NULL;
+    float *token_ms = NULL;  // --json: the wall time of each decode step
+    int n_token_ms = 0;
     size_t prompt_len;
     if (tool_load_prompt(prompt, prompt_file, 0, &file_text, &prompt, &prompt_len, &err)) goto out;
     if (el_sampler_check(&sp, &err)) goto out;
@@ -208,8 +210,9 @@ int cmd_run(int argc, char **argv) {
     el_split_stats prefill = *el_pipeline_total(pipe);
     if (stats) print_stats_line(stderr, "prefill", &prefill, split);
     int pos = n_ids, prev = ids[n_ids - 1], generated = 0;
+    if (json) token_ms = malloc((size_t)(steps + 1) * sizeof(float));
     int bos = el_tokenizer_bos(tok), eos = el_tokenizer_eos(tok);
-    double t1 = el_time_s();
+    double t1 = el_time_s(), t_tok = t1;
     while (generated < steps && !interrupted) {
         int next = edge ? edge_next : el_sampler_sample(smp, logits);
         if (!ignore_eos && (next == bos || next == eos)) break;
@@ -235,6 +238,11 @@ int cmd_run(int argc, char **argv) {
                  : el_pipeline_forward(pipe, &next, 1, pos, logits, 0, &err)) {
             if (interrupted) break;  // Ctrl-C during a wait on the link: a clean stop
             goto out;
+        }
+        if (token_ms) {  // the period a user sees: sampling, printing and the forward pass
+            double now = el_time_s();
+            token_ms[n_token_ms++] = (float)((now - t_tok) * 1e3);
+            t_tok = now;
         }
         if (stats) {
             char label[32];
@@ -281,8 +289,10 @@ int cmd_run(int argc, char **argv) {
                 "\"worker_ms\": [",
                 el_dtype_name(so_split.act_dtype), dec.device_s * per * 1e3, dec.link_s * per * 1e3, dec.queue_s * per * 1e3);
         for (int i = 0; i < dec.n_workers; i++) fprintf(stderr, i ? ", %.4f" : "%.4f", dec.worker_s[i] * per * 1e3);
-        fprintf(stderr, "], \"bytes_sent\": %.1f, \"bytes_received\": %.1f}, \"peak_rss_bytes\": %zu}\n",
-                dec.bytes_sent * per, dec.bytes_received * per, el_peak_rss());
+        fprintf(stderr, "], \"bytes_sent\": %.1f, \"bytes_received\": %.1f}, \"peak_rss_bytes\": %zu, \"decode_t0\": %.6f, \"token_ms\": [",
+                dec.bytes_sent * per, dec.bytes_received * per, el_peak_rss(), t1);
+        for (int i = 0; i < n_token_ms; i++) fprintf(stderr, i ? ", %.3f" : "%.3f", token_ms[i]);
+        fprintf(stderr, "]}\n");
     }
     rc = 0;
 out:
@@ -293,6 +303,7 @@ out:
     if (rc) cli_error(&err);
     el_stopper_free(&reply);
     free(logits);
+    free(token_ms);
     free(ids);
     free(file_text);
     el_sampler_free(smp);

@@ -85,10 +85,10 @@ el_status el_link_send(el_link *l, const void *data, size_t n, el_error *err);
 el_status el_link_recv(el_link *l, int timeout_ms, el_buf *msg, el_error *err);
 // Waits up to timeout_ms until the server or the link (either may be NULL)
 // has a message waiting; returns a mask: 1 the server, 2 the link (0: none).
-// The first 2 ms are spent polling, not sleeping: in a generation the next
-// request follows within a millisecond or two, and a core that went idle
-// comes back with cold caches and a low clock.
-int el_link_wait(el_link_server *s, el_link *l, int timeout_ms);
+// With spin, the first 2 ms are spent polling, not sleeping: in a generation
+// the next request follows within a millisecond or two, and a core that went
+// idle comes back with cold caches and a low clock.
+int el_link_wait(el_link_server *s, el_link *l, int timeout_ms, int spin);
 // Bytes this link has sent and received (message payloads).
 void el_link_counters(const el_link *l, uint64_t *sent, uint64_t *received);
 

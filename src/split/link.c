@@ -496,14 +496,14 @@ el_status el_link_recv(el_link *l, int timeout_ms, el_buf *msg, el_error *err) {
     return st;
 }
 
-int el_link_wait(el_link_server *s, el_link *l, int timeout_ms) {
+int el_link_wait(el_link_server *s, el_link *l, int timeout_ms, int spin) {
     zmq_pollitem_t items[2];
     int n = 0, is = -1, il = -1;
     if (s) is = n, items[n++] = (zmq_pollitem_t){s->sock, 0, ZMQ_POLLIN, 0};
     if (l) il = n, items[n++] = (zmq_pollitem_t){l->sock, 0, ZMQ_POLLIN, 0};
     if (!n) return 0;
     int r = 0;
-    uint64_t spin_until = el_time_ns() + (uint64_t)(timeout_ms < 2 ? timeout_ms : 2) * 1000000ULL;
+    uint64_t spin_until = el_time_ns() + (uint64_t)(spin ? (timeout_ms < 2 ? timeout_ms : 2) : 0) * 1000000ULL;
     while ((r = zmq_poll(items, n, 0)) == 0 && el_time_ns() < spin_until) {}
     if (r == 0 && timeout_ms > 0) r = zmq_poll(items, n, timeout_ms);
     if (r <= 0) return 0;
