@@ -22,10 +22,10 @@ count() {  # ARGS of block_cost -> instructions executed by the whole run
   qemu-aarch64-static -singlestep -d exec,nochain -D /dev/stdout "$bin" "$@" | grep -c '^Trace'
 }
 
-per_block() {  # DTYPE ISA ROWS TOKS -> instructions per 32 weights x 1 token
+per_block() {  # DTYPE ISA ROWS TOKS [packed] -> instructions per 32 weights x 1 token
   local c1 c2
-  c1=$(( $(count "$1" "$2" $K1 "$3" "$4" 2) - $(count "$1" "$2" $K1 "$3" "$4" 1) ))
-  c2=$(( $(count "$1" "$2" $K2 "$3" "$4" 2) - $(count "$1" "$2" $K2 "$3" "$4" 1) ))
+  c1=$(( $(count "$1" "$2" $K1 "$3" "$4" 2 ${5:-}) - $(count "$1" "$2" $K1 "$3" "$4" 1 ${5:-}) ))
+  c2=$(( $(count "$1" "$2" $K2 "$3" "$4" 2 ${5:-}) - $(count "$1" "$2" $K2 "$3" "$4" 1 ${5:-}) ))
   awk -v d=$((c2 - c1)) -v b=$(((K2 - K1) / 32)) -v n=$(($3 * $4)) 'BEGIN { printf "%.1f", d / b / n }'
 }
 
@@ -44,4 +44,15 @@ for shape in "decode 2 1" "prefill 4 2"; do
     done
     echo "$row"
   done
+  # the row-pair copy made at load time (pack.c), 32 rows
+  for dt in q8_0 q4_0; do
+    row=$(printf "| %-5s |" "${dt}p")
+    for isa in scalar neon dotprod i8mm; do
+      if [ $isa = scalar ] || [ $isa = neon ]; then v="-"; else v=$(per_block $dt $isa 32 $3 packed); fi
+      row+=$(printf " %7s |" "$v")
+    done
+    echo "$row"
+  done
 done
+echo
+echo "q8_0p, q4_0p: the packed row pairs (32 rows per tile); (neon): that level's kernel serves the higher ones"

@@ -2,7 +2,9 @@
 // on random weights and activations, and nothing else that depends on REPS,
 // so that an instruction count of two runs that differ only in REPS (or in K)
 // is the kernel's. bench/arm64_block_cost.sh counts under qemu-aarch64.
-// Build: see bench/arm64_block_cost.sh. Usage: block_cost DTYPE ISA K ROWS TOKS REPS
+// With "packed" last, the kernel on the packed copy (el_matmul_pack; ROWS a
+// multiple of 32). Build: see bench/arm64_block_cost.sh.
+// Usage: block_cost DTYPE ISA K ROWS TOKS REPS [packed]
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,8 +14,8 @@
 static const char *isa_names[] = {"scalar", "avx2", "avx512", "neon", "dotprod", "i8mm"};
 
 int main(int argc, char **argv) {
-    if (argc != 7) {
-        fprintf(stderr, "usage: %s DTYPE ISA K ROWS TOKS REPS\n", argv[0]);
+    if (argc != 7 && !(argc == 8 && !strcmp(argv[7], "packed"))) {
+        fprintf(stderr, "usage: %s DTYPE ISA K ROWS TOKS REPS [packed]\n", argv[0]);
         return 2;
     }
     int dtype = -1, isa = -1;
@@ -44,6 +46,20 @@ int main(int argc, char **argv) {
     for (int t = 0; t < toks; t++) {
         for (int i = 0; i < k; i++) f[i] = (float)((s = s * 1103515245u + 12345u) >> 16 & 0x7fff) / 16384.0f - 1.0f;
         el_act_quantize(tr->vec_dot_type, f, x + ldx * t, k);
+    }
+    if (argc == 8) {  // the packed copy of these rows, read by the level's packed kernel
+        el_tensor W = {"w", dtype, 2, {k, rows, 1, 1}, w, ldw * rows, NULL, 0};
+        int64_t prows;
+        size_t bytes = el_matmul_pack_size(&W, (el_isa)isa, &prows);
+        g = el_gemm_packed_kernel(dtype, (el_isa)isa);
+        if (!bytes || !g || prows != rows) {
+            fprintf(stderr, "block_cost: no packed %s kernel for %s with %d rows\n", argv[2], argv[1], rows);
+            return 1;
+        }
+        char *p = el_malloc_aligned(bytes);
+        if (!p) return 1;
+        el_matmul_pack(&W, prows, p);
+        w = p, ldw = bytes / (size_t)(prows / 32);  // bytes per packed unit of 32 rows
     }
     for (int i = 0; i < reps; i++) g(k, w, ldw, rows, x, ldx, toks, out, (size_t)rows);
     printf("%g\n", (double)out[0]);

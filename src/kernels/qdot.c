@@ -219,8 +219,13 @@ el_gemm_fn el_gemm_packed_kernel(int dtype, el_isa isa) {
         return dtype == EL_DTYPE_Q4_K || dtype == EL_DTYPE_Q6_K ? el_gemm_packed_k_avx512(dtype) : el_gemm_packed_avx512(dtype);
     // Q8_0/Q4_0 pairs have one layout for both levels: AVX2 (or AVX-512 without VNNI) reads it too
     return level >= EL_ISA_AVX2 ? el_gemm_packed_avx2(dtype) : NULL;
+#elif defined(__aarch64__)
+    // Q8_0/Q4_0 in row pairs (pack.c), one layout for both levels with sdot
+    el_isa level = isa < cpu_isa ? isa : cpu_isa;
+    if (level == EL_ISA_I8MM) return el_gemm_packed_i8mm(dtype);
+    if (level == EL_ISA_DOTPROD) return el_gemm_packed_dotprod(dtype);
+    return NULL;
 #else
-    // AArch64 reads the file layout at every level (docs/arm64.md)
     (void)dtype, (void)isa;
     return NULL;
 #endif

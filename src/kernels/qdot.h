@@ -33,6 +33,10 @@ el_gemm_fn el_gemm_packed_k_avx512(int dtype);
 el_gemm_fn el_gemm_neon(int dtype);
 el_gemm_fn el_gemm_dotprod(int dtype);
 el_gemm_fn el_gemm_i8mm(int dtype);
+// Their kernels on pack.c's AArch64 layout (Q8_0, Q4_0; else NULL): the
+// dotprod and i8mm levels only.
+el_gemm_fn el_gemm_packed_dotprod(int dtype);
+el_gemm_fn el_gemm_packed_i8mm(int dtype);
 void el_act_quantize_q8_0_neon(const float *x, void *dst, int k);
 void el_act_quantize_q8_k_neon(const float *x, void *dst, int k);
 // Bytes of a packed pair per block (32 columns; Q4_K, Q6_K: a 256-column super-block).

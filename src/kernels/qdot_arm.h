@@ -4,7 +4,15 @@
 //     int32x4_t dot16(int32x4_t acc, int8x16_t a, int8x16_t b)
 // (acc plus the 16 products a[i] * b[i], summed four to a lane; which four
 // does not matter, every caller adds all lanes with one weight), then
-// include this file and hand out int_kernels() from their table.
+// include this file and hand out int_kernels() from their table. With
+// EL_ARM_PACKED defined they also define
+//     int32x4_t pair_dot16(int32x4_t acc, int8x16_t a, int8x16_t b)
+// (the same, but lanes 0-1 take products 0-7 and lanes 2-3 products 8-15:
+// the two rows of a packed pair) and get packed_kernels() too. The
+// Advanced SIMD level has none: without sdot a pair's two rows widen
+// separately, and the packed kernel ran more instructions per block (19.7
+// decode, 16.3 prefill) than the file-layout one (18.5, 15.2;
+// bench/arm64_block_cost.sh).
 // The levels differ only in dot16: Advanced SIMD widens to int16 and pairs
 // up (smull, smlal2, sadalp), dotprod has sdot.
 //
@@ -101,6 +109,116 @@ DEFINE_MICRO(micro_q4_0, el_block_q4_0, load_q4_0)
 
 DEFINE_GEMM(gemm_q8_0, micro_q8_0)
 DEFINE_GEMM(gemm_q4_0, micro_q4_0)
+
+// ---------------------------------------------------------------- packed Q8_0 / Q4_0
+#ifdef EL_ARM_PACKED
+
+// pack.c's AArch64 layout: units of 32 rows, ldw bytes apart; per block of 32
+// columns (PACK_BB bytes) 16 row pairs of PACK_PB bytes, then the 32 rows'
+// f16 scales. A pair holds its two rows' bytes 8 at a time, side by side,
+// so one 16-byte load is [row 2p | row 2p+1] over 8 columns (Q8_0) or, as
+// nibbles, over 8 columns and the 8 columns 16 further on (Q4_0).
+#define PACK_PB(q8) ((q8) ? 64 : 32)
+#define PACK_BB(q8) (16 * PACK_PB(q8) + 64)
+
+// A pair's block as 4 vectors [row 2p | row 2p+1] of columns 0-7, 8-15,
+// 16-23, 24-31 (Q4_0: q - 8, as load_q4_0).
+ALWAYS_INLINE void load_pair(const int q8, const uint8_t *pp, int8x16_t *w) {
+    if (q8) {
+        int8x16x4_t v = vld1q_s8_x4((const int8_t *)pp);
+        w[0] = v.val[0], w[1] = v.val[1], w[2] = v.val[2], w[3] = v.val[3];
+    } else {
+        uint8x16_t c0 = vld1q_u8(pp), c1 = vld1q_u8(pp + 16);
+        const uint8x16_t m4 = vdupq_n_u8(15);
+        const int8x16_t eight = vdupq_n_s8(8);
+        w[0] = vsubq_s8(vreinterpretq_s8_u8(vandq_u8(c0, m4)), eight);
+        w[1] = vsubq_s8(vreinterpretq_s8_u8(vandq_u8(c1, m4)), eight);
+        w[2] = vsubq_s8(vreinterpretq_s8_u8(vshrq_n_u8(c0, 4)), eight);
+        w[3] = vsubq_s8(vreinterpretq_s8_u8(vshrq_n_u8(c1, 4)), eight);
+    }
+}
+
+// The scales of pair p as [d(2p), d(2p), d(2p+1), d(2p+1)], the lanes pair_dot16 fills.
+ALWAYS_INLINE float32x4_t pair_scales(const uint8_t *sc, int p) {
+    float32x4_t v = vcvt_f32_f16(vreinterpret_f16_u32(vld1_dup_u32((const uint32_t *)(const void *)(sc + 4 * p))));
+    return vzip1q_f32(v, v);
+}
+
+// An activation block's columns 8c..8c+7 in both halves of a vector.
+ALWAYS_INLINE int8x16_t x_dup(const int8_t *xb, int c) {
+    int8x8_t v = vld1_s8(xb + 8 * c);
+    return vcombine_s8(v, v);
+}
+
+// P pairs (from pair p0 of a unit) x T tokens; out[t*ldo + 2*(p0+i) + 0/1].
+// Lanes of a pair's accumulator: [row 2p, row 2p, row 2p+1, row 2p+1].
+ALWAYS_INLINE void packed_micro(const int q8, int k, const uint8_t *unit, int p0, const int P, const char *x,
+                                size_t ldx, float *out, size_t ldo, const int T) {
+    const int nb = k / EL_QK;
+    const int8_t *xq[2];
+    const float *xd[2];
+    float32x4_t acc[16][2];
+    _Pragma("GCC unroll 2") for (int t = 0; t < T; t++) {
+        xq[t] = (const int8_t *)(x + (size_t)t * ldx);
+        xd[t] = (const float *)(xq[t] + k);
+        _Pragma("GCC unroll 16") for (int p = 0; p < P; p++) acc[p][t] = vdupq_n_f32(0);
+    }
+    for (int b = 0; b < nb; b++) {
+        const uint8_t *blk = unit + (size_t)b * PACK_BB(q8);
+        int8x16_t xv[2][4];
+        _Pragma("GCC unroll 2") for (int t = 0; t < T; t++) _Pragma("GCC unroll 4") for (int c = 0; c < 4; c++)
+            xv[t][c] = x_dup(xq[t] + EL_QK * b, c);
+        _Pragma("GCC unroll 16") for (int p = 0; p < P; p++) {
+            int8x16_t w[4];
+            load_pair(q8, blk + (size_t)(p0 + p) * PACK_PB(q8), w);
+            float32x4_t sc = pair_scales(blk + 16 * PACK_PB(q8), p0 + p);
+            _Pragma("GCC unroll 2") for (int t = 0; t < T; t++) {
+                int32x4_t s = pair_dot16(vdupq_n_s32(0), w[0], xv[t][0]);
+                s = pair_dot16(s, w[1], xv[t][1]);
+                s = pair_dot16(s, w[2], xv[t][2]);
+                s = pair_dot16(s, w[3], xv[t][3]);
+                acc[p][t] = vfmaq_f32(acc[p][t], vcvtq_f32_s32(s), vmulq_n_f32(sc, xd[t][b]));
+            }
+        }
+    }
+    _Pragma("GCC unroll 2") for (int t = 0; t < T; t++) _Pragma("GCC unroll 8") for (int p = 0; p < P; p += 2)
+        vst1q_f32(out + (size_t)t * ldo + 2 * (p0 + p), vpaddq_f32(acc[p][t], acc[p + 1][t]));
+}
+
+// Decode streams each unit front to back, all 16 pairs per block; prefill
+// takes 4 pairs (8 rows) x 2 tokens at a time, the weights staying in L1.
+#define DEFINE_PACKED_GEMM(NAME, Q8)                                                                          \
+    static void NAME(int k, const void *w, size_t ldw, int nr, const void *x, size_t ldx, int nt, float *out,  \
+                     size_t ldo) {                                                                            \
+        for (int u = 0; u < nr / 32; u++) {                                                                   \
+            const uint8_t *unit = (const uint8_t *)w + (size_t)u * ldw;                                       \
+            float *ou = out + 32 * u;                                                                         \
+            if (nt == 1) {                                                                                    \
+                packed_micro(Q8, k, unit, 0, 16, x, ldx, ou, ldo, 1);                                         \
+                continue;                                                                                     \
+            }                                                                                                 \
+            for (int p0 = 0; p0 < 16; p0 += 4) {                                                              \
+                int t = 0;                                                                                    \
+                for (; t + 2 <= nt; t += 2)                                                                   \
+                    packed_micro(Q8, k, unit, p0, 4, (const char *)x + (size_t)t * ldx, ldx, ou + (size_t)t * ldo, ldo, 2); \
+                if (t < nt)                                                                                   \
+                    packed_micro(Q8, k, unit, p0, 4, (const char *)x + (size_t)t * ldx, ldx, ou + (size_t)t * ldo, ldo, 1); \
+            }                                                                                                 \
+        }                                                                                                     \
+    }
+
+DEFINE_PACKED_GEMM(gemm_packed_q8_0, 1)
+DEFINE_PACKED_GEMM(gemm_packed_q4_0, 0)
+
+// The packed kernels of this level by weight dtype (NULL for others).
+static el_gemm_fn packed_kernels(int dtype) {
+    switch (dtype) {
+    case EL_DTYPE_Q8_0: return gemm_packed_q8_0;
+    case EL_DTYPE_Q4_0: return gemm_packed_q4_0;
+    }
+    return NULL;
+}
+#endif
 
 // ---------------------------------------------------------------- K-quants
 

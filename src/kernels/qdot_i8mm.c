@@ -10,7 +10,9 @@
 #include <arm_neon.h>
 
 static inline int32x4_t dot16(int32x4_t acc, int8x16_t a, int8x16_t b) { return vdotq_s32(acc, a, b); }
+static inline int32x4_t pair_dot16(int32x4_t acc, int8x16_t a, int8x16_t b) { return vdotq_s32(acc, a, b); }
 
+#define EL_ARM_PACKED
 #include "qdot_arm.h"
 
 ALWAYS_INLINE int8x16_t zip_lo(int8x16_t a, int8x16_t b) {
@@ -78,6 +80,73 @@ DEFINE_MM(mm_q4_0, el_block_q4_0, load_q4_0)
 
 DEFINE_MM_GEMM(gemm_mm_q8_0, mm_q8_0, micro_q8_0, gemm_q8_0)
 DEFINE_MM_GEMM(gemm_mm_q4_0, mm_q4_0, micro_q4_0, gemm_q4_0)
+
+// ---------------------------------------------------------------- packed
+
+// On pack.c's AArch64 layout a pair's 16 bytes over 8 columns are already
+// smmla's 2x8 operand: no zips on the weight side. P pairs x 2 tokens; the
+// tile [r0t0, r0t1, r1t0, r1t1] of two pairs unzips into 4 rows of each token.
+ALWAYS_INLINE void packed_mm(const int q8, int k, const uint8_t *unit, int p0, const int P, const char *x, size_t ldx,
+                             float *out, size_t ldo) {
+    const int nb = k / EL_QK;
+    const int8_t *x0 = (const int8_t *)x, *x1 = (const int8_t *)(x + ldx);
+    const float *d0 = (const float *)(x0 + k), *d1 = (const float *)(x1 + k);
+    float32x4_t acc[8];
+    _Pragma("GCC unroll 8") for (int p = 0; p < P; p++) acc[p] = vdupq_n_f32(0);
+    for (int b = 0; b < nb; b++) {
+        const uint8_t *blk = unit + (size_t)b * PACK_BB(q8);
+        int8x16_t z[4];
+        _Pragma("GCC unroll 4") for (int c = 0; c < 4; c++)
+            z[c] = vcombine_s8(vld1_s8(x0 + EL_QK * b + 8 * c), vld1_s8(x1 + EL_QK * b + 8 * c));
+        float32x4_t xd = {d0[b], d1[b], d0[b], d1[b]};
+        _Pragma("GCC unroll 8") for (int p = 0; p < P; p++) {
+            int8x16_t w[4];
+            load_pair(q8, blk + (size_t)(p0 + p) * PACK_PB(q8), w);
+            int32x4_t s = vmmlaq_s32(vdupq_n_s32(0), w[0], z[0]);
+            s = vmmlaq_s32(s, w[1], z[1]);
+            s = vmmlaq_s32(s, w[2], z[2]);
+            s = vmmlaq_s32(s, w[3], z[3]);
+            float32x4_t sc = vmulq_f32(pair_scales(blk + 16 * PACK_PB(q8), p0 + p), xd);
+            acc[p] = vfmaq_f32(acc[p], vcvtq_f32_s32(s), sc);
+        }
+    }
+    _Pragma("GCC unroll 4") for (int p = 0; p < P; p += 2) {
+        vst1q_f32(out + 2 * (p0 + p), vuzp1q_f32(acc[p], acc[p + 1]));
+        vst1q_f32(out + ldo + 2 * (p0 + p), vuzp2q_f32(acc[p], acc[p + 1]));
+    }
+}
+
+// Decode (one token) and an odd token: the sdot kernel of qdot_arm.h.
+#define DEFINE_PACKED_MM_GEMM(NAME, Q8, DECODE)                                                                \
+    static void NAME(int k, const void *w, size_t ldw, int nr, const void *x, size_t ldx, int nt, float *out,   \
+                     size_t ldo) {                                                                             \
+        if (nt == 1) {                                                                                         \
+            DECODE(k, w, ldw, nr, x, ldx, nt, out, ldo);                                                       \
+            return;                                                                                            \
+        }                                                                                                      \
+        for (int u = 0; u < nr / 32; u++) {                                                                    \
+            const uint8_t *unit = (const uint8_t *)w + (size_t)u * ldw;                                        \
+            float *ou = out + 32 * u;                                                                          \
+            for (int p0 = 0; p0 < 16; p0 += 8) {                                                               \
+                int t = 0;                                                                                     \
+                for (; t + 2 <= nt; t += 2)                                                                    \
+                    packed_mm(Q8, k, unit, p0, 8, (const char *)x + (size_t)t * ldx, ldx, ou + (size_t)t * ldo, ldo); \
+                if (t < nt)                                                                                    \
+                    packed_micro(Q8, k, unit, p0, 8, (const char *)x + (size_t)t * ldx, ldx, ou + (size_t)t * ldo, ldo, 1); \
+            }                                                                                                  \
+        }                                                                                                      \
+    }
+
+DEFINE_PACKED_MM_GEMM(gemm_packed_mm_q8_0, 1, gemm_packed_q8_0)
+DEFINE_PACKED_MM_GEMM(gemm_packed_mm_q4_0, 0, gemm_packed_q4_0)
+
+el_gemm_fn el_gemm_packed_i8mm(int dtype) {
+    switch (dtype) {
+    case EL_DTYPE_Q8_0: return gemm_packed_mm_q8_0;
+    case EL_DTYPE_Q4_0: return gemm_packed_mm_q4_0;
+    }
+    return packed_kernels(dtype);  // (no other packed type yet)
+}
 
 el_gemm_fn el_gemm_i8mm(int dtype) {
     switch (dtype) {

@@ -373,8 +373,7 @@ static void packed_matches_scalar(el_isa isa) {
 
 static void test_packed_matches_scalar(void **st) {
     (void)st;
-    packed_matches_scalar(EL_ISA_AVX2);
-    packed_matches_scalar(EL_ISA_AVX512);
+    for (int li = 1; li < N_LEVELS; li++) packed_matches_scalar(levels[li]);
 }
 
 // matmul on quantized weights ≈ x · dequant(W)ᵀ, for every ISA and 1-2 threads
