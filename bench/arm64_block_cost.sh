@@ -55,4 +55,5 @@ for shape in "decode 2 1" "prefill 4 2"; do
   done
 done
 echo
-echo "q8_0p, q4_0p: the packed row pairs (32 rows per tile); (neon): that level's kernel serves the higher ones"
+echo "q8_0p, q4_0p: on the packed row pairs (32 rows per tile; -: the level reads the file layout)."
+echo "(neon): that level's kernel serves the higher ones; i8mm's K-quant, decode and odd-token kernels are dotprod's."
