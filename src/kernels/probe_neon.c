@@ -22,14 +22,14 @@ double el_probe_fma_neon(long iters) {
 }
 
 uint64_t el_probe_read_neon(const void *buf, size_t bytes) {
-    const uint64_t *p = buf;
-    uint64x2_t a0 = vdupq_n_u64(0), a1 = a0, a2 = a0, a3 = a0;
-    for (size_t i = 0; i + 8 <= bytes / 8; i += 8) {
-        a0 = veorq_u64(a0, vld1q_u64(p + i));
-        a1 = veorq_u64(a1, vld1q_u64(p + i + 2));
-        a2 = veorq_u64(a2, vld1q_u64(p + i + 4));
-        a3 = veorq_u64(a3, vld1q_u64(p + i + 6));
+    const uint8_t *p = buf;
+    uint8x16_t a0 = vdupq_n_u8(0), a1 = a0, a2 = a0, a3 = a0;
+    for (size_t i = 0; i + 64 <= bytes; i += 64) {
+        a0 = veorq_u8(a0, vld1q_u8(p + i));
+        a1 = veorq_u8(a1, vld1q_u8(p + i + 16));
+        a2 = veorq_u8(a2, vld1q_u8(p + i + 32));
+        a3 = veorq_u8(a3, vld1q_u8(p + i + 48));
     }
-    uint64x2_t s = veorq_u64(veorq_u64(a0, a1), veorq_u64(a2, a3));
+    uint64x2_t s = vreinterpretq_u64_u8(veorq_u8(veorq_u8(a0, a1), veorq_u8(a2, a3)));
     return vgetq_lane_u64(s, 0) ^ vgetq_lane_u64(s, 1);
 }

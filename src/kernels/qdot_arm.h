@@ -24,6 +24,7 @@
 #define EL_KERNELS_QDOT_ARM_H
 
 #include <arm_neon.h>
+#include <string.h>
 
 #include "edgellm/quant.h"
 #include "qdot.h"
@@ -140,7 +141,9 @@ ALWAYS_INLINE void load_pair(const int q8, const uint8_t *pp, int8x16_t *w) {
 
 // The scales of pair p as [d(2p), d(2p), d(2p+1), d(2p+1)], the lanes pair_dot16 fills.
 ALWAYS_INLINE float32x4_t pair_scales(const uint8_t *sc, int p) {
-    float32x4_t v = vcvt_f32_f16(vreinterpret_f16_u32(vld1_dup_u32((const uint32_t *)(const void *)(sc + 4 * p))));
+    uint32_t two;  // the pair's two f16, read as bytes (one ld1r)
+    memcpy(&two, sc + 4 * p, 4);
+    float32x4_t v = vcvt_f32_f16(vreinterpret_f16_u32(vdup_n_u32(two)));
     return vzip1q_f32(v, v);
 }
 
