@@ -97,9 +97,23 @@ void el_pool_run(el_pool *pool, el_task_fn fn, void *ctx, int n);
 
 // ---------------------------------------------------------------- cpu
 
-typedef enum { EL_ISA_SCALAR = 0, EL_ISA_AVX2 = 1, EL_ISA_AVX512 = 2 } el_isa;
+// Kernel levels. Each architecture has its own, ordered within it; scalar
+// runs everywhere. A level of the other architecture is never available:
+// asking for it gives the scalar kernels on AArch64, this CPU's best on x86-64
+// (its levels all sit below AArch64's).
+typedef enum {
+    EL_ISA_SCALAR = 0,
+    EL_ISA_AVX2 = 1,     // x86-64: AVX2 + FMA + F16C
+    EL_ISA_AVX512 = 2,   // x86-64: AVX-512 F/BW/VL/DQ (+ VNNI for the int8 tiles)
+    EL_ISA_NEON = 3,     // AArch64: Advanced SIMD (every AArch64 CPU)
+    EL_ISA_DOTPROD = 4,  // AArch64: + SDOT (Armv8.2 dotprod)
+    EL_ISA_I8MM = 5,     // AArch64: + SMMLA (Armv8.6 i8mm)
+} el_isa;
+// The highest level of any architecture: "the best this CPU (and EL_ISA) allows".
+#define EL_ISA_BEST EL_ISA_I8MM
 
-// The best level this CPU supports, lowered by EL_ISA=scalar|avx2|avx512.
+// The best level this CPU supports, lowered by EL_ISA=scalar|avx2|avx512 on
+// x86-64 and EL_ISA=scalar|neon|dotprod|i8mm on AArch64 (other names: ignored).
 el_isa el_cpu_isa(void);
 int el_cpu_has_avx512vnni(void);
 const char *el_isa_name(el_isa isa);

@@ -11,6 +11,13 @@ static int use_avx512;
 static pthread_once_t isa_once = PTHREAD_ONCE_INIT;
 static void detect_isa(void) { use_avx512 = el_cpu_isa() == EL_ISA_AVX512; }
 
+// f16 and q8_0 rows have x86 kernels only; elsewhere the scalar ones run
+// (f32 rows go through el_attn_scores/el_attn_mix, which have NEON too).
+#if !defined(__x86_64__)
+#define el_attn_scores_kv_avx512 el_attn_scores_kv_scalar
+#define el_attn_mix_kv_avx512 el_attn_mix_kv_scalar
+#endif
+
 // Values per q8_0 scale in a row of hd.
 static int q8_block(int hd) { return hd % 32 == 0 ? 32 : hd; }
 

@@ -18,6 +18,13 @@ void el_attn_scores_kv_avx512(int dtype, float *scores, const float *q, const vo
                               float scale);
 void el_attn_mix_kv_avx512(int dtype, float *out, const float *w, const void *v, size_t stride, int n, int hd);
 
+// AArch64 Advanced SIMD (ops_neon.c); attention: hd a multiple of 4.
+float el_exp_neon(float x);
+void el_swiglu_neon(float *h, const float *g, const float *u, int n);
+void el_softmax_neon(float *x, int n);
+void el_attn_scores_neon(float *scores, const float *q, const float *k, size_t stride, int n, int hd, float scale);
+void el_attn_mix_neon(float *out, const float *w, const float *v, size_t stride, int n, int hd);
+
 // The scalar versions (the reference for tests).
 void el_swiglu_scalar(float *h, const float *g, const float *u, int n);
 void el_softmax_scalar(float *x, int n);
