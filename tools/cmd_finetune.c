@@ -281,7 +281,7 @@ int cmd_finetune(int argc, char **argv) {
               : el_lora_new(m, rank, alpha, targets, seed, &lora, &err))
         goto out;
     pool = el_pool_new(threads);
-    el_train_opts to = {0, cut, batch, ctx};
+    el_train_opts to = {0, cut, batch, ctx, 0};
     if (!pool || el_train_stage_new(m, lora, &to, pool, &st, &err)) goto out;
     if (split) {
         el_split_train_opts so = {.via = ts.o.via, .sec = ts.o.sec, .timeout_ms = ts.o.timeout_ms, .ushape = ts.o.ushape,

@@ -29,6 +29,12 @@ static const char *usage =
     "      --max-kv SIZE         KV caches and LoRA adapters over all sessions (default 2G); KV is taken\n"
     "                            in blocks of 16 positions as sessions grow and returned when they end\n"
     "      --kv-type T           KV cache: f32 (default), f16 or q8_0\n"
+    "      --client-sessions N   sessions of one client (a device key; on --insecure, a connection), default\n"
+    "                            half of --max-sessions\n"
+    "      --client-mem SIZE     memory of one client's sessions: KV, adapters, queued requests, training\n"
+    "                            (default half of --max-kv)\n"
+    "      --client-inflight SIZE  replies one client has not read yet before it loses its sessions\n"
+    "                            (default 64M; no single reply is larger than a quarter of it)\n"
     "      --max-batch-tokens N  rows per step over all sessions (default 128): every session's decode\n"
     "                            row, and long prefills in chunks, so no device waits behind another\n"
     "      --ctx N               longest session context (default: the model's)\n"
@@ -80,7 +86,7 @@ int cmd_worker(int argc, char **argv) {
     int opt, idle_s = 120, quiet = 0, avg_s = 30, kv_type = 0, json = 0;
     float stats_every = 0;
     const char *trace = NULL;
-    uint64_t max_kv = 0;
+    uint64_t max_kv = 0, client_mem = 0, client_inflight = 0;
     while ((a = cli_next(&c, &opt))) {
         if (cli_is(a, "-h", "--help")) { fputs(usage, stdout); return 0; }
         else if (cli_is(a, "-m", "--model")) o.model_path = cli_str(&c, a);
@@ -100,6 +106,9 @@ int cmd_worker(int argc, char **argv) {
         else if (cli_is(a, "-t", "--threads")) cli_int(&c, a, 1, 256, &o.threads);
         else if (cli_is(a, "-q", "--quiet")) quiet = 1;
         else if (tool_kv_option(&c, a, &kv_type)) continue;
+        else if (cli_is(a, NULL, "--client-sessions")) cli_int(&c, a, 1, 100000, &o.client_sessions);
+        else if (cli_is(a, NULL, "--client-mem")) cli_size(&c, a, &client_mem);
+        else if (cli_is(a, NULL, "--client-inflight")) cli_size(&c, a, &client_inflight);
         else if (cli_is(a, NULL, "--max-batch-tokens")) cli_int(&c, a, 1, 65536, &o.max_batch_tokens);
         else if (cli_is(a, NULL, "--stats-every")) cli_float(&c, a, 0.01, 1e6, &stats_every);
         else if (cli_is(a, NULL, "--json")) json = 1;
@@ -132,6 +141,8 @@ int cmd_worker(int argc, char **argv) {
         o.next_sec.server_key = next_key;
     }
     o.max_kv_bytes = (size_t)max_kv;
+    o.client_mem = (size_t)client_mem;
+    o.client_inflight = (size_t)client_inflight;
     o.train_avg_timeout_ms = avg_s * 1000;
     if (trace) {
         o.trace = fopen(trace, "w");

@@ -131,8 +131,14 @@ size_t el_utf8_check(const char *s, size_t n);
 
 // Read a whole file into memory (NUL-terminated for convenience). Caps at max_bytes.
 el_status el_read_file(const char *path, size_t max_bytes, char **data, size_t *len, el_error *err);
-// Writes data to path + ".tmp", syncs it and renames it over path.
+// Writes data to path + ".tmp", syncs it and renames it over path, then syncs
+// the folder so the rename survives a crash.
 el_status el_write_file_atomic(const char *path, const void *data, size_t n, el_error *err);
+// The same with the file created (exclusively, never through a symlink)
+// with the given permissions, e.g. 0600 for a secret.
+el_status el_write_file_atomic_mode(const char *path, const void *data, size_t n, unsigned mode, el_error *err);
+// fsync of the folder holding path (best effort: some file systems refuse).
+void el_sync_parent_dir(const char *path);
 
 #ifdef __cplusplus
 }

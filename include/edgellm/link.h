@@ -5,6 +5,7 @@
 #ifndef EDGELLM_LINK_H
 #define EDGELLM_LINK_H
 
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -37,16 +38,21 @@ typedef struct {
     const el_keypair *keys;       // this node's key pair (required unless insecure)
     const char *allow_dir;        // server: folder of allowed client public keys
     const char *server_key;       // client: the worker's Z85 public key (pinned)
+    int send_hwm;                 // server: messages queued per peer before sends to it fail (0: ZeroMQ's 1000)
 } el_link_security;
 
 // ---------------------------------------------------------------- server
 
 typedef struct el_link_server el_link_server;
 
-// An opaque peer address (ZeroMQ routing id).
+// A peer: its connection (an opaque ZeroMQ routing id) and who it is, the
+// client its limits are counted against: the Z85 public key it proved with
+// CURVE, or, on a plaintext link (which has no identity), "conn:" and its
+// routing id in hex, one client per connection.
 typedef struct {
     uint8_t id[256];
     size_t len;
+    char client[72];
 } el_peer;
 
 el_status el_link_server_open(const char *endpoint, const el_link_security *sec, el_link_server **out, el_error *err);
@@ -58,6 +64,12 @@ el_status el_link_server_recv(el_link_server *s, int timeout_ms, el_peer *peer, 
 // so that its queue is full (EL_ERR_STATE), gets nothing, and the caller
 // decides what that peer loses.
 el_status el_link_server_send(el_link_server *s, const el_peer *peer, const void *data, size_t n, el_error *err);
+// The same, counting the bytes in *held from now until ZeroMQ has handed
+// them to the network (or dropped them): what a peer that does not read
+// makes this process hold. *held must outlive those bytes (it is decremented
+// from ZeroMQ's I/O thread; when it reads 0, nothing refers to it any more).
+el_status el_link_server_send_counted(el_link_server *s, const el_peer *peer, const void *data, size_t n,
+                                      atomic_size_t *held, el_error *err);
 // Number of client keys on the allow-list (0 when insecure).
 int el_link_server_n_allowed(const el_link_server *s);
 
@@ -71,6 +83,8 @@ typedef struct el_link el_link;
 el_status el_link_connect(const char *endpoint, const el_link_security *sec, int timeout_ms, el_link **out,
                           el_error *err);
 void el_link_close(el_link *l);
+// Closes after up to ms milliseconds spent sending what is still queued.
+void el_link_close_linger(el_link *l, int ms);
 // Sends one message and waits for its reply (matched by seq; stale replies of
 // earlier, timed-out requests are dropped). reply is reset first.
 el_status el_link_request(el_link *l, const void *data, size_t n, uint32_t seq, el_buf *reply, int timeout_ms,

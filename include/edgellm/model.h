@@ -155,6 +155,11 @@ size_t el_kv_pool_max(const el_kv_pool *p);
 // bytes (0 when they do not fit), give them back.
 int el_kv_pool_take(el_kv_pool *p, size_t n);
 void el_kv_pool_give(el_kv_pool *p, size_t n);
+// A pool inside another (one client's share of a worker's budget): what it
+// takes counts against both, and must fit in both.
+el_kv_pool *el_kv_pool_new_child(el_kv_pool *parent, size_t max_bytes);
+// Bytes that can still be taken from p (and its parents); SIZE_MAX when unlimited.
+size_t el_kv_pool_room(const el_kv_pool *p);
 
 // Positions per KV block: a session's cache grows by this many positions
 // (every layer it runs) at a time.

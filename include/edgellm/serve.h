@@ -134,6 +134,12 @@ typedef struct {
     int kv_type;             // KV cache dtype (EL_DTYPE_F32 default, F16, Q8_0)
     size_t max_kv;           // KV bytes over all sequences (0: slots x ctx worth)
     int max_batch_tokens;    // rows per step: a decode row per slot plus prompt chunks (0: slots + 64)
+    // Per client (an API key; without keys, a remote address): requests it
+    // may have waiting (0: half of max_queue) and distinct adapters its
+    // requests may hold at once (0: half of max_adapters, or no limit).
+    // Free slots go to the client that runs the fewest requests.
+    int client_queue;
+    int client_adapters;
 } el_serve_opts;
 
 typedef struct el_server el_server;

@@ -41,6 +41,9 @@ el_status el_server_start(const el_serve_opts *opts, el_server **out, el_error *
     if (s->o.slots <= 0) s->o.slots = 16;
     if (s->o.max_body == 0) s->o.max_body = 1 << 20;
     if (s->o.max_queue <= 0) s->o.max_queue = 256;
+    if (s->o.client_queue <= 0) s->o.client_queue = s->o.max_queue > 1 ? s->o.max_queue / 2 : 1;
+    if (s->o.client_adapters <= 0 && s->o.max_adapters > 0)
+        s->o.client_adapters = s->o.max_adapters > 1 ? s->o.max_adapters / 2 : 1;
     if (s->o.max_connections <= 0) s->o.max_connections = 512;
     s->t_start = (double)time(NULL);
     el_status st;

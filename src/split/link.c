@@ -18,19 +18,12 @@
 
 // ---------------------------------------------------------------- keys
 
-static el_status write_key(const char *path, const char *key, mode_t mode, el_error *err) {
-    char tmp[4096];
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    FILE *f = fopen(tmp, "w");
-    if (!f) return el_err(err, EL_ERR_IO, "%s: cannot create: %s", tmp, strerror(errno));
-    chmod(tmp, mode);
-    int bad = fprintf(f, "%s\n", key) < 0;
-    bad |= fclose(f) != 0;
-    if (bad || rename(tmp, path)) {
-        remove(tmp);
-        return el_err(err, EL_ERR_IO, "%s: write failed: %s", path, strerror(errno));
-    }
-    return EL_OK;
+// A key file, created with its mode from the start (never chmod-ed after
+// the secret is on disk), synced, and renamed into place.
+static el_status write_key(const char *path, const char *key, unsigned mode, el_error *err) {
+    char line[64];
+    int n = snprintf(line, sizeof line, "%s\n", key);
+    return el_write_file_atomic_mode(path, line, (size_t)n, mode, err);
 }
 
 // mkdir -p
@@ -155,11 +148,14 @@ static void *zap_main(void *arg) {
         int ok = 0;
         if (n >= 7 && lens[5] == 5 && !memcmp(frames[5], "CURVE", 5) && lens[6] == 32)
             for (int i = 0; i < s->n_allowed && !ok; i++) ok = !memcmp(s->allowed[i], frames[6], 32);
+        // the user id every message of this peer will carry: its key, in Z85
+        char user[41] = "";
+        if (ok) zmq_z85_encode(user, (const uint8_t *)frames[6], 32);
         zap_send(s->zap, "1.0", 3, 1);
         zap_send(s->zap, frames[1], lens[1], 1);
         zap_send(s->zap, ok ? "200" : "400", 3, 1);
         zap_send(s->zap, ok ? "OK" : "client key not on the allow-list", ok ? 2 : 32, 1);
-        zap_send(s->zap, "", 0, 1);
+        zap_send(s->zap, user, strlen(user), 1);
         zap_send(s->zap, "", 0, 0);
     }
     return NULL;
@@ -217,6 +213,7 @@ el_status el_link_server_open(const char *endpoint, const el_link_security *sec,
     zmq_setsockopt(s->sock, ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg);
     zmq_setsockopt(s->sock, ZMQ_LINGER, &zero, sizeof zero);
     zmq_setsockopt(s->sock, ZMQ_ROUTER_MANDATORY, &one, sizeof one);
+    if (sec->send_hwm > 0) zmq_setsockopt(s->sock, ZMQ_SNDHWM, &sec->send_hwm, sizeof sec->send_hwm);
     if (!sec->insecure) {
         zmq_setsockopt(s->sock, ZMQ_CURVE_SERVER, &one, sizeof one);
         zmq_setsockopt(s->sock, ZMQ_CURVE_SECRETKEY, sec->keys->secret_key, 40);
@@ -284,6 +281,14 @@ el_status el_link_server_recv(el_link_server *s, int timeout_ms, el_peer *peer, 
     if (!more) return EL_ERR_STATE;
     zmq_msg_init(&body);
     if (zmq_msg_recv(&body, s->sock, 0) < 0) { zmq_msg_close(&body); return EL_ERR_STATE; }
+    const char *user = zmq_msg_gets(&body, "User-Id");
+    if (user && *user) {
+        snprintf(peer->client, sizeof peer->client, "%s", user);
+    } else {  // plaintext: one client per connection
+        int k = snprintf(peer->client, sizeof peer->client, "conn:");
+        for (size_t i = 0; i < peer->len && k + 3 < (int)sizeof peer->client; i++)
+            k += snprintf(peer->client + k, sizeof peer->client - (size_t)k, "%02x", peer->id[i]);
+    }
     el_status st = msg_to_buf(&body, msg, err);
     more = zmq_msg_more(&body);
     zmq_msg_close(&body);
@@ -295,6 +300,49 @@ el_status el_link_server_recv(el_link_server *s, int timeout_ms, el_peer *peer, 
         zmq_msg_close(&extra);
     }
     return st;
+}
+
+// A counted message's bytes, freed (and uncounted) when ZeroMQ is done with them.
+typedef struct {
+    atomic_size_t *held;
+    size_t n;
+} held_hint;
+
+static void free_counted(void *data, void *hint) {
+    held_hint *h = hint;
+    atomic_size_t *held = h->held;
+    size_t n = h->n;
+    free(data);
+    free(h);
+    atomic_fetch_sub(held, n);  // the last touch: once it reads 0 the counter may go
+}
+
+el_status el_link_server_send_counted(el_link_server *s, const el_peer *peer, const void *data, size_t n,
+                                      atomic_size_t *held, el_error *err) {
+    if (!held) return el_link_server_send(s, peer, data, n, err);
+    void *copy = malloc(n ? n : 1);
+    held_hint *h = malloc(sizeof *h);
+    if (!copy || !h) {
+        free(copy);
+        free(h);
+        return el_err(err, EL_ERR_NOMEM, "%s: out of memory for a %zu-byte reply", s->endpoint, n);
+    }
+    if (n) memcpy(copy, data, n);
+    *h = (held_hint){held, n};
+    atomic_fetch_add(held, n);
+    zmq_msg_t m;
+    zmq_msg_init_data(&m, copy, n, free_counted, h);  // ZeroMQ frees it (and the count) from now on
+    if (zmq_send(s->sock, peer->id, peer->len, ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0) {
+        int e = zmq_errno();
+        zmq_msg_close(&m);
+        return el_err(err, e == EAGAIN ? EL_ERR_STATE : EL_ERR_IO, "%s: cannot reply to a peer (%s): %s", s->endpoint,
+                      e == EAGAIN ? "it does not read its replies" : "gone", zmq_strerror(e));
+    }
+    if (zmq_msg_send(&m, s->sock, ZMQ_DONTWAIT) < 0) {
+        zmq_msg_close(&m);
+        return el_err(err, EL_ERR_IO, "%s: cannot reply to a peer: %s", s->endpoint, zmq_strerror(zmq_errno()));
+    }
+    return EL_OK;
 }
 
 el_status el_link_server_send(el_link_server *s, const el_peer *peer, const void *data, size_t n, el_error *err) {
@@ -414,6 +462,12 @@ el_status el_link_connect(const char *endpoint, const el_link_security *sec, int
     }
     *out = l;
     return EL_OK;
+}
+
+void el_link_close_linger(el_link *l, int ms) {
+    if (!l) return;
+    if (l->sock) zmq_setsockopt(l->sock, ZMQ_LINGER, &ms, sizeof ms);
+    el_link_close(l);
 }
 
 void el_link_close(el_link *l) {

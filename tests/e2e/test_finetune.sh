@@ -76,7 +76,7 @@ kill $last_pid $cloud_pid; wait $last_pid $cloud_pid 2>/dev/null
 # for the adapter's half (78080 bytes)
 port=$(free_port)
 start_worker "$T/lsmall.log" -m "$MODELS/aidreams260K.bin" --layers 2:4 --listen tcp://127.0.0.1:$port --insecure -t 1 \
-  --max-kv 40K || fail "small worker"
+  --max-kv 40K --client-mem 40K || fail "small worker"
 expect_error "memory budget exhausted (0 of 40960 bytes in use, 78080 needed)" "$EDGELLM" run "${BASE[@]}" --lora "$T/pirate.gguf" \
   -p "The dream" -n 10 --temp 0 -t 1 --split 2 --via tcp://127.0.0.1:$port --insecure
 kill $last_pid; wait $last_pid 2>/dev/null

@@ -83,10 +83,11 @@ python3 "$(dirname "$0")/wire_client.py" "$port" >"$T/bad.out" 2>&1 || fail "raw
 grep -q "^ok" "$T/bad.out" && pass || fail "raw client checks: $(cat "$T/bad.out")"
 kill "$last_pid"; wait "$last_pid" 2>/dev/null
 port=$(free_port)
-# room for one block of 16 positions (2 layers x K,V x 4 kv heads x 16 x 16 floats): a long prompt
-# cannot get its second block
-start_worker "$T/small.log" -m "$BIN" --layers 2:4 --listen tcp://127.0.0.1:$port --insecure -t 1 --max-kv 16K || fail "small worker"
-expect_error "KV cache budget exhausted" "$EDGELLM" run -m "$BIN" -z "$TOK" -p "${prompts[2]} ${prompts[4]}" -n 5 \
+# room for one block of 16 positions (2 layers x K,V x 4 kv heads x 16 x 16 floats = 16K) and a
+# request's rows and logits: a long prompt cannot get its second block
+start_worker "$T/small.log" -m "$BIN" --layers 2:4 --listen tcp://127.0.0.1:$port --insecure -t 1 --max-kv 24K \
+  --client-mem 24K || fail "small worker"
+expect_error "memory budget exhausted" "$EDGELLM" run -m "$BIN" -z "$TOK" -p "${prompts[2]} ${prompts[4]}" -n 5 \
   --temp 0 --split 2 --via tcp://127.0.0.1:$port --insecure
 got=$("$EDGELLM" run -m "$BIN" -z "$TOK" -p "Sleep" -n 8 --temp 0 --split 2 --via tcp://127.0.0.1:$port --insecure 2>&1)
 expect_eq "a short request still fits after another device was refused" "$got" "$("$EDGELLM" run -m "$BIN" -z "$TOK" -p "Sleep" -n 8 --temp 0)"
