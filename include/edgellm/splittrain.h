@@ -36,6 +36,9 @@ typedef struct {
     // peer may not open one; closed is told when one of its sessions ends.
     el_kv_pool *(*admit)(void *ctx, const el_peer *peer, el_error *err);
     void (*closed)(void *ctx, const el_peer *peer);
+    // Replies go out through this when set (the worker's own path, which
+    // counts what a client has not read), else straight to the link.
+    void (*send)(void *ctx, const el_peer *peer, const void *data, size_t n);
     void *admit_ctx;
 } el_train_server_opts;
 

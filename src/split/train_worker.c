@@ -61,7 +61,8 @@ static void tlog(el_train_server *t, const char *fmt, ...) {
 }
 
 static void send_out(el_train_server *t, el_link_server *srv, const el_peer *peer) {
-    el_link_server_send(srv, peer, t->out.data, t->out.len, NULL);
+    if (t->o.send) t->o.send(t->o.admit_ctx, peer, t->out.data, t->out.len);
+    else el_link_server_send(srv, peer, t->out.data, t->out.len, NULL);
 }
 
 static void reply_error(el_train_server *t, el_link_server *srv, const el_peer *peer, uint64_t session, uint32_t seq,
@@ -423,8 +424,10 @@ static void handle_avg(el_train_server *t, el_link_server *srv, const el_peer *p
     double w;
     const uint8_t *p;
     uint64_t n;
-    if (el_wire_decode_params(msg, &w, &p, &n, &e)) {
-        reply_error(t, srv, peer, s->id, msg->seq, EL_WERR_PROTOCOL, "%s", e.msg);
+    if (el_wire_decode_params(msg, &w, &p, &n, &e)) {  // (a weight that is not finite, or no weight)
+        reply_error(t, srv, peer, s->id, msg->seq, EL_WERR_PROTOCOL, "federated average refused: %s", e.msg);
+        drop(t, (int)(s - t->s), "sent a malformed average");
+        maybe_finish_round(t, srv, 0);
         return;
     }
     // A device-side adapter has the device's layers (0 .. this session's

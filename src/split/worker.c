@@ -163,10 +163,10 @@ static wsession *find_id(worker *w, uint64_t id) {
 // sessions here; nobody else waits for it.
 static wclient *client_of(worker *w, const el_peer *peer);
 
-static void send_out(worker *w, const el_peer *peer) {
+static void send_bytes(worker *w, const el_peer *peer, const void *data, size_t len) {
     el_error e;
     if (!w->srv) {  // no socket (tests, fuzzing): the caller's sink sees the reply
-        if (w->o->reply_sink) w->o->reply_sink(w->o->reply_ctx, peer, w->out.data, w->out.len);
+        if (w->o->reply_sink) w->o->reply_sink(w->o->reply_ctx, peer, data, len);
         return;
     }
     // What a client has not read counts against its in-flight budget: one
@@ -174,16 +174,20 @@ static void send_out(worker *w, const el_peer *peer) {
     // for it than the budget.
     wclient *c = client_of(w, peer);
     size_t held = c ? atomic_load(&c->held) : 0;
-    if (c && held + w->out.len > w->client_inflight)
+    if (c && held + len > w->client_inflight)
         el_err(&e, EL_ERR_STATE, "a peer of client %.12s... does not read its replies (%zu bytes waiting, %zu more)", c->key,
-               held, w->out.len);
-    else if (el_link_server_send_counted(w->srv, peer, w->out.data, w->out.len, c ? &c->held : NULL, &e) == EL_OK)
+               held, len);
+    else if (el_link_server_send_counted(w->srv, peer, data, len, c ? &c->held : NULL, &e) == EL_OK)
         return;
     wlog(w, "%s", e.msg);
     for (int i = w->n_sessions - 1; i >= 0; i--)
         if (w->sessions[i].peer.len == peer->len && !memcmp(w->sessions[i].peer.id, peer->id, peer->len))
             drop_session(w, i, "its device does not take replies");
 }
+
+static void send_out(worker *w, const el_peer *peer) { send_bytes(w, peer, w->out.data, w->out.len); }
+
+static void train_send(void *ctx, const el_peer *peer, const void *data, size_t n) { send_bytes(ctx, peer, data, n); }
 
 static void reply_error(worker *w, const el_peer *peer, uint64_t session, uint32_t seq, uint32_t code, const char *fmt,
                         ...) {
@@ -1237,7 +1241,7 @@ el_status el_worker_new(const el_worker_opts *o, el_worker **out, el_error *err)
         el_train_server_opts to = {.per_client = o->train_per_client, .avg_timeout_ms = o->train_avg_timeout_ms,
                                    .out_dir = o->train_out, .trace = o->trace, .log = o->log,
                                    .max_clients = o->max_sessions > 0 ? o->max_sessions : 8,
-                                   .admit = train_admit, .closed = train_closed, .admit_ctx = w};
+                                   .admit = train_admit, .closed = train_closed, .send = train_send, .admit_ctx = w};
         if ((st = el_train_server_new(w->m, w->pool, &to, &w->train, err))) goto fail;
     }
     if (o->listen && (st = el_link_server_open(o->listen, &o->sec, &w->srv, err))) goto fail;
