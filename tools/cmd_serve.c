@@ -24,7 +24,8 @@ static const char *usage =
     "      --adapter-mem SIZE  memory for adapters, e.g. 256M (default 0 = no limit); least recently used go first\n"
     "      --slots S           sequences decoded together (default 16)\n"
     "      --ctx N             context per sequence (default: the model's)\n"
-    "      --listen HOST:PORT  IPv4 address and port (default 127.0.0.1:8080; port 0 = any free port)\n"
+    "      --listen HOST:PORT  address and port, also tcp://HOST:PORT, [IPv6]:PORT, *:PORT (default\n"
+    "                          127.0.0.1:8080; port 0 = any free port)\n"
     "      --api-key KEY       require Authorization: Bearer KEY (repeatable: any listed key)\n"
     "      --max-body SIZE     largest request body (default 1M)\n"
     "      --max-queue N       requests waiting for a slot before 503 (default 256)\n"
@@ -83,16 +84,11 @@ int cmd_serve(int argc, char **argv) {
     if (c.failed) return 2;
     if (!o.model_path) return cli_fail(&c, "-m BASE is required");
     if (max_body < 64 || max_body > (1u << 30)) return cli_fail(&c, "--max-body %llu is outside 64..1G", (unsigned long long)max_body);
-    char host[64];
-    const char *colon = listen ? strrchr(listen, ':') : NULL;
-    char *end = NULL;
-    long port = colon ? strtol(colon + 1, &end, 10) : -1;
-    if (!colon || colon == listen || colon - listen >= (long)sizeof host || !end || *end || end == colon + 1 || port < 0 ||
-        port > 65535)
-        return cli_fail(&c, "--listen: '%s' is not HOST:PORT (port 0..65535)", listen ? listen : "");
-    snprintf(host, sizeof host, "%.*s", (int)(colon - listen), listen);
-    o.host = host;
-    o.port = (int)port;
+    el_addr addr;
+    el_error aerr;
+    if (el_addr_parse(listen, &addr, &aerr)) return cli_fail(&c, "--listen: %s", aerr.msg);
+    o.host = addr.host;
+    o.port = addr.port;
     o.adapter_mem = (size_t)adapter_mem;
     o.max_body = (size_t)max_body;
     o.api_keys = keys;
@@ -107,7 +103,9 @@ int cmd_serve(int argc, char **argv) {
     el_error err;
     el_server *s;
     if (el_server_start(&o, &s, &err)) return cli_error(&err);
-    fprintf(stderr, "serve: listening on http://%s:%d (%s, %d slots, KV cache %.1f MiB%s%s)\n", host, el_server_port(s),
+    char shown[300];
+    snprintf(shown, sizeof shown, el_addr_is_ipv6(&addr) ? "[%s]" : "%s", addr.host);
+    fprintf(stderr, "serve: listening on http://%s:%d (%s, %d slots, KV cache %.1f MiB%s%s)\n", shown, el_server_port(s),
             o.model_path, o.slots ? o.slots : 16, (double)el_server_kv_bytes(s) / (1 << 20), o.lora_dir ? ", adapters in " : "",
             o.lora_dir ? o.lora_dir : "");
     el_progress p;

@@ -29,6 +29,7 @@ static const char *usage =
     "      --ctx N               longest session context (default: the model's)\n"
     "      --idle-timeout SEC    free sessions idle this long (default 120)\n"
     "      --timeout MS          wait on the next worker (default 30000)\n"
+    "      --connect-timeout MS  connection and handshake to the next worker (default 3000)\n"
     "  -t, --threads N           compute threads (default: all CPUs)\n"
     "  -q, --quiet               no event log on stderr\n"
     "split fine-tuning (edgellm finetune --split on the devices):\n"
@@ -69,7 +70,7 @@ int cmd_worker(int argc, char **argv) {
     cli_init(&c, "worker", argc, argv);
     el_worker_opts o = {0};
     const char *keys_dir = NULL, *layers = NULL, *next_key_file = NULL, *a;
-    int opt, idle_s = 120, quiet = 0, avg_s = 30;
+    int opt, idle_s = 120, quiet = 0, avg_s = 30, connect_ms = 0;
     const char *trace = NULL;
     uint64_t max_kv = 0;
     while ((a = cli_next(&c, &opt))) {
@@ -88,6 +89,7 @@ int cmd_worker(int argc, char **argv) {
         else if (cli_is(a, NULL, "--ctx")) cli_int(&c, a, 1, 1 << 20, &o.max_ctx);
         else if (cli_is(a, NULL, "--idle-timeout")) cli_int(&c, a, 1, 1 << 20, &idle_s);
         else if (cli_is(a, NULL, "--timeout")) cli_int(&c, a, 1, 1 << 30, &o.timeout_ms);
+        else if (cli_is(a, NULL, "--connect-timeout")) cli_int(&c, a, 1, 1 << 30, &connect_ms);
         else if (cli_is(a, "-t", "--threads")) cli_int(&c, a, 1, 256, &o.threads);
         else if (cli_is(a, "-q", "--quiet")) quiet = 1;
         else if (cli_is(a, NULL, "--train")) o.train = 1;
@@ -113,6 +115,7 @@ int cmd_worker(int argc, char **argv) {
     }
     o.next_sec = o.sec;
     o.next_sec.allow_dir = NULL;
+    o.next_sec.connect_timeout_ms = connect_ms;
     if (o.next && !o.sec.insecure) {
         if (!next_key_file) return cli_fail(&c, "--next-server-key FILE is required with --next and keys");
         if (el_key_load_public(next_key_file, next_key, &err)) return cli_error(&err);

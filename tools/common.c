@@ -65,6 +65,9 @@ const char *tool_split_help =
     "      --ushape            the device also runs the final norm + head: logits and text stay here\n"
     "      --retry N           on a link or worker failure, re-open and re-send the prefix (default 0)\n"
     "      --timeout MS        per request (default 30000)\n"
+    "      --connect-timeout MS  connection and handshake (default 3000): a worker that is not\n"
+    "                          running, refuses our key or uses other security settings is\n"
+    "                          reported after at most this long\n"
     "      --device-slowdown F emulate a device F times slower than this machine (for experiments)\n"
     "  --split auto            choose the cut from profiles and a link probe, and move it when\n"
     "                          the link changes (the worker must serve 0:L, i.e. --layers 0:):\n"
@@ -117,6 +120,7 @@ int tool_split_option(cli *c, const char *a, tool_split *ts) {
     else if (cli_is(a, NULL, "--ushape")) o->ushape = 1;
     else if (cli_is(a, NULL, "--retry")) cli_int(c, a, 0, 1000, &o->retries);
     else if (cli_is(a, NULL, "--timeout")) cli_int(c, a, 1, 1 << 30, &o->timeout_ms);
+    else if (cli_is(a, NULL, "--connect-timeout")) cli_int(c, a, 1, 1 << 30, &o->sec.connect_timeout_ms);
     else if (cli_is(a, NULL, "--device-slowdown")) {
         float f = 1;
         if (cli_float(c, a, 1, 1000, &f)) o->slowdown = f;

@@ -544,19 +544,29 @@ static void completed(void *cls, struct MHD_Connection *c, void **con_cls, enum 
 }
 
 el_status http_start(el_server *s, el_error *err) {
-    struct sockaddr_in addr;
-    memset(&addr, 0, sizeof addr);
-    addr.sin_family = AF_INET;
-    addr.sin_port = htons((uint16_t)s->o.port);
+    struct sockaddr_storage ss;
+    memset(&ss, 0, sizeof ss);
+    struct sockaddr_in *a4 = (struct sockaddr_in *)&ss;
+    struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)&ss;
     const char *host = s->o.host ? s->o.host : "127.0.0.1";
+    unsigned flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD;
     if (!strcmp(host, "localhost")) host = "127.0.0.1";
-    if (inet_pton(AF_INET, host, &addr.sin_addr) != 1)
-        return el_err(err, EL_ERR_ARG, "listen address '%s' is not an IPv4 address", host);
-    s->daemon = MHD_start_daemon(MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD, 0, NULL, NULL, handle, s,
-                                 MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&addr, MHD_OPTION_CONNECTION_LIMIT,
+    if (!strcmp(host, "*")) host = "0.0.0.0";
+    if (inet_pton(AF_INET, host, &a4->sin_addr) == 1) {
+        a4->sin_family = AF_INET;
+        a4->sin_port = htons((uint16_t)s->o.port);
+    } else if (inet_pton(AF_INET6, host, &a6->sin6_addr) == 1) {
+        a6->sin6_family = AF_INET6;
+        a6->sin6_port = htons((uint16_t)s->o.port);
+        flags |= MHD_USE_IPv6;
+    } else {
+        return el_err(err, EL_ERR_ARG, "listen address '%s' is not an IPv4 or IPv6 address (or localhost, *)", host);
+    }
+    s->daemon = MHD_start_daemon(flags, 0, NULL, NULL, handle, s,
+                                 MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss, MHD_OPTION_CONNECTION_LIMIT,
                                  (unsigned)s->o.max_connections, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)120,
                                  MHD_OPTION_NOTIFY_COMPLETED, completed, s, MHD_OPTION_END);
-    if (!s->daemon) return el_err(err, EL_ERR_IO, "cannot listen on %s:%d (in use, or not allowed)", host, s->o.port);
+    if (!s->daemon) return el_err(err, EL_ERR_IO, "cannot listen on %s port %d (in use, or not allowed)", host, s->o.port);
     const union MHD_DaemonInfo *info = MHD_get_daemon_info(s->daemon, MHD_DAEMON_INFO_BIND_PORT);
     s->port = info ? info->port : s->o.port;
     return EL_OK;
