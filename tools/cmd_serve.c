@@ -23,7 +23,8 @@ static const char *usage =
     "      --max-adapters N    adapters kept in memory (default 0 = no limit)\n"
     "      --adapter-mem SIZE  memory for adapters, e.g. 256M (default 0 = no limit); least recently used go first\n"
     "      --slots S           sequences decoded together (default 16)\n"
-    "      --ctx N             context per sequence (default: the model's)\n"
+    "  -c, --ctx N             context per sequence (default: the model's; also --ctx-size); longer\n"
+    "                          than the model was trained on is allowed, with a warning\n"
     "      --listen HOST:PORT  address and port, also tcp://HOST:PORT, [IPv6]:PORT, *:PORT (default\n"
     "                          127.0.0.1:8080; port 0 = any free port)\n"
     "      --api-key KEY       require Authorization: Bearer KEY (repeatable: any listed key)\n"
@@ -67,7 +68,7 @@ int cmd_serve(int argc, char **argv) {
         else if (cli_is(a, NULL, "--max-adapters")) cli_int(&c, a, 0, 1 << 20, &o.max_adapters);
         else if (cli_is(a, NULL, "--adapter-mem")) cli_size(&c, a, &adapter_mem);
         else if (cli_is(a, NULL, "--slots")) cli_int(&c, a, 1, 1024, &o.slots);
-        else if (cli_is(a, NULL, "--ctx")) cli_int(&c, a, 2, 1 << 20, &o.ctx);
+        else if (cli_is_ctx(a)) cli_int(&c, a, 2, 1 << 20, &o.ctx);
         else if (cli_is(a, NULL, "--listen")) listen = cli_str(&c, a);
         else if (cli_is(a, NULL, "--api-key")) {
             const char *k = cli_str(&c, a);

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "edgellm/json.h"
+#include "edgellm/sample.h"
 #include "edgellm/serve.h"
 
 static el_status bad(el_serve_request *r, el_error *err, el_status code, const char *param, const char *fmt,
@@ -159,9 +160,12 @@ static el_status parse_root(const el_json *root, el_serve_kind kind, el_serve_re
 el_status el_serve_request_parse(const char *body, size_t len, el_serve_kind kind, el_serve_request *r, el_error *err) {
     memset(r, 0, sizeof *r);
     r->kind = kind;
-    r->temperature = 1.0f;
-    r->top_p = 1.0f;
-    r->repeat_penalty = 1.0f;
+    el_sampler_params d = el_sampler_defaults();  // the same as run and chat
+    r->temperature = d.temp;
+    r->top_p = d.top_p;
+    r->top_k = d.top_k;
+    r->min_p = d.min_p;
+    r->repeat_penalty = d.repeat_penalty;
     el_json *root = NULL;
     el_status st = el_json_parse(body, len, "request body", &root, err);
     if (st) {

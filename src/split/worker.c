@@ -146,7 +146,8 @@ static void handle_open(worker *w, const el_peer *peer, const el_wire_msg *msg) 
     const el_wire_stage *st = &o.stages[0];
     if (o.n_layers != (uint32_t)h->n_layers || o.dim != (uint32_t)h->dim || o.vocab != (uint32_t)h->vocab) {
         reply_error(w, peer, 0, msg->seq, EL_WERR_MISMATCH,
-                    "model mismatch: worker has %d layers, dim %d, vocab %d; device has %u, %u, %u", h->n_layers,
+                    "model mismatch: worker has %d layers, dim %d, vocab %d; device has %u, %u, %u (load the same "
+                    "file on both sides)", h->n_layers,
                     h->dim, h->vocab, o.n_layers, o.dim, o.vocab);
         return;
     }
@@ -162,7 +163,9 @@ static void handle_open(worker *w, const el_peer *peer, const el_wire_msg *msg) 
     if (!*id) *id = el_model_identity(w->m, (int)st->layer_begin, w->m->layer_end);
     if (st->identity != *id) {
         reply_error(w, peer, 0, msg->seq, EL_WERR_MISMATCH,
-                    "model mismatch: layers %u:%d of %s have identity %016llx, the device's have %016llx",
+                    "model mismatch: layers %u:%d of %s (identity %016llx) differ from the device's (%016llx) in "
+                    "their weights, tensor types or names: load the same file on both sides (a converted or "
+                    "quantized copy is another model)",
                     st->layer_begin, w->m->layer_end, w->m->path, (unsigned long long)*id,
                     (unsigned long long)st->identity);
         return;
