@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "edgellm/serve.h"
 #include "edgellm/split.h"
 
 static const char *usage =
@@ -32,6 +33,9 @@ static const char *usage =
     "      --connect-timeout MS  connection and handshake to the next worker (default 3000)\n"
     "  -t, --threads N           compute threads (default: all CPUs)\n"
     "  -q, --quiet               no event log on stderr\n"
+    "      --http HOST:PORT      a read-only web panel of this worker's figures (requests, busy\n"
+    "                            share, sessions, KV cache) at http://HOST:PORT/, and /metrics\n"
+    "                            (Prometheus text); port 0 picks a free one (printed)\n"
     "split fine-tuning (edgellm finetune --split on the devices):\n"
     "      --train               also accept training sessions (this worker must be the last stage)\n"
     "      --per-client          one worker-side adapter per device (default: one shared by all)\n"
@@ -65,13 +69,34 @@ int parse_layers(const char *s, int *a, int *b) {
     return 1;
 }
 
+// /metrics of the panel: the worker's running figures as Prometheus text.
+static void panel_metrics(void *ctx, el_sbuf *b) {
+    el_worker_figures f;
+    el_worker_stats_read(ctx, &f);
+    el_sbuf_printf(b,
+                   "# HELP edgellm_worker_requests_total Messages handled.\n# TYPE edgellm_worker_requests_total counter\n"
+                   "edgellm_worker_requests_total %llu\n"
+                   "# HELP edgellm_worker_bytes_received_total Payload bytes received.\n"
+                   "# TYPE edgellm_worker_bytes_received_total counter\nedgellm_worker_bytes_received_total %llu\n"
+                   "# HELP edgellm_worker_busy_seconds_total Time spent handling messages.\n"
+                   "# TYPE edgellm_worker_busy_seconds_total counter\nedgellm_worker_busy_seconds_total %.6f\n"
+                   "# HELP edgellm_worker_sessions Sessions open.\n# TYPE edgellm_worker_sessions gauge\n"
+                   "edgellm_worker_sessions %d\n"
+                   "# HELP edgellm_worker_kv_bytes KV caches and adapters held.\n# TYPE edgellm_worker_kv_bytes gauge\n"
+                   "edgellm_worker_kv_bytes %llu\n"
+                   "# HELP edgellm_resident_bytes Resident set size.\n# TYPE edgellm_resident_bytes gauge\n"
+                   "edgellm_resident_bytes %zu\n",
+                   (unsigned long long)f.requests, (unsigned long long)f.bytes_received, f.busy_ns / 1e9, f.sessions,
+                   (unsigned long long)f.kv_bytes, el_current_rss());
+}
+
 int cmd_worker(int argc, char **argv) {
     cli c;
     cli_init(&c, "worker", argc, argv);
     el_worker_opts o = {0};
     const char *keys_dir = NULL, *layers = NULL, *next_key_file = NULL, *a;
     int opt, idle_s = 120, quiet = 0, avg_s = 30, connect_ms = 0;
-    const char *trace = NULL;
+    const char *trace = NULL, *http = NULL;
     uint64_t max_kv = 0;
     while ((a = cli_next(&c, &opt))) {
         if (cli_is(a, "-h", "--help")) { fputs(usage, stdout); return 0; }
@@ -92,6 +117,7 @@ int cmd_worker(int argc, char **argv) {
         else if (cli_is(a, NULL, "--connect-timeout")) cli_int(&c, a, 1, 1 << 30, &connect_ms);
         else if (cli_is(a, "-t", "--threads")) cli_int(&c, a, 1, 256, &o.threads);
         else if (cli_is(a, "-q", "--quiet")) quiet = 1;
+        else if (cli_is(a, NULL, "--http")) http = cli_str(&c, a);
         else if (cli_is(a, NULL, "--train")) o.train = 1;
         else if (cli_is(a, NULL, "--per-client")) o.train_per_client = 1;
         else if (cli_is(a, NULL, "--avg-timeout")) cli_int(&c, a, 1, 1 << 20, &avg_s);
@@ -130,11 +156,26 @@ int cmd_worker(int argc, char **argv) {
     o.idle_timeout_ms = idle_s * 1000;
     o.stop = &stop_flag;
     o.log = quiet ? NULL : stderr;
+    el_panel *panel = NULL;
+    if (http) {
+        el_addr pa;
+        el_error ae;
+        if (el_addr_parse(http, &pa, &ae)) return cli_fail(&c, "--http: %s", ae.msg);
+        if (!(o.stats = el_worker_stats_new())) return cli_fail(&c, "out of memory");
+        if (el_panel_start(pa.host, pa.port, panel_metrics, o.stats, &panel, &err)) {
+            el_worker_stats_free(o.stats);
+            return cli_error(&err);
+        }
+        fprintf(stderr, el_addr_is_ipv6(&pa) ? "worker: panel on http://[%s]:%d/\n" : "worker: panel on http://%s:%d/\n",
+                pa.host, el_panel_port(panel));
+    }
     struct sigaction sa = {0};
     sa.sa_handler = on_signal;
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
     el_status st = el_worker_run(&o, &err);
+    el_panel_stop(panel);
+    el_worker_stats_free(o.stats);
     if (o.trace) fclose(o.trace);
     if (st) return cli_error(&err);
     return 0;

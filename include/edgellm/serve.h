@@ -154,6 +154,17 @@ void el_server_stats(el_server *s, uint64_t *requests, uint64_t *tokens, int *ac
 // event), joins the threads and frees everything. Accepts NULL.
 void el_server_stop(el_server *s);
 
+// ---------------------------------------------------------------- panel
+
+// A read-only HTTP panel (the page of web/ at /, figures at /metrics) for a
+// node that serves no HTTP itself, such as an edge worker (worker --http).
+typedef struct el_panel el_panel;
+// Appends the node's figures to b as Prometheus text; called on the panel's thread.
+typedef void (*el_panel_metrics_fn)(void *ctx, el_sbuf *b);
+el_status el_panel_start(const char *host, int port, el_panel_metrics_fn fn, void *ctx, el_panel **out, el_error *err);
+int el_panel_port(const el_panel *p);
+void el_panel_stop(el_panel *p);
+
 #ifdef __cplusplus
 }
 #endif

@@ -15,6 +15,7 @@
 #include "edgellm/chat.h"
 #include "edgellm/json.h"
 #include "serve_internal.h"
+#include "web.h"
 
 #define KEEPALIVE_S 10
 
@@ -506,6 +507,9 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
         return send_buf(c, 200, "application/json", &b);
     }
     if (!strcmp(url, "/metrics")) return metrics(s, c);
+    enum MHD_Result page;
+    if ((!strcmp(method, "GET") || !strcmp(method, "HEAD")) && el_web_serve(c, url, &page))
+        return page;  // the chat page (it asks for the key itself)
     int gen = !strcmp(url, "/v1/completions") || !strcmp(url, "/v1/chat/completions");
     int known = gen || !strcmp(url, "/v1/models") || !strcmp(url, "/v1/adapters");
     if (!known) {
@@ -545,23 +549,10 @@ static void completed(void *cls, struct MHD_Connection *c, void **con_cls, enum 
 
 el_status http_start(el_server *s, el_error *err) {
     struct sockaddr_storage ss;
-    memset(&ss, 0, sizeof ss);
-    struct sockaddr_in *a4 = (struct sockaddr_in *)&ss;
-    struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)&ss;
-    const char *host = s->o.host ? s->o.host : "127.0.0.1";
     unsigned flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD;
-    if (!strcmp(host, "localhost")) host = "127.0.0.1";
-    if (!strcmp(host, "*")) host = "0.0.0.0";
-    if (inet_pton(AF_INET, host, &a4->sin_addr) == 1) {
-        a4->sin_family = AF_INET;
-        a4->sin_port = htons((uint16_t)s->o.port);
-    } else if (inet_pton(AF_INET6, host, &a6->sin6_addr) == 1) {
-        a6->sin6_family = AF_INET6;
-        a6->sin6_port = htons((uint16_t)s->o.port);
-        flags |= MHD_USE_IPv6;
-    } else {
-        return el_err(err, EL_ERR_ARG, "listen address '%s' is not an IPv4 or IPv6 address (or localhost, *)", host);
-    }
+    const char *host = s->o.host ? s->o.host : "127.0.0.1";
+    el_status st = el_web_listen_addr(host, s->o.port, &ss, &flags, err);
+    if (st) return st;
     s->daemon = MHD_start_daemon(flags, 0, NULL, NULL, handle, s,
                                  MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss, MHD_OPTION_CONNECTION_LIMIT,
                                  (unsigned)s->o.max_connections, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)120,

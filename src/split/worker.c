@@ -599,7 +599,9 @@ el_status el_worker_run(const el_worker_opts *o, el_error *err) {
         el_error e;
         el_status r = el_link_server_recv(w.srv, 200, &peer, &in, &e);
         if (r == EL_OK) {
+            uint64_t t0 = el_time_ns();
             handle(&w, &peer, &in);
+            if (o->stats) el_worker_stats_note(o->stats, in.len, el_time_ns() - t0);
             handled++;
             if (o->max_requests && handled >= o->max_requests) break;
         } else if (r != EL_ERR_STATE) {
@@ -609,6 +611,7 @@ el_status el_worker_run(const el_worker_opts *o, el_error *err) {
         double now = el_time_s();
         for (int i = w.n_sessions - 1; i >= 0; i--)
             if ((now - w.sessions[i].last_used) * 1000 > idle_ms) drop_session(&w, i, "idle timeout");
+        if (o->stats) el_worker_stats_set(o->stats, w.n_sessions, w.kv_used);
     }
     el_buf_free(&in);
     wlog(&w, "stopping: %d sessions open, %ld requests served", w.n_sessions, handled);
