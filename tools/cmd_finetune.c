@@ -51,7 +51,7 @@ static const char *usage =
     "\n"
     "split fine-tuning (the device keeps the data; a worker started with --train trains the rest):\n"
     "      --split K           the device trains the embedding and layers 0..K-1 (K >= 1)\n"
-    "      --via ENDPOINT      the worker; --keys DIR --server-key FILE (CURVE) or --insecure (loopback)\n"
+    "      --via HOST:PORT      the worker; --keys DIR --server-key FILE (CURVE) or --insecure (loopback)\n"
     "      --ushape            the device also keeps the head and the loss: labels never leave it\n"
     "      --act f32|f16|bf16  activations sent to the worker (default f32)\n"
     "      --grad f32|f16|bf16 gradients sent back (default f32)\n"
@@ -68,7 +68,7 @@ static const char *usage =
     "example: edgellm finetune -m ../shared/models/aidreams260K.bin -z ../shared/models/tok512.bin \\\n"
     "           --data data/finetune/pirate-dreams.txt --val data/finetune/pirate-dreams-val.txt \\\n"
     "           --epochs 8 --lr 3e-3 -o pirate.gguf\n"
-    "         edgellm finetune ... --split 2 --via tcp://edge:7001 --keys keys/phone --server-key edge.key --ushape\n";
+    "         edgellm finetune ... --split 2 --via edge:7001 --keys keys/phone --server-key edge.key --ushape\n";
 
 typedef struct {
     int n;

@@ -41,7 +41,7 @@ static const char *usage =
     "Ports may be 0 (the kernel picks one; the chosen port is printed on stderr).\n"
     "SIGINT/SIGTERM print a final stats line and exit 0. See docs/linkemu.md.\n"
     "\n"
-    "example: edgellm linkemu --listen tcp://127.0.0.1:7001 --forward tcp://10.0.0.2:7000 --profile 5g-embb\n";
+    "example: edgellm linkemu --listen 127.0.0.1:7001 --forward 10.0.0.2:7000 --profile 5g-embb\n";
 
 // The signal handler's only job: make the proxy's poll wake up.
 static int wake_pipe[2] = {-1, -1};

@@ -54,7 +54,7 @@ static const char *usage_tail =
     "\n"
     "example: edgellm run -m ../shared/models/aidreams260K.bin -z ../shared/models/tok512.bin \\\n"
     "           -p \"The dream\" -n 100 --temp 0\n"
-    "         edgellm run -m model.gguf -p \"Hello\" --split 2 --via tcp://127.0.0.1:7001 --insecure --stats\n";
+    "         edgellm run -m model.gguf -p \"Hello\" --split 2 --via 127.0.0.1:7001 --insecure --stats\n";
 
 static volatile sig_atomic_t interrupted;
 static void on_sigint(int sig) {

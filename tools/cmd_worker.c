@@ -9,7 +9,7 @@
 #include "edgellm/split.h"
 
 static const char *usage =
-    "usage: edgellm worker -m MODEL --layers A:B --listen tcp://HOST:PORT [--next tcp://HOST:PORT]\n"
+    "usage: edgellm worker -m MODEL --layers A:B --listen HOST:PORT [--next HOST:PORT]\n"
     "                      (--keys DIR --allow CLIENT_KEYS_DIR | --insecure) [options]\n"
     "\n"
     "Serves layers A..B-1 of MODEL to devices. The last stage (B = number of layers)\n"
@@ -18,8 +18,8 @@ static const char *usage =
     "\n"
     "  -m, --model FILE          model (GGUF or llama2.c checkpoint)\n"
     "      --layers A:B          layer range (B may be omitted: to the last layer)\n"
-    "      --listen ENDPOINT     where devices connect, e.g. tcp://127.0.0.1:7001 or tcp://*:7001\n"
-    "      --next ENDPOINT       the next worker in a chain (for layers B..)\n"
+    "      --listen HOST:PORT    where devices connect, e.g. 127.0.0.1:7001 or *:7001 (also tcp://HOST:PORT)\n"
+    "      --next HOST:PORT      the next worker in a chain (for layers B..)\n"
     "      --keys DIR            this worker's CURVE key pair (edgellm keygen -o DIR)\n"
     "      --allow DIR           folder of client public keys (*.key) allowed to connect\n"
     "      --next-server-key F   the next worker's public key (with --keys: we authenticate with our key)\n"
@@ -45,7 +45,7 @@ static const char *usage =
     "\n"
     "Stop with Ctrl-C (SIGINT) or SIGTERM: sessions are freed and the worker exits 0.\n"
     "\n"
-    "example: edgellm worker -m model.gguf --layers 2:4 --listen tcp://127.0.0.1:7001 --insecure\n";
+    "example: edgellm worker -m model.gguf --layers 2:4 --listen 127.0.0.1:7001 --insecure\n";
 
 static volatile sig_atomic_t stop_flag;
 static void on_signal(int sig) {
@@ -129,7 +129,7 @@ int cmd_worker(int argc, char **argv) {
     if (!o.model_path) return cli_fail(&c, "-m MODEL is required");
     if (!layers) return cli_fail(&c, "--layers A:B is required");
     if (!parse_layers(layers, &o.layer_begin, &o.layer_end)) return cli_fail(&c, "--layers: '%s' is not A:B with A < B", layers);
-    if (!o.listen) return cli_fail(&c, "--listen ENDPOINT is required");
+    if (!o.listen) return cli_fail(&c, "--listen HOST:PORT is required");
     if (!o.sec.insecure && (!keys_dir || !o.sec.allow_dir))
         return cli_fail(&c, "--keys DIR and --allow DIR are required (or --insecure on loopback)");
     el_error err = {0};

@@ -143,7 +143,7 @@ const char *tool_split_help =
     "split inference (the device keeps the embedding and layers 0..K-1):\n"
     "      --split K[,M...]    cut points (K = 0: the device runs only the embedding); several\n"
     "                          make a chain of workers (use --next on them)\n"
-    "      --via ENDPOINT      the first worker, e.g. tcp://127.0.0.1:7001\n"
+    "      --via HOST:PORT     the first worker, e.g. 127.0.0.1:7001 (also tcp://HOST:PORT)\n"
     "      --server-key FILE   the worker's public key (pinned)\n"
     "      --keys DIR          this device's CURVE key pair\n"
     "      --insecure          plaintext, loopback only; --insecure-anywhere allows any address\n"
@@ -227,7 +227,7 @@ int tool_split_check(cli *c, tool_split *ts) {
             return cli_fail(c, "--act: '%s' is not one of the supported activation encodings (f32, f16, bf16, q8_0)",
                             ts->act);
     }
-    if (ts->enabled && !ts->o.via) return cli_fail(c, "--split needs --via ENDPOINT");
+    if (ts->enabled && !ts->o.via) return cli_fail(c, "--split needs --via HOST:PORT");
     if (!ts->enabled && ts->o.via) return cli_fail(c, "--via needs --split K");
     if (ts->enabled && !ts->o.sec.insecure && (!ts->keys_dir || !ts->server_key_file))
         return cli_fail(c, "split inference needs --keys DIR and --server-key FILE (or --insecure on loopback)");
