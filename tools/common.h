@@ -36,7 +36,8 @@ int tool_sampler_option(cli *c, const char *a, el_sampler_params *sp, int *have_
 
 // The context a command uses: requested, or the model's when 0. Past the
 // context the model was trained on, the command goes on with a warning on
-// stderr (the one policy of run, chat, perplexity, finetune and serve).
+// stderr (the one policy of run, chat, perplexity, finetune, bench, serve and
+// worker, through el_model_ctx_warning).
 int tool_ctx(const char *cmd, const el_model *m, int requested);
 
 // Inference adapters of run and chat: --lora FILE[:S], repeatable.

@@ -586,6 +586,8 @@ el_status el_worker_run(const el_worker_opts *o, el_error *err) {
                                    .max_clients = o->max_sessions > 0 ? o->max_sessions : 8};
         if ((st = el_train_server_new(w.m, w.pool, &to, &w.train, err))) goto out;
     }
+    char warn[256];  // --ctx past the trained context: allowed, with the warning every command gives
+    if (o->max_ctx && el_model_ctx_warning(w.m, o->max_ctx, warn, sizeof warn)) wlog(&w, "warning: %s", warn);
     if ((st = el_link_server_open(o->listen, &o->sec, &w.srv, err))) goto out;
     size_t weights = warm(w.m);
     wlog(&w, "serving %s on %s (%s), weights %.2f MiB, resident %.2f MiB%s%s", o->model_path, o->listen,

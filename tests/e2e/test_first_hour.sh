@@ -103,6 +103,9 @@ sp=$!
 for _ in $(seq 1 100); do grep -q "listening on" "$T/serve-ctx.err" && break; sleep 0.05; done
 kill $sp; wait $sp
 grep -q "$warn" "$T/serve-ctx.err" && pass || fail "serve -c 256: $(cat "$T/serve-ctx.err")"
+pw2=$(free_port)
+start_worker "$T/wctx.log" -m "$BIN" --layers 2:4 --listen "127.0.0.1:$pw2" --insecure -t 1 --ctx 256 || fail "worker --ctx 256"
+grep -q "$warn" "$T/wctx.log" && pass || fail "worker --ctx 256: $(cat "$T/wctx.log")"
 # bench fits its defaults to the model (ctx 128: -p 64 -n 32)
 "$EDGELLM" bench -m "$BIN" -t 1 -r 1 --json >"$T/bench.json" 2>"$T/bench.err" && pass || fail "bench defaults: $(cat "$T/bench.err")"
 grep -q "bench: -p 64 -n 32 to fit" "$T/bench.err" && grep -q '"prompt_tokens": 64, "decode_tokens": 32' "$T/bench.json" &&
