@@ -118,6 +118,25 @@ el_isa el_cpu_isa(void);
 int el_cpu_has_avx512vnni(void);
 const char *el_isa_name(el_isa isa);
 
+// ---------------------------------------------------------------- addresses
+
+// A TCP address, written HOST:PORT or tcp://HOST:PORT by every command that
+// listens or connects. HOST is a name, an IPv4 address, [IPv6] (brackets
+// required) or * (any interface, for listening).
+typedef struct {
+    char host[256];  // without brackets
+    int port;        // 0..65535; 0 lets the kernel pick when listening
+} el_addr;
+
+el_status el_addr_parse(const char *s, el_addr *a, el_error *err);
+// 1 if the host is this machine only, however it is spelled: localhost,
+// 127.0.0.0/8, ::1 (0:0:0:0:0:0:0:1 ...), ::ffff:127.x.y.z.
+int el_addr_is_loopback(const el_addr *a);
+int el_addr_is_ipv6(const el_addr *a);
+// "tcp://HOST:PORT" ("tcp://[::1]:PORT" for IPv6). for_bind turns localhost
+// into 127.0.0.1, since ZeroMQ binds to addresses and interfaces, not names.
+void el_addr_format(const el_addr *a, int for_bind, char *buf, size_t n);
+
 // ---------------------------------------------------------------- misc
 
 // 64-bit FNV-1a, for identity hashes of models and stages.

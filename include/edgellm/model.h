@@ -132,6 +132,10 @@ uint64_t el_model_n_params(const el_model *m);
 // Identity hash of the hyper-parameters and the bound tensors of layers [a, b)
 // (names, shapes, dtypes, and sampled content). Used to refuse mismatched peers.
 uint64_t el_model_identity(const el_model *m, int a, int b);
+// A context longer than the model was trained on is allowed everywhere, with
+// a warning: positions it never saw make the text degrade. Returns 1 and
+// writes the warning into msg when ctx exceeds the trained context.
+int el_model_ctx_warning(const el_model *m, int ctx, char *msg, size_t n);
 
 // Opens the tokenizer that goes with a model: tok_path (a llama2.c tokenizer
 // file or a GGUF file with tokenizer.ggml.* keys) if given, else the model's own

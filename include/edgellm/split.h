@@ -20,6 +20,23 @@ extern "C" {
 
 // ---------------------------------------------------------------- worker
 
+// A worker's running figures, for a panel or monitoring: make one, set
+// el_worker_opts.stats to it, and read it from any thread while the worker runs.
+typedef struct el_worker_stats el_worker_stats;
+typedef struct {
+    uint64_t requests;        // messages handled
+    uint64_t bytes_received;  // their payload bytes
+    uint64_t busy_ns;         // time spent handling them (compute and the next worker)
+    uint64_t kv_bytes;        // KV caches and adapters held now
+    int sessions;             // sessions open now
+} el_worker_figures;
+el_worker_stats *el_worker_stats_new(void);
+void el_worker_stats_free(el_worker_stats *s);
+void el_worker_stats_read(const el_worker_stats *s, el_worker_figures *out);
+// Called by the worker's loop.
+void el_worker_stats_note(el_worker_stats *s, size_t bytes, uint64_t busy_ns);
+void el_worker_stats_set(el_worker_stats *s, int sessions, size_t kv_bytes);
+
 typedef struct {
     const char *model_path;
     int layer_begin, layer_end;  // the range served; layer_end 0 = to the last layer
@@ -45,9 +62,10 @@ typedef struct {
     void *reply_ctx;
     int kv_type;               // KV cache dtype of every session (EL_DTYPE_F32 default, F16, Q8_0)
     int max_batch_tokens;      // rows per step over all sessions (default 128)
-    FILE *stats;               // a line of figures every stats_every_s seconds (NULL: none)
+    FILE *stats_out;           // a line of figures every stats_every_s seconds (NULL: none)
     double stats_every_s;
     int stats_json;            // the stats lines as JSON objects
+    el_worker_stats *stats;    // kept up to date when set (see el_worker_stats)
     // split fine-tuning (accepted only with train set; see splittrain.h)
     int train;                 // accept training sessions for this range
     int train_per_client;      // one worker-side adapter per device instead of one shared

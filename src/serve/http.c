@@ -15,6 +15,7 @@
 #include "edgellm/chat.h"
 #include "edgellm/json.h"
 #include "serve_internal.h"
+#include "web.h"
 
 #define KEEPALIVE_S 10
 
@@ -546,6 +547,9 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
         return send_buf(c, 200, "application/json", &b);
     }
     if (!strcmp(url, "/metrics")) return metrics(s, c);
+    enum MHD_Result page;
+    if ((!strcmp(method, "GET") || !strcmp(method, "HEAD")) && el_web_serve(c, url, &page))
+        return page;  // the chat page (it asks for the key itself)
     int gen = !strcmp(url, "/v1/completions") || !strcmp(url, "/v1/chat/completions");
     int known = gen || !strcmp(url, "/v1/models") || !strcmp(url, "/v1/adapters");
     if (!known) {
@@ -588,19 +592,16 @@ static void completed(void *cls, struct MHD_Connection *c, void **con_cls, enum 
 }
 
 el_status http_start(el_server *s, el_error *err) {
-    struct sockaddr_in addr;
-    memset(&addr, 0, sizeof addr);
-    addr.sin_family = AF_INET;
-    addr.sin_port = htons((uint16_t)s->o.port);
+    struct sockaddr_storage ss;
+    unsigned flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD;
     const char *host = s->o.host ? s->o.host : "127.0.0.1";
-    if (!strcmp(host, "localhost")) host = "127.0.0.1";
-    if (inet_pton(AF_INET, host, &addr.sin_addr) != 1)
-        return el_err(err, EL_ERR_ARG, "listen address '%s' is not an IPv4 address", host);
-    s->daemon = MHD_start_daemon(MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD, 0, NULL, NULL, handle, s,
-                                 MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&addr, MHD_OPTION_CONNECTION_LIMIT,
+    el_status st = el_web_listen_addr(host, s->o.port, &ss, &flags, err);
+    if (st) return st;
+    s->daemon = MHD_start_daemon(flags, 0, NULL, NULL, handle, s,
+                                 MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss, MHD_OPTION_CONNECTION_LIMIT,
                                  (unsigned)s->o.max_connections, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)120,
                                  MHD_OPTION_NOTIFY_COMPLETED, completed, s, MHD_OPTION_END);
-    if (!s->daemon) return el_err(err, EL_ERR_IO, "cannot listen on %s:%d (in use, or not allowed)", host, s->o.port);
+    if (!s->daemon) return el_err(err, EL_ERR_IO, "cannot listen on %s port %d (in use, or not allowed)", host, s->o.port);
     const union MHD_DaemonInfo *info = MHD_get_daemon_info(s->daemon, MHD_DAEMON_INFO_BIND_PORT);
     s->port = info ? info->port : s->o.port;
     return EL_OK;

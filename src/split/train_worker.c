@@ -168,7 +168,9 @@ static void handle_open(el_train_server *t, el_link_server *srv, const el_peer *
     }
     uint64_t id = el_model_identity(m, (int)o.layer_begin, m->layer_end);
     if (id != o.identity) {
-        reply_error(t, srv, peer, 0, msg->seq, EL_WERR_MISMATCH, "model mismatch: layers %u:%d of %s differ from the device's",
+        reply_error(t, srv, peer, 0, msg->seq, EL_WERR_MISMATCH, "model mismatch: layers %u:%d of %s differ from the device's in their weights, "
+                    "tensor types or names: load the same file on both sides (a converted or quantized copy is another "
+                    "model)",
                     o.layer_begin, m->layer_end, m->path);
         return;
     }

@@ -351,7 +351,8 @@ static void handle_open(worker *w, const el_peer *peer, const el_wire_msg *msg) 
     const el_wire_stage *st = &o.stages[0];
     if (o.n_layers != (uint32_t)h->n_layers || o.dim != (uint32_t)h->dim || o.vocab != (uint32_t)h->vocab) {
         reply_error(w, peer, 0, msg->seq, EL_WERR_MISMATCH,
-                    "model mismatch: worker has %d layers, dim %d, vocab %d; device has %u, %u, %u", h->n_layers,
+                    "model mismatch: worker has %d layers, dim %d, vocab %d; device has %u, %u, %u (load the same "
+                    "file on both sides)", h->n_layers,
                     h->dim, h->vocab, o.n_layers, o.dim, o.vocab);
         return;
     }
@@ -367,7 +368,9 @@ static void handle_open(worker *w, const el_peer *peer, const el_wire_msg *msg) 
     if (!*id) *id = el_model_identity(w->m, (int)st->layer_begin, w->m->layer_end);
     if (st->identity != *id) {
         reply_error(w, peer, 0, msg->seq, EL_WERR_MISMATCH,
-                    "model mismatch: layers %u:%d of %s have identity %016llx, the device's have %016llx",
+                    "model mismatch: layers %u:%d of %s (identity %016llx) differ from the device's (%016llx) in "
+                    "their weights, tensor types or names: load the same file on both sides (a converted or "
+                    "quantized copy is another model)",
                     st->layer_begin, w->m->layer_end, w->m->path, (unsigned long long)*id,
                     (unsigned long long)st->identity);
         return;
@@ -1083,7 +1086,7 @@ static int gather(worker *w) {
 
 // One --stats-every line: the figures since the last one.
 static void print_stats(worker *w, double now) {
-    FILE *f = w->o->stats;
+    FILE *f = w->o->stats_out;
     double span = now - w->st.t0;
     double mean_rows = w->st.steps ? (double)w->st.rows / w->st.steps : 0;
     double step_ms = w->st.steps ? w->st.step_ns / 1e6 / w->st.steps : 0;
@@ -1245,6 +1248,8 @@ el_status el_worker_new(const el_worker_opts *o, el_worker **out, el_error *err)
         if ((st = el_train_server_new(w->m, w->pool, &to, &w->train, err))) goto fail;
     }
     if (o->listen && (st = el_link_server_open(o->listen, &o->sec, &w->srv, err))) goto fail;
+    char warn[256];  // --ctx past the trained context: allowed, with the warning every command gives
+    if (o->max_ctx && el_model_ctx_warning(w->m, o->max_ctx, warn, sizeof warn)) wlog(w, "warning: %s", warn);
     w->idle_ms = o->idle_timeout_ms > 0 ? o->idle_timeout_ms : 120000;
     w->last_tick = w->st.t0 = el_time_s();
     *out = w;
@@ -1282,7 +1287,8 @@ static void housekeeping(worker *w) {
         if (!busy && (now - w->sessions[i].last_used) * 1000 > w->idle_ms) drop_session(w, i, "idle timeout");
     }
     prune_clients(w);
-    if (w->o->stats && w->o->stats_every_s > 0 && now - w->st.t0 >= w->o->stats_every_s) print_stats(w, now);
+    if (w->o->stats_out && w->o->stats_every_s > 0 && now - w->st.t0 >= w->o->stats_every_s) print_stats(w, now);
+    if (w->o->stats) el_worker_stats_set(w->o->stats, w->n_sessions, el_kv_pool_used(w->kv));
 }
 
 static int has_work(const worker *w) {
@@ -1310,7 +1316,9 @@ void el_worker_turn(el_worker *w) {
             wlog(w, "%s", e.msg);
             break;
         }
+        uint64_t t0 = el_time_ns();
         handle(w, &peer, &w->in);
+        if (w->o->stats) el_worker_stats_note(w->o->stats, w->in.len, el_time_ns() - t0);
         w->handled++;
     }
     if (w->in.cap > ((size_t)1 << 20)) el_buf_free(&w->in);  // no request-sized buffer kept around
@@ -1322,8 +1330,10 @@ void el_worker_turn(el_worker *w) {
     w->stepped = 0;
     w->hold = has_work(w) && gather(w);
     if (!w->hold) {
+        uint64_t t0 = el_time_ns();
         w->stepped = step(w) > 0;
         w->hold_since = 0;
+        if (w->stepped && w->o->stats) el_worker_stats_note(w->o->stats, 0, el_time_ns() - t0);
     }
     housekeeping(w);
 }
