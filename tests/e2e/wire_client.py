@@ -78,7 +78,7 @@ assert ver == 1 and t == 7 and "protocol version 2, yours speaks 1" in text, (ve
 # OPEN with a wrong identity: the refusal names the worker's own
 send(s, msg(1, 0, 3, open_body(0)))
 _, t, _, text, _ = reply(s)
-m = re.search(r"have identity ([0-9a-f]{16})", text)
+m = re.search(r"identity ([0-9a-f]{16})", text)
 assert t == 7 and m, (t, text)
 send(s, msg(1, 0, 4, open_body(int(m.group(1), 16))))
 _, t, session, text, _ = reply(s)
