@@ -41,6 +41,7 @@ static const char *usage =
     "                          the model was trained on is allowed, with a warning\n"
     TOOL_KV_HELP
     "      --lora FILE[:S]     apply a LoRA adapter with scale S (default 1); repeatable\n"
+    TOOL_DRAFT_HELP
     "      --show-prompt       print each rendered prompt to stderr\n"
     "      --no-cache          evaluate the whole conversation every turn instead of reusing\n"
     "                          the cached positions it shares with the last one (for checking)\n"
@@ -114,6 +115,9 @@ int cmd_chat(int argc, char **argv) {
     const char *model_path = NULL, *tok_path = NULL, *tmpl_name = NULL, *system = NULL;
     tool_loras lo = {0};
     int steps = 256, threads = 0, ctx = 0, have_seed = 0, show_prompt = 0, no_cache = 0, kv_type = 0;
+    tool_draft dr = {0};
+    el_pipeline *pipe = NULL;  // with --draft: the model's (local) pipeline, verifying drafts
+    el_spec *spec = NULL;
     el_sampler_params sp = el_sampler_defaults();
     const char *a;
     int opt;
@@ -130,6 +134,7 @@ int cmd_chat(int argc, char **argv) {
         else if (cli_is(a, "-t", "--threads")) cli_int(&c, a, 1, 256, &threads);
         else if (cli_is(a, NULL, "--show-prompt")) show_prompt = 1;
         else if (cli_is(a, NULL, "--no-cache")) no_cache = 1;
+        else if (tool_draft_option(&c, a, &dr)) continue;
         else if (tool_lora_option(&c, a, &lo)) continue;
         else return cli_unknown(&c, a);
     }
@@ -169,8 +174,16 @@ int cmd_chat(int argc, char **argv) {
         goto out;
     }
     el_session_opts so = {.ctx = ctx, .kv_type = kv_type};
-    if (el_session_new(m, &so, pool, &s, &err)) goto out;
-    if (lo.n) el_session_set_lora(s, &lo.set);
+    if (tool_draft_load(&dr, m, ctx, pool, &err)) goto out;
+    if (dr.arg) {
+        el_spec_opts spo = {.k = dr.k, .max_k = 8, .sp = sp};
+        if (el_pipeline_new(m, &so, pool, NULL, &pipe, &err) || (lo.n && el_pipeline_set_lora(pipe, &lo.set, &err)) ||
+            el_spec_new(pipe, m, dr.d, &spo, &spec, &err))
+            goto out;
+    } else if (el_session_new(m, &so, pool, &s, &err)) {
+        goto out;
+    }
+    if (lo.n && s) el_session_set_lora(s, &lo.set);
     smp = el_sampler_new(&sp, m->hp.vocab);
     logits = malloc((size_t)m->hp.vocab * sizeof(float));
     cached = malloc((size_t)ctx * sizeof(int));
@@ -249,14 +262,39 @@ int cmd_chat(int argc, char **argv) {
         int keep = 0;
         if (no_cache) n_cached = 0;
         while (keep < n_cached && keep < n_ids - 1 && cached[keep] == ids[keep]) keep++;
-        if (el_session_forward(s, ids + keep, n_ids - keep, keep, logits, 0, &err)) goto out;
+        if (spec) {
+            if (no_cache) el_spec_free(spec), spec = NULL;  // forget the cache: a fresh generator
+            el_spec_opts spo = {.k = dr.k, .max_k = 8, .sp = sp};
+            if ((!spec && el_spec_new(pipe, m, dr.d, &spo, &spec, &err)) || el_spec_prefill(spec, ids, n_ids, &err))
+                goto out;
+        } else if (el_session_forward(s, ids + keep, n_ids - keep, keep, logits, 0, &err)) {
+            goto out;
+        }
         memcpy(cached, ids, (size_t)n_ids * sizeof(int));
         n_cached = n_ids;
         for (int i = 0; i < n_ids; i++) el_sampler_accept(smp, ids[i]);
         el_stopper_init(&reply, &chat.eot_text, 1);
         int prev = ids[n_ids - 1], bos = el_tokenizer_bos(tok), eos = el_tokenizer_eos(tok);
         int pos = n_ids, ctx_end = 0;
-        for (int k = 0; k < steps && !interrupts; k++) {
+        for (int k = 0; spec && k < steps && !interrupts;) {  // speculative rounds
+            if (el_spec_length(spec) >= ctx) {
+                ctx_end = 1;
+                break;
+            }
+            int toks[EL_SPEC_MAX_K + 1], n_toks, stop = 0;
+            if (el_spec_round(spec, steps - k, toks, &n_toks, &err)) goto out;
+            for (int i = 0; i < n_toks && !stop; i++, k++) {
+                int next = toks[i];
+                if (next == eos || next == bos || next == chat.eot_id) stop = 1;
+                else if ((stop = tool_chat_emit(&reply, stdout, tok, prev, next)) < 0) {
+                    el_err(&err, EL_ERR_NOMEM, "out of memory");
+                    goto out;
+                }
+                prev = next;
+            }
+            if (stop) break;
+        }
+        for (int k = 0; !spec && k < steps && !interrupts; k++) {
             int next = el_sampler_sample(smp, logits);
             if (next == eos || next == bos || next == chat.eot_id) break;
             int stop = tool_chat_emit(&reply, stdout, tok, prev, next);
@@ -305,6 +343,9 @@ out:
     free(logits);
     el_sampler_free(smp);
     el_session_free(s);
+    el_spec_free(spec);
+    el_pipeline_free(pipe);
+    tool_draft_free(&dr);
     el_pool_free(pool);
     el_tokenizer_free(tok);
     tool_loras_free(&lo);

@@ -6,6 +6,7 @@
 #include "common.h"
 #include "edgellm/linkemu.h"
 #include "edgellm/plan.h"
+#include "edgellm/spec.h"
 
 // ---------------------------------------------------------------- profile
 
@@ -140,6 +141,7 @@ static const char *plan_usage =
     "                    [--edge2 EDGE2.json (--rate2 R | --rate2-up R --rate2-down R) --rtt2 T]\n"
     "                    [--device-mem BYTES] [--objective latency|device-energy|bytes] [--act f32|f16|bf16|q8_0|all]\n"
     "                    [--ushape] [--ctx N] [--prompt N] [--svg FILE] [--json]\n"
+    "                    [--draft-alpha A (--draft-layers L | --draft-ms T)]\n"
     "\n"
     "Evaluates every cut (device keeps layers 0..K-1; K = layers means all local) and\n"
     "activation encoding with an additive model of the measured per-layer times,\n"
@@ -157,6 +159,13 @@ static const char *plan_usage =
     "  --ushape          also consider keeping the head on the device\n"
     "  --ctx N           context for decode costs (default 128); --prompt N for TTFT (default 32)\n"
     "  --svg FILE        draw predicted latency against the cut, the chosen cut marked\n"
+    "  --draft-alpha A   speculative decoding on the chosen plan with acceptance rate A (0..1): the\n"
+    "                    predicted tokens/s for k = 1..8 drafted tokens per round and the best k, by\n"
+    "                    the model run --draft-k auto uses (a round: k draft tokens, then one pass of\n"
+    "                    k+1 rows: the one-token latency plus each extra row's compute and bytes)\n"
+    "  --draft-layers L  the draft is the model's first L layers + head on the device (self:L): its\n"
+    "                    time per token from the device profile\n"
+    "  --draft-ms T      or a separate draft model taking T ms per token on the device\n"
     "\n"
     "example: edgellm plan --device dev.json --edge edge.json --rate 100mbit --rtt 10ms --act all\n";
 
@@ -207,12 +216,60 @@ static void write_svg(const char *path, const el_plan_row *rows, int n, int L, c
     free(lat);
 }
 
+// Speculative decoding on plan r: the cost of a round of k drafted tokens
+// from the profiles, and the k that run --draft-k auto would settle on.
+static void plan_speculative(const el_plan_row *r, const el_plan_opts *po, double alpha, int draft_layers,
+                             double draft_ms, int json) {
+    const el_profile *dev = po->device, *edge = po->edge, *edge2 = po->edge2;
+    el_spec_cost c = {.alpha = alpha};
+    if (draft_layers > 0) {
+        c.draft_s = dev->embed_s + dev->head_s;
+        for (int l = 0; l < draft_layers; l++) c.draft_s += el_profile_decode(dev, l, po->ctx);
+    } else {
+        c.draft_s = draft_ms * 1e-3;
+    }
+    // one row costs the plan's latency; each further row its prefill-rate compute on every
+    // node and its bytes (the one-row link time without the round trip)
+    int L = dev->n_layers, cut2 = r->cut2 ? r->cut2 : L;
+    double row = 0;
+    for (int l = 0; l < L; l++) {
+        const el_profile *p = l < r->cut ? dev : l < cut2 || !edge2 ? edge : edge2;
+        row += p->prefill_s[l];
+    }
+    double bytes_s = r->link_s - po->link.rtt_s - (edge2 && cut2 < L ? po->link2.rtt_s : 0);
+    c.verify_fixed_s = r->decode_s;
+    c.verify_row_s = row + (bytes_s > 0 ? bytes_s : 0);
+    c.verify_fixed_s -= c.verify_row_s;  // decode_s is already one row
+    if (c.verify_fixed_s < 0) c.verify_fixed_s = 0;
+    double best_tps;
+    int best = el_spec_best_k(&c, 8, &best_tps);
+    if (json) {
+        printf("\"speculative\": {\"alpha\": %.4f, \"draft_ms\": %.4f, \"verify_fixed_ms\": %.4f, \"verify_row_ms\": %.4f, "
+               "\"plain_tokens_per_s\": %.3f, \"best_k\": %d, \"k\": [", alpha, c.draft_s * 1e3, c.verify_fixed_s * 1e3,
+               c.verify_row_s * 1e3, 1 / r->decode_s, best);
+        for (int k = 1; k <= 8; k++)
+            printf("%s{\"k\": %d, \"tokens_per_round\": %.4f, \"tokens_per_s\": %.3f}", k > 1 ? ", " : "", k,
+                   el_spec_expected_tokens(alpha, k), el_spec_predict(&c, k));
+        printf("]}");
+        return;
+    }
+    printf("\nspeculative decoding on the chosen plan (cut %d): acceptance %.2f, draft %.3f ms/token, a round of k\n"
+           "drafts verified in %.3f ms + %.3f ms per row; plain split %.1f tokens/s\n",
+           r->cut, alpha, c.draft_s * 1e3, c.verify_fixed_s * 1e3, c.verify_row_s * 1e3, 1 / r->decode_s);
+    printf("%4s %16s %12s %14s\n", "k", "tokens/round", "tokens/s", "vs plain");
+    for (int k = 1; k <= 8; k++)
+        printf("%4d %16.3f %12.1f %13.2fx%s\n", k, el_spec_expected_tokens(alpha, k), el_spec_predict(&c, k),
+               el_spec_predict(&c, k) * r->decode_s, k == best ? "  <- best" : "");
+}
+
 int cmd_plan(int argc, char **argv) {
     cli c;
     cli_init(&c, "plan", argc, argv);
     const char *dev_path = NULL, *edge_path = NULL, *svg = NULL, *acts = "f32", *objective = "latency", *a;
     const char *rate = NULL, *rate_up = NULL, *rate_down = NULL, *rtt = NULL, *edge2_path = NULL;
     const char *rate2 = NULL, *rate2_up = NULL, *rate2_down = NULL, *rtt2 = NULL;
+    float draft_alpha = -1, draft_ms = -1;
+    int draft_layers = 0;
     uint64_t mem = 0;
     int json = 0, opt;
     el_plan_opts po = {.ctx = 128, .prompt_tokens = 32};
@@ -236,11 +293,17 @@ int cmd_plan(int argc, char **argv) {
         else if (cli_is(a, NULL, "--ctx")) cli_int(&c, a, 1, 1 << 24, &po.ctx);
         else if (cli_is(a, NULL, "--prompt")) cli_int(&c, a, 1, 1 << 24, &po.prompt_tokens);
         else if (cli_is(a, NULL, "--svg")) svg = cli_str(&c, a);
+        else if (cli_is(a, NULL, "--draft-alpha")) cli_float(&c, a, 0, 1, &draft_alpha);
+        else if (cli_is(a, NULL, "--draft-layers")) cli_int(&c, a, 1, 1 << 20, &draft_layers);
+        else if (cli_is(a, NULL, "--draft-ms")) cli_float(&c, a, 0, 1e6, &draft_ms);
         else if (cli_is(a, NULL, "--json")) json = 1;
         else return cli_unknown(&c, a);
     }
     if (c.failed) return 2;
     if (!dev_path || !edge_path) return cli_fail(&c, "--device and --edge profiles are required");
+    if (draft_alpha >= 0 && (draft_layers > 0) == (draft_ms >= 0))
+        return cli_fail(&c, "--draft-alpha needs one of --draft-layers L or --draft-ms T");
+    if (draft_alpha < 0 && (draft_layers > 0 || draft_ms >= 0)) return cli_fail(&c, "--draft-layers and --draft-ms need --draft-alpha");
     if (!rtt || (!rate && !(rate_up && rate_down))) return cli_fail(&c, "--rtt and --rate (or --rate-up and --rate-down) are required");
     if (!strcmp(objective, "latency")) po.objective = EL_OBJ_LATENCY;
     else if (!strcmp(objective, "device-energy")) po.objective = EL_OBJ_DEVICE_ENERGY;
@@ -296,6 +359,11 @@ int cmd_plan(int argc, char **argv) {
     el_plan_row *rows = calloc((size_t)max_rows, sizeof *rows);
     if (!rows) { el_err(&err, EL_ERR_NOMEM, "out of memory"); goto out; }
     int n = el_plan(&po, rows, max_rows);
+    if (draft_alpha >= 0 && draft_layers > dev.n_layers) {
+        el_err(&err, EL_ERR_ARG, "--draft-layers %d: the model has %d layers", draft_layers, dev.n_layers);
+        free(rows);
+        goto out;
+    }
     if (json) {
         printf("{\"objective\": \"%s\", \"rtt_ms\": %.4f, \"up_mbit\": %.3f, \"down_mbit\": %.3f, \"plans\": [\n", objective,
                po.link.rtt_s * 1e3, po.link.up_bps / 1e6, po.link.down_bps / 1e6);
@@ -308,7 +376,12 @@ int cmd_plan(int argc, char **argv) {
                    r->device_s * 1e3, r->link_s * 1e3, r->edge_s * 1e3, r->edge2_s * 1e3, r->ttft_s * 1e3,
                    r->bytes_per_token, r->device_mem, r->fits ? "true" : "false", i + 1 < n ? "," : "");
         }
-        printf("]}\n");
+        printf("]");
+        if (draft_alpha >= 0 && n > 0) {
+            printf(", ");
+            plan_speculative(&rows[0], &po, draft_alpha, draft_layers, draft_ms, 1);
+        }
+        printf("}\n");
     } else {
         printf("link: rtt %.3f ms, up %.2f Mbit/s, down %.2f Mbit/s; objective %s; decode at ctx %d, TTFT for %d prompt tokens\n",
                po.link.rtt_s * 1e3, po.link.up_bps / 1e6, po.link.down_bps / 1e6, objective, po.ctx, po.prompt_tokens);
@@ -329,6 +402,7 @@ int cmd_plan(int argc, char **argv) {
         }
     }
     if (svg && n > 0) write_svg(svg, rows, n, dev.n_layers, &rows[0], &err);
+    if (draft_alpha >= 0 && n > 0 && !json) plan_speculative(&rows[0], &po, draft_alpha, draft_layers, draft_ms, 0);
     free(rows);
     rc = 0;
 out:

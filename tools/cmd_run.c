@@ -49,11 +49,7 @@ static const char *usage_head =
     "                          time per token (device, link, workers), bytes, peak memory\n"
     "      --stats=tokens      the summary and one line per token\n"
     "      --json              print the totals as one JSON object on stderr\n"
-    "      --draft FILE|self:L speculative decoding: FILE (a small model with the same vocabulary)\n"
-    "                          or the model's own first L layers + head drafts tokens on this\n"
-    "                          device; the model verifies them in one pass (one round trip split)\n"
-    "      --draft-k N|auto    tokens drafted per round, 1..16, or auto (default): chosen each round\n"
-    "                          from the acceptance rate, draft time, round trip and verify time\n"
+    TOOL_DRAFT_HELP
     "\n"
     "  -h, --help              this text\n"
     "\n";
@@ -64,15 +60,6 @@ static const char *usage_tail =
     "example: edgellm run -m ../shared/models/aidreams260K.bin -z ../shared/models/tok512.bin \\\n"
     "           -p \"The dream\" -n 100 --temp 0\n"
     "         edgellm run -m model.gguf -p \"Hello\" --split 2 --via 127.0.0.1:7001 --insecure --stats\n";
-
-// v as a whole decimal number in lo..hi.
-static int parse_int_in(const char *v, long lo, long hi, int *out) {
-    char *end;
-    long x = strtol(v, &end, 10);
-    if (end == v || *end || x < lo || x > hi) return 0;
-    *out = (int)x;
-    return 1;
-}
 
 // Printing a generated token: 1 when generation ends at it (end of text, end
 // of the turn, a stop string; it is not counted), 0 when printed, -1 when out
@@ -122,8 +109,7 @@ int cmd_run(int argc, char **argv) {
     int steps = 256, ignore_eos = 0, threads = 0, ctx = 0, stats = 0, json = 0, have_seed = 0, split, escapes = 0;
     int stats_tokens = 0;
     int kv_type = EL_DTYPE_F32, edge = 0;
-    const char *draft_arg = NULL;
-    int draft_k = 0, draft_self = 0;  // draft_self: L of --draft self:L
+    tool_draft dr = {0};
     tool_split ts;
     tool_split_init(&ts);
     el_sampler_params sp = el_sampler_defaults();
@@ -141,13 +127,7 @@ int cmd_run(int argc, char **argv) {
         else if (cli_is_ctx(a)) cli_int(&c, a, 1, 1 << 20, &ctx);
         else if (tool_kv_option(&c, a, &kv_type)) continue;
         else if (cli_is(a, NULL, "--edge-sample")) edge = 1;
-        else if (cli_is(a, NULL, "--draft")) draft_arg = cli_str(&c, a);
-        else if (cli_is(a, NULL, "--draft-k")) {
-            const char *v = cli_str(&c, a);
-            if (v && strcmp(v, "auto") && !parse_int_in(v, 1, EL_SPEC_MAX_K, &draft_k))
-                cli_fail(&c, "--draft-k: '%s' is not auto or a number of tokens in 1..%d", v, EL_SPEC_MAX_K);
-            else if (v && !strcmp(v, "auto")) draft_k = 0;
-        }
+        else if (tool_draft_option(&c, a, &dr)) continue;
         else if (cli_is(a, "-t", "--threads")) cli_int(&c, a, 1, 256, &threads);
         else if (cli_is(a, NULL, "--stats")) stats = 1;
         else if (cli_is(a, NULL, "--stats=tokens")) stats = stats_tokens = 1;
@@ -169,11 +149,8 @@ int cmd_run(int argc, char **argv) {
     split = ts.enabled;
     if (edge && (!split || ts.autoplan || ts.o.ushape))
         return cli_fail(&c, "--edge-sample needs --split with fixed cuts and no --ushape (the last worker holds the head)");
-    if (draft_arg && !strncmp(draft_arg, "self:", 5) &&
-        (!parse_int_in(draft_arg + 5, 1, 1 << 20, &draft_self)))
-        return cli_fail(&c, "--draft self:L: '%s' does not give a layer count L >= 1", draft_arg + 5);
-    if (draft_arg && edge) return cli_fail(&c, "--draft needs the logits here: it excludes --edge-sample");
-    if (draft_arg && ts.autoplan) return cli_fail(&c, "--draft needs fixed cuts (--split K[,M...], not auto)");
+    if (dr.arg && edge) return cli_fail(&c, "--draft needs the logits here: it excludes --edge-sample");
+    if (dr.arg && ts.autoplan) return cli_fail(&c, "--draft needs fixed cuts (--split K[,M...], not auto)");
     el_split_opts so_split = ts.o;
     if (!have_seed) sp.seed = (uint64_t)time(NULL) ^ ((uint64_t)el_time_ns() << 16);
 
@@ -185,8 +162,6 @@ int cmd_run(int argc, char **argv) {
     int have_auto = 0;
     int *history = NULL;  // every token so far, for re-planning
     el_sampler *smp = NULL;
-    el_model *dm = NULL;  // the draft model (--draft FILE)
-    el_drafter *drafter = NULL;
     el_spec *spec = NULL;
     el_pool *pool = NULL;
     tool_chat chat = {0};
@@ -203,24 +178,15 @@ int cmd_run(int argc, char **argv) {
     if (tool_split_prepare(&ts, &mo, &err)) goto out;
     so_split = ts.o;
     if (edge) so_split.edge_sampling = &sp;
-    if (draft_self && split) {  // the device runs the draft's layers and the head too
-        if (mo.layer_end < draft_self) mo.layer_end = draft_self;
+    if (dr.self_layers && split) {  // the device runs the draft's layers and the head too
+        if (mo.layer_end < dr.self_layers) mo.layer_end = dr.self_layers;
         mo.no_layers = 0;
         mo.no_head = 0;
     }
     if (el_model_open(model_path, &mo, &m, &err)) goto out;
-    if (draft_self && draft_self > m->hp.n_layers) {
-        el_err(&err, EL_ERR_ARG, "--draft self:%d: %s has %d layers", draft_self, model_path, m->hp.n_layers);
+    if (dr.arg && dr.self_layers > m->hp.n_layers) {  // before any work (the draft opens once the context is known)
+        el_err(&err, EL_ERR_ARG, "--draft self:%d: %s has %d layers", dr.self_layers, model_path, m->hp.n_layers);
         goto out;
-    }
-    if (draft_arg && !draft_self) {  // the draft must speak the target's vocabulary: checked before any work
-        el_model_opts dmo = {0};
-        if (el_model_open(draft_arg, &dmo, &dm, &err)) goto out;
-        if (dm->hp.vocab != m->hp.vocab) {
-            el_err(&err, EL_ERR_ARG, "--draft %s has a vocabulary of %d tokens, the model %s has %d: a draft must "
-                   "share the model's tokenizer", draft_arg, dm->hp.vocab, model_path, m->hp.vocab);
-            goto out;
-        }
     }
     if (tool_split_check_model(&ts, m, &err)) goto out;
     if (tool_loras_load(&lo, m, &err)) goto out;
@@ -264,6 +230,7 @@ int cmd_run(int argc, char **argv) {
     pool = el_pool_new(threads);
     el_session_opts so = {.ctx = ctx, .kv_type = kv_type};
     if (!pool) goto out;
+    if (tool_draft_load(&dr, m, ctx, pool, &err)) goto out;  // a bad draft stops us before the link opens
     if (ts.autoplan) {
         // start all local with the link open, then let the planner choose
         if (tool_auto_init(&autop, &ts, m, pool, ctx, &err)) goto out;
@@ -274,11 +241,9 @@ int cmd_run(int argc, char **argv) {
     if (el_pipeline_new(m, &so, pool, split ? &so_split : NULL, &pipe, &err)) goto out;
     if (ts.autoplan && tool_auto_replan(&autop, pipe, ids, 0, 1, &err)) goto out;
     if (lo.n && el_pipeline_set_lora(pipe, &lo.set, &err)) goto out;
-    if (draft_arg) {
-        el_spec_opts spo = {.k = draft_k, .max_k = 8, .sp = sp};
-        if (el_drafter_new(dm ? dm : m, draft_self, ctx, pool, &drafter, &err) ||
-            el_spec_new(pipe, m, drafter, &spo, &spec, &err))
-            goto out;
+    if (dr.arg) {
+        el_spec_opts spo = {.k = dr.k, .max_k = 8, .sp = sp};
+        if (el_spec_new(pipe, m, dr.d, &spo, &spec, &err)) goto out;
     }
     smp = el_sampler_new(&sp, m->hp.vocab);
     logits = malloc((size_t)m->hp.vocab * sizeof(float));
@@ -409,7 +374,7 @@ int cmd_run(int argc, char **argv) {
                     "per round trip, k %s (mean %.2f)\n", (unsigned long long)ss->drafted,
                     (unsigned long long)ss->accepted, ss->drafted ? 100.0 * ss->accepted / ss->drafted : 0.0,
                     (unsigned long long)ss->rounds, ss->rounds ? (double)ss->tokens / ss->rounds : 0.0,
-                    draft_k ? "fixed" : "auto", ss->rounds ? (double)ss->k_sum / ss->rounds : 0.0);
+                    dr.k ? "fixed" : "auto", ss->rounds ? (double)ss->k_sum / ss->rounds : 0.0);
             fprintf(stderr, "speculative model: alpha %.3f, draft %.3f ms/token, verify %.3f ms + %.3f ms/row, "
                     "predicted %.1f tokens/s (k %d), measured %.1f\n", cc->alpha, cc->draft_s * 1e3,
                     cc->verify_fixed_s * 1e3, cc->verify_row_s * 1e3, el_spec_predict(cc, ss->last_k), ss->last_k,
@@ -436,9 +401,9 @@ int cmd_run(int argc, char **argv) {
                     "\"k_mean\": %.3f, \"alpha\": %.4f, \"draft_ms\": %.4f, \"verify_fixed_ms\": %.4f, "
                     "\"verify_row_ms\": %.4f, \"predicted_tokens_per_s\": %.3f, ",
                     (unsigned long long)ss->drafted, (unsigned long long)ss->accepted, (unsigned long long)ss->rounds,
-                    draft_k ? "\"fixed\"" : "\"auto\"", ss->rounds ? (double)ss->k_sum / ss->rounds : 0.0, cc->alpha,
+                    dr.k ? "\"fixed\"" : "\"auto\"", ss->rounds ? (double)ss->k_sum / ss->rounds : 0.0, cc->alpha,
                     cc->draft_s * 1e3, cc->verify_fixed_s * 1e3, cc->verify_row_s * 1e3,
-                    ss->rounds && !draft_k && ss->rounds > 2 ? ss->predicted_sum / (ss->rounds - 2)
+                    ss->rounds && !dr.k && ss->rounds > 2 ? ss->predicted_sum / (ss->rounds - 2)
                                                             : el_spec_predict(cc, ss->last_k));
         }
         fprintf(stderr, "\"token_ms\": [");
@@ -460,9 +425,8 @@ out:
     free(system_owned);
     el_sampler_free(smp);
     el_spec_free(spec);
-    el_drafter_free(drafter);
+    tool_draft_free(&dr);
     el_pipeline_free(pipe);
-    el_model_close(dm);
     if (have_auto) tool_auto_free(&autop);
     free(history);
     el_pool_free(pool);

@@ -31,6 +31,8 @@ static const char *usage =
     "                          (default half of --max-queue)\n"
     "      --client-adapters N distinct adapters one client's requests may hold (default half of --max-adapters)\n"
     TOOL_KV_HELP
+    TOOL_DRAFT_HELP
+    "                          (serve: each sequence drafts; its k+1 rows join the step's batch)\n"
     "  -c, --ctx N             context per sequence (default: the model's; also --ctx-size); longer\n"
     "                          than the model was trained on is allowed, with a warning\n"
     "      --listen HOST:PORT  address and port, also tcp://HOST:PORT, [IPv6]:PORT, *:PORT (default\n"
@@ -58,6 +60,7 @@ static void on_signal(int sig) {
 
 int cmd_serve(int argc, char **argv);
 int cmd_serve(int argc, char **argv) {
+    tool_draft dr = {0};
     cli c;
     cli_init(&c, "serve", argc, argv);
     el_serve_opts o = {0};
@@ -81,6 +84,7 @@ int cmd_serve(int argc, char **argv) {
         else if (cli_is(a, NULL, "--client-queue")) cli_int(&c, a, 1, 1 << 20, &o.client_queue);
         else if (cli_is(a, NULL, "--client-adapters")) cli_int(&c, a, 1, 1 << 20, &o.client_adapters);
         else if (tool_kv_option(&c, a, &o.kv_type)) continue;
+        else if (tool_draft_option(&c, a, &dr)) continue;
         else if (cli_is_ctx(a)) cli_int(&c, a, 2, 1 << 20, &o.ctx);
         else if (cli_is(a, NULL, "--listen")) listen = cli_str(&c, a);
         else if (cli_is(a, NULL, "--api-key")) {
@@ -108,6 +112,11 @@ int cmd_serve(int argc, char **argv) {
     o.max_kv = (size_t)max_kv;
     o.api_keys = keys;
     o.n_api_keys = n_keys;
+    if (dr.arg) {
+        o.draft_path = dr.self_layers ? NULL : dr.arg;
+        o.draft_layers = dr.self_layers;
+        o.draft_k = dr.k;
+    }
 
     struct sigaction sa = {0};
     sa.sa_handler = on_signal;

@@ -336,3 +336,55 @@ void tool_loras_free(tool_loras *l) {
     for (int i = 0; i < l->n; i++) el_lora_free(l->loras[i]);
     l->set.n = 0;
 }
+
+// ---------------------------------------------------------------- --draft
+
+static int parse_int_in(const char *v, long lo, long hi, int *out) {
+    char *end;
+    long x = strtol(v, &end, 10);
+    if (end == v || *end || x < lo || x > hi) return 0;
+    *out = (int)x;
+    return 1;
+}
+
+int tool_draft_option(cli *c, const char *a, tool_draft *d) {
+    if (cli_is(a, NULL, "--draft")) {
+        const char *v = cli_str(c, a);
+        if (!v) return 1;
+        d->arg = v;
+        d->self_layers = 0;
+        if (!strncmp(v, "self:", 5) && !parse_int_in(v + 5, 1, 1 << 20, &d->self_layers))
+            cli_fail(c, "--draft self:L: '%s' is not a layer count L >= 1", v + 5);
+    } else if (cli_is(a, NULL, "--draft-k")) {
+        const char *v = cli_str(c, a);
+        if (v && !strcmp(v, "auto")) d->k = 0;
+        else if (v && !parse_int_in(v, 1, EL_SPEC_MAX_K, &d->k))
+            cli_fail(c, "--draft-k: '%s' is not auto or a number of tokens in 1..%d", v, EL_SPEC_MAX_K);
+    } else {
+        return 0;
+    }
+    return 1;
+}
+
+el_status tool_draft_load(tool_draft *d, const el_model *target, int ctx, el_pool *pool, el_error *err) {
+    if (!d->arg) return EL_OK;
+    if (d->self_layers > target->hp.n_layers)
+        return el_err(err, EL_ERR_ARG, "--draft self:%d: %s has %d layers", d->self_layers, target->path,
+                      target->hp.n_layers);
+    if (!d->self_layers) {
+        el_model_opts o = {0};
+        el_status st = el_model_open(d->arg, &o, &d->m, err);
+        if (st) return st;
+        if (d->m->hp.vocab != target->hp.vocab)
+            return el_err(err, EL_ERR_ARG, "--draft %s has a vocabulary of %d tokens, the model %s has %d: a draft "
+                          "must share the model's tokenizer", d->arg, d->m->hp.vocab, target->path, target->hp.vocab);
+    }
+    return el_drafter_new(d->m ? d->m : target, d->self_layers, ctx, pool, &d->d, err);
+}
+
+void tool_draft_free(tool_draft *d) {
+    el_drafter_free(d->d);
+    el_model_close(d->m);
+    d->d = NULL;
+    d->m = NULL;
+}

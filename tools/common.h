@@ -6,6 +6,7 @@
 #include "edgellm/lora.h"
 #include "edgellm/model.h"
 #include "edgellm/sample.h"
+#include "edgellm/spec.h"
 #include "edgellm/split.h"
 #include "edgellm/tokenize.h"
 
@@ -55,6 +56,27 @@ typedef struct {
 int tool_lora_option(cli *c, const char *a, tool_loras *l);
 el_status tool_loras_load(tool_loras *l, const el_model *m, el_error *err);
 void tool_loras_free(tool_loras *l);
+
+// Speculative decoding options of run and chat: --draft FILE|self:L, --draft-k N|auto.
+typedef struct {
+    const char *arg;    // NULL: no draft
+    int k;              // 0: auto
+    int self_layers;    // L of self:L (0: a draft file)
+    el_model *m;        // the draft file's model (NULL for self:L)
+    el_drafter *d;
+} tool_draft;
+#define TOOL_DRAFT_HELP \
+    "      --draft FILE|self:L speculative decoding: FILE (a small model with the same vocabulary)\n" \
+    "                          or the model's own first L layers + head drafts tokens on this\n" \
+    "                          device; the model verifies them in one pass (one round trip split)\n" \
+    "      --draft-k N|auto    tokens drafted per round, 1..16, or auto (default): chosen each round\n" \
+    "                          from the acceptance rate, draft time, round trip and verify time\n"
+// Returns 1 if a was one of the options (a bad value is reported through c).
+int tool_draft_option(cli *c, const char *a, tool_draft *d);
+// Opens the draft (a file: its vocabulary must be the target's; self:L: L
+// within the target's layers) and its session: before any other work.
+el_status tool_draft_load(tool_draft *d, const el_model *target, int ctx, el_pool *pool, el_error *err);
+void tool_draft_free(tool_draft *d);
 
 // Split-inference options shared by run and logits.
 typedef struct {

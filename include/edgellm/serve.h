@@ -147,6 +147,13 @@ typedef struct {
     // Free slots go to the client that runs the fewest requests.
     int client_queue;
     int client_adapters;
+    // Speculative decoding: every sequence drafts with this model (same
+    // vocabulary; NULL: none) or with the base's first draft_layers layers
+    // and head (self-drafting), and its k+1 verification rows join the
+    // step's batch. draft_k tokens per round (0: auto, per sequence).
+    const char *draft_path;
+    int draft_layers;
+    int draft_k;
 } el_serve_opts;
 
 typedef struct el_server el_server;

@@ -89,16 +89,29 @@ typedef struct {
 
 typedef struct el_spec el_spec;
 // target: the pipeline of the target model (local or split; not sampling on
-// the edge); borrowed. The draft's vocabulary must be the target's.
+// the edge); borrowed. The draft's vocabulary must be the target's. With
+// target NULL the caller runs the target itself (serve's batched steps):
+// el_spec_prefill then only records the prompt (the caller computes the
+// target's positions 0..n-2), and rounds are el_spec_draft, the caller's
+// forward of the rows, el_spec_verify.
 el_status el_spec_new(el_pipeline *target, const el_model *target_model, el_drafter *draft, const el_spec_opts *o,
                       el_spec **out, el_error *err);
 void el_spec_free(el_spec *s);
 // The prompt tokens[0..n): the target and the draft run all but the last.
+// Positions a previous prompt and its generated tokens share with it are
+// kept (a chat's next turn runs only what is new).
 el_status el_spec_prefill(el_spec *s, const int *tokens, int n, el_error *err);
 // One round: drafts up to k tokens, verifies them and writes the new tokens
 // (1 .. k+1, at most max_out >= 1) to out[*n_out]. Stops at the context's end
 // (EL_ERR_RANGE when not one more position fits).
 el_status el_spec_round(el_spec *s, int max_out, int *out, int *n_out, el_error *err);
+// A round in two halves. el_spec_draft: the rows to verify, *n_rows = k+1
+// (the last committed token and k drafts) at positions el_spec_length - 1 ..;
+// rows stay valid until el_spec_verify, which takes their logits
+// [n_rows][vocab] (link_s: the network's share of that pass, for the
+// figures) and writes the new tokens (1 .. k+1) to out.
+el_status el_spec_draft(el_spec *s, int max_out, const int **rows, int *n_rows, el_error *err);
+void el_spec_verify(el_spec *s, const float *logits, double link_s, int *out, int *n_out);
 // Positions generated so far (prompt included).
 int el_spec_length(const el_spec *s);
 const el_spec_stats *el_spec_get_stats(const el_spec *s);

@@ -162,7 +162,15 @@ static void release_slot(el_server *s, slot *sl) {
     el_session_truncate(sl->sess, 0);  // its KV blocks go back to the budget
     el_sampler_free(sl->sampler);
     sl->sampler = NULL;
+    el_spec_free(sl->spec);
+    sl->spec = NULL;
+    sl->draft_rows = NULL;
+    sl->n_draft_rows = 0;
 }
+
+// Prompt positions the base computes before generating: all of them, or with
+// a draft all but the last (the first round's rows start with it).
+static int prompt_rows(const slot *sl) { return sl->spec ? sl->j->n_prompt - 1 : sl->j->n_prompt; }
 
 // Sets up a newly admitted request on its slot.
 static int admit(el_server *s, slot *sl) {
@@ -174,6 +182,16 @@ static int admit(el_server *s, slot *sl) {
         return -1;
     }
     for (int i = 0; i < j->n_prompt; i++) el_sampler_accept(sl->sampler, j->prompt[i]);
+    if (sl->drafter) {
+        el_spec_opts o = {.k = s->o.draft_k, .max_k = 8, .sp = j->sp};
+        el_error err;
+        if (el_spec_new(NULL, s->m, sl->drafter, &o, &sl->spec, &err) ||
+            el_spec_prefill(sl->spec, j->prompt, j->n_prompt, &err)) {
+            finish(s, j, NULL, err.msg);
+            release_slot(s, sl);
+            return -1;
+        }
+    }
     el_session_set_lora(sl->sess, j->adapter);
     sl->prefilled = 0;
     sl->pos = 0;
@@ -185,6 +203,10 @@ static void fail_slot(el_server *s, slot *sl, const char *msg) {
     finish(s, sl->j, NULL, msg);
     release_slot(s, sl);
 }
+
+// Rows a request may want and still be taken whole: a decode row, or a
+// drafting sequence's verification rows.
+static int sl_short_rows(const el_server *s) { return s->slots[0].drafter ? EL_SPEC_MAX_K + 1 : 1; }
 
 static void *sched_main(void *arg) {
     el_server *s = arg;
@@ -240,24 +262,43 @@ static void *sched_main(void *arg) {
                 fail_slot(s, sl, "cancelled by the client");
                 continue;
             }
-            want[i] = sl->prefilled < sl->j->n_prompt ? sl->j->n_prompt - sl->prefilled : 1;
+            if (sl->prefilled < prompt_rows(sl)) {
+                want[i] = prompt_rows(sl) - sl->prefilled;
+            } else if (sl->spec) {  // draft this round's tokens (kept until a step verifies them)
+                el_error err;
+                int budget = el_batch_max_rows(s->batch), room = budget - budget / 4;
+                int left = sl->j->max_tokens - sl->j->n_gen;
+                if (!sl->draft_rows &&
+                    el_spec_draft(sl->spec, left < room ? left : room, &sl->draft_rows, &sl->n_draft_rows, &err)) {
+                    fail_slot(s, sl, err.msg);
+                    continue;
+                }
+                want[i] = sl->n_draft_rows;
+            } else {
+                want[i] = 1;
+            }
         }
-        el_batch_plan(n, want, el_batch_max_rows(s->batch), 1, &cursor, take);
+        el_batch_plan(n, want, el_batch_max_rows(s->batch), sl_short_rows(s), &cursor, take);
         int nr = 0, decode_rows = 0;
+        size_t lrow = 0;  // logits rows handed out
         for (int i = 0; i < n; i++) {
             slot *sl = &s->slots[i];
             if (!take[i]) continue;
             el_error err;
-            int prefill = sl->prefilled < sl->j->n_prompt;
-            int pos = prefill ? sl->prefilled : sl->pos;
+            int prefill = sl->prefilled < prompt_rows(sl);
+            if (!prefill && sl->spec && take[i] != sl->n_draft_rows) continue;  // verified whole, in a later step
+            int pos = prefill ? sl->prefilled : sl->spec ? el_spec_length(sl->spec) - 1 : sl->pos;
             if (el_session_reserve(sl->sess, pos + take[i], &err)) {
                 fail_slot(s, sl, err.msg);
                 continue;
             }
             int last = !prefill || sl->prefilled + take[i] == sl->j->n_prompt;
+            int lrows = sl->spec ? (prefill ? 0 : take[i]) : last ? 1 : 0;
             reqs[nr] = (el_batch_req){.s = sl->sess, .pos = pos, .n = take[i],
-                                      .tokens = prefill ? sl->j->prompt + sl->prefilled : &sl->next,
-                                      .logits_rows = last ? 1 : 0, .logits = s->sb.logits + (size_t)nr * V};
+                                      .tokens = prefill ? sl->j->prompt + sl->prefilled
+                                                : sl->spec ? sl->draft_rows : &sl->next,
+                                      .logits_rows = lrows, .logits = s->sb.logits + lrow * V};
+            lrow += (size_t)lrows;
             rows[nr++] = sl;
             decode_rows += !prefill;
         }
@@ -275,13 +316,29 @@ static void *sched_main(void *arg) {
         for (int r = 0; r < nr; r++) {
             slot *sl = rows[r];
             job *j = sl->j;
-            if (sl->prefilled < j->n_prompt) {
+            if (sl->prefilled < prompt_rows(sl)) {
                 sl->prefilled += reqs[r].n;
-                if (sl->prefilled < j->n_prompt) continue;
+                if (sl->prefilled < prompt_rows(sl)) continue;
                 prefills++;
                 prompt_tokens += (uint64_t)j->n_prompt;
                 sl->pos = j->n_prompt;
                 sl->next = j->prompt[j->n_prompt - 1];
+                if (sl->spec) continue;  // the first round starts from the last prompt token
+            } else if (sl->spec) {
+                int out[EL_SPEC_MAX_K + 1], n_out, base = el_spec_length(sl->spec) - 1;
+                sl->next = sl->draft_rows[0];
+                el_spec_verify(sl->spec, reqs[r].logits, 0, out, &n_out);
+                sl->draft_rows = NULL;
+                sl->n_draft_rows = 0;
+                for (int t = 0; t < n_out; t++) {
+                    sl->pos = base + 1 + t;
+                    if (take_token(s, sl, out[t])) {
+                        release_slot(s, sl);
+                        break;
+                    }
+                    sl->next = out[t];
+                }
+                continue;
             } else {
                 sl->pos++;
             }
@@ -322,7 +379,7 @@ static void *sched_main(void *arg) {
 
 el_status sched_start(el_server *s, el_error *err) {
     size_t n = (size_t)s->n_slots;
-    s->sb.logits = el_calloc(n * (size_t)s->m->hp.vocab, sizeof(float));
+    s->sb.logits = el_calloc(n * (size_t)sl_short_rows(s) * (size_t)s->m->hp.vocab, sizeof(float));
     s->sb.reqs = el_calloc(n, sizeof *s->sb.reqs);
     s->sb.rows = el_calloc(n, sizeof *s->sb.rows);
     s->sb.want = el_calloc(n, sizeof *s->sb.want);

@@ -9,6 +9,7 @@
 #include "edgellm/model.h"
 #include "edgellm/sample.h"
 #include "edgellm/serve.h"
+#include "edgellm/spec.h"
 #include "edgellm/tokenize.h"
 
 // One request. The HTTP thread fills the first part and submits it; the
@@ -56,6 +57,10 @@ typedef struct {
 typedef struct slot {
     el_session *sess;
     el_sampler *sampler;
+    el_drafter *drafter;  // with a draft: this slot's draft session
+    el_spec *spec;        // and its request's speculative state (its samplers replace sampler)
+    const int *draft_rows;  // rows drafted and not yet verified (n_draft_rows of them)
+    int n_draft_rows;
     job *j;    // NULL: free
     int pos;        // next position
     int next;       // next input token
@@ -70,6 +75,7 @@ struct el_server {
     el_pool *pool;
     el_adapter_cache *adapters;
     el_batch *batch;
+    el_model *draft;  // the draft model (--draft FILE)
     slot *slots;
     int n_slots, ctx;
     int chat_template;  // el_chat_template

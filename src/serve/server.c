@@ -14,12 +14,15 @@ static void server_free(el_server *s) {
     for (int i = 0; i < s->n_slots && s->slots; i++) {
         el_session_free(s->slots[i].sess);
         el_sampler_free(s->slots[i].sampler);
+        el_spec_free(s->slots[i].spec);
+        el_drafter_free(s->slots[i].drafter);
     }
     free(s->slots);
     el_kv_pool_free(s->kv);
     sched_free(s);
     el_batch_free(s->batch);
     el_adapter_cache_free(s->adapters);
+    el_model_close(s->draft);
     el_tokenizer_free(s->tok);
     el_model_close(s->m);
     el_pool_free(s->pool);
@@ -111,8 +114,28 @@ el_status el_server_start(const el_serve_opts *opts, el_server **out, el_error *
     so.kv_pool = s->kv;
     for (int i = 0; i < s->n_slots; i++)
         if ((st = el_session_new(s->m, &so, s->pool, &s->slots[i].sess, err))) goto fail;
+    if (opts->draft_path || opts->draft_layers) {
+        if (opts->draft_k < 0 || opts->draft_k > EL_SPEC_MAX_K) {
+            st = el_err(err, EL_ERR_ARG, "--draft-k %d is outside 1..%d", opts->draft_k, EL_SPEC_MAX_K);
+            goto fail;
+        }
+        if (opts->draft_path) {
+            if ((st = el_model_open(opts->draft_path, NULL, &s->draft, err))) goto fail;
+            if (s->draft->hp.vocab != s->m->hp.vocab) {
+                st = el_err(err, EL_ERR_ARG, "--draft %s has a vocabulary of %d tokens, the model %s has %d: a draft "
+                            "must share the model's tokenizer", opts->draft_path, s->draft->hp.vocab, opts->model_path,
+                            s->m->hp.vocab);
+                goto fail;
+            }
+        }
+        for (int i = 0; i < s->n_slots; i++)
+            if ((st = el_drafter_new(s->draft ? s->draft : s->m, s->draft ? 0 : opts->draft_layers, s->ctx, s->pool,
+                                     &s->slots[i].drafter, err)))
+                goto fail;
+    }
     // a decode row for every slot, plus prompt chunks
-    int rows = opts->max_batch_tokens > 0 ? opts->max_batch_tokens : s->n_slots + 64;
+    int per_slot = s->slots[0].drafter ? EL_SPEC_MAX_K + 1 : 1;  // verification rows of a drafting slot
+    int rows = opts->max_batch_tokens > 0 ? opts->max_batch_tokens : s->n_slots * per_slot + 64;
     if (rows < s->n_slots) {
         st = el_err(err, EL_ERR_ARG, "--max-batch-tokens %d is below --slots %d: every running sequence needs a row",
                     rows, s->n_slots);

@@ -107,6 +107,9 @@ struct el_spec {
     float *q;       // [EL_SPEC_MAX_K][vocab]: the draft's distributions
     float *p, *res; // [vocab]
     int rows[EL_SPEC_MAX_K + 1];
+    int k;                      // drafted this round
+    double pred;                // its predicted tokens/s
+    double t_round, t_drafted;  // when the round started, and its drafting ended
     // the cost model's running estimates: draft time per forward, and a
     // least-squares line through (rows, verify time) with forgetting
     double draft_ema;
@@ -133,8 +136,8 @@ el_status el_spec_new(el_pipeline *target, const el_model *tm, el_drafter *draft
     s->o = *o;
     if (!s->o.max_k) s->o.max_k = 8;
     s->vocab = tm->hp.vocab;
-    s->ctx = el_session_ctx(el_pipeline_session(target));
-    if (el_session_ctx(draft->s) < s->ctx) s->ctx = el_session_ctx(draft->s);
+    s->ctx = el_session_ctx(draft->s);
+    if (target && el_session_ctx(el_pipeline_session(target)) < s->ctx) s->ctx = el_session_ctx(el_pipeline_session(target));
     el_sampler_params dp = o->sp;
     dp.seed = o->sp.seed ^ 0xD1B54A32D192ED03ULL;  // the draft draws from its own stream
     s->ts = el_sampler_new(&o->sp, s->vocab);
@@ -173,17 +176,25 @@ const el_spec_stats *el_spec_get_stats(const el_spec *s) { return &s->st; }
 el_status el_spec_prefill(el_spec *s, const int *tokens, int n, el_error *err) {
     if (n < 1) return el_err(err, EL_ERR_ARG, "an empty prompt");
     if (n > s->ctx) return el_err(err, EL_ERR_RANGE, "the prompt has %d tokens, more than the context of %d", n, s->ctx);
+    // a prompt that extends what was generated (a chat's next turn) reuses
+    // the positions both share: the target holds all but the last token
+    int keep = 0, held = s->n > 0 ? s->n - 1 : 0;
+    while (keep < held && keep < n - 1 && s->hist[keep] == tokens[keep]) keep++;
+    int dkeep = keep < s->d->pos ? keep : s->d->pos;
     memcpy(s->hist, tokens, (size_t)n * sizeof(int));
     s->n = n;
     for (int i = 0; i < n; i++) el_sampler_accept(s->ts, tokens[i]), el_sampler_accept(s->ds, tokens[i]);
-    s->d->pos = 0;
-    if (n == 1) return EL_OK;  // the one token goes with the first round's rows
+    s->d->pos = dkeep;
+    el_status st;
     // the target's cache up to the last prompt token (its logits are unused:
     // the first round asks for them again with the drafted rows)
-    el_status st = el_pipeline_forward(s->target, tokens, n - 1, 0, s->logits, 0, err);
-    if (st) return st;
-    if ((st = el_session_forward(s->d->s, tokens, n - 1, 0, s->dlogits, 0, err))) return st;
-    s->d->pos = n - 1;
+    if (s->target && n - 1 > keep &&
+        (st = el_pipeline_forward(s->target, tokens + keep, n - 1 - keep, keep, s->logits, 0, err)))
+        return st;
+    if (n - 1 > dkeep) {
+        if ((st = el_session_forward(s->d->s, tokens + dkeep, n - 1 - dkeep, dkeep, s->dlogits, 0, err))) return st;
+        s->d->pos = n - 1;
+    }
     return EL_OK;
 }
 
@@ -227,8 +238,8 @@ static int choose_k(el_spec *s, double *pred) {
     return el_spec_best_k(&c, s->o.max_k, pred);
 }
 
-el_status el_spec_round(el_spec *s, int max_out, int *out, int *n_out, el_error *err) {
-    *n_out = 0;
+el_status el_spec_draft(el_spec *s, int max_out, const int **rows_out, int *n_rows, el_error *err) {
+    *n_rows = 0;
     if (s->n < 1) return el_err(err, EL_ERR_STATE, "no prompt yet (el_spec_prefill)");
     if (s->n > s->ctx) return el_err(err, EL_ERR_RANGE, "the context of %d positions is full", s->ctx);
     if (max_out < 1) return el_err(err, EL_ERR_ARG, "no room for a token");
@@ -239,8 +250,7 @@ el_status el_spec_round(el_spec *s, int max_out, int *out, int *n_out, el_error 
     if (k > s->ctx - s->n) k = s->ctx - s->n;  // rows at positions n-1 .. n-1+k
     const size_t V = (size_t)s->vocab;
     el_status st;
-    // draft k tokens
-    double t0 = el_time_s();
+    s->t_round = el_time_s();
     int *rows = s->rows;
     rows[0] = s->hist[s->n - 1];
     if (k > 0) {
@@ -254,12 +264,22 @@ el_status el_spec_round(el_spec *s, int max_out, int *out, int *n_out, el_error 
             }
         }
     }
-    double t1 = el_time_s();
-    // verify the k+1 rows in one pass
-    if ((st = el_pipeline_forward(s->target, rows, k + 1, s->n - 1, s->logits, 1, err))) return st;
+    s->t_drafted = el_time_s();
+    s->k = k;
+    s->pred = pred;
+    *rows_out = rows;
+    *n_rows = k + 1;
+    return EL_OK;
+}
+
+void el_spec_verify(el_spec *s, const float *logits, double link_s, int *out, int *n_out) {
+    const size_t V = (size_t)s->vocab;
+    int k = s->k, *rows = s->rows;
+    *n_out = 0;
     int acc = 0, rejected = 0;
     for (int j = 0; j <= k; j++) {
-        el_sampler_dist(s->ts, s->logits + j * V, s->p);
+        memcpy(s->res, logits + j * V, V * sizeof(float));  // the sampler's transformations work in place
+        el_sampler_dist(s->ts, s->res, s->p);
         int tok;
         if (j < k) {
             int ok;
@@ -273,7 +293,7 @@ el_status el_spec_round(el_spec *s, int max_out, int *out, int *n_out, el_error 
         out[(*n_out)++] = tok;
         if (rejected) break;
     }
-    double t2 = el_time_s();
+    double t2 = el_time_s(), t0 = s->t_round, t1 = s->t_drafted;
     // the draft forgets its rejected proposals; its cache keeps the accepted ones it ran
     el_sampler_rewind(s->ds, k);
     for (int i = 0; i < *n_out; i++) el_sampler_accept(s->ds, out[i]);
@@ -290,9 +310,9 @@ el_status el_spec_round(el_spec *s, int max_out, int *out, int *n_out, el_error 
     S->tokens += (uint64_t)*n_out;
     S->draft_s += t1 - t0;
     S->verify_s += t2 - t1;
-    S->link_s += el_pipeline_last(s->target)->link_s;
+    S->link_s += link_s;
     S->k_sum += (uint64_t)k;
-    S->predicted_sum += pred;
+    S->predicted_sum += s->pred;
     if (k > 0) {
         double per = (t1 - t0) / k;  // k draft forwards: the catch-up and k-1 proposals
         s->draft_ema = s->draft_ema > 0 ? 0.8 * s->draft_ema + 0.2 * per : per;
@@ -303,5 +323,17 @@ el_status el_spec_round(el_spec *s, int max_out, int *out, int *n_out, el_error 
     s->sxx = keep * s->sxx + x * x, s->sxy = keep * s->sxy + x * y;
     if (!s->rows_seen_lo || x < s->rows_seen_lo) s->rows_seen_lo = (int)x;
     if (x > s->rows_seen_hi) s->rows_seen_hi = (int)x;
+}
+
+el_status el_spec_round(el_spec *s, int max_out, int *out, int *n_out, el_error *err) {
+    *n_out = 0;
+    if (!s->target) return el_err(err, EL_ERR_STATE, "no target pipeline: verify with el_spec_verify");
+    const int *rows;
+    int n;
+    el_status st = el_spec_draft(s, max_out, &rows, &n, err);
+    if (st) return st;
+    // verify the k+1 rows in one pass
+    if ((st = el_pipeline_forward(s->target, rows, n, s->n - 1, s->logits, 1, err))) return st;
+    el_spec_verify(s, s->logits, el_pipeline_last(s->target)->link_s, out, n_out);
     return EL_OK;
 }

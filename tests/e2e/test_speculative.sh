@@ -64,6 +64,48 @@ start_worker "$T/ws.log" -m "$T/syn.gguf" --layers 2:4 --listen tcp://127.0.0.1:
 check_same synth-split "${S[@]}" --draft "$T/syn-q4_0.gguf" --split 2 --via 127.0.0.1:$port --insecure
 check_same synth-split-self "${S[@]}" --draft self:1 --draft-k 2 --split 2 --via 127.0.0.1:$port --insecure
 
+# chat: every turn (the cache reused across turns, /reset) as the model alone
+"$EDGELLM" synth --dim 64 --layers 3 --heads 4 --ff 160 --vocab 400 --ctx 256 --seed 9 --chat-template chatml \
+  -o "$T/chat.gguf" >/dev/null 2>&1 || fail "synth chat model"
+"$EDGELLM" quantize "$T/chat.gguf" "$T/chat-q4_0.gguf" q4_0 >/dev/null 2>&1 || fail "quantize the chat draft"
+turns=$'Hello there\nTell me a story\n/reset\nOnce\n'
+"$EDGELLM" chat -m "$T/chat.gguf" --temp 0 -n 30 -t 1 <<<"$turns" >"$T/chat0.txt" 2>/dev/null || fail "chat"
+for d in "--draft $T/chat-q4_0.gguf" "--draft self:2 --draft-k 3"; do
+  # shellcheck disable=SC2086
+  "$EDGELLM" chat -m "$T/chat.gguf" --temp 0 -n 30 -t 1 $d <<<"$turns" >"$T/chat1.txt" 2>"$T/chat1.err" \
+    || fail "chat $d: $(tail -1 "$T/chat1.err")"
+  cmp -s "$T/chat0.txt" "$T/chat1.txt" && pass || fail "chat $d: the replies differ from the model alone"
+done
+
+# serve: concurrent greedy completions with drafting sequences equal `run` alone
+prompts=("Once upon a time" "The dream" "I" "Lights in the sky")
+for i in 0 1 2 3; do
+  "$EDGELLM" run -m "$T/aid.gguf" -p "${prompts[$i]}" -n 40 --temp 0 -t 1 >"$T/run$i.txt" 2>/dev/null || fail "run $i"
+done
+for d in "--draft $T/aid-q4_0.gguf" "--draft self:2 --draft-k 3"; do
+  port=$(free_port)
+  # shellcheck disable=SC2086
+  "$EDGELLM" serve -m "$T/aid.gguf" --listen "127.0.0.1:$port" --slots 4 -t 1 -q $d 2>"$T/serve.log" &
+  spid=$!
+  bg_pids+=("$spid")
+  for _ in $(seq 1 200); do curl -sf "http://127.0.0.1:$port/health" >/dev/null 2>&1 && break; sleep 0.05; done
+  cpids=()
+  for i in 0 1 2 3; do
+    curl -s "http://127.0.0.1:$port/v1/completions" -H 'Content-Type: application/json' \
+      -d "{\"model\": \"aid\", \"prompt\": \"${prompts[$i]}\", \"max_tokens\": 40, \"temperature\": 0}" >"$T/c$i.json" &
+    cpids+=($!)
+  done
+  for p in "${cpids[@]}"; do wait "$p"; done
+  for i in 0 1 2 3; do
+    got=$(python3 -c 'import json,sys; print(sys.argv[2] + json.load(open(sys.argv[1]))["choices"][0]["text"])' \
+      "$T/c$i.json" "${prompts[$i]}" 2>/dev/null)
+    expect_eq "serve $d, prompt $i" "$got" "$(cat "$T/run$i.txt")"
+  done
+  kill "$spid"
+  wait "$spid" 2>/dev/null
+done
+expect_error "vocabulary of 700 tokens" "$EDGELLM" serve -m "$T/aid.gguf" --draft "$T/other-vocab.gguf"
+
 # sampling (temperature > 0) runs too, and --stats reports the rounds
 "$EDGELLM" run -m "$BIN" -z "$TOK" -p "Once" -n 40 --temp 0.8 --seed 5 -t 1 --draft "$T/aid-q4_0.gguf" --stats \
   >"$T/t.txt" 2>"$T/t.err" || fail "sampled speculative run: $(tail -1 "$T/t.err")"
