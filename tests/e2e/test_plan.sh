@@ -41,6 +41,24 @@ assert all(p["cut"] <= 3 for p in plans if p["fits"]), [p for p in plans if p["f
 assert all(not p["fits"] for p in plans if p["cut"] > 3)
 print("with 48 MiB the chosen cut is", best["cut"])
 PY
+# speculative decoding on the chosen plan (the fast link: cut 0), by the cost model of run --draft-k auto:
+# a round of k costs k drafts plus the one-row latency plus k extra rows
+spec=$("$EDGELLM" plan --device "$T/slow.json" --edge "$T/node.json" --rate 1gbit --rtt 0.2ms --json \
+  --draft-alpha 0.9 --draft-ms 0.01)
+python3 - "$spec" <<'PY' && pass || fail "plan --draft-alpha: $spec"
+import json, sys
+d = json.loads(sys.argv[1])
+s, best = d["speculative"], d["plans"][0]
+a, t_d, fixed, row = s["alpha"], s["draft_ms"], s["verify_fixed_ms"], s["verify_row_ms"]
+assert abs(fixed + row - best["decode_ms"]) < 1e-3, (fixed, row, best["decode_ms"])
+assert abs(t_d - 0.01) < 1e-9
+tps = [(k["k"], k["tokens_per_s"]) for k in s["k"]]
+for k, v in tps:
+    want = (1 - a ** (k + 1)) / (1 - a) / ((k * t_d + fixed + row * (k + 1)) / 1e3)
+    assert abs(v - want) < 1e-3 * want, (k, v, want)
+assert s["best_k"] == max(tps, key=lambda kv: kv[1])[0]
+PY
+expect_error "--draft-alpha needs one of" "$EDGELLM" plan --device "$T/slow.json" --edge "$T/node.json" --rate 1gbit --rtt 1ms --draft-alpha 0.5
 "$EDGELLM" plan --device "$T/slow.json" --edge "$T/node.json" --rate 100mbit --rtt 10ms --act all --ushape --svg "$T/plan.svg" >"$T/plan.txt"
 grep -q "<- chosen" "$T/plan.txt" && grep -q "<svg" "$T/plan.svg" && grep -q "chosen: K=" "$T/plan.svg" && pass || fail "plan table/svg"
 expect_error "\"layers\" must list 8 layers" "$EDGELLM" plan --device <(echo '{"format":"edgellm-profile-1","n_layers":8,"dim":512,"vocab":4096,"threads":1,"prefill_batch":1,"embed_s":0,"head_s":0,"decode_ctx":[16],"layers":[]}') --edge "$T/node.json" --rate 1mbit --rtt 1ms
