@@ -114,7 +114,8 @@ wait $f1 $f2
 echo "worker RSS $rss0 KiB before the floods, $rss1 KiB during; honest device $quiet_ms ms/token alone, $busy_ms during"
 expect_eq "honest text during the floods" "$busy_text" "$quiet_text"
 [ $((rss1 - rss0)) -lt $(((64 + 24) << 10)) ] && pass || fail "the worker held $(((rss1 - rss0) >> 10)) MiB for a client that does not read"
-python3 -c "import sys; sys.exit(0 if float('$busy_ms') < 2 * float('$quiet_ms') + 0.2 else 1)" && pass \
+# (loose on purpose: CI machines are shared; a worker stalled by the flood would be far slower)
+python3 -c "import sys; sys.exit(0 if float('$busy_ms') < 4 * float('$quiet_ms') + 1.0 else 1)" && pass \
   || fail "the honest device slowed from $quiet_ms to $busy_ms ms/token"
 grep -q "exceeds this worker's reply limit" "$T/flood.log" && pass || fail "64 MiB probes were not refused: $(tail -3 "$T/flood.log")"
 grep -q "does not read its replies" "$T/flood.log" && pass || fail "the non-reading client was not stopped: $(tail -3 "$T/flood.log")"
@@ -124,10 +125,12 @@ kill "$wpid"; wait "$wpid" 2>/dev/null
 p2=$(free_port); p1=$(free_port)
 start_worker "$T/cloud.log" -m "$BIN" --layers 3:4 --listen tcp://127.0.0.1:$p2 --insecure -t 1 --max-batch-tokens 8 \
   --idle-timeout 2 --stats-every 0.2 --json || fail "cloud worker"
+# (--timeout 3000: a reply the cloud never sends for the killed device, e.g. a request it
+# got after that device's session there idled out, is given up after 3 s, not the default 30)
 start_worker "$T/edge.log" -m "$BIN" --layers 1:3 --listen tcp://127.0.0.1:$p1 --next tcp://127.0.0.1:$p2 --insecure -t 1 \
-  --max-batch-tokens 8 --idle-timeout 2 --stats-every 0.2 --json || fail "edge worker"
+  --max-batch-tokens 8 --idle-timeout 2 --timeout 3000 --stats-every 0.2 --json || fail "edge worker"
 run_devices tcp://127.0.0.1:$p1 1,3 chain
-for _ in $(seq 1 100); do
+for _ in $(seq 1 250); do
   [ "$(kv_now "$T/edge.log")" = 0 ] && [ "$(kv_now "$T/cloud.log")" = 0 ] && break
   sleep 0.1
 done
