@@ -8,6 +8,7 @@
 
 #include "cli.h"
 #include "common.h"
+#include "edgellm/kernels.h"
 #include "edgellm/lora.h"
 #include "edgellm/model.h"
 #include "edgellm/splittrain.h"
