@@ -83,7 +83,7 @@ void el_attention_forward(el_pool *pool, float *out, float *lse, const float *q,
                           int T, int H, int KVH, int hd, int window);
 // dq, dk, dv OVERWRITTEN, from dout and the forward's q, k, v, out and lse
 // (P recomputed from them, never stored). D: [B·T, H] scratch. Returns -1
-// when a task could not get its scratch (T above 1024), else 0.
+// when a task could not get its scratch (tiles of 64 x T floats), else 0.
 int el_attention_backward(el_pool *pool, float *dq, float *dk, float *dv, const float *dout, const float *q,
                            const float *k, const float *v, const float *out, const float *lse, int B, int T, int H,
                            int KVH, int hd, int window, float *D);

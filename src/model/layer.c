@@ -177,76 +177,85 @@ void el_attention_forward(el_pool *pool, float *out, float *lse, const float *q,
 // would grow as layers·heads·T²). With dP = dO·Vᵀ and D = rowsum(dP ⊙ P) =
 // dO·O (O the forward's output), dS = P ⊙ (dP - D), and
 //   dQ = dS·K/√hd,  dK = dSᵀ·Q/√hd,  dV = Pᵀ·dO.
-// Two passes, so that every output row has one writer: per (head, query rows)
-// for dQ, per (kv head, key rows) for dK and dV, summing over the group's
-// heads and the rows that attend to each key.
+// Two passes, so that every output row has one writer: per (head, block of
+// query rows) for dQ, per (kv head, block of key rows) for dK and dV, summing
+// over the group's heads and the rows that attend to each key. A block's
+// products are tiles of at most ATTN_BWD_ROWS x T for f32 BLAS; entries
+// outside the causal window get P = dS = 0.
+#define ATTN_BWD_ROWS 64
+
 typedef struct {
     float *dq, *dk, *dv, *D;
     const float *dout, *q, *k, *v, *out, *lse;
-    int B, T, H, KVH, hd, window, row_blocks;
-    int pass;  // 0: dQ (and D), 1: dK and dV
+    int B, T, H, KVH, hd, window, blocks;  // blocks: row blocks per sequence
+    int pass;                              // 0: dQ (and D), 1: dK and dV
     atomic_int failed;
 } attn_bwd_job;
 
-// dQ of query row r, head h (s, dp: T floats of scratch each)
-static void dq_row(const attn_bwd_job *j, int h, int r, float *s, float *dp) {
-    int T = j->T, hd = j->hd, qd = j->H * hd, kvd = j->KVH * hd;
-    int t = r % T, start = j->window && t + 1 > j->window ? t + 1 - j->window : 0, cnt = t + 1 - start;
-    size_t qo = (size_t)r * qd + (size_t)h * hd, ko = (size_t)(r - t + start) * kvd + (size_t)(h / (j->H / j->KVH)) * hd;
-    float scale = 1.0f / sqrtf((float)hd), lse = j->lse[(size_t)r * j->H + h];
-    float D = el_dot_f32(j->dout + qo, j->out + qo, hd);
-    j->D[(size_t)r * j->H + h] = D;
-    el_attn_scores(s, j->q + qo, j->k + ko, (size_t)kvd, cnt, hd, scale);
-    el_attn_scores(dp, j->dout + qo, j->v + ko, (size_t)kvd, cnt, hd, 1.0f);
-    for (int i = 0; i < cnt; i++) s[i] = expf(s[i] - lse) * (dp[i] - D) * scale;  // dS/√hd
-    memset(j->dq + qo, 0, (size_t)hd * sizeof(float));
-    el_attn_mix(j->dq + qo, s, j->k + ko, (size_t)kvd, cnt, hd);
+// Does query position t attend to key position p?
+static int sees(const attn_bwd_job *j, int t, int p) { return p <= t && (!j->window || t - p < j->window); }
+
+// dQ of query positions t0..t1-1 of sequence b, head h (S, dP: m x T scratch)
+static void dq_block(const attn_bwd_job *j, int h, int b, int t0, int t1, float *S, float *dP) {
+    int T = j->T, hd = j->hd, qd = j->H * hd, kvd = j->KVH * hd, m = t1 - t0;
+    int p0 = j->window && t0 + 1 > j->window ? t0 + 1 - j->window : 0, cnt = t1 - p0;  // the keys any row reads
+    size_t q0 = (size_t)(b * T + t0) * qd + (size_t)h * hd, k0 = (size_t)(b * T + p0) * kvd + (size_t)(h / (j->H / j->KVH)) * hd;
+    float scale = 1.0f / sqrtf((float)hd);
+    el_sgemm(0, 1, m, cnt, hd, scale, j->q + q0, qd, j->k + k0, kvd, 0, S, cnt);     // S = Q Kᵀ/√hd
+    el_sgemm(0, 1, m, cnt, hd, 1.0f, j->dout + q0, qd, j->v + k0, kvd, 0, dP, cnt);  // dP = dO Vᵀ
+    for (int i = 0; i < m; i++) {
+        size_t r = (size_t)(b * T + t0 + i), at = r * j->H + h;
+        float D = el_dot_f32(j->dout + q0 + (size_t)i * qd, j->out + q0 + (size_t)i * qd, hd), lse = j->lse[at];
+        j->D[at] = D;
+        float *s = S + (size_t)i * cnt, *dp = dP + (size_t)i * cnt;
+        for (int c = 0; c < cnt; c++) s[c] = sees(j, t0 + i, p0 + c) ? expf(s[c] - lse) * (dp[c] - D) * scale : 0.0f;
+    }
+    el_sgemm(0, 0, m, hd, cnt, 1.0f, S, cnt, j->k + k0, kvd, 0, j->dq + q0, qd);  // dQ = dS K/√hd
 }
 
-// dK and dV of key row r, kv head kvh: its position p is read by the query
-// rows p .. last-1 of its sequence, through every head of the group
-static void dkv_row(const attn_bwd_job *j, int kvh, int r, float *s, float *pw) {
-    int T = j->T, hd = j->hd, qd = j->H * hd, kvd = j->KVH * hd, group = j->H / j->KVH;
-    int p = r % T, last = j->window && p + j->window < T ? p + j->window : T, cnt = last - p;
-    size_t ko = (size_t)r * kvd + (size_t)kvh * hd;
-    float scale = 1.0f / sqrtf((float)hd), *dk = j->dk + ko, *dv = j->dv + ko;
-    memset(dk, 0, (size_t)hd * sizeof(float));
-    memset(dv, 0, (size_t)hd * sizeof(float));
+// dK and dV of key positions p0..p1-1 of sequence b, kv head kvh, from every
+// head of its group and every query row that reads them
+static void dkv_block(const attn_bwd_job *j, int kvh, int b, int p0, int p1, float *S, float *P) {
+    int T = j->T, hd = j->hd, qd = j->H * hd, kvd = j->KVH * hd, m = p1 - p0, group = j->H / j->KVH;
+    int t1 = j->window && p1 - 1 + j->window < T ? p1 - 1 + j->window : T, cnt = t1 - p0;  // the rows that read any
+    size_t k0 = (size_t)(b * T + p0) * kvd + (size_t)kvh * hd;
+    float scale = 1.0f / sqrtf((float)hd);
     for (int h = kvh * group; h < (kvh + 1) * group; h++) {
-        size_t qo = (size_t)r * qd + (size_t)h * hd;  // query rows r .. r + cnt - 1
-        el_attn_scores(s, j->k + ko, j->q + qo, (size_t)qd, cnt, hd, scale);
-        el_attn_scores(pw, j->v + ko, j->dout + qo, (size_t)qd, cnt, hd, 1.0f);
-        for (int i = 0; i < cnt; i++) {
-            size_t at = (size_t)(r + i) * j->H + h;
-            float P = expf(s[i] - j->lse[at]);
-            s[i] = P * (pw[i] - j->D[at]) * scale;
-            pw[i] = P;
+        size_t q0 = (size_t)(b * T + p0) * qd + (size_t)h * hd;
+        el_sgemm(0, 1, m, cnt, hd, scale, j->k + k0, kvd, j->q + q0, qd, 0, S, cnt);     // Sᵀ = K Qᵀ/√hd
+        el_sgemm(0, 1, m, cnt, hd, 1.0f, j->v + k0, kvd, j->dout + q0, qd, 0, P, cnt);  // dPᵀ = V dOᵀ
+        for (int i = 0; i < m; i++) {
+            float *s = S + (size_t)i * cnt, *pw = P + (size_t)i * cnt;
+            for (int c = 0; c < cnt; c++) {
+                size_t at = (size_t)(b * T + p0 + c) * j->H + h;
+                float pr = sees(j, p0 + c, p0 + i) ? expf(s[c] - j->lse[at]) : 0.0f;
+                s[c] = pr * (pw[c] - j->D[at]) * scale;
+                pw[c] = pr;
+            }
         }
-        el_attn_mix(dk, s, j->q + qo, (size_t)qd, cnt, hd);
-        el_attn_mix(dv, pw, j->dout + qo, (size_t)qd, cnt, hd);
+        float beta = h == kvh * group ? 0.0f : 1.0f;
+        el_sgemm(0, 0, m, hd, cnt, 1.0f, S, cnt, j->q + q0, qd, beta, j->dk + k0, kvd);     // dK += dSᵀ Q/√hd
+        el_sgemm(0, 0, m, hd, cnt, 1.0f, P, cnt, j->dout + q0, qd, beta, j->dv + k0, kvd);  // dV += Pᵀ dO
     }
 }
 
-// One (head or kv head, block of rows) of a pass.
+// One (head or kv head, sequence, block of rows) of a pass.
 static void attn_bwd_task(void *ctx, int task, int n_tasks) {
     (void)n_tasks;
     attn_bwd_job *j = ctx;
-    int n = j->B * j->T, head = task / j->row_blocks, r0 = task % j->row_blocks * ATTN_ROWS_PER_TASK;
-    int r1 = r0 + ATTN_ROWS_PER_TASK < n ? r0 + ATTN_ROWS_PER_TASK : n;
-    float stack[2048];
-    float *s = j->T <= 1024 ? stack : malloc(2 * (size_t)j->T * sizeof(float));
-    if (!s) {
+    int head = task / (j->B * j->blocks), b = task / j->blocks % j->B, r0 = task % j->blocks * ATTN_BWD_ROWS;
+    int r1 = r0 + ATTN_BWD_ROWS < j->T ? r0 + ATTN_BWD_ROWS : j->T;
+    float *S = malloc(2 * (size_t)ATTN_BWD_ROWS * j->T * sizeof(float));
+    if (!S) {
         atomic_store(&j->failed, 1);
         return;
     }
-    float *s2 = s + (j->T <= 1024 ? 1024 : j->T);
-    for (int r = r0; r < r1; r++) {
-        if (j->pass)
-            dkv_row(j, head, r, s, s2);
-        else
-            dq_row(j, head, r, s, s2);
-    }
-    if (s != stack) free(s);
+    float *S2 = S + (size_t)ATTN_BWD_ROWS * j->T;
+    if (j->pass)
+        dkv_block(j, head, b, r0, r1, S, S2);
+    else
+        dq_block(j, head, b, r0, r1, S, S2);
+    free(S);
 }
 
 int el_attention_backward(el_pool *pool, float *dq, float *dk, float *dv, const float *dout, const float *q,
@@ -254,11 +263,11 @@ int el_attention_backward(el_pool *pool, float *dq, float *dk, float *dv, const 
                           int hd, int window, float *D) {
     attn_bwd_job j = {.dq = dq, .dk = dk, .dv = dv, .D = D, .dout = dout, .q = q, .k = k, .v = v, .out = out, .lse = lse,
                       .B = B, .T = T, .H = H, .KVH = KVH, .hd = hd, .window = window,
-                      .row_blocks = (B * T + ATTN_ROWS_PER_TASK - 1) / ATTN_ROWS_PER_TASK};
+                      .blocks = (T + ATTN_BWD_ROWS - 1) / ATTN_BWD_ROWS};
     atomic_init(&j.failed, 0);
-    el_pool_run(pool, attn_bwd_task, &j, j.row_blocks * H);  // also fills D, which the second pass reads
+    el_pool_run(pool, attn_bwd_task, &j, H * B * j.blocks);  // also fills D, which the second pass reads
     j.pass = 1;
-    el_pool_run(pool, attn_bwd_task, &j, j.row_blocks * KVH);
+    el_pool_run(pool, attn_bwd_task, &j, KVH * B * j.blocks);
     return atomic_load(&j.failed) ? -1 : 0;
 }
 
