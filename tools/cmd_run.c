@@ -18,21 +18,25 @@ static const char *usage_head =
     "usage: edgellm run -m MODEL [-z TOKENIZER] (-p PROMPT | -f FILE) [options]\n"
     "\n"
     "Generates text from PROMPT. stdout carries only the prompt followed by the\n"
-    "generated text; diagnostics go to stderr.\n"
+    "generated text and a newline; diagnostics go to stderr.\n"
     "\n"
     "  -m, --model FILE        GGUF model or llama2.c checkpoint\n"
     "  -z, --tokenizer FILE    tokenizer (llama2.c tokenizer file or GGUF); default: the model's own\n"
     "  -p, --prompt TEXT       the prompt (UTF-8, not empty)\n"
-    "  -f, --file FILE         read the prompt from FILE\n"
-    "  -n, --steps N           new tokens to generate (default 256); stops early at BOS/EOS\n"
+    "  -f, --file FILE         read the prompt from FILE (- = standard input)\n"
+    "  -e, --escape            turn \\n \\t \\\\ \\\" \\xHH ... in the prompt into the bytes they name\n"
+    "  -n, --steps N           new tokens to generate (default 256; also --n-predict); stops early\n"
+    "                          at BOS/EOS, and at the end of the context with a notice\n"
     "      --ignore-eos        do not stop at BOS/EOS (for benchmarks)\n"
-    "      --temp T            temperature; 0 = greedy (default 1.0)\n"
-    "      --top-k K           keep the K most likely tokens (default 0 = off)\n"
-    "      --top-p P           nucleus sampling threshold (default 0.9; 1 = off)\n"
-    "      --min-p P           drop tokens below P x the top probability (default 0 = off)\n"
-    "      --repeat-penalty R  penalise the last 64 tokens (default 1.0 = off)\n"
-    "      --seed S            random seed (default: from the clock)\n"
-    "      --ctx N             context length (default: the model's)\n"
+    "      --temp T            temperature; 0 = greedy (default 0.8)\n"
+    "      --top-k K           keep the K most likely tokens (default 40; 0 = off)\n"
+    "      --top-p P           nucleus sampling threshold (default 0.95; 1 = off)\n"
+    "      --min-p P           drop tokens below P x the top probability (default 0.05; 0 = off)\n"
+    "      --repeat-penalty R  penalise recent tokens (default 1.0 = off)\n"
+    "      --repeat-last-n N   how many recent tokens the penalty looks at (default 64)\n"
+    "  -s, --seed S            random seed (default: from the clock)\n"
+    "  -c, --ctx N             context length (default: the model's; also --ctx-size); longer than\n"
+    "                          the model was trained on is allowed, with a warning\n"
     TOOL_KV_HELP
     "      --lora FILE[:S]     apply a LoRA adapter (GGUF) with scale S (default 1); repeatable\n"
     "      --chat              the prompt is a user message: render it with the model's chat\n"
@@ -40,7 +44,9 @@ static const char *usage_head =
     "      --template NAME     with --chat: llama2, llama3, chatml, zephyr or mistral\n"
     "      --system TEXT       with --chat: a system message before the prompt\n"
     "  -t, --threads N         threads (default: all CPUs)\n"
-    "      --stats             print per-token and total timing, bytes and peak memory to stderr\n"
+    "      --stats             print a summary to stderr: prefill and decode tokens/s, the mean\n"
+    "                          time per token (device, link, workers), bytes, peak memory\n"
+    "      --stats=tokens      the summary and one line per token\n"
     "      --json              print the totals as one JSON object on stderr\n"
     "\n"
     "  -h, --help              this text\n"
@@ -51,7 +57,7 @@ static const char *usage_tail =
     "\n"
     "example: edgellm run -m ../shared/models/aidreams260K.bin -z ../shared/models/tok512.bin \\\n"
     "           -p \"The dream\" -n 100 --temp 0\n"
-    "         edgellm run -m model.gguf -p \"Hello\" --split 2 --via tcp://127.0.0.1:7001 --insecure --stats\n";
+    "         edgellm run -m model.gguf -p \"Hello\" --split 2 --via 127.0.0.1:7001 --insecure --stats\n";
 
 static volatile sig_atomic_t interrupted;
 static void on_sigint(int sig) {
@@ -78,12 +84,12 @@ int cmd_run(int argc, char **argv) {
     const char *tmpl_name = NULL, *system = NULL;
     int chat_mode = 0;
     tool_loras lo = {0};
-    int steps = 256, ignore_eos = 0, threads = 0, ctx = 0, stats = 0, json = 0, have_seed = 0, split;
+    int steps = 256, ignore_eos = 0, threads = 0, ctx = 0, stats = 0, json = 0, have_seed = 0, split, escapes = 0;
+    int stats_tokens = 0;
     int kv_type = EL_DTYPE_F32, edge = 0;
     tool_split ts;
     tool_split_init(&ts);
     el_sampler_params sp = el_sampler_defaults();
-    sp.top_p = 0.9f;
     const char *a;
     int opt;
     while ((a = cli_next(&c, &opt))) {
@@ -92,13 +98,15 @@ int cmd_run(int argc, char **argv) {
         else if (cli_is(a, "-z", "--tokenizer")) tok_path = cli_str(&c, a);
         else if (cli_is(a, "-p", "--prompt")) prompt = cli_str(&c, a);
         else if (cli_is(a, "-f", "--file")) prompt_file = cli_str(&c, a);
-        else if (cli_is(a, "-n", "--steps")) cli_int(&c, a, 0, 1 << 24, &steps);
+        else if (cli_is(a, "-e", "--escape")) escapes = 1;
+        else if (cli_is(a, "-n", "--steps") || cli_is(a, NULL, "--n-predict")) cli_int(&c, a, 0, 1 << 24, &steps);
         else if (tool_sampler_option(&c, a, &sp, &have_seed)) continue;
-        else if (cli_is(a, NULL, "--ctx")) cli_int(&c, a, 1, 1 << 20, &ctx);
+        else if (cli_is_ctx(a)) cli_int(&c, a, 1, 1 << 20, &ctx);
         else if (tool_kv_option(&c, a, &kv_type)) continue;
         else if (cli_is(a, NULL, "--edge-sample")) edge = 1;
         else if (cli_is(a, "-t", "--threads")) cli_int(&c, a, 1, 256, &threads);
         else if (cli_is(a, NULL, "--stats")) stats = 1;
+        else if (cli_is(a, NULL, "--stats=tokens")) stats = stats_tokens = 1;
         else if (cli_is(a, NULL, "--json")) json = 1;
         else if (cli_is(a, NULL, "--ignore-eos")) ignore_eos = 1;
         else if (cli_is(a, NULL, "--chat")) chat_mode = 1;
@@ -131,13 +139,13 @@ int cmd_run(int argc, char **argv) {
     el_pool *pool = NULL;
     tool_chat chat = {0};
     el_stopper reply = {0};
-    char *file_text = NULL;
+    char *file_text = NULL, *system_owned = NULL;
     int *ids = NULL, n_ids = 0, rc = 1;
     float *logits = NULL;
     float *token_ms = NULL;  // --json: the wall time of each decode step
     int n_token_ms = 0;
     size_t prompt_len;
-    if (tool_load_prompt(prompt, prompt_file, 0, &file_text, &prompt, &prompt_len, &err)) goto out;
+    if (tool_load_prompt(prompt, prompt_file, 0, escapes, &file_text, &prompt, &prompt_len, &err)) goto out;
     if (el_sampler_check(&sp, &err)) goto out;
     el_model_opts mo = {0};
     if (tool_split_prepare(&ts, &mo, &err)) goto out;
@@ -148,6 +156,14 @@ int cmd_run(int argc, char **argv) {
     if (tool_loras_load(&lo, m, &err)) goto out;
     if (el_model_tokenizer(m, tok_path, &tok, &err)) goto out;
     if (chat_mode) {
+        if (system && escapes) {
+            if (!(system_owned = strdup(system))) {
+                el_err(&err, EL_ERR_NOMEM, "out of memory");
+                goto out;
+            }
+            tool_unescape(system_owned, strlen(system_owned));
+            system = system_owned;
+        }
         if (system && tool_check_prompt(system, strlen(system), "--system", 0, &err)) goto out;
         if (tool_chat_init(&chat, m, tok, tmpl_name, &err)) goto out;
         char *user = strndup(prompt, prompt_len);
@@ -164,7 +180,7 @@ int cmd_run(int argc, char **argv) {
         // BOS as the model's metadata asks (Qwen2 vocabularies do not want one)
         goto out;
     }
-    if (ctx == 0) ctx = m->hp.ctx;
+    ctx = tool_ctx("run", m, ctx);
     if (n_ids >= ctx) {
         el_err(&err, EL_ERR_RANGE, "the prompt has %d tokens, more than the context of %d allows", n_ids, ctx);
         goto out;
@@ -208,8 +224,8 @@ int cmd_run(int argc, char **argv) {
         goto out;
     double t_prefill = el_time_s() - t0;
     el_split_stats prefill = *el_pipeline_total(pipe);
-    if (stats) print_stats_line(stderr, "prefill", &prefill, split);
-    int pos = n_ids, prev = ids[n_ids - 1], generated = 0;
+    if (stats_tokens) print_stats_line(stderr, "prefill", &prefill, split);
+    int pos = n_ids, prev = ids[n_ids - 1], generated = 0, ctx_end = 0;
     if (json) token_ms = malloc((size_t)(steps + 1) * sizeof(float));
     int bos = el_tokenizer_bos(tok), eos = el_tokenizer_eos(tok);
     double t1 = el_time_s(), t_tok = t1;
@@ -231,7 +247,11 @@ int cmd_run(int argc, char **argv) {
         el_sampler_accept(smp, next);
         generated++;
         prev = next;
-        if (generated == steps || pos >= ctx) break;
+        if (generated == steps) break;
+        if (pos >= ctx) {
+            ctx_end = 1;
+            break;
+        }
         history[pos] = next;
         if (have_auto && generated % ts.replan_every == 0 && tool_auto_replan(&autop, pipe, history, pos, 0, &err)) goto out;
         if (edge ? el_pipeline_next_token(pipe, &next, 1, pos, &edge_next, &err)
@@ -244,7 +264,7 @@ int cmd_run(int argc, char **argv) {
             token_ms[n_token_ms++] = (float)((now - t_tok) * 1e3);
             t_tok = now;
         }
-        if (stats) {
+        if (stats_tokens) {
             char label[32];
             snprintf(label, sizeof label, "token %d", generated);
             print_stats_line(stderr, label, el_pipeline_last(pipe), split);
@@ -255,6 +275,9 @@ int cmd_run(int argc, char **argv) {
     if (chat_mode) tool_chat_flush(&reply, stdout);
     fputc('\n', stdout);
     fflush(stdout);
+    if (ctx_end)
+        fprintf(stderr, "edgellm run: stopped at the end of the context (%d positions) after %d of the %d tokens asked "
+                "for%s\n", ctx, generated, steps, ctx < m->hp.ctx ? "; -c N gives a longer one" : "");
     // decode totals: everything after the prefill
     el_split_stats dec = *el_pipeline_total(pipe);
     int n_dec = generated > 1 ? generated - 1 : 0;  // forwards after the prefill
@@ -306,6 +329,7 @@ out:
     free(token_ms);
     free(ids);
     free(file_text);
+    free(system_owned);
     el_sampler_free(smp);
     el_pipeline_free(pipe);
     if (have_auto) tool_auto_free(&autop);

@@ -118,6 +118,25 @@ el_isa el_cpu_isa(void);
 int el_cpu_has_avx512vnni(void);
 const char *el_isa_name(el_isa isa);
 
+// ---------------------------------------------------------------- addresses
+
+// A TCP address, written HOST:PORT or tcp://HOST:PORT by every command that
+// listens or connects. HOST is a name, an IPv4 address, [IPv6] (brackets
+// required) or * (any interface, for listening).
+typedef struct {
+    char host[256];  // without brackets
+    int port;        // 0..65535; 0 lets the kernel pick when listening
+} el_addr;
+
+el_status el_addr_parse(const char *s, el_addr *a, el_error *err);
+// 1 if the host is this machine only, however it is spelled: localhost,
+// 127.0.0.0/8, ::1 (0:0:0:0:0:0:0:1 ...), ::ffff:127.x.y.z.
+int el_addr_is_loopback(const el_addr *a);
+int el_addr_is_ipv6(const el_addr *a);
+// "tcp://HOST:PORT" ("tcp://[::1]:PORT" for IPv6). for_bind turns localhost
+// into 127.0.0.1, since ZeroMQ binds to addresses and interfaces, not names.
+void el_addr_format(const el_addr *a, int for_bind, char *buf, size_t n);
+
 // ---------------------------------------------------------------- misc
 
 // 64-bit FNV-1a, for identity hashes of models and stages.
@@ -131,8 +150,14 @@ size_t el_utf8_check(const char *s, size_t n);
 
 // Read a whole file into memory (NUL-terminated for convenience). Caps at max_bytes.
 el_status el_read_file(const char *path, size_t max_bytes, char **data, size_t *len, el_error *err);
-// Writes data to path + ".tmp", syncs it and renames it over path.
+// Writes data to path + ".tmp", syncs it and renames it over path, then syncs
+// the folder so the rename survives a crash.
 el_status el_write_file_atomic(const char *path, const void *data, size_t n, el_error *err);
+// The same with the file created (exclusively, never through a symlink)
+// with the given permissions, e.g. 0600 for a secret.
+el_status el_write_file_atomic_mode(const char *path, const void *data, size_t n, unsigned mode, el_error *err);
+// fsync of the folder holding path (best effort: some file systems refuse).
+void el_sync_parent_dir(const char *path);
 
 #ifdef __cplusplus
 }

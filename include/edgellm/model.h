@@ -132,6 +132,10 @@ uint64_t el_model_n_params(const el_model *m);
 // Identity hash of the hyper-parameters and the bound tensors of layers [a, b)
 // (names, shapes, dtypes, and sampled content). Used to refuse mismatched peers.
 uint64_t el_model_identity(const el_model *m, int a, int b);
+// A context longer than the model was trained on is allowed everywhere, with
+// a warning: positions it never saw make the text degrade. Returns 1 and
+// writes the warning into msg when ctx exceeds the trained context.
+int el_model_ctx_warning(const el_model *m, int ctx, char *msg, size_t n);
 
 // Opens the tokenizer that goes with a model: tok_path (a llama2.c tokenizer
 // file or a GGUF file with tokenizer.ggml.* keys) if given, else the model's own
@@ -155,6 +159,11 @@ size_t el_kv_pool_max(const el_kv_pool *p);
 // bytes (0 when they do not fit), give them back.
 int el_kv_pool_take(el_kv_pool *p, size_t n);
 void el_kv_pool_give(el_kv_pool *p, size_t n);
+// A pool inside another (one client's share of a worker's budget): what it
+// takes counts against both, and must fit in both.
+el_kv_pool *el_kv_pool_new_child(el_kv_pool *parent, size_t max_bytes);
+// Bytes that can still be taken from p (and its parents); SIZE_MAX when unlimited.
+size_t el_kv_pool_room(const el_kv_pool *p);
 
 // Positions per KV block: a session's cache grows by this many positions
 // (every layer it runs) at a time.

@@ -23,6 +23,8 @@ typedef struct {
 
 typedef struct el_sampler el_sampler;
 
+// temp 0.8, top-k 40, top-p 0.95, min-p 0.05, repeat penalty 1 (off) over
+// the last 64 tokens, seed 42: the defaults of run, chat and serve.
 el_sampler_params el_sampler_defaults(void);
 el_status el_sampler_check(const el_sampler_params *p, el_error *err);
 el_sampler *el_sampler_new(const el_sampler_params *p, int n_vocab);

@@ -12,6 +12,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <stdio.h>
+
 #include "edgellm/core.h"
 #include "edgellm/lora.h"
 #include "edgellm/model.h"
@@ -36,11 +38,11 @@ typedef struct {
     int n_messages;            // CHAT
     char **roles, **contents;  // CHAT: [n_messages], text parts joined
     int max_tokens;            // 0: not given (the server picks)
-    float temperature;         // default 1
-    float top_p;               // default 1
-    int top_k;                 // extension; default 0 (off)
-    float min_p;               // extension; default 0 (off)
-    float repeat_penalty;      // extension; default 1 (off)
+    float temperature;         // defaults: el_sampler_defaults(), as run and chat
+    float top_p;
+    int top_k;                 // extension
+    float min_p;               // extension
+    float repeat_penalty;      // extension
     int has_seed;
     uint64_t seed;
     int n_stop;
@@ -105,7 +107,12 @@ el_status el_adapter_cache_acquire(el_adapter_cache *c, const char *name, const 
 void el_adapter_cache_release(el_adapter_cache *c, const el_lora_set *set);
 // Registers (or replaces) an adapter by path; it is checked by loading it now.
 el_status el_adapter_cache_add(el_adapter_cache *c, const char *name, const char *path, el_error *err);
-// The names available now (files in dir and added ones), sorted, deduplicated.
+// Where adapters that do not fit the base are reported (NULL: nowhere).
+void el_adapter_cache_set_log(el_adapter_cache *c, FILE *log);
+// The names available now (files in dir that are adapters for this base, and
+// added ones), sorted, deduplicated. A file in dir is checked against the base
+// (loaded) the first time it is listed, and again when it changes; one that
+// does not fit is reported to the log once and left out.
 // *names is allocated: free each and the array. Returns the count (-1 on OOM).
 int el_adapter_cache_list(el_adapter_cache *c, char ***names);
 void el_adapter_cache_stats(el_adapter_cache *c, el_adapter_stats *out);
@@ -134,6 +141,12 @@ typedef struct {
     int kv_type;             // KV cache dtype (EL_DTYPE_F32 default, F16, Q8_0)
     size_t max_kv;           // KV bytes over all sequences (0: slots x ctx worth)
     int max_batch_tokens;    // rows per step: a decode row per slot plus prompt chunks (0: slots + 64)
+    // Per client (an API key; without keys, a remote address): requests it
+    // may have waiting (0: half of max_queue) and distinct adapters its
+    // requests may hold at once (0: half of max_adapters, or no limit).
+    // Free slots go to the client that runs the fewest requests.
+    int client_queue;
+    int client_adapters;
 } el_serve_opts;
 
 typedef struct el_server el_server;
@@ -150,6 +163,17 @@ void el_server_stats(el_server *s, uint64_t *requests, uint64_t *tokens, int *ac
 // Stops accepting, cancels requests in flight (streams end with an error
 // event), joins the threads and frees everything. Accepts NULL.
 void el_server_stop(el_server *s);
+
+// ---------------------------------------------------------------- panel
+
+// A read-only HTTP panel (the page of web/ at /, figures at /metrics) for a
+// node that serves no HTTP itself, such as an edge worker (worker --http).
+typedef struct el_panel el_panel;
+// Appends the node's figures to b as Prometheus text; called on the panel's thread.
+typedef void (*el_panel_metrics_fn)(void *ctx, el_sbuf *b);
+el_status el_panel_start(const char *host, int port, el_panel_metrics_fn fn, void *ctx, el_panel **out, el_error *err);
+int el_panel_port(const el_panel *p);
+void el_panel_stop(el_panel *p);
 
 #ifdef __cplusplus
 }

@@ -18,6 +18,7 @@
 struct el_kv_pool {
     atomic_size_t used;
     size_t max;  // 0: no limit
+    el_kv_pool *parent;
 };
 
 el_kv_pool *el_kv_pool_new(size_t max_bytes) {
@@ -28,11 +29,26 @@ el_kv_pool *el_kv_pool_new(size_t max_bytes) {
     return p;
 }
 
+el_kv_pool *el_kv_pool_new_child(el_kv_pool *parent, size_t max_bytes) {
+    el_kv_pool *p = el_kv_pool_new(max_bytes);
+    if (p) p->parent = parent;
+    return p;
+}
+
 void el_kv_pool_free(el_kv_pool *p) { free(p); }
 size_t el_kv_pool_used(const el_kv_pool *p) { return atomic_load(&((el_kv_pool *)p)->used); }
 size_t el_kv_pool_max(const el_kv_pool *p) { return p->max; }
 
-int el_kv_pool_take(el_kv_pool *p, size_t n) {
+size_t el_kv_pool_room(const el_kv_pool *p) {
+    size_t room = SIZE_MAX;
+    for (; p; p = p->parent) {
+        size_t used = el_kv_pool_used(p);
+        if (p->max) room = used >= p->max ? 0 : p->max - used < room ? p->max - used : room;
+    }
+    return room;
+}
+
+static int take_one(el_kv_pool *p, size_t n) {
     size_t cur = atomic_load(&p->used);
     do {
         if (p->max && (cur > p->max || n > p->max - cur)) return 0;
@@ -40,7 +56,18 @@ int el_kv_pool_take(el_kv_pool *p, size_t n) {
     return 1;
 }
 
-void el_kv_pool_give(el_kv_pool *p, size_t n) { atomic_fetch_sub(&p->used, n); }
+int el_kv_pool_take(el_kv_pool *p, size_t n) {
+    for (el_kv_pool *q = p; q; q = q->parent)
+        if (!take_one(q, n)) {
+            for (el_kv_pool *r = p; r != q; r = r->parent) atomic_fetch_sub(&r->used, n);
+            return 0;
+        }
+    return 1;
+}
+
+void el_kv_pool_give(el_kv_pool *p, size_t n) {
+    for (; p; p = p->parent) atomic_fetch_sub(&p->used, n);
+}
 
 // ---------------------------------------------------------------- sessions
 
@@ -138,9 +165,13 @@ el_status el_session_reserve(el_session *s, int n_pos, el_error *err) {
     int want = (n_pos + EL_KV_BLOCK - 1) / EL_KV_BLOCK, have = s->n_blocks;
     if (want <= have || !s->block_bytes) return EL_OK;
     size_t bytes = (size_t)(want - have) * s->block_bytes;
-    if (!el_kv_pool_take(s->kv, bytes))
-        return el_err(err, EL_ERR_NOMEM, "KV cache budget exhausted (%zu of %zu bytes in use, %zu more needed)",
-                      el_kv_pool_used(s->kv), el_kv_pool_max(s->kv), bytes);
+    if (!el_kv_pool_take(s->kv, bytes)) {
+        const el_kv_pool *q = s->kv;  // the budget that refused: this session's share, or the whole
+        while (q->parent && (!q->max || el_kv_pool_used(q) + bytes <= q->max)) q = q->parent;
+        return el_err(err, EL_ERR_NOMEM, "%s budget exhausted (%zu of %zu bytes in use, %zu more needed)",
+                      q == s->kv && q->parent ? "this client's memory" : "KV cache", el_kv_pool_used(q), el_kv_pool_max(q),
+                      bytes);
+    }
     for (int i = have; i < want; i++)
         if (!(s->blocks[i] = el_malloc_aligned(s->block_bytes))) {
             while (--i >= have) el_free_aligned(s->blocks[i]), s->blocks[i] = NULL;

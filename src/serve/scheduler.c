@@ -34,12 +34,50 @@ void job_unref(el_server *s, job *j) {
     free(j);
 }
 
+// Requests of a client waiting in the queue (s->mu held).
+static int client_queued(el_server *s, const char *client) {
+    int n = 0;
+    for (job *q = s->queue_head; q; q = q->next) n += !strcmp(q->client, client);
+    return n;
+}
+
+int sched_client_running(el_server *s, const char *client) {
+    int n = 0;
+    for (int i = 0; i < s->n_slots; i++) n += s->slots[i].j && !strcmp(s->slots[i].j->client, client);
+    return n;
+}
+
+int sched_client_adapter_ok(el_server *s, const char *client, const char *model, int *held) {
+    // the distinct adapters (by name) this client's requests hold now, queued or running
+    const char *seen[64];
+    int n = 0, has = 0;
+    for (int pass = 0; pass < 2; pass++)
+        for (int i = 0; i < (pass ? s->n_slots : 1); i++)
+            for (job *q = pass ? s->slots[i].j : s->queue_head; q; q = pass ? NULL : q->next) {
+                if (strcmp(q->client, client) || !q->adapter) continue;
+                int k = 0;
+                while (k < n && strcmp(seen[k], q->model)) k++;
+                if (k == n && n < 64) seen[n++] = q->model;
+                has |= !strcmp(q->model, model);
+            }
+    *held = n;
+    int limit = s->o.client_adapters;
+    return !strcmp(model, s->model_id) || has || limit <= 0 || n < limit;
+}
+
 el_status sched_submit(el_server *s, job *j, el_error *err) {
     pthread_mutex_lock(&s->mu);
     el_status st = EL_OK;
+    int mine = 0;
     if (s->stopping) st = el_err(err, EL_ERR_STATE, "server is shutting down");
     else if (s->met.queue_len >= s->o.max_queue)
         st = el_err(err, EL_ERR_NOMEM, "server is busy: %d requests are waiting; retry later", s->met.queue_len);
+    else if ((mine = client_queued(s, j->client)) >= s->o.client_queue)
+        st = el_err(err, EL_ERR_RANGE, "this client has %d requests waiting (the limit per client is %d); retry later",
+                    mine, s->o.client_queue);
+    else if (j->adapter && !sched_client_adapter_ok(s, j->client, j->model, &mine))
+        st = el_err(err, EL_ERR_RANGE, "this client's requests hold %d adapters (the limit per client is %d); retry later",
+                    mine, s->o.client_adapters);
     if (!st) {
         j->refs++;  // the scheduler's reference (no other thread sees j yet)
         j->id = ++s->next_id;
@@ -169,9 +207,18 @@ static void *sched_main(void *arg) {
         int n_adm = 0;
         for (int i = 0; i < n && s->queue_head && n_adm < 64; i++) {
             if (s->slots[i].j) continue;
-            job *j = s->queue_head;
-            s->queue_head = j->next;
-            if (!s->queue_head) s->queue_tail = NULL;
+            // the oldest request of the client that runs the fewest: one
+            // client's burst does not keep the others out of the slots
+            job *j = NULL, *jp = NULL;
+            int best = 1 << 30;
+            for (job *q = s->queue_head, *prev = NULL; q; prev = q, q = q->next) {
+                int r = sched_client_running(s, q->client);
+                if (r < best) best = r, j = q, jp = prev;
+                if (!r) break;
+            }
+            if (jp) jp->next = j->next;
+            else s->queue_head = j->next;
+            if (s->queue_tail == j) s->queue_tail = jp;
             j->next = NULL;
             s->met.queue_len--;
             s->slots[i].j = j;  // reserve

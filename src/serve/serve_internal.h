@@ -16,6 +16,8 @@
 // out frees it.
 typedef struct job {
     uint64_t id;
+    char client[72];  // who asked: "key N" (the Nth --api-key), or the remote address without keys
+    int counted;      // the scheduler counts it in its client's running
     el_serve_kind kind;
     int stream, include_usage;
     char model[80];
@@ -97,6 +99,11 @@ struct el_server {
 };
 
 job *job_new(void);
+// Per-client share (s->mu held): the client's running requests, and whether
+// a request for model (an adapter's name, or the base) keeps the client
+// within its adapters (*held: how many distinct ones it holds now).
+int sched_client_running(el_server *s, const char *client);
+int sched_client_adapter_ok(el_server *s, const char *client, const char *model, int *held);
 // Drops one reference; frees the job (and releases its adapter) at zero.
 void job_unref(el_server *s, job *j);
 // Queues j for the scheduler (takes a reference). Fails when the queue is full

@@ -41,6 +41,9 @@ el_status el_server_start(const el_serve_opts *opts, el_server **out, el_error *
     if (s->o.slots <= 0) s->o.slots = 16;
     if (s->o.max_body == 0) s->o.max_body = 1 << 20;
     if (s->o.max_queue <= 0) s->o.max_queue = 256;
+    if (s->o.client_queue <= 0) s->o.client_queue = s->o.max_queue > 1 ? s->o.max_queue / 2 : 1;
+    if (s->o.client_adapters <= 0 && s->o.max_adapters > 0)
+        s->o.client_adapters = s->o.max_adapters > 1 ? s->o.max_adapters / 2 : 1;
     if (s->o.max_connections <= 0) s->o.max_connections = 512;
     s->t_start = (double)time(NULL);
     el_status st;
@@ -69,16 +72,21 @@ el_status el_server_start(const el_serve_opts *opts, el_server **out, el_error *
         s->eot_token = s->eot && *s->eot ? el_tokenizer_find(s->tok, s->eot, strlen(s->eot)) : -1;
     }
     s->ctx = opts->ctx > 0 ? opts->ctx : s->m->hp.ctx;
-    if (s->ctx > s->m->hp.ctx) {
-        st = el_err(err, EL_ERR_RANGE, "--ctx %d is larger than %s's context of %d", s->ctx, opts->model_path, s->m->hp.ctx);
-        goto fail;
-    }
+    char warn[256];
+    if (el_model_ctx_warning(s->m, s->ctx, warn, sizeof warn)) fprintf(stderr, "serve: warning: %s\n", warn);
     s->pool = el_pool_new(opts->threads);
     if (!s->pool) {
         st = el_err(err, EL_ERR_NOMEM, "cannot start %d compute threads", opts->threads);
         goto fail;
     }
     if ((st = el_adapter_cache_new(s->m, opts->lora_dir, opts->max_adapters, opts->adapter_mem, &s->adapters, err))) goto fail;
+    el_adapter_cache_set_log(s->adapters, stderr);
+    if (opts->lora_dir) {  // check the folder now: adapters for another base are reported at start
+        char **names = NULL;
+        int n = el_adapter_cache_list(s->adapters, &names);
+        for (int i = 0; i < n; i++) free(names[i]);
+        free(names);
+    }
     s->n_slots = s->o.slots;
     s->slots = calloc((size_t)s->n_slots, sizeof *s->slots);
     if (!s->slots) {

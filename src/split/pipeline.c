@@ -23,6 +23,7 @@ struct el_pipeline {
     int edge;             // the last worker samples (o.edge_sampling)
     el_sampler_params sp; // its settings
     uint64_t samp_state;  // its generator state after the last token it returned
+    uint64_t max_reply;   // the largest RESULT the chain will send (0: no limit)
     int sent;        // positions the worker chain holds
     int ctx, max_batch;
     el_session_opts so;  // the caller's session options (ctx, batch)
@@ -92,6 +93,9 @@ static el_status chain_open(el_pipeline *p, el_error *err) {
     if (r.type != EL_MSG_OPENED) return el_err(err, EL_ERR_FORMAT, "worker %s: unexpected reply type %u to OPEN", p->o.via, r.type);
     p->session = r.session;
     p->sent = 0;
+    p->max_reply = 0;
+    if (r.body_len >= 8)  // the largest reply the chain sends: every-row results come in chunks below it
+        for (int i = 0; i < 8; i++) p->max_reply |= (uint64_t)r.body[i] << (8 * i);
     if (p->lora && (st = chain_send_lora(p, err))) {
         chain_close(p, 2000);  // not left holding a KV cache on the worker until it idles out
         return st;
@@ -243,7 +247,11 @@ static el_status chain_forward(el_pipeline *p, const float *x, const int *tokens
     double rtt = (el_time_ns() - t0) * 1e-9;
     el_link_counters(p->link, &s1, &r1);
     el_wire_result res;
-    if ((st = el_wire_decode_result(&r, &res, err))) return el_err(err, st, "worker %s: %s", p->o.via, err->msg);
+    if ((st = el_wire_decode_result(&r, &res, err))) {
+        char why[sizeof err->msg];  // el_err must not format from the buffer it writes
+        memcpy(why, err->msg, sizeof why);
+        return el_err(err, st, "worker %s: %s", p->o.via, why);
+    }
     uint32_t want_rows = flags & EL_FWD_NO_OUTPUT ? 0 : all_rows ? (uint32_t)n : 1;
     uint32_t want_len = p->o.ushape ? (uint32_t)h->dim : p->edge ? 1 : (uint32_t)h->vocab;
     uint8_t want_kind = p->o.ushape ? EL_WANT_HIDDEN : p->edge ? EL_WANT_TOKEN : EL_WANT_LOGITS;
@@ -278,7 +286,11 @@ static el_status chain_forward(el_pipeline *p, const float *x, const int *tokens
 // Re-opens the chain session and re-sends the hidden states of every position
 // the workers held, so generation can continue after a worker restart.
 static el_status replay(el_pipeline *p, int upto, el_error *err) {
-    el_link_close(p->link);
+    // tell the worker to free the session we abandon (if it is still there),
+    // without waiting for its answer
+    if (p->link && p->session && el_wire_encode_simple(&p->tx, EL_MSG_CLOSE, p->session, ++p->seq) == EL_OK)
+        el_link_send(p->link, p->tx.data, p->tx.len, NULL);
+    el_link_close_linger(p->link, 200);
     p->link = NULL;
     p->session = 0;
     el_status st = chain_open(p, err);
@@ -305,8 +317,13 @@ static el_status split_forward(el_pipeline *p, const int *tokens, int n, int pos
         hidden_out = el_calloc((size_t)(all_rows ? p->max_batch : 1) * h->dim, sizeof(float));
         if (!hidden_out) return el_err(err, EL_ERR_NOMEM, "out of memory");
     }
-    for (int done = 0; done < n && !st; done += p->max_batch) {
-        int chunk = n - done < p->max_batch ? n - done : p->max_batch;
+    // every row's result in one reply must stay below the chain's reply limit
+    int per_chunk = p->max_batch;
+    size_t row_bytes = (size_t)(p->o.ushape ? h->dim : h->vocab) * sizeof(float);
+    if (all_rows && p->max_reply && (uint64_t)per_chunk * row_bytes > p->max_reply)
+        per_chunk = p->max_reply / row_bytes > 0 ? (int)(p->max_reply / row_bytes) : 1;
+    for (int done = 0; done < n && !st; done += per_chunk) {
+        int chunk = n - done < per_chunk ? n - done : per_chunk;
         int last_chunk = done + chunk == n;
         uint64_t t0 = el_time_ns();
         if ((st = el_session_embed(p->s, tokens + done, chunk, p->x, err)) ||

@@ -7,6 +7,7 @@
 // computes (replies come back by sequence number). Every message is decoded
 // with its lengths checked, and any problem is answered with an ERROR.
 #include <sodium.h>
+#include <stdatomic.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,6 +25,8 @@
 // One FORWARD: waiting, being computed in chunks, or (at a middle stage)
 // passed on and waiting for the next stage's reply.
 typedef struct wreq {
+    el_kv_pool *mem;   // the client's share its buffers are counted in
+    size_t bytes;      // ... and how much
     uint32_t seq;
     int pos, n, done;  // rows [0, done) computed
     uint8_t flags;     // EL_FWD_*
@@ -36,9 +39,21 @@ typedef struct wreq {
 
 enum { S_OPENING, S_READY };
 
+// Who a session belongs to (el_peer.client: a CURVE key, or one plaintext
+// connection). Everything its sessions make the worker hold counts against
+// its share of the budget: sessions, KV blocks, adapters, queued requests,
+// logits waiting to be sent, training memory.
+typedef struct {
+    char key[72];
+    int sessions;        // inference and training
+    el_kv_pool *mem;     // its share of --max-kv (a child of the worker's pool)
+    atomic_size_t held;  // reply bytes sent to it that ZeroMQ still holds (it has not read them)
+} wclient;
+
 typedef struct {
     uint64_t id;
     el_peer peer;
+    wclient *client;
     int state;
     el_session *s;
     int layer_begin;     // first layer this session runs (the worker's range or a tail of it)
@@ -70,14 +85,23 @@ typedef struct {
     uint64_t t_sent;
     el_lora *lora;        // LORA: our part of the adapter, installed on OK
     float scale;
-    size_t bytes;
+    size_t bytes;         // ... and its memory, counted in mem
+    el_kv_pool *mem;
     int kept;
     int decoding;         // FORWARD: a decode row (or a few)
 } pending;
 
-typedef struct {
+typedef struct el_worker worker;
+struct el_worker {
     const el_worker_opts *o;
     int timeout_ms;  // waits on the next worker
+    wclient **clients;
+    int n_clients, cap_clients;
+    int client_sessions;  // per-client limits
+    size_t client_mem;
+    size_t client_inflight;
+    size_t max_reply;     // no reply is larger: the client's in-flight budget over the messages queued per peer
+    uint64_t next_max_reply;  // what the next worker allows us (0: no limit)
     el_model *m;
     el_pool *pool;
     el_link_server *srv;
@@ -109,7 +133,12 @@ typedef struct {
     uint64_t t_empty;      // when the device socket was last seen empty
     uint64_t hold_since;   // when gather() first held the coming step back (0: not holding)
     int stepped;           // a step ran since the socket was last drained
-} worker;
+    int hold;              // gather() held the last turn's step
+    long handled;          // messages taken
+    double last_tick;
+    int idle_ms;
+    el_buf in;
+};
 
 static void wlog(worker *w, const char *fmt, ...) {
     if (!w->o->log) return;
@@ -132,14 +161,33 @@ static wsession *find_id(worker *w, uint64_t id) {
 
 // Sends w->out to a peer. A peer that is gone or does not read loses its
 // sessions here; nobody else waits for it.
-static void send_out(worker *w, const el_peer *peer) {
+static wclient *client_of(worker *w, const el_peer *peer);
+
+static void send_bytes(worker *w, const el_peer *peer, const void *data, size_t len) {
     el_error e;
-    if (el_link_server_send(w->srv, peer, w->out.data, w->out.len, &e) == EL_OK) return;
+    if (!w->srv) {  // no socket (tests, fuzzing): the caller's sink sees the reply
+        if (w->o->reply_sink) w->o->reply_sink(w->o->reply_ctx, peer, data, len);
+        return;
+    }
+    // What a client has not read counts against its in-flight budget: one
+    // that does not read loses its sessions, and the worker holds no more
+    // for it than the budget.
+    wclient *c = client_of(w, peer);
+    size_t held = c ? atomic_load(&c->held) : 0;
+    if (c && held + len > w->client_inflight)
+        el_err(&e, EL_ERR_STATE, "a peer of client %.12s... does not read its replies (%zu bytes waiting, %zu more)", c->key,
+               held, len);
+    else if (el_link_server_send_counted(w->srv, peer, data, len, c ? &c->held : NULL, &e) == EL_OK)
+        return;
     wlog(w, "%s", e.msg);
     for (int i = w->n_sessions - 1; i >= 0; i--)
         if (w->sessions[i].peer.len == peer->len && !memcmp(w->sessions[i].peer.id, peer->id, peer->len))
             drop_session(w, i, "its device does not take replies");
 }
+
+static void send_out(worker *w, const el_peer *peer) { send_bytes(w, peer, w->out.data, w->out.len); }
+
+static void train_send(void *ctx, const el_peer *peer, const void *data, size_t n) { send_bytes(ctx, peer, data, n); }
 
 static void reply_error(worker *w, const el_peer *peer, uint64_t session, uint32_t seq, uint32_t code, const char *fmt,
                         ...) {
@@ -159,10 +207,49 @@ static wsession *find_session(worker *w, uint64_t id, const el_peer *peer) {
     return s;
 }
 
+// ---------------------------------------------------------------- clients
+
+// The client a peer is, made on first sight (NULL: out of memory).
+static wclient *client_of(worker *w, const el_peer *peer) {
+    for (int i = 0; i < w->n_clients; i++)
+        if (!strcmp(w->clients[i]->key, peer->client)) return w->clients[i];
+    if (w->n_clients == w->cap_clients) {
+        int cap = w->cap_clients ? 2 * w->cap_clients : 16;
+        wclient **g = realloc(w->clients, (size_t)cap * sizeof *g);
+        if (!g) return NULL;
+        w->clients = g;
+        w->cap_clients = cap;
+    }
+    wclient *c = calloc(1, sizeof *c);
+    if (!c || !(c->mem = el_kv_pool_new_child(w->kv, w->client_mem))) {
+        free(c);
+        return NULL;
+    }
+    snprintf(c->key, sizeof c->key, "%s", peer->client);
+    atomic_init(&c->held, 0);
+    w->clients[w->n_clients++] = c;
+    return c;
+}
+
+// Forgets clients that hold nothing any more.
+static void prune_clients(worker *w) {
+    for (int i = w->n_clients - 1; i >= 0; i--) {
+        wclient *c = w->clients[i];
+        if (c->sessions || el_kv_pool_used(c->mem) || atomic_load(&c->held)) continue;
+        el_kv_pool_free(c->mem);
+        free(c);
+        w->clients[i] = w->clients[--w->n_clients];
+    }
+}
+
+// Counts n bytes against a client's share (0: they do not fit).
+static int client_take(wclient *c, size_t n) { return el_kv_pool_take(c->mem, n); }
+
 // ---------------------------------------------------------------- requests
 
 static void req_free(wreq *r) {
     if (!r) return;
+    if (r->mem) el_kv_pool_give(r->mem, r->bytes);
     el_free_aligned(r->x);
     free(r->tokens);
     free(r->logits);
@@ -222,8 +309,7 @@ static void close_downstream(worker *w, uint64_t down) {
 
 static void drop_session(worker *w, int i, const char *why) {
     wsession *s = &w->sessions[i];
-    wlog(w, "session %016llx closed (%s), %d left, KV %.2f MiB in use", (unsigned long long)s->id, why,
-         w->n_sessions - 1, (el_kv_pool_used(w->kv) - el_session_kv_bytes(s->s) - s->lora_bytes) / 1048576.0);
+    wlog(w, "session %016llx closed (%s), %d left", (unsigned long long)s->id, why, w->n_sessions - 1);
     close_downstream(w, s->down_session);
     for (int k = 0; k < w->n_pend; k++)  // replies still to come are dropped
         if (w->pend[k].session == s->id) w->pend[k].session = 0;
@@ -233,11 +319,26 @@ static void drop_session(worker *w, int i, const char *why) {
     if (s->lora)
         for (int k = 0; k < s->lora->n; k++) el_lora_free((el_lora *)s->lora->lora[k]);
     free(s->lora);
-    el_kv_pool_give(w->kv, s->lora_bytes);
+    if (s->client) {
+        el_kv_pool_give(s->client->mem, s->lora_bytes);
+        s->client->sessions--;
+    }
     w->sessions[i] = w->sessions[--w->n_sessions];
 }
 
 // ---------------------------------------------------------------- OPEN
+
+// OPENED carries the largest reply this chain will send (u64): a device
+// asks for fewer rows at a time when every row's logits would be more.
+static void send_opened(worker *w, const el_peer *peer, uint64_t session, uint32_t seq) {
+    uint64_t max = w->max_reply;
+    if (w->next_max_reply && w->next_max_reply < max) max = w->next_max_reply;
+    uint8_t body[8];
+    for (int i = 0; i < 8; i++) body[i] = (uint8_t)(max >> (8 * i));
+    if (el_wire_encode_ping(&w->out, EL_MSG_OPENED, seq, body, 8) != EL_OK) return;
+    for (int i = 0; i < 8; i++) w->out.data[8 + i] = (uint8_t)(session >> (8 * i));
+    send_out(w, peer);
+}
 
 static void handle_open(worker *w, const el_peer *peer, const el_wire_msg *msg) {
     el_error e;
@@ -250,7 +351,8 @@ static void handle_open(worker *w, const el_peer *peer, const el_wire_msg *msg) 
     const el_wire_stage *st = &o.stages[0];
     if (o.n_layers != (uint32_t)h->n_layers || o.dim != (uint32_t)h->dim || o.vocab != (uint32_t)h->vocab) {
         reply_error(w, peer, 0, msg->seq, EL_WERR_MISMATCH,
-                    "model mismatch: worker has %d layers, dim %d, vocab %d; device has %u, %u, %u", h->n_layers,
+                    "model mismatch: worker has %d layers, dim %d, vocab %d; device has %u, %u, %u (load the same "
+                    "file on both sides)", h->n_layers,
                     h->dim, h->vocab, o.n_layers, o.dim, o.vocab);
         return;
     }
@@ -266,7 +368,9 @@ static void handle_open(worker *w, const el_peer *peer, const el_wire_msg *msg) 
     if (!*id) *id = el_model_identity(w->m, (int)st->layer_begin, w->m->layer_end);
     if (st->identity != *id) {
         reply_error(w, peer, 0, msg->seq, EL_WERR_MISMATCH,
-                    "model mismatch: layers %u:%d of %s have identity %016llx, the device's have %016llx",
+                    "model mismatch: layers %u:%d of %s (identity %016llx) differ from the device's (%016llx) in "
+                    "their weights, tensor types or names: load the same file on both sides (a converted or "
+                    "quantized copy is another model)",
                     st->layer_begin, w->m->layer_end, w->m->path, (unsigned long long)*id,
                     (unsigned long long)st->identity);
         return;
@@ -305,6 +409,16 @@ static void handle_open(worker *w, const el_peer *peer, const el_wire_msg *msg) 
         reply_error(w, peer, 0, msg->seq, EL_WERR_LIMIT, "worker is full (%d sessions)", w->n_sessions);
         return;
     }
+    wclient *client = client_of(w, peer);
+    if (!client) {
+        reply_error(w, peer, 0, msg->seq, EL_WERR_LIMIT, "out of memory");
+        return;
+    }
+    if (client->sessions >= w->client_sessions) {
+        reply_error(w, peer, 0, msg->seq, EL_WERR_LIMIT, "this client has %d sessions already (the limit per client is %d)",
+                    client->sessions, w->client_sessions);
+        return;
+    }
     if (w->n_sessions == w->cap_sessions) {
         int cap = w->cap_sessions ? 2 * w->cap_sessions : 16;
         wsession *g = realloc(w->sessions, (size_t)cap * sizeof *g);
@@ -317,18 +431,20 @@ static void handle_open(worker *w, const el_peer *peer, const el_wire_msg *msg) 
     }
     wsession ns = {0};
     el_session_opts so = {.layer_begin = (int)st->layer_begin, .layer_end = (int)st->layer_end, .ctx = (int)o.ctx,
-                          .max_batch = (int)o.max_batch, .kv_type = w->o->kv_type, .kv_pool = w->kv};
+                          .max_batch = (int)o.max_batch, .kv_type = w->o->kv_type, .kv_pool = client->mem};
     if (el_session_new(w->m, &so, w->pool, &ns.s, &e)) {
         reply_error(w, peer, 0, msg->seq, EL_WERR_LIMIT, "%s", e.msg);
         return;
     }
     // Memory is taken as positions arrive; a session is admitted while at
     // least its first block fits.
-    size_t used = el_kv_pool_used(w->kv), max = el_kv_pool_max(w->kv), block = el_session_kv_block_bytes(ns.s);
-    if (used + block > max) {
+    size_t block = el_session_kv_block_bytes(ns.s);
+    if (el_kv_pool_room(client->mem) < block) {
         el_session_free(ns.s);
-        reply_error(w, peer, 0, msg->seq, EL_WERR_LIMIT, "KV cache budget exhausted (%zu of %zu bytes in use, %zu needed)",
-                    used, max, block);
+        int theirs = el_kv_pool_room(w->kv) >= block;  // the client's share is full, not the worker
+        reply_error(w, peer, 0, msg->seq, EL_WERR_LIMIT, "%s budget exhausted (%zu of %zu bytes in use, %zu needed)",
+                    theirs ? "this client's memory" : "KV cache", el_kv_pool_used(theirs ? client->mem : w->kv),
+                    el_kv_pool_max(theirs ? client->mem : w->kv), block);
         return;
     }
     if (last && o.want == EL_WANT_TOKEN) {
@@ -344,6 +460,8 @@ static void handle_open(worker *w, const el_peer *peer, const el_wire_msg *msg) 
     do randombytes_buf(&ns.id, sizeof ns.id);
     while (ns.id == 0 || find_id(w, ns.id));
     ns.peer = *peer;
+    ns.client = client;
+    client->sessions++;
     ns.layer_begin = (int)st->layer_begin;
     ns.want = o.want;
     ns.act_dtype = o.act_dtype;
@@ -358,9 +476,12 @@ static void handle_open(worker *w, const el_peer *peer, const el_wire_msg *msg) 
         d.n_stages = o.n_stages - 1;
         memmove(d.stages, o.stages + 1, d.n_stages * sizeof d.stages[0]);
         uint32_t seq = ++w->down_seq;
-        if (el_wire_encode_open(&w->down_tx, seq, &d) || !down_send(w, EL_MSG_OPEN, ns.id, msg->seq, &e)) {
+        el_status ds = el_wire_encode_open(&w->down_tx, seq, &d) ? el_err(&e, EL_ERR_NOMEM, "out of memory")
+                       : down_send(w, EL_MSG_OPEN, ns.id, msg->seq, &e) ? EL_OK : EL_ERR_IO;  // down_send filled e
+        if (ds) {
             el_session_free(ns.s);
             el_sampler_free(ns.sampler);
+            client->sessions--;
             reply_error(w, peer, 0, msg->seq, EL_WERR_UPSTREAM, "next worker %s: %s", w->o->next, e.msg);
             return;
         }
@@ -372,7 +493,7 @@ static void handle_open(worker *w, const el_peer *peer, const el_wire_msg *msg) 
              el_dtype_name(o.act_dtype),
              ns.ushape ? "U-shape (hidden states back)" : o.want == EL_WANT_TOKEN ? "tokens back" : "logits back",
              w->n_sessions);
-        if (el_wire_encode_simple(&w->out, EL_MSG_OPENED, ns.id, msg->seq) == EL_OK) send_out(w, peer);
+        send_opened(w, peer, ns.id, msg->seq);
     }
 }
 
@@ -408,11 +529,30 @@ static void handle_forward(worker *w, const el_peer *peer, const el_wire_msg *ms
         return;
     }
     int n = (int)f.n_tokens;
+    // the reply must fit in one message this worker may send
+    size_t reply = (size_t)((f.flags & EL_FWD_ALL_ROWS) ? n : 1) *
+                   (w->is_last && !s->ushape && s->want == EL_WANT_LOGITS ? (size_t)h->vocab * 4 : (size_t)h->dim * 4);
+    if (!(f.flags & EL_FWD_NO_OUTPUT) && reply > w->max_reply) {
+        reply_error(w, peer, s->id, msg->seq, EL_WERR_LIMIT,
+                    "the result of %u rows (%zu bytes) exceeds this worker's reply limit of %zu bytes: ask for fewer rows",
+                    f.n_tokens, reply, w->max_reply);
+        return;
+    }
+    // what the request holds here counts against its client's share
+    size_t bytes = (size_t)n * h->dim * sizeof(float) + (f.tokens ? (size_t)n * 4 : 0) + sizeof(wreq);
+    if (!client_take(s->client, bytes)) {
+        reply_error(w, peer, s->id, msg->seq, EL_WERR_LIMIT,
+                    "this client's memory budget exhausted (%zu of %zu bytes in use, %zu needed for a request)",
+                    el_kv_pool_used(s->client->mem), el_kv_pool_max(s->client->mem), bytes);
+        return;
+    }
     wreq *r = calloc(1, sizeof *r);
     if (r) r->x = el_malloc_aligned((size_t)n * h->dim * sizeof(float));
     if (r && f.tokens) r->tokens = malloc((size_t)n * sizeof(int32_t));
+    if (r) r->mem = s->client->mem, r->bytes = bytes;
     if (!r || !r->x || (f.tokens && !r->tokens)) {
-        req_free(r);
+        if (r) req_free(r);
+        else el_kv_pool_give(s->client->mem, bytes);
         reply_error(w, peer, s->id, msg->seq, EL_WERR_LIMIT, "out of memory for %d rows", n);
         return;
     }
@@ -548,9 +688,15 @@ static int step(worker *w) {
         int head_here = w->is_last && !s->ushape && !(r->flags & EL_FWD_NO_OUTPUT);
         int all = (r->flags & EL_FWD_ALL_ROWS) != 0;
         int lrows = head_here ? (all ? n : final ? 1 : 0) : 0;
-        if (lrows && !r->logits) r->logits = malloc((size_t)(all ? r->n : 1) * h->vocab * sizeof(float));
+        if (lrows && !r->logits) {
+            size_t lb = (size_t)(all ? r->n : 1) * h->vocab * sizeof(float);
+            if (client_take(s->client, lb)) {
+                if ((r->logits = malloc(lb))) r->bytes += lb;
+                else el_kv_pool_give(s->client->mem, lb);
+            }
+        }
         if (el_session_reserve(s->s, pos + n, &e) || (lrows && !r->logits)) {
-            if (lrows && !r->logits) el_err(&e, EL_ERR_NOMEM, "out of memory for logits");
+            if (lrows && !r->logits) el_err(&e, EL_ERR_NOMEM, "this client's memory budget has no room for the logits");
             // this device's request fails; its session keeps what it had
             reply_error(w, &s->peer, s->id, r->seq, EL_WERR_LIMIT, "%s", e.msg);
             req_free(pop_head(s));
@@ -676,9 +822,11 @@ static void handle_lora(worker *w, const el_peer *peer, const el_wire_msg *msg) 
     }
     // checked before anything is allocated: what this stage keeps counts
     // against its memory budget, with the KV caches
-    if (!el_kv_pool_take(w->kv, bytes)) {
-        reply_error(w, peer, s->id, msg->seq, EL_WERR_LIMIT, "memory budget exhausted (%zu of %zu bytes in use, %zu needed)",
-                    el_kv_pool_used(w->kv), el_kv_pool_max(w->kv), bytes);
+    if (!client_take(s->client, bytes)) {
+        int theirs = el_kv_pool_room(w->kv) >= bytes;
+        el_kv_pool *q = theirs ? s->client->mem : w->kv;
+        reply_error(w, peer, s->id, msg->seq, EL_WERR_LIMIT, "%smemory budget exhausted (%zu of %zu bytes in use, %zu needed)",
+                    theirs ? "this client's " : "", el_kv_pool_used(q), el_kv_pool_max(q), bytes);
         goto out;
     }
     taken = 1;
@@ -716,6 +864,7 @@ static void handle_lora(worker *w, const el_peer *peer, const el_wire_msg *msg) 
         p->lora = l;
         p->scale = scale;
         p->bytes = bytes;
+        p->mem = s->client->mem;
         p->kept = k;
         l = NULL;
         taken = 0;  // the pending entry holds the bytes now
@@ -725,7 +874,7 @@ static void handle_lora(worker *w, const el_peer *peer, const el_wire_msg *msg) 
     l = NULL;
     taken = 0;
 out:
-    if (taken) el_kv_pool_give(w->kv, bytes);
+    if (taken) el_kv_pool_give(s->client->mem, bytes);
     el_lora_free(l);
     free(mats);
     free(slots);
@@ -750,7 +899,7 @@ static void handle_down(worker *w, const el_buf *in) {
     wsession *s = p.session ? find_id(w, p.session) : NULL;
     if (!s) {
         el_lora_free(p.lora);
-        if (p.lora) el_kv_pool_give(w->kv, p.bytes);
+        if (p.lora) el_kv_pool_give(p.mem, p.bytes);
         if (p.type == EL_MSG_OPEN && msg.type == EL_MSG_OPENED) close_downstream(w, msg.session);
         return;
     }
@@ -770,14 +919,19 @@ static void handle_down(worker *w, const el_buf *in) {
         }
         s->down_session = msg.session;
         s->state = S_READY;
+        if (msg.body_len >= 8) {  // what the rest of the chain allows
+            uint64_t v = 0;
+            for (int k = 0; k < 8; k++) v |= (uint64_t)msg.body[k] << (8 * k);
+            w->next_max_reply = v;
+        }
         wlog(w, "session %016llx opened: forwarding to %s, %d sessions", (unsigned long long)s->id, w->o->next,
              w->n_sessions);
-        if (el_wire_encode_simple(&w->out, EL_MSG_OPENED, s->id, p.up_seq) == EL_OK) send_out(w, &s->peer);
+        send_opened(w, &s->peer, s->id, p.up_seq);
         return;
     case EL_MSG_LORA:
         if (msg.type != EL_MSG_OK) {
             el_lora_free(p.lora);
-            el_kv_pool_give(w->kv, p.bytes);
+            el_kv_pool_give(p.mem, p.bytes);
             reply_error(w, &s->peer, s->id, p.up_seq, EL_WERR_UPSTREAM, "next worker %s: %s", w->o->next,
                         msg.type == EL_MSG_ERROR ? text : "unexpected reply to LORA");
             return;
@@ -812,7 +966,7 @@ static void expire_pending(worker *w) {
         uint64_t sid = p->session;
         uint16_t type = p->type;
         uint32_t up = p->up_seq;
-        if (p->lora) el_kv_pool_give(w->kv, p->bytes);
+        if (p->lora) el_kv_pool_give(p->mem, p->bytes);
         pend_remove(w, i);
         wsession *s = sid ? find_id(w, sid) : NULL;
         if (!s) continue;
@@ -847,6 +1001,12 @@ static void handle(worker *w, const el_peer *peer, const el_buf *in) {
         uint32_t n = msg.body_len >= 4 ? el_wire_u32(msg.body) : 0;
         if (msg.body_len < 4 || n > EL_WIRE_MAX_PROBE_REPLY) {
             reply_error(w, peer, 0, msg.seq, EL_WERR_PROTOCOL, "bad PROBE (reply of %u bytes)", n);
+            break;
+        }
+        // a probe may ask for more than it sends, up to the reply limit
+        if (n > w->max_reply) {
+            reply_error(w, peer, 0, msg.seq, EL_WERR_LIMIT, "a probe reply of %u bytes exceeds this worker's reply limit of %zu",
+                        n, w->max_reply);
             break;
         }
         if (el_wire_encode_probe(&w->out, msg.seq, n, 0) == EL_OK) {
@@ -926,7 +1086,7 @@ static int gather(worker *w) {
 
 // One --stats-every line: the figures since the last one.
 static void print_stats(worker *w, double now) {
-    FILE *f = w->o->stats;
+    FILE *f = w->o->stats_out;
     double span = now - w->st.t0;
     double mean_rows = w->st.steps ? (double)w->st.rows / w->st.steps : 0;
     double step_ms = w->st.steps ? w->st.step_ns / 1e6 / w->st.steps : 0;
@@ -951,146 +1111,248 @@ static void print_stats(worker *w, double now) {
     w->st.t0 = now;
 }
 
-el_status el_worker_run(const el_worker_opts *o, el_error *err) {
-    worker w = {0};
-    w.o = o;
-    w.timeout_ms = o->timeout_ms > 0 ? o->timeout_ms : 30000;
+void el_worker_free(el_worker *w) {
+    if (!w) return;
+    while (w->n_sessions) drop_session(w, w->n_sessions - 1, "worker stopping");
+    while (w->n_pend) {
+        if (w->pend[w->n_pend - 1].lora) el_kv_pool_give(w->pend[w->n_pend - 1].mem, w->pend[w->n_pend - 1].bytes);
+        pend_remove(w, w->n_pend - 1);
+    }
+    el_train_server_free(w->train);  // gives its sessions' memory back to their clients
+    el_link_server_close(w->srv);  // ZeroMQ lets go of every reply (and their counts) here
+    for (int i = 0; i < w->n_clients; i++) {
+        el_kv_pool_free(w->clients[i]->mem);
+        free(w->clients[i]);
+    }
+    free(w->clients);
+    free(w->pend);
+    free(w->sessions);
+    el_link_close(w->next);
+    el_batch_free(w->batch);
+    el_pool_free(w->pool);
+    el_model_close(w->m);
+    el_kv_pool_free(w->kv);
+    el_buf_free(&w->out);
+    el_buf_free(&w->down_tx);
+    el_buf_free(&w->down_rx);
+    el_buf_free(&w->in);
+    free(w->identity);
+    free(w->reqs);
+    free(w->want);
+    free(w->take);
+    free(w->cand);
+    free(w->who);
+    free(w->ids);
+    free(w);
+}
+
+// The train server's view of clients: a training session is admitted by its
+// client's session count, and its memory counts in the client's share.
+static el_kv_pool *train_admit(void *ctx, const el_peer *peer, el_error *err) {
+    worker *w = ctx;
+    wclient *c = client_of(w, peer);
+    if (!c) {
+        el_err(err, EL_ERR_NOMEM, "out of memory");
+        return NULL;
+    }
+    if (c->sessions >= w->client_sessions) {
+        el_err(err, EL_ERR_NOMEM, "this client has %d sessions already (the limit per client is %d)", c->sessions,
+               w->client_sessions);
+        return NULL;
+    }
+    c->sessions++;
+    return c->mem;
+}
+
+static void train_closed(void *ctx, const el_peer *peer) {
+    worker *w = ctx;
+    for (int i = 0; i < w->n_clients; i++)
+        if (!strcmp(w->clients[i]->key, peer->client) && w->clients[i]->sessions > 0) {
+            w->clients[i]->sessions--;
+            return;
+        }
+}
+
+el_status el_worker_new(const el_worker_opts *o, el_worker **out, el_error *err) {
+    *out = NULL;
+    worker *w = calloc(1, sizeof *w);
+    if (!w) return el_err(err, EL_ERR_NOMEM, "out of memory");
+    w->o = o;
+    w->timeout_ms = o->timeout_ms > 0 ? o->timeout_ms : 30000;
     el_status st;
-    if (sodium_init() < 0) return el_err(err, EL_ERR_STATE, "cannot initialise libsodium (random session ids)");
+    if (sodium_init() < 0) {
+        free(w);
+        return el_err(err, EL_ERR_STATE, "cannot initialise libsodium (random session ids)");
+    }
     el_model_opts mo = {.layer_begin = o->layer_begin, .layer_end = o->layer_end, .no_embed = 1};
     // The head is bound only on the last stage: probe the layer count first.
     el_model *probe;
     el_model_opts po = {.no_embed = 1, .no_head = 1};
-    if ((st = el_model_open(o->model_path, &po, &probe, err))) return st;
+    if ((st = el_model_open(o->model_path, &po, &probe, err))) {
+        free(w);
+        return st;
+    }
     int L = probe->hp.n_layers;
     el_model_close(probe);
     int end = o->layer_end ? o->layer_end : L;
-    if (o->layer_begin < 0 || o->layer_begin >= end || end > L)
+    if (o->layer_begin < 0 || o->layer_begin >= end || end > L) {
+        free(w);
         return el_err(err, EL_ERR_ARG, "%s: --layers %d:%d is not a non-empty range within 0:%d", o->model_path,
                       o->layer_begin, end, L);
+    }
     mo.layer_end = end;
     mo.no_head = end != L;
-    if ((st = el_model_open(o->model_path, &mo, &w.m, err))) return st;
-    w.is_last = end == L;
-    w.max_rows = o->max_batch_tokens > 0 ? o->max_batch_tokens : 128;
+    if ((st = el_model_open(o->model_path, &mo, &w->m, err))) {
+        free(w);
+        return st;
+    }
+    w->is_last = end == L;
+    w->max_rows = o->max_batch_tokens > 0 ? o->max_batch_tokens : 128;
     int max_sessions = o->max_sessions > 0 ? o->max_sessions : 64;
-    w.identity = calloc((size_t)(w.m->layer_end - w.m->layer_begin), sizeof *w.identity);
-    w.kv = el_kv_pool_new(o->max_kv_bytes ? o->max_kv_bytes : (size_t)2 << 30);
-    w.reqs = calloc((size_t)max_sessions, sizeof *w.reqs);
-    w.want = calloc((size_t)max_sessions, sizeof *w.want);
-    w.take = calloc((size_t)max_sessions, sizeof *w.take);
-    w.cand = calloc((size_t)max_sessions, sizeof *w.cand);
-    w.who = calloc((size_t)max_sessions, sizeof *w.who);
-    w.ids = calloc((size_t)max_sessions, sizeof *w.ids);
-    if (!w.identity || !w.kv || !w.reqs || !w.want || !w.take || !w.cand || !w.who || !w.ids) {
+    size_t max_kv = o->max_kv_bytes ? o->max_kv_bytes : (size_t)2 << 30;
+    // Each client gets half of the sessions and of the memory unless told
+    // otherwise: one greedy client cannot lock the others out.
+    w->client_sessions = o->client_sessions > 0 ? o->client_sessions : max_sessions > 1 ? max_sessions / 2 : 1;
+    w->client_mem = o->client_mem ? o->client_mem : max_kv / 2;
+    w->client_inflight = o->client_inflight ? o->client_inflight : (size_t)64 << 20;
+    w->max_reply = w->client_inflight / 4;  // a client reads a few replies at a time at most
+    if (w->max_reply < 4096) w->max_reply = 4096;
+    w->identity = calloc((size_t)(w->m->layer_end - w->m->layer_begin), sizeof *w->identity);
+    w->kv = el_kv_pool_new(max_kv);
+    w->reqs = calloc((size_t)max_sessions, sizeof *w->reqs);
+    w->want = calloc((size_t)max_sessions, sizeof *w->want);
+    w->take = calloc((size_t)max_sessions, sizeof *w->take);
+    w->cand = calloc((size_t)max_sessions, sizeof *w->cand);
+    w->who = calloc((size_t)max_sessions, sizeof *w->who);
+    w->ids = calloc((size_t)max_sessions, sizeof *w->ids);
+    if (!w->identity || !w->kv || !w->reqs || !w->want || !w->take || !w->cand || !w->who || !w->ids) {
         st = el_err(err, EL_ERR_NOMEM, "out of memory");
-        goto out;
+        goto fail;
     }
-    if (!el_kv_row_bytes(o->kv_type, w.m->hp.head_dim)) {
+    if (!el_kv_row_bytes(o->kv_type, w->m->hp.head_dim)) {
         st = el_err(err, EL_ERR_ARG, "--kv-type %s is not supported (f32, f16, q8_0)", el_dtype_name(o->kv_type));
-        goto out;
+        goto fail;
     }
-    w.pool = el_pool_new(o->threads);
-    if (!w.pool) { st = el_err(err, EL_ERR_NOMEM, "cannot start threads"); goto out; }
-    if ((st = el_batch_new(w.m, w.max_rows, w.pool, &w.batch, err))) goto out;
-    if (o->next && (st = el_link_connect(o->next, &o->next_sec, w.timeout_ms, &w.next, err)))
-        goto out;
+    w->pool = el_pool_new(o->threads);
+    if (!w->pool) {
+        st = el_err(err, EL_ERR_NOMEM, "cannot start threads");
+        goto fail;
+    }
+    if ((st = el_batch_new(w->m, w->max_rows, w->pool, &w->batch, err))) goto fail;
+    if (o->next && (st = el_link_connect(o->next, &o->next_sec, w->timeout_ms, &w->next, err))) goto fail;
     if (o->train) {
         el_train_server_opts to = {.per_client = o->train_per_client, .avg_timeout_ms = o->train_avg_timeout_ms,
                                    .out_dir = o->train_out, .trace = o->trace, .log = o->log,
-                                   .max_clients = o->max_sessions > 0 ? o->max_sessions : 8};
-        if ((st = el_train_server_new(w.m, w.pool, &to, &w.train, err))) goto out;
+                                   .max_clients = o->max_sessions > 0 ? o->max_sessions : 8,
+                                   .admit = train_admit, .closed = train_closed, .send = train_send, .admit_ctx = w};
+        if ((st = el_train_server_new(w->m, w->pool, &to, &w->train, err))) goto fail;
     }
-    if ((st = el_link_server_open(o->listen, &o->sec, &w.srv, err))) goto out;
-    size_t weights = warm(w.m);
-    wlog(&w, "serving %s on %s (%s), weights %.2f MiB, resident %.2f MiB, KV %s up to %.0f MiB, %d rows a step%s%s",
-         o->model_path, o->listen, o->sec.insecure ? "plaintext" : "CURVE", weights / 1048576.0,
-         el_current_rss() / 1048576.0, el_dtype_name(o->kv_type), el_kv_pool_max(w.kv) / 1048576.0, w.max_rows,
-         o->next ? ", next " : "", o->next ? o->next : "");
-    int idle_ms = o->idle_timeout_ms > 0 ? o->idle_timeout_ms : 120000;
-    el_buf in = {0};
-    long handled = 0;
-    double last_tick = el_time_s();
-    w.st.t0 = last_tick;
-    int hold = 0;
-    while (!(o->stop && *o->stop)) {
-        int work = 0;
-        for (int i = 0; i < w.n_sessions && !work; i++) work = w.sessions[i].state == S_READY && w.sessions[i].head;
-        // idle: wait for a message (polling the first 2 ms); gathering a
-        // step: wait 1 ms without spinning, the devices need the cores
-        el_link_wait(w.srv, w.next, work ? hold : 100, !work);
-        // Take what has arrived (a bounded number, so that a flood of
-        // messages cannot hold the step back), then compute one step.
-        for (int k = 0; k < 256; k++) {
-            el_peer peer;
-            el_error e;
-            el_status r = el_link_server_recv(w.srv, 0, &peer, &in, &e);
-            if (r == EL_ERR_STATE) {
-                w.t_empty = el_time_ns();
-                break;
-            }
-            if (r != EL_OK) {
-                wlog(&w, "%s", e.msg);
-                break;
-            }
-            handle(&w, &peer, &in);
-            handled++;
-        }
-        for (int k = 0; w.next && k < 256; k++) {
-            el_error e;
-            if (el_link_recv(w.next, 0, &in, &e)) break;
-            handle_down(&w, &in);
-        }
-        w.stepped = 0;
-        work = 0;
-        for (int i = 0; i < w.n_sessions && !work; i++) work = w.sessions[i].state == S_READY && w.sessions[i].head;
-        hold = work && gather(&w);
-        if (!hold) {
-            w.stepped = step(&w) > 0;
-            w.hold_since = 0;
-        }
-        if (o->max_requests && handled >= o->max_requests) break;
-        double now = el_time_s();
-        if (now - last_tick >= 0.05) {
-            last_tick = now;
-            if (w.train) el_train_server_tick(w.train, w.srv, idle_ms);
-            expire_pending(&w);
-            for (int i = w.n_sessions - 1; i >= 0; i--) {
-                int busy = w.sessions[i].head != NULL;
-                for (int k = 0; k < w.n_pend && !busy; k++) busy = w.pend[k].session == w.sessions[i].id;
-                if (!busy && (now - w.sessions[i].last_used) * 1000 > idle_ms) drop_session(&w, i, "idle timeout");
-            }
-            if (o->stats && o->stats_every_s > 0 && now - w.st.t0 >= o->stats_every_s) print_stats(&w, now);
-        }
-    }
-    el_buf_free(&in);
-    wlog(&w, "stopping: %d sessions open, %ld requests served, %llu steps of %.2f rows on average", w.n_sessions,
-         handled, (unsigned long long)w.total_steps, w.total_steps ? (double)w.total_rows / w.total_steps : 0.0);
-    st = EL_OK;
-out:
-    while (w.n_sessions) drop_session(&w, w.n_sessions - 1, "worker stopping");
-    while (w.n_pend) {
-        if (w.pend[w.n_pend - 1].lora) el_kv_pool_give(w.kv, w.pend[w.n_pend - 1].bytes);
-        pend_remove(&w, w.n_pend - 1);
-    }
-    free(w.pend);
-    free(w.sessions);
-    el_train_server_free(w.train);
-    el_link_server_close(w.srv);
-    el_link_close(w.next);
-    el_batch_free(w.batch);
-    el_pool_free(w.pool);
-    el_model_close(w.m);
-    el_kv_pool_free(w.kv);
-    el_buf_free(&w.out);
-    el_buf_free(&w.down_tx);
-    el_buf_free(&w.down_rx);
-    free(w.identity);
-    free(w.reqs);
-    free(w.want);
-    free(w.take);
-    free(w.cand);
-    free(w.who);
-    free(w.ids);
+    if (o->listen && (st = el_link_server_open(o->listen, &o->sec, &w->srv, err))) goto fail;
+    char warn[256];  // --ctx past the trained context: allowed, with the warning every command gives
+    if (o->max_ctx && el_model_ctx_warning(w->m, o->max_ctx, warn, sizeof warn)) wlog(w, "warning: %s", warn);
+    w->idle_ms = o->idle_timeout_ms > 0 ? o->idle_timeout_ms : 120000;
+    w->last_tick = w->st.t0 = el_time_s();
+    *out = w;
+    return EL_OK;
+fail:
+    el_worker_free(w);
     return st;
+}
+
+void el_worker_feed(el_worker *w, const el_peer *peer, const void *data, size_t len) {
+    el_buf b = {(uint8_t *)data, len, len};
+    handle(w, peer, &b);
+    w->handled++;
+}
+
+int el_worker_step(el_worker *w) {
+    int rows = step(w);
+    w->hold_since = 0;
+    return rows;
+}
+
+size_t el_worker_mem_used(const el_worker *w) { return el_kv_pool_used(w->kv); }
+
+// Drops sessions idle for too long, answers what the next worker did not,
+// prints the statistics line: every 50 ms.
+static void housekeeping(worker *w) {
+    double now = el_time_s();
+    if (now - w->last_tick < 0.05) return;
+    w->last_tick = now;
+    if (w->train) el_train_server_tick(w->train, w->srv, w->idle_ms);
+    expire_pending(w);
+    for (int i = w->n_sessions - 1; i >= 0; i--) {
+        int busy = w->sessions[i].head != NULL;
+        for (int k = 0; k < w->n_pend && !busy; k++) busy = w->pend[k].session == w->sessions[i].id;
+        if (!busy && (now - w->sessions[i].last_used) * 1000 > w->idle_ms) drop_session(w, i, "idle timeout");
+    }
+    prune_clients(w);
+    if (w->o->stats_out && w->o->stats_every_s > 0 && now - w->st.t0 >= w->o->stats_every_s) print_stats(w, now);
+    if (w->o->stats) el_worker_stats_set(w->o->stats, w->n_sessions, el_kv_pool_used(w->kv));
+}
+
+static int has_work(const worker *w) {
+    for (int i = 0; i < w->n_sessions; i++)
+        if (w->sessions[i].state == S_READY && w->sessions[i].head) return 1;
+    return 0;
+}
+
+void el_worker_turn(el_worker *w) {
+    int work = has_work(w);
+    // idle: wait for a message (polling the first 2 ms); gathering a step:
+    // wait 1 ms without spinning, co-located devices need the cores
+    if (w->srv) el_link_wait(w->srv, w->next, work ? w->hold : 100, !work);
+    // Take what has arrived (a bounded number, so that a flood of messages
+    // cannot hold the step back), then compute one step.
+    for (int k = 0; w->srv && k < 256; k++) {
+        el_peer peer;
+        el_error e;
+        el_status r = el_link_server_recv(w->srv, 0, &peer, &w->in, &e);
+        if (r == EL_ERR_STATE) {
+            w->t_empty = el_time_ns();
+            break;
+        }
+        if (r != EL_OK) {
+            wlog(w, "%s", e.msg);
+            break;
+        }
+        uint64_t t0 = el_time_ns();
+        handle(w, &peer, &w->in);
+        if (w->o->stats) el_worker_stats_note(w->o->stats, w->in.len, el_time_ns() - t0);
+        w->handled++;
+    }
+    if (w->in.cap > ((size_t)1 << 20)) el_buf_free(&w->in);  // no request-sized buffer kept around
+    for (int k = 0; w->next && k < 256; k++) {
+        el_error e;
+        if (el_link_recv(w->next, 0, &w->in, &e)) break;
+        handle_down(w, &w->in);
+    }
+    w->stepped = 0;
+    w->hold = has_work(w) && gather(w);
+    if (!w->hold) {
+        uint64_t t0 = el_time_ns();
+        w->stepped = step(w) > 0;
+        w->hold_since = 0;
+        if (w->stepped && w->o->stats) el_worker_stats_note(w->o->stats, 0, el_time_ns() - t0);
+    }
+    housekeeping(w);
+}
+
+el_status el_worker_run(const el_worker_opts *o, el_error *err) {
+    el_worker *w;
+    el_status st = el_worker_new(o, &w, err);
+    if (st) return st;
+    size_t weights = warm(w->m);
+    wlog(w,
+         "serving %s on %s (%s), weights %.2f MiB, resident %.2f MiB, KV %s up to %.0f MiB (%.0f MiB and %d sessions "
+         "a client), replies up to %.1f MiB, %d rows a step%s%s",
+         o->model_path, o->listen, o->sec.insecure ? "plaintext" : "CURVE", weights / 1048576.0,
+         el_current_rss() / 1048576.0, el_dtype_name(o->kv_type), el_kv_pool_max(w->kv) / 1048576.0,
+         w->client_mem / 1048576.0, w->client_sessions, w->max_reply / 1048576.0, w->max_rows, o->next ? ", next " : "",
+         o->next ? o->next : "");
+    while (!(o->stop && *o->stop) && !(o->max_requests && w->handled >= o->max_requests)) el_worker_turn(w);
+    wlog(w, "stopping: %d sessions open, %ld requests served, %llu steps of %.2f rows on average", w->n_sessions,
+         w->handled, (unsigned long long)w->total_steps, w->total_steps ? (double)w->total_rows / w->total_steps : 0.0);
+    el_worker_free(w);
+    return EL_OK;
 }

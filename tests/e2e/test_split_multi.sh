@@ -83,14 +83,42 @@ python3 "$(dirname "$0")/wire_client.py" "$port" >"$T/bad.out" 2>&1 || fail "raw
 grep -q "^ok" "$T/bad.out" && pass || fail "raw client checks: $(cat "$T/bad.out")"
 kill "$last_pid"; wait "$last_pid" 2>/dev/null
 port=$(free_port)
-# room for one block of 16 positions (2 layers x K,V x 4 kv heads x 16 x 16 floats): a long prompt
-# cannot get its second block
-start_worker "$T/small.log" -m "$BIN" --layers 2:4 --listen tcp://127.0.0.1:$port --insecure -t 1 --max-kv 16K || fail "small worker"
-expect_error "KV cache budget exhausted" "$EDGELLM" run -m "$BIN" -z "$TOK" -p "${prompts[2]} ${prompts[4]}" -n 5 \
+# room for one block of 16 positions (2 layers x K,V x 4 kv heads x 16 x 16 floats = 16K) and a
+# request's rows and logits: a long prompt cannot get its second block
+start_worker "$T/small.log" -m "$BIN" --layers 2:4 --listen tcp://127.0.0.1:$port --insecure -t 1 --max-kv 24K \
+  --client-mem 24K || fail "small worker"
+expect_error "memory budget exhausted" "$EDGELLM" run -m "$BIN" -z "$TOK" -p "${prompts[2]} ${prompts[4]}" -n 5 \
   --temp 0 --split 2 --via tcp://127.0.0.1:$port --insecure
 got=$("$EDGELLM" run -m "$BIN" -z "$TOK" -p "Sleep" -n 8 --temp 0 --split 2 --via tcp://127.0.0.1:$port --insecure 2>&1)
 expect_eq "a short request still fits after another device was refused" "$got" "$("$EDGELLM" run -m "$BIN" -z "$TOK" -p "Sleep" -n 8 --temp 0)"
 kill "$last_pid"; wait "$last_pid" 2>/dev/null
+
+# ---- a client that asks for big replies and never reads them: the worker holds at most its
+# in-flight budget (64 MiB by default) for it, and an honest device is not slowed down
+port=$(free_port)
+start_worker "$T/flood.log" -m "$BIN" --layers 2:4 --listen tcp://127.0.0.1:$port --insecure -t 1 || fail "flood worker"
+wpid=$last_pid
+rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
+honest() { "$EDGELLM" run -m "$BIN" -z "$TOK" -p "The dream" -n 100 --temp 0 --split 2 --via tcp://127.0.0.1:$port \
+  --insecure --json 2>"$T/honest.json"; }
+quiet_text=$(honest); quiet_ms=$(python3 -c 'import json,sys; j=json.loads(open(sys.argv[1]).read().splitlines()[-1]); print(j["decode_s"] / max(1, j["generated"] - 1) * 1e3)' "$T/honest.json")
+rss0=$(rss_kib $wpid)
+python3 "$(dirname "$0")/wire_client.py" $port flood $((64 << 20)) 10 3 >"$T/flood64.out" 2>&1 &
+f1=$!
+python3 "$(dirname "$0")/wire_client.py" $port flood $((16 << 20)) 10 6 >"$T/flood16.out" 2>&1 &
+f2=$!
+sleep 2
+busy_text=$(honest); busy_ms=$(python3 -c 'import json,sys; j=json.loads(open(sys.argv[1]).read().splitlines()[-1]); print(j["decode_s"] / max(1, j["generated"] - 1) * 1e3)' "$T/honest.json")
+rss1=$(rss_kib $wpid)
+wait $f1 $f2
+echo "worker RSS $rss0 KiB before the floods, $rss1 KiB during; honest device $quiet_ms ms/token alone, $busy_ms during"
+expect_eq "honest text during the floods" "$busy_text" "$quiet_text"
+[ $((rss1 - rss0)) -lt $(((64 + 24) << 10)) ] && pass || fail "the worker held $(((rss1 - rss0) >> 10)) MiB for a client that does not read"
+python3 -c "import sys; sys.exit(0 if float('$busy_ms') < 2 * float('$quiet_ms') + 0.2 else 1)" && pass \
+  || fail "the honest device slowed from $quiet_ms to $busy_ms ms/token"
+grep -q "exceeds this worker's reply limit" "$T/flood.log" && pass || fail "64 MiB probes were not refused: $(tail -3 "$T/flood.log")"
+grep -q "does not read its replies" "$T/flood.log" && pass || fail "the non-reading client was not stopped: $(tail -3 "$T/flood.log")"
+kill "$wpid"; wait "$wpid" 2>/dev/null
 
 # ---- a chain of two workers (device 0:1, edge 1:3, cloud 3:4), pipelined
 p2=$(free_port); p1=$(free_port)

@@ -2,12 +2,16 @@
 """A raw edgellm wire-protocol client for tests: speaks ZMTP 3.0 (NULL
 security, a DEALER) itself, so it can send what no edgellm device would:
 requests for unknown sessions, batches over a session's limit, messages of
-another protocol version. Usage: wire_client.py PORT (a worker serving layers
-2:4 of aidreams260K on 127.0.0.1:PORT with --insecure). Prints "ok"."""
+another protocol version, or never read what it asked for.
+Usage: wire_client.py PORT  (a worker serving layers 2:4 of aidreams260K on
+127.0.0.1:PORT with --insecure): checks the answers, prints "ok".
+       wire_client.py PORT flood BYTES COUNT SECONDS: sends COUNT probes that
+ask for BYTES each, then holds the connection for SECONDS without reading."""
 import re
 import socket
 import struct
 import sys
+import time
 
 def read_exact(s, n):
     b = b""
@@ -52,6 +56,16 @@ def open_body(identity, ctx=32, max_batch=2):
 def forward_body(pos, n):
     return struct.pack("<IIBBH", pos, n, 0, 0, 0) + b"\0" * (4 * 64 * n)
 
+if len(sys.argv) > 2 and sys.argv[2] == "flood":
+    size, count, secs = int(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5])
+    s = connect(sys.argv[1])
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # keep what the kernel reads for us small
+    for i in range(count):
+        send(s, msg(10, 0, 100 + i, struct.pack("<I", size) + b"\0" * 28))
+    print("sent", flush=True)
+    time.sleep(secs)
+    sys.exit(0)
+
 s = connect(sys.argv[1])
 # a FORWARD for a session that does not exist
 send(s, msg(3, 0x1234, 1, forward_body(0, 1)))
@@ -64,7 +78,7 @@ assert ver == 1 and t == 7 and "protocol version 2, yours speaks 1" in text, (ve
 # OPEN with a wrong identity: the refusal names the worker's own
 send(s, msg(1, 0, 3, open_body(0)))
 _, t, _, text, _ = reply(s)
-m = re.search(r"have identity ([0-9a-f]{16})", text)
+m = re.search(r"identity ([0-9a-f]{16})", text)
 assert t == 7 and m, (t, text)
 send(s, msg(1, 0, 4, open_body(int(m.group(1), 16))))
 _, t, session, text, _ = reply(s)

@@ -465,7 +465,7 @@ static void check_family(tu_variant v) {
     assert_string_equal(lora->arch, m->hp.arch);
     for (size_t i = 0; i < lora->n_params; i++) lora->params[i] = 0.3f * tu_randf(&rng);
     el_pool *pool = el_pool_new(2);
-    el_train_opts o = {0, 0, BB, TT};
+    el_train_opts o = {0, 0, BB, TT, 0};
     el_train_stage *st;
     assert_int_equal(el_train_stage_new(m, lora, &o, pool, &st, &err), EL_OK);
     float *x = randv((size_t)NN * D, 1), *wy = randv((size_t)NN * D, 1), *g = malloc(sizeof(float) * NN * D);
