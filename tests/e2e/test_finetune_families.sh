@@ -35,6 +35,14 @@ for f in qwen2 llama3; do
   merged=$("$EDGELLM" run -m "$T/$f-merged.gguf" -p "The dream" -n 40 --temp 0 -t 1 2>/dev/null)
   expect_eq "$f: export-lora == --lora" "$merged" "$tuned"
 done
+# QLoRA: a q8_0 qwen2 base (its forward on the packed integer kernels) learns as well
+"$EDGELLM" quantize "$T/qwen2.gguf" "$T/qwen2-q8.gguf" q8_0 2>/dev/null || fail "quantize qwen2"
+"$EDGELLM" finetune -m "$T/qwen2-q8.gguf" "${train[@]}" --val "$DATA/pirate-dreams-val.txt" -o "$T/q8-lora.gguf" \
+  2>"$T/q8.err" || fail "qwen2 q8_0 finetune: $(tail -1 "$T/q8.err")"
+line=$(grep "^validation loss" "$T/q8.err")
+read -r before after <<<"$(echo "$line" | sed -E 's/validation loss ([0-9.]+) -> ([0-9.]+).*/\1 \2/')"
+python3 -c "import sys; b,a=float(sys.argv[1]),float(sys.argv[2]); sys.exit(0 if a < 0.7*b else 1)" "$before" "$after" \
+  && pass || fail "qwen2 q8_0: validation loss did not fall by 30%: $line"
 # the adapter names its base's architecture (Llama 3's is llama): a llama
 # model of the qwen2 model's shapes refuses the qwen2 adapter
 expect_error "adapter is for architecture 'qwen2', the model is 'llama'" \
