@@ -8,6 +8,7 @@
 
 #include "cli.h"
 #include "common.h"
+#include "edgellm/kernels.h"
 #include "edgellm/lora.h"
 #include "edgellm/model.h"
 #include "edgellm/splittrain.h"
@@ -248,7 +249,10 @@ int cmd_finetune(int argc, char **argv) {
     snprintf(ckpt_path, sizeof ckpt_path, "%s.ckpt", out_path);
     unsigned targets;
     if (el_lora_parse_targets(targets_s, &targets, &err)) goto out;
-    el_model_opts mo = {.no_pack = 1};  // training reads the file's rows (el_tensor_row_f32)
+    // Packed copies, as a worker makes them: the forward of a quantized base
+    // runs on the inference kernels (several times faster than dequantized
+    // tiles; docs/finetune.md), the backward reads the file's rows.
+    el_model_opts mo = {0};
     if (tool_split_prepare(&ts, &mo, &err)) goto out;
     if (el_model_open(model_path, &mo, &m, &err)) goto out;
     if (tool_split_check_model(&ts, m, &err)) goto out;

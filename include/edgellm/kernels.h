@@ -76,6 +76,20 @@ size_t el_matmul_pack_size(const el_tensor *W, el_isa isa, int64_t *rows);
 // reads every row from W->data.
 void el_matmul_pack(const el_tensor *W, int64_t rows, void *dst);
 
+// ---------------------------------------------------------------- dense f32 products
+
+// C[m, n] = alpha · op(A) · op(B) + beta · C for row-major matrices with leading
+// dimensions lda/ldb/ldc (op = transpose when ta/tb): OpenBLAS's sgemm when the
+// build found it (single-threaded: el_sgemm_par splits over our pool), else a
+// reference loop. Training's products through dequantized weights, LoRA.
+void el_sgemm(int ta, int tb, int m, int n, int k, float alpha, const float *A, int lda, const float *B, int ldb,
+              float beta, float *C, int ldc);
+// The same, split by columns of C across the pool (each part one BLAS call).
+void el_sgemm_par(el_pool *pool, int ta, int tb, int m, int n, int k, float alpha, const float *A, int lda,
+                  const float *B, int ldb, float beta, float *C, int ldc);
+// "openblas" or "reference".
+const char *el_blas_name(void);
+
 // ---------------------------------------------------------------- machine probes
 
 // Peak f32 FMA throughput with every pool thread running independent FMA
@@ -105,8 +119,9 @@ float el_dot_f32(const float *a, const float *b, int n);
 // y[i] += a * x[i]   (y and x do not overlap)
 void el_axpy_f32(float *y, float a, const float *x, int n);
 
-// out[i] = x[i] / sqrt(mean(x²) + eps) * w[i]   over one row of n
-void el_rmsnorm(float *out, const float *x, const float *w, int n, float eps);
+// out[i] = x[i] / sqrt(mean(x²) + eps) * w[i]   over one row of n; returns the
+// scale 1/sqrt(mean(x²) + eps) it used
+float el_rmsnorm(float *out, const float *x, const float *w, int n, float eps);
 
 // In-place rotary embedding of x[n_heads, head_dim] at position pos: pairs
 // (2i, 2i+1) of each head rotate by pos * inv_freq[i] (inv_freq has head_dim/2).

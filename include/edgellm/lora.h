@@ -3,8 +3,9 @@
 // GGUF LoRA adapter format of the GGUF ecosystem (see docs/formats.md), so
 // adapters written here load elsewhere and the other way round.
 //
-// The adapter is plain data that both inference (model/forward.c applies it
-// per session) and training (train/ computes its gradients) use.
+// The adapter is plain data; its product and the product's gradients are
+// el_lora_forward/el_lora_backward in edgellm/layer.h, which inference (per
+// session, el_session_set_lora) and training share.
 #ifndef EDGELLM_LORA_H
 #define EDGELLM_LORA_H
 
@@ -41,6 +42,7 @@ typedef struct {
 
 typedef struct el_lora {
     char *path;       // file it came from (NULL when made in memory)
+    char arch[32];    // the base's architecture ("llama", "qwen2"): general.architecture of the file
     int n_layers;
     int rank;         // the rank of the first matrix (all equal when made here)
     float alpha;      // s = alpha / rank (per matrix) at scale 1
@@ -102,9 +104,6 @@ typedef struct {
     const el_lora *lora[EL_LORA_MAX_SET];
     float scale[EL_LORA_MAX_SET];
 } el_lora_set;
-
-// y[n, out] += Σ_adapters s · (x[n, in] · Aᵀ) · Bᵀ   for one (layer, target)
-void el_lora_apply(const el_lora_set *set, int layer, int target, float *y, const float *x, int n);
 
 // Attaches adapters to a session's forward pass (set is borrowed and must
 // outlive the session's use of it; NULL detaches).

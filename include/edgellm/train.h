@@ -1,8 +1,9 @@
-// LoRA fine-tuning: forward/backward pairs for every op of the Llama forward
-// pass, a training stage (a contiguous layer range that runs forward and
-// backward on its own, like el_session for inference), AdamW, datasets and
-// checkpoints. The base model stays frozen (any dtype with to_f32: QLoRA on
-// quantized bases); only LoRA A/B get gradients.
+// LoRA fine-tuning: a training stage (a contiguous layer range that runs the
+// layer of edgellm/layer.h forward and backward, like el_session for
+// inference), the loss, AdamW, datasets and checkpoints. The base model stays
+// frozen (any dtype with to_f32: QLoRA on quantized bases); only LoRA A/B get
+// gradients. Every family inference runs trains: Llama 2/3 (rope scaling),
+// Mistral (sliding window), Qwen2 (neox rope, frozen q/k/v biases).
 //
 // Layout: activations are row-major [n, width] with n = batch · T rows; row
 // b·T + t is position t of sequence b.
@@ -13,6 +14,7 @@
 #include <stdint.h>
 
 #include "edgellm/core.h"
+#include "edgellm/layer.h"
 #include "edgellm/lora.h"
 #include "edgellm/model.h"
 #include "edgellm/tokenize.h"
@@ -21,56 +23,9 @@
 extern "C" {
 #endif
 
-// ---------------------------------------------------------------- ops
-// Backward functions ACCUMULATE (+=) into the gradients of their inputs unless
-// the comment says otherwise, so a tensor used twice sums its gradients.
-
-// x[n, dim] = E[tokens[i]]            (E: [vocab rows, dim], any readable dtype)
-void el_embedding_forward(float *x, const int *tokens, int n, const el_tensor *E);
-// dE[tokens[i]] += dx[i]              (dE: [vocab, dim] f32)
-void el_embedding_backward(float *dE, const float *dx, const int *tokens, int n, int dim);
-
-// y[n, d] = x · rstd · w,  rstd[n] = 1/sqrt(mean(x²) + eps)   (as el_rmsnorm)
-void el_rmsnorm_forward(float *y, float *rstd, const float *x, const float *w, int n, int d, float eps);
-// dx[n, d] += ∂/∂x, dw[d] += ∂/∂w (dw may be NULL)
-void el_rmsnorm_backward(float *dx, float *dw, const float *dy, const float *x, const float *w, const float *rstd,
-                         int n, int d);
-
-// x[B·T, heads, hd] rotated in place: row b·T+t at position t (pairs 2i, 2i+1)
-void el_rope_forward(float *x, int B, int T, int heads, int hd, const float *inv_freq);
-// dx in place: the inverse rotation (rotations are orthogonal)
-void el_rope_backward(float *dx, int B, int T, int heads, int hd, const float *inv_freq);
-
-// Causal grouped-query attention per sequence b and head h (kv head h/(H/KVH)):
-//   P[b,h,t,:] = softmax(q[b,t,h] · k[b,:,kvh]ᵀ / √hd) over positions ≤ t
-//   out[b·T+t, h·hd..] = P[b,h,t,:] · v[b,:,kvh]
-// q, out: [B·T, H·hd]; k, v: [B·T, KVH·hd]. P is not kept: backward recomputes it.
-void el_attention_forward(el_pool *pool, float *out, const float *q, const float *k, const float *v, int B, int T,
-                          int H, int KVH, int hd);
-// dq, dk, dv are OVERWRITTEN (not accumulated).
-void el_attention_backward(el_pool *pool, float *dq, float *dk, float *dv, const float *dout, const float *q,
-                           const float *k, const float *v, int B, int T, int H, int KVH, int hd);
-
-// h[n] = silu(g) · u
-void el_swiglu_forward(float *h, const float *g, const float *u, int n);
-// dg, du OVERWRITTEN
-void el_swiglu_backward(float *dg, float *du, const float *dh, const float *g, const float *u, int n);
-
-// A frozen projection with an optional trainable LoRA update:
-//   y[n, out] = x[n, in] · Wᵀ + s · (x · Aᵀ) · Bᵀ,   t[n, rank] = x · Aᵀ kept for backward
-typedef struct {
-    const el_tensor *W;      // [out rows, in], any dtype with to_f32
-    const el_lora_mat *lora; // may be NULL
-    float s;                 // alpha / rank
-} el_linear;
-// scratch: el_linear_scratch_floats(W) floats (for dequantized tiles; unused for f32)
-size_t el_linear_scratch_floats(const el_tensor *W);
-void el_linear_forward(el_pool *pool, float *y, float *t, const float *x, const el_linear *L, int n, float *scratch);
-// dx[n, in] += dy · W + s · (dy · B) · A;  dA[rank, in] += s·(dy·B)ᵀ·x;  dB[out, rank] += s·dyᵀ·t
-// dx may be NULL (no input gradient); dA/dB NULL when there is no LoRA.
-// tmp: n·rank floats.
-void el_linear_backward(el_pool *pool, float *dx, float *dA, float *dB, const float *dy, const float *x, const float *t,
-                        const el_linear *L, int n, float *scratch, float *tmp);
+// ---------------------------------------------------------------- loss
+// (The layer's ops, forward and backward, are edgellm/layer.h: one
+// definition for inference and training.)
 
 // Softmax cross-entropy per row: probs[n, V] = softmax(logits) (may alias
 // logits), loss[n] = -log probs[target]. Rows with target < 0 get loss 0.
@@ -78,17 +33,6 @@ void el_cross_entropy_forward(float *loss, float *probs, const float *logits, co
 // dlogits[n, V] = dloss[i] · (probs - onehot(target)) (OVERWRITTEN; may alias probs)
 void el_cross_entropy_backward(float *dlogits, const float *probs, const int *targets, const float *dloss, int n,
                                int V);
-
-// C[m, n] = alpha · op(A) · op(B) + beta · C for row-major matrices with leading
-// dimensions lda/ldb/ldc (op = transpose when ta/tb). OpenBLAS when built in.
-void el_sgemm(int ta, int tb, int m, int n, int k, float alpha, const float *A, int lda, const float *B, int ldb,
-              float beta, float *C, int ldc);
-// The same, split by columns of C across the pool (each part one BLAS call).
-void el_sgemm_par(el_pool *pool, int ta, int tb, int m, int n, int k, float alpha, const float *A, int lda,
-                  const float *B, int ldb, float beta, float *C, int ldc);
-// Sets the BLAS thread count (process-wide in OpenBLAS); no-op without BLAS.
-void el_blas_threads(int n);
-const char *el_blas_name(void);
 
 // ---------------------------------------------------------------- stage
 

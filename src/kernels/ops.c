@@ -48,11 +48,12 @@ void el_axpy_f32(float *restrict y, float a, const float *restrict x, int n) {
 }
 
 // out[n] = x[n] / sqrt(mean(x²) + eps) * w[n]
-void el_rmsnorm(float *out, const float *x, const float *w, int n, float eps) {
+float el_rmsnorm(float *out, const float *x, const float *w, int n, float eps) {
     double ss = 0;
     for (int i = 0; i < n; i++) ss += (double)x[i] * x[i];
     float scale = (float)(1.0 / sqrt(ss / n + eps));
     for (int i = 0; i < n; i++) out[i] = x[i] * scale * w[i];
+    return scale;
 }
 
 void el_rope_freqs(float *inv_freq, int head_dim, float theta) {

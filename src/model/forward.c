@@ -1,6 +1,7 @@
-// The Llama forward pass over one stage: embedding, the layer loop, and the
-// head, over rows of many sessions at once (el_batch), each session with its
-// own KV cache in blocks. Read `layer_forward` top to bottom: it is the model.
+// The forward pass over one stage: embedding, the layer loop, and the head,
+// over rows of many sessions at once (el_batch), each session with its own KV
+// cache in blocks. The layer itself is src/model/layer.c (el_layer_forward),
+// the one definition training runs too; this file feeds it rows and caches.
 #include <math.h>
 #include <stdatomic.h>
 #include <stdint.h>
@@ -8,6 +9,7 @@
 #include <string.h>
 
 #include "edgellm/kernels.h"
+#include "edgellm/layer.h"
 #include "edgellm/lora.h"
 #include "edgellm/model.h"
 
@@ -89,14 +91,6 @@ struct el_session {
     const el_lora_set *lora;  // adapters applied to the projections (borrowed; may be NULL)
     el_batch *own;            // the engine of el_session_layers/head (made on first use)
 };
-
-// The cached row of (layer l, K or V, kv head kvh, position pos).
-static uint8_t *kv_row(const el_session *s, int l, int v, int kvh, int pos) {
-    const el_hparams *h = &s->m->hp;
-    size_t i = (((size_t)(l - s->layer_begin) * 2 + (size_t)v) * (size_t)h->n_kv_heads + (size_t)kvh) * EL_KV_BLOCK +
-               (size_t)(pos % EL_KV_BLOCK);
-    return s->blocks[pos / EL_KV_BLOCK] + i * s->kv_row;
-}
 
 el_status el_session_new(const el_model *m, const el_session_opts *opts, el_pool *pool, el_session **out,
                          el_error *err) {
@@ -199,17 +193,17 @@ void el_session_truncate(el_session *s, int n_pos) {
 el_status el_session_embed(el_session *s, const int *tokens, int n, float *x, el_error *err) {
     const el_model *m = s->m;
     if (!m->has_embed) return el_err(err, EL_ERR_STATE, "%s: token embedding is not loaded on this stage", m->path);
-    for (int i = 0; i < n; i++) {
+    for (int i = 0; i < n; i++)
         if (tokens[i] < 0 || tokens[i] >= m->hp.vocab)
             return el_err(err, EL_ERR_RANGE, "token id %d is outside the vocabulary (0..%d)", tokens[i], m->hp.vocab - 1);
-        el_tensor_row_f32(&m->tok_embd, tokens[i], x + (size_t)i * m->hp.dim);
-    }
+    el_embedding_forward(x, tokens, n, &m->tok_embd);
     return EL_OK;
 }
 
 // ---------------------------------------------------------------- scratch
 
-// Scratch of one step, sized for max rows.
+// Scratch of one step, sized for max rows: the layer's activations, which
+// inference does not keep (el_layer_acts with nothing saved).
 typedef struct scratch {
     float *xb;     // [B, dim]   normed input
     float *q;      // [B, q_dim]
@@ -266,175 +260,36 @@ typedef struct {
     const el_lora_set *const *seg_lora;  // [n_seg] adapters of segment i (NULL: none)
 } row_map;
 
-// y[n, out] += adapter product of x[n, in], per segment of rows
-static void lora_rows(const row_map *rm, int l, int target, float *y, int out, const float *x, int in) {
-    for (int i = 0; i < rm->n_seg; i++) {
-        int a = rm->seg_start[i], b = rm->seg_start[i + 1] < rm->n ? rm->seg_start[i + 1] : rm->n;
-        if (rm->seg_lora[i] && b > a)
-            el_lora_apply(rm->seg_lora[i], l, target, y + (size_t)a * out, x + (size_t)a * in, b - a);
-    }
-}
-
-// ---------------------------------------------------------------- attention
-
-#define ATTN_TOKENS_PER_TASK 16
-
 typedef struct {
-    const el_hparams *hp;
-    const scratch *sc;
     const row_map *rm;
-    int layer, q_dim, kv_dim;
-    int token_blocks;
-    atomic_int failed;  // a task could not get its score buffer
-} attn_job;
+    int layer;
+} kv_ctx;
 
-// Causal grouped-query attention for one head over a block of rows, each row
-// against its own session's cache, read block by block in position order:
-// att[t, h] = softmax(q[t,h] · K[0..pos[t]]ᵀ / √hd) · V[0..pos[t]]
-static void attn_task(void *ctx, int task, int n_tasks) {
-    (void)n_tasks;
-    attn_job *j = ctx;
-    const el_hparams *hp = j->hp;
-    const row_map *rm = j->rm;
-    int hd = hp->head_dim, group = hp->n_heads / hp->n_kv_heads;
-    int h = task / j->token_blocks, t0 = task % j->token_blocks * ATTN_TOKENS_PER_TASK;
-    int t1 = t0 + ATTN_TOKENS_PER_TASK < rm->n ? t0 + ATTN_TOKENS_PER_TASK : rm->n;
-    int kvh = h / group;
-    int max_end = 0;
-    for (int t = t0; t < t1; t++)
-        if (rm->pos[t] + 1 > max_end) max_end = rm->pos[t] + 1;
-    float stack[1024];
-    float *scores = max_end <= 1024 ? stack : malloc((size_t)max_end * sizeof(float));
-    if (!scores) {
-        atomic_store(&j->failed, 1);
-        return;
-    }
-    float scale = 1.0f / sqrtf((float)hd);
-    for (int t = t0; t < t1; t++) {
-        const el_session *s = rm->sess[t];
-        int end = rm->pos[t] + 1;  // positions this row may attend to
-        // sliding window (Mistral): only the latest sliding_window positions, itself included
-        int start = hp->sliding_window && end > hp->sliding_window ? end - hp->sliding_window : 0;
-        const float *q = j->sc->q + (size_t)t * j->q_dim + (size_t)h * hd;
-        float *out = j->sc->att + (size_t)t * j->q_dim + (size_t)h * hd;
-        for (int p = start; p < end;) {  // block by block
-            int e = (p / EL_KV_BLOCK + 1) * EL_KV_BLOCK < end ? (p / EL_KV_BLOCK + 1) * EL_KV_BLOCK : end;
-            el_attn_scores_kv(s->kv_type, scores + (p - start), q, kv_row(s, j->layer, 0, kvh, p), s->kv_row, e - p, hd,
-                              scale);
-            p = e;
-        }
-        el_softmax(scores, end - start);
-        memset(out, 0, (size_t)hd * sizeof(float));
-        for (int p = start; p < end;) {
-            int e = (p / EL_KV_BLOCK + 1) * EL_KV_BLOCK < end ? (p / EL_KV_BLOCK + 1) * EL_KV_BLOCK : end;
-            el_attn_mix_kv(s->kv_type, out, scores + (p - start), kv_row(s, j->layer, 1, kvh, p), s->kv_row, e - p, hd);
-            p = e;
-        }
-    }
-    if (scores != stack) free(scores);
+// Row r's keys and values at the layer: its session's blocks (layout in
+// struct el_session) as a view for the layer's attention and cache writes.
+static void session_kv(const void *ctx, int r, el_kv_view *w) {
+    const kv_ctx *c = ctx;
+    const el_session *s = c->rm->sess[r];
+    size_t head = (size_t)EL_KV_BLOCK * s->kv_row, kvd = (size_t)s->m->hp.n_kv_heads * head;
+    size_t k_off = (size_t)(c->layer - s->layer_begin) * 2 * kvd;
+    *w = (el_kv_view){s->kv_type, EL_KV_BLOCK, s->kv_row, head, {s->blocks, s->blocks}, {k_off, k_off + kvd}};
 }
 
 // ---------------------------------------------------------------- one layer
 
-// The row-wise steps between the matmuls, run over blocks of rows on the
-// pool when a batch is large enough to be worth the hand-out (a prefill):
-// serial, they left the other threads waiting for ~8% of prefill time.
-enum { ROWS_NORM_ATTN, ROWS_ROPE_KV, ROWS_RESID_NORM_FFN, ROWS_SWIGLU, ROWS_RESID };
-#define ROWS_PER_TASK 8
-
-typedef struct {
-    const el_model *m;
-    const scratch *sc;
-    const row_map *rm;
-    float *x;
-    int l, step;
-} rows_job;
-
-static void rows_task(void *ctx, int task, int n_tasks) {
-    const rows_job *j = ctx;
-    const el_hparams *hp = &j->m->hp;
-    const el_layer *L = &j->m->layers[j->l];
-    const scratch *sc = j->sc;
-    int dim = hp->dim, q_dim = hp->n_heads * hp->head_dim, kv_dim = hp->n_kv_heads * hp->head_dim, ff = hp->ff;
-    int t0 = n_tasks == 1 ? 0 : task * ROWS_PER_TASK, t1 = n_tasks == 1 ? j->rm->n : t0 + ROWS_PER_TASK;
-    if (t1 > j->rm->n) t1 = j->rm->n;
-    for (int t = t0; t < t1; t++) {
-        float *x = j->x + (size_t)t * dim, *xb = sc->xb + (size_t)t * dim, *proj = sc->proj + (size_t)t * dim;
-        switch (j->step) {
-        case ROWS_NORM_ATTN: el_rmsnorm(xb, x, L->attn_norm.data, dim, hp->rms_eps); break;
-        case ROWS_ROPE_KV: {
-            el_session *s = j->rm->sess[t];
-            int pos = j->rm->pos[t];
-            float *q = sc->q + (size_t)t * q_dim, *k = sc->k + (size_t)t * kv_dim, *v = sc->v + (size_t)t * kv_dim;
-            if (hp->has_qkv_bias) {  // Qwen2
-                const float *bq = L->bq.data, *bk = L->bk.data, *bv = L->bv.data;
-                for (int i = 0; i < q_dim; i++) q[i] += bq[i];
-                for (int i = 0; i < kv_dim; i++) k[i] += bk[i], v[i] += bv[i];
-            }
-            void (*rope)(float *, int, int, int, const float *) = hp->rope_type == EL_ROPE_NEOX ? el_rope_neox : el_rope;
-            rope(q, hp->n_heads, hp->head_dim, pos, s->inv_freq);
-            rope(k, hp->n_kv_heads, hp->head_dim, pos, s->inv_freq);
-            for (int g = 0; g < hp->n_kv_heads; g++) {
-                el_kv_store(s->kv_type, kv_row(s, j->l, 0, g, pos), k + (size_t)g * hp->head_dim, hp->head_dim);
-                el_kv_store(s->kv_type, kv_row(s, j->l, 1, g, pos), v + (size_t)g * hp->head_dim, hp->head_dim);
-            }
-            break;
-        }
-        case ROWS_RESID_NORM_FFN:
-            for (int i = 0; i < dim; i++) x[i] += proj[i];
-            el_rmsnorm(xb, x, L->ffn_norm.data, dim, hp->rms_eps);
-            break;
-        case ROWS_SWIGLU: {
-            float *h = sc->hb + (size_t)t * ff;
-            el_swiglu(h, h, sc->hb2 + (size_t)t * ff, ff);
-            break;
-        }
-        case ROWS_RESID:
-            for (int i = 0; i < dim; i++) x[i] += proj[i];
-            break;
-        }
-    }
-}
-
-static void rows_run(el_pool *pool, rows_job *j, int step) {
-    j->step = step;
-    int n = j->rm->n, tasks = n >= 2 * ROWS_PER_TASK ? (n + ROWS_PER_TASK - 1) / ROWS_PER_TASK : 1;
-    el_pool_run(pool, rows_task, j, tasks);  // one task runs inline
-}
-
-// x[n, dim] += Attention(RMSNorm(x)); x += FFN(RMSNorm(x)), row t at position
-// rm->pos[t] of session rm->sess[t]. Base matmuls run once over all n rows.
-// Returns -1 when attention could not get its scratch (out of memory).
+// Layer l over the rows of rm (row t at position rm->pos[t] of session
+// rm->sess[t]), in place: src/model/layer.c's el_layer_forward, with the
+// sessions' caches as the keys and values and nothing kept. Base matmuls run
+// once over all n rows. Returns -1 when attention could not get its scratch.
 static int layer_forward(const el_model *m, el_pool *pool, const scratch *sc, int l, float *x, const row_map *rm) {
-    const el_hparams *hp = &m->hp;
-    const el_layer *L = &m->layers[l];
-    int n = rm->n, dim = hp->dim;
-    int q_dim = hp->n_heads * hp->head_dim, kv_dim = hp->n_kv_heads * hp->head_dim, ff = hp->ff;
-    rows_job rj = {m, sc, rm, x, l, 0};
-
-    // attention block
-    rows_run(pool, &rj, ROWS_NORM_ATTN);
-    el_matmul_many(pool, 3, (float *[]){sc->q, sc->k, sc->v}, sc->xb, (const el_tensor *[]){&L->wq, &L->wk, &L->wv}, n);
-    lora_rows(rm, l, EL_LORA_Q, sc->q, q_dim, sc->xb, dim);  // no-ops without adapters
-    lora_rows(rm, l, EL_LORA_K, sc->k, kv_dim, sc->xb, dim);
-    lora_rows(rm, l, EL_LORA_V, sc->v, kv_dim, sc->xb, dim);
-    rows_run(pool, &rj, ROWS_ROPE_KV);  // (Qwen2's q/k/v biases,) rope, and the new keys and values into the cache
-    attn_job aj = {hp, sc, rm, l, q_dim, kv_dim, (n + ATTN_TOKENS_PER_TASK - 1) / ATTN_TOKENS_PER_TASK, 0};
-    el_pool_run(pool, attn_task, &aj, aj.token_blocks * hp->n_heads);
-    if (atomic_load(&aj.failed)) return -1;
-    el_matmul(pool, sc->proj, sc->att, &L->wo, n);
-    lora_rows(rm, l, EL_LORA_O, sc->proj, dim, sc->att, q_dim);
-
-    // feed-forward block (SwiGLU)
-    rows_run(pool, &rj, ROWS_RESID_NORM_FFN);
-    el_matmul_many(pool, 2, (float *[]){sc->hb, sc->hb2}, sc->xb, (const el_tensor *[]){&L->w_gate, &L->w_up}, n);
-    lora_rows(rm, l, EL_LORA_GATE, sc->hb, ff, sc->xb, dim);
-    lora_rows(rm, l, EL_LORA_UP, sc->hb2, ff, sc->xb, dim);
-    rows_run(pool, &rj, ROWS_SWIGLU);
-    el_matmul(pool, sc->proj, sc->hb, &L->w_down, n);
-    lora_rows(rm, l, EL_LORA_DOWN, sc->proj, dim, sc->hb, ff);
-    rows_run(pool, &rj, ROWS_RESID);
-    return 0;
+    const el_session *s0 = rm->sess[0];
+    kv_ctx kc = {rm, l};
+    el_layer_io io = {.m = m, .layer = l, .pool = pool, .n = rm->n, .pos = rm->pos, .inv_freq = s0->inv_freq,
+                      .kv = session_kv, .kv_ctx = &kc, .n_seg = rm->n_seg, .seg_start = rm->seg_start,
+                      .seg_lora = rm->seg_lora};
+    el_layer_acts a = {.xn1 = sc->xb, .xn2 = sc->xb, .q = sc->q, .k = sc->k, .v = sc->v, .ao = sc->att, .g = sc->hb,
+                       .u = sc->hb2, .h = sc->hb, .proj = sc->proj};
+    return el_layer_forward(&io, &a, x);
 }
 
 // ---------------------------------------------------------------- the batching engine
@@ -502,9 +357,8 @@ static el_status head_rows(el_batch *b, const float *x, int n, float *logits, el
     const el_model *m = b->m;
     const el_hparams *hp = &m->hp;
     if (!m->has_head) return el_err(err, EL_ERR_STATE, "%s: output head is not loaded on this stage", m->path);
-    for (int t = 0; t < n; t++)
-        el_rmsnorm(b->sc->xb + (size_t)t * hp->dim, x + (size_t)t * hp->dim, m->output_norm.data, hp->dim, hp->rms_eps);
-    el_matmul(b->pool, logits, b->sc->xb, &m->output, n);
+    el_rmsnorm_forward(b->sc->xb, NULL, x, m->output_norm.data, n, hp->dim, hp->rms_eps);
+    el_proj_forward(b->pool, 1, &logits, b->sc->xb, (const el_tensor *[]){&m->output}, n, 0, NULL);
     return EL_OK;
 }
 
@@ -585,7 +439,7 @@ el_status el_batch_run(el_batch *b, int n_req, const el_batch_req *reqs, el_erro
         b->row_begin[o] = r;
         float *xr = b->x + (size_t)r * dim;
         if (q->tokens)
-            for (int k = 0; k < q->n; k++) el_tensor_row_f32(&m->tok_embd, q->tokens[k], xr + (size_t)k * dim);
+            el_embedding_forward(xr, q->tokens, q->n, &m->tok_embd);
         else
             memcpy(xr, q->x, (size_t)q->n * dim * sizeof(float));
         for (int k = 0; k < q->n; k++) {
@@ -612,12 +466,11 @@ el_status el_batch_run(el_batch *b, int n_req, const el_batch_req *reqs, el_erro
         for (int o = 0; o < n_req; o++) {
             const el_batch_req *q = &reqs[b->order[o]];
             int from = b->row_begin[o] + q->n - q->logits_rows;
-            for (int k = 0; k < q->logits_rows; k++)
-                el_rmsnorm(b->sc->xb + (size_t)(g + k) * dim, b->x + (size_t)(from + k) * dim, m->output_norm.data,
-                           hp->dim, hp->rms_eps);
+            el_rmsnorm_forward(b->sc->xb + (size_t)g * dim, NULL, b->x + (size_t)from * dim, m->output_norm.data,
+                               q->logits_rows, hp->dim, hp->rms_eps);
             g += q->logits_rows;
         }
-        el_matmul(b->pool, b->logits, b->sc->xb, &m->output, n_logits);
+        el_proj_forward(b->pool, 1, &b->logits, b->sc->xb, (const el_tensor *[]){&m->output}, n_logits, 0, NULL);
         g = 0;
         for (int o = 0; o < n_req; o++) {
             const el_batch_req *q = &reqs[b->order[o]];

@@ -1,11 +1,12 @@
-// LoRA adapters: creation, the GGUF adapter format (read with shape checks
-// against the base, written atomically), and application at inference.
+// LoRA adapters: creation, joining halves, and the GGUF adapter format (read
+// with shape checks against the base, written atomically). The product itself
+// is el_lora_forward in layer.c.
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "edgellm/gguf.h"
-#include "edgellm/kernels.h"
 #include "edgellm/lora.h"
 
 static const char *target_names[EL_LORA_N_TARGETS] = {"q", "k", "v", "o", "gate", "up", "down"};
@@ -66,11 +67,13 @@ void el_lora_target_shape(const el_hparams *h, int t, int *in, int *out) {
     }
 }
 
-static el_lora *lora_alloc(int n_layers) {
+// An empty adapter for m's layers, recording m's architecture.
+static el_lora *lora_alloc(const el_model *m) {
     el_lora *l = calloc(1, sizeof *l);
     if (!l) return NULL;
-    l->n_layers = n_layers;
-    l->mats = calloc((size_t)n_layers * EL_LORA_N_TARGETS, sizeof *l->mats);
+    l->n_layers = m->hp.n_layers;
+    snprintf(l->arch, sizeof l->arch, "%s", m->hp.arch);
+    l->mats = calloc((size_t)l->n_layers * EL_LORA_N_TARGETS, sizeof *l->mats);
     if (!l->mats) {
         free(l);
         return NULL;
@@ -129,7 +132,7 @@ el_status el_lora_new_layers(const el_model *m, int layer_begin, int layer_end, 
     if (layer_begin < 0 || layer_end > m->hp.n_layers || layer_begin >= layer_end)
         return el_err(err, EL_ERR_RANGE, "LoRA layers %d:%d are not within 0:%d", layer_begin, layer_end,
                       m->hp.n_layers);
-    el_lora *l = lora_alloc(m->hp.n_layers);
+    el_lora *l = lora_alloc(m);
     if (!l) return el_err(err, EL_ERR_NOMEM, "out of memory");
     l->rank = rank;
     l->alpha = alpha;
@@ -171,7 +174,7 @@ el_status el_lora_new_layers(const el_model *m, int layer_begin, int layer_end, 
 el_status el_lora_alloc_slots(const el_model *m, float alpha, int n, const el_lora_slot *slots, el_lora **out,
                               el_error *err) {
     *out = NULL;
-    el_lora *l = lora_alloc(m->hp.n_layers);
+    el_lora *l = lora_alloc(m);
     if (!l) return el_err(err, EL_ERR_NOMEM, "out of memory");
     l->alpha = alpha;
     for (int i = 0; i < n; i++) {
@@ -207,7 +210,7 @@ el_status el_lora_alloc_slots(const el_model *m, float alpha, int n, const el_lo
 el_status el_lora_join(const el_model *m, const el_lora *const *parts, int n, el_lora **out, el_error *err) {
     *out = NULL;
     if (n < 1) return el_err(err, EL_ERR_ARG, "nothing to join");
-    el_lora *l = lora_alloc(m->hp.n_layers);
+    el_lora *l = lora_alloc(m);
     if (!l) return el_err(err, EL_ERR_NOMEM, "out of memory");
     l->rank = parts[0]->rank;
     l->alpha = parts[0]->alpha;
@@ -298,7 +301,7 @@ el_status el_lora_load(const char *path, const el_model *m, el_lora **out, el_er
         st = el_err(err, EL_ERR_FORMAT, "%s: adapter is for architecture '%s', the model is '%s'", path, s, m->hp.arch);
         goto fail;
     }
-    if (!(l = lora_alloc(m->hp.n_layers))) {
+    if (!(l = lora_alloc(m))) {
         st = el_err(err, EL_ERR_NOMEM, "out of memory");
         goto fail;
     }
@@ -316,8 +319,8 @@ el_status el_lora_load(const char *path, const el_model *m, el_lora **out, el_er
         const el_gguf_tensor *t = &g->tensors[i];
         int layer, target, which;
         if (!parse_name(t->name, m->hp.n_layers, &layer, &target, &which)) {
-            st = el_err(err, EL_ERR_FORMAT, "%s: tensor %s is not a LoRA tensor of a %d-layer llama model", path,
-                        t->name, m->hp.n_layers);
+            st = el_err(err, EL_ERR_FORMAT, "%s: tensor %s is not a LoRA tensor of a %d-layer %s model", path,
+                        t->name, m->hp.n_layers, m->hp.arch);
             break;
         }
         const el_dtype_traits *tr = el_dtype_info(t->dtype);
@@ -389,7 +392,7 @@ fail:
 el_status el_lora_save(const el_lora *l, const char *path, el_error *err) {
     el_gguf_writer *w = el_gguf_writer_new();
     if (!w) return el_err(err, EL_ERR_NOMEM, "out of memory");
-    el_gguf_add_str(w, "general.architecture", "llama");
+    el_gguf_add_str(w, "general.architecture", l->arch[0] ? l->arch : "llama");
     el_gguf_add_str(w, "general.type", "adapter");
     el_gguf_add_str(w, "adapter.type", "lora");
     el_gguf_add_f32(w, "adapter.lora.alpha", l->alpha);
@@ -412,25 +415,4 @@ el_status el_lora_save(const el_lora *l, const char *path, el_error *err) {
     free(names);
     el_gguf_writer_free(w);
     return st;
-}
-
-// ---------------------------------------------------------------- inference
-
-void el_lora_apply(const el_lora_set *set, int layer, int target, float *y, const float *x, int n) {
-    if (!set) return;
-    for (int i = 0; i < set->n; i++) {
-        const el_lora_mat *mt = el_lora_get(set->lora[i], layer, target);
-        if (!mt) continue;
-        float s = set->scale[i] * set->lora[i]->alpha / (float)mt->rank;
-        float tbuf[256];
-        float *t = mt->rank <= 256 ? tbuf : malloc((size_t)mt->rank * sizeof(float));
-        if (!t) continue;  // cannot happen for sane ranks
-        for (int row = 0; row < n; row++) {
-            const float *xr = x + (size_t)row * mt->in;
-            float *yr = y + (size_t)row * mt->out;
-            for (int r = 0; r < mt->rank; r++) t[r] = s * el_dot_f32(xr, mt->a + (size_t)r * mt->in, mt->in);
-            for (int o = 0; o < mt->out; o++) yr[o] += el_dot_f32(t, mt->b + (size_t)o * mt->rank, mt->rank);
-        }
-        if (t != tbuf) free(t);
-    }
 }

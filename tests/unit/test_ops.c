@@ -159,8 +159,35 @@ static void test_attention(void **st) {
         }
 }
 
+// ---------------------------------------------------------------- dense f32 products
+
+// The column split over the pool computes the same product as one call.
+static void test_sgemm_par(void **s) {
+    (void)s;
+    uint64_t rng = 5;
+    int m = 96, n = 200, k = 230;
+    float *A = tu_randv(&rng, (size_t)m * k, 1), *B = tu_randv(&rng, (size_t)n * k, 1), *C0 = tu_randv(&rng, (size_t)m * n, 1);
+    float *C1 = malloc(sizeof(float) * m * n), *C2 = malloc(sizeof(float) * m * n);
+    el_pool *pool = el_pool_new(3);
+    for (int tb = 0; tb <= 1; tb++) {
+        memcpy(C1, C0, sizeof(float) * m * n);
+        memcpy(C2, C0, sizeof(float) * m * n);
+        int ldb = tb ? k : n;  // B as [n, k] transposed, or read as [k, n]
+        el_sgemm(0, tb, m, n, k, 0.5f, A, k, B, ldb, 1, C1, n);
+        el_sgemm_par(pool, 0, tb, m, n, k, 0.5f, A, k, B, ldb, 1, C2, n);
+        for (int i = 0; i < m * n; i++) assert_float_equal(C1[i], C2[i], 1e-4 * (1 + fabsf(C1[i])));
+        // and the reference loop agrees with BLAS
+        double ref = C0[5 * n + 7];
+        for (int p = 0; p < k; p++) ref += 0.5 * A[5 * k + p] * (tb ? B[7 * k + p] : B[p * n + 7]);
+        assert_float_equal(C1[5 * n + 7], ref, 1e-3);
+    }
+    el_pool_free(pool);
+    free(A), free(B), free(C0), free(C1), free(C2);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {cmocka_unit_test(test_exp), cmocka_unit_test(test_swiglu),
-                                       cmocka_unit_test(test_softmax), cmocka_unit_test(test_attention)};
+                                       cmocka_unit_test(test_softmax), cmocka_unit_test(test_attention),
+                                       cmocka_unit_test(test_sgemm_par)};
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,16 +1,23 @@
-// Dense f32 matrix products for training: OpenBLAS's sgemm when the build
-// found it (it reaches most of the FMA peak on the big products), else a
-// plain reference loop. BLAS runs single-threaded; el_sgemm_par splits a
-// product by columns over our pool, so one set of threads does all the work
-// (OpenBLAS's own workers spin after each call and fought our pool for the
-// cores). Deterministic for a fixed thread count: the split depends on it only.
+// Dense f32 matrix products (training's products through dequantized
+// weights, LoRA's low-rank products): OpenBLAS's sgemm when the build found
+// it (it reaches most of the FMA peak on the big products), else a plain
+// reference loop. BLAS runs single-threaded; el_sgemm_par splits a product by
+// columns over our pool, so one set of threads does all the work (OpenBLAS's
+// own workers spin after each call and fought our pool for the cores).
+// Deterministic for a fixed thread count: the split depends on it only.
+#include <pthread.h>
 #include <stdlib.h>
 
-#include "edgellm/train.h"
+#include "edgellm/kernels.h"
 
 #ifdef EL_HAVE_OPENBLAS
 #include <cblas.h>
 void openblas_set_num_threads(int num_threads);
+
+// OpenBLAS's thread count is process-wide: set it to one before the first
+// product, whoever makes it.
+static pthread_once_t blas_once = PTHREAD_ONCE_INIT;
+static void blas_single(void) { openblas_set_num_threads(1); }
 #endif
 
 void el_sgemm(int ta, int tb, int m, int n, int k, float alpha, const float *A, int lda, const float *B, int ldb,
@@ -18,6 +25,7 @@ void el_sgemm(int ta, int tb, int m, int n, int k, float alpha, const float *A, 
     if (m <= 0 || n <= 0) return;
 #ifdef EL_HAVE_OPENBLAS
     if (k > 0) {
+        pthread_once(&blas_once, blas_single);
         cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, m, n, k, alpha, A,
                     lda, B, ldb, beta, C, ldc);
         return;
@@ -68,14 +76,6 @@ void el_sgemm_par(el_pool *pool, int ta, int tb, int m, int n, int k, float alph
     cols = (cols + 15) / 16 * 16;  // whole SIMD panels per part
     gemm_job j = {ta, tb, m, n, k, alpha, beta, A, B, C, lda, ldb, ldc, cols};
     el_pool_run(pool, gemm_task, &j, (n + cols - 1) / cols);
-}
-
-void el_blas_threads(int n) {
-#ifdef EL_HAVE_OPENBLAS
-    openblas_set_num_threads(n > 0 ? n : 1);
-#else
-    (void)n;
-#endif
 }
 
 const char *el_blas_name(void) {
