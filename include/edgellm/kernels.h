@@ -76,6 +76,19 @@ size_t el_matmul_pack_size(const el_tensor *W, el_isa isa, int64_t *rows);
 // reads every row from W->data.
 void el_matmul_pack(const el_tensor *W, int64_t rows, void *dst);
 
+// ---------------------------------------------------------------- dense f32 products
+
+// C[m, n] = alpha · op(A) · op(B) + beta · C for row-major matrices with leading
+// dimensions lda/ldb/ldc (op = transpose when ta/tb). OpenBLAS when built in.
+void el_sgemm(int ta, int tb, int m, int n, int k, float alpha, const float *A, int lda, const float *B, int ldb,
+              float beta, float *C, int ldc);
+// The same, split by columns of C across the pool (each part one BLAS call).
+void el_sgemm_par(el_pool *pool, int ta, int tb, int m, int n, int k, float alpha, const float *A, int lda,
+                  const float *B, int ldb, float beta, float *C, int ldc);
+// Sets the BLAS thread count (process-wide in OpenBLAS); no-op without BLAS.
+void el_blas_threads(int n);
+const char *el_blas_name(void);
+
 // ---------------------------------------------------------------- machine probes
 
 // Peak f32 FMA throughput with every pool thread running independent FMA

@@ -13,6 +13,7 @@
 #include <stdint.h>
 
 #include "edgellm/core.h"
+#include "edgellm/kernels.h"
 #include "edgellm/lora.h"
 #include "edgellm/model.h"
 #include "edgellm/tokenize.h"
@@ -79,16 +80,6 @@ void el_cross_entropy_forward(float *loss, float *probs, const float *logits, co
 void el_cross_entropy_backward(float *dlogits, const float *probs, const int *targets, const float *dloss, int n,
                                int V);
 
-// C[m, n] = alpha · op(A) · op(B) + beta · C for row-major matrices with leading
-// dimensions lda/ldb/ldc (op = transpose when ta/tb). OpenBLAS when built in.
-void el_sgemm(int ta, int tb, int m, int n, int k, float alpha, const float *A, int lda, const float *B, int ldb,
-              float beta, float *C, int ldc);
-// The same, split by columns of C across the pool (each part one BLAS call).
-void el_sgemm_par(el_pool *pool, int ta, int tb, int m, int n, int k, float alpha, const float *A, int lda,
-                  const float *B, int ldb, float beta, float *C, int ldc);
-// Sets the BLAS thread count (process-wide in OpenBLAS); no-op without BLAS.
-void el_blas_threads(int n);
-const char *el_blas_name(void);
 
 // ---------------------------------------------------------------- stage
 

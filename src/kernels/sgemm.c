@@ -1,4 +1,4 @@
-// Dense f32 matrix products for training: OpenBLAS's sgemm when the build
+// Dense f32 matrix products (training, the vision encoder): OpenBLAS's sgemm when the build
 // found it (it reaches most of the FMA peak on the big products), else a
 // plain reference loop. BLAS runs single-threaded; el_sgemm_par splits a
 // product by columns over our pool, so one set of threads does all the work
@@ -6,7 +6,7 @@
 // cores). Deterministic for a fixed thread count: the split depends on it only.
 #include <stdlib.h>
 
-#include "edgellm/train.h"
+#include "edgellm/kernels.h"
 
 #ifdef EL_HAVE_OPENBLAS
 #include <cblas.h>
