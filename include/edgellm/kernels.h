@@ -89,6 +89,13 @@ void el_sgemm_par(el_pool *pool, int ta, int tb, int m, int n, int k, float alph
 void el_blas_threads(int n);
 const char *el_blas_name(void);
 
+// out[n,d] = x[n,k] · W[d,k]ᵀ for many rows n (an encoder's whole sequence):
+// panels of W's rows, converted to f32 once per call, each multiplied with all
+// of x by one sgemm on a pool task. For f32, f16 and bf16 weights with
+// OpenBLAS (el_matmul_dense_ok); anything else goes to el_matmul.
+int el_matmul_dense_ok(const el_tensor *W);
+void el_matmul_dense(el_pool *pool, float *out, const float *x, const el_tensor *W, int n);
+
 // ---------------------------------------------------------------- machine probes
 
 // Peak f32 FMA throughput with every pool thread running independent FMA
@@ -140,6 +147,16 @@ void el_attn_mix(float *out, const float *w, const float *v, size_t stride, int 
 
 // h[i] = silu(g[i]) * u[i]
 void el_swiglu(float *h, const float *g, const float *u, int n);
+
+// out[i] = (x[i] - mean(x)) / sqrt(var(x) + eps) * w[i] + b[i]   over one row
+// of n (w, b may be NULL: 1 and 0). out may be x.
+void el_layernorm(float *out, const float *x, const float *w, const float *b, int n, float eps);
+
+// In place, x[i] = x[i] / (1 + e^(-c(x[i]))): GELU in its tanh form,
+// 0.5x(1 + tanh(√(2/π)(x + 0.044715x³))), with c(x) = 2√(2/π)(x + 0.044715x³);
+// and quick GELU, x·sigmoid(1.702x), with c(x) = 1.702x.
+void el_gelu(float *x, int n);
+void el_gelu_quick(float *x, int n);
 
 #ifdef __cplusplus
 }

@@ -1,4 +1,5 @@
-// Row-wise ops of the transformer: RMSNorm, RoPE, softmax, SwiGLU, dot product.
+// Row-wise ops of the transformers: RMSNorm, layer norm, RoPE, softmax, SwiGLU,
+// GELU, dot product.
 #include <math.h>
 #include <pthread.h>
 
@@ -36,6 +37,19 @@ void el_rmsnorm(float *out, const float *x, const float *w, int n, float eps) {
     for (int i = 0; i < n; i++) ss += (double)x[i] * x[i];
     float scale = (float)(1.0 / sqrt(ss / n + eps));
     for (int i = 0; i < n; i++) out[i] = x[i] * scale * w[i];
+}
+
+void el_layernorm(float *out, const float *x, const float *w, const float *b, int n, float eps) {
+    double s = 0;
+    for (int i = 0; i < n; i++) s += x[i];
+    float mean = (float)(s / n);
+    double ss = 0;
+    for (int i = 0; i < n; i++) ss += (double)(x[i] - mean) * (x[i] - mean);
+    float scale = (float)(1.0 / sqrt(ss / n + eps));
+    for (int i = 0; i < n; i++) {
+        float v = (x[i] - mean) * scale;
+        out[i] = (w ? v * w[i] : v) + (b ? b[i] : 0.0f);
+    }
 }
 
 void el_rope_freqs(float *inv_freq, int head_dim, float theta) {
@@ -106,6 +120,30 @@ void el_swiglu(float *h, const float *g, const float *u, int n) {
 
 void el_swiglu_scalar(float *h, const float *g, const float *u, int n) {
     for (int i = 0; i < n; i++) h[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+}
+
+// The tanh form of GELU as x·sigmoid(2y): 0.5(1 + tanh y) = 1 / (1 + e^(-2y)).
+#define GELU_C2 1.5957691216057308f  // 2·√(2/π)
+#define GELU_QUICK_C 1.702f
+
+void el_gelu_scalar(float *x, int n, int quick) {
+    for (int i = 0; i < n; i++) {
+        float v = x[i];
+        float c = quick ? GELU_QUICK_C * v : GELU_C2 * (v + 0.044715f * v * v * v);
+        x[i] = v / (1.0f + expf(-c));
+    }
+}
+
+void el_gelu(float *x, int n) {
+    pthread_once(&isa_once, detect_isa);
+    if (use_avx512) el_gelu_avx512(x, n, 0);
+    else el_gelu_scalar(x, n, 0);
+}
+
+void el_gelu_quick(float *x, int n) {
+    pthread_once(&isa_once, detect_isa);
+    if (use_avx512) el_gelu_avx512(x, n, 1);
+    else el_gelu_scalar(x, n, 1);
 }
 
 void el_attn_scores_scalar(float *scores, const float *q, const float *k, size_t stride, int n, int hd, float scale) {

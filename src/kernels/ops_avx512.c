@@ -53,6 +53,28 @@ void el_swiglu_avx512(float *h, const float *g, const float *u, int n) {
     }
 }
 
+// x / (1 + e^(-c)), c as in el_gelu_scalar; the same operations per element.
+static inline __m512 gelu512(__m512 v, int quick) {
+    __m512 c;
+    if (quick) {
+        c = _mm512_mul_ps(_mm512_set1_ps(1.702f), v);
+    } else {
+        __m512 v3 = _mm512_mul_ps(_mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(0.044715f), v), v), v);
+        c = _mm512_mul_ps(_mm512_set1_ps(1.5957691216057308f), _mm512_add_ps(v, v3));
+    }
+    __m512 e = exp512(_mm512_sub_ps(_mm512_setzero_ps(), c));
+    return _mm512_div_ps(v, _mm512_add_ps(_mm512_set1_ps(1.0f), e));
+}
+
+void el_gelu_avx512(float *x, int n, int quick) {
+    int i = 0;
+    for (; i + 16 <= n; i += 16) _mm512_storeu_ps(x + i, gelu512(_mm512_loadu_ps(x + i), quick));
+    if (i < n) {
+        __mmask16 m = (__mmask16)((1u << (n - i)) - 1);
+        _mm512_mask_storeu_ps(x + i, m, gelu512(_mm512_maskz_loadu_ps(m, x + i), quick));
+    }
+}
+
 void el_softmax_avx512(float *x, int n) {
     __m512 vmax = _mm512_set1_ps(-INFINITY);
     int i = 0;

@@ -8,6 +8,7 @@
 float el_exp_avx512(float x);
 void el_swiglu_avx512(float *h, const float *g, const float *u, int n);
 void el_softmax_avx512(float *x, int n);
+void el_gelu_avx512(float *x, int n, int quick);
 
 // hd a multiple of 16, at most 256
 void el_attn_scores_avx512(float *scores, const float *q, const float *k, size_t stride, int n, int hd, float scale);
@@ -16,6 +17,7 @@ void el_attn_mix_avx512(float *out, const float *w, const float *v, size_t strid
 // The scalar versions (the reference for tests).
 void el_swiglu_scalar(float *h, const float *g, const float *u, int n);
 void el_softmax_scalar(float *x, int n);
+void el_gelu_scalar(float *x, int n, int quick);
 void el_attn_scores_scalar(float *scores, const float *q, const float *k, size_t stride, int n, int hd, float scale);
 void el_attn_mix_scalar(float *out, const float *w, const float *v, size_t stride, int n, int hd);
 

@@ -85,3 +85,66 @@ const char *el_blas_name(void) {
     return "reference";
 #endif
 }
+
+// ---------------------------------------------------------------- dense weights
+
+typedef struct {
+    float *out;
+    const float *x;
+    const el_tensor *W;
+    int n, k, d, rows;
+} dense_job;
+
+// One panel of W's rows as f32 (converted into a buffer unless stored so),
+// against every row of x: one BLAS call.
+static void dense_task(void *ctx, int t, int n_tasks) {
+    (void)n_tasks;
+    const dense_job *j = ctx;
+    int r0 = t * j->rows, r1 = r0 + j->rows < j->d ? r0 + j->rows : j->d;
+    size_t row_bytes = el_tensor_row_size(j->W);
+    const char *src = (const char *)j->W->data + (size_t)r0 * row_bytes;
+    float *buf = NULL;
+    const float *w = (const float *)src;
+    if (j->W->dtype != EL_DTYPE_F32) {
+        buf = el_malloc_aligned((size_t)(r1 - r0) * j->k * sizeof(float));
+        if (!buf) {  // out of memory: the row-by-row kernels need none
+            el_tensor part = *j->W;
+            part.data = (void *)src;
+            part.ne[1] = r1 - r0;
+            part.packed = NULL;
+            float *tmp = malloc((size_t)j->n * (r1 - r0) * sizeof(float));
+            if (!tmp) return;
+            el_matmul(NULL, tmp, j->x, &part, j->n);
+            for (int i = 0; i < j->n; i++)
+                for (int r = r0; r < r1; r++) j->out[(size_t)i * j->d + r] = tmp[(size_t)i * (r1 - r0) + (r - r0)];
+            free(tmp);
+            return;
+        }
+        el_dtype_info(j->W->dtype)->to_f32(src, buf, (int64_t)(r1 - r0) * j->k);
+        w = buf;
+    }
+    el_sgemm(0, 1, j->n, r1 - r0, j->k, 1.0f, j->x, j->k, w, j->k, 0.0f, j->out + r0, j->d);
+    el_free_aligned(buf);
+}
+
+int el_matmul_dense_ok(const el_tensor *W) {
+#ifdef EL_HAVE_OPENBLAS
+    return W->dtype == EL_DTYPE_F32 || W->dtype == EL_DTYPE_F16 || W->dtype == EL_DTYPE_BF16;
+#else
+    (void)W;
+    return 0;
+#endif
+}
+
+void el_matmul_dense(el_pool *pool, float *out, const float *x, const el_tensor *W, int n) {
+    if (!el_matmul_dense_ok(W) || n < 8) {
+        el_matmul(pool, out, x, W, n);
+        return;
+    }
+    int k = (int)W->ne[0], d = (int)W->ne[1], P = el_pool_size(pool);
+    // panels of at least 64 rows, about four per thread
+    int rows = (d + 4 * P - 1) / (4 * P);
+    rows = rows < 64 ? 64 : (rows + 15) / 16 * 16;
+    dense_job j = {out, x, W, n, k, d, rows};
+    el_pool_run(pool, dense_task, &j, (d + rows - 1) / rows);
+}

@@ -1,0 +1,189 @@
+// The vision encoder: patch embedding as a matrix product, pre-layer-norm
+// ViT blocks with full (non-causal) attention, then the LLaVA projector.
+// Read `block_forward` top to bottom: it is the block. Every product runs on
+// the pool (el_matmul_dense: BLAS panels for f32/f16 weights, the integer
+// kernels for quantized ones); attention is two BLAS products per head and
+// block of query rows; the row-wise steps run on the pool in blocks of rows.
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "edgellm/kernels.h"
+#include "vision_internal.h"
+
+void vit_scratch_free(el_vision *v) {
+    float **bufs[] = {&v->x, &v->xn, &v->q, &v->k, &v->v, &v->att, &v->tmp, &v->ffh, &v->patches};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) {
+        el_free_aligned(*bufs[i]);
+        *bufs[i] = NULL;
+    }
+}
+
+static el_status scratch(el_vision *v, el_error *err) {
+    if (v->x) return EL_OK;
+    const el_vision_hparams *h = &v->hp;
+    size_t n = (size_t)h->n_pos, H = (size_t)h->hidden;
+    size_t wide = (size_t)(h->ff > h->proj_hidden ? h->ff : h->proj_hidden);
+    if (wide < (size_t)h->out_dim) wide = (size_t)h->out_dim;
+    size_t P = (size_t)h->patch_size;
+    v->x = el_malloc_aligned(n * H * sizeof(float));
+    v->xn = el_malloc_aligned(n * H * sizeof(float));
+    v->q = el_malloc_aligned(n * H * sizeof(float));
+    v->k = el_malloc_aligned(n * H * sizeof(float));
+    v->v = el_malloc_aligned(n * H * sizeof(float));
+    v->att = el_malloc_aligned(n * H * sizeof(float));
+    v->tmp = el_malloc_aligned(n * (H > wide ? H : wide) * sizeof(float));
+    v->ffh = el_malloc_aligned(n * wide * sizeof(float));
+    v->patches = el_malloc_aligned((size_t)h->n_patches * 3 * P * P * sizeof(float));
+    if (!v->x || !v->xn || !v->q || !v->k || !v->v || !v->att || !v->tmp || !v->ffh || !v->patches) {
+        vit_scratch_free(v);
+        return el_err(err, EL_ERR_NOMEM, "%s: out of memory for the encoder's activations", v->path);
+    }
+    return EL_OK;
+}
+
+// ---------------------------------------------------------------- row-wise steps
+
+enum { ROWS_LN, ROWS_BIAS, ROWS_BIAS_ACT, ROWS_BIAS_RESID };
+#define ROWS_PER_TASK 16
+
+typedef struct {
+    int op, width;
+    float *x;           // [n][width], in place (ROWS_BIAS*) or the source (ROWS_LN)
+    float *out;         // ROWS_LN: destination; ROWS_BIAS_RESID: the residual stream
+    const float *w, *b;  // norm weight and bias, or the bias
+    float eps;
+    int act;  // ROWS_BIAS_ACT: 1 GELU, 0 quick GELU
+    int n;
+} rows_job;
+
+static void rows_task(void *ctx, int t, int n_tasks) {
+    (void)n_tasks;
+    const rows_job *j = ctx;
+    int r1 = (t + 1) * ROWS_PER_TASK < j->n ? (t + 1) * ROWS_PER_TASK : j->n;
+    for (int r = t * ROWS_PER_TASK; r < r1; r++) {
+        float *x = j->x + (size_t)r * j->width;
+        switch (j->op) {
+        case ROWS_LN: el_layernorm(j->out + (size_t)r * j->width, x, j->w, j->b, j->width, j->eps); break;
+        case ROWS_BIAS:
+            if (j->b)
+                for (int i = 0; i < j->width; i++) x[i] += j->b[i];
+            break;
+        case ROWS_BIAS_ACT:
+            if (j->b)
+                for (int i = 0; i < j->width; i++) x[i] += j->b[i];
+            if (j->act) el_gelu(x, j->width);
+            else el_gelu_quick(x, j->width);
+            break;
+        case ROWS_BIAS_RESID: {
+            float *y = j->out + (size_t)r * j->width;
+            for (int i = 0; i < j->width; i++) y[i] += x[i] + j->b[i];
+            break;
+        }
+        }
+    }
+}
+
+static void rows_run(el_pool *pool, rows_job j) {
+    el_pool_run(pool, rows_task, &j, (j.n + ROWS_PER_TASK - 1) / ROWS_PER_TASK);
+}
+
+static void layernorm_rows(el_pool *pool, float *out, float *x, const float *w, const float *b, int n, int width,
+                           float eps) {
+    rows_run(pool, (rows_job){ROWS_LN, width, x, out, w, b, eps, 0, n});
+}
+
+// out[n, d] = x[n, k] · Wᵀ + b
+static void linear(el_pool *pool, float *out, const float *x, const el_tensor *W, const float *b, int n) {
+    el_matmul_dense(pool, out, x, W, n);
+    rows_run(pool, (rows_job){ROWS_BIAS, (int)W->ne[1], out, NULL, NULL, b, 0, 0, n});
+}
+
+// ---------------------------------------------------------------- attention
+
+#define ATTN_ROWS 128
+
+typedef struct {
+    const float *q, *k, *v;
+    float *out;
+    int n, width, hd, row_blocks;
+    float scale;
+    int failed;
+} attn_job;
+
+// Head h, query rows [r0, r1): S = scale · Q_h K_hᵀ, softmax per row, O_h = S V_h.
+static void attn_task(void *ctx, int t, int n_tasks) {
+    (void)n_tasks;
+    attn_job *j = ctx;
+    int h = t / j->row_blocks, r0 = t % j->row_blocks * ATTN_ROWS;
+    int nr = j->n - r0 < ATTN_ROWS ? j->n - r0 : ATTN_ROWS;
+    float *s = malloc((size_t)nr * j->n * sizeof(float));
+    if (!s) {
+        j->failed = 1;
+        return;
+    }
+    size_t col = (size_t)h * j->hd, W = (size_t)j->width;
+    el_sgemm(0, 1, nr, j->n, j->hd, j->scale, j->q + (size_t)r0 * W + col, j->width, j->k + col, j->width, 0.0f, s, j->n);
+    for (int r = 0; r < nr; r++) el_softmax(s + (size_t)r * j->n, j->n);
+    el_sgemm(0, 0, nr, j->hd, j->n, 1.0f, s, j->n, j->v + col, j->width, 0.0f, j->out + (size_t)r0 * W + col, j->width);
+    free(s);
+}
+
+// ---------------------------------------------------------------- the block
+
+// x[n, H] += Attention(LN1(x)); x += MLP(LN2(x))
+static el_status block_forward(el_vision *v, el_pool *pool, const vit_block *b, el_error *err) {
+    const el_vision_hparams *h = &v->hp;
+    int n = h->n_pos, H = h->hidden;
+    layernorm_rows(pool, v->xn, v->x, b->ln1_w, b->ln1_b, n, H, h->eps);
+    linear(pool, v->q, v->xn, &b->wq, b->bq, n);
+    linear(pool, v->k, v->xn, &b->wk, b->bk, n);
+    linear(pool, v->v, v->xn, &b->wv, b->bv, n);
+    int hd = H / h->heads;
+    attn_job aj = {v->q, v->k, v->v, v->att, n, H, hd, (n + ATTN_ROWS - 1) / ATTN_ROWS, 1.0f / sqrtf((float)hd), 0};
+    el_pool_run(pool, attn_task, &aj, h->heads * aj.row_blocks);
+    if (aj.failed) return el_err(err, EL_ERR_NOMEM, "%s: out of memory for attention scores", v->path);
+    el_matmul_dense(pool, v->tmp, v->att, &b->wo, n);
+    rows_run(pool, (rows_job){ROWS_BIAS_RESID, H, v->tmp, v->x, NULL, b->bo, 0, 0, n});  // x += att·Woᵀ + bo
+
+    layernorm_rows(pool, v->xn, v->x, b->ln2_w, b->ln2_b, n, H, h->eps);
+    el_matmul_dense(pool, v->ffh, v->xn, &b->fc1, n);
+    rows_run(pool, (rows_job){ROWS_BIAS_ACT, h->ff, v->ffh, NULL, NULL, b->fc1_b, 0, h->gelu, n});
+    el_matmul_dense(pool, v->tmp, v->ffh, &b->fc2, n);
+    rows_run(pool, (rows_job){ROWS_BIAS_RESID, H, v->tmp, v->x, NULL, b->fc2_b, 0, 0, n});
+    return EL_OK;
+}
+
+// ---------------------------------------------------------------- encode
+
+el_status el_vision_encode(el_vision *v, el_pool *pool, const float *pixels, float *out, el_error *err) {
+    const el_vision_hparams *h = &v->hp;
+    el_status st = scratch(v, err);
+    if (st) return st;
+    int N = h->image_size, P = h->patch_size, side = N / P, H = h->hidden, cls = h->has_class;
+    size_t plen = (size_t)3 * P * P;
+    // patches in the kernel's order: channel, then row, then column
+    for (int py = 0; py < side; py++)
+        for (int px = 0; px < side; px++) {
+            float *row = v->patches + (size_t)(py * side + px) * plen;
+            for (int c = 0; c < 3; c++)
+                for (int ky = 0; ky < P; ky++)
+                    memcpy(row + ((size_t)c * P + ky) * P, pixels + ((size_t)c * N + (size_t)py * P + ky) * N + (size_t)px * P,
+                           (size_t)P * sizeof(float));
+        }
+    // embeddings: [class token,] patches, each plus its position's embedding
+    linear(pool, v->x + (size_t)cls * H, v->patches, &v->patch_w, v->patch_b, h->n_patches);
+    if (cls) memcpy(v->x, v->class_embd, (size_t)H * sizeof(float));
+    for (size_t i = 0; i < (size_t)h->n_pos * H; i++) v->x[i] += v->pos_embd[i];
+    if (h->has_pre_ln) layernorm_rows(pool, v->x, v->x, v->pre_w, v->pre_b, h->n_pos, H, h->eps);
+    for (int l = 0; l < h->n_run; l++)
+        if ((st = block_forward(v, pool, &v->blocks[l], err))) return st;
+    if (h->has_post_ln) layernorm_rows(pool, v->x, v->x, v->post_w, v->post_b, h->n_pos, H, h->eps);
+    // the projector over the patch rows (the class token's row is dropped):
+    // out = GELU(f·mm0ᵀ + b0)·mm2ᵀ + b2
+    const float *feat = v->x + (size_t)cls * H;
+    el_matmul_dense(pool, v->ffh, feat, &v->mm0, h->n_patches);
+    rows_run(pool, (rows_job){ROWS_BIAS_ACT, h->proj_hidden, v->ffh, NULL, NULL, v->mm0_b, 0, 1, h->n_patches});
+    linear(pool, out, v->ffh, &v->mm2, v->mm2_b, h->n_patches);
+    return EL_OK;
+}
