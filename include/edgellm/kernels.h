@@ -89,12 +89,24 @@ void el_sgemm_par(el_pool *pool, int ta, int tb, int m, int n, int k, float alph
 void el_blas_threads(int n);
 const char *el_blas_name(void);
 
-// out[n,d] = x[n,k] · W[d,k]ᵀ for many rows n (an encoder's whole sequence):
-// panels of W's rows, converted to f32 once per call, each multiplied with all
-// of x by one sgemm on a pool task. For f32, f16 and bf16 weights with
-// OpenBLAS (el_matmul_dense_ok); anything else goes to el_matmul.
-int el_matmul_dense_ok(const el_tensor *W);
-void el_matmul_dense(el_pool *pool, float *out, const float *x, const el_tensor *W, int n);
+// out[n,d] = x[n,k] · W[d,k]ᵀ for many rows n (an encoder's whole sequence)
+// and f32, f16 or bf16 weights: with AVX-512, tiles of 12 weight rows x 32
+// rows of x from repacked panels (kernels/gemm_avx512.c); below that, panels
+// of W converted to f32 and multiplied by OpenBLAS's sgemm, one per pool task.
+// Other dtypes (and n < 8) go to el_matmul. work: el_matmul_dense_work floats.
+size_t el_matmul_dense_work(int n, const el_tensor *W);
+void el_matmul_dense(el_pool *pool, float *out, const float *x, const el_tensor *W, int n, float *work);
+void el_matmul_dense_isa(el_pool *pool, float *out, const float *x, const el_tensor *W, int n, float *work, el_isa isa);
+
+// Full (non-causal) attention over one head of n rows:
+// out[t][0..hd) = softmax(scale · q[t] · Kᵀ) · V, rows of out/q/k/v ldo/ldq/ldk/ldv
+// floats apart. work: el_attn_full_work floats. AVX-512 tiles for hd <= 256,
+// else two sgemm calls around a row softmax.
+size_t el_attn_full_work(int n, int hd);
+void el_attn_full(float *out, size_t ldo, const float *q, size_t ldq, const float *k, size_t ldk, const float *v,
+                  size_t ldv, int n, int hd, float scale, float *work);
+void el_attn_full_isa(float *out, size_t ldo, const float *q, size_t ldq, const float *k, size_t ldk, const float *v,
+                      size_t ldv, int n, int hd, float scale, float *work, el_isa isa);
 
 // ---------------------------------------------------------------- machine probes
 
@@ -147,6 +159,11 @@ void el_attn_mix(float *out, const float *w, const float *v, size_t stride, int 
 
 // h[i] = silu(g[i]) * u[i]
 void el_swiglu(float *h, const float *g, const float *u, int n);
+
+// dst[0..n) = src (n elements of dtype, a whole number of blocks) as f32;
+// vector conversions for f16 and bf16 when the CPU has them, else the dtype
+// table's to_f32 (the same values either way).
+void el_to_f32(int dtype, const void *src, float *dst, int64_t n);
 
 // out[i] = (x[i] - mean(x)) / sqrt(var(x) + eps) * w[i] + b[i]   over one row
 // of n (w, b may be NULL: 1 and 0). out may be x.

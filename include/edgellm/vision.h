@@ -82,6 +82,10 @@ const el_vision_hparams *el_vision_hp(const el_vision *v);
 const char *el_vision_path(const el_vision *v);
 // The dtype most of the ViT's matrices are stored in (for messages).
 int el_vision_dtype(const el_vision *v);
+// The kernel level of the encoder's products (default: the best this CPU
+// has); benchmarks compare levels: below AVX-512 f16/f32 weights go through
+// OpenBLAS.
+void el_vision_set_isa(el_vision *v, el_isa isa);
 // Floating-point operations of one encode (2 per multiply-add of the matrix
 // products and the attention), for throughput figures.
 double el_vision_flops(const el_vision *v);

@@ -122,6 +122,13 @@ void el_swiglu_scalar(float *h, const float *g, const float *u, int n) {
     for (int i = 0; i < n; i++) h[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
 }
 
+void el_to_f32(int dtype, const void *src, float *dst, int64_t n) {
+    pthread_once(&isa_once, detect_isa);
+    if (use_avx512 && dtype == EL_DTYPE_F16) el_f16_to_f32_avx512(src, dst, n);
+    else if (use_avx512 && dtype == EL_DTYPE_BF16) el_bf16_to_f32_avx512(src, dst, n);
+    else el_dtype_info(dtype)->to_f32(src, dst, n);
+}
+
 // The tanh form of GELU as x·sigmoid(2y): 0.5(1 + tanh y) = 1 / (1 + e^(-2y)).
 #define GELU_C2 1.5957691216057308f  // 2·√(2/π)
 #define GELU_QUICK_C 1.702f

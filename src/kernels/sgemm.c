@@ -5,8 +5,10 @@
 // (OpenBLAS's own workers spin after each call and fought our pool for the
 // cores). Deterministic for a fixed thread count: the split depends on it only.
 #include <stdlib.h>
+#include <string.h>
 
 #include "edgellm/kernels.h"
+#include "ops_simd.h"
 
 #ifdef EL_HAVE_OPENBLAS
 #include <cblas.h>
@@ -92,59 +94,99 @@ typedef struct {
     float *out;
     const float *x;
     const el_tensor *W;
+    float *work;  // [d][k] f32 panels, or NULL
     int n, k, d, rows;
 } dense_job;
 
-// One panel of W's rows as f32 (converted into a buffer unless stored so),
-// against every row of x: one BLAS call.
+// One panel of W's rows as f32 (converted into the workspace unless stored
+// so), against every row of x: one BLAS call.
 static void dense_task(void *ctx, int t, int n_tasks) {
     (void)n_tasks;
     const dense_job *j = ctx;
     int r0 = t * j->rows, r1 = r0 + j->rows < j->d ? r0 + j->rows : j->d;
     size_t row_bytes = el_tensor_row_size(j->W);
     const char *src = (const char *)j->W->data + (size_t)r0 * row_bytes;
-    float *buf = NULL;
     const float *w = (const float *)src;
+    float *own = NULL;
     if (j->W->dtype != EL_DTYPE_F32) {
-        buf = el_malloc_aligned((size_t)(r1 - r0) * j->k * sizeof(float));
+        float *buf = j->work ? j->work + (size_t)r0 * j->k : (own = el_malloc_aligned((size_t)(r1 - r0) * j->k * sizeof(float)));
         if (!buf) {  // out of memory: the row-by-row kernels need none
             el_tensor part = *j->W;
             part.data = (void *)src;
             part.ne[1] = r1 - r0;
             part.packed = NULL;
+            part.packed_rows = 0;
             float *tmp = malloc((size_t)j->n * (r1 - r0) * sizeof(float));
             if (!tmp) return;
             el_matmul(NULL, tmp, j->x, &part, j->n);
             for (int i = 0; i < j->n; i++)
-                for (int r = r0; r < r1; r++) j->out[(size_t)i * j->d + r] = tmp[(size_t)i * (r1 - r0) + (r - r0)];
+                memcpy(j->out + (size_t)i * j->d + r0, tmp + (size_t)i * (r1 - r0), (size_t)(r1 - r0) * sizeof(float));
             free(tmp);
             return;
         }
-        el_dtype_info(j->W->dtype)->to_f32(src, buf, (int64_t)(r1 - r0) * j->k);
+        el_to_f32(j->W->dtype, src, buf, (int64_t)(r1 - r0) * j->k);
         w = buf;
     }
     el_sgemm(0, 1, j->n, r1 - r0, j->k, 1.0f, j->x, j->k, w, j->k, 0.0f, j->out + r0, j->d);
-    el_free_aligned(buf);
+    el_free_aligned(own);
 }
 
-int el_matmul_dense_ok(const el_tensor *W) {
-#ifdef EL_HAVE_OPENBLAS
+static int dense_dtype(const el_tensor *W) {
     return W->dtype == EL_DTYPE_F32 || W->dtype == EL_DTYPE_F16 || W->dtype == EL_DTYPE_BF16;
-#else
-    (void)W;
-    return 0;
-#endif
 }
 
-void el_matmul_dense(el_pool *pool, float *out, const float *x, const el_tensor *W, int n) {
-    if (!el_matmul_dense_ok(W) || n < 8) {
-        el_matmul(pool, out, x, W, n);
+static int use_avx512(el_isa isa) { return isa >= EL_ISA_AVX512 && el_cpu_isa() >= EL_ISA_AVX512; }
+
+size_t el_matmul_dense_work(int n, const el_tensor *W) {
+    size_t k = (size_t)W->ne[0], d = (size_t)W->ne[1], blas = k * d, own = el_dense_work_avx512(n, (int)k, (int)d);
+    return blas > own ? blas : own;
+}
+
+void el_matmul_dense_isa(el_pool *pool, float *out, const float *x, const el_tensor *W, int n, float *work, el_isa isa) {
+    if (!dense_dtype(W) || n < 8) {
+        el_matmul_isa(pool, out, x, W, n, isa);
         return;
     }
+    if (use_avx512(isa)) {
+        el_matmul_dense_avx512(pool, out, x, W, n, work);
+        return;
+    }
+#ifdef EL_HAVE_OPENBLAS
     int k = (int)W->ne[0], d = (int)W->ne[1], P = el_pool_size(pool);
     // panels of at least 64 rows, about four per thread
     int rows = (d + 4 * P - 1) / (4 * P);
     rows = rows < 64 ? 64 : (rows + 15) / 16 * 16;
-    dense_job j = {out, x, W, n, k, d, rows};
+    dense_job j = {out, x, W, work, n, k, d, rows};
     el_pool_run(pool, dense_task, &j, (d + rows - 1) / rows);
+#else
+    el_matmul_isa(pool, out, x, W, n, isa);
+#endif
+}
+
+void el_matmul_dense(el_pool *pool, float *out, const float *x, const el_tensor *W, int n, float *work) {
+    el_matmul_dense_isa(pool, out, x, W, n, work, EL_ISA_AVX512);
+}
+
+// ---------------------------------------------------------------- full attention
+
+size_t el_attn_full_work(int n, int hd) {
+    size_t own = hd <= 256 ? el_attn_work_avx512(n, hd) : 0, plain = (size_t)n * n;
+    return own > plain ? own : plain;
+}
+
+void el_attn_full_isa(float *out, size_t ldo, const float *q, size_t ldq, const float *k, size_t ldk, const float *v,
+                      size_t ldv, int n, int hd, float scale, float *work, el_isa isa) {
+    if (use_avx512(isa) && hd <= 256) {
+        el_attn_full_avx512(out, ldo, q, ldq, k, ldk, v, ldv, n, hd, scale, work);
+        return;
+    }
+    // S = scale · Q Kᵀ, softmax per row, O = S V (BLAS, or the reference loop)
+    el_sgemm(0, 1, n, n, hd, scale, q, (int)ldq, k, (int)ldk, 0.0f, work, n);
+    for (int r = 0; r < n; r++) el_softmax(work + (size_t)r * n, n);
+    el_sgemm(0, 0, n, hd, n, 1.0f, work, n, v, (int)ldv, 0.0f, out, (int)ldo);
+}
+
+void el_attn_full(float *out, size_t ldo, const float *q, size_t ldq, const float *k, size_t ldk, const float *v,
+                  size_t ldv, int n, int hd, float scale, float *work) {
+    el_attn_full_isa(out, ldo, q, ldq, k, ldk, v, ldv, n, hd, scale, work, EL_ISA_AVX512);
 }

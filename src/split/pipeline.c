@@ -263,15 +263,33 @@ static el_status replay(el_pipeline *p, int upto, el_error *err) {
     return st;
 }
 
-el_status el_pipeline_forward(el_pipeline *p, const int *tokens, int n, int pos, float *logits, int all_rows,
-                              el_error *err) {
+// Input rows from embedding rows given by the caller (an image's) instead of
+// token ids: the whole model on this device.
+static el_status local_embd(el_pipeline *p, const float *embd, int n, int pos, float *logits, int all_rows,
+                            el_error *err) {
+    const el_hparams *h = &p->m->hp;
+    el_status st = EL_OK;
+    for (int done = 0; done < n && !st; done += p->max_batch) {
+        int chunk = n - done < p->max_batch ? n - done : p->max_batch;
+        memcpy(p->x, embd + (size_t)done * h->dim, (size_t)chunk * h->dim * sizeof(float));
+        if ((st = el_session_layers(p->s, p->x, chunk, pos + done, err))) break;
+        if (all_rows) st = el_session_head(p->s, p->x, chunk, chunk, logits + (size_t)done * h->vocab, err);
+        else if (done + chunk == n) st = el_session_head(p->s, p->x, chunk, 1, logits, err);
+    }
+    return st;
+}
+
+// Runs n rows at positions pos..: token ids, or (embd != NULL) embedding rows.
+static el_status forward_rows(el_pipeline *p, const int *tokens, const float *embd, int n, int pos, float *logits,
+                              int all_rows, el_error *err) {
     memset(&p->last, 0, sizeof p->last);
     const el_hparams *h = &p->m->hp;
     el_status st = EL_OK;
     if (n <= 0) return el_err(err, EL_ERR_ARG, "nothing to evaluate (0 tokens)");
     if (!p->split || p->o.cuts[0] == h->n_layers) {
         uint64_t t0 = el_time_ns();
-        st = el_session_forward(p->s, tokens, n, pos, logits, all_rows, err);
+        st = embd ? local_embd(p, embd, n, pos, logits, all_rows, err)
+                  : el_session_forward(p->s, tokens, n, pos, logits, all_rows, err);
         device_pace(p, t0);
         p->last.device_s = (el_time_ns() - t0) * 1e-9;
         if (!st && p->split) p->sent = pos + n;
@@ -286,9 +304,9 @@ el_status el_pipeline_forward(el_pipeline *p, const int *tokens, int n, int pos,
             int chunk = n - done < p->max_batch ? n - done : p->max_batch;
             int last_chunk = done + chunk == n;
             uint64_t t0 = el_time_ns();
-            if ((st = el_session_embed(p->s, tokens + done, chunk, p->x, err)) ||
-                (st = el_session_layers(p->s, p->x, chunk, pos + done, err)))
-                break;
+            if (embd) memcpy(p->x, embd + (size_t)done * h->dim, (size_t)chunk * h->dim * sizeof(float));
+            else if ((st = el_session_embed(p->s, tokens + done, chunk, p->x, err))) break;
+            if ((st = el_session_layers(p->s, p->x, chunk, pos + done, err))) break;
             device_pace(p, t0);
             p->last.device_s += (el_time_ns() - t0) * 1e-9;
             memcpy(p->history + (size_t)(pos + done) * h->dim, p->x, (size_t)chunk * h->dim * sizeof(float));
@@ -328,6 +346,19 @@ el_status el_pipeline_forward(el_pipeline *p, const int *tokens, int n, int pos,
     p->total.bytes_sent += p->last.bytes_sent;
     p->total.bytes_received += p->last.bytes_received;
     return st;
+}
+
+el_status el_pipeline_forward(el_pipeline *p, const int *tokens, int n, int pos, float *logits, int all_rows,
+                              el_error *err) {
+    return forward_rows(p, tokens, NULL, n, pos, logits, all_rows, err);
+}
+
+el_status el_pipeline_forward_embd(el_pipeline *p, const float *embd, int n, int pos, float *logits, int all_rows,
+                                   el_error *err) {
+    if (p->split && p->o.cuts[0] == 0)
+        return el_err(err, EL_ERR_ARG, "the device runs no layers before the cut, so these embedding rows themselves "
+                      "would cross the link; cut after layer 1 or later");
+    return forward_rows(p, NULL, embd, n, pos, logits, all_rows, err);
 }
 
 const el_split_stats *el_pipeline_last(const el_pipeline *p) { return &p->last; }

@@ -395,6 +395,8 @@ static el_status pack_weights(el_vision *v, el_error *err) {
 
 static el_status open_common(el_vision *v, int pack, el_error *err) {
     el_status st;
+    el_blas_threads(1);  // the pool splits the products; BLAS threads would fight it
+    v->isa = EL_ISA_AVX512;  // the best this CPU has
     if ((st = read_hparams(v, err))) return st;
     // per block 10 vectors; besides: patch bias, class, positions, two norms, two projector biases
     v->owned = calloc((size_t)v->hp.n_run * 10 + 16, sizeof *v->owned);
@@ -451,6 +453,7 @@ void el_vision_close(el_vision *v) {
 }
 
 const el_vision_hparams *el_vision_hp(const el_vision *v) { return &v->hp; }
+void el_vision_set_isa(el_vision *v, el_isa isa) { v->isa = isa; }
 const char *el_vision_path(const el_vision *v) { return v->path; }
 int el_vision_dtype(const el_vision *v) { return v->hp.n_run > 0 ? v->blocks[0].wq.dtype : v->mm0.dtype; }
 

@@ -32,6 +32,9 @@ struct el_vision {
     int n_owned;
     // encoder scratch, made on first use
     float *x, *xn, *q, *k, *v, *att, *tmp, *ffh, *patches;
+    float *wbuf;   // el_matmul_dense's workspace, for the largest product
+    float *awork;  // el_attn_full's workspace, one per head
+    el_isa isa;    // kernel level of the products (el_vision_set_isa)
 };
 
 void vit_scratch_free(el_vision *v);

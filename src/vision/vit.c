@@ -1,9 +1,9 @@
 // The vision encoder: patch embedding as a matrix product, pre-layer-norm
 // ViT blocks with full (non-causal) attention, then the LLaVA projector.
 // Read `block_forward` top to bottom: it is the block. Every product runs on
-// the pool (el_matmul_dense: BLAS panels for f32/f16 weights, the integer
-// kernels for quantized ones); attention is two BLAS products per head and
-// block of query rows; the row-wise steps run on the pool in blocks of rows.
+// the pool (el_matmul_dense: AVX-512 tiles, or BLAS panels, for f32/f16
+// weights; the integer kernels for quantized ones); attention is a pool task
+// per head (el_attn_full); the row-wise steps run on the pool in blocks of rows.
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,7 +12,7 @@
 #include "vision_internal.h"
 
 void vit_scratch_free(el_vision *v) {
-    float **bufs[] = {&v->x, &v->xn, &v->q, &v->k, &v->v, &v->att, &v->tmp, &v->ffh, &v->patches};
+    float **bufs[] = {&v->x, &v->xn, &v->q, &v->k, &v->v, &v->att, &v->tmp, &v->ffh, &v->patches, &v->wbuf, &v->awork};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) {
         el_free_aligned(*bufs[i]);
         *bufs[i] = NULL;
@@ -35,7 +35,25 @@ static el_status scratch(el_vision *v, el_error *err) {
     v->tmp = el_malloc_aligned(n * (H > wide ? H : wide) * sizeof(float));
     v->ffh = el_malloc_aligned(n * wide * sizeof(float));
     v->patches = el_malloc_aligned((size_t)h->n_patches * 3 * P * P * sizeof(float));
-    if (!v->x || !v->xn || !v->q || !v->k || !v->v || !v->att || !v->tmp || !v->ffh || !v->patches) {
+    // workspaces of the products (the largest) and of attention (one per head)
+    size_t big = el_matmul_dense_work(h->n_patches, &v->patch_w);
+    const el_tensor *mats[2] = {&v->mm0, &v->mm2};
+    for (int i = 0; i < 2; i++) {
+        size_t w = el_matmul_dense_work(h->n_patches, mats[i]);
+        big = w > big ? w : big;
+    }
+    for (int l = 0; l < h->n_run; l++) {
+        const vit_block *b = &v->blocks[l];
+        const el_tensor *bm[6] = {&b->wq, &b->wk, &b->wv, &b->wo, &b->fc1, &b->fc2};
+        for (int i = 0; i < 6; i++) {
+            size_t w = el_matmul_dense_work(h->n_pos, bm[i]);
+            big = w > big ? w : big;
+        }
+    }
+    v->wbuf = el_malloc_aligned(big * sizeof(float));
+    v->awork = el_malloc_aligned((size_t)h->heads * el_attn_full_work(h->n_pos, h->hidden / h->heads) * sizeof(float));
+    if (!v->x || !v->xn || !v->q || !v->k || !v->v || !v->att || !v->tmp || !v->ffh || !v->patches || !v->wbuf ||
+        !v->awork) {
         vit_scratch_free(v);
         return el_err(err, EL_ERR_NOMEM, "%s: out of memory for the encoder's activations", v->path);
     }
@@ -94,39 +112,28 @@ static void layernorm_rows(el_pool *pool, float *out, float *x, const float *w, 
 }
 
 // out[n, d] = x[n, k] · Wᵀ + b
-static void linear(el_pool *pool, float *out, const float *x, const el_tensor *W, const float *b, int n) {
-    el_matmul_dense(pool, out, x, W, n);
+static void linear(el_pool *pool, float *out, const float *x, const el_tensor *W, const float *b, int n, float *work,
+                   el_isa isa) {
+    el_matmul_dense_isa(pool, out, x, W, n, work, isa);
     rows_run(pool, (rows_job){ROWS_BIAS, (int)W->ne[1], out, NULL, NULL, b, 0, 0, n});
 }
 
 // ---------------------------------------------------------------- attention
 
-#define ATTN_ROWS 128
-
 typedef struct {
     const float *q, *k, *v;
-    float *out;
-    int n, width, hd, row_blocks;
-    float scale;
-    int failed;
+    float *out, *work;
+    size_t work_per_head;
+    int n, width, hd;
+    el_isa isa;
 } attn_job;
 
-// Head h, query rows [r0, r1): S = scale · Q_h K_hᵀ, softmax per row, O_h = S V_h.
-static void attn_task(void *ctx, int t, int n_tasks) {
+static void attn_task(void *ctx, int h, int n_tasks) {
     (void)n_tasks;
-    attn_job *j = ctx;
-    int h = t / j->row_blocks, r0 = t % j->row_blocks * ATTN_ROWS;
-    int nr = j->n - r0 < ATTN_ROWS ? j->n - r0 : ATTN_ROWS;
-    float *s = malloc((size_t)nr * j->n * sizeof(float));
-    if (!s) {
-        j->failed = 1;
-        return;
-    }
+    const attn_job *j = ctx;
     size_t col = (size_t)h * j->hd, W = (size_t)j->width;
-    el_sgemm(0, 1, nr, j->n, j->hd, j->scale, j->q + (size_t)r0 * W + col, j->width, j->k + col, j->width, 0.0f, s, j->n);
-    for (int r = 0; r < nr; r++) el_softmax(s + (size_t)r * j->n, j->n);
-    el_sgemm(0, 0, nr, j->hd, j->n, 1.0f, s, j->n, j->v + col, j->width, 0.0f, j->out + (size_t)r0 * W + col, j->width);
-    free(s);
+    el_attn_full_isa(j->out + col, W, j->q + col, W, j->k + col, W, j->v + col, W, j->n, j->hd,
+                     1.0f / sqrtf((float)j->hd), j->work + (size_t)h * j->work_per_head, j->isa);
 }
 
 // ---------------------------------------------------------------- the block
@@ -136,20 +143,19 @@ static el_status block_forward(el_vision *v, el_pool *pool, const vit_block *b, 
     const el_vision_hparams *h = &v->hp;
     int n = h->n_pos, H = h->hidden;
     layernorm_rows(pool, v->xn, v->x, b->ln1_w, b->ln1_b, n, H, h->eps);
-    linear(pool, v->q, v->xn, &b->wq, b->bq, n);
-    linear(pool, v->k, v->xn, &b->wk, b->bk, n);
-    linear(pool, v->v, v->xn, &b->wv, b->bv, n);
+    linear(pool, v->q, v->xn, &b->wq, b->bq, n, v->wbuf, v->isa);
+    linear(pool, v->k, v->xn, &b->wk, b->bk, n, v->wbuf, v->isa);
+    linear(pool, v->v, v->xn, &b->wv, b->bv, n, v->wbuf, v->isa);
     int hd = H / h->heads;
-    attn_job aj = {v->q, v->k, v->v, v->att, n, H, hd, (n + ATTN_ROWS - 1) / ATTN_ROWS, 1.0f / sqrtf((float)hd), 0};
-    el_pool_run(pool, attn_task, &aj, h->heads * aj.row_blocks);
-    if (aj.failed) return el_err(err, EL_ERR_NOMEM, "%s: out of memory for attention scores", v->path);
-    el_matmul_dense(pool, v->tmp, v->att, &b->wo, n);
+    attn_job aj = {v->q, v->k, v->v, v->att, v->awork, el_attn_full_work(n, hd), n, H, hd, v->isa};
+    el_pool_run(pool, attn_task, &aj, h->heads);
+    el_matmul_dense_isa(pool, v->tmp, v->att, &b->wo, n, v->wbuf, v->isa);
     rows_run(pool, (rows_job){ROWS_BIAS_RESID, H, v->tmp, v->x, NULL, b->bo, 0, 0, n});  // x += att·Woᵀ + bo
 
     layernorm_rows(pool, v->xn, v->x, b->ln2_w, b->ln2_b, n, H, h->eps);
-    el_matmul_dense(pool, v->ffh, v->xn, &b->fc1, n);
+    el_matmul_dense_isa(pool, v->ffh, v->xn, &b->fc1, n, v->wbuf, v->isa);
     rows_run(pool, (rows_job){ROWS_BIAS_ACT, h->ff, v->ffh, NULL, NULL, b->fc1_b, 0, h->gelu, n});
-    el_matmul_dense(pool, v->tmp, v->ffh, &b->fc2, n);
+    el_matmul_dense_isa(pool, v->tmp, v->ffh, &b->fc2, n, v->wbuf, v->isa);
     rows_run(pool, (rows_job){ROWS_BIAS_RESID, H, v->tmp, v->x, NULL, b->fc2_b, 0, 0, n});
     return EL_OK;
 }
@@ -172,7 +178,7 @@ el_status el_vision_encode(el_vision *v, el_pool *pool, const float *pixels, flo
                            (size_t)P * sizeof(float));
         }
     // embeddings: [class token,] patches, each plus its position's embedding
-    linear(pool, v->x + (size_t)cls * H, v->patches, &v->patch_w, v->patch_b, h->n_patches);
+    linear(pool, v->x + (size_t)cls * H, v->patches, &v->patch_w, v->patch_b, h->n_patches, v->wbuf, v->isa);
     if (cls) memcpy(v->x, v->class_embd, (size_t)H * sizeof(float));
     for (size_t i = 0; i < (size_t)h->n_pos * H; i++) v->x[i] += v->pos_embd[i];
     if (h->has_pre_ln) layernorm_rows(pool, v->x, v->x, v->pre_w, v->pre_b, h->n_pos, H, h->eps);
@@ -182,8 +188,8 @@ el_status el_vision_encode(el_vision *v, el_pool *pool, const float *pixels, flo
     // the projector over the patch rows (the class token's row is dropped):
     // out = GELU(f·mm0ᵀ + b0)·mm2ᵀ + b2
     const float *feat = v->x + (size_t)cls * H;
-    el_matmul_dense(pool, v->ffh, feat, &v->mm0, h->n_patches);
+    el_matmul_dense_isa(pool, v->ffh, feat, &v->mm0, h->n_patches, v->wbuf, v->isa);
     rows_run(pool, (rows_job){ROWS_BIAS_ACT, h->proj_hidden, v->ffh, NULL, NULL, v->mm0_b, 0, 1, h->n_patches});
-    linear(pool, out, v->ffh, &v->mm2, v->mm2_b, h->n_patches);
+    linear(pool, out, v->ffh, &v->mm2, v->mm2_b, h->n_patches, v->wbuf, v->isa);
     return EL_OK;
 }
