@@ -89,14 +89,19 @@ void el_sgemm_par(el_pool *pool, int ta, int tb, int m, int n, int k, float alph
 void el_blas_threads(int n);
 const char *el_blas_name(void);
 
-// out[n,d] = x[n,k] · W[d,k]ᵀ for many rows n (an encoder's whole sequence)
-// and f32, f16 or bf16 weights: with AVX-512, tiles of 12 weight rows x 32
-// rows of x from repacked panels (kernels/gemm_avx512.c); below that, panels
-// of W converted to f32 and multiplied by OpenBLAS's sgemm, one per pool task.
-// Other dtypes (and n < 8) go to el_matmul. work: el_matmul_dense_work floats.
-size_t el_matmul_dense_work(int n, const el_tensor *W);
-void el_matmul_dense(el_pool *pool, float *out, const float *x, const el_tensor *W, int n, float *work);
-void el_matmul_dense_isa(el_pool *pool, float *out, const float *x, const el_tensor *W, int n, float *work, el_isa isa);
+// outs[i][n, d_i] = x[n,k] · Ws[i][d_i,k]ᵀ + biases[i] (biases or an entry may
+// be NULL) for i < count <= EL_DENSE_MAX products of one input, for many rows
+// n (an encoder's whole sequence) and f32, f16 or bf16 weights: with AVX-512,
+// tiles of 12 weight rows x 32 rows of x over panels of x packed once for all
+// the products (kernels/gemm_avx512.c); below that, panels of W converted to
+// f32 and multiplied by OpenBLAS's sgemm, one per pool task. Other dtypes
+// (and n < 8) go to el_matmul. work: el_matmul_dense_work floats.
+#define EL_DENSE_MAX 4
+size_t el_matmul_dense_work(int n, int count, const el_tensor *const *Ws);
+void el_matmul_dense_many_isa(el_pool *pool, int count, float *const *outs, const float *x, const el_tensor *const *Ws,
+                              const float *const *biases, int n, float *work, el_isa isa);
+void el_matmul_dense(el_pool *pool, float *out, const float *x, const el_tensor *W, const float *bias, int n,
+                     float *work);
 
 // Full (non-causal) attention over one head of n rows:
 // out[t][0..hd) = softmax(scale · q[t] · Kᵀ) · V, rows of out/q/k/v ldo/ldq/ldk/ldv

@@ -18,7 +18,7 @@
 #define MR 12  // B rows per tile
 #define NR 32  // A rows (tokens) per tile: two vectors
 #define KC 256
-#define NC 192  // B rows per task: 16 groups of MR
+#define NC_MAX 240  // B rows per task at most: 20 groups of MR
 
 static size_t up(size_t a, size_t b) { return (a + b - 1) / b * b; }
 
@@ -98,11 +98,18 @@ static void tile(int kc, const float *at, const float *w, size_t ldw, float *c, 
 
 typedef struct {
     float *out;
-    size_t ldo;
-    const float *x;
     const el_tensor *W;
-    float *at, *ct, *wb;  // workspace: A panels, transposed C [d_pad][n_pad], W slices [task][NC][KC]
-    int n, k, d, n_pad, np;
+    const float *bias;  // may be NULL
+    int d, first;       // rows; the job's first task for this product
+    int nc;             // rows per task (a multiple of MR)
+    size_t row0;        // this product's first row in the job's workspace (rows rounded up to MR)
+} dense_part;
+
+typedef struct {
+    const float *x;
+    float *at, *ct, *wb;  // workspace: A panels; per row, transposed C [n_pad] and a W slice [KC]
+    int n, k, n_pad, np, count;
+    dense_part part[EL_DENSE_MAX];
 } dense_job;
 
 static void pack_task(void *ctx, int t, int n_tasks) {
@@ -114,26 +121,29 @@ static void pack_task(void *ctx, int t, int n_tasks) {
 static void dense_task(void *ctx, int t, int n_tasks) {
     (void)n_tasks;
     const dense_job *j = ctx;
-    int r0 = t * NC, nr = j->d - r0 < NC ? j->d - r0 : NC, groups = (nr + MR - 1) / MR;
-    float *wb = j->wb + (size_t)t * NC * KC, *ct = j->ct + (size_t)r0 * j->n_pad;
-    size_t row_bytes = el_tensor_row_size(j->W), esz = row_bytes / (size_t)j->k;
-    const char *w0 = (const char *)j->W->data + (size_t)r0 * row_bytes;
+    int pi = 0;
+    while (pi + 1 < j->count && t >= j->part[pi + 1].first) pi++;
+    const dense_part *P = &j->part[pi];
+    int r0 = (t - P->first) * P->nc, nr = P->d - r0 < P->nc ? P->d - r0 : P->nc, groups = (nr + MR - 1) / MR;
+    float *wb = j->wb + (P->row0 + r0) * KC, *ct = j->ct + (P->row0 + r0) * j->n_pad;
+    size_t row_bytes = el_tensor_row_size(P->W), esz = row_bytes / (size_t)j->k;
+    const char *w0 = (const char *)P->W->data + (size_t)r0 * row_bytes;
     for (int pc = 0; pc < j->k; pc += KC) {
         int kc = j->k - pc < KC ? j->k - pc : KC;
         // this task's rows of W over [pc, pc + kc) as f32, kc apart; zero rows pad the last group
         for (int r = 0; r < groups * MR; r++) {
             float *dst = wb + (size_t)r * kc;
-            if (r < nr) el_to_f32(j->W->dtype, w0 + (size_t)r * row_bytes + (size_t)pc * esz, dst, kc);
+            if (r < nr) el_to_f32(P->W->dtype, w0 + (size_t)r * row_bytes + (size_t)pc * esz, dst, kc);
             else memset(dst, 0, (size_t)kc * sizeof(float));
         }
-        // while the tiles run, fetch the next slice of those rows: a pc slice
+        // while the tiles run, fetch the next slice of those rows: a slice
         // touches nr separate runs of memory, too many streams for the
         // hardware prefetchers to follow
         int next = pc + KC < j->k ? pc + KC : -1;
-        size_t seg = (size_t)(j->k - next < KC ? j->k - next : KC) * esz;
-        int per = next < 0 ? 0 : (nr + j->np - 1) / j->np;
+        size_t seg = next < 0 ? 0 : (size_t)(j->k - next < KC ? j->k - next : KC) * esz;
+        int per = (nr + j->np - 1) / j->np;
         for (int p = 0; p < j->np; p++) {
-            for (int r = p * per; r < (p + 1) * per && r < nr; r++)
+            for (int r = p * per; next >= 0 && r < (p + 1) * per && r < nr; r++)
                 for (size_t o = 0; o < seg; o += 64) _mm_prefetch(w0 + (size_t)r * row_bytes + (size_t)next * esz + o, _MM_HINT_T1);
             const float *at = j->at + (size_t)p * j->k * NR + (size_t)pc * NR;
             for (int g = 0; g < groups; g++)
@@ -141,30 +151,64 @@ static void dense_task(void *ctx, int t, int n_tasks) {
                      (size_t)j->n_pad, pc > 0);
         }
     }
-    // out[i][r0 + r] = ct[r][i], 16 x 16 blocks through registers
+    // out[i][r0 + r] = ct[r][i] + bias[r0 + r], 16 x 16 blocks through registers
+    float *out = P->out + r0;
+    size_t ldo = (size_t)P->d;
+    const float *bias = P->bias ? P->bias + r0 : NULL;
     int r = 0;
-    for (; r + 16 <= nr; r += 16)
+    for (; r + 16 <= nr; r += 16) {
+        __m512 b = bias ? _mm512_loadu_ps(bias + r) : _mm512_setzero_ps();
         for (int i = 0; i < j->n; i += 16) {
             __m512 v[16];
             for (int a = 0; a < 16; a++) v[a] = _mm512_loadu_ps(ct + (size_t)(r + a) * j->n_pad + i);
             transpose16(v);
             int m = j->n - i < 16 ? j->n - i : 16;
-            for (int b = 0; b < m; b++) _mm512_storeu_ps(j->out + (size_t)(i + b) * j->ldo + r0 + r, v[b]);
+            for (int c = 0; c < m; c++) _mm512_storeu_ps(out + (size_t)(i + c) * ldo + r, _mm512_add_ps(v[c], b));
         }
+    }
     for (; r < nr; r++)
-        for (int i = 0; i < j->n; i++) j->out[(size_t)i * j->ldo + r0 + r] = ct[(size_t)r * j->n_pad + i];
+        for (int i = 0; i < j->n; i++) out[(size_t)i * ldo + r] = ct[(size_t)r * j->n_pad + i] + (bias ? bias[r] : 0.0f);
 }
 
-size_t el_dense_work_avx512(int n, int k, int d) {
-    size_t n_pad = up((size_t)n, NR), d_pad = up((size_t)d, NC);
-    return n_pad * (size_t)k + d_pad * n_pad + d_pad / NC * NC * KC;
+size_t el_dense_work_avx512(int n, int k, int count, const int *d) {
+    size_t n_pad = up((size_t)n, NR), rows = 0;
+    for (int i = 0; i < count; i++) rows += up((size_t)d[i], MR);
+    return n_pad * (size_t)k + rows * (n_pad + KC);
 }
 
-void el_matmul_dense_avx512(el_pool *pool, float *out, const float *x, const el_tensor *W, int n, float *work) {
-    int k = (int)W->ne[0], d = (int)W->ne[1];
-    int n_pad = (int)up((size_t)n, NR), tasks = (d + NC - 1) / NC;
-    dense_job j = {out, (size_t)d, x, W, work, work + (size_t)n_pad * k, work + (size_t)n_pad * k + (size_t)tasks * NC * n_pad,
-                   n, k, d, n_pad, n_pad / NR};
+// Rows per task for d rows on P threads: a multiple of MR, at most NC_MAX,
+// chosen so that the tasks fill the threads most evenly (the pool hands
+// tasks out one at a time, so d / (P · rounds · nc) is the share of the
+// product's time the threads are busy).
+static int choose_nc(int d, int P) {
+    int best = NC_MAX;
+    double best_eff = 0;
+    for (int m = 1; m <= 16; m++) {
+        int T = P * m, nc = (int)up(((size_t)d + T - 1) / T, MR);
+        if (nc > NC_MAX) continue;
+        int tasks = (d + nc - 1) / nc, rounds = (tasks + P - 1) / P;
+        double eff = (double)d / ((double)rounds * P * nc);
+        if (eff > best_eff + 0.005) {
+            best_eff = eff;
+            best = nc;
+        }
+    }
+    return best;
+}
+
+void el_matmul_dense_avx512(el_pool *pool, int count, float *const *outs, const float *x, const el_tensor *const *Ws,
+                            const float *const *biases, int n, float *work) {
+    int k = (int)Ws[0]->ne[0], n_pad = (int)up((size_t)n, NR), tasks = 0, P = el_pool_size(pool);
+    size_t rows = 0;
+    dense_job j = {x, work, NULL, NULL, n, k, n_pad, n_pad / NR, count, {{0}}};
+    for (int i = 0; i < count; i++) {
+        int d = (int)Ws[i]->ne[1], nc = choose_nc(d, P);
+        j.part[i] = (dense_part){outs[i], Ws[i], biases ? biases[i] : NULL, d, tasks, nc, rows};
+        tasks += (d + nc - 1) / nc;
+        rows += up((size_t)d, MR);
+    }
+    j.ct = work + (size_t)n_pad * k;
+    j.wb = j.ct + rows * n_pad;
     int pt = el_pool_size(pool) * 2;
     el_pool_run(pool, pack_task, &j, pt < j.np ? pt : j.np);
     el_pool_run(pool, dense_task, &j, tasks);
@@ -217,9 +261,18 @@ void el_attn_full_avx512(float *out, size_t ldo, const float *q, size_t ldq, con
         }
         for (int s = n; s < n_pad; s++) memset(sp + (size_t)s * NR, 0, NR * sizeof(float));
     }
-    // Vᵀ: vt[j][s] = v[s][j], zero past n and past hd
+    // Vᵀ: vt[j][s] = v[s][j], zero past n and past hd; whole 16 x 16 blocks through registers
+    int jb = hd / 16 * 16, sb = n / 16 * 16;
+    for (int jj = 0; jj < jb; jj += 16)
+        for (int s = 0; s < sb; s += 16) {
+            __m512 r[16];
+            for (int i = 0; i < 16; i++) r[i] = _mm512_loadu_ps(v + (size_t)(s + i) * ldv + jj);
+            transpose16(r);
+            for (int i = 0; i < 16; i++) _mm512_storeu_ps(vt + (size_t)(jj + i) * n_pad + s, r[i]);
+        }
     for (int jj = 0; jj < hd_pad; jj++)
-        for (int s = 0; s < n_pad; s++) vt[(size_t)jj * n_pad + s] = jj < hd && s < n ? v[(size_t)s * ldv + jj] : 0.0f;
+        for (int s = jj < jb ? sb : 0; s < n_pad; s++)
+            vt[(size_t)jj * n_pad + s] = jj < hd && s < n ? v[(size_t)s * ldv + jj] : 0.0f;
     // out[32p + i][j] = Σ_s P[i][s] V[s][j]
     for (int p = 0; p < np; p++) {
         int rows = n - p * NR < NR ? n - p * NR : NR;

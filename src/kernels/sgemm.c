@@ -137,34 +137,56 @@ static int dense_dtype(const el_tensor *W) {
 
 static int use_avx512(el_isa isa) { return isa >= EL_ISA_AVX512 && el_cpu_isa() >= EL_ISA_AVX512; }
 
-size_t el_matmul_dense_work(int n, const el_tensor *W) {
-    size_t k = (size_t)W->ne[0], d = (size_t)W->ne[1], blas = k * d, own = el_dense_work_avx512(n, (int)k, (int)d);
+size_t el_matmul_dense_work(int n, int count, const el_tensor *const *Ws) {
+    size_t blas = 0;
+    int d[EL_DENSE_MAX];
+    for (int i = 0; i < count && i < EL_DENSE_MAX; i++) {
+        size_t kd = (size_t)Ws[i]->ne[0] * (size_t)Ws[i]->ne[1];
+        blas = kd > blas ? kd : blas;
+        d[i] = (int)Ws[i]->ne[1];
+    }
+    size_t own = el_dense_work_avx512(n, (int)Ws[0]->ne[0], count < EL_DENSE_MAX ? count : EL_DENSE_MAX, d);
     return blas > own ? blas : own;
 }
 
-void el_matmul_dense_isa(el_pool *pool, float *out, const float *x, const el_tensor *W, int n, float *work, el_isa isa) {
-    if (!dense_dtype(W) || n < 8) {
-        el_matmul_isa(pool, out, x, W, n, isa);
-        return;
-    }
-    if (use_avx512(isa)) {
-        el_matmul_dense_avx512(pool, out, x, W, n, work);
-        return;
-    }
-#ifdef EL_HAVE_OPENBLAS
-    int k = (int)W->ne[0], d = (int)W->ne[1], P = el_pool_size(pool);
-    // panels of at least 64 rows, about four per thread
-    int rows = (d + 4 * P - 1) / (4 * P);
-    rows = rows < 64 ? 64 : (rows + 15) / 16 * 16;
-    dense_job j = {out, x, W, work, n, k, d, rows};
-    el_pool_run(pool, dense_task, &j, (d + rows - 1) / rows);
-#else
-    el_matmul_isa(pool, out, x, W, n, isa);
-#endif
+static void add_bias(float *out, const float *b, int n, int d) {
+    if (b)
+        for (int i = 0; i < n; i++)
+            for (int r = 0; r < d; r++) out[(size_t)i * d + r] += b[r];
 }
 
-void el_matmul_dense(el_pool *pool, float *out, const float *x, const el_tensor *W, int n, float *work) {
-    el_matmul_dense_isa(pool, out, x, W, n, work, EL_ISA_AVX512);
+void el_matmul_dense_many_isa(el_pool *pool, int count, float *const *outs, const float *x, const el_tensor *const *Ws,
+                              const float *const *biases, int n, float *work, el_isa isa) {
+    int same = count <= EL_DENSE_MAX && n >= 8;
+    for (int i = 0; i < count; i++) same = same && dense_dtype(Ws[i]) && Ws[i]->ne[0] == Ws[0]->ne[0];
+    if (same && use_avx512(isa)) {
+        el_matmul_dense_avx512(pool, count, outs, x, Ws, biases, n, work);
+        return;
+    }
+    for (int i = 0; i < count; i++) {
+        const el_tensor *W = Ws[i];
+        int k = (int)W->ne[0], d = (int)W->ne[1];
+        (void)k;
+#ifdef EL_HAVE_OPENBLAS
+        if (dense_dtype(W) && n >= 8) {
+            int P = el_pool_size(pool);
+            // panels of at least 64 rows, about four per thread
+            int rows = (d + 4 * P - 1) / (4 * P);
+            rows = rows < 64 ? 64 : (rows + 15) / 16 * 16;
+            dense_job j = {outs[i], x, W, work, n, k, d, rows};
+            el_pool_run(pool, dense_task, &j, (d + rows - 1) / rows);
+            add_bias(outs[i], biases ? biases[i] : NULL, n, d);
+            continue;
+        }
+#endif
+        el_matmul_isa(pool, outs[i], x, W, n, isa);
+        add_bias(outs[i], biases ? biases[i] : NULL, n, d);
+    }
+}
+
+void el_matmul_dense(el_pool *pool, float *out, const float *x, const el_tensor *W, const float *bias, int n,
+                     float *work) {
+    el_matmul_dense_many_isa(pool, 1, &out, x, &W, &bias, n, work, EL_ISA_AVX512);
 }
 
 // ---------------------------------------------------------------- full attention

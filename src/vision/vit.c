@@ -36,19 +36,17 @@ static el_status scratch(el_vision *v, el_error *err) {
     v->ffh = el_malloc_aligned(n * wide * sizeof(float));
     v->patches = el_malloc_aligned((size_t)h->n_patches * 3 * P * P * sizeof(float));
     // workspaces of the products (the largest) and of attention (one per head)
-    size_t big = el_matmul_dense_work(h->n_patches, &v->patch_w);
-    const el_tensor *mats[2] = {&v->mm0, &v->mm2};
-    for (int i = 0; i < 2; i++) {
-        size_t w = el_matmul_dense_work(h->n_patches, mats[i]);
-        big = w > big ? w : big;
-    }
+    const el_tensor *patch[1] = {&v->patch_w}, *m0[1] = {&v->mm0}, *m2[1] = {&v->mm2};
+    size_t big = el_matmul_dense_work(h->n_patches, 1, patch), w;
+    if ((w = el_matmul_dense_work(h->n_patches, 1, m0)) > big) big = w;
+    if ((w = el_matmul_dense_work(h->n_patches, 1, m2)) > big) big = w;
     for (int l = 0; l < h->n_run; l++) {
         const vit_block *b = &v->blocks[l];
-        const el_tensor *bm[6] = {&b->wq, &b->wk, &b->wv, &b->wo, &b->fc1, &b->fc2};
-        for (int i = 0; i < 6; i++) {
-            size_t w = el_matmul_dense_work(h->n_pos, bm[i]);
-            big = w > big ? w : big;
-        }
+        const el_tensor *qkv[3] = {&b->wq, &b->wk, &b->wv}, *wo[1] = {&b->wo}, *f1[1] = {&b->fc1}, *f2[1] = {&b->fc2};
+        if ((w = el_matmul_dense_work(h->n_pos, 3, qkv)) > big) big = w;
+        if ((w = el_matmul_dense_work(h->n_pos, 1, wo)) > big) big = w;
+        if ((w = el_matmul_dense_work(h->n_pos, 1, f1)) > big) big = w;
+        if ((w = el_matmul_dense_work(h->n_pos, 1, f2)) > big) big = w;
     }
     v->wbuf = el_malloc_aligned(big * sizeof(float));
     v->awork = el_malloc_aligned((size_t)h->heads * el_attn_full_work(h->n_pos, h->hidden / h->heads) * sizeof(float));
@@ -62,16 +60,16 @@ static el_status scratch(el_vision *v, el_error *err) {
 
 // ---------------------------------------------------------------- row-wise steps
 
-enum { ROWS_LN, ROWS_BIAS, ROWS_BIAS_ACT, ROWS_BIAS_RESID };
+enum { ROWS_LN, ROWS_ACT, ROWS_RESID };
 #define ROWS_PER_TASK 16
 
 typedef struct {
     int op, width;
-    float *x;           // [n][width], in place (ROWS_BIAS*) or the source (ROWS_LN)
-    float *out;         // ROWS_LN: destination; ROWS_BIAS_RESID: the residual stream
-    const float *w, *b;  // norm weight and bias, or the bias
+    float *x;           // [n][width], in place (ROWS_ACT) or the source (ROWS_LN, ROWS_RESID)
+    float *out;         // ROWS_LN: destination; ROWS_RESID: the residual stream
+    const float *w, *b;  // norm weight and bias
     float eps;
-    int act;  // ROWS_BIAS_ACT: 1 GELU, 0 quick GELU
+    int act;  // ROWS_ACT: 1 GELU, 0 quick GELU
     int n;
 } rows_job;
 
@@ -83,19 +81,13 @@ static void rows_task(void *ctx, int t, int n_tasks) {
         float *x = j->x + (size_t)r * j->width;
         switch (j->op) {
         case ROWS_LN: el_layernorm(j->out + (size_t)r * j->width, x, j->w, j->b, j->width, j->eps); break;
-        case ROWS_BIAS:
-            if (j->b)
-                for (int i = 0; i < j->width; i++) x[i] += j->b[i];
-            break;
-        case ROWS_BIAS_ACT:
-            if (j->b)
-                for (int i = 0; i < j->width; i++) x[i] += j->b[i];
+        case ROWS_ACT:
             if (j->act) el_gelu(x, j->width);
             else el_gelu_quick(x, j->width);
             break;
-        case ROWS_BIAS_RESID: {
+        case ROWS_RESID: {
             float *y = j->out + (size_t)r * j->width;
-            for (int i = 0; i < j->width; i++) y[i] += x[i] + j->b[i];
+            for (int i = 0; i < j->width; i++) y[i] += x[i];
             break;
         }
         }
@@ -111,11 +103,19 @@ static void layernorm_rows(el_pool *pool, float *out, float *x, const float *w, 
     rows_run(pool, (rows_job){ROWS_LN, width, x, out, w, b, eps, 0, n});
 }
 
-// out[n, d] = x[n, k] · Wᵀ + b
-static void linear(el_pool *pool, float *out, const float *x, const el_tensor *W, const float *b, int n, float *work,
-                   el_isa isa) {
-    el_matmul_dense_isa(pool, out, x, W, n, work, isa);
-    rows_run(pool, (rows_job){ROWS_BIAS, (int)W->ne[1], out, NULL, NULL, b, 0, 0, n});
+// outs[i][n, d_i] = x[n, k] · Ws[i]ᵀ + bs[i], the products sharing their input's packing
+static void linear(el_vision *v, el_pool *pool, int count, float *const *outs, const float *x,
+                   const el_tensor *const *Ws, const float *const *bs, int n) {
+    el_matmul_dense_many_isa(pool, count, outs, x, Ws, bs, n, v->wbuf, v->isa);
+}
+
+static void rows_act(el_pool *pool, float *x, int n, int width, int gelu) {
+    rows_run(pool, (rows_job){ROWS_ACT, width, x, NULL, NULL, NULL, 0, gelu, n});
+}
+
+// y[n, width] += t
+static void rows_resid(el_pool *pool, float *y, float *t, int n, int width) {
+    rows_run(pool, (rows_job){ROWS_RESID, width, t, y, NULL, NULL, 0, 0, n});
 }
 
 // ---------------------------------------------------------------- attention
@@ -143,20 +143,19 @@ static el_status block_forward(el_vision *v, el_pool *pool, const vit_block *b, 
     const el_vision_hparams *h = &v->hp;
     int n = h->n_pos, H = h->hidden;
     layernorm_rows(pool, v->xn, v->x, b->ln1_w, b->ln1_b, n, H, h->eps);
-    linear(pool, v->q, v->xn, &b->wq, b->bq, n, v->wbuf, v->isa);
-    linear(pool, v->k, v->xn, &b->wk, b->bk, n, v->wbuf, v->isa);
-    linear(pool, v->v, v->xn, &b->wv, b->bv, n, v->wbuf, v->isa);
+    linear(v, pool, 3, (float *[]){v->q, v->k, v->v}, v->xn, (const el_tensor *[]){&b->wq, &b->wk, &b->wv},
+           (const float *[]){b->bq, b->bk, b->bv}, n);
     int hd = H / h->heads;
     attn_job aj = {v->q, v->k, v->v, v->att, v->awork, el_attn_full_work(n, hd), n, H, hd, v->isa};
     el_pool_run(pool, attn_task, &aj, h->heads);
-    el_matmul_dense_isa(pool, v->tmp, v->att, &b->wo, n, v->wbuf, v->isa);
-    rows_run(pool, (rows_job){ROWS_BIAS_RESID, H, v->tmp, v->x, NULL, b->bo, 0, 0, n});  // x += att·Woᵀ + bo
+    linear(v, pool, 1, &v->tmp, v->att, (const el_tensor *[]){&b->wo}, (const float *[]){b->bo}, n);
+    rows_resid(pool, v->x, v->tmp, n, H);  // x += att·Woᵀ + bo
 
     layernorm_rows(pool, v->xn, v->x, b->ln2_w, b->ln2_b, n, H, h->eps);
-    el_matmul_dense_isa(pool, v->ffh, v->xn, &b->fc1, n, v->wbuf, v->isa);
-    rows_run(pool, (rows_job){ROWS_BIAS_ACT, h->ff, v->ffh, NULL, NULL, b->fc1_b, 0, h->gelu, n});
-    el_matmul_dense_isa(pool, v->tmp, v->ffh, &b->fc2, n, v->wbuf, v->isa);
-    rows_run(pool, (rows_job){ROWS_BIAS_RESID, H, v->tmp, v->x, NULL, b->fc2_b, 0, 0, n});
+    linear(v, pool, 1, &v->ffh, v->xn, (const el_tensor *[]){&b->fc1}, (const float *[]){b->fc1_b}, n);
+    rows_act(pool, v->ffh, n, h->ff, h->gelu);
+    linear(v, pool, 1, &v->tmp, v->ffh, (const el_tensor *[]){&b->fc2}, (const float *[]){b->fc2_b}, n);
+    rows_resid(pool, v->x, v->tmp, n, H);
     return EL_OK;
 }
 
@@ -178,7 +177,8 @@ el_status el_vision_encode(el_vision *v, el_pool *pool, const float *pixels, flo
                            (size_t)P * sizeof(float));
         }
     // embeddings: [class token,] patches, each plus its position's embedding
-    linear(pool, v->x + (size_t)cls * H, v->patches, &v->patch_w, v->patch_b, h->n_patches, v->wbuf, v->isa);
+    linear(v, pool, 1, (float *[]){v->x + (size_t)cls * H}, v->patches, (const el_tensor *[]){&v->patch_w},
+           (const float *[]){v->patch_b}, h->n_patches);
     if (cls) memcpy(v->x, v->class_embd, (size_t)H * sizeof(float));
     for (size_t i = 0; i < (size_t)h->n_pos * H; i++) v->x[i] += v->pos_embd[i];
     if (h->has_pre_ln) layernorm_rows(pool, v->x, v->x, v->pre_w, v->pre_b, h->n_pos, H, h->eps);
@@ -188,8 +188,8 @@ el_status el_vision_encode(el_vision *v, el_pool *pool, const float *pixels, flo
     // the projector over the patch rows (the class token's row is dropped):
     // out = GELU(f·mm0ᵀ + b0)·mm2ᵀ + b2
     const float *feat = v->x + (size_t)cls * H;
-    el_matmul_dense_isa(pool, v->ffh, feat, &v->mm0, h->n_patches, v->wbuf, v->isa);
-    rows_run(pool, (rows_job){ROWS_BIAS_ACT, h->proj_hidden, v->ffh, NULL, NULL, v->mm0_b, 0, 1, h->n_patches});
-    linear(pool, out, v->ffh, &v->mm2, v->mm2_b, h->n_patches, v->wbuf, v->isa);
+    linear(v, pool, 1, &v->ffh, feat, (const el_tensor *[]){&v->mm0}, (const float *[]){v->mm0_b}, h->n_patches);
+    rows_act(pool, v->ffh, h->n_patches, h->proj_hidden, 1);
+    linear(v, pool, 1, &out, v->ffh, (const el_tensor *[]){&v->mm2}, (const float *[]){v->mm2_b}, h->n_patches);
     return EL_OK;
 }
