@@ -26,6 +26,8 @@ void job_unref(el_server *s, job *j) {
     if (left) return;
     if (j->adapter) el_adapter_cache_release(s->adapters, j->adapter);
     free(j->prompt);
+    free(j->pixels);
+    free(j->img_rows);
     for (int i = 0; i < j->n_stop; i++) free(j->stop[i]);
     el_stopper_free(&j->stopper);
     el_sbuf_free(&j->text);
@@ -138,10 +140,53 @@ static int admit(el_server *s, slot *sl) {
         release_slot(s, sl);
         return -1;
     }
-    for (int i = 0; i < j->n_prompt; i++) el_sampler_accept(sl->sampler, j->prompt[i]);
+    for (int i = 0; i < j->n_prompt; i++)
+        if (j->prompt[i] >= 0) el_sampler_accept(sl->sampler, j->prompt[i]);
     sl->prefilled = 0;
     sl->pos = 0;
+    if (j->n_images) {  // the vision encoder runs here, on the pool, between two decode steps
+        const el_vision_hparams *h = el_vision_hp(s->vision);
+        size_t per = (size_t)h->n_patches * h->out_dim, np = (size_t)3 * h->image_size * h->image_size;
+        el_error err;
+        j->img_rows = malloc((size_t)j->n_images * per * sizeof(float));
+        el_status st = j->img_rows ? EL_OK : el_err(&err, EL_ERR_NOMEM, "out of memory for %d images", j->n_images);
+        for (int i = 0; i < j->n_images && !st; i++)
+            st = el_vision_encode(s->vision, s->pool, j->pixels + (size_t)i * np, j->img_rows + (size_t)i * per, &err);
+        free(j->pixels);
+        j->pixels = NULL;
+        if (st) {
+            finish(s, j, NULL, err.msg);
+            release_slot(s, sl);
+            return -1;
+        }
+    }
     return 0;
+}
+
+// Runs prompt positions [a, a + n) of the slot's request: runs of tokens
+// through the embedding, runs of image rows straight into the layers. The
+// logits are the last position's.
+static el_status prefill_positions(el_server *s, slot *sl, int a, int n, float *logits, el_error *err) {
+    job *j = sl->j;
+    if (!j->n_images) return el_session_forward(sl->sess, j->prompt + a, n, a, logits, 0, err);
+    int dim = s->m->hp.dim;
+    el_status st = EL_OK;
+    for (int i = a; i < a + n && !st;) {
+        int img = j->prompt[i] < 0, e = i;
+        while (e < a + n && (j->prompt[e] < 0) == img) e++;
+        int last = e == a + n;
+        if (!img) {
+            st = el_session_forward(sl->sess, j->prompt + i, e - i, i, logits, 0, err);
+        } else {
+            for (int p = i; p < e; p++)
+                memcpy(s->xbuf + (size_t)(p - i) * dim, j->img_rows + (size_t)(-1 - j->prompt[p]) * dim,
+                       (size_t)dim * sizeof(float));
+            st = el_session_layers(sl->sess, s->xbuf, e - i, i, err);
+            if (!st && last) st = el_session_head(sl->sess, s->xbuf, e - i, 1, logits, err);
+        }
+        i = e;
+    }
+    return st;
 }
 
 // Prefills up to budget more prompt tokens of the slot's request with its
@@ -152,7 +197,7 @@ static int prefill(el_server *s, slot *sl, int budget, float *logits) {
     int n = j->n_prompt - sl->prefilled;
     if (n > budget) n = budget;
     el_session_set_lora(sl->sess, j->adapter);
-    el_status st = el_session_forward(sl->sess, j->prompt + sl->prefilled, n, sl->prefilled, logits, 0, &err);
+    el_status st = prefill_positions(s, sl, sl->prefilled, n, logits, &err);
     el_session_set_lora(sl->sess, NULL);
     if (st) {
         finish(s, j, NULL, err.msg);
@@ -166,7 +211,7 @@ static int prefill(el_server *s, slot *sl, int budget, float *logits) {
     s->met.prompt_tokens += (uint64_t)j->n_prompt;
     pthread_mutex_unlock(&s->mu);
     sl->pos = j->n_prompt;
-    sl->next = j->prompt[j->n_prompt - 1];
+    sl->next = j->prompt[j->n_prompt - 1] >= 0 ? j->prompt[j->n_prompt - 1] : -1;
     int tok = el_sampler_sample(sl->sampler, logits);
     el_sampler_accept(sl->sampler, tok);
     if (take_token(s, sl, tok)) release_slot(s, sl);

@@ -17,6 +17,8 @@ static void server_free(el_server *s) {
     free(s->slots);
     sched_free(s);
     el_batch_free(s->batch);
+    el_vision_close(s->vision);
+    free(s->xbuf);
     el_adapter_cache_free(s->adapters);
     el_tokenizer_free(s->tok);
     el_model_close(s->m);
@@ -37,13 +39,22 @@ el_status el_server_start(const el_serve_opts *opts, el_server **out, el_error *
     pthread_cond_init(&s->cv, NULL);
     s->o = *opts;
     if (s->o.slots <= 0) s->o.slots = 16;
-    if (s->o.max_body == 0) s->o.max_body = 1 << 20;
+    if (s->o.max_body == 0) s->o.max_body = opts->mmproj ? 32u << 20 : 1u << 20;  // images come base64-encoded
     if (s->o.max_queue <= 0) s->o.max_queue = 256;
     if (s->o.max_connections <= 0) s->o.max_connections = 512;
     s->t_start = (double)time(NULL);
     el_status st;
     if ((st = el_model_open(opts->model_path, NULL, &s->m, err))) goto fail;
     if ((st = el_model_tokenizer(s->m, opts->tok_path, &s->tok, err))) goto fail;
+    if (opts->mmproj) {
+        if ((st = el_vision_open(opts->mmproj, &s->vision, err)) ||
+            (st = el_vision_check_dim(s->vision, s->m->hp.dim, opts->model_path, err)))
+            goto fail;
+        if (!(s->xbuf = el_malloc((size_t)64 * s->m->hp.dim * sizeof(float)))) {
+            st = el_err(err, EL_ERR_NOMEM, "out of memory");
+            goto fail;
+        }
+    }
     if (opts->model_id) snprintf(s->model_id, sizeof s->model_id, "%s", opts->model_id);
     else {
         const char *b = strrchr(opts->model_path, '/');
