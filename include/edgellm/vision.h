@@ -39,6 +39,9 @@ typedef struct {
 // a truncated or corrupt file, or one whose header declares more than the
 // limits above is refused with one line naming it.
 el_status el_image_decode(const void *data, size_t len, const char *name, el_image *out, el_error *err);
+// The same with a lower pixel limit (tests and fuzzing keep decodes small).
+el_status el_image_decode_max(const void *data, size_t len, const char *name, uint64_t max_pixels, el_image *out,
+                              el_error *err);
 // Reads path (at most EL_IMAGE_MAX_FILE bytes) and decodes it.
 el_status el_image_load(const char *path, el_image *out, el_error *err);
 void el_image_free(el_image *img);

@@ -230,39 +230,45 @@ def taps(in_size, out_size, off, n):
     return res
 
 
-def preprocess(rgb, n, mean, std, pad):
-    h, w, _ = rgb.shape
-    if pad:  # centered on a square of the mean colour, truncated to 8 bits
-        side = max(w, h)
-        bg = [min(max(int(float(m) * 255.0), 0), 255) for m in mean]
-        src = np.empty((side, side, 3), np.float64)
-        src[:, :] = bg
-        src[(side - h) // 2:(side - h) // 2 + h, (side - w) // 2:(side - w) // 2 + w] = rgb
-        tw = th = n
-        cx = cy = 0
-    else:  # short side to n, then the middle n x n
-        src = rgb.astype(np.float64)
-        if w <= h:
-            tw, th = n, int(n * h / w)
-        else:
-            th, tw = n, int(n * w / h)
-        cx, cy = (tw - n) // 2, (th - n) // 2
-    sh, sw, _ = src.shape
-    tx, ty = taps(sw, tw, cx, n), taps(sh, th, cy, n)
-    tmp = np.zeros((sh, n, 3), np.float64)
-    for o, (lo, wt) in enumerate(tx):  # horizontal pass, summed in tap order
-        acc = np.zeros((sh, 3))
+def resample(src, tw, th, cx, cy, nw, nh):
+    """The picture resized to tw x th; the window [cx, cx+nw) x [cy, cy+nh)
+    of it, rounded to 8 bits (docs/vision.md): horizontal pass into float32
+    rows, then vertical, taps summed in order in float64."""
+    h, w, _ = src.shape
+    src = src.astype(np.float64)
+    tx, ty = taps(w, tw, cx, nw), taps(h, th, cy, nh)
+    tmp = np.zeros((h, nw, 3), np.float64)
+    for o, (lo, wt) in enumerate(tx):
+        acc = np.zeros((h, 3))
         for t, k in enumerate(wt):
             acc = acc + k * src[:, lo + t, :]
         tmp[:, o, :] = acc
     tmp = tmp.astype(np.float32).astype(np.float64)  # the intermediate is stored as f32
-    out = np.zeros((n, n, 3), np.float64)
+    out = np.zeros((nh, nw, 3), np.float64)
     for o, (lo, wt) in enumerate(ty):
-        acc = np.zeros((n, 3))
+        acc = np.zeros((nw, 3))
         for t, k in enumerate(wt):
             acc = acc + k * tmp[lo + t, :, :]
         out[o] = acc
-    u8 = np.clip(np.floor(out + 0.5), 0, 255).astype(np.float32)
+    return np.clip(np.floor(out + 0.5), 0, 255)
+
+
+def preprocess(rgb, n, mean, std, pad):
+    h, w, _ = rgb.shape
+    if pad:  # fit n x n keeping the shape, centred on a square of the mean colour (truncated to 8 bits)
+        scale = min(n / w, n / h)
+        nw, nh = max(min(math.ceil(w * scale), n), 1), max(min(math.ceil(h * scale), n), 1)
+        canvas = np.empty((n, n, 3), np.float64)
+        canvas[:, :] = [min(max(int(float(m) * 255.0), 0), 255) for m in mean]
+        ox, oy = (n - nw) // 2, (n - nh) // 2
+        canvas[oy:oy + nh, ox:ox + nw] = resample(rgb, nw, nh, 0, 0, nw, nh)
+    else:  # short side to n, then the middle n x n
+        if w <= h:
+            tw, th = n, int(n * h / w)
+        else:
+            th, tw = n, int(n * w / h)
+        canvas = resample(rgb, tw, th, (tw - n) // 2, (th - n) // 2, n, n)
+    u8 = canvas.astype(np.float32)
     m, s = np.array(mean, np.float32), np.array(std, np.float32)
     x = (u8 / np.float32(255.0) - m) / s  # float32 arithmetic, as specified
     return x.transpose(2, 0, 1).astype(np.float64)  # [3][n][n]
