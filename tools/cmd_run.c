@@ -126,6 +126,8 @@ int cmd_run(int argc, char **argv) {
     if (tool_split_check(&c, &ts)) return 2;
     if (n_images && ts.autoplan)
         return cli_fail(&c, "--split auto cannot move the cut across image rows; give the cut, e.g. --split 2");
+    if (n_images && ts.enabled && !ts.autoplan && ts.o.cuts[0] == 0)
+        return cli_fail(&c, "--split 0 would send the image rows themselves over the link; cut after layer 1 or later");
     split = ts.enabled;
     el_split_opts so_split = ts.o;
     if (!have_seed) sp.seed = (uint64_t)time(NULL) ^ ((uint64_t)el_time_ns() << 16);

@@ -30,10 +30,14 @@ static el_status add_ids(el_mm_prompt *p, const int *ids, int n, int *cap, el_er
         *cap = c;
     }
     memcpy(p->ids + p->n_ids, ids, (size_t)n * sizeof(int));
-    int i = p->n_items++;
-    p->image[i] = -1;
-    p->start[i] = p->n_ids;
-    p->len[i] = n;
+    if (p->n_items && p->image[p->n_items - 1] < 0) {
+        p->len[p->n_items - 1] += n;  // one run with the tokens before (BOS and the first piece)
+    } else {
+        int i = p->n_items++;
+        p->image[i] = -1;
+        p->start[i] = p->n_ids;
+        p->len[i] = n;
+    }
     p->n_ids += n;
     return EL_OK;
 }
