@@ -89,29 +89,40 @@ void el_sgemm_par(el_pool *pool, int ta, int tb, int m, int n, int k, float alph
 void el_blas_threads(int n);
 const char *el_blas_name(void);
 
-// outs[i][n, d_i] = x[n,k] · Ws[i][d_i,k]ᵀ + biases[i] (biases or an entry may
-// be NULL) for i < count <= EL_DENSE_MAX products of one input, for many rows
-// n (an encoder's whole sequence) and f32, f16 or bf16 weights: with AVX-512,
-// tiles of 12 weight rows x 32 rows of x over panels of x packed once for all
-// the products (kernels/gemm_avx512.c); below that, panels of W converted to
-// f32 and multiplied by OpenBLAS's sgemm, one per pool task. Other dtypes
-// (and n < 8) go to el_matmul. work: el_matmul_dense_work floats.
-#define EL_DENSE_MAX 4
-size_t el_matmul_dense_work(int n, int count, const el_tensor *const *Ws);
-void el_matmul_dense_many_isa(el_pool *pool, int count, float *const *outs, const float *x, const el_tensor *const *Ws,
-                              const float *const *biases, int n, float *work, el_isa isa);
-void el_matmul_dense(el_pool *pool, float *out, const float *x, const el_tensor *W, const float *bias, int n,
-                     float *work);
+// ---------------------------------------------------------------- encoders
 
-// Full (non-causal) attention over one head of n rows:
-// out[t][0..hd) = softmax(scale · q[t] · Kᵀ) · V, rows of out/q/k/v ldo/ldq/ldk/ldv
-// floats apart. work: el_attn_full_work floats. AVX-512 tiles for hd <= 256,
-// else two sgemm calls around a row softmax.
-size_t el_attn_full_work(int n, int hd);
-void el_attn_full(float *out, size_t ldo, const float *q, size_t ldq, const float *k, size_t ldk, const float *v,
-                  size_t ldv, int n, int hd, float scale, float *work);
-void el_attn_full_isa(float *out, size_t ldo, const float *q, size_t ldq, const float *k, size_t ldk, const float *v,
-                      size_t ldv, int n, int hd, float scale, float *work, el_isa isa);
+// Encoders (the vision tower) run every token of a sequence at once and keep
+// their activations in panels of 32 tokens, feature-major within a panel:
+// token t's feature f of F is x[el_panel_index(t, f, F)] =
+// x[(t/32)·F·32 + f·32 + t%32]. A buffer of n tokens holds ceil(n/32) whole
+// panels; slots past n hold any finite values. Products, attention and layer
+// norm read and write that layout, so nothing is repacked between them.
+#define EL_PANEL 32
+size_t el_panel_index(int t, int f, int F);
+
+// outs[i] (panels of d_i features) = Ws[i][d_i,k] · x (panels of k) + biases[i]
+// (per feature; biases or an entry may be NULL), for i < count <= EL_DENSE_MAX
+// products of one input. With AVX-512 and f32/f16/bf16 weights: 12 x 32
+// register tiles on the pool (kernels/gemm_avx512.c); below that, OpenBLAS
+// sgemm on rows of W converted to f32; quantized weights go through el_matmul
+// (tokens turned into rows and back). work: el_matmul_p_work floats.
+#define EL_DENSE_MAX 4
+size_t el_matmul_p_work(int n, int count, const el_tensor *const *Ws);
+void el_matmul_p_many_isa(el_pool *pool, int count, float *const *outs, const float *x, const el_tensor *const *Ws,
+                          const float *const *biases, int n, float *work, el_isa isa);
+
+// Full (non-causal) attention over one head of n tokens in panels of F
+// features, the head's hd features from f0:
+// out[t][f0+j] = Σ_s softmax_s(scale · Σ_i q[t][f0+i] k[s][f0+i]) · v[s][f0+j].
+// work: el_attn_p_work floats (one per concurrent head).
+size_t el_attn_p_work(int n, int hd);
+void el_attn_p_isa(float *out, const float *q, const float *k, const float *v, int F, int f0, int n, int hd,
+                   float scale, float *work, el_isa isa);
+
+// Layer norm of each token of panels [p0, p1) over its F features (w, b per
+// feature, may be NULL); out may be x.
+void el_layernorm_p_isa(float *out, const float *x, int F, const float *w, const float *b, int p0, int p1, float eps,
+                        el_isa isa);
 
 // ---------------------------------------------------------------- machine probes
 

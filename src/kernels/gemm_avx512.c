@@ -1,13 +1,17 @@
-// Dense f32 products for encoders (every row of a sequence at once) with
-// AVX-512: C = A·Bᵀ where A (activations) is repacked into panels of 32 rows
-// (k rows of 32 floats each, so one k step is two vector loads) and B
-// (weights, converted from f16/bf16 block by block) is read row by row, one
-// broadcast per row and k step. The micro-kernel holds a 12 x 32 tile of C in
-// 24 registers: per k step 24 FMAs against 2 loads and 12 broadcasts.
-// Blocking: a task owns NC rows of B; per KC slice of k it converts those
-// rows into a block that stays in L2 while every panel of A passes, each
-// panel slice staying in L1 across the task's row groups; the tile sums
-// accumulate in a transposed buffer that is written out once at the end.
+// Dense f32 products, attention and layer norm for encoders (every token of
+// a sequence at once) with AVX-512, on activations in panels: 32 tokens at a
+// time, feature-major within a panel (x[(t/32)·F·32 + f·32 + t%32] for F
+// features), so one feature of 32 tokens is two vector loads from one cache
+// line pair, a product's k slice of a panel is contiguous, and a product's
+// output comes out in the same layout for the next one: nothing is repacked
+// or transposed between them.
+// The micro-kernel holds 12 output rows x 32 tokens in 24 registers: per k
+// step 24 FMAs against 2 loads and 12 broadcasts of weights (or keys).
+// Blocking: a task owns NC rows of W; per KC slice of k it converts those
+// rows (f16, bf16, f32) into a block that stays in L2 while every panel
+// passes, the panel's slice staying in L1 across the task's row groups; the
+// rows of the next slice are prefetched meanwhile (a slice is nc separate
+// runs of memory, too many streams for the hardware prefetchers).
 #include <math.h>
 #include <string.h>
 
@@ -15,76 +19,32 @@
 #include "ops_simd.h"
 #include "simd_avx512.h"
 
-#define MR 12  // B rows per tile
-#define NR 32  // A rows (tokens) per tile: two vectors
+#define MR 12  // output rows per tile
+#define NR 32  // tokens per tile: two vectors
 #define KC 256
-#define NC_MAX 240  // B rows per task at most: 20 groups of MR
+#define NC_MAX 240  // W rows per task at most: 20 groups of MR
 
 static size_t up(size_t a, size_t b) { return (a + b - 1) / b * b; }
 
-size_t el_panel_floats(int n, int k) { return up((size_t)n, NR) * (size_t)k; }
-
-// r[0..16) rows in, the same registers hold the 16 columns out (r[j] = column j)
-ALWAYS_INLINE void transpose16(__m512 r[16]) {
-    __m512 t[16];
-    for (int i = 0; i < 16; i += 2) {
-        t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
-        t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
-    }
-    // r[4g + m]: rows 4g..4g+3 of columns m, m+4, m+8, m+12 (one per 128-bit lane)
-    for (int i = 0; i < 16; i += 4) {
-        r[i] = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(t[i]), _mm512_castps_pd(t[i + 2])));
-        r[i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(t[i]), _mm512_castps_pd(t[i + 2])));
-        r[i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(t[i + 1]), _mm512_castps_pd(t[i + 3])));
-        r[i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(t[i + 1]), _mm512_castps_pd(t[i + 3])));
-    }
-    for (int i = 0; i < 4; i++) {
-        t[i] = _mm512_shuffle_f32x4(r[i], r[i + 4], 0x88);
-        t[i + 4] = _mm512_shuffle_f32x4(r[i], r[i + 4], 0xDD);
-        t[i + 8] = _mm512_shuffle_f32x4(r[i + 8], r[i + 12], 0x88);
-        t[i + 12] = _mm512_shuffle_f32x4(r[i + 8], r[i + 12], 0xDD);
-    }
-    for (int i = 0; i < 8; i++) {
-        r[i] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0x88);
-        r[i + 8] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0xDD);
-    }
-}
-
-// at[p][kk][i] = x[(32p + i)·ldx + kk], zero past row n
-void el_panel_pack_avx512(const float *x, size_t ldx, int n, int k, float *at, int p0, int p1) {
-    for (int p = p0; p < p1; p++) {
-        float *dst = at + (size_t)p * k * NR;
-        int rows = n - p * NR < NR ? n - p * NR : NR;
-        int kk = 0;
-        for (; rows == NR && kk + 16 <= k; kk += 16)
-            for (int half = 0; half < 2; half++) {
-                __m512 r[16];
-                for (int i = 0; i < 16; i++) r[i] = _mm512_loadu_ps(x + (size_t)(p * NR + half * 16 + i) * ldx + kk);
-                transpose16(r);
-                for (int j = 0; j < 16; j++) _mm512_storeu_ps(dst + (size_t)(kk + j) * NR + half * 16, r[j]);
-            }
-        for (; kk < k; kk++) {
-            float *d = dst + (size_t)kk * NR;
-            for (int i = 0; i < NR; i++) d[i] = i < rows ? x[(size_t)(p * NR + i) * ldx + kk] : 0.0f;
-        }
-    }
-}
-
-// c[r][0..32) (rows ldc apart) = (acc ? c : 0) + Σ_kk w[r·ldw + kk] · at[kk·32 ..]   for r < 12
-static void tile(int kc, const float *at, const float *w, size_t ldw, float *c, size_t ldc, int acc) {
+// c[r·ldc + 0..32) = (acc ? c : bias ? bias[r] : 0) + Σ_kk w[r·wr + kk·wk] · a[kk·lda + 0..32)   for r < 12
+static void tile(int kc, const float *a, size_t lda, const float *w, size_t wr, size_t wk, float *c, size_t ldc, int acc,
+                 const float *bias) {
     __m512 c0a, c0b, c1a, c1b, c2a, c2b, c3a, c3b, c4a, c4b, c5a, c5b;
     __m512 c6a, c6b, c7a, c7b, c8a, c8b, c9a, c9b, c10a, c10b, c11a, c11b;
-#define LD(i) c##i##a = acc ? _mm512_loadu_ps(c + (size_t)(i) * ldc) : _mm512_setzero_ps(), \
-              c##i##b = acc ? _mm512_loadu_ps(c + (size_t)(i) * ldc + 16) : _mm512_setzero_ps()
+#define LD(i)                                                                                              \
+    c##i##a = acc ? _mm512_loadu_ps(c + (size_t)(i) * ldc) : bias ? _mm512_set1_ps(bias[i]) : _mm512_setzero_ps(), \
+    c##i##b = acc ? _mm512_loadu_ps(c + (size_t)(i) * ldc + 16) : c##i##a
     LD(0); LD(1); LD(2); LD(3); LD(4); LD(5); LD(6); LD(7); LD(8); LD(9); LD(10); LD(11);
 #undef LD
-    const float *w0 = w, *w1 = w + ldw, *w2 = w + 2 * ldw, *w3 = w + 3 * ldw, *w4 = w + 4 * ldw, *w5 = w + 5 * ldw;
-    const float *w6 = w + 6 * ldw, *w7 = w + 7 * ldw, *w8 = w + 8 * ldw, *w9 = w + 9 * ldw, *w10 = w + 10 * ldw;
-    const float *w11 = w + 11 * ldw;
+    const float *w0 = w, *w1 = w + wr, *w2 = w + 2 * wr, *w3 = w + 3 * wr, *w4 = w + 4 * wr, *w5 = w + 5 * wr;
+    const float *w6 = w + 6 * wr, *w7 = w + 7 * wr, *w8 = w + 8 * wr, *w9 = w + 9 * wr, *w10 = w + 10 * wr;
+    const float *w11 = w + 11 * wr;
     for (int kk = 0; kk < kc; kk++) {
-        __m512 a0 = _mm512_loadu_ps(at + (size_t)kk * NR), a1 = _mm512_loadu_ps(at + (size_t)kk * NR + 16);
+        const float *ak = a + (size_t)kk * lda;
+        size_t o = (size_t)kk * wk;
+        __m512 a0 = _mm512_loadu_ps(ak), a1 = _mm512_loadu_ps(ak + 16);
         __m512 b;
-#define STEP(i) b = _mm512_set1_ps(w##i[kk]), c##i##a = _mm512_fmadd_ps(b, a0, c##i##a), \
+#define STEP(i) b = _mm512_set1_ps(w##i[o]), c##i##a = _mm512_fmadd_ps(b, a0, c##i##a), \
                 c##i##b = _mm512_fmadd_ps(b, a1, c##i##b)
         STEP(0); STEP(1); STEP(2); STEP(3); STEP(4); STEP(5); STEP(6); STEP(7); STEP(8); STEP(9); STEP(10); STEP(11);
 #undef STEP
@@ -94,29 +54,23 @@ static void tile(int kc, const float *at, const float *w, size_t ldw, float *c, 
 #undef ST
 }
 
-// ---------------------------------------------------------------- x · Wᵀ
+// ---------------------------------------------------------------- Wᵀ·xt
 
 typedef struct {
-    float *out;
+    float *out;  // panels of d features
     const el_tensor *W;
     const float *bias;  // may be NULL
-    int d, first;       // rows; the job's first task for this product
-    int nc;             // rows per task (a multiple of MR)
+    int d, first, nc;   // rows; the job's first task for this product; rows per task (a multiple of MR)
     size_t row0;        // this product's first row in the job's workspace (rows rounded up to MR)
+    float *tail;        // [panel][MR][32]: the last group's rows when d is not a multiple of MR
 } dense_part;
 
 typedef struct {
-    const float *x;
-    float *at, *ct, *wb;  // workspace: A panels; per row, transposed C [n_pad] and a W slice [KC]
-    int n, k, n_pad, np, count;
+    const float *x;  // panels of k features
+    float *wb;       // workspace: a W slice [KC] per row
+    int n, k, np, count;
     dense_part part[EL_DENSE_MAX];
 } dense_job;
-
-static void pack_task(void *ctx, int t, int n_tasks) {
-    const dense_job *j = ctx;
-    int per = (j->np + n_tasks - 1) / n_tasks, p0 = t * per, p1 = p0 + per < j->np ? p0 + per : j->np;
-    el_panel_pack_avx512(j->x, (size_t)j->k, j->n, j->k, j->at, p0, p1);
-}
 
 static void dense_task(void *ctx, int t, int n_tasks) {
     (void)n_tasks;
@@ -125,7 +79,7 @@ static void dense_task(void *ctx, int t, int n_tasks) {
     while (pi + 1 < j->count && t >= j->part[pi + 1].first) pi++;
     const dense_part *P = &j->part[pi];
     int r0 = (t - P->first) * P->nc, nr = P->d - r0 < P->nc ? P->d - r0 : P->nc, groups = (nr + MR - 1) / MR;
-    float *wb = j->wb + (P->row0 + r0) * KC, *ct = j->ct + (P->row0 + r0) * j->n_pad;
+    float *wb = j->wb + (P->row0 + r0) * KC;
     size_t row_bytes = el_tensor_row_size(P->W), esz = row_bytes / (size_t)j->k;
     const char *w0 = (const char *)P->W->data + (size_t)r0 * row_bytes;
     for (int pc = 0; pc < j->k; pc += KC) {
@@ -136,44 +90,38 @@ static void dense_task(void *ctx, int t, int n_tasks) {
             if (r < nr) el_to_f32(P->W->dtype, w0 + (size_t)r * row_bytes + (size_t)pc * esz, dst, kc);
             else memset(dst, 0, (size_t)kc * sizeof(float));
         }
-        // while the tiles run, fetch the next slice of those rows: a slice
-        // touches nr separate runs of memory, too many streams for the
-        // hardware prefetchers to follow
         int next = pc + KC < j->k ? pc + KC : -1;
         size_t seg = next < 0 ? 0 : (size_t)(j->k - next < KC ? j->k - next : KC) * esz;
         int per = (nr + j->np - 1) / j->np;
         for (int p = 0; p < j->np; p++) {
             for (int r = p * per; next >= 0 && r < (p + 1) * per && r < nr; r++)
                 for (size_t o = 0; o < seg; o += 64) _mm_prefetch(w0 + (size_t)r * row_bytes + (size_t)next * esz + o, _MM_HINT_T1);
-            const float *at = j->at + (size_t)p * j->k * NR + (size_t)pc * NR;
-            for (int g = 0; g < groups; g++)
-                tile(kc, at, wb + (size_t)g * MR * kc, (size_t)kc, ct + (size_t)g * MR * j->n_pad + (size_t)p * NR,
-                     (size_t)j->n_pad, pc > 0);
+            const float *a = j->x + ((size_t)p * j->k + pc) * NR;
+            for (int g = 0; g < groups; g++) {
+                int rg = r0 + g * MR, whole = rg + MR <= P->d;
+                float *c = whole ? P->out + ((size_t)p * P->d + rg) * NR : P->tail + (size_t)p * MR * NR;
+                const float *bias = P->bias ? P->bias + rg : NULL;
+                float bt[MR] = {0};
+                if (bias && !whole) {  // the rows past d take no bias (and must not read past it)
+                    memcpy(bt, bias, (size_t)(P->d - rg) * sizeof(float));
+                    bias = bt;
+                }
+                tile(kc, a, NR, wb + (size_t)g * MR * kc, (size_t)kc, 1, c, NR, pc > 0, bias);
+            }
         }
     }
-    // out[i][r0 + r] = ct[r][i] + bias[r0 + r], 16 x 16 blocks through registers
-    float *out = P->out + r0;
-    size_t ldo = (size_t)P->d;
-    const float *bias = P->bias ? P->bias + r0 : NULL;
-    int r = 0;
-    for (; r + 16 <= nr; r += 16) {
-        __m512 b = bias ? _mm512_loadu_ps(bias + r) : _mm512_setzero_ps();
-        for (int i = 0; i < j->n; i += 16) {
-            __m512 v[16];
-            for (int a = 0; a < 16; a++) v[a] = _mm512_loadu_ps(ct + (size_t)(r + a) * j->n_pad + i);
-            transpose16(v);
-            int m = j->n - i < 16 ? j->n - i : 16;
-            for (int c = 0; c < m; c++) _mm512_storeu_ps(out + (size_t)(i + c) * ldo + r, _mm512_add_ps(v[c], b));
-        }
+    // a last group that runs past d was summed aside
+    if (r0 + groups * MR > P->d) {
+        int rg = r0 + (groups - 1) * MR;
+        for (int p = 0; p < j->np; p++)
+            memcpy(P->out + ((size_t)p * P->d + rg) * NR, P->tail + (size_t)p * MR * NR, (size_t)(P->d - rg) * NR * sizeof(float));
     }
-    for (; r < nr; r++)
-        for (int i = 0; i < j->n; i++) out[(size_t)i * ldo + r] = ct[(size_t)r * j->n_pad + i] + (bias ? bias[r] : 0.0f);
 }
 
-size_t el_dense_work_avx512(int n, int k, int count, const int *d) {
+size_t el_dense_p_work_avx512(int n, int count, const int *d) {
     size_t n_pad = up((size_t)n, NR), rows = 0;
     for (int i = 0; i < count; i++) rows += up((size_t)d[i], MR);
-    return n_pad * (size_t)k + rows * (n_pad + KC);
+    return rows * KC + (size_t)count * MR * n_pad + 16;
 }
 
 // Rows per task for d rows on P threads: a multiple of MR, at most NC_MAX,
@@ -196,59 +144,56 @@ static int choose_nc(int d, int P) {
     return best;
 }
 
-void el_matmul_dense_avx512(el_pool *pool, int count, float *const *outs, const float *x, const el_tensor *const *Ws,
-                            const float *const *biases, int n, float *work) {
-    int k = (int)Ws[0]->ne[0], n_pad = (int)up((size_t)n, NR), tasks = 0, P = el_pool_size(pool);
-    size_t rows = 0;
-    dense_job j = {x, work, NULL, NULL, n, k, n_pad, n_pad / NR, count, {{0}}};
+void el_matmul_p_avx512(el_pool *pool, int count, float *const *outs, const float *x, const el_tensor *const *Ws,
+                        const float *const *biases, int n, float *work) {
+    int k = (int)Ws[0]->ne[0], tasks = 0, P = el_pool_size(pool);
+    size_t rows = 0, n_pad = up((size_t)n, NR);
+    dense_job j = {x, work, n, k, (int)(n_pad / NR), count, {{0}}};
     for (int i = 0; i < count; i++) {
         int d = (int)Ws[i]->ne[1], nc = choose_nc(d, P);
-        j.part[i] = (dense_part){outs[i], Ws[i], biases ? biases[i] : NULL, d, tasks, nc, rows};
+        j.part[i] = (dense_part){outs[i], Ws[i], biases ? biases[i] : NULL, d, tasks, nc, rows, NULL};
         tasks += (d + nc - 1) / nc;
         rows += up((size_t)d, MR);
     }
-    j.ct = work + (size_t)n_pad * k;
-    j.wb = j.ct + rows * n_pad;
-    int pt = el_pool_size(pool) * 2;
-    el_pool_run(pool, pack_task, &j, pt < j.np ? pt : j.np);
+    for (int i = 0; i < count; i++) j.part[i].tail = work + rows * KC + (size_t)i * MR * n_pad;
     el_pool_run(pool, dense_task, &j, tasks);
 }
 
 // ---------------------------------------------------------------- attention
 
-size_t el_attn_work_avx512(int n, int hd) {
+size_t el_attn_p_work_avx512(int n, int hd) {
     size_t n_pad = up((size_t)n, NR);
-    return n_pad * (size_t)hd      // Q in panels
-         + n_pad * n_pad           // scores, transposed, in panels: they are the next product's A
-         + up((size_t)hd, MR) * n_pad  // Vᵀ
-         + up((size_t)hd, MR) * NR;    // one output tile
+    return (size_t)hd * (n_pad + 16)      // Kᵀ of the head: [hd][keys], 16 columns of slack
+         + up((size_t)hd, MR) * n_pad     // Vᵀ of the head: [hd rounded up to MR][keys]
+         + up((size_t)n, MR) * NR         // Sᵀ of one panel of queries: [keys][32]
+         + MR * NR;                       // a tile of the last partial row group
 }
 
-// out = softmax(scale · Q Kᵀ) V over one head: Sᵀ is computed straight into
-// panel layout (rows = keys), the softmax runs down each panel's columns 32
-// queries at a time, and P·V reads those panels with Vᵀ as the weights.
-void el_attn_full_avx512(float *out, size_t ldo, const float *q, size_t ldq, const float *k, size_t ldk, const float *v,
-                         size_t ldv, int n, int hd, float scale, float *work) {
-    int n_pad = (int)up((size_t)n, NR), np = n_pad / NR, hd_pad = (int)up((size_t)hd, MR);
-    float *qt = work, *st = qt + (size_t)n_pad * hd, *vt = st + (size_t)n_pad * n_pad, *tmp = vt + (size_t)hd_pad * n_pad;
-    el_panel_pack_avx512(q, ldq, n, hd, qt, 0, np);
-    // Sᵀ panels: st[p][s][32] = Σ_j q[32p + i][j] k[s][j]; key groups past n read
-    // rows of k that exist only up to n, so the last group uses a padded copy
-    int full = n / MR * MR;
-    for (int p = 0; p < np; p++) {
-        const float *a = qt + (size_t)p * hd * NR;
-        float *sp = st + (size_t)p * n_pad * NR;
-        for (int s = 0; s < full; s += MR) tile(hd, a, k + (size_t)s * ldk, ldk, sp + (size_t)s * NR, NR, 0);
-        if (full < n) {
-            float kt[MR * 256];
-            for (int r = 0; r < MR; r++)
-                for (int jj = 0; jj < hd; jj++) kt[r * hd + jj] = full + r < n ? k[(size_t)(full + r) * ldk + jj] : 0.0f;
-            tile(hd, a, kt, (size_t)hd, sp + (size_t)full * NR, NR, 0);
+// One head of panel-layout q/k/v (F features, the head's first at f0):
+// out[t][f0 + j] = Σ_s softmax_s(scale · Σ_i q[t][f0+i] k[s][f0+i]) · v[s][f0+j].
+// The head's keys and values are gathered feature-major ([hd][keys]); per
+// panel of 32 queries, Sᵀ comes straight from the tiles with the keys as the
+// broadcast operand, the softmax runs down each column 16 queries at a time,
+// and P·V uses Sᵀ as the activations and Vᵀ's rows as the weights.
+void el_attn_p_avx512(float *out, const float *q, const float *k, const float *v, int F, int f0, int n, int hd,
+                      float scale, float *work) {
+    int np = (int)(up((size_t)n, NR) / NR), sg = (int)(up((size_t)n, MR) / MR), hd_pad = (int)up((size_t)hd, MR);
+    size_t n_pad = (size_t)np * NR, ks = n_pad + 16;
+    float *kt = work, *vt = kt + (size_t)hd * ks, *st = vt + (size_t)hd_pad * n_pad, *tmp = st + up((size_t)n, MR) * NR;
+    for (int p = 0; p < np; p++)
+        for (int i = 0; i < hd; i++) {
+            memcpy(kt + (size_t)i * ks + (size_t)p * NR, k + ((size_t)p * F + f0 + i) * NR, NR * sizeof(float));
+            memcpy(vt + (size_t)i * n_pad + (size_t)p * NR, v + ((size_t)p * F + f0 + i) * NR, NR * sizeof(float));
         }
-        // softmax over keys s < n for each of the 32 queries, two vectors at a time
-        __m512 sc = _mm512_set1_ps(scale);
+    for (int i = 0; i < hd; i++) memset(kt + (size_t)i * ks + n_pad, 0, 16 * sizeof(float));
+    memset(vt + (size_t)hd * n_pad, 0, (size_t)(hd_pad - hd) * n_pad * sizeof(float));
+    __m512 sc = _mm512_set1_ps(scale);
+    for (int p = 0; p < np; p++) {
+        const float *a = q + ((size_t)p * F + f0) * NR;
+        for (int g = 0; g < sg; g++) tile(hd, a, NR, kt + (size_t)g * MR, 1, ks, st + (size_t)g * MR * NR, NR, 0, NULL);
+        // softmax over the keys s < n of each query column
         for (int half = 0; half < 2; half++) {
-            float *col = sp + half * 16;
+            float *col = st + half * 16;
             __m512 mx = _mm512_set1_ps(-INFINITY), sum = _mm512_setzero_ps();
             for (int s = 0; s < n; s++) mx = _mm512_max_ps(mx, _mm512_mul_ps(_mm512_loadu_ps(col + (size_t)s * NR), sc));
             for (int s = 0; s < n; s++) {
@@ -259,27 +204,43 @@ void el_attn_full_avx512(float *out, size_t ldo, const float *q, size_t ldq, con
             __m512 inv = _mm512_div_ps(_mm512_set1_ps(1.0f), sum);
             for (int s = 0; s < n; s++) _mm512_storeu_ps(col + (size_t)s * NR, _mm512_mul_ps(_mm512_loadu_ps(col + (size_t)s * NR), inv));
         }
-        for (int s = n; s < n_pad; s++) memset(sp + (size_t)s * NR, 0, NR * sizeof(float));
-    }
-    // Vᵀ: vt[j][s] = v[s][j], zero past n and past hd; whole 16 x 16 blocks through registers
-    int jb = hd / 16 * 16, sb = n / 16 * 16;
-    for (int jj = 0; jj < jb; jj += 16)
-        for (int s = 0; s < sb; s += 16) {
-            __m512 r[16];
-            for (int i = 0; i < 16; i++) r[i] = _mm512_loadu_ps(v + (size_t)(s + i) * ldv + jj);
-            transpose16(r);
-            for (int i = 0; i < 16; i++) _mm512_storeu_ps(vt + (size_t)(jj + i) * n_pad + s, r[i]);
-        }
-    for (int jj = 0; jj < hd_pad; jj++)
-        for (int s = jj < jb ? sb : 0; s < n_pad; s++)
-            vt[(size_t)jj * n_pad + s] = jj < hd && s < n ? v[(size_t)s * ldv + jj] : 0.0f;
-    // out[32p + i][j] = Σ_s P[i][s] V[s][j]
-    for (int p = 0; p < np; p++) {
-        int rows = n - p * NR < NR ? n - p * NR : NR;
-        for (int g = 0; g < hd_pad; g += MR) {
-            tile(n_pad, st + (size_t)p * n_pad * NR, vt + (size_t)g * n_pad, (size_t)n_pad, tmp, NR, 0);
-            for (int r = 0; r < MR && g + r < hd; r++)
-                for (int i = 0; i < rows; i++) out[(size_t)(p * NR + i) * ldo + g + r] = tmp[r * NR + i];
+        // out rows f0 + j of panel p = Σ_{s < n} v[j][s] · P[s][..]
+        float *o = out + ((size_t)p * F + f0) * NR;
+        for (int g = 0; g < hd; g += MR) {
+            if (g + MR <= hd) {
+                tile(n, st, NR, vt + (size_t)g * n_pad, n_pad, 1, o + (size_t)g * NR, NR, 0, NULL);
+            } else {
+                tile(n, st, NR, vt + (size_t)g * n_pad, n_pad, 1, tmp, NR, 0, NULL);
+                memcpy(o + (size_t)g * NR, tmp, (size_t)(hd - g) * NR * sizeof(float));
+            }
         }
     }
+}
+
+// ---------------------------------------------------------------- layer norm
+
+// Layer norm of each token over its F features, panels p0..p1 (16 tokens of
+// a panel at a time). out may be x.
+void el_layernorm_p_avx512(float *out, const float *x, int F, const float *w, const float *b, int p0, int p1, float eps) {
+    for (int p = p0; p < p1; p++)
+        for (int half = 0; half < 2; half++) {
+            const float *xp = x + (size_t)p * F * NR + half * 16;
+            float *op = out + (size_t)p * F * NR + half * 16;
+            __m512 s = _mm512_setzero_ps(), ss = _mm512_setzero_ps();
+            for (int r = 0; r < F; r++) s = _mm512_add_ps(s, _mm512_loadu_ps(xp + (size_t)r * NR));
+            __m512 mean = _mm512_mul_ps(s, _mm512_set1_ps(1.0f / F));
+            for (int r = 0; r < F; r++) {
+                __m512 d = _mm512_sub_ps(_mm512_loadu_ps(xp + (size_t)r * NR), mean);
+                ss = _mm512_fmadd_ps(d, d, ss);
+            }
+            __m512 inv = _mm512_div_ps(_mm512_set1_ps(1.0f),
+                                       _mm512_sqrt_ps(_mm512_add_ps(_mm512_mul_ps(ss, _mm512_set1_ps(1.0f / F)),
+                                                                    _mm512_set1_ps(eps))));
+            for (int r = 0; r < F; r++) {
+                __m512 v = _mm512_mul_ps(_mm512_sub_ps(_mm512_loadu_ps(xp + (size_t)r * NR), mean), inv);
+                if (w) v = _mm512_mul_ps(v, _mm512_set1_ps(w[r]));
+                if (b) v = _mm512_add_ps(v, _mm512_set1_ps(b[r]));
+                _mm512_storeu_ps(op + (size_t)r * NR, v);
+            }
+        }
 }

@@ -17,15 +17,14 @@ void el_gelu_avx512(float *x, int n, int quick);
 void el_f16_to_f32_avx512(const uint16_t *src, float *dst, int64_t n);
 void el_bf16_to_f32_avx512(const uint16_t *src, float *dst, int64_t n);
 
-// gemm_avx512.c: dense products and full attention for encoders
-size_t el_panel_floats(int n, int k);
-void el_panel_pack_avx512(const float *x, size_t ldx, int n, int k, float *at, int p0, int p1);
-size_t el_dense_work_avx512(int n, int k, int count, const int *d);
-void el_matmul_dense_avx512(el_pool *pool, int count, float *const *outs, const float *x, const el_tensor *const *Ws,
-                            const float *const *biases, int n, float *work);
-size_t el_attn_work_avx512(int n, int hd);  // hd at most 256
-void el_attn_full_avx512(float *out, size_t ldo, const float *q, size_t ldq, const float *k, size_t ldk, const float *v,
-                         size_t ldv, int n, int hd, float scale, float *work);
+// gemm_avx512.c: encoders' products, attention and layer norm on activations in panels
+size_t el_dense_p_work_avx512(int n, int count, const int *d);
+void el_matmul_p_avx512(el_pool *pool, int count, float *const *outs, const float *x, const el_tensor *const *Ws,
+                        const float *const *biases, int n, float *work);
+size_t el_attn_p_work_avx512(int n, int hd);
+void el_attn_p_avx512(float *out, const float *q, const float *k, const float *v, int F, int f0, int n, int hd,
+                      float scale, float *work);
+void el_layernorm_p_avx512(float *out, const float *x, int F, const float *w, const float *b, int p0, int p1, float eps);
 
 // hd a multiple of 16, at most 256
 void el_attn_scores_avx512(float *scores, const float *q, const float *k, size_t stride, int n, int hd, float scale);

@@ -4,6 +4,7 @@
 // product by columns over our pool, so one set of threads does all the work
 // (OpenBLAS's own workers spin after each call and fought our pool for the
 // cores). Deterministic for a fixed thread count: the split depends on it only.
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -88,48 +89,7 @@ const char *el_blas_name(void) {
 #endif
 }
 
-// ---------------------------------------------------------------- dense weights
-
-typedef struct {
-    float *out;
-    const float *x;
-    const el_tensor *W;
-    float *work;  // [d][k] f32 panels, or NULL
-    int n, k, d, rows;
-} dense_job;
-
-// One panel of W's rows as f32 (converted into the workspace unless stored
-// so), against every row of x: one BLAS call.
-static void dense_task(void *ctx, int t, int n_tasks) {
-    (void)n_tasks;
-    const dense_job *j = ctx;
-    int r0 = t * j->rows, r1 = r0 + j->rows < j->d ? r0 + j->rows : j->d;
-    size_t row_bytes = el_tensor_row_size(j->W);
-    const char *src = (const char *)j->W->data + (size_t)r0 * row_bytes;
-    const float *w = (const float *)src;
-    float *own = NULL;
-    if (j->W->dtype != EL_DTYPE_F32) {
-        float *buf = j->work ? j->work + (size_t)r0 * j->k : (own = el_malloc_aligned((size_t)(r1 - r0) * j->k * sizeof(float)));
-        if (!buf) {  // out of memory: the row-by-row kernels need none
-            el_tensor part = *j->W;
-            part.data = (void *)src;
-            part.ne[1] = r1 - r0;
-            part.packed = NULL;
-            part.packed_rows = 0;
-            float *tmp = malloc((size_t)j->n * (r1 - r0) * sizeof(float));
-            if (!tmp) return;
-            el_matmul(NULL, tmp, j->x, &part, j->n);
-            for (int i = 0; i < j->n; i++)
-                memcpy(j->out + (size_t)i * j->d + r0, tmp + (size_t)i * (r1 - r0), (size_t)(r1 - r0) * sizeof(float));
-            free(tmp);
-            return;
-        }
-        el_to_f32(j->W->dtype, src, buf, (int64_t)(r1 - r0) * j->k);
-        w = buf;
-    }
-    el_sgemm(0, 1, j->n, r1 - r0, j->k, 1.0f, j->x, j->k, w, j->k, 0.0f, j->out + r0, j->d);
-    el_free_aligned(own);
-}
+// ---------------------------------------------------------------- encoders: activations in panels
 
 static int dense_dtype(const el_tensor *W) {
     return W->dtype == EL_DTYPE_F32 || W->dtype == EL_DTYPE_F16 || W->dtype == EL_DTYPE_BF16;
@@ -137,78 +97,127 @@ static int dense_dtype(const el_tensor *W) {
 
 static int use_avx512(el_isa isa) { return isa >= EL_ISA_AVX512 && el_cpu_isa() >= EL_ISA_AVX512; }
 
-size_t el_matmul_dense_work(int n, int count, const el_tensor *const *Ws) {
-    size_t blas = 0;
+#define PANEL EL_PANEL
+
+static size_t panels(int n) { return ((size_t)n + PANEL - 1) / PANEL; }
+
+size_t el_panel_index(int t, int f, int F) { return ((size_t)(t / PANEL) * F + f) * PANEL + t % PANEL; }
+
+size_t el_matmul_p_work(int n, int count, const el_tensor *const *Ws) {
+    size_t plain = 0, n_pad = panels(n) * PANEL;
     int d[EL_DENSE_MAX];
     for (int i = 0; i < count && i < EL_DENSE_MAX; i++) {
-        size_t kd = (size_t)Ws[i]->ne[0] * (size_t)Ws[i]->ne[1];
-        blas = kd > blas ? kd : blas;
-        d[i] = (int)Ws[i]->ne[1];
+        size_t k = (size_t)Ws[i]->ne[0], di = (size_t)Ws[i]->ne[1];
+        size_t need = k * di > (k + di) * n_pad ? k * di : (k + di) * n_pad;  // BLAS panels; or row-major copies
+        plain = need > plain ? need : plain;
+        d[i] = (int)di;
     }
-    size_t own = el_dense_work_avx512(n, (int)Ws[0]->ne[0], count < EL_DENSE_MAX ? count : EL_DENSE_MAX, d);
-    return blas > own ? blas : own;
+    size_t own = el_dense_p_work_avx512(n, count < EL_DENSE_MAX ? count : EL_DENSE_MAX, d);
+    return plain > own ? plain : own;
 }
 
-static void add_bias(float *out, const float *b, int n, int d) {
-    if (b)
-        for (int i = 0; i < n; i++)
-            for (int r = 0; r < d; r++) out[(size_t)i * d + r] += b[r];
+typedef struct {
+    float *out;
+    const float *x;
+    const el_tensor *W;
+    float *work;  // [d][k]: W as f32
+    int n, k, d, rows;
+} blas_job;
+
+// Rows [r0, r1) of W as f32 times each panel of tokens: one sgemm per panel.
+static void blas_task(void *ctx, int t, int n_tasks) {
+    (void)n_tasks;
+    const blas_job *j = ctx;
+    int r0 = t * j->rows, r1 = r0 + j->rows < j->d ? r0 + j->rows : j->d;
+    size_t row_bytes = el_tensor_row_size(j->W);
+    const char *src = (const char *)j->W->data + (size_t)r0 * row_bytes;
+    const float *w = (const float *)src;
+    if (j->W->dtype != EL_DTYPE_F32) {
+        el_to_f32(j->W->dtype, src, j->work + (size_t)r0 * j->k, (int64_t)(r1 - r0) * j->k);
+        w = j->work + (size_t)r0 * j->k;
+    }
+    for (size_t p = 0; p < panels(j->n); p++)
+        el_sgemm(0, 0, r1 - r0, PANEL, j->k, 1.0f, w, j->k, j->x + p * j->k * PANEL, PANEL, 0.0f,
+                 j->out + (p * j->d + r0) * PANEL, PANEL);
 }
 
-void el_matmul_dense_many_isa(el_pool *pool, int count, float *const *outs, const float *x, const el_tensor *const *Ws,
-                              const float *const *biases, int n, float *work, el_isa isa) {
-    int same = count <= EL_DENSE_MAX && n >= 8;
+void el_matmul_p_many_isa(el_pool *pool, int count, float *const *outs, const float *x, const el_tensor *const *Ws,
+                          const float *const *biases, int n, float *work, el_isa isa) {
+    int same = count <= EL_DENSE_MAX;
     for (int i = 0; i < count; i++) same = same && dense_dtype(Ws[i]) && Ws[i]->ne[0] == Ws[0]->ne[0];
     if (same && use_avx512(isa)) {
-        el_matmul_dense_avx512(pool, count, outs, x, Ws, biases, n, work);
+        el_matmul_p_avx512(pool, count, outs, x, Ws, biases, n, work);
         return;
     }
+    size_t np = panels(n);
     for (int i = 0; i < count; i++) {
         const el_tensor *W = Ws[i];
         int k = (int)W->ne[0], d = (int)W->ne[1];
-        (void)k;
+        const float *b = biases ? biases[i] : NULL;
 #ifdef EL_HAVE_OPENBLAS
-        if (dense_dtype(W) && n >= 8) {
-            int P = el_pool_size(pool);
-            // panels of at least 64 rows, about four per thread
-            int rows = (d + 4 * P - 1) / (4 * P);
+        if (dense_dtype(W)) {
+            int P = el_pool_size(pool), rows = (d + 4 * P - 1) / (4 * P);  // about four panels per thread
             rows = rows < 64 ? 64 : (rows + 15) / 16 * 16;
-            dense_job j = {outs[i], x, W, work, n, k, d, rows};
-            el_pool_run(pool, dense_task, &j, (d + rows - 1) / rows);
-            add_bias(outs[i], biases ? biases[i] : NULL, n, d);
+            blas_job j = {outs[i], x, W, work, n, k, d, rows};
+            el_pool_run(pool, blas_task, &j, (d + rows - 1) / rows);
+            if (b)
+                for (size_t p = 0; p < np; p++)
+                    for (int r = 0; r < d; r++)
+                        for (int l = 0; l < PANEL; l++) outs[i][(p * d + r) * PANEL + l] += b[r];
             continue;
         }
 #endif
-        el_matmul_isa(pool, outs[i], x, W, n, isa);
-        add_bias(outs[i], biases ? biases[i] : NULL, n, d);
+        // the row-major kernels (quantized weights): tokens as rows and back
+        float *xr = work, *y = work + (size_t)n * k;
+        for (int t = 0; t < n; t++)
+            for (int kk = 0; kk < k; kk++) xr[(size_t)t * k + kk] = x[el_panel_index(t, kk, k)];
+        el_matmul_isa(pool, y, xr, W, n, isa);
+        for (int t = 0; t < n; t++)
+            for (int r = 0; r < d; r++) outs[i][el_panel_index(t, r, d)] = y[(size_t)t * d + r] + (b ? b[r] : 0.0f);
     }
 }
 
-void el_matmul_dense(el_pool *pool, float *out, const float *x, const el_tensor *W, const float *bias, int n,
-                     float *work) {
-    el_matmul_dense_many_isa(pool, 1, &out, x, &W, &bias, n, work, EL_ISA_AVX512);
-}
-
-// ---------------------------------------------------------------- full attention
-
-size_t el_attn_full_work(int n, int hd) {
-    size_t own = hd <= 256 ? el_attn_work_avx512(n, hd) : 0, plain = (size_t)n * n;
+size_t el_attn_p_work(int n, int hd) {
+    size_t own = el_attn_p_work_avx512(n, hd), plain = ((size_t)n * n + (size_t)3 * n * hd);
     return own > plain ? own : plain;
 }
 
-void el_attn_full_isa(float *out, size_t ldo, const float *q, size_t ldq, const float *k, size_t ldk, const float *v,
-                      size_t ldv, int n, int hd, float scale, float *work, el_isa isa) {
-    if (use_avx512(isa) && hd <= 256) {
-        el_attn_full_avx512(out, ldo, q, ldq, k, ldk, v, ldv, n, hd, scale, work);
+void el_attn_p_isa(float *out, const float *q, const float *k, const float *v, int F, int f0, int n, int hd,
+                   float scale, float *work, el_isa isa) {
+    if (use_avx512(isa)) {
+        el_attn_p_avx512(out, q, k, v, F, f0, n, hd, scale, work);
         return;
     }
-    // S = scale · Q Kᵀ, softmax per row, O = S V (BLAS, or the reference loop)
-    el_sgemm(0, 1, n, n, hd, scale, q, (int)ldq, k, (int)ldk, 0.0f, work, n);
-    for (int r = 0; r < n; r++) el_softmax(work + (size_t)r * n, n);
-    el_sgemm(0, 0, n, hd, n, 1.0f, work, n, v, (int)ldv, 0.0f, out, (int)ldo);
+    // the head's rows token-major, S = scale · Q Kᵀ, softmax per row, O = S V
+    float *s = work, *qr = s + (size_t)n * n, *kr = qr + (size_t)n * hd, *vr = kr + (size_t)n * hd;
+    for (int t = 0; t < n; t++)
+        for (int i = 0; i < hd; i++) {
+            qr[(size_t)t * hd + i] = q[el_panel_index(t, f0 + i, F)];
+            kr[(size_t)t * hd + i] = k[el_panel_index(t, f0 + i, F)];
+            vr[(size_t)t * hd + i] = v[el_panel_index(t, f0 + i, F)];
+        }
+    el_sgemm(0, 1, n, n, hd, scale, qr, hd, kr, hd, 0.0f, s, n);
+    for (int r = 0; r < n; r++) el_softmax(s + (size_t)r * n, n);
+    el_sgemm(0, 0, n, hd, n, 1.0f, s, n, vr, hd, 0.0f, qr, hd);
+    for (int t = 0; t < n; t++)
+        for (int i = 0; i < hd; i++) out[el_panel_index(t, f0 + i, F)] = qr[(size_t)t * hd + i];
 }
 
-void el_attn_full(float *out, size_t ldo, const float *q, size_t ldq, const float *k, size_t ldk, const float *v,
-                  size_t ldv, int n, int hd, float scale, float *work) {
-    el_attn_full_isa(out, ldo, q, ldq, k, ldk, v, ldv, n, hd, scale, work, EL_ISA_AVX512);
+void el_layernorm_p_isa(float *out, const float *x, int F, const float *w, const float *b, int p0, int p1, float eps,
+                        el_isa isa) {
+    if (use_avx512(isa)) {
+        el_layernorm_p_avx512(out, x, F, w, b, p0, p1, eps);
+        return;
+    }
+    for (int t = p0 * PANEL; t < p1 * PANEL; t++) {
+        double s = 0, ss = 0;
+        for (int r = 0; r < F; r++) s += x[el_panel_index(t, r, F)];
+        float mean = (float)(s / F);
+        for (int r = 0; r < F; r++) ss += (double)(x[el_panel_index(t, r, F)] - mean) * (x[el_panel_index(t, r, F)] - mean);
+        float inv = (float)(1.0 / sqrt(ss / F + eps));
+        for (int r = 0; r < F; r++) {
+            float v = (x[el_panel_index(t, r, F)] - mean) * inv;
+            out[el_panel_index(t, r, F)] = (w ? v * w[r] : v) + (b ? b[r] : 0.0f);
+        }
+    }
 }

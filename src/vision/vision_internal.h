@@ -30,7 +30,8 @@ struct el_vision {
     int n_packs;
     float **owned;  // f32 copies made while binding
     int n_owned;
-    // encoder scratch, made on first use
+    // encoder scratch, made on first use; activations in panels (kernels.h)
+    size_t ld;  // the sequence rounded up to whole panels
     float *x, *xn, *q, *k, *v, *att, *tmp, *ffh, *patches;
     float *wbuf;   // el_matmul_dense's workspace, for the largest product
     float *awork;  // el_attn_full's workspace, one per head

@@ -89,88 +89,139 @@ static void fill_tensor(el_tensor *t, int dtype, int k, int d, uint64_t *rng, fl
     }
 }
 
-// The dense products at every kernel level against a double-precision
-// product: odd sizes (a part of a tile, of a panel, of a k slice), two
-// products sharing their input, biases, every weight dtype.
+// The encoders' products at every kernel level against a double-precision
+// product, on activations in panels: odd sizes (a part of a tile, of a panel, of a k
+// slice, of a row group), two products sharing their input, biases, every
+// dense weight dtype, and q8_0 (through the row-major kernels).
 static void test_dense(void **st) {
     (void)st;
     el_pool *pool = el_pool_new(3);
     uint64_t rng = 9;
     static const int shapes[][3] = {{8, 5, 3}, {33, 29, 13}, {70, 300, 200}, {41, 520, 37}, {100, 64, 250}};
-    static const int dtypes[] = {EL_DTYPE_F32, EL_DTYPE_F16, EL_DTYPE_BF16};
+    static const int dtypes[] = {EL_DTYPE_F32, EL_DTYPE_F16, EL_DTYPE_BF16, EL_DTYPE_Q8_0};
     for (int si = 0; si < 5; si++)
-        for (int di = 0; di < 3; di++) {
+        for (int di = 0; di < 4; di++) {
             int n = shapes[si][0], k = shapes[si][1], d = shapes[si][2], d2 = d + 11;
-            float *x = malloc((size_t)n * k * sizeof(float)), *r1 = malloc((size_t)k * d * sizeof(float));
+            if (dtypes[di] == EL_DTYPE_Q8_0 && k % 32) continue;
+            size_t ld = ((size_t)n + 31) / 32 * 32;  // tokens in whole panels
+            float *xt = malloc((size_t)k * ld * sizeof(float)), *r1 = malloc((size_t)k * d * sizeof(float));
             float *r2 = malloc((size_t)k * d2 * sizeof(float)), *b1 = malloc(d * sizeof(float));
-            for (int i = 0; i < n * k; i++) x[i] = tu_randf(&rng);
+            for (size_t i = 0; i < (size_t)k * ld; i++) xt[i] = tu_randf(&rng);
             for (int i = 0; i < d; i++) b1[i] = tu_randf(&rng);
             el_tensor W1, W2;
-            fill_tensor(&W1, dtypes[di], k, d, &rng, r1);
-            fill_tensor(&W2, dtypes[di], k, d2, &rng, r2);
+            if (dtypes[di] == EL_DTYPE_Q8_0) {  // quantized from f32: the reference is its dequantized values
+                fill_tensor(&W1, EL_DTYPE_F32, k, d, &rng, r1);
+                fill_tensor(&W2, EL_DTYPE_F32, k, d2, &rng, r2);
+                el_tensor *ts[2] = {&W1, &W2};
+                float *rs[2] = {r1, r2};
+                for (int i = 0; i < 2; i++) {
+                    size_t bytes = el_dtype_row_size(EL_DTYPE_Q8_0, k) * (size_t)ts[i]->ne[1];
+                    void *q = malloc(bytes);
+                    el_dtype_info(EL_DTYPE_Q8_0)->from_f32(ts[i]->data, q, (int64_t)k * ts[i]->ne[1]);
+                    el_dtype_info(EL_DTYPE_Q8_0)->to_f32(q, rs[i], (int64_t)k * ts[i]->ne[1]);
+                    free(ts[i]->data);
+                    ts[i]->data = q, ts[i]->dtype = EL_DTYPE_Q8_0, ts[i]->nbytes = bytes;
+                }
+            } else {
+                fill_tensor(&W1, dtypes[di], k, d, &rng, r1);
+                fill_tensor(&W2, dtypes[di], k, d2, &rng, r2);
+            }
+            // activations quantized to 8 bits with q8_0 weights: a looser bound
+            double tol = dtypes[di] == EL_DTYPE_Q8_0 ? 2e-2 : 1e-5;
             const el_tensor *Ws[2] = {&W1, &W2};
-            float *work = malloc(el_matmul_dense_work(n, 2, Ws) * sizeof(float));
+            float *work = malloc(el_matmul_p_work(n, 2, Ws) * sizeof(float));
             for (int isa = EL_ISA_SCALAR; isa <= EL_ISA_AVX512; isa++) {
-                float *o1 = malloc((size_t)n * d * sizeof(float)), *o2 = malloc((size_t)n * d2 * sizeof(float));
-                el_matmul_dense_many_isa(pool, 2, (float *[]){o1, o2}, x, Ws, (const float *[]){b1, NULL}, n, work,
-                                         (el_isa)isa);
-                for (int i = 0; i < n; i++) {
+                float *o1 = malloc((size_t)d * ld * sizeof(float)), *o2 = malloc((size_t)d2 * ld * sizeof(float));
+                el_matmul_p_many_isa(pool, 2, (float *[]){o1, o2}, xt, Ws, (const float *[]){b1, NULL}, n, work,
+                                     (el_isa)isa);
+                for (int t = 0; t < n; t++) {
                     for (int r = 0; r < d; r++) {
-                        double want = b1[r];
-                        for (int j = 0; j < k; j++) want += (double)x[i * k + j] * r1[(size_t)r * k + j];
-                        assert_true(fabs(o1[(size_t)i * d + r] - want) <= 2e-5 * sqrt(k) + 1e-5 * fabs(want));
+                        double want = b1[r], mag = 0;
+                        for (int j = 0; j < k; j++) {
+                            double xv = xt[el_panel_index(t, j, k)];
+                            want += xv * r1[(size_t)r * k + j], mag += fabs(xv);
+                        }
+                        assert_true(fabs(o1[el_panel_index(t, r, d)] - want) <= 2e-5 * sqrt(k) + tol * mag);
                     }
                     for (int r = 0; r < d2; r++) {
-                        double want = 0;
-                        for (int j = 0; j < k; j++) want += (double)x[i * k + j] * r2[(size_t)r * k + j];
-                        assert_true(fabs(o2[(size_t)i * d2 + r] - want) <= 2e-5 * sqrt(k) + 1e-5 * fabs(want));
+                        double want = 0, mag = 0;
+                        for (int j = 0; j < k; j++) {
+                            double xv = xt[el_panel_index(t, j, k)];
+                            want += xv * r2[(size_t)r * k + j], mag += fabs(xv);
+                        }
+                        assert_true(fabs(o2[el_panel_index(t, r, d2)] - want) <= 2e-5 * sqrt(k) + tol * mag);
                     }
                 }
                 free(o1), free(o2);
             }
-            free(W1.data), free(W2.data), free(x), free(r1), free(r2), free(b1), free(work);
+            free(W1.data), free(W2.data), free(xt), free(r1), free(r2), free(b1), free(work);
         }
     el_pool_free(pool);
 }
 
-// Full attention against a double-precision softmax(QKᵀ)V, rows of q/k/v
-// and out strided as in a ViT (one head of several).
-static void test_attention_full(void **st) {
+// Full attention over the middle head of three, in panels, against a
+// double-precision softmax(QKᵀ)V.
+static void test_attention(void **st) {
     (void)st;
     uint64_t rng = 11;
     static const int shapes[][2] = {{1, 8}, {17, 16}, {33, 64}, {70, 72}, {130, 40}};
     for (int si = 0; si < 5; si++) {
-        int n = shapes[si][0], hd = shapes[si][1], ld = hd * 3 + 5;
-        float *q = malloc((size_t)n * ld * sizeof(float)), *k = malloc((size_t)n * ld * sizeof(float));
-        float *v = malloc((size_t)n * ld * sizeof(float));
-        for (int i = 0; i < n * ld; i++) q[i] = tu_randf(&rng), k[i] = tu_randf(&rng), v[i] = tu_randf(&rng);
-        float *work = malloc(el_attn_full_work(n, hd) * sizeof(float));
+        int n = shapes[si][0], hd = shapes[si][1], F = 3 * hd;
+        size_t size = ((size_t)n + 31) / 32 * 32 * F;
+        float *q = malloc(size * sizeof(float)), *k = malloc(size * sizeof(float)), *v = malloc(size * sizeof(float));
+        for (size_t i = 0; i < size; i++) q[i] = tu_randf(&rng), k[i] = tu_randf(&rng), v[i] = tu_randf(&rng);
+        float *work = malloc(el_attn_p_work(n, hd) * sizeof(float));
         for (int isa = EL_ISA_SCALAR; isa <= EL_ISA_AVX512; isa += 2) {
-            float *out = malloc((size_t)n * ld * sizeof(float));
-            for (int i = 0; i < n * ld; i++) out[i] = 999.0f;
-            el_attn_full_isa(out + hd, (size_t)ld, q + hd, (size_t)ld, k + hd, (size_t)ld, v + hd, (size_t)ld, n, hd,
-                             0.3f, work, (el_isa)isa);
+            float *out = malloc(size * sizeof(float));
+            for (size_t i = 0; i < size; i++) out[i] = 999.0f;
+            el_attn_p_isa(out, q, k, v, F, hd, n, hd, 0.3f, work, (el_isa)isa);
             double *p = malloc((size_t)n * sizeof(double));
             for (int t = 0; t < n; t++) {
                 double mx = -1e300, sum = 0;
                 for (int s = 0; s < n; s++) {
                     double a = 0;
-                    for (int j = 0; j < hd; j++) a += (double)q[t * ld + hd + j] * k[s * ld + hd + j];
+                    for (int j = 0; j < hd; j++) a += (double)q[el_panel_index(t, hd + j, F)] * k[el_panel_index(s, hd + j, F)];
                     p[s] = 0.3 * a;
                     mx = p[s] > mx ? p[s] : mx;
                 }
                 for (int s = 0; s < n; s++) sum += p[s] = exp(p[s] - mx);
                 for (int j = 0; j < hd; j++) {
                     double want = 0;
-                    for (int s = 0; s < n; s++) want += p[s] / sum * v[s * ld + hd + j];
-                    assert_true(fabs(out[t * ld + hd + j] - want) < 2e-5);
+                    for (int s = 0; s < n; s++) want += p[s] / sum * v[el_panel_index(s, hd + j, F)];
+                    assert_true(fabs(out[el_panel_index(t, hd + j, F)] - want) < 2e-5);
                 }
-                assert_true(out[t * ld] == 999.0f && out[t * ld + 2 * hd] == 999.0f);  // other heads untouched
+                // the other heads untouched
+                assert_true(out[el_panel_index(t, hd - 1, F)] == 999.0f && out[el_panel_index(t, 2 * hd, F)] == 999.0f);
             }
             free(p), free(out);
         }
         free(q), free(k), free(v), free(work);
     }
+}
+
+// Layer norm over panels at both levels against a double formula.
+static void test_layernorm_p(void **st) {
+    (void)st;
+    uint64_t rng = 13;
+    int F = 37, n = 64;
+    float *x = malloc((size_t)F * n * sizeof(float)), *w = malloc(F * sizeof(float)), *b = malloc(F * sizeof(float));
+    float *y = malloc((size_t)F * n * sizeof(float));
+    for (int i = 0; i < F * n; i++) x[i] = 2 + tu_randf(&rng);
+    for (int r = 0; r < F; r++) w[r] = 1 + tu_randf(&rng) * 0.3f, b[r] = tu_randf(&rng);
+    for (int isa = EL_ISA_SCALAR; isa <= EL_ISA_AVX512; isa += 2) {
+        el_layernorm_p_isa(y, x, F, w, b, 0, n / 32, 1e-5f, (el_isa)isa);
+        for (int t = 0; t < n; t++) {
+            double mu = 0, var = 0;
+            for (int r = 0; r < F; r++) mu += x[el_panel_index(t, r, F)];
+            mu /= F;
+            for (int r = 0; r < F; r++) var += (x[el_panel_index(t, r, F)] - mu) * (x[el_panel_index(t, r, F)] - mu);
+            var /= F;
+            for (int r = 0; r < F; r++)
+                assert_true(fabs(y[el_panel_index(t, r, F)] -
+                                 ((x[el_panel_index(t, r, F)] - mu) / sqrt(var + 1e-5) * w[r] + b[r])) < 2e-5);
+        }
+    }
+    free(x), free(w), free(b), free(y);
 }
 
 // ---------------------------------------------------------------- images
@@ -511,7 +562,8 @@ static void test_prompt(void **st) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_gelu),       cmocka_unit_test(test_layernorm),       cmocka_unit_test(test_dense),
-        cmocka_unit_test(test_attention_full), cmocka_unit_test(test_images),   cmocka_unit_test(test_preprocess),
+        cmocka_unit_test(test_attention),  cmocka_unit_test(test_layernorm_p),     cmocka_unit_test(test_images),
+        cmocka_unit_test(test_preprocess),
         cmocka_unit_test(test_projector_files), cmocka_unit_test(test_prompt),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
