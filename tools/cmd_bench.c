@@ -41,6 +41,9 @@ static const char *usage =
     "\n"
     "  -m, --model FILE    GGUF model or llama2.c checkpoint\n"
     "      --mmproj FILE   a projector file: time the image encoder\n"
+    "      --isa LEVEL     with --mmproj: the kernel level of its products and attention,\n"
+    "                      avx512 (its own tiles; default where the CPU has it) or avx2\n"
+    "                      (OpenBLAS sgemm), to compare them\n"
     "  -p, --prompt N      prefill tokens (default 128)\n"
     "  -n, --decode N      decode steps (default 64)\n"
     "  -t, --threads N     threads (default: all CPUs)\n"
@@ -87,7 +90,7 @@ static const char *main_dtype(const el_model *m) {
 }
 
 // The vision encoder alone: encode time and throughput against the FMA peak.
-static int bench_vision(const char *path, int threads, int reps, int json) {
+static int bench_vision(const char *path, int threads, int reps, int json, const char *isa) {
     el_error err = {0};
     el_vision *v = NULL;
     el_pool *pool = NULL;
@@ -95,6 +98,7 @@ static int bench_vision(const char *path, int threads, int reps, int json) {
     double *t = NULL;
     int rc = 1;
     if (el_vision_open(path, &v, &err)) goto out;
+    if (isa) el_vision_set_isa(v, !strcmp(isa, "avx2") ? EL_ISA_AVX2 : EL_ISA_AVX512);
     const el_vision_hparams *h = el_vision_hp(v);
     size_t np = (size_t)3 * h->image_size * h->image_size;
     pool = el_pool_new(threads);
@@ -112,10 +116,11 @@ static int bench_vision(const char *path, int threads, int reps, int json) {
     }
     int nthreads = el_pool_size(pool);
     const char *dt = el_dtype_name(el_vision_dtype(v));
+    const char *level = isa && !strcmp(isa, "avx2") ? "avx2: OpenBLAS" : el_isa_name(el_cpu_isa());
     if (!json)
         fprintf(stderr, "bench: %s (%s; image %d, patch %d, width %d, %d of %d blocks, MLP %d; projector %d -> %d -> %d), "
                 "%d threads, %s; 1 warm-up + %d encodes\n", path, dt, h->image_size, h->patch_size, h->hidden, h->n_run,
-                h->n_blocks, h->ff, h->hidden, h->proj_hidden, h->out_dim, nthreads, el_isa_name(el_cpu_isa()), reps);
+                h->n_blocks, h->ff, h->hidden, h->proj_hidden, h->out_dim, nthreads, level, reps);
     for (int r = -1; r < reps; r++) {
         double t0 = el_time_s();
         if (el_vision_encode(v, pool, pixels, out, &err)) goto out;
@@ -131,7 +136,7 @@ static int bench_vision(const char *path, int threads, int reps, int json) {
         printf("{\"mmproj\": \"%s\", \"dtype\": \"%s\", \"threads\": %d, \"isa\": \"%s\", \"reps\": %d, "
                "\"encode_s\": %.4f, \"encode_s_sd\": %.4f, \"encode_s_best\": %.4f, \"gflop\": %.3f, "
                "\"gflops\": %.2f, \"fma_peak_gflops\": %.2f, \"ratio\": %.4f, \"ratio_best\": %.4f}\n",
-               path, dt, nthreads, el_isa_name(el_cpu_isa()), reps, m, sd, best, flops * 1e-9, gf, peak,
+               path, dt, nthreads, level, reps, m, sd, best, flops * 1e-9, gf, peak,
                peak > 0 ? gf / peak : 0, peak > 0 ? flops / best * 1e-9 / peak : 0);
     else {
         printf("encode   %.3f ± %.3f s per image (best %.3f), %.1f GFLOP each = %.1f GFLOP/s\n", m, sd, best,
@@ -154,12 +159,13 @@ out:
 int cmd_bench(int argc, char **argv) {
     cli c;
     cli_init(&c, "bench", argc, argv);
-    const char *model_path = NULL, *mmproj = NULL, *a;
+    const char *model_path = NULL, *mmproj = NULL, *isa = NULL, *a;
     int n_prompt = 128, n_decode = 64, threads = 0, reps = 3, json = 0, bw_mib = 512, opt;
     while ((a = cli_next(&c, &opt))) {
         if (cli_is(a, "-h", "--help")) { fputs(usage, stdout); return 0; }
         else if (cli_is(a, "-m", "--model")) model_path = cli_str(&c, a);
         else if (cli_is(a, NULL, "--mmproj")) mmproj = cli_str(&c, a);
+        else if (cli_is(a, NULL, "--isa")) isa = cli_str(&c, a);
         else if (cli_is(a, "-p", "--prompt")) cli_int(&c, a, 1, 1 << 16, &n_prompt);
         else if (cli_is(a, "-n", "--decode")) cli_int(&c, a, 0, 1 << 16, &n_decode);
         else if (cli_is(a, "-t", "--threads")) cli_int(&c, a, 1, 256, &threads);
@@ -170,7 +176,9 @@ int cmd_bench(int argc, char **argv) {
     }
     if (c.failed) return 2;
     if (mmproj && model_path) return cli_fail(&c, "give -m MODEL or --mmproj PROJ.gguf, not both");
-    if (mmproj) return bench_vision(mmproj, threads, reps, json);
+    if (isa && (!mmproj || (strcmp(isa, "avx2") && strcmp(isa, "avx512"))))
+        return cli_fail(&c, "--isa takes avx2 or avx512, with --mmproj");
+    if (mmproj) return bench_vision(mmproj, threads, reps, json, isa);
     if (!model_path) return cli_fail(&c, "-m MODEL (or --mmproj PROJ.gguf) is required");
 
     el_error err = {0};
