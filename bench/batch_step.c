@@ -1,4 +1,4 @@
-// Cost of adapters in one batched decode step (el_batch_step): 16 rows on the
+// Cost of adapters in one batched decode step (el_batch_run): 16 rows on the
 // base alone, all on one adapter, and each on its own adapter (rank R on all
 // seven projections). Cases are interleaved and the minimum of 8 repeats is
 // printed, so the other load on a shared machine mostly drops out.
@@ -27,13 +27,13 @@ int main(int argc, char **argv) {
     }
     el_pool *pool = el_pool_new(threads);
     el_session *s[ROWS];
-    int tok[ROWS], pos[ROWS];
+    int tok[ROWS];
     el_lora *l[ROWS];
     el_lora_set set[ROWS];
     const el_lora_set *none[ROWS], *same[ROWS], *diff[ROWS];
     for (int i = 0; i < ROWS; i++) {
         el_session_opts so = {.ctx = 64, .max_batch = 16};
-        if (el_session_new(m, &so, pool, &s[i], &err) ||
+        if (el_session_new(m, &so, pool, &s[i], &err) || el_session_reserve(s[i], 16, &err) ||
             el_lora_new(m, rank, 16, EL_LORA_ALL_TARGETS, (uint64_t)i + 1, &l[i], &err)) {
             fprintf(stderr, "%s\n", err.msg);
             return 1;
@@ -56,8 +56,13 @@ int main(int argc, char **argv) {
         for (int c = 0; c < 3; c++) {
             double t0 = el_time_s();
             for (int k = 0; k < 10; k++) {
-                for (int i = 0; i < ROWS; i++) pos[i] = k;
-                if (el_batch_step(b, ROWS, s, tok, pos, cases[c], logits, &err)) {
+                el_batch_req reqs[ROWS];
+                for (int i = 0; i < ROWS; i++) {
+                    el_session_set_lora(s[i], cases[c][i]);
+                    reqs[i] = (el_batch_req){.s = s[i], .pos = k, .n = 1, .tokens = &tok[i], .logits_rows = 1,
+                                             .logits = logits + (size_t)i * m->hp.vocab};
+                }
+                if (el_batch_run(b, ROWS, reqs, &err)) {
                     fprintf(stderr, "%s\n", err.msg);
                     return 1;
                 }

@@ -32,11 +32,15 @@ el_status tool_chat_init(tool_chat *c, const el_model *m, const el_tokenizer *to
 el_status tool_chat_encode(const tool_chat *c, const el_tokenizer *tok, const el_chat_msg *msgs, int n, int **ids,
                            int *n_ids, el_error *err) {
     char *text = NULL;
-    el_status st = el_chat_render(c->tmpl, msgs, n, 1, c->bos, c->eos, &text, err);
+    el_text_span *spans = NULL;
+    int n_spans = 0;
+    el_status st = el_chat_render_spans(c->tmpl, msgs, n, 1, c->bos, c->eos, &text, &spans, &n_spans, err);
     if (st) return st;
+    // the template's markers become control tokens, markers typed in a message stay text
     unsigned flags = EL_ENCODE_SPECIAL | (el_tokenizer_add_bos(tok) ? EL_ENCODE_ADD_BOS : 0);
-    st = el_tokenizer_encode_ex(tok, text, strlen(text), flags, ids, n_ids, err);
+    st = el_tokenizer_encode_spans(tok, text, strlen(text), flags, spans, n_spans, ids, n_ids, err);
     free(text);
+    free(spans);
     return st;
 }
 

@@ -28,6 +28,8 @@ int cli_is(const char *arg, const char *short_name, const char *long_name) {
     return (short_name && !strcmp(arg, short_name)) || (long_name && !strcmp(arg, long_name));
 }
 
+int cli_is_ctx(const char *arg) { return cli_is(arg, "-c", "--ctx") || cli_is(arg, NULL, "--ctx-size"); }
+
 int cli_fail(cli *c, const char *fmt, ...) {
     va_list ap;
     fprintf(stderr, "edgellm %s: ", c->cmd);

@@ -21,6 +21,8 @@ void cli_init(cli *c, const char *cmd, int argc, char **argv);
 const char *cli_next(cli *c, int *is_opt);
 // Matches an option against a short ("-m", may be NULL) and a long name ("--model").
 int cli_is(const char *arg, const char *short_name, const char *long_name);
+// -c, --ctx or --ctx-size (llama.cpp's spelling).
+int cli_is_ctx(const char *arg);
 // The value of the option just read; prints an error and returns NULL if missing.
 const char *cli_str(cli *c, const char *opt);
 int cli_int(cli *c, const char *opt, long lo, long hi, int *out);

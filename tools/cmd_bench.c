@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "common.h"
 #include "edgellm/kernels.h"
 #include "edgellm/model.h"
 #include "edgellm/vision.h"
@@ -46,6 +47,8 @@ static const char *usage =
     "                      (OpenBLAS sgemm), to compare them\n"
     "  -p, --prompt N      prefill tokens (default 128)\n"
     "  -n, --decode N      decode steps (default 64)\n"
+    "                      (both defaults are halved until they fit the model's context; given\n"
+    "                      values past it run with a warning, as --ctx does elsewhere)\n"
     "  -t, --threads N     threads (default: all CPUs)\n"
     "  -r, --reps N        measured repetitions (default 3)\n"
     "      --bw-mib N      buffer for the bandwidth probe (default 512 MiB)\n"
@@ -160,14 +163,14 @@ int cmd_bench(int argc, char **argv) {
     cli c;
     cli_init(&c, "bench", argc, argv);
     const char *model_path = NULL, *mmproj = NULL, *isa = NULL, *a;
-    int n_prompt = 128, n_decode = 64, threads = 0, reps = 3, json = 0, bw_mib = 512, opt;
+    int n_prompt = 128, n_decode = 64, threads = 0, reps = 3, json = 0, bw_mib = 512, opt, given = 0;
     while ((a = cli_next(&c, &opt))) {
         if (cli_is(a, "-h", "--help")) { fputs(usage, stdout); return 0; }
         else if (cli_is(a, "-m", "--model")) model_path = cli_str(&c, a);
         else if (cli_is(a, NULL, "--mmproj")) mmproj = cli_str(&c, a);
         else if (cli_is(a, NULL, "--isa")) isa = cli_str(&c, a);
-        else if (cli_is(a, "-p", "--prompt")) cli_int(&c, a, 1, 1 << 16, &n_prompt);
-        else if (cli_is(a, "-n", "--decode")) cli_int(&c, a, 0, 1 << 16, &n_decode);
+        else if (cli_is(a, "-p", "--prompt")) given |= cli_int(&c, a, 1, 1 << 16, &n_prompt);
+        else if (cli_is(a, "-n", "--decode")) given |= cli_int(&c, a, 0, 1 << 16, &n_decode);
         else if (cli_is(a, "-t", "--threads")) cli_int(&c, a, 1, 256, &threads);
         else if (cli_is(a, "-r", "--reps")) cli_int(&c, a, 1, 1000, &reps);
         else if (cli_is(a, NULL, "--bw-mib")) cli_int(&c, a, 16, 1 << 16, &bw_mib);
@@ -190,12 +193,11 @@ int cmd_bench(int argc, char **argv) {
     double *pre = NULL, *dec = NULL, *bws = NULL, *ratios = NULL;
     el_read_probe *probe = NULL;
     if (el_model_open(model_path, NULL, &m, &err)) goto out;
-    int ctx = n_prompt + n_decode;
-    if (ctx > m->hp.ctx) {
-        el_err(&err, EL_ERR_RANGE, "%s: -p %d + -n %d exceed the model's context of %d", model_path, n_prompt,
-               n_decode, m->hp.ctx);
-        goto out;
+    if (!given && n_prompt + n_decode > m->hp.ctx) {
+        while (n_prompt + n_decode > m->hp.ctx && n_prompt > 1) n_prompt /= 2, n_decode /= 2;
+        fprintf(stderr, "bench: -p %d -n %d to fit %s's context of %d\n", n_prompt, n_decode, model_path, m->hp.ctx);
     }
+    int ctx = tool_ctx("bench", m, n_prompt + n_decode);
     pool = el_pool_new(threads);
     el_session_opts so = {.ctx = ctx, .max_batch = n_prompt};
     if (!pool || el_session_new(m, &so, pool, &s, &err)) goto out;

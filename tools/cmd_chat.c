@@ -21,21 +21,25 @@ static const char *usage =
     "Reads your turns from standard input, one line each, and prints each reply\n"
     "on standard output followed by an empty line. With a terminal it shows a\n"
     "\"> \" prompt on stderr. The line /reset forgets the conversation; /exit or\n"
-    "end of input quits.\n"
+    "end of input quits. Ctrl-C stops the reply being written and returns to the\n"
+    "prompt (the conversation keeps what was said); Ctrl-C again quits.\n"
     "\n"
     "  -m, --model FILE        GGUF model or llama2.c checkpoint\n"
     "  -z, --tokenizer FILE    tokenizer (default: the model's own)\n"
     "      --template NAME     llama2, llama3, chatml, zephyr or mistral (default: recognised from\n"
     "                          the model's tokenizer.chat_template; chatml when it has none)\n"
     "      --system TEXT       a system message opening the conversation\n"
-    "  -n, --steps N           most tokens per reply (default 256)\n"
+    "  -n, --steps N           most tokens per reply (default 256; also --n-predict)\n"
     "      --temp T            temperature; 0 = greedy (default 0.8)\n"
-    "      --top-k K           keep the K most likely tokens (default 0 = off)\n"
-    "      --top-p P           nucleus sampling threshold (default 0.9; 1 = off)\n"
-    "      --min-p P           drop tokens below P x the top probability (default 0 = off)\n"
-    "      --repeat-penalty R  penalise the last 64 tokens (default 1.0 = off)\n"
-    "      --seed S            random seed (default: from the clock)\n"
-    "      --ctx N             context length (default: the model's)\n"
+    "      --top-k K           keep the K most likely tokens (default 40; 0 = off)\n"
+    "      --top-p P           nucleus sampling threshold (default 0.95; 1 = off)\n"
+    "      --min-p P           drop tokens below P x the top probability (default 0.05; 0 = off)\n"
+    "      --repeat-penalty R  penalise recent tokens (default 1.0 = off)\n"
+    "      --repeat-last-n N   how many recent tokens the penalty looks at (default 64)\n"
+    "  -s, --seed S            random seed (default: from the clock)\n"
+    "  -c, --ctx N             context length (default: the model's; also --ctx-size); longer than\n"
+    "                          the model was trained on is allowed, with a warning\n"
+    TOOL_KV_HELP
     "      --lora FILE[:S]     apply a LoRA adapter with scale S (default 1); repeatable\n"
     "      --show-prompt       print each rendered prompt to stderr\n"
     "      --no-cache          evaluate the whole conversation every turn instead of reusing\n"
@@ -45,10 +49,11 @@ static const char *usage =
     "\n"
     "example: edgellm chat -m qwen2.5-0.5b-instruct.gguf --system \"Answer briefly.\"\n";
 
-static volatile sig_atomic_t interrupted;
+// Ctrl-C: the first stops the reply being written, a second one quits.
+static volatile sig_atomic_t interrupts;
 static void on_sigint(int sig) {
     (void)sig;
-    interrupted = 1;
+    if (interrupts < 2) interrupts++;
 }
 
 typedef struct {
@@ -108,10 +113,8 @@ int cmd_chat(int argc, char **argv) {
     cli_init(&c, "chat", argc, argv);
     const char *model_path = NULL, *tok_path = NULL, *tmpl_name = NULL, *system = NULL;
     tool_loras lo = {0};
-    int steps = 256, threads = 0, ctx = 0, have_seed = 0, show_prompt = 0, no_cache = 0;
+    int steps = 256, threads = 0, ctx = 0, have_seed = 0, show_prompt = 0, no_cache = 0, kv_type = 0;
     el_sampler_params sp = el_sampler_defaults();
-    sp.temp = 0.8f;
-    sp.top_p = 0.9f;
     const char *a;
     int opt;
     while ((a = cli_next(&c, &opt))) {
@@ -120,9 +123,10 @@ int cmd_chat(int argc, char **argv) {
         else if (cli_is(a, "-z", "--tokenizer")) tok_path = cli_str(&c, a);
         else if (cli_is(a, NULL, "--template")) tmpl_name = cli_str(&c, a);
         else if (cli_is(a, NULL, "--system")) system = cli_str(&c, a);
-        else if (cli_is(a, "-n", "--steps")) cli_int(&c, a, 1, 1 << 24, &steps);
+        else if (cli_is(a, "-n", "--steps") || cli_is(a, NULL, "--n-predict")) cli_int(&c, a, 1, 1 << 24, &steps);
         else if (tool_sampler_option(&c, a, &sp, &have_seed)) continue;
-        else if (cli_is(a, NULL, "--ctx")) cli_int(&c, a, 1, 1 << 20, &ctx);
+        else if (cli_is_ctx(a)) cli_int(&c, a, 1, 1 << 20, &ctx);
+        else if (tool_kv_option(&c, a, &kv_type)) continue;
         else if (cli_is(a, "-t", "--threads")) cli_int(&c, a, 1, 256, &threads);
         else if (cli_is(a, NULL, "--show-prompt")) show_prompt = 1;
         else if (cli_is(a, NULL, "--no-cache")) no_cache = 1;
@@ -158,13 +162,13 @@ int cmd_chat(int argc, char **argv) {
     if (tool_loras_load(&lo, m, &err)) goto out;
     if (el_model_tokenizer(m, tok_path, &tok, &err)) goto out;
     if (tool_chat_init(&chat, m, tok, tmpl_name, &err)) goto out;
-    if (ctx == 0) ctx = m->hp.ctx;
+    ctx = tool_ctx("chat", m, ctx);
     pool = el_pool_new(threads);
     if (!pool) {
         el_err(&err, EL_ERR_NOMEM, "could not start %d threads", threads);
         goto out;
     }
-    el_session_opts so = {.ctx = ctx};
+    el_session_opts so = {.ctx = ctx, .kv_type = kv_type};
     if (el_session_new(m, &so, pool, &s, &err)) goto out;
     if (lo.n) el_session_set_lora(s, &lo.set);
     smp = el_sampler_new(&sp, m->hp.vocab);
@@ -179,16 +183,17 @@ int cmd_chat(int argc, char **argv) {
         goto out;
     }
     int n_fixed = conv.n;  // the system message survives /reset
-    fprintf(stderr, "chat: template %s, context %d tokens; /reset forgets, /exit quits\n",
+    fprintf(stderr, "chat: template %s, context %d tokens; /reset forgets, /exit quits, Ctrl-C stops a reply\n",
             el_chat_template_name(chat.tmpl), ctx);
     struct sigaction sa = {0};
-    sa.sa_handler = on_sigint;
+    sa.sa_handler = on_sigint;  // no SA_RESTART: Ctrl-C at the prompt ends the read, and chat
     sigaction(SIGINT, &sa, NULL);
 
     for (;;) {
         if (tty) fputs("> ", stderr);
+        interrupts = 0;
         ssize_t got = getline(&line, &line_cap, stdin);
-        if (got < 0 || interrupted) break;
+        if (got < 0 || interrupts) break;
         while (got > 0 && (line[got - 1] == '\n' || line[got - 1] == '\r')) line[--got] = 0;
         if (got == 0) continue;
         if (!strcmp(line, "/exit") || !strcmp(line, "/quit")) break;
@@ -250,8 +255,8 @@ int cmd_chat(int argc, char **argv) {
         for (int i = 0; i < n_ids; i++) el_sampler_accept(smp, ids[i]);
         el_stopper_init(&reply, &chat.eot_text, 1);
         int prev = ids[n_ids - 1], bos = el_tokenizer_bos(tok), eos = el_tokenizer_eos(tok);
-        int pos = n_ids;
-        for (int k = 0; k < steps && !interrupted; k++) {
+        int pos = n_ids, ctx_end = 0;
+        for (int k = 0; k < steps && !interrupts; k++) {
             int next = el_sampler_sample(smp, logits);
             if (next == eos || next == bos || next == chat.eot_id) break;
             int stop = tool_chat_emit(&reply, stdout, tok, prev, next);
@@ -262,7 +267,10 @@ int cmd_chat(int argc, char **argv) {
             if (stop) break;
             el_sampler_accept(smp, next);
             prev = next;
-            if (pos + 1 >= ctx) break;
+            if (pos + 1 >= ctx) {
+                ctx_end = 1;
+                break;
+            }
             if (el_session_forward(s, &next, 1, pos, logits, 0, &err)) goto out;
             cached[n_cached++] = next;
             pos++;
@@ -270,6 +278,8 @@ int cmd_chat(int argc, char **argv) {
         tool_chat_flush(&reply, stdout);
         fputs("\n\n", stdout);
         fflush(stdout);
+        if (interrupts == 1) fputs("chat: reply stopped (Ctrl-C); Ctrl-C again quits\n", stderr);
+        if (ctx_end) fprintf(stderr, "chat: the reply stopped at the end of the context (%d positions)\n", ctx);
         // The reply can end inside a character (cut by -n, or a byte token)
         // or hold invalid bytes: keep it as valid UTF-8 so the next turn's
         // prompt encodes, with U+FFFD where bytes were not text.
@@ -281,7 +291,7 @@ int cmd_chat(int argc, char **argv) {
         }
         free(clean);
         el_stopper_free(&reply);
-        if (interrupted) break;
+        if (interrupts > 1) break;
     }
     rc = 0;
 out:

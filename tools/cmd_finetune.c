@@ -51,7 +51,7 @@ static const char *usage =
     "\n"
     "split fine-tuning (the device keeps the data; a worker started with --train trains the rest):\n"
     "      --split K           the device trains the embedding and layers 0..K-1 (K >= 1)\n"
-    "      --via ENDPOINT      the worker; --keys DIR --server-key FILE (CURVE) or --insecure (loopback)\n"
+    "      --via HOST:PORT      the worker; --keys DIR --server-key FILE (CURVE) or --insecure (loopback)\n"
     "      --ushape            the device also keeps the head and the loss: labels never leave it\n"
     "      --act f32|f16|bf16  activations sent to the worker (default f32)\n"
     "      --grad f32|f16|bf16 gradients sent back (default f32)\n"
@@ -60,15 +60,15 @@ static const char *usage =
     "      --timeout MS        per request (default 120000)\n"
     "      --stats             per step: device compute, link time, worker compute, bytes each way\n"
     "      --json              the run's totals as one JSON object on stderr at the end\n"
-    "  The output is the joined adapter for the whole model; ADAPTER.gguf.device.gguf and\n"
-    "  ADAPTER.gguf.worker.gguf hold the two halves (see edgellm lora-join).\n"
+    "  The output is the joined adapter for the whole model; ADAPTER.device.gguf and\n"
+    "  ADAPTER.worker.gguf hold the two halves (see edgellm lora-join).\n"
     "\n"
     "  -h, --help              this text\n"
     "\n"
     "example: edgellm finetune -m ../shared/models/aidreams260K.bin -z ../shared/models/tok512.bin \\\n"
     "           --data data/finetune/pirate-dreams.txt --val data/finetune/pirate-dreams-val.txt \\\n"
     "           --epochs 8 --lr 3e-3 -o pirate.gguf\n"
-    "         edgellm finetune ... --split 2 --via tcp://edge:7001 --keys keys/phone --server-key edge.key --ushape\n";
+    "         edgellm finetune ... --split 2 --via edge:7001 --keys keys/phone --server-key edge.key --ushape\n";
 
 typedef struct {
     int n;
@@ -196,7 +196,7 @@ int cmd_finetune(int argc, char **argv) {
         else if (cli_is(a, NULL, "--steps")) cli_int(&c, a, 1, 1 << 30, &steps);
         else if (cli_is(a, NULL, "--batch")) cli_int(&c, a, 1, 4096, &batch);
         else if (cli_is(a, NULL, "--grad-accum")) cli_int(&c, a, 1, 4096, &accum);
-        else if (cli_is(a, NULL, "--ctx")) cli_int(&c, a, 1, 1 << 20, &ctx);
+        else if (cli_is_ctx(a)) cli_int(&c, a, 1, 1 << 20, &ctx);
         else if (cli_is(a, NULL, "--seed")) cli_u64(&c, a, &seed);
         else if (cli_is(a, NULL, "--eval-every")) cli_int(&c, a, 1, 1 << 30, &eval_every);
         else if (cli_is(a, NULL, "--val-samples")) cli_int(&c, a, 1, 1 << 24, &val_samples);
@@ -261,12 +261,7 @@ int cmd_finetune(int argc, char **argv) {
                m->hp.n_layers);
         goto out;
     }
-    if (ctx == 0) ctx = m->hp.ctx < 256 ? m->hp.ctx : 256;
-    if (ctx > m->hp.ctx) {
-        el_err(&err, EL_ERR_RANGE, "--ctx %d is larger than the model's context of %d (%s)", ctx, m->hp.ctx,
-               model_path);
-        goto out;
-    }
+    ctx = tool_ctx("finetune", m, ctx ? ctx : m->hp.ctx < 256 ? m->hp.ctx : 256);
     if (el_model_tokenizer(m, tok_path, &tok, &err)) goto out;
     if (el_dataset_load(data_path, fmt, tok, ctx, &train, &err)) goto out;
     if (val_path && el_dataset_load(val_path, fmt, tok, ctx, &val, &err)) goto out;
@@ -281,7 +276,7 @@ int cmd_finetune(int argc, char **argv) {
               : el_lora_new(m, rank, alpha, targets, seed, &lora, &err))
         goto out;
     pool = el_pool_new(threads);
-    el_train_opts to = {0, cut, batch, ctx};
+    el_train_opts to = {0, cut, batch, ctx, 0};
     if (!pool || el_train_stage_new(m, lora, &to, pool, &st, &err)) goto out;
     if (split) {
         el_split_train_opts so = {.via = ts.o.via, .sec = ts.o.sec, .timeout_ms = ts.o.timeout_ms, .ushape = ts.o.ushape,
@@ -451,15 +446,19 @@ int cmd_finetune(int argc, char **argv) {
     el_progress_end(&pr, meta.step - first, NULL);
     if (trainer) {
         // Both parts: ours, the worker's, and the joined adapter for the whole model.
-        char part[4096];
+        // X.gguf -> X.device.gguf and X.worker.gguf
+        char part[4200], stem[4096];
+        size_t ol = strlen(out_path);
+        int stem_len = ol > 5 && !strcmp(out_path + ol - 5, ".gguf") ? (int)(ol - 5) : (int)ol;
+        snprintf(stem, sizeof stem, "%.*s", stem_len, out_path);
         el_model_opts fo = {.no_pack = 1};  // for the adapter's shapes only
         if (el_model_open(model_path, &fo, &full, &err) ||
             el_lora_new_layers(full, cut, full->hp.n_layers, rank, alpha, targets, seed, &worker_part, &err) ||
             el_split_trainer_fetch(trainer, worker_part->params, worker_part->n_params, &err))
             goto out;
-        snprintf(part, sizeof part, "%s.device.gguf", out_path);
+        snprintf(part, sizeof part, "%s.device.gguf", stem);
         if (el_lora_save(lora, part, &err)) goto out;
-        snprintf(part, sizeof part, "%s.worker.gguf", out_path);
+        snprintf(part, sizeof part, "%s.worker.gguf", stem);
         if (el_lora_save(worker_part, part, &err)) goto out;
         const el_lora *parts[2] = {lora, worker_part};
         if (el_lora_join(full, parts, 2, &joined, &err) || el_lora_save(joined, out_path, &err)) goto out;
@@ -468,7 +467,7 @@ int cmd_finetune(int argc, char **argv) {
                 "wrote %s.device.gguf, %s.worker.gguf and the joined %s\n",
                 ss->bytes_sent / 1024.0 / (double)(meta.step - first), ss->bytes_received / 1024.0 / (double)(meta.step - first),
                 ss->link_s * 1e3 / (double)(meta.step - first), ss->worker_s * 1e3 / (double)(meta.step - first),
-                out_path, out_path, out_path);
+                stem, stem, out_path);
     } else if (el_lora_save(lora, out_path, &err)) {
         goto out;
     }

@@ -1,6 +1,5 @@
 // edgellm import: a Hugging Face model folder (config.json, safetensors,
 // tokenizer.json) to one GGUF file, written tensor by tensor.
-#include <cjson/cJSON.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -9,6 +8,7 @@
 #include <sys/stat.h>
 
 #include "cli.h"
+#include "edgellm/json.h"
 #include "edgellm/gguf.h"
 #include "edgellm/hf.h"
 #include "edgellm/model.h"
@@ -48,7 +48,7 @@ typedef struct {
 typedef struct {
     const char *dir;
     char index_path[4096];
-    cJSON *index;  // model.safetensors.index.json, or NULL for one model.safetensors
+    el_json *index;  // model.safetensors.index.json, or NULL for one model.safetensors
     char *shard_names[MAX_SHARDS];
     el_safetensors *shards[MAX_SHARDS];
     int n_shards;
@@ -86,16 +86,16 @@ static el_status find_hf(importer *im, const char *hf_name, int required, const 
     *out = NULL;
     const char *file = "model.safetensors";
     if (im->index) {
-        const cJSON *wm = cJSON_GetObjectItemCaseSensitive(im->index, "weight_map");
-        const cJSON *f = cJSON_GetObjectItemCaseSensitive(wm, hf_name);
-        if (!f) {
+        const el_json *fj = el_json_get(el_json_get(im->index, "weight_map"), hf_name);
+        const char *f = el_json_str(fj);
+        if (!fj) {
             if (!required) return EL_OK;
             return el_err(err, EL_ERR_FORMAT, "%s: weight_map has no entry for %s", im->index_path, hf_name);
         }
-        if (!cJSON_IsString(f) || !safe_file_name(f->valuestring))
+        if (!f || !safe_file_name(f))
             return el_err(err, EL_ERR_FORMAT, "%s: weight_map entry of %s is not a file name in the folder",
                           im->index_path, hf_name);
-        file = f->valuestring;
+        file = f;
     }
     el_safetensors *st;
     el_status s = shard(im, file, &st, err);
@@ -357,8 +357,8 @@ int cmd_import(int argc, char **argv) {
     snprintf(im.index_path, sizeof im.index_path, "%s/model.safetensors.index.json", dir);
     struct stat sb;
     if (!stat(im.index_path, &sb)) {
-        if (el_cjson_load(im.index_path, MAX_JSON, &im.index, &err)) goto done;
-        if (!cJSON_IsObject(cJSON_GetObjectItemCaseSensitive(im.index, "weight_map"))) {
+        if (el_json_load(im.index_path, MAX_JSON, &im.index, &err)) goto done;
+        if (!el_json_is(el_json_get(im.index, "weight_map"), EL_JSON_OBJECT)) {
             el_err(&err, EL_ERR_FORMAT, "%s: weight_map is missing or not an object", im.index_path);
             goto done;
         }
@@ -393,7 +393,7 @@ done:
         el_safetensors_close(im.shards[i]);
         free(im.shard_names[i]);
     }
-    cJSON_Delete(im.index);
+    el_json_free(im.index);
     free(im.items);
     el_gguf_writer_free(w);
     return rc;

@@ -43,10 +43,30 @@ static void print_scalar(el_gguf_type t, const el_gguf_kv *kv) {
     }
 }
 
+// general.file_type: what most tensors hold (GGUF's llama file types).
+static const char *file_type_name(uint64_t v) {
+    static const char *const names[] = {
+        [0] = "all F32",   [1] = "mostly F16",   [2] = "mostly Q4_0",   [3] = "mostly Q4_1",   [7] = "mostly Q8_0",
+        [8] = "mostly Q5_0", [9] = "mostly Q5_1", [10] = "mostly Q2_K",  [11] = "mostly Q3_K_S", [12] = "mostly Q3_K_M",
+        [13] = "mostly Q3_K_L", [14] = "mostly Q4_K_S", [15] = "mostly Q4_K_M", [16] = "mostly Q5_K_S",
+        [17] = "mostly Q5_K_M", [18] = "mostly Q6_K", [19] = "mostly IQ2_XXS", [20] = "mostly IQ2_XS",
+        [21] = "mostly Q2_K_S", [22] = "mostly IQ3_XS", [23] = "mostly IQ3_XXS", [24] = "mostly IQ1_S",
+        [25] = "mostly IQ4_NL", [26] = "mostly IQ3_S", [27] = "mostly IQ3_M", [28] = "mostly IQ2_S",
+        [29] = "mostly IQ2_M", [30] = "mostly IQ4_XS", [31] = "mostly IQ1_M", [32] = "mostly BF16",
+    };
+    return v < sizeof names / sizeof names[0] && names[v] ? names[v] : "unknown";
+}
+
 static void print_kv(const el_gguf_kv *kv, int all) {
     printf("  %-40s ", kv->key);
     if (kv->type != EL_GGUF_ARRAY) {
         print_scalar(kv->type, kv);
+        int is_uint = kv->type == EL_GGUF_UINT8 || kv->type == EL_GGUF_UINT16 || kv->type == EL_GGUF_UINT32 ||
+                      kv->type == EL_GGUF_UINT64;
+        int is_int = kv->type == EL_GGUF_INT8 || kv->type == EL_GGUF_INT16 || kv->type == EL_GGUF_INT32 ||
+                     kv->type == EL_GGUF_INT64;
+        if (!strcmp(kv->key, "general.file_type") && (is_uint || (is_int && kv->v.i64 >= 0)))
+            printf(" (%s)", file_type_name(is_uint ? kv->v.u64 : (uint64_t)kv->v.i64));
         putchar('\n');
         return;
     }
@@ -65,6 +85,33 @@ static void print_kv(const el_gguf_kv *kv, int all) {
         }
     }
     if (show < kv->arr_n) printf(", ...");
+    putchar('\n');
+}
+
+typedef struct {
+    uint64_t count[EL_DTYPE_COUNT];
+    size_t bytes[EL_DTYPE_COUNT];
+} type_summary;
+
+static void count_tensor(type_summary *ts, const el_tensor *t) {
+    if (t->dtype < 0 || t->dtype >= EL_DTYPE_COUNT) return;
+    ts->count[t->dtype]++;
+    ts->bytes[t->dtype] += t->nbytes;
+}
+
+// "q8_0 155 tensors (1048.2 MiB), f32 45 (0.2 MiB)": largest share first.
+static void print_types(const type_summary *ts) {
+    int done[EL_DTYPE_COUNT] = {0};
+    printf("tensor types: ");
+    for (int k = 0;; k++) {
+        int best = -1;
+        for (int d = 0; d < EL_DTYPE_COUNT; d++)
+            if (ts->count[d] && !done[d] && (best < 0 || ts->bytes[d] > ts->bytes[best])) best = d;
+        if (best < 0) break;
+        done[best] = 1;
+        printf("%s%s %llu%s (%.2f MiB)", k ? ", " : "", el_dtype_name(best), (unsigned long long)ts->count[best],
+               k ? "" : " tensors", ts->bytes[best] / 1048576.0);
+    }
     putchar('\n');
 }
 
@@ -154,6 +201,24 @@ int cmd_info(int argc, char **argv) {
            h->n_heads, h->n_kv_heads, h->head_dim, h->ff, h->vocab, h->ctx);
     printf("rms eps %g, rope theta %g, output head %s\n", h->rms_eps, h->rope_theta,
            h->tied_output ? "tied to token_embd" : "separate");
+    type_summary types = {0};
+    if (m->gguf) {
+        for (uint64_t i = 0; i < m->gguf->n_tensors; i++) {
+            el_tensor t;
+            el_gguf_tensor_view(&m->gguf->tensors[i], &t);
+            count_tensor(&types, &t);
+        }
+    } else {
+        count_tensor(&types, &m->tok_embd);
+        for (int l = 0; l < h->n_layers; l++) {
+            const el_tensor *ts = (const el_tensor *)&m->layers[l];
+            for (size_t i = 0; i < sizeof(el_layer) / sizeof(el_tensor); i++)
+                if (ts[i].name) count_tensor(&types, &ts[i]);
+        }
+        count_tensor(&types, &m->output_norm);
+        if (!h->tied_output) count_tensor(&types, &m->output);
+    }
+    print_types(&types);
     if (h->rope_scaling == EL_ROPE_SCALING_LINEAR) printf("rope scaling: linear, factor %g\n", h->rope_scale);
     if (h->rope_scaling == EL_ROPE_SCALING_FREQS) {
         const float *f = m->rope_freqs.data;

@@ -11,7 +11,10 @@
 #include "edgellm/linkemu.h"
 
 static const char *usage =
-    "usage: edgellm linkemu --listen tcp://HOST:PORT --forward tcp://HOST:PORT [options]\n"
+    "usage: edgellm linkemu --listen HOST:PORT --forward HOST:PORT [options]\n"
+    "\n"
+    "Addresses are HOST:PORT or tcp://HOST:PORT; HOST may be a name, an IPv4 address,\n"
+    "[IPv6] or * (listen on every interface).\n"
     "\n"
     "Accepts TCP connections on --listen, connects each to --forward and relays both\n"
     "directions through an emulated link. \"up\" is listen side -> forward side\n"
@@ -38,7 +41,7 @@ static const char *usage =
     "Ports may be 0 (the kernel picks one; the chosen port is printed on stderr).\n"
     "SIGINT/SIGTERM print a final stats line and exit 0. See docs/linkemu.md.\n"
     "\n"
-    "example: edgellm linkemu --listen tcp://127.0.0.1:7001 --forward tcp://10.0.0.2:7000 --profile 5g-embb\n";
+    "example: edgellm linkemu --listen 127.0.0.1:7001 --forward 10.0.0.2:7000 --profile 5g-embb\n";
 
 // The signal handler's only job: make the proxy's poll wake up.
 static int wake_pipe[2] = {-1, -1};
@@ -94,13 +97,13 @@ int cmd_linkemu(int argc, char **argv) {
             print_profiles(stdout);
             return 0;
         } else if (cli_is(a, NULL, "--listen")) {
-            PARSE(el_linkemu_parse_addr, &cfg.listen);
+            PARSE(el_addr_parse, &cfg.listen);
             has_listen = 1;
         } else if (cli_is(a, NULL, "--forward")) {
-            PARSE(el_linkemu_parse_addr, &cfg.forward);
+            PARSE(el_addr_parse, &cfg.forward);
             has_forward = 1;
         } else if (cli_is(a, NULL, "--control")) {
-            PARSE(el_linkemu_parse_addr, &cfg.control);
+            PARSE(el_addr_parse, &cfg.control);
             cfg.has_control = 1;
         } else if (cli_is(a, NULL, "--rate")) {
             PARSE(el_linkemu_parse_rate, &rate_up);
@@ -159,8 +162,8 @@ int cmd_linkemu(int argc, char **argv) {
         }
     }
     if (c.failed) return 2;
-    if (!has_listen) return cli_fail(&c, "--listen tcp://HOST:PORT is required");
-    if (!has_forward) return cli_fail(&c, "--forward tcp://HOST:PORT is required");
+    if (!has_listen) return cli_fail(&c, "--listen HOST:PORT is required");
+    if (!has_forward) return cli_fail(&c, "--forward HOST:PORT is required");
     if (cfg.has_control && cfg.control.port == cfg.listen.port && cfg.control.port != 0 &&
         !strcmp(cfg.control.host, cfg.listen.host))
         return cli_fail(&c, "--control: tcp://%s:%d is also the --listen address", cfg.control.host, cfg.control.port);

@@ -9,12 +9,13 @@
 
 static const char *usage =
     "usage: edgellm logits -m MODEL [-z TOKENIZER] (-p PROMPT | -f FILE | --tokens ID,ID,...) -o OUT.f32\n"
-    "                      [-t THREADS] [split options]\n"
+    "                      [-t THREADS] [--kv-type f32|f16|q8_0] [split options]\n"
     "\n"
     "Writes raw little-endian f32 logits: one row of vocab_size floats for each\n"
     "position of the tokenized prompt (BOS prepended), or of the token ids given\n"
     "with --tokens as they are (no tokenizer is loaded). With --split the logits are\n"
     "computed across device and workers, as `edgellm run` does (see run --help).\n"
+    "--kv-type sets this process's KV cache precision (teacher-forced comparisons).\n"
     "\n"
     "example: edgellm logits -m ../shared/models/aidreams260K.bin -z ../shared/models/tok512.bin \\\n"
     "           -p \"The dream\" -o dream.f32\n";
@@ -43,7 +44,7 @@ int cmd_logits(int argc, char **argv) {
     cli_init(&c, "logits", argc, argv);
     const char *model_path = NULL, *tok_path = NULL, *prompt = NULL, *prompt_file = NULL, *out_path = NULL;
     const char *token_list = NULL;
-    int threads = 0;
+    int threads = 0, kv_type = 0;
     tool_split ts;
     tool_split_init(&ts);
     const char *a;
@@ -57,6 +58,7 @@ int cmd_logits(int argc, char **argv) {
         else if (cli_is(a, NULL, "--tokens")) token_list = cli_str(&c, a);
         else if (cli_is(a, "-o", "--output")) out_path = cli_str(&c, a);
         else if (cli_is(a, "-t", "--threads")) cli_int(&c, a, 1, 256, &threads);
+        else if (tool_kv_option(&c, a, &kv_type)) continue;
         else if (tool_split_option(&c, a, &ts)) continue;
         else return cli_unknown(&c, a);
     }
@@ -75,7 +77,7 @@ int cmd_logits(int argc, char **argv) {
     int *ids = NULL, n_ids = 0, rc = 1;
     float *logits = NULL;
     size_t len;
-    if (!token_list && tool_load_prompt(prompt, prompt_file, 0, &file_text, &prompt, &len, &err)) goto out;
+    if (!token_list && tool_load_prompt(prompt, prompt_file, 0, 0, &file_text, &prompt, &len, &err)) goto out;
     el_model_opts mo = {0};
     if (tool_split_prepare(&ts, &mo, &err)) goto out;
     if (el_model_open(model_path, &mo, &m, &err)) goto out;
@@ -92,7 +94,8 @@ int cmd_logits(int argc, char **argv) {
         goto out;
     }
     pool = el_pool_new(threads);
-    if (!pool || el_pipeline_new(m, NULL, pool, ts.enabled ? &ts.o : NULL, &pipe, &err)) goto out;
+    el_session_opts so = {.kv_type = kv_type};
+    if (!pool || el_pipeline_new(m, &so, pool, ts.enabled ? &ts.o : NULL, &pipe, &err)) goto out;
     logits = el_calloc((size_t)n_ids * m->hp.vocab, sizeof(float));
     if (!logits) {
         el_err(&err, EL_ERR_NOMEM, "out of memory for %d x %d logits", n_ids, m->hp.vocab);

@@ -9,7 +9,7 @@
 #include "edgellm/model.h"
 
 static const char *usage =
-    "usage: edgellm perplexity -m MODEL [-z TOKENIZER] -f TEXT [--ctx N] [-t THREADS]\n"
+    "usage: edgellm perplexity -m MODEL [-z TOKENIZER] -f TEXT [-c N] [-t THREADS]\n"
     "\n"
     "Tokenizes TEXT, cuts the tokens into non-overlapping windows of N - 1 tokens,\n"
     "runs each window after one token of context, and scores every token of the\n"
@@ -24,7 +24,7 @@ static const char *usage =
     "  -m, --model FILE       GGUF model or llama2.c checkpoint\n"
     "  -z, --tokenizer FILE   tokenizer (default: the model's own)\n"
     "  -f, --file FILE        the text (UTF-8)\n"
-    "      --ctx N            window length in tokens incl. the context token (default: the model's context, at most 512)\n"
+    "  -c, --ctx N            window length in tokens incl. the context token (default: the model's context, at most 512)\n"
     "  -t, --threads N        threads (default: all CPUs)\n"
     "\n"
     "example: edgellm perplexity -m ../shared/models/aidreams260K.bin -z ../shared/models/tok512.bin \\\n"
@@ -40,7 +40,7 @@ int cmd_perplexity(int argc, char **argv) {
         else if (cli_is(a, "-m", "--model")) model_path = cli_str(&c, a);
         else if (cli_is(a, "-z", "--tokenizer")) tok_path = cli_str(&c, a);
         else if (cli_is(a, "-f", "--file")) text_path = cli_str(&c, a);
-        else if (cli_is(a, NULL, "--ctx")) cli_int(&c, a, 2, 1 << 20, &ctx);
+        else if (cli_is_ctx(a)) cli_int(&c, a, 2, 1 << 20, &ctx);
         else if (cli_is(a, "-t", "--threads")) cli_int(&c, a, 1, 256, &threads);
         else return cli_unknown(&c, a);
     }
@@ -59,16 +59,12 @@ int cmd_perplexity(int argc, char **argv) {
     float *logits = NULL;
     double *nll = NULL;
     int *win = NULL;
-    if (el_read_file(text_path, 256u << 20, &text, &len, &err)) goto out;
+    if (tool_read_input(text_path, 256u << 20, &text, &len, &err)) goto out;
     if (tool_check_prompt(text, len, text_path, 0, &err)) goto out;
     if (el_model_open(model_path, NULL, &m, &err)) goto out;
     if (el_model_tokenizer(m, tok_path, &tok, &err)) goto out;
     if (el_tokenizer_encode(tok, text, len, 0, &ids, &n_ids, &err)) goto out;
-    if (ctx == 0) ctx = m->hp.ctx < 512 ? m->hp.ctx : 512;
-    if (ctx > m->hp.ctx) {
-        el_err(&err, EL_ERR_RANGE, "--ctx %d exceeds the model's context of %d", ctx, m->hp.ctx);
-        goto out;
-    }
+    ctx = tool_ctx("perplexity", m, ctx ? ctx : m->hp.ctx < 512 ? m->hp.ctx : 512);
     // With BOS every token of the text is scored; without, the first is only context.
     int bos = el_tokenizer_add_bos(tok) ? el_tokenizer_bos(tok) : -1, skip = bos < 0;
     if (n_ids - skip < 2) {

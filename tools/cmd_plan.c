@@ -84,7 +84,7 @@ int cmd_profile(int argc, char **argv) {
 // ---------------------------------------------------------------- probe
 
 static const char *probe_usage =
-    "usage: edgellm probe --via ENDPOINT (--keys DIR --server-key FILE | --insecure) [--act-bytes N]\n"
+    "usage: edgellm probe --via HOST:PORT (--keys DIR --server-key FILE | --insecure) [--act-bytes N]\n"
     "                     [--reply-bytes N] [--json]\n"
     "\n"
     "Measures a live link to a worker with real messages: the throughput each way\n"
@@ -92,7 +92,7 @@ static const char *probe_usage =
     "round trip of a decode step's messages (--act-bytes up, --reply-bytes back,\n"
     "default the same), less their serialisation.\n"
     "\n"
-    "example: edgellm probe --via tcp://127.0.0.1:7001 --insecure --act-bytes 4096\n";
+    "example: edgellm probe --via 127.0.0.1:7001 --insecure --act-bytes 4096\n";
 
 int cmd_probe(int argc, char **argv) {
     cli c;
@@ -110,7 +110,7 @@ int cmd_probe(int argc, char **argv) {
         else return cli_unknown(&c, a);
     }
     if (c.failed) return 2;
-    if (!ts.o.via) return cli_fail(&c, "--via ENDPOINT is required");
+    if (!ts.o.via) return cli_fail(&c, "--via HOST:PORT is required");
     ts.enabled = 1;
     if (!ts.o.n_cuts) ts.o.n_cuts = 1;
     if (tool_split_check(&c, &ts)) return 2;

@@ -19,21 +19,26 @@ static const char *usage_head =
     "usage: edgellm run -m MODEL [-z TOKENIZER] (-p PROMPT | -f FILE) [options]\n"
     "\n"
     "Generates text from PROMPT. stdout carries only the prompt followed by the\n"
-    "generated text; diagnostics go to stderr.\n"
+    "generated text and a newline; diagnostics go to stderr.\n"
     "\n"
     "  -m, --model FILE        GGUF model or llama2.c checkpoint\n"
     "  -z, --tokenizer FILE    tokenizer (llama2.c tokenizer file or GGUF); default: the model's own\n"
     "  -p, --prompt TEXT       the prompt (UTF-8, not empty)\n"
-    "  -f, --file FILE         read the prompt from FILE\n"
-    "  -n, --steps N           new tokens to generate (default 256); stops early at BOS/EOS\n"
+    "  -f, --file FILE         read the prompt from FILE (- = standard input)\n"
+    "  -e, --escape            turn \\n \\t \\\\ \\\" \\xHH ... in the prompt into the bytes they name\n"
+    "  -n, --steps N           new tokens to generate (default 256; also --n-predict); stops early\n"
+    "                          at BOS/EOS, and at the end of the context with a notice\n"
     "      --ignore-eos        do not stop at BOS/EOS (for benchmarks)\n"
-    "      --temp T            temperature; 0 = greedy (default 1.0)\n"
-    "      --top-k K           keep the K most likely tokens (default 0 = off)\n"
-    "      --top-p P           nucleus sampling threshold (default 0.9; 1 = off)\n"
-    "      --min-p P           drop tokens below P x the top probability (default 0 = off)\n"
-    "      --repeat-penalty R  penalise the last 64 tokens (default 1.0 = off)\n"
-    "      --seed S            random seed (default: from the clock)\n"
-    "      --ctx N             context length (default: the model's)\n"
+    "      --temp T            temperature; 0 = greedy (default 0.8)\n"
+    "      --top-k K           keep the K most likely tokens (default 40; 0 = off)\n"
+    "      --top-p P           nucleus sampling threshold (default 0.95; 1 = off)\n"
+    "      --min-p P           drop tokens below P x the top probability (default 0.05; 0 = off)\n"
+    "      --repeat-penalty R  penalise recent tokens (default 1.0 = off)\n"
+    "      --repeat-last-n N   how many recent tokens the penalty looks at (default 64)\n"
+    "  -s, --seed S            random seed (default: from the clock)\n"
+    "  -c, --ctx N             context length (default: the model's; also --ctx-size); longer than\n"
+    "                          the model was trained on is allowed, with a warning\n"
+    TOOL_KV_HELP
     "      --lora FILE[:S]     apply a LoRA adapter (GGUF) with scale S (default 1); repeatable\n"
     "      --chat              the prompt is a user message: render it with the model's chat\n"
     "                          template, print only the reply, stop at the end of the turn\n"
@@ -46,16 +51,20 @@ static const char *usage_head =
     "                          image is decoded and encoded here; with --split only hidden states\n"
     "                          after this device's layers leave it (so the cut must be 1 or more)\n"
     "  -t, --threads N         threads (default: all CPUs)\n"
-    "      --stats             print per-token and total timing, bytes and peak memory to stderr\n"
+    "      --stats             print a summary to stderr: prefill and decode tokens/s, the mean\n"
+    "                          time per token (device, link, workers), bytes, peak memory\n"
+    "      --stats=tokens      the summary and one line per token\n"
     "      --json              print the totals as one JSON object on stderr\n"
     "\n"
     "  -h, --help              this text\n"
     "\n";
 static const char *usage_tail =
+    "      --edge-sample       with --split: the last worker samples with these settings and returns\n"
+    "                          tokens, not logits (the text equals a local run with the same seed)\n"
     "\n"
     "example: edgellm run -m ../shared/models/aidreams260K.bin -z ../shared/models/tok512.bin \\\n"
     "           -p \"The dream\" -n 100 --temp 0\n"
-    "         edgellm run -m model.gguf -p \"Hello\" --split 2 --via tcp://127.0.0.1:7001 --insecure --stats\n"
+    "         edgellm run -m model.gguf -p \"Hello\" --split 2 --via 127.0.0.1:7001 --insecure --stats\n"
     "         edgellm run -m llava.gguf --mmproj mmproj.gguf --image cat.jpg -p \"What is in <image>?\" --chat\n";
 
 static volatile sig_atomic_t interrupted;
@@ -68,6 +77,7 @@ static void print_stats_line(FILE *f, const char *label, const el_split_stats *s
     fprintf(f, "%s: device %.3f ms", label, st->device_s * 1e3);
     if (split) {
         fprintf(f, ", link %.3f ms", st->link_s * 1e3);
+        if (st->queue_s > 0) fprintf(f, ", queued %.3f ms", st->queue_s * 1e3);
         for (int i = 0; i < st->n_workers; i++) fprintf(f, ", worker%d %.3f ms", i + 1, st->worker_s[i] * 1e3);
         fprintf(f, ", sent %llu B, received %llu B", (unsigned long long)st->bytes_sent,
                 (unsigned long long)st->bytes_received);
@@ -84,11 +94,12 @@ int cmd_run(int argc, char **argv) {
     const char *mmproj = NULL, *images[64];
     int n_images = 0;
     tool_loras lo = {0};
-    int steps = 256, ignore_eos = 0, threads = 0, ctx = 0, stats = 0, json = 0, have_seed = 0, split;
+    int steps = 256, ignore_eos = 0, threads = 0, ctx = 0, stats = 0, json = 0, have_seed = 0, split, escapes = 0;
+    int stats_tokens = 0;
+    int kv_type = EL_DTYPE_F32, edge = 0;
     tool_split ts;
     tool_split_init(&ts);
     el_sampler_params sp = el_sampler_defaults();
-    sp.top_p = 0.9f;
     const char *a;
     int opt;
     while ((a = cli_next(&c, &opt))) {
@@ -97,11 +108,15 @@ int cmd_run(int argc, char **argv) {
         else if (cli_is(a, "-z", "--tokenizer")) tok_path = cli_str(&c, a);
         else if (cli_is(a, "-p", "--prompt")) prompt = cli_str(&c, a);
         else if (cli_is(a, "-f", "--file")) prompt_file = cli_str(&c, a);
-        else if (cli_is(a, "-n", "--steps")) cli_int(&c, a, 0, 1 << 24, &steps);
+        else if (cli_is(a, "-e", "--escape")) escapes = 1;
+        else if (cli_is(a, "-n", "--steps") || cli_is(a, NULL, "--n-predict")) cli_int(&c, a, 0, 1 << 24, &steps);
         else if (tool_sampler_option(&c, a, &sp, &have_seed)) continue;
-        else if (cli_is(a, NULL, "--ctx")) cli_int(&c, a, 1, 1 << 20, &ctx);
+        else if (cli_is_ctx(a)) cli_int(&c, a, 1, 1 << 20, &ctx);
+        else if (tool_kv_option(&c, a, &kv_type)) continue;
+        else if (cli_is(a, NULL, "--edge-sample")) edge = 1;
         else if (cli_is(a, "-t", "--threads")) cli_int(&c, a, 1, 256, &threads);
         else if (cli_is(a, NULL, "--stats")) stats = 1;
+        else if (cli_is(a, NULL, "--stats=tokens")) stats = stats_tokens = 1;
         else if (cli_is(a, NULL, "--json")) json = 1;
         else if (cli_is(a, NULL, "--ignore-eos")) ignore_eos = 1;
         else if (cli_is(a, NULL, "--chat")) chat_mode = 1;
@@ -129,6 +144,10 @@ int cmd_run(int argc, char **argv) {
     if (n_images && ts.enabled && !ts.autoplan && ts.o.cuts[0] == 0)
         return cli_fail(&c, "--split 0 would send the image rows themselves over the link; cut after layer 1 or later");
     split = ts.enabled;
+    if (edge && (!split || ts.autoplan || ts.o.ushape))
+        return cli_fail(&c, "--edge-sample needs --split with fixed cuts and no --ushape (the last worker holds the head)");
+    if (edge && n_images)
+        return cli_fail(&c, "--edge-sample cannot take --image: image rows have no token ids for the worker's sampler");
     el_split_opts so_split = ts.o;
     if (!have_seed) sp.seed = (uint64_t)time(NULL) ^ ((uint64_t)el_time_ns() << 16);
 
@@ -147,15 +166,18 @@ int cmd_run(int argc, char **argv) {
     el_mm_prompt mm = {0};
     float *img_rows = NULL;  // [n_images][n_patches][dim]
     int n_img_rows = 0;
-    char *file_text = NULL;
+    char *file_text = NULL, *system_owned = NULL;
     int *ids = NULL, n_ids = 0, rc = 1;
     float *logits = NULL;
+    float *token_ms = NULL;  // --json: the wall time of each decode step
+    int n_token_ms = 0;
     size_t prompt_len;
-    if (tool_load_prompt(prompt, prompt_file, 0, &file_text, &prompt, &prompt_len, &err)) goto out;
+    if (tool_load_prompt(prompt, prompt_file, 0, escapes, &file_text, &prompt, &prompt_len, &err)) goto out;
     if (el_sampler_check(&sp, &err)) goto out;
     el_model_opts mo = {0};
     if (tool_split_prepare(&ts, &mo, &err)) goto out;
     so_split = ts.o;
+    if (edge) so_split.edge_sampling = &sp;
     if (el_model_open(model_path, &mo, &m, &err)) goto out;
     if (tool_split_check_model(&ts, m, &err)) goto out;
     if (tool_loras_load(&lo, m, &err)) goto out;
@@ -165,6 +187,14 @@ int cmd_run(int argc, char **argv) {
         n_img_rows = el_vision_hp(vis)->n_patches;
     }
     if (chat_mode) {
+        if (system && escapes) {
+            if (!(system_owned = strdup(system))) {
+                el_err(&err, EL_ERR_NOMEM, "out of memory");
+                goto out;
+            }
+            tool_unescape(system_owned, strlen(system_owned));
+            system = system_owned;
+        }
         if (system && tool_check_prompt(system, strlen(system), "--system", 0, &err)) goto out;
         if (tool_chat_init(&chat, m, tok, tmpl_name, &err)) goto out;
         // images without markers go first inside the user's turn, as LLaVA's prompts have them
@@ -179,14 +209,18 @@ int cmd_run(int argc, char **argv) {
         user[extra + prompt_len] = 0;
         el_chat_msg msgs[2] = {{"system", system}, {"user", user}};
         el_status cs;
-        if (n_images) {
+        if (n_images) {  // as tool_chat_encode, with the text cut at the image markers
             char *text = NULL;
-            cs = el_chat_render(chat.tmpl, system ? msgs : msgs + 1, system ? 2 : 1, 1, chat.bos, chat.eos, &text, &err);
+            el_text_span *spans = NULL;
+            int n_spans = 0;
+            cs = el_chat_render_spans(chat.tmpl, system ? msgs : msgs + 1, system ? 2 : 1, 1, chat.bos, chat.eos, &text,
+                                      &spans, &n_spans, &err);
             if (!cs) {
                 unsigned flags = EL_ENCODE_SPECIAL | (el_tokenizer_add_bos(tok) ? EL_ENCODE_ADD_BOS : 0);
-                cs = el_mm_prompt_encode(tok, text, strlen(text), "<image>", flags, n_images, &mm, &err);
+                cs = el_mm_prompt_encode(tok, text, strlen(text), "<image>", flags, spans, n_spans, n_images, &mm, &err);
             }
             free(text);
+            free(spans);
         } else {
             cs = tool_chat_encode(&chat, tok, system ? msgs : msgs + 1, system ? 2 : 1, &ids, &n_ids, &err);
         }
@@ -195,7 +229,7 @@ int cmd_run(int argc, char **argv) {
         el_stopper_init(&reply, &chat.eot_text, 1);
     } else if (n_images) {
         if (el_mm_prompt_encode(tok, prompt, prompt_len, "<image>", el_tokenizer_add_bos(tok) ? EL_ENCODE_ADD_BOS : 0,
-                                n_images, &mm, &err))
+                                NULL, 0, n_images, &mm, &err))
             goto out;
     } else if (el_tokenizer_encode(tok, prompt, prompt_len, el_tokenizer_add_bos(tok), &ids, &n_ids, &err)) {
         // BOS as the model's metadata asks (Qwen2 vocabularies do not want one)
@@ -210,7 +244,7 @@ int cmd_run(int argc, char **argv) {
         }
         memcpy(ids, mm.ids, (size_t)n_ids * sizeof(int));
     }
-    if (ctx == 0) ctx = m->hp.ctx;
+    ctx = tool_ctx("run", m, ctx);
     int n_pos = n_images ? el_mm_prompt_positions(&mm, n_img_rows) : n_ids;
     if (n_pos >= ctx) {
         el_err(&err, EL_ERR_RANGE, "the prompt has %d positions, more than the context of %d allows", n_pos, ctx);
@@ -223,7 +257,7 @@ int cmd_run(int argc, char **argv) {
     }
     memcpy(history, ids, (size_t)n_ids * sizeof(int));
     pool = el_pool_new(threads);
-    el_session_opts so = {.ctx = ctx};
+    el_session_opts so = {.ctx = ctx, .kv_type = kv_type};
     if (!pool) goto out;
     if (n_images) {  // decoded, preprocessed and encoded here: the image never leaves this device
         const el_vision_hparams *vh = el_vision_hp(vis);
@@ -287,6 +321,7 @@ int cmd_run(int argc, char **argv) {
     for (int i = 0; i < n_ids; i++) el_sampler_accept(smp, ids[i]);
 
     double t0 = el_time_s();
+    int edge_next = -1;  // with --edge-sample: the token the last worker sampled
     if (n_images) {  // runs of text and of image rows, each at its positions
         for (int it = 0, at = 0; it < mm.n_items; it++) {
             int img = mm.image[it];
@@ -296,17 +331,19 @@ int cmd_run(int argc, char **argv) {
             if (fs) goto out;
             at += img >= 0 ? n_img_rows : mm.len[it];
         }
-    } else if (el_pipeline_forward(pipe, ids, n_ids, 0, logits, 0, &err)) {
+    } else if (edge ? el_pipeline_next_token(pipe, ids, n_ids, 0, &edge_next, &err)
+                    : el_pipeline_forward(pipe, ids, n_ids, 0, logits, 0, &err)) {
         goto out;
     }
     double t_prefill = el_time_s() - t0;
     el_split_stats prefill = *el_pipeline_total(pipe);
-    if (stats) print_stats_line(stderr, "prefill", &prefill, split);
-    int pos = n_pos, prev = n_ids ? ids[n_ids - 1] : -1, generated = 0;
+    if (stats_tokens) print_stats_line(stderr, "prefill", &prefill, split);
+    int pos = n_pos, prev = n_ids ? ids[n_ids - 1] : -1, generated = 0, ctx_end = 0;
+    if (json) token_ms = malloc((size_t)(steps + 1) * sizeof(float));
     int bos = el_tokenizer_bos(tok), eos = el_tokenizer_eos(tok);
-    double t1 = el_time_s();
+    double t1 = el_time_s(), t_tok = t1;
     while (generated < steps && !interrupted) {
-        int next = el_sampler_sample(smp, logits);
+        int next = edge ? edge_next : el_sampler_sample(smp, logits);
         if (!ignore_eos && (next == bos || next == eos)) break;
         if (chat_mode) {
             if (next == chat.eot_id) break;
@@ -323,14 +360,24 @@ int cmd_run(int argc, char **argv) {
         el_sampler_accept(smp, next);
         generated++;
         prev = next;
-        if (generated == steps || pos >= ctx) break;
+        if (generated == steps) break;
+        if (pos >= ctx) {
+            ctx_end = 1;
+            break;
+        }
         history[pos] = next;
         if (have_auto && generated % ts.replan_every == 0 && tool_auto_replan(&autop, pipe, history, pos, 0, &err)) goto out;
-        if (el_pipeline_forward(pipe, &next, 1, pos, logits, 0, &err)) {
+        if (edge ? el_pipeline_next_token(pipe, &next, 1, pos, &edge_next, &err)
+                 : el_pipeline_forward(pipe, &next, 1, pos, logits, 0, &err)) {
             if (interrupted) break;  // Ctrl-C during a wait on the link: a clean stop
             goto out;
         }
-        if (stats) {
+        if (token_ms) {  // the period a user sees: sampling, printing and the forward pass
+            double now = el_time_s();
+            token_ms[n_token_ms++] = (float)((now - t_tok) * 1e3);
+            t_tok = now;
+        }
+        if (stats_tokens) {
             char label[32];
             snprintf(label, sizeof label, "token %d", generated);
             print_stats_line(stderr, label, el_pipeline_last(pipe), split);
@@ -341,11 +388,15 @@ int cmd_run(int argc, char **argv) {
     if (chat_mode) tool_chat_flush(&reply, stdout);
     fputc('\n', stdout);
     fflush(stdout);
+    if (ctx_end)
+        fprintf(stderr, "edgellm run: stopped at the end of the context (%d positions) after %d of the %d tokens asked "
+                "for%s\n", ctx, generated, steps, ctx < m->hp.ctx ? "; -c N gives a longer one" : "");
     // decode totals: everything after the prefill
     el_split_stats dec = *el_pipeline_total(pipe);
     int n_dec = generated > 1 ? generated - 1 : 0;  // forwards after the prefill
     dec.device_s -= prefill.device_s;
     dec.link_s -= prefill.link_s;
+    dec.queue_s -= prefill.queue_s;
     for (int i = 0; i < dec.n_workers; i++) dec.worker_s[i] -= prefill.worker_s[i];
     dec.bytes_sent -= prefill.bytes_sent;
     dec.bytes_received -= prefill.bytes_received;
@@ -357,6 +408,7 @@ int cmd_run(int argc, char **argv) {
         el_split_stats avg = dec;
         avg.device_s *= per;
         avg.link_s *= per;
+        avg.queue_s *= per;
         for (int i = 0; i < avg.n_workers; i++) avg.worker_s[i] *= per;
         avg.bytes_sent = (uint64_t)(avg.bytes_sent * per + 0.5);
         avg.bytes_received = (uint64_t)(avg.bytes_received * per + 0.5);
@@ -369,11 +421,14 @@ int cmd_run(int argc, char **argv) {
                 "\"decode_tokens_per_s\": %.3f, \"split\": %s, \"cuts\": [", n_pos, generated, t_prefill, t_decode,
                 n_dec ? n_dec / t_decode : 0.0, split ? "true" : "false");
         for (int i = 0; split && i < so_split.n_cuts; i++) fprintf(stderr, i ? ", %d" : "%d", so_split.cuts[i]);
-        fprintf(stderr, "], \"act\": \"%s\", \"per_token\": {\"device_ms\": %.4f, \"link_ms\": %.4f, \"worker_ms\": [",
-                el_dtype_name(so_split.act_dtype), dec.device_s * per * 1e3, dec.link_s * per * 1e3);
+        fprintf(stderr, "], \"act\": \"%s\", \"per_token\": {\"device_ms\": %.4f, \"link_ms\": %.4f, \"queue_ms\": %.4f, "
+                "\"worker_ms\": [",
+                el_dtype_name(so_split.act_dtype), dec.device_s * per * 1e3, dec.link_s * per * 1e3, dec.queue_s * per * 1e3);
         for (int i = 0; i < dec.n_workers; i++) fprintf(stderr, i ? ", %.4f" : "%.4f", dec.worker_s[i] * per * 1e3);
-        fprintf(stderr, "], \"bytes_sent\": %.1f, \"bytes_received\": %.1f}, \"peak_rss_bytes\": %zu}\n",
-                dec.bytes_sent * per, dec.bytes_received * per, el_peak_rss());
+        fprintf(stderr, "], \"bytes_sent\": %.1f, \"bytes_received\": %.1f}, \"peak_rss_bytes\": %zu, \"decode_t0\": %.6f, \"token_ms\": [",
+                dec.bytes_sent * per, dec.bytes_received * per, el_peak_rss(), t1);
+        for (int i = 0; i < n_token_ms; i++) fprintf(stderr, i ? ", %.3f" : "%.3f", token_ms[i]);
+        fprintf(stderr, "]}\n");
     }
     rc = 0;
 out:
@@ -387,8 +442,10 @@ out:
     free(img_rows);
     el_vision_close(vis);
     free(logits);
+    free(token_ms);
     free(ids);
     free(file_text);
+    free(system_owned);
     el_sampler_free(smp);
     el_pipeline_free(pipe);
     if (have_auto) tool_auto_free(&autop);

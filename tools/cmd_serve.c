@@ -6,6 +6,7 @@
 #include <time.h>
 
 #include "cli.h"
+#include "common.h"
 #include "edgellm/serve.h"
 
 static const char *usage =
@@ -23,8 +24,17 @@ static const char *usage =
     "      --max-adapters N    adapters kept in memory (default 0 = no limit)\n"
     "      --adapter-mem SIZE  memory for adapters, e.g. 256M (default 0 = no limit); least recently used go first\n"
     "      --slots S           sequences decoded together (default 16)\n"
-    "      --ctx N             context per sequence (default: the model's)\n"
-    "      --listen HOST:PORT  IPv4 address and port (default 127.0.0.1:8080; port 0 = any free port)\n"
+    "      --max-batch-tokens N  rows per step: a decode row per running sequence plus prompt chunks\n"
+    "                          (default slots + 64)\n"
+    "      --max-kv SIZE       KV cache over all sequences, taken as they grow (default: slots x ctx worth)\n"
+    "      --client-queue N    requests one client (API key, or address without keys) may have waiting\n"
+    "                          (default half of --max-queue)\n"
+    "      --client-adapters N distinct adapters one client's requests may hold (default half of --max-adapters)\n"
+    TOOL_KV_HELP
+    "  -c, --ctx N             context per sequence (default: the model's; also --ctx-size); longer\n"
+    "                          than the model was trained on is allowed, with a warning\n"
+    "      --listen HOST:PORT  address and port, also tcp://HOST:PORT, [IPv6]:PORT, *:PORT (default\n"
+    "                          127.0.0.1:8080; port 0 = any free port)\n"
     "      --api-key KEY       require Authorization: Bearer KEY (repeatable: any listed key)\n"
     "      --max-body SIZE     largest request body (default 1M; 32M with --mmproj)\n"
     "      --mmproj FILE       a LLaVA-style projector: chat messages may carry image_url parts as\n"
@@ -56,7 +66,7 @@ int cmd_serve(int argc, char **argv) {
     const char *listen = "127.0.0.1:8080";
     const char *keys[64];
     int n_keys = 0, quiet = 0;
-    uint64_t adapter_mem = 0, max_body = 0;
+    uint64_t adapter_mem = 0, max_body = 0, max_kv = 0;
     const char *a;
     int opt;
     while ((a = cli_next(&c, &opt))) {
@@ -68,7 +78,12 @@ int cmd_serve(int argc, char **argv) {
         else if (cli_is(a, NULL, "--max-adapters")) cli_int(&c, a, 0, 1 << 20, &o.max_adapters);
         else if (cli_is(a, NULL, "--adapter-mem")) cli_size(&c, a, &adapter_mem);
         else if (cli_is(a, NULL, "--slots")) cli_int(&c, a, 1, 1024, &o.slots);
-        else if (cli_is(a, NULL, "--ctx")) cli_int(&c, a, 2, 1 << 20, &o.ctx);
+        else if (cli_is(a, NULL, "--max-batch-tokens")) cli_int(&c, a, 1, 65536, &o.max_batch_tokens);
+        else if (cli_is(a, NULL, "--max-kv")) cli_size(&c, a, &max_kv);
+        else if (cli_is(a, NULL, "--client-queue")) cli_int(&c, a, 1, 1 << 20, &o.client_queue);
+        else if (cli_is(a, NULL, "--client-adapters")) cli_int(&c, a, 1, 1 << 20, &o.client_adapters);
+        else if (tool_kv_option(&c, a, &o.kv_type)) continue;
+        else if (cli_is_ctx(a)) cli_int(&c, a, 2, 1 << 20, &o.ctx);
         else if (cli_is(a, NULL, "--listen")) listen = cli_str(&c, a);
         else if (cli_is(a, NULL, "--api-key")) {
             const char *k = cli_str(&c, a);
@@ -87,18 +102,14 @@ int cmd_serve(int argc, char **argv) {
     if (!o.model_path) return cli_fail(&c, "-m BASE is required");
     if (max_body == 0) max_body = o.mmproj ? 32u << 20 : 1u << 20;
     if (max_body < 64 || max_body > (1u << 30)) return cli_fail(&c, "--max-body %llu is outside 64..1G", (unsigned long long)max_body);
-    char host[64];
-    const char *colon = listen ? strrchr(listen, ':') : NULL;
-    char *end = NULL;
-    long port = colon ? strtol(colon + 1, &end, 10) : -1;
-    if (!colon || colon == listen || colon - listen >= (long)sizeof host || !end || *end || end == colon + 1 || port < 0 ||
-        port > 65535)
-        return cli_fail(&c, "--listen: '%s' is not HOST:PORT (port 0..65535)", listen ? listen : "");
-    snprintf(host, sizeof host, "%.*s", (int)(colon - listen), listen);
-    o.host = host;
-    o.port = (int)port;
+    el_addr addr;
+    el_error aerr;
+    if (el_addr_parse(listen, &addr, &aerr)) return cli_fail(&c, "--listen: %s", aerr.msg);
+    o.host = addr.host;
+    o.port = addr.port;
     o.adapter_mem = (size_t)adapter_mem;
     o.max_body = (size_t)max_body;
+    o.max_kv = (size_t)max_kv;
     o.api_keys = keys;
     o.n_api_keys = n_keys;
 
@@ -111,8 +122,10 @@ int cmd_serve(int argc, char **argv) {
     el_error err;
     el_server *s;
     if (el_server_start(&o, &s, &err)) return cli_error(&err);
-    fprintf(stderr, "serve: listening on http://%s:%d (%s, %d slots, KV cache %.1f MiB%s%s)\n", host, el_server_port(s),
-            o.model_path, o.slots ? o.slots : 16, (double)el_server_kv_bytes(s) / (1 << 20), o.lora_dir ? ", adapters in " : "",
+    char shown[300];
+    snprintf(shown, sizeof shown, el_addr_is_ipv6(&addr) ? "[%s]" : "%s", addr.host);
+    fprintf(stderr, "serve: listening on http://%s:%d (%s, %d slots, KV cache budget %.1f MiB%s%s)\n", shown, el_server_port(s),
+            o.model_path, o.slots ? o.slots : 16, (double)el_server_kv_budget(s) / (1 << 20), o.lora_dir ? ", adapters in " : "",
             o.lora_dir ? o.lora_dir : "");
     el_progress p;
     if (!quiet) el_progress_begin(&p, stderr, "serve", 0, "tok");

@@ -13,7 +13,7 @@
 static const char *usage =
     "usage: edgellm synth --dim D --layers L --heads H [--kv-heads K] --ff F --vocab V\n"
     "                     [--ctx C] [--type f32|f16|bf16] [--seed S] [--family llama|qwen2|llama3]\n"
-    "                     -o OUT.gguf\n"
+    "                     [--chat-template chatml|llama3|llama2] -o OUT.gguf\n"
     "       edgellm synth ... [-o OUT.gguf] --mmproj PROJ.gguf [--vit NAME] [projector options]\n"
     "\n"
     "Writes a Llama-shaped GGUF with random weights (uniform, scaled by 1/sqrt(fan-in);\n"
@@ -22,7 +22,8 @@ static const char *usage =
     "and a rope_freqs.weight tensor with the Llama 3.1 scaling (factor 8, low/high\n"
     "frequency factors 1/4, original context 8192); llama (default) neither. And, when V >= 262, a synthetic SentencePiece vocabulary (<unk>, <s>, </s>,\n"
     "256 byte tokens, \"\u2581\", printable ASCII with and without \"\u2581\", then letter\n"
-    "words) so that run/bench work on it.\n"
+    "words) so that run/bench work on it. --chat-template adds that template's markers to the\n"
+    "vocabulary as control tokens (the last ids) and a tokenizer.chat_template that names them.\n"
     "The same options and seed always give the same file.\n"
     "\n"
     "\n"
@@ -136,6 +137,23 @@ fail:
     return NULL;
 }
 
+// Chat templates a synthetic model can carry: the markers become control
+// tokens at the end of the vocabulary, and the Jinja text is what
+// el_chat_template_detect recognises.
+typedef struct {
+    const char *name, *markers[3], *jinja;
+} synth_template;
+static const synth_template templates[] = {
+    {"chatml", {"<|im_start|>", "<|im_end|>", NULL},
+     "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+     "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"},
+    {"llama3", {"<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"},
+     "{% for m in messages %}<|start_header_id|>{{ m['role'] }}<|end_header_id|>\n\n{{ m['content'] | trim }}<|eot_id|>"
+     "{% endfor %}{% if add_generation_prompt %}<|start_header_id|>assistant<|end_header_id|>\n\n{% endif %}"},
+    {"llama2", {NULL, NULL, NULL},
+     "{% for m in messages %}{% if m['role'] == 'user' %}{{ bos_token }}[INST] <<SYS>> {{ m['content'] }} [/INST]"
+     "{% else %}{{ m['content'] }}{{ eos_token }}{% endif %}{% endfor %}"},
+};
 
 // ---------------------------------------------------------------- projector files
 
@@ -286,7 +304,7 @@ int cmd_synth(int argc, char **argv) {
     cli c;
     cli_init(&c, "synth", argc, argv);
     int dim = 0, layers = 0, heads = 0, kv_heads = 0, ff = 0, vocab = 0, ctx = 2048;
-    const char *out = NULL, *type = "f32", *family = "llama", *a;
+    const char *out = NULL, *type = "f32", *family = "llama", *chat = NULL, *a;
     const char *mmproj = NULL, *vit_name = "tiny", *style = "clip", *fit = "pad";
     int v_image = 0, v_patch = 0, v_width = 0, v_blocks = 0, v_heads = 0, v_ff = 0, v_proj = 0, v_feat = -1;
     int old_names = 0;
@@ -304,6 +322,7 @@ int cmd_synth(int argc, char **argv) {
         else if (cli_is(a, NULL, "--type")) type = cli_str(&c, a);
         else if (cli_is(a, NULL, "--seed")) cli_u64(&c, a, &seed);
         else if (cli_is(a, NULL, "--family")) family = cli_str(&c, a);
+        else if (cli_is(a, NULL, "--chat-template")) chat = cli_str(&c, a);
         else if (cli_is(a, "-o", "--output")) out = cli_str(&c, a);
         else if (cli_is(a, NULL, "--mmproj")) mmproj = cli_str(&c, a);
         else if (cli_is(a, NULL, "--vit")) vit_name = cli_str(&c, a);
@@ -336,6 +355,11 @@ int cmd_synth(int argc, char **argv) {
     int qwen2 = !strcmp(family, "qwen2"), llama3 = !strcmp(family, "llama3");
     if (!qwen2 && !llama3 && strcmp(family, "llama"))
         return cli_fail(&c, "--family '%s' is not one of llama, qwen2, llama3", family);
+    const synth_template *tmpl = NULL;
+    for (size_t i = 0; chat && i < sizeof templates / sizeof templates[0]; i++)
+        if (!strcmp(chat, templates[i].name)) tmpl = &templates[i];
+    if (chat && !tmpl) return cli_fail(&c, "--chat-template '%s' is not one of chatml, llama3, llama2", chat);
+    if (chat && vocab < 272) return cli_fail(&c, "--chat-template needs --vocab 272 or more (a vocabulary to put markers in)");
     if (mmproj) {
         vit_shape v = {32, 8, 64, 2, 4, 128, 0, dim, 0, v_feat, old_names, 0};
         if (!strcmp(vit_name, "vit-b16")) v = (vit_shape){224, 16, 768, 12, 12, 3072, 0, dim, 0, v_feat, old_names, 0};
@@ -391,6 +415,14 @@ int cmd_synth(int argc, char **argv) {
     if (vocab >= 262) {
         pieces = make_vocab(vocab, &lens, &scores, &types);
         if (!pieces) { el_err(&err, EL_ERR_NOMEM, "out of memory for the vocabulary"); goto done; }
+        for (int k = 0, at = vocab - 3; tmpl && k < 3; k++, at++) {  // the template's markers: control tokens
+            if (!tmpl->markers[k]) continue;
+            free(pieces[at]);
+            if (!(pieces[at] = strdup(tmpl->markers[k]))) { el_err(&err, EL_ERR_NOMEM, "out of memory"); goto done; }
+            lens[at] = strlen(pieces[at]);
+            types[at] = 3;
+        }
+        if (tmpl) el_gguf_add_str(w, "tokenizer.chat_template", tmpl->jinja);
         el_gguf_add_str(w, "tokenizer.ggml.model", "llama");
         el_gguf_add_arr_str(w, "tokenizer.ggml.tokens", (const char *const *)pieces, lens, (uint64_t)vocab);
         el_gguf_add_arr(w, "tokenizer.ggml.scores", EL_GGUF_FLOAT32, scores, (uint64_t)vocab);

@@ -7,7 +7,7 @@
 #include "edgellm/model.h"
 
 static const char *usage =
-    "usage: edgellm tokenize (-m MODEL | -z TOKENIZER) (-p TEXT | -f FILE) [--no-bos] [--special]\n"
+    "usage: edgellm tokenize (-m MODEL | -z TOKENIZER) (-p TEXT | -f FILE) [--no-bos] [--special] [--pieces]\n"
     "       edgellm tokenize --pretok NAME (-p TEXT | -f FILE)\n"
     "\n"
     "Prints the token ids of TEXT, space-separated, on one line. -f reads the file\n"
@@ -18,12 +18,26 @@ static const char *usage =
     "their tokens; without it they are encoded as plain text. User-defined pieces\n"
     "are always taken whole.\n"
     "With both -m and -z, -z is the tokenizer and -m only gives the vocabulary size.\n"
-    "-m may be a vocabulary-only GGUF (no tensors).\n"
+    "-m may be a vocabulary-only GGUF (no tensors). -f - reads standard input.\n"
+    "--pieces prints one token a line instead: its id and the text it stands for,\n"
+    "quoted, with bytes that are not printable as \\xNN (pieces concatenate to the text);\n"
+    "control tokens (BOS ...) show their name unquoted.\n"
     "--pretok NAME prints where byte-level BPE pre-tokenizer NAME (a tokenizer.ggml.pre\n"
     "value: gpt-2, llama-bpe, qwen2, smollm, ...) cuts the text: the end byte offset of\n"
     "each piece, space-separated; no model is needed.\n"
     "\n"
     "example: edgellm tokenize -z ../shared/models/llama2-tokenizer.bin -p \"Hello world\"\n";
+
+// Bytes as text a reader can see: quotes and backslashes escaped, control
+// bytes as \xNN.
+static void print_escaped(const char *p, size_t n) {
+    for (size_t j = 0; j < n; j++) {
+        unsigned char ch = (unsigned char)p[j];
+        if (ch == '\'' || ch == '\\') printf("\\%c", ch);
+        else if (ch < 0x20 || ch == 0x7f) printf("\\x%02x", ch);
+        else putchar(ch);
+    }
+}
 
 static int is_gguf(const char *path) {
     FILE *f = fopen(path, "rb");
@@ -37,7 +51,7 @@ int cmd_tokenize(int argc, char **argv) {
     cli c;
     cli_init(&c, "tokenize", argc, argv);
     const char *model_path = NULL, *tok_path = NULL, *text = NULL, *file = NULL, *pretok = NULL;
-    int bos = 1, special = 0;
+    int bos = 1, special = 0, pieces = 0;
     const char *a;
     int opt;
     while ((a = cli_next(&c, &opt))) {
@@ -48,6 +62,7 @@ int cmd_tokenize(int argc, char **argv) {
         else if (cli_is(a, "-f", "--file")) file = cli_str(&c, a);
         else if (cli_is(a, NULL, "--no-bos")) bos = 0;
         else if (cli_is(a, NULL, "--special")) special = 1;
+        else if (cli_is(a, NULL, "--pieces")) pieces = 1;
         else if (cli_is(a, NULL, "--pretok")) pretok = cli_str(&c, a);
         else return cli_unknown(&c, a);
     }
@@ -61,7 +76,7 @@ int cmd_tokenize(int argc, char **argv) {
     char *file_text = NULL;
     int *ids = NULL, n = 0, rc = 1;
     size_t len;
-    if (tool_load_prompt(text, file, 1, &file_text, &text, &len, &err)) goto out;
+    if (tool_load_prompt(text, file, 1, 0, &file_text, &text, &len, &err)) goto out;
     if (pretok) {
         el_pretok pre = el_pretok_from_name(pretok, strlen(pretok));
         size_t *ends = NULL, n_ends = 0;
@@ -89,8 +104,25 @@ int cmd_tokenize(int argc, char **argv) {
     }
     unsigned flags = (bos && el_tokenizer_add_bos(tok) ? EL_ENCODE_ADD_BOS : 0) | (special ? EL_ENCODE_SPECIAL : 0);
     if (el_tokenizer_encode_ex(tok, text, len, flags, &ids, &n, &err)) goto out;
-    for (int i = 0; i < n; i++) printf(i ? " %d" : "%d", ids[i]);
-    printf("\n");
+    if (pieces) {
+        for (int i = 0; i < n; i++) {
+            char buf[256];
+            size_t k = el_tokenizer_decode(tok, i ? ids[i - 1] : -1, ids[i], buf, sizeof buf), plen;
+            const char *piece = el_tokenizer_piece(tok, ids[i], &plen);
+            printf("%d ", ids[i]);
+            if (k == 0 && piece) {  // a control token (BOS ...): its name, unquoted
+                print_escaped(piece, plen < 64 ? plen : 64);
+                putchar('\n');
+                continue;
+            }
+            putchar('\'');
+            print_escaped(buf, k);
+            printf("'\n");
+        }
+    } else {
+        for (int i = 0; i < n; i++) printf(i ? " %d" : "%d", ids[i]);
+        printf("\n");
+    }
     rc = 0;
 out:
     if (rc) cli_error(&err);

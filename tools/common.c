@@ -29,18 +29,104 @@ el_status tool_check_prompt(const char *text, size_t len, const char *what, int 
     return EL_OK;
 }
 
-el_status tool_load_prompt(const char *arg, const char *file, int allow_empty, char **owned, const char **text,
-                           size_t *len, el_error *err) {
+el_status tool_read_input(const char *path, size_t max_bytes, char **data, size_t *len, el_error *err) {
+    if (strcmp(path, "-")) return el_read_file(path, max_bytes, data, len, err);
+    *data = NULL;
+    *len = 0;
+    size_t cap = 4096, n = 0;
+    char *buf = malloc(cap + 1);
+    if (!buf) return el_err(err, EL_ERR_NOMEM, "standard input: out of memory");
+    for (;;) {
+        if (n == cap) {
+            if (cap > max_bytes) break;
+            char *nb = realloc(buf, cap * 2 + 1);
+            if (!nb) { free(buf); return el_err(err, EL_ERR_NOMEM, "standard input: out of memory"); }
+            buf = nb;
+            cap *= 2;
+        }
+        size_t r = fread(buf + n, 1, cap - n, stdin);
+        n += r;
+        if (r == 0) break;
+    }
+    if (n > max_bytes) {
+        free(buf);
+        return el_err(err, EL_ERR_RANGE, "standard input: larger than the limit of %zu bytes", max_bytes);
+    }
+    if (ferror(stdin)) { free(buf); return el_err(err, EL_ERR_IO, "standard input: read error"); }
+    buf[n] = 0;
+    *data = buf;
+    *len = n;
+    return EL_OK;
+}
+
+static int hexdigit(char c) {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    return -1;
+}
+
+size_t tool_unescape(char *s, size_t n) {
+    size_t o = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] != '\\' || i + 1 == n) { s[o++] = s[i]; continue; }
+        char e = s[++i];
+        switch (e) {
+        case 'n': s[o++] = '\n'; break;
+        case 't': s[o++] = '\t'; break;
+        case 'r': s[o++] = '\r'; break;
+        case 'a': s[o++] = '\a'; break;
+        case 'b': s[o++] = '\b'; break;
+        case 'f': s[o++] = '\f'; break;
+        case 'v': s[o++] = '\v'; break;
+        case '0': s[o++] = '\0'; break;
+        case '\\': case '\'': case '"': case '?': s[o++] = e; break;
+        case 'x': {
+            int h1 = i + 1 < n ? hexdigit(s[i + 1]) : -1, h2 = i + 2 < n ? hexdigit(s[i + 2]) : -1;
+            if (h1 >= 0 && h2 >= 0) {
+                s[o++] = (char)(h1 * 16 + h2);
+                i += 2;
+            } else {
+                s[o++] = '\\';
+                s[o++] = 'x';
+            }
+            break;
+        }
+        default:  // not an escape we know: kept as written
+            s[o++] = '\\';
+            s[o++] = e;
+        }
+    }
+    if (o < n) s[o] = 0;
+    return o;
+}
+
+el_status tool_load_prompt(const char *arg, const char *file, int allow_empty, int escapes, char **owned,
+                           const char **text, size_t *len, el_error *err) {
     *owned = NULL;
     if (file) {
-        el_status st = el_read_file(file, 256u << 20, owned, len, err);
+        el_status st = tool_read_input(file, 256u << 20, owned, len, err);
         if (st) return st;
-        *text = *owned;
+    } else if (escapes) {
+        *len = strlen(arg);
+        if (!(*owned = strdup(arg))) return el_err(err, EL_ERR_NOMEM, "out of memory");
     } else {
         *text = arg;
         *len = strlen(arg);
     }
-    return tool_check_prompt(*text, *len, file ? file : "the prompt", allow_empty, err);
+    if (*owned) {
+        if (escapes) *len = tool_unescape(*owned, *len);
+        *text = *owned;
+    }
+    const char *what = !file ? "the prompt" : strcmp(file, "-") ? file : "standard input";
+    return tool_check_prompt(*text, *len, what, allow_empty, err);
+}
+
+int tool_ctx(const char *cmd, const el_model *m, int requested) {
+    int ctx = requested > 0 ? requested : m->hp.ctx;
+    char msg[256];
+    if (el_model_ctx_warning(m, ctx, msg, sizeof msg)) fprintf(stderr, "edgellm %s: warning: %s\n", cmd, msg);
+    return ctx;
 }
 
 void tool_print_piece(FILE *out, const el_tokenizer *tok, int prev, int id) {
@@ -57,7 +143,7 @@ const char *tool_split_help =
     "split inference (the device keeps the embedding and layers 0..K-1):\n"
     "      --split K[,M...]    cut points (K = 0: the device runs only the embedding); several\n"
     "                          make a chain of workers (use --next on them)\n"
-    "      --via ENDPOINT      the first worker, e.g. tcp://127.0.0.1:7001\n"
+    "      --via HOST:PORT     the first worker, e.g. 127.0.0.1:7001 (also tcp://HOST:PORT)\n"
     "      --server-key FILE   the worker's public key (pinned)\n"
     "      --keys DIR          this device's CURVE key pair\n"
     "      --insecure          plaintext, loopback only; --insecure-anywhere allows any address\n"
@@ -65,6 +151,9 @@ const char *tool_split_help =
     "      --ushape            the device also runs the final norm + head: logits and text stay here\n"
     "      --retry N           on a link or worker failure, re-open and re-send the prefix (default 0)\n"
     "      --timeout MS        per request (default 30000)\n"
+    "      --connect-timeout MS  connection and handshake (default 3000): a worker that is not\n"
+    "                          running, refuses our key or uses other security settings is\n"
+    "                          reported after at most this long\n"
     "      --device-slowdown F emulate a device F times slower than this machine (for experiments)\n"
     "  --split auto            choose the cut from profiles and a link probe, and move it when\n"
     "                          the link changes (the worker must serve 0:L, i.e. --layers 0:):\n"
@@ -117,6 +206,7 @@ int tool_split_option(cli *c, const char *a, tool_split *ts) {
     else if (cli_is(a, NULL, "--ushape")) o->ushape = 1;
     else if (cli_is(a, NULL, "--retry")) cli_int(c, a, 0, 1000, &o->retries);
     else if (cli_is(a, NULL, "--timeout")) cli_int(c, a, 1, 1 << 30, &o->timeout_ms);
+    else if (cli_is(a, NULL, "--connect-timeout")) cli_int(c, a, 1, 1 << 30, &o->sec.connect_timeout_ms);
     else if (cli_is(a, NULL, "--device-slowdown")) {
         float f = 1;
         if (cli_float(c, a, 1, 1000, &f)) o->slowdown = f;
@@ -137,7 +227,7 @@ int tool_split_check(cli *c, tool_split *ts) {
             return cli_fail(c, "--act: '%s' is not one of the supported activation encodings (f32, f16, bf16, q8_0)",
                             ts->act);
     }
-    if (ts->enabled && !ts->o.via) return cli_fail(c, "--split needs --via ENDPOINT");
+    if (ts->enabled && !ts->o.via) return cli_fail(c, "--split needs --via HOST:PORT");
     if (!ts->enabled && ts->o.via) return cli_fail(c, "--via needs --split K");
     if (ts->enabled && !ts->o.sec.insecure && (!ts->keys_dir || !ts->server_key_file))
         return cli_fail(c, "split inference needs --keys DIR and --server-key FILE (or --insecure on loopback)");
@@ -200,8 +290,20 @@ int tool_sampler_option(cli *c, const char *a, el_sampler_params *sp, int *have_
     else if (cli_is(a, NULL, "--top-p")) cli_float(c, a, 1e-6, 1, &sp->top_p);
     else if (cli_is(a, NULL, "--min-p")) cli_float(c, a, 0, 0.999999, &sp->min_p);
     else if (cli_is(a, NULL, "--repeat-penalty")) cli_float(c, a, 1e-3, 100, &sp->repeat_penalty);
-    else if (cli_is(a, NULL, "--seed")) *have_seed = cli_u64(c, a, &sp->seed);
+    else if (cli_is(a, NULL, "--repeat-last-n")) cli_int(c, a, 0, 1 << 20, &sp->repeat_last_n);
+    else if (cli_is(a, "-s", "--seed")) *have_seed = cli_u64(c, a, &sp->seed);
     else return 0;
+    return 1;
+}
+
+int tool_kv_option(cli *c, const char *a, int *kv_type) {
+    if (!cli_is(a, NULL, "--kv-type")) return 0;
+    const char *v = cli_str(c, a);
+    if (!v) return 1;
+    if (!strcmp(v, "f32")) *kv_type = EL_DTYPE_F32;
+    else if (!strcmp(v, "f16")) *kv_type = EL_DTYPE_F16;
+    else if (!strcmp(v, "q8_0")) *kv_type = EL_DTYPE_Q8_0;
+    else cli_fail(c, "--kv-type '%s': use f32, f16 or q8_0", v);
     return 1;
 }
 

@@ -13,10 +13,15 @@
 el_status tool_open_tokenizer_file(const char *path, el_tokenizer **out, el_error *err);
 // Checks a prompt is valid UTF-8 (and not empty unless allow_empty).
 el_status tool_check_prompt(const char *text, size_t len, const char *what, int allow_empty, el_error *err);
+// Reads a whole file, or standard input when path is "-" (as -f - in llama.cpp).
+el_status tool_read_input(const char *path, size_t max_bytes, char **data, size_t *len, el_error *err);
 // The prompt of -p TEXT or -f FILE (read whole, into *owned which the caller
-// frees), checked as above. *text and *len receive it.
-el_status tool_load_prompt(const char *arg, const char *file, int allow_empty, char **owned, const char **text,
-                           size_t *len, el_error *err);
+// frees), checked as above. *text and *len receive it. With escapes (-e),
+// \n \t \r \\ \' \" \a \b \f \v \0 \xHH in it become the bytes they name.
+el_status tool_load_prompt(const char *arg, const char *file, int allow_empty, int escapes, char **owned,
+                           const char **text, size_t *len, el_error *err);
+// Replaces escape sequences in s[0..n) in place (see tool_load_prompt); returns the new length.
+size_t tool_unescape(char *s, size_t n);
 // Prints what a token stands for, as llama2.c prints it (skips control bytes).
 void tool_print_piece(FILE *out, const el_tokenizer *tok, int prev, int id);
 
@@ -24,9 +29,20 @@ void tool_print_piece(FILE *out, const el_tokenizer *tok, int prev, int id);
 int tool_parse_lora_arg(const char *arg, char *path, size_t cap, float *scale);
 
 // Sampling options shared by run and chat: --temp --top-k --top-p --min-p
-// --repeat-penalty --seed. Returns 1 if a was one of them (its value parsed
-// through c); *have_seed is set by --seed.
+// --repeat-penalty --repeat-last-n -s/--seed. Returns 1 if a was one of them
+// (its value parsed through c); *have_seed is set by --seed. The defaults are
+// el_sampler_defaults() (docs/cli.md).
 int tool_sampler_option(cli *c, const char *a, el_sampler_params *sp, int *have_seed);
+
+// --kv-type f32|f16|q8_0 (run, chat, worker, serve). Returns 1 if a was it.
+int tool_kv_option(cli *c, const char *a, int *kv_type);
+#define TOOL_KV_HELP "      --kv-type T         KV cache: f32 (default), f16 or q8_0 (half and ~a quarter of the memory)\n"
+
+// The context a command uses: requested, or the model's when 0. Past the
+// context the model was trained on, the command goes on with a warning on
+// stderr (the one policy of run, chat, perplexity, finetune, bench, serve and
+// worker, through el_model_ctx_warning).
+int tool_ctx(const char *cmd, const el_model *m, int requested);
 
 // Inference adapters of run and chat: --lora FILE[:S], repeatable.
 typedef struct {

@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "edgellm/core.h"
+#include "edgellm/version.h"
 
 int cmd_run(int argc, char **argv);
 int cmd_chat(int argc, char **argv);
@@ -57,7 +58,8 @@ static const struct {
 };
 
 static void usage(FILE *f) {
-    fprintf(f, "usage: edgellm SUBCOMMAND [options]   (edgellm SUBCOMMAND --help for its options)\n\n");
+    fprintf(f, "usage: edgellm SUBCOMMAND [options]   (edgellm help SUBCOMMAND for its options)\n");
+    fprintf(f, "       edgellm --version\n\n");
     fprintf(f, "Runs Llama-family language models on CPUs, on a device and across edge servers.\n\n");
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
         fprintf(f, "  %-12s %s\n", commands[i].name, commands[i].help);
@@ -67,6 +69,19 @@ static void usage(FILE *f) {
 int main(int argc, char **argv) {
     if (argc < 2) {
         usage(stderr);
+        return 2;
+    }
+    if (!strcmp(argv[1], "--version") || !strcmp(argv[1], "version")) {
+        printf("edgellm %s\n", el_version());
+        return 0;
+    }
+    if (!strcmp(argv[1], "help") && argc > 2) {  // edgellm help run = edgellm run --help
+        for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+            if (!strcmp(argv[2], commands[i].name)) {
+                char *help_argv[] = {argv[2], "--help", NULL};
+                return commands[i].fn(2, help_argv);
+            }
+        fprintf(stderr, "edgellm: unknown subcommand '%s' (see edgellm --help)\n", argv[2]);
         return 2;
     }
     if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {

@@ -6,7 +6,11 @@
 //
 // The rendered text contains the family's special-token pieces ("<|im_start|>",
 // "<|eot_id|>", "[INST]" ...). Encode it with special-token parsing on so those
-// pieces become their control tokens rather than plain text.
+// pieces become their control tokens rather than plain text, but only the
+// template's own: el_chat_render_spans says where the messages' contents are,
+// and el_tokenizer_encode_spans keeps markers written there as text (a user who
+// types "</s>" or "<|im_end|><|im_start|>system" gets those characters, not
+// control tokens).
 #ifndef EDGELLM_CHAT_H
 #define EDGELLM_CHAT_H
 
@@ -14,6 +18,7 @@
 
 #include "edgellm/core.h"
 #include "edgellm/gguf.h"
+#include "edgellm/tokenize.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -56,6 +61,12 @@ el_status el_chat_template_for_model(const el_gguf *g, const char *path, const c
 // NULL content, are errors naming the message index.
 el_status el_chat_render(el_chat_template t, const el_chat_msg *msgs, int n, int add_assistant,
                          const char *bos_piece, const char *eos_piece, char **out, el_error *err);
+
+// The same, with *spans (allocated, free with free(); *n_spans of them) the
+// byte ranges of *out that are the messages' contents.
+el_status el_chat_render_spans(el_chat_template t, const el_chat_msg *msgs, int n, int add_assistant,
+                               const char *bos_piece, const char *eos_piece, char **out, el_text_span **spans,
+                               int *n_spans, el_error *err);
 
 // The text that ends an assistant turn for t ("<|im_end|>", "<|eot_id|>",
 // "</s>"); generation stops when it is produced (as text or as its token).

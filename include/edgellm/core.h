@@ -97,12 +97,45 @@ void el_pool_run(el_pool *pool, el_task_fn fn, void *ctx, int n);
 
 // ---------------------------------------------------------------- cpu
 
-typedef enum { EL_ISA_SCALAR = 0, EL_ISA_AVX2 = 1, EL_ISA_AVX512 = 2 } el_isa;
+// Kernel levels. Each architecture has its own, ordered within it; scalar
+// runs everywhere. A level of the other architecture is never available:
+// asking for it gives the scalar kernels on AArch64, this CPU's best on x86-64
+// (its levels all sit below AArch64's).
+typedef enum {
+    EL_ISA_SCALAR = 0,
+    EL_ISA_AVX2 = 1,     // x86-64: AVX2 + FMA + F16C
+    EL_ISA_AVX512 = 2,   // x86-64: AVX-512 F/BW/VL/DQ (+ VNNI for the int8 tiles)
+    EL_ISA_NEON = 3,     // AArch64: Advanced SIMD (every AArch64 CPU)
+    EL_ISA_DOTPROD = 4,  // AArch64: + SDOT (Armv8.2 dotprod)
+    EL_ISA_I8MM = 5,     // AArch64: + SMMLA (Armv8.6 i8mm)
+} el_isa;
+// The highest level of any architecture: "the best this CPU (and EL_ISA) allows".
+#define EL_ISA_BEST EL_ISA_I8MM
 
-// The best level this CPU supports, lowered by EL_ISA=scalar|avx2|avx512.
+// The best level this CPU supports, lowered by EL_ISA=scalar|avx2|avx512 on
+// x86-64 and EL_ISA=scalar|neon|dotprod|i8mm on AArch64 (other names: ignored).
 el_isa el_cpu_isa(void);
 int el_cpu_has_avx512vnni(void);
 const char *el_isa_name(el_isa isa);
+
+// ---------------------------------------------------------------- addresses
+
+// A TCP address, written HOST:PORT or tcp://HOST:PORT by every command that
+// listens or connects. HOST is a name, an IPv4 address, [IPv6] (brackets
+// required) or * (any interface, for listening).
+typedef struct {
+    char host[256];  // without brackets
+    int port;        // 0..65535; 0 lets the kernel pick when listening
+} el_addr;
+
+el_status el_addr_parse(const char *s, el_addr *a, el_error *err);
+// 1 if the host is this machine only, however it is spelled: localhost,
+// 127.0.0.0/8, ::1 (0:0:0:0:0:0:0:1 ...), ::ffff:127.x.y.z.
+int el_addr_is_loopback(const el_addr *a);
+int el_addr_is_ipv6(const el_addr *a);
+// "tcp://HOST:PORT" ("tcp://[::1]:PORT" for IPv6). for_bind turns localhost
+// into 127.0.0.1, since ZeroMQ binds to addresses and interfaces, not names.
+void el_addr_format(const el_addr *a, int for_bind, char *buf, size_t n);
 
 // ---------------------------------------------------------------- misc
 
@@ -117,8 +150,14 @@ size_t el_utf8_check(const char *s, size_t n);
 
 // Read a whole file into memory (NUL-terminated for convenience). Caps at max_bytes.
 el_status el_read_file(const char *path, size_t max_bytes, char **data, size_t *len, el_error *err);
-// Writes data to path + ".tmp", syncs it and renames it over path.
+// Writes data to path + ".tmp", syncs it and renames it over path, then syncs
+// the folder so the rename survives a crash.
 el_status el_write_file_atomic(const char *path, const void *data, size_t n, el_error *err);
+// The same with the file created (exclusively, never through a symlink)
+// with the given permissions, e.g. 0600 for a secret.
+el_status el_write_file_atomic_mode(const char *path, const void *data, size_t n, unsigned mode, el_error *err);
+// fsync of the folder holding path (best effort: some file systems refuse).
+void el_sync_parent_dir(const char *path);
 
 #ifdef __cplusplus
 }

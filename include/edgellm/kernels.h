@@ -168,10 +168,29 @@ void el_rope_freqs(float *inv_freq, int head_dim, float theta);
 // In-place softmax of x[0..n)
 void el_softmax(float *x, int n);
 // Attention over one head: scores[p] = scale * q · k[p], k[p] = k + p * stride
-// (p < n, hd elements each); and out[0..hd) = Σ_p w[p] v[p]. SIMD when the
-// CPU allows (then the float sums are ordered differently from el_dot_f32).
+// (p < n, hd elements each); and out[0..hd) += Σ_p w[p] v[p] (accumulated in
+// order of p onto what out holds). SIMD when the CPU allows (then the float
+// sums are ordered differently from el_dot_f32).
 void el_attn_scores(float *scores, const float *q, const float *k, size_t stride, int n, int hd, float scale);
 void el_attn_mix(float *out, const float *w, const float *v, size_t stride, int n, int hd);
+
+// ---------------------------------------------------------------- KV cache rows
+
+// One cached key or value row (hd values of one position and kv head) in a
+// cache dtype:
+//   EL_DTYPE_F32:  hd floats;
+//   EL_DTYPE_F16:  hd halves;
+//   EL_DTYPE_Q8_0: int8 q[hd], then float d[hd / bs] with bs = 32 when hd is
+//                  a multiple of 32, else bs = hd: value i is q[i] * d[i / bs],
+//                  d = max|x| / 127 over the block, q rounded to nearest even.
+// 0 for any other dtype.
+size_t el_kv_row_bytes(int dtype, int hd);
+void el_kv_store(int dtype, void *dst, const float *x, int hd);
+void el_kv_load(int dtype, float *dst, const void *row, int hd);
+// el_attn_scores and el_attn_mix over rows in a cache dtype, stride bytes apart.
+void el_attn_scores_kv(int dtype, float *scores, const float *q, const void *k, size_t stride, int n, int hd,
+                       float scale);
+void el_attn_mix_kv(int dtype, float *out, const float *w, const void *v, size_t stride, int n, int hd);
 
 // h[i] = silu(g[i]) * u[i]
 void el_swiglu(float *h, const float *g, const float *u, int n);

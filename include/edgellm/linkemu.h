@@ -90,12 +90,6 @@ el_status el_linkemu_parse_loss(const char *s, double *p, el_error *err);
 // Formats a rate as "20 Mbit/s" / "unlimited".
 void el_linkemu_format_rate(double bps, char *buf, size_t n);
 
-// "tcp://HOST:PORT", HOST a name, an IPv4 address, [IPv6] or * (any address).
-typedef struct {
-    char host[256];
-    int port;  // 0..65535; 0 only makes sense for listening (the kernel picks one)
-} el_linkemu_addr;
-el_status el_linkemu_parse_addr(const char *s, el_linkemu_addr *a, el_error *err);
 
 // ---------------------------------------------------------------- profiles
 
@@ -115,7 +109,7 @@ const el_linkemu_profile *el_linkemu_profiles(void);
 // ---------------------------------------------------------------- the proxy
 
 typedef struct {
-    el_linkemu_addr listen, forward, control;
+    el_addr listen, forward, control;
     int has_control;
     el_linkemu_params up, down;  // up: listen side -> forward side
     int rto_auto;                // recompute rto from the delays whenever they change

@@ -110,28 +110,6 @@ void el_lora_apply(const el_lora_set *set, int layer, int target, float *y, cons
 // outlive the session's use of it; NULL detaches).
 void el_session_set_lora(el_session *s, const el_lora_set *set);
 
-// ---------------------------------------------------------------- batched decode
-
-// One decode step for many sequences at once (continuous batching): the base
-// weights run once over the stacked rows, attention reads each row's own
-// session cache, and each row's adapters are applied to its rows only (rows
-// are grouped by adapter set, so a set costs one segmented low-rank product).
-// Declared here rather than in model.h because it takes adapter sets.
-typedef struct el_batch el_batch;
-
-// Scratch for up to max_rows rows over a model loaded whole (embedding, every
-// layer, head).
-el_status el_batch_new(const el_model *m, int max_rows, el_pool *pool, el_batch **out, el_error *err);
-void el_batch_free(el_batch *b);
-int el_batch_max_rows(const el_batch *b);
-// Row i: token tokens[i] at position pos[i] of session sess[i] (sessions made
-// on the same model, running all its layers; one row per session), adapters
-// adapters[i] (adapters or adapters[i] may be NULL: the base alone; the
-// session's own el_session_set_lora is not used). Writes logits[n, vocab] in
-// the caller's row order; each row's key and value enter its session's cache.
-el_status el_batch_step(el_batch *b, int n, el_session *const *sess, const int *tokens, const int *pos,
-                        const el_lora_set *const *adapters, float *logits, el_error *err);
-
 #ifdef __cplusplus
 }
 #endif

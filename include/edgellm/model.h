@@ -132,22 +132,56 @@ uint64_t el_model_n_params(const el_model *m);
 // Identity hash of the hyper-parameters and the bound tensors of layers [a, b)
 // (names, shapes, dtypes, and sampled content). Used to refuse mismatched peers.
 uint64_t el_model_identity(const el_model *m, int a, int b);
+// A context longer than the model was trained on is allowed everywhere, with
+// a warning: positions it never saw make the text degrade. Returns 1 and
+// writes the warning into msg when ctx exceeds the trained context.
+int el_model_ctx_warning(const el_model *m, int ctx, char *msg, size_t n);
 
 // Opens the tokenizer that goes with a model: tok_path (a llama2.c tokenizer
 // file or a GGUF file with tokenizer.ggml.* keys) if given, else the model's own
 // GGUF metadata.
 el_status el_model_tokenizer(const el_model *m, const char *tok_path, el_tokenizer **out, el_error *err);
 
+// ---------------------------------------------------------------- KV memory
+
+// Where sessions' KV cache blocks come from, and how many bytes they may take
+// in all (0: no limit). Blocks are allocated as positions are first written
+// and returned when a session is truncated or freed, so the budget admits
+// sessions by the memory they use, not by the context they could reach.
+// Thread-safe counters; sessions drawing from one pool may live on different
+// threads.
+typedef struct el_kv_pool el_kv_pool;
+el_kv_pool *el_kv_pool_new(size_t max_bytes);
+void el_kv_pool_free(el_kv_pool *p);  // every session using it must be freed first
+size_t el_kv_pool_used(const el_kv_pool *p);
+size_t el_kv_pool_max(const el_kv_pool *p);
+// Other memory counted in the same budget (a worker's adapters): take n
+// bytes (0 when they do not fit), give them back.
+int el_kv_pool_take(el_kv_pool *p, size_t n);
+void el_kv_pool_give(el_kv_pool *p, size_t n);
+// A pool inside another (one client's share of a worker's budget): what it
+// takes counts against both, and must fit in both.
+el_kv_pool *el_kv_pool_new_child(el_kv_pool *parent, size_t max_bytes);
+// Bytes that can still be taken from p (and its parents); SIZE_MAX when unlimited.
+size_t el_kv_pool_room(const el_kv_pool *p);
+
+// Positions per KV block: a session's cache grows by this many positions
+// (every layer it runs) at a time.
+#define EL_KV_BLOCK 16
+
 // ---------------------------------------------------------------- sessions
 
-// The mutable state of one sequence on one stage: its KV cache and scratch.
+// The mutable state of one sequence on one stage: its KV cache (in blocks,
+// see above), its layer range and its adapters.
 typedef struct el_session el_session;
 
 typedef struct {
     int layer_begin, layer_end;  // the layers this session runs (layer_end 0: model's bound end)
     int no_layers;               // run no layers (embedding and/or head only)
-    int ctx;                     // KV capacity in positions (0: model's ctx)
-    int max_batch;               // most positions per forward call (0: 512)
+    int ctx;                     // most positions (0: model's ctx)
+    int max_batch;               // most positions per el_session_layers call (0: 512)
+    int kv_type;                 // cache dtype: EL_DTYPE_F32 (0, the default), EL_DTYPE_F16 or EL_DTYPE_Q8_0
+    el_kv_pool *kv_pool;         // blocks counted against this pool (borrowed; NULL: a private, unlimited one)
 } el_session_opts;
 
 el_status el_session_new(const el_model *m, const el_session_opts *opts, el_pool *pool, el_session **out,
@@ -155,7 +189,20 @@ el_status el_session_new(const el_model *m, const el_session_opts *opts, el_pool
 void el_session_free(el_session *s);
 int el_session_ctx(const el_session *s);
 int el_session_max_batch(const el_session *s);
+int el_session_layer_begin(const el_session *s);
+int el_session_kv_type(const el_session *s);
+// Bytes of KV blocks the session holds now.
 size_t el_session_kv_bytes(const el_session *s);
+// Bytes one block (EL_KV_BLOCK positions of every layer the session runs) takes.
+size_t el_session_kv_block_bytes(const el_session *s);
+// Makes sure positions [0, n_pos) have blocks; EL_ERR_NOMEM (the pool's
+// budget, or memory) leaves the session as it was.
+el_status el_session_reserve(el_session *s, int n_pos, el_error *err);
+// Forgets positions from n_pos on and returns the blocks past them (a
+// rejected draft, a rewritten tail).
+void el_session_truncate(el_session *s, int n_pos);
+// Positions that have blocks (a multiple of EL_KV_BLOCK, at most ctx rounded up).
+int el_session_capacity(const el_session *s);
 
 // x[n, dim] = token_embd[tokens[i]]
 el_status el_session_embed(el_session *s, const int *tokens, int n, float *x, el_error *err);
@@ -168,6 +215,46 @@ el_status el_session_head(el_session *s, const float *x, int n, int n_out, float
 // (logits_all: every row). logits must hold vocab (or n*vocab) floats.
 el_status el_session_forward(el_session *s, const int *tokens, int n, int pos, float *logits, int logits_all,
                              el_error *err);
+
+// ---------------------------------------------------------------- batched steps
+
+// The one batching engine: a step runs a stage's layers once over rows from
+// many sessions (decode rows, prefill chunks, verification rows, any
+// positions), so the weights are read once for all of them. Attention reads
+// each row's own session cache; each session's adapters (el_session_set_lora)
+// apply to its rows only (rows are grouped by adapter set, so a set costs one
+// segmented low-rank product). Sessions may start at different layers of the
+// stage (a tail of it) but must end at the same layer. serve's continuous
+// batching, the split worker and the single-session calls above all run here.
+typedef struct el_batch el_batch;
+
+typedef struct {
+    el_session *s;
+    int pos, n;          // rows are positions pos .. pos+n-1 of s (their blocks reserved: el_session_reserve)
+    const int *tokens;   // [n] token ids to embed (the model holds the embedding), or NULL: x holds the rows
+    float *x;            // [n, dim] input rows (when tokens is NULL); with out_hidden, the rows after the layers
+    int out_hidden;      // write the rows after the session's layers back into x
+    int logits_rows;     // 0, 1 (the last row) or n: rows that go through the final norm and the head
+    float *logits;       // [logits_rows, vocab]
+} el_batch_req;
+
+// Scratch for up to max_rows rows (1..65536) of model m.
+el_status el_batch_new(const el_model *m, int max_rows, el_pool *pool, el_batch **out, el_error *err);
+void el_batch_free(el_batch *b);
+int el_batch_max_rows(const el_batch *b);
+// One step over reqs[0..n_req): at most max_rows rows in all, each session at
+// most once. Checks every request before computing anything.
+el_status el_batch_run(el_batch *b, int n_req, const el_batch_req *reqs, el_error *err);
+
+// How one step's budget of rows is shared among n waiting requests (serve's
+// sequences, a worker's sessions). want[i]: rows request i has left. Short
+// requests (at most short_rows rows: decode, verification) are taken whole,
+// in turn from *cursor, within what leaves long ones (prefill) a quarter of
+// the budget; long ones get the rest in chunks. *cursor moves to the first
+// request that got less than it wanted (or one on), so every request is
+// served within a few steps however many wait. take[i] = rows to run now;
+// returns their sum (at most budget).
+int el_batch_plan(int n, const int *want, int budget, int short_rows, int *cursor, int *take);
 
 #ifdef __cplusplus
 }

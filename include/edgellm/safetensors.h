@@ -2,8 +2,7 @@
 // header length (capped), a JSON header naming each tensor's dtype, shape and
 // byte range in the data section, then the data. Every range is checked to lie
 // inside the file, not to overlap another, and to hold exactly shape x dtype
-// bytes before any tensor is used. Also: JSON files parsed with cJSON, with
-// errors that name the file, line and column.
+// bytes before any tensor is used. The header goes through el_json.
 #ifndef EDGELLM_SAFETENSORS_H
 #define EDGELLM_SAFETENSORS_H
 
@@ -49,15 +48,6 @@ void el_safetensors_close(el_safetensors *st);
 const el_st_tensor *el_safetensors_find(const el_safetensors *st, const char *name);
 // Element count of a tensor (product of its shape; 1 for a scalar).
 uint64_t el_st_numel(const el_st_tensor *t);
-
-// ---------------------------------------------------------------- JSON
-
-struct cJSON;
-// Parses text[0..len) (trailing whitespace allowed); errors read
-// "name:LINE:COL: invalid JSON".
-el_status el_cjson_parse(const char *text, size_t len, const char *name, struct cJSON **out, el_error *err);
-// Reads (at most max_bytes) and parses a JSON file.
-el_status el_cjson_load(const char *path, size_t max_bytes, struct cJSON **out, el_error *err);
 
 #ifdef __cplusplus
 }

@@ -23,6 +23,8 @@ typedef struct {
 
 typedef struct el_sampler el_sampler;
 
+// temp 0.8, top-k 40, top-p 0.95, min-p 0.05, repeat penalty 1 (off) over
+// the last 64 tokens, seed 42: the defaults of run, chat and serve.
 el_sampler_params el_sampler_defaults(void);
 el_status el_sampler_check(const el_sampler_params *p, el_error *err);
 el_sampler *el_sampler_new(const el_sampler_params *p, int n_vocab);
@@ -31,6 +33,11 @@ void el_sampler_free(el_sampler *s);
 void el_sampler_accept(el_sampler *s, int token);
 // Picks the next token. logits is modified (penalties, temperature).
 int el_sampler_sample(el_sampler *s, float *logits);
+
+// The generator's state now: a sampler made with this as its seed draws
+// what this one would draw next (how a split run's last stage hands its
+// sampler to a re-opened session).
+uint64_t el_sampler_rng_state(const el_sampler *s);
 
 // Index of the largest value (first one on ties).
 int el_argmax(const float *x, int n);

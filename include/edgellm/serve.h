@@ -5,12 +5,14 @@
 // -> el_serve_request, fuzzed), the adapter cache (adapters loaded on first
 // use, evicted least-recently-used over a memory budget), and the server
 // (HTTP handlers + a scheduler thread running continuous batching with
-// el_batch_step).
+// el_batch_run).
 #ifndef EDGELLM_SERVE_H
 #define EDGELLM_SERVE_H
 
 #include <stddef.h>
 #include <stdint.h>
+
+#include <stdio.h>
 
 #include "edgellm/core.h"
 #include "edgellm/lora.h"
@@ -43,11 +45,11 @@ typedef struct {
     uint8_t *images[EL_SERVE_MAX_IMAGES];  // their decoded bytes (not yet checked as images)
     size_t image_lens[EL_SERVE_MAX_IMAGES];
     int max_tokens;            // 0: not given (the server picks)
-    float temperature;         // default 1
-    float top_p;               // default 1
-    int top_k;                 // extension; default 0 (off)
-    float min_p;               // extension; default 0 (off)
-    float repeat_penalty;      // extension; default 1 (off)
+    float temperature;         // defaults: el_sampler_defaults(), as run and chat
+    float top_p;
+    int top_k;                 // extension
+    float min_p;               // extension
+    float repeat_penalty;      // extension
     int has_seed;
     uint64_t seed;
     int n_stop;
@@ -112,7 +114,12 @@ el_status el_adapter_cache_acquire(el_adapter_cache *c, const char *name, const 
 void el_adapter_cache_release(el_adapter_cache *c, const el_lora_set *set);
 // Registers (or replaces) an adapter by path; it is checked by loading it now.
 el_status el_adapter_cache_add(el_adapter_cache *c, const char *name, const char *path, el_error *err);
-// The names available now (files in dir and added ones), sorted, deduplicated.
+// Where adapters that do not fit the base are reported (NULL: nowhere).
+void el_adapter_cache_set_log(el_adapter_cache *c, FILE *log);
+// The names available now (files in dir that are adapters for this base, and
+// added ones), sorted, deduplicated. A file in dir is checked against the base
+// (loaded) the first time it is listed, and again when it changes; one that
+// does not fit is reported to the log once and left out.
 // *names is allocated: free each and the array. Returns the count (-1 on OOM).
 int el_adapter_cache_list(el_adapter_cache *c, char ***names);
 void el_adapter_cache_stats(el_adapter_cache *c, el_adapter_stats *out);
@@ -138,6 +145,15 @@ typedef struct {
     int max_connections;     // default 512
     const char *chat_template;  // template name (NULL: from the model)
     int quiet;               // no per-request log lines on stderr
+    int kv_type;             // KV cache dtype (EL_DTYPE_F32 default, F16, Q8_0)
+    size_t max_kv;           // KV bytes over all sequences (0: slots x ctx worth)
+    int max_batch_tokens;    // rows per step: a decode row per slot plus prompt chunks (0: slots + 64)
+    // Per client (an API key; without keys, a remote address): requests it
+    // may have waiting (0: half of max_queue) and distinct adapters its
+    // requests may hold at once (0: half of max_adapters, or no limit).
+    // Free slots go to the client that runs the fewest requests.
+    int client_queue;
+    int client_adapters;
     const char *mmproj;      // a projector file: chat messages may carry image_url parts (data: URLs)
 } el_serve_opts;
 
@@ -147,13 +163,25 @@ typedef struct el_server el_server;
 // the HTTP listener.
 el_status el_server_start(const el_serve_opts *o, el_server **out, el_error *err);
 int el_server_port(const el_server *s);
-// Bytes of KV cache held by all slots.
+// Bytes of KV cache the sequences hold now, and the budget they share.
 size_t el_server_kv_bytes(const el_server *s);
+size_t el_server_kv_budget(const el_server *s);
 // Finished requests, tokens generated, sequences running and waiting now.
 void el_server_stats(el_server *s, uint64_t *requests, uint64_t *tokens, int *active, int *queued);
 // Stops accepting, cancels requests in flight (streams end with an error
 // event), joins the threads and frees everything. Accepts NULL.
 void el_server_stop(el_server *s);
+
+// ---------------------------------------------------------------- panel
+
+// A read-only HTTP panel (the page of web/ at /, figures at /metrics) for a
+// node that serves no HTTP itself, such as an edge worker (worker --http).
+typedef struct el_panel el_panel;
+// Appends the node's figures to b as Prometheus text; called on the panel's thread.
+typedef void (*el_panel_metrics_fn)(void *ctx, el_sbuf *b);
+el_status el_panel_start(const char *host, int port, el_panel_metrics_fn fn, void *ctx, el_panel **out, el_error *err);
+int el_panel_port(const el_panel *p);
+void el_panel_stop(el_panel *p);
 
 #ifdef __cplusplus
 }

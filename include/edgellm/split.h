@@ -11,6 +11,7 @@
 #include "edgellm/link.h"
 #include "edgellm/lora.h"
 #include "edgellm/model.h"
+#include "edgellm/sample.h"
 #include "edgellm/wire.h"
 
 #ifdef __cplusplus
@@ -18,6 +19,23 @@ extern "C" {
 #endif
 
 // ---------------------------------------------------------------- worker
+
+// A worker's running figures, for a panel or monitoring: make one, set
+// el_worker_opts.stats to it, and read it from any thread while the worker runs.
+typedef struct el_worker_stats el_worker_stats;
+typedef struct {
+    uint64_t requests;        // messages handled
+    uint64_t bytes_received;  // their payload bytes
+    uint64_t busy_ns;         // time spent handling them (compute and the next worker)
+    uint64_t kv_bytes;        // KV caches and adapters held now
+    int sessions;             // sessions open now
+} el_worker_figures;
+el_worker_stats *el_worker_stats_new(void);
+void el_worker_stats_free(el_worker_stats *s);
+void el_worker_stats_read(const el_worker_stats *s, el_worker_figures *out);
+// Called by the worker's loop.
+void el_worker_stats_note(el_worker_stats *s, size_t bytes, uint64_t busy_ns);
+void el_worker_stats_set(el_worker_stats *s, int sessions, size_t kv_bytes);
 
 typedef struct {
     const char *model_path;
@@ -35,6 +53,19 @@ typedef struct {
     volatile sig_atomic_t *stop;  // polled; set it (e.g. from a signal handler) to stop
     FILE *log;                 // one line per event (NULL: quiet)
     int max_requests;          // stop after this many requests (0: unlimited; for tests)
+    // per client (a CURVE key; on a plaintext link, a connection): its share
+    int client_sessions;       // sessions, inference and training (default: half of max_sessions)
+    size_t client_mem;         // KV, adapters, queued requests, training memory (default: half of max_kv_bytes)
+    size_t client_inflight;    // reply bytes that may wait for it to read them (default 64 MiB); no reply is
+                               // larger than a quarter of it
+    void (*reply_sink)(void *ctx, const el_peer *peer, const void *data, size_t n);  // listen NULL: replies go here
+    void *reply_ctx;
+    int kv_type;               // KV cache dtype of every session (EL_DTYPE_F32 default, F16, Q8_0)
+    int max_batch_tokens;      // rows per step over all sessions (default 128)
+    FILE *stats_out;           // a line of figures every stats_every_s seconds (NULL: none)
+    double stats_every_s;
+    int stats_json;            // the stats lines as JSON objects
+    el_worker_stats *stats;    // kept up to date when set (see el_worker_stats)
     // split fine-tuning (accepted only with train set; see splittrain.h)
     int train;                 // accept training sessions for this range
     int train_per_client;      // one worker-side adapter per device instead of one shared
@@ -45,6 +76,21 @@ typedef struct {
 
 // Serves until *stop is set. Returns an error only for start-up failures.
 el_status el_worker_run(const el_worker_opts *opts, el_error *err);
+
+// The same in parts, for tests and fuzzing: a worker without a socket
+// (opts->listen NULL) takes messages from el_worker_feed and sends its
+// replies to opts->reply_sink. opts is borrowed for the worker's life.
+typedef struct el_worker el_worker;
+el_status el_worker_new(const el_worker_opts *opts, el_worker **out, el_error *err);
+void el_worker_free(el_worker *w);
+// One turn of the serving loop: take what arrived, compute a step (or hold it
+// for rows due back), housekeeping.
+void el_worker_turn(el_worker *w);
+void el_worker_feed(el_worker *w, const el_peer *peer, const void *data, size_t len);
+// One step over the rows waiting now; returns how many it computed.
+int el_worker_step(el_worker *w);
+// Bytes the worker holds for its clients (KV, adapters, requests, training).
+size_t el_worker_mem_used(const el_worker *w);
 
 // ---------------------------------------------------------------- device
 
@@ -59,12 +105,17 @@ typedef struct {
     int retries;              // re-open the session and re-send the prefix this many times
     double slowdown;          // emulate a device this many times slower (>= 1; 0 or 1: off)
     FILE *log;                // retry notices (NULL: quiet)
+    // Sample on the last worker (not with ushape): the settings travel with
+    // the session and the worker returns tokens, not logits
+    // (el_pipeline_next_token). NULL: logits come back.
+    const el_sampler_params *edge_sampling;
 } el_split_opts;
 
 // Timing and traffic of the last forward call (and running totals).
 typedef struct {
     double device_s;            // compute on the device (embedding, its layers, head for U-shape)
-    double link_s;              // round trip minus the workers' compute: the network's share
+    double link_s;              // round trip minus the workers' compute and queueing: the network's share
+    double queue_s;             // time the requests waited at the workers behind other devices' rows
     double worker_s[EL_WIRE_MAX_STAGES];  // each worker's compute
     int n_workers;
     uint64_t bytes_sent, bytes_received;
@@ -85,10 +136,16 @@ el_status el_pipeline_forward(el_pipeline *p, const int *tokens, int n, int pos,
 // The same with embedding rows embd[n, dim] as the input in place of token
 // ids (an image's projected rows): they enter the device's first layer and
 // only hidden states after the device's layers leave it, so a split pipeline
-// whose cut is 0 refuses them. el_pipeline_recut cannot rebuild these
-// positions (it re-embeds tokens): do not move the cut after using this.
+// whose cut is 0 refuses them, and so does one that samples on the edge
+// (image rows have no token ids for the worker's sampler). el_pipeline_recut
+// cannot rebuild these positions (it re-embeds tokens): do not move the cut
+// after using this.
 el_status el_pipeline_forward_embd(el_pipeline *p, const float *embd, int n, int pos, float *logits, int all_rows,
                                    el_error *err);
+// With edge_sampling: runs tokens[0..n) at pos.. and returns the token the
+// last worker sampled from the last position (the sampler there saw every
+// token the device sent, as a local sampler would).
+el_status el_pipeline_next_token(el_pipeline *p, const int *tokens, int n, int pos, int *next, el_error *err);
 // The pipeline's local session.
 el_session *el_pipeline_session(el_pipeline *p);
 // Applies adapters (set is borrowed and must outlive the pipeline; NULL or

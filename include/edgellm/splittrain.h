@@ -31,6 +31,15 @@ typedef struct {
     const char *out_dir;     // where TRAIN_GET also saves the worker-side adapter (NULL: nowhere)
     FILE *trace;             // one line per received training message (type, rows, flags) or NULL
     FILE *log;
+    // Admission by a worker's clients (NULL: none): admit returns the budget a
+    // peer's new training session draws from, or NULL (err filled) when that
+    // peer may not open one; closed is told when one of its sessions ends.
+    el_kv_pool *(*admit)(void *ctx, const el_peer *peer, el_error *err);
+    void (*closed)(void *ctx, const el_peer *peer);
+    // Replies go out through this when set (the worker's own path, which
+    // counts what a client has not read), else straight to the link.
+    void (*send)(void *ctx, const el_peer *peer, const void *data, size_t n);
+    void *admit_ctx;
 } el_train_server_opts;
 
 el_status el_train_server_new(const el_model *m, el_pool *pool, const el_train_server_opts *o, el_train_server **out,

@@ -63,6 +63,11 @@ const el_dtype_traits *el_dtype_info(int dtype);
 const char *el_dtype_name(int dtype);
 // -1 if the name is unknown.
 int el_dtype_from_name(const char *name);
+// GGUF's name of a tensor type id ("Q5_K", "IQ4_NL" ...), also for types
+// edgellm cannot compute with; NULL for ids GGUF does not define.
+const char *el_dtype_gguf_name(int dtype);
+// "f32, f16, bf16, q8_0, q4_0, q4_k, q6_k": the types models may hold.
+size_t el_dtype_supported_list(char *buf, size_t n);
 // Bytes of one row of n elements; 0 with *ok=0 if n is not a multiple of the block size.
 size_t el_dtype_row_size(int dtype, int64_t n);
 

@@ -123,6 +123,17 @@ enum {
 // ..) is this with flags = add_bos ? EL_ENCODE_ADD_BOS : 0.
 el_status el_tokenizer_encode_ex(const el_tokenizer *t, const char *text, size_t len, unsigned flags, int **ids,
                                  int *n_ids, el_error *err);
+// A byte range [begin, end) of a text.
+typedef struct {
+    size_t begin, end;
+} el_text_span;
+// el_tokenizer_encode_ex where, with EL_ENCODE_SPECIAL, no control piece is
+// recognised that overlaps one of plain[0..n_plain) (sorted, not overlapping):
+// text that came from a user (chat contents) stays text, while the
+// template's markers around it become control tokens. Text without markers
+// is encoded exactly as by el_tokenizer_encode_ex.
+el_status el_tokenizer_encode_spans(const el_tokenizer *t, const char *text, size_t len, unsigned flags,
+                                    const el_text_span *plain, int n_plain, int **ids, int *n_ids, el_error *err);
 
 // The bytes token id stands for when printed after prev (as llama2.c prints:
 // "▁" becomes a space, byte tokens become their byte, the leading space of the

@@ -92,6 +92,8 @@ typedef struct {
     int layer_begin, layer_end;  // layer_end 0: the model's bound end
     int batch;                   // sequences per call
     int T;                       // positions per sequence (<= model ctx)
+    size_t max_bytes;            // refuse (EL_ERR_NOMEM) activations and gradients above this (0: no limit),
+                                 // before allocating past it: a worker's budget for one device
 } el_train_opts;
 
 // lora is borrowed: forward reads it, backward accumulates into grads that

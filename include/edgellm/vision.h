@@ -119,12 +119,14 @@ typedef struct {
     int n_ids;
 } el_mm_prompt;
 
-// Splits text at each occurrence of marker and encodes the pieces (flags as
-// el_tokenizer_encode_ex; BOS only before the first piece). n_images must
+// Splits text at each occurrence of marker and encodes the pieces (flags and
+// the plain spans, e.g. a chat's message contents, as
+// el_tokenizer_encode_spans; BOS only before the first piece). n_images must
 // equal the number of markers; with no marker in the text every image comes
 // first (after BOS, if any). Errors name the counts.
 el_status el_mm_prompt_encode(const el_tokenizer *tok, const char *text, size_t len, const char *marker,
-                              unsigned flags, int n_images, el_mm_prompt *out, el_error *err);
+                              unsigned flags, const el_text_span *plain, int n_plain, int n_images, el_mm_prompt *out,
+                              el_error *err);
 void el_mm_prompt_free(el_mm_prompt *p);
 // Positions the prompt takes when each image is n_rows rows.
 int el_mm_prompt_positions(const el_mm_prompt *p, int n_rows);

@@ -16,7 +16,7 @@ extern "C" {
 #endif
 
 #define EL_WIRE_MAGIC 0x50574C45u  // "ELWP" little-endian
-#define EL_WIRE_VERSION 1
+#define EL_WIRE_VERSION 2
 #define EL_WIRE_HEADER 24
 #define EL_WIRE_MAX_FRAME (256u << 20)  // 256 MiB: far above any real activation batch
 #define EL_WIRE_MAX_STAGES 16
@@ -67,6 +67,16 @@ typedef struct {
     uint64_t identity;  // el_model_identity of the layers, as the device computes it
 } el_wire_stage;
 
+// How the last stage samples when the device asks for tokens (want TOKEN):
+// the device's own settings, so the text equals a local run's.
+typedef struct {
+    float temp;
+    int32_t top_k;
+    float top_p, min_p, repeat_penalty;
+    int32_t repeat_last_n;
+    uint64_t seed;  // the generator's state (a seed is its first state)
+} el_wire_sampling;
+
 typedef struct {
     uint32_t n_layers, dim, vocab;
     uint32_t ctx;         // KV positions the session needs
@@ -75,29 +85,39 @@ typedef struct {
     uint8_t want;         // el_want of the last stage
     uint8_t n_stages;     // stages[0] is the receiver; the rest are passed down the chain
     el_wire_stage stages[EL_WIRE_MAX_STAGES];
+    el_wire_sampling sampling;  // want TOKEN only
 } el_wire_open;
+
+// FORWARD flags
+#define EL_FWD_ALL_ROWS 1u   // return every row, not only the last
+#define EL_FWD_TOKENS 2u     // the rows' token ids follow the payload (for a sampler's repetition penalty)
+#define EL_FWD_NO_OUTPUT 4u  // an intermediate prefill chunk: the RESULT carries no rows
+#define EL_FWD_FLAGS 7u
 
 typedef struct {
     uint32_t pos, n_tokens;
-    uint8_t dtype;
+    uint8_t dtype, flags;
     const uint8_t *payload;  // borrowed from the frame
     size_t payload_len;
+    const uint8_t *tokens;   // EL_FWD_TOKENS: n_tokens little-endian i32 (borrowed); else NULL
 } el_wire_forward;
 
 // Per-stage timing carried back in a RESULT, first stage first.
 typedef struct {
-    uint64_t compute_ns;  // time the stage spent computing
+    uint64_t compute_ns;  // time the stage spent in the steps that computed this request
     uint64_t wait_ns;     // time it waited on the next stage (link + downstream)
+    uint64_t queue_ns;    // time the request waited at the stage for its turn (other devices' rows)
 } el_wire_hop;
 
 typedef struct {
     uint8_t kind;   // el_want
     uint8_t dtype;  // encoding of rows (tokens: i32)
     uint8_t n_hops;
-    uint32_t n_rows, row_len;
+    uint32_t n_rows, row_len;  // n_rows 0: a FORWARD with EL_FWD_NO_OUTPUT
     el_wire_hop hops[EL_WIRE_MAX_STAGES];
     const uint8_t *payload;
     size_t payload_len;
+    uint64_t sampler_state;  // kind TOKEN: the last stage's generator state after sampling
 } el_wire_result;
 
 typedef struct {
@@ -194,7 +214,14 @@ el_status el_wire_f32s(const void *src, size_t n, float *dst);
 uint32_t el_wire_u32(const uint8_t *p);
 
 // Header parse: checks magic, version and that body_len matches the frame.
+// An ERROR of protocol version 1 is accepted too (its layout is the same), so
+// an old peer's refusal reaches the user as its text.
 el_status el_wire_parse(const void *frame, size_t len, el_wire_msg *out, el_error *err);
+// For a frame from a peer of another protocol version (valid magic): an
+// ERROR in that peer's version 1 layout that says so, so that old devices
+// show why instead of timing out. EL_ERR_UNSUPPORTED when the frame is not
+// such a message.
+el_status el_wire_version_error(el_buf *b, const void *frame, size_t len);
 
 el_status el_wire_decode_open(const el_wire_msg *m, el_wire_open *out, el_error *err);
 el_status el_wire_decode_forward(const el_wire_msg *m, uint32_t dim, el_wire_forward *out, el_error *err);
@@ -205,14 +232,20 @@ el_status el_wire_decode_error(const el_wire_msg *m, uint32_t *code, char *text,
 // Encoders write a whole frame (header + body) into b (reset first).
 el_status el_wire_encode_open(el_buf *b, uint32_t seq, const el_wire_open *o);
 el_status el_wire_encode_simple(el_buf *b, uint16_t type, uint64_t session, uint32_t seq);  // OPENED/CLOSE/OK
-// FORWARD: rows x[n, dim] (f32) encoded as dtype.
+// FORWARD: rows x[n, dim] (f32) encoded as dtype; flags EL_FWD_*; with
+// EL_FWD_TOKENS, tokens[n] follow.
 el_status el_wire_encode_forward(el_buf *b, uint64_t session, uint32_t seq, uint32_t pos, uint32_t n,
-                                 uint32_t dim, int dtype, const float *x, el_error *err);
+                                 uint32_t dim, int dtype, const float *x, uint8_t flags, const int32_t *tokens,
+                                 el_error *err);
 // RESULT: for hidden/logits, rows[n_rows, row_len] f32 encoded as dtype; for
-// tokens, rows is NULL and tokens holds n_rows ids.
+// tokens, rows is NULL, tokens holds n_rows ids and sampler_state follows.
 el_status el_wire_encode_result(el_buf *b, uint64_t session, uint32_t seq, uint8_t kind, int dtype,
                                 uint32_t n_rows, uint32_t row_len, const float *rows, const int32_t *tokens,
-                                const el_wire_hop *hops, int n_hops, el_error *err);
+                                uint64_t sampler_state, const el_wire_hop *hops, int n_hops, el_error *err);
+// b := a downstream RESULT m re-addressed to (session, seq) with `front`
+// (this stage's timing) put before its hops; the rows are copied as they are.
+el_status el_wire_relay_result(el_buf *b, const el_wire_msg *m, uint64_t session, uint32_t seq,
+                               const el_wire_hop *front, el_error *err);
 el_status el_wire_encode_error(el_buf *b, uint64_t session, uint32_t seq, uint32_t code, const char *text);
 el_status el_wire_encode_ping(el_buf *b, uint16_t type, uint32_t seq, const void *payload, size_t n);
 // PROBE of `size` body bytes asking for a reply of reply_len bytes.

@@ -73,6 +73,8 @@ typedef struct {
     char *p;
     size_t len, cap;
     int failed;
+    el_text_span *spans;  // where the messages' contents are (the rest is the template's)
+    int n_spans, cap_spans;
 } buf;
 
 static void put(buf *b, const char *s, size_t n) {
@@ -102,12 +104,32 @@ static void puts_(buf *b, const char *s) { put(b, s, strlen(s)); }
 
 static int is_space(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f'; }
 
+// A message's content: its bytes are marked as the user's, so that markers
+// written in it stay text when the prompt is encoded.
+static void put_content_n(buf *b, const char *s, size_t n) {
+    size_t at = b->len;
+    put(b, s, n);
+    if (b->failed || !n) return;
+    if (b->n_spans == b->cap_spans) {
+        int cap = b->cap_spans ? 2 * b->cap_spans : 16;
+        el_text_span *g = realloc(b->spans, (size_t)cap * sizeof *g);
+        if (!g) {
+            b->failed = 1;
+            return;
+        }
+        b->spans = g;
+        b->cap_spans = cap;
+    }
+    b->spans[b->n_spans++] = (el_text_span){at, at + n};
+}
+static void put_content(buf *b, const char *s) { put_content_n(b, s, strlen(s)); }
+
 // content with leading and trailing whitespace removed, as the templates' trim/strip do
 static void put_trimmed(buf *b, const char *s) {
     size_t n = strlen(s), i = 0;
     while (i < n && is_space(s[i])) i++;
     while (n > i && is_space(s[n - 1])) n--;
-    put(b, s + i, n - i);
+    put_content_n(b, s + i, n - i);
 }
 
 enum { ROLE_SYSTEM, ROLE_USER, ROLE_ASSISTANT };
@@ -126,7 +148,7 @@ static void render_chatml(buf *b, const el_chat_msg *m, int n, int add_assistant
         puts_(b, "<|im_start|>");
         puts_(b, m[i].role);
         puts_(b, "\n");
-        puts_(b, m[i].content);
+        put_content(b, m[i].content);
         puts_(b, "<|im_end|>\n");
     }
     if (add_assistant) puts_(b, "<|im_start|>assistant\n");
@@ -151,7 +173,7 @@ static void render_zephyr(buf *b, const el_chat_msg *m, int n, int add_assistant
         puts_(b, "<|");
         puts_(b, m[i].role);
         puts_(b, "|>\n");
-        puts_(b, m[i].content);
+        put_content(b, m[i].content);
         puts_(b, eos);
         puts_(b, "\n");
     }
@@ -197,7 +219,15 @@ static void render_inst(buf *b, const el_chat_msg *m, int n, int llama2, const c
 
 el_status el_chat_render(el_chat_template t, const el_chat_msg *msgs, int n, int add_assistant,
                          const char *bos_piece, const char *eos_piece, char **out, el_error *err) {
+    return el_chat_render_spans(t, msgs, n, add_assistant, bos_piece, eos_piece, out, NULL, NULL, err);
+}
+
+el_status el_chat_render_spans(el_chat_template t, const el_chat_msg *msgs, int n, int add_assistant,
+                               const char *bos_piece, const char *eos_piece, char **out, el_text_span **spans,
+                               int *n_spans, el_error *err) {
     *out = NULL;
+    if (spans) *spans = NULL;
+    if (n_spans) *n_spans = 0;
     if (!el_chat_template_name(t)) return el_err(err, EL_ERR_ARG, "chat template %d is unknown", (int)t);
     if (n < 0 || (n > 0 && !msgs)) return el_err(err, EL_ERR_ARG, "invalid message list (%d messages)", n);
     for (int i = 0; i < n; i++) {
@@ -220,9 +250,16 @@ el_status el_chat_render(el_chat_template t, const el_chat_msg *msgs, int n, int
     }
     if (b.failed) {
         free(b.p);
+        free(b.spans);
         return el_err(err, EL_ERR_NOMEM, "out of memory rendering %d chat messages", n);
     }
     *out = b.p;
+    if (spans) {
+        *spans = b.spans;
+        *n_spans = b.n_spans;
+    } else {
+        free(b.spans);
+    }
     return EL_OK;
 }
 

@@ -33,6 +33,23 @@ static el_isa detect(int *vnni) {
     }
     return EL_ISA_AVX2;
 }
+#elif defined(__aarch64__)
+#include <sys/auxv.h>
+
+// Linux's AArch64 hwcap bits (asm/hwcap.h), spelled out so that the build
+// needs no kernel headers of the target.
+#define HWCAP_ASIMD_BIT (1UL << 1)
+#define HWCAP_ASIMDDP_BIT (1UL << 20)
+#define HWCAP2_I8MM_BIT (1UL << 13)
+
+static el_isa detect(int *vnni) {
+    *vnni = 0;
+    unsigned long hw = getauxval(AT_HWCAP), hw2 = getauxval(AT_HWCAP2);
+    if (!(hw & HWCAP_ASIMD_BIT)) return EL_ISA_SCALAR;
+    if (!(hw & HWCAP_ASIMDDP_BIT)) return EL_ISA_NEON;
+    // every i8mm core (Armv8.6) has dotprod too; the i8mm level uses both
+    return hw2 & HWCAP2_I8MM_BIT ? EL_ISA_I8MM : EL_ISA_DOTPROD;
+}
 #else
 static el_isa detect(int *vnni) {
     *vnni = 0;
@@ -40,15 +57,27 @@ static el_isa detect(int *vnni) {
 }
 #endif
 
+// EL_ISA names of this architecture's levels (others are ignored).
+static const struct {
+    const char *name;
+    el_isa isa;
+} isa_names[] = {
+    {"scalar", EL_ISA_SCALAR},
+#if defined(__x86_64__)
+    {"avx2", EL_ISA_AVX2},       {"avx512", EL_ISA_AVX512},
+#elif defined(__aarch64__)
+    {"neon", EL_ISA_NEON},       {"dotprod", EL_ISA_DOTPROD}, {"i8mm", EL_ISA_I8MM},
+#endif
+};
+
 el_isa el_cpu_isa(void) {
     int vnni;
     el_isa isa = detect(&vnni);
     const char *env = getenv("EL_ISA");
     if (env) {
         el_isa want = isa;
-        if (!strcmp(env, "scalar")) want = EL_ISA_SCALAR;
-        else if (!strcmp(env, "avx2")) want = EL_ISA_AVX2;
-        else if (!strcmp(env, "avx512")) want = EL_ISA_AVX512;
+        for (size_t i = 0; i < sizeof isa_names / sizeof isa_names[0]; i++)
+            if (!strcmp(env, isa_names[i].name)) want = isa_names[i].isa;
         if (want < isa) isa = want;
     }
     return isa;
@@ -65,6 +94,9 @@ const char *el_isa_name(el_isa isa) {
     case EL_ISA_SCALAR: return "scalar";
     case EL_ISA_AVX2: return "avx2";
     case EL_ISA_AVX512: return "avx512";
+    case EL_ISA_NEON: return "neon";
+    case EL_ISA_DOTPROD: return "dotprod";
+    case EL_ISA_I8MM: return "i8mm";
     }
     return "?";
 }

@@ -2,6 +2,7 @@
 #include "edgellm/core.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -44,28 +45,56 @@ el_status el_read_file(const char *path, size_t max_bytes, char **data, size_t *
     return EL_OK;
 }
 
-el_status el_write_file_atomic(const char *path, const void *data, size_t n, el_error *err) {
+void el_sync_parent_dir(const char *path) {
+    const char *slash = strrchr(path, '/');
+    char *dir = slash ? malloc((size_t)(slash - path) + 2) : NULL;
+    if (slash && !dir) return;
+    if (dir) {
+        size_t n = slash == path ? 1 : (size_t)(slash - path);
+        memcpy(dir, path, n);
+        dir[n] = 0;
+    }
+    int fd = open(dir ? dir : ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd >= 0) {
+        (void)fsync(fd);
+        close(fd);
+    }
+    free(dir);
+}
+
+el_status el_write_file_atomic_mode(const char *path, const void *data, size_t n, unsigned mode, el_error *err) {
     size_t plen = strlen(path);
     char *tmp = malloc(plen + 5);
     if (!tmp) return el_err(err, EL_ERR_NOMEM, "%s: out of memory", path);
     memcpy(tmp, path, plen);
     memcpy(tmp + plen, ".tmp", 5);
-    FILE *f = fopen(tmp, "wb");
-    if (!f) {
+    unlink(tmp);  // a leftover of a crash; then create it ourselves, with its mode from the start
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, (mode_t)mode);
+    if (fd < 0) {
         el_err(err, EL_ERR_IO, "%s: cannot create: %s", tmp, strerror(errno));
         free(tmp);
         return EL_ERR_IO;
     }
-    int bad = n && fwrite(data, 1, n, f) != n;
-    bad |= fflush(f) != 0;
-    bad |= fsync(fileno(f)) != 0;
-    bad |= fclose(f) != 0;
+    int bad = 0;
+    for (size_t done = 0; !bad && done < n;) {
+        ssize_t w = write(fd, (const char *)data + done, n - done);
+        if (w < 0 && errno == EINTR) continue;
+        if (w <= 0) bad = 1;
+        else done += (size_t)w;
+    }
+    bad |= fsync(fd) != 0;
+    bad |= close(fd) != 0;
     if (bad || rename(tmp, path)) {
         el_err(err, EL_ERR_IO, "%s: write failed: %s", path, strerror(errno));
-        remove(tmp);
+        unlink(tmp);
         free(tmp);
         return EL_ERR_IO;
     }
     free(tmp);
+    el_sync_parent_dir(path);
     return EL_OK;
+}
+
+el_status el_write_file_atomic(const char *path, const void *data, size_t n, el_error *err) {
+    return el_write_file_atomic_mode(path, data, n, 0644, err);
 }

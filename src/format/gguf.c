@@ -340,7 +340,13 @@ static el_status read_tensor_info(rd *r, gguf_file *f, uint64_t i) {
     uint32_t dtype;
     TRY(get_u32(r, &dtype));
     const el_dtype_traits *info = dtype <= INT_MAX ? el_dtype_info((int)dtype) : NULL;
-    if (!info) return bad(r, EL_ERR_FORMAT, "unknown dtype %u", dtype);
+    if (!info) {
+        char sup[128];
+        el_dtype_supported_list(sup, sizeof sup);
+        const char *gn = dtype <= INT_MAX ? el_dtype_gguf_name((int)dtype) : NULL;
+        if (gn) return bad(r, EL_ERR_UNSUPPORTED, "tensor type %s (%u) is not supported (supported: %s)", gn, dtype, sup);
+        return bad(r, EL_ERR_FORMAT, "unknown tensor type %u (supported: %s)", dtype, sup);
+    }
     t->dtype = (int)dtype;
     if (t->ne[0] % info->block_size)
         return bad(r, EL_ERR_FORMAT, "ne[0] = %lld is not a multiple of the %s block size %d", (long long)t->ne[0],

@@ -366,23 +366,6 @@ static int layout(el_gguf_writer *w, size_t *data_offset, size_t *total) {
     return el_add_size(pos, off, total);
 }
 
-// Makes the rename durable. Best effort: some file systems refuse fsync on a directory.
-static void sync_parent_dir(const char *path) {
-    const char *slash = strrchr(path, '/');
-    char *dir = slash ? el_malloc((size_t)(slash - path) + 2) : NULL;
-    if (slash && !dir) return;
-    if (dir) {
-        size_t n = slash == path ? 1 : (size_t)(slash - path);
-        memcpy(dir, path, n);
-        dir[n] = 0;
-    }
-    int fd = open(dir ? dir : ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd >= 0) {
-        (void)fsync(fd);
-        close(fd);
-    }
-    free(dir);
-}
 
 static void write_body(el_gguf_writer *w, out *o, size_t data_offset, el_gguf_fill_fn fill, void *fill_ctx) {
     int with_alignment = w->alignment != EL_GGUF_DEFAULT_ALIGNMENT;
@@ -491,7 +474,7 @@ el_status el_gguf_write(el_gguf_writer *w, const char *path, el_gguf_fill_fn fil
         o->st = el_err(err, EL_ERR_IO, "%s: cannot rename %s over it: %s", path, tmp, strerror(errno));
     el_status st = o->st;
     if (st) unlink(tmp);
-    else sync_parent_dir(path);
+    else el_sync_parent_dir(path);
     free(tmp);
     free(o);
     return st;

@@ -1,59 +1,59 @@
-// config.json and tokenizer.json of Hugging Face folders, read with cJSON and
-// checked field by field.
+// config.json and tokenizer.json of Hugging Face folders, read with el_json
+// and checked field by field.
 #include "edgellm/hf.h"
 
-#include <cjson/cJSON.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "edgellm/json.h"
 #include "edgellm/safetensors.h"
 
 // ---------------------------------------------------------------- config.json
 
-static el_status cfg_int(const cJSON *c, const char *path, const char *key, int required, int dflt, int max, int *out,
+static el_status cfg_int(const el_json *c, const char *path, const char *key, int required, int dflt, int max, int *out,
                          el_error *err) {
-    const cJSON *j = cJSON_GetObjectItemCaseSensitive(c, key);
-    if (!j || cJSON_IsNull(j)) {
+    const el_json *j = el_json_get(c, key);
+    if (!j || el_json_is(j, EL_JSON_NULL)) {
         if (required) return el_err(err, EL_ERR_FORMAT, "%s: field %s is missing", path, key);
         *out = dflt;
         return EL_OK;
     }
-    double d = cJSON_IsNumber(j) ? j->valuedouble : -1;
+    double d = el_json_is(j, EL_JSON_NUMBER) ? el_json_num(j, -1) : -1;
     if (!(d >= 1 && d <= max) || floor(d) != d)
         return el_err(err, EL_ERR_FORMAT, "%s: field %s is not an integer in 1..%d", path, key, max);
     *out = (int)d;
     return EL_OK;
 }
 
-static el_status cfg_num(const cJSON *c, const char *path, const char *key, double dflt, double lo, double hi,
+static el_status cfg_num(const el_json *c, const char *path, const char *key, double dflt, double lo, double hi,
                          double *out, el_error *err) {
-    const cJSON *j = cJSON_GetObjectItemCaseSensitive(c, key);
-    if (!j || cJSON_IsNull(j)) {
+    const el_json *j = el_json_get(c, key);
+    if (!j || el_json_is(j, EL_JSON_NULL)) {
         *out = dflt;
         return EL_OK;
     }
-    if (!cJSON_IsNumber(j) || !(j->valuedouble >= lo && j->valuedouble <= hi))
+    if (!el_json_is(j, EL_JSON_NUMBER) || !(el_json_num(j, -1) >= lo && el_json_num(j, -1) <= hi))
         return el_err(err, EL_ERR_FORMAT, "%s: field %s is not a number in %g..%g", path, key, lo, hi);
-    *out = j->valuedouble;
+    *out = el_json_num(j, -1);
     return EL_OK;
 }
 
 // bos_token_id / eos_token_id: an id, or a list whose first entry is used; -1 if absent.
-static int token_field(const cJSON *c, const char *key) {
-    const cJSON *j = cJSON_GetObjectItemCaseSensitive(c, key);
-    if (cJSON_IsArray(j)) j = j->child;
-    if (!cJSON_IsNumber(j) || !(j->valuedouble >= 0 && j->valuedouble < (1 << 24))) return -1;
-    return (int)j->valuedouble;
+static int token_field(const el_json *c, const char *key) {
+    const el_json *j = el_json_get(c, key);
+    if (el_json_is(j, EL_JSON_ARRAY)) j = el_json_first(j);
+    if (!el_json_is(j, EL_JSON_NUMBER) || !(el_json_num(j, -1) >= 0 && el_json_num(j, -1) < (1 << 24))) return -1;
+    return (int)el_json_num(j, -1);
 }
 
-static el_status rope_scaling(const cJSON *rs, const char *path, el_hf_config *c, el_error *err) {
-    if (!rs || cJSON_IsNull(rs)) return EL_OK;
-    if (!cJSON_IsObject(rs)) return el_err(err, EL_ERR_FORMAT, "%s: rope_scaling is not an object", path);
-    const cJSON *t = cJSON_GetObjectItemCaseSensitive(rs, "rope_type");
-    if (!t) t = cJSON_GetObjectItemCaseSensitive(rs, "type");
-    const char *ts = cJSON_IsString(t) ? t->valuestring : "?";
+static el_status rope_scaling(const el_json *rs, const char *path, el_hf_config *c, el_error *err) {
+    if (!rs || el_json_is(rs, EL_JSON_NULL)) return EL_OK;
+    if (!el_json_is(rs, EL_JSON_OBJECT)) return el_err(err, EL_ERR_FORMAT, "%s: rope_scaling is not an object", path);
+    const el_json *t = el_json_get(rs, "rope_type");
+    if (!t) t = el_json_get(rs, "type");
+    const char *ts = el_json_is(t, EL_JSON_STRING) ? el_json_str(t) : "?";
     if (!strcmp(ts, "default")) return EL_OK;
     if (strcmp(ts, "linear") && strcmp(ts, "llama3"))
         return el_err(err, EL_ERR_UNSUPPORTED, "%s: rope_scaling type '%.32s' is not supported (linear, llama3)", path,
@@ -75,17 +75,17 @@ static el_status rope_scaling(const cJSON *rs, const char *path, el_hf_config *c
 
 el_status el_hf_config_parse(const char *text, size_t len, const char *path, el_hf_config *c, el_error *err) {
     memset(c, 0, sizeof *c);
-    cJSON *j;
-    el_status s = el_cjson_parse(text, len, path, &j, err);
+    el_json *j;
+    el_status s = el_json_parse(text, len, path, &j, err);
     if (s) return s;
-    if (!cJSON_IsObject(j)) {
-        cJSON_Delete(j);
+    if (!el_json_is(j, EL_JSON_OBJECT)) {
+        el_json_free(j);
         return el_err(err, EL_ERR_FORMAT, "%s: not a JSON object", path);
     }
-    const cJSON *archs = cJSON_GetObjectItemCaseSensitive(j, "architectures");
-    const cJSON *mt = cJSON_GetObjectItemCaseSensitive(j, "model_type");
-    const char *a = cJSON_IsArray(archs) && cJSON_IsString(archs->child) ? archs->child->valuestring
-                  : cJSON_IsString(mt) ? mt->valuestring : NULL;
+    const el_json *archs = el_json_get(j, "architectures");
+    const el_json *mt = el_json_get(j, "model_type");
+    const char *a = el_json_is(archs, EL_JSON_ARRAY) && el_json_is(el_json_first(archs), EL_JSON_STRING) ? el_json_str(el_json_first(archs))
+                  : el_json_is(mt, EL_JSON_STRING) ? el_json_str(mt) : NULL;
     if (!a) {
         s = el_err(err, EL_ERR_FORMAT, "%s: neither architectures nor model_type names the architecture", path);
     } else if (!strcmp(a, "LlamaForCausalLM") || !strcmp(a, "llama")) {
@@ -119,20 +119,20 @@ el_status el_hf_config_parse(const char *text, size_t len, const char *path, el_
             s = el_err(err, EL_ERR_FORMAT, "%s: num_key_value_heads %d does not divide num_attention_heads %d", path,
                        c->kv_heads, c->heads);
     }
-    c->tied = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(j, "tie_word_embeddings"));
-    const cJSON *sw = cJSON_GetObjectItemCaseSensitive(j, "sliding_window");
+    c->tied = el_json_bool(el_json_get(j, "tie_word_embeddings"), 0);
+    const el_json *sw = el_json_get(j, "sliding_window");
     // Llama/Mistral with projection biases: our llama layers have none, and
     // dropping the tensors would give a different model without a word
     if (!s && c->arch != EL_HF_QWEN2 &&
-        (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(j, "attention_bias")) ||
-         cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(j, "mlp_bias"))))
+        (el_json_bool(el_json_get(j, "attention_bias"), 0) ||
+         el_json_bool(el_json_get(j, "mlp_bias"), 0)))
         s = el_err(err, EL_ERR_UNSUPPORTED, "%s: attention_bias / mlp_bias on a Llama model is not supported", path);
-    if (!s && c->arch == EL_HF_QWEN2 && cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(j, "use_sliding_window")))
+    if (!s && c->arch == EL_HF_QWEN2 && el_json_bool(el_json_get(j, "use_sliding_window"), 0))
         s = el_err(err, EL_ERR_UNSUPPORTED, "%s: Qwen2 use_sliding_window (per-layer windows) is not supported", path);
-    if (!s && c->arch != EL_HF_QWEN2 && sw && !cJSON_IsNull(sw))
+    if (!s && c->arch != EL_HF_QWEN2 && sw && !el_json_is(sw, EL_JSON_NULL))
         s = cfg_int(j, path, "sliding_window", 1, 0, 1 << 30, &c->window, err);
-    if (!s) s = rope_scaling(cJSON_GetObjectItemCaseSensitive(j, "rope_scaling"), path, c, err);
-    cJSON_Delete(j);
+    if (!s) s = rope_scaling(el_json_get(j, "rope_scaling"), path, c, err);
+    el_json_free(j);
     return s;
 }
 
@@ -157,57 +157,57 @@ typedef struct {
 } pre_scan;
 
 // Walks a pre_tokenizer (possibly a Sequence) for ByteLevel, Digits and a Split regex.
-static void scan_pre(const cJSON *p, int depth, pre_scan *ps) {
-    const cJSON *t = cJSON_GetObjectItemCaseSensitive(p, "type");
-    if (!cJSON_IsString(t) || depth > 8) return;
-    if (!strcmp(t->valuestring, "ByteLevel")) {
+static void scan_pre(const el_json *p, int depth, pre_scan *ps) {
+    const el_json *t = el_json_get(p, "type");
+    if (!el_json_is(t, EL_JSON_STRING) || depth > 8) return;
+    if (!strcmp(el_json_str(t), "ByteLevel")) {
         ps->byte_level = 1;
         // a space before the first word changes every first token: not what
         // the GGUF pre-tokenizers do
-        if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(p, "add_prefix_space")) && !ps->unknown)
+        if (el_json_bool(el_json_get(p, "add_prefix_space"), 0) && !ps->unknown)
             ps->unknown = "ByteLevel with add_prefix_space";
     }
-    else if (!strcmp(t->valuestring, "Digits") &&
-             cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(p, "individual_digits")))
+    else if (!strcmp(el_json_str(t), "Digits") &&
+             el_json_bool(el_json_get(p, "individual_digits"), 0))
         ps->digits = 1;
-    else if (strcmp(t->valuestring, "Split") && strcmp(t->valuestring, "Sequence") && !ps->unknown)
-        ps->unknown = t->valuestring;
-    if (!strcmp(t->valuestring, "Split")) {
-        const cJSON *pat = cJSON_GetObjectItemCaseSensitive(p, "pattern");
-        const cJSON *r = cJSON_GetObjectItemCaseSensitive(pat, "Regex");
-        const cJSON *beh = cJSON_GetObjectItemCaseSensitive(p, "behavior");
-        if (cJSON_IsString(r)) ps->regex = r->valuestring;
+    else if (strcmp(el_json_str(t), "Split") && strcmp(el_json_str(t), "Sequence") && !ps->unknown)
+        ps->unknown = el_json_str(t);
+    if (!strcmp(el_json_str(t), "Split")) {
+        const el_json *pat = el_json_get(p, "pattern");
+        const el_json *r = el_json_get(pat, "Regex");
+        const el_json *beh = el_json_get(p, "behavior");
+        if (el_json_is(r, EL_JSON_STRING)) ps->regex = el_json_str(r);
         else if (!ps->unknown) ps->unknown = "Split without a Regex pattern";
         // the known expressions are used as matches (Isolated), never inverted
-        if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(p, "invert")) && !ps->unknown)
+        if (el_json_bool(el_json_get(p, "invert"), 0) && !ps->unknown)
             ps->unknown = "Split with invert";
-        if (cJSON_IsString(beh) && strcmp(beh->valuestring, "Isolated") && !ps->unknown)
+        if (el_json_is(beh, EL_JSON_STRING) && strcmp(el_json_str(beh), "Isolated") && !ps->unknown)
             ps->unknown = "Split with a behavior other than Isolated";
     }
-    if (!strcmp(t->valuestring, "Sequence")) {
-        const cJSON *seq = cJSON_GetObjectItemCaseSensitive(p, "pretokenizers");
+    if (!strcmp(el_json_str(t), "Sequence")) {
+        const el_json *seq = el_json_get(p, "pretokenizers");
         int n = 0;
-        for (const cJSON *e = cJSON_IsArray(seq) ? seq->child : NULL; e && n < 64; e = e->next, n++)
+        for (const el_json *e = el_json_first(seq); e && n < 64; e = el_json_next(seq, e), n++)
             scan_pre(e, depth + 1, ps);
     }
 }
 
 // Whether a post-processor (possibly a Sequence) is a TemplateProcessing
 // whose "single" template starts with a special token.
-static int has_bos_template(const cJSON *p, int depth) {
-    const cJSON *t = cJSON_GetObjectItemCaseSensitive(p, "type");
-    if (!cJSON_IsString(t) || depth > 8) return 0;
-    if (!strcmp(t->valuestring, "Sequence")) {
-        const cJSON *seq = cJSON_GetObjectItemCaseSensitive(p, "processors");
+static int has_bos_template(const el_json *p, int depth) {
+    const el_json *t = el_json_get(p, "type");
+    if (!el_json_is(t, EL_JSON_STRING) || depth > 8) return 0;
+    if (!strcmp(el_json_str(t), "Sequence")) {
+        const el_json *seq = el_json_get(p, "processors");
         int n = 0;
-        for (const cJSON *e = cJSON_IsArray(seq) ? seq->child : NULL; e && n < 64; e = e->next, n++)
+        for (const el_json *e = el_json_first(seq); e && n < 64; e = el_json_next(seq, e), n++)
             if (has_bos_template(e, depth + 1)) return 1;
         return 0;
     }
-    if (strcmp(t->valuestring, "TemplateProcessing")) return 0;
-    const cJSON *single = cJSON_GetObjectItemCaseSensitive(p, "single");
-    const cJSON *first = cJSON_IsArray(single) ? single->child : NULL;
-    return first && cJSON_GetObjectItemCaseSensitive(first, "SpecialToken") != NULL;
+    if (strcmp(el_json_str(t), "TemplateProcessing")) return 0;
+    const el_json *single = el_json_get(p, "single");
+    const el_json *first = el_json_is(single, EL_JSON_ARRAY) ? el_json_first(single) : NULL;
+    return first && el_json_get(first, "SpecialToken") != NULL;
 }
 
 static int is_byte_token(const char *s) {
@@ -217,11 +217,11 @@ static int is_byte_token(const char *s) {
 }
 
 // Token id of a special token named in tokenizer_config.json (string or {"content": ...}).
-static int token_id(const el_hf_vocab *v, const cJSON *j) {
-    if (cJSON_IsObject(j)) j = cJSON_GetObjectItemCaseSensitive(j, "content");
-    if (!cJSON_IsString(j)) return -1;
+static int token_id(const el_hf_vocab *v, const el_json *j) {
+    if (el_json_is(j, EL_JSON_OBJECT)) j = el_json_get(j, "content");
+    if (!el_json_is(j, EL_JSON_STRING)) return -1;
     for (int i = 0; i < v->n; i++)
-        if (!strcmp(v->tokens[i], j->valuestring)) return i;
+        if (!strcmp(v->tokens[i], el_json_str(j))) return i;
     return -1;
 }
 
@@ -234,21 +234,21 @@ void el_hf_vocab_free(el_hf_vocab *v) {
 }
 
 // The vocab object, then added_tokens, by id.
-static el_status read_tokens(const cJSON *voc, const cJSON *added, const char *path, int byte_fallback, el_hf_vocab *v,
+static el_status read_tokens(const el_json *voc, const el_json *added, const char *path, int byte_fallback, el_hf_vocab *v,
                              el_error *err) {
     int n = v->n;
     for (int pass = 0; pass < 2; pass++) {
-        const cJSON *list = pass ? added : voc;
-        if (pass && list && !cJSON_IsArray(list))
+        const el_json *list = pass ? added : voc;
+        if (pass && list && !el_json_is(list, EL_JSON_ARRAY))
             return el_err(err, EL_ERR_FORMAT, "%s: added_tokens is not an array", path);
-        for (const cJSON *e = list ? list->child : NULL; e; e = e->next) {
-            const char *text = pass ? NULL : e->string;
-            const cJSON *idj = pass ? cJSON_GetObjectItemCaseSensitive(e, "id") : e;
+        for (const el_json *e = el_json_first(list); e; e = el_json_next(list, e)) {
+            const char *text = pass ? NULL : el_json_key(list, e);
+            const el_json *idj = pass ? el_json_get(e, "id") : e;
             if (pass) {
-                const cJSON *ct = cJSON_GetObjectItemCaseSensitive(e, "content");
-                text = cJSON_IsString(ct) ? ct->valuestring : NULL;
+                const el_json *ct = el_json_get(e, "content");
+                text = el_json_is(ct, EL_JSON_STRING) ? el_json_str(ct) : NULL;
             }
-            double d = cJSON_IsNumber(idj) ? idj->valuedouble : -1;
+            double d = el_json_is(idj, EL_JSON_NUMBER) ? el_json_num(idj, -1) : -1;
             if (!text || !(d >= 0 && d < n) || floor(d) != d)
                 return el_err(err, EL_ERR_FORMAT, "%s: %s token '%.40s' has no id in 0..%d (vocab_size in config.json)",
                               path, pass ? "added" : "vocab", text ? text : "?", n - 1);
@@ -259,7 +259,7 @@ static el_status read_tokens(const cJSON *voc, const cJSON *added, const char *p
             if (!v->tokens[id] && !(v->tokens[id] = strdup(text))) return el_err(err, EL_ERR_NOMEM, "%s: out of memory", path);
             v->lens[id] = strlen(text);
             v->scores[id] = -(float)id;  // rank order: lower ids merge first
-            if (pass) v->types[id] = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(e, "special")) ? 3 : 4;
+            if (pass) v->types[id] = el_json_bool(el_json_get(e, "special"), 0) ? 3 : 4;
             else if (byte_fallback && is_byte_token(text)) v->types[id] = 6;
             else if (byte_fallback && !strcmp(text, "<unk>")) v->types[id] = 2, v->unk = id;
             else v->types[id] = 1;
@@ -276,23 +276,24 @@ static el_status read_tokens(const cJSON *voc, const cJSON *added, const char *p
     return EL_OK;
 }
 
-static el_status read_merges(const cJSON *merges, const char *path, el_hf_vocab *v, el_error *err) {
-    if (merges && !cJSON_IsArray(merges)) return el_err(err, EL_ERR_FORMAT, "%s: model.merges is not an array", path);
-    int nm = merges ? cJSON_GetArraySize(merges) : 0;
+static el_status read_merges(const el_json *merges, const char *path, el_hf_vocab *v, el_error *err) {
+    if (merges && !el_json_is(merges, EL_JSON_ARRAY)) return el_err(err, EL_ERR_FORMAT, "%s: model.merges is not an array", path);
+    int nm = (int)el_json_len(merges);
     v->merges = calloc((size_t)nm + 1, sizeof *v->merges);
     v->merge_lens = calloc((size_t)nm + 1, sizeof *v->merge_lens);
     if (!v->merges || !v->merge_lens) return el_err(err, EL_ERR_NOMEM, "%s: out of memory for %d merges", path, nm);
-    for (const cJSON *e = nm ? merges->child : NULL; e; e = e->next) {
+    for (const el_json *e = el_json_first(merges); e; e = el_json_next(merges, e)) {
         char *m = NULL;
-        if (cJSON_IsString(e)) {
-            m = strdup(e->valuestring);
-        } else if (cJSON_IsArray(e) && cJSON_GetArraySize(e) == 2 && cJSON_IsString(e->child) &&
-                   cJSON_IsString(e->child->next)) {
-            size_t a = strlen(e->child->valuestring), b = strlen(e->child->next->valuestring);
+        if (el_json_is(e, EL_JSON_STRING)) {
+            m = strdup(el_json_str(e));
+        } else if (el_json_is(e, EL_JSON_ARRAY) && el_json_len(e) == 2 && el_json_is(el_json_at(e, 0), EL_JSON_STRING) &&
+                   el_json_is(el_json_at(e, 1), EL_JSON_STRING)) {
+            const char *x = el_json_str(el_json_at(e, 0)), *y = el_json_str(el_json_at(e, 1));
+            size_t a = strlen(x), b = strlen(y);
             if ((m = malloc(a + b + 2))) {
-                memcpy(m, e->child->valuestring, a);
+                memcpy(m, x, a);
                 m[a] = ' ';
-                memcpy(m + a + 1, e->child->next->valuestring, b + 1);
+                memcpy(m + a + 1, y, b + 1);
             }
         } else {
             return el_err(err, EL_ERR_FORMAT, "%s: merge %d is neither \"a b\" nor [\"a\", \"b\"]", path, v->n_merges);
@@ -306,26 +307,26 @@ static el_status read_merges(const cJSON *merges, const char *path, el_hf_vocab 
 
 static el_status read_tokenizer_config(const char *tc, size_t tc_len, const char *tc_name, el_hf_vocab *v,
                                        el_error *err) {
-    cJSON *j;
-    el_status s = el_cjson_parse(tc, tc_len, tc_name, &j, err);
+    el_json *j;
+    el_status s = el_json_parse(tc, tc_len, tc_name, &j, err);
     if (s) return s;
     int id;
-    if ((id = token_id(v, cJSON_GetObjectItemCaseSensitive(j, "bos_token"))) >= 0) v->bos = id;
-    if ((id = token_id(v, cJSON_GetObjectItemCaseSensitive(j, "eos_token"))) >= 0) v->eos = id;
-    const cJSON *ab = cJSON_GetObjectItemCaseSensitive(j, "add_bos_token");
-    if (cJSON_IsBool(ab)) v->add_bos = cJSON_IsTrue(ab);
-    const cJSON *ct = cJSON_GetObjectItemCaseSensitive(j, "chat_template");
-    if (cJSON_IsArray(ct)) {  // named templates: [{"name": "default", "template": "..."}, ...]
-        const cJSON *pick = NULL;
-        for (const cJSON *e = ct->child; e; e = e->next) {
-            const cJSON *nm = cJSON_GetObjectItemCaseSensitive(e, "name");
-            if (!pick || (cJSON_IsString(nm) && !strcmp(nm->valuestring, "default"))) pick = e;
+    if ((id = token_id(v, el_json_get(j, "bos_token"))) >= 0) v->bos = id;
+    if ((id = token_id(v, el_json_get(j, "eos_token"))) >= 0) v->eos = id;
+    const el_json *ab = el_json_get(j, "add_bos_token");
+    if (el_json_is(ab, EL_JSON_BOOL)) v->add_bos = el_json_bool(ab, 0);
+    const el_json *ct = el_json_get(j, "chat_template");
+    if (el_json_is(ct, EL_JSON_ARRAY)) {  // named templates: [{"name": "default", "template": "..."}, ...]
+        const el_json *pick = NULL;
+        for (const el_json *e = el_json_first(ct); e; e = el_json_next(ct, e)) {
+            const el_json *nm = el_json_get(e, "name");
+            if (!pick || (el_json_is(nm, EL_JSON_STRING) && !strcmp(el_json_str(nm), "default"))) pick = e;
         }
-        ct = pick ? cJSON_GetObjectItemCaseSensitive(pick, "template") : NULL;
+        ct = pick ? el_json_get(pick, "template") : NULL;
     }
-    if (cJSON_IsString(ct) && !(v->chat_template = strdup(ct->valuestring)))
+    if (el_json_is(ct, EL_JSON_STRING) && !(v->chat_template = strdup(el_json_str(ct))))
         s = el_err(err, EL_ERR_NOMEM, "%s: out of memory", tc_name);
-    cJSON_Delete(j);
+    el_json_free(j);
     return s;
 }
 
@@ -337,18 +338,18 @@ el_status el_hf_tokenizer_parse(const char *tok, size_t tok_len, const char *pat
     v->bos = cfg_bos >= 0 && cfg_bos < n_vocab ? cfg_bos : -1;
     v->eos = cfg_eos >= 0 && cfg_eos < n_vocab ? cfg_eos : -1;
     if (n_vocab < 1 || n_vocab > (1 << 24)) return el_err(err, EL_ERR_RANGE, "%s: vocab size %d is out of range", path, n_vocab);
-    cJSON *j;
-    el_status s = el_cjson_parse(tok, tok_len, path, &j, err);
+    el_json *j;
+    el_status s = el_json_parse(tok, tok_len, path, &j, err);
     if (s) return s;
-    const cJSON *model = cJSON_GetObjectItemCaseSensitive(j, "model");
-    const cJSON *mtype = cJSON_GetObjectItemCaseSensitive(model, "type");
-    const cJSON *voc = cJSON_GetObjectItemCaseSensitive(model, "vocab");
-    int byte_fallback = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(model, "byte_fallback"));
+    const el_json *model = el_json_get(j, "model");
+    const el_json *mtype = el_json_get(model, "type");
+    const el_json *voc = el_json_get(model, "vocab");
+    int byte_fallback = el_json_bool(el_json_get(model, "byte_fallback"), 0);
     pre_scan ps = {0};
-    scan_pre(cJSON_GetObjectItemCaseSensitive(j, "pre_tokenizer"), 0, &ps);
+    scan_pre(el_json_get(j, "pre_tokenizer"), 0, &ps);
     int byte_level = ps.byte_level;
     const char *regex = ps.regex;
-    if (!cJSON_IsString(mtype) || strcmp(mtype->valuestring, "BPE") || !cJSON_IsObject(voc)) {
+    if (!el_json_is(mtype, EL_JSON_STRING) || strcmp(el_json_str(mtype), "BPE") || !el_json_is(voc, EL_JSON_OBJECT)) {
         s = el_err(err, EL_ERR_UNSUPPORTED, "%s: model.type is not BPE with a vocab object (supported: BPE)", path);
     } else if (!byte_level && !byte_fallback) {
         s = el_err(err, EL_ERR_UNSUPPORTED, "%s: BPE without a ByteLevel pre-tokenizer or byte_fallback is not supported",
@@ -379,10 +380,10 @@ el_status el_hf_tokenizer_parse(const char *tok, size_t tok_len, const char *pat
     // BOS from the post-processor: Llama 3 asks for <|begin_of_text|> by a
     // TemplateProcessing whose single-sequence template opens with it
     // (tokenizer_config.json's add_bos_token, read later, wins)
-    if (!s && has_bos_template(cJSON_GetObjectItemCaseSensitive(j, "post_processor"), 0)) v->add_bos = 1;
-    if (!s) s = read_tokens(voc, cJSON_GetObjectItemCaseSensitive(j, "added_tokens"), path, byte_fallback && !byte_level, v, err);
-    if (!s && byte_level) s = read_merges(cJSON_GetObjectItemCaseSensitive(model, "merges"), path, v, err);
-    cJSON_Delete(j);
+    if (!s && has_bos_template(el_json_get(j, "post_processor"), 0)) v->add_bos = 1;
+    if (!s) s = read_tokens(voc, el_json_get(j, "added_tokens"), path, byte_fallback && !byte_level, v, err);
+    if (!s && byte_level) s = read_merges(el_json_get(model, "merges"), path, v, err);
+    el_json_free(j);
     if (!s && tc) s = read_tokenizer_config(tc, tc_len, tc_name, v, err);
     if (s) el_hf_vocab_free(v);
     return s;

@@ -1,7 +1,6 @@
 // safetensors: validate the whole header before any tensor is touched.
 #include "edgellm/safetensors.h"
 
-#include <cjson/cJSON.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
@@ -12,79 +11,40 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "edgellm/json.h"
 #include "edgellm/tensor.h"
-
-// ---------------------------------------------------------------- JSON
-
-el_status el_cjson_parse(const char *text, size_t len, const char *name, struct cJSON **out, el_error *err) {
-    *out = NULL;
-    const char *end = NULL;
-    cJSON *j = cJSON_ParseWithLengthOpts(text, len, &end, 0);
-    size_t at = end && end >= text && end <= text + len ? (size_t)(end - text) : len;
-    if (j) {
-        while (at < len && (text[at] == ' ' || text[at] == '\t' || text[at] == '\n' || text[at] == '\r')) at++;
-        if (at == len) {
-            *out = j;
-            return EL_OK;
-        }
-        cJSON_Delete(j);
-    } else {
-        // cJSON reports where it stopped through a global; without it, the end.
-        const char *e = cJSON_GetErrorPtr();
-        at = e && e >= text && e <= text + len ? (size_t)(e - text) : len;
-    }
-    int line = 1, col = 1;
-    for (size_t i = 0; i < at; i++) {
-        if (text[i] == '\n') line++, col = 1;
-        else col++;
-    }
-    return el_err(err, EL_ERR_FORMAT, "%s:%d:%d: invalid JSON", name, line, col);
-}
-
-el_status el_cjson_load(const char *path, size_t max_bytes, struct cJSON **out, el_error *err) {
-    *out = NULL;
-    char *text;
-    size_t len;
-    el_status s = el_read_file(path, max_bytes, &text, &len, err);
-    if (s) return s;
-    s = el_cjson_parse(text, len, path, out, err);
-    free(text);
-    return s;
-}
 
 // ---------------------------------------------------------------- header
 
 // A JSON number that is a whole value in [0, 2^53] (exact in a double).
-static int whole(const cJSON *j, uint64_t *out) {
-    if (!cJSON_IsNumber(j)) return 0;
-    double d = j->valuedouble;
+static int whole(const el_json *j, uint64_t *out) {
+    double d = el_json_num(j, -1);
     if (!(d >= 0 && d <= 9007199254740992.0) || floor(d) != d) return 0;
     *out = (uint64_t)d;
     return 1;
 }
 
-static el_status parse_tensor(el_safetensors *st, const cJSON *j, el_st_tensor *t, el_error *err) {
+static el_status parse_tensor(el_safetensors *st, const el_json *j, el_st_tensor *t, el_error *err) {
     const char *p = st->path, *n = t->name;
-    if (!cJSON_IsObject(j)) return el_err(err, EL_ERR_FORMAT, "%s: tensor %s is not a JSON object", p, n);
-    const cJSON *dt = cJSON_GetObjectItemCaseSensitive(j, "dtype");
-    const cJSON *sh = cJSON_GetObjectItemCaseSensitive(j, "shape");
-    const cJSON *off = cJSON_GetObjectItemCaseSensitive(j, "data_offsets");
-    if (!cJSON_IsString(dt)) return el_err(err, EL_ERR_FORMAT, "%s: tensor %s has no dtype string", p, n);
+    if (!el_json_is(j, EL_JSON_OBJECT)) return el_err(err, EL_ERR_FORMAT, "%s: tensor %s is not a JSON object", p, n);
+    const char *dt = el_json_str(el_json_get(j, "dtype"));
+    const el_json *sh = el_json_get(j, "shape");
+    const el_json *off = el_json_get(j, "data_offsets");
+    if (!dt) return el_err(err, EL_ERR_FORMAT, "%s: tensor %s has no dtype string", p, n);
     size_t esize;
-    if (!strcmp(dt->valuestring, "F32")) t->dtype = EL_DTYPE_F32, esize = 4;
-    else if (!strcmp(dt->valuestring, "F16")) t->dtype = EL_DTYPE_F16, esize = 2;
-    else if (!strcmp(dt->valuestring, "BF16")) t->dtype = EL_DTYPE_BF16, esize = 2;
+    if (!strcmp(dt, "F32")) t->dtype = EL_DTYPE_F32, esize = 4;
+    else if (!strcmp(dt, "F16")) t->dtype = EL_DTYPE_F16, esize = 2;
+    else if (!strcmp(dt, "BF16")) t->dtype = EL_DTYPE_BF16, esize = 2;
     else
-        return el_err(err, EL_ERR_UNSUPPORTED, "%s: tensor %s has dtype '%.32s' (supported: F32, F16, BF16)", p, n,
-                      dt->valuestring);
-    if (!cJSON_IsArray(sh)) return el_err(err, EL_ERR_FORMAT, "%s: tensor %s has no shape array", p, n);
-    int nd = cJSON_GetArraySize(sh);
+        return el_err(err, EL_ERR_UNSUPPORTED, "%s: tensor %s has dtype '%.32s' (supported: F32, F16, BF16)", p, n, dt);
+    if (!el_json_is(sh, EL_JSON_ARRAY)) return el_err(err, EL_ERR_FORMAT, "%s: tensor %s has no shape array", p, n);
+    size_t nd = el_json_len(sh);
     if (nd > EL_ST_MAX_DIMS)
-        return el_err(err, EL_ERR_RANGE, "%s: tensor %s has %d dimensions (at most %d)", p, n, nd, EL_ST_MAX_DIMS);
-    t->n_dims = nd;
+        return el_err(err, EL_ERR_RANGE, "%s: tensor %s has %zu dimensions (at most %d)", p, n, nd, EL_ST_MAX_DIMS);
+    t->n_dims = (int)nd;
     uint64_t numel = 1;
     int d = 0;
-    for (const cJSON *e = sh->child; e; e = e->next, d++) {
+    for (const el_json *e = el_json_first(sh); e; e = el_json_next(sh, e), d++) {
         uint64_t v;
         if (!whole(e, &v) || v > (uint64_t)EL_ST_MAX_DIM)
             return el_err(err, EL_ERR_RANGE, "%s: tensor %s dimension %d is not an integer in 0..2^40", p, n, d);
@@ -95,8 +55,8 @@ static el_status parse_tensor(el_safetensors *st, const cJSON *j, el_st_tensor *
     uint64_t bytes;
     if (__builtin_mul_overflow(numel, (uint64_t)esize, &bytes))
         return el_err(err, EL_ERR_RANGE, "%s: tensor %s has an absurd shape (byte count overflows)", p, n);
-    if (!cJSON_IsArray(off) || cJSON_GetArraySize(off) != 2 || !whole(off->child, &t->begin) ||
-        !whole(off->child->next, &t->end))
+    if (!el_json_is(off, EL_JSON_ARRAY) || el_json_len(off) != 2 || !whole(el_json_at(off, 0), &t->begin) ||
+        !whole(el_json_at(off, 1), &t->end))
         return el_err(err, EL_ERR_FORMAT, "%s: tensor %s data_offsets is not [begin, end] in bytes", p, n);
     size_t data_len = st->size - st->data_offset;
     if (t->begin > t->end || t->end > data_len)
@@ -158,39 +118,40 @@ static el_status parse(el_safetensors *st, el_error *err) {
         return el_err(err, EL_ERR_FORMAT, "%s: header length %llu runs past the end of the %zu-byte file", p,
                       (unsigned long long)hlen, st->size);
     st->data_offset = 8 + (size_t)hlen;
-    cJSON *root;
-    el_status s = el_cjson_parse((const char *)st->bytes + 8, (size_t)hlen, p, &root, err);
+    el_json *root;
+    el_status s = el_json_parse((const char *)st->bytes + 8, (size_t)hlen, p, &root, err);
     if (s) return s;
-    if (!cJSON_IsObject(root)) {
-        cJSON_Delete(root);
+    if (!el_json_is(root, EL_JSON_OBJECT)) {
+        el_json_free(root);
         return el_err(err, EL_ERR_FORMAT, "%s: the header is not a JSON object", p);
     }
     int n = 0;
-    for (const cJSON *e = root->child; e; e = e->next)
-        if (strcmp(e->string, "__metadata__")) n++;
+    for (const el_json *e = el_json_first(root); e; e = el_json_next(root, e))
+        if (strcmp(el_json_key(root, e), "__metadata__")) n++;
     if (n > EL_ST_MAX_TENSORS) {
-        cJSON_Delete(root);
+        el_json_free(root);
         return el_err(err, EL_ERR_RANGE, "%s: %d tensors is over the cap of %d", p, n, EL_ST_MAX_TENSORS);
     }
     st->tensors = calloc((size_t)n + 1, sizeof *st->tensors);
     if (!st->tensors) {
-        cJSON_Delete(root);
+        el_json_free(root);
         return el_err(err, EL_ERR_NOMEM, "%s: out of memory for %d tensors", p, n);
     }
-    for (const cJSON *e = root->child; e && !s; e = e->next) {
-        if (!strcmp(e->string, "__metadata__")) {
-            if (!cJSON_IsObject(e)) s = el_err(err, EL_ERR_FORMAT, "%s: __metadata__ is not a JSON object", p);
+    for (const el_json *e = el_json_first(root); e && !s; e = el_json_next(root, e)) {
+        const char *key = el_json_key(root, e);
+        if (!strcmp(key, "__metadata__")) {
+            if (!el_json_is(e, EL_JSON_OBJECT)) s = el_err(err, EL_ERR_FORMAT, "%s: __metadata__ is not a JSON object", p);
             continue;
         }
         el_st_tensor *t = &st->tensors[st->n_tensors];
-        if (!(t->name = strdup(e->string))) {
+        if (!(t->name = strdup(key))) {
             s = el_err(err, EL_ERR_NOMEM, "%s: out of memory", p);
             break;
         }
         st->n_tensors++;
         s = parse_tensor(st, e, t, err);
     }
-    cJSON_Delete(root);
+    el_json_free(root);
     if (!s) s = check_layout(st, err);
     return s;
 }

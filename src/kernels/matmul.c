@@ -194,9 +194,9 @@ void el_matmul_isa(el_pool *pool, float *out, const float *x, const el_tensor *W
 }
 
 void el_matmul(el_pool *pool, float *out, const float *x, const el_tensor *W, int n) {
-    el_matmul_isa(pool, out, x, W, n, EL_ISA_AVX512);  // the best level this CPU (and EL_ISA) allows
+    el_matmul_isa(pool, out, x, W, n, EL_ISA_BEST);  // the best level this CPU (and EL_ISA) allows
 }
 
 void el_matmul_many(el_pool *pool, int count, float *const *outs, const float *x, const el_tensor *const *Ws, int n) {
-    el_matmul_many_isa(pool, count, outs, x, Ws, n, EL_ISA_AVX512);
+    el_matmul_many_isa(pool, count, outs, x, Ws, n, EL_ISA_BEST);
 }

@@ -6,9 +6,26 @@
 #include "edgellm/kernels.h"
 #include "ops_simd.h"
 
-static int use_avx512;
+static int use_avx512, use_neon;
 static pthread_once_t isa_once = PTHREAD_ONCE_INIT;
-static void detect_isa(void) { use_avx512 = el_cpu_isa() == EL_ISA_AVX512; }
+static void detect_isa(void) {
+    use_avx512 = el_cpu_isa() == EL_ISA_AVX512;
+    use_neon = el_cpu_isa() >= EL_ISA_NEON;  // every AArch64 level
+}
+
+// The AArch64 kernels exist only in AArch64 builds (use_neon is 0 elsewhere).
+#if !defined(__aarch64__)
+#define el_swiglu_neon el_swiglu_scalar
+#define el_softmax_neon el_softmax_scalar
+#define el_attn_scores_neon el_attn_scores_scalar
+#define el_attn_mix_neon el_attn_mix_scalar
+#endif
+#if !defined(__x86_64__)
+#define el_swiglu_avx512 el_swiglu_scalar
+#define el_softmax_avx512 el_softmax_scalar
+#define el_attn_scores_avx512 el_attn_scores_scalar
+#define el_attn_mix_avx512 el_attn_mix_scalar
+#endif
 
 float el_dot_f32(const float *a, const float *b, int n) {
     // Eight independent partial sums: lets the compiler vectorise without
@@ -92,6 +109,10 @@ void el_softmax(float *x, int n) {
         el_softmax_avx512(x, n);
         return;
     }
+    if (use_neon && n > 0) {
+        el_softmax_neon(x, n);
+        return;
+    }
     el_softmax_scalar(x, n);
 }
 
@@ -113,6 +134,10 @@ void el_swiglu(float *h, const float *g, const float *u, int n) {
     pthread_once(&isa_once, detect_isa);
     if (use_avx512) {
         el_swiglu_avx512(h, g, u, n);
+        return;
+    }
+    if (use_neon) {
+        el_swiglu_neon(h, g, u, n);
         return;
     }
     el_swiglu_scalar(h, g, u, n);
@@ -158,7 +183,6 @@ void el_attn_scores_scalar(float *scores, const float *q, const float *k, size_t
 }
 
 void el_attn_mix_scalar(float *out, const float *w, const float *v, size_t stride, int n, int hd) {
-    for (int i = 0; i < hd; i++) out[i] = 0;
     for (int p = 0; p < n; p++) el_axpy_f32(out, w[p], v + (size_t)p * stride, hd);
 }
 
@@ -166,6 +190,8 @@ void el_attn_scores(float *scores, const float *q, const float *k, size_t stride
     pthread_once(&isa_once, detect_isa);
     if (use_avx512 && hd % 16 == 0 && hd <= 256)
         el_attn_scores_avx512(scores, q, k, stride, n, hd, scale);
+    else if (use_neon && hd % 4 == 0)
+        el_attn_scores_neon(scores, q, k, stride, n, hd, scale);
     else
         el_attn_scores_scalar(scores, q, k, stride, n, hd, scale);
 }
@@ -174,6 +200,8 @@ void el_attn_mix(float *out, const float *w, const float *v, size_t stride, int 
     pthread_once(&isa_once, detect_isa);
     if (use_avx512 && hd % 16 == 0 && hd <= 256)
         el_attn_mix_avx512(out, w, v, stride, n, hd);
+    else if (use_neon && hd % 4 == 0)
+        el_attn_mix_neon(out, w, v, stride, n, hd);
     else
         el_attn_mix_scalar(out, w, v, stride, n, hd);
 }

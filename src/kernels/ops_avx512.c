@@ -124,11 +124,13 @@ void el_attn_scores_avx512(float *scores, const float *q, const float *k, size_t
     }
 }
 
-// The output row stays in registers while the value rows stream past.
+// The output row stays in registers while the value rows stream past; it
+// accumulates onto what out holds, so a cache read block by block sums in
+// position order.
 void el_attn_mix_avx512(float *out, const float *w, const float *v, size_t stride, int n, int hd) {
     const int nv = hd / 16;
     __m512 acc[16];
-    for (int j = 0; j < nv; j++) acc[j] = _mm512_setzero_ps();
+    for (int j = 0; j < nv; j++) acc[j] = _mm512_loadu_ps(out + 16 * j);
     for (int p = 0; p < n; p++) {
         const float *vp = v + (size_t)p * stride;
         __m512 wp = _mm512_set1_ps(w[p]);

@@ -29,6 +29,18 @@ void el_layernorm_p_avx512(float *out, const float *x, int F, const float *w, co
 // hd a multiple of 16, at most 256
 void el_attn_scores_avx512(float *scores, const float *q, const float *k, size_t stride, int n, int hd, float scale);
 void el_attn_mix_avx512(float *out, const float *w, const float *v, size_t stride, int n, int hd);
+// KV rows in f16 or q8_0 (kv.c), stride in bytes; hd a multiple of 16, at
+// most 256 (q8_0: a multiple of 32, or 16)
+void el_attn_scores_kv_avx512(int dtype, float *scores, const float *q, const void *k, size_t stride, int n, int hd,
+                              float scale);
+void el_attn_mix_kv_avx512(int dtype, float *out, const float *w, const void *v, size_t stride, int n, int hd);
+
+// AArch64 Advanced SIMD (ops_neon.c); attention: hd a multiple of 4.
+float el_exp_neon(float x);
+void el_swiglu_neon(float *h, const float *g, const float *u, int n);
+void el_softmax_neon(float *x, int n);
+void el_attn_scores_neon(float *scores, const float *q, const float *k, size_t stride, int n, int hd, float scale);
+void el_attn_mix_neon(float *out, const float *w, const float *v, size_t stride, int n, int hd);
 
 // The scalar versions (the reference for tests).
 void el_swiglu_scalar(float *h, const float *g, const float *u, int n);
@@ -36,5 +48,8 @@ void el_softmax_scalar(float *x, int n);
 void el_gelu_scalar(float *x, int n, int quick);
 void el_attn_scores_scalar(float *scores, const float *q, const float *k, size_t stride, int n, int hd, float scale);
 void el_attn_mix_scalar(float *out, const float *w, const float *v, size_t stride, int n, int hd);
+void el_attn_scores_kv_scalar(int dtype, float *scores, const float *q, const void *k, size_t stride, int n, int hd,
+                              float scale);
+void el_attn_mix_kv_scalar(int dtype, float *out, const float *w, const void *v, size_t stride, int n, int hd);
 
 #endif

@@ -43,6 +43,16 @@
 //        of Pc = q[16j + 4c + e] | bits 2c..2c+1 of q[16j + 12 + e] << 6,
 //        q the row's 6-bit quants (0..63). Elements 16j + 4c.. are one AND
 //        away; 16j + 12.. are collected from the three top bit pairs.
+//
+// AArch64 builds (dotprod and i8mm levels) pack Q8_0/Q4_0 their own way, in the same bytes per pair
+// (so el_pack_pair_bytes holds for both): per block of a 32-row unit, 16 row
+// pairs of 64 (Q8_0) or 32 (Q4_0) bytes, then the 32 rows' f16 scales in row
+// order. Pair p holds rows 2p and 2p+1 eight quant bytes at a time:
+// [row 2p bytes 8c..8c+7 | row 2p+1 bytes 8c..8c+7] for c = 0..3 (Q8_0, the
+// signed quants as in the file) or c = 0..1 (Q4_0, the nibble bytes: low
+// nibbles columns 8c.., high nibbles 16+8c..). A 16-byte load is then sdot's
+// two rows x 8 columns against 8 activation bytes in both halves, and
+// smmla's 2x8 weight operand as it is (qdot_arm.h, qdot_i8mm.c).
 #include <string.h>
 
 #include "edgellm/kernels.h"
@@ -117,6 +127,32 @@ static void pack_q6_k(const el_tensor *W, int64_t rows, void *dst) {
         }
 }
 
+#if defined(__aarch64__)
+static void pack_pairs_arm(const el_tensor *W, int64_t rows, void *dst) {
+    int k = (int)W->ne[0], nb = k / EL_QK, q8 = W->dtype == EL_DTYPE_Q8_0;
+    size_t ldw = el_tensor_row_size(W), bb = el_pack_block_bytes(W->dtype), pbytes = el_pack_pair_bytes(W->dtype, k);
+    int qbytes = q8 ? EL_QK : EL_QK / 2, pb = 2 * qbytes;  // quant bytes of a row's block, of a pair's
+    for (int64_t u = 0; u < rows / 32; u++)
+        for (int r = 0; r < 32; r++) {
+            const char *row = (const char *)W->data + (size_t)(32 * u + r) * ldw;
+            for (int b = 0; b < nb; b++) {
+                uint8_t *blk = (uint8_t *)dst + (size_t)u * pbytes + (size_t)b * bb;
+                const uint8_t *src;
+                uint16_t scale;
+                if (q8) {
+                    const el_block_q8_0 *q = (const el_block_q8_0 *)row + b;
+                    src = (const uint8_t *)q->qs, scale = q->d;
+                } else {
+                    const el_block_q4_0 *q = (const el_block_q4_0 *)row + b;
+                    src = q->qs, scale = q->d;
+                }
+                memcpy(blk + 16 * (size_t)pb + 2 * r, &scale, 2);
+                for (int c = 0; c < qbytes / 8; c++) memcpy(blk + (size_t)(r / 2) * pb + 16 * c + 8 * (r % 2), src + 8 * c, 8);
+            }
+        }
+}
+#endif
+
 size_t el_matmul_pack_size(const el_tensor *W, el_isa isa, int64_t *rows) {
     *rows = 0;
     if (W->n_dims != 2 || W->ne[0] % pack_block_elems(W->dtype) || !el_gemm_packed_kernel(W->dtype, isa)) return 0;
@@ -133,6 +169,10 @@ void el_matmul_pack(const el_tensor *W, int64_t rows, void *dst) {
         pack_q6_k(W, rows, dst);
         return;
     }
+#if defined(__aarch64__)
+    pack_pairs_arm(W, rows, dst);
+    return;
+#endif
     int k = (int)W->ne[0], nb = k / EL_QK;
     size_t ldw = el_tensor_row_size(W), bb = el_pack_block_bytes(W->dtype), pbytes = el_pack_pair_bytes(W->dtype, k);
     int q8 = W->dtype == EL_DTYPE_Q8_0, chunks = q8 ? 8 : 4;

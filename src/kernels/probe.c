@@ -19,8 +19,14 @@ typedef struct {
 static void fma_task(void *ctx, int t, int n) {
     (void)n;
     fma_job *j = ctx;
+#if defined(__x86_64__)
     if (j->kind != PROBE_FMA) j->flops[t] = el_probe_dot_avx512(j->iters, j->kind == PROBE_DOT_BLOCK);
     else j->flops[t] = j->isa == EL_ISA_AVX512 ? el_probe_fma_avx512(j->iters) : el_probe_fma_avx2(j->iters);
+#elif defined(__aarch64__)
+    j->flops[t] = el_probe_fma_neon(j->iters);  // only PROBE_FMA is asked for here
+#else
+    j->flops[t] = 0;
+#endif
 }
 
 // Best rate of the loop `kind` on every pool thread over about `seconds`.
@@ -75,7 +81,13 @@ static void read_task(void *ctx, int t, int n) {
     (void)n;
     read_job *j = ctx;
     size_t off, len = share(j, t, &off);
+#if defined(__x86_64__)
     j->sink[t] = len ? el_probe_read_avx2(j->buf + off, len) : 0;
+#elif defined(__aarch64__)
+    j->sink[t] = len ? el_probe_read_neon(j->buf + off, len) : 0;
+#else
+    j->sink[t] = len;
+#endif
 }
 
 static void touch_task(void *ctx, int t, int n) {

@@ -15,5 +15,8 @@ double el_probe_dot_avx512(long iters, int block);
 // Reads bytes (64-byte aligned, multiple of 256) with vector loads; returns
 // a value derived from the data so the loads cannot be dropped.
 uint64_t el_probe_read_avx2(const void *buf, size_t bytes);
+// The same on AArch64 (probe_neon.c): 12 chains of 4-lane FMAs; the read stream.
+double el_probe_fma_neon(long iters);
+uint64_t el_probe_read_neon(const void *buf, size_t bytes);
 
 #endif

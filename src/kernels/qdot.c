@@ -1,6 +1,6 @@
 // Scalar reference dot products of quantized weights with quantized
 // activations, the activation quantizers, and the per-ISA kernel table.
-// Every SIMD kernel (qdot_avx2.c, qdot_avx512.c) computes the same integer
+// Every SIMD kernel (qdot_avx2.c, qdot_avx512.c, qdot_neon.c ...) computes the same integer
 // sums as these and differs only in the order of the float additions.
 #include <math.h>
 #include <pthread.h>
@@ -67,6 +67,7 @@ void el_act_quantize(int act_type, const float *x, void *dst, int k) {
     // The same bytes either way; the scalar loop was 7% of a q8_0 prefill's
     // matmul time (perf), run for every row of every product.
     pthread_once(&cpu_once, detect_cpu);
+#if defined(__x86_64__)
     if (act_type == EL_DTYPE_Q8_K) {
         if (cpu_isa == EL_ISA_AVX512)
             el_act_quantize_q8_k_avx512(x, dst, k);
@@ -78,6 +79,18 @@ void el_act_quantize(int act_type, const float *x, void *dst, int k) {
         el_act_quantize_q8_0_avx512(x, dst, k);
     else
         el_act_quantize_q8_0_scalar(x, dst, k);
+#elif defined(__aarch64__)
+    int simd = cpu_isa >= EL_ISA_NEON;
+    if (act_type == EL_DTYPE_Q8_K)
+        simd ? el_act_quantize_q8_k_neon(x, dst, k) : el_quantize_row_q8_k(x, dst, k);
+    else
+        simd ? el_act_quantize_q8_0_neon(x, dst, k) : el_act_quantize_q8_0_scalar(x, dst, k);
+#else
+    if (act_type == EL_DTYPE_Q8_K)
+        el_quantize_row_q8_k(x, dst, k);
+    else
+        el_act_quantize_q8_0_scalar(x, dst, k);
+#endif
 }
 
 // ---------------------------------------------------------------- float weights
@@ -200,18 +213,36 @@ SCALAR_GEMM(gemm_q6_k, el_vec_dot_q6_k)
 
 el_gemm_fn el_gemm_packed_kernel(int dtype, el_isa isa) {
     pthread_once(&cpu_once, detect_cpu);
+#if defined(__x86_64__)
     el_isa level = isa < cpu_isa ? isa : cpu_isa;
     if (level == EL_ISA_AVX512 && cpu_vnni)
         return dtype == EL_DTYPE_Q4_K || dtype == EL_DTYPE_Q6_K ? el_gemm_packed_k_avx512(dtype) : el_gemm_packed_avx512(dtype);
     // Q8_0/Q4_0 pairs have one layout for both levels: AVX2 (or AVX-512 without VNNI) reads it too
     return level >= EL_ISA_AVX2 ? el_gemm_packed_avx2(dtype) : NULL;
+#elif defined(__aarch64__)
+    // Q8_0/Q4_0 in row pairs (pack.c), one layout for both levels with sdot
+    el_isa level = isa < cpu_isa ? isa : cpu_isa;
+    if (level == EL_ISA_I8MM) return el_gemm_packed_i8mm(dtype);
+    if (level == EL_ISA_DOTPROD) return el_gemm_packed_dotprod(dtype);
+    return NULL;
+#else
+    (void)dtype, (void)isa;
+    return NULL;
+#endif
 }
 
 el_gemm_fn el_gemm_kernel(int dtype, el_isa isa) {
     pthread_once(&cpu_once, detect_cpu);
     if (isa > cpu_isa) return NULL;
+#if defined(__x86_64__)
     if (isa == EL_ISA_AVX512) return cpu_vnni ? el_gemm_avx512(dtype) : NULL;
     if (isa == EL_ISA_AVX2) return el_gemm_avx2(dtype);
+#elif defined(__aarch64__)
+    if (isa == EL_ISA_I8MM) return el_gemm_i8mm(dtype);
+    if (isa == EL_ISA_DOTPROD) return el_gemm_dotprod(dtype);
+    if (isa == EL_ISA_NEON) return el_gemm_neon(dtype);
+#endif
+    if (isa != EL_ISA_SCALAR) return NULL;  // a level of another architecture
     switch (dtype) {
     case EL_DTYPE_F16: return gemm_f16;
     case EL_DTYPE_BF16: return gemm_bf16;

@@ -1,5 +1,5 @@
-// Internal to src/kernels: the SIMD tile kernels of qdot_avx2.c and
-// qdot_avx512.c, looked up by weight dtype (NULL if that file has none), and
+// Internal to src/kernels: the SIMD tile kernels of qdot_avx2.c,
+// qdot_avx512.c and the AArch64 files, looked up by weight dtype (NULL if that file has none), and
 // the packed (row-interleaved) layout of pack.c.
 #ifndef EL_KERNELS_QDOT_H
 #define EL_KERNELS_QDOT_H
@@ -25,6 +25,20 @@ void el_act_quantize_q8_k_avx512(const float *x, void *dst, int k);
 el_gemm_fn el_gemm_packed_k_avx512(int dtype);
 #define EL_PACK_Q4_K_GROUP 2304  // bytes of one 16-row group's Q4_K super-block
 #define EL_PACK_Q6_K_GROUP 3328  // the same for Q6_K, without its 16 d (pack.c)
+// AArch64 (qdot_neon.c, qdot_dotprod.c, qdot_i8mm.c): the tile kernels of
+// each level (the i8mm table hands out the dotprod kernels where it has no
+// smmla one; the f16/bf16 ones are the Advanced SIMD level's), and the
+// activation quantizers of every AArch64 level, which write the scalar
+// ones' bytes.
+el_gemm_fn el_gemm_neon(int dtype);
+el_gemm_fn el_gemm_dotprod(int dtype);
+el_gemm_fn el_gemm_i8mm(int dtype);
+// Their kernels on pack.c's AArch64 layout (Q8_0, Q4_0; else NULL): the
+// dotprod and i8mm levels only.
+el_gemm_fn el_gemm_packed_dotprod(int dtype);
+el_gemm_fn el_gemm_packed_i8mm(int dtype);
+void el_act_quantize_q8_0_neon(const float *x, void *dst, int k);
+void el_act_quantize_q8_k_neon(const float *x, void *dst, int k);
 // Bytes of a packed pair per block (32 columns; Q4_K, Q6_K: a 256-column super-block).
 size_t el_pack_block_bytes(int dtype);
 size_t el_pack_pair_bytes(int dtype, int k);

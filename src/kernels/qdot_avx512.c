@@ -160,6 +160,11 @@ ALWAYS_INLINE __m512i bcast4(const int8_t *p) {
 #define DECODE_AHEAD 4
 #endif
 
+#define PACKED_TOKENS 8
+#ifndef PACKED_AHEAD
+#define PACKED_AHEAD 4
+#endif
+
 // One packed group (16 rows of a pair, pack.c) x T tokens: out[t*ldo + r],
 // r < 16. qs: the group's chunks of block 0; sc: its scales of block 0; both
 // step bb bytes per block. Per block and token: the integer sums of all 16
@@ -167,7 +172,7 @@ ALWAYS_INLINE __m512i bcast4(const int8_t *p) {
 // the seed), then one convert and one FMA scale them. A single token (a tail
 // here; decode has micro_decode) gets two accumulator chains.
 ALWAYS_INLINE void micro_packed(const int q8, int k, const uint8_t *qs, const uint8_t *sc, size_t bb, const char *x,
-                                size_t ldx, float *out, size_t ldo, const int T) {
+                                size_t ldx, float *out, size_t ldo, const int T, const uint8_t *pf) {
     const int NA = T == 1 ? 2 : 1;
     const int nb = k / EL_QK;
     const int8_t *xq[8];
@@ -190,6 +195,8 @@ ALWAYS_INLINE void micro_packed(const int q8, int k, const uint8_t *qs, const ui
         const int8_t *xo[8];
         _Pragma("GCC unroll 8") for (int t = 0; t < T; t++) xo[t] = xq[t] + EL_QK * b;
         const uint8_t *c = qs + (size_t)b * bb;
+        if (pf)
+            for (size_t l = 0; l < bb; l += 64) _mm_prefetch((const char *)pf + (size_t)(b + PACKED_AHEAD) * bb + l, _MM_HINT_T1);
         if (q8) {
             _Pragma("GCC unroll 8") for (int j = 0; j < 8; j++) {
                 __m512i w = _mm512_loadu_si512(c + 64 * j);
@@ -260,7 +267,6 @@ ALWAYS_INLINE void micro_decode(const int q8, int k, const uint8_t *pair, const 
     _mm512_storeu_ps(out + 16, facc[1]);
 }
 
-#define PACKED_TOKENS 8
 
 #define DEFINE_PACKED_GEMM(NAME, Q8)                                                                          \
     static void NAME(int k, const void *w, size_t ldw, int nr, const void *x, size_t ldx, int nt, float *out,  \
@@ -279,20 +285,22 @@ ALWAYS_INLINE void micro_decode(const int q8, int k, const uint8_t *pair, const 
             const uint8_t *qs = pair + (size_t)(g % 2) * cb, *sc = pair + 2 * cb + (size_t)(g % 2) * 32;     \
             float *o = out + 16 * g;                                                                          \
             const char *xc = x;                                                                               \
+            const uint8_t *pf = g % 2 == 0 && nt <= 16 ? pair : NULL;                                         \
             int t = 0;                                                                                        \
             for (; t + PACKED_TOKENS <= nt; t += PACKED_TOKENS)                                               \
                 micro_packed(Q8, k, qs, sc, bb, xc + (size_t)t * ldx, ldx, o + (size_t)t * ldo, ldo,         \
-                             PACKED_TOKENS);                                                                  \
+                             PACKED_TOKENS, t ? NULL : pf);                                                   \
             const char *xt = xc + (size_t)t * ldx;                                                            \
             float *ot = o + (size_t)t * ldo;                                                                  \
+            if (t) pf = NULL;                                                                                 \
             switch (nt - t) {                                                                                 \
-            case 1: micro_packed(Q8, k, qs, sc, bb, xt, ldx, ot, ldo, 1); break;                              \
-            case 2: micro_packed(Q8, k, qs, sc, bb, xt, ldx, ot, ldo, 2); break;                              \
-            case 3: micro_packed(Q8, k, qs, sc, bb, xt, ldx, ot, ldo, 3); break;                              \
-            case 4: micro_packed(Q8, k, qs, sc, bb, xt, ldx, ot, ldo, 4); break;                              \
-            case 5: micro_packed(Q8, k, qs, sc, bb, xt, ldx, ot, ldo, 5); break;                              \
-            case 6: micro_packed(Q8, k, qs, sc, bb, xt, ldx, ot, ldo, 6); break;                              \
-            case 7: micro_packed(Q8, k, qs, sc, bb, xt, ldx, ot, ldo, 7); break;                              \
+            case 1: micro_packed(Q8, k, qs, sc, bb, xt, ldx, ot, ldo, 1, pf); break;                              \
+            case 2: micro_packed(Q8, k, qs, sc, bb, xt, ldx, ot, ldo, 2, pf); break;                              \
+            case 3: micro_packed(Q8, k, qs, sc, bb, xt, ldx, ot, ldo, 3, pf); break;                              \
+            case 4: micro_packed(Q8, k, qs, sc, bb, xt, ldx, ot, ldo, 4, pf); break;                              \
+            case 5: micro_packed(Q8, k, qs, sc, bb, xt, ldx, ot, ldo, 5, pf); break;                              \
+            case 6: micro_packed(Q8, k, qs, sc, bb, xt, ldx, ot, ldo, 6, pf); break;                              \
+            case 7: micro_packed(Q8, k, qs, sc, bb, xt, ldx, ot, ldo, 7, pf); break;                              \
             }                                                                                                 \
         }                                                                                                     \
     }

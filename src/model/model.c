@@ -27,9 +27,13 @@ static el_status check_tensor(const el_model *m, const el_tensor *t, int64_t ne0
         return el_err(err, EL_ERR_FORMAT, "%s: tensor %s has shape %s, expected %s", m->path, t->name, got, want);
     }
     const el_dtype_traits *tr = el_dtype_info(t->dtype);
-    if (!tr || !tr->to_f32)
-        return el_err(err, EL_ERR_UNSUPPORTED, "%s: tensor %s has dtype %s, which this build cannot compute with",
-                      m->path, t->name, el_dtype_name(t->dtype));
+    if (!tr || !tr->to_f32) {
+        char sup[128];
+        el_dtype_supported_list(sup, sizeof sup);
+        const char *gn = el_dtype_gguf_name(t->dtype);
+        return el_err(err, EL_ERR_UNSUPPORTED, "%s: tensor %s has type %s, which edgellm cannot compute with (supported: %s)",
+                      m->path, t->name, gn ? gn : el_dtype_name(t->dtype), sup);
+    }
     if (ne1 == 0 && t->dtype != EL_DTYPE_F32)
         return el_err(err, EL_ERR_UNSUPPORTED, "%s: 1-D tensor %s must be f32, not %s", m->path, t->name,
                       el_dtype_name(t->dtype));
@@ -494,6 +498,13 @@ uint64_t el_model_identity(const el_model *m, int a, int b) {
         for (size_t i = 0; i < sizeof(el_layer) / sizeof(el_tensor); i++) x = hash_tensor(x, &ts[i]);
     }
     return x;
+}
+
+int el_model_ctx_warning(const el_model *m, int ctx, char *msg, size_t n) {
+    if (ctx <= m->hp.ctx) return 0;
+    snprintf(msg, n, "context %d is longer than the %d positions %s was trained on; expect worse text past %d", ctx,
+             m->hp.ctx, m->path, m->hp.ctx);
+    return 1;
 }
 
 el_status el_model_tokenizer(const el_model *m, const char *tok_path, el_tokenizer **out, el_error *err) {

@@ -1,6 +1,7 @@
 // Per-layer cost profiles: each layer is timed on its own session, for decode
 // at several context lengths and for batched prefill, so that a planner can
 // add up the cost of any contiguous range on any node.
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -217,17 +218,18 @@ el_status el_profile_save(const el_profile *p, const char *path, el_error *err) 
 
 static el_status need_int(const el_json *root, const char *key, const char *path, int lo, int hi, int *out, el_error *err) {
     const el_json *v = el_json_get(root, key);
-    if (!v || v->type != EL_JSON_NUMBER || v->num < lo || v->num > hi || v->num != (int)v->num)
+    double d = el_json_num(v, NAN);
+    if (!(d >= lo && d <= hi) || d != (int)d)
         return el_err(err, EL_ERR_FORMAT, "%s: \"%s\" must be an integer in %d..%d", path, key, lo, hi);
-    *out = (int)v->num;
+    *out = (int)d;
     return EL_OK;
 }
 
 static el_status need_num(const el_json *j, const char *key, const char *path, double *out, el_error *err) {
     const el_json *v = el_json_get(j, key);
-    if (!v || v->type != EL_JSON_NUMBER || v->num < 0)
-        return el_err(err, EL_ERR_FORMAT, "%s: \"%s\" must be a non-negative number", path, key);
-    *out = v->num;
+    double d = el_json_num(v, -1);
+    if (d < 0) return el_err(err, EL_ERR_FORMAT, "%s: \"%s\" must be a non-negative number", path, key);
+    *out = d;
     return EL_OK;
 }
 
@@ -264,13 +266,14 @@ el_status el_profile_load(const char *path, el_profile *p, el_error *err) {
     snprintf(p->node, sizeof p->node, "%s", el_json_str(el_json_get(root, "node")) ? el_json_str(el_json_get(root, "node")) : "?");
     snprintf(p->model, sizeof p->model, "%s", el_json_str(el_json_get(root, "model")) ? el_json_str(el_json_get(root, "model")) : "?");
     const el_json *ctx = el_json_get(root, "decode_ctx");
-    if (!ctx || ctx->type != EL_JSON_ARRAY || ctx->len < 1 || ctx->len > EL_PROFILE_MAX_CTX) {
+    if (!el_json_is(ctx, EL_JSON_ARRAY) || el_json_len(ctx) < 1 || el_json_len(ctx) > EL_PROFILE_MAX_CTX) {
         st = el_err(err, EL_ERR_FORMAT, "%s: \"decode_ctx\" must be an array of 1..%d context lengths", path, EL_PROFILE_MAX_CTX);
         goto out;
     }
-    p->n_ctx = (int)ctx->len;
-    for (int i = 0; i < p->n_ctx; i++) {
-        double c = el_json_num(&ctx->items[i], -1);
+    p->n_ctx = (int)el_json_len(ctx);
+    const el_json *cv = el_json_first(ctx);
+    for (int i = 0; i < p->n_ctx; i++, cv = el_json_next(ctx, cv)) {
+        double c = el_json_num(cv, -1);
         if (c < 1 || c > (1 << 24) || (i && c <= p->ctx[i - 1])) {
             st = el_err(err, EL_ERR_FORMAT, "%s: decode_ctx[%d] is not an increasing positive length", path, i);
             goto out;
@@ -278,7 +281,7 @@ el_status el_profile_load(const char *path, el_profile *p, el_error *err) {
         p->ctx[i] = (int)c;
     }
     const el_json *layers = el_json_get(root, "layers");
-    if (!layers || layers->type != EL_JSON_ARRAY || layers->len != (size_t)p->n_layers) {
+    if (!el_json_is(layers, EL_JSON_ARRAY) || el_json_len(layers) != (size_t)p->n_layers) {
         st = el_err(err, EL_ERR_FORMAT, "%s: \"layers\" must list %d layers", path, p->n_layers);
         goto out;
     }
@@ -289,8 +292,8 @@ el_status el_profile_load(const char *path, el_profile *p, el_error *err) {
         st = el_err(err, EL_ERR_NOMEM, "out of memory");
         goto out;
     }
-    for (int l = 0; l < p->n_layers; l++) {
-        const el_json *L = &layers->items[l];
+    const el_json *L = el_json_first(layers);
+    for (int l = 0; l < p->n_layers; l++, L = el_json_next(layers, L)) {
         char where[64];
         snprintf(where, sizeof where, "layers[%d]", l);
         const el_json *dec = el_json_get(L, "decode_s");
@@ -298,12 +301,13 @@ el_status el_profile_load(const char *path, el_profile *p, el_error *err) {
             (st = need_num(L, "weight_bytes", path, &d, err)))
             goto out;
         p->weight_bytes[l] = (size_t)d;
-        if (!dec || dec->type != EL_JSON_ARRAY || dec->len != (size_t)p->n_ctx) {
+        if (!el_json_is(dec, EL_JSON_ARRAY) || el_json_len(dec) != (size_t)p->n_ctx) {
             st = el_err(err, EL_ERR_FORMAT, "%s: %s.decode_s must have %d entries", path, where, p->n_ctx);
             goto out;
         }
-        for (int i = 0; i < p->n_ctx; i++) {
-            double v = el_json_num(&dec->items[i], -1);
+        const el_json *dv = el_json_first(dec);
+        for (int i = 0; i < p->n_ctx; i++, dv = el_json_next(dec, dv)) {
+            double v = el_json_num(dv, -1);
             if (v < 0) {
                 st = el_err(err, EL_ERR_FORMAT, "%s: %s.decode_s[%d] is not a non-negative number", path, where, i);
                 goto out;

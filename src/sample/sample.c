@@ -30,7 +30,9 @@ uint64_t el_rng_next(uint64_t *s) {
 float el_rng_uniform(uint64_t *s) { return (float)(el_rng_next(s) >> 40) / 16777216.0f; }
 
 el_sampler_params el_sampler_defaults(void) {
-    el_sampler_params p = {.temp = 1.0f, .top_k = 0, .top_p = 1.0f, .min_p = 0.0f,
+    // One set for run, chat and serve; the values llama.cpp users know
+    // (docs/cli.md has the table).
+    el_sampler_params p = {.temp = 0.8f, .top_k = 40, .top_p = 0.95f, .min_p = 0.05f,
                            .repeat_penalty = 1.0f, .repeat_last_n = 64, .seed = 42};
     return p;
 }
@@ -254,3 +256,5 @@ int el_sampler_sample(el_sampler *s, float *logits) {
     }
     return s->idx[m - 1];
 }
+
+uint64_t el_sampler_rng_state(const el_sampler *s) { return s->rng; }

@@ -25,9 +25,23 @@ typedef struct entry {
     struct entry *next;
 } entry;
 
+// Whether a file in the folder fits the base, as found when the folder was
+// last listed with the file at this mtime and size.
+typedef struct verdict {
+    char name[65];
+    struct timespec mtime;
+    off_t size;
+    int ok;
+    struct verdict *next;
+} verdict;
+#define MAX_VERDICTS 4096
+
 struct el_adapter_cache {
     const el_model *m;
     char *dir;
+    FILE *log;          // one line per adapter that does not fit the base (NULL: quiet)
+    verdict *verdicts;
+    int n_verdicts;
     int max_adapters;
     size_t budget;
     pthread_mutex_t mu;
@@ -82,8 +96,20 @@ static void entry_free(el_adapter_cache *c, entry *e) {
     free(e);
 }
 
+static void verdicts_clear(el_adapter_cache *c) {
+    for (verdict *v = c->verdicts, *next; v; v = next) {
+        next = v->next;
+        free(v);
+    }
+    c->verdicts = NULL;
+    c->n_verdicts = 0;
+}
+
+void el_adapter_cache_set_log(el_adapter_cache *c, FILE *log) { c->log = log; }
+
 void el_adapter_cache_free(el_adapter_cache *c) {
     if (!c) return;
+    verdicts_clear(c);
     for (entry *e = c->list, *next; e; e = next) {
         next = e->next;
         entry_free(c, e);
@@ -188,7 +214,11 @@ el_status el_adapter_cache_acquire(el_adapter_cache *c, const char *name, const 
         // read a copy (one is kept): memory exceeds the budget by those
         // copies for the duration of the load.
         el_lora *l = NULL;
-        if ((st = el_lora_load(dpath, c->m, &l, err))) return st;
+        if ((st = el_lora_load(dpath, c->m, &l, err))) {
+            // an adapter for another base is not a model here (404), not a server fault
+            if (st == EL_ERR_IO || st == EL_ERR_NOMEM) return st;
+            return el_err(err, EL_ERR_ARG, "model '%s' cannot be used with this base: %s", name, err ? err->msg : "");
+        }
         size_t bytes = l->n_params * sizeof(float);
         if (c->budget && bytes > c->budget) {
             el_lora_free(l);
@@ -300,6 +330,46 @@ el_status el_adapter_cache_add(el_adapter_cache *c, const char *name, const char
     return EL_OK;
 }
 
+// Whether DIR/NAME.gguf is an adapter for this base: loaded once per version
+// of the file (mtime, size) when the folder is listed; a file that does not
+// fit is logged once and left out of the list, instead of being listed and
+// failing on first use.
+static int fits_base(el_adapter_cache *c, const char *name) {
+    char path[4200];
+    snprintf(path, sizeof path, "%s/%s.gguf", c->dir, name);
+    struct stat sb;
+    if (stat(path, &sb) != 0 || !S_ISREG(sb.st_mode)) return 0;
+    pthread_mutex_lock(&c->mu);
+    for (verdict *v = c->verdicts; v; v = v->next)
+        if (!strcmp(v->name, name) && same_time(v->mtime, sb.st_mtim) && v->size == sb.st_size) {
+            int ok = v->ok;
+            pthread_mutex_unlock(&c->mu);
+            return ok;
+        }
+    pthread_mutex_unlock(&c->mu);
+    el_lora *l = NULL;
+    el_error e = {0};
+    el_status st = el_lora_load(path, c->m, &l, &e);
+    el_lora_free(l);
+    // a file caught half-written (or unreadable) is not judged: listed, and looked at again next time
+    if (st == EL_ERR_IO || st == EL_ERR_NOMEM) return 1;
+    verdict *v = calloc(1, sizeof *v);
+    pthread_mutex_lock(&c->mu);
+    if (v) {
+        if (c->n_verdicts >= MAX_VERDICTS) verdicts_clear(c);
+        snprintf(v->name, sizeof v->name, "%s", name);
+        v->mtime = sb.st_mtim;
+        v->size = sb.st_size;
+        v->ok = st == EL_OK;
+        v->next = c->verdicts;
+        c->verdicts = v;
+        c->n_verdicts++;
+    }
+    if (st && c->log) fprintf(c->log, "serve: adapter '%s' is not listed: %s\n", name, e.msg);
+    pthread_mutex_unlock(&c->mu);
+    return st == EL_OK;
+}
+
 static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
 
 int el_adapter_cache_list(el_adapter_cache *c, char ***names) {
@@ -326,7 +396,7 @@ int el_adapter_cache_list(el_adapter_cache *c, char ***names) {
             if (len <= 5 || strcmp(de->d_name + len - 5, ".gguf")) continue;
             char nm[256];
             snprintf(nm, sizeof nm, "%.*s", (int)(len - 5), de->d_name);
-            if (el_adapter_name_ok(nm)) PUSH(nm);
+            if (el_adapter_name_ok(nm) && fits_base(c, nm)) PUSH(nm);
         }
         if (d) closedir(d);
     }

@@ -15,6 +15,7 @@
 #include "edgellm/chat.h"
 #include "edgellm/json.h"
 #include "serve_internal.h"
+#include "web.h"
 
 #define KEEPALIVE_S 10
 
@@ -200,7 +201,7 @@ static void stream_free(void *cls) {
 // the text cut at the image markers, and one prompt entry per position with
 // -1 - r for image row r. Returns 0, or sets *code and msg.
 static int image_prompt(el_server *s, job *j, const el_serve_request *req, const char *text, unsigned flags,
-                        unsigned *code, char *msg, size_t cap) {
+                        const el_text_span *spans, int n_spans, unsigned *code, char *msg, size_t cap) {
     el_error err;
     *code = 400;
     if (!s->vision) {
@@ -231,7 +232,8 @@ static int image_prompt(el_server *s, job *j, const el_serve_request *req, const
     }
     j->n_images = req->n_images;
     el_mm_prompt mm;
-    if (el_mm_prompt_encode(s->tok, text, strlen(text), EL_SERVE_IMAGE_MARKER, flags, req->n_images, &mm, &err)) {
+    if (el_mm_prompt_encode(s->tok, text, strlen(text), EL_SERVE_IMAGE_MARKER, flags, spans, n_spans, req->n_images, &mm,
+                            &err)) {
         snprintf(msg, cap, "%s", err.msg);
         return -1;
     }
@@ -253,7 +255,8 @@ static int image_prompt(el_server *s, job *j, const el_serve_request *req, const
     return 0;
 }
 
-static enum MHD_Result generate(el_server *s, struct MHD_Connection *c, el_serve_kind kind, const char *body, size_t len) {
+static enum MHD_Result generate(el_server *s, struct MHD_Connection *c, el_serve_kind kind, const char *body, size_t len,
+                                const char *client) {
     el_error err;
     el_serve_request req;
     if (el_serve_request_parse(body, len, kind, &req, &err)) {
@@ -269,6 +272,7 @@ static enum MHD_Result generate(el_server *s, struct MHD_Connection *c, el_serve
         return send_error(c, 500, "out of memory", NULL, NULL);
     }
     j->kind = kind;
+    snprintf(j->client, sizeof j->client, "%s", client);
     j->stream = req.stream;
     j->include_usage = req.include_usage;
     snprintf(j->model, sizeof j->model, "%s", req.model);
@@ -276,7 +280,21 @@ static enum MHD_Result generate(el_server *s, struct MHD_Connection *c, el_serve
     const char *ecode = NULL, *param = NULL;
     char msg[600];
     char *text = NULL;
+    el_text_span *spans = NULL;  // where the messages' contents are in text
+    int n_spans = 0;
     if (strcmp(req.model, s->model_id) != 0) {
+        // a client that holds its share of adapters cannot make the cache load another
+        int held = 0;
+        pthread_mutex_lock(&s->mu);
+        int ok = sched_client_adapter_ok(s, client, req.model, &held);
+        pthread_mutex_unlock(&s->mu);
+        if (!ok) {
+            code = 429;
+            param = "model";
+            snprintf(msg, sizeof msg, "this client's requests hold %d adapters (the limit per client is %d); retry later",
+                     held, s->o.client_adapters);
+            goto fail;
+        }
         el_status st = el_adapter_cache_acquire(s->adapters, req.model, &j->adapter, &err);
         if (st) {
             code = st == EL_ERR_ARG ? 404 : st == EL_ERR_NOMEM ? 503 : 500;
@@ -300,7 +318,8 @@ static enum MHD_Result generate(el_server *s, struct MHD_Connection *c, el_serve
         char bos[64], eos[64];
         snprintf(bos, sizeof bos, "%.*s", (int)bl, bp);
         snprintf(eos, sizeof eos, "%.*s", (int)el, ep);
-        el_status st = el_chat_render((el_chat_template)s->chat_template, msgs, req.n_messages, 1, bos, eos, &text, &err);
+        el_status st = el_chat_render_spans((el_chat_template)s->chat_template, msgs, req.n_messages, 1, bos, eos, &text,
+                                            &spans, &n_spans, &err);
         free(msgs);
         if (st) {
             code = 400;
@@ -311,14 +330,16 @@ static enum MHD_Result generate(el_server *s, struct MHD_Connection *c, el_serve
     }
     const char *ptext = kind == EL_SERVE_CHAT ? text : req.prompt;
     // BOS as the model asks; a rendered chat's template markers become their
-    // control tokens, a completion prompt's text stays text
+    // control tokens (markers in the messages' contents stay text), a
+    // completion prompt's text stays text
     unsigned flags = (el_tokenizer_add_bos(s->tok) ? EL_ENCODE_ADD_BOS : 0) | (kind == EL_SERVE_CHAT ? EL_ENCODE_SPECIAL : 0);
     if (req.n_images) {
-        if (image_prompt(s, j, &req, ptext, flags, &code, msg, sizeof msg)) {
+        if (image_prompt(s, j, &req, ptext, flags, spans, n_spans, &code, msg, sizeof msg)) {
             param = "messages";
             goto fail;
         }
-    } else if (el_tokenizer_encode_ex(s->tok, ptext, strlen(ptext), flags, &j->prompt, &j->n_prompt, &err)) {
+    } else if (el_tokenizer_encode_spans(s->tok, ptext, strlen(ptext), flags, spans, n_spans, &j->prompt, &j->n_prompt,
+                                         &err)) {
         code = 400;
         param = kind == EL_SERVE_CHAT ? "messages" : "prompt";
         snprintf(msg, sizeof msg, "%s", err.msg);
@@ -355,10 +376,12 @@ static enum MHD_Result generate(el_server *s, struct MHD_Connection *c, el_serve
     if (j->n_stop && !j->stop[j->n_stop - 1]) j->n_stop--;
     el_stopper_init(&j->stopper, (const char *const *)j->stop, j->n_stop);
     free(text);
+    free(spans);
     text = NULL;
     el_serve_request_free(&req);
-    if (sched_submit(s, j, &err)) {
-        code = 503;
+    el_status sst = sched_submit(s, j, &err);
+    if (sst) {
+        code = sst == EL_ERR_RANGE ? 429 : 503;
         snprintf(msg, sizeof msg, "%s", err.msg);
         goto fail_noreq;
     }
@@ -425,6 +448,7 @@ static enum MHD_Result generate(el_server *s, struct MHD_Connection *c, el_serve
 
 fail:
     free(text);
+    free(spans);
     el_serve_request_free(&req);
 fail_noreq:
     job_unref(s, j);
@@ -523,13 +547,32 @@ static int key_equal(const char *a, const char *b) {
     return d == 0;
 }
 
+// 0 when the request has no valid key; else the matching key's index + 1
+// (1 without keys).
 static int authorized(el_server *s, struct MHD_Connection *c) {
     if (s->n_keys == 0) return 1;
     const char *h = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Authorization");
     if (!h || strncasecmp(h, "Bearer ", 7) != 0) return 0;  // the scheme is case-insensitive (RFC 7235)
     int ok = 0;
-    for (int i = 0; i < s->n_keys; i++) ok |= key_equal(h + 7, s->keys[i]);
+    for (int i = 0; i < s->n_keys; i++)
+        if (key_equal(h + 7, s->keys[i]) && !ok) ok = i + 1;  // every key compared, whatever matched
     return ok;
+}
+
+// Who a request counts against: its API key, or without keys its address.
+static void client_name(el_server *s, struct MHD_Connection *c, int key, char *out, size_t cap) {
+    if (s->n_keys) {
+        snprintf(out, cap, "key %d", key);
+        return;
+    }
+    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+    const struct sockaddr *sa = ci ? ci->client_addr : NULL;
+    char host[64] = "?";
+    if (sa && sa->sa_family == AF_INET)
+        inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, host, sizeof host);
+    else if (sa && sa->sa_family == AF_INET6)
+        inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)sa)->sin6_addr, host, sizeof host);
+    snprintf(out, cap, "address %s", host);
 }
 
 static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *url, const char *method,
@@ -569,6 +612,9 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
         return send_buf(c, 200, "application/json", &b);
     }
     if (!strcmp(url, "/metrics")) return metrics(s, c);
+    enum MHD_Result page;
+    if ((!strcmp(method, "GET") || !strcmp(method, "HEAD")) && el_web_serve(c, url, &page))
+        return page;  // the chat page (it asks for the key itself)
     int gen = !strcmp(url, "/v1/completions") || !strcmp(url, "/v1/chat/completions");
     int known = gen || !strcmp(url, "/v1/models") || !strcmp(url, "/v1/adapters");
     if (!known) {
@@ -576,7 +622,8 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
         snprintf(m, sizeof m, "unknown endpoint %s %.200s", method, url);
         return send_error(c, 404, m, NULL, "unknown_url");
     }
-    if (!authorized(s, c)) {
+    int key = authorized(s, c);
+    if (!key) {
         count_rejected(s);
         return send_error(c, 401, "missing or wrong API key (send Authorization: Bearer KEY)", NULL, "invalid_api_key");
     }
@@ -594,7 +641,10 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
     const char *body = cn->body.data ? cn->body.data : "";
     if (cn->body.oom) return send_error(c, 500, "out of memory for the request body", NULL, NULL);
     if (!strcmp(url, "/v1/adapters")) return add_adapter(s, c, body, cn->body.len);
-    return generate(s, c, !strcmp(url, "/v1/completions") ? EL_SERVE_COMPLETION : EL_SERVE_CHAT, body, cn->body.len);
+    char client[72];
+    client_name(s, c, key, client, sizeof client);
+    return generate(s, c, !strcmp(url, "/v1/completions") ? EL_SERVE_COMPLETION : EL_SERVE_CHAT, body, cn->body.len,
+                    client);
 }
 
 static void completed(void *cls, struct MHD_Connection *c, void **con_cls, enum MHD_RequestTerminationCode toe) {
@@ -607,19 +657,16 @@ static void completed(void *cls, struct MHD_Connection *c, void **con_cls, enum 
 }
 
 el_status http_start(el_server *s, el_error *err) {
-    struct sockaddr_in addr;
-    memset(&addr, 0, sizeof addr);
-    addr.sin_family = AF_INET;
-    addr.sin_port = htons((uint16_t)s->o.port);
+    struct sockaddr_storage ss;
+    unsigned flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD;
     const char *host = s->o.host ? s->o.host : "127.0.0.1";
-    if (!strcmp(host, "localhost")) host = "127.0.0.1";
-    if (inet_pton(AF_INET, host, &addr.sin_addr) != 1)
-        return el_err(err, EL_ERR_ARG, "listen address '%s' is not an IPv4 address", host);
-    s->daemon = MHD_start_daemon(MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD, 0, NULL, NULL, handle, s,
-                                 MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&addr, MHD_OPTION_CONNECTION_LIMIT,
+    el_status st = el_web_listen_addr(host, s->o.port, &ss, &flags, err);
+    if (st) return st;
+    s->daemon = MHD_start_daemon(flags, 0, NULL, NULL, handle, s,
+                                 MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss, MHD_OPTION_CONNECTION_LIMIT,
                                  (unsigned)s->o.max_connections, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)120,
                                  MHD_OPTION_NOTIFY_COMPLETED, completed, s, MHD_OPTION_END);
-    if (!s->daemon) return el_err(err, EL_ERR_IO, "cannot listen on %s:%d (in use, or not allowed)", host, s->o.port);
+    if (!s->daemon) return el_err(err, EL_ERR_IO, "cannot listen on %s port %d (in use, or not allowed)", host, s->o.port);
     const union MHD_DaemonInfo *info = MHD_get_daemon_info(s->daemon, MHD_DAEMON_INFO_BIND_PORT);
     s->port = info ? info->port : s->o.port;
     return EL_OK;

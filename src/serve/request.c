@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "edgellm/json.h"
+#include "edgellm/sample.h"
 #include "edgellm/serve.h"
 
 static el_status bad(el_serve_request *r, el_error *err, el_status code, const char *param, const char *fmt,
@@ -16,12 +17,14 @@ static el_status bad(el_serve_request *r, el_error *err, el_status code, const c
 
 // A copy of a JSON string that must be valid UTF-8 text without NUL bytes.
 static el_status text_copy(el_serve_request *r, const el_json *j, const char *param, char **out, el_error *err) {
-    if (!j || j->type != EL_JSON_STRING) return bad(r, err, EL_ERR_ARG, param, "request: '%s' must be a string%s", "");
-    if (strlen(j->str) != j->len) return bad(r, err, EL_ERR_ARG, param, "request: '%s' contains a NUL character%s", "");
-    if (!el_utf8_valid(j->str, j->len)) return bad(r, err, EL_ERR_ARG, param, "request: '%s' is not valid UTF-8%s", "");
-    *out = malloc(j->len + 1);
+    if (!el_json_is(j, EL_JSON_STRING)) return bad(r, err, EL_ERR_ARG, param, "request: '%s' must be a string%s", "");
+    const char *str = el_json_str(j);
+    size_t len = el_json_strlen(j);
+    if (strlen(str) != len) return bad(r, err, EL_ERR_ARG, param, "request: '%s' contains a NUL character%s", "");
+    if (!el_utf8_valid(str, len)) return bad(r, err, EL_ERR_ARG, param, "request: '%s' is not valid UTF-8%s", "");
+    *out = malloc(len + 1);
     if (!*out) return el_err(err, EL_ERR_NOMEM, "request: out of memory for '%s'", param);
-    memcpy(*out, j->str, j->len + 1);
+    memcpy(*out, str, len + 1);
     return EL_OK;
 }
 
@@ -29,16 +32,17 @@ static el_status get_num(el_serve_request *r, const el_json *root, const char *k
                          double *out, int *present, el_error *err) {
     const el_json *j = el_json_get(root, key);
     *present = 0;
-    if (!j || j->type == EL_JSON_NULL) return EL_OK;
-    if (j->type != EL_JSON_NUMBER || !isfinite(j->num))
+    if (!j || el_json_is(j, EL_JSON_NULL)) return EL_OK;
+    double num = el_json_num(j, NAN);
+    if (!el_json_is(j, EL_JSON_NUMBER) || !isfinite(num))
         return bad(r, err, EL_ERR_ARG, key, "request: '%s' must be a number%s", "");
-    if (integer && j->num != floor(j->num)) return bad(r, err, EL_ERR_ARG, key, "request: '%s' must be an integer%s", "");
-    if (j->num < lo || j->num > hi) {
+    if (integer && num != floor(num)) return bad(r, err, EL_ERR_ARG, key, "request: '%s' must be an integer%s", "");
+    if (num < lo || num > hi) {
         char range[96];
-        snprintf(range, sizeof range, " in %g..%g (got %g)", lo, hi, j->num);
+        snprintf(range, sizeof range, " in %g..%g (got %g)", lo, hi, num);
         return bad(r, err, EL_ERR_RANGE, key, "request: '%s' must be%s", range);
     }
-    *out = j->num;
+    *out = num;
     *present = 1;
     return EL_OK;
 }
@@ -74,8 +78,9 @@ static long base64_decode(const char *in, size_t n, uint8_t *out) {
 // (or the url as a plain string). Only data: URLs: nothing is fetched.
 static el_status image_part(el_serve_request *r, const el_json *p, el_error *err) {
     const el_json *iu = el_json_get(p, "image_url");
-    const char *url = iu && iu->type == EL_JSON_OBJECT ? el_json_str(el_json_get(iu, "url")) : el_json_str(iu);
-    if (!url) return bad(r, err, EL_ERR_ARG, "messages", "request: '%s' image_url parts need an image_url.url string%s", "");
+    const el_json *u = el_json_is(iu, EL_JSON_OBJECT) ? el_json_get(iu, "url") : iu;
+    const char *url = el_json_str(u);
+    if (!url || strlen(url) != el_json_strlen(u)) return bad(r, err, EL_ERR_ARG, "messages", "request: '%s' image_url parts need an image_url.url string%s", "");
     if (strncmp(url, "data:", 5))
         return bad(r, err, EL_ERR_UNSUPPORTED, "messages",
                    "request: '%s' image_url must be a data: URL; remote URLs are not fetched (the image stays here)%s", "");
@@ -103,12 +108,11 @@ static el_status image_part(el_serve_request *r, const el_json *p, el_error *err
 // Chat content: a string, or an array of parts: "text" ones are joined, and
 // each "image_url" one leaves EL_SERVE_IMAGE_MARKER where it stood.
 static el_status content_text(el_serve_request *r, const el_json *c, char **out, el_error *err) {
-    if (c && c->type == EL_JSON_STRING) return text_copy(r, c, "messages", out, err);
-    if (!c || c->type != EL_JSON_ARRAY)
+    if (el_json_is(c, EL_JSON_STRING)) return text_copy(r, c, "messages", out, err);
+    if (!el_json_is(c, EL_JSON_ARRAY))
         return bad(r, err, EL_ERR_ARG, "messages", "request: '%s' content must be a string or an array of parts%s", "");
     size_t total = 0;
-    for (size_t i = 0; i < c->len; i++) {
-        const el_json *p = &c->items[i];
+    for (const el_json *p = el_json_first(c); p; p = el_json_next(c, p)) {
         const char *type = el_json_str(el_json_get(p, "type"));
         const el_json *t = el_json_get(p, "text");
         if (type && !strcmp(type, "image_url")) {
@@ -117,26 +121,25 @@ static el_status content_text(el_serve_request *r, const el_json *c, char **out,
             total += 1;
             continue;
         }
-        if (!type || strcmp(type, "text") != 0 || !t || t->type != EL_JSON_STRING)
+        if (!type || strcmp(type, "text") != 0 || !el_json_is(t, EL_JSON_STRING))
             return bad(r, err, EL_ERR_UNSUPPORTED, "messages",
                        "request: '%s' content parts must be {\"type\":\"text\",\"text\":...} or image_url%s", "");
-        if (strlen(t->str) != t->len || !el_utf8_valid(t->str, t->len))
+        // each part on its own: the joined text holds image markers, which are not UTF-8
+        if (strlen(el_json_str(t)) != el_json_strlen(t) || !el_utf8_valid(el_json_str(t), el_json_strlen(t)))
             return bad(r, err, EL_ERR_ARG, "messages", "request: '%s' content is not NUL-free UTF-8 text%s", "");
-        total += t->len;
+        total += el_json_strlen(t);
     }
     char *buf = malloc(total + 1);
     if (!buf) return el_err(err, EL_ERR_NOMEM, "request: out of memory for message content");
     size_t n = 0;
-    for (size_t i = 0; i < c->len; i++) {
-        const el_json *p = &c->items[i];
-        const char *type = el_json_str(el_json_get(p, "type"));
-        if (!strcmp(type, "image_url")) {
+    for (const el_json *p = el_json_first(c); p; p = el_json_next(c, p)) {
+        if (!strcmp(el_json_str(el_json_get(p, "type")), "image_url")) {
             buf[n++] = EL_SERVE_IMAGE_MARKER[0];
             continue;
         }
         const el_json *t = el_json_get(p, "text");
-        memcpy(buf + n, t->str, t->len);
-        n += t->len;
+        memcpy(buf + n, el_json_str(t), el_json_strlen(t));
+        n += el_json_strlen(t);
     }
     buf[n] = 0;
     *out = buf;
@@ -145,31 +148,32 @@ static el_status content_text(el_serve_request *r, const el_json *c, char **out,
 
 static el_status parse_root(const el_json *root, el_serve_kind kind, el_serve_request *r, el_error *err) {
     el_status st;
-    if (root->type != EL_JSON_OBJECT) return bad(r, err, EL_ERR_ARG, "body", "request: '%s' must be a JSON object%s", "");
+    if (!el_json_is(root, EL_JSON_OBJECT)) return bad(r, err, EL_ERR_ARG, "body", "request: '%s' must be a JSON object%s", "");
     if ((st = text_copy(r, el_json_get(root, "model"), "model", &r->model, err))) return st;
     if (kind == EL_SERVE_COMPLETION) {
         const el_json *p = el_json_get(root, "prompt");
         // a one-element array of strings is the same request as the string
-        if (p && p->type == EL_JSON_ARRAY) {
-            if (p->len != 1 || p->items[0].type != EL_JSON_STRING)
+        if (el_json_is(p, EL_JSON_ARRAY)) {
+            if (el_json_len(p) != 1 || !el_json_is(el_json_first(p), EL_JSON_STRING))
                 return bad(r, err, EL_ERR_UNSUPPORTED, "prompt",
                            "request: '%s' must be a string or an array of one string (batches and token arrays are not supported)%s", "");
-            p = &p->items[0];
+            p = el_json_first(p);
         }
         if ((st = text_copy(r, p, "prompt", &r->prompt, err))) return st;
     } else {
         const el_json *m = el_json_get(root, "messages");
-        if (!m || m->type != EL_JSON_ARRAY || m->len == 0)
+        size_t nm = el_json_len(m);
+        if (!el_json_is(m, EL_JSON_ARRAY) || nm == 0)
             return bad(r, err, EL_ERR_ARG, "messages", "request: '%s' must be a non-empty array%s", "");
-        if (m->len > EL_SERVE_MAX_MESSAGES)
+        if (nm > EL_SERVE_MAX_MESSAGES)
             return bad(r, err, EL_ERR_RANGE, "messages", "request: '%s' has more than 1024 entries%s", "");
-        r->roles = calloc(m->len, sizeof *r->roles);
-        r->contents = calloc(m->len, sizeof *r->contents);
+        r->roles = calloc(nm, sizeof *r->roles);
+        r->contents = calloc(nm, sizeof *r->contents);
         if (!r->roles || !r->contents) return el_err(err, EL_ERR_NOMEM, "request: out of memory for messages");
-        for (size_t i = 0; i < m->len; i++) {
-            const el_json *msg = &m->items[i];
+        size_t i = 0;
+        for (const el_json *msg = el_json_first(m); msg; msg = el_json_next(m, msg), i++) {
             r->n_messages = (int)i + 1;
-            if (msg->type != EL_JSON_OBJECT)
+            if (!el_json_is(msg, EL_JSON_OBJECT))
                 return bad(r, err, EL_ERR_ARG, "messages", "request: '%s' entries must be objects%s", "");
             if ((st = text_copy(r, el_json_get(msg, "role"), "messages", &r->roles[i], err))) return st;
             if (strcmp(r->roles[i], "system") && strcmp(r->roles[i], "user") && strcmp(r->roles[i], "assistant") &&
@@ -203,36 +207,36 @@ static el_status parse_root(const el_json *root, el_serve_kind kind, el_serve_re
     }
     if ((st = get_num(r, root, "n", 1, 1, 1, &v, &has, err))) return st;
     const el_json *stop = el_json_get(root, "stop");
-    if (stop && stop->type != EL_JSON_NULL) {
-        const el_json *list = stop;
-        size_t n = 1;
-        if (stop->type == EL_JSON_ARRAY) n = stop->len;
+    if (stop && !el_json_is(stop, EL_JSON_NULL)) {
+        int list = el_json_is(stop, EL_JSON_ARRAY);
+        size_t n = list ? el_json_len(stop) : 1;
         if (n > EL_SERVE_MAX_STOP) return bad(r, err, EL_ERR_RANGE, "stop", "request: '%s' has more than 4 strings%s", "");
-        for (size_t i = 0; i < n; i++) {
-            const el_json *s = stop->type == EL_JSON_ARRAY ? &list->items[i] : stop;
+        const el_json *s = list ? el_json_first(stop) : stop;
+        for (size_t i = 0; i < n; i++, s = list ? el_json_next(stop, s) : NULL) {
             if ((st = text_copy(r, s, "stop", &r->stop[i], err))) return st;
             r->n_stop = (int)i + 1;
-            if (s->len == 0 || s->len > EL_SERVE_MAX_STOP_LEN)
+            if (el_json_strlen(s) == 0 || el_json_strlen(s) > EL_SERVE_MAX_STOP_LEN)
                 return bad(r, err, EL_ERR_RANGE, "stop", "request: '%s' strings must be 1..256 bytes%s", "");
         }
     }
     const el_json *stream = el_json_get(root, "stream");
-    if (stream && stream->type != EL_JSON_NULL) {
-        if (stream->type != EL_JSON_BOOL) return bad(r, err, EL_ERR_ARG, "stream", "request: '%s' must be true or false%s", "");
-        r->stream = stream->num != 0;
+    if (stream && !el_json_is(stream, EL_JSON_NULL)) {
+        if (!el_json_is(stream, EL_JSON_BOOL)) return bad(r, err, EL_ERR_ARG, "stream", "request: '%s' must be true or false%s", "");
+        r->stream = el_json_bool(stream, 0);
     }
-    const el_json *so = el_json_get(root, "stream_options");
-    const el_json *iu = so ? el_json_get(so, "include_usage") : NULL;
-    if (iu && iu->type == EL_JSON_BOOL) r->include_usage = iu->num != 0;
+    r->include_usage = el_json_bool(el_json_get(el_json_get(root, "stream_options"), "include_usage"), 0);
     return EL_OK;
 }
 
 el_status el_serve_request_parse(const char *body, size_t len, el_serve_kind kind, el_serve_request *r, el_error *err) {
     memset(r, 0, sizeof *r);
     r->kind = kind;
-    r->temperature = 1.0f;
-    r->top_p = 1.0f;
-    r->repeat_penalty = 1.0f;
+    el_sampler_params d = el_sampler_defaults();  // the same as run and chat
+    r->temperature = d.temp;
+    r->top_p = d.top_p;
+    r->top_k = d.top_k;
+    r->min_p = d.min_p;
+    r->repeat_penalty = d.repeat_penalty;
     el_json *root = NULL;
     el_status st = el_json_parse(body, len, "request body", &root, err);
     if (st) {

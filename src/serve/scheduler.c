@@ -1,8 +1,8 @@
-// Continuous batching: requests join the running batch when a slot is free
-// (their prompt is prefilled on that slot's session with their adapter),
-// every decode step runs the base once over all running sequences with each
-// row's own adapter (el_batch_step), and a sequence leaves at the token that
-// ends it. Clients never block this thread: text goes into the request's
+// Continuous batching: requests join the running batch when a slot is free,
+// and every step runs the base once (el_batch_run) over a decode row of each
+// running sequence and chunks of the joining ones' prompts, shared fairly by
+// el_batch_plan, each with its own adapter; a sequence leaves at the token
+// that ends it. Clients never block this thread: text goes into the request's
 // buffer and a condition variable wakes whoever waits on it.
 #include <stdlib.h>
 #include <string.h>
@@ -36,12 +36,50 @@ void job_unref(el_server *s, job *j) {
     free(j);
 }
 
+// Requests of a client waiting in the queue (s->mu held).
+static int client_queued(el_server *s, const char *client) {
+    int n = 0;
+    for (job *q = s->queue_head; q; q = q->next) n += !strcmp(q->client, client);
+    return n;
+}
+
+int sched_client_running(el_server *s, const char *client) {
+    int n = 0;
+    for (int i = 0; i < s->n_slots; i++) n += s->slots[i].j && !strcmp(s->slots[i].j->client, client);
+    return n;
+}
+
+int sched_client_adapter_ok(el_server *s, const char *client, const char *model, int *held) {
+    // the distinct adapters (by name) this client's requests hold now, queued or running
+    const char *seen[64];
+    int n = 0, has = 0;
+    for (int pass = 0; pass < 2; pass++)
+        for (int i = 0; i < (pass ? s->n_slots : 1); i++)
+            for (job *q = pass ? s->slots[i].j : s->queue_head; q; q = pass ? NULL : q->next) {
+                if (strcmp(q->client, client) || !q->adapter) continue;
+                int k = 0;
+                while (k < n && strcmp(seen[k], q->model)) k++;
+                if (k == n && n < 64) seen[n++] = q->model;
+                has |= !strcmp(q->model, model);
+            }
+    *held = n;
+    int limit = s->o.client_adapters;
+    return !strcmp(model, s->model_id) || has || limit <= 0 || n < limit;
+}
+
 el_status sched_submit(el_server *s, job *j, el_error *err) {
     pthread_mutex_lock(&s->mu);
     el_status st = EL_OK;
+    int mine = 0;
     if (s->stopping) st = el_err(err, EL_ERR_STATE, "server is shutting down");
     else if (s->met.queue_len >= s->o.max_queue)
         st = el_err(err, EL_ERR_NOMEM, "server is busy: %d requests are waiting; retry later", s->met.queue_len);
+    else if ((mine = client_queued(s, j->client)) >= s->o.client_queue)
+        st = el_err(err, EL_ERR_RANGE, "this client has %d requests waiting (the limit per client is %d); retry later",
+                    mine, s->o.client_queue);
+    else if (j->adapter && !sched_client_adapter_ok(s, j->client, j->model, &mine))
+        st = el_err(err, EL_ERR_RANGE, "this client's requests hold %d adapters (the limit per client is %d); retry later",
+                    mine, s->o.client_adapters);
     if (!st) {
         j->refs++;  // the scheduler's reference (no other thread sees j yet)
         j->id = ++s->next_id;
@@ -122,14 +160,11 @@ static int cancelled(job *j) {
 static void release_slot(el_server *s, slot *sl) {
     job_unref(s, sl->j);
     sl->j = NULL;
+    el_session_set_lora(sl->sess, NULL);
+    el_session_truncate(sl->sess, 0);  // its KV blocks go back to the budget
     el_sampler_free(sl->sampler);
     sl->sampler = NULL;
 }
-
-// Prompt tokens prefilled between two decode steps, over all joining
-// requests: a long prompt is taken in chunks so it delays the running batch
-// by at most one chunk per step.
-#define PREFILL_BUDGET 64
 
 // Sets up a newly admitted request on its slot.
 static int admit(el_server *s, slot *sl) {
@@ -142,6 +177,7 @@ static int admit(el_server *s, slot *sl) {
     }
     for (int i = 0; i < j->n_prompt; i++)
         if (j->prompt[i] >= 0) el_sampler_accept(sl->sampler, j->prompt[i]);
+    el_session_set_lora(sl->sess, j->adapter);
     sl->prefilled = 0;
     sl->pos = 0;
     if (j->n_images) {  // the vision encoder runs here, on the pool, between two decode steps
@@ -163,70 +199,31 @@ static int admit(el_server *s, slot *sl) {
     return 0;
 }
 
-// Runs prompt positions [a, a + n) of the slot's request: runs of tokens
-// through the embedding, runs of image rows straight into the layers. The
-// logits are the last position's.
-static el_status prefill_positions(el_server *s, slot *sl, int a, int n, float *logits, el_error *err) {
-    job *j = sl->j;
-    if (!j->n_images) return el_session_forward(sl->sess, j->prompt + a, n, a, logits, 0, err);
-    int dim = s->m->hp.dim;
-    el_status st = EL_OK;
-    for (int i = a; i < a + n && !st;) {
-        int img = j->prompt[i] < 0, e = i;
-        while (e < a + n && (j->prompt[e] < 0) == img) e++;
-        int last = e == a + n;
-        if (!img) {
-            st = el_session_forward(sl->sess, j->prompt + i, e - i, i, logits, 0, err);
-        } else {
-            for (int p = i; p < e; p++)
-                memcpy(s->xbuf + (size_t)(p - i) * dim, j->img_rows + (size_t)(-1 - j->prompt[p]) * dim,
-                       (size_t)dim * sizeof(float));
-            st = el_session_layers(sl->sess, s->xbuf, e - i, i, err);
-            if (!st && last) st = el_session_head(sl->sess, s->xbuf, e - i, 1, logits, err);
-        }
-        i = e;
-    }
-    return st;
+// Ends a slot's request with an error and frees the slot.
+static void fail_slot(el_server *s, slot *sl, const char *msg) {
+    finish(s, sl->j, NULL, msg);
+    release_slot(s, sl);
 }
 
-// Prefills up to budget more prompt tokens of the slot's request with its
-// adapter; after the last chunk, takes its first token. Returns the tokens used.
-static int prefill(el_server *s, slot *sl, int budget, float *logits) {
-    job *j = sl->j;
-    el_error err;
-    int n = j->n_prompt - sl->prefilled;
-    if (n > budget) n = budget;
-    el_session_set_lora(sl->sess, j->adapter);
-    el_status st = prefill_positions(s, sl, sl->prefilled, n, logits, &err);
-    el_session_set_lora(sl->sess, NULL);
-    if (st) {
-        finish(s, j, NULL, err.msg);
-        release_slot(s, sl);
-        return n;
-    }
-    sl->prefilled += n;
-    if (sl->prefilled < j->n_prompt) return n;
-    pthread_mutex_lock(&s->mu);
-    s->met.prefills++;
-    s->met.prompt_tokens += (uint64_t)j->n_prompt;
-    pthread_mutex_unlock(&s->mu);
-    sl->pos = j->n_prompt;
-    sl->next = j->prompt[j->n_prompt - 1] >= 0 ? j->prompt[j->n_prompt - 1] : -1;
-    int tok = el_sampler_sample(sl->sampler, logits);
-    el_sampler_accept(sl->sampler, tok);
-    if (take_token(s, sl, tok)) release_slot(s, sl);
-    return n;
+// Prompt rows of a request with images from position a on that one batch
+// request can take: a run of token ids, or of image rows that lie one after
+// the other in img_rows (prompt entry -1 - r is image row r).
+static int prompt_run(const job *j, int a) {
+    int e = a + 1;
+    if (j->prompt[a] >= 0)
+        while (e < j->n_prompt && j->prompt[e] >= 0) e++;
+    else
+        while (e < j->n_prompt && j->prompt[e] == j->prompt[e - 1] - 1) e++;
+    return e - a;
 }
 
 static void *sched_main(void *arg) {
     el_server *s = arg;
     int n = s->n_slots, V = s->m->hp.vocab;
-    float *logits = s->sb.logits;
-    el_session **rs = s->sb.rs;
-    int *toks = s->sb.toks, *pos = s->sb.pos;
+    el_batch_req *reqs = s->sb.reqs;
     slot **rows = s->sb.rows;
-    const el_lora_set **ad = s->sb.ad;
-    int prefill_from = 0;
+    int *want = s->sb.want, *take = s->sb.take;
+    int cursor = 0;
     for (;;) {
         // admit waiting requests into free slots (token boundary)
         pthread_mutex_lock(&s->mu);
@@ -241,9 +238,18 @@ static void *sched_main(void *arg) {
         int n_adm = 0;
         for (int i = 0; i < n && s->queue_head && n_adm < 64; i++) {
             if (s->slots[i].j) continue;
-            job *j = s->queue_head;
-            s->queue_head = j->next;
-            if (!s->queue_head) s->queue_tail = NULL;
+            // the oldest request of the client that runs the fewest: one
+            // client's burst does not keep the others out of the slots
+            job *j = NULL, *jp = NULL;
+            int best = 1 << 30;
+            for (job *q = s->queue_head, *prev = NULL; q; prev = q, q = q->next) {
+                int r = sched_client_running(s, q->client);
+                if (r < best) best = r, j = q, jp = prev;
+                if (!r) break;
+            }
+            if (jp) jp->next = j->next;
+            else s->queue_head = j->next;
+            if (s->queue_tail == j) s->queue_tail = jp;
             j->next = NULL;
             s->met.queue_len--;
             s->slots[i].j = j;  // reserve
@@ -255,59 +261,69 @@ static void *sched_main(void *arg) {
             k++;
             admit(s, &s->slots[i]);
         }
-        // prefill joining requests within the budget, oldest slot index first
-        // after the one that went last time, so none starves
-        int budget = PREFILL_BUDGET, start = prefill_from;
-        for (int k = 0; k < n && budget > 0; k++) {
-            slot *sl = &s->slots[(start + k) % n];
-            if (!sl->j || sl->prefilled >= sl->j->n_prompt) continue;
-            if (cancelled(sl->j)) {
-                finish(s, sl->j, NULL, "cancelled by the client");
-                release_slot(s, sl);
-                continue;
-            }
-            budget -= prefill(s, sl, budget, logits);
-            prefill_from = (start + k + 1) % n;
-        }
-        // one decode step over every running sequence
-        int nr = 0;
+        // One step over every running sequence: a decode row each, and
+        // prompt chunks of the joining ones, shared fairly (el_batch_plan).
         for (int i = 0; i < n; i++) {
             slot *sl = &s->slots[i];
+            want[i] = 0;
             if (!sl->j) continue;
             if (cancelled(sl->j)) {
-                finish(s, sl->j, NULL, "cancelled by the client");
-                release_slot(s, sl);
+                fail_slot(s, sl, "cancelled by the client");
                 continue;
             }
-            if (sl->prefilled < sl->j->n_prompt) continue;  // still joining
-            rows[nr] = sl;
-            rs[nr] = sl->sess;
-            toks[nr] = sl->next;
-            pos[nr] = sl->pos;
-            ad[nr] = sl->j->adapter;
-            nr++;
+            job *j = sl->j;
+            want[i] = sl->prefilled >= j->n_prompt ? 1
+                      : j->n_images            ? prompt_run(j, sl->prefilled)
+                                               : j->n_prompt - sl->prefilled;
+        }
+        el_batch_plan(n, want, el_batch_max_rows(s->batch), 1, &cursor, take);
+        int nr = 0, decode_rows = 0;
+        for (int i = 0; i < n; i++) {
+            slot *sl = &s->slots[i];
+            if (!take[i]) continue;
+            el_error err;
+            int prefill = sl->prefilled < sl->j->n_prompt;
+            int pos = prefill ? sl->prefilled : sl->pos;
+            if (el_session_reserve(sl->sess, pos + take[i], &err)) {
+                fail_slot(s, sl, err.msg);
+                continue;
+            }
+            int last = !prefill || sl->prefilled + take[i] == sl->j->n_prompt;
+            reqs[nr] = (el_batch_req){.s = sl->sess, .pos = pos, .n = take[i],
+                                      .tokens = prefill ? sl->j->prompt + sl->prefilled : &sl->next,
+                                      .logits_rows = last ? 1 : 0, .logits = s->sb.logits + (size_t)nr * V};
+            if (prefill && sl->j->prompt[pos] < 0) {  // image rows enter the layers in place of embedded tokens
+                reqs[nr].tokens = NULL;
+                reqs[nr].x = sl->j->img_rows + (size_t)(-1 - sl->j->prompt[pos]) * s->m->hp.dim;
+            }
+            rows[nr++] = sl;
+            decode_rows += !prefill;
         }
         pthread_mutex_lock(&s->mu);
         s->met.active = nr;
         pthread_mutex_unlock(&s->mu);
         if (nr == 0) continue;
         el_error err;
-        if (el_batch_step(s->batch, nr, rs, toks, pos, ad, logits, &err)) {
-            for (int r = 0; r < nr; r++) {
-                finish(s, rows[r]->j, NULL, err.msg);
-                release_slot(s, rows[r]);
-            }
+        if (el_batch_run(s->batch, nr, reqs, &err)) {
+            for (int r = 0; r < nr; r++) fail_slot(s, rows[r], err.msg);
             continue;
         }
-        pthread_mutex_lock(&s->mu);
-        s->met.decode_steps++;
-        s->met.decode_rows += (uint64_t)nr;
-        s->met.last_batch = nr;
-        pthread_mutex_unlock(&s->mu);
+        int prefills = 0;
+        uint64_t prompt_tokens = 0;
         for (int r = 0; r < nr; r++) {
             slot *sl = rows[r];
-            sl->pos++;
-            int tok = el_sampler_sample(sl->sampler, logits + (size_t)r * V);
+            job *j = sl->j;
+            if (sl->prefilled < j->n_prompt) {
+                sl->prefilled += reqs[r].n;
+                if (sl->prefilled < j->n_prompt) continue;
+                prefills++;
+                prompt_tokens += (uint64_t)j->n_prompt;
+                sl->pos = j->n_prompt;
+                sl->next = j->prompt[j->n_prompt - 1] >= 0 ? j->prompt[j->n_prompt - 1] : -1;
+            } else {
+                sl->pos++;
+            }
+            int tok = el_sampler_sample(sl->sampler, reqs[r].logits);
             el_sampler_accept(sl->sampler, tok);
             if (take_token(s, sl, tok)) release_slot(s, sl);
             else sl->next = tok;
@@ -315,15 +331,19 @@ static void *sched_main(void *arg) {
         int still = 0;
         for (int i = 0; i < n; i++) still += s->slots[i].j != NULL;
         pthread_mutex_lock(&s->mu);
+        if (decode_rows) {
+            s->met.decode_steps++;
+            s->met.decode_rows += (uint64_t)decode_rows;
+            s->met.last_batch = decode_rows;
+        }
+        s->met.prefills += (uint64_t)prefills;
+        s->met.prompt_tokens += prompt_tokens;
         s->met.active = still;
         pthread_mutex_unlock(&s->mu);
     }
     // shutting down: end everything still running or queued
     for (int i = 0; i < n; i++)
-        if (s->slots[i].j) {
-            finish(s, s->slots[i].j, NULL, "server is shutting down");
-            release_slot(s, &s->slots[i]);
-        }
+        if (s->slots[i].j) fail_slot(s, &s->slots[i], "server is shutting down");
     pthread_mutex_lock(&s->mu);
     job *q = s->queue_head;
     s->queue_head = s->queue_tail = NULL;
@@ -341,12 +361,11 @@ static void *sched_main(void *arg) {
 el_status sched_start(el_server *s, el_error *err) {
     size_t n = (size_t)s->n_slots;
     s->sb.logits = el_calloc(n * (size_t)s->m->hp.vocab, sizeof(float));
-    s->sb.rs = el_calloc(n, sizeof *s->sb.rs);
-    s->sb.toks = el_calloc(n, sizeof *s->sb.toks);
-    s->sb.pos = el_calloc(n, sizeof *s->sb.pos);
+    s->sb.reqs = el_calloc(n, sizeof *s->sb.reqs);
     s->sb.rows = el_calloc(n, sizeof *s->sb.rows);
-    s->sb.ad = el_calloc(n, sizeof *s->sb.ad);
-    if (!s->sb.logits || !s->sb.rs || !s->sb.toks || !s->sb.pos || !s->sb.rows || !s->sb.ad)
+    s->sb.want = el_calloc(n, sizeof *s->sb.want);
+    s->sb.take = el_calloc(n, sizeof *s->sb.take);
+    if (!s->sb.logits || !s->sb.reqs || !s->sb.rows || !s->sb.want || !s->sb.take)
         return el_err(err, EL_ERR_NOMEM, "out of memory for a batch of %d slots", s->n_slots);
     if (pthread_create(&s->thread, NULL, sched_main, s)) return el_err(err, EL_ERR_STATE, "cannot start the scheduler thread");
     s->thread_started = 1;
@@ -364,10 +383,9 @@ void sched_stop(el_server *s) {
 
 void sched_free(el_server *s) {
     free(s->sb.logits);
-    free(s->sb.rs);
-    free(s->sb.toks);
-    free(s->sb.pos);
+    free(s->sb.reqs);
     free(s->sb.rows);
-    free(s->sb.ad);
+    free(s->sb.want);
+    free(s->sb.take);
     memset(&s->sb, 0, sizeof s->sb);
 }

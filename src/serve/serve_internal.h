@@ -17,6 +17,8 @@
 // out frees it.
 typedef struct job {
     uint64_t id;
+    char client[72];  // who asked: "key N" (the Nth --api-key), or the remote address without keys
+    int counted;      // the scheduler counts it in its client's running
     el_serve_kind kind;
     int stream, include_usage;
     char model[80];
@@ -73,7 +75,6 @@ struct el_server {
     el_adapter_cache *adapters;
     el_batch *batch;
     el_vision *vision;  // --mmproj (NULL: no images)
-    float *xbuf;        // [64][dim]: image rows of a prefill chunk
     slot *slots;
     int n_slots, ctx;
     int chat_template;  // el_chat_template
@@ -91,18 +92,23 @@ struct el_server {
     uint64_t next_id;
     pthread_t thread;
     int thread_started;
+    el_kv_pool *kv;  // every slot's KV blocks count against it
     struct {  // the scheduler's per-step arrays, [n_slots] (logits [n_slots, vocab])
         float *logits;
-        el_session **rs;
-        int *toks, *pos;
+        el_batch_req *reqs;
         struct slot **rows;
-        const el_lora_set **ad;
+        int *want, *take;
     } sb;
     struct MHD_Daemon *daemon;
     int port;
 };
 
 job *job_new(void);
+// Per-client share (s->mu held): the client's running requests, and whether
+// a request for model (an adapter's name, or the base) keeps the client
+// within its adapters (*held: how many distinct ones it holds now).
+int sched_client_running(el_server *s, const char *client);
+int sched_client_adapter_ok(el_server *s, const char *client, const char *model, int *held);
 // Drops one reference; frees the job (and releases its adapter) at zero.
 void job_unref(el_server *s, job *j);
 // Queues j for the scheduler (takes a reference). Fails when the queue is full

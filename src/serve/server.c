@@ -6,6 +6,7 @@
 #include <time.h>
 
 #include "edgellm/chat.h"
+#include "edgellm/kernels.h"
 #include "serve_internal.h"
 
 static void server_free(el_server *s) {
@@ -15,10 +16,10 @@ static void server_free(el_server *s) {
         el_sampler_free(s->slots[i].sampler);
     }
     free(s->slots);
+    el_kv_pool_free(s->kv);
     sched_free(s);
     el_batch_free(s->batch);
     el_vision_close(s->vision);
-    free(s->xbuf);
     el_adapter_cache_free(s->adapters);
     el_tokenizer_free(s->tok);
     el_model_close(s->m);
@@ -41,6 +42,9 @@ el_status el_server_start(const el_serve_opts *opts, el_server **out, el_error *
     if (s->o.slots <= 0) s->o.slots = 16;
     if (s->o.max_body == 0) s->o.max_body = opts->mmproj ? 32u << 20 : 1u << 20;  // images come base64-encoded
     if (s->o.max_queue <= 0) s->o.max_queue = 256;
+    if (s->o.client_queue <= 0) s->o.client_queue = s->o.max_queue > 1 ? s->o.max_queue / 2 : 1;
+    if (s->o.client_adapters <= 0 && s->o.max_adapters > 0)
+        s->o.client_adapters = s->o.max_adapters > 1 ? s->o.max_adapters / 2 : 1;
     if (s->o.max_connections <= 0) s->o.max_connections = 512;
     s->t_start = (double)time(NULL);
     el_status st;
@@ -50,10 +54,6 @@ el_status el_server_start(const el_serve_opts *opts, el_server **out, el_error *
         if ((st = el_vision_open(opts->mmproj, &s->vision, err)) ||
             (st = el_vision_check_dim(s->vision, s->m->hp.dim, opts->model_path, err)))
             goto fail;
-        if (!(s->xbuf = el_malloc((size_t)64 * s->m->hp.dim * sizeof(float)))) {
-            st = el_err(err, EL_ERR_NOMEM, "out of memory");
-            goto fail;
-        }
     }
     if (opts->model_id) snprintf(s->model_id, sizeof s->model_id, "%s", opts->model_id);
     else {
@@ -78,26 +78,53 @@ el_status el_server_start(const el_serve_opts *opts, el_server **out, el_error *
         s->eot_token = s->eot && *s->eot ? el_tokenizer_find(s->tok, s->eot, strlen(s->eot)) : -1;
     }
     s->ctx = opts->ctx > 0 ? opts->ctx : s->m->hp.ctx;
-    if (s->ctx > s->m->hp.ctx) {
-        st = el_err(err, EL_ERR_RANGE, "--ctx %d is larger than %s's context of %d", s->ctx, opts->model_path, s->m->hp.ctx);
-        goto fail;
-    }
+    char warn[256];
+    if (el_model_ctx_warning(s->m, s->ctx, warn, sizeof warn)) fprintf(stderr, "serve: warning: %s\n", warn);
     s->pool = el_pool_new(opts->threads);
     if (!s->pool) {
         st = el_err(err, EL_ERR_NOMEM, "cannot start %d compute threads", opts->threads);
         goto fail;
     }
     if ((st = el_adapter_cache_new(s->m, opts->lora_dir, opts->max_adapters, opts->adapter_mem, &s->adapters, err))) goto fail;
+    el_adapter_cache_set_log(s->adapters, stderr);
+    if (opts->lora_dir) {  // check the folder now: adapters for another base are reported at start
+        char **names = NULL;
+        int n = el_adapter_cache_list(s->adapters, &names);
+        for (int i = 0; i < n; i++) free(names[i]);
+        free(names);
+    }
     s->n_slots = s->o.slots;
     s->slots = calloc((size_t)s->n_slots, sizeof *s->slots);
     if (!s->slots) {
         st = el_err(err, EL_ERR_NOMEM, "out of memory for %d slots", s->n_slots);
         goto fail;
     }
-    el_session_opts so = {.ctx = s->ctx, .max_batch = s->ctx < 64 ? s->ctx : 64};
+    el_session_opts so = {.ctx = s->ctx, .max_batch = 1, .kv_type = opts->kv_type};
+    // KV blocks are taken as sequences grow; by default the budget is what
+    // every slot at the full context would need
+    size_t per_pos = el_kv_row_bytes(opts->kv_type, s->m->hp.head_dim) * 2 * (size_t)s->m->hp.n_kv_heads *
+                     (size_t)s->m->hp.n_layers;
+    size_t max_kv = opts->max_kv ? opts->max_kv
+                                 : per_pos * (size_t)s->n_slots * (size_t)((s->ctx + EL_KV_BLOCK - 1) / EL_KV_BLOCK * EL_KV_BLOCK);
+    if (!per_pos) {
+        st = el_err(err, EL_ERR_UNSUPPORTED, "KV cache type %s is not supported (f32, f16, q8_0)", el_dtype_name(opts->kv_type));
+        goto fail;
+    }
+    if (!(s->kv = el_kv_pool_new(max_kv))) {
+        st = el_err(err, EL_ERR_NOMEM, "out of memory");
+        goto fail;
+    }
+    so.kv_pool = s->kv;
     for (int i = 0; i < s->n_slots; i++)
         if ((st = el_session_new(s->m, &so, s->pool, &s->slots[i].sess, err))) goto fail;
-    if ((st = el_batch_new(s->m, s->n_slots, s->pool, &s->batch, err))) goto fail;
+    // a decode row for every slot, plus prompt chunks
+    int rows = opts->max_batch_tokens > 0 ? opts->max_batch_tokens : s->n_slots + 64;
+    if (rows < s->n_slots) {
+        st = el_err(err, EL_ERR_ARG, "--max-batch-tokens %d is below --slots %d: every running sequence needs a row",
+                    rows, s->n_slots);
+        goto fail;
+    }
+    if ((st = el_batch_new(s->m, rows, s->pool, &s->batch, err))) goto fail;
     if (opts->n_api_keys > 0) {
         s->keys = calloc((size_t)opts->n_api_keys, sizeof *s->keys);
         if (!s->keys) {
@@ -123,9 +150,8 @@ fail:
 
 int el_server_port(const el_server *s) { return s->port; }
 
-size_t el_server_kv_bytes(const el_server *s) {
-    return s->n_slots ? (size_t)s->n_slots * el_session_kv_bytes(s->slots[0].sess) : 0;
-}
+size_t el_server_kv_bytes(const el_server *s) { return el_kv_pool_used(s->kv); }
+size_t el_server_kv_budget(const el_server *s) { return el_kv_pool_max(s->kv); }
 
 void el_server_stats(el_server *s, uint64_t *requests, uint64_t *tokens, int *active, int *queued) {
     pthread_mutex_lock(&s->mu);

@@ -18,19 +18,12 @@
 
 // ---------------------------------------------------------------- keys
 
-static el_status write_key(const char *path, const char *key, mode_t mode, el_error *err) {
-    char tmp[4096];
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    FILE *f = fopen(tmp, "w");
-    if (!f) return el_err(err, EL_ERR_IO, "%s: cannot create: %s", tmp, strerror(errno));
-    chmod(tmp, mode);
-    int bad = fprintf(f, "%s\n", key) < 0;
-    bad |= fclose(f) != 0;
-    if (bad || rename(tmp, path)) {
-        remove(tmp);
-        return el_err(err, EL_ERR_IO, "%s: write failed: %s", path, strerror(errno));
-    }
-    return EL_OK;
+// A key file, created with its mode from the start (never chmod-ed after
+// the secret is on disk), synced, and renamed into place.
+static el_status write_key(const char *path, const char *key, unsigned mode, el_error *err) {
+    char line[64];
+    int n = snprintf(line, sizeof line, "%s\n", key);
+    return el_write_file_atomic_mode(path, line, (size_t)n, mode, err);
 }
 
 // mkdir -p
@@ -49,12 +42,21 @@ static int make_dirs(const char *dir) {
     return 0;
 }
 
-el_status el_keys_generate(const char *dir, el_keypair *out, el_error *err) {
+el_status el_keys_generate(const char *dir, int overwrite, el_keypair *out, el_error *err) {
+    char path[4096];
+    // devices pinned the old public key: replacing it silently would lock them out
+    for (int i = 0; i < 2 && !overwrite; i++) {
+        struct stat st;
+        snprintf(path, sizeof path, "%s/%s", dir, i ? "public.key" : "secret.key");
+        if (lstat(path, &st) == 0)
+            return el_err(err, EL_ERR_STATE,
+                          "%s already exists; devices and workers that pinned its key would be locked out (--force "
+                          "replaces it)", path);
+    }
     if (make_dirs(dir)) return el_err(err, EL_ERR_IO, "%s: cannot create: %s", dir, strerror(errno));
     el_keypair k;
     if (zmq_curve_keypair(k.public_key, k.secret_key))
         return el_err(err, EL_ERR_UNSUPPORTED, "this ZeroMQ build cannot make CURVE keys (no libsodium?)");
-    char path[4096];
     el_status s;
     snprintf(path, sizeof path, "%s/secret.key", dir);
     if ((s = write_key(path, k.secret_key, 0600, err))) return s;
@@ -95,22 +97,45 @@ el_status el_keys_load(const char *dir, el_keypair *out, el_error *err) {
     return read_z85(path, out->secret_key, err);
 }
 
-int el_endpoint_is_loopback(const char *e) {
-    if (!strncmp(e, "ipc://", 6) || !strncmp(e, "inproc://", 9)) return 1;
-    if (strncmp(e, "tcp://", 6)) return 0;
-    const char *h = e + 6;
-    return !strncmp(h, "127.", 4) || !strncmp(h, "localhost:", 10) || !strncmp(h, "[::1]:", 6);
-}
+// The endpoint as ZeroMQ wants it: ipc:// and inproc:// as given, HOST:PORT and
+// tcp://HOST:PORT parsed and written back as tcp://HOST:PORT (brackets for IPv6).
+typedef struct {
+    char zmq[300];
+    int tcp, ipv6, loopback;
+} zmq_endpoint;
 
-static el_status check_security(const char *endpoint, const el_link_security *sec, el_error *err) {
-    if (sec->insecure) {
-        if (!sec->insecure_anywhere && !el_endpoint_is_loopback(endpoint))
-            return el_err(err, EL_ERR_ARG,
-                          "%s: plaintext links are allowed only on loopback; use keys, or --insecure-anywhere",
-                          endpoint);
+static el_status parse_endpoint(const char *e, int bind, zmq_endpoint *out, el_error *err) {
+    memset(out, 0, sizeof *out);
+    if (!strncmp(e, "ipc://", 6) || !strncmp(e, "inproc://", 9)) {
+        snprintf(out->zmq, sizeof out->zmq, "%s", e);
+        out->loopback = 1;
         return EL_OK;
     }
-    if (!sec->keys) return el_err(err, EL_ERR_ARG, "%s: CURVE keys are required (or --insecure on loopback)", endpoint);
+    el_addr a;
+    el_status st = el_addr_parse(e, &a, err);
+    if (st) return st;
+    if (!bind && (!strcmp(a.host, "*") || a.port == 0))
+        return el_err(err, EL_ERR_ARG, "'%s': a worker's address needs a host and a port other than 0", e);
+    el_addr_format(&a, bind, out->zmq, sizeof out->zmq);
+    out->tcp = 1;
+    out->ipv6 = el_addr_is_ipv6(&a);
+    out->loopback = el_addr_is_loopback(&a);
+    return EL_OK;
+}
+
+int el_endpoint_is_loopback(const char *e) {
+    zmq_endpoint ep;
+    return parse_endpoint(e, 0, &ep, NULL) == EL_OK && ep.loopback;
+}
+
+static el_status check_security(const char *name, const zmq_endpoint *ep, const el_link_security *sec, el_error *err) {
+    if (sec->insecure) {
+        if (!sec->insecure_anywhere && !ep->loopback)
+            return el_err(err, EL_ERR_ARG,
+                          "%s: plaintext links are allowed only on loopback; use keys, or --insecure-anywhere", name);
+        return EL_OK;
+    }
+    if (!sec->keys) return el_err(err, EL_ERR_ARG, "%s: CURVE keys are required (or --insecure on loopback)", name);
     return EL_OK;
 }
 
@@ -155,11 +180,14 @@ static void *zap_main(void *arg) {
         int ok = 0;
         if (n >= 7 && lens[5] == 5 && !memcmp(frames[5], "CURVE", 5) && lens[6] == 32)
             for (int i = 0; i < s->n_allowed && !ok; i++) ok = !memcmp(s->allowed[i], frames[6], 32);
+        // the user id every message of this peer will carry: its key, in Z85
+        char user[41] = "";
+        if (ok) zmq_z85_encode(user, (const uint8_t *)frames[6], 32);
         zap_send(s->zap, "1.0", 3, 1);
         zap_send(s->zap, frames[1], lens[1], 1);
         zap_send(s->zap, ok ? "200" : "400", 3, 1);
         zap_send(s->zap, ok ? "OK" : "client key not on the allow-list", ok ? 2 : 32, 1);
-        zap_send(s->zap, "", 0, 1);
+        zap_send(s->zap, user, strlen(user), 1);
         zap_send(s->zap, "", 0, 0);
     }
     return NULL;
@@ -189,7 +217,10 @@ static el_status load_allow_list(el_link_server *s, const char *dir, el_error *e
 
 el_status el_link_server_open(const char *endpoint, const el_link_security *sec, el_link_server **out, el_error *err) {
     *out = NULL;
-    el_status st = check_security(endpoint, sec, err);
+    zmq_endpoint ep;
+    el_status st = parse_endpoint(endpoint, 1, &ep, err);
+    if (st) return st;
+    if ((st = check_security(endpoint, &ep, sec, err))) return st;
     if (st) return st;
     if (!sec->insecure && !sec->allow_dir)
         return el_err(err, EL_ERR_ARG, "%s: an allow-list of client keys is required (--allow DIR)", endpoint);
@@ -217,12 +248,14 @@ el_status el_link_server_open(const char *endpoint, const el_link_security *sec,
     zmq_setsockopt(s->sock, ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg);
     zmq_setsockopt(s->sock, ZMQ_LINGER, &zero, sizeof zero);
     zmq_setsockopt(s->sock, ZMQ_ROUTER_MANDATORY, &one, sizeof one);
+    if (sec->send_hwm > 0) zmq_setsockopt(s->sock, ZMQ_SNDHWM, &sec->send_hwm, sizeof sec->send_hwm);
+    if (ep.ipv6) zmq_setsockopt(s->sock, ZMQ_IPV6, &one, sizeof one);
     if (!sec->insecure) {
         zmq_setsockopt(s->sock, ZMQ_CURVE_SERVER, &one, sizeof one);
         zmq_setsockopt(s->sock, ZMQ_CURVE_SECRETKEY, sec->keys->secret_key, 40);
         zmq_setsockopt(s->sock, ZMQ_ZAP_DOMAIN, "edgellm", 7);
     }
-    if (zmq_bind(s->sock, endpoint)) {
+    if (zmq_bind(s->sock, ep.zmq)) {
         st = el_err(err, EL_ERR_IO, "%s: cannot listen: %s", endpoint, zmq_strerror(zmq_errno()));
         goto fail;
     }
@@ -284,6 +317,14 @@ el_status el_link_server_recv(el_link_server *s, int timeout_ms, el_peer *peer, 
     if (!more) return EL_ERR_STATE;
     zmq_msg_init(&body);
     if (zmq_msg_recv(&body, s->sock, 0) < 0) { zmq_msg_close(&body); return EL_ERR_STATE; }
+    const char *user = zmq_msg_gets(&body, "User-Id");
+    if (user && *user) {
+        snprintf(peer->client, sizeof peer->client, "%s", user);
+    } else {  // plaintext: one client per connection
+        int k = snprintf(peer->client, sizeof peer->client, "conn:");
+        for (size_t i = 0; i < peer->len && k + 3 < (int)sizeof peer->client; i++)
+            k += snprintf(peer->client + k, sizeof peer->client - (size_t)k, "%02x", peer->id[i]);
+    }
     el_status st = msg_to_buf(&body, msg, err);
     more = zmq_msg_more(&body);
     zmq_msg_close(&body);
@@ -297,9 +338,59 @@ el_status el_link_server_recv(el_link_server *s, int timeout_ms, el_peer *peer, 
     return st;
 }
 
+// A counted message's bytes, freed (and uncounted) when ZeroMQ is done with them.
+typedef struct {
+    atomic_size_t *held;
+    size_t n;
+} held_hint;
+
+static void free_counted(void *data, void *hint) {
+    held_hint *h = hint;
+    atomic_size_t *held = h->held;
+    size_t n = h->n;
+    free(data);
+    free(h);
+    atomic_fetch_sub(held, n);  // the last touch: once it reads 0 the counter may go
+}
+
+el_status el_link_server_send_counted(el_link_server *s, const el_peer *peer, const void *data, size_t n,
+                                      atomic_size_t *held, el_error *err) {
+    if (!held) return el_link_server_send(s, peer, data, n, err);
+    void *copy = malloc(n ? n : 1);
+    held_hint *h = malloc(sizeof *h);
+    if (!copy || !h) {
+        free(copy);
+        free(h);
+        return el_err(err, EL_ERR_NOMEM, "%s: out of memory for a %zu-byte reply", s->endpoint, n);
+    }
+    if (n) memcpy(copy, data, n);
+    *h = (held_hint){held, n};
+    atomic_fetch_add(held, n);
+    zmq_msg_t m;
+    zmq_msg_init_data(&m, copy, n, free_counted, h);  // ZeroMQ frees it (and the count) from now on
+    if (zmq_send(s->sock, peer->id, peer->len, ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0) {
+        int e = zmq_errno();
+        zmq_msg_close(&m);
+        return el_err(err, e == EAGAIN ? EL_ERR_STATE : EL_ERR_IO, "%s: cannot reply to a peer (%s): %s", s->endpoint,
+                      e == EAGAIN ? "it does not read its replies" : "gone", zmq_strerror(e));
+    }
+    if (zmq_msg_send(&m, s->sock, ZMQ_DONTWAIT) < 0) {
+        zmq_msg_close(&m);
+        return el_err(err, EL_ERR_IO, "%s: cannot reply to a peer: %s", s->endpoint, zmq_strerror(zmq_errno()));
+    }
+    return EL_OK;
+}
+
 el_status el_link_server_send(el_link_server *s, const el_peer *peer, const void *data, size_t n, el_error *err) {
-    if (zmq_send(s->sock, peer->id, peer->len, ZMQ_SNDMORE) < 0 || zmq_send(s->sock, data, n, 0) < 0)
-        return el_err(err, EL_ERR_IO, "%s: cannot reply to a peer (gone?): %s", s->endpoint, zmq_strerror(zmq_errno()));
+    // With ROUTER_MANDATORY the routing frame fails at once (EHOSTUNREACH) for
+    // a peer that is gone, and (EAGAIN) for one whose queue is full.
+    if (zmq_send(s->sock, peer->id, peer->len, ZMQ_SNDMORE | ZMQ_DONTWAIT) < 0) {
+        int e = zmq_errno();
+        return el_err(err, e == EAGAIN ? EL_ERR_STATE : EL_ERR_IO, "%s: cannot reply to a peer (%s): %s", s->endpoint,
+                      e == EAGAIN ? "it does not read its replies" : "gone", zmq_strerror(e));
+    }
+    if (zmq_send(s->sock, data, n, ZMQ_DONTWAIT) < 0)  // after an accepted routing frame this only fails if the pipe broke
+        return el_err(err, EL_ERR_IO, "%s: cannot reply to a peer: %s", s->endpoint, zmq_strerror(zmq_errno()));
     return EL_OK;
 }
 
@@ -309,7 +400,8 @@ struct el_link {
     void *ctx, *sock, *mon;
     char endpoint[256];
     int secure;
-    int tcp_connected, handshake_ok, auth_failed, proto_failed;
+    int tcp_connected, handshake_ok, auth_failed, proto_failed, dropped;
+    uint32_t proto_error;  // ZMQ_PROTOCOL_ERROR_* of the last failed handshake
     uint64_t sent, received;
 };
 
@@ -320,11 +412,18 @@ static void drain_monitor(el_link *l) {
         if (zmq_msg_recv(&m, l->mon, ZMQ_DONTWAIT) < 0) { zmq_msg_close(&m); return; }
         if (zmq_msg_size(&m) >= 6) {
             uint16_t ev;
+            uint32_t value;
             memcpy(&ev, zmq_msg_data(&m), 2);
+            memcpy(&value, (const char *)zmq_msg_data(&m) + 2, 4);
             if (ev == ZMQ_EVENT_CONNECTED) l->tcp_connected = 1;
             if (ev == ZMQ_EVENT_HANDSHAKE_SUCCEEDED) l->handshake_ok = 1;
             if (ev == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH) l->auth_failed = 1;
-            if (ev == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL || ev == ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL) l->proto_failed = 1;
+            if (ev == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL || ev == ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL) {
+                l->proto_failed = 1;
+                l->proto_error = ev == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL ? value : 0;
+            }
+            // closed by the peer before the handshake finished
+            if (ev == ZMQ_EVENT_DISCONNECTED && !l->handshake_ok) l->dropped = 1;
         }
         int more = zmq_msg_more(&m);
         zmq_msg_close(&m);
@@ -337,28 +436,68 @@ static void drain_monitor(el_link *l) {
     }
 }
 
-static el_status explain_silence(el_link *l, int timeout_ms, el_error *err) {
-    drain_monitor(l);
+// The handshake went wrong in a way that waiting will not mend: say why. The
+// worker usually just closes the connection, so a client learns only that it
+// failed; which side's settings make it fail is what the message says.
+static el_status handshake_failure(el_link *l, el_error *err) {
     if (l->auth_failed)
         return el_err(err, EL_ERR_IO, "%s: the worker refused our key (not on its allow-list)", l->endpoint);
-    if (l->secure && l->tcp_connected && !l->handshake_ok)
+    if (!l->proto_failed && !l->dropped) return EL_OK;
+    if (l->proto_failed && l->proto_error == ZMQ_PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH)
+        return el_err(err, EL_ERR_IO, "%s: handshake failed: %s", l->endpoint,
+                      l->secure ? "the worker runs --insecure and we use CURVE keys"
+                                : "the worker uses CURVE keys and we run --insecure (give --keys and --server-key)");
+    if (l->secure)
         return el_err(err, EL_ERR_IO,
                       "%s: CURVE handshake failed: the worker could not prove it holds the pinned server key "
-                      "(wrong --server-key?)", l->endpoint);
-    if (l->proto_failed)
-        return el_err(err, EL_ERR_IO, "%s: handshake failed (security settings differ: keys vs --insecure?)", l->endpoint);
+                      "(wrong --server-key?), or it runs --insecure", l->endpoint);
+    return el_err(err, EL_ERR_IO,
+                  "%s: handshake failed: the worker uses CURVE keys and we run --insecure (give --keys and "
+                  "--server-key), or it is not an edgellm worker", l->endpoint);
+}
+
+static el_status explain_silence(el_link *l, int timeout_ms, el_error *err) {
+    drain_monitor(l);
+    el_status st = handshake_failure(l, err);
+    if (st) return st;
     if (!l->tcp_connected)
-        return el_err(err, EL_ERR_IO, "%s: cannot reach the worker within %d ms (not running?)", l->endpoint, timeout_ms);
+        return el_err(err, EL_ERR_IO, "%s: cannot reach the worker within %d ms (not running? wrong port?)", l->endpoint,
+                      timeout_ms);
+    if (!l->handshake_ok)
+        return el_err(err, EL_ERR_IO, "%s: no handshake within %d ms (not an edgellm worker? keys vs --insecure?)",
+                      l->endpoint, timeout_ms);
     return el_err(err, EL_ERR_IO, "%s: no answer within %d ms", l->endpoint, timeout_ms);
+}
+
+// Waits until the connection is up and its handshake done, reporting a refused
+// key, a mismatch of security settings or nobody listening as soon as the
+// monitor says so (or at the deadline), instead of after a request's timeout.
+static el_status wait_up(el_link *l, int timeout_ms, el_error *err) {
+    uint64_t deadline = el_time_ns() + (uint64_t)timeout_ms * 1000000ULL;
+    for (;;) {
+        drain_monitor(l);
+        if (l->handshake_ok) return EL_OK;
+        el_status st = handshake_failure(l, err);
+        if (st) return st;
+        int64_t left = (int64_t)(deadline - el_time_ns()) / 1000000;
+        if (left <= 0) return explain_silence(l, timeout_ms, err);
+        zmq_pollitem_t it = {l->mon, 0, ZMQ_POLLIN, 0};
+        if (zmq_poll(&it, 1, (long)left) < 0 && zmq_errno() == EINTR)
+            return el_err(err, EL_ERR_STATE, "%s: interrupted", l->endpoint);
+    }
 }
 
 el_status el_link_connect(const char *endpoint, const el_link_security *sec, int timeout_ms, el_link **out,
                           el_error *err) {
     *out = NULL;
-    el_status st = check_security(endpoint, sec, err);
+    zmq_endpoint ep;
+    el_status st = parse_endpoint(endpoint, 0, &ep, err);
     if (st) return st;
+    if ((st = check_security(endpoint, &ep, sec, err))) return st;
     if (!sec->insecure && !sec->server_key)
         return el_err(err, EL_ERR_ARG, "%s: the worker's public key is required (--server-key FILE)", endpoint);
+    int connect_ms = sec->connect_timeout_ms > 0 ? sec->connect_timeout_ms : EL_LINK_CONNECT_TIMEOUT_MS;
+    if (timeout_ms > 0 && timeout_ms < connect_ms) connect_ms = timeout_ms;
     el_link *l = calloc(1, sizeof *l);
     if (!l) return el_err(err, EL_ERR_NOMEM, "out of memory");
     snprintf(l->endpoint, sizeof l->endpoint, "%s", endpoint);
@@ -366,12 +505,13 @@ el_status el_link_connect(const char *endpoint, const el_link_security *sec, int
     l->ctx = zmq_ctx_new();
     l->sock = l->ctx ? zmq_socket(l->ctx, ZMQ_DEALER) : NULL;
     if (!l->sock) { el_link_close(l); return el_err(err, EL_ERR_IO, "cannot create a ZeroMQ socket"); }
-    int zero = 0, hs = timeout_ms, reconnect = 100;
+    int zero = 0, one = 1, hs = connect_ms, reconnect = 100;
     int64_t maxmsg = EL_WIRE_MAX_FRAME;
     zmq_setsockopt(l->sock, ZMQ_LINGER, &zero, sizeof zero);
     zmq_setsockopt(l->sock, ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg);
     zmq_setsockopt(l->sock, ZMQ_HANDSHAKE_IVL, &hs, sizeof hs);
     zmq_setsockopt(l->sock, ZMQ_RECONNECT_IVL, &reconnect, sizeof reconnect);
+    if (ep.ipv6) zmq_setsockopt(l->sock, ZMQ_IPV6, &one, sizeof one);
     if (l->secure) {
         zmq_setsockopt(l->sock, ZMQ_CURVE_SERVERKEY, sec->server_key, 40);
         zmq_setsockopt(l->sock, ZMQ_CURVE_PUBLICKEY, sec->keys->public_key, 40);
@@ -385,12 +525,17 @@ el_status el_link_connect(const char *endpoint, const el_link_security *sec, int
         el_link_close(l);
         return el_err(err, EL_ERR_IO, "cannot monitor the link");
     }
-    if (zmq_connect(l->sock, endpoint)) {
+    if (zmq_connect(l->sock, ep.zmq)) {
         st = el_err(err, EL_ERR_ARG, "%s: cannot connect: %s", endpoint, zmq_strerror(zmq_errno()));
         el_link_close(l);
         return st;
     }
-    // Prove the path works end to end (and the handshake succeeded) with a PING.
+    if ((st = wait_up(l, connect_ms, err))) {
+        el_link_close(l);
+        return st;
+    }
+    // Prove the path works end to end with a PING (the worker may be busy: the
+    // request's full timeout).
     el_buf b = {0}, reply = {0};
     st = el_wire_encode_ping(&b, EL_MSG_PING, 0xFFFFFFFFu, "hello", 5);
     if (!st) st = el_link_request(l, b.data, b.len, 0xFFFFFFFFu, &reply, timeout_ms, err);
@@ -407,6 +552,12 @@ el_status el_link_connect(const char *endpoint, const el_link_security *sec, int
     }
     *out = l;
     return EL_OK;
+}
+
+void el_link_close_linger(el_link *l, int ms) {
+    if (!l) return;
+    if (l->sock) zmq_setsockopt(l->sock, ZMQ_LINGER, &ms, sizeof ms);
+    el_link_close(l);
 }
 
 void el_link_close(el_link *l) {
@@ -462,4 +613,43 @@ const char *el_link_endpoint(const el_link *l) { return l->endpoint; }
 void el_link_counters(const el_link *l, uint64_t *sent, uint64_t *received) {
     *sent = l->sent;
     *received = l->received;
+}
+
+el_status el_link_send(el_link *l, const void *data, size_t n, el_error *err) {
+    if (zmq_send(l->sock, data, n, ZMQ_DONTWAIT) < 0)
+        return el_err(err, EL_ERR_STATE, "%s: cannot send now: %s", l->endpoint, zmq_strerror(zmq_errno()));
+    l->sent += n;
+    return EL_OK;
+}
+
+el_status el_link_recv(el_link *l, int timeout_ms, el_buf *msg, el_error *err) {
+    if (timeout_ms > 0) {
+        zmq_pollitem_t it = {l->sock, 0, ZMQ_POLLIN, 0};
+        if (zmq_poll(&it, 1, timeout_ms) <= 0) return EL_ERR_STATE;
+    }
+    zmq_msg_t m;
+    zmq_msg_init(&m);
+    if (zmq_msg_recv(&m, l->sock, ZMQ_DONTWAIT) < 0) {
+        zmq_msg_close(&m);
+        return EL_ERR_STATE;
+    }
+    el_status st = msg_to_buf(&m, msg, err);
+    zmq_msg_close(&m);
+    if (!st) l->received += msg->len;
+    if (l->mon) drain_monitor(l);
+    return st;
+}
+
+int el_link_wait(el_link_server *s, el_link *l, int timeout_ms, int spin) {
+    zmq_pollitem_t items[2];
+    int n = 0, is = -1, il = -1;
+    if (s) is = n, items[n++] = (zmq_pollitem_t){s->sock, 0, ZMQ_POLLIN, 0};
+    if (l) il = n, items[n++] = (zmq_pollitem_t){l->sock, 0, ZMQ_POLLIN, 0};
+    if (!n) return 0;
+    int r = 0;
+    uint64_t spin_until = el_time_ns() + (uint64_t)(spin ? (timeout_ms < 2 ? timeout_ms : 2) : 0) * 1000000ULL;
+    while ((r = zmq_poll(items, n, 0)) == 0 && el_time_ns() < spin_until) {}
+    if (r == 0 && timeout_ms > 0) r = zmq_poll(items, n, timeout_ms);
+    if (r <= 0) return 0;
+    return (is >= 0 && (items[is].revents & ZMQ_POLLIN) ? 1 : 0) | (il >= 0 && (items[il].revents & ZMQ_POLLIN) ? 2 : 0);
 }

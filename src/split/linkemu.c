@@ -191,51 +191,6 @@ void el_linkemu_format_rate(double bps, char *buf, size_t n) {
     else snprintf(buf, n, "%.4g bit/s", bps);
 }
 
-static int host_char_ok(char c, int in_brackets) {
-    if (isalnum((unsigned char)c) || c == '.' || c == '-' || c == '_') return 1;
-    return in_brackets && (c == ':' || c == '%');
-}
-
-el_status el_linkemu_parse_addr(const char *s, el_linkemu_addr *a, el_error *err) {
-    const char *pre = "tcp://";
-    if (!s || strncmp(s, pre, strlen(pre)))
-        return el_err(err, EL_ERR_ARG, "'%s' is not an address of the form tcp://HOST:PORT", s ? s : "");
-    const char *h = s + strlen(pre), *colon;
-    size_t hl;
-    if (*h == '[') {
-        const char *close = strchr(h, ']');
-        if (!close || close[1] != ':') return el_err(err, EL_ERR_ARG, "'%s': expected tcp://[IPV6]:PORT", s);
-        h++;
-        hl = (size_t)(close - h);
-        colon = close + 1;
-        for (size_t i = 0; i < hl; i++)
-            if (!host_char_ok(h[i], 1)) return el_err(err, EL_ERR_ARG, "'%s': bad character in host", s);
-    } else {
-        colon = strrchr(h, ':');
-        if (!colon) return el_err(err, EL_ERR_ARG, "'%s' has no port (tcp://HOST:PORT)", s);
-        hl = (size_t)(colon - h);
-        if (!(hl == 1 && h[0] == '*'))
-            for (size_t i = 0; i < hl; i++)
-                if (!host_char_ok(h[i], 0)) return el_err(err, EL_ERR_ARG, "'%s': bad character in host", s);
-    }
-    if (hl == 0) return el_err(err, EL_ERR_ARG, "'%s' has no host (tcp://HOST:PORT)", s);
-    if (hl >= sizeof a->host) return el_err(err, EL_ERR_ARG, "'%s': host name is too long", s);
-    const char *p = colon + 1;
-    long port = 0;
-    size_t nd = 0;
-    for (; p[nd]; nd++) {
-        if (!isdigit((unsigned char)p[nd]) || nd >= 5)
-            return el_err(err, EL_ERR_ARG, "'%s': port '%s' is not a number in 0..65535", s, p);
-        port = port * 10 + (p[nd] - '0');
-    }
-    if (nd == 0) return el_err(err, EL_ERR_ARG, "'%s' has no port (tcp://HOST:PORT)", s);
-    if (port > 65535) return el_err(err, EL_ERR_RANGE, "'%s': port %ld is not in 0..65535", s, port);
-    memcpy(a->host, h, hl);
-    a->host[hl] = 0;
-    a->port = (int)port;
-    return EL_OK;
-}
-
 // ---------------------------------------------------------------- profiles
 
 // Where each number comes from is in docs/linkemu.md; keep the two in step.

@@ -133,7 +133,7 @@ void el_linkemu_config_default(el_linkemu_config *c) {
 }
 
 // Binds a listening socket; the port actually bound goes to *port.
-static el_status listen_on(const el_linkemu_addr *a, const char *what, const char *str, int *fd_out, int *port,
+static el_status listen_on(const el_addr *a, const char *what, const char *str, int *fd_out, int *port,
                            el_error *err) {
     struct addrinfo hints = {0}, *res = NULL;
     hints.ai_socktype = SOCK_STREAM;

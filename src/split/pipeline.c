@@ -19,6 +19,11 @@ struct el_pipeline {
     el_buf tx, rx;
     float *x;        // [max_batch, dim]
     float *history;  // [ctx, dim]: hidden states sent so far, for replay
+    int *tok_history;     // [ctx]: their tokens (sampling on the edge: the worker's sampler sees them again)
+    int edge;             // the last worker samples (o.edge_sampling)
+    el_sampler_params sp; // its settings
+    uint64_t samp_state;  // its generator state after the last token it returned
+    uint64_t max_reply;   // the largest RESULT the chain will send (0: no limit)
     int sent;        // positions the worker chain holds
     int ctx, max_batch;
     el_session_opts so;  // the caller's session options (ctx, batch)
@@ -88,6 +93,9 @@ static el_status chain_open(el_pipeline *p, el_error *err) {
     if (r.type != EL_MSG_OPENED) return el_err(err, EL_ERR_FORMAT, "worker %s: unexpected reply type %u to OPEN", p->o.via, r.type);
     p->session = r.session;
     p->sent = 0;
+    p->max_reply = 0;
+    if (r.body_len >= 8)  // the largest reply the chain sends: every-row results come in chunks below it
+        for (int i = 0; i < 8; i++) p->max_reply |= (uint64_t)r.body[i] << (8 * i);
     if (p->lora && (st = chain_send_lora(p, err))) {
         chain_close(p, 2000);  // not left holding a KV cache on the worker until it idles out
         return st;
@@ -110,7 +118,10 @@ static el_status describe_chain(el_pipeline *p, el_error *err) {
     p->open.ctx = (uint32_t)p->ctx;
     p->open.max_batch = (uint32_t)p->max_batch;
     p->open.act_dtype = (uint8_t)p->o.act_dtype;
-    p->open.want = p->o.ushape ? EL_WANT_HIDDEN : EL_WANT_LOGITS;
+    p->open.want = p->o.ushape ? EL_WANT_HIDDEN : p->edge ? EL_WANT_TOKEN : EL_WANT_LOGITS;
+    if (p->edge)
+        p->open.sampling = (el_wire_sampling){p->sp.temp, p->sp.top_k, p->sp.top_p, p->sp.min_p, p->sp.repeat_penalty,
+                                              p->sp.repeat_last_n, p->samp_state};
     p->open.n_stages = (uint8_t)p->o.n_cuts;
     for (int i = 0; i < p->o.n_cuts; i++) {
         int a = p->o.cuts[i], b = i + 1 < p->o.n_cuts ? p->o.cuts[i + 1] : h->n_layers;
@@ -161,6 +172,16 @@ el_status el_pipeline_new(const el_model *m, const el_session_opts *so_in, el_po
             st = el_err(err, EL_ERR_UNSUPPORTED, "--act %s cannot carry rows of %d values", el_dtype_name(p->o.act_dtype), h->dim);
             goto fail;
         }
+        if (p->o.edge_sampling) {
+            if (p->o.ushape) {
+                st = el_err(err, EL_ERR_ARG, "sampling on the edge and U-shape exclude each other (U-shape keeps the head here)");
+                goto fail;
+            }
+            if ((st = el_sampler_check(p->o.edge_sampling, err))) goto fail;
+            p->edge = 1;
+            p->sp = *p->o.edge_sampling;
+            p->samp_state = p->sp.seed ? p->sp.seed : 0x9E3779B97F4A7C15ULL;  // el_sampler_new's start for seed 0
+        }
         so.layer_begin = 0;
         so.layer_end = p->o.cuts[0];
         so.no_layers = p->o.cuts[0] == 0;
@@ -178,7 +199,8 @@ el_status el_pipeline_new(const el_model *m, const el_session_opts *so_in, el_po
     if (!p->x) { st = el_err(err, EL_ERR_NOMEM, "out of memory"); goto fail; }
     if (p->split) {
         p->history = el_calloc((size_t)p->ctx * h->dim, sizeof(float));
-        if (!p->history) { st = el_err(err, EL_ERR_NOMEM, "out of memory"); goto fail; }
+        p->tok_history = el_calloc((size_t)p->ctx, sizeof(int));
+        if (!p->history || !p->tok_history) { st = el_err(err, EL_ERR_NOMEM, "out of memory"); goto fail; }
         if (p->o.cuts[0] < h->n_layers) {
             if ((st = describe_chain(p, err)) || (st = chain_open(p, err))) goto fail;
         } else if ((st = el_link_connect(p->o.via, &p->o.sec, p->o.timeout_ms, &p->link, err))) {
@@ -201,18 +223,22 @@ void el_pipeline_free(el_pipeline *p) {
     el_buf_free(&p->rx);
     free(p->x);
     free(p->history);
+    free(p->tok_history);
     free(p);
 }
 
-// Sends rows x[n, dim] at pos to the chain and decodes the reply into out
-// (logits, or hidden rows for U-shape).
-static el_status chain_forward(el_pipeline *p, const float *x, int n, int pos, int all_rows, float *out, el_error *err) {
+// Sends rows x[n, dim] at pos (tokens: their ids) to the chain and decodes
+// the reply into out (logits, or hidden rows for U-shape; last row, or every
+// row with all_rows), or into *token (sampling on the edge). With out and
+// token NULL the chain returns nothing (an intermediate prefill chunk).
+static el_status chain_forward(el_pipeline *p, const float *x, const int *tokens, int n, int pos, int all_rows,
+                               float *out, int *token, el_error *err) {
     const el_hparams *h = &p->m->hp;
     p->seq++;
+    uint8_t flags = (all_rows ? EL_FWD_ALL_ROWS : 0) | (p->edge ? EL_FWD_TOKENS : 0) | (!out && !token ? EL_FWD_NO_OUTPUT : 0);
     el_status st = el_wire_encode_forward(&p->tx, p->session, p->seq, (uint32_t)pos, (uint32_t)n, (uint32_t)h->dim,
-                                          p->o.act_dtype, x, err);
+                                          p->o.act_dtype, x, flags, (const int32_t *)tokens, err);
     if (st) return st;
-    p->tx.data[EL_WIRE_HEADER + 9] = all_rows ? 1 : 0;
     uint64_t s0, r0, s1, r1;
     el_link_counters(p->link, &s0, &r0);
     uint64_t t0 = el_time_ns();
@@ -221,20 +247,35 @@ static el_status chain_forward(el_pipeline *p, const float *x, int n, int pos, i
     double rtt = (el_time_ns() - t0) * 1e-9;
     el_link_counters(p->link, &s1, &r1);
     el_wire_result res;
-    if ((st = el_wire_decode_result(&r, &res, err))) return el_err(err, st, "worker %s: %s", p->o.via, err->msg);
-    uint32_t want_rows = all_rows ? (uint32_t)n : 1;
-    uint32_t want_len = p->o.ushape ? (uint32_t)h->dim : (uint32_t)h->vocab;
-    uint8_t want_kind = p->o.ushape ? EL_WANT_HIDDEN : EL_WANT_LOGITS;
+    if ((st = el_wire_decode_result(&r, &res, err))) {
+        char why[sizeof err->msg];  // el_err must not format from the buffer it writes
+        memcpy(why, err->msg, sizeof why);
+        return el_err(err, st, "worker %s: %s", p->o.via, why);
+    }
+    uint32_t want_rows = flags & EL_FWD_NO_OUTPUT ? 0 : all_rows ? (uint32_t)n : 1;
+    uint32_t want_len = p->o.ushape ? (uint32_t)h->dim : p->edge ? 1 : (uint32_t)h->vocab;
+    uint8_t want_kind = p->o.ushape ? EL_WANT_HIDDEN : p->edge ? EL_WANT_TOKEN : EL_WANT_LOGITS;
     if (res.kind != want_kind || res.n_rows != want_rows || res.row_len != want_len)
         return el_err(err, EL_ERR_FORMAT, "worker %s: result of %u x %u (kind %u), expected %u x %u", p->o.via,
                       res.n_rows, res.row_len, res.kind, want_rows, want_len);
-    if ((st = el_wire_act_decode(res.dtype, res.payload, (size_t)res.n_rows * res.row_len, out, err))) return st;
-    // The network's share: the round trip minus every worker's compute.
+    if (res.kind == EL_WANT_TOKEN) {
+        int32_t t = 0;
+        for (uint32_t i = 0; i < res.n_rows; i++) t = (int32_t)el_wire_u32(res.payload + 4 * (size_t)i);
+        if (res.n_rows && (t < 0 || t >= h->vocab))
+            return el_err(err, EL_ERR_FORMAT, "worker %s: token %d outside the vocabulary", p->o.via, t);
+        if (token && res.n_rows) *token = t;
+        p->samp_state = res.sampler_state;
+    } else if (res.n_rows &&
+               (st = el_wire_act_decode(res.dtype, res.payload, (size_t)res.n_rows * res.row_len, out, err))) {
+        return st;
+    }
+    // The network's share: the round trip minus every worker's compute and queueing.
     double work = 0;
     p->last.n_workers = res.n_hops;
     for (int i = 0; i < res.n_hops; i++) {
         p->last.worker_s[i] += res.hops[i].compute_ns * 1e-9;
-        work += res.hops[i].compute_ns * 1e-9;
+        p->last.queue_s += res.hops[i].queue_ns * 1e-9;
+        work += (res.hops[i].compute_ns + res.hops[i].queue_ns) * 1e-9;
     }
     p->last.link_s += rtt - work > 0 ? rtt - work : 0;
     p->last.bytes_sent += s1 - s0;
@@ -245,22 +286,88 @@ static el_status chain_forward(el_pipeline *p, const float *x, int n, int pos, i
 // Re-opens the chain session and re-sends the hidden states of every position
 // the workers held, so generation can continue after a worker restart.
 static el_status replay(el_pipeline *p, int upto, el_error *err) {
-    el_link_close(p->link);
+    // tell the worker to free the session we abandon (if it is still there),
+    // without waiting for its answer
+    if (p->link && p->session && el_wire_encode_simple(&p->tx, EL_MSG_CLOSE, p->session, ++p->seq) == EL_OK)
+        el_link_send(p->link, p->tx.data, p->tx.len, NULL);
+    el_link_close_linger(p->link, 200);
     p->link = NULL;
     p->session = 0;
     el_status st = chain_open(p, err);
     if (st) return st;
     const el_hparams *h = &p->m->hp;
-    size_t scratch_rows = (size_t)p->max_batch * (p->o.ushape ? h->dim : h->vocab);
-    float *scratch = el_calloc(scratch_rows, sizeof(float));
-    if (!scratch) return el_err(err, EL_ERR_NOMEM, "out of memory");
     for (int done = 0; done < upto && !st; done += p->max_batch) {
         int n = upto - done < p->max_batch ? upto - done : p->max_batch;
-        st = chain_forward(p, p->history + (size_t)done * h->dim, n, done, 0, scratch, err);
+        st = chain_forward(p, p->history + (size_t)done * h->dim, p->tok_history + done, n, done, 0, NULL, NULL, err);
     }
-    free(scratch);
     if (!st) p->sent = upto;
     return st;
+}
+
+// Runs tokens[0..n) (or, embd != NULL, embedding rows embd[n, dim]) at pos on
+// the device's layers and the chain: logits (the last position's, every
+// position's with all_rows) or, sampling on the edge, *next.
+static el_status split_forward(el_pipeline *p, const int *tokens, const float *embd, int n, int pos, float *logits,
+                               int all_rows, int *next, el_error *err) {
+    const el_hparams *h = &p->m->hp;
+    el_status st = EL_OK;
+    if (pos + n > p->ctx) return el_err(err, EL_ERR_RANGE, "positions %d..%d exceed the context of %d", pos, pos + n - 1, p->ctx);
+    float *hidden_out = NULL;
+    if (p->o.ushape) {
+        hidden_out = el_calloc((size_t)(all_rows ? p->max_batch : 1) * h->dim, sizeof(float));
+        if (!hidden_out) return el_err(err, EL_ERR_NOMEM, "out of memory");
+    }
+    // every row's result in one reply must stay below the chain's reply limit
+    int per_chunk = p->max_batch;
+    size_t row_bytes = (size_t)(p->o.ushape ? h->dim : h->vocab) * sizeof(float);
+    if (all_rows && p->max_reply && (uint64_t)per_chunk * row_bytes > p->max_reply)
+        per_chunk = p->max_reply / row_bytes > 0 ? (int)(p->max_reply / row_bytes) : 1;
+    for (int done = 0; done < n && !st; done += per_chunk) {
+        int chunk = n - done < per_chunk ? n - done : per_chunk;
+        int last_chunk = done + chunk == n;
+        uint64_t t0 = el_time_ns();
+        if (embd) memcpy(p->x, embd + (size_t)done * h->dim, (size_t)chunk * h->dim * sizeof(float));
+        else if ((st = el_session_embed(p->s, tokens + done, chunk, p->x, err))) break;
+        if ((st = el_session_layers(p->s, p->x, chunk, pos + done, err))) break;
+        device_pace(p, t0);
+        p->last.device_s += (el_time_ns() - t0) * 1e-9;
+        memcpy(p->history + (size_t)(pos + done) * h->dim, p->x, (size_t)chunk * h->dim * sizeof(float));
+        // image rows have no ids; they only travel with sampling on the edge, which refuses embd
+        if (tokens) memcpy(p->tok_history + pos + done, tokens + done, (size_t)chunk * sizeof(int));
+        else memset(p->tok_history + pos + done, 0, (size_t)chunk * sizeof(int));
+        int rows = all_rows ? chunk : 1;
+        int wanted = all_rows || last_chunk;  // an intermediate chunk's result is not used: none comes back
+        float *dst = !wanted || next ? NULL : p->o.ushape ? hidden_out : all_rows ? logits + (size_t)done * h->vocab : logits;
+        int *tok = wanted ? next : NULL;
+        st = chain_forward(p, p->x, tokens ? tokens + done : NULL, chunk, pos + done, all_rows, dst, tok, err);
+        for (int attempt = 0; st && attempt < p->o.retries; attempt++) {
+            if (p->o.log) fprintf(p->o.log, "edgellm: %s; re-opening the session (retry %d of %d)\n", err->msg, attempt + 1, p->o.retries);
+            el_error e2;
+            st = replay(p, pos + done, &e2);
+            if (st) { *err = e2; continue; }
+            st = chain_forward(p, p->x, tokens ? tokens + done : NULL, chunk, pos + done, all_rows, dst, tok, err);
+        }
+        if (!st && p->o.ushape && wanted) {
+            uint64_t t1 = el_time_ns();
+            float *lg = all_rows ? logits + (size_t)done * h->vocab : logits;
+            st = el_session_head(p->s, dst, rows, rows, lg, err);
+            device_pace(p, t1);
+            p->last.device_s += (el_time_ns() - t1) * 1e-9;
+        }
+        if (!st) p->sent = pos + done + chunk;
+    }
+    free(hidden_out);
+    return st;
+}
+
+static void add_totals(el_pipeline *p) {
+    p->total.device_s += p->last.device_s;
+    p->total.link_s += p->last.link_s;
+    p->total.queue_s += p->last.queue_s;
+    p->total.n_workers = p->last.n_workers;
+    for (int i = 0; i < p->last.n_workers; i++) p->total.worker_s[i] += p->last.worker_s[i];
+    p->total.bytes_sent += p->last.bytes_sent;
+    p->total.bytes_received += p->last.bytes_received;
 }
 
 // Input rows from embedding rows given by the caller (an image's) instead of
@@ -293,58 +400,12 @@ static el_status forward_rows(el_pipeline *p, const int *tokens, const float *em
         device_pace(p, t0);
         p->last.device_s = (el_time_ns() - t0) * 1e-9;
         if (!st && p->split) p->sent = pos + n;
+    } else if (p->edge) {
+        return el_err(err, EL_ERR_STATE, "the last worker samples for this pipeline: no logits come back (el_pipeline_next_token)");
     } else {
-        if (pos + n > p->ctx) return el_err(err, EL_ERR_RANGE, "positions %d..%d exceed the context of %d", pos, pos + n - 1, p->ctx);
-        float *hidden_out = NULL;
-        if (p->o.ushape) {
-            hidden_out = el_calloc((size_t)(all_rows ? p->max_batch : 1) * h->dim, sizeof(float));
-            if (!hidden_out) return el_err(err, EL_ERR_NOMEM, "out of memory");
-        }
-        for (int done = 0; done < n && !st; done += p->max_batch) {
-            int chunk = n - done < p->max_batch ? n - done : p->max_batch;
-            int last_chunk = done + chunk == n;
-            uint64_t t0 = el_time_ns();
-            if (embd) memcpy(p->x, embd + (size_t)done * h->dim, (size_t)chunk * h->dim * sizeof(float));
-            else if ((st = el_session_embed(p->s, tokens + done, chunk, p->x, err))) break;
-            if ((st = el_session_layers(p->s, p->x, chunk, pos + done, err))) break;
-            device_pace(p, t0);
-            p->last.device_s += (el_time_ns() - t0) * 1e-9;
-            memcpy(p->history + (size_t)(pos + done) * h->dim, p->x, (size_t)chunk * h->dim * sizeof(float));
-            int rows = all_rows ? chunk : 1;
-            float *dst = p->o.ushape ? hidden_out : (all_rows ? logits + (size_t)done * h->vocab : logits);
-            if (!all_rows && !last_chunk) dst = NULL;  // intermediate prefill chunk: result unused
-            float *tmp = NULL;
-            if (!dst) {
-                tmp = el_calloc((size_t)(p->o.ushape ? h->dim : h->vocab), sizeof(float));
-                if (!tmp) { st = el_err(err, EL_ERR_NOMEM, "out of memory"); break; }
-                dst = tmp;
-            }
-            st = chain_forward(p, p->x, chunk, pos + done, all_rows, dst, err);
-            for (int attempt = 0; st && attempt < p->o.retries; attempt++) {
-                if (p->o.log) fprintf(p->o.log, "edgellm: %s; re-opening the session (retry %d of %d)\n", err->msg, attempt + 1, p->o.retries);
-                el_error e2;
-                st = replay(p, pos + done, &e2);
-                if (st) { *err = e2; continue; }
-                st = chain_forward(p, p->x, chunk, pos + done, all_rows, dst, err);
-            }
-            if (!st && p->o.ushape) {
-                uint64_t t1 = el_time_ns();
-                float *lg = all_rows ? logits + (size_t)done * h->vocab : logits;
-                if (all_rows || last_chunk) st = el_session_head(p->s, dst, rows, rows, lg, err);
-                device_pace(p, t1);
-                p->last.device_s += (el_time_ns() - t1) * 1e-9;
-            }
-            free(tmp);
-            if (!st) p->sent = pos + done + chunk;
-        }
-        free(hidden_out);
+        st = split_forward(p, tokens, embd, n, pos, logits, all_rows, NULL, err);
     }
-    p->total.device_s += p->last.device_s;
-    p->total.link_s += p->last.link_s;
-    p->total.n_workers = p->last.n_workers;
-    for (int i = 0; i < p->last.n_workers; i++) p->total.worker_s[i] += p->last.worker_s[i];
-    p->total.bytes_sent += p->last.bytes_sent;
-    p->total.bytes_received += p->last.bytes_received;
+    add_totals(p);
     return st;
 }
 
@@ -358,7 +419,21 @@ el_status el_pipeline_forward_embd(el_pipeline *p, const float *embd, int n, int
     if (p->split && p->o.cuts[0] == 0)
         return el_err(err, EL_ERR_ARG, "the device runs no layers before the cut, so these embedding rows themselves "
                       "would cross the link; cut after layer 1 or later");
+    if (p->edge)
+        return el_err(err, EL_ERR_STATE, "embedding rows have no token ids for the last worker's sampler: "
+                      "sample on the device to use images");
     return forward_rows(p, NULL, embd, n, pos, logits, all_rows, err);
+}
+
+el_status el_pipeline_next_token(el_pipeline *p, const int *tokens, int n, int pos, int *next, el_error *err) {
+    memset(&p->last, 0, sizeof p->last);
+    if (!p->edge) return el_err(err, EL_ERR_STATE, "this pipeline does not sample on the edge");
+    if (n <= 0) return el_err(err, EL_ERR_ARG, "nothing to evaluate (0 tokens)");
+    if (p->o.cuts[0] == p->m->hp.n_layers)
+        return el_err(err, EL_ERR_STATE, "every layer runs on the device: nothing samples on the edge");
+    el_status st = split_forward(p, tokens, NULL, n, pos, NULL, 0, next, err);
+    add_totals(p);
+    return st;
 }
 
 const el_split_stats *el_pipeline_last(const el_pipeline *p) { return &p->last; }
@@ -381,6 +456,8 @@ el_status el_pipeline_recut(el_pipeline *p, int cut, const int *tokens, int n_po
         return el_err(err, EL_ERR_ARG, "%s: cannot move the cut to %d: the device holds layers 0:%d%s", p->m->path, cut,
                       p->m->layer_end, p->m->has_head ? "" : " without the head");
     if (n_pos > p->ctx) return el_err(err, EL_ERR_RANGE, "%d positions exceed the context of %d", n_pos, p->ctx);
+    if (p->edge && cut == h->n_layers)
+        return el_err(err, EL_ERR_ARG, "cannot move every layer to the device while the last worker samples");
     chain_close(p, p->o.timeout_ms);  // leave the old chain session
     p->sent = 0;
     el_session_free(p->s);
@@ -411,7 +488,8 @@ el_status el_pipeline_recut(el_pipeline *p, int cut, const int *tokens, int n_po
             (st = el_session_layers(p->s, p->x, n, done, err)))
             break;
         memcpy(p->history + (size_t)done * h->dim, p->x, (size_t)n * h->dim * sizeof(float));
-        st = chain_forward(p, p->x, n, done, 0, scratch, err);
+        memcpy(p->tok_history + done, tokens + done, (size_t)n * sizeof(int));
+        st = chain_forward(p, p->x, tokens + done, n, done, 0, NULL, NULL, err);
     }
     free(scratch);
     if (!st) p->sent = n_pos;

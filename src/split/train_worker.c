@@ -8,6 +8,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <sodium.h>
+
 #include "edgellm/sample.h"
 #include "edgellm/splittrain.h"
 
@@ -21,6 +23,9 @@ typedef struct {
     el_train_stage *st;
     float *x;      // [rows, dim]
     int rows;
+    el_kv_pool *mem;  // the client's budget this session's memory counts in (NULL: none)
+    size_t bytes;
+    uint64_t seqs;    // sequences trained since its last averaging round (the weight it may claim)
     double last_used;
     int awaiting_backward;  // U-shape: forward done, gradient of the hidden states due
     // federated averaging
@@ -40,7 +45,6 @@ struct el_train_server {
     el_lora *shared;
     el_wire_train_open shared_cfg;
     float *shared_m, *shared_v;
-    uint64_t rng;
     double round_started;  // first submission of the current averaging round (0: none)
     el_buf out;
 };
@@ -57,7 +61,8 @@ static void tlog(el_train_server *t, const char *fmt, ...) {
 }
 
 static void send_out(el_train_server *t, el_link_server *srv, const el_peer *peer) {
-    el_link_server_send(srv, peer, t->out.data, t->out.len, NULL);
+    if (t->o.send) t->o.send(t->o.admit_ctx, peer, t->out.data, t->out.len);
+    else el_link_server_send(srv, peer, t->out.data, t->out.len, NULL);
 }
 
 static void reply_error(el_train_server *t, el_link_server *srv, const el_peer *peer, uint64_t session, uint32_t seq,
@@ -82,12 +87,13 @@ el_status el_train_server_new(const el_model *m, el_pool *pool, const el_train_s
     t->o = *o;
     if (t->o.max_clients <= 0) t->o.max_clients = 8;
     if (t->o.avg_timeout_ms <= 0) t->o.avg_timeout_ms = 30000;
-    t->rng = el_time_ns() ^ ((uint64_t)getpid() << 20) ^ 0x5bd1e995;
     *out = t;
     return EL_OK;
 }
 
-static void free_session(tsess *s) {
+static void free_session(el_train_server *t, tsess *s) {
+    if (s->mem) el_kv_pool_give(s->mem, s->bytes);
+    if (t->o.closed && s->id) t->o.closed(t->o.admit_ctx, &s->peer);
     el_train_stage_free(s->st);
     el_lora_free(s->own);
     free(s->m);
@@ -98,7 +104,7 @@ static void free_session(tsess *s) {
 
 void el_train_server_free(el_train_server *t) {
     if (!t) return;
-    for (int i = 0; i < t->n; i++) free_session(&t->s[i]);
+    for (int i = 0; i < t->n; i++) free_session(t, &t->s[i]);
     free(t->s);
     el_lora_free(t->shared);
     free(t->shared_m);
@@ -118,7 +124,7 @@ static tsess *find(el_train_server *t, uint64_t id, const el_peer *peer) {
 
 static void drop(el_train_server *t, int i, const char *why) {
     tlog(t, "session %016llx closed (%s), %d left", (unsigned long long)t->s[i].id, why, t->n - 1);
-    free_session(&t->s[i]);
+    free_session(t, &t->s[i]);
     t->s[i] = t->s[--t->n];
     // The shared adapter lives as long as some device trains it; the next
     // group of devices starts a fresh one.
@@ -162,7 +168,9 @@ static void handle_open(el_train_server *t, el_link_server *srv, const el_peer *
     }
     uint64_t id = el_model_identity(m, (int)o.layer_begin, m->layer_end);
     if (id != o.identity) {
-        reply_error(t, srv, peer, 0, msg->seq, EL_WERR_MISMATCH, "model mismatch: layers %u:%d of %s differ from the device's",
+        reply_error(t, srv, peer, 0, msg->seq, EL_WERR_MISMATCH, "model mismatch: layers %u:%d of %s differ from the device's in their weights, "
+                    "tensor types or names: load the same file on both sides (a converted or quantized copy is another "
+                    "model)",
                     o.layer_begin, m->layer_end, m->path);
         return;
     }
@@ -186,6 +194,11 @@ static void handle_open(el_train_server *t, el_link_server *srv, const el_peer *
     tsess s = {0};
     s.o = o;
     el_status st = EL_OK;
+    el_kv_pool *pool = NULL;
+    if (t->o.admit && !(pool = t->o.admit(t->o.admit_ctx, peer, &e))) {
+        reply_error(t, srv, peer, 0, msg->seq, EL_WERR_LIMIT, "%s", e.msg);
+        return;
+    }
     if (shared) {
         if (!t->shared) {
             if ((st = el_lora_new_layers(m, (int)o.layer_begin, (int)o.layer_end, (int)o.rank, o.alpha, o.targets, o.seed,
@@ -206,22 +219,39 @@ static void handle_open(el_train_server *t, el_link_server *srv, const el_peer *
             if (!s.m || !s.v) st = el_err(&e, EL_ERR_NOMEM, "out of memory");
         }
     }
-    el_train_opts to = {(int)o.layer_begin, (int)o.layer_end, (int)o.batch, (int)o.T};
+    // Everything the session holds counts against its client's share:
+    // checked before the activations are allocated, not after.
+    size_t own_bytes = s.own ? s.own->n_params * 3 * sizeof(float) : 0;  // parameters and AdamW state
+    size_t x_bytes = (size_t)o.batch * o.T * (size_t)h->dim * sizeof(float);
+    size_t room = pool ? el_kv_pool_room(pool) : 0;
+    if (!st && pool && room < own_bytes + x_bytes)
+        st = el_err(&e, EL_ERR_NOMEM, "training batch %u x context %u does not fit this client's memory (%zu bytes left)",
+                    o.batch, o.T, room);
+    el_train_opts to = {(int)o.layer_begin, (int)o.layer_end, (int)o.batch, (int)o.T,
+                        pool ? room - own_bytes - x_bytes : 0};
     if (!st) st = el_train_stage_new(m, s.lora, &to, t->pool, &s.st, &e);
     if (!st) {
         s.rows = (int)(o.batch * o.T);
         s.x = el_calloc((size_t)s.rows * h->dim, sizeof(float));
         if (!s.x) st = el_err(&e, EL_ERR_NOMEM, "out of memory");
     }
+    if (!st && pool) {
+        size_t bytes = el_train_activation_bytes(s.st) + s.lora->n_params * sizeof(float) + own_bytes + x_bytes;
+        if (!el_kv_pool_take(pool, bytes))
+            st = el_err(&e, EL_ERR_NOMEM, "training memory of %zu bytes does not fit this client's share", bytes);
+        else
+            s.mem = pool, s.bytes = bytes;
+    }
     tsess *grown = st ? NULL : realloc(t->s, (size_t)(t->n + 1) * sizeof *grown);
     if (st || !grown) {
-        free_session(&s);
+        free_session(t, &s);  // (s.id is 0: closed is told below)
+        if (pool && t->o.closed) t->o.closed(t->o.admit_ctx, peer);
         reply_error(t, srv, peer, 0, msg->seq, EL_WERR_LIMIT, "%s", st ? e.msg : "out of memory");
         return;
     }
     t->s = grown;
-    do s.id = el_rng_next(&t->rng);
-    while (!s.id);
+    do randombytes_buf(&s.id, sizeof s.id);
+    while (!s.id || find(t, s.id, peer));
     s.peer = *peer;
     s.last_used = el_time_s();
     t->s[t->n++] = s;
@@ -273,6 +303,7 @@ static void handle_forward(el_train_server *t, el_link_server *srv, const el_pee
     }
     if ((st = el_train_layers_forward(s->st, s->x, &e))) goto fail;
     int fwd_only = (f.flags & EL_TRAIN_FORWARD_ONLY) != 0;
+    if (!fwd_only) s->seqs += s->o.batch;
     if (!f.targets) {  // U-shape: the device runs the head and the loss
         if (!s->o.ushape) {
             reply_error(t, srv, peer, s->id, msg->seq, EL_WERR_PROTOCOL, "TRAIN_FORWARD without targets in a session with the loss here");
@@ -360,6 +391,10 @@ static void maybe_finish_round(el_train_server *t, el_link_server *srv, int forc
     if (avg) {
         // weighted mean in double, in session order (deterministic)
         double *acc = el_calloc(n, sizeof(double));
+        if (!acc) {  // no average rather than a wrong one
+            free(avg);
+            avg = NULL;
+        }
         for (int i = 0; acc && i < t->n; i++)
             if (t->s[i].avg_pending) {
                 double w = wsum > 0 ? t->s[i].avg_weight / wsum : 1.0 / pending;
@@ -377,7 +412,8 @@ static void maybe_finish_round(el_train_server *t, el_link_server *srv, int forc
         if (avg && el_wire_encode_params(&t->out, EL_MSG_TRAIN_PARAMS, s->id, s->avg_seq, wsum, avg, n) == EL_OK)
             send_out(t, srv, &s->peer);
         else
-            reply_error(t, srv, &s->peer, s->id, s->avg_seq, EL_WERR_PROTOCOL, "devices sent adapters of different sizes");
+            reply_error(t, srv, &s->peer, s->id, s->avg_seq, n ? EL_WERR_LIMIT : EL_WERR_PROTOCOL,
+                        n ? "out of memory for the average" : "devices sent adapters of different sizes");
         free(s->avg_params);
         s->avg_params = NULL;
     }
@@ -390,10 +426,45 @@ static void handle_avg(el_train_server *t, el_link_server *srv, const el_peer *p
     double w;
     const uint8_t *p;
     uint64_t n;
-    if (el_wire_decode_params(msg, &w, &p, &n, &e)) {
-        reply_error(t, srv, peer, s->id, msg->seq, EL_WERR_PROTOCOL, "%s", e.msg);
+    if (el_wire_decode_params(msg, &w, &p, &n, &e)) {  // (a weight that is not finite, or no weight)
+        reply_error(t, srv, peer, s->id, msg->seq, EL_WERR_PROTOCOL, "federated average refused: %s", e.msg);
+        drop(t, (int)(s - t->s), "sent a malformed average");
+        maybe_finish_round(t, srv, 0);
         return;
     }
+    // A device-side adapter has the device's layers (0 .. this session's
+    // first) at the session's rank and targets; its weight is the sequences
+    // it trained since its last round, which this worker counted itself. A
+    // device that sends anything else is dropped, and the round goes on
+    // without it.
+    const el_hparams *h = &t->m->hp;
+    uint64_t want = 0;
+    for (uint32_t l = 0; l < s->o.layer_begin; l++)
+        for (int k = 0; k < EL_LORA_N_TARGETS; k++)
+            if (s->o.targets & (1u << k)) {
+                int in, out;
+                el_lora_target_shape(h, k, &in, &out);
+                want += (uint64_t)s->o.rank * (uint64_t)(in + out);
+            }
+    const char *bad = n != want ? "its adapter has the wrong size"
+                      : !isfinite(w) || !(w > 0) ? "its weight is not a positive number"
+                      : w > (double)s->seqs ? "its weight is more than the sequences it trained since its last round"
+                                             : NULL;
+    for (uint64_t k = 0; !bad && k < n; k++) {
+        uint32_t u = el_wire_u32(p + 4 * k);
+        float f;
+        memcpy(&f, &u, 4);
+        if (!isfinite(f)) bad = "its adapter has a value that is not finite";
+    }
+    if (bad) {
+        reply_error(t, srv, peer, s->id, msg->seq, EL_WERR_PROTOCOL,
+                    "federated average refused: %s (%llu values, weight %g; expected %llu values, weight at most %llu)",
+                    bad, (unsigned long long)n, w, (unsigned long long)want, (unsigned long long)s->seqs);
+        drop(t, (int)(s - t->s), "sent a malformed average");
+        maybe_finish_round(t, srv, 0);
+        return;
+    }
+    s->seqs = 0;
     free(s->avg_params);
     s->avg_params = el_calloc(n ? n : 1, sizeof(float));
     if (!s->avg_params) {

@@ -3,6 +3,7 @@
 #include "edgellm/wire.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -51,6 +52,49 @@ static uint64_t get_u64(const uint8_t *p) { return (uint64_t)get_u32(p) | (uint6
 
 uint32_t el_wire_u32(const uint8_t *p) { return get_u32(p); }
 
+// A bounds-checked cursor over a message body.
+typedef struct {
+    const uint8_t *p;
+    size_t n, at;
+    int ok;
+} cursor;
+
+static const uint8_t *take(cursor *c, size_t n) {
+    if (!c->ok || c->n - c->at < n) {
+        c->ok = 0;
+        return NULL;
+    }
+    const uint8_t *r = c->p + c->at;
+    c->at += n;
+    return r;
+}
+static uint32_t c_u32(cursor *c) { const uint8_t *p = take(c, 4); return p ? get_u32(p) : 0; }
+static uint64_t c_u64(cursor *c) { const uint8_t *p = take(c, 8); return p ? get_u64(p) : 0; }
+static uint8_t c_u8(cursor *c) { const uint8_t *p = take(c, 1); return p ? p[0] : 0; }
+static float c_f32(cursor *c) {
+    uint32_t u = c_u32(c);
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+static double c_f64(cursor *c) {
+    uint64_t u = c_u64(c);
+    double d;
+    memcpy(&d, &u, 8);
+    return d;
+}
+static void put_f32(uint8_t *p, float f) {
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    put_u32(p, u);
+}
+static void put_f64(uint8_t *p, double d) {
+    uint64_t u;
+    memcpy(&u, &d, 8);
+    put_u64(p, u);
+}
+
+
 // Starts a frame: header with body length patched by finish().
 static el_status begin(el_buf *b, uint16_t type, uint64_t session, uint32_t seq) {
     b->len = 0;
@@ -97,9 +141,10 @@ el_status el_wire_parse(const void *frame, size_t len, el_wire_msg *m, el_error 
     const uint8_t *p = frame;
     if (len < EL_WIRE_HEADER) return el_err(err, EL_ERR_FORMAT, "message of %zu bytes is shorter than a header", len);
     if (get_u32(p) != EL_WIRE_MAGIC) return el_err(err, EL_ERR_FORMAT, "bad magic 0x%08x", get_u32(p));
-    if (get_u16(p + 4) != EL_WIRE_VERSION)
-        return el_err(err, EL_ERR_UNSUPPORTED, "protocol version %u, this build speaks %u", get_u16(p + 4),
-                      EL_WIRE_VERSION);
+    if (get_u16(p + 4) != EL_WIRE_VERSION && !(get_u16(p + 4) == 1 && get_u16(p + 6) == EL_MSG_ERROR))
+        return el_err(err, EL_ERR_UNSUPPORTED,
+                      "protocol version %u, this build speaks %u: run the same edgellm release on both sides",
+                      get_u16(p + 4), EL_WIRE_VERSION);
     m->type = get_u16(p + 6);
     m->session = get_u64(p + 8);
     m->seq = get_u32(p + 16);
@@ -112,10 +157,25 @@ el_status el_wire_parse(const void *frame, size_t len, el_wire_msg *m, el_error 
     return EL_OK;
 }
 
+el_status el_wire_version_error(el_buf *b, const void *frame, size_t len) {
+    const uint8_t *p = frame;
+    if (len < EL_WIRE_HEADER || get_u32(p) != EL_WIRE_MAGIC || get_u16(p + 4) == EL_WIRE_VERSION) return EL_ERR_UNSUPPORTED;
+    uint16_t theirs = get_u16(p + 4);
+    if (theirs != 1) return EL_ERR_UNSUPPORTED;  // version 1's ERROR is the only older layout we know
+    char text[200];
+    snprintf(text, sizeof text,
+             "this peer speaks edgellm protocol version %u, yours speaks %u: run the same edgellm release on both sides",
+             EL_WIRE_VERSION, theirs);
+    if (el_wire_encode_error(b, get_u64(p + 8), get_u32(p + 16), EL_WERR_PROTOCOL, text)) return EL_ERR_NOMEM;
+    put_u16(b->data + 4, theirs);
+    return EL_OK;
+}
+
 el_status el_wire_encode_open(el_buf *b, uint32_t seq, const el_wire_open *o) {
     if (o->n_stages == 0 || o->n_stages > EL_WIRE_MAX_STAGES) return EL_ERR_ARG;
     if (begin(b, EL_MSG_OPEN, 0, seq)) return EL_ERR_NOMEM;
-    uint8_t *p = buf_put(b, 24 + (size_t)o->n_stages * 16);
+    size_t samp = o->want == EL_WANT_TOKEN ? 32 : 0;
+    uint8_t *p = buf_put(b, 24 + (size_t)o->n_stages * 16 + samp);
     if (!p) return EL_ERR_NOMEM;
     put_u32(p, o->n_layers);
     put_u32(p + 4, o->dim);
@@ -131,6 +191,12 @@ el_status el_wire_encode_open(el_buf *b, uint32_t seq, const el_wire_open *o) {
         put_u32(s, o->stages[i].layer_begin);
         put_u32(s + 4, o->stages[i].layer_end);
         put_u64(s + 8, o->stages[i].identity);
+    }
+    if (samp) {
+        uint8_t *q = p + 24 + (size_t)o->n_stages * 16;
+        const el_wire_sampling *w = &o->sampling;
+        put_f32(q, w->temp), put_u32(q + 4, (uint32_t)w->top_k), put_f32(q + 8, w->top_p), put_f32(q + 12, w->min_p);
+        put_f32(q + 16, w->repeat_penalty), put_u32(q + 20, (uint32_t)w->repeat_last_n), put_u64(q + 24, w->seed);
     }
     return finish(b);
 }
@@ -150,9 +216,22 @@ el_status el_wire_decode_open(const el_wire_msg *m, el_wire_open *o, el_error *e
     o->n_stages = p[22];
     if (o->n_stages == 0 || o->n_stages > EL_WIRE_MAX_STAGES)
         return el_err(err, EL_ERR_FORMAT, "OPEN lists %u stages (1..%d allowed)", o->n_stages, EL_WIRE_MAX_STAGES);
-    if (m->body_len != 24 + (size_t)o->n_stages * 16)
-        return el_err(err, EL_ERR_FORMAT, "OPEN body of %zu bytes does not hold %u stages", m->body_len, o->n_stages);
     if (o->want > EL_WANT_TOKEN) return el_err(err, EL_ERR_FORMAT, "OPEN asks for unknown result kind %u", o->want);
+    size_t samp = o->want == EL_WANT_TOKEN ? 32 : 0;
+    if (m->body_len != 24 + (size_t)o->n_stages * 16 + samp)
+        return el_err(err, EL_ERR_FORMAT, "OPEN body of %zu bytes does not hold %u stages%s", m->body_len, o->n_stages,
+                      samp ? " and sampling settings" : "");
+    if (samp) {
+        cursor c = {p + 24 + (size_t)o->n_stages * 16, 32, 0, 1};
+        el_wire_sampling *w = &o->sampling;
+        w->temp = c_f32(&c), w->top_k = (int32_t)c_u32(&c), w->top_p = c_f32(&c), w->min_p = c_f32(&c);
+        w->repeat_penalty = c_f32(&c), w->repeat_last_n = (int32_t)c_u32(&c), w->seed = c_u64(&c);
+        if (!(w->temp >= 0 && w->temp <= 100) || w->top_k < 0 || !(w->top_p > 0 && w->top_p <= 1) ||
+            !(w->min_p >= 0 && w->min_p <= 1) || !(w->repeat_penalty > 0 && w->repeat_penalty <= 100) ||
+            w->repeat_last_n < 0 || w->repeat_last_n > (1 << 20))
+            return el_err(err, EL_ERR_FORMAT, "OPEN has sampling settings out of range (temp %g, top-k %d, top-p %g)",
+                          w->temp, w->top_k, w->top_p);
+    }
     for (int i = 0; i < o->n_stages; i++) {
         const uint8_t *s = p + 24 + 16 * i;
         o->stages[i].layer_begin = get_u32(s);
@@ -173,19 +252,24 @@ el_status el_wire_encode_simple(el_buf *b, uint16_t type, uint64_t session, uint
 }
 
 el_status el_wire_encode_forward(el_buf *b, uint64_t session, uint32_t seq, uint32_t pos, uint32_t n,
-                                 uint32_t dim, int dtype, const float *x, el_error *err) {
+                                 uint32_t dim, int dtype, const float *x, uint8_t flags, const int32_t *tokens,
+                                 el_error *err) {
     size_t count = (size_t)n * dim, bytes = el_wire_act_bytes(dtype, count);
     if (!bytes || dim % (uint32_t)el_dtype_info(dtype)->block_size)
         return el_err(err, EL_ERR_UNSUPPORTED, "cannot encode rows of %u values as %s", dim, el_dtype_name(dtype));
+    if (flags & ~EL_FWD_FLAGS || ((flags & EL_FWD_TOKENS) && !tokens))
+        return el_err(err, EL_ERR_ARG, "FORWARD flags 0x%x", flags);
     if (begin(b, EL_MSG_FORWARD, session, seq)) return el_err(err, EL_ERR_NOMEM, "out of memory");
-    uint8_t *p = buf_put(b, 12 + bytes);
+    size_t extra = flags & EL_FWD_TOKENS ? (size_t)n * 4 : 0;
+    uint8_t *p = buf_put(b, 12 + bytes + extra);
     if (!p) return el_err(err, EL_ERR_NOMEM, "out of memory for a %zu-byte message", bytes);
     put_u32(p, pos);
     put_u32(p + 4, n);
     put_u8(p + 8, (uint8_t)dtype);
-    put_u8(p + 9, 0);
+    put_u8(p + 9, flags);
     put_u16(p + 10, 0);
     el_dtype_info(dtype)->from_f32(x, p + 12, (int64_t)count);
+    for (size_t i = 0; extra && i < n; i++) put_u32(p + 12 + bytes + 4 * i, (uint32_t)tokens[i]);
     if (finish(b)) return el_err(err, EL_ERR_RANGE, "message of %zu bytes exceeds the frame limit", b->len);
     return EL_OK;
 }
@@ -197,34 +281,41 @@ el_status el_wire_decode_forward(const el_wire_msg *m, uint32_t dim, el_wire_for
     f->pos = get_u32(p);
     f->n_tokens = get_u32(p + 4);
     f->dtype = p[8];
+    f->flags = p[9];
+    if (f->flags & ~EL_FWD_FLAGS) return el_err(err, EL_ERR_FORMAT, "FORWARD has unknown flags 0x%x", f->flags);
     if (!el_wire_act_supported(f->dtype))
         return el_err(err, EL_ERR_UNSUPPORTED, "FORWARD uses activation dtype %u, not supported", f->dtype);
     if (f->n_tokens == 0 || f->n_tokens > (1u << 20))
         return el_err(err, EL_ERR_FORMAT, "FORWARD carries %u positions", f->n_tokens);
     size_t want = el_wire_act_bytes(f->dtype, (size_t)f->n_tokens * dim);
-    if (!want || m->body_len - 12 != want)
-        return el_err(err, EL_ERR_FORMAT, "FORWARD payload of %zu bytes, expected %zu for %u x %u %s", m->body_len - 12,
-                      want, f->n_tokens, dim, el_dtype_name(f->dtype));
+    size_t extra = f->flags & EL_FWD_TOKENS ? (size_t)f->n_tokens * 4 : 0;
+    if (!want || m->body_len - 12 != want + extra)
+        return el_err(err, EL_ERR_FORMAT, "FORWARD payload of %zu bytes, expected %zu for %u x %u %s%s", m->body_len - 12,
+                      want + extra, f->n_tokens, dim, el_dtype_name(f->dtype), extra ? " and their token ids" : "");
     f->payload = p + 12;
     f->payload_len = want;
+    f->tokens = extra ? p + 12 + want : NULL;
     return EL_OK;
 }
 
+// Bytes of a RESULT's rows (and, for tokens, the sampler state); 0: unsupported.
+static size_t result_bytes(uint8_t kind, int dtype, uint32_t n_rows, uint32_t row_len) {
+    if (kind == EL_WANT_TOKEN) return (size_t)n_rows * 4 + 8;
+    if (!el_wire_act_supported(dtype)) return 0;
+    return n_rows ? el_wire_act_bytes(dtype, (size_t)n_rows * row_len) : 0;
+}
+
+#define HOP_BYTES 24
+
 el_status el_wire_encode_result(el_buf *b, uint64_t session, uint32_t seq, uint8_t kind, int dtype,
                                 uint32_t n_rows, uint32_t row_len, const float *rows, const int32_t *tokens,
-                                const el_wire_hop *hops, int n_hops, el_error *err) {
+                                uint64_t sampler_state, const el_wire_hop *hops, int n_hops, el_error *err) {
     if (n_hops < 0 || n_hops > EL_WIRE_MAX_STAGES) return el_err(err, EL_ERR_ARG, "%d hops", n_hops);
-    size_t bytes;
-    if (kind == EL_WANT_TOKEN) {
-        dtype = EL_DTYPE_I32;
-        row_len = 1;
-        bytes = (size_t)n_rows * 4;
-    } else {
-        bytes = el_wire_act_bytes(dtype, (size_t)n_rows * row_len);
-        if (!bytes) return el_err(err, EL_ERR_UNSUPPORTED, "cannot encode results as %s", el_dtype_name(dtype));
-    }
+    if (kind == EL_WANT_TOKEN) dtype = EL_DTYPE_I32, row_len = 1;
+    size_t bytes = result_bytes(kind, dtype, n_rows, row_len);
+    if (!bytes && n_rows) return el_err(err, EL_ERR_UNSUPPORTED, "cannot encode results as %s", el_dtype_name(dtype));
     if (begin(b, EL_MSG_RESULT, session, seq)) return el_err(err, EL_ERR_NOMEM, "out of memory");
-    uint8_t *p = buf_put(b, 12 + (size_t)n_hops * 16 + bytes);
+    uint8_t *p = buf_put(b, 12 + (size_t)n_hops * HOP_BYTES + bytes);
     if (!p) return el_err(err, EL_ERR_NOMEM, "out of memory for a %zu-byte result", bytes);
     put_u8(p, kind);
     put_u8(p + 1, (uint8_t)dtype);
@@ -233,14 +324,17 @@ el_status el_wire_encode_result(el_buf *b, uint64_t session, uint32_t seq, uint8
     put_u32(p + 4, n_rows);
     put_u32(p + 8, row_len);
     for (int i = 0; i < n_hops; i++) {
-        put_u64(p + 12 + 16 * i, hops[i].compute_ns);
-        put_u64(p + 20 + 16 * i, hops[i].wait_ns);
+        put_u64(p + 12 + HOP_BYTES * i, hops[i].compute_ns);
+        put_u64(p + 20 + HOP_BYTES * i, hops[i].wait_ns);
+        put_u64(p + 28 + HOP_BYTES * i, hops[i].queue_ns);
     }
-    uint8_t *d = p + 12 + 16 * n_hops;
-    if (kind == EL_WANT_TOKEN)
+    uint8_t *d = p + 12 + HOP_BYTES * n_hops;
+    if (kind == EL_WANT_TOKEN) {
         for (uint32_t i = 0; i < n_rows; i++) put_u32(d + 4 * i, (uint32_t)tokens[i]);
-    else
+        put_u64(d + 4 * (size_t)n_rows, sampler_state);
+    } else if (n_rows) {
         el_dtype_info(dtype)->from_f32(rows, d, (int64_t)n_rows * row_len);
+    }
     if (finish(b)) return el_err(err, EL_ERR_RANGE, "result of %zu bytes exceeds the frame limit", b->len);
     return EL_OK;
 }
@@ -256,27 +350,43 @@ el_status el_wire_decode_result(const el_wire_msg *m, el_wire_result *r, el_erro
     r->row_len = get_u32(p + 8);
     if (r->kind > EL_WANT_TOKEN) return el_err(err, EL_ERR_FORMAT, "RESULT of unknown kind %u", r->kind);
     if (r->n_hops > EL_WIRE_MAX_STAGES) return el_err(err, EL_ERR_FORMAT, "RESULT lists %u hops", r->n_hops);
-    if (r->n_rows == 0 || r->n_rows > (1u << 20) || r->row_len == 0 || r->row_len > (1u << 24))
+    if (r->n_rows > (1u << 20) || r->row_len == 0 || r->row_len > (1u << 24))
         return el_err(err, EL_ERR_FORMAT, "RESULT has %u rows of %u values", r->n_rows, r->row_len);
-    size_t hops_len = (size_t)r->n_hops * 16;
+    size_t hops_len = (size_t)r->n_hops * HOP_BYTES;
     if (m->body_len < 12 + hops_len) return el_err(err, EL_ERR_FORMAT, "RESULT truncated in its timing list");
     for (int i = 0; i < r->n_hops; i++) {
-        r->hops[i].compute_ns = get_u64(p + 12 + 16 * i);
-        r->hops[i].wait_ns = get_u64(p + 20 + 16 * i);
+        r->hops[i].compute_ns = get_u64(p + 12 + HOP_BYTES * i);
+        r->hops[i].wait_ns = get_u64(p + 20 + HOP_BYTES * i);
+        r->hops[i].queue_ns = get_u64(p + 28 + HOP_BYTES * i);
     }
-    size_t want;
-    if (r->kind == EL_WANT_TOKEN) {
-        if (r->dtype != EL_DTYPE_I32 || r->row_len != 1)
-            return el_err(err, EL_ERR_FORMAT, "token RESULT must be i32 rows of 1");
-        want = (size_t)r->n_rows * 4;
-    } else {
-        want = el_wire_act_bytes(r->dtype, (size_t)r->n_rows * r->row_len);
-        if (!want) return el_err(err, EL_ERR_FORMAT, "RESULT uses unsupported dtype %u", r->dtype);
-    }
+    if (r->kind == EL_WANT_TOKEN && (r->dtype != EL_DTYPE_I32 || r->row_len != 1))
+        return el_err(err, EL_ERR_FORMAT, "token RESULT must be i32 rows of 1");
+    size_t want = result_bytes(r->kind, r->dtype, r->n_rows, r->row_len);
+    if (!want && r->n_rows) return el_err(err, EL_ERR_FORMAT, "RESULT uses unsupported dtype %u", r->dtype);
     if (m->body_len - 12 - hops_len != want)
         return el_err(err, EL_ERR_FORMAT, "RESULT payload of %zu bytes, expected %zu", m->body_len - 12 - hops_len, want);
     r->payload = p + 12 + hops_len;
     r->payload_len = want;
+    r->sampler_state = r->kind == EL_WANT_TOKEN ? get_u64(r->payload + 4 * (size_t)r->n_rows) : 0;
+    return EL_OK;
+}
+
+el_status el_wire_relay_result(el_buf *b, const el_wire_msg *m, uint64_t session, uint32_t seq,
+                               const el_wire_hop *front, el_error *err) {
+    el_wire_result r;
+    el_status st = el_wire_decode_result(m, &r, err);
+    if (st) return st;
+    if (r.n_hops >= EL_WIRE_MAX_STAGES) return el_err(err, EL_ERR_FORMAT, "RESULT lists %u hops already", r.n_hops);
+    if (begin(b, EL_MSG_RESULT, session, seq)) return el_err(err, EL_ERR_NOMEM, "out of memory");
+    uint8_t *p = buf_put(b, m->body_len + HOP_BYTES);
+    if (!p) return el_err(err, EL_ERR_NOMEM, "out of memory for a %zu-byte result", m->body_len);
+    memcpy(p, m->body, 12);
+    p[2] = (uint8_t)(r.n_hops + 1);
+    put_u64(p + 12, front->compute_ns);
+    put_u64(p + 20, front->wait_ns);
+    put_u64(p + 28, front->queue_ns);
+    memcpy(p + 12 + HOP_BYTES, m->body + 12, m->body_len - 12);
+    if (finish(b)) return el_err(err, EL_ERR_RANGE, "result of %zu bytes exceeds the frame limit", b->len);
     return EL_OK;
 }
 
@@ -328,48 +438,6 @@ el_status el_wire_encode_probe(el_buf *b, uint32_t seq, size_t size, uint32_t re
 }
 
 // ---------------------------------------------------------------- training
-
-// A bounds-checked cursor over a message body.
-typedef struct {
-    const uint8_t *p;
-    size_t n, at;
-    int ok;
-} cursor;
-
-static const uint8_t *take(cursor *c, size_t n) {
-    if (!c->ok || c->n - c->at < n) {
-        c->ok = 0;
-        return NULL;
-    }
-    const uint8_t *r = c->p + c->at;
-    c->at += n;
-    return r;
-}
-static uint32_t c_u32(cursor *c) { const uint8_t *p = take(c, 4); return p ? get_u32(p) : 0; }
-static uint64_t c_u64(cursor *c) { const uint8_t *p = take(c, 8); return p ? get_u64(p) : 0; }
-static uint8_t c_u8(cursor *c) { const uint8_t *p = take(c, 1); return p ? p[0] : 0; }
-static float c_f32(cursor *c) {
-    uint32_t u = c_u32(c);
-    float f;
-    memcpy(&f, &u, 4);
-    return f;
-}
-static double c_f64(cursor *c) {
-    uint64_t u = c_u64(c);
-    double d;
-    memcpy(&d, &u, 8);
-    return d;
-}
-static void put_f32(uint8_t *p, float f) {
-    uint32_t u;
-    memcpy(&u, &f, 4);
-    put_u32(p, u);
-}
-static void put_f64(uint8_t *p, double d) {
-    uint64_t u;
-    memcpy(&u, &d, 8);
-    put_u64(p, u);
-}
 
 el_status el_wire_encode_train_open(el_buf *b, uint32_t seq, const el_wire_train_open *o) {
     if (begin(b, EL_MSG_TRAIN_OPEN, 0, seq)) return EL_ERR_NOMEM;

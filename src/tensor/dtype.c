@@ -121,6 +121,35 @@ const char *el_dtype_name(int dtype) {
     return t ? t->name : "unknown";
 }
 
+// GGUF's names of its tensor types (ggml_type), including those edgellm
+// cannot read, so that an unsupported file names what it holds.
+static const char *const gguf_names[] = {
+    [0] = "F32",      [1] = "F16",      [2] = "Q4_0",    [3] = "Q4_1",    [6] = "Q5_0",    [7] = "Q5_1",
+    [8] = "Q8_0",     [9] = "Q8_1",     [10] = "Q2_K",   [11] = "Q3_K",   [12] = "Q4_K",   [13] = "Q5_K",
+    [14] = "Q6_K",    [15] = "Q8_K",    [16] = "IQ2_XXS", [17] = "IQ2_XS", [18] = "IQ3_XXS", [19] = "IQ1_S",
+    [20] = "IQ4_NL",  [21] = "IQ3_S",   [22] = "IQ2_S",  [23] = "IQ4_XS", [24] = "I8",     [25] = "I16",
+    [26] = "I32",     [27] = "I64",     [28] = "F64",    [29] = "IQ1_M",  [30] = "BF16",   [34] = "TQ1_0",
+    [35] = "TQ2_0",   [39] = "MXFP4",
+};
+
+const char *el_dtype_gguf_name(int dtype) {
+    if (dtype < 0 || dtype >= (int)(sizeof gguf_names / sizeof gguf_names[0]) || !gguf_names[dtype]) return NULL;
+    return gguf_names[dtype];
+}
+
+size_t el_dtype_supported_list(char *buf, size_t n) {
+    static const int order[] = {EL_DTYPE_F32, EL_DTYPE_F16, EL_DTYPE_BF16, EL_DTYPE_Q8_0, EL_DTYPE_Q4_0,
+                                EL_DTYPE_Q4_K, EL_DTYPE_Q6_K};
+    size_t o = 0;
+    if (n) buf[0] = 0;
+    for (size_t i = 0; i < sizeof order / sizeof order[0] && o < n; i++) {
+        int w = snprintf(buf + o, n - o, "%s%s", i ? ", " : "", table[order[i]].name);
+        if (w < 0) break;
+        o += (size_t)w;
+    }
+    return o < n ? o : n;
+}
+
 int el_dtype_from_name(const char *name) {
     for (int i = 0; i < EL_DTYPE_COUNT; i++)
         if (table[i].name && !strcmp(table[i].name, name)) return i;

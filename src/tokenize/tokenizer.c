@@ -293,6 +293,11 @@ static el_status encode_text(const el_tokenizer *t, const char *text, size_t len
 
 el_status el_tokenizer_encode_ex(const el_tokenizer *t, const char *text, size_t len, unsigned flags, int **ids,
                                  int *n_ids, el_error *err) {
+    return el_tokenizer_encode_spans(t, text, len, flags, NULL, 0, ids, n_ids, err);
+}
+
+el_status el_tokenizer_encode_spans(const el_tokenizer *t, const char *text, size_t len, unsigned flags,
+                                    const el_text_span *plain, int n_plain, int **ids, int *n_ids, el_error *err) {
     if (ids) *ids = NULL;
     if (n_ids) *n_ids = 0;
     if (!t || !ids || !n_ids || (!text && len))
@@ -318,8 +323,14 @@ el_status el_tokenizer_encode_ex(const el_tokenizer *t, const char *text, size_t
     if ((flags & EL_ENCODE_SPECIAL) || t->n_user_defined) {
         int control = (flags & EL_ENCODE_SPECIAL) != 0;
         size_t from = 0;
+        int sp = 0;  // the first plain span that does not end before i
         for (size_t i = 0; i < len;) {
+            while (sp < n_plain && plain[sp].end <= i) sp++;
             int id = special_at(t, text, i, len, control);
+            // a control piece that overlaps the user's text is not a marker
+            if (id >= 0 && t->types[id] == EL_TOKEN_CONTROL && sp < n_plain &&
+                plain[sp].begin < i + (t->off[id + 1] - t->off[id]))
+                id = -1;
             if (id < 0) {
                 i += tok_utf8_len((unsigned char)text[i]);
                 continue;

@@ -74,28 +74,27 @@ el_status el_json_prompt_completion(const char *line, size_t len, char **prompt,
     }
     const el_json *pv = NULL, *cv = NULL;
     el_status st = EL_OK;
-    if (j->type != EL_JSON_OBJECT) {
+    if (!el_json_is(j, EL_JSON_OBJECT)) {
         snprintf(why, why_size, "expected an object {\"prompt\": ..., \"completion\": ...}");
         st = EL_ERR_FORMAT;
     }
-    for (size_t i = 0; !st && i < j->len; i++) {
-        const char *key = j->keys[i];
+    for (const el_json *v = el_json_first(j); !st && v; v = el_json_next(j, v)) {
+        const char *key = el_json_key(j, v);
         const el_json **slot = !strcmp(key, "prompt") ? &pv : !strcmp(key, "completion") ? &cv : NULL;
         if (!slot) continue;
-        const el_json *v = &j->items[i];
         if (*slot) snprintf(why, why_size, "duplicate key \"%s\"", key), st = EL_ERR_FORMAT;
-        else if (v->type != EL_JSON_STRING)
+        else if (!el_json_is(v, EL_JSON_STRING))
             snprintf(why, why_size, "the value of \"%s\" is not a string", key), st = EL_ERR_FORMAT;
-        else if (strlen(v->str) != v->len)
+        else if (strlen(el_json_str(v)) != el_json_strlen(v))
             snprintf(why, why_size, "\"%s\" contains a NUL character", key), st = EL_ERR_FORMAT;
-        else if (!el_utf8_valid(v->str, v->len))
+        else if (!el_utf8_valid(el_json_str(v), el_json_strlen(v)))
             snprintf(why, why_size, "\"%s\" is not valid UTF-8", key), st = EL_ERR_FORMAT;
         *slot = v;
     }
     if (!st && (!pv || !cv)) snprintf(why, why_size, "missing \"%s\"", pv ? "completion" : "prompt"), st = EL_ERR_FORMAT;
     if (!st) {
-        *prompt = strdup(pv->str);
-        *completion = strdup(cv->str);
+        *prompt = strdup(el_json_str(pv));
+        *completion = strdup(el_json_str(cv));
         if (!*prompt || !*completion) {
             free(*prompt), free(*completion);
             *prompt = *completion = NULL;

@@ -32,9 +32,16 @@ struct el_train_stage {
     void **allocs;
     int n_allocs, cap_allocs;
     size_t act_bytes;
+    size_t max_bytes;  // el_train_opts.max_bytes
+    int over;          // an allocation would have passed max_bytes
 };
 
 static float *take(el_train_stage *st, size_t n_floats) {
+    if (st->max_bytes && (n_floats > st->max_bytes / sizeof(float) ||
+                          st->act_bytes + n_floats * sizeof(float) > st->max_bytes)) {
+        st->over = 1;
+        return NULL;
+    }
     if (st->n_allocs == st->cap_allocs) {
         int cap = st->cap_allocs ? 2 * st->cap_allocs : 64;
         void **a = realloc(st->allocs, (size_t)cap * sizeof *a);
@@ -107,9 +114,9 @@ el_status el_train_stage_new(const el_model *m, const el_lora *lora, const el_tr
     if (lb < m->layer_begin || le > m->layer_end || lb > le)
         return el_err(err, EL_ERR_ARG, "%s: training layers %d:%d are not within the loaded range %d:%d", m->path, lb,
                       le, m->layer_begin, m->layer_end);
-    if (o->T < 1 || o->T > h->ctx)
-        return el_err(err, EL_ERR_RANGE, "%s: training context %d is outside 1..%d (the model's context)", m->path,
-                      o->T, h->ctx);
+    // past the trained context is allowed, as everywhere (the tools warn)
+    if (o->T < 1 || o->T > (1 << 20))
+        return el_err(err, EL_ERR_RANGE, "%s: training context %d is outside 1..%d", m->path, o->T, 1 << 20);
     if (o->batch < 1 || (int64_t)o->batch * o->T > (1 << 20))
         return el_err(err, EL_ERR_RANGE, "batch %d x context %d is outside the supported range", o->batch, o->T);
     // The training kernels implement the normal rope layout without q/k/v biases.
@@ -128,6 +135,7 @@ el_status el_train_stage_new(const el_model *m, const el_lora *lora, const el_tr
     st->le = le;
     st->B = o->batch;
     st->T = o->T;
+    st->max_bytes = o->max_bytes;
     size_t n = (size_t)o->batch * o->T;
     st->n = (int)n;
     st->dim = h->dim;
@@ -179,7 +187,12 @@ el_status el_train_stage_new(const el_model *m, const el_lora *lora, const el_tr
         st->act_bytes -= lora->n_params * sizeof(float);  // reported with the adapter, not the activations
     }
     if (!ok) {
+        int over = st->over;
         el_train_stage_free(st);
+        if (over)
+            return el_err(err, EL_ERR_NOMEM,
+                          "training batch %d x context %d needs more than the %zu bytes of memory allowed for it",
+                          o->batch, o->T, o->max_bytes);
         return el_err(err, EL_ERR_NOMEM, "out of memory for training activations (batch %d x context %d)", o->batch,
                       o->T);
     }

@@ -42,8 +42,21 @@ static el_status add_ids(el_mm_prompt *p, const int *ids, int n, int *cap, el_er
     return EL_OK;
 }
 
+// Encodes text[a, b) with the plain spans that fall in it, moved to its start.
+static el_status encode_piece(const el_tokenizer *tok, const char *text, size_t a, size_t b, unsigned flags,
+                              const el_text_span *plain, int n_plain, el_text_span *tmp, int **ids, int *n,
+                              el_error *err) {
+    int k = 0;
+    for (int i = 0; i < n_plain; i++) {
+        size_t lo = plain[i].begin > a ? plain[i].begin : a, hi = plain[i].end < b ? plain[i].end : b;
+        if (lo < hi) tmp[k++] = (el_text_span){lo - a, hi - a};
+    }
+    return el_tokenizer_encode_spans(tok, text + a, b - a, flags, tmp, k, ids, n, err);
+}
+
 el_status el_mm_prompt_encode(const el_tokenizer *tok, const char *text, size_t len, const char *marker,
-                              unsigned flags, int n_images, el_mm_prompt *out, el_error *err) {
+                              unsigned flags, const el_text_span *plain, int n_plain, int n_images, el_mm_prompt *out,
+                              el_error *err) {
     memset(out, 0, sizeof *out);
     size_t mlen = strlen(marker);
     int n_markers = 0;
@@ -60,11 +73,17 @@ el_status el_mm_prompt_encode(const el_tokenizer *tok, const char *text, size_t 
         el_mm_prompt_free(out);
         return el_err(err, EL_ERR_NOMEM, "out of memory for a prompt");
     }
+    el_text_span *tmp = n_plain > 0 ? malloc((size_t)n_plain * sizeof *tmp) : NULL;
+    if (n_plain > 0 && !tmp) {
+        el_mm_prompt_free(out);
+        return el_err(err, EL_ERR_NOMEM, "out of memory for a prompt");
+    }
     el_status st = EL_OK;
     unsigned piece_flags = flags & ~(unsigned)EL_ENCODE_ADD_BOS;
     if (flags & EL_ENCODE_ADD_BOS) {
         int bos = el_tokenizer_bos(tok);
         if (bos < 0) {
+            free(tmp);
             el_mm_prompt_free(out);
             return el_err(err, EL_ERR_ARG, "the vocabulary has no BOS token to add");
         }
@@ -83,7 +102,8 @@ el_status el_mm_prompt_encode(const el_tokenizer *tok, const char *text, size_t 
         const char *stop = m ? m : end;
         if (stop > p) {
             int *ids = NULL, n = 0;
-            st = el_tokenizer_encode_ex(tok, p, (size_t)(stop - p), piece_flags, &ids, &n, err);
+            st = encode_piece(tok, text, (size_t)(p - text), (size_t)(stop - text), piece_flags, plain,
+                              n_plain < 0 ? 0 : n_plain, tmp, &ids, &n, err);
             if (!st) st = add_ids(out, ids, n, &cap, err);
             free(ids);
         }
@@ -94,6 +114,7 @@ el_status el_mm_prompt_encode(const el_tokenizer *tok, const char *text, size_t 
         out->len[k] = 0;
         p = m + mlen;
     }
+    free(tmp);
     if (st) el_mm_prompt_free(out);
     return st;
 }

@@ -53,9 +53,9 @@ expect_error "--rate-up: '100' has no unit" "$EDGELLM" linkemu $L $F --rate-up 1
 expect_error "--delay: '10parsecs': unknown time unit" "$EDGELLM" linkemu $L $F --delay 10parsecs
 expect_error "--loss: loss '150%' is out of range" "$EDGELLM" linkemu $L $F --loss 150%
 expect_error "--profile: unknown profile '7g'" "$EDGELLM" linkemu $L $F --profile 7g
-expect_error "--listen: 'localhost:80' is not an address" "$EDGELLM" linkemu --listen localhost:80 $F
+expect_error "--listen: 'udp://localhost:80' is not an address" "$EDGELLM" linkemu --listen udp://localhost:80 $F
 expect_error "--forward: 'tcp://127.0.0.1:99999': port 99999" "$EDGELLM" linkemu $L --forward tcp://127.0.0.1:99999
-expect_error "--forward tcp://HOST:PORT is required" "$EDGELLM" linkemu $L
+expect_error "--forward HOST:PORT is required" "$EDGELLM" linkemu $L
 expect_error "cannot resolve 'no-such-host.invalid'" "$EDGELLM" linkemu $L --forward tcp://no-such-host.invalid:80
 for a in "$EDGELLM linkemu $L $F --rate fast" "$EDGELLM linkemu $L $F --profile 7g"; do
   $a 2>/dev/null; rc=$?

@@ -12,7 +12,7 @@ TOKM=(-m "$MODELS/aidreams260K.bin" -z "$MODELS/tok512.bin")
 "$EDGELLM" serve --help | grep -q "v1/chat/completions" && pass || fail "serve --help"
 expect_error "-m BASE is required" "$EDGELLM" serve
 expect_error "nonexistent.gguf" "$EDGELLM" serve -m "$T/nonexistent.gguf"
-expect_error "is not HOST:PORT" "$EDGELLM" serve -m "$MODELS/aidreams260K.bin" --listen nowhere
+expect_error "'nowhere' has no port (HOST:PORT or tcp://HOST:PORT)" "$EDGELLM" serve -m "$MODELS/aidreams260K.bin" --listen nowhere
 expect_error "/no/such/dir" "$EDGELLM" serve -m "$MODELS/aidreams260K.bin" -z "$MODELS/tok512.bin" --lora-dir /no/such/dir
 
 # ---- a base and two adapters that change its text

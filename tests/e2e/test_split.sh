@@ -71,7 +71,7 @@ expect_error "the device asked for 0:3" \
 "$EDGELLM" synth --dim 64 --layers 4 --heads 4 --ff 172 --vocab 512 --ctx 128 -o "$T/other.gguf" 2>/dev/null
 p3=$(free_port)
 start_worker "$T/other.log" -m "$T/other.gguf" --layers 2:4 --listen tcp://127.0.0.1:$p3 --insecure -t 1 || fail "other worker"
-expect_error "model mismatch: layers 2:4 of $T/other.gguf have identity" \
+expect_error "model mismatch: layers 2:4 of $T/other.gguf (identity" \
   "$EDGELLM" run -m "$BIN" -z "$TOK" -p "$PROMPT" -n 5 --split 2 --via tcp://127.0.0.1:$p3 --insecure
 
 # ---- security: keys, allow-list, pinned server key

@@ -34,7 +34,7 @@ PY
   done
 done
 # the halves join into the same adapter
-"$EDGELLM" lora-join -m "$BIN" "$T/split2.gguf.device.gguf" "$T/split2.gguf.worker.gguf" -o "$T/joined.gguf" 2>/dev/null \
+"$EDGELLM" lora-join -m "$BIN" "$T/split2.device.gguf" "$T/split2.worker.gguf" -o "$T/joined.gguf" 2>/dev/null \
   && cmp -s "$T/joined.gguf" "$T/split2.gguf" && pass || fail "lora-join does not reproduce the joined adapter"
 ls "$T"/worker-*.gguf >/dev/null 2>&1 && pass || fail "worker did not save its adapter (--train-out)"
 expect_error "is in two of the adapters being joined" "$EDGELLM" lora-join -m "$BIN" "$T/split2.gguf" "$T/split1.gguf" -o "$T/x.gguf"

@@ -73,13 +73,13 @@ for k in 1 2; do
   port=$(free_port)
   start_worker "$T/w$k.log" -m "$T/llm.gguf" --layers $k:4 --listen tcp://127.0.0.1:$port --insecure -t 1 \
     || { fail "worker $k"; continue; }
-  got=$("${RUN[@]}" --split $k --via tcp://127.0.0.1:$port --insecure --stats 2>"$T/split$k.err")
+  got=$("${RUN[@]}" --split $k --via tcp://127.0.0.1:$port --insecure --stats=tokens 2>"$T/split$k.err")
   expect_eq "run --image split at $k" "$got" "$local_text"
   # what the device sent in the prefill: one FORWARD per run of the prompt (text,
   # image, text, image, text), each a 24-byte header, 12 bytes of fields and its
   # rows as f32 hidden states of width 64: nothing else, so no image bytes. A
   # text-only prompt shows the same accounting: 36 bytes + its rows.
-  "$EDGELLM" run -m "$T/llm.gguf" -p x -n 1 --temp 0 -t 1 --split $k --via tcp://127.0.0.1:$port --insecure --stats \
+  "$EDGELLM" run -m "$T/llm.gguf" -p x -n 1 --temp 0 -t 1 --split $k --via tcp://127.0.0.1:$port --insecure --stats=tokens \
     2>"$T/text$k.err" >/dev/null
   sent_text=$(grep -m1 '^prefill: device' "$T/text$k.err" | grep -o 'sent [0-9]* B' | awk '{print $2}')
   expect_eq "bytes sent for a text prefill, split at $k" "$sent_text" "$((36 + nx * 256))"
@@ -90,6 +90,8 @@ for k in 1 2; do
   kill $last_pid; wait $last_pid 2>/dev/null
 done
 
+expect_error "--edge-sample cannot take --image" "$EDGELLM" run -m "$T/llm.gguf" --mmproj "$T/clip.gguf" \
+  --image "${IMGS[0]}" -p "x" -n 2 --split 1 --via 127.0.0.1:1 --insecure --edge-sample -t 1
 expect_error "--split 0 would send the image rows themselves" "$EDGELLM" run -m "$T/llm.gguf" --mmproj "$T/clip.gguf" \
   --image "${IMGS[0]}" -p "x" -n 2 --split 0 --via tcp://127.0.0.1:1 --insecure -t 1
 
@@ -117,7 +119,23 @@ served=$(curl -s "http://127.0.0.1:$port/v1/chat/completions" -d @"$T/req.json" 
   'import json,sys; print(json.load(sys.stdin)["choices"][0]["message"]["content"], end="")')
 ran=$("$EDGELLM" run -m "$T/llm.gguf" --mmproj "$T/clip.gguf" --image "${IMGS[1]}" -p "<image>
 What is this?" --chat -n 24 --temp 0 -t 1 2>/dev/null | "$PY" -c 'import sys; sys.stdout.write(sys.stdin.buffer.read().decode("utf-8", "replace").rstrip("\n"))')
+[ ${#ran} -ge 10 ] && pass || fail "run --chat --image gave '$ran'"
 expect_eq "serve --mmproj text vs run --chat --image" "$served" "$ran"
+# two images side by side, then text: one run of image rows across both, in one batch step
+"$PY" - "${IMGS[0]}" "${IMGS[2]}" >"$T/req2.json" <<'PY'
+import base64, json, sys
+u = ["data:image/png;base64," + base64.b64encode(open(f, "rb").read()).decode() for f in sys.argv[1:3]]
+print(json.dumps({"model": "llm", "temperature": 0, "max_tokens": 24, "messages": [{"role": "user", "content": [
+    {"type": "image_url", "image_url": {"url": u[0]}}, {"type": "image_url", "image_url": u[1]},
+    {"type": "text", "text": "\nCompare them."}]}]}))
+PY
+served=$(curl -s "http://127.0.0.1:$port/v1/chat/completions" -d @"$T/req2.json" | "$PY" -c \
+  'import json,sys; print(json.load(sys.stdin)["choices"][0]["message"]["content"], end="")')
+ran=$("$EDGELLM" run -m "$T/llm.gguf" --mmproj "$T/clip.gguf" --image "${IMGS[0]}" --image "${IMGS[2]}" -p "<image><image>
+Compare them." --chat -n 24 --temp 0 -t 1 2>/dev/null | "$PY" -c 'import sys; sys.stdout.write(sys.stdin.buffer.read().decode("utf-8", "replace").rstrip("\n"))')
+[ ${#ran} -ge 10 ] && pass || fail "run --chat with two images gave '$ran'"
+expect_eq "serve --mmproj with two images vs run --chat" "$served" "$ran"
+echo "  two images, served: '$served'"
 code=$(curl -s -o "$T/r.json" -w '%{http_code}' "http://127.0.0.1:$port/v1/chat/completions" -d \
   '{"model":"llm","messages":[{"role":"user","content":[{"type":"image_url","image_url":{"url":"https://example.com/cat.png"}}]}]}')
 expect_eq "a remote image URL is refused" "$code" "400"

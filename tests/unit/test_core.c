@@ -199,6 +199,61 @@ static void test_error_one_line(void **st) {
     assert_int_equal(e.code, EL_ERR_FORMAT);
 }
 
+// One address syntax everywhere: HOST:PORT and tcp://HOST:PORT.
+static void test_addr(void **st) {
+    (void)st;
+    el_addr a;
+    el_error e = {0};
+    const struct {
+        const char *in, *host;
+        int port, loopback;
+    } ok[] = {
+        {"tcp://127.0.0.1:5555", "127.0.0.1", 5555, 1}, {"127.0.0.1:5555", "127.0.0.1", 5555, 1},
+        {"127.1.2.3:1", "127.1.2.3", 1, 1},             {"localhost:80", "localhost", 80, 1},
+        {"tcp://LocalHost:80", "LocalHost", 80, 1},     {"[::1]:80", "::1", 80, 1},
+        {"tcp://[0:0:0:0:0:0:0:1]:80", "0:0:0:0:0:0:0:1", 80, 1},
+        {"[::ffff:127.0.0.1]:9", "::ffff:127.0.0.1", 9, 1},
+        {"*:0", "*", 0, 0},                             {"tcp://edge-1.local:7000", "edge-1.local", 7000, 0},
+        {"10.0.0.2:7000", "10.0.0.2", 7000, 0},         {"128.0.0.1:7", "128.0.0.1", 7, 0},
+        {"[::2]:7", "::2", 7, 0},                       {"0.0.0.0:7", "0.0.0.0", 7, 0},
+    };
+    for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++) {
+        assert_int_equal(el_addr_parse(ok[i].in, &a, &e), EL_OK);
+        assert_string_equal(a.host, ok[i].host);
+        assert_int_equal(a.port, ok[i].port);
+        assert_int_equal(el_addr_is_loopback(&a), ok[i].loopback);
+    }
+    char buf[300];
+    assert_int_equal(el_addr_parse("localhost:7001", &a, &e), EL_OK);
+    el_addr_format(&a, 1, buf, sizeof buf);
+    assert_string_equal(buf, "tcp://127.0.0.1:7001");
+    el_addr_format(&a, 0, buf, sizeof buf);
+    assert_string_equal(buf, "tcp://localhost:7001");
+    assert_int_equal(el_addr_parse("[::1]:7001", &a, &e), EL_OK);
+    el_addr_format(&a, 1, buf, sizeof buf);
+    assert_string_equal(buf, "tcp://[::1]:7001");
+
+    assert_int_equal(el_addr_parse("udp://1.2.3.4:5", &a, &e), EL_ERR_ARG);
+    assert_string_equal(e.msg, "'udp://1.2.3.4:5' is not an address of the form HOST:PORT or tcp://HOST:PORT");
+    assert_int_equal(el_addr_parse("tcp://1.2.3.4", &a, &e), EL_ERR_ARG);
+    assert_string_equal(e.msg, "'tcp://1.2.3.4' has no port (HOST:PORT or tcp://HOST:PORT)");
+    assert_int_equal(el_addr_parse("1.2.3.4:", &a, &e), EL_ERR_ARG);
+    assert_int_equal(el_addr_parse(":80", &a, &e), EL_ERR_ARG);
+    assert_int_equal(el_addr_parse("", &a, &e), EL_ERR_ARG);
+    assert_int_equal(el_addr_parse("h:70000", &a, &e), EL_ERR_RANGE);
+    assert_string_equal(e.msg, "'h:70000': port 70000 is not in 0..65535");
+    assert_int_equal(el_addr_parse("tcp://h:123456789", &a, &e), EL_ERR_ARG);
+    assert_int_equal(el_addr_parse("h:-1", &a, &e), EL_ERR_ARG);
+    assert_int_equal(el_addr_parse("h h:1", &a, &e), EL_ERR_ARG);
+    assert_int_equal(el_addr_parse("[::1:80", &a, &e), EL_ERR_ARG);
+    assert_int_equal(el_addr_parse("::1:80", &a, &e), EL_ERR_ARG);
+    assert_string_equal(e.msg, "'::1:80': an IPv6 host needs brackets, [::1]:PORT");
+    char longh[400] = "tcp://";
+    memset(longh + 6, 'a', 300);
+    strcpy(longh + 306, ":1");
+    assert_int_equal(el_addr_parse(longh, &a, &e), EL_ERR_ARG);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_error_one_line),
@@ -208,6 +263,7 @@ int main(void) {
         cmocka_unit_test(test_pool_late_workers),
         cmocka_unit_test(test_pool_many_tasks),
         cmocka_unit_test(test_read_file),
+        cmocka_unit_test(test_addr),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

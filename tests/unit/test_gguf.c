@@ -967,9 +967,14 @@ static void test_bad_tensors(void **st) {
     close_parsed(g);
 
     one_tensor(&b, 0, 2, ne2, 4, 0, 48);  // 4 was Q4_2, long removed
-    expect_fail(&b, EL_ERR_FORMAT, "tensor info 0 ('blk.3.attn_q.weight'): unknown dtype 4");
+    expect_fail(&b, EL_ERR_FORMAT,
+                "tensor info 0 ('blk.3.attn_q.weight'): unknown tensor type 4 (supported: f32, f16, bf16, q8_0, q4_0, "
+                "q4_k, q6_k)");
     one_tensor(&b, 0, 2, ne2, 0x80000000u, 0, 48);
-    expect_fail(&b, EL_ERR_FORMAT, "unknown dtype 2147483648");
+    expect_fail(&b, EL_ERR_FORMAT, "unknown tensor type 2147483648");
+    one_tensor(&b, 0, 2, ne2, 20, 0, 48);  // IQ4_NL: GGUF defines it, edgellm cannot read it
+    expect_fail(&b, EL_ERR_UNSUPPORTED, "tensor info 0 ('blk.3.attn_q.weight'): tensor type IQ4_NL (20) is not supported "
+                                        "(supported: f32, f16, bf16, q8_0, q4_0, q4_k, q6_k)");
     one_tensor(&b, 0, 0, ne2, EL_DTYPE_F32, 0, 48);
     expect_fail(&b, EL_ERR_FORMAT, "n_dims 0 is outside 1..4");
     one_tensor(&b, 0, 5, ne5, EL_DTYPE_F32, 0, 48);

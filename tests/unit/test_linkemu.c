@@ -311,41 +311,6 @@ static void test_parse_loss(void **st) {
     assert_int_equal(el_linkemu_parse_loss("1%%", &p, &e), EL_ERR_ARG);
 }
 
-static void test_parse_addr(void **st) {
-    (void)st;
-    el_linkemu_addr a;
-    el_error e = {0};
-    assert_int_equal(el_linkemu_parse_addr("tcp://127.0.0.1:5555", &a, &e), EL_OK);
-    assert_string_equal(a.host, "127.0.0.1");
-    assert_int_equal(a.port, 5555);
-    assert_int_equal(el_linkemu_parse_addr("tcp://[::1]:80", &a, &e), EL_OK);
-    assert_string_equal(a.host, "::1");
-    assert_int_equal(a.port, 80);
-    assert_int_equal(el_linkemu_parse_addr("tcp://*:0", &a, &e), EL_OK);
-    assert_string_equal(a.host, "*");
-    assert_int_equal(a.port, 0);
-    assert_int_equal(el_linkemu_parse_addr("tcp://edge-1.local:7000", &a, &e), EL_OK);
-    assert_string_equal(a.host, "edge-1.local");
-
-    assert_int_equal(el_linkemu_parse_addr("udp://1.2.3.4:5", &a, &e), EL_ERR_ARG);
-    assert_string_equal(e.msg, "'udp://1.2.3.4:5' is not an address of the form tcp://HOST:PORT");
-    assert_int_equal(el_linkemu_parse_addr("tcp://1.2.3.4", &a, &e), EL_ERR_ARG);
-    assert_string_equal(e.msg, "'tcp://1.2.3.4' has no port (tcp://HOST:PORT)");
-    assert_int_equal(el_linkemu_parse_addr("tcp://1.2.3.4:", &a, &e), EL_ERR_ARG);
-    assert_int_equal(el_linkemu_parse_addr("tcp://:80", &a, &e), EL_ERR_ARG);
-    assert_int_equal(el_linkemu_parse_addr("tcp://h:70000", &a, &e), EL_ERR_RANGE);
-    assert_string_equal(e.msg, "'tcp://h:70000': port 70000 is not in 0..65535");
-    assert_int_equal(el_linkemu_parse_addr("tcp://h:123456789", &a, &e), EL_ERR_ARG);
-    assert_int_equal(el_linkemu_parse_addr("tcp://h:-1", &a, &e), EL_ERR_ARG);
-    assert_int_equal(el_linkemu_parse_addr("tcp://h h:1", &a, &e), EL_ERR_ARG);
-    assert_int_equal(el_linkemu_parse_addr("tcp://[::1:80", &a, &e), EL_ERR_ARG);
-    assert_int_equal(el_linkemu_parse_addr("tcp://::1:80", &a, &e), EL_ERR_ARG);
-    char longh[400] = "tcp://";
-    memset(longh + 6, 'a', 300);
-    strcpy(longh + 306, ":1");
-    assert_int_equal(el_linkemu_parse_addr(longh, &a, &e), EL_ERR_ARG);
-}
-
 static void test_profiles(void **st) {
     (void)st;
     const el_linkemu_profile *p = el_linkemu_profile_find("5g-embb");
@@ -392,7 +357,6 @@ int main(void) {
         cmocka_unit_test(test_parse_rate),
         cmocka_unit_test(test_parse_duration),
         cmocka_unit_test(test_parse_loss),
-        cmocka_unit_test(test_parse_addr),
         cmocka_unit_test(test_profiles),
         cmocka_unit_test(test_format_rate),
     };

@@ -230,7 +230,8 @@ static void test_bad_gguf_models(void **st) {
     el_model_close(m);
     struct { int defect; el_status code; const char *msg; } cases[] = {
         {1, EL_ERR_FORMAT, "tensor blk.0.attn_q.weight has shape [16, 8], expected [16, 16]"},
-        {2, EL_ERR_UNSUPPORTED, "tensor blk.0.ffn_up.weight has dtype i32, which this build cannot compute with"},
+        {2, EL_ERR_UNSUPPORTED, "tensor blk.0.ffn_up.weight has type I32, which edgellm cannot compute with (supported: f32, f16, bf16, "
+                                 "q8_0, q4_0, q4_k, q6_k)"},
         {3, EL_ERR_FORMAT, "tensor blk.1.ffn_norm.weight is missing"},
         {4, EL_ERR_FORMAT, "metadata key llama.block_count is missing"},
         {5, EL_ERR_UNSUPPORTED, "architecture 'gpt2' is not supported"},

@@ -1,6 +1,7 @@
-// Unit tests for the SIMD row-wise ops (src/kernels/ops_avx512.c) against the
-// scalar versions built on libm's expf: the exponential within 2 ulp over its
-// whole range, SwiGLU and softmax within float rounding, tails included.
+// Unit tests for the SIMD row-wise ops (src/kernels/ops_avx512.c on x86-64,
+// ops_neon.c on AArch64) against the scalar versions built on libm's expf:
+// the exponential within 2 ulp over its whole range, SwiGLU and softmax
+// within float rounding, tails included.
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -10,7 +11,32 @@
 #include "kernels/ops_simd.h"
 #include "testutil.h"
 
-static int have_avx512(void) { return el_cpu_isa() == EL_ISA_AVX512; }
+// The SIMD level of this architecture's row-wise ops, under one set of names.
+#if defined(__x86_64__)
+static int have_simd(void) { return el_cpu_isa() == EL_ISA_AVX512; }
+#define simd_exp el_exp_avx512
+#define simd_swiglu el_swiglu_avx512
+#define simd_softmax el_softmax_avx512
+#define simd_attn_scores el_attn_scores_avx512
+#define simd_attn_mix el_attn_mix_avx512
+#define HD_STEP 16  // head sizes the kernels take: multiples of this
+#elif defined(__aarch64__)
+static int have_simd(void) { return el_cpu_isa() >= EL_ISA_NEON; }
+#define simd_exp el_exp_neon
+#define simd_swiglu el_swiglu_neon
+#define simd_softmax el_softmax_neon
+#define simd_attn_scores el_attn_scores_neon
+#define simd_attn_mix el_attn_mix_neon
+#define HD_STEP 4
+#else
+static int have_simd(void) { return 0; }
+#define simd_exp expf
+#define simd_swiglu el_swiglu_scalar
+#define simd_softmax el_softmax_scalar
+#define simd_attn_scores el_attn_scores_scalar
+#define simd_attn_mix el_attn_mix_scalar
+#define HD_STEP 16
+#endif
 
 // Distance in units in the last place between two finite floats of one sign.
 static int64_t ulps(float a, float b) {
@@ -22,10 +48,10 @@ static int64_t ulps(float a, float b) {
 
 static void test_exp(void **st) {
     (void)st;
-    if (!have_avx512()) skip();
+    if (!have_simd()) skip();
     int64_t worst = 0;
     for (float x = -103.0f; x <= 88.5f; x += 0.0137f) {
-        float want = expf(x), got = el_exp_avx512(x);
+        float want = expf(x), got = simd_exp(x);
         if (want < 1.2e-38f) {  // subnormal results: absolute error only
             assert_true(fabsf(got - want) <= 2e-45f * 4);
             continue;
@@ -35,17 +61,17 @@ static void test_exp(void **st) {
     }
     printf("  exp: worst %lld ulp\n", (long long)worst);
     assert_true(worst <= 2);
-    assert_true(isinf(el_exp_avx512(89.0f)) && el_exp_avx512(89.0f) > 0);
-    assert_true(isinf(el_exp_avx512(INFINITY)));
-    assert_true(el_exp_avx512(-INFINITY) == 0.0f);
-    assert_true(el_exp_avx512(-200.0f) == 0.0f);
-    assert_true(el_exp_avx512(0.0f) == 1.0f);
-    assert_true(isnan(el_exp_avx512(NAN)));
+    assert_true(isinf(simd_exp(89.0f)) && simd_exp(89.0f) > 0);
+    assert_true(isinf(simd_exp(INFINITY)));
+    assert_true(simd_exp(-INFINITY) == 0.0f);
+    assert_true(simd_exp(-200.0f) == 0.0f);
+    assert_true(simd_exp(0.0f) == 1.0f);
+    assert_true(isnan(simd_exp(NAN)));
 }
 
 static void test_swiglu(void **st) {
     (void)st;
-    if (!have_avx512()) skip();
+    if (!have_simd()) skip();
     uint64_t rng = 5;
     static const int sizes[] = {1, 15, 16, 17, 100, 5632};
     for (size_t si = 0; si < sizeof sizes / sizeof sizes[0]; si++) {
@@ -57,7 +83,7 @@ static void test_swiglu(void **st) {
             u[i] = tu_randf(&rng) * 3.0f;
         }
         a[n] = b[n] = 12345.0f;  // the masked tail must not write past n
-        el_swiglu_avx512(a, g, u, n);
+        simd_swiglu(a, g, u, n);
         el_swiglu_scalar(b, g, u, n);
         for (int i = 0; i < n; i++) {
             float tol = 4e-7f * fabsf(b[i]) + 1e-30f;
@@ -70,7 +96,7 @@ static void test_swiglu(void **st) {
 
 static void test_softmax(void **st) {
     (void)st;
-    if (!have_avx512()) skip();
+    if (!have_simd()) skip();
     uint64_t rng = 9;
     static const int sizes[] = {1, 2, 15, 16, 33, 128, 1000};
     for (size_t si = 0; si < sizeof sizes / sizeof sizes[0]; si++) {
@@ -78,7 +104,7 @@ static void test_softmax(void **st) {
         float *a = malloc((n + 1) * sizeof(float)), *b = malloc(n * sizeof(float));
         for (int i = 0; i < n; i++) a[i] = b[i] = tu_randf(&rng) * 20.0f - (i == n / 2 ? 90.0f : 0.0f);
         a[n] = 777.0f;
-        el_softmax_avx512(a, n);
+        simd_softmax(a, n);
         el_softmax_scalar(b, n);
         double sum = 0;
         for (int i = 0; i < n; i++) {
@@ -91,7 +117,7 @@ static void test_softmax(void **st) {
     }
     // one -inf (a masked position) gets probability 0
     float x[3] = {1.0f, -INFINITY, 1.0f};
-    el_softmax_avx512(x, 3);
+    simd_softmax(x, 3);
     assert_true(x[1] == 0.0f && fabsf(x[0] - 0.5f) < 1e-7f && fabsf(x[2] - 0.5f) < 1e-7f);
 }
 
@@ -100,10 +126,11 @@ static void test_softmax(void **st) {
 // position counts with every remainder of 4.
 static void test_attention(void **st) {
     (void)st;
-    if (!have_avx512()) skip();
+    if (!have_simd()) skip();
     uint64_t rng = 21;
-    static const int hds[] = {16, 64, 128, 256};
-    for (size_t hi = 0; hi < 4; hi++)
+    // 16..256 and odd multiples of the step (on AArch64 12 and 52: tails of the 32-wide mixture)
+    static const int hds[] = {16, 64, 128, 256, 3 * HD_STEP, 13 * HD_STEP};
+    for (size_t hi = 0; hi < 6; hi++)
         for (int n = 1; n <= 13; n += 3) {
             int hd = hds[hi];
             size_t stride = (size_t)hd * 3;  // rows of a KV cache with several heads
@@ -111,18 +138,19 @@ static void test_attention(void **st) {
             float sa[16], sb[16], oa[257], ob[256];
             for (size_t i = 0; i < (size_t)n * stride; i++) k[i] = tu_randf(&rng);
             for (int i = 0; i < hd; i++) q[i] = tu_randf(&rng);
-            el_attn_scores_avx512(sa, q, k, stride, n, hd, 0.125f);
+            simd_attn_scores(sa, q, k, stride, n, hd, 0.125f);
             el_attn_scores_scalar(sb, q, k, stride, n, hd, 0.125f);
             for (int p = 0; p < n; p++) {
                 double bound = 0;  // rounding bound: a few ulp of the sum of |terms|
                 for (int i = 0; i < hd; i++) bound += fabs(q[i] * k[(size_t)p * stride + i]);
                 assert_true(fabs(sa[p] - sb[p]) <= 0.125 * bound * 1e-6);
             }
+            for (int i = 0; i < hd; i++) oa[i] = ob[i] = 0.5f;  // the mixture accumulates onto out
             oa[hd] = 4242.0f;
-            el_attn_mix_avx512(oa, sa, k, stride, n, hd);
+            simd_attn_mix(oa, sa, k, stride, n, hd);
             el_attn_mix_scalar(ob, sa, k, stride, n, hd);
             for (int i = 0; i < hd; i++) {
-                double bound = 0;
+                double bound = 0.5;
                 for (int p = 0; p < n; p++) bound += fabs(sa[p] * k[(size_t)p * stride + i]);
                 assert_true(fabs(oa[i] - ob[i]) <= bound * 1e-6);
             }

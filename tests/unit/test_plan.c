@@ -1,6 +1,5 @@
-// Unit tests for src/plan and the JSON reader it uses: the planner's
-// arithmetic on a hand-made profile, the memory budget, profile round trips
-// and malformed JSON.
+// Unit tests for src/plan: the planner's arithmetic on a hand-made profile,
+// the memory budget, profile round trips and malformed profiles.
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -9,44 +8,6 @@
 #include "edgellm/plan.h"
 #include "edgellm/tensor.h"
 #include "testutil.h"
-
-static void test_json(void **st) {
-    (void)st;
-    el_json *j;
-    el_error e;
-    const char *t = "{\"a\": [1, -2.5e3, true, null], \"s\": \"x\\u00e9\\ud83e\\udd99\\n\", \"o\": {}}";
-    assert_int_equal(el_json_parse(t, strlen(t), "t.json", &j, &e), EL_OK);
-    const el_json *a = el_json_get(j, "a");
-    assert_int_equal(a->type, EL_JSON_ARRAY);
-    assert_int_equal(a->len, 4);
-    assert_true(el_json_num(&a->items[1], 0) == -2500.0);
-    assert_int_equal(a->items[2].type, EL_JSON_BOOL);
-    assert_string_equal(el_json_str(el_json_get(j, "s")), "x\xc3\xa9\xf0\x9f\xa6\x99\n");
-    assert_int_equal(el_json_get(j, "o")->type, EL_JSON_OBJECT);
-    assert_null(el_json_get(j, "missing"));
-    el_json_free(j);
-    struct { const char *text, *msg; } bad[] = {
-        {"{\"a\": 1,}", "t.json:1:9: expected a key string"},
-        {"[1, 2", "t.json:1:6: unexpected end of input"},
-        {"{\"a\"\n  1}", "t.json:2:3: expected ':'"},
-        {"\"\\ud800\"", "lone surrogate"},
-        {"01", "trailing characters"},
-        {"1e999", "number out of range"},
-        {"\"a\x01\"", "control character in string"},
-        {"[1] x", "trailing characters"},
-        {"", "unexpected end of input"},
-    };
-    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
-        assert_int_equal(el_json_parse(bad[i].text, strlen(bad[i].text), "t.json", &j, &e), EL_ERR_FORMAT);
-        assert_null(j);
-        assert_non_null(strstr(e.msg, bad[i].msg));
-    }
-    char deep[200];
-    memset(deep, '[', 100);
-    memset(deep + 100, ']', 100);
-    assert_int_equal(el_json_parse(deep, 200, "t.json", &j, &e), EL_ERR_FORMAT);
-    assert_non_null(strstr(e.msg, "nesting too deep"));
-}
 
 // A 4-layer model, dim 64, vocab 512: each layer costs 1 ms to decode on the
 // device and 0.25 ms on the edge; embedding 0, head 0.5 ms / 0.125 ms.
@@ -161,7 +122,6 @@ static void test_profile_roundtrip(void **st) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_json),
         cmocka_unit_test(test_planner_arithmetic),
         cmocka_unit_test(test_profile_roundtrip),
     };

@@ -14,6 +14,17 @@
 static const int qtypes[] = {EL_DTYPE_Q8_0, EL_DTYPE_Q4_0, EL_DTYPE_Q4_K, EL_DTYPE_Q6_K, EL_DTYPE_F16, EL_DTYPE_BF16};
 #define N_QTYPES ((int)(sizeof qtypes / sizeof qtypes[0]))
 
+// This architecture's kernel levels, scalar first: each is compared with it.
+static const el_isa levels[] = {
+    EL_ISA_SCALAR,
+#if defined(__x86_64__)
+    EL_ISA_AVX2,   EL_ISA_AVX512,
+#elif defined(__aarch64__)
+    EL_ISA_NEON,   EL_ISA_DOTPROD, EL_ISA_I8MM,
+#endif
+};
+#define N_LEVELS ((int)(sizeof levels / sizeof levels[0]))
+
 static void put16(uint8_t *p, uint16_t v) { memcpy(p, &v, 2); }
 
 // ---------------------------------------------------------------- bit layouts
@@ -166,7 +177,7 @@ static void make_weights(int dtype, int k, int rows, uint64_t *rng, void **w, fl
 static void test_simd_matches_scalar(void **st) {
     (void)st;
     uint64_t rng = 7;
-    int checked = 0;
+    int checked = 0, per_level[N_LEVELS] = {0};
     for (int ti = 0; ti < N_QTYPES; ti++) {
         int dtype = qtypes[ti];
         const el_dtype_traits *tr = el_dtype_info(dtype);
@@ -187,8 +198,9 @@ static void test_simd_matches_scalar(void **st) {
             el_gemm_kernel(dtype, EL_ISA_SCALAR)(k, w, ldw, rows, act, ldx, toks, ref, (size_t)rows);
             // the scalar tile is the traits' vec_dot
             assert_true(ref[0] == tr->vec_dot(k, w, act));
-            for (int isa = EL_ISA_AVX2; isa <= EL_ISA_AVX512; isa++) {
-                el_gemm_fn g = el_gemm_kernel(dtype, (el_isa)isa);
+            for (int li = 1; li < N_LEVELS; li++) {
+                el_isa isa = levels[li];
+                el_gemm_fn g = el_gemm_kernel(dtype, isa);
                 if (!g) continue;
                 for (int i = 0; i < rows * toks; i++) got[i] = NAN;
                 g(k, w, ldw, rows, act, ldx, toks, got, (size_t)rows);
@@ -200,16 +212,18 @@ static void test_simd_matches_scalar(void **st) {
                         float a = ref[t * rows + r], b = got[t * rows + r];
                         if (!(fabs((double)a - b) <= 1e-5 * mag + 1e-6)) {
                             printf("%s %s k=%d rows=%d toks=%d r=%d t=%d: scalar %.9g simd %.9g\n", tr->name,
-                                   el_isa_name((el_isa)isa), k, rows, toks, r, t, a, b);
+                                   el_isa_name(isa), k, rows, toks, r, t, a, b);
                             fail();
                         }
-                        checked++;
+                        checked++, per_level[li]++;
                     }
             }
             free(w), free(wf), free(x), free(act), free(ref), free(got);
         }
     }
-    printf("  %d outputs compared\n", checked);
+    printf("  %d outputs compared:", checked);
+    for (int li = 1; li < N_LEVELS; li++) printf(" %s %d", el_isa_name(levels[li]), per_level[li]);
+    printf("\n");
 }
 
 // Q8_0 activations: d = amax/127, q = nearbyint(x * 127/amax) (ties to even)
@@ -359,8 +373,7 @@ static void packed_matches_scalar(el_isa isa) {
 
 static void test_packed_matches_scalar(void **st) {
     (void)st;
-    packed_matches_scalar(EL_ISA_AVX2);
-    packed_matches_scalar(EL_ISA_AVX512);
+    for (int li = 1; li < N_LEVELS; li++) packed_matches_scalar(levels[li]);
 }
 
 // matmul on quantized weights ≈ x · dequant(W)ᵀ, for every ISA and 1-2 threads
@@ -379,8 +392,9 @@ static void test_matmul_quantized(void **st) {
         float *out = malloc((size_t)n * d * sizeof(float));
         for (int threads = 1; threads <= 2; threads++) {
             el_pool *pool = el_pool_new(threads);
-            for (int isa = EL_ISA_SCALAR; isa <= EL_ISA_AVX512; isa++) {
-                el_matmul_isa(pool, out, x, &W, n, (el_isa)isa);
+            for (int li = 0; li < N_LEVELS; li++) {
+                el_isa isa = levels[li];
+                el_matmul_isa(pool, out, x, &W, n, isa);
                 double se = 0, ss = 0;
                 for (int t = 0; t < n; t++)
                     for (int r = 0; r < d; r++) {

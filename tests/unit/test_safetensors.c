@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "edgellm/json.h"
 #include "edgellm/safetensors.h"
 #include "edgellm/tensor.h"
 #include "testutil.h"
@@ -100,15 +101,15 @@ static void test_malformed(void **st) {
 
 static void test_json_errors_name_the_file(void **st) {
     (void)st;
-    struct cJSON *j;
+    el_json *j;
     el_error err;
     const char *text = "{\n  \"a\": 1,\n  \"b\": ]\n}";
-    assert_int_not_equal(el_cjson_parse(text, strlen(text), "config.json", &j, &err), EL_OK);
-    assert_string_equal(err.msg, "config.json:3:8: invalid JSON");
+    assert_int_not_equal(el_json_parse(text, strlen(text), "config.json", &j, &err), EL_OK);
+    assert_string_equal(err.msg, "config.json:3:8: unexpected character");
     text = "{} x";
-    assert_int_not_equal(el_cjson_parse(text, strlen(text), "t.json", &j, &err), EL_OK);
-    assert_string_equal(err.msg, "t.json:1:4: invalid JSON");
-    assert_int_not_equal(el_cjson_load(tu_tmp_path("no-such.json"), 1 << 20, &j, &err), EL_OK);
+    assert_int_not_equal(el_json_parse(text, strlen(text), "t.json", &j, &err), EL_OK);
+    assert_string_equal(err.msg, "t.json:1:4: trailing characters after the value");
+    assert_int_not_equal(el_json_load(tu_tmp_path("no-such.json"), 1 << 20, &j, &err), EL_OK);
     assert_non_null(strstr(err.msg, "no-such.json"));
 }
 

@@ -35,6 +35,9 @@ static void test_greedy_and_checks(void **st) {
     assert_int_equal(el_sampler_check(&p, &e), EL_ERR_ARG);
     p = el_sampler_defaults();
     assert_int_equal(el_sampler_check(&p, &e), EL_OK);
+    // the documented defaults of run, chat and serve (docs/cli.md)
+    assert_true(p.temp == 0.8f && p.top_k == 40 && p.top_p == 0.95f && p.min_p == 0.05f && p.repeat_penalty == 1.0f &&
+                p.repeat_last_n == 64);
 }
 
 // Repetition penalty: a recent token with a positive logit is divided, a
@@ -70,6 +73,7 @@ static void test_distribution_and_filters(void **st) {
     el_sampler_params p = el_sampler_defaults();
     p.temp = 0.5f;
     p.seed = 1234;
+    p.top_k = 0, p.top_p = 1, p.min_p = 0;  // temperature alone
     el_sampler *s = el_sampler_new(&p, 4);
     int counts[4] = {0}, N = 100000;
     for (int k = 0; k < N; k++) {

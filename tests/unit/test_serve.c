@@ -46,7 +46,9 @@ static void test_parse_completion(void **st) {
     // defaults
     assert_int_equal(parse("{\"model\":\"m\",\"prompt\":\"\",\"stop\":\"x\"}", EL_SERVE_COMPLETION, &r, &err), EL_OK);
     assert_int_equal(r.max_tokens, 0);
-    assert_true(r.temperature == 1.0f && r.top_p == 1.0f && r.repeat_penalty == 1.0f);
+    // the one set of defaults run and chat use too
+    assert_true(r.temperature == 0.8f && r.top_p == 0.95f && r.top_k == 40 && r.min_p == 0.05f &&
+                r.repeat_penalty == 1.0f);
     assert_int_equal(r.has_seed, 0);
     assert_int_equal(r.n_stop, 1);
     assert_string_equal(r.stop[0], "x");
@@ -95,6 +97,12 @@ static void test_parse_errors(void **st) {
         {EL_SERVE_CHAT, "{\"model\":\"m\",\"messages\":[]}", "messages", EL_ERR_ARG},
         {EL_SERVE_CHAT, "{\"model\":\"m\",\"messages\":[{\"role\":\"tool\",\"content\":\"x\"}]}", "messages", EL_ERR_ARG},
         {EL_SERVE_CHAT, "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"image_url\"}]}]}",
+         "messages", EL_ERR_ARG},
+        {EL_SERVE_CHAT,
+         "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"image_url\",\"image_url\":"
+         "{\"url\":\"https://example.com/a.png\"}}]}]}",
+         "messages", EL_ERR_UNSUPPORTED},
+        {EL_SERVE_CHAT, "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"input_audio\"}]}]}",
          "messages", EL_ERR_UNSUPPORTED},
         {EL_SERVE_CHAT, "{\"model\":\"m\",\"messages\":[{\"role\":\"user\"}]}", "messages", EL_ERR_ARG},
     };
@@ -143,6 +151,14 @@ static void test_adapter_cache(void **st) {
     snprintf(py, sizeof py, "%s/y.gguf", dir);
     snprintf(pz, sizeof pz, "%s/z.gguf", dir);
     unlink(pz);
+    // a file that is no adapter for this base: checked when the folder is
+    // listed, left out, and a request naming it is told why (not a 500)
+    char pj[600];
+    snprintf(pj, sizeof pj, "%s/junk.gguf", dir);
+    FILE *jf = fopen(pj, "wb");
+    assert_non_null(jf);
+    fputs("GGUF but not really", jf);
+    fclose(jf);
     save_adapter(m, px, 3, 2);
     save_adapter(m, py, 5, 2);
     // rank 2 on all 7 targets of 4 layers: (2*in + out*2) per matrix
@@ -184,6 +200,8 @@ static void test_adapter_cache(void **st) {
 
     assert_int_equal(el_adapter_cache_acquire(c, "nope", &sx, &err), EL_ERR_ARG);
     assert_non_null(strstr(err.msg, "'nope'"));
+    assert_int_equal(el_adapter_cache_acquire(c, "junk", &sx, &err), EL_ERR_ARG);
+    assert_non_null(strstr(err.msg, "model 'junk' cannot be used with this base: "));
     assert_int_equal(el_adapter_cache_acquire(c, "../x", &sx, &err), EL_ERR_ARG);
     assert_int_equal(el_adapter_name_ok(".hidden"), 0);
     assert_int_equal(el_adapter_name_ok("ok-1_2.v3"), 1);
@@ -232,6 +250,7 @@ static void test_adapter_cache(void **st) {
     el_adapter_cache_free(c);
     unlink(px);
     unlink(pz);
+    unlink(pj);
     el_model_close(m);
 }
 

@@ -242,7 +242,7 @@ enum { BREAK_NONE, BREAK_SCORES_LEN, BREAK_TYPES_LEN, BREAK_BOS, BREAK_TYPE_VALU
        BREAK_SCORES_TYPE, BREAK_BYTE_PIECE, BREAK_PREFIX_TYPE, NO_PREFIX };
 
 static el_status write_vocab(int how, const char **path_out) {
-    static const char *toks[] = {"<unk>", "<s>", "</s>", "<0x41>", "\xe2\x96\x81", "a", "b", "ab", "\xe2\x96\x81" "ab"};
+    static const char *toks[] = {"<unk>", "<s>", "</s>", "<0x41>", "\xe2\x96\x81", "a", "b", "ab", "\xe2\x96\x81\x61\x62"};  // the last is "▁ab"
     const uint64_t n = sizeof toks / sizeof toks[0];
     float scores[9] = {0, 0, 0, 0, -1, -2, -3, -1, -0.5f};
     int32_t types[10] = {2, 3, 3, 6, 1, 1, 1, 1, 1, 1};  // one spare for BREAK_TYPES_LEN

@@ -488,7 +488,7 @@ static void test_block_grad(void **s) {
     el_error err;
     assert_int_equal(el_lora_new(&tm.m, R_, 6.0f, EL_LORA_ALL_TARGETS, 7, &lora, &err), EL_OK);
     for (size_t i = 0; i < lora->n_params; i++) lora->params[i] = 0.3f * tu_randf(&rng);
-    el_train_opts o = {0, 0, B_, T_};
+    el_train_opts o = {0, 0, B_, T_, 0};
     el_train_stage *st;
     assert_int_equal(el_train_stage_new(&tm.m, lora, &o, NULL, &st, &err), EL_OK);
     float *x = randv(N_ * DIM_, 1), *wy = randv(N_ * DIM_, 1), *g = malloc(sizeof(float) * N_ * DIM_);
@@ -509,10 +509,10 @@ static void test_block_grad(void **s) {
 
     // A stage of layer 1 alone, fed layer 0's output, gives the same gradients
     // for layer 1 as the whole range: stages compose (split fine-tuning).
-    el_train_opts o1 = {1, 2, B_, T_};
+    el_train_opts o1 = {1, 2, B_, T_, 0};
     el_train_stage *s1;
     assert_int_equal(el_train_stage_new(&tm.m, lora, &o1, NULL, &s1, &err), EL_OK);
-    el_train_opts o0 = {0, 1, B_, T_};
+    el_train_opts o0 = {0, 1, B_, T_, 0};
     el_train_stage *s0;
     assert_int_equal(el_train_stage_new(&tm.m, lora, &o0, NULL, &s0, &err), EL_OK);
     memcpy(y, x, sizeof(float) * N_ * DIM_);
@@ -567,7 +567,7 @@ static void test_head_grad(void **s) {
     tmodel tm;
     tmodel_init(&tm);
     el_error err;
-    el_train_opts o = {2, 2, B_, T_};  // no layers: head only
+    el_train_opts o = {2, 2, B_, T_, 0};  // no layers: head only
     el_train_stage *st;
     assert_int_equal(el_train_stage_new(&tm.m, NULL, &o, NULL, &st, &err), EL_OK);
     int targets[N_];
@@ -602,7 +602,7 @@ static void test_grad_accumulation(void **s) {
     el_lora *lora;
     assert_int_equal(el_lora_new(&tm.m, R_, 6.0f, EL_LORA_ALL_TARGETS, 3, &lora, &err), EL_OK);
     for (size_t i = 0; i < lora->n_params; i++) lora->params[i] = 0.3f * tu_randf(&rng);
-    el_train_opts o2 = {0, 0, 2, T_}, o1 = {0, 0, 1, T_};
+    el_train_opts o2 = {0, 0, 2, T_, 0}, o1 = {0, 0, 1, T_, 0};
     el_train_stage *s2, *s1;
     assert_int_equal(el_train_stage_new(&tm.m, lora, &o2, NULL, &s2, &err), EL_OK);
     assert_int_equal(el_train_stage_new(&tm.m, lora, &o1, NULL, &s1, &err), EL_OK);
@@ -648,7 +648,7 @@ static void test_forward_matches_inference(void **s) {
     for (size_t i = 0; i < lora->n_params; i++) lora->params[i] += 0.05f * tu_randf(&rng);
     el_pool *pool = el_pool_new(2);
     int T = 7, V = m->hp.vocab;
-    el_train_opts o = {0, 0, 1, T};
+    el_train_opts o = {0, 0, 1, T, 0};
     el_train_stage *st;
     assert_int_equal(el_train_stage_new(m, lora, &o, pool, &st, &err), EL_OK);
     float *x = malloc(sizeof(float) * T * m->hp.dim), *lt = malloc(sizeof(float) * T * V);

@@ -538,7 +538,7 @@ static void test_prompt(void **st) {
     assert_int_equal(el_tokenizer_load_llama2c(tu_model_path("tok512.bin"), 512, &tok, &err), EL_OK);
     el_mm_prompt p;
     const char *text = "Look <image> and <image>.";
-    assert_int_equal(el_mm_prompt_encode(tok, text, strlen(text), "<image>", EL_ENCODE_ADD_BOS, 2, &p, &err), EL_OK);
+    assert_int_equal(el_mm_prompt_encode(tok, text, strlen(text), "<image>", EL_ENCODE_ADD_BOS, NULL, 0, 2, &p, &err), EL_OK);
     // BOS "Look", image 0, "and", image 1, "."
     assert_int_equal(p.n_items, 5);
     assert_true(p.image[0] < 0 && p.len[0] > 1 && p.ids[p.start[0]] == el_tokenizer_bos(tok));
@@ -551,10 +551,10 @@ static void test_prompt(void **st) {
     assert_int_equal(el_mm_prompt_positions(&p, 10), p.n_ids + 20);
     el_mm_prompt_free(&p);
     // no marker: the images come first, after BOS
-    assert_int_equal(el_mm_prompt_encode(tok, "Hi", 2, "<image>", EL_ENCODE_ADD_BOS, 2, &p, &err), EL_OK);
+    assert_int_equal(el_mm_prompt_encode(tok, "Hi", 2, "<image>", EL_ENCODE_ADD_BOS, NULL, 0, 2, &p, &err), EL_OK);
     assert_true(p.n_items == 4 && p.image[0] < 0 && p.len[0] == 1 && p.image[1] == 0 && p.image[2] == 1 && p.image[3] < 0);
     el_mm_prompt_free(&p);
-    assert_int_not_equal(el_mm_prompt_encode(tok, text, strlen(text), "<image>", 0, 1, &p, &err), EL_OK);
+    assert_int_not_equal(el_mm_prompt_encode(tok, text, strlen(text), "<image>", 0, NULL, 0, 1, &p, &err), EL_OK);
     assert_non_null(strstr(err.msg, "2 image markers '<image>' but 1 image was given"));
     el_tokenizer_free(tok);
 }

@@ -12,7 +12,7 @@ static void test_header_layout(void **st) {
     (void)st;
     el_buf b = {0};
     assert_int_equal(el_wire_encode_simple(&b, EL_MSG_CLOSE, 0x0102030405060708ULL, 0xAABBCCDD), EL_OK);
-    const uint8_t want[24] = {'E', 'L', 'W', 'P', 1, 0, 5, 0, 8, 7, 6, 5, 4, 3, 2, 1, 0xDD, 0xCC, 0xBB, 0xAA, 0, 0, 0, 0};
+    const uint8_t want[24] = {'E', 'L', 'W', 'P', 2, 0, 5, 0, 8, 7, 6, 5, 4, 3, 2, 1, 0xDD, 0xCC, 0xBB, 0xAA, 0, 0, 0, 0};
     assert_int_equal(b.len, 24);
     assert_memory_equal(b.data, want, 24);
     el_wire_msg m;
@@ -29,9 +29,9 @@ static void test_header_layout(void **st) {
     assert_int_equal(el_wire_parse(bad, 24, &m, &e), EL_ERR_FORMAT);
     assert_non_null(strstr(e.msg, "bad magic"));
     memcpy(bad, b.data, 24);
-    bad[4] = 2;
+    bad[4] = 3;
     assert_int_equal(el_wire_parse(bad, 24, &m, &e), EL_ERR_UNSUPPORTED);
-    assert_non_null(strstr(e.msg, "protocol version 2"));
+    assert_non_null(strstr(e.msg, "protocol version 3"));
     memcpy(bad, b.data, 24);
     bad[20] = 1;
     assert_int_equal(el_wire_parse(bad, 24, &m, &e), EL_ERR_FORMAT);
@@ -90,7 +90,7 @@ static void test_forward_roundtrip(void **st) {
     for (int k = 0; k < 3; k++) {
         el_buf b = {0};
         el_error e;
-        assert_int_equal(el_wire_encode_forward(&b, 77, 3, 10, 3, 64, dtypes[k], x, &e), EL_OK);
+        assert_int_equal(el_wire_encode_forward(&b, 77, 3, 10, 3, 64, dtypes[k], x, 0, NULL, &e), EL_OK);
         assert_int_equal(b.len, 24 + 12 + 3 * 64 * sizes[k]);
         el_wire_msg m;
         el_wire_forward f;
@@ -118,10 +118,10 @@ static void test_forward_roundtrip(void **st) {
 static void test_result_roundtrip(void **st) {
     (void)st;
     float rows[2 * 5] = {1, 2, 3, 4, 5, -1, -2, -3, -4, -5.5f};
-    el_wire_hop hops[2] = {{1000, 50}, {2000, 0}};
+    el_wire_hop hops[2] = {{1000, 50, 7}, {2000, 0, 0}};
     el_buf b = {0};
     el_error e;
-    assert_int_equal(el_wire_encode_result(&b, 1, 2, EL_WANT_LOGITS, EL_DTYPE_F32, 2, 5, rows, NULL, hops, 2, &e), EL_OK);
+    assert_int_equal(el_wire_encode_result(&b, 1, 2, EL_WANT_LOGITS, EL_DTYPE_F32, 2, 5, rows, NULL, 0, hops, 2, &e), EL_OK);
     el_wire_msg m;
     el_wire_result r;
     assert_int_equal(el_wire_parse(b.data, b.len, &m, &e), EL_OK);
@@ -131,17 +131,19 @@ static void test_result_roundtrip(void **st) {
     assert_int_equal(r.n_hops, 2);
     assert_true(r.hops[1].compute_ns == 2000);
     assert_true(r.hops[0].wait_ns == 50);
+    assert_true(r.hops[0].queue_ns == 7);
     float out[10];
     assert_int_equal(el_wire_act_decode(r.dtype, r.payload, 10, out, &e), EL_OK);
     assert_memory_equal(out, rows, sizeof rows);
     // tokens
     int32_t toks[3] = {7, 0, 31999};
-    assert_int_equal(el_wire_encode_result(&b, 1, 3, EL_WANT_TOKEN, 0, 3, 0, NULL, toks, hops, 1, &e), EL_OK);
+    assert_int_equal(el_wire_encode_result(&b, 1, 3, EL_WANT_TOKEN, 0, 3, 0, NULL, toks, 0xABCDEF0123456789ULL, hops, 1, &e), EL_OK);
     assert_int_equal(el_wire_parse(b.data, b.len, &m, &e), EL_OK);
     assert_int_equal(el_wire_decode_result(&m, &r, &e), EL_OK);
     assert_int_equal(r.kind, EL_WANT_TOKEN);
     assert_int_equal(r.n_rows, 3);
     assert_int_equal(r.payload[8], 0xFF);
+    assert_true(r.sampler_state == 0xABCDEF0123456789ULL);
     // hop count larger than the body allows
     b.data[24 + 2] = 16;
     assert_int_equal(el_wire_decode_result(&m, &r, &e), EL_ERR_FORMAT);
@@ -177,9 +179,9 @@ static void test_truncations(void **st) {
     float x[64] = {0};
     el_error e;
     el_wire_encode_open(&bufs[0], 1, &o);
-    el_wire_encode_forward(&bufs[1], 1, 2, 0, 1, 64, EL_DTYPE_F32, x, &e);
-    el_wire_hop hop = {1, 2};
-    el_wire_encode_result(&bufs[2], 1, 3, EL_WANT_HIDDEN, EL_DTYPE_F32, 1, 64, x, NULL, &hop, 1, &e);
+    el_wire_encode_forward(&bufs[1], 1, 2, 0, 1, 64, EL_DTYPE_F32, x, 0, NULL, &e);
+    el_wire_hop hop = {1, 2, 3};
+    el_wire_encode_result(&bufs[2], 1, 3, EL_WANT_HIDDEN, EL_DTYPE_F32, 1, 64, x, NULL, 0, &hop, 1, &e);
     for (int k = 0; k < 3; k++) {
         for (size_t n = 0; n < bufs[k].len; n++) {
             // a frame cut short but with its length field patched to match
@@ -347,12 +349,98 @@ static void test_lora_message(void **st) {
     el_buf_free(&b);
 }
 
+// Protocol version 2: FORWARD flags with token ids, RESULTs without rows,
+// sampler state, OPEN with sampling settings, relaying a result with a hop
+// in front, and a clear answer to a peer of version 1.
+static void test_v2_fields(void **st) {
+    (void)st;
+    el_buf b = {0}, c = {0};
+    el_error e;
+    el_wire_msg m;
+    float x[2 * 64];
+    for (int i = 0; i < 128; i++) x[i] = (float)i / 8;
+    int32_t toks[2] = {17, 31999};
+    assert_int_equal(el_wire_encode_forward(&b, 5, 6, 3, 2, 64, EL_DTYPE_F32, x, EL_FWD_TOKENS | EL_FWD_NO_OUTPUT, toks, &e),
+                     EL_OK);
+    assert_int_equal(b.len, 24 + 12 + 2 * 64 * 4 + 8);
+    el_wire_forward f;
+    assert_int_equal(el_wire_parse(b.data, b.len, &m, &e), EL_OK);
+    assert_int_equal(el_wire_decode_forward(&m, 64, &f, &e), EL_OK);
+    assert_int_equal(f.flags, EL_FWD_TOKENS | EL_FWD_NO_OUTPUT);
+    assert_non_null(f.tokens);
+    assert_int_equal(el_wire_u32(f.tokens + 4), 31999);
+    b.data[24 + 9] = 0;  // the ids are there but the flag is not: the length is wrong
+    assert_int_equal(el_wire_decode_forward(&m, 64, &f, &e), EL_ERR_FORMAT);
+    b.data[24 + 9] = 0x10;  // an unknown flag
+    assert_int_equal(el_wire_decode_forward(&m, 64, &f, &e), EL_ERR_FORMAT);
+    assert_non_null(strstr(e.msg, "unknown flags"));
+    assert_int_equal(el_wire_encode_forward(&b, 5, 6, 3, 2, 64, EL_DTYPE_F32, x, EL_FWD_TOKENS, NULL, &e), EL_ERR_ARG);
+
+    // a result without rows, and relaying it with a hop in front
+    el_wire_hop hop = {11, 22, 33}, front = {44, 55, 66};
+    assert_int_equal(el_wire_encode_result(&b, 9, 10, EL_WANT_LOGITS, EL_DTYPE_F32, 0, 512, NULL, NULL, 0, &hop, 1, &e), EL_OK);
+    assert_int_equal(el_wire_parse(b.data, b.len, &m, &e), EL_OK);
+    el_wire_result r;
+    assert_int_equal(el_wire_decode_result(&m, &r, &e), EL_OK);
+    assert_int_equal(r.n_rows, 0);
+    assert_int_equal(el_wire_encode_result(&b, 9, 10, EL_WANT_HIDDEN, EL_DTYPE_F16, 2, 64, x, NULL, 0, &hop, 1, &e), EL_OK);
+    assert_int_equal(el_wire_parse(b.data, b.len, &m, &e), EL_OK);
+    assert_int_equal(el_wire_relay_result(&c, &m, 77, 88, &front, &e), EL_OK);
+    el_wire_msg m2;
+    assert_int_equal(el_wire_parse(c.data, c.len, &m2, &e), EL_OK);
+    assert_true(m2.session == 77 && m2.seq == 88);
+    assert_int_equal(el_wire_decode_result(&m2, &r, &e), EL_OK);
+    assert_int_equal(r.n_hops, 2);
+    assert_true(r.hops[0].compute_ns == 44 && r.hops[0].queue_ns == 66 && r.hops[1].wait_ns == 22);
+    assert_int_equal(r.n_rows, 2);
+    assert_int_equal(r.dtype, EL_DTYPE_F16);
+    float y[128];
+    assert_int_equal(el_wire_act_decode(r.dtype, r.payload, 128, y, &e), EL_OK);
+    assert_true(fabsf(y[127] - x[127]) < 0.01f);
+
+    // OPEN with sampling settings (want TOKEN), and settings out of range
+    el_wire_open o = {.n_layers = 4, .dim = 64, .vocab = 512, .ctx = 128, .max_batch = 8, .want = EL_WANT_TOKEN,
+                      .n_stages = 1, .sampling = {0.8f, 40, 0.95f, 0.05f, 1.1f, 64, 1234567}};
+    o.stages[0] = (el_wire_stage){1, 4, 9};
+    assert_int_equal(el_wire_encode_open(&b, 1, &o), EL_OK);
+    assert_int_equal(b.len, 24 + 24 + 16 + 32);
+    el_wire_open d;
+    assert_int_equal(el_wire_parse(b.data, b.len, &m, &e), EL_OK);
+    assert_int_equal(el_wire_decode_open(&m, &d, &e), EL_OK);
+    assert_true(d.sampling.temp == 0.8f && d.sampling.top_k == 40 && d.sampling.top_p == 0.95f);
+    assert_true(d.sampling.repeat_last_n == 64 && d.sampling.seed == 1234567);
+    b.data[24 + 40 + 8] = 0;  // top_p 0: out of range
+    b.data[24 + 40 + 9] = 0;
+    b.data[24 + 40 + 10] = 0;
+    b.data[24 + 40 + 11] = 0;
+    assert_int_equal(el_wire_decode_open(&m, &d, &e), EL_ERR_FORMAT);
+    assert_non_null(strstr(e.msg, "sampling"));
+
+    // a version-1 peer: refused, and answered in its own layout
+    assert_int_equal(el_wire_encode_simple(&b, EL_MSG_CLOSE, 3, 4), EL_OK);
+    b.data[4] = 1;
+    assert_int_equal(el_wire_parse(b.data, b.len, &m, &e), EL_ERR_UNSUPPORTED);
+    assert_non_null(strstr(e.msg, "protocol version 1"));
+    assert_int_equal(el_wire_version_error(&c, b.data, b.len), EL_OK);
+    assert_int_equal(c.data[4], 1);  // version 1's header
+    assert_int_equal(el_wire_parse(c.data, c.len, &m, &e), EL_OK);  // an old ERROR is still read
+    uint32_t code;
+    char text[300];
+    assert_int_equal(el_wire_decode_error(&m, &code, text, sizeof text, &e), EL_OK);
+    assert_non_null(strstr(text, "protocol version 2, yours speaks 1"));
+    assert_true(m.session == 3 && m.seq == 4);
+    b.data[4] = 2;  // our own version is not "another"
+    assert_int_equal(el_wire_version_error(&c, b.data, b.len), EL_ERR_UNSUPPORTED);
+    el_buf_free(&b);
+    el_buf_free(&c);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_header_layout),   cmocka_unit_test(test_open_roundtrip),
         cmocka_unit_test(test_forward_roundtrip), cmocka_unit_test(test_result_roundtrip),
         cmocka_unit_test(test_error_message),   cmocka_unit_test(test_truncations),
-        cmocka_unit_test(test_train_messages),  cmocka_unit_test(test_lora_message),
+        cmocka_unit_test(test_train_messages),  cmocka_unit_test(test_lora_message), cmocka_unit_test(test_v2_fields),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

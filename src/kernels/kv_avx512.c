@@ -1,0 +1,58 @@
+// AVX-512 attention over f16 and q8_0 KV cache rows (kv.c has the layout and
+// the scalar reference). Called only after run-time detection; hd is a
+// multiple of 16, at most 256 (q8_0: a multiple of 32, or 16).
+#include <immintrin.h>
+#include <string.h>
+
+#include "edgellm/tensor.h"
+#include "ops_simd.h"
+
+// 16 values of a row as floats, block scale applied for q8_0 (j: which 16).
+static inline __m512 load16(int dtype, const char *row, int hd, int j) {
+    if (dtype == EL_DTYPE_F16) return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(row + 32 * j)));
+    __m512 v = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(row + 16 * j))));
+    int bs = hd % 32 == 0 ? 32 : hd;
+    float d;
+    memcpy(&d, row + hd + 4 * (16 * j / bs), 4);
+    return _mm512_mul_ps(v, _mm512_set1_ps(d));
+}
+
+void el_attn_scores_kv_avx512(int dtype, float *scores, const float *q, const void *k, size_t stride, int n, int hd,
+                              float scale) {
+    const int nv = hd / 16;
+    __m512 qv[16];
+    for (int j = 0; j < nv; j++) qv[j] = _mm512_loadu_ps(q + 16 * j);
+    for (int p = 0; p < n; p++) {
+        const char *kp = (const char *)k + (size_t)p * stride;
+        __m512 a = _mm512_setzero_ps();
+        if (dtype == EL_DTYPE_Q8_0) {
+            // per block: Σ q·k over its integers, then one scale (as the scalar reference)
+            int bs = hd % 32 == 0 ? 32 : hd;
+            for (int b = 0; b < hd / bs; b++) {
+                __m512 s = _mm512_setzero_ps();
+                for (int j = b * bs / 16; j < (b + 1) * bs / 16; j++)
+                    s = _mm512_fmadd_ps(qv[j],
+                                        _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(kp + 16 * j)))),
+                                        s);
+                float d;
+                memcpy(&d, kp + hd + 4 * b, 4);
+                a = _mm512_fmadd_ps(s, _mm512_set1_ps(d), a);
+            }
+        } else {
+            for (int j = 0; j < nv; j++) a = _mm512_fmadd_ps(qv[j], load16(dtype, kp, hd, j), a);
+        }
+        scores[p] = _mm512_reduce_add_ps(a) * scale;
+    }
+}
+
+void el_attn_mix_kv_avx512(int dtype, float *out, const float *w, const void *v, size_t stride, int n, int hd) {
+    const int nv = hd / 16;
+    __m512 acc[16];
+    for (int j = 0; j < nv; j++) acc[j] = _mm512_loadu_ps(out + 16 * j);
+    for (int p = 0; p < n; p++) {
+        const char *vp = (const char *)v + (size_t)p * stride;
+        __m512 wp = _mm512_set1_ps(w[p]);
+        for (int j = 0; j < nv; j++) acc[j] = _mm512_fmadd_ps(wp, load16(dtype, vp, hd, j), acc[j]);
+    }
+    for (int j = 0; j < nv; j++) _mm512_storeu_ps(out + 16 * j, acc[j]);
+}
