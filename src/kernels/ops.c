@@ -21,6 +21,7 @@ static void detect_isa(void) {
 #define el_attn_mix_neon el_attn_mix_scalar
 #endif
 #if !defined(__x86_64__)
+#define el_gelu_avx512 el_gelu_scalar
 #define el_swiglu_avx512 el_swiglu_scalar
 #define el_softmax_avx512 el_softmax_scalar
 #define el_attn_scores_avx512 el_attn_scores_scalar
@@ -149,9 +150,12 @@ void el_swiglu_scalar(float *h, const float *g, const float *u, int n) {
 
 void el_to_f32(int dtype, const void *src, float *dst, int64_t n) {
     pthread_once(&isa_once, detect_isa);
+#if defined(__x86_64__)
     if (use_avx512 && dtype == EL_DTYPE_F16) el_f16_to_f32_avx512(src, dst, n);
     else if (use_avx512 && dtype == EL_DTYPE_BF16) el_bf16_to_f32_avx512(src, dst, n);
-    else el_dtype_info(dtype)->to_f32(src, dst, n);
+    else
+#endif
+        el_dtype_info(dtype)->to_f32(src, dst, n);
 }
 
 // The tanh form of GELU as x·sigmoid(2y): 0.5(1 + tanh y) = 1 / (1 + e^(-2y)).

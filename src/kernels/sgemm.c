@@ -95,7 +95,32 @@ static int dense_dtype(const el_tensor *W) {
     return W->dtype == EL_DTYPE_F32 || W->dtype == EL_DTYPE_F16 || W->dtype == EL_DTYPE_BF16;
 }
 
-static int use_avx512(el_isa isa) { return isa >= EL_ISA_AVX512 && el_cpu_isa() >= EL_ISA_AVX512; }
+// (the AArch64 levels rank above EL_ISA_AVX512 in el_isa: the CPU's level must be it exactly)
+static int use_avx512(el_isa isa) { return isa >= EL_ISA_AVX512 && el_cpu_isa() == EL_ISA_AVX512; }
+
+#if !defined(__x86_64__)
+// Only x86-64 builds have the AVX-512 tiles; elsewhere use_avx512 is 0 and
+// OpenBLAS runs every product, so these stand-ins are never called.
+#define el_dense_p_work_avx512 no_dense_p_work
+#define el_matmul_p_avx512 no_matmul_p
+#define el_attn_p_work_avx512 no_attn_p_work
+#define el_attn_p_avx512 no_attn_p
+#define el_layernorm_p_avx512 no_layernorm_p
+static size_t no_dense_p_work(int n, int count, const int *d) { return (void)n, (void)count, (void)d, 0; }
+static void no_matmul_p(el_pool *pool, int count, float *const *outs, const float *x, const el_tensor *const *Ws,
+                        const float *const *biases, int n, float *work) {
+    (void)pool, (void)count, (void)outs, (void)x, (void)Ws, (void)biases, (void)n, (void)work;
+}
+static size_t no_attn_p_work(int n, int hd) { return (void)n, (void)hd, 0; }
+static void no_attn_p(float *out, const float *q, const float *k, const float *v, int F, int f0, int n, int hd,
+                      float scale, float *work) {
+    (void)out, (void)q, (void)k, (void)v, (void)F, (void)f0, (void)n, (void)hd, (void)scale, (void)work;
+}
+static void no_layernorm_p(float *out, const float *x, int F, const float *w, const float *b, int p0, int p1,
+                           float eps) {
+    (void)out, (void)x, (void)F, (void)w, (void)b, (void)p0, (void)p1, (void)eps;
+}
+#endif
 
 #define PANEL EL_PANEL
 

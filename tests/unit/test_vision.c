@@ -19,6 +19,9 @@
 #include "testutil.h"
 
 static int have_avx512(void) { return el_cpu_isa() == EL_ISA_AVX512; }
+#if !defined(__x86_64__)
+#define el_gelu_avx512 el_gelu_scalar  // no AVX-512 kernels in other builds (have_avx512() is 0 there)
+#endif
 
 // ---------------------------------------------------------------- kernels
 
