@@ -7,9 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define STB_IMAGE_WRITE_IMPLEMENTATION
 #define STBI_WRITE_NO_STDIO
-#include <stb/stb_image_write.h>
+#include <stb/stb_image_write.h>  // implemented in stb_write.c
 
 #include "edgellm/gguf.h"
 #include "edgellm/kernels.h"
