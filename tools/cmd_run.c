@@ -11,6 +11,7 @@
 #include "edgellm/lora.h"
 #include "edgellm/model.h"
 #include "edgellm/sample.h"
+#include "edgellm/spec.h"
 #include "edgellm/split.h"
 #include "edgellm/vision.h"
 
@@ -55,6 +56,11 @@ static const char *usage_head =
     "                          time per token (device, link, workers), bytes, peak memory\n"
     "      --stats=tokens      the summary and one line per token\n"
     "      --json              print the totals as one JSON object on stderr\n"
+    "      --draft FILE|self:L speculative decoding: FILE (a small model with the same vocabulary)\n"
+    "                          or the model's own first L layers + head drafts tokens on this\n"
+    "                          device; the model verifies them in one pass (one round trip split)\n"
+    "      --draft-k N|auto    tokens drafted per round, 1..16, or auto (default): chosen each round\n"
+    "                          from the acceptance rate, draft time, round trip and verify time\n"
     "\n"
     "  -h, --help              this text\n"
     "\n";
@@ -66,6 +72,35 @@ static const char *usage_tail =
     "           -p \"The dream\" -n 100 --temp 0\n"
     "         edgellm run -m model.gguf -p \"Hello\" --split 2 --via 127.0.0.1:7001 --insecure --stats\n"
     "         edgellm run -m llava.gguf --mmproj mmproj.gguf --image cat.jpg -p \"What is in <image>?\" --chat\n";
+
+// v as a whole decimal number in lo..hi.
+static int parse_int_in(const char *v, long lo, long hi, int *out) {
+    char *end;
+    long x = strtol(v, &end, 10);
+    if (end == v || *end || x < lo || x > hi) return 0;
+    *out = (int)x;
+    return 1;
+}
+
+// Printing a generated token: 1 when generation ends at it (end of text, end
+// of the turn, a stop string; it is not counted), 0 when printed, -1 when out
+// of memory.
+typedef struct {
+    int chat_mode, ignore_eos, bos, eos;
+    tool_chat *chat;
+    el_stopper *reply;
+    const el_tokenizer *tok;
+} emitter;
+static int emit(const emitter *e, int prev, int next) {
+    if (!e->ignore_eos && (next == e->bos || next == e->eos)) return 1;
+    if (e->chat_mode) {
+        if (next == e->chat->eot_id) return 1;
+        return tool_chat_emit(e->reply, stdout, e->tok, prev, next);
+    }
+    tool_print_piece(stdout, e->tok, prev, next);
+    fflush(stdout);
+    return 0;
+}
 
 static volatile sig_atomic_t interrupted;
 static void on_sigint(int sig) {
@@ -97,6 +132,8 @@ int cmd_run(int argc, char **argv) {
     int steps = 256, ignore_eos = 0, threads = 0, ctx = 0, stats = 0, json = 0, have_seed = 0, split, escapes = 0;
     int stats_tokens = 0;
     int kv_type = EL_DTYPE_F32, edge = 0;
+    const char *draft_arg = NULL;
+    int draft_k = 0, draft_self = 0;  // draft_self: L of --draft self:L
     tool_split ts;
     tool_split_init(&ts);
     el_sampler_params sp = el_sampler_defaults();
@@ -114,6 +151,13 @@ int cmd_run(int argc, char **argv) {
         else if (cli_is_ctx(a)) cli_int(&c, a, 1, 1 << 20, &ctx);
         else if (tool_kv_option(&c, a, &kv_type)) continue;
         else if (cli_is(a, NULL, "--edge-sample")) edge = 1;
+        else if (cli_is(a, NULL, "--draft")) draft_arg = cli_str(&c, a);
+        else if (cli_is(a, NULL, "--draft-k")) {
+            const char *v = cli_str(&c, a);
+            if (v && strcmp(v, "auto") && !parse_int_in(v, 1, EL_SPEC_MAX_K, &draft_k))
+                cli_fail(&c, "--draft-k: '%s' is not auto or a number of tokens in 1..%d", v, EL_SPEC_MAX_K);
+            else if (v && !strcmp(v, "auto")) draft_k = 0;
+        }
         else if (cli_is(a, "-t", "--threads")) cli_int(&c, a, 1, 256, &threads);
         else if (cli_is(a, NULL, "--stats")) stats = 1;
         else if (cli_is(a, NULL, "--stats=tokens")) stats = stats_tokens = 1;
@@ -148,6 +192,13 @@ int cmd_run(int argc, char **argv) {
         return cli_fail(&c, "--edge-sample needs --split with fixed cuts and no --ushape (the last worker holds the head)");
     if (edge && n_images)
         return cli_fail(&c, "--edge-sample cannot take --image: image rows have no token ids for the worker's sampler");
+    if (draft_arg && !strncmp(draft_arg, "self:", 5) &&
+        (!parse_int_in(draft_arg + 5, 1, 1 << 20, &draft_self)))
+        return cli_fail(&c, "--draft self:L: '%s' does not give a layer count L >= 1", draft_arg + 5);
+    if (draft_arg && edge) return cli_fail(&c, "--draft needs the logits here: it excludes --edge-sample");
+    if (draft_arg && ts.autoplan) return cli_fail(&c, "--draft needs fixed cuts (--split K[,M...], not auto)");
+    if (draft_arg && n_images)
+        return cli_fail(&c, "--draft cannot take --image: the draft model would not see the image rows");
     el_split_opts so_split = ts.o;
     if (!have_seed) sp.seed = (uint64_t)time(NULL) ^ ((uint64_t)el_time_ns() << 16);
 
@@ -159,6 +210,9 @@ int cmd_run(int argc, char **argv) {
     int have_auto = 0;
     int *history = NULL;  // every token so far, for re-planning
     el_sampler *smp = NULL;
+    el_model *dm = NULL;  // the draft model (--draft FILE)
+    el_drafter *drafter = NULL;
+    el_spec *spec = NULL;
     el_pool *pool = NULL;
     tool_chat chat = {0};
     el_stopper reply = {0};
@@ -178,7 +232,25 @@ int cmd_run(int argc, char **argv) {
     if (tool_split_prepare(&ts, &mo, &err)) goto out;
     so_split = ts.o;
     if (edge) so_split.edge_sampling = &sp;
+    if (draft_self && split) {  // the device runs the draft's layers and the head too
+        if (mo.layer_end < draft_self) mo.layer_end = draft_self;
+        mo.no_layers = 0;
+        mo.no_head = 0;
+    }
     if (el_model_open(model_path, &mo, &m, &err)) goto out;
+    if (draft_self && draft_self > m->hp.n_layers) {
+        el_err(&err, EL_ERR_ARG, "--draft self:%d: %s has %d layers", draft_self, model_path, m->hp.n_layers);
+        goto out;
+    }
+    if (draft_arg && !draft_self) {  // the draft must speak the target's vocabulary: checked before any work
+        el_model_opts dmo = {0};
+        if (el_model_open(draft_arg, &dmo, &dm, &err)) goto out;
+        if (dm->hp.vocab != m->hp.vocab) {
+            el_err(&err, EL_ERR_ARG, "--draft %s has a vocabulary of %d tokens, the model %s has %d: a draft must "
+                   "share the model's tokenizer", draft_arg, dm->hp.vocab, model_path, m->hp.vocab);
+            goto out;
+        }
+    }
     if (tool_split_check_model(&ts, m, &err)) goto out;
     if (tool_loras_load(&lo, m, &err)) goto out;
     if (el_model_tokenizer(m, tok_path, &tok, &err)) goto out;
@@ -294,6 +366,12 @@ int cmd_run(int argc, char **argv) {
     if (el_pipeline_new(m, &so, pool, split ? &so_split : NULL, &pipe, &err)) goto out;
     if (ts.autoplan && tool_auto_replan(&autop, pipe, ids, 0, 1, &err)) goto out;
     if (lo.n && el_pipeline_set_lora(pipe, &lo.set, &err)) goto out;
+    if (draft_arg) {
+        el_spec_opts spo = {.k = draft_k, .max_k = 8, .sp = sp};
+        if (el_drafter_new(dm ? dm : m, draft_self, ctx, pool, &drafter, &err) ||
+            el_spec_new(pipe, m, drafter, &spo, &spec, &err))
+            goto out;
+    }
     smp = el_sampler_new(&sp, m->hp.vocab);
     logits = malloc((size_t)m->hp.vocab * sizeof(float));
     if (!smp || !logits) {
@@ -331,8 +409,9 @@ int cmd_run(int argc, char **argv) {
             if (fs) goto out;
             at += img >= 0 ? n_img_rows : mm.len[it];
         }
-    } else if (edge ? el_pipeline_next_token(pipe, ids, n_ids, 0, &edge_next, &err)
-                    : el_pipeline_forward(pipe, ids, n_ids, 0, logits, 0, &err)) {
+    } else if (spec ? el_spec_prefill(spec, ids, n_ids, &err)
+                    : edge ? el_pipeline_next_token(pipe, ids, n_ids, 0, &edge_next, &err)
+                           : el_pipeline_forward(pipe, ids, n_ids, 0, logits, 0, &err)) {
         goto out;
     }
     double t_prefill = el_time_s() - t0;
@@ -340,23 +419,47 @@ int cmd_run(int argc, char **argv) {
     if (stats_tokens) print_stats_line(stderr, "prefill", &prefill, split);
     int pos = n_pos, prev = n_ids ? ids[n_ids - 1] : -1, generated = 0, ctx_end = 0;
     if (json) token_ms = malloc((size_t)(steps + 1) * sizeof(float));
-    int bos = el_tokenizer_bos(tok), eos = el_tokenizer_eos(tok);
+    emitter em = {chat_mode, ignore_eos, el_tokenizer_bos(tok), el_tokenizer_eos(tok), &chat, &reply, tok};
     double t1 = el_time_s(), t_tok = t1;
-    while (generated < steps && !interrupted) {
-        int next = edge ? edge_next : el_sampler_sample(smp, logits);
-        if (!ignore_eos && (next == bos || next == eos)) break;
-        if (chat_mode) {
-            if (next == chat.eot_id) break;
-            int stop = tool_chat_emit(&reply, stdout, tok, prev, next);
-            if (stop < 0) {
+    // speculative: rounds of drafted tokens, each verified in one pass
+    while (spec && generated < steps && !interrupted) {
+        if (el_spec_length(spec) > ctx) {
+            ctx_end = 1;
+            break;
+        }
+        int got[EL_SPEC_MAX_K + 1], n_got, stop = 0;
+        if (el_spec_round(spec, steps - generated, got, &n_got, &err)) {
+            if (interrupted) break;
+            goto out;
+        }
+        double now = el_time_s();
+        for (int i = 0; i < n_got && !stop; i++) {
+            if ((stop = emit(&em, prev, got[i])) < 0) {
                 el_err(&err, EL_ERR_NOMEM, "out of memory");
                 goto out;
             }
             if (stop) break;
-        } else {
-            tool_print_piece(stdout, tok, prev, next);
-            fflush(stdout);
+            generated++;
+            prev = got[i];
+            if (token_ms) token_ms[n_token_ms++] = (float)((now - t_tok) * 1e3 / n_got);  // the round's share
         }
+        t_tok = now;
+        if (stats_tokens) {
+            const el_spec_stats *ss = el_spec_get_stats(spec);
+            char label[64];
+            snprintf(label, sizeof label, "round %llu: k %d, %d tokens", (unsigned long long)ss->rounds, ss->last_k, n_got);
+            print_stats_line(stderr, label, el_pipeline_last(pipe), split);
+        }
+        if (stop) break;
+    }
+    while (!spec && generated < steps && !interrupted) {
+        int next = edge ? edge_next : el_sampler_sample(smp, logits);
+        int stop = emit(&em, prev, next);
+        if (stop < 0) {
+            el_err(&err, EL_ERR_NOMEM, "out of memory");
+            goto out;
+        }
+        if (stop) break;
         el_sampler_accept(smp, next);
         generated++;
         prev = next;
@@ -393,7 +496,7 @@ int cmd_run(int argc, char **argv) {
                 "for%s\n", ctx, generated, steps, ctx < m->hp.ctx ? "; -c N gives a longer one" : "");
     // decode totals: everything after the prefill
     el_split_stats dec = *el_pipeline_total(pipe);
-    int n_dec = generated > 1 ? generated - 1 : 0;  // forwards after the prefill
+    int n_dec = spec ? generated : generated > 1 ? generated - 1 : 0;  // tokens the decode time made
     dec.device_s -= prefill.device_s;
     dec.link_s -= prefill.link_s;
     dec.queue_s -= prefill.queue_s;
@@ -413,6 +516,19 @@ int cmd_run(int argc, char **argv) {
         avg.bytes_sent = (uint64_t)(avg.bytes_sent * per + 0.5);
         avg.bytes_received = (uint64_t)(avg.bytes_received * per + 0.5);
         print_stats_line(stderr, "per decoded token (mean)", &avg, split);
+        if (spec) {
+            const el_spec_stats *ss = el_spec_get_stats(spec);
+            const el_spec_cost *cc = &ss->cost;
+            fprintf(stderr, "speculative: drafted %llu, accepted %llu (acceptance %.1f%%), round trips %llu, %.2f tokens "
+                    "per round trip, k %s (mean %.2f)\n", (unsigned long long)ss->drafted,
+                    (unsigned long long)ss->accepted, ss->drafted ? 100.0 * ss->accepted / ss->drafted : 0.0,
+                    (unsigned long long)ss->rounds, ss->rounds ? (double)ss->tokens / ss->rounds : 0.0,
+                    draft_k ? "fixed" : "auto", ss->rounds ? (double)ss->k_sum / ss->rounds : 0.0);
+            fprintf(stderr, "speculative model: alpha %.3f, draft %.3f ms/token, verify %.3f ms + %.3f ms/row, "
+                    "predicted %.1f tokens/s (k %d), measured %.1f\n", cc->alpha, cc->draft_s * 1e3,
+                    cc->verify_fixed_s * 1e3, cc->verify_row_s * 1e3, el_spec_predict(cc, ss->last_k), ss->last_k,
+                    n_dec ? n_dec / t_decode : 0.0);
+        }
         fprintf(stderr, "peak memory: %.1f MiB (device weights: %.1f MiB), threads: %d\n", el_peak_rss() / 1048576.0,
                 el_model_weight_bytes(m, 0, m->hp.n_layers, 1, 1) / 1048576.0, el_pool_size(pool));
     }
@@ -425,8 +541,21 @@ int cmd_run(int argc, char **argv) {
                 "\"worker_ms\": [",
                 el_dtype_name(so_split.act_dtype), dec.device_s * per * 1e3, dec.link_s * per * 1e3, dec.queue_s * per * 1e3);
         for (int i = 0; i < dec.n_workers; i++) fprintf(stderr, i ? ", %.4f" : "%.4f", dec.worker_s[i] * per * 1e3);
-        fprintf(stderr, "], \"bytes_sent\": %.1f, \"bytes_received\": %.1f}, \"peak_rss_bytes\": %zu, \"decode_t0\": %.6f, \"token_ms\": [",
+        fprintf(stderr, "], \"bytes_sent\": %.1f, \"bytes_received\": %.1f}, \"peak_rss_bytes\": %zu, \"decode_t0\": %.6f, ",
                 dec.bytes_sent * per, dec.bytes_received * per, el_peak_rss(), t1);
+        if (spec) {
+            const el_spec_stats *ss = el_spec_get_stats(spec);
+            const el_spec_cost *cc = &ss->cost;
+            fprintf(stderr, "\"drafted\": %llu, \"accepted\": %llu, \"round_trips\": %llu, \"draft_k\": %s, "
+                    "\"k_mean\": %.3f, \"alpha\": %.4f, \"draft_ms\": %.4f, \"verify_fixed_ms\": %.4f, "
+                    "\"verify_row_ms\": %.4f, \"predicted_tokens_per_s\": %.3f, ",
+                    (unsigned long long)ss->drafted, (unsigned long long)ss->accepted, (unsigned long long)ss->rounds,
+                    draft_k ? "\"fixed\"" : "\"auto\"", ss->rounds ? (double)ss->k_sum / ss->rounds : 0.0, cc->alpha,
+                    cc->draft_s * 1e3, cc->verify_fixed_s * 1e3, cc->verify_row_s * 1e3,
+                    ss->rounds && !draft_k && ss->rounds > 2 ? ss->predicted_sum / (ss->rounds - 2)
+                                                            : el_spec_predict(cc, ss->last_k));
+        }
+        fprintf(stderr, "\"token_ms\": [");
         for (int i = 0; i < n_token_ms; i++) fprintf(stderr, i ? ", %.3f" : "%.3f", token_ms[i]);
         fprintf(stderr, "]}\n");
     }
@@ -447,7 +576,10 @@ out:
     free(file_text);
     free(system_owned);
     el_sampler_free(smp);
+    el_spec_free(spec);
+    el_drafter_free(drafter);
     el_pipeline_free(pipe);
+    el_model_close(dm);
     if (have_auto) tool_auto_free(&autop);
     free(history);
     el_pool_free(pool);

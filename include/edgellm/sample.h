@@ -34,6 +34,22 @@ void el_sampler_accept(el_sampler *s, int token);
 // Picks the next token. logits is modified (penalties, temperature).
 int el_sampler_sample(el_sampler *s, float *logits);
 
+// Speculative decoding needs the distribution itself, not one draw from it.
+// dist[n_vocab] := the distribution el_sampler_sample draws from for these
+// logits after the repetition penalty, temperature, top-k, top-p and min-p
+// (zero outside the candidates, summing to 1; greedy: one-hot at the
+// argmax). logits is modified as by el_sampler_sample.
+void el_sampler_dist(el_sampler *s, float *logits, float *dist);
+// Draws a token from weights dist[n_vocab] (need not sum to 1; zero and
+// negative weights never drawn) with the sampler's generator.
+int el_sampler_draw(el_sampler *s, const float *dist);
+// A uniform number in [0, 1) from the sampler's generator.
+float el_sampler_uniform(el_sampler *s);
+// Forgets the last n accepted tokens (at most EL_SAMPLER_REWIND past what
+// the penalty window holds): drafted tokens that were rejected.
+#define EL_SAMPLER_REWIND 64
+void el_sampler_rewind(el_sampler *s, int n);
+
 // The generator's state now: a sampler made with this as its seed draws
 // what this one would draw next (how a split run's last stage hands its
 // sampler to a re-opened session).

@@ -141,8 +141,9 @@ el_status el_lora_new_layers(const el_model *m, int layer_begin, int layer_end, 
             mt->rank = rank;
             el_lora_target_shape(&m->hp, t, &mt->in, &mt->out);
             if (rank > mt->in || rank > mt->out) {
+                int in = mt->in, o = mt->out;  // mt lives in l: read before the free
                 el_lora_free(l);
-                return el_err(err, EL_ERR_RANGE, "LoRA rank %d exceeds the %dx%d projection %s", rank, mt->out, mt->in,
+                return el_err(err, EL_ERR_RANGE, "LoRA rank %d exceeds the %dx%d projection %s", rank, o, in,
                               target_stems[t]);
             }
         }

@@ -9,8 +9,9 @@
 struct el_sampler {
     el_sampler_params p;
     int n_vocab;
-    int *recent;  // ring buffer of the last repeat_last_n tokens
-    int n_recent, head;
+    int *recent;  // ring buffer of the last repeat_last_n + EL_SAMPLER_REWIND tokens
+    int cap;      // its size
+    int n_recent, head;  // tokens held (at most cap), next slot
     uint64_t rng;
     int *idx;  // scratch: candidate indices
     int *tmp;  // scratch: selection heap and merge buffer
@@ -55,7 +56,8 @@ el_sampler *el_sampler_new(const el_sampler_params *p, int n_vocab) {
     s->p = *p;
     s->n_vocab = n_vocab;
     s->rng = p->seed ? p->seed : 0x9E3779B97F4A7C15ULL;
-    s->recent = calloc((size_t)p->repeat_last_n + 1, sizeof(int));
+    s->cap = p->repeat_last_n ? p->repeat_last_n + EL_SAMPLER_REWIND : 0;
+    s->recent = calloc((size_t)s->cap + 1, sizeof(int));
     s->idx = calloc((size_t)n_vocab, sizeof(int));
     s->tmp = calloc((size_t)n_vocab, sizeof(int));
     s->keys = calloc(2 * (size_t)n_vocab, sizeof(uint32_t));
@@ -78,10 +80,17 @@ void el_sampler_free(el_sampler *s) {
 }
 
 void el_sampler_accept(el_sampler *s, int token) {
-    if (s->p.repeat_last_n == 0) return;
+    if (s->cap == 0) return;
     s->recent[s->head] = token;
-    s->head = (s->head + 1) % s->p.repeat_last_n;
-    if (s->n_recent < s->p.repeat_last_n) s->n_recent++;
+    s->head = (s->head + 1) % s->cap;
+    if (s->n_recent < s->cap) s->n_recent++;
+}
+
+void el_sampler_rewind(el_sampler *s, int n) {
+    if (s->cap == 0 || n <= 0) return;
+    if (n > s->n_recent) n = s->n_recent;
+    s->head = (s->head - n % s->cap + s->cap) % s->cap;
+    s->n_recent -= n;
 }
 
 int el_argmax(const float *x, int n) {
@@ -184,20 +193,24 @@ static void sort_head(el_sampler *s, int n) {
     sort_by_prob(s->idx, s->tmp, n, s->prob);
 }
 
-int el_sampler_sample(el_sampler *s, float *logits) {
-    int n = s->n_vocab;
-    if (s->p.repeat_penalty != 1.0f) {
-        // Penalise each distinct recent token once: shrink positive logits, grow negative ones.
-        for (int i = 0; i < s->n_recent; i++) {
-            int t = s->recent[i];
-            int seen = 0;
-            for (int j = 0; j < i; j++) seen |= s->recent[j] == t;
-            if (seen || t < 0 || t >= n) continue;
-            logits[t] = logits[t] > 0 ? logits[t] / s->p.repeat_penalty : logits[t] * s->p.repeat_penalty;
-        }
+// The repetition penalty: each distinct token of the last repeat_last_n
+// accepted ones once, shrinking positive logits and growing negative ones.
+static void penalise(el_sampler *s, float *logits) {
+    if (s->p.repeat_penalty == 1.0f) return;
+    int n = s->n_vocab, L = s->n_recent < s->p.repeat_last_n ? s->n_recent : s->p.repeat_last_n;
+    for (int i = 0; i < L; i++) {
+        int t = s->recent[(s->head - 1 - i + s->cap) % s->cap];
+        int seen = 0;
+        for (int j = 0; j < i && !seen; j++) seen = s->recent[(s->head - 1 - j + s->cap) % s->cap] == t;
+        if (seen || t < 0 || t >= n) continue;
+        logits[t] = logits[t] > 0 ? logits[t] / s->p.repeat_penalty : logits[t] * s->p.repeat_penalty;
     }
-    if (s->p.temp == 0.0f) return el_argmax(logits, n);
+}
 
+// With temp > 0: s->prob := softmax(logits / temp), and s->idx[0..m) the
+// candidates that survive top-k, top-p and min-p; returns m.
+static int candidates(el_sampler *s, const float *logits) {
+    int n = s->n_vocab;
     float max = logits[el_argmax(logits, n)];
     double sum = 0;
     for (int i = 0; i < n; i++) {
@@ -247,6 +260,13 @@ int el_sampler_sample(el_sampler *s, float *logits) {
             if (s->prob[s->idx[i]] >= floor_p) s->idx[k++] = s->idx[i];
         m = k ? k : 1;  // none kept: NaN probabilities (NaN or all -inf logits); the first candidate
     }
+    return m;
+}
+
+int el_sampler_sample(el_sampler *s, float *logits) {
+    penalise(s, logits);
+    if (s->p.temp == 0.0f) return el_argmax(logits, s->n_vocab);
+    int m = candidates(s, logits);
     double total = 0;
     for (int i = 0; i < m; i++) total += s->prob[s->idx[i]];
     double r = el_rng_uniform(&s->rng) * total, cum = 0;
@@ -256,5 +276,36 @@ int el_sampler_sample(el_sampler *s, float *logits) {
     }
     return s->idx[m - 1];
 }
+
+void el_sampler_dist(el_sampler *s, float *logits, float *dist) {
+    int n = s->n_vocab;
+    penalise(s, logits);
+    memset(dist, 0, (size_t)n * sizeof(float));
+    if (s->p.temp == 0.0f) {
+        dist[el_argmax(logits, n)] = 1.0f;
+        return;
+    }
+    int m = candidates(s, logits);
+    double total = 0;
+    for (int i = 0; i < m; i++) total += s->prob[s->idx[i]];
+    for (int i = 0; i < m; i++) dist[s->idx[i]] = (float)(s->prob[s->idx[i]] / total);
+}
+
+int el_sampler_draw(el_sampler *s, const float *dist) {
+    int n = s->n_vocab, last = -1;
+    double total = 0;
+    for (int i = 0; i < n; i++)
+        if (dist[i] > 0) total += dist[i], last = i;
+    if (last < 0) return 0;  // nothing to draw from: NaN or zero weights
+    double r = el_rng_uniform(&s->rng) * total, cum = 0;
+    for (int i = 0; i < n; i++) {
+        if (!(dist[i] > 0)) continue;
+        cum += dist[i];
+        if (r < cum) return i;
+    }
+    return last;
+}
+
+float el_sampler_uniform(el_sampler *s) { return el_rng_uniform(&s->rng); }
 
 uint64_t el_sampler_rng_state(const el_sampler *s) { return s->rng; }

@@ -92,6 +92,8 @@ done
 
 expect_error "--edge-sample cannot take --image" "$EDGELLM" run -m "$T/llm.gguf" --mmproj "$T/clip.gguf" \
   --image "${IMGS[0]}" -p "x" -n 2 --split 1 --via 127.0.0.1:1 --insecure --edge-sample -t 1
+expect_error "--draft cannot take --image" "$EDGELLM" run -m "$T/llm.gguf" --mmproj "$T/clip.gguf" \
+  --image "${IMGS[0]}" -p "x" -n 2 --draft self:1 -t 1
 expect_error "--split 0 would send the image rows themselves" "$EDGELLM" run -m "$T/llm.gguf" --mmproj "$T/clip.gguf" \
   --image "${IMGS[0]}" -p "x" -n 2 --split 0 --via tcp://127.0.0.1:1 --insecure -t 1
 

@@ -540,6 +540,14 @@ static void test_block_grad(void **s) {
         assert_memory_equal(a->a, b->a, sizeof(float) * a->rank * a->in);
     }
     el_lora_free(full_new), el_lora_free(part_new);
+    // a rank wider than a projection is refused with its shape (found by fuzz_worker: the
+    // message once read the shape from the freed adapter)
+    el_lora *wide = (el_lora *)1;
+    assert_int_equal(el_lora_new_layers(&tm.m, 0, 1, DIM_ + 1, 6.0f, 1u << EL_LORA_Q, 11, &wide, &err), EL_ERR_RANGE);
+    assert_null(wide);
+    char want[96];
+    snprintf(want, sizeof want, "LoRA rank %d exceeds the %dx%d projection", DIM_ + 1, tm.m.hp.n_heads * tm.m.hp.head_dim, DIM_);
+    assert_non_null(strstr(err.msg, want));
     free(c.lp), free(c.x0), free(c.wy), free(x), free(wy), free(g), free(y), free(yr);
     el_train_stage_free(st);
     el_lora_free(lora);
