@@ -10,9 +10,11 @@
 #include "common.h"
 #include "edgellm/kernels.h"
 #include "edgellm/model.h"
+#include "edgellm/vision.h"
 
 static const char *usage =
     "usage: edgellm bench -m MODEL [-p N] [-n N] [-t THREADS] [-r REPS] [--json]\n"
+    "       edgellm bench --mmproj PROJ.gguf [-t THREADS] [-r REPS] [--json]\n"
     "\n"
     "Measures prefill (one batch of N prompt tokens) and decode (N single-token\n"
     "steps after it) in tokens/s, mean and standard deviation over REPS runs, after\n"
@@ -33,8 +35,16 @@ static const char *usage =
     "    types can reach here, whatever its loads and cache blocking (prefill is\n"
     "    set against it for q8_0 and q4_0 models)\n"
     "Tokens are fixed pseudo-random ids; no tokenizer is needed.\n"
+    "With --mmproj it times the vision encoder instead: one image (fixed\n"
+    "pseudo-random pixels, already preprocessed) through the ViT and projector,\n"
+    "REPS times after a warm-up, in GFLOP/s (2 per multiply-add of every matrix\n"
+    "product and of attention) against the f32 FMA peak measured in the same run.\n"
     "\n"
     "  -m, --model FILE    GGUF model or llama2.c checkpoint\n"
+    "      --mmproj FILE   a projector file: time the image encoder\n"
+    "      --isa LEVEL     with --mmproj: the kernel level of its products and attention,\n"
+    "                      avx512 (its own tiles; default where the CPU has it) or avx2\n"
+    "                      (OpenBLAS sgemm), to compare them\n"
     "  -p, --prompt N      prefill tokens (default 128)\n"
     "  -n, --decode N      decode steps (default 64)\n"
     "                      (both defaults are halved until they fit the model's context; given\n"
@@ -82,14 +92,83 @@ static const char *main_dtype(const el_model *m) {
     return m->hp.n_layers > 0 ? el_dtype_name(m->layers[m->layer_begin].wq.dtype) : "?";
 }
 
+// The vision encoder alone: encode time and throughput against the FMA peak.
+static int bench_vision(const char *path, int threads, int reps, int json, const char *isa) {
+    el_error err = {0};
+    el_vision *v = NULL;
+    el_pool *pool = NULL;
+    float *pixels = NULL, *out = NULL;
+    double *t = NULL;
+    int rc = 1;
+    if (el_vision_open(path, &v, &err)) goto out;
+    if (isa) el_vision_set_isa(v, !strcmp(isa, "avx2") ? EL_ISA_AVX2 : EL_ISA_AVX512);
+    const el_vision_hparams *h = el_vision_hp(v);
+    size_t np = (size_t)3 * h->image_size * h->image_size;
+    pool = el_pool_new(threads);
+    pixels = malloc(np * sizeof(float));
+    out = malloc((size_t)h->n_patches * h->out_dim * sizeof(float));
+    t = calloc((size_t)reps, sizeof(double));
+    if (!pool || !pixels || !out || !t) {
+        el_err(&err, EL_ERR_NOMEM, "out of memory");
+        goto out;
+    }
+    uint64_t rng = 0x9E3779B97F4A7C15ULL;
+    for (size_t i = 0; i < np; i++) {
+        rng ^= rng << 13, rng ^= rng >> 7, rng ^= rng << 17;
+        pixels[i] = (float)(rng % 2001) / 1000.0f - 1.0f;
+    }
+    int nthreads = el_pool_size(pool);
+    const char *dt = el_dtype_name(el_vision_dtype(v));
+    const char *level = isa && !strcmp(isa, "avx2") ? "avx2: OpenBLAS" : el_isa_name(el_cpu_isa());
+    if (!json)
+        fprintf(stderr, "bench: %s (%s; image %d, patch %d, width %d, %d of %d blocks, MLP %d; projector %d -> %d -> %d), "
+                "%d threads, %s; 1 warm-up + %d encodes\n", path, dt, h->image_size, h->patch_size, h->hidden, h->n_run,
+                h->n_blocks, h->ff, h->hidden, h->proj_hidden, h->out_dim, nthreads, level, reps);
+    for (int r = -1; r < reps; r++) {
+        double t0 = el_time_s();
+        if (el_vision_encode(v, pool, pixels, out, &err)) goto out;
+        if (r >= 0) t[r] = el_time_s() - t0;
+    }
+    double peak = el_probe_fma_gflops(pool, 0.5);
+    double flops = el_vision_flops(v), m, sd;
+    mean_sd(t, reps, &m, &sd);
+    double best = t[0];
+    for (int r = 1; r < reps; r++) best = t[r] < best ? t[r] : best;
+    double gf = flops / m * 1e-9;
+    if (json)
+        printf("{\"mmproj\": \"%s\", \"dtype\": \"%s\", \"threads\": %d, \"isa\": \"%s\", \"reps\": %d, "
+               "\"encode_s\": %.4f, \"encode_s_sd\": %.4f, \"encode_s_best\": %.4f, \"gflop\": %.3f, "
+               "\"gflops\": %.2f, \"fma_peak_gflops\": %.2f, \"ratio\": %.4f, \"ratio_best\": %.4f}\n",
+               path, dt, nthreads, level, reps, m, sd, best, flops * 1e-9, gf, peak,
+               peak > 0 ? gf / peak : 0, peak > 0 ? flops / best * 1e-9 / peak : 0);
+    else {
+        printf("encode   %.3f ± %.3f s per image (best %.3f), %.1f GFLOP each = %.1f GFLOP/s\n", m, sd, best,
+               flops * 1e-9, gf);
+        printf("machine  f32 FMA peak %.1f GFLOP/s (%d threads)\n", peak, nthreads);
+        printf("ratios   encode / FMA peak = %.2f (mean), %.2f (best)\n", peak > 0 ? gf / peak : 0,
+               peak > 0 ? flops / best * 1e-9 / peak : 0);
+    }
+    rc = 0;
+out:
+    if (rc) cli_error(&err);
+    free(t);
+    free(pixels);
+    free(out);
+    el_pool_free(pool);
+    el_vision_close(v);
+    return rc;
+}
+
 int cmd_bench(int argc, char **argv) {
     cli c;
     cli_init(&c, "bench", argc, argv);
-    const char *model_path = NULL, *a;
+    const char *model_path = NULL, *mmproj = NULL, *isa = NULL, *a;
     int n_prompt = 128, n_decode = 64, threads = 0, reps = 3, json = 0, bw_mib = 512, opt, given = 0;
     while ((a = cli_next(&c, &opt))) {
         if (cli_is(a, "-h", "--help")) { fputs(usage, stdout); return 0; }
         else if (cli_is(a, "-m", "--model")) model_path = cli_str(&c, a);
+        else if (cli_is(a, NULL, "--mmproj")) mmproj = cli_str(&c, a);
+        else if (cli_is(a, NULL, "--isa")) isa = cli_str(&c, a);
         else if (cli_is(a, "-p", "--prompt")) given |= cli_int(&c, a, 1, 1 << 16, &n_prompt);
         else if (cli_is(a, "-n", "--decode")) given |= cli_int(&c, a, 0, 1 << 16, &n_decode);
         else if (cli_is(a, "-t", "--threads")) cli_int(&c, a, 1, 256, &threads);
@@ -99,7 +178,11 @@ int cmd_bench(int argc, char **argv) {
         else return cli_unknown(&c, a);
     }
     if (c.failed) return 2;
-    if (!model_path) return cli_fail(&c, "-m MODEL is required");
+    if (mmproj && model_path) return cli_fail(&c, "give -m MODEL or --mmproj PROJ.gguf, not both");
+    if (isa && (!mmproj || (strcmp(isa, "avx2") && strcmp(isa, "avx512"))))
+        return cli_fail(&c, "--isa takes avx2 or avx512, with --mmproj");
+    if (mmproj) return bench_vision(mmproj, threads, reps, json, isa);
+    if (!model_path) return cli_fail(&c, "-m MODEL (or --mmproj PROJ.gguf) is required");
 
     el_error err = {0};
     el_model *m = NULL;

@@ -6,12 +6,14 @@
 #include "cli.h"
 #include "edgellm/gguf.h"
 #include "edgellm/model.h"
+#include "edgellm/vision.h"
 
 static const char *usage =
     "usage: edgellm info MODEL [--all]\n"
     "\n"
     "Prints the architecture, hyper-parameters, metadata and the tensor list\n"
-    "(name, dtype, shape, bytes) of a GGUF model or llama2.c checkpoint.\n"
+    "(name, dtype, shape, bytes) of a GGUF model or llama2.c checkpoint, or the\n"
+    "vision encoder of a projector file (general.architecture clip).\n"
     "Long metadata arrays are shown by their first elements unless --all.\n"
     "\n"
     "example: edgellm info ../shared/models/aidreams260K.bin\n";
@@ -121,6 +123,43 @@ static void print_tensor(const el_tensor *t) {
     printf("  %-32s %-6s %-18s %12zu bytes\n", t->name, el_dtype_name(t->dtype), shape, t->nbytes);
 }
 
+static void print_gguf(const el_gguf *g, int all) {
+    printf("metadata (%" PRIu64 " keys):\n", g->n_kv);
+    for (uint64_t i = 0; i < g->n_kv; i++) print_kv(&g->kv[i], all);
+    printf("tensors (%" PRIu64 "):\n", g->n_tensors);
+    for (uint64_t i = 0; i < g->n_tensors; i++) {
+        el_tensor t;
+        el_gguf_tensor_view(&g->tensors[i], &t);
+        print_tensor(&t);
+    }
+}
+
+// A projector file: what the encoder will run, then the file itself.
+static int info_projector(const char *path, const el_gguf *g, int all) {
+    el_error err = {0};
+    el_vision *v = NULL;
+    if (el_vision_open(path, &v, &err)) return cli_error(&err);
+    const el_vision_hparams *h = el_vision_hp(v);
+    printf("file:          %s\n", path);
+    printf("format:        GGUF (version %u), projector file\n", g->version);
+    printf("vision tower:  %s, image %d, patch %d (%d patches), width %d, MLP %d (%s%s), heads %d, eps %g\n",
+           h->has_class ? "CLIP-style (class token)" : "SigLIP-style (no class token)", h->image_size, h->patch_size,
+           h->n_patches, h->hidden, h->ff, h->gelu ? "GELU" : "quick GELU",
+           h->ffn_swapped ? "; older exporter's ffn_up/ffn_down names" : "", h->heads, h->eps);
+    printf("blocks:        %d of %d run (%s)%s%s\n", h->n_run, h->n_blocks,
+           el_gguf_find(g, "clip.vision.feature_layer") ? "clip.vision.feature_layer" : "all but the last",
+           h->has_pre_ln ? ", pre-norm" : "", h->has_post_ln ? ", final norm" : "");
+    printf("projector:     mlp %d -> %d -> %d (the language model's width)\n", h->hidden, h->proj_hidden, h->out_dim);
+    printf("images:        %s, mean %g %g %g, std %g %g %g\n",
+           h->fit == EL_VISION_PAD ? "padded to a square" : "short side resized, center-cropped", h->mean[0], h->mean[1],
+           h->mean[2], h->std[0], h->std[1], h->std[2]);
+    printf("encode:        %.2f GFLOP per image, matrices in %s\n", el_vision_flops(v) * 1e-9,
+           el_dtype_name(el_vision_dtype(v)));
+    print_gguf(g, all);
+    el_vision_close(v);
+    return 0;
+}
+
 int cmd_info(int argc, char **argv) {
     cli c;
     cli_init(&c, "info", argc, argv);
@@ -137,6 +176,15 @@ int cmd_info(int argc, char **argv) {
     if (!path) return cli_fail(&c, "MODEL is required");
     el_error err = {0};
     el_model *m = NULL;
+    el_gguf *g = NULL;
+    char arch[32] = "";
+    if (!el_gguf_open(path, &g, NULL) && el_gguf_get_str(g, "general.architecture", arch, sizeof arch) &&
+        !strcmp(arch, "clip")) {
+        int rc = info_projector(path, g, all);
+        el_gguf_close(g);
+        return rc;
+    }
+    el_gguf_close(g);
     if (el_model_open(path, NULL, &m, &err)) return cli_error(&err);
     const el_hparams *h = &m->hp;
     printf("file:          %s\n", path);
@@ -179,14 +227,7 @@ int cmd_info(int argc, char **argv) {
         putchar('\n');
     }
     if (m->gguf) {
-        printf("metadata (%" PRIu64 " keys):\n", m->gguf->n_kv);
-        for (uint64_t i = 0; i < m->gguf->n_kv; i++) print_kv(&m->gguf->kv[i], all);
-        printf("tensors (%" PRIu64 "):\n", m->gguf->n_tensors);
-        for (uint64_t i = 0; i < m->gguf->n_tensors; i++) {
-            el_tensor t;
-            el_gguf_tensor_view(&m->gguf->tensors[i], &t);
-            print_tensor(&t);
-        }
+        print_gguf(m->gguf, all);
     } else {
         printf("tensors:\n");
         print_tensor(&m->tok_embd);

@@ -13,6 +13,7 @@
 #include "edgellm/sample.h"
 #include "edgellm/spec.h"
 #include "edgellm/split.h"
+#include "edgellm/vision.h"
 
 
 static const char *usage_head =
@@ -44,6 +45,12 @@ static const char *usage_head =
     "                          template, print only the reply, stop at the end of the turn\n"
     "      --template NAME     with --chat: llama2, llama3, chatml, zephyr or mistral\n"
     "      --system TEXT       with --chat: a system message before the prompt\n"
+    "      --mmproj FILE       a LLaVA-style projector file (clip.* keys, v.* and mm.* tensors)\n"
+    "      --image FILE        a PNG or JPEG (repeatable, with --mmproj): its projected rows take\n"
+    "                          the place of an <image> marker in the prompt, in order; with no\n"
+    "                          marker the images come first (in the user turn with --chat). The\n"
+    "                          image is decoded and encoded here; with --split only hidden states\n"
+    "                          after this device's layers leave it (so the cut must be 1 or more)\n"
     "  -t, --threads N         threads (default: all CPUs)\n"
     "      --stats             print a summary to stderr: prefill and decode tokens/s, the mean\n"
     "                          time per token (device, link, workers), bytes, peak memory\n"
@@ -59,7 +66,8 @@ static const char *usage_tail =
     "\n"
     "example: edgellm run -m ../shared/models/aidreams260K.bin -z ../shared/models/tok512.bin \\\n"
     "           -p \"The dream\" -n 100 --temp 0\n"
-    "         edgellm run -m model.gguf -p \"Hello\" --split 2 --via 127.0.0.1:7001 --insecure --stats\n";
+    "         edgellm run -m model.gguf -p \"Hello\" --split 2 --via 127.0.0.1:7001 --insecure --stats\n"
+    "         edgellm run -m llava.gguf --mmproj mmproj.gguf --image cat.jpg -p \"What is in <image>?\" --chat\n";
 
 // Printing a generated token: 1 when generation ends at it (end of text, end
 // of the turn, a stop string; it is not counted), 0 when printed, -1 when out
@@ -105,6 +113,8 @@ int cmd_run(int argc, char **argv) {
     const char *model_path = NULL, *tok_path = NULL, *prompt = NULL, *prompt_file = NULL;
     const char *tmpl_name = NULL, *system = NULL;
     int chat_mode = 0;
+    const char *mmproj = NULL, *images[64];
+    int n_images = 0;
     tool_loras lo = {0};
     int steps = 256, ignore_eos = 0, threads = 0, ctx = 0, stats = 0, json = 0, have_seed = 0, split, escapes = 0;
     int stats_tokens = 0;
@@ -136,6 +146,12 @@ int cmd_run(int argc, char **argv) {
         else if (cli_is(a, NULL, "--chat")) chat_mode = 1;
         else if (cli_is(a, NULL, "--template")) tmpl_name = cli_str(&c, a);
         else if (cli_is(a, NULL, "--system")) system = cli_str(&c, a);
+        else if (cli_is(a, NULL, "--mmproj")) mmproj = cli_str(&c, a);
+        else if (cli_is(a, NULL, "--image")) {
+            const char *v = cli_str(&c, a);
+            if (v && n_images == 64) return cli_fail(&c, "at most 64 --image files");
+            if (v) images[n_images++] = v;
+        }
         else if (tool_lora_option(&c, a, &lo)) continue;
         else if (tool_split_option(&c, a, &ts)) continue;
         else return cli_unknown(&c, a);
@@ -145,12 +161,21 @@ int cmd_run(int argc, char **argv) {
     if (!prompt && !prompt_file) return cli_fail(&c, "-p PROMPT or -f FILE is required");
     if (prompt && prompt_file) return cli_fail(&c, "give -p or -f, not both");
     if ((tmpl_name || system) && !chat_mode) return cli_fail(&c, "--template and --system need --chat");
+    if (n_images && !mmproj) return cli_fail(&c, "--image needs --mmproj PROJ.gguf");
     if (tool_split_check(&c, &ts)) return 2;
+    if (n_images && ts.autoplan)
+        return cli_fail(&c, "--split auto cannot move the cut across image rows; give the cut, e.g. --split 2");
+    if (n_images && ts.enabled && !ts.autoplan && ts.o.cuts[0] == 0)
+        return cli_fail(&c, "--split 0 would send the image rows themselves over the link; cut after layer 1 or later");
     split = ts.enabled;
     if (edge && (!split || ts.autoplan || ts.o.ushape))
         return cli_fail(&c, "--edge-sample needs --split with fixed cuts and no --ushape (the last worker holds the head)");
+    if (edge && n_images)
+        return cli_fail(&c, "--edge-sample cannot take --image: image rows have no token ids for the worker's sampler");
     if (dr.arg && edge) return cli_fail(&c, "--draft needs the logits here: it excludes --edge-sample");
     if (dr.arg && ts.autoplan) return cli_fail(&c, "--draft needs fixed cuts (--split K[,M...], not auto)");
+    if (dr.arg && n_images)
+        return cli_fail(&c, "--draft cannot take --image: the draft model would not see the image rows");
     el_split_opts so_split = ts.o;
     if (!have_seed) sp.seed = (uint64_t)time(NULL) ^ ((uint64_t)el_time_ns() << 16);
 
@@ -166,6 +191,10 @@ int cmd_run(int argc, char **argv) {
     el_pool *pool = NULL;
     tool_chat chat = {0};
     el_stopper reply = {0};
+    el_vision *vis = NULL;
+    el_mm_prompt mm = {0};
+    float *img_rows = NULL;  // [n_images][n_patches][dim]
+    int n_img_rows = 0;
     char *file_text = NULL, *system_owned = NULL;
     int *ids = NULL, n_ids = 0, rc = 1;
     float *logits = NULL;
@@ -191,6 +220,10 @@ int cmd_run(int argc, char **argv) {
     if (tool_split_check_model(&ts, m, &err)) goto out;
     if (tool_loras_load(&lo, m, &err)) goto out;
     if (el_model_tokenizer(m, tok_path, &tok, &err)) goto out;
+    if (mmproj) {  // the projector must fit this model before any image is read
+        if (el_vision_open(mmproj, &vis, &err) || el_vision_check_dim(vis, m->hp.dim, model_path, &err)) goto out;
+        n_img_rows = el_vision_hp(vis)->n_patches;
+    }
     if (chat_mode) {
         if (system && escapes) {
             if (!(system_owned = strdup(system))) {
@@ -202,23 +235,57 @@ int cmd_run(int argc, char **argv) {
         }
         if (system && tool_check_prompt(system, strlen(system), "--system", 0, &err)) goto out;
         if (tool_chat_init(&chat, m, tok, tmpl_name, &err)) goto out;
-        char *user = strndup(prompt, prompt_len);
+        // images without markers go first inside the user's turn, as LLaVA's prompts have them
+        size_t extra = n_images && !memmem(prompt, prompt_len, "<image>", 7) ? (size_t)n_images * 8 : 0;
+        char *user = malloc(prompt_len + extra + 1);
         if (!user) {
             el_err(&err, EL_ERR_NOMEM, "out of memory");
             goto out;
         }
+        for (size_t i = 0; i < extra; i += 8) memcpy(user + i, "<image>\n", 8);
+        memcpy(user + extra, prompt, prompt_len);
+        user[extra + prompt_len] = 0;
         el_chat_msg msgs[2] = {{"system", system}, {"user", user}};
-        el_status cs = tool_chat_encode(&chat, tok, system ? msgs : msgs + 1, system ? 2 : 1, &ids, &n_ids, &err);
+        el_status cs;
+        if (n_images) {  // as tool_chat_encode, with the text cut at the image markers
+            char *text = NULL;
+            el_text_span *spans = NULL;
+            int n_spans = 0;
+            cs = el_chat_render_spans(chat.tmpl, system ? msgs : msgs + 1, system ? 2 : 1, 1, chat.bos, chat.eos, &text,
+                                      &spans, &n_spans, &err);
+            if (!cs) {
+                unsigned flags = EL_ENCODE_SPECIAL | (el_tokenizer_add_bos(tok) ? EL_ENCODE_ADD_BOS : 0);
+                cs = el_mm_prompt_encode(tok, text, strlen(text), "<image>", flags, spans, n_spans, n_images, &mm, &err);
+            }
+            free(text);
+            free(spans);
+        } else {
+            cs = tool_chat_encode(&chat, tok, system ? msgs : msgs + 1, system ? 2 : 1, &ids, &n_ids, &err);
+        }
         free(user);
         if (cs) goto out;
         el_stopper_init(&reply, &chat.eot_text, 1);
+    } else if (n_images) {
+        if (el_mm_prompt_encode(tok, prompt, prompt_len, "<image>", el_tokenizer_add_bos(tok) ? EL_ENCODE_ADD_BOS : 0,
+                                NULL, 0, n_images, &mm, &err))
+            goto out;
     } else if (el_tokenizer_encode(tok, prompt, prompt_len, el_tokenizer_add_bos(tok), &ids, &n_ids, &err)) {
         // BOS as the model's metadata asks (Qwen2 vocabularies do not want one)
         goto out;
     }
+    if (n_images) {  // the prompt's own ids, images aside (for the sampler and printing)
+        n_ids = mm.n_ids;
+        ids = malloc(((size_t)n_ids + 1) * sizeof(int));
+        if (!ids) {
+            el_err(&err, EL_ERR_NOMEM, "out of memory");
+            goto out;
+        }
+        memcpy(ids, mm.ids, (size_t)n_ids * sizeof(int));
+    }
     ctx = tool_ctx("run", m, ctx);
-    if (n_ids >= ctx) {
-        el_err(&err, EL_ERR_RANGE, "the prompt has %d tokens, more than the context of %d allows", n_ids, ctx);
+    int n_pos = n_images ? el_mm_prompt_positions(&mm, n_img_rows) : n_ids;
+    if (n_pos >= ctx) {
+        el_err(&err, EL_ERR_RANGE, "the prompt has %d positions, more than the context of %d allows", n_pos, ctx);
         goto out;
     }
     history = malloc((size_t)ctx * sizeof(int));
@@ -230,6 +297,31 @@ int cmd_run(int argc, char **argv) {
     pool = el_pool_new(threads);
     el_session_opts so = {.ctx = ctx, .kv_type = kv_type};
     if (!pool) goto out;
+    if (n_images) {  // decoded, preprocessed and encoded here: the image never leaves this device
+        const el_vision_hparams *vh = el_vision_hp(vis);
+        size_t per = (size_t)n_img_rows * m->hp.dim;
+        float *px = malloc((size_t)3 * vh->image_size * vh->image_size * sizeof(float));
+        img_rows = malloc((size_t)n_images * per * sizeof(float));
+        if (!px || !img_rows) {
+            free(px);
+            el_err(&err, EL_ERR_NOMEM, "out of memory for %d images", n_images);
+            goto out;
+        }
+        el_status is = EL_OK;
+        for (int i = 0; i < n_images && !is; i++) {
+            el_image img;
+            double ti = el_time_s();
+            if (!(is = el_image_load(images[i], &img, &err))) {
+                is = el_vision_preprocess(vh, &img, px, &err);
+                el_image_free(&img);
+            }
+            if (!is) is = el_vision_encode(vis, pool, px, img_rows + (size_t)i * per, &err);
+            if (!is && stats)
+                fprintf(stderr, "image %d: %s -> %d rows in %.3f s\n", i + 1, images[i], n_img_rows, el_time_s() - ti);
+        }
+        free(px);
+        if (is) goto out;
+    }
     if (tool_draft_load(&dr, m, ctx, pool, &err)) goto out;  // a bad draft stops us before the link opens
     if (ts.autoplan) {
         // start all local with the link open, then let the planner choose
@@ -255,20 +347,42 @@ int cmd_run(int argc, char **argv) {
     sa.sa_handler = on_sigint;
     sigaction(SIGINT, &sa, NULL);
     // A BOS (control) prints nothing, and the piece after it drops its prefix space.
-    for (int i = 0; i < n_ids && !chat_mode; i++) tool_print_piece(stdout, tok, i ? ids[i - 1] : -1, ids[i]);
+    if (n_images && !chat_mode) {  // an image prints as its marker, where the prompt had one
+        int marked = memmem(prompt, prompt_len, "<image>", 7) != NULL;
+        for (int it = 0, prev_id = -1; it < mm.n_items; it++)
+            if (mm.image[it] >= 0) {
+                if (marked) fputs("<image>", stdout);
+            } else {
+                for (int i = mm.start[it]; i < mm.start[it] + mm.len[it]; i++) {
+                    tool_print_piece(stdout, tok, prev_id, mm.ids[i]);
+                    prev_id = mm.ids[i];
+                }
+            }
+    }
+    for (int i = 0; i < n_ids && !chat_mode && !n_images; i++) tool_print_piece(stdout, tok, i ? ids[i - 1] : -1, ids[i]);
     fflush(stdout);
     for (int i = 0; i < n_ids; i++) el_sampler_accept(smp, ids[i]);
 
     double t0 = el_time_s();
     int edge_next = -1;  // with --edge-sample: the token the last worker sampled
-    if (spec ? el_spec_prefill(spec, ids, n_ids, &err)
-             : edge ? el_pipeline_next_token(pipe, ids, n_ids, 0, &edge_next, &err)
-                    : el_pipeline_forward(pipe, ids, n_ids, 0, logits, 0, &err))
+    if (n_images) {  // runs of text and of image rows, each at its positions
+        for (int it = 0, at = 0; it < mm.n_items; it++) {
+            int img = mm.image[it];
+            el_status fs = img >= 0 ? el_pipeline_forward_embd(pipe, img_rows + (size_t)img * n_img_rows * m->hp.dim,
+                                                               n_img_rows, at, logits, 0, &err)
+                                    : el_pipeline_forward(pipe, mm.ids + mm.start[it], mm.len[it], at, logits, 0, &err);
+            if (fs) goto out;
+            at += img >= 0 ? n_img_rows : mm.len[it];
+        }
+    } else if (spec ? el_spec_prefill(spec, ids, n_ids, &err)
+                    : edge ? el_pipeline_next_token(pipe, ids, n_ids, 0, &edge_next, &err)
+                           : el_pipeline_forward(pipe, ids, n_ids, 0, logits, 0, &err)) {
         goto out;
+    }
     double t_prefill = el_time_s() - t0;
     el_split_stats prefill = *el_pipeline_total(pipe);
     if (stats_tokens) print_stats_line(stderr, "prefill", &prefill, split);
-    int pos = n_ids, prev = ids[n_ids - 1], generated = 0, ctx_end = 0;
+    int pos = n_pos, prev = n_ids ? ids[n_ids - 1] : -1, generated = 0, ctx_end = 0;
     if (json) token_ms = malloc((size_t)(steps + 1) * sizeof(float));
     emitter em = {chat_mode, ignore_eos, el_tokenizer_bos(tok), el_tokenizer_eos(tok), &chat, &reply, tok};
     double t1 = el_time_s(), t_tok = t1;
@@ -356,7 +470,7 @@ int cmd_run(int argc, char **argv) {
     dec.bytes_received -= prefill.bytes_received;
     double per = n_dec ? 1.0 / n_dec : 0;
     if (stats) {
-        fprintf(stderr, "prefill: %d tokens in %.3f s, %.1f tokens/s\n", n_ids, t_prefill, n_ids / t_prefill);
+        fprintf(stderr, "prefill: %d tokens in %.3f s, %.1f tokens/s\n", n_pos, t_prefill, n_pos / t_prefill);
         fprintf(stderr, "decode: %d tokens in %.3f s, %.1f tokens/s\n", generated, t_decode,
                 n_dec ? n_dec / t_decode : 0.0);
         el_split_stats avg = dec;
@@ -385,7 +499,7 @@ int cmd_run(int argc, char **argv) {
     }
     if (json) {
         fprintf(stderr, "{\"prompt_tokens\": %d, \"generated\": %d, \"prefill_s\": %.6f, \"decode_s\": %.6f, "
-                "\"decode_tokens_per_s\": %.3f, \"split\": %s, \"cuts\": [", n_ids, generated, t_prefill, t_decode,
+                "\"decode_tokens_per_s\": %.3f, \"split\": %s, \"cuts\": [", n_pos, generated, t_prefill, t_decode,
                 n_dec ? n_dec / t_decode : 0.0, split ? "true" : "false");
         for (int i = 0; split && i < so_split.n_cuts; i++) fprintf(stderr, i ? ", %d" : "%d", so_split.cuts[i]);
         fprintf(stderr, "], \"act\": \"%s\", \"per_token\": {\"device_ms\": %.4f, \"link_ms\": %.4f, \"queue_ms\": %.4f, "
@@ -418,6 +532,9 @@ out:
     }
     if (rc) cli_error(&err);
     el_stopper_free(&reply);
+    el_mm_prompt_free(&mm);
+    free(img_rows);
+    el_vision_close(vis);
     free(logits);
     free(token_ms);
     free(ids);

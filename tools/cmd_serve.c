@@ -38,7 +38,9 @@ static const char *usage =
     "      --listen HOST:PORT  address and port, also tcp://HOST:PORT, [IPv6]:PORT, *:PORT (default\n"
     "                          127.0.0.1:8080; port 0 = any free port)\n"
     "      --api-key KEY       require Authorization: Bearer KEY (repeatable: any listed key)\n"
-    "      --max-body SIZE     largest request body (default 1M)\n"
+    "      --max-body SIZE     largest request body (default 1M; 32M with --mmproj)\n"
+    "      --mmproj FILE       a LLaVA-style projector: chat messages may carry image_url parts as\n"
+    "                          data: URLs (base64 PNG or JPEG; remote URLs are refused)\n"
     "      --max-queue N       requests waiting for a slot before 503 (default 256)\n"
     "      --template NAME     chat template (llama2, llama3, chatml, zephyr ...; default: from the model)\n"
     "  -t, --threads N         compute threads (default: all CPUs)\n"
@@ -67,7 +69,7 @@ int cmd_serve(int argc, char **argv) {
     const char *listen = "127.0.0.1:8080";
     const char *keys[64];
     int n_keys = 0, quiet = 0;
-    uint64_t adapter_mem = 0, max_body = 1 << 20, max_kv = 0;
+    uint64_t adapter_mem = 0, max_body = 0, max_kv = 0;
     const char *a;
     int opt;
     while ((a = cli_next(&c, &opt))) {
@@ -95,12 +97,14 @@ int cmd_serve(int argc, char **argv) {
         } else if (cli_is(a, NULL, "--max-body")) cli_size(&c, a, &max_body);
         else if (cli_is(a, NULL, "--max-queue")) cli_int(&c, a, 1, 1 << 20, &o.max_queue);
         else if (cli_is(a, NULL, "--template")) o.chat_template = cli_str(&c, a);
+        else if (cli_is(a, NULL, "--mmproj")) o.mmproj = cli_str(&c, a);
         else if (cli_is(a, "-t", "--threads")) cli_int(&c, a, 1, 256, &o.threads);
         else if (cli_is(a, "-q", "--quiet")) quiet = 1;
         else return cli_unknown(&c, a);
     }
     if (c.failed) return 2;
     if (!o.model_path) return cli_fail(&c, "-m BASE is required");
+    if (max_body == 0) max_body = o.mmproj ? 32u << 20 : 1u << 20;
     if (max_body < 64 || max_body > (1u << 30)) return cli_fail(&c, "--max-body %llu is outside 64..1G", (unsigned long long)max_body);
     el_addr addr;
     el_error aerr;

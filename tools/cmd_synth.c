@@ -14,6 +14,7 @@ static const char *usage =
     "usage: edgellm synth --dim D --layers L --heads H [--kv-heads K] --ff F --vocab V\n"
     "                     [--ctx C] [--type f32|f16|bf16] [--seed S] [--family llama|qwen2|llama3]\n"
     "                     [--chat-template chatml|llama3|llama2] -o OUT.gguf\n"
+    "       edgellm synth ... [-o OUT.gguf] --mmproj PROJ.gguf [--vit NAME] [projector options]\n"
     "\n"
     "Writes a Llama-shaped GGUF with random weights (uniform, scaled by 1/sqrt(fan-in);\n"
     "norms 1). --family qwen2 writes architecture qwen2 (neox rope) with q/k/v biases\n"
@@ -25,8 +26,29 @@ static const char *usage =
     "vocabulary as control tokens (the last ids) and a tokenizer.chat_template that names them.\n"
     "The same options and seed always give the same file.\n"
     "\n"
+    "\n"
+    "--mmproj PROJ.gguf also writes a LLaVA-style projector file (clip.* keys, v.* ViT\n"
+    "and mm.* MLP projector tensors; docs/vision.md) with random weights whose output\n"
+    "width is --dim, so it pairs with the model of -o (which may be left out: then\n"
+    "only --dim is needed). The ViT's shape:\n"
+    "  --vit NAME            tiny (default: 32 px, patch 8, width 64, 2 blocks, 4 heads,\n"
+    "                        MLP 128), vit-b16 (224/16, 768, 12, 12, 3072) or\n"
+    "                        vit-l14-336 (336/14, 1024, 24, 16, 4096); the options below\n"
+    "                        change single values\n"
+    "  --image-size N --patch P --vit-dim W --vit-blocks B --vit-heads A --vit-ff F\n"
+    "  --proj-hidden M       the projector's inner width (default: --dim)\n"
+    "  --style clip|siglip   clip (default): class token, pre-norm, quick GELU, CLIP's\n"
+    "                        mean/std; siglip: no class token, patch bias, final norm,\n"
+    "                        GELU, mean/std 0.5\n"
+    "  --feature-layer F     write clip.vision.feature_layer (default: none, so every\n"
+    "                        block but the last runs)\n"
+    "  --fit pad|crop        clip.vision.image_aspect_ratio (default pad)\n"
+    "  --old-names           name the ViT MLP's first layer ffn_down, its second ffn_up\n"
+    "                        (as older exporters did)\n"
+    "\n"
     "example (TinyLlama shape): edgellm synth --dim 2048 --layers 22 --heads 32 --kv-heads 4 \\\n"
-    "           --ff 5632 --vocab 32000 --ctx 2048 --type f16 -o tinyllama-synth.gguf\n";
+    "           --ff 5632 --vocab 32000 --ctx 2048 --type f16 -o tinyllama-synth.gguf\n"
+    "         edgellm synth --dim 4096 --mmproj vit-l.gguf --vit vit-l14-336 --type f16\n";
 
 typedef struct {
     uint64_t seed;
@@ -133,11 +155,159 @@ static const synth_template templates[] = {
      "{% else %}{{ m['content'] }}{{ eos_token }}{% endif %}{% endfor %}"},
 };
 
+// ---------------------------------------------------------------- projector files
+
+typedef struct {
+    int image_size, patch, width, blocks, heads, ff, proj_hidden, out_dim;
+    int siglip, feature_layer, old_names, crop;
+} vit_shape;
+
+typedef struct {
+    uint64_t seed;
+    int dtype;
+    const vit_shape *v;
+} vit_ctx;
+
+// Matrices uniform with variance 1/fan-in; layer-norm weights 1 ± 0.2 and the
+// other vectors small, so that every one of them changes the output.
+static el_status vit_fill(void *vctx, const char *name, void *dst, size_t nbytes, el_error *err) {
+    (void)err;
+    const vit_ctx *c = vctx;
+    const vit_shape *v = c->v;
+    uint64_t rng = el_fnv1a(EL_FNV_INIT ^ c->seed ^ 0x5649540000000000ULL, name, strlen(name)) | 1;
+    int vec = strstr(name, ".bias") || strstr(name, "ln") || strstr(name, "class_embd") || strstr(name, "position_embd");
+    int dtype = vec ? EL_DTYPE_F32 : c->dtype;
+    size_t n = nbytes / (dtype == EL_DTYPE_F32 ? 4 : 2);
+    int fan_in = v->width;
+    if (strstr(name, "patch_embd")) fan_in = 3 * v->patch * v->patch;
+    else if (!strcmp(name, "mm.2.weight")) fan_in = v->proj_hidden;
+    else if (strstr(name, v->old_names ? "ffn_up.weight" : "ffn_down.weight")) fan_in = v->ff;
+    float scale = vec ? (strstr(name, "class_embd") ? 0.5f : 0.2f) : sqrtf(3.0f / (float)fan_in);
+    int is_norm_w = strstr(name, "ln") && strstr(name, ".weight");
+    for (size_t i = 0; i < n; i++) {
+        float r = (el_rng_uniform(&rng) * 2.0f - 1.0f) * scale;
+        float x = is_norm_w ? 1.0f + r : r;
+        if (dtype == EL_DTYPE_F32) ((float *)dst)[i] = x;
+        else if (dtype == EL_DTYPE_F16) ((uint16_t *)dst)[i] = el_f32_to_f16(x);
+        else ((uint16_t *)dst)[i] = el_f32_to_bf16(x);
+    }
+    return EL_OK;
+}
+
+static int write_mmproj(const char *path, const vit_shape *v, int dtype, uint64_t seed, el_error *err) {
+    el_gguf_writer *w = el_gguf_writer_new();
+    if (!w) return el_err(err, EL_ERR_NOMEM, "out of memory"), 1;
+    static const float clip_mean[3] = {0.48145466f, 0.4578275f, 0.40821073f};
+    static const float clip_std[3] = {0.26862954f, 0.26130258f, 0.27577711f};
+    static const float half[3] = {0.5f, 0.5f, 0.5f};
+    el_gguf_add_str(w, "general.architecture", "clip");
+    el_gguf_add_str(w, "general.name", "edgellm-synth-mmproj");
+    el_gguf_add_str(w, "general.description", "image encoder for LLaVA (random weights)");
+    el_gguf_add_u32(w, "general.file_type", dtype == EL_DTYPE_F32 ? 0 : dtype == EL_DTYPE_F16 ? 1 : 32);
+    el_gguf_add_bool(w, "clip.has_text_encoder", 0);
+    el_gguf_add_bool(w, "clip.has_vision_encoder", 1);
+    el_gguf_add_bool(w, "clip.has_llava_projector", 1);
+    el_gguf_add_str(w, "clip.projector_type", "mlp");
+    el_gguf_add_bool(w, "clip.use_gelu", v->siglip);
+    el_gguf_add_u32(w, "clip.vision.image_size", (uint32_t)v->image_size);
+    el_gguf_add_u32(w, "clip.vision.patch_size", (uint32_t)v->patch);
+    el_gguf_add_u32(w, "clip.vision.embedding_length", (uint32_t)v->width);
+    el_gguf_add_u32(w, "clip.vision.feed_forward_length", (uint32_t)v->ff);
+    el_gguf_add_u32(w, "clip.vision.projection_dim", (uint32_t)v->out_dim);
+    el_gguf_add_u32(w, "clip.vision.attention.head_count", (uint32_t)v->heads);
+    el_gguf_add_f32(w, "clip.vision.attention.layer_norm_epsilon", v->siglip ? 1e-6f : 1e-5f);
+    el_gguf_add_u32(w, "clip.vision.block_count", (uint32_t)v->blocks);
+    el_gguf_add_arr(w, "clip.vision.image_mean", EL_GGUF_FLOAT32, v->siglip ? half : clip_mean, 3);
+    el_gguf_add_arr(w, "clip.vision.image_std", EL_GGUF_FLOAT32, v->siglip ? half : clip_std, 3);
+    if (v->feature_layer >= 0) {
+        int32_t f = v->feature_layer;
+        el_gguf_add_arr(w, "clip.vision.feature_layer", EL_GGUF_INT32, &f, 1);
+    }
+    if (v->crop) el_gguf_add_str(w, "clip.vision.image_aspect_ratio", "square");
+    int64_t P = v->patch, H = v->width, F = v->ff, side = v->image_size / v->patch;
+    uint64_t total = 0;
+    int failed = 0;
+#define VT(name, dt, nd, ...)                                                                       \
+    do {                                                                                          \
+        int64_t ne_[4] = {__VA_ARGS__};                                                           \
+        int d_ = (nd) == 1 ? EL_DTYPE_F32 : (dt);                                                 \
+        uint64_t cnt_ = 1;                                                                        \
+        for (int i_ = 0; i_ < (nd); i_++) cnt_ *= (uint64_t)ne_[i_];                              \
+        total += cnt_ * (d_ == EL_DTYPE_F32 ? 4 : 2);                                             \
+        failed |= el_gguf_add_tensor(w, name, d_, nd, ne_, NULL) != EL_OK;                        \
+    } while (0)
+    VT("v.patch_embd.weight", dtype, 4, P, P, 3, H);
+    if (v->siglip) VT("v.patch_embd.bias", dtype, 1, H);
+    else VT("v.class_embd", dtype, 1, H);
+    VT("v.position_embd.weight", EL_DTYPE_F32, 2, H, side * side + !v->siglip);
+    if (!v->siglip) {
+        VT("v.pre_ln.weight", dtype, 1, H);
+        VT("v.pre_ln.bias", dtype, 1, H);
+    }
+    for (int l = 0; l < v->blocks; l++) {
+        char n[64];
+        const char *fc1 = v->old_names ? "ffn_down" : "ffn_up", *fc2 = v->old_names ? "ffn_up" : "ffn_down";
+#define BT(part, nd, ...)                                  \
+    do {                                                   \
+        snprintf(n, sizeof n, "v.blk.%d.%s", l, part);     \
+        VT(n, dtype, nd, __VA_ARGS__);                     \
+    } while (0)
+        static const char *attn[] = {"attn_q", "attn_k", "attn_v", "attn_out"};
+        for (int i = 0; i < 4; i++) {
+            char part[32];
+            snprintf(part, sizeof part, "%s.weight", attn[i]);
+            BT(part, 2, H, H);
+            snprintf(part, sizeof part, "%s.bias", attn[i]);
+            BT(part, 1, H);
+        }
+        BT("ln1.weight", 1, H);
+        BT("ln1.bias", 1, H);
+        BT("ln2.weight", 1, H);
+        BT("ln2.bias", 1, H);
+        char part[32];
+        snprintf(part, sizeof part, "%s.weight", fc1);
+        BT(part, 2, H, F);
+        snprintf(part, sizeof part, "%s.bias", fc1);
+        BT(part, 1, F);
+        snprintf(part, sizeof part, "%s.weight", fc2);
+        BT(part, 2, F, H);
+        snprintf(part, sizeof part, "%s.bias", fc2);
+        BT(part, 1, H);
+#undef BT
+    }
+    if (v->siglip) {
+        VT("v.post_ln.weight", dtype, 1, H);
+        VT("v.post_ln.bias", dtype, 1, H);
+    }
+    VT("mm.0.weight", dtype, 2, H, v->proj_hidden);
+    VT("mm.0.bias", dtype, 1, v->proj_hidden);
+    VT("mm.2.weight", dtype, 2, v->proj_hidden, v->out_dim);
+    VT("mm.2.bias", dtype, 1, v->out_dim);
+#undef VT
+    int rc = 1;
+    if (failed) {
+        el_err(err, EL_ERR_NOMEM, "%s: cannot add tensors", path);
+    } else {
+        vit_ctx vc = {seed, dtype, v};
+        el_progress prog;
+        el_progress_begin(&prog, stderr, "synth", total, "bytes");
+        if (!el_gguf_write(w, path, vit_fill, &vc, &prog, err)) {
+            el_progress_end(&prog, total, path);
+            rc = 0;
+        }
+    }
+    el_gguf_writer_free(w);
+    return rc;
+}
+
 int cmd_synth(int argc, char **argv) {
     cli c;
     cli_init(&c, "synth", argc, argv);
     int dim = 0, layers = 0, heads = 0, kv_heads = 0, ff = 0, vocab = 0, ctx = 2048;
     const char *out = NULL, *type = "f32", *family = "llama", *chat = NULL, *a;
+    const char *mmproj = NULL, *vit_name = "tiny", *style = "clip", *fit = "pad";
+    int v_image = 0, v_patch = 0, v_width = 0, v_blocks = 0, v_heads = 0, v_ff = 0, v_proj = 0, v_feat = -1;
+    int old_names = 0;
     uint64_t seed = 1;
     int opt;
     while ((a = cli_next(&c, &opt))) {
@@ -154,17 +324,34 @@ int cmd_synth(int argc, char **argv) {
         else if (cli_is(a, NULL, "--family")) family = cli_str(&c, a);
         else if (cli_is(a, NULL, "--chat-template")) chat = cli_str(&c, a);
         else if (cli_is(a, "-o", "--output")) out = cli_str(&c, a);
+        else if (cli_is(a, NULL, "--mmproj")) mmproj = cli_str(&c, a);
+        else if (cli_is(a, NULL, "--vit")) vit_name = cli_str(&c, a);
+        else if (cli_is(a, NULL, "--style")) style = cli_str(&c, a);
+        else if (cli_is(a, NULL, "--fit")) fit = cli_str(&c, a);
+        else if (cli_is(a, NULL, "--image-size")) cli_int(&c, a, 1, 4096, &v_image);
+        else if (cli_is(a, NULL, "--patch")) cli_int(&c, a, 1, 4096, &v_patch);
+        else if (cli_is(a, NULL, "--vit-dim")) cli_int(&c, a, 1, 1 << 16, &v_width);
+        else if (cli_is(a, NULL, "--vit-blocks")) cli_int(&c, a, 1, 1024, &v_blocks);
+        else if (cli_is(a, NULL, "--vit-heads")) cli_int(&c, a, 1, 1024, &v_heads);
+        else if (cli_is(a, NULL, "--vit-ff")) cli_int(&c, a, 1, 1 << 18, &v_ff);
+        else if (cli_is(a, NULL, "--proj-hidden")) cli_int(&c, a, 1, 1 << 18, &v_proj);
+        else if (cli_is(a, NULL, "--feature-layer")) cli_int(&c, a, 0, 1024, &v_feat);
+        else if (cli_is(a, NULL, "--old-names")) old_names = 1;
         else return cli_unknown(&c, a);
     }
     if (c.failed) return 2;
-    if (!dim || !layers || !heads || !ff || !vocab) return cli_fail(&c, "--dim, --layers, --heads, --ff and --vocab are required");
-    if (!out) return cli_fail(&c, "-o OUT.gguf is required");
-    if (!kv_heads) kv_heads = heads;
-    if (dim % heads || (dim / heads) % 2) return cli_fail(&c, "--dim %d must be a multiple of 2 x --heads %d", dim, heads);
-    if (heads % kv_heads) return cli_fail(&c, "--kv-heads %d must divide --heads %d", kv_heads, heads);
-    int dtype = !strcmp(type, "f32") ? EL_DTYPE_F32 : !strcmp(type, "f16") ? EL_DTYPE_F16
-              : !strcmp(type, "bf16") ? EL_DTYPE_BF16 : -1;
-    if (dtype < 0) return cli_fail(&c, "--type '%s' is not one of f32, f16, bf16", type);
+    if (!out && !mmproj) return cli_fail(&c, "-o OUT.gguf (or --mmproj PROJ.gguf) is required");
+    int dtype0 = !strcmp(type, "f32") ? EL_DTYPE_F32 : !strcmp(type, "f16") ? EL_DTYPE_F16
+               : !strcmp(type, "bf16") ? EL_DTYPE_BF16 : -1;
+    if (dtype0 < 0) return cli_fail(&c, "--type '%s' is not one of f32, f16, bf16", type);
+    if (out) {
+        if (!dim || !layers || !heads || !ff || !vocab)
+            return cli_fail(&c, "--dim, --layers, --heads, --ff and --vocab are required");
+        if (!kv_heads) kv_heads = heads;
+        if (dim % heads || (dim / heads) % 2) return cli_fail(&c, "--dim %d must be a multiple of 2 x --heads %d", dim, heads);
+        if (heads % kv_heads) return cli_fail(&c, "--kv-heads %d must divide --heads %d", kv_heads, heads);
+    }
+    int dtype = dtype0;
     int qwen2 = !strcmp(family, "qwen2"), llama3 = !strcmp(family, "llama3");
     if (!qwen2 && !llama3 && strcmp(family, "llama"))
         return cli_fail(&c, "--family '%s' is not one of llama, qwen2, llama3", family);
@@ -173,6 +360,31 @@ int cmd_synth(int argc, char **argv) {
         if (!strcmp(chat, templates[i].name)) tmpl = &templates[i];
     if (chat && !tmpl) return cli_fail(&c, "--chat-template '%s' is not one of chatml, llama3, llama2", chat);
     if (chat && vocab < 272) return cli_fail(&c, "--chat-template needs --vocab 272 or more (a vocabulary to put markers in)");
+    if (mmproj) {
+        vit_shape v = {32, 8, 64, 2, 4, 128, 0, dim, 0, v_feat, old_names, 0};
+        if (!strcmp(vit_name, "vit-b16")) v = (vit_shape){224, 16, 768, 12, 12, 3072, 0, dim, 0, v_feat, old_names, 0};
+        else if (!strcmp(vit_name, "vit-l14-336"))
+            v = (vit_shape){336, 14, 1024, 24, 16, 4096, 0, dim, 0, v_feat, old_names, 0};
+        else if (strcmp(vit_name, "tiny")) return cli_fail(&c, "--vit '%s' is not one of tiny, vit-b16, vit-l14-336", vit_name);
+        if (v_image) v.image_size = v_image;
+        if (v_patch) v.patch = v_patch;
+        if (v_width) v.width = v_width;
+        if (v_blocks) v.blocks = v_blocks;
+        if (v_heads) v.heads = v_heads;
+        if (v_ff) v.ff = v_ff;
+        v.proj_hidden = v_proj ? v_proj : dim;
+        if (strcmp(style, "clip") && strcmp(style, "siglip")) return cli_fail(&c, "--style '%s' is not clip or siglip", style);
+        v.siglip = !strcmp(style, "siglip");
+        if (strcmp(fit, "pad") && strcmp(fit, "crop")) return cli_fail(&c, "--fit '%s' is not pad or crop", fit);
+        v.crop = !strcmp(fit, "crop");
+        if (!dim) return cli_fail(&c, "--dim (the projector's output width) is required with --mmproj");
+        if (v.image_size % v.patch) return cli_fail(&c, "--image-size %d is not a multiple of --patch %d", v.image_size, v.patch);
+        if (v.width % v.heads) return cli_fail(&c, "--vit-dim %d is not a multiple of --vit-heads %d", v.width, v.heads);
+        if (v.feature_layer > v.blocks) return cli_fail(&c, "--feature-layer %d exceeds --vit-blocks %d", v.feature_layer, v.blocks);
+        el_error perr = {0};
+        if (write_mmproj(mmproj, &v, dtype0, seed, &perr)) return cli_error(&perr);
+        if (!out) return 0;
+    }
     const char *arch = qwen2 ? "qwen2" : "llama";
     float theta = qwen2 ? 1000000.0f : llama3 ? 500000.0f : 10000.0f;
 

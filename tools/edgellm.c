@@ -26,6 +26,7 @@ int cmd_quantize(int argc, char **argv);
 int cmd_perplexity(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 int cmd_serve(int argc, char **argv);
+int cmd_embed_image(int argc, char **argv);
 
 static const struct {
     const char *name;
@@ -42,6 +43,7 @@ static const struct {
     {"quantize", cmd_quantize, "convert a GGUF model's weights to f16, bf16, q8_0, q4_0, q4_k, q6_k"},
     {"perplexity", cmd_perplexity, "measure a model's perplexity on a text file"},
     {"bench", cmd_bench, "prefill/decode speed against the machine's bandwidth and FMA peak"},
+    {"embed-image", cmd_embed_image, "the projected embeddings of images (LLaVA-style projector files)"},
     {"synth", cmd_synth, "write a random-weight Llama-shaped GGUF of any size"},
     {"serve", cmd_serve, "serve a base model and many LoRA adapters over an OpenAI-compatible HTTP API"},
     {"worker", cmd_worker, "serve a range of layers to devices (split inference)"},

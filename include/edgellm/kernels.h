@@ -87,8 +87,44 @@ void el_sgemm(int ta, int tb, int m, int n, int k, float alpha, const float *A, 
 // The same, split by columns of C across the pool (each part one BLAS call).
 void el_sgemm_par(el_pool *pool, int ta, int tb, int m, int n, int k, float alpha, const float *A, int lda,
                   const float *B, int ldb, float beta, float *C, int ldc);
-// "openblas" or "reference".
+// Sets the BLAS thread count (process-wide in OpenBLAS); no-op without BLAS.
+void el_blas_threads(int n);
 const char *el_blas_name(void);
+
+// ---------------------------------------------------------------- encoders
+
+// Encoders (the vision tower) run every token of a sequence at once and keep
+// their activations in panels of 32 tokens, feature-major within a panel:
+// token t's feature f of F is x[el_panel_index(t, f, F)] =
+// x[(t/32)·F·32 + f·32 + t%32]. A buffer of n tokens holds ceil(n/32) whole
+// panels; slots past n hold any finite values. Products, attention and layer
+// norm read and write that layout, so nothing is repacked between them.
+#define EL_PANEL 32
+size_t el_panel_index(int t, int f, int F);
+
+// outs[i] (panels of d_i features) = Ws[i][d_i,k] · x (panels of k) + biases[i]
+// (per feature; biases or an entry may be NULL), for i < count <= EL_DENSE_MAX
+// products of one input. With AVX-512 and f32/f16/bf16 weights: 12 x 32
+// register tiles on the pool (kernels/gemm_avx512.c); below that, OpenBLAS
+// sgemm on rows of W converted to f32; quantized weights go through el_matmul
+// (tokens turned into rows and back). work: el_matmul_p_work floats.
+#define EL_DENSE_MAX 4
+size_t el_matmul_p_work(int n, int count, const el_tensor *const *Ws);
+void el_matmul_p_many_isa(el_pool *pool, int count, float *const *outs, const float *x, const el_tensor *const *Ws,
+                          const float *const *biases, int n, float *work, el_isa isa);
+
+// Full (non-causal) attention over one head of n tokens in panels of F
+// features, the head's hd features from f0:
+// out[t][f0+j] = Σ_s softmax_s(scale · Σ_i q[t][f0+i] k[s][f0+i]) · v[s][f0+j].
+// work: el_attn_p_work floats (one per concurrent head).
+size_t el_attn_p_work(int n, int hd);
+void el_attn_p_isa(float *out, const float *q, const float *k, const float *v, int F, int f0, int n, int hd,
+                   float scale, float *work, el_isa isa);
+
+// Layer norm of each token of panels [p0, p1) over its F features (w, b per
+// feature, may be NULL); out may be x.
+void el_layernorm_p_isa(float *out, const float *x, int F, const float *w, const float *b, int p0, int p1, float eps,
+                        el_isa isa);
 
 // ---------------------------------------------------------------- machine probes
 
@@ -161,6 +197,21 @@ void el_attn_mix_kv(int dtype, float *out, const float *w, const void *v, size_t
 
 // h[i] = silu(g[i]) * u[i]
 void el_swiglu(float *h, const float *g, const float *u, int n);
+
+// dst[0..n) = src (n elements of dtype, a whole number of blocks) as f32;
+// vector conversions for f16 and bf16 when the CPU has them, else the dtype
+// table's to_f32 (the same values either way).
+void el_to_f32(int dtype, const void *src, float *dst, int64_t n);
+
+// out[i] = (x[i] - mean(x)) / sqrt(var(x) + eps) * w[i] + b[i]   over one row
+// of n (w, b may be NULL: 1 and 0). out may be x.
+void el_layernorm(float *out, const float *x, const float *w, const float *b, int n, float eps);
+
+// In place, x[i] = x[i] / (1 + e^(-c(x[i]))): GELU in its tanh form,
+// 0.5x(1 + tanh(√(2/π)(x + 0.044715x³))), with c(x) = 2√(2/π)(x + 0.044715x³);
+// and quick GELU, x·sigmoid(1.702x), with c(x) = 1.702x.
+void el_gelu(float *x, int n);
+void el_gelu_quick(float *x, int n);
 
 #ifdef __cplusplus
 }

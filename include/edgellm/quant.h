@@ -97,10 +97,11 @@ int el_qtarget_parse(const char *name, el_qtarget *out);
 uint32_t el_qtarget_file_type(const el_qtarget *t);
 
 // The dtype a tensor gets. `wanted` receives the type the policy asked for
-// before any fallback (for messages). Norms and 1-D tensors stay f32; a
-// tensor whose rows are not a multiple of the wanted block size falls back to
-// the nearest type that fits (q4_k/q6_k -> q8_0/q4_0 by bits -> f16), with
-// *why set to a static explanation (NULL when no fallback happened).
+// before any fallback (for messages). Norms and 1-D tensors stay f32; tensors
+// of more than two dimensions and position embeddings (projector files) keep
+// their dtype; a tensor whose rows are not a multiple of the wanted block size
+// falls back to the nearest type that fits (q4_k/q6_k -> q8_0/q4_0 by bits ->
+// f16), with *why set to a static explanation (NULL when no fallback happened).
 int el_quant_choose(const el_qtarget *t, const char *name, int n_dims, const int64_t *ne, int src_dtype,
                     int *wanted, const char **why);
 

@@ -30,13 +30,20 @@ typedef enum { EL_SERVE_COMPLETION = 1, EL_SERVE_CHAT = 2 } el_serve_kind;
 #define EL_SERVE_MAX_STOP_LEN 256    // bytes per stop string
 #define EL_SERVE_MAX_MESSAGES 1024
 #define EL_SERVE_MAX_TOKENS_CAP 1000000
+#define EL_SERVE_MAX_IMAGES 16
+// Where an image_url part stood in a message's text: a byte that valid UTF-8
+// never contains, so no text can forge one.
+#define EL_SERVE_IMAGE_MARKER "\xff"
 
 typedef struct {
     el_serve_kind kind;
     char *model;   // the "model" field: the base's id or an adapter's name
     char *prompt;  // COMPLETION: the prompt text
     int n_messages;            // CHAT
-    char **roles, **contents;  // CHAT: [n_messages], text parts joined
+    char **roles, **contents;  // CHAT: [n_messages], text parts joined, EL_SERVE_IMAGE_MARKER per image part
+    int n_images;              // CHAT: image_url parts (data: URLs), in order of appearance
+    uint8_t *images[EL_SERVE_MAX_IMAGES];  // their decoded bytes (not yet checked as images)
+    size_t image_lens[EL_SERVE_MAX_IMAGES];
     int max_tokens;            // 0: not given (the server picks)
     float temperature;         // defaults: el_sampler_defaults(), as run and chat
     float top_p;
@@ -154,6 +161,7 @@ typedef struct {
     const char *draft_path;
     int draft_layers;
     int draft_k;
+    const char *mmproj;      // a projector file: chat messages may carry image_url parts (data: URLs)
 } el_serve_opts;
 
 typedef struct el_server el_server;

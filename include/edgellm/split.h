@@ -133,6 +133,15 @@ void el_pipeline_free(el_pipeline *p);
 // logits (vocab floats) — or every position's with all_rows.
 el_status el_pipeline_forward(el_pipeline *p, const int *tokens, int n, int pos, float *logits, int all_rows,
                               el_error *err);
+// The same with embedding rows embd[n, dim] as the input in place of token
+// ids (an image's projected rows): they enter the device's first layer and
+// only hidden states after the device's layers leave it, so a split pipeline
+// whose cut is 0 refuses them, and so does one that samples on the edge
+// (image rows have no token ids for the worker's sampler). el_pipeline_recut
+// cannot rebuild these positions (it re-embeds tokens): do not move the cut
+// after using this.
+el_status el_pipeline_forward_embd(el_pipeline *p, const float *embd, int n, int pos, float *logits, int all_rows,
+                                   el_error *err);
 // With edge_sampling: runs tokens[0..n) at pos.. and returns the token the
 // last worker sampled from the last position (the sampler there saw every
 // token the device sent, as a local sampler would).

@@ -15,6 +15,7 @@
 
 #include "edgellm/core.h"
 #include "edgellm/layer.h"
+#include "edgellm/kernels.h"
 #include "edgellm/lora.h"
 #include "edgellm/model.h"
 #include "edgellm/tokenize.h"

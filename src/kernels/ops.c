@@ -1,4 +1,5 @@
-// Row-wise ops of the transformer: RMSNorm, RoPE, softmax, SwiGLU, dot product.
+// Row-wise ops of the transformers: RMSNorm, layer norm, RoPE, softmax, SwiGLU,
+// GELU, dot product.
 #include <math.h>
 #include <pthread.h>
 
@@ -20,6 +21,7 @@ static void detect_isa(void) {
 #define el_attn_mix_neon el_attn_mix_scalar
 #endif
 #if !defined(__x86_64__)
+#define el_gelu_avx512 el_gelu_scalar
 #define el_swiglu_avx512 el_swiglu_scalar
 #define el_softmax_avx512 el_softmax_scalar
 #define el_attn_scores_avx512 el_attn_scores_scalar
@@ -54,6 +56,19 @@ float el_rmsnorm(float *out, const float *x, const float *w, int n, float eps) {
     float scale = (float)(1.0 / sqrt(ss / n + eps));
     for (int i = 0; i < n; i++) out[i] = x[i] * scale * w[i];
     return scale;
+}
+
+void el_layernorm(float *out, const float *x, const float *w, const float *b, int n, float eps) {
+    double s = 0;
+    for (int i = 0; i < n; i++) s += x[i];
+    float mean = (float)(s / n);
+    double ss = 0;
+    for (int i = 0; i < n; i++) ss += (double)(x[i] - mean) * (x[i] - mean);
+    float scale = (float)(1.0 / sqrt(ss / n + eps));
+    for (int i = 0; i < n; i++) {
+        float v = (x[i] - mean) * scale;
+        out[i] = (w ? v * w[i] : v) + (b ? b[i] : 0.0f);
+    }
 }
 
 void el_rope_freqs(float *inv_freq, int head_dim, float theta) {
@@ -132,6 +147,40 @@ void el_swiglu(float *h, const float *g, const float *u, int n) {
 
 void el_swiglu_scalar(float *h, const float *g, const float *u, int n) {
     for (int i = 0; i < n; i++) h[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+}
+
+void el_to_f32(int dtype, const void *src, float *dst, int64_t n) {
+    pthread_once(&isa_once, detect_isa);
+#if defined(__x86_64__)
+    if (use_avx512 && dtype == EL_DTYPE_F16) el_f16_to_f32_avx512(src, dst, n);
+    else if (use_avx512 && dtype == EL_DTYPE_BF16) el_bf16_to_f32_avx512(src, dst, n);
+    else
+#endif
+        el_dtype_info(dtype)->to_f32(src, dst, n);
+}
+
+// The tanh form of GELU as x·sigmoid(2y): 0.5(1 + tanh y) = 1 / (1 + e^(-2y)).
+#define GELU_C2 1.5957691216057308f  // 2·√(2/π)
+#define GELU_QUICK_C 1.702f
+
+void el_gelu_scalar(float *x, int n, int quick) {
+    for (int i = 0; i < n; i++) {
+        float v = x[i];
+        float c = quick ? GELU_QUICK_C * v : GELU_C2 * (v + 0.044715f * v * v * v);
+        x[i] = v / (1.0f + expf(-c));
+    }
+}
+
+void el_gelu(float *x, int n) {
+    pthread_once(&isa_once, detect_isa);
+    if (use_avx512) el_gelu_avx512(x, n, 0);
+    else el_gelu_scalar(x, n, 0);
+}
+
+void el_gelu_quick(float *x, int n) {
+    pthread_once(&isa_once, detect_isa);
+    if (use_avx512) el_gelu_avx512(x, n, 1);
+    else el_gelu_scalar(x, n, 1);
 }
 
 void el_attn_scores_scalar(float *scores, const float *q, const float *k, size_t stride, int n, int hd, float scale) {

@@ -5,32 +5,7 @@
 #include <math.h>
 
 #include "ops_simd.h"
-
-// e^x to within 2 ulp of expf: x = n ln2 + r with |r| <= ln2/2 (ln2 split in
-// a high part exact in float and a low correction), a degree-6 Taylor-form
-// polynomial for e^r, and 2^n applied by vscalefps, which saturates to inf
-// and to 0 (through the subnormals) the way expf does.
-static inline __m512 exp512(__m512 x) {
-    const __m512 log2e = _mm512_set1_ps(1.44269504088896341f);
-    const __m512 ln2_hi = _mm512_set1_ps(0.693359375f), ln2_lo = _mm512_set1_ps(-2.12194440e-4f);
-    // Beyond these e^x is 0 or inf in float anyway; clamping keeps ±inf from
-    // making inf - inf below. max/min return their second operand for NaN,
-    // so a NaN passes through.
-    x = _mm512_min_ps(_mm512_set1_ps(89.0f), _mm512_max_ps(_mm512_set1_ps(-110.0f), x));
-    __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, log2e), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m512 r = _mm512_fnmadd_ps(n, ln2_hi, x);
-    r = _mm512_fnmadd_ps(n, ln2_lo, r);
-    // 1 + r + r^2/2! + ... + r^7/7!, Horner
-    __m512 p = _mm512_set1_ps(1.0f / 5040);
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 720));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
-    return _mm512_scalef_ps(p, n);
-}
+#include "simd_avx512.h"
 
 float el_exp_avx512(float x) {
     __m512 v = exp512(_mm512_set1_ps(x));
@@ -50,6 +25,50 @@ void el_swiglu_avx512(float *h, const float *g, const float *u, int n) {
         __m512 gv = _mm512_maskz_loadu_ps(m, g + i);
         __m512 e = exp512(_mm512_sub_ps(_mm512_setzero_ps(), gv));
         _mm512_mask_storeu_ps(h + i, m, _mm512_mul_ps(_mm512_div_ps(gv, _mm512_add_ps(one, e)), _mm512_maskz_loadu_ps(m, u + i)));
+    }
+}
+
+// x / (1 + e^(-c)), c as in el_gelu_scalar; the same operations per element.
+static inline __m512 gelu512(__m512 v, int quick) {
+    __m512 c;
+    if (quick) {
+        c = _mm512_mul_ps(_mm512_set1_ps(1.702f), v);
+    } else {
+        __m512 v3 = _mm512_mul_ps(_mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(0.044715f), v), v), v);
+        c = _mm512_mul_ps(_mm512_set1_ps(1.5957691216057308f), _mm512_add_ps(v, v3));
+    }
+    __m512 e = exp512(_mm512_sub_ps(_mm512_setzero_ps(), c));
+    return _mm512_div_ps(v, _mm512_add_ps(_mm512_set1_ps(1.0f), e));
+}
+
+void el_gelu_avx512(float *x, int n, int quick) {
+    int i = 0;
+    for (; i + 16 <= n; i += 16) _mm512_storeu_ps(x + i, gelu512(_mm512_loadu_ps(x + i), quick));
+    if (i < n) {
+        __mmask16 m = (__mmask16)((1u << (n - i)) - 1);
+        _mm512_mask_storeu_ps(x + i, m, gelu512(_mm512_maskz_loadu_ps(m, x + i), quick));
+    }
+}
+
+// vcvtph2ps converts exactly (every f16 is an f32), subnormals and NaNs included.
+void el_f16_to_f32_avx512(const uint16_t *src, float *dst, int64_t n) {
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) _mm512_storeu_ps(dst + i, _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(src + i))));
+    if (i < n) {
+        __mmask16 m = (__mmask16)((1u << (n - i)) - 1);
+        _mm512_mask_storeu_ps(dst + i, m, _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, src + i)));
+    }
+}
+
+void el_bf16_to_f32_avx512(const uint16_t *src, float *dst, int64_t n) {
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16)
+        _mm512_storeu_ps(dst + i, _mm512_castsi512_ps(_mm512_slli_epi32(
+                                      _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(src + i))), 16)));
+    if (i < n) {
+        __mmask16 m = (__mmask16)((1u << (n - i)) - 1);
+        _mm512_mask_storeu_ps(dst + i, m, _mm512_castsi512_ps(_mm512_slli_epi32(
+                                              _mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, src + i)), 16)));
     }
 }
 

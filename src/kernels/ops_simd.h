@@ -5,9 +5,26 @@
 #ifndef EL_KERNELS_OPS_SIMD_H
 #define EL_KERNELS_OPS_SIMD_H
 
+#include <stddef.h>
+#include <stdint.h>
+
+#include "edgellm/kernels.h"
+
 float el_exp_avx512(float x);
 void el_swiglu_avx512(float *h, const float *g, const float *u, int n);
 void el_softmax_avx512(float *x, int n);
+void el_gelu_avx512(float *x, int n, int quick);
+void el_f16_to_f32_avx512(const uint16_t *src, float *dst, int64_t n);
+void el_bf16_to_f32_avx512(const uint16_t *src, float *dst, int64_t n);
+
+// gemm_avx512.c: encoders' products, attention and layer norm on activations in panels
+size_t el_dense_p_work_avx512(int n, int count, const int *d);
+void el_matmul_p_avx512(el_pool *pool, int count, float *const *outs, const float *x, const el_tensor *const *Ws,
+                        const float *const *biases, int n, float *work);
+size_t el_attn_p_work_avx512(int n, int hd);
+void el_attn_p_avx512(float *out, const float *q, const float *k, const float *v, int F, int f0, int n, int hd,
+                      float scale, float *work);
+void el_layernorm_p_avx512(float *out, const float *x, int F, const float *w, const float *b, int p0, int p1, float eps);
 
 // hd a multiple of 16, at most 256
 void el_attn_scores_avx512(float *scores, const float *q, const float *k, size_t stride, int n, int hd, float scale);
@@ -28,6 +45,7 @@ void el_attn_mix_neon(float *out, const float *w, const float *v, size_t stride,
 // The scalar versions (the reference for tests).
 void el_swiglu_scalar(float *h, const float *g, const float *u, int n);
 void el_softmax_scalar(float *x, int n);
+void el_gelu_scalar(float *x, int n, int quick);
 void el_attn_scores_scalar(float *scores, const float *q, const float *k, size_t stride, int n, int hd, float scale);
 void el_attn_mix_scalar(float *out, const float *w, const float *v, size_t stride, int n, int hd);
 void el_attn_scores_kv_scalar(int dtype, float *scores, const float *q, const void *k, size_t stride, int n, int hd,

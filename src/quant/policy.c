@@ -64,6 +64,13 @@ int el_quant_choose(const el_qtarget *t, const char *name, int n_dims, const int
         *wanted = EL_DTYPE_F32;
         return EL_DTYPE_F32;
     }
+    // projector files: the patch embedding (a convolution kernel, [P, P, 3,
+    // width]) and the position embeddings are added and convolved, not
+    // multiplied row by row; like the ecosystem's tools we keep them as they are
+    if (n_dims > 2 || strstr(name, "position_embd")) {
+        *wanted = src_dtype;
+        return src_dtype;
+    }
     int want = t->dtype;
     if (t->preset == EL_QTYPE_Q4_K_M &&
         (ends_with(name, "attn_v.weight") || ends_with(name, "ffn_down.weight") || !strcmp(name, "output.weight")))
@@ -75,6 +82,5 @@ int el_quant_choose(const el_qtarget *t, const char *name, int n_dims, const int
                                                           : "rows are not a multiple of 32 elements";
         dt = fallback(dt);
     }
-    (void)src_dtype;
     return dt;
 }

@@ -196,6 +196,65 @@ static void stream_free(void *cls) {
 
 // ---------------------------------------------------------------- generation
 
+// The prompt of a request with images: each image decoded and preprocessed
+// here (a bad one is the client's error, found before the request queues),
+// the text cut at the image markers, and one prompt entry per position with
+// -1 - r for image row r. Returns 0, or sets *code and msg.
+static int image_prompt(el_server *s, job *j, const el_serve_request *req, const char *text, unsigned flags,
+                        const el_text_span *spans, int n_spans, unsigned *code, char *msg, size_t cap) {
+    el_error err;
+    *code = 400;
+    if (!s->vision) {
+        snprintf(msg, cap, "this server has no projector (edgellm serve --mmproj): image_url parts are not accepted");
+        return -1;
+    }
+    const el_vision_hparams *h = el_vision_hp(s->vision);
+    size_t np = (size_t)3 * h->image_size * h->image_size;
+    j->pixels = malloc((size_t)req->n_images * np * sizeof(float));
+    if (!j->pixels) {
+        *code = 500;
+        snprintf(msg, cap, "out of memory for %d images", req->n_images);
+        return -1;
+    }
+    for (int i = 0; i < req->n_images; i++) {
+        el_image img;
+        char name[32];
+        snprintf(name, sizeof name, "image %d", i + 1);
+        el_status st = el_image_decode(req->images[i], req->image_lens[i], name, &img, &err);
+        if (!st) {
+            st = el_vision_preprocess(h, &img, j->pixels + (size_t)i * np, &err);
+            el_image_free(&img);
+        }
+        if (st) {
+            snprintf(msg, cap, "%s", err.msg);
+            return -1;
+        }
+    }
+    j->n_images = req->n_images;
+    el_mm_prompt mm;
+    if (el_mm_prompt_encode(s->tok, text, strlen(text), EL_SERVE_IMAGE_MARKER, flags, spans, n_spans, req->n_images, &mm,
+                            &err)) {
+        snprintf(msg, cap, "%s", err.msg);
+        return -1;
+    }
+    int n = el_mm_prompt_positions(&mm, h->n_patches);
+    if (n > s->ctx) n = s->ctx;  // too long: the context check below refuses it
+    j->prompt = malloc(((size_t)n + 1) * sizeof(int));
+    if (!j->prompt) {
+        el_mm_prompt_free(&mm);
+        *code = 500;
+        snprintf(msg, cap, "out of memory");
+        return -1;
+    }
+    int at = 0;
+    for (int it = 0; it < mm.n_items && at < n; it++)
+        for (int r = 0; r < (mm.image[it] >= 0 ? h->n_patches : mm.len[it]) && at < n; r++)
+            j->prompt[at++] = mm.image[it] >= 0 ? -1 - (mm.image[it] * h->n_patches + r) : mm.ids[mm.start[it] + r];
+    j->n_prompt = el_mm_prompt_positions(&mm, h->n_patches);  // > n only when over the context: refused below
+    el_mm_prompt_free(&mm);
+    return 0;
+}
+
 static enum MHD_Result generate(el_server *s, struct MHD_Connection *c, el_serve_kind kind, const char *body, size_t len,
                                 const char *client) {
     el_error err;
@@ -274,7 +333,13 @@ static enum MHD_Result generate(el_server *s, struct MHD_Connection *c, el_serve
     // control tokens (markers in the messages' contents stay text), a
     // completion prompt's text stays text
     unsigned flags = (el_tokenizer_add_bos(s->tok) ? EL_ENCODE_ADD_BOS : 0) | (kind == EL_SERVE_CHAT ? EL_ENCODE_SPECIAL : 0);
-    if (el_tokenizer_encode_spans(s->tok, ptext, strlen(ptext), flags, spans, n_spans, &j->prompt, &j->n_prompt, &err)) {
+    if (req.n_images) {
+        if (image_prompt(s, j, &req, ptext, flags, spans, n_spans, &code, msg, sizeof msg)) {
+            param = "messages";
+            goto fail;
+        }
+    } else if (el_tokenizer_encode_spans(s->tok, ptext, strlen(ptext), flags, spans, n_spans, &j->prompt, &j->n_prompt,
+                                         &err)) {
         code = 400;
         param = kind == EL_SERVE_CHAT ? "messages" : "prompt";
         snprintf(msg, sizeof msg, "%s", err.msg);

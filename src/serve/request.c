@@ -47,7 +47,66 @@ static el_status get_num(el_serve_request *r, const el_json *root, const char *k
     return EL_OK;
 }
 
-// Chat content: a string, or an array of parts of which the "text" ones count.
+// base64 (RFC 4648, standard alphabet, '=' padding) into out (at least
+// 3·n/4 bytes); returns the length, or -1 on any other character or a bad tail.
+static long base64_decode(const char *in, size_t n, uint8_t *out) {
+    size_t o = 0, i = 0;
+    uint32_t acc = 0;
+    int bits = 0, pad = 0;
+    for (; i < n; i++) {
+        unsigned char ch = (unsigned char)in[i];
+        int v = ch >= 'A' && ch <= 'Z' ? ch - 'A' : ch >= 'a' && ch <= 'z' ? ch - 'a' + 26 : ch >= '0' && ch <= '9' ? ch - '0' + 52
+              : ch == '+' ? 62 : ch == '/' ? 63 : ch == '=' ? -2 : -1;
+        if (v == -1) return -1;
+        if (v == -2) {
+            pad++;
+            continue;
+        }
+        if (pad) return -1;  // data after padding
+        acc = acc << 6 | (uint32_t)v;
+        bits += 6;
+        if (bits >= 8) {
+            bits -= 8;
+            out[o++] = (uint8_t)(acc >> bits);
+        }
+    }
+    if (pad > 2 || (n % 4 && pad) || bits >= 6) return -1;
+    return (long)o;
+}
+
+// An image_url part: {"type":"image_url","image_url":{"url":"data:image/...;base64,..."}}
+// (or the url as a plain string). Only data: URLs: nothing is fetched.
+static el_status image_part(el_serve_request *r, const el_json *p, el_error *err) {
+    const el_json *iu = el_json_get(p, "image_url");
+    const el_json *u = el_json_is(iu, EL_JSON_OBJECT) ? el_json_get(iu, "url") : iu;
+    const char *url = el_json_str(u);
+    if (!url || strlen(url) != el_json_strlen(u)) return bad(r, err, EL_ERR_ARG, "messages", "request: '%s' image_url parts need an image_url.url string%s", "");
+    if (strncmp(url, "data:", 5))
+        return bad(r, err, EL_ERR_UNSUPPORTED, "messages",
+                   "request: '%s' image_url must be a data: URL; remote URLs are not fetched (the image stays here)%s", "");
+    const char *comma = strchr(url, ',');
+    if (!comma) return bad(r, err, EL_ERR_ARG, "messages", "request: '%s' image_url data: URL has no ','%s", "");
+    size_t meta = (size_t)(comma - url);
+    if (meta < 12 || strncmp(url + meta - 7, ";base64", 7) || strncmp(url + 5, "image/", 6))
+        return bad(r, err, EL_ERR_ARG, "messages",
+                   "request: '%s' image_url must be data:image/<type>;base64,<data>%s", "");
+    if (r->n_images == EL_SERVE_MAX_IMAGES)
+        return bad(r, err, EL_ERR_RANGE, "messages", "request: '%s' has more than 16 images%s", "");
+    size_t n = strlen(comma + 1);
+    uint8_t *buf = malloc(n / 4 * 3 + 3);
+    if (!buf) return el_err(err, EL_ERR_NOMEM, "request: out of memory for an image");
+    long len = base64_decode(comma + 1, n, buf);
+    if (len <= 0) {
+        free(buf);
+        return bad(r, err, EL_ERR_ARG, "messages", "request: '%s' image_url data is not valid base64%s", "");
+    }
+    r->images[r->n_images] = buf;
+    r->image_lens[r->n_images++] = (size_t)len;
+    return EL_OK;
+}
+
+// Chat content: a string, or an array of parts: "text" ones are joined, and
+// each "image_url" one leaves EL_SERVE_IMAGE_MARKER where it stood.
 static el_status content_text(el_serve_request *r, const el_json *c, char **out, el_error *err) {
     if (el_json_is(c, EL_JSON_STRING)) return text_copy(r, c, "messages", out, err);
     if (!el_json_is(c, EL_JSON_ARRAY))
@@ -56,22 +115,34 @@ static el_status content_text(el_serve_request *r, const el_json *c, char **out,
     for (const el_json *p = el_json_first(c); p; p = el_json_next(c, p)) {
         const char *type = el_json_str(el_json_get(p, "type"));
         const el_json *t = el_json_get(p, "text");
+        if (type && !strcmp(type, "image_url")) {
+            el_status st = image_part(r, p, err);
+            if (st) return st;
+            total += 1;
+            continue;
+        }
         if (!type || strcmp(type, "text") != 0 || !el_json_is(t, EL_JSON_STRING))
-            return bad(r, err, EL_ERR_UNSUPPORTED, "messages", "request: '%s' content parts must be {\"type\":\"text\",\"text\":...}%s", "");
+            return bad(r, err, EL_ERR_UNSUPPORTED, "messages",
+                       "request: '%s' content parts must be {\"type\":\"text\",\"text\":...} or image_url%s", "");
+        // each part on its own: the joined text holds image markers, which are not UTF-8
+        if (strlen(el_json_str(t)) != el_json_strlen(t) || !el_utf8_valid(el_json_str(t), el_json_strlen(t)))
+            return bad(r, err, EL_ERR_ARG, "messages", "request: '%s' content is not NUL-free UTF-8 text%s", "");
         total += el_json_strlen(t);
     }
     char *buf = malloc(total + 1);
     if (!buf) return el_err(err, EL_ERR_NOMEM, "request: out of memory for message content");
     size_t n = 0;
     for (const el_json *p = el_json_first(c); p; p = el_json_next(c, p)) {
+        if (!strcmp(el_json_str(el_json_get(p, "type")), "image_url")) {
+            buf[n++] = EL_SERVE_IMAGE_MARKER[0];
+            continue;
+        }
         const el_json *t = el_json_get(p, "text");
         memcpy(buf + n, el_json_str(t), el_json_strlen(t));
         n += el_json_strlen(t);
     }
     buf[n] = 0;
     *out = buf;
-    if (strlen(buf) != n || !el_utf8_valid(buf, n))
-        return bad(r, err, EL_ERR_ARG, "messages", "request: '%s' content is not NUL-free UTF-8 text%s", "");
     return EL_OK;
 }
 
@@ -188,5 +259,6 @@ void el_serve_request_free(el_serve_request *r) {
     free(r->roles);
     free(r->contents);
     for (int i = 0; i < r->n_stop; i++) free(r->stop[i]);
+    for (int i = 0; i < r->n_images; i++) free(r->images[i]);
     memset(r, 0, sizeof *r);
 }

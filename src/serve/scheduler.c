@@ -26,6 +26,8 @@ void job_unref(el_server *s, job *j) {
     if (left) return;
     if (j->adapter) el_adapter_cache_release(s->adapters, j->adapter);
     free(j->prompt);
+    free(j->pixels);
+    free(j->img_rows);
     for (int i = 0; i < j->n_stop; i++) free(j->stop[i]);
     el_stopper_free(&j->stopper);
     el_sbuf_free(&j->text);
@@ -181,8 +183,9 @@ static int admit(el_server *s, slot *sl) {
         release_slot(s, sl);
         return -1;
     }
-    for (int i = 0; i < j->n_prompt; i++) el_sampler_accept(sl->sampler, j->prompt[i]);
-    if (sl->drafter) {
+    for (int i = 0; i < j->n_prompt; i++)
+        if (j->prompt[i] >= 0) el_sampler_accept(sl->sampler, j->prompt[i]);
+    if (sl->drafter && !j->n_images) {  // (image rows have no token ids to draft from: plain decoding)
         el_spec_opts o = {.k = s->o.draft_k, .max_k = 8, .sp = j->sp};
         el_error err;
         if (el_spec_new(NULL, s->m, sl->drafter, &o, &sl->spec, &err) ||
@@ -195,6 +198,22 @@ static int admit(el_server *s, slot *sl) {
     el_session_set_lora(sl->sess, j->adapter);
     sl->prefilled = 0;
     sl->pos = 0;
+    if (j->n_images) {  // the vision encoder runs here, on the pool, between two decode steps
+        const el_vision_hparams *h = el_vision_hp(s->vision);
+        size_t per = (size_t)h->n_patches * h->out_dim, np = (size_t)3 * h->image_size * h->image_size;
+        el_error err;
+        j->img_rows = malloc((size_t)j->n_images * per * sizeof(float));
+        el_status st = j->img_rows ? EL_OK : el_err(&err, EL_ERR_NOMEM, "out of memory for %d images", j->n_images);
+        for (int i = 0; i < j->n_images && !st; i++)
+            st = el_vision_encode(s->vision, s->pool, j->pixels + (size_t)i * np, j->img_rows + (size_t)i * per, &err);
+        free(j->pixels);
+        j->pixels = NULL;
+        if (st) {
+            finish(s, j, NULL, err.msg);
+            release_slot(s, sl);
+            return -1;
+        }
+    }
     return 0;
 }
 
@@ -207,6 +226,17 @@ static void fail_slot(el_server *s, slot *sl, const char *msg) {
 // Rows a request may want and still be taken whole: a decode row, or a
 // drafting sequence's verification rows.
 static int sl_short_rows(const el_server *s) { return s->slots[0].drafter ? EL_SPEC_MAX_K + 1 : 1; }
+// Prompt rows of a request with images from position a on that one batch
+// request can take: a run of token ids, or of image rows that lie one after
+// the other in img_rows (prompt entry -1 - r is image row r).
+static int prompt_run(const job *j, int a) {
+    int e = a + 1;
+    if (j->prompt[a] >= 0)
+        while (e < j->n_prompt && j->prompt[e] >= 0) e++;
+    else
+        while (e < j->n_prompt && j->prompt[e] == j->prompt[e - 1] - 1) e++;
+    return e - a;
+}
 
 static void *sched_main(void *arg) {
     el_server *s = arg;
@@ -262,12 +292,13 @@ static void *sched_main(void *arg) {
                 fail_slot(s, sl, "cancelled by the client");
                 continue;
             }
+            job *j = sl->j;
             if (sl->prefilled < prompt_rows(sl)) {
-                want[i] = prompt_rows(sl) - sl->prefilled;
+                want[i] = j->n_images ? prompt_run(j, sl->prefilled) : prompt_rows(sl) - sl->prefilled;
             } else if (sl->spec) {  // draft this round's tokens (kept until a step verifies them)
                 el_error err;
                 int budget = el_batch_max_rows(s->batch), room = budget - budget / 4;
-                int left = sl->j->max_tokens - sl->j->n_gen;
+                int left = j->max_tokens - j->n_gen;
                 if (!sl->draft_rows &&
                     el_spec_draft(sl->spec, left < room ? left : room, &sl->draft_rows, &sl->n_draft_rows, &err)) {
                     fail_slot(s, sl, err.msg);
@@ -299,6 +330,10 @@ static void *sched_main(void *arg) {
                                                 : sl->spec ? sl->draft_rows : &sl->next,
                                       .logits_rows = lrows, .logits = s->sb.logits + lrow * V};
             lrow += (size_t)lrows;
+            if (prefill && sl->j->prompt[pos] < 0) {  // image rows enter the layers in place of embedded tokens
+                reqs[nr].tokens = NULL;
+                reqs[nr].x = sl->j->img_rows + (size_t)(-1 - sl->j->prompt[pos]) * s->m->hp.dim;
+            }
             rows[nr++] = sl;
             decode_rows += !prefill;
         }
@@ -322,7 +357,7 @@ static void *sched_main(void *arg) {
                 prefills++;
                 prompt_tokens += (uint64_t)j->n_prompt;
                 sl->pos = j->n_prompt;
-                sl->next = j->prompt[j->n_prompt - 1];
+                sl->next = j->prompt[j->n_prompt - 1] >= 0 ? j->prompt[j->n_prompt - 1] : -1;
                 if (sl->spec) continue;  // the first round starts from the last prompt token
             } else if (sl->spec) {
                 int out[EL_SPEC_MAX_K + 1], n_out, base = el_spec_length(sl->spec) - 1;

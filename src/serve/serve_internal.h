@@ -11,6 +11,7 @@
 #include "edgellm/serve.h"
 #include "edgellm/spec.h"
 #include "edgellm/tokenize.h"
+#include "edgellm/vision.h"
 
 // One request. The HTTP thread fills the first part and submits it; the
 // scheduler generates into it; both hold a reference (refs) and the last one
@@ -23,8 +24,11 @@ typedef struct job {
     int stream, include_usage;
     char model[80];
     const el_lora_set *adapter;  // acquired from the cache (NULL: the base)
-    int *prompt;
+    int *prompt;  // token ids; with images, one entry per position: -1 - r for image row r
     int n_prompt;
+    int n_images;
+    float *pixels;    // [n_images][3][N][N]: preprocessed on the connection's thread
+    float *img_rows;  // [n_images][n_patches][dim]: encoded by the scheduler when admitted
     int max_tokens;
     el_sampler_params sp;
     char *stop[EL_SERVE_MAX_STOP + 1];  // + the chat end-of-turn text
@@ -76,6 +80,7 @@ struct el_server {
     el_adapter_cache *adapters;
     el_batch *batch;
     el_model *draft;  // the draft model (--draft FILE)
+    el_vision *vision;  // --mmproj (NULL: no images)
     slot *slots;
     int n_slots, ctx;
     int chat_template;  // el_chat_template

@@ -21,6 +21,7 @@ static void server_free(el_server *s) {
     el_kv_pool_free(s->kv);
     sched_free(s);
     el_batch_free(s->batch);
+    el_vision_close(s->vision);
     el_adapter_cache_free(s->adapters);
     el_model_close(s->draft);
     el_tokenizer_free(s->tok);
@@ -42,7 +43,7 @@ el_status el_server_start(const el_serve_opts *opts, el_server **out, el_error *
     pthread_cond_init(&s->cv, NULL);
     s->o = *opts;
     if (s->o.slots <= 0) s->o.slots = 16;
-    if (s->o.max_body == 0) s->o.max_body = 1 << 20;
+    if (s->o.max_body == 0) s->o.max_body = opts->mmproj ? 32u << 20 : 1u << 20;  // images come base64-encoded
     if (s->o.max_queue <= 0) s->o.max_queue = 256;
     if (s->o.client_queue <= 0) s->o.client_queue = s->o.max_queue > 1 ? s->o.max_queue / 2 : 1;
     if (s->o.client_adapters <= 0 && s->o.max_adapters > 0)
@@ -52,6 +53,11 @@ el_status el_server_start(const el_serve_opts *opts, el_server **out, el_error *
     el_status st;
     if ((st = el_model_open(opts->model_path, NULL, &s->m, err))) goto fail;
     if ((st = el_model_tokenizer(s->m, opts->tok_path, &s->tok, err))) goto fail;
+    if (opts->mmproj) {
+        if ((st = el_vision_open(opts->mmproj, &s->vision, err)) ||
+            (st = el_vision_check_dim(s->vision, s->m->hp.dim, opts->model_path, err)))
+            goto fail;
+    }
     if (opts->model_id) snprintf(s->model_id, sizeof s->model_id, "%s", opts->model_id);
     else {
         const char *b = strrchr(opts->model_path, '/');

@@ -304,11 +304,11 @@ static el_status replay(el_pipeline *p, int upto, el_error *err) {
     return st;
 }
 
-// Runs tokens[0..n) at pos on the device's layers and the chain: logits (the
-// last position's, every position's with all_rows) or, sampling on the edge,
-// *next.
-static el_status split_forward(el_pipeline *p, const int *tokens, int n, int pos, float *logits, int all_rows, int *next,
-                               el_error *err) {
+// Runs tokens[0..n) (or, embd != NULL, embedding rows embd[n, dim]) at pos on
+// the device's layers and the chain: logits (the last position's, every
+// position's with all_rows) or, sampling on the edge, *next.
+static el_status split_forward(el_pipeline *p, const int *tokens, const float *embd, int n, int pos, float *logits,
+                               int all_rows, int *next, el_error *err) {
     const el_hparams *h = &p->m->hp;
     el_status st = EL_OK;
     if (pos + n > p->ctx) return el_err(err, EL_ERR_RANGE, "positions %d..%d exceed the context of %d", pos, pos + n - 1, p->ctx);
@@ -326,24 +326,26 @@ static el_status split_forward(el_pipeline *p, const int *tokens, int n, int pos
         int chunk = n - done < per_chunk ? n - done : per_chunk;
         int last_chunk = done + chunk == n;
         uint64_t t0 = el_time_ns();
-        if ((st = el_session_embed(p->s, tokens + done, chunk, p->x, err)) ||
-            (st = el_session_layers(p->s, p->x, chunk, pos + done, err)))
-            break;
+        if (embd) memcpy(p->x, embd + (size_t)done * h->dim, (size_t)chunk * h->dim * sizeof(float));
+        else if ((st = el_session_embed(p->s, tokens + done, chunk, p->x, err))) break;
+        if ((st = el_session_layers(p->s, p->x, chunk, pos + done, err))) break;
         device_pace(p, t0);
         p->last.device_s += (el_time_ns() - t0) * 1e-9;
         memcpy(p->history + (size_t)(pos + done) * h->dim, p->x, (size_t)chunk * h->dim * sizeof(float));
-        memcpy(p->tok_history + pos + done, tokens + done, (size_t)chunk * sizeof(int));
+        // image rows have no ids; they only travel with sampling on the edge, which refuses embd
+        if (tokens) memcpy(p->tok_history + pos + done, tokens + done, (size_t)chunk * sizeof(int));
+        else memset(p->tok_history + pos + done, 0, (size_t)chunk * sizeof(int));
         int rows = all_rows ? chunk : 1;
         int wanted = all_rows || last_chunk;  // an intermediate chunk's result is not used: none comes back
         float *dst = !wanted || next ? NULL : p->o.ushape ? hidden_out : all_rows ? logits + (size_t)done * h->vocab : logits;
         int *tok = wanted ? next : NULL;
-        st = chain_forward(p, p->x, tokens + done, chunk, pos + done, all_rows, dst, tok, err);
+        st = chain_forward(p, p->x, tokens ? tokens + done : NULL, chunk, pos + done, all_rows, dst, tok, err);
         for (int attempt = 0; st && attempt < p->o.retries; attempt++) {
             if (p->o.log) fprintf(p->o.log, "edgellm: %s; re-opening the session (retry %d of %d)\n", err->msg, attempt + 1, p->o.retries);
             el_error e2;
             st = replay(p, pos + done, &e2);
             if (st) { *err = e2; continue; }
-            st = chain_forward(p, p->x, tokens + done, chunk, pos + done, all_rows, dst, tok, err);
+            st = chain_forward(p, p->x, tokens ? tokens + done : NULL, chunk, pos + done, all_rows, dst, tok, err);
         }
         if (!st && p->o.ushape && wanted) {
             uint64_t t1 = el_time_ns();
@@ -368,25 +370,59 @@ static void add_totals(el_pipeline *p) {
     p->total.bytes_received += p->last.bytes_received;
 }
 
-el_status el_pipeline_forward(el_pipeline *p, const int *tokens, int n, int pos, float *logits, int all_rows,
-                              el_error *err) {
+// Input rows from embedding rows given by the caller (an image's) instead of
+// token ids: the whole model on this device.
+static el_status local_embd(el_pipeline *p, const float *embd, int n, int pos, float *logits, int all_rows,
+                            el_error *err) {
+    const el_hparams *h = &p->m->hp;
+    el_status st = EL_OK;
+    for (int done = 0; done < n && !st; done += p->max_batch) {
+        int chunk = n - done < p->max_batch ? n - done : p->max_batch;
+        memcpy(p->x, embd + (size_t)done * h->dim, (size_t)chunk * h->dim * sizeof(float));
+        if ((st = el_session_layers(p->s, p->x, chunk, pos + done, err))) break;
+        if (all_rows) st = el_session_head(p->s, p->x, chunk, chunk, logits + (size_t)done * h->vocab, err);
+        else if (done + chunk == n) st = el_session_head(p->s, p->x, chunk, 1, logits, err);
+    }
+    return st;
+}
+
+// Runs n rows at positions pos..: token ids, or (embd != NULL) embedding rows.
+static el_status forward_rows(el_pipeline *p, const int *tokens, const float *embd, int n, int pos, float *logits,
+                              int all_rows, el_error *err) {
     memset(&p->last, 0, sizeof p->last);
     const el_hparams *h = &p->m->hp;
     el_status st = EL_OK;
     if (n <= 0) return el_err(err, EL_ERR_ARG, "nothing to evaluate (0 tokens)");
     if (!p->split || p->o.cuts[0] == h->n_layers) {
         uint64_t t0 = el_time_ns();
-        st = el_session_forward(p->s, tokens, n, pos, logits, all_rows, err);
+        st = embd ? local_embd(p, embd, n, pos, logits, all_rows, err)
+                  : el_session_forward(p->s, tokens, n, pos, logits, all_rows, err);
         device_pace(p, t0);
         p->last.device_s = (el_time_ns() - t0) * 1e-9;
         if (!st && p->split) p->sent = pos + n;
     } else if (p->edge) {
         return el_err(err, EL_ERR_STATE, "the last worker samples for this pipeline: no logits come back (el_pipeline_next_token)");
     } else {
-        st = split_forward(p, tokens, n, pos, logits, all_rows, NULL, err);
+        st = split_forward(p, tokens, embd, n, pos, logits, all_rows, NULL, err);
     }
     add_totals(p);
     return st;
+}
+
+el_status el_pipeline_forward(el_pipeline *p, const int *tokens, int n, int pos, float *logits, int all_rows,
+                              el_error *err) {
+    return forward_rows(p, tokens, NULL, n, pos, logits, all_rows, err);
+}
+
+el_status el_pipeline_forward_embd(el_pipeline *p, const float *embd, int n, int pos, float *logits, int all_rows,
+                                   el_error *err) {
+    if (p->split && p->o.cuts[0] == 0)
+        return el_err(err, EL_ERR_ARG, "the device runs no layers before the cut, so these embedding rows themselves "
+                      "would cross the link; cut after layer 1 or later");
+    if (p->edge)
+        return el_err(err, EL_ERR_STATE, "embedding rows have no token ids for the last worker's sampler: "
+                      "sample on the device to use images");
+    return forward_rows(p, NULL, embd, n, pos, logits, all_rows, err);
 }
 
 el_status el_pipeline_next_token(el_pipeline *p, const int *tokens, int n, int pos, int *next, el_error *err) {
@@ -395,7 +431,7 @@ el_status el_pipeline_next_token(el_pipeline *p, const int *tokens, int n, int p
     if (n <= 0) return el_err(err, EL_ERR_ARG, "nothing to evaluate (0 tokens)");
     if (p->o.cuts[0] == p->m->hp.n_layers)
         return el_err(err, EL_ERR_STATE, "every layer runs on the device: nothing samples on the edge");
-    el_status st = split_forward(p, tokens, n, pos, NULL, 0, next, err);
+    el_status st = split_forward(p, tokens, NULL, n, pos, NULL, 0, next, err);
     add_totals(p);
     return st;
 }

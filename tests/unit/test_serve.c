@@ -97,6 +97,12 @@ static void test_parse_errors(void **st) {
         {EL_SERVE_CHAT, "{\"model\":\"m\",\"messages\":[]}", "messages", EL_ERR_ARG},
         {EL_SERVE_CHAT, "{\"model\":\"m\",\"messages\":[{\"role\":\"tool\",\"content\":\"x\"}]}", "messages", EL_ERR_ARG},
         {EL_SERVE_CHAT, "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"image_url\"}]}]}",
+         "messages", EL_ERR_ARG},
+        {EL_SERVE_CHAT,
+         "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"image_url\",\"image_url\":"
+         "{\"url\":\"https://example.com/a.png\"}}]}]}",
+         "messages", EL_ERR_UNSUPPORTED},
+        {EL_SERVE_CHAT, "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"input_audio\"}]}]}",
          "messages", EL_ERR_UNSUPPORTED},
         {EL_SERVE_CHAT, "{\"model\":\"m\",\"messages\":[{\"role\":\"user\"}]}", "messages", EL_ERR_ARG},
     };
