@@ -30,13 +30,7 @@ static const char *usage_head =
     "  -n, --steps N           new tokens to generate (default 256; also --n-predict); stops early\n"
     "                          at BOS/EOS, and at the end of the context with a notice\n"
     "      --ignore-eos        do not stop at BOS/EOS (for benchmarks)\n"
-    "      --temp T            temperature; 0 = greedy (default 0.8)\n"
-    "      --top-k K           keep the K most likely tokens (default 40; 0 = off)\n"
-    "      --top-p P           nucleus sampling threshold (default 0.95; 1 = off)\n"
-    "      --min-p P           drop tokens below P x the top probability (default 0.05; 0 = off)\n"
-    "      --repeat-penalty R  penalise recent tokens (default 1.0 = off)\n"
-    "      --repeat-last-n N   how many recent tokens the penalty looks at (default 64)\n"
-    "  -s, --seed S            random seed (default: from the clock)\n"
+    TOOL_SAMPLER_HELP
     "  -c, --ctx N             context length (default: the model's; also --ctx-size); longer than\n"
     "                          the model was trained on is allowed, with a warning\n"
     TOOL_KV_HELP

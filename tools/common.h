@@ -34,6 +34,15 @@ int tool_parse_lora_arg(const char *arg, char *path, size_t cap, float *scale);
 // (its value parsed through c); *have_seed is set by --seed. The defaults are
 // el_sampler_defaults() (docs/cli.md).
 int tool_sampler_option(cli *c, const char *a, el_sampler_params *sp, int *have_seed);
+#define TOOL_SAMPLER_HELP \
+    "      --temp T            temperature; 0 = greedy (default 0.8)\n" \
+    "      --top-k K           keep the K most likely tokens (default 40; 0 = off)\n" \
+    "      --top-p P           nucleus sampling threshold (default 0.95; 1 = off)\n" \
+    "      --min-p P           drop tokens below P x the top probability (default 0.05; 0 = off)\n" \
+    "      --repeat-penalty R  penalise recent tokens (default 1.0 = off)\n" \
+    "      --repeat-last-n N   how many recent tokens the penalty looks at (default 64)\n" \
+    "  -s, --seed S            random seed (default: from the clock)\n"
+
 
 // --kv-type f32|f16|q8_0 (run, chat, worker, serve). Returns 1 if a was it.
 int tool_kv_option(cli *c, const char *a, int *kv_type);
