@@ -46,6 +46,14 @@ typedef enum {
     EL_MSG_TRAIN_AVG = 20,       // device -> worker: device-side adapter + weight, for federated averaging
     // inference with adapters
     EL_MSG_LORA = 21,  // device -> worker: a LoRA adapter's matrices for the chain's layers; answered by OK
+    // the edge network (issue 16; docs/protocol.md, "Blocks and the controller")
+    EL_MSG_BLOCK_GET = 22,   // store -> worker: hash, offset, max length of a block
+    EL_MSG_BLOCK_DATA = 23,  // worker -> store: hash, offset, total length, bytes
+    EL_MSG_ANNOUNCE = 24,    // worker -> controller: heartbeat (JSON)
+    EL_MSG_ANNOUNCED = 25,   // controller -> worker: what to fetch (JSON)
+    EL_MSG_ROUTE = 26,       // device -> controller: which worker for a model (JSON)
+    EL_MSG_ROUTED = 27,      // controller -> device: the route (JSON)
+    EL_MSG_PLACE = 28,       // place --apply -> controller: a placement (JSON); answered by OK
 } el_msg_type;
 
 #define EL_WIRE_MAX_PROBE_REPLY (64u << 20)
