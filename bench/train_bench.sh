@@ -3,7 +3,9 @@
 # (dim 768, 12 layers, 12 heads, 4 kv heads, ff 2048, vocab 32000) at ctx 256,
 # rank 8 on all seven projections: tokens/s, peak memory and achieved GFLOP/s
 # (4·N FLOP per token: forward + input gradients through the frozen base)
-# against the f32 FMA peak of this machine measured in the same run.
+# against the f32 FMA peak of this machine measured in the same run, by the
+# library's probe on the widest vector level the CPU has (edgellm bench --peak:
+# the one definition of the peak every ratio uses).
 # Prints figures; never fails on time.
 #
 # On a machine shared with other jobs every figure is the best of REPS runs
@@ -22,8 +24,14 @@ mkdir -p "$TMP"
 DATA=data/finetune/pirate-dreams.txt
 SHAPE=(--dim 768 --layers 12 --heads 12 --kv-heads 4 --ff 2048 --vocab 32000 --ctx 1024)
 
-cc -O2 -mavx2 -mfma -pthread bench/fma_peak.c -o "$TMP/fma_peak" || { echo "cannot build bench/fma_peak.c"; exit 1; }
-peak=$("$TMP/fma_peak" "$THREADS" 2)
+# probe_peak REPS: the best f32 FMA peak of REPS probes (GFLOP/s)
+probe_peak() {
+  local j
+  j=$("$EDGELLM" bench --peak -t "$THREADS" -r "$1" --json) || { echo "edgellm bench --peak failed" >&2; exit 1; }
+  python3 -c 'import json,sys; print(json.loads(sys.argv[1])["fma_peak_gflops"])' "$j"
+}
+peak=$(probe_peak 2)
+isa=$("$EDGELLM" bench --peak -t "$THREADS" -r 1 --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["isa"])')
 echo "machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), load $(cut -d' ' -f1-3 /proc/loadavg)"
 results=()
 for type in f32 f16 q8_0; do
@@ -39,7 +47,7 @@ for type in f32 f16 q8_0; do
   fi
   best=0 mem=0
   for rep in $(seq 1 "$REPS"); do
-    p=$("$TMP/fma_peak" "$THREADS" 1)
+    p=$(probe_peak 1)
     peak=$(python3 -c "import sys; print(max(float(sys.argv[1]), float(sys.argv[2])))" "$peak" "$p")
     log=$TMP/ft-$type.log
     "$EDGELLM" finetune -m "$model" --data "$DATA" --ctx 256 --batch 1 --rank 8 --targets all --steps "$STEPS" \
@@ -51,10 +59,10 @@ for type in f32 f16 q8_0; do
   done
   results+=("$type $best $mem")
 done
-peak2=$("$TMP/fma_peak" "$THREADS" 2)
+peak2=$(probe_peak 2)
 peak=$(python3 -c "import sys; print(max(float(sys.argv[1]), float(sys.argv[2])))" "$peak" "$peak2")
 n=$(sed -nE 's/^model: ([0-9.]+)M parameters.*/\1/p' "$TMP/ft-f32.log")
-echo "f32 FMA peak, $THREADS threads: $peak GFLOP/s (best of the probes); N = ${n}M parameters; best of $REPS runs"
+echo "f32 FMA peak ($isa), $THREADS threads: $peak GFLOP/s (best of the probes); N = ${n}M parameters; best of $REPS runs"
 printf "%-6s %8s %10s %9s %10s %12s %7s\n" base "tok/s" "peak MiB" "GFLOP/s" "% of peak" "matmul-only" "step s"
 for r in "${results[@]}"; do
   python3 - $r "$peak" "$n" <<'PY'

@@ -15,6 +15,7 @@
 static const char *usage =
     "usage: edgellm bench -m MODEL [-p N] [-n N] [-t THREADS] [-r REPS] [--json]\n"
     "       edgellm bench --mmproj PROJ.gguf [-t THREADS] [-r REPS] [--json]\n"
+    "       edgellm bench --peak [-t THREADS] [-r REPS] [--json]\n"
     "\n"
     "Measures prefill (one batch of N prompt tokens) and decode (N single-token\n"
     "steps after it) in tokens/s, mean and standard deviation over REPS runs, after\n"
@@ -39,6 +40,9 @@ static const char *usage =
     "pseudo-random pixels, already preprocessed) through the ViT and projector,\n"
     "REPS times after a warm-up, in GFLOP/s (2 per multiply-add of every matrix\n"
     "product and of attention) against the f32 FMA peak measured in the same run.\n"
+    "With --peak it prints only the machine's probes: the f32 FMA peak (the best of\n"
+    "REPS probes) on the widest vector level the CPU has, and the int8 dot peak: the\n"
+    "one definition of the peak every ratio in the benchmarks uses (bench/*.sh call it).\n"
     "\n"
     "  -m, --model FILE    GGUF model or llama2.c checkpoint\n"
     "      --mmproj FILE   a projector file: time the image encoder\n"
@@ -90,6 +94,32 @@ static double matmul_params(const el_model *m) {
 
 static const char *main_dtype(const el_model *m) {
     return m->hp.n_layers > 0 ? el_dtype_name(m->layers[m->layer_begin].wq.dtype) : "?";
+}
+
+// The machine's probes alone, for the benchmark scripts: the f32 FMA peak on
+// the widest ISA the CPU has (the best of reps probes), and the int8 dot peak.
+static int bench_peak(int threads, int reps, int json) {
+    el_pool *pool = el_pool_new(threads);
+    if (!pool) {
+        fprintf(stderr, "edgellm bench: cannot start %d threads\n", threads);
+        return 1;
+    }
+    double peak = 0, dot = 0;
+    for (int r = 0; r < reps; r++) {
+        double p = el_probe_fma_gflops(pool, 0.5), d = el_probe_dot_gops(pool, 0.3, 0);
+        if (p > peak) peak = p;
+        if (d > dot) dot = d;
+    }
+    int n = el_pool_size(pool);
+    el_pool_free(pool);
+    const char *isa = el_isa_name(el_cpu_isa());
+    if (json)
+        printf("{\"threads\": %d, \"isa\": \"%s\", \"reps\": %d, \"fma_peak_gflops\": %.2f, \"int8_dot_peak_gops\": %.2f}\n",
+               n, isa, reps, peak, dot);
+    else
+        printf("machine  f32 FMA peak %.1f GFLOP/s, int8 dot peak %.1f GOP/s (%s, %d threads, best of %d)\n", peak, dot,
+               isa, n, reps);
+    return 0;
 }
 
 // The vision encoder alone: encode time and throughput against the FMA peak.
@@ -163,12 +193,13 @@ int cmd_bench(int argc, char **argv) {
     cli c;
     cli_init(&c, "bench", argc, argv);
     const char *model_path = NULL, *mmproj = NULL, *isa = NULL, *a;
-    int n_prompt = 128, n_decode = 64, threads = 0, reps = 3, json = 0, bw_mib = 512, opt, given = 0;
+    int n_prompt = 128, n_decode = 64, threads = 0, reps = 3, json = 0, bw_mib = 512, opt, given = 0, peak_only = 0;
     while ((a = cli_next(&c, &opt))) {
         if (cli_is(a, "-h", "--help")) { fputs(usage, stdout); return 0; }
         else if (cli_is(a, "-m", "--model")) model_path = cli_str(&c, a);
         else if (cli_is(a, NULL, "--mmproj")) mmproj = cli_str(&c, a);
         else if (cli_is(a, NULL, "--isa")) isa = cli_str(&c, a);
+        else if (cli_is(a, NULL, "--peak")) peak_only = 1;
         else if (cli_is(a, "-p", "--prompt")) given |= cli_int(&c, a, 1, 1 << 16, &n_prompt);
         else if (cli_is(a, "-n", "--decode")) given |= cli_int(&c, a, 0, 1 << 16, &n_decode);
         else if (cli_is(a, "-t", "--threads")) cli_int(&c, a, 1, 256, &threads);
@@ -181,6 +212,8 @@ int cmd_bench(int argc, char **argv) {
     if (mmproj && model_path) return cli_fail(&c, "give -m MODEL or --mmproj PROJ.gguf, not both");
     if (isa && (!mmproj || (strcmp(isa, "avx2") && strcmp(isa, "avx512"))))
         return cli_fail(&c, "--isa takes avx2 or avx512, with --mmproj");
+    if (peak_only && (mmproj || model_path)) return cli_fail(&c, "--peak measures the machine: no -m or --mmproj");
+    if (peak_only) return bench_peak(threads, reps, json);
     if (mmproj) return bench_vision(mmproj, threads, reps, json, isa);
     if (!model_path) return cli_fail(&c, "-m MODEL (or --mmproj PROJ.gguf) is required");
 
