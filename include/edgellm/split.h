@@ -72,6 +72,10 @@ typedef struct {
     int train_avg_timeout_ms;  // federated rounds close this long after their first submission
     const char *train_out;     // folder where worker-side adapters are saved when fetched
     FILE *trace;               // one line per received training message (for privacy checks)
+    // Borrowed parts, for a node that serves several models on one socket (el_node):
+    el_model *model;           // serve this model's bound layers (model_path and the range are ignored)
+    el_link_server *server;    // send replies through it; its owner receives and calls el_worker_feed
+    el_pool *pool;             // compute threads shared with other workers
 } el_worker_opts;
 
 // Serves until *stop is set. Returns an error only for start-up failures.
@@ -91,6 +95,14 @@ void el_worker_feed(el_worker *w, const el_peer *peer, const void *data, size_t 
 int el_worker_step(el_worker *w);
 // Bytes the worker holds for its clients (KV, adapters, requests, training).
 size_t el_worker_mem_used(const el_worker *w);
+// For an owner that reads the socket (opts->server): how long to wait for
+// the next message before el_worker_turn (and whether to spin first).
+int el_worker_wait_ms(const el_worker *w, int *spin);
+// 1 when a session of this id is open here.
+int el_worker_has_session(const el_worker *w, uint64_t id);
+// 1 when an OPEN of layers [begin, end) with this identity would be taken.
+int el_worker_accepts(el_worker *w, uint32_t layer_begin, uint32_t layer_end, uint64_t identity);
+const el_model *el_worker_model(const el_worker *w);
 
 // ---------------------------------------------------------------- device
 
@@ -109,6 +121,11 @@ typedef struct {
     // the session and the worker returns tokens, not logits
     // (el_pipeline_next_token). NULL: logits come back.
     const el_sampler_params *edge_sampling;
+    // Before each retry: may point the pipeline at another first worker (a
+    // controller's new route, see controller.h). *via and *server_key start as
+    // the current ones and must stay valid until the next call or the end.
+    el_status (*reroute)(void *ctx, const char *failed, const char **via, const char **server_key, el_error *err);
+    void *reroute_ctx;
 } el_split_opts;
 
 // Timing and traffic of the last forward call (and running totals).

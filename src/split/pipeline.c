@@ -293,7 +293,14 @@ static el_status replay(el_pipeline *p, int upto, el_error *err) {
     el_link_close_linger(p->link, 200);
     p->link = NULL;
     p->session = 0;
-    el_status st = chain_open(p, err);
+    el_status st;
+    if (p->o.reroute) {
+        const char *via = p->o.via, *key = p->o.sec.server_key;
+        if ((st = p->o.reroute(p->o.reroute_ctx, p->o.via, &via, &key, err))) return st;
+        p->o.via = via;
+        p->o.sec.server_key = key;
+    }
+    st = chain_open(p, err);
     if (st) return st;
     const el_hparams *h = &p->m->hp;
     for (int done = 0; done < upto && !st; done += p->max_batch) {

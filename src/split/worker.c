@@ -1119,7 +1119,10 @@ void el_worker_free(el_worker *w) {
         pend_remove(w, w->n_pend - 1);
     }
     el_train_server_free(w->train);  // gives its sessions' memory back to their clients
-    el_link_server_close(w->srv);  // ZeroMQ lets go of every reply (and their counts) here
+    // ZeroMQ lets go of every reply (and their counts) here; a borrowed
+    // socket outlives this worker, so it must be closed before the counts
+    // (the clients) are freed: el_node closes it first
+    if (!w->o->server) el_link_server_close(w->srv);
     for (int i = 0; i < w->n_clients; i++) {
         el_kv_pool_free(w->clients[i]->mem);
         free(w->clients[i]);
@@ -1129,8 +1132,8 @@ void el_worker_free(el_worker *w) {
     free(w->sessions);
     el_link_close(w->next);
     el_batch_free(w->batch);
-    el_pool_free(w->pool);
-    el_model_close(w->m);
+    if (!w->o->pool) el_pool_free(w->pool);
+    if (!w->o->model) el_model_close(w->m);
     el_kv_pool_free(w->kv);
     el_buf_free(&w->out);
     el_buf_free(&w->down_tx);
@@ -1184,29 +1187,40 @@ el_status el_worker_new(const el_worker_opts *o, el_worker **out, el_error *err)
         free(w);
         return el_err(err, EL_ERR_STATE, "cannot initialise libsodium (random session ids)");
     }
-    el_model_opts mo = {.layer_begin = o->layer_begin, .layer_end = o->layer_end, .no_embed = 1};
-    // The head is bound only on the last stage: probe the layer count first.
-    el_model *probe;
-    el_model_opts po = {.no_embed = 1, .no_head = 1};
-    if ((st = el_model_open(o->model_path, &po, &probe, err))) {
-        free(w);
-        return st;
+    int end;
+    if (o->model) {  // borrowed: serve the layers it binds
+        w->m = o->model;
+        end = w->m->layer_end;
+        if (w->m->layer_begin >= end || (end == w->m->hp.n_layers && !w->m->has_head)) {
+            free(w);
+            return el_err(err, EL_ERR_ARG, "%s: the model binds no layers, or lacks the head of its last stage",
+                          o->model->path);
+        }
+    } else {
+        el_model_opts mo = {.layer_begin = o->layer_begin, .layer_end = o->layer_end, .no_embed = 1};
+        // The head is bound only on the last stage: probe the layer count first.
+        el_model *probe;
+        el_model_opts po = {.no_embed = 1, .no_head = 1};
+        if ((st = el_model_open(o->model_path, &po, &probe, err))) {
+            free(w);
+            return st;
+        }
+        int L = probe->hp.n_layers;
+        el_model_close(probe);
+        end = o->layer_end ? o->layer_end : L;
+        if (o->layer_begin < 0 || o->layer_begin >= end || end > L) {
+            free(w);
+            return el_err(err, EL_ERR_ARG, "%s: --layers %d:%d is not a non-empty range within 0:%d", o->model_path,
+                          o->layer_begin, end, L);
+        }
+        mo.layer_end = end;
+        mo.no_head = end != L;
+        if ((st = el_model_open(o->model_path, &mo, &w->m, err))) {
+            free(w);
+            return st;
+        }
     }
-    int L = probe->hp.n_layers;
-    el_model_close(probe);
-    int end = o->layer_end ? o->layer_end : L;
-    if (o->layer_begin < 0 || o->layer_begin >= end || end > L) {
-        free(w);
-        return el_err(err, EL_ERR_ARG, "%s: --layers %d:%d is not a non-empty range within 0:%d", o->model_path,
-                      o->layer_begin, end, L);
-    }
-    mo.layer_end = end;
-    mo.no_head = end != L;
-    if ((st = el_model_open(o->model_path, &mo, &w->m, err))) {
-        free(w);
-        return st;
-    }
-    w->is_last = end == L;
+    w->is_last = end == w->m->hp.n_layers;
     w->max_rows = o->max_batch_tokens > 0 ? o->max_batch_tokens : 128;
     int max_sessions = o->max_sessions > 0 ? o->max_sessions : 64;
     size_t max_kv = o->max_kv_bytes ? o->max_kv_bytes : (size_t)2 << 30;
@@ -1233,7 +1247,7 @@ el_status el_worker_new(const el_worker_opts *o, el_worker **out, el_error *err)
         st = el_err(err, EL_ERR_ARG, "--kv-type %s is not supported (f32, f16, q8_0)", el_dtype_name(o->kv_type));
         goto fail;
     }
-    w->pool = el_pool_new(o->threads);
+    w->pool = o->pool ? o->pool : el_pool_new(o->threads);
     if (!w->pool) {
         st = el_err(err, EL_ERR_NOMEM, "cannot start threads");
         goto fail;
@@ -1247,7 +1261,8 @@ el_status el_worker_new(const el_worker_opts *o, el_worker **out, el_error *err)
                                    .admit = train_admit, .closed = train_closed, .send = train_send, .admit_ctx = w};
         if ((st = el_train_server_new(w->m, w->pool, &to, &w->train, err))) goto fail;
     }
-    if (o->listen && (st = el_link_server_open(o->listen, &o->sec, &w->srv, err))) goto fail;
+    if (o->server) w->srv = o->server;
+    else if (o->listen && (st = el_link_server_open(o->listen, &o->sec, &w->srv, err))) goto fail;
     char warn[256];  // --ctx past the trained context: allowed, with the warning every command gives
     if (o->max_ctx && el_model_ctx_warning(w->m, o->max_ctx, warn, sizeof warn)) wlog(w, "warning: %s", warn);
     w->idle_ms = o->idle_timeout_ms > 0 ? o->idle_timeout_ms : 120000;
@@ -1297,14 +1312,36 @@ static int has_work(const worker *w) {
     return 0;
 }
 
+int el_worker_wait_ms(const el_worker *w, int *spin) {
+    int work = has_work(w);
+    *spin = !work;
+    return work ? w->hold : 100;
+}
+
+int el_worker_has_session(const el_worker *w, uint64_t id) {
+    for (int i = 0; i < w->n_sessions; i++)
+        if (w->sessions[i].id == id) return 1;
+    return 0;
+}
+
+int el_worker_accepts(el_worker *w, uint32_t layer_begin, uint32_t layer_end, uint64_t identity) {
+    if (layer_begin < (uint32_t)w->m->layer_begin || layer_end != (uint32_t)w->m->layer_end) return 0;
+    uint64_t *id = &w->identity[layer_begin - (uint32_t)w->m->layer_begin];
+    if (!*id) *id = el_model_identity(w->m, (int)layer_begin, w->m->layer_end);
+    return *id == identity;
+}
+
+const el_model *el_worker_model(const el_worker *w) { return w->m; }
+
 void el_worker_turn(el_worker *w) {
     int work = has_work(w);
     // idle: wait for a message (polling the first 2 ms); gathering a step:
     // wait 1 ms without spinning, co-located devices need the cores
-    if (w->srv) el_link_wait(w->srv, w->next, work ? w->hold : 100, !work);
+    // (a borrowed socket is read by its owner, who feeds us)
+    if (w->srv && !w->o->server) el_link_wait(w->srv, w->next, work ? w->hold : 100, !work);
     // Take what has arrived (a bounded number, so that a flood of messages
     // cannot hold the step back), then compute one step.
-    for (int k = 0; w->srv && k < 256; k++) {
+    for (int k = 0; w->srv && !w->o->server && k < 256; k++) {
         el_peer peer;
         el_error e;
         el_status r = el_link_server_recv(w->srv, 0, &peer, &w->in, &e);
