@@ -156,6 +156,7 @@ int cmd_run(int argc, char **argv) {
     if (prompt && prompt_file) return cli_fail(&c, "give -p or -f, not both");
     if ((tmpl_name || system) && !chat_mode) return cli_fail(&c, "--template and --system need --chat");
     if (n_images && !mmproj) return cli_fail(&c, "--image needs --mmproj PROJ.gguf");
+    ts.allow_controller = 1;
     if (tool_split_check(&c, &ts)) return 2;
     if (n_images && ts.autoplan)
         return cli_fail(&c, "--split auto cannot move the cut across image rows; give the cut, e.g. --split 2");
@@ -199,6 +200,7 @@ int cmd_run(int argc, char **argv) {
     if (el_sampler_check(&sp, &err)) goto out;
     el_model_opts mo = {0};
     if (tool_split_prepare(&ts, &mo, &err)) goto out;
+    if (tool_split_route(&ts, model_path, &err)) goto out;
     so_split = ts.o;
     if (edge) so_split.edge_sampling = &sp;
     if (dr.self_layers && split) {  // the device runs the draft's layers and the head too
@@ -526,6 +528,7 @@ out:
     }
     if (rc) cli_error(&err);
     el_stopper_free(&reply);
+    tool_split_free(&ts);
     el_mm_prompt_free(&mm);
     free(img_rows);
     el_vision_close(vis);

@@ -6,12 +6,15 @@
 
 #include "cli.h"
 #include "common.h"
+#include "edgellm/controller.h"
 #include "edgellm/serve.h"
 #include "edgellm/split.h"
 
 static const char *usage =
     "usage: edgellm worker -m MODEL --layers A:B --listen HOST:PORT [--next HOST:PORT]\n"
     "                      (--keys DIR --allow CLIENT_KEYS_DIR | --insecure) [options]\n"
+    "       edgellm worker --store DIR [-m MODEL...] --listen HOST:PORT [--controller HOST:PORT\n"
+    "                      --controller-key FILE] (--keys DIR --allow DIR | --insecure) [options]\n"
     "\n"
     "Serves layers A..B-1 of MODEL to devices. The last stage (B = number of layers)\n"
     "also holds the final norm and output head, unless a device asks for U-shape.\n"
@@ -56,6 +59,15 @@ static const char *usage =
     "      --avg-timeout SEC     a federated averaging round waits this long for missing devices (default 30)\n"
     "      --train-out DIR       save each device's worker-side adapter here when the device fetches it\n"
     "      --trace FILE          log every training message received (type, rows, whether labels came)\n"
+    "the edge network (docs/network.md):\n"
+    "      --store DIR           serve every model of this block store (all layers; devices pick the\n"
+    "                            cut), answer other workers' block requests, and fetch the models a\n"
+    "                            placement gives us; -m FILE (repeatable) imports files into it first\n"
+    "      --controller HOST:PORT  announce ourselves (models, blocks, layers, free memory, load) to\n"
+    "                            the controller every --heartbeat MS (default 1000)\n"
+    "      --controller-key F    the controller's public key (we authenticate with --keys)\n"
+    "      --name NAME           the name announced (a server of the placement; default: the endpoint)\n"
+    "      --advertise HOST:PORT the endpoint devices are told (default: --listen)\n"
     "\n"
     "Stop with Ctrl-C (SIGINT) or SIGTERM: sessions are freed and the worker exits 0.\n"
     "\n"
@@ -111,11 +123,23 @@ int cmd_worker(int argc, char **argv) {
     const char *keys_dir = NULL, *layers = NULL, *next_key_file = NULL, *a;
     int opt, idle_s = 120, quiet = 0, avg_s = 30, connect_ms = 0, kv_type = 0, json = 0;
     float stats_every = 0;
-    const char *trace = NULL, *http = NULL;
+    const char *trace = NULL, *http = NULL, *ctl_key_file = NULL;
+    el_node_opts no = {0};
+    const char *imports[EL_CTL_MAX_MODELS];
     uint64_t max_kv = 0, client_mem = 0, client_inflight = 0;
     while ((a = cli_next(&c, &opt))) {
         if (cli_is(a, "-h", "--help")) { fputs(usage, stdout); return 0; }
-        else if (cli_is(a, "-m", "--model")) o.model_path = cli_str(&c, a);
+        else if (cli_is(a, "-m", "--model")) {
+            o.model_path = cli_str(&c, a);
+            if (no.n_imports == EL_CTL_MAX_MODELS) return cli_fail(&c, "-m: at most %d files", EL_CTL_MAX_MODELS);
+            imports[no.n_imports++] = o.model_path;
+        }
+        else if (cli_is(a, NULL, "--store")) no.store_dir = cli_str(&c, a);
+        else if (cli_is(a, NULL, "--controller")) no.controller = cli_str(&c, a);
+        else if (cli_is(a, NULL, "--controller-key")) ctl_key_file = cli_str(&c, a);
+        else if (cli_is(a, NULL, "--name")) no.name = cli_str(&c, a);
+        else if (cli_is(a, NULL, "--advertise")) no.advertise = cli_str(&c, a);
+        else if (cli_is(a, NULL, "--heartbeat")) cli_int(&c, a, 50, 600000, &no.heartbeat_ms);
         else if (cli_is(a, NULL, "--layers")) layers = cli_str(&c, a);
         else if (cli_is(a, NULL, "--listen")) o.listen = cli_str(&c, a);
         else if (cli_is(a, NULL, "--next")) o.next = cli_str(&c, a);
@@ -148,9 +172,16 @@ int cmd_worker(int argc, char **argv) {
         else return cli_unknown(&c, a);
     }
     if (c.failed) return 2;
-    if (!o.model_path) return cli_fail(&c, "-m MODEL is required");
-    if (!layers) return cli_fail(&c, "--layers A:B is required");
-    if (!parse_layers(layers, &o.layer_begin, &o.layer_end)) return cli_fail(&c, "--layers: '%s' is not A:B with A < B", layers);
+    int node = no.store_dir || no.controller;
+    if (!o.model_path && !no.store_dir) return cli_fail(&c, "-m MODEL (or --store DIR) is required");
+    if (no.n_imports > 1 && !no.store_dir) return cli_fail(&c, "several -m files need --store DIR");
+    if (no.store_dir && layers) return cli_fail(&c, "--layers: a --store worker serves every layer of its models");
+    if (!layers && !no.store_dir) return cli_fail(&c, "--layers A:B is required");
+    if (layers && !parse_layers(layers, &o.layer_begin, &o.layer_end)) return cli_fail(&c, "--layers: '%s' is not A:B with A < B", layers);
+    if (node && (o.next || o.train || http))
+        return cli_fail(&c, "--store and --controller do not go with --next, --train or --http (yet)");
+    if (no.controller && !o.sec.insecure && !ctl_key_file)
+        return cli_fail(&c, "--controller-key FILE is required with --controller and keys");
     if (!o.listen) return cli_fail(&c, "--listen HOST:PORT is required");
     if (!o.sec.insecure && (!keys_dir || !o.sec.allow_dir))
         return cli_fail(&c, "--keys DIR and --allow DIR are required (or --insecure on loopback)");
@@ -187,6 +218,24 @@ int cmd_worker(int argc, char **argv) {
     }
     o.stop = &stop_flag;
     o.log = quiet ? NULL : stderr;
+    char ctl_key[41];
+    if (node) {
+        no.w = o;
+        no.imports = no.store_dir ? imports : NULL;
+        no.n_imports = no.store_dir ? no.n_imports : 0;
+        no.ctl_sec = o.next_sec;
+        if (ctl_key_file) {
+            if (el_key_load_public(ctl_key_file, ctl_key, &err)) return cli_error(&err);
+            no.ctl_sec.server_key = ctl_key;
+        }
+        struct sigaction sa = {0};
+        sa.sa_handler = on_signal;
+        sigaction(SIGINT, &sa, NULL);
+        sigaction(SIGTERM, &sa, NULL);
+        el_status st = el_node_run(&no, &err);
+        if (o.trace) fclose(o.trace);
+        return st ? cli_error(&err) : 0;
+    }
     el_panel *panel = NULL;
     if (http) {
         el_addr pa;

@@ -4,6 +4,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "edgellm/controller.h"
+
 el_status tool_open_tokenizer_file(const char *path, el_tokenizer **out, el_error *err) {
     FILE *f = fopen(path, "rb");
     char magic[4] = {0};
@@ -155,6 +157,12 @@ const char *tool_split_help =
     "                          running, refuses our key or uses other security settings is\n"
     "                          reported after at most this long\n"
     "      --device-slowdown F emulate a device F times slower than this machine (for experiments)\n"
+    "      --controller HOST:PORT  ask the edge network's controller for the worker (no --via): it\n"
+    "                          offers the least loaded workers holding the model, the device\n"
+    "                          measures its link to each and takes the cheapest; --retry asks again,\n"
+    "                          without the workers that failed\n"
+    "      --controller-key F  the controller's public key (pinned; --keys authenticates us)\n"
+    "      --model-name NAME   the model's name in the network (default: the file's base name)\n"
     "  --split auto            choose the cut from profiles and a link probe, and move it when\n"
     "                          the link changes (the worker must serve 0:L, i.e. --layers 0:):\n"
     "      --device-profile F  this device's profile (edgellm profile); default: measured once and\n"
@@ -211,6 +219,9 @@ int tool_split_option(cli *c, const char *a, tool_split *ts) {
         float f = 1;
         if (cli_float(c, a, 1, 1000, &f)) o->slowdown = f;
     }
+    else if (cli_is(a, NULL, "--controller")) ts->controller = cli_str(c, a);
+    else if (cli_is(a, NULL, "--controller-key")) ts->controller_key_file = cli_str(c, a);
+    else if (cli_is(a, NULL, "--model-name")) ts->model_name = cli_str(c, a);
     else if (cli_is(a, NULL, "--device-profile")) ts->device_profile = cli_str(c, a);
     else if (cli_is(a, NULL, "--edge-profile")) ts->edge_profile = cli_str(c, a);
     else if (cli_is(a, NULL, "--replan-every")) cli_int(c, a, 1, 1 << 20, &ts->replan_every);
@@ -227,6 +238,16 @@ int tool_split_check(cli *c, tool_split *ts) {
             return cli_fail(c, "--act: '%s' is not one of the supported activation encodings (f32, f16, bf16, q8_0)",
                             ts->act);
     }
+    if (ts->controller) {
+        if (!ts->allow_controller) return cli_fail(c, "--controller: only edgellm run asks a controller for a route");
+        if (!ts->enabled) return cli_fail(c, "--controller needs --split K (or auto)");
+        if (ts->o.via || ts->server_key_file) return cli_fail(c, "--controller chooses the worker: no --via or --server-key");
+        if (ts->o.n_cuts > 1) return cli_fail(c, "--controller routes to one worker: --split takes one cut");
+        if (!ts->o.sec.insecure && (!ts->keys_dir || !ts->controller_key_file))
+            return cli_fail(c, "--controller needs --keys DIR and --controller-key FILE (or --insecure on loopback)");
+        return 0;
+    }
+    if (ts->controller_key_file || ts->model_name) return cli_fail(c, "--controller-key and --model-name go with --controller");
     if (ts->enabled && !ts->o.via) return cli_fail(c, "--split needs --via HOST:PORT");
     if (!ts->enabled && ts->o.via) return cli_fail(c, "--via needs --split K");
     if (ts->enabled && !ts->o.sec.insecure && (!ts->keys_dir || !ts->server_key_file))
@@ -246,6 +267,10 @@ el_status tool_split_prepare(tool_split *ts, el_model_opts *mo, el_error *err) {
         ts->o.sec.server_key = ts->server_key;
     }
     ts->o.log = stderr;
+    if (ts->controller_key_file) {
+        el_status s = el_key_load_public(ts->controller_key_file, ts->controller_key, err);
+        if (s) return s;
+    }
     if (ts->enabled && !ts->autoplan) {  // auto binds everything: the cut may move anywhere
         mo->layer_end = ts->o.cuts[0];
         mo->no_layers = ts->o.cuts[0] == 0;
@@ -387,4 +412,96 @@ void tool_draft_free(tool_draft *d) {
     el_model_close(d->m);
     d->d = NULL;
     d->m = NULL;
+}
+
+// ---------------------------------------------------------------- routes
+
+// Asks the controller for the workers serving our model from our cut, and
+// takes the one whose measured round trip plus the controller's load
+// estimate is the least.
+static el_status route(tool_split *ts, el_error *err) {
+    el_link_security csec = ts->o.sec;
+    csec.server_key = ts->controller_key;
+    el_route r;
+    int cut = ts->autoplan ? -1 : ts->o.cuts[0];
+    el_status st = el_route_ask(ts->controller, &csec, ts->model_name, cut, (const char *const *)ts->excluded,
+                                ts->n_excluded, ts->o.timeout_ms > 0 ? ts->o.timeout_ms : 30000, &r, err);
+    if (st) return st;
+    int best = -1;
+    double best_cost = 0, best_rtt = 0;
+    for (int i = 0; i < r.n; i++) {
+        el_link_security wsec = ts->o.sec;
+        wsec.server_key = r.cand[i].public_key;
+        el_link *l;
+        el_error e;
+        if (el_link_connect(r.cand[i].endpoint, &wsec, 2000, &l, &e)) {
+            fprintf(stderr, "edgellm: route candidate %s: %s\n", r.cand[i].worker, e.msg);
+            continue;
+        }
+        // the round trip of a small request, the best of three
+        double rtt = 1e9;
+        el_buf tx = {0}, rx = {0};
+        for (uint32_t k = 1; k <= 3; k++) {
+            double t0 = el_time_s();
+            if (el_wire_encode_ping(&tx, EL_MSG_PING, k, "route", 5) || el_link_request(l, tx.data, tx.len, k, &rx, 2000, &e))
+                break;
+            double dt = (el_time_s() - t0) * 1000;
+            if (dt < rtt) rtt = dt;
+        }
+        el_buf_free(&tx);
+        el_buf_free(&rx);
+        el_link_close(l);
+        if (rtt >= 1e9) continue;
+        double cost = rtt + r.cand[i].cost_ms;
+        if (best < 0 || cost < best_cost) {
+            best = i;
+            best_cost = cost;
+            best_rtt = rtt;
+        }
+    }
+    if (best < 0)
+        return el_err(err, EL_ERR_IO, "controller %s: none of the %d workers it offered for %s answered", ts->controller,
+                      r.n, ts->model_name);
+    snprintf(ts->route_via, sizeof ts->route_via, "%s", r.cand[best].endpoint);
+    memcpy(ts->server_key, r.cand[best].public_key, sizeof ts->server_key);
+    ts->o.via = ts->route_via;
+    ts->o.sec.server_key = ts->o.sec.insecure ? NULL : ts->server_key;
+    fprintf(stderr, "edgellm: route: worker %s at %s (layers %d:%d, round trip %.2f ms, load %.2f ms; %d offered)\n",
+            r.cand[best].worker, r.cand[best].endpoint, r.cand[best].layer_begin, r.cand[best].layer_end, best_rtt,
+            r.cand[best].cost_ms, r.n);
+    return EL_OK;
+}
+
+static el_status reroute(void *ctx, const char *failed, const char **via, const char **server_key, el_error *err) {
+    tool_split *ts = ctx;
+    if (ts->n_excluded < (int)(sizeof ts->excluded / sizeof *ts->excluded)) {
+        char *f = strdup(failed);
+        if (!f) return el_err(err, EL_ERR_NOMEM, "out of memory");
+        ts->excluded[ts->n_excluded++] = f;
+    }
+    el_status st = route(ts, err);
+    if (st) return st;
+    *via = ts->o.via;
+    *server_key = ts->o.sec.server_key;
+    return EL_OK;
+}
+
+el_status tool_split_route(tool_split *ts, const char *model_path, el_error *err) {
+    if (!ts->controller) return EL_OK;
+    static char name[256];
+    if (!ts->model_name) {
+        const char *b = strrchr(model_path, '/');
+        snprintf(name, sizeof name, "%s", b ? b + 1 : model_path);
+        char *dot = strrchr(name, '.');
+        if (dot && dot != name) *dot = 0;
+        ts->model_name = name;
+    }
+    ts->o.reroute = reroute;
+    ts->o.reroute_ctx = ts;
+    return route(ts, err);
+}
+
+void tool_split_free(tool_split *ts) {
+    for (int i = 0; i < ts->n_excluded; i++) free(ts->excluded[i]);
+    ts->n_excluded = 0;
 }

@@ -99,6 +99,13 @@ typedef struct {
     const char *keys_dir, *server_key_file, *act;
     el_keypair keys;
     char server_key[41];
+    // --controller: the route's worker, and the workers that failed us
+    const char *controller, *controller_key_file, *model_name;
+    char controller_key[41];
+    char route_via[256];
+    char *excluded[16];
+    int n_excluded;
+    int allow_controller;  // set by the commands that call tool_split_route
 } tool_split;
 
 extern const char *tool_split_help;
@@ -109,6 +116,11 @@ int tool_split_option(cli *c, const char *a, tool_split *ts);
 int tool_split_check(cli *c, tool_split *ts);
 // Loads keys; fills the model options so that the device maps only its part.
 el_status tool_split_prepare(tool_split *ts, el_model_opts *mo, el_error *err);
+// --controller: asks for a route and sets the first worker (before the
+// pipeline is made; on a retry the pipeline asks again without the worker
+// that failed).
+el_status tool_split_route(tool_split *ts, const char *model_path, el_error *err);
+void tool_split_free(tool_split *ts);
 // After the model is open: the cuts must lie inside it.
 el_status tool_split_check_model(const tool_split *ts, const el_model *m, el_error *err);
 

@@ -14,6 +14,7 @@ int cmd_convert(int argc, char **argv);
 int cmd_synth(int argc, char **argv);
 int cmd_import(int argc, char **argv);
 int cmd_worker(int argc, char **argv);
+int cmd_controller(int argc, char **argv);
 int cmd_keygen(int argc, char **argv);
 int cmd_finetune(int argc, char **argv);
 int cmd_export_lora(int argc, char **argv);
@@ -47,6 +48,7 @@ static const struct {
     {"synth", cmd_synth, "write a random-weight Llama-shaped GGUF of any size"},
     {"serve", cmd_serve, "serve a base model and many LoRA adapters over an OpenAI-compatible HTTP API"},
     {"worker", cmd_worker, "serve a range of layers to devices (split inference)"},
+    {"controller", cmd_controller, "the edge network: route devices, apply placements"},
     {"keygen", cmd_keygen, "make a CURVE key pair for a device or worker"},
     {"finetune", cmd_finetune, "train a LoRA adapter on a text or JSON-lines dataset"},
     {"export-lora", cmd_export_lora, "merge LoRA adapters into a base model's weights"},
