@@ -98,6 +98,10 @@ uint64_t el_store_bytes(el_store *s);
 // Re-reads the folder (after a fetch, or blocks removed by hand).
 el_status el_store_rescan(el_store *s, el_error *err);
 
+// Hashes every block present; one that does not match its name is removed
+// (a line on log, which may be NULL) and counted in *n_bad. Then rescans.
+el_status el_store_verify(el_store *s, el_progress *progress, FILE *log, int *n_bad, el_error *err);
+
 // Opens a held model assembled from its blocks (mapped, not copied). Each
 // block is hashed before its first use in this process; a corrupt or
 // truncated block is deleted and the call fails naming it (EL_ERR_FORMAT),

@@ -420,3 +420,37 @@ el_status el_store_open_model(el_store *s, const char *name, const el_model_opts
     }
     return el_model_open_gguf(g, label, opts, out, err);
 }
+
+el_status el_store_verify(el_store *s, el_progress *progress, FILE *log, int *n_bad, el_error *err) {
+    int n = s->n_blocks, bad = 0;
+    block_ent *bs = malloc((size_t)(n ? n : 1) * sizeof *bs);
+    if (!bs) return el_err(err, EL_ERR_NOMEM, "store %s: out of memory", s->dir);
+    memcpy(bs, s->blocks, (size_t)n * sizeof *bs);
+    uint64_t total = 0, done = 0;
+    for (int i = 0; i < n; i++) total += bs[i].size;
+    if (progress) el_progress_begin(progress, stderr, "verify", total >> 20, "MiB");
+    el_status st = EL_OK;
+    for (int i = 0; i < n && !st; i++) {
+        char p[4096], hex[HEX + 1];
+        path_of(s, "blocks", &bs[i].hash, NULL, p, sizeof p);
+        el_hash_hex(&bs[i].hash, hex);
+        el_hash got;
+        uint64_t size;
+        if ((st = el_store_hash_file(p, &got, &size, err))) break;
+        done += size;
+        if (progress) el_progress_update(progress, done >> 20, NULL);
+        if (el_hash_eq(&got, &bs[i].hash)) {
+            el_store_mark_verified(s, &bs[i].hash);
+            continue;
+        }
+        unlink(p);
+        forget_verified(s, &bs[i].hash);
+        bad++;
+        if (log) fprintf(log, "removed block %s: its %llu bytes do not match its hash\n", hex, (unsigned long long)size);
+    }
+    if (progress) el_progress_end(progress, done >> 20, NULL);
+    free(bs);
+    if (n_bad) *n_bad = bad;
+    el_status st2 = el_store_rescan(s, st ? NULL : err);
+    return st ? st : st2;
+}
