@@ -28,6 +28,8 @@ int cmd_perplexity(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 int cmd_serve(int argc, char **argv);
 int cmd_embed_image(int argc, char **argv);
+int cmd_catalog(int argc, char **argv);
+int cmd_store(int argc, char **argv);
 
 static const struct {
     const char *name;
@@ -49,6 +51,8 @@ static const struct {
     {"serve", cmd_serve, "serve a base model and many LoRA adapters over an OpenAI-compatible HTTP API"},
     {"worker", cmd_worker, "serve a range of layers to devices (split inference)"},
     {"controller", cmd_controller, "the edge network: route devices, apply placements"},
+    {"catalog", cmd_catalog, "hash models into content-addressed blocks: what they share, the union's size"},
+    {"store", cmd_store, "a block store folder: import models, list them, verify every block"},
     {"keygen", cmd_keygen, "make a CURVE key pair for a device or worker"},
     {"finetune", cmd_finetune, "train a LoRA adapter on a text or JSON-lines dataset"},
     {"export-lora", cmd_export_lora, "merge LoRA adapters into a base model's weights"},

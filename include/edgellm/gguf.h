@@ -86,6 +86,12 @@ typedef struct {
 el_status el_gguf_open(const char *path, el_gguf **out, el_error *err);
 // Parses a buffer that stays owned by the caller (used by the fuzzer and tests).
 el_status el_gguf_open_memory(const void *data, size_t size, const char *name, el_gguf **out, el_error *err);
+// A GGUF assembled from separate mappings (the block store, store.h):
+// header[0, header_size) holds the file's bytes up to its data section, and
+// parts[i] holds exactly tensor i's data (part_sizes[i] must equal its size).
+// Takes ownership of every mapping (munmap by el_gguf_close, also on failure).
+el_status el_gguf_open_parts(void *header, size_t header_size, void *const *parts, const size_t *part_sizes,
+                             uint64_t n_parts, const char *name, el_gguf **out, el_error *err);
 void el_gguf_close(el_gguf *g);
 
 const el_gguf_kv *el_gguf_find(const el_gguf *g, const char *key);

@@ -109,6 +109,11 @@ typedef struct el_model {
 // Opens a model file (GGUF or llama2.c .bin, told apart by magic), binds the
 // tensors opts asks for, and checks every shape against the hyper-parameters.
 el_status el_model_open(const char *path, const el_model_opts *opts, el_model **out, el_error *err);
+// The same for a GGUF already open (el_gguf_open_parts: a model assembled
+// from a block store), which the model owns from here, also on failure.
+// label names the model in messages and becomes m->path.
+el_status el_model_open_gguf(el_gguf *g, const char *label, const el_model_opts *opts, el_model **out,
+                             el_error *err);
 void el_model_close(el_model *m);
 
 // "llama", "qwen2".

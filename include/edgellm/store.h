@@ -58,6 +58,16 @@ typedef struct {
 el_status el_model_blocks_scan(const char *path, el_progress *progress, el_model_blocks *out, el_error *err);
 void el_model_blocks_free(el_model_blocks *m);
 
+// The manifest (docs/formats.md): canonical JSON of the header and tensor
+// blocks, content only (no name, no path), so that the same content always
+// has the same id. Encode writes m's header and blocks (malloc'ed, not
+// NUL-terminated); parse checks every field and that the text is exactly
+// what encode writes, filling header, header_bytes, blocks, bytes and id (=
+// the hash of the text); name and path stay NULL.
+el_status el_manifest_encode(const el_model_blocks *m, char **out, size_t *len, el_error *err);
+el_status el_manifest_parse(const void *text, size_t len, const char *name, el_model_blocks *out, el_error *err);
+#define EL_MANIFEST_MAX_BYTES ((size_t)256 << 20)
+
 // ---------------------------------------------------------------- store
 
 typedef struct el_store el_store;
@@ -87,6 +97,10 @@ const el_hash *el_store_block(el_store *s, int i);
 uint64_t el_store_bytes(el_store *s);
 // Re-reads the folder (after a fetch, or blocks removed by hand).
 el_status el_store_rescan(el_store *s, el_error *err);
+
+// Hashes every block present; one that does not match its name is removed
+// (a line on log, which may be NULL) and counted in *n_bad. Then rescans.
+el_status el_store_verify(el_store *s, el_progress *progress, FILE *log, int *n_bad, el_error *err);
 
 // Opens a held model assembled from its blocks (mapped, not copied). Each
 // block is hashed before its first use in this process; a corrupt or

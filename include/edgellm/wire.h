@@ -218,6 +218,30 @@ el_status el_wire_readdress(el_buf *b, const el_wire_msg *m, uint64_t session, u
 // not finite.
 el_status el_wire_f32s(const void *src, size_t n, float *dst);
 
+// Blocks (store.h; docs/protocol.md, "Blocks"). BLOCK_GET: hash[32], u64
+// offset, u32 max_len. BLOCK_DATA: hash[32], u64 offset, u64 total (the
+// block's size), u32 n, then n bytes: the block's bytes [offset, offset+n).
+#define EL_WIRE_HASH 32
+typedef struct {
+    uint8_t hash[EL_WIRE_HASH];
+    uint64_t offset;
+    uint32_t max_len;  // BLOCK_GET
+    uint64_t total;    // BLOCK_DATA
+    uint32_t n;
+    const uint8_t *data;  // BLOCK_DATA: borrowed from the frame
+} el_wire_block;
+#define EL_WIRE_BLOCK_GET_BYTES 44
+#define EL_WIRE_BLOCK_DATA_BYTES 52  // before the data
+el_status el_wire_encode_block_get(el_buf *b, uint32_t seq, const uint8_t hash[EL_WIRE_HASH], uint64_t offset,
+                                   uint32_t max_len);
+el_status el_wire_decode_block_get(const el_wire_msg *m, el_wire_block *out, el_error *err);
+// data NULL: the n bytes are left for the caller to fill at
+// b->data + EL_WIRE_HEADER + EL_WIRE_BLOCK_DATA_BYTES.
+el_status el_wire_encode_block_data(el_buf *b, uint64_t session, uint32_t seq, const uint8_t hash[EL_WIRE_HASH],
+                                    uint64_t offset, uint64_t total, const void *data, uint32_t n);
+// Checks offset + n <= total and that n matches the body.
+el_status el_wire_decode_block_data(const el_wire_msg *m, el_wire_block *out, el_error *err);
+
 // Reads a little-endian u32 (for fields outside the decoders above).
 uint32_t el_wire_u32(const uint8_t *p);
 

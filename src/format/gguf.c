@@ -27,6 +27,10 @@ typedef struct {
     int owns_map;
     el_strmap kv_index;
     el_strmap tensor_index;
+    // el_gguf_open_parts: each tensor's data is its own mapping, owned here
+    void **parts;
+    size_t *part_sizes;
+    uint64_t n_parts;
 } gguf_file;
 
 // ---------------------------------------------------------------- cursor
@@ -362,6 +366,29 @@ static el_status read_tensor_info(rd *r, gguf_file *f, uint64_t i) {
     return EL_OK;
 }
 
+// A header without its data section (el_gguf_open_parts): it must end where
+// the data section would start, and part i must hold exactly tensor i.
+static el_status attach_parts(rd *r, gguf_file *f) {
+    el_gguf *g = &f->pub;
+    if (g->data_offset != r->size && !(g->n_tensors == 0 && g->data_offset > r->size))
+        return fail(r, EL_ERR_FORMAT, "header block of %zu bytes does not end where the data section starts (%zu)",
+                    r->size, g->data_offset);
+    if (f->n_parts != g->n_tensors)
+        return fail(r, EL_ERR_FORMAT, "header lists %llu tensors but %llu blocks were given",
+                    (unsigned long long)g->n_tensors, (unsigned long long)f->n_parts);
+    for (uint64_t i = 0; i < g->n_tensors; i++) {
+        el_gguf_tensor *t = &g->tensors[i];
+        if (t->nbytes != f->part_sizes[i]) {
+            char q[96];
+            printable(q, sizeof q, t->name, strlen(t->name));
+            return fail(r, EL_ERR_FORMAT, "tensor '%s' has %zu bytes but its block has %zu", q, t->nbytes,
+                        f->part_sizes[i]);
+        }
+        t->data = f->parts[i];
+    }
+    return EL_OK;
+}
+
 static el_status parse(rd *r, gguf_file *f) {
     el_gguf *g = &f->pub;
     r->section = "header";
@@ -417,6 +444,7 @@ static el_status parse(rd *r, gguf_file *f) {
     size_t a = g->alignment;
     if (el_add_size(r->pos, a - 1, &g->data_offset)) return fail(r, EL_ERR_RANGE, "data offset overflows");
     g->data_offset &= ~(a - 1);
+    if (f->parts) return attach_parts(r, f);
     for (uint64_t i = 0; i < n_tensors; i++) {
         el_gguf_tensor *t = &g->tensors[i];
         size_t start, end;
@@ -436,13 +464,32 @@ static el_status parse(rd *r, gguf_file *f) {
 
 // ---------------------------------------------------------------- open/close
 
-static el_status open_buffer(const void *data, size_t size, const char *name, int owns_map, el_gguf **out,
-                             el_error *err) {
+static void unmap_parts(void **parts, const size_t *sizes, uint64_t n) {
+    for (uint64_t i = 0; parts && i < n; i++)
+        if (parts[i]) munmap(parts[i], sizes[i]);
+}
+
+static el_status open_buffer(const void *data, size_t size, const char *name, int owns_map, void *const *parts,
+                             const size_t *part_sizes, uint64_t n_parts, el_gguf **out, el_error *err) {
     gguf_file *f = el_calloc(1, sizeof *f);
     char *path = f ? el_malloc(strlen(name) + 1) : NULL;
+    if (f && path && parts) {
+        f->parts = el_calloc(n_parts ? (size_t)n_parts : 1, sizeof *f->parts);
+        f->part_sizes = el_calloc(n_parts ? (size_t)n_parts : 1, sizeof *f->part_sizes);
+        if (f->parts && f->part_sizes) {
+            memcpy(f->parts, parts, (size_t)n_parts * sizeof *parts);
+            memcpy(f->part_sizes, part_sizes, (size_t)n_parts * sizeof *part_sizes);
+            f->n_parts = n_parts;
+        } else {
+            free(f->parts), free(f->part_sizes);
+            free(path);
+            path = NULL;
+        }
+    }
     if (!path) {
         free(f);
         if (owns_map && data) munmap((void *)(uintptr_t)data, size);
+        if (parts) unmap_parts((void **)(uintptr_t)parts, part_sizes, n_parts);
         return el_err(err, EL_ERR_NOMEM, "%s: out of memory", name);
     }
     strcpy(path, name);
@@ -470,7 +517,7 @@ el_status el_gguf_open_memory(const void *data, size_t size, const char *name, e
     if (out) *out = NULL;
     if (!name) name = "<memory>";
     if (!out || (!data && size)) return el_err(err, EL_ERR_ARG, "%s: no buffer or no output pointer", name);
-    return open_buffer(data, size, name, 0, out, err);
+    return open_buffer(data, size, name, 0, NULL, NULL, 0, out, err);
 }
 
 el_status el_gguf_open(const char *path, el_gguf **out, el_error *err) {
@@ -504,7 +551,22 @@ el_status el_gguf_open(const char *path, el_gguf **out, el_error *err) {
         }
     }
     close(fd);
-    return open_buffer(map, size, path, 1, out, err);  // owns map from here, also on failure
+    return open_buffer(map, size, path, 1, NULL, NULL, 0, out, err);  // owns map from here, also on failure
+}
+
+el_status el_gguf_open_parts(void *header, size_t header_size, void *const *parts, const size_t *part_sizes,
+                             uint64_t n_parts, const char *name, el_gguf **out, el_error *err) {
+    if (out) *out = NULL;
+    if (!name) name = "<parts>";
+    if (!out || !header || !header_size || (n_parts && (!parts || !part_sizes)) || n_parts > EL_GGUF_MAX_TENSORS) {
+        if (header && header_size) munmap(header, header_size);
+        if (parts && part_sizes) unmap_parts((void **)(uintptr_t)parts, part_sizes, n_parts);
+        return el_err(err, EL_ERR_ARG, "%s: no header, parts or output pointer", name);
+    }
+    static void *const none[1] = {NULL};
+    static const size_t none_size[1] = {0};
+    return open_buffer(header, header_size, name, 1, n_parts ? parts : none, n_parts ? part_sizes : none_size, n_parts,
+                       out, err);
 }
 
 void el_gguf_close(el_gguf *g) {
@@ -520,6 +582,9 @@ void el_gguf_close(el_gguf *g) {
     el_strmap_free(&f->kv_index);
     el_strmap_free(&f->tensor_index);
     if (f->owns_map && g->map) munmap(g->map, g->map_size);
+    unmap_parts(f->parts, f->part_sizes, f->n_parts);
+    free(f->parts);
+    free(f->part_sizes);
     free(g->path);
     free(f);
 }

@@ -135,9 +135,9 @@ static el_status gguf_bind(el_model *m, const char *name, el_tensor *t, el_error
     return EL_OK;
 }
 
-static el_status open_gguf(el_model *m, el_error *err) {
-    el_status s = el_gguf_open(m->path, &m->gguf, err);
-    if (s) return s;
+// Hyper-parameters from m->gguf, already open.
+static el_status read_gguf(el_model *m, el_error *err) {
+    el_status s;
     m->format = EL_MODEL_GGUF;
     char arch[32] = "";
     if (!el_gguf_get_str(m->gguf, "general.architecture", arch, sizeof arch))
@@ -368,6 +368,25 @@ static el_status bind_llama2c(el_model *m, const el_llama2c *c, el_error *err) {
 
 // ---------------------------------------------------------------- public
 
+static el_status finish_open(el_model *m, el_model_opts o, int is_gguf, el_llama2c *c, el_status s,
+                             el_model **out, el_error *err);
+
+el_status el_model_open_gguf(el_gguf *g, const char *label, const el_model_opts *opts, el_model **out,
+                             el_error *err) {
+    *out = NULL;
+    el_model_opts o = {0};
+    if (opts) o = *opts;
+    if (!label) label = g && g->path ? g->path : "<gguf>";
+    el_model *m = calloc(1, sizeof *m);
+    if (!m || !(m->path = strdup(label))) {
+        free(m);
+        el_gguf_close(g);
+        return el_err(err, EL_ERR_NOMEM, "%s: out of memory", label);
+    }
+    m->gguf = g;
+    return finish_open(m, o, 1, NULL, g ? read_gguf(m, err) : el_err(err, EL_ERR_ARG, "%s: no GGUF", label), out, err);
+}
+
 el_status el_model_open(const char *path, const el_model_opts *opts, el_model **out, el_error *err) {
     *out = NULL;
     el_model_opts o = {0};
@@ -385,7 +404,8 @@ el_status el_model_open(const char *path, const el_model_opts *opts, el_model **
     el_llama2c c = {0};
     int is_gguf = got == 4 && !memcmp(magic, "GGUF", 4);
     if (is_gguf) {
-        s = open_gguf(m, err);
+        s = el_gguf_open(m->path, &m->gguf, err);
+        if (!s) s = read_gguf(m, err);
     } else {
         s = open_llama2c(m, &c, err);
         if (s == EL_ERR_FORMAT && got == 4) {
@@ -396,6 +416,14 @@ el_status el_model_open(const char *path, const el_model_opts *opts, el_model **
                    (unsigned char)magic[1], (unsigned char)magic[2], (unsigned char)magic[3]);
         }
     }
+    return finish_open(m, o, is_gguf, &c, s, out, err);
+}
+
+// The part both ways of opening share: the layer range, binding and checking
+// the tensors, packing. s is the status so far; m is closed on failure.
+static el_status finish_open(el_model *m, el_model_opts o, int is_gguf, el_llama2c *c, el_status s,
+                             el_model **out, el_error *err) {
+    const char *path = m->path;
     if (!s) {
         if (o.no_layers) o.layer_end = o.layer_begin;
         else if (o.layer_end == 0) o.layer_end = m->hp.n_layers;
@@ -413,8 +441,8 @@ el_status el_model_open(const char *path, const el_model_opts *opts, el_model **
     }
     if (!s) {
         // The llama2.c parse already told the file apart; re-derive its offsets.
-        if (!is_gguf) s = el_llama2c_parse(m->map, m->map_size, path, &c, err);
-        if (!s) s = is_gguf ? bind_gguf(m, err) : bind_llama2c(m, &c, err);
+        if (!is_gguf) s = el_llama2c_parse(m->map, m->map_size, path, c, err);
+        if (!s) s = is_gguf ? bind_gguf(m, err) : bind_llama2c(m, c, err);
     }
     if (!s) s = check_bound(m, err);
     if (!s && !o.no_pack) s = pack_weights(m, err);

@@ -673,3 +673,56 @@ el_status el_wire_f32s(const void *src, size_t n, float *dst) {
     }
     return EL_OK;
 }
+
+// ---------------------------------------------------------------- blocks
+
+el_status el_wire_encode_block_get(el_buf *b, uint32_t seq, const uint8_t hash[EL_WIRE_HASH], uint64_t offset,
+                                   uint32_t max_len) {
+    if (begin(b, EL_MSG_BLOCK_GET, 0, seq)) return EL_ERR_NOMEM;
+    uint8_t *p = buf_put(b, EL_WIRE_BLOCK_GET_BYTES);
+    if (!p) return EL_ERR_NOMEM;
+    memcpy(p, hash, EL_WIRE_HASH);
+    put_u64(p + 32, offset), put_u32(p + 40, max_len);
+    return finish(b);
+}
+
+el_status el_wire_decode_block_get(const el_wire_msg *m, el_wire_block *out, el_error *err) {
+    memset(out, 0, sizeof *out);
+    if (m->type != EL_MSG_BLOCK_GET || m->body_len != EL_WIRE_BLOCK_GET_BYTES)
+        return el_err(err, EL_ERR_FORMAT, "BLOCK_GET (type %u) body of %zu bytes (%d expected)", m->type, m->body_len,
+                      EL_WIRE_BLOCK_GET_BYTES);
+    cursor c = {m->body, m->body_len, 0, 1};
+    memcpy(out->hash, take(&c, EL_WIRE_HASH), EL_WIRE_HASH);
+    out->offset = c_u64(&c), out->max_len = c_u32(&c);
+    return EL_OK;
+}
+
+el_status el_wire_encode_block_data(el_buf *b, uint64_t session, uint32_t seq, const uint8_t hash[EL_WIRE_HASH],
+                                    uint64_t offset, uint64_t total, const void *data, uint32_t n) {
+    if (n > EL_WIRE_MAX_FRAME - EL_WIRE_HEADER - EL_WIRE_BLOCK_DATA_BYTES || offset > total || n > total - offset)
+        return EL_ERR_RANGE;
+    if (begin(b, EL_MSG_BLOCK_DATA, session, seq)) return EL_ERR_NOMEM;
+    uint8_t *p = buf_put(b, EL_WIRE_BLOCK_DATA_BYTES + (size_t)n);
+    if (!p) return EL_ERR_NOMEM;
+    memcpy(p, hash, EL_WIRE_HASH);
+    put_u64(p + 32, offset), put_u64(p + 40, total), put_u32(p + 48, n);
+    if (data && n) memcpy(p + EL_WIRE_BLOCK_DATA_BYTES, data, n);
+    return finish(b);
+}
+
+el_status el_wire_decode_block_data(const el_wire_msg *m, el_wire_block *out, el_error *err) {
+    memset(out, 0, sizeof *out);
+    if (m->type != EL_MSG_BLOCK_DATA) return el_err(err, EL_ERR_FORMAT, "expected BLOCK_DATA, got message type %u", m->type);
+    cursor c = {m->body, m->body_len, 0, 1};
+    const uint8_t *h = take(&c, EL_WIRE_HASH);
+    out->offset = c_u64(&c), out->total = c_u64(&c), out->n = c_u32(&c);
+    if (!c.ok) return el_err(err, EL_ERR_FORMAT, "BLOCK_DATA body of %zu bytes is too short", m->body_len);
+    memcpy(out->hash, h, EL_WIRE_HASH);
+    if (out->n != c.n - c.at)
+        return el_err(err, EL_ERR_FORMAT, "BLOCK_DATA says %u bytes but carries %zu", out->n, c.n - c.at);
+    if (out->offset > out->total || out->n > out->total - out->offset)
+        return el_err(err, EL_ERR_FORMAT, "BLOCK_DATA bytes [%llu, +%u) run past the block's %llu bytes",
+                      (unsigned long long)out->offset, out->n, (unsigned long long)out->total);
+    out->data = take(&c, out->n);
+    return EL_OK;
+}

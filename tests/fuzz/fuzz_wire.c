@@ -1,4 +1,4 @@
-// libFuzzer target: every decoder of the split-inference wire protocol.
+// libFuzzer target: every decoder of the wire protocol (split inference, training, blocks).
 #include <stdint.h>
 #include <stdlib.h>
 
@@ -58,5 +58,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
             if (v) el_wire_f32s(mats[i].a, na, v), el_wire_f32s(mats[i].b, nb, v);
             free(v);
         }
+    el_wire_block blk;
+    el_wire_decode_block_get(&m, &blk, &e);
+    if (el_wire_decode_block_data(&m, &blk, &e) == EL_OK) {
+        // the bytes the decoder let through lie inside the frame and add up
+        if (blk.offset + blk.n > blk.total || (blk.n && blk.data + blk.n != m.body + m.body_len)) abort();
+        if (blk.n) (void)(blk.data[0] + blk.data[blk.n - 1]);
+    }
     return 0;
 }
