@@ -242,7 +242,7 @@ static int enum_sets(exact *e, int s, int i, uint32_t mask, uint64_t used, int *
 static void search(exact *e, int k, double v, double pot) {
     state *st = e->st;
     if (k == e->S) {
-        if (v > e->best) {
+        if (v > e->best + 1e-12 * (st->p->total_p > 1 ? st->p->total_p : 1)) {
             e->best = v;
             memcpy(e->best_choice, e->choice, (size_t)e->S * sizeof(int));
         }
@@ -394,7 +394,9 @@ el_status el_place_solve(const el_place_problem *p, el_place_algo algo, el_place
         free(best), free(ind), state_free(&st);
         return el_err(err, EL_ERR_NOMEM, "place: out of memory");
     }
-    double best_hit = -1, ind_hit = -1;
+    // a candidate must beat the one before by more than rounding (sums of the
+    // same probabilities in another order differ in the last bits)
+    double best_hit = -1, ind_hit = -1, eps = 1e-12 * (p->total_p > 1 ? p->total_p : 1);
     int extended = 0;
     if (algo == EL_PLACE_EXACT) {
         rc = solve_exact(&st, out, err);
@@ -404,7 +406,7 @@ el_status el_place_solve(const el_place_problem *p, el_place_algo algo, el_place
     for (int rule = GAIN; rule <= DENSITY; rule++) {
         state_reset(&st);
         greedy(&st, 0, rule);
-        if (st.hit > ind_hit) ind_hit = st.hit, memcpy(ind, st.x, SM);
+        if (st.hit > ind_hit + eps) ind_hit = st.hit, memcpy(ind, st.x, SM);
     }
     if (algo == EL_PLACE_INDEPENDENT) {
         rc = finish(p, ind, out, err);
@@ -433,7 +435,7 @@ el_status el_place_solve(const el_place_problem *p, el_place_algo algo, el_place
                 place(&st, s0, m0);
             }
             greedy(&st, 1, rule);
-            if (st.hit > best_hit) best_hit = st.hit, memcpy(best, st.x, SM), extended = seed == -1;
+            if (st.hit > best_hit + eps) best_hit = st.hit, memcpy(best, st.x, SM), extended = seed == -1;
         }
     }
     rc = finish(p, best, out, err);
