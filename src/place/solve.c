@@ -382,6 +382,35 @@ void el_placement_free(el_placement *pl) {
     memset(pl, 0, sizeof *pl);
 }
 
+// The best placement the greedy (both rules) reaches from each start: an
+// empty placement, `from` when not NULL, and each single (server, model) pair
+// that fits and serves a request (on instances of at most EL_PLACE_SEED_PAIRS
+// pairs). A start must beat the best so far by more than rounding (sums of the
+// same probabilities in another order differ in the last bits). Returns the
+// winning start: -2 empty, -1 from, else the pair's index.
+static long best_greedy(state *st, int shared, const uint8_t *from, uint8_t *best) {
+    size_t SM = (size_t)st->S * st->M;
+    double best_hit = -1, eps = 1e-12 * (st->p->total_p > 1 ? st->p->total_p : 1);
+    long won = -2;
+    for (long start = -2; start < (long)SM; start++) {
+        if ((start == -1 && !from) || (start >= 0 && SM > EL_PLACE_SEED_PAIRS)) continue;
+        for (int rule = GAIN; rule <= DENSITY; rule++) {
+            state_reset(st);
+            if (start == -1)
+                for (size_t i = 0; i < SM; i++)
+                    if (from[i]) place(st, (int)(i / (size_t)st->M), (int)(i % (size_t)st->M));
+            if (start >= 0) {
+                int s0 = (int)(start / st->M), m0 = (int)(start % st->M);
+                if (!(st->gain[start] > 0) || st->p->models[m0].bytes > st->p->servers[s0].storage_bytes) break;
+                place(st, s0, m0);
+            }
+            greedy(st, shared, rule);
+            if (st->hit > best_hit + eps) best_hit = st->hit, memcpy(best, st->x, SM), won = start;
+        }
+    }
+    return won;
+}
+
 el_status el_place_solve(const el_place_problem *p, el_place_algo algo, el_placement *out, el_error *err) {
     memset(out, 0, sizeof *out);
     state st;
@@ -394,53 +423,24 @@ el_status el_place_solve(const el_place_problem *p, el_place_algo algo, el_place
         free(best), free(ind), state_free(&st);
         return el_err(err, EL_ERR_NOMEM, "place: out of memory");
     }
-    // a candidate must beat the one before by more than rounding (sums of the
-    // same probabilities in another order differ in the last bits)
-    double best_hit = -1, ind_hit = -1, eps = 1e-12 * (p->total_p > 1 ? p->total_p : 1);
-    int extended = 0;
     if (algo == EL_PLACE_EXACT) {
         rc = solve_exact(&st, out, err);
-        goto done;
-    }
-    // independent: the greedy counting models whole, the better of its two rules
-    for (int rule = GAIN; rule <= DENSITY; rule++) {
-        state_reset(&st);
-        greedy(&st, 0, rule);
-        if (st.hit > ind_hit + eps) ind_hit = st.hit, memcpy(ind, st.x, SM);
-    }
-    if (algo == EL_PLACE_INDEPENDENT) {
-        rc = finish(p, ind, out, err);
-        goto done;
-    }
-    if (algo == EL_PLACE_TRIM_PLAIN) {  // the paper's greedy alone
-        state_reset(&st);
+    } else if (algo == EL_PLACE_TRIM_PLAIN) {  // the paper's greedy alone
         greedy(&st, 1, GAIN);
-        memcpy(best, st.x, SM);
-    }
-    // trim: the best of the greedy counting shared blocks once, with both
-    // rules, started (a) from an empty placement, (b) from independent's
-    // placement (so trim never does worse than independent), (c) from each
-    // single (server, model) pair that fits (on instances of at most
-    // EL_PLACE_SEED_PAIRS pairs)
-    for (long seed = -2; algo == EL_PLACE_TRIM && seed < (long)SM; seed++) {
-        if (seed >= 0 && (SM > EL_PLACE_SEED_PAIRS || !(st.gain[seed] > 0))) continue;
-        for (int rule = GAIN; rule <= DENSITY; rule++) {
-            state_reset(&st);
-            if (seed == -1)
-                for (size_t i = 0; i < SM; i++)
-                    if (ind[i]) place(&st, (int)(i / (size_t)st.M), (int)(i % (size_t)st.M));
-            if (seed >= 0) {
-                int s0 = (int)(seed / st.M), m0 = (int)(seed % st.M);
-                if (st.p->models[m0].bytes > st.p->servers[s0].storage_bytes) break;
-                place(&st, s0, m0);
-            }
-            greedy(&st, 1, rule);
-            if (st.hit > best_hit + eps) best_hit = st.hit, memcpy(best, st.x, SM), extended = seed == -1;
+        rc = finish(p, st.x, out, err);
+    } else {
+        // independent: the greedy counting every model whole; trim: the same
+        // search counting shared blocks once, with independent's placement as
+        // one more start, so that trim never does worse than independent
+        best_greedy(&st, 0, NULL, ind);
+        if (algo == EL_PLACE_INDEPENDENT) {
+            rc = finish(p, ind, out, err);
+        } else {
+            long won = best_greedy(&st, 1, ind, best);
+            rc = finish(p, best, out, err);
+            if (!rc) out->extended = won == -1;
         }
     }
-    rc = finish(p, best, out, err);
-    if (!rc) out->extended = extended;
-done:
     free(best);
     free(ind);
     state_free(&st);
