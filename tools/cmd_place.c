@@ -8,7 +8,7 @@
 
 static const char *place_usage =
     "usage: edgellm place --catalog CATALOG.json --servers SERVERS.json --users USERS.json\n"
-    "                     [--algo trim|independent|exact] [--json] [--apply EP]\n"
+    "                     [--algo trim|independent|exact|trim-plain] [--json] [--apply EP]\n"
     "       edgellm place --simulate SPEC [--seed N] [--algo ...] [--json]\n"
     "\n"
     "Chooses which edge server holds which model so that the most requests are\n"
@@ -20,9 +20,11 @@ static const char *place_usage =
     "  --catalog F     edgellm catalog --json output: models as sets of blocks\n"
     "  --servers F     [{\"name\": ..., \"storage_bytes\": N}]\n"
     "  --users F       [{\"name\": ..., \"reach\": [server names], \"requests\": {model: probability}}]\n"
-    "  --algo A        trim (default): the TrimCaching greedy, shared blocks counted once\n"
-    "                  independent: the same greedy counting every model whole (the baseline)\n"
+    "  --algo A        trim (default): the TrimCaching greedy, shared blocks counted once, best of\n"
+    "                  two rules and several starts, never below independent (docs/network.md)\n"
+    "                  independent: the same search counting every model whole (the baseline)\n"
     "                  exact: exhaustive search, for small instances (at most 24 server-model pairs)\n"
+    "                  trim-plain: the paper's greedy alone (largest hit-ratio gain first)\n"
     "  --json          print {\"placement\": {server: [models]}, \"hit_ratio\": x, \"bytes_used\": {server: n}}\n"
     "  --apply EP      send the placement to a controller (not built yet)\n"
     "  --simulate SPEC a random instance instead of the files: KEY=VALUE,... over the defaults\n"
@@ -83,7 +85,7 @@ int cmd_place(int argc, char **argv) {
     }
     if (c.failed) return 2;
     int algo = el_place_algo_parse(algo_name);
-    if (algo < 0) return cli_fail(&c, "--algo: '%s' is not trim, independent or exact", algo_name);
+    if (algo < 0) return cli_fail(&c, "--algo: '%s' is not trim, independent, exact or trim-plain", algo_name);
     if (sim && (catalog || servers || users)) return cli_fail(&c, "--simulate replaces --catalog, --servers and --users");
     if (!sim && (!catalog || !servers || !users))
         return cli_fail(&c, "--catalog, --servers and --users are required (or --simulate SPEC)");
