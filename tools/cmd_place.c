@@ -60,9 +60,12 @@ static void print_table(const el_place_problem *p, const el_placement *pl, el_pl
             if (pl->x[(size_t)s * p->n_models + m]) printf("%s%s", n++ ? ", " : "", p->models[m].name);
         printf("%s\n", n ? "" : "-");
     }
-    printf("hit ratio %.6f (%s%s; %d servers, %d users, %d models, %d blocks; solved in %.3f ms)\n", pl->hit_ratio,
+    char starts[48] = "";
+    if (algo == EL_PLACE_TRIM || algo == EL_PLACE_INDEPENDENT)
+        snprintf(starts, sizeof starts, ", %d single-pair starts", pl->seeds);
+    printf("hit ratio %.6f (%s%s; %d servers, %d users, %d models, %d blocks; solved in %.3f ms%s)\n", pl->hit_ratio,
            el_place_algo_name(algo), pl->extended ? ": independent's placement extended" : "", p->n_servers,
-           p->n_users, p->n_models, p->n_blocks, secs * 1e3);
+           p->n_users, p->n_models, p->n_blocks, secs * 1e3, starts);
 }
 
 int cmd_place(int argc, char **argv) {

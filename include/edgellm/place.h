@@ -24,9 +24,10 @@ extern "C" {
 #define EL_PLACE_MAX_USERS (1 << 20)
 #define EL_PLACE_MAX_BLOCKS (1 << 22)            // distinct blocks in a catalog
 #define EL_PLACE_MAX_MODEL_BLOCKS (1 << 20)      // blocks of one model
-#define EL_PLACE_MAX_PAIRS (1 << 24)             // servers x models
+#define EL_PLACE_MAX_PAIRS (1 << 22)             // servers x models
 #define EL_PLACE_MAX_SERVER_BLOCKS (1 << 24)     // servers x distinct blocks
-#define EL_PLACE_MAX_DEMAND (1 << 25)            // sum over users of |requests| x |reach|
+#define EL_PLACE_MAX_DEMAND (1 << 24)            // sum over users of |requests| x |reach|
+#define EL_PLACE_MAX_REQUESTS (1 << 22)          // sum over users of |requests|
 #define EL_PLACE_MAX_BYTES ((uint64_t)1 << 53)   // sizes are JSON numbers: exact up to 2^53
 #define EL_PLACE_MAX_FILE ((size_t)256 << 20)    // each input file
 // exact: at most this many server x model pairs (after dropping models nobody
@@ -109,9 +110,9 @@ typedef enum {
     EL_PLACE_EXACT,        // exhaustive search with pruning (small instances only)
     EL_PLACE_TRIM_PLAIN,   // the paper's greedy alone (largest gain first, from an empty placement)
 } el_place_algo;
-// trim also starts its greedy from each single (server, model) pair on
-// instances of at most this many pairs
-#define EL_PLACE_SEED_PAIRS 4096
+// trim (and independent) also start their greedy from single (server, model)
+// pairs, the most useful first, until their work (inner-loop steps) passes this
+#define EL_PLACE_SEED_WORK ((uint64_t)1 << 28)
 
 // "trim", "independent", "exact", "trim-plain"; -1 for anything else.
 int el_place_algo_parse(const char *name);
@@ -123,6 +124,7 @@ typedef struct {
     uint64_t *bytes_used;  // [n_servers]: union bytes of the server's blocks
     double hit_ratio;
     int extended;  // trim: 1 when the answer is independent's placement extended (docs/network.md)
+    int seeds;     // trim, independent: single-pair starts tried (all, unless the work budget ran out)
 } el_placement;
 
 el_status el_place_solve(const el_place_problem *p, el_place_algo algo, el_placement *out, el_error *err);

@@ -315,7 +315,7 @@ static el_status parse_users(loader *L, const el_json *root, const char *file, e
     if (!p->users) return el_err(err, EL_ERR_NOMEM, "%s: out of memory", file);
     pl_map names;
     pl_map_init(&names);
-    uint64_t demand = 0;
+    uint64_t demand = 0, requests = 0;
     el_status st = EL_OK;
     size_t i = 0;
     uint8_t *seen_s = calloc((size_t)p->n_servers + 1, 1), *seen_m = calloc((size_t)p->n_models + 1, 1);
@@ -356,6 +356,11 @@ static el_status parse_users(loader *L, const el_json *root, const char *file, e
             goto done;
         }
         demand += (uint64_t)nr * nq;
+        requests += nq;
+        if (requests > EL_PLACE_MAX_REQUESTS) {
+            st = el_err(err, EL_ERR_RANGE, "%s: more than %d requests in all", file, EL_PLACE_MAX_REQUESTS);
+            goto done;
+        }
         if (demand > EL_PLACE_MAX_DEMAND) {
             st = el_err(err, EL_ERR_RANGE, "%s: the users' requests times their reach exceed the cap of %d", file,
                         EL_PLACE_MAX_DEMAND);
@@ -563,6 +568,7 @@ el_status el_place_simulate(const el_place_sim *sim, uint64_t seed, el_place_pro
     int L = s->blocks_per_model, keep = (int)floor(s->sharing * L + 0.5);
     uint64_t n_blocks = (uint64_t)s->bases * (uint64_t)keep + (uint64_t)s->models * (uint64_t)(L - keep);
     if ((uint64_t)s->users * (uint64_t)s->models * (uint64_t)s->servers > EL_PLACE_MAX_DEMAND ||
+        (uint64_t)s->users * (uint64_t)s->models > EL_PLACE_MAX_REQUESTS ||
         (uint64_t)s->servers * (uint64_t)s->models > EL_PLACE_MAX_PAIRS || n_blocks > EL_PLACE_MAX_BLOCKS ||
         n_blocks * (uint64_t)s->servers > EL_PLACE_MAX_SERVER_BLOCKS)
         return el_err(err, EL_ERR_RANGE, "simulate: %d servers, %d users, %d models of %d blocks: over the caps",

@@ -22,13 +22,17 @@ typedef struct {
     uint64_t *shared;  // [S]: union bytes (each block once)
     uint64_t *whole;   // [S]: sum of the models' bytes (independent's count)
     double *gain;      // [S*M]: requests (x p) that placing m on s would newly serve
+    double *gain0;     // [S*M]: the same in an empty placement
     uint64_t *mb;      // [S*M]: bytes placing m on s adds with shared blocks counted once
     double hit;        // served requests (x p)
+    uint64_t work;     // inner-loop steps so far (trim's budget for its single-pair starts)
 } state;
+
+static double calc_gain(state *st, int s, int m);
 
 static void state_free(state *st) {
     free(st->dem_off), free(st->dem_req), free(st->rp), free(st->cov), free(st->cnt), free(st->x);
-    free(st->shared), free(st->whole), free(st->gain), free(st->mb);
+    free(st->shared), free(st->whole), free(st->gain), free(st->gain0), free(st->mb);
 }
 
 static el_status state_init(state *st, const el_place_problem *p, el_error *err) {
@@ -39,7 +43,7 @@ static el_status state_init(state *st, const el_place_problem *p, el_error *err)
         R += (size_t)p->users[u].n_req;
         D += (size_t)p->users[u].n_req * (size_t)p->users[u].n_reach;
     }
-    if (R > (size_t)EL_PLACE_MAX_DEMAND || D > (size_t)EL_PLACE_MAX_DEMAND || SM > (size_t)EL_PLACE_MAX_PAIRS ||
+    if (R > (size_t)EL_PLACE_MAX_REQUESTS || D > (size_t)EL_PLACE_MAX_DEMAND || SM > (size_t)EL_PLACE_MAX_PAIRS ||
         (size_t)st->S * (size_t)st->B > (size_t)EL_PLACE_MAX_SERVER_BLOCKS)
         return el_err(err, EL_ERR_RANGE, "place: the problem is over the caps of place.h");
     st->R = (int)R;
@@ -53,9 +57,10 @@ static el_status state_init(state *st, const el_place_problem *p, el_error *err)
     st->shared = calloc(st->S ? (size_t)st->S : 1, sizeof(uint64_t));
     st->whole = calloc(st->S ? (size_t)st->S : 1, sizeof(uint64_t));
     st->gain = calloc(SM ? SM : 1, sizeof(double));
+    st->gain0 = calloc(SM ? SM : 1, sizeof(double));
     st->mb = calloc(SM ? SM : 1, sizeof(uint64_t));
     if (!st->dem_off || !st->dem_req || !st->rp || !st->cov || !st->cnt || !st->x || !st->shared || !st->whole ||
-        !st->gain || !st->mb) {
+        !st->gain || !st->gain0 || !st->mb) {
         state_free(st);
         return el_err(err, EL_ERR_NOMEM, "place: out of memory");
     }
@@ -81,21 +86,25 @@ static el_status state_init(state *st, const el_place_problem *p, el_error *err)
         }
     }
     free(fill);
+    for (int s = 0; s < st->S; s++)
+        for (int m = 0; m < st->M; m++) st->gain0[(size_t)s * st->M + m] = calc_gain(st, s, m);
     return EL_OK;
 }
 
-static double calc_gain(const state *st, int s, int m) {
+static double calc_gain(state *st, int s, int m) {
     size_t i = (size_t)s * st->M + m;
     double g = 0;
+    st->work += (uint64_t)(st->dem_off[i + 1] - st->dem_off[i]) + 1;
     for (int k = st->dem_off[i]; k < st->dem_off[i + 1]; k++)
         if (!st->cov[st->dem_req[k]]) g += st->rp[st->dem_req[k]];
     return g;
 }
 
-static uint64_t calc_mb(const state *st, int s, int m) {
+static uint64_t calc_mb(state *st, int s, int m) {
     const el_place_model *md = &st->p->models[m];
     const uint16_t *c = st->cnt + (size_t)s * st->B;
     uint64_t b = 0;
+    st->work += (uint64_t)md->n_blocks + 1;
     for (int k = 0; k < md->n_blocks; k++)
         if (!c[md->blocks[k]]) b += st->p->block_bytes[md->blocks[k]];
     return b;
@@ -109,11 +118,9 @@ static void state_reset(state *st) {
     memset(st->shared, 0, (size_t)st->S * sizeof(uint64_t));
     memset(st->whole, 0, (size_t)st->S * sizeof(uint64_t));
     st->hit = 0;
+    memcpy(st->gain, st->gain0, SM * sizeof(double));
     for (int s = 0; s < st->S; s++)
-        for (int m = 0; m < st->M; m++) {
-            st->gain[(size_t)s * st->M + m] = calc_gain(st, s, m);
-            st->mb[(size_t)s * st->M + m] = st->p->models[m].bytes;
-        }
+        for (int m = 0; m < st->M; m++) st->mb[(size_t)s * st->M + m] = st->p->models[m].bytes;
 }
 
 // Puts model m on server s and brings the cached gains and marginal bytes up to date.
@@ -143,6 +150,7 @@ enum { GAIN, DENSITY };
 
 static void greedy(state *st, int shared, int rule) {
     for (;;) {
+        st->work += (uint64_t)st->S * st->M;
         int bs = -1;
         size_t bi = 0;
         double bg = 0;
@@ -382,32 +390,51 @@ void el_placement_free(el_placement *pl) {
     memset(pl, 0, sizeof *pl);
 }
 
+typedef struct {
+    double g;
+    long i;
+} seed;
+
+static int by_gain(const void *a, const void *b) {
+    const seed *x = a, *y = b;
+    if (x->g != y->g) return x->g < y->g ? 1 : -1;
+    return x->i < y->i ? -1 : x->i > y->i;
+}
+
 // The best placement the greedy (both rules) reaches from each start: an
-// empty placement, `from` when not NULL, and each single (server, model) pair
-// that fits and serves a request (on instances of at most EL_PLACE_SEED_PAIRS
-// pairs). A start must beat the best so far by more than rounding (sums of the
-// same probabilities in another order differ in the last bits). Returns the
-// winning start: -2 empty, -1 from, else the pair's index.
-static long best_greedy(state *st, int shared, const uint8_t *from, uint8_t *best) {
-    size_t SM = (size_t)st->S * st->M;
+// empty placement, `from` when not NULL, then single (server, model) pairs
+// that fit and serve a request, in decreasing order of what they serve alone,
+// while the work done stays within EL_PLACE_SEED_WORK (so the search is
+// deterministic and bounded). A start must beat the best so far by more than
+// rounding (sums of the same probabilities in another order differ in the
+// last bits). Returns the winning start: -2 empty, -1 from, else the pair's
+// index; *n_seeds the single-pair starts tried.
+static long best_greedy(state *st, int shared, const uint8_t *from, uint8_t *best, int *n_seeds) {
+    size_t SM = (size_t)st->S * st->M, n = 0;
     double best_hit = -1, eps = 1e-12 * (st->p->total_p > 1 ? st->p->total_p : 1);
     long won = -2;
-    for (long start = -2; start < (long)SM; start++) {
-        if ((start == -1 && !from) || (start >= 0 && SM > EL_PLACE_SEED_PAIRS)) continue;
+    seed *order = malloc((SM ? SM : 1) * sizeof *order);
+    for (size_t i = 0; order && i < SM; i++)
+        if (st->gain0[i] > 0 && st->p->models[i % (size_t)st->M].bytes <= st->p->servers[i / (size_t)st->M].storage_bytes)
+            order[n].g = st->gain0[i], order[n++].i = (long)i;
+    if (order) qsort(order, n, sizeof *order, by_gain);
+    st->work = 0;
+    *n_seeds = 0;
+    for (long k = -2; k < (long)n; k++) {
+        if (k == -1 && !from) continue;
+        if (k >= 0 && (!order || st->work > EL_PLACE_SEED_WORK)) break;
         for (int rule = GAIN; rule <= DENSITY; rule++) {
             state_reset(st);
-            if (start == -1)
+            if (k == -1)
                 for (size_t i = 0; i < SM; i++)
                     if (from[i]) place(st, (int)(i / (size_t)st->M), (int)(i % (size_t)st->M));
-            if (start >= 0) {
-                int s0 = (int)(start / st->M), m0 = (int)(start % st->M);
-                if (!(st->gain[start] > 0) || st->p->models[m0].bytes > st->p->servers[s0].storage_bytes) break;
-                place(st, s0, m0);
-            }
+            if (k >= 0) place(st, (int)(order[k].i / st->M), (int)(order[k].i % st->M));
             greedy(st, shared, rule);
-            if (st->hit > best_hit + eps) best_hit = st->hit, memcpy(best, st->x, SM), won = start;
+            if (st->hit > best_hit + eps) best_hit = st->hit, memcpy(best, st->x, SM), won = k >= 0 ? order[k].i : k;
         }
+        if (k >= 0) ++*n_seeds;
     }
+    free(order);
     return won;
 }
 
@@ -432,14 +459,16 @@ el_status el_place_solve(const el_place_problem *p, el_place_algo algo, el_place
         // independent: the greedy counting every model whole; trim: the same
         // search counting shared blocks once, with independent's placement as
         // one more start, so that trim never does worse than independent
-        best_greedy(&st, 0, NULL, ind);
+        int n_seeds;
+        best_greedy(&st, 0, NULL, ind, &n_seeds);
         if (algo == EL_PLACE_INDEPENDENT) {
             rc = finish(p, ind, out, err);
         } else {
-            long won = best_greedy(&st, 1, ind, best);
+            long won = best_greedy(&st, 1, ind, best, &n_seeds);
             rc = finish(p, best, out, err);
             if (!rc) out->extended = won == -1;
         }
+        if (!rc) out->seeds = n_seeds;
     }
     free(best);
     free(ind);
