@@ -23,6 +23,7 @@ int cmd_lora_join(int argc, char **argv);
 int cmd_profile(int argc, char **argv);
 int cmd_probe(int argc, char **argv);
 int cmd_plan(int argc, char **argv);
+int cmd_place(int argc, char **argv);
 int cmd_quantize(int argc, char **argv);
 int cmd_perplexity(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
@@ -59,6 +60,7 @@ static const struct {
     {"profile", cmd_profile, "measure per-layer compute and memory on this node (for plan)"},
     {"probe", cmd_probe, "measure a live link to a worker: round trip and throughput each way"},
     {"plan", cmd_plan, "choose where to cut from node profiles and link figures"},
+    {"place", cmd_place, "choose which edge servers hold which models (shared blocks stored once)"},
     {"lora-join", cmd_lora_join, "combine the device and worker adapters of split fine-tuning"},
     {"linkemu", cmd_linkemu, "TCP proxy emulating a device-edge link (rate, delay, loss)"},
 };
