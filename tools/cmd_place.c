@@ -4,11 +4,13 @@
 #include <string.h>
 
 #include "cli.h"
+#include "edgellm/controller.h"
 #include "edgellm/place.h"
 
 static const char *place_usage =
     "usage: edgellm place --catalog CATALOG.json --servers SERVERS.json --users USERS.json\n"
-    "                     [--algo trim|independent|exact|trim-plain] [--json] [--apply EP]\n"
+    "                     [--algo trim|independent|exact|trim-plain] [--json]\n"
+    "                     [--apply HOST:PORT (--keys DIR --controller-key FILE | --insecure)]\n"
     "       edgellm place --simulate SPEC [--seed N] [--algo ...] [--json]\n"
     "\n"
     "Chooses which edge server holds which model so that the most requests are\n"
@@ -26,7 +28,10 @@ static const char *place_usage =
     "                  exact: exhaustive search, for small instances (at most 24 server-model pairs)\n"
     "                  trim-plain: the paper's greedy alone (largest hit-ratio gain first)\n"
     "  --json          print {\"placement\": {server: [models]}, \"hit_ratio\": x, \"bytes_used\": {server: n}}\n"
-    "  --apply EP      send the placement to a controller (not built yet)\n"
+    "  --apply EP      send the placement to the controller at EP (edgellm controller), which\n"
+    "                  tells each worker what to fetch; --keys DIR is our key pair (on the\n"
+    "                  controller's --allow list), --controller-key FILE its public key,\n"
+    "                  --insecure plaintext on loopback\n"
     "  --simulate SPEC a random instance instead of the files: KEY=VALUE,... over the defaults\n"
     "                  servers=10,users=100,models=30,bases=3,blocks=16,sharing=0.5,storage=1.5,\n"
     "                  radius=0.3,zipf=0.8,block_bytes=67108864 (docs/network.md)\n"
@@ -72,6 +77,8 @@ int cmd_place(int argc, char **argv) {
     cli c;
     cli_init(&c, "place", argc, argv);
     const char *catalog = NULL, *servers = NULL, *users = NULL, *algo_name = "trim", *apply = NULL, *sim = NULL, *a;
+    const char *keys_dir = NULL, *ctl_key_file = NULL;
+    el_link_security sec = {0};
     uint64_t seed = 1;
     int json = 0, opt;
     while ((a = cli_next(&c, &opt))) {
@@ -82,6 +89,9 @@ int cmd_place(int argc, char **argv) {
         else if (cli_is(a, NULL, "--algo")) algo_name = cli_str(&c, a);
         else if (cli_is(a, NULL, "--json")) json = 1;
         else if (cli_is(a, NULL, "--apply")) apply = cli_str(&c, a);
+        else if (cli_is(a, NULL, "--keys")) keys_dir = cli_str(&c, a);
+        else if (cli_is(a, NULL, "--controller-key")) ctl_key_file = cli_str(&c, a);
+        else if (cli_is(a, NULL, "--insecure")) sec.insecure = 1;
         else if (cli_is(a, NULL, "--simulate")) sim = cli_str(&c, a);
         else if (cli_is(a, NULL, "--seed")) cli_u64(&c, a, &seed);
         else return cli_unknown(&c, a);
@@ -92,8 +102,21 @@ int cmd_place(int argc, char **argv) {
     if (sim && (catalog || servers || users)) return cli_fail(&c, "--simulate replaces --catalog, --servers and --users");
     if (!sim && (!catalog || !servers || !users))
         return cli_fail(&c, "--catalog, --servers and --users are required (or --simulate SPEC)");
-    if (apply) return cli_fail(&c, "--apply: not built yet");
+    if (!apply && (keys_dir || ctl_key_file || sec.insecure))
+        return cli_fail(&c, "--keys, --controller-key and --insecure go with --apply");
+    if (apply && !sec.insecure && (!keys_dir || !ctl_key_file))
+        return cli_fail(&c, "--apply needs --keys DIR and --controller-key FILE (or --insecure on loopback)");
     el_error err;
+    el_keypair keys;
+    char ctl_key[41];
+    if (keys_dir) {
+        if (el_keys_load(keys_dir, &keys, &err)) return cli_error(&err);
+        sec.keys = &keys;
+    }
+    if (ctl_key_file) {
+        if (el_key_load_public(ctl_key_file, ctl_key, &err)) return cli_error(&err);
+        sec.server_key = ctl_key;
+    }
     el_place_problem *p;
     if (sim) {
         el_place_sim s;
@@ -110,6 +133,18 @@ int cmd_place(int argc, char **argv) {
         return cli_error(&err);
     }
     int rc = 0;
+    if (apply) {
+        char *j = el_place_to_json(p, &pl);
+        if (!j) rc = cli_fail(&c, "out of memory");
+        else if (el_placement_send(apply, &sec, j, strlen(j), 30000, &err)) rc = cli_error(&err);
+        else fprintf(stderr, "place: placement sent to the controller at %s (hit ratio %.6f)\n", apply, pl.hit_ratio);
+        free(j);
+        if (rc) {
+            el_placement_free(&pl);
+            el_place_problem_free(p);
+            return rc;
+        }
+    }
     if (json) {
         char *j = el_place_to_json(p, &pl);
         if (j) fputs(j, stdout);
