@@ -153,8 +153,13 @@ static void *fetch_main(void *arg) {
         el_link_security sec = n->o->ctl_sec;
         sec.allow_dir = NULL;
         sec.server_key = NULL;
-        el_status st = s ? el_store_fetch_model(s, j.name, &j.id, src, j.n_src, &sec, NULL, n->o->w.log, &err)
+        el_progress prog;  // a line with the rate and ETA instead of a line a block
+        double t0 = el_time_s();
+        el_status st = s ? el_store_fetch_model(s, j.name, &j.id, src, j.n_src, &sec, n->o->w.log ? &prog : NULL,
+                                                n->o->w.log, &err)
                          : el_err(&err, EL_ERR_IO, "the store %s cannot be opened", n->o->store_dir);
+        if (!st && n->o->w.log)
+            fprintf(n->o->w.log, "node %s: fetched %s in %.2f s\n", n->name, j.name, el_time_s() - t0);
         pthread_mutex_lock(&n->mu);
         for (int i = 0; i < n->n_jobs; i++)
             if (!strcmp(n->jobs[i].name, j.name) && !n->jobs[i].done) {

@@ -272,7 +272,7 @@ static int fetch_from(fetcher *f, int i, const el_hash *h, uint64_t want, el_err
     }
     el_sync_parent_dir(final);
     el_store_mark_verified(f->s, h);
-    logf_(f, "fetched block %s (%llu bytes) from %s", hex, (unsigned long long)n, ep);
+    if (!f->progress) logf_(f, "fetched block %s (%llu bytes) from %s", hex, (unsigned long long)n, ep);
     return 0;
 }
 
@@ -328,6 +328,7 @@ el_status el_store_fetch_model(el_store *s, const char *name, const el_hash *id,
             uint64_t b = i < 0 ? m.header_bytes : m.blocks[i].bytes;
             if (!el_store_has_block(s, h, b)) f.total += b;
         }
+        f.done = 0;  // the manifest's bytes are not in the total
         if (progress) el_progress_begin(progress, stderr, "fetch", f.total >> 10, "KiB");
         for (int i = -1; !st && i < m.n_blocks; i++) {
             const el_hash *h = i < 0 ? &m.header : &m.blocks[i].hash;
