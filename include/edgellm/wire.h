@@ -279,6 +279,12 @@ el_status el_wire_encode_result(el_buf *b, uint64_t session, uint32_t seq, uint8
 el_status el_wire_relay_result(el_buf *b, const el_wire_msg *m, uint64_t session, uint32_t seq,
                                const el_wire_hop *front, el_error *err);
 el_status el_wire_encode_error(el_buf *b, uint64_t session, uint32_t seq, uint32_t code, const char *text);
+// The same with the text formatted (truncated to EL_WIRE_MAX_TEXT).
+el_status el_wire_encode_errorf(el_buf *b, uint64_t session, uint32_t seq, uint32_t code, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 5, 6)))
+#endif
+    ;
 el_status el_wire_encode_ping(el_buf *b, uint16_t type, uint32_t seq, const void *payload, size_t n);
 // PROBE of `size` body bytes asking for a reply of reply_len bytes.
 el_status el_wire_encode_probe(el_buf *b, uint32_t seq, size_t size, uint32_t reply_len);

@@ -27,7 +27,8 @@ static el_status ask(const char *endpoint, const el_link_security *sec, uint16_t
         char text[EL_WIRE_MAX_TEXT];
         if (el_wire_decode_error(&m, &code, text, sizeof text, err) == EL_OK)
             st = el_err(err, code == EL_WERR_MISMATCH ? EL_ERR_STATE : EL_ERR_ARG, "controller %s: %s", endpoint, text);
-        else st = err->code;
+        else
+            st = err->code;
         goto done;
     }
     if (m.type != want_type) {

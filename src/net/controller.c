@@ -208,7 +208,9 @@ void el_controller_free(el_controller *c) {
     free(c);
 }
 
-int el_controller_n_workers(const el_controller *c) { return c->n_workers; }
+int el_controller_n_workers(const el_controller *c) {
+    return c->n_workers;
+}
 
 void el_controller_tick(el_controller *c, double now) {
     for (int i = c->n_workers - 1; i >= 0; i--)
@@ -223,17 +225,6 @@ static const ctl_model *holds(const ctl_worker *w, const char *model) {
     for (int i = 0; i < w->n_models; i++)
         if (!strcmp(w->models[i].name, model)) return &w->models[i];
     return NULL;
-}
-
-static void reply_error(el_buf *out, uint32_t seq, uint32_t code, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-static void reply_error(el_buf *out, uint32_t seq, uint32_t code, const char *fmt, ...) {
-    char text[EL_WIRE_MAX_TEXT];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(text, sizeof text, fmt, ap);
-    va_end(ap);
-    el_wire_encode_error(out, 0, seq, code, text);
 }
 
 static void reply_json(el_controller *c, el_buf *out, uint16_t type, uint32_t seq) {
@@ -265,9 +256,10 @@ static void on_announce(el_controller *c, const el_peer *peer, const el_json *j,
     const el_json *models = el_json_get(j, "models");
     if (!good_name(name) || !good_endpoint(ep) || !el_json_is(key, EL_JSON_STRING) ||
         !el_json_is(models, EL_JSON_ARRAY) || el_json_len(models) > EL_CTL_MAX_MODELS) {
-        reply_error(out, seq, EL_WERR_PROTOCOL,
-                    "ANNOUNCE needs name and endpoint (1..%d printable bytes), public_key and at most %d models",
-                    EL_CTL_MAX_NAME, EL_CTL_MAX_MODELS);
+        el_wire_encode_errorf(
+            out, 0, seq, EL_WERR_PROTOCOL,
+            "ANNOUNCE needs name and endpoint (1..%d printable bytes), public_key and at most %d models",
+            EL_CTL_MAX_NAME, EL_CTL_MAX_MODELS);
         return;
     }
     // The key announced is the key devices will pin: on a CURVE link it must
@@ -275,7 +267,8 @@ static void on_announce(el_controller *c, const el_peer *peer, const el_json *j,
     // another's endpoint under a key it holds.
     int secure = !c->o.sec.insecure;
     if (secure && (el_json_strlen(key) != 40 || strcmp(el_json_str(key), peer->client))) {
-        reply_error(out, seq, EL_WERR_MISMATCH, "ANNOUNCE: public_key is not the key this connection proved");
+        el_wire_encode_errorf(out, 0, seq, EL_WERR_MISMATCH,
+                              "ANNOUNCE: public_key is not the key this connection proved");
         return;
     }
     ctl_worker nw = {0};
@@ -286,13 +279,13 @@ static void on_announce(el_controller *c, const el_peer *peer, const el_json *j,
     for (const el_json *m = el_json_first(models); m; m = el_json_next(models, m)) {
         ctl_model *cm = &nw.models[nw.n_models];
         const el_json *mn = el_json_get(m, "name"), *id = el_json_get(m, "id"), *ly = el_json_get(m, "layers");
-        if (!good_name(mn) || !good_id(id, cm->id) ||
-            !good_int(el_json_get(m, "n_layers"), 1, 100000, &cm->n_layers) || !el_json_is(ly, EL_JSON_ARRAY) ||
-            el_json_len(ly) != 2 || !good_int(el_json_at(ly, 0), 0, cm->n_layers - 1, &cm->begin) ||
+        if (!good_name(mn) || !good_id(id, cm->id) || !good_int(el_json_get(m, "n_layers"), 1, 100000, &cm->n_layers) ||
+            !el_json_is(ly, EL_JSON_ARRAY) || el_json_len(ly) != 2 ||
+            !good_int(el_json_at(ly, 0), 0, cm->n_layers - 1, &cm->begin) ||
             !good_int(el_json_at(ly, 1), cm->begin + 1, cm->n_layers, &cm->end)) {
-            reply_error(out, seq, EL_WERR_PROTOCOL,
-                        "ANNOUNCE: model %d needs name, id (64 hex digits), n_layers and layers [a, b] within it",
-                        nw.n_models);
+            el_wire_encode_errorf(
+                out, 0, seq, EL_WERR_PROTOCOL,
+                "ANNOUNCE: model %d needs name, id (64 hex digits), n_layers and layers [a, b] within it", nw.n_models);
             return;
         }
         memcpy(cm->name, el_json_str(mn), el_json_strlen(mn) + 1);
@@ -310,20 +303,20 @@ static void on_announce(el_controller *c, const el_peer *peer, const el_json *j,
     for (int i = 0; i < c->n_workers; i++)
         if (!strcmp(c->workers[i].name, nw.name)) w = &c->workers[i];
     if (w && strcmp(w->client, nw.client)) {
-        reply_error(out, seq, EL_WERR_MISMATCH, "the name \"%s\" belongs to another worker's key until it goes silent",
-                    nw.name);
+        el_wire_encode_errorf(out, 0, seq, EL_WERR_MISMATCH,
+                              "the name \"%s\" belongs to another worker's key until it goes silent", nw.name);
         return;
     }
     if (!w) {
         if (c->n_workers >= c->o.max_workers) {
-            reply_error(out, seq, EL_WERR_LIMIT, "the controller knows %d workers already", c->n_workers);
+            el_wire_encode_errorf(out, 0, seq, EL_WERR_LIMIT, "the controller knows %d workers already", c->n_workers);
             return;
         }
         if (c->n_workers == c->cap_workers) {
             int cap = c->cap_workers ? 2 * c->cap_workers : 16;
             ctl_worker *nws = realloc(c->workers, (size_t)cap * sizeof *nws);
             if (!nws) {
-                reply_error(out, seq, EL_WERR_INTERNAL, "out of memory");
+                el_wire_encode_errorf(out, 0, seq, EL_WERR_INTERNAL, "out of memory");
                 return;
             }
             c->workers = nws;
@@ -334,8 +327,7 @@ static void on_announce(el_controller *c, const el_peer *peer, const el_json *j,
               (unsigned long long)nw.n_blocks, nw.store_bytes / 1048576.0);
     } else {
         for (int i = 0; i < nw.n_models; i++)
-            if (!holds(w, nw.models[i].name))
-                clog_(c, "worker %s now holds %s", nw.name, nw.models[i].name);
+            if (!holds(w, nw.models[i].name)) clog_(c, "worker %s now holds %s", nw.name, nw.models[i].name);
     }
     *w = nw;
     // what the placement wants here and the worker lacks, with the workers that hold it
@@ -390,8 +382,9 @@ static void on_route(el_controller *c, const el_json *j, uint32_t seq, el_buf *o
     const el_json *cj = el_json_get(j, "cut");
     if (!good_name(model) || (cj && !good_int(cj, -1, 100000, &cut)) ||
         (ex && (!el_json_is(ex, EL_JSON_ARRAY) || el_json_len(ex) > 64))) {
-        reply_error(out, seq, EL_WERR_PROTOCOL, "ROUTE needs model (a name), cut (-1..100000) and exclude (at most 64 "
-                    "endpoints)");
+        el_wire_encode_errorf(out, 0, seq, EL_WERR_PROTOCOL,
+                              "ROUTE needs model (a name), cut (-1..100000) and exclude (at most 64 "
+                              "endpoints)");
         return;
     }
     const char *name = el_json_str(model);
@@ -421,9 +414,10 @@ static void on_route(el_controller *c, const el_json *j, uint32_t seq, el_buf *o
         }
     }
     if (!n) {
-        reply_error(out, seq, EL_WERR_MISMATCH,
-                    "no worker serves model \"%s\" from layer %d to its last (%d of %d workers hold it; %d excluded)",
-                    name, cut, holders, c->n_workers, ex ? (int)el_json_len(ex) : 0);
+        el_wire_encode_errorf(
+            out, 0, seq, EL_WERR_MISMATCH,
+            "no worker serves model \"%s\" from layer %d to its last (%d of %d workers hold it; %d excluded)", name,
+            cut, holders, c->n_workers, ex ? (int)el_json_len(ex) : 0);
         return;
     }
     c->workers[pick[0]].routed++;
@@ -447,8 +441,7 @@ static void on_route(el_controller *c, const el_json *j, uint32_t seq, el_buf *o
     reply_json(c, out, EL_MSG_ROUTED, seq);
 }
 
-void el_controller_handle(el_controller *c, const el_peer *peer, const void *frame, size_t n, double now,
-                          el_buf *out) {
+void el_controller_handle(el_controller *c, const el_peer *peer, const void *frame, size_t n, double now, el_buf *out) {
     el_wire_msg m;
     el_error e;
     out->len = 0;
@@ -461,24 +454,30 @@ void el_controller_handle(el_controller *c, const el_peer *peer, const void *fra
         return;
     }
     if (m.type != EL_MSG_ANNOUNCE && m.type != EL_MSG_ROUTE && m.type != EL_MSG_PLACE) {
-        reply_error(out, m.seq, EL_WERR_PROTOCOL, "a controller takes ANNOUNCE, ROUTE, PLACE and PING, not type %u",
-                    m.type);
+        el_wire_encode_errorf(out, 0, m.seq, EL_WERR_PROTOCOL,
+                              "a controller takes ANNOUNCE, ROUTE, PLACE and PING, not type %u", m.type);
         return;
     }
     if (m.body_len > EL_CTL_MAX_BODY) {
-        reply_error(out, m.seq, EL_WERR_LIMIT, "a body of %zu bytes (at most %u)", m.body_len, EL_CTL_MAX_BODY);
+        el_wire_encode_errorf(out, 0, m.seq, EL_WERR_LIMIT, "a body of %zu bytes (at most %u)", m.body_len,
+                              EL_CTL_MAX_BODY);
         return;
     }
     el_json *j;
     if (el_json_parse((const char *)m.body, m.body_len, peer->client, &j, &e)) {
-        reply_error(out, m.seq, EL_WERR_PROTOCOL, "%s", e.msg);
+        el_wire_encode_errorf(out, 0, m.seq, EL_WERR_PROTOCOL, "%s", e.msg);
         return;
     }
-    if (!el_json_is(j, EL_JSON_OBJECT)) reply_error(out, m.seq, EL_WERR_PROTOCOL, "the body is not a JSON object");
-    else if (m.type == EL_MSG_ANNOUNCE) on_announce(c, peer, j, m.seq, now, out);
-    else if (m.type == EL_MSG_ROUTE) on_route(c, j, m.seq, out);
-    else if (el_controller_set_placement(c, j, "PLACE", &e)) reply_error(out, m.seq, EL_WERR_PROTOCOL, "%s", e.msg);
-    else el_wire_encode_simple(out, EL_MSG_OK, 0, m.seq);
+    if (!el_json_is(j, EL_JSON_OBJECT))
+        el_wire_encode_errorf(out, 0, m.seq, EL_WERR_PROTOCOL, "the body is not a JSON object");
+    else if (m.type == EL_MSG_ANNOUNCE)
+        on_announce(c, peer, j, m.seq, now, out);
+    else if (m.type == EL_MSG_ROUTE)
+        on_route(c, j, m.seq, out);
+    else if (el_controller_set_placement(c, j, "PLACE", &e))
+        el_wire_encode_errorf(out, 0, m.seq, EL_WERR_PROTOCOL, "%s", e.msg);
+    else
+        el_wire_encode_simple(out, EL_MSG_OK, 0, m.seq);
     el_json_free(j);
 }
 
@@ -506,7 +505,8 @@ el_status el_controller_run(const el_controller_opts *o, el_error *err) {
             continue;
         }
         el_controller_handle(c, &peer, in.data, in.len, now, &out);
-        if (out.len && el_link_server_send(srv, &peer, out.data, out.len, &e)) clog_(c, "reply to %.12s...: %s", peer.client, e.msg);
+        if (out.len && el_link_server_send(srv, &peer, out.data, out.len, &e))
+            clog_(c, "reply to %.12s...: %s", peer.client, e.msg);
     }
     clog_(c, "stopping: %d workers known", c->n_workers);
     el_link_server_close(srv);

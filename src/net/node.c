@@ -89,7 +89,8 @@ static node_model *find_model(node *n, const char *name) {
 
 // Starts serving a model: from the store by name, or (store NULL) the file.
 static el_status add_model(node *n, const char *name, el_error *err) {
-    if (n->n == EL_CTL_MAX_MODELS) return el_err(err, EL_ERR_RANGE, "a node serves at most %d models", EL_CTL_MAX_MODELS);
+    if (n->n == EL_CTL_MAX_MODELS)
+        return el_err(err, EL_ERR_RANGE, "a node serves at most %d models", EL_CTL_MAX_MODELS);
     node_model *nm = &n->models[n->n];
     memset(nm, 0, sizeof *nm);
     snprintf(nm->name, sizeof nm->name, "%s", name);
@@ -186,7 +187,8 @@ static void fetch_poll(node *n) {
             n->jobs[i] = n->jobs[--n->n_jobs];
             pthread_mutex_unlock(&n->mu);
             el_error err;
-            if (el_store_rescan(n->store, &err) || add_model(n, name, &err)) nlog(n, "fetched %s but: %s", name, err.msg);
+            if (el_store_rescan(n->store, &err) || add_model(n, name, &err))
+                nlog(n, "fetched %s but: %s", name, err.msg);
             pthread_mutex_lock(&n->mu);
         } else if (j->done == -1 && now - j->ended > 2.0) {
             nlog(n, "fetching %s failed: %s (asked again at the next heartbeat)", j->name, j->why);
@@ -203,7 +205,8 @@ static void on_announced(node *n, const el_wire_msg *m) {
     if (m->type == EL_MSG_ERROR) {
         uint32_t code;
         char text[EL_WIRE_MAX_TEXT];
-        if (!el_wire_decode_error(m, &code, text, sizeof text, &err)) nlog(n, "controller %s: %s", n->o->controller, text);
+        if (!el_wire_decode_error(m, &code, text, sizeof text, &err))
+            nlog(n, "controller %s: %s", n->o->controller, text);
         return;
     }
     if (m->type != EL_MSG_ANNOUNCED || m->body_len > EL_CTL_MAX_BODY) return;
@@ -235,8 +238,9 @@ static void on_announced(node *n, const el_wire_msg *m) {
             pthread_cond_signal(&n->cv);
         }
         pthread_mutex_unlock(&n->mu);
-        if (!known) nlog(n, "the placement gives us %s: fetching it from %s%s", name, job.endpoint[0],
-                         job.n_src > 1 ? " and others" : "");
+        if (!known)
+            nlog(n, "the placement gives us %s: fetching it from %s%s", name, job.endpoint[0],
+                 job.n_src > 1 ? " and others" : "");
     }
     el_json_free(j);
 }
@@ -292,7 +296,8 @@ static void heartbeat(node *n) {
         el_sbuf_printf(&b, ",\"id\":\"%s\",\"n_layers\":%d,\"layers\":[%d,%d]}", n->models[i].id, m->hp.n_layers,
                        m->layer_begin, m->layer_end);
     }
-    el_sbuf_printf(&b, "],\"blocks\":%d,\"store_bytes\":%llu,\"free_bytes\":%llu,\"sessions\":%d,\"busy\":%.4f,"
+    el_sbuf_printf(&b,
+                   "],\"blocks\":%d,\"store_bytes\":%llu,\"free_bytes\":%llu,\"sessions\":%d,\"busy\":%.4f,"
                    "\"step_ms\":%.4f}",
                    n->store ? el_store_n_blocks(n->store) : 0,
                    (unsigned long long)(n->store ? el_store_bytes(n->store) : 0), (unsigned long long)free_bytes,
@@ -322,29 +327,24 @@ static node_client *client_of(node *n, const char *client) {
     return n->clients[n->n_clients++] = c;
 }
 
-static void reply_error(node *n, const el_peer *peer, uint64_t session, uint32_t seq, uint32_t code, const char *fmt,
-                        ...) __attribute__((format(printf, 6, 7)));
-static void reply_error(node *n, const el_peer *peer, uint64_t session, uint32_t seq, uint32_t code, const char *fmt,
-                        ...) {
-    char text[EL_WIRE_MAX_TEXT];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(text, sizeof text, fmt, ap);
-    va_end(ap);
-    if (el_wire_encode_error(&n->out, session, seq, code, text) == EL_OK)
-        el_link_server_send(n->srv, peer, n->out.data, n->out.len, NULL);
+// Sends the reply in n->out (an ERROR when its encoding failed to fit).
+static void send_reply(node *n, const el_peer *peer, el_status encoded) {
+    if (encoded == EL_OK) el_link_server_send(n->srv, peer, n->out.data, n->out.len, NULL);
 }
 
 // A BLOCK_GET: the answer counts against the asking client's unread bytes.
 static void serve_block(node *n, const el_peer *peer, const el_wire_msg *m) {
     if (!n->store) {
-        reply_error(n, peer, 0, m->seq, EL_WERR_PROTOCOL, "this worker has no block store");
+        send_reply(n, peer,
+                   el_wire_encode_errorf(&n->out, 0, m->seq, EL_WERR_PROTOCOL, "this worker has no block store"));
         return;
     }
     node_client *c = client_of(n, peer->client);
     if (!c || atomic_load(&c->held) + EL_STORE_CHUNK > n->client_inflight) {
-        reply_error(n, peer, 0, m->seq, EL_WERR_LIMIT, "%s block bytes unread by this client (at most %zu): read them first",
-                    c ? "too many" : "too many clients with", n->client_inflight);
+        send_reply(n, peer,
+                   el_wire_encode_errorf(&n->out, 0, m->seq, EL_WERR_LIMIT,
+                                         "%s block bytes unread by this client (at most %zu): read them first",
+                                         c ? "too many" : "too many clients with", n->client_inflight));
         return;
     }
     el_store_serve(n->store, m, &n->out);
@@ -363,7 +363,8 @@ static void dispatch(node *n, const el_peer *peer, el_buf *in) {
     el_wire_msg m;
     el_error e;
     if (el_wire_parse(in->data, in->len, &m, &e)) {
-        if (n->n) feed(n, &n->models[0], peer, in);  // the worker answers what is wrong (or which version)
+        if (n->n)
+            feed(n, &n->models[0], peer, in);  // the worker answers what is wrong (or which version)
         else if (el_wire_version_error(&n->out, in->data, in->len) == EL_OK ||
                  el_wire_encode_error(&n->out, 0, 0, EL_WERR_PROTOCOL, e.msg) == EL_OK)
             el_link_server_send(n->srv, peer, n->out.data, n->out.len, NULL);
@@ -385,10 +386,12 @@ static void dispatch(node *n, const el_peer *peer, el_buf *in) {
             char names[512] = "";
             for (int i = 0; i < n->n; i++)
                 snprintf(names + strlen(names), sizeof names - strlen(names), "%s%s", i ? ", " : "", n->models[i].name);
-            reply_error(n, peer, 0, m.seq, EL_WERR_MISMATCH,
-                        "no model here has layers %u:%u with the device's identity %016llx (this worker serves: %s)",
-                        o.stages[0].layer_begin, o.stages[0].layer_end, (unsigned long long)o.stages[0].identity,
-                        n->n ? names : "nothing yet");
+            send_reply(n, peer,
+                       el_wire_encode_errorf(
+                           &n->out, 0, m.seq, EL_WERR_MISMATCH,
+                           "no model here has layers %u:%u with the device's identity %016llx (this worker serves: %s)",
+                           o.stages[0].layer_begin, o.stages[0].layer_end, (unsigned long long)o.stages[0].identity,
+                           n->n ? names : "nothing yet"));
             return;
         }
     }
@@ -398,10 +401,13 @@ static void dispatch(node *n, const el_peer *peer, el_buf *in) {
                 feed(n, &n->models[i], peer, in);
                 return;
             }
-    if (n->n) feed(n, &n->models[0], peer, in);  // PING, PROBE, unknown sessions, malformed OPENs
+    if (n->n)
+        feed(n, &n->models[0], peer, in);  // PING, PROBE, unknown sessions, malformed OPENs
     else if (m.type == EL_MSG_PING && el_wire_encode_ping(&n->out, EL_MSG_PONG, m.seq, m.body, m.body_len) == EL_OK)
         el_link_server_send(n->srv, peer, n->out.data, n->out.len, NULL);
-    else reply_error(n, peer, m.session, m.seq, EL_WERR_SESSION, "this worker holds no model yet");
+    else
+        send_reply(n, peer,
+                   el_wire_encode_errorf(&n->out, m.session, m.seq, EL_WERR_SESSION, "this worker holds no model yet"));
 }
 
 el_status el_node_run(const el_node_opts *o, el_error *err) {

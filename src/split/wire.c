@@ -3,6 +3,7 @@
 #include "edgellm/wire.h"
 
 #include <math.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -400,6 +401,15 @@ el_status el_wire_encode_error(el_buf *b, uint64_t session, uint32_t seq, uint32
     put_u32(p + 4, (uint32_t)n);
     memcpy(p + 8, text, n);
     return finish(b);
+}
+
+el_status el_wire_encode_errorf(el_buf *b, uint64_t session, uint32_t seq, uint32_t code, const char *fmt, ...) {
+    char text[EL_WIRE_MAX_TEXT + 1];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(text, sizeof text, fmt, ap);
+    va_end(ap);
+    return el_wire_encode_error(b, session, seq, code, text);
 }
 
 el_status el_wire_decode_error(const el_wire_msg *m, uint32_t *code, char *text, size_t cap, el_error *err) {
