@@ -278,12 +278,17 @@ int el_store_has_block(el_store *s, const el_hash *h, uint64_t size) {
 
 // ---------------------------------------------------------------- import
 
+// Writes a block unless one of that size is there already. What import
+// writes from a file it just hashed is right: remembered as verified. A block
+// that was there is not (it is hashed when a model first uses it).
 static el_status put_block(el_store *s, const el_hash *h, const void *data, size_t n, el_error *err) {
     char p[4096];
     path_of(s, "blocks", h, NULL, p, sizeof p);
     struct stat sb;
     if (!stat(p, &sb) && S_ISREG(sb.st_mode) && (uint64_t)sb.st_size == n) return EL_OK;  // held already
-    return el_write_file_atomic(p, data, n, err);
+    el_status st = el_write_file_atomic(p, data, n, err);
+    if (!st) el_store_mark_verified(s, h);
+    return st;
 }
 
 el_status el_store_write_model(el_store *s, const char *name, const el_hash *id, el_error *err) {
@@ -317,12 +322,6 @@ el_status el_store_import(el_store *s, const char *gguf_path, const char *name, 
     if (!st) st = put_block(s, &m.id, text, len, err);
     if (!st) st = el_store_write_model(s, name, &m.id, err);
     if (!st && id) *id = m.id;
-    // What import wrote from a file it just hashed is right: no need to hash it again on open.
-    if (!st) {
-        el_store_mark_verified(s, &m.id);
-        el_store_mark_verified(s, &m.header);
-        for (int i = 0; i < m.n_blocks; i++) el_store_mark_verified(s, &m.blocks[i].hash);
-    }
     free(text);
     el_model_blocks_free(&m);
     el_gguf_close(g);
