@@ -70,6 +70,10 @@ el_status el_manifest_parse(const void *text, size_t len, const char *name, el_m
 
 // ---------------------------------------------------------------- store
 
+// One thread at a time per el_store, except el_store_serve, which only reads
+// block files by name and may run in any thread alongside the others (a
+// worker serving its peers while it fetches). Blocks hashed once in a process
+// are remembered in the el_store: a fresh el_store hashes them again.
 typedef struct el_store el_store;
 
 // Opens (creating when missing) a store folder: DIR/blocks/<hex> holds each

@@ -70,7 +70,9 @@ static uint32_t generation(el_pool *p) { return (uint32_t)(atomic_load_explicit(
 
 static void *worker(void *arg) {
     el_pool *p = arg;
-    uint32_t seen = generation(p);
+    // Generation 0 is the pool's state at creation: a job published before
+    // this thread got to run (a pool used at once) is still joined.
+    uint32_t seen = 0;
     for (;;) {
         uint32_t g;
         int spins = 0;

@@ -309,15 +309,19 @@ el_status el_store_fetch_model(el_store *s, const char *name, const el_hash *id,
     char p[4096], hex[HEX + 1];
     el_hash_hex(id, hex);
     snprintf(p, sizeof p, "%s/blocks/%s", el_store_dir(s), hex);
-    if (!st && access(p, F_OK)) st = fetch_block(&f, id, 0, "manifest", err);
-    if (!st) st = el_read_file(p, EL_MANIFEST_MAX_BYTES, &text, &len, err);
-    if (!st) {
+    // The manifest, unless held (a held one that does not match its hash is
+    // removed and fetched again).
+    for (int attempt = 0; !st && attempt < 2; attempt++) {
+        if (access(p, F_OK) && (st = fetch_block(&f, id, 0, "manifest", err))) break;
+        if ((st = el_read_file(p, EL_MANIFEST_MAX_BYTES, &text, &len, err))) break;
         el_hash got;
         el_hash_bytes(text, len, &got);
-        if (!el_hash_eq(&got, id)) {
-            unlink(p);
-            st = el_err(err, EL_ERR_FORMAT, "%s: manifest does not match its hash: removed", p);
-        }
+        if (el_hash_eq(&got, id)) break;
+        unlink(p);
+        free(text);
+        text = NULL;
+        logf_(&f, "removed manifest block %s: it does not match its hash", hex);
+        if (attempt) st = el_err(err, EL_ERR_FORMAT, "%s: manifest does not match its hash: removed", p);
     }
     if (!st) st = el_manifest_parse(text, len, p, &m, err);
     if (!st) st = el_store_rescan(s, err);

@@ -2,6 +2,7 @@
 // tensor, hashed), and the canonical JSON that names them, whose hash is the
 // model's id (docs/formats.md, "Manifests").
 #include <math.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -253,19 +254,48 @@ char *el_store_base_name(const char *path) {
     return s;
 }
 
-// Hashes in slices so that a progress line moves on big tensors.
-#define SLICE ((size_t)64 << 20)
-static void hash_region(const void *p, size_t n, el_hash *h, el_progress *pr, uint64_t *done) {
+// Hashes in slices so that a progress line moves on big tensors. Regions
+// are tasks of a pool (one hash is sequential, different regions are not);
+// whichever thread finds the progress line free redraws it.
+#define SLICE ((size_t)16 << 20)
+typedef struct {
+    const void *const *ptr;
+    const size_t *n;
+    el_hash *out;
+    el_progress *pr;
+    atomic_uint_fast64_t done;
+    atomic_int busy;
+} hash_job;
+
+static void hash_task(void *ctx, int i, int n_tasks) {
+    (void)n_tasks;
+    hash_job *j = ctx;
     el_hasher st;
     el_hasher_init(&st);
-    for (size_t at = 0; at < n;) {
-        size_t k = n - at < SLICE ? n - at : SLICE;
-        el_hasher_update(&st, (const uint8_t *)p + at, k);
+    for (size_t at = 0; at < j->n[i];) {
+        size_t k = j->n[i] - at < SLICE ? j->n[i] - at : SLICE;
+        el_hasher_update(&st, (const uint8_t *)j->ptr[i] + at, k);
         at += k;
-        *done += k;
-        if (pr) el_progress_update(pr, *done >> 20, NULL);
+        uint64_t done = atomic_fetch_add(&j->done, k) + k;
+        if (j->pr && !atomic_exchange(&j->busy, 1)) {
+            el_progress_update(j->pr, done >> 20, NULL);
+            atomic_store(&j->busy, 0);
+        }
     }
-    el_hasher_final(&st, h);
+    el_hasher_final(&st, &j->out[i]);
+}
+
+void el_store_hash_regions(const void *const *ptr, const size_t *n, int count, el_hash *out, el_progress *progress) {
+    hash_job j = {.ptr = ptr, .n = n, .out = out, .pr = progress};
+    atomic_init(&j.done, 0);
+    atomic_init(&j.busy, 0);
+    uint64_t total = 0;
+    for (int i = 0; i < count; i++) total += n[i];
+    // a pool only when there is enough to hash for threads to pay off
+    el_pool *pool = count > 1 && total > ((uint64_t)8 << 20) ? el_pool_new(0) : NULL;
+    el_store_sodium_init();
+    el_pool_run(pool, hash_task, &j, count);
+    el_pool_free(pool);
 }
 
 el_status el_store_blocks_of(const el_gguf *g, el_progress *progress, el_model_blocks *out, el_error *err) {
@@ -274,40 +304,57 @@ el_status el_store_blocks_of(const el_gguf *g, el_progress *progress, el_model_b
     out->file_bytes = g->map_size;
     out->blocks = calloc(g->n_tensors ? (size_t)g->n_tensors : 1, sizeof *out->blocks);
     if (!out->blocks) return el_err(err, EL_ERR_NOMEM, "%s: out of memory", g->path);
-    uint64_t total = out->header_bytes, done = 0;
-    for (uint64_t i = 0; i < g->n_tensors; i++) total += g->tensors[i].nbytes;
+    int n = (int)g->n_tensors + 1;
+    const void **ptr = malloc((size_t)n * sizeof *ptr);
+    size_t *len = malloc((size_t)n * sizeof *len);
+    el_hash *h = malloc((size_t)n * sizeof *h);
+    if (!ptr || !len || !h) {
+        free(ptr), free(len), free(h);
+        el_model_blocks_free(out);
+        return el_err(err, EL_ERR_NOMEM, "%s: out of memory", g->path);
+    }
+    ptr[0] = g->map, len[0] = (size_t)out->header_bytes;
+    uint64_t total = 0;
+    for (int i = 0; i < n; i++) {
+        if (i) ptr[i] = g->tensors[i - 1].data, len[i] = g->tensors[i - 1].nbytes;
+        total += len[i];
+    }
     if (progress) el_progress_begin(progress, stderr, "hash", total >> 20, "MiB");
-    hash_region(g->map, (size_t)out->header_bytes, &out->header, progress, &done);
+    el_store_hash_regions(ptr, len, n, h, progress);
+    if (progress) el_progress_end(progress, total >> 20, NULL);
+    out->header = h[0];
     out->bytes = out->header_bytes;
-    for (uint64_t i = 0; i < g->n_tensors; i++) {
+    el_status st = EL_OK;
+    for (uint64_t i = 0; i < g->n_tensors && !st; i++) {
         const el_gguf_tensor *t = &g->tensors[i];
         el_block_info *b = &out->blocks[i];
         out->n_blocks = (int)i + 1;
-        if (!name_ok(t->name)) {
-            el_model_blocks_free(out);
-            return el_err(err, EL_ERR_UNSUPPORTED, "%s: tensor %llu: its name is not 1..%d bytes of UTF-8", g->path,
-                          (unsigned long long)i, MAX_TENSOR_NAME);
-        }
-        if (!(b->name = strdup(t->name))) {
-            el_model_blocks_free(out);
-            return el_err(err, EL_ERR_NOMEM, "%s: out of memory", g->path);
-        }
+        if (!name_ok(t->name))
+            st = el_err(err, EL_ERR_UNSUPPORTED, "%s: tensor %llu: its name is not 1..%d bytes of UTF-8", g->path,
+                        (unsigned long long)i, MAX_TENSOR_NAME);
+        else if (!(b->name = strdup(t->name)))
+            st = el_err(err, EL_ERR_NOMEM, "%s: out of memory", g->path);
+        if (st) break;
         b->dtype = t->dtype;
         b->n_dims = t->n_dims;
         memcpy(b->ne, t->ne, sizeof b->ne);
         b->bytes = t->nbytes;
-        hash_region(t->data, t->nbytes, &b->hash, progress, &done);
+        b->hash = h[i + 1];
         out->bytes += b->bytes;
     }
-    if (progress) el_progress_end(progress, done >> 20, NULL);
-    char *text;
-    size_t len;
-    el_status st = el_manifest_encode(out, &text, &len, err);
+    free(ptr), free(len), free(h);
     if (st) {
         el_model_blocks_free(out);
         return st;
     }
-    el_hash_bytes(text, len, &out->id);
+    char *text;
+    size_t tlen;
+    st = el_manifest_encode(out, &text, &tlen, err);
+    if (st) {
+        el_model_blocks_free(out);
+        return st;
+    }
+    el_hash_bytes(text, tlen, &out->id);
     free(text);
     return EL_OK;
 }

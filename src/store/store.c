@@ -278,12 +278,17 @@ int el_store_has_block(el_store *s, const el_hash *h, uint64_t size) {
 
 // ---------------------------------------------------------------- import
 
+// Writes a block unless one of that size is there already. What import
+// writes from a file it just hashed is right: remembered as verified. A block
+// that was there is not (it is hashed when a model first uses it).
 static el_status put_block(el_store *s, const el_hash *h, const void *data, size_t n, el_error *err) {
     char p[4096];
     path_of(s, "blocks", h, NULL, p, sizeof p);
     struct stat sb;
     if (!stat(p, &sb) && S_ISREG(sb.st_mode) && (uint64_t)sb.st_size == n) return EL_OK;  // held already
-    return el_write_file_atomic(p, data, n, err);
+    el_status st = el_write_file_atomic(p, data, n, err);
+    if (!st) el_store_mark_verified(s, h);
+    return st;
 }
 
 el_status el_store_write_model(el_store *s, const char *name, const el_hash *id, el_error *err) {
@@ -317,12 +322,6 @@ el_status el_store_import(el_store *s, const char *gguf_path, const char *name, 
     if (!st) st = put_block(s, &m.id, text, len, err);
     if (!st) st = el_store_write_model(s, name, &m.id, err);
     if (!st && id) *id = m.id;
-    // What import wrote from a file it just hashed is right: no need to hash it again on open.
-    if (!st) {
-        el_store_mark_verified(s, &m.id);
-        el_store_mark_verified(s, &m.header);
-        for (int i = 0; i < m.n_blocks; i++) el_store_mark_verified(s, &m.blocks[i].hash);
-    }
     free(text);
     el_model_blocks_free(&m);
     el_gguf_close(g);
@@ -333,8 +332,8 @@ el_status el_store_import(el_store *s, const char *gguf_path, const char *name, 
 
 // ---------------------------------------------------------------- assembly
 
-// Maps block h of `bytes` bytes, hashing it first unless this process already
-// did. A block of the wrong size or hash is deleted.
+// Maps block h of `bytes` bytes (hashed later, by check_blocks). A block of
+// the wrong size is deleted.
 static el_status map_block(el_store *s, const char *model, const el_hash *h, uint64_t bytes, void **map,
                            el_error *err) {
     *map = NULL;
@@ -358,20 +357,44 @@ static el_status map_block(el_store *s, const char *model, const el_hash *h, uin
     void *m = mmap(NULL, (size_t)bytes, PROT_READ, MAP_PRIVATE, fd, 0);
     close(fd);
     if (m == MAP_FAILED) return el_err(err, EL_ERR_IO, "%s: cannot map %llu bytes: %s", p, (unsigned long long)bytes, strerror(errno));
-    if (!is_verified(s, h)) {
-        el_hash got;
-        el_hash_bytes(m, (size_t)bytes, &got);
-        if (!el_hash_eq(&got, h)) {
-            munmap(m, (size_t)bytes);
-            unlink(p);
-            return el_err(err, EL_ERR_FORMAT,
-                          "store %s: block %s of model %s does not match its hash: removed (fetch it again)", s->dir,
-                          hex, model);
-        }
-        el_store_mark_verified(s, h);
-    }
     *map = m;
     return EL_OK;
+}
+
+// Hashes the mapped blocks this process has not verified yet (in parallel);
+// the first that does not match is deleted and named.
+static el_status check_blocks(el_store *s, const char *model, const el_hash *hs, void *const *maps,
+                              const size_t *sizes, int n, el_error *err) {
+    const void **ptr = malloc((size_t)(n ? n : 1) * sizeof *ptr);
+    size_t *len = malloc((size_t)(n ? n : 1) * sizeof *len);
+    el_hash *got = malloc((size_t)(n ? n : 1) * sizeof *got);
+    int *idx = malloc((size_t)(n ? n : 1) * sizeof *idx);
+    el_status st = EL_OK;
+    if (!ptr || !len || !got || !idx) st = el_err(err, EL_ERR_NOMEM, "store %s: out of memory", s->dir);
+    int k = 0;
+    for (int i = 0; !st && i < n; i++) {
+        if (is_verified(s, &hs[i])) continue;
+        int dup = 0;  // a block used twice in one model is hashed once
+        for (int j = 0; j < k && !dup; j++) dup = el_hash_eq(&hs[idx[j]], &hs[i]);
+        if (dup) continue;
+        ptr[k] = maps[i], len[k] = sizes[i], idx[k++] = i;
+    }
+    if (!st) el_store_hash_regions(ptr, len, k, got, NULL);
+    for (int j = 0; !st && j < k; j++) {
+        const el_hash *h = &hs[idx[j]];
+        if (el_hash_eq(&got[j], h)) {
+            el_store_mark_verified(s, h);
+            continue;
+        }
+        char p[4096], hex[HEX + 1];
+        path_of(s, "blocks", h, NULL, p, sizeof p);
+        el_hash_hex(h, hex);
+        unlink(p);
+        st = el_err(err, EL_ERR_FORMAT, "store %s: block %s of model %s does not match its hash: removed (fetch it again)",
+                    s->dir, hex, model);
+    }
+    free(ptr), free(len), free(got), free(idx);
+    return st;
 }
 
 el_status el_store_open_model(el_store *s, const char *name, const el_model_opts *opts, el_model **out,
@@ -383,23 +406,26 @@ el_status el_store_open_model(el_store *s, const char *name, const el_model_opts
     el_model_blocks m;
     el_status st = load_manifest(s, &id, &m, err);
     if (st) return st;
+    // all[0] is the header, all[1..n] the tensors
     size_t n = (size_t)m.n_blocks;
-    void **parts = calloc(n ? n : 1, sizeof *parts);
-    size_t *sizes = calloc(n ? n : 1, sizeof *sizes);
-    void *header = NULL;
-    if (!parts || !sizes) st = el_err(err, EL_ERR_NOMEM, "store %s: out of memory", s->dir);
-    if (!st) st = map_block(s, name, &m.header, m.header_bytes, &header, err);
-    for (size_t i = 0; !st && i < n; i++) {
-        sizes[i] = (size_t)m.blocks[i].bytes;
-        st = map_block(s, name, &m.blocks[i].hash, m.blocks[i].bytes, &parts[i], err);
+    void **all = calloc(n + 1, sizeof *all);
+    size_t *all_sizes = calloc(n + 1, sizeof *all_sizes);
+    el_hash *hs = calloc(n + 1, sizeof *hs);
+    if (!all || !all_sizes || !hs) st = el_err(err, EL_ERR_NOMEM, "store %s: out of memory", s->dir);
+    for (size_t i = 0; !st && i <= n; i++) {
+        hs[i] = i ? m.blocks[i - 1].hash : m.header;
+        all_sizes[i] = (size_t)(i ? m.blocks[i - 1].bytes : m.header_bytes);
+        st = map_block(s, name, &hs[i], all_sizes[i], &all[i], err);
     }
+    if (!st) st = check_blocks(s, name, hs, all, all_sizes, (int)n + 1, err);
+    void *header = all ? all[0] : NULL, **parts = all ? all + 1 : NULL;
+    size_t *sizes = all_sizes ? all_sizes + 1 : NULL;
     char label[4096];
     snprintf(label, sizeof label, "%s/models/%s", s->dir, name);
     el_gguf *g = NULL;
     if (st) {
-        if (header) munmap(header, (size_t)m.header_bytes);
-        for (size_t i = 0; parts && i < n; i++)
-            if (parts[i]) munmap(parts[i], sizes[i]);
+        for (size_t i = 0; all && i <= n; i++)
+            if (all[i]) munmap(all[i], all_sizes[i]);
     } else {
         st = el_gguf_open_parts(header, (size_t)m.header_bytes, parts, sizes, n, label, &g, err);
     }
@@ -410,8 +436,9 @@ el_status el_store_open_model(el_store *s, const char *name, const el_model_opts
             st = el_err(err, EL_ERR_FORMAT, "%s: manifest tensor %zu (%s) differs from the header's (%s)", label, i,
                         m.blocks[i].name, t->name);
     }
-    free(parts);
-    free(sizes);
+    free(all);
+    free(all_sizes);
+    free(hs);
     el_model_blocks_free(&m);
     if (st) {
         el_gguf_close(g);

@@ -25,6 +25,10 @@ int el_store_name_ok(const char *name);
 // Hashes a whole file by reading it; *size gets its length.
 el_status el_store_hash_file(const char *path, el_hash *out, uint64_t *size, el_error *err);
 
+// out[i] = the hash of ptr[i][0, n[i]), regions hashed in parallel on all
+// CPUs; progress (begun by the caller) gets the MiB hashed.
+void el_store_hash_regions(const void *const *ptr, const size_t *n, int count, el_hash *out, el_progress *progress);
+
 // The blocks of an open GGUF (name and path left NULL).
 el_status el_store_blocks_of(const el_gguf *g, el_progress *progress, el_model_blocks *out, el_error *err);
 char *el_store_base_name(const char *path);
