@@ -78,7 +78,11 @@ echo '[{"name": "s0", "storage_bytes": "lots"}]' >"$T/s_bad.json"
 expect_error "s_bad.json: server \"s0\": \"storage_bytes\" must be a whole number" "$EDGELLM" place --catalog "$T/catalog.json" --servers "$T/s_bad.json" --users "$T/users.json"
 expect_error "exact: 10 servers x 30 models give" "$EDGELLM" place --simulate storage=2 --algo exact
 expect_error "--algo: 'best' is not trim" "$EDGELLM" place "${args[@]}" --algo best
-expect_error "--apply: not built yet" "$EDGELLM" place "${args[@]}" --apply tcp://127.0.0.1:7000
+expect_error "--apply needs --keys DIR" "$EDGELLM" place "${args[@]}" --apply tcp://127.0.0.1:7000
+expect_error "--keys, --controller-key and --insecure go with --apply" "$EDGELLM" place "${args[@]}" --insecure
+# nobody listens there: the error names the controller
+nobody=$(free_port)
+expect_error "127.0.0.1:$nobody" "$EDGELLM" place "${args[@]}" --apply 127.0.0.1:$nobody --insecure
 expect_error "--simulate: unknown key 'colour'" "$EDGELLM" place --simulate colour=3
 expect_error "are required" "$EDGELLM" place --catalog "$T/catalog.json"
 finish
