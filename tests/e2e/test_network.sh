@@ -27,7 +27,7 @@ cmp -s "$T/local-tiny.txt" "$T/local-pirate.txt" && fail "the merged adapter did
 
 # ---- keys: every worker, device and the planner on the allow-list; "rogue" is not
 mkdir -p "$T/allow"
-for k in ctl origin w1 w2 w3 dev planner rogue; do
+for k in ctl origin w1 w2 w3 dev dev2 planner rogue; do
   "$EDGELLM" keygen -o "$T/keys/$k" >/dev/null || fail "keygen $k"
   [ $k != rogue ] && [ $k != ctl ] && cp "$T/keys/$k/public.key" "$T/allow/$k.key"
 done
@@ -106,11 +106,17 @@ w2_bytes=$(find "$T/w2.store/blocks" -type f -printf '%s\n' | awk '{s += $1} END
 union=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["union_bytes"])' "$T/catalog.json")
 expect_eq "w2's block bytes (the union)" "$w2_bytes" "$union"
 
-# ---- devices get routes; their texts equal their local runs
+# ---- two devices (their own keys) at once get routes; their texts equal their local runs
+devs=()
 for m in tiny pirate; do
+  key=dev; [ $m = pirate ] && key=dev2
   "$EDGELLM" run -m "$T/$m.gguf" -p "$PROMPT" -n 60 --temp 0 --split 2 --controller 127.0.0.1:$PC \
-    --controller-key "$CK" --keys "$T/keys/dev" >"$T/dev-$m.txt" 2>"$T/dev-$m.err" \
-    || fail "device $m: $(tail -2 "$T/dev-$m.err")"
+    --controller-key "$CK" --keys "$T/keys/$key" >"$T/dev-$m.txt" 2>"$T/dev-$m.err" &
+  devs+=($!)
+done
+for i in 0 1; do
+  m=tiny; [ $i = 1 ] && m=pirate
+  wait "${devs[$i]}" || fail "device $m: $(tail -2 "$T/dev-$m.err")"
   grep -q "route: worker" "$T/dev-$m.err" || fail "device $m was not routed: $(cat "$T/dev-$m.err")"
   cmp -s "$T/local-$m.txt" "$T/dev-$m.txt" && pass || fail "device $m: '$(cat "$T/dev-$m.txt")'"
 done
