@@ -23,6 +23,7 @@ extern "C" {
 #define EL_CTL_MAX_MODELS 64          // models one worker announces
 #define EL_CTL_MAX_NAME 128           // worker and model names (bytes, without the NUL)
 #define EL_CTL_MAX_ROUTE 4            // candidates in a route
+#define EL_CTL_NAMES_PER_KEY 2        // workers one key may announce at once
 
 // ---------------------------------------------------------------- controller
 

@@ -308,6 +308,15 @@ static void on_announce(el_controller *c, const el_peer *peer, const el_json *j,
         return;
     }
     if (!w) {
+        // one key is one worker (a few names while it renames itself): an
+        // allowed peer cannot fill the table with workers of its own
+        int mine = 0;
+        for (int i = 0; i < c->n_workers; i++) mine += !strcmp(c->workers[i].client, nw.client);
+        if (mine >= EL_CTL_NAMES_PER_KEY) {
+            el_wire_encode_errorf(out, 0, seq, EL_WERR_LIMIT, "this key announces %d workers already (at most %d)",
+                                  mine, EL_CTL_NAMES_PER_KEY);
+            return;
+        }
         if (c->n_workers >= c->o.max_workers) {
             el_wire_encode_errorf(out, 0, seq, EL_WERR_LIMIT, "the controller knows %d workers already", c->n_workers);
             return;

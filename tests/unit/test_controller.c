@@ -97,6 +97,15 @@ static void test_announce_and_keys(void **st) {
     el_controller_tick(c, 103.5);
     assert_int_equal(el_controller_n_workers(c), 0);
     assert_int_equal(send_json(c, KEY_B, EL_MSG_ANNOUNCE, json, 104, NULL, text), EL_MSG_ANNOUNCED);
+    // one key cannot fill the table with names of its own
+    snprintf(json, sizeof json, "{\"name\":\"w9\",\"endpoint\":\"10.0.0.9:7002\",\"public_key\":\"%s\",\"models\":[]}",
+             KEY_B);
+    assert_int_equal(send_json(c, KEY_B, EL_MSG_ANNOUNCE, json, 104, NULL, text), EL_MSG_ANNOUNCED);
+    snprintf(json, sizeof json, "{\"name\":\"w10\",\"endpoint\":\"10.0.0.9:7003\",\"public_key\":\"%s\",\"models\":[]}",
+             KEY_B);
+    assert_int_equal(send_json(c, KEY_B, EL_MSG_ANNOUNCE, json, 104, NULL, text), EL_MSG_ERROR);
+    assert_non_null(strstr(text, "announces 2 workers already"));
+    assert_int_equal(el_controller_n_workers(c), 2);
     el_controller_free(c);
 }
 
