@@ -11,6 +11,11 @@ failures=0
 checks=0
 
 pass() { checks=$((checks + 1)); }
+
+# grepq ARGS...: `grep -q ARGS` that reads its input to the end. Under
+# pipefail, `cmd | grep -q` fails when grep exits at its first match and cmd
+# then dies of SIGPIPE writing the rest, which depends on timing.
+grepq() { grep -q "$@"; local rc=$?; cat >/dev/null; return $rc; }
 fail() { checks=$((checks + 1)); failures=$((failures + 1)); echo "FAIL: $*" >&2; }
 
 # expect_error PATTERN CMD...: CMD must exit non-zero, not crash (exit < 128),

@@ -102,8 +102,8 @@ mkdir -p "$T/other" && cp "$T/base.gguf" "$T/other/base.gguf"
 expect_error "same model name 'base'" "$EDGELLM" catalog "$T/base.gguf" "$T/other/base.gguf"
 expect_error "model name '../x'" "$EDGELLM" store import "$T/store" "$T/base.gguf" --name ../x
 expect_error "unknown action" "$EDGELLM" store frobnicate "$T/store"
-"$EDGELLM" catalog --help | grep -q "^usage: edgellm catalog" && pass || fail "catalog --help"
-"$EDGELLM" store --help | grep -q "^usage: edgellm store" && pass || fail "store --help"
+"$EDGELLM" catalog --help | grepq "^usage: edgellm catalog" && pass || fail "catalog --help"
+"$EDGELLM" store --help | grepq "^usage: edgellm store" && pass || fail "store --help"
 
 rm -rf "$T"
 finish

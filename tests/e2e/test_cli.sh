@@ -6,7 +6,7 @@ BIN=$MODELS/aidreams260K.bin
 TOK=$MODELS/tok512.bin
 
 # --help everywhere
-"$EDGELLM" --help | grep -q "usage: edgellm SUBCOMMAND" && pass || fail "edgellm --help"
+"$EDGELLM" --help | grepq "usage: edgellm SUBCOMMAND" && pass || fail "edgellm --help"
 for cmd in run logits tokenize info convert synth; do
   "$EDGELLM" $cmd --help >"$T/help" 2>&1 && grep -q "usage: edgellm $cmd" "$T/help" && pass || fail "$cmd --help"
 done
@@ -26,7 +26,7 @@ grep -q "output_norm.weight *f32 *\[64\]" "$T/info2" && pass || fail "gguf outpu
 
 # run: stdout is exactly the prompt plus generated text; --stats goes to stderr
 "$EDGELLM" run -m "$BIN" -z "$TOK" -p "The dream" -n 20 --temp 0 --stats >"$T/run.out" 2>"$T/run.err" || fail "run"
-head -c 9 "$T/run.out" | grep -q "^The dream" && pass || fail "run stdout starts with the prompt"
+head -c 9 "$T/run.out" | grepq "^The dream" && pass || fail "run stdout starts with the prompt"
 grep -q "prefill: 7 tokens" "$T/run.err" && grep -q "decode: 20 tokens" "$T/run.err" && grep -q "peak memory" "$T/run.err" \
   && pass || fail "run --stats: $(cat "$T/run.err")"
 # sampling is reproducible with a seed and differs between seeds
@@ -46,7 +46,7 @@ expect_eq "threads 1 vs 2" "$t1" "$t2"
 "$EDGELLM" synth --dim 128 --layers 3 --heads 8 --kv-heads 2 --ff 320 --vocab 600 --ctx 256 --type f16 --seed 3 \
   -o "$T/syn.gguf" 2>"$T/synth.err" || fail "synth: $(cat "$T/synth.err")"
 grep -q "synth:" "$T/synth.err" && pass || fail "synth progress line"
-"$EDGELLM" info "$T/syn.gguf" | grep -q "dim 128, layers 3, heads 8, kv heads 2, head dim 16, ff 320, vocab 600, ctx 256" \
+"$EDGELLM" info "$T/syn.gguf" | grepq "dim 128, layers 3, heads 8, kv heads 2, head dim 16, ff 320, vocab 600, ctx 256" \
   && pass || fail "synth info"
 "$EDGELLM" run -m "$T/syn.gguf" -p "abc" -n 10 --temp 0 >/dev/null && pass || fail "run on synth model"
 "$EDGELLM" synth --dim 128 --layers 3 --heads 8 --kv-heads 2 --ff 320 --vocab 600 --ctx 256 --type f16 --seed 3 \

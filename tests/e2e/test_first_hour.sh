@@ -82,7 +82,7 @@ for cmd in run chat; do
     grep -q "(default 0.95; 1 = off)" "$T/help" && grep -q "(default 0.05; 0 = off)" "$T/help" && pass ||
     fail "$cmd --help does not show the one set of sampling defaults"
 done
-"$EDGELLM" help run >"$T/help" && head -1 "$T/help" | grep -q "^usage: edgellm run" && pass || fail "edgellm help run"
+"$EDGELLM" help run >"$T/help" && head -1 "$T/help" | grepq "^usage: edgellm run" && pass || fail "edgellm help run"
 "$EDGELLM" --version | grep -Eq "^edgellm [0-9]+\.[0-9]+\.[0-9]+$" && pass || fail "--version: $("$EDGELLM" --version)"
 
 # ---- context honesty
@@ -138,7 +138,7 @@ sp=$!
 for _ in $(seq 1 100); do grep -q "listening on" "$T/serve.err" && break; sleep 0.05; done
 url=$(sed -n 's/.*listening on \(http:[^ ]*\).*/\1/p' "$T/serve.err")
 grep -q "serve: adapter 'pirate' is not listed: " "$T/serve.err" && pass || fail "no adapter mismatch log: $(cat "$T/serve.err")"
-curl -s "$url/v1/models" | grep -q pirate && fail "an adapter for another base is listed" || pass
+curl -s "$url/v1/models" | grepq pirate && fail "an adapter for another base is listed" || pass
 code=$(curl -s -o "$T/r.json" -w '%{http_code}' "$url/v1/completions" -d '{"model":"pirate","prompt":"a","max_tokens":2}')
 expect_eq "request naming an adapter for another base" "$code" 404
 grep -q "cannot be used with this base" "$T/r.json" && pass || fail "404 without the reason: $(cat "$T/r.json")"

@@ -197,7 +197,7 @@ expect_error "beyond the f16 range (65504); import with --type bf16 or f32" "$ED
 reset; head -c 100 "$H/tokenizer.json" >"$T/t" && mv "$T/t" "$H/tokenizer.json"
 expect_error "tokenizer.json:1:" "$EDGELLM" import "$H" -o "$T/x.gguf"
 expect_error "--type 'q4' is not one of f32, f16, bf16" "$EDGELLM" import "$H" -o "$T/x.gguf" --type q4
-"$EDGELLM" import --help | grep -q "^usage: edgellm import" && pass || fail "import --help"
+"$EDGELLM" import --help | grepq "^usage: edgellm import" && pass || fail "import --help"
 [ -e "$T/x.gguf" ] && fail "a failed import left $T/x.gguf" || pass
 
 finish

@@ -40,7 +40,7 @@ for ex in generate device; do
   cc -std=c11 -Wall -Wextra -Werror "$EL_SRC/examples/$ex.c" $flags -Wl,-rpath,"$stage/lib" -o "$T/$ex" 2>"$T/cc.err" &&
     pass || fail "examples/$ex.c: $(head -5 "$T/cc.err")"
 done
-ldd "$T/generate" | grep -q "libedgellm.so.0 => $stage/lib/" && pass || fail "generate is not linked to the installed library"
+ldd "$T/generate" | grepq "libedgellm.so.0 => $stage/lib/" && pass || fail "generate is not linked to the installed library"
 want=$("$EDGELLM" run -m "$BIN" -z "$TOK" -p "The dream" -n 60 --temp 0 2>/dev/null)
 got=$("$T/generate" "$BIN" "$TOK" "The dream" 60 0 2>"$T/gen.err")
 expect_eq "examples/generate.c greedy text" "$got" "$want"

@@ -61,8 +61,8 @@ for a in "$EDGELLM linkemu $L $F --rate fast" "$EDGELLM linkemu $L $F --profile 
   $a 2>/dev/null; rc=$?
   expect_eq "exit status of '$a'" "$rc" 2
 done
-"$EDGELLM" linkemu --help | grep -q "usage: edgellm linkemu" && pass || fail "linkemu --help"
-"$EDGELLM" linkemu --help | grep -q "5g-embb  up 50 Mbit/s" && pass || fail "linkemu --help lists the profiles"
+"$EDGELLM" linkemu --help | grepq "usage: edgellm linkemu" && pass || fail "linkemu --help"
+"$EDGELLM" linkemu --help | grepq "5g-embb  up 50 Mbit/s" && pass || fail "linkemu --help lists the profiles"
 
 # ---- the probe server
 python3 "$PROBE" server "$T/server.port" &
@@ -88,15 +88,15 @@ for cmd in [b"rate fast", b"frobnicate", b"loss 200%", b"profile lte", b"show", 
     s.sendall(cmd + b"\n")
     print(f.readline().decode().strip())
 EOF
-sed -n 1p "$T/ctl" | grep -q "^error: rate: 'fast' is not a rate" && pass || fail "control: bad rate: $(sed -n 1p "$T/ctl")"
-sed -n 2p "$T/ctl" | grep -q "^error: unknown command 'frobnicate'" && pass || fail "control: unknown command: $(sed -n 2p "$T/ctl")"
-sed -n 3p "$T/ctl" | grep -q "^error: loss: loss '200%' is out of range" && pass || fail "control: bad loss: $(sed -n 3p "$T/ctl")"
-sed -n 4p "$T/ctl" | grep -q "^ok up 8 Mbit/s delay 20ms jitter 5ms loss 0.01% rto 82ms | down 25 Mbit/s" \
+sed -n 1p "$T/ctl" | grepq "^error: rate: 'fast' is not a rate" && pass || fail "control: bad rate: $(sed -n 1p "$T/ctl")"
+sed -n 2p "$T/ctl" | grepq "^error: unknown command 'frobnicate'" && pass || fail "control: unknown command: $(sed -n 2p "$T/ctl")"
+sed -n 3p "$T/ctl" | grepq "^error: loss: loss '200%' is out of range" && pass || fail "control: bad loss: $(sed -n 3p "$T/ctl")"
+sed -n 4p "$T/ctl" | grepq "^ok up 8 Mbit/s delay 20ms jitter 5ms loss 0.01% rto 82ms | down 25 Mbit/s" \
   && pass || fail "control: profile lte: $(sed -n 4p "$T/ctl")"
-sed -n 5p "$T/ctl" | grep -q "^ok up 8 Mbit/s" && pass || fail "control: show: $(sed -n 5p "$T/ctl")"
-sed -n 6p "$T/ctl" | grep -q "^ok .* | up 0.00 MB .* pkt 0 lost" && pass || fail "control: stats: $(sed -n 6p "$T/ctl")"
-sed -n 7p "$T/ctl" | grep -q "^error: command contains control or non-ASCII bytes" && pass || fail "control: escape bytes: $(sed -n 7p "$T/ctl")"
-sed -n 8p "$T/ctl" | grep -q "^error: line longer than 511 bytes" && pass || fail "control: long line: $(sed -n 8p "$T/ctl")"
+sed -n 5p "$T/ctl" | grepq "^ok up 8 Mbit/s" && pass || fail "control: show: $(sed -n 5p "$T/ctl")"
+sed -n 6p "$T/ctl" | grepq "^ok .* | up 0.00 MB .* pkt 0 lost" && pass || fail "control: stats: $(sed -n 6p "$T/ctl")"
+sed -n 7p "$T/ctl" | grepq "^error: command contains control or non-ASCII bytes" && pass || fail "control: escape bytes: $(sed -n 7p "$T/ctl")"
+sed -n 8p "$T/ctl" | grepq "^error: line longer than 511 bytes" && pass || fail "control: long line: $(sed -n 8p "$T/ctl")"
 grep -q "^linkemu: [0-9.]*s | up .* Mbit/s .* pkt 0 lost | down .* | 1 conns" "$T/delay.log" && pass || fail "periodic stats line: $(cat "$T/delay.log")"
 
 # SIGTERM: final stats line, exit 0 (up: 25 pings, plus the mode byte unless it
@@ -130,7 +130,7 @@ echo "rate 20mbit then 'rate 5mbit' at 0.8 s: before $(val before_mbit "$T/sw") 
   "(over $(val after_seconds "$T/sw") s)"
 within "rate before the switch (Mbit/s)" "$(val before_mbit "$T/sw")" 20 10
 within "rate after 'rate 5mbit' (Mbit/s)" "$(val after_mbit "$T/sw")" 5 10
-val reply "$T/sw" | grep -q "^ok up 5 Mbit/s .* | down 5 Mbit/s" && pass || fail "control reply: $(val reply "$T/sw")"
+val reply "$T/sw" | grepq "^ok up 5 Mbit/s .* | down 5 Mbit/s" && pass || fail "control reply: $(val reply "$T/sw")"
 grep -q "control: rate 5mbit -> up 5 Mbit/s" "$T/switch.log" && pass || fail "control change logged"
 kill -TERM "$EPID"; wait "$EPID"
 
@@ -141,8 +141,8 @@ EPID=$!
 pids+=("$EPID")
 wait_for "$T/refused.log" "listening on" || fail "refused: emulator did not start"
 EPORT=$(sed -n 's/.*listening on tcp:\/\/127.0.0.1:\([0-9]*\),.*/\1/p' "$T/refused.log")
-python3 "$PROBE" refused "$EPORT" | grep -q "^closed_s" && pass || fail "refused: the client was not closed"
-python3 "$PROBE" refused "$EPORT" | grep -q "^closed_s" && pass || fail "refused: second client was not closed"
+python3 "$PROBE" refused "$EPORT" | grepq "^closed_s" && pass || fail "refused: the client was not closed"
+python3 "$PROBE" refused "$EPORT" | grepq "^closed_s" && pass || fail "refused: second client was not closed"
 grep -q "connection 2 from 127.0.0.1:[0-9]*: forward tcp://127.0.0.1:$DEAD: Connection refused; closed" "$T/refused.log" \
   && pass || fail "refused: log line: $(cat "$T/refused.log")"
 kill -0 "$EPID" 2>/dev/null && pass || fail "refused: the emulator exited"

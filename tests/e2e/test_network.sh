@@ -135,7 +135,7 @@ wait $dev || fail "device after killing $victim: $(tail -3 "$T/dev-kill.err")"
 cmp -s "$T/local-tiny.txt" "$T/dev-kill.txt" && pass || fail "re-routed device: '$(cat "$T/dev-kill.txt")'"
 n_routes=$(grep -c "route: worker" "$T/dev-kill.err")
 [ "$n_routes" -ge 2 ] && pass || fail "the device did not re-route: $(cat "$T/dev-kill.err")"
-grep "route: worker" "$T/dev-kill.err" | tail -1 | grep -q "worker $victim " && fail "re-routed to the dead $victim"
+grep "route: worker" "$T/dev-kill.err" | tail -1 | grepq "worker $victim " && fail "re-routed to the dead $victim"
 start_node "$victim" "${port[$victim]}"  # back, for what follows
 
 # ---- a block altered on w1's disk: refused when w1 opens the model, fetched again

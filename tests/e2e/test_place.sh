@@ -49,7 +49,7 @@ PY
 # the text table
 "$EDGELLM" place "${args[@]}" >"$T/table.txt"
 grep -q "^s0 .*124 B  A1, A2$" "$T/table.txt" && grep -q "^hit ratio 0.722222 (trim" "$T/table.txt" && pass || fail "table: $(cat "$T/table.txt")"
-"$EDGELLM" place --help | grep -q "usage: edgellm place" && pass || fail "place --help"
+"$EDGELLM" place --help | grepq "usage: edgellm place" && pass || fail "place --help"
 
 # simulated instances: trim never below independent, storage respected
 python3 - "$EDGELLM" <<'PY' && pass || fail "simulated instances"

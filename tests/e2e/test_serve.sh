@@ -9,7 +9,7 @@ DATA=${EL_SRC:-$(dirname "$0")/../..}/data/finetune
 TOKM=(-m "$MODELS/aidreams260K.bin" -z "$MODELS/tok512.bin")
 
 # ---- command line
-"$EDGELLM" serve --help | grep -q "v1/chat/completions" && pass || fail "serve --help"
+"$EDGELLM" serve --help | grepq "v1/chat/completions" && pass || fail "serve --help"
 expect_error "-m BASE is required" "$EDGELLM" serve
 expect_error "nonexistent.gguf" "$EDGELLM" serve -m "$T/nonexistent.gguf"
 expect_error "'nowhere' has no port (HOST:PORT or tcp://HOST:PORT)" "$EDGELLM" serve -m "$MODELS/aidreams260K.bin" --listen nowhere

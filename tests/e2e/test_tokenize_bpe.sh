@@ -53,5 +53,5 @@ printf "%s" "$prompt" | cmp -s - "$T/run.head" && pass || fail "run did not echo
 # Bad input gives one clear line and a non-zero exit.
 printf 'a\xffb' >"$T/bad.txt"
 expect_error "not valid UTF-8" "$EDGELLM" tokenize -m "$V" -f "$T/bad.txt"
-"$EDGELLM" tokenize --help | grep -q -- "--special" && pass || fail "tokenize --help lacks --special"
+"$EDGELLM" tokenize --help | grepq -- "--special" && pass || fail "tokenize --help lacks --special"
 finish

@@ -94,7 +94,7 @@ for _ in $(seq 1 200); do grep -q "serving" "$T/w.log" && break; sleep 0.05; don
 purl=$(sed -n 's/.*panel on \(http:[^ ]*\)\/.*/\1/p' "$T/w.log")
 "$EDGELLM" run -m "$BIN" -z "$TOK" -p "The dream" -n 20 --temp 0 --split 2 --via "127.0.0.1:$p" --insecure >/dev/null 2>&1 ||
   fail "split run against the worker"
-curl -s "$purl/metrics" | grep -q "^edgellm_worker_requests_total [1-9]" && pass || fail "worker /metrics: $(curl -s "$purl/metrics")"
+curl -s "$purl/metrics" | grepq "^edgellm_worker_requests_total [1-9]" && pass || fail "worker /metrics: $(curl -s "$purl/metrics")"
 [ "$(curl -s -o /dev/null -w '%{http_code}' -X POST "$purl/metrics")" = 405 ] && pass || fail "the panel is not read-only"
 out=$($PY "$purl/" panel) || fail "browser panel: $out"
 [ "$(field "$out" '["requests"]')" -ge 20 ] && pass || fail "panel requests: $out"
