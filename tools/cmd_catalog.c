@@ -6,6 +6,7 @@
 #include <sys/stat.h>
 
 #include "cli.h"
+#include "edgellm/json.h"
 #include "edgellm/store.h"
 
 static const char *usage =
@@ -72,16 +73,6 @@ static int uadd(uset *u, const el_hash *h, uint64_t bytes, int model, const char
     if (!(b->names[b->n_names] = strdup(name))) return -1;
     b->n_names++;
     return 0;
-}
-
-static void jstr(FILE *f, const char *s) {
-    fputc('"', f);
-    for (const unsigned char *c = (const unsigned char *)s; *c; c++) {
-        if (*c == '"' || *c == '\\') fprintf(f, "\\%c", *c);
-        else if (*c < 0x20) fprintf(f, "\\u%04x", *c);
-        else fputc(*c, f);
-    }
-    fputc('"', f);
 }
 
 static void jhash(FILE *f, const el_hash *h) {
@@ -160,9 +151,9 @@ int cmd_catalog(int argc, char **argv) {
             for (int i = 0; i < n; i++) {
                 const el_model_blocks *m = &ms[i];
                 fputs(i ? ",{\"name\":" : "{\"name\":", f);
-                jstr(f, m->name);
+                el_json_write_str(f, m->name);
                 fputs(",\"path\":", f);
-                jstr(f, m->path);
+                el_json_write_str(f, m->path);
                 fputs(",\"id\":", f);
                 jhash(f, &m->id);
                 fprintf(f, ",\"file_bytes\":%llu,\"bytes\":%llu,\"manifest\":{\"hash\":", (unsigned long long)m->file_bytes,
@@ -174,9 +165,9 @@ int cmd_catalog(int argc, char **argv) {
                 for (int k = 0; k < m->n_blocks; k++) {
                     const el_block_info *b = &m->blocks[k];
                     fputs(k ? ",{\"name\":" : "{\"name\":", f);
-                    jstr(f, b->name);
+                    el_json_write_str(f, b->name);
                     fputs(",\"dtype\":", f);
-                    jstr(f, el_dtype_name(b->dtype));
+                    el_json_write_str(f, el_dtype_name(b->dtype));
                     fputs(",\"shape\":[", f);
                     for (int d = 0; d < b->n_dims; d++) fprintf(f, d ? ",%lld" : "%lld", (long long)b->ne[d]);
                     fprintf(f, "],\"bytes\":%llu,\"hash\":", (unsigned long long)b->bytes);
@@ -196,12 +187,12 @@ int cmd_catalog(int argc, char **argv) {
                 fprintf(f, ",\"bytes\":%llu,\"models\":[", (unsigned long long)b->bytes);
                 for (int k = 0; k < b->n_models; k++) {
                     if (k) fputc(',', f);
-                    jstr(f, ms[b->models[k]].name);
+                    el_json_write_str(f, ms[b->models[k]].name);
                 }
                 fputs("],\"names\":[", f);
                 for (int k = 0; k < b->n_names; k++) {
                     if (k) fputc(',', f);
-                    jstr(f, b->names[k]);
+                    el_json_write_str(f, b->names[k]);
                 }
                 fputs("]}", f);
             }

@@ -55,15 +55,25 @@ static int do_import(cli *c, const char *dir, const char **files, int n, const c
     return 0;
 }
 
-static int do_list(const char *dir) {
+// Opens a store folder that must exist already (list and verify make none).
+static el_store *open_existing(const char *dir) {
     el_error err;
     el_store *s;
     struct stat sb;
     if (stat(dir, &sb) || !S_ISDIR(sb.st_mode)) {
         fprintf(stderr, "edgellm store: %s: no such store folder\n", dir);
-        return 1;
+        return NULL;
     }
-    if (el_store_open(dir, &s, &err)) return cli_error(&err);
+    if (el_store_open(dir, &s, &err)) {
+        cli_error(&err);
+        return NULL;
+    }
+    return s;
+}
+
+static int do_list(const char *dir) {
+    el_store *s = open_existing(dir);
+    if (!s) return 1;
     for (int i = 0; i < el_store_n_models(s); i++) {
         el_hash id;
         char hex[65];
@@ -79,13 +89,8 @@ static int do_list(const char *dir) {
 
 static int do_verify(const char *dir) {
     el_error err;
-    el_store *s;
-    struct stat sb;
-    if (stat(dir, &sb) || !S_ISDIR(sb.st_mode)) {
-        fprintf(stderr, "edgellm store: %s: no such store folder\n", dir);
-        return 1;
-    }
-    if (el_store_open(dir, &s, &err)) return cli_error(&err);
+    el_store *s = open_existing(dir);
+    if (!s) return 1;
     int n = el_store_n_blocks(s), bad = 0;
     el_progress pr;
     if (el_store_verify(s, &pr, stderr, &bad, &err)) {

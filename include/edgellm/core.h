@@ -158,6 +158,9 @@ el_status el_write_file_atomic(const char *path, const void *data, size_t n, el_
 el_status el_write_file_atomic_mode(const char *path, const void *data, size_t n, unsigned mode, el_error *err);
 // fsync of the folder holding path (best effort: some file systems refuse).
 void el_sync_parent_dir(const char *path);
+// 1 if name (a peer's or a request's) is safe as one file name in a folder:
+// 1..max bytes of letters, digits, '.', '_' and '-', not starting with '.'.
+int el_file_name_ok(const char *name, size_t max);
 
 #ifdef __cplusplus
 }

@@ -11,6 +11,7 @@
 #define EDGELLM_JSON_H
 
 #include <stddef.h>
+#include <stdio.h>
 
 #include "edgellm/core.h"
 
@@ -59,6 +60,9 @@ const el_json *el_json_next(const el_json *parent, const el_json *cur);
 const el_json *el_json_at(const el_json *j, size_t i);
 // The key of member value v of object obj (v from el_json_first/next/get on obj).
 const char *el_json_key(const el_json *obj, const el_json *v);
+
+// Writes s as a quoted JSON string to f ('"', '\\' and control bytes escaped).
+void el_json_write_str(FILE *f, const char *s);
 
 #ifdef __cplusplus
 }

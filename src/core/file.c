@@ -98,3 +98,15 @@ el_status el_write_file_atomic_mode(const char *path, const void *data, size_t n
 el_status el_write_file_atomic(const char *path, const void *data, size_t n, el_error *err) {
     return el_write_file_atomic_mode(path, data, n, 0644, err);
 }
+
+int el_file_name_ok(const char *name, size_t max) {
+    size_t n = name ? strlen(name) : 0;
+    if (n < 1 || n > max || name[0] == '.') return 0;
+    for (size_t i = 0; i < n; i++) {
+        char c = name[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' || c == '_' ||
+              c == '-'))
+            return 0;
+    }
+    return 1;
+}

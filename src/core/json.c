@@ -478,3 +478,13 @@ const char *el_json_key(const el_json *obj, const el_json *v) {
     if (!obj || tag_of(obj) != T_OBJECT || !v || v <= obj + 1 || v > obj + inside(obj)) return NULL;
     return el_json_str(v - 1);
 }
+
+void el_json_write_str(FILE *f, const char *s) {
+    fputc('"', f);
+    for (const unsigned char *c = (const unsigned char *)s; *c; c++) {
+        if (*c == '"' || *c == '\\') fprintf(f, "\\%c", *c);
+        else if (*c < 0x20) fprintf(f, "\\u%04x", *c);
+        else fputc(*c, f);
+    }
+    fputc('"', f);
+}

@@ -173,25 +173,15 @@ double el_profile_decode(const el_profile *p, int layer, int c) {
 
 // ---------------------------------------------------------------- JSON
 
-static void json_str(FILE *f, const char *s) {
-    fputc('"', f);
-    for (const unsigned char *c = (const unsigned char *)s; *c; c++) {
-        if (*c == '"' || *c == '\\') fprintf(f, "\\%c", *c);
-        else if (*c < 0x20) fprintf(f, "\\u%04x", *c);
-        else fputc(*c, f);
-    }
-    fputc('"', f);
-}
-
 el_status el_profile_save(const el_profile *p, const char *path, el_error *err) {
     char *buf = NULL;
     size_t len = 0;
     FILE *f = open_memstream(&buf, &len);
     if (!f) return el_err(err, EL_ERR_NOMEM, "out of memory");
     fprintf(f, "{\n  \"format\": \"edgellm-profile-1\",\n  \"node\": ");
-    json_str(f, p->node);
+    el_json_write_str(f, p->node);
     fprintf(f, ",\n  \"model\": ");
-    json_str(f, p->model);
+    el_json_write_str(f, p->model);
     fprintf(f, ",\n  \"threads\": %d,\n  \"n_layers\": %d,\n  \"dim\": %d,\n  \"vocab\": %d,\n", p->threads,
             p->n_layers, p->dim, p->vocab);
     fprintf(f, "  \"n_kv_heads\": %d,\n  \"head_dim\": %d,\n  \"prefill_batch\": %d,\n", p->n_kv_heads, p->head_dim,

@@ -50,17 +50,7 @@ struct el_adapter_cache {
     el_adapter_stats st;
 };
 
-int el_adapter_name_ok(const char *name) {
-    size_t n = strlen(name);
-    if (n == 0 || n > 64 || name[0] == '.') return 0;
-    for (size_t i = 0; i < n; i++) {
-        char c = name[i];
-        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' || c == '_' ||
-              c == '-'))
-            return 0;
-    }
-    return 1;
-}
+int el_adapter_name_ok(const char *name) { return el_file_name_ok(name, 64); }
 
 el_status el_adapter_cache_new(const el_model *m, const char *dir, int max_adapters, size_t mem_budget,
                                el_adapter_cache **out, el_error *err) {

@@ -34,17 +34,7 @@ struct el_store {
     int n_verified, cap_verified;
 };
 
-int el_store_name_ok(const char *name) {
-    size_t n = name ? strlen(name) : 0;
-    if (n < 1 || n > EL_STORE_MAX_NAME || name[0] == '.') return 0;
-    for (size_t i = 0; i < n; i++) {
-        char c = name[i];
-        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' || c == '_' ||
-              c == '-'))
-            return 0;
-    }
-    return 1;
-}
+int el_store_name_ok(const char *name) { return el_file_name_ok(name, EL_STORE_MAX_NAME); }
 
 const char *el_store_dir(const el_store *s) { return s->dir; }
 
