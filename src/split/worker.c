@@ -121,8 +121,8 @@ struct el_worker {
     el_buf out, down_tx, down_rx;
     // per step, [max sessions in a step]
     el_batch_req *reqs;
-    int *want, *take, *cand, *who;
-    uint64_t *ids;
+    int *want, *take;
+    uint64_t *cand, *ids;  // candidates' and requests' session ids
     // statistics since the last --stats-every line
     struct {
         uint64_t steps, rows, max_rows, step_ns, queue_ns, started;
@@ -658,25 +658,32 @@ static int step(worker *w) {
     for (int i = 0; i < w->n_sessions; i++) {
         wsession *s = &w->sessions[i];
         if (s->state != S_READY || !s->head) continue;
-        w->cand[nc] = i;
+        w->cand[nc] = s->id;
         w->want[nc++] = s->head->n - s->head->done;
     }
     if (!nc) return 0;
     el_batch_plan(nc, w->want, w->max_rows, 16, &w->cursor, w->take);
     int nr = 0, rows = 0;
-    int *who = w->who;  // who[k]: the session of request k
+    // A reply below can drop sessions (one to a peer that does not read drops
+    // all of its sessions) and move others in the array: each is found by id.
+    uint64_t *ids = w->ids;  // ids[k]: the session of request k
     uint64_t now = el_time_ns();
     for (int c = 0; c < nc; c++) {
         if (!w->take[c]) continue;
-        wsession *s = &w->sessions[w->cand[c]];
+        wsession *s = find_id(w, w->cand[c]);
+        if (!s || !s->head) continue;
         wreq *r = s->head;
         el_error e;
         int pos = r->pos + r->done, n = w->take[c];
         if (!r->done) {
             if (r->pos > s->computed) {  // an earlier request failed: this one would leave a gap
-                reply_error(w, &s->peer, s->id, r->seq, EL_WERR_LIMIT,
-                            "FORWARD at position %d, but the session holds positions up to %d", r->pos, s->computed);
-                req_free(pop_head(s));
+                el_peer peer = s->peer;
+                uint64_t sid = s->id;
+                uint32_t seq = r->seq;
+                int pos0 = r->pos, have = s->computed;
+                req_free(pop_head(s));  // before the reply, which may drop the session
+                reply_error(w, &peer, sid, seq, EL_WERR_LIMIT,
+                            "FORWARD at position %d, but the session holds positions up to %d", pos0, have);
                 continue;
             }
             r->t_start = now;
@@ -698,18 +705,32 @@ static int step(worker *w) {
         if (el_session_reserve(s->s, pos + n, &e) || (lrows && !r->logits)) {
             if (lrows && !r->logits) el_err(&e, EL_ERR_NOMEM, "this client's memory budget has no room for the logits");
             // this device's request fails; its session keeps what it had
-            reply_error(w, &s->peer, s->id, r->seq, EL_WERR_LIMIT, "%s", e.msg);
+            el_peer peer = s->peer;
+            uint64_t sid = s->id;
+            uint32_t seq = r->seq;
             req_free(pop_head(s));
             s->next_pos = s->computed;
             for (wreq *q = s->head; q; q = q->next) s->next_pos = q->pos + q->n;
+            reply_error(w, &peer, sid, seq, EL_WERR_LIMIT, "%s", e.msg);
             continue;
         }
         w->reqs[nr] = (el_batch_req){.s = s->s, .pos = pos, .n = n, .x = r->x + (size_t)r->done * h->dim,
                                      .out_hidden = !w->is_last || s->ushape, .logits_rows = lrows,
                                      .logits = r->logits + (all ? (size_t)r->done * h->vocab : 0)};
-        who[nr++] = w->cand[c];
+        ids[nr++] = s->id;
         rows += n;
     }
+    // requests of sessions dropped since they were taken: their caches are gone
+    int kept = 0;
+    for (int k = 0; k < nr; k++) {
+        if (!find_id(w, ids[k])) {
+            rows -= w->reqs[k].n;
+            continue;
+        }
+        w->reqs[kept] = w->reqs[k];
+        ids[kept++] = ids[k];
+    }
+    nr = kept;
     if (!nr) return 0;
     uint64_t t0 = el_time_ns();
     el_error e;
@@ -724,16 +745,16 @@ static int step(worker *w) {
     w->step_ns_avg = w->step_ns_avg ? (7 * w->step_ns_avg + dt) / 8 : dt;
     // Answer in session order; sessions may be dropped while answering (a
     // peer that does not read), so find each again by id.
-    uint64_t *ids = w->ids;
-    for (int k = 0; k < nr; k++) ids[k] = w->sessions[who[k]].id;
     for (int k = 0; k < nr; k++) {
         wsession *s = find_id(w, ids[k]);
         if (!s) continue;
         wreq *r = s->head;
         if (st) {
-            reply_error(w, &s->peer, s->id, r->seq, EL_WERR_INTERNAL, "%s", e.msg);
+            el_peer peer = s->peer;
+            uint32_t seq = r->seq;
             req_free(pop_head(s));
             s->next_pos = s->computed;
+            reply_error(w, &peer, ids[k], seq, EL_WERR_INTERNAL, "%s", e.msg);
             continue;
         }
         r->done += w->reqs[k].n;
@@ -770,6 +791,7 @@ static void handle_lora(worker *w, const el_peer *peer, const el_wire_msg *msg) 
     el_error e;
     wsession *s = session_of(w, peer, msg);
     if (!s) return;
+    el_kv_pool *mem = s->client->mem;  // (a reply below may drop s: its peer does not read)
     const el_hparams *h = &w->m->hp;
     uint32_t cap = (uint32_t)h->n_layers * EL_LORA_N_TARGETS, n = 0;
     el_wire_lora_mat *mats = malloc(cap * sizeof *mats);
@@ -874,7 +896,7 @@ static void handle_lora(worker *w, const el_peer *peer, const el_wire_msg *msg) 
     l = NULL;
     taken = 0;
 out:
-    if (taken) el_kv_pool_give(s->client->mem, bytes);
+    if (taken) el_kv_pool_give(mem, bytes);
     el_lora_free(l);
     free(mats);
     free(slots);
@@ -892,7 +914,10 @@ static void handle_down(worker *w, const el_buf *in) {
     }
     int i = 0;
     while (i < w->n_pend && w->pend[i].seq != msg.seq) i++;
-    if (i == w->n_pend) return;  // a reply to something abandoned (a timeout, a CLOSE)
+    if (i == w->n_pend) {  // a reply to something abandoned (a timeout, a CLOSE)
+        if (msg.type == EL_MSG_OPENED) close_downstream(w, msg.session);  // an OPEN given up: not left open there
+        return;
+    }
     pending p = w->pend[i];
     w->pend[i].lora = NULL;
     pend_remove(w, i);
@@ -1144,7 +1169,6 @@ void el_worker_free(el_worker *w) {
     free(w->want);
     free(w->take);
     free(w->cand);
-    free(w->who);
     free(w->ids);
     free(w);
 }
@@ -1237,9 +1261,8 @@ el_status el_worker_new(const el_worker_opts *o, el_worker **out, el_error *err)
     w->want = calloc((size_t)max_sessions, sizeof *w->want);
     w->take = calloc((size_t)max_sessions, sizeof *w->take);
     w->cand = calloc((size_t)max_sessions, sizeof *w->cand);
-    w->who = calloc((size_t)max_sessions, sizeof *w->who);
     w->ids = calloc((size_t)max_sessions, sizeof *w->ids);
-    if (!w->identity || !w->kv || !w->reqs || !w->want || !w->take || !w->cand || !w->who || !w->ids) {
+    if (!w->identity || !w->kv || !w->reqs || !w->want || !w->take || !w->cand || !w->ids) {
         st = el_err(err, EL_ERR_NOMEM, "out of memory");
         goto fail;
     }

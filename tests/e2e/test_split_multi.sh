@@ -126,10 +126,12 @@ kill "$wpid"; wait "$wpid" 2>/dev/null
 p2=$(free_port); p1=$(free_port)
 start_worker "$T/cloud.log" -m "$BIN" --layers 3:4 --listen tcp://127.0.0.1:$p2 --insecure -t 1 --max-batch-tokens 8 \
   --idle-timeout 2 --stats-every 0.2 --json || fail "cloud worker"
+cloud_pid=$last_pid
 # (--timeout 3000: a reply the cloud never sends for the killed device, e.g. a request it
 # got after that device's session there idled out, is given up after 3 s, not the default 30)
 start_worker "$T/edge.log" -m "$BIN" --layers 1:3 --listen tcp://127.0.0.1:$p1 --next tcp://127.0.0.1:$p2 --insecure -t 1 \
   --max-batch-tokens 8 --idle-timeout 2 --timeout 3000 --stats-every 0.2 --json || fail "edge worker"
+edge_pid=$last_pid
 run_devices tcp://127.0.0.1:$p1 1,3 chain
 # both back to 0, and still 0 a second later (about five statistics lines each)
 zeros=0
@@ -142,7 +144,9 @@ expect_eq "edge KV after the devices left" "$(kv_now "$T/edge.log")" 0
 expect_eq "cloud KV after the devices left" "$(kv_now "$T/cloud.log")" 0
 if [ "$(kv_now "$T/edge.log")" != 0 ] || [ "$(kv_now "$T/cloud.log")" != 0 ]; then
   for w in edge cloud; do  # what the workers said, for the record
-    echo "--- $w.log (events; then its last statistics line)" >&2
+    pid=${w}_pid
+    kill -0 "${!pid}" 2>/dev/null && alive="running" || alive="NOT running"
+    echo "--- $w.log (the worker is $alive at $(date +%s.%N); its events, then its last statistics line)" >&2
     grep -v '"kv_bytes"' "$T/$w.log" | tail -25 >&2
     grep '"kv_bytes"' "$T/$w.log" | tail -1 >&2
   done
