@@ -5,6 +5,7 @@
 // (OpenBLAS's own workers spin after each call and fought our pool for the
 // cores). Deterministic for a fixed thread count: the split depends on it only.
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -13,22 +14,62 @@
 
 #ifdef EL_HAVE_OPENBLAS
 #include <cblas.h>
+#include <dlfcn.h>
 #include <pthread.h>
-void openblas_set_num_threads(int num_threads);
+#if defined(__x86_64__)
+#include <cpuid.h>
+#endif
 
-// OpenBLAS's thread count is process-wide: set it to one before the first
-// product, whoever makes it.
+// OpenBLAS is loaded here, at the first product, not linked: it picks its
+// kernels once, when it is loaded, from OPENBLAS_CORETYPE or its own CPU
+// detection, and edgellm sets that choice first, from the level its own
+// kernels run at (el_cpu_isa, which EL_ISA can lower): SkylakeX (AVX-512) or
+// Haswell (AVX2). One level for every kernel; and an OPENBLAS_CORETYPE that
+// the environment carries for other programs no longer decides it (this
+// project's machines set Haswell, which ran training at 0.37 of the AVX-512
+// peak instead of 0.55). EL_OPENBLAS_CORETYPE=NAME overrides the choice.
+// Its thread count is process-wide: set to one before the first product.
+static struct {
+    __typeof__(cblas_sgemm) *sgemm;
+    void (*set_threads)(int);
+    char *(*corename)(void);
+} blas;
 static pthread_once_t blas_once = PTHREAD_ONCE_INIT;
-static void blas_single(void) { openblas_set_num_threads(1); }
+
+static const char *blas_core(void) {
+    const char *own = getenv("EL_OPENBLAS_CORETYPE");
+    if (own && *own) return own;
+#if defined(__x86_64__)
+    unsigned a, b, c, d;
+    switch (el_cpu_isa()) {
+    case EL_ISA_AVX512:  // SkylakeX's kernels want AVX-512 CD too
+        return __get_cpuid_count(7, 0, &a, &b, &c, &d) && (b >> 28) & 1 ? "SkylakeX" : "Haswell";
+    case EL_ISA_AVX2: return "Haswell";
+    default: break;
+    }
+#endif
+    return NULL;  // OpenBLAS's own choice
+}
+
+static void blas_load(void) {
+    const char *core = blas_core();
+    if (core) setenv("OPENBLAS_CORETYPE", core, 1);
+    void *h = dlopen("libopenblas.so.0", RTLD_NOW | RTLD_LOCAL);
+    if (!h) return;  // the reference loop runs every product
+    blas.sgemm = (__typeof__(cblas_sgemm) *)dlsym(h, "cblas_sgemm");
+    *(void **)&blas.set_threads = dlsym(h, "openblas_set_num_threads");
+    *(void **)&blas.corename = dlsym(h, "openblas_get_corename");
+    if (blas.set_threads) blas.set_threads(1);
+}
 #endif
 
 void el_sgemm(int ta, int tb, int m, int n, int k, float alpha, const float *A, int lda, const float *B, int ldb,
               float beta, float *C, int ldc) {
     if (m <= 0 || n <= 0) return;
 #ifdef EL_HAVE_OPENBLAS
-    if (k > 0) {
-        pthread_once(&blas_once, blas_single);
-        cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, m, n, k, alpha, A,
+    pthread_once(&blas_once, blas_load);
+    if (k > 0 && blas.sgemm) {
+        blas.sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, m, n, k, alpha, A,
                     lda, B, ldb, beta, C, ldc);
         return;
     }
@@ -69,6 +110,9 @@ static void gemm_task(void *ctx, int i, int n_tasks) {
 
 void el_sgemm_par(el_pool *pool, int ta, int tb, int m, int n, int k, float alpha, const float *A, int lda,
                   const float *B, int ldb, float beta, float *C, int ldc) {
+#ifdef EL_HAVE_OPENBLAS
+    pthread_once(&blas_once, blas_load);  // here, not on a pool thread: it sets the environment
+#endif
     int P = el_pool_size(pool);
     if (P <= 1 || n < 32 * P || (double)m * n * k < 4e6) {  // small: one call beats a hand-off
         el_sgemm(ta, tb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc);
@@ -82,7 +126,8 @@ void el_sgemm_par(el_pool *pool, int ta, int tb, int m, int n, int k, float alph
 
 void el_blas_threads(int n) {
 #ifdef EL_HAVE_OPENBLAS
-    openblas_set_num_threads(n > 0 ? n : 1);
+    pthread_once(&blas_once, blas_load);
+    if (blas.set_threads) blas.set_threads(n > 0 ? n : 1);
 #else
     (void)n;
 #endif
@@ -90,7 +135,12 @@ void el_blas_threads(int n) {
 
 const char *el_blas_name(void) {
 #ifdef EL_HAVE_OPENBLAS
-    return "openblas";
+    pthread_once(&blas_once, blas_load);
+    if (!blas.sgemm) return "reference (libopenblas.so.0 did not load)";
+    static char name[64];
+    const char *core = blas.corename ? blas.corename() : NULL;
+    snprintf(name, sizeof name, "openblas (%s kernels)", core ? core : "?");
+    return name;
 #else
     return "reference";
 #endif
