@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # LoRA training throughput on a ~125M-parameter Llama-shaped synth model
-# (dim 768, 12 layers, 12 heads, 4 kv heads, ff 2048, vocab 32000) at ctx 256,
+# (dim 768, 12 layers, 12 heads, 4 kv heads, ff 2048, vocab 32000) at ctx CTX (256),
 # rank 8 on all seven projections: tokens/s, peak memory and achieved GFLOP/s
 # (4·N FLOP per token: forward + input gradients through the frozen base)
 # against the f32 FMA peak of this machine measured in the same run, by the
@@ -12,13 +12,14 @@
 # (other load only ever slows a run down), and the peak is the best of a
 # probe before every training run and one after them all.
 #
-# usage: bench/train_bench.sh [THREADS] [STEPS] [REPS]     (env EDGELLM, BENCH_TMP)
+# usage: bench/train_bench.sh [THREADS] [STEPS] [REPS] [CTX]     (env EDGELLM, BENCH_TMP)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 EDGELLM=${EDGELLM:-build/edgellm}
 THREADS=${1:-2}
 STEPS=${2:-6}
 REPS=${3:-2}
+CTX=${4:-256}
 TMP=${BENCH_TMP:-/tmp/edgellm-train-bench}
 mkdir -p "$TMP"
 DATA=data/finetune/pirate-dreams.txt
@@ -50,7 +51,7 @@ for type in f32 f16 q8_0; do
     p=$(probe_peak 1)
     peak=$(python3 -c "import sys; print(max(float(sys.argv[1]), float(sys.argv[2])))" "$peak" "$p")
     log=$TMP/ft-$type.log
-    "$EDGELLM" finetune -m "$model" --data "$DATA" --ctx 256 --batch 1 --rank 8 --targets all --steps "$STEPS" \
+    "$EDGELLM" finetune -m "$model" --data "$DATA" --ctx "$CTX" --batch 1 --rank 8 --targets all --steps "$STEPS" \
       -t "$THREADS" -o "$TMP/adapter-$type.gguf" 2>"$log" || { echo "$type: finetune failed: $(tail -1 "$log")"; continue; }
     read -r tps m <<<"$(sed -nE 's/.*; ([0-9.]+) tokens\/s after the first step\), peak memory ([0-9.]+) MiB.*/\1 \2/p' "$log")"
     if python3 -c "import sys; sys.exit(0 if float(sys.argv[1]) > float(sys.argv[2]) else 1)" "$tps" "$best"; then
@@ -62,20 +63,20 @@ done
 peak2=$(probe_peak 2)
 peak=$(python3 -c "import sys; print(max(float(sys.argv[1]), float(sys.argv[2])))" "$peak" "$peak2")
 n=$(sed -nE 's/^model: ([0-9.]+)M parameters.*/\1/p' "$TMP/ft-f32.log")
-echo "f32 FMA peak ($isa), $THREADS threads: $peak GFLOP/s (best of the probes); N = ${n}M parameters; best of $REPS runs"
+echo "f32 FMA peak ($isa), $THREADS threads: $peak GFLOP/s (best of the probes); N = ${n}M parameters; best of $REPS runs; ctx $CTX"
 printf "%-6s %8s %10s %9s %10s %12s %7s\n" base "tok/s" "peak MiB" "GFLOP/s" "% of peak" "matmul-only" "step s"
 for r in "${results[@]}"; do
-  python3 - $r "$peak" "$n" <<'PY'
+  python3 - $r "$peak" "$n" "$CTX" <<'PY'
 import sys
-t, tps, mem, peak, n = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4]), float(sys.argv[5]) * 1e6
+t, tps, mem, peak, n, ctx = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4]), float(sys.argv[5]) * 1e6, int(sys.argv[6])
 if tps == "-":
     print("%-6s (this build cannot write %s models yet)" % (t, t)); sys.exit()
 tps, mem = float(tps), float(mem)
 gf = tps * 4 * n / 1e9
 gm = tps * 4 * (n - 32000 * 768) / 1e9  # without the embedding table, which is only looked up
-print("%-6s %8.1f %10.1f %9.1f %9.1f%% %11.1f%% %7.2f" % (t, tps, mem, gf, 100 * gf / peak, 100 * gm / peak, 256 / tps))
+print("%-6s %8.1f %10.1f %9.1f %9.1f%% %11.1f%% %7.2f" % (t, tps, mem, gf, 100 * gf / peak, 100 * gm / peak, ctx / tps))
 PY
 done
 echo "(GFLOP/s = 4·N·tok/s with N = all 124.7M parameters; matmul-only: 4·(N - 24.6M embedding entries,"
 echo " which are looked up, not multiplied) as a share of the peak;"
-echo " tok/s excludes the first step; BLAS: $(grep -o 'blas [a-z]*' "$TMP/ft-f32.log" 2>/dev/null))"
+echo " tok/s excludes the first step; $(grep -o 'blas .*' "$TMP/ft-f32.log" 2>/dev/null))"
