@@ -81,6 +81,8 @@ typedef struct {
     int no_head;                 // do not need output_norm/output
     int no_pack;                 // no packed copies for the matmul kernels: the reader uses the file's
                                  // rows (training dequantizes them), so a copy would double the memory
+    int no_scan;                 // skip the scan for NaN/inf block scales (every block of every bound
+                                 // matrix): only for a view that is hashed (el_model_identity), never run
 } el_model_opts;
 
 typedef struct el_model {

@@ -15,7 +15,7 @@
 #define MAX_LAYERS 4096
 #define MAX_WIDTH (1 << 20)
 
-static el_status check_tensor(const el_model *m, const el_tensor *t, int64_t ne0, int64_t ne1, el_error *err) {
+static el_status check_tensor(const el_model *m, const el_tensor *t, int64_t ne0, int64_t ne1, int scan, el_error *err) {
     int want_dims = ne1 ? 2 : 1;
     int64_t ne1_eff = t->n_dims > 1 ? t->ne[1] : 1;
     if (t->n_dims != want_dims || t->ne[0] != ne0 || (ne1 && ne1_eff != ne1)) {
@@ -39,7 +39,7 @@ static el_status check_tensor(const el_model *m, const el_tensor *t, int64_t ne0
                       el_dtype_name(t->dtype));
     // A NaN or infinite block scale would poison every output it touches.
     // Reads 2-4 bytes per block (docs/formats.md: cost of the scan).
-    int64_t bad = el_quant_find_bad_block(t->dtype, t->data, t->nbytes);
+    int64_t bad = scan ? el_quant_find_bad_block(t->dtype, t->data, t->nbytes) : -1;
     if (bad >= 0)
         return el_err(err, EL_ERR_FORMAT, "%s: tensor %s block %lld has a NaN or infinite scale", m->path, t->name,
                       (long long)bad);
@@ -78,30 +78,30 @@ static el_status check_hparams(const el_model *m, el_error *err) {
 }
 
 // Binds and checks the tensors the options ask for.
-static el_status check_bound(el_model *m, el_error *err) {
+static el_status check_bound(el_model *m, int scan, el_error *err) {
     const el_hparams *h = &m->hp;
     int q = h->n_heads * h->head_dim, kv = h->n_kv_heads * h->head_dim;
     el_status s;
-    if (m->has_embed && (s = check_tensor(m, &m->tok_embd, h->dim, h->vocab, err))) return s;
+    if (m->has_embed && (s = check_tensor(m, &m->tok_embd, h->dim, h->vocab, scan, err))) return s;
     if (m->has_head) {
-        if ((s = check_tensor(m, &m->output_norm, h->dim, 0, err))) return s;
-        if ((s = check_tensor(m, &m->output, h->dim, h->vocab, err))) return s;
+        if ((s = check_tensor(m, &m->output_norm, h->dim, 0, scan, err))) return s;
+        if ((s = check_tensor(m, &m->output, h->dim, h->vocab, scan, err))) return s;
     }
     for (int l = m->layer_begin; l < m->layer_end; l++) {
         el_layer *L = &m->layers[l];
-        if ((s = check_tensor(m, &L->attn_norm, h->dim, 0, err)) || (s = check_tensor(m, &L->wq, h->dim, q, err)) ||
-            (s = check_tensor(m, &L->wk, h->dim, kv, err)) || (s = check_tensor(m, &L->wv, h->dim, kv, err)) ||
-            (s = check_tensor(m, &L->wo, q, h->dim, err)) || (s = check_tensor(m, &L->ffn_norm, h->dim, 0, err)) ||
-            (s = check_tensor(m, &L->w_gate, h->dim, h->ff, err)) ||
-            (s = check_tensor(m, &L->w_down, h->ff, h->dim, err)) || (s = check_tensor(m, &L->w_up, h->dim, h->ff, err)))
+        if ((s = check_tensor(m, &L->attn_norm, h->dim, 0, scan, err)) || (s = check_tensor(m, &L->wq, h->dim, q, scan, err)) ||
+            (s = check_tensor(m, &L->wk, h->dim, kv, scan, err)) || (s = check_tensor(m, &L->wv, h->dim, kv, scan, err)) ||
+            (s = check_tensor(m, &L->wo, q, h->dim, scan, err)) || (s = check_tensor(m, &L->ffn_norm, h->dim, 0, scan, err)) ||
+            (s = check_tensor(m, &L->w_gate, h->dim, h->ff, scan, err)) ||
+            (s = check_tensor(m, &L->w_down, h->ff, h->dim, scan, err)) || (s = check_tensor(m, &L->w_up, h->dim, h->ff, scan, err)))
             return s;
         if (h->has_qkv_bias &&
-            ((s = check_tensor(m, &L->bq, q, 0, err)) || (s = check_tensor(m, &L->bk, kv, 0, err)) ||
-             (s = check_tensor(m, &L->bv, kv, 0, err))))
+            ((s = check_tensor(m, &L->bq, q, 0, scan, err)) || (s = check_tensor(m, &L->bk, kv, 0, scan, err)) ||
+             (s = check_tensor(m, &L->bv, kv, 0, scan, err))))
             return s;
     }
     if (h->rope_scaling == EL_ROPE_SCALING_FREQS) {
-        if ((s = check_tensor(m, &m->rope_freqs, h->head_dim / 2, 0, err))) return s;
+        if ((s = check_tensor(m, &m->rope_freqs, h->head_dim / 2, 0, scan, err))) return s;
         const float *f = m->rope_freqs.data;
         for (int i = 0; i < h->head_dim / 2; i++)
             if (!(f[i] >= 1e-6f && f[i] <= 1e6f))
@@ -444,7 +444,7 @@ static el_status finish_open(el_model *m, el_model_opts o, int is_gguf, el_llama
         if (!is_gguf) s = el_llama2c_parse(m->map, m->map_size, path, c, err);
         if (!s) s = is_gguf ? bind_gguf(m, err) : bind_llama2c(m, c, err);
     }
-    if (!s) s = check_bound(m, err);
+    if (!s) s = check_bound(m, !o.no_scan, err);
     if (!s && !o.no_pack) s = pack_weights(m, err);
     if (s) {
         el_model_close(m);

@@ -109,7 +109,8 @@ static el_status chain_open(el_pipeline *p, el_error *err) {
 static el_status describe_chain(el_pipeline *p, el_error *err) {
     const el_hparams *h = &p->m->hp;
     el_model *view;
-    el_model_opts vo = {.layer_begin = p->o.cuts[0], .layer_end = h->n_layers, .no_embed = 1, .no_head = 1};
+    el_model_opts vo = {.layer_begin = p->o.cuts[0], .layer_end = h->n_layers, .no_embed = 1, .no_head = 1,
+                       .no_pack = 1, .no_scan = 1};  // only hashed: no copies, no scan
     el_status st = el_model_open(p->m->path, &vo, &view, err);
     if (st) return st;
     p->open.n_layers = (uint32_t)h->n_layers;

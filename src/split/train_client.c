@@ -60,7 +60,7 @@ el_status el_split_trainer_new(const el_model *m, el_train_stage *dev, const el_
     if (!st) {
         el_model *view;
         el_model_opts vo = {.layer_begin = (int)o->open.layer_begin, .layer_end = (int)o->open.layer_end, .no_embed = 1,
-                            .no_head = 1};
+                            .no_head = 1, .no_pack = 1, .no_scan = 1};  // only hashed
         if (!(st = el_model_open(m->path, &vo, &view, err))) {
             t->o.open.identity = el_model_identity(view, (int)o->open.layer_begin, (int)o->open.layer_end);
             el_model_close(view);

@@ -115,6 +115,13 @@ static void test_weight_bytes_shrink_with_range(void **st) {
     assert_int_equal(el_model_n_params(a), 4 * layer / 4 + 512 * 64 + 64);
     assert_true(el_model_identity(a, 2, 4) == el_model_identity(b, 2, 4));
     assert_true(el_model_identity(a, 0, 4) != el_model_identity(a, 2, 4));
+    // the view a device opens only to hash a worker's layers: no copies, no scan, the same identity
+    el_model *v;
+    el_model_opts vo = {.layer_begin = 2, .layer_end = 4, .no_embed = 1, .no_head = 1, .no_pack = 1, .no_scan = 1};
+    assert_int_equal(el_model_open(tu_model_path("aidreams260K.bin"), &vo, &v, &err), EL_OK);
+    assert_true(el_model_identity(v, 2, 4) == el_model_identity(a, 2, 4));
+    assert_int_equal(v->packed_bytes, 0);
+    el_model_close(v);
     el_model_close(a);
     el_model_close(b);
 }
