@@ -161,9 +161,15 @@ ALWAYS_INLINE __m512i bcast4(const int8_t *p) {
 #endif
 
 #define PACKED_TOKENS 8
-#ifndef PACKED_AHEAD
-#define PACKED_AHEAD 4
-#endif
+// A few tokens (a batched decode step, nt <= 16) read each pair from memory
+// once: the first group's walk prefetches the pair PACKED_AHEAD blocks ahead,
+// and for Q4_0 the second group's walk (which reads the pair from L2) fetches
+// the next pair block by block, so that memory is not idle for half the time.
+// A/B in one process, 2 threads, 48 cold 5632 x 2048 matrices on huge pages,
+// 8 tokens: Q4_0 +14% (ahead 16 and the next pair; ahead 16 alone +8%).
+// Q8_0 reads twice the bytes and is near the bandwidth there: any more
+// prefetching (ahead 8 or 16, the next pair) was 5-13% slower.
+#define PACKED_AHEAD(q8) ((q8) ? 4 : 16)
 
 // One packed group (16 rows of a pair, pack.c) x T tokens: out[t*ldo + r],
 // r < 16. qs: the group's chunks of block 0; sc: its scales of block 0; both
@@ -196,7 +202,7 @@ ALWAYS_INLINE void micro_packed(const int q8, int k, const uint8_t *qs, const ui
         _Pragma("GCC unroll 8") for (int t = 0; t < T; t++) xo[t] = xq[t] + EL_QK * b;
         const uint8_t *c = qs + (size_t)b * bb;
         if (pf)
-            for (size_t l = 0; l < bb; l += 64) _mm_prefetch((const char *)pf + (size_t)(b + PACKED_AHEAD) * bb + l, _MM_HINT_T1);
+            for (size_t l = 0; l < bb; l += 64) _mm_prefetch((const char *)pf + (size_t)(b + PACKED_AHEAD(q8)) * bb + l, _MM_HINT_T1);
         if (q8) {
             _Pragma("GCC unroll 8") for (int j = 0; j < 8; j++) {
                 __m512i w = _mm512_loadu_si512(c + 64 * j);
@@ -285,7 +291,9 @@ ALWAYS_INLINE void micro_decode(const int q8, int k, const uint8_t *pair, const 
             const uint8_t *qs = pair + (size_t)(g % 2) * cb, *sc = pair + 2 * cb + (size_t)(g % 2) * 32;     \
             float *o = out + 16 * g;                                                                          \
             const char *xc = x;                                                                               \
-            const uint8_t *pf = g % 2 == 0 && nt <= 16 ? pair : NULL;                                         \
+            const uint8_t *pf = NULL;                                                                         \
+            if (nt <= 16 && g % 2 == 0) pf = pair; /* its own pair, ahead */                                 \
+            if (nt <= 16 && g % 2 == 1 && !(Q8)) pf = pair + ldw - (size_t)PACKED_AHEAD(Q8) * bb; /* the next */ \
             int t = 0;                                                                                        \
             for (; t + PACKED_TOKENS <= nt; t += PACKED_TOKENS)                                               \
                 micro_packed(Q8, k, qs, sc, bb, xc + (size_t)t * ldx, ldx, o + (size_t)t * ldo, ldo,         \
