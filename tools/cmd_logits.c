@@ -80,6 +80,7 @@ int cmd_logits(int argc, char **argv) {
     if (!token_list && tool_load_prompt(prompt, prompt_file, 0, 0, &file_text, &prompt, &len, &err)) goto out;
     el_model_opts mo = {0};
     if (tool_split_prepare(&ts, &mo, &err)) goto out;
+    if (tool_split_drop_head(&ts, model_path, &mo, &err)) goto out;
     if (el_model_open(model_path, &mo, &m, &err)) goto out;
     if (tool_split_check_model(&ts, m, &err)) goto out;
     if (token_list) {

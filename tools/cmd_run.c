@@ -200,6 +200,7 @@ int cmd_run(int argc, char **argv) {
     if (el_sampler_check(&sp, &err)) goto out;
     el_model_opts mo = {0};
     if (tool_split_prepare(&ts, &mo, &err)) goto out;
+    if (tool_split_drop_head(&ts, model_path, &mo, &err)) goto out;
     if (tool_split_route(&ts, model_path, &err)) goto out;
     so_split = ts.o;
     if (edge) so_split.edge_sampling = &sp;
@@ -502,8 +503,10 @@ int cmd_run(int argc, char **argv) {
                 "\"worker_ms\": [",
                 el_dtype_name(so_split.act_dtype), dec.device_s * per * 1e3, dec.link_s * per * 1e3, dec.queue_s * per * 1e3);
         for (int i = 0; i < dec.n_workers; i++) fprintf(stderr, i ? ", %.4f" : "%.4f", dec.worker_s[i] * per * 1e3);
-        fprintf(stderr, "], \"bytes_sent\": %.1f, \"bytes_received\": %.1f}, \"peak_rss_bytes\": %zu, \"decode_t0\": %.6f, ",
-                dec.bytes_sent * per, dec.bytes_received * per, el_peak_rss(), t1);
+        fprintf(stderr, "], \"bytes_sent\": %.1f, \"bytes_received\": %.1f}, \"peak_rss_bytes\": %zu, \"device_weight_bytes\": %zu, "
+                "\"decode_t0\": %.6f, ",
+                dec.bytes_sent * per, dec.bytes_received * per, el_peak_rss(),
+                el_model_weight_bytes(m, 0, m->hp.n_layers, 1, 1), t1);
         if (spec) {
             const el_spec_stats *ss = el_spec_get_stats(spec);
             const el_spec_cost *cc = &ss->cost;

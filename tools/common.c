@@ -276,7 +276,19 @@ el_status tool_split_prepare(tool_split *ts, el_model_opts *mo, el_error *err) {
         mo->no_layers = ts->o.cuts[0] == 0;
         mo->no_head = !ts->o.ushape;
     }
-    if (ts->enabled && !ts->autoplan && ts->o.n_cuts == 1) mo->no_head = 0;  // --split L runs the head too
+    // --split L may be every layer (then the head runs here): tool_split_drop_head knows
+    if (ts->enabled && !ts->autoplan && ts->o.n_cuts == 1) mo->no_head = 0;
+    return EL_OK;
+}
+
+el_status tool_split_drop_head(const tool_split *ts, const char *model_path, el_model_opts *mo, el_error *err) {
+    if (!ts->enabled || ts->autoplan || ts->o.n_cuts != 1 || ts->o.ushape) return EL_OK;
+    el_model *h;
+    el_model_opts ho = {.no_layers = 1, .no_embed = 1, .no_head = 1, .no_pack = 1, .no_scan = 1};
+    el_status s = el_model_open(model_path, &ho, &h, err);
+    if (s) return s;
+    if (ts->o.cuts[0] < h->hp.n_layers) mo->no_head = 1;
+    el_model_close(h);
     return EL_OK;
 }
 

@@ -116,6 +116,10 @@ int tool_split_option(cli *c, const char *a, tool_split *ts);
 int tool_split_check(cli *c, tool_split *ts);
 // Loads keys; fills the model options so that the device maps only its part.
 el_status tool_split_prepare(tool_split *ts, el_model_opts *mo, el_error *err);
+// With one fixed cut below the model's last layer (and no U-shape) the
+// device never computes logits: the head stays unbound (mo->no_head). Reads
+// only model_path's header.
+el_status tool_split_drop_head(const tool_split *ts, const char *model_path, el_model_opts *mo, el_error *err);
 // --controller: asks for a route and sets the first worker (before the
 // pipeline is made; on a retry the pipeline asks again without the worker
 // that failed).

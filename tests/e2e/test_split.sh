@@ -34,6 +34,14 @@ for k in 1 2 3 4 5; do
   expect_eq "synth split at $k" "$got" "$syn_local"
   got=$("$EDGELLM" run -m "$T/syn6.gguf" -p "abc def" -n 150 --ignore-eos --temp 0 --split $k --via tcp://127.0.0.1:$port --insecure --ushape)
   expect_eq "synth split at $k, U-shape" "$got" "$syn_local"
+  if [ $k = 1 ]; then
+    # the device holds the embedding and layer 0, not the head the worker runs (f16: 700 x 128 x 2
+    # bytes of embedding; per layer 2 norms of 128 f32, 128 x (128 + 32 + 32 + 128 + 3 x 256) f16)
+    "$EDGELLM" run -m "$T/syn6.gguf" -p "abc def" -n 4 --temp 0 --split 1 --via tcp://127.0.0.1:$port --insecure \
+      --json >/dev/null 2>"$T/s1.json"
+    expect_eq "device weights at cut 1" "$(sed -n 's/.*"device_weight_bytes": \([0-9]*\).*/\1/p' "$T/s1.json")" \
+      $((700 * 128 * 2 + 2 * 128 * 4 + 128 * (128 + 32 + 32 + 128 + 3 * 256) * 2))
+  fi
   kill $last_pid; wait $last_pid 2>/dev/null
 done
 
