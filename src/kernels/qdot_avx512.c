@@ -160,72 +160,84 @@ ALWAYS_INLINE __m512i bcast4(const int8_t *p) {
 #define DECODE_AHEAD 4
 #endif
 
-#define PACKED_TOKENS 8
-// A few tokens (a batched decode step, nt <= 16) read each pair from memory
-// once: the first group's walk prefetches the pair PACKED_AHEAD blocks ahead,
-// and for Q4_0 the second group's walk (which reads the pair from L2) fetches
-// the next pair block by block, so that memory is not idle for half the time.
-// A/B in one process, 2 threads, 48 cold 5632 x 2048 matrices on huge pages,
-// 8 tokens: Q4_0 +14% (ahead 16 and the next pair; ahead 16 alone +8%).
-// Q8_0 reads twice the bytes and is near the bandwidth there: any more
-// prefetching (ahead 8 or 16, the next pair) was 5-13% slower.
-#define PACKED_AHEAD(q8) ((q8) ? 4 : 16)
+// Prefetch distance of a product over a few tokens, in blocks of the pair;
+// while the second chunk of 4 tokens reads a Q4_0 pair from L2 it fetches the
+// next pair, so that memory is not idle for half the time. A/B in one process
+// (2 threads, 48 cold 5632 x 2048 matrices on huge pages, 8 tokens): Q4_0
+// +17% with the next pair; Q8_0 reads twice the bytes and is near the
+// bandwidth there: any more prefetching (8 or 16 ahead, the next pair) was
+// 5-18% slower.
+#define PAIR_AHEAD(q8) ((q8) ? 4 : 8)
 
-// One packed group (16 rows of a pair, pack.c) x T tokens: out[t*ldo + r],
-// r < 16. qs: the group's chunks of block 0; sc: its scales of block 0; both
-// step bb bytes per block. Per block and token: the integer sums of all 16
-// rows come from 8 vpdpbusd (the correction 128*nsum, or 8*nsum for Q4_0, is
-// the seed), then one convert and one FMA scale them. A single token (a tail
-// here; decode has micro_decode) gets two accumulator chains.
-ALWAYS_INLINE void micro_packed(const int q8, int k, const uint8_t *qs, const uint8_t *sc, size_t bb, const char *x,
-                                size_t ldx, float *out, size_t ldo, const int T, const uint8_t *pf) {
-    const int NA = T == 1 ? 2 : 1;
+// One packed pair (both 16-row groups, 32 rows) x T <= 4 tokens, out[t*ldo +
+// r] for r < 32. Per block and token: the integer sums of the 32 rows come from
+// 16 vpdpbusd (the correction 128*nsum, or 8*nsum for Q4_0, is the seed), each
+// broadcast of 4 activation bytes feeding both groups; then one convert, one
+// multiply of the scales and one FMA per group. Against a 16-row tile of 8
+// tokens (one broadcast per vpdpbusd) on weights in cache, 2 threads: Q4_0
+// +45% at 8 tokens, +17% at 128; Q8_0 +14%, +14% (the same sums, bit for
+// bit). pf: prefetch pf + b*bb (all of its lines) at block b; NULL: none.
+ALWAYS_INLINE void micro_pair(const int q8, int k, const uint8_t *pair, const char *x, size_t ldx, float *out,
+                              size_t ldo, const int T, const uint8_t *pf) {
     const int nb = k / EL_QK;
-    const int8_t *xq[8];
-    const float *xd[8];
-    const int32_t *ns[8];
-    __m512 facc[8];
-    _Pragma("GCC unroll 8") for (int t = 0; t < T; t++) {
+    const size_t cb = q8 ? 512 : 256, bb = 2 * cb + 64;  // quant bytes of a group's block; bytes per block
+    const int8_t *xq[4];
+    const float *xd[4];
+    const int32_t *ns[4];
+    __m512 facc[4][2];
+    _Pragma("GCC unroll 4") for (int t = 0; t < T; t++) {
         xq[t] = (const int8_t *)(x + (size_t)t * ldx);
         xd[t] = (const float *)(xq[t] + k);
         ns[t] = (const int32_t *)(xd[t] + nb);
-        facc[t] = _mm512_setzero_ps();
+        facc[t][0] = facc[t][1] = _mm512_setzero_ps();
     }
     const __m512i m4 = _mm512_set1_epi8(0x0F);
     for (int b = 0; b < nb; b++) {
-        __m512i acc[8][2];
-        _Pragma("GCC unroll 8") for (int t = 0; t < T; t++) {
-            acc[t][0] = _mm512_slli_epi32(_mm512_set1_epi32(ns[t][b]), q8 ? 7 : 3);
-            acc[t][1] = _mm512_setzero_si512();
-        }
-        const int8_t *xo[8];
-        _Pragma("GCC unroll 8") for (int t = 0; t < T; t++) xo[t] = xq[t] + EL_QK * b;
-        const uint8_t *c = qs + (size_t)b * bb;
+        const uint8_t *blk = pair + (size_t)b * bb;
         if (pf)
-            for (size_t l = 0; l < bb; l += 64) _mm_prefetch((const char *)pf + (size_t)(b + PACKED_AHEAD(q8)) * bb + l, _MM_HINT_T1);
+            _Pragma("GCC unroll 17") for (size_t l = 0; l < bb; l += 64)
+                _mm_prefetch((const char *)pf + (size_t)b * bb + l, _MM_HINT_T1);
+        __m512i acc[4][2];
+        const int8_t *xo[4];
+        _Pragma("GCC unroll 4") for (int t = 0; t < T; t++) {
+            acc[t][0] = acc[t][1] = _mm512_slli_epi32(_mm512_set1_epi32(ns[t][b]), q8 ? 7 : 3);
+            xo[t] = xq[t] + EL_QK * b;
+        }
         if (q8) {
             _Pragma("GCC unroll 8") for (int j = 0; j < 8; j++) {
-                __m512i w = _mm512_loadu_si512(c + 64 * j);
-                _Pragma("GCC unroll 8") for (int t = 0; t < T; t++) acc[t][j % NA] =
-                    _mm512_dpbusd_epi32(acc[t][j % NA], w, bcast4(xo[t] + 4 * j));
+                __m512i w0 = _mm512_loadu_si512(blk + 64 * j), w1 = _mm512_loadu_si512(blk + cb + 64 * j);
+                _Pragma("GCC unroll 4") for (int t = 0; t < T; t++) {
+                    __m512i xv = bcast4(xo[t] + 4 * j);
+                    acc[t][0] = _mm512_dpbusd_epi32(acc[t][0], w0, xv);
+                    acc[t][1] = _mm512_dpbusd_epi32(acc[t][1], w1, xv);
+                }
             }
         } else {
             _Pragma("GCC unroll 4") for (int j = 0; j < 4; j++) {
-                __m512i raw = _mm512_loadu_si512(c + 64 * j);
-                __m512i lo = _mm512_and_si512(raw, m4), hi = _mm512_and_si512(_mm512_srli_epi16(raw, 4), m4);
-                _Pragma("GCC unroll 8") for (int t = 0; t < T; t++) {
-                    acc[t][0] = _mm512_dpbusd_epi32(acc[t][0], lo, bcast4(xo[t] + 4 * j));
-                    acc[t][NA - 1] = _mm512_dpbusd_epi32(acc[t][NA - 1], hi, bcast4(xo[t] + 16 + 4 * j));
+                __m512i r0 = _mm512_loadu_si512(blk + 64 * j), r1 = _mm512_loadu_si512(blk + cb + 64 * j);
+                __m512i lo0 = _mm512_and_si512(r0, m4), hi0 = _mm512_and_si512(_mm512_srli_epi16(r0, 4), m4);
+                __m512i lo1 = _mm512_and_si512(r1, m4), hi1 = _mm512_and_si512(_mm512_srli_epi16(r1, 4), m4);
+                _Pragma("GCC unroll 4") for (int t = 0; t < T; t++) {
+                    __m512i xl = bcast4(xo[t] + 4 * j), xh = bcast4(xo[t] + 16 + 4 * j);
+                    acc[t][0] = _mm512_dpbusd_epi32(acc[t][0], lo0, xl);
+                    acc[t][1] = _mm512_dpbusd_epi32(acc[t][1], lo1, xl);
+                    acc[t][0] = _mm512_dpbusd_epi32(acc[t][0], hi0, xh);
+                    acc[t][1] = _mm512_dpbusd_epi32(acc[t][1], hi1, xh);
                 }
             }
         }
-        __m512 wd = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(sc + (size_t)b * bb)));
-        _Pragma("GCC unroll 8") for (int t = 0; t < T; t++) {
-            __m512i s = NA == 2 ? _mm512_add_epi32(acc[t][0], acc[t][1]) : acc[t][0];
-            facc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), _mm512_mul_ps(wd, _mm512_set1_ps(xd[t][b])), facc[t]);
+        __m512 wd0 = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(blk + 2 * cb)));
+        __m512 wd1 = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(blk + 2 * cb + 32)));
+        _Pragma("GCC unroll 4") for (int t = 0; t < T; t++) {
+            __m512 xs = _mm512_set1_ps(xd[t][b]);
+            facc[t][0] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc[t][0]), _mm512_mul_ps(wd0, xs), facc[t][0]);
+            facc[t][1] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc[t][1]), _mm512_mul_ps(wd1, xs), facc[t][1]);
         }
     }
-    _Pragma("GCC unroll 8") for (int t = 0; t < T; t++) _mm512_storeu_ps(out + (size_t)t * ldo, facc[t]);
+    _Pragma("GCC unroll 4") for (int t = 0; t < T; t++) {
+        _mm512_storeu_ps(out + (size_t)t * ldo, facc[t][0]);
+        _mm512_storeu_ps(out + (size_t)t * ldo + 16, facc[t][1]);
+    }
 }
 
 // Decode: one packed pair (32 rows) x one token, read front to back. Its two
@@ -274,6 +286,9 @@ ALWAYS_INLINE void micro_decode(const int q8, int k, const uint8_t *pair, const 
 }
 
 
+// Tokens 4 at a time over each pair (5 to 8 in two even passes); the first
+// pass prefetches the pair ahead, the second (a few tokens) the next pair
+// (PAIR_AHEAD).
 #define DEFINE_PACKED_GEMM(NAME, Q8)                                                                          \
     static void NAME(int k, const void *w, size_t ldw, int nr, const void *x, size_t ldx, int nt, float *out,  \
                      size_t ldo) {                                                                            \
@@ -286,29 +301,23 @@ ALWAYS_INLINE void micro_decode(const int q8, int k, const uint8_t *pair, const 
                 micro_decode(Q8, k, (const uint8_t *)w + (size_t)p * ldw, x, out + 32 * p);                   \
             return;                                                                                           \
         }                                                                                                     \
-        for (int g = 0; g < nr / 16; g++) {                                                                   \
-            const uint8_t *pair = (const uint8_t *)w + (size_t)(g / 2) * ldw;                                 \
-            const uint8_t *qs = pair + (size_t)(g % 2) * cb, *sc = pair + 2 * cb + (size_t)(g % 2) * 32;     \
-            float *o = out + 16 * g;                                                                          \
-            const char *xc = x;                                                                               \
-            const uint8_t *pf = NULL;                                                                         \
-            if (nt <= 16 && g % 2 == 0) pf = pair; /* its own pair, ahead */                                 \
-            if (nt <= 16 && g % 2 == 1 && !(Q8)) pf = pair + ldw - (size_t)PACKED_AHEAD(Q8) * bb; /* the next */ \
-            int t = 0;                                                                                        \
-            for (; t + PACKED_TOKENS <= nt; t += PACKED_TOKENS)                                               \
-                micro_packed(Q8, k, qs, sc, bb, xc + (size_t)t * ldx, ldx, o + (size_t)t * ldo, ldo,         \
-                             PACKED_TOKENS, t ? NULL : pf);                                                   \
-            const char *xt = xc + (size_t)t * ldx;                                                            \
-            float *ot = o + (size_t)t * ldo;                                                                  \
-            if (t) pf = NULL;                                                                                 \
-            switch (nt - t) {                                                                                 \
-            case 1: micro_packed(Q8, k, qs, sc, bb, xt, ldx, ot, ldo, 1, pf); break;                              \
-            case 2: micro_packed(Q8, k, qs, sc, bb, xt, ldx, ot, ldo, 2, pf); break;                              \
-            case 3: micro_packed(Q8, k, qs, sc, bb, xt, ldx, ot, ldo, 3, pf); break;                              \
-            case 4: micro_packed(Q8, k, qs, sc, bb, xt, ldx, ot, ldo, 4, pf); break;                              \
-            case 5: micro_packed(Q8, k, qs, sc, bb, xt, ldx, ot, ldo, 5, pf); break;                              \
-            case 6: micro_packed(Q8, k, qs, sc, bb, xt, ldx, ot, ldo, 6, pf); break;                              \
-            case 7: micro_packed(Q8, k, qs, sc, bb, xt, ldx, ot, ldo, 7, pf); break;                              \
+        const char *xc = x;                                                                                   \
+        for (int p = 0; p < nr / 32; p++) {                                                                   \
+            const uint8_t *pair = (const uint8_t *)w + (size_t)p * ldw;                                       \
+            float *o = out + 32 * p;                                                                          \
+            for (int t = 0, c; t < nt; t += c) {                                                              \
+                c = nt - t <= 4 ? nt - t : nt - t <= 8 ? (nt - t + 1) / 2 : 4; /* 5..8: two even passes */    \
+                const uint8_t *pf = NULL;                                                                     \
+                if (t == 0) pf = pair + (size_t)PAIR_AHEAD(Q8) * bb;                                          \
+                else if (nt <= 8 && !(Q8)) pf = pair + ldw;                                                   \
+                const char *xt = xc + (size_t)t * ldx;                                                        \
+                float *ot = o + (size_t)t * ldo;                                                              \
+                switch (c) {                                                                                  \
+                case 1: micro_pair(Q8, k, pair, xt, ldx, ot, ldo, 1, pf); break;                              \
+                case 2: micro_pair(Q8, k, pair, xt, ldx, ot, ldo, 2, pf); break;                              \
+                case 3: micro_pair(Q8, k, pair, xt, ldx, ot, ldo, 3, pf); break;                              \
+                default: micro_pair(Q8, k, pair, xt, ldx, ot, ldo, 4, pf); break;                             \
+                }                                                                                             \
             }                                                                                                 \
         }                                                                                                     \
     }
