@@ -3,6 +3,7 @@
 #ifndef EDGELLM_CORE_H
 #define EDGELLM_CORE_H
 
+#include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -29,6 +30,9 @@ typedef struct {
     el_status code;
     char msg[512];
 } el_error;
+
+// One log line: prefix (NULL: none), the message, a newline, flushed; f NULL: nothing.
+void el_vlogf(FILE *f, const char *prefix, const char *fmt, va_list ap);
 
 // Fill err (may be NULL) with code and a printf-style message; returns code.
 // Control bytes in the result (from quoted file or peer data) become '?', so

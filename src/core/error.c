@@ -21,6 +21,14 @@ el_status el_err(el_error *err, el_status code, const char *fmt, ...) {
     return code;
 }
 
+void el_vlogf(FILE *f, const char *prefix, const char *fmt, va_list ap) {
+    if (!f) return;
+    if (prefix) fputs(prefix, f);
+    vfprintf(f, fmt, ap);
+    fputc('\n', f);
+    fflush(f);
+}
+
 const char *el_status_str(el_status s) {
     switch (s) {
     case EL_OK: return "ok";

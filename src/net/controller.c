@@ -45,13 +45,9 @@ struct el_controller {
 
 static void clog_(el_controller *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void clog_(el_controller *c, const char *fmt, ...) {
-    if (!c->o.log) return;
     va_list ap;
     va_start(ap, fmt);
-    fputs("controller: ", c->o.log);
-    vfprintf(c->o.log, fmt, ap);
-    fputc('\n', c->o.log);
-    fflush(c->o.log);
+    el_vlogf(c->o.log, "controller: ", fmt, ap);
     va_end(ap);
 }
 

@@ -70,14 +70,12 @@ typedef struct {
 
 static void nlog(node *n, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void nlog(node *n, const char *fmt, ...) {
-    FILE *f = n->o->w.log;
-    if (!f) return;
+    if (!n->o->w.log) return;
+    char prefix[EL_CTL_MAX_NAME + 8];
+    snprintf(prefix, sizeof prefix, "node %s: ", n->name);
     va_list ap;
     va_start(ap, fmt);
-    fprintf(f, "node %s: ", n->name);
-    vfprintf(f, fmt, ap);
-    fputc('\n', f);
-    fflush(f);
+    el_vlogf(n->o->w.log, prefix, fmt, ap);
     va_end(ap);
 }
 

@@ -95,13 +95,9 @@ static void log_line(el_linkemu *e, const char *fmt, ...)
 #endif
     ;
 static void log_line(el_linkemu *e, const char *fmt, ...) {
-    if (!e->cfg.log) return;
     va_list ap;
     va_start(ap, fmt);
-    fputs("linkemu: ", e->cfg.log);
-    vfprintf(e->cfg.log, fmt, ap);
-    fputc('\n', e->cfg.log);
-    fflush(e->cfg.log);
+    el_vlogf(e->cfg.log, "linkemu: ", fmt, ap);
     va_end(ap);
 }
 

@@ -50,14 +50,10 @@ struct el_train_server {
 };
 
 static void tlog(el_train_server *t, const char *fmt, ...) {
-    if (!t->o.log) return;
     va_list ap;
     va_start(ap, fmt);
-    fprintf(t->o.log, "train worker: ");
-    vfprintf(t->o.log, fmt, ap);
+    el_vlogf(t->o.log, "train worker: ", fmt, ap);
     va_end(ap);
-    fputc('\n', t->o.log);
-    fflush(t->o.log);
 }
 
 static void send_out(el_train_server *t, el_link_server *srv, const el_peer *peer) {

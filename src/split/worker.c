@@ -142,13 +142,12 @@ struct el_worker {
 
 static void wlog(worker *w, const char *fmt, ...) {
     if (!w->o->log) return;
+    char prefix[48];
+    snprintf(prefix, sizeof prefix, "worker %d:%d: ", w->m->layer_begin, w->m->layer_end);
     va_list ap;
     va_start(ap, fmt);
-    fprintf(w->o->log, "worker %d:%d: ", w->m->layer_begin, w->m->layer_end);
-    vfprintf(w->o->log, fmt, ap);
+    el_vlogf(w->o->log, prefix, fmt, ap);
     va_end(ap);
-    fputc('\n', w->o->log);
-    fflush(w->o->log);
 }
 
 static void drop_session(worker *w, int i, const char *why);

@@ -128,13 +128,10 @@ static void logf_(fetcher *f, const char *fmt, ...)
 #endif
     ;
 static void logf_(fetcher *f, const char *fmt, ...) {
-    if (!f->log) return;
     va_list ap;
     va_start(ap, fmt);
-    vfprintf(f->log, fmt, ap);
+    el_vlogf(f->log, NULL, fmt, ap);
     va_end(ap);
-    fputc('\n', f->log);
-    fflush(f->log);
 }
 
 static el_link *link_to(fetcher *f, int i) {
