@@ -33,6 +33,7 @@ static struct {
     __typeof__(cblas_sgemm) *sgemm;
     void (*set_threads)(int);
     char *(*corename)(void);
+    char name[64];  // el_blas_name's answer, made once with the rest
 } blas;
 static pthread_once_t blas_once = PTHREAD_ONCE_INIT;
 
@@ -60,6 +61,8 @@ static void blas_load(void) {
     *(void **)&blas.set_threads = dlsym(h, "openblas_set_num_threads");
     *(void **)&blas.corename = dlsym(h, "openblas_get_corename");
     if (blas.set_threads) blas.set_threads(1);
+    const char *kernels = blas.corename ? blas.corename() : NULL;
+    snprintf(blas.name, sizeof blas.name, "openblas (%s kernels)", kernels ? kernels : "?");
 }
 #endif
 
@@ -136,11 +139,7 @@ void el_blas_threads(int n) {
 const char *el_blas_name(void) {
 #ifdef EL_HAVE_OPENBLAS
     pthread_once(&blas_once, blas_load);
-    if (!blas.sgemm) return "reference (libopenblas.so.0 did not load)";
-    static char name[64];
-    const char *core = blas.corename ? blas.corename() : NULL;
-    snprintf(name, sizeof name, "openblas (%s kernels)", core ? core : "?");
-    return name;
+    return blas.sgemm ? blas.name : "reference (libopenblas.so.0 did not load)";
 #else
     return "reference";
 #endif
