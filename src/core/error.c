@@ -23,10 +23,12 @@ el_status el_err(el_error *err, el_status code, const char *fmt, ...) {
 
 void el_vlogf(FILE *f, const char *prefix, const char *fmt, va_list ap) {
     if (!f) return;
+    flockfile(f);  // one line, whole, when several threads share f (a node's fetcher and its worker)
     if (prefix) fputs(prefix, f);
     vfprintf(f, fmt, ap);
     fputc('\n', f);
     fflush(f);
+    funlockfile(f);
 }
 
 const char *el_status_str(el_status s) {

@@ -52,8 +52,8 @@ void el_axpy_f32(float *restrict y, float a, const float *restrict x, int n) {
 // out[n] = x[n] / sqrt(mean(x²) + eps) * w[n]
 float el_rmsnorm(float *out, const float *x, const float *w, int n, float eps) {
     // Eight running sums: one chain of dependent double adds cost ~2 us per
-    // 2048-wide row (2.5% of a 128-token prefill); the double sums still
-    // round to the same float scale.
+    // 2048-wide row (2.5% of a 128-token prefill); the double sums give the
+    // same float scale to within one rounding.
     double a0 = 0, a1 = 0, a2 = 0, a3 = 0, a4 = 0, a5 = 0, a6 = 0, a7 = 0;  // named: kept in registers
     int i = 0;
     for (; i + 8 <= n; i += 8) {

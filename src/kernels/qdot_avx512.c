@@ -286,7 +286,8 @@ ALWAYS_INLINE void micro_decode(const int q8, int k, const uint8_t *pair, const 
 }
 
 
-// Tokens 4 at a time over each pair (5 to 8 in two even passes); the first
+// Tokens 4 at a time over each pair (5 to 8 in two even passes, so that a
+// pass has 2 to 4 tokens; one token alone is micro_decode's); the first
 // pass prefetches the pair ahead, the second (a few tokens) the next pair
 // (PAIR_AHEAD).
 #define DEFINE_PACKED_GEMM(NAME, Q8)                                                                          \
@@ -313,7 +314,6 @@ ALWAYS_INLINE void micro_decode(const int q8, int k, const uint8_t *pair, const 
                 const char *xt = xc + (size_t)t * ldx;                                                        \
                 float *ot = o + (size_t)t * ldo;                                                              \
                 switch (c) {                                                                                  \
-                case 1: micro_pair(Q8, k, pair, xt, ldx, ot, ldo, 1, pf); break;                              \
                 case 2: micro_pair(Q8, k, pair, xt, ldx, ot, ldo, 2, pf); break;                              \
                 case 3: micro_pair(Q8, k, pair, xt, ldx, ot, ldo, 3, pf); break;                              \
                 default: micro_pair(Q8, k, pair, xt, ldx, ot, ldo, 4, pf); break;                             \

@@ -49,7 +49,11 @@ kill $last_pid; wait $last_pid 2>/dev/null
 # ---- a bigger random model so that a generation lasts long enough to interrupt
 # opened LOG N: wait until the worker logged N opened sessions (a device is generating: a fixed
 # sleep could see one not started yet on a loaded machine, or already done on a fast one)
-opened() { for _ in $(seq 1 200); do [ "$(grep -c "opened" "$1")" -ge "$2" ] && return 0; sleep 0.05; done; return 1; }
+opened() {
+  for _ in $(seq 1 200); do [ "$(grep -c 'session [0-9a-f]* opened' "$1")" -ge "$2" ] && return 0; sleep 0.05; done
+  fail "no device session $2 opened in 10 s: $(tail -3 "$1")"
+  return 1
+}
 "$EDGELLM" synth --dim 256 --layers 4 --heads 8 --kv-heads 4 --ff 512 --vocab 1024 --ctx 4096 --seed 5 -o "$T/syn.gguf" 2>/dev/null
 port=$(free_port)
 start_worker "$T/w2.log" -m "$T/syn.gguf" --layers 2:4 --listen tcp://127.0.0.1:$port --insecure -t 1 --idle-timeout 1 \
@@ -58,7 +62,7 @@ start_worker "$T/w2.log" -m "$T/syn.gguf" --layers 2:4 --listen tcp://127.0.0.1:
 "$EDGELLM" run -m "$T/syn.gguf" -p "abc" -n 4000 --ignore-eos --temp 0 -t 1 --split 2 --via tcp://127.0.0.1:$port --insecure \
   >/dev/null 2>&1 &
 dev=$!
-opened "$T/w2.log" 1 && sleep 0.1
+opened "$T/w2.log" 1; sleep 0.1
 kill -9 $dev; wait $dev 2>/dev/null
 # (or sooner: a reply the worker sends once the device is gone fails, and that frees it too)
 freed='closed (\(idle timeout\|its device does not take replies\)), 0 left'
@@ -69,7 +73,7 @@ grep -q "$freed" "$T/w2.log" && pass || fail "vanished device's session not free
 "$EDGELLM" run -m "$T/syn.gguf" -p "abc" -n 4000 --ignore-eos --temp 0 -t 1 --split 2 --via tcp://127.0.0.1:$port --insecure \
   >"$T/int.out" 2>"$T/int.err" &
 dev=$!
-opened "$T/w2.log" 2 && sleep 0.1
+opened "$T/w2.log" 2; sleep 0.1
 kill -INT $dev
 wait $dev
 expect_eq "device exit status after SIGINT" "$?" "0"
@@ -80,7 +84,7 @@ grep -q "closed (closed by the device)" "$T/w2.log" && pass || fail "interrupted
 "$EDGELLM" run -m "$T/syn.gguf" -p "abc" -n 4000 --ignore-eos --temp 0 -t 1 --split 2 --via tcp://127.0.0.1:$port --insecure \
   --timeout 2000 >/dev/null 2>"$T/noretry.err" &
 dev=$!
-opened "$T/w2.log" 3 && sleep 0.1
+opened "$T/w2.log" 3; sleep 0.1
 kill $last_pid; wait $last_pid 2>/dev/null
 start_worker "$T/w3.log" -m "$T/syn.gguf" --layers 2:4 --listen tcp://127.0.0.1:$port --insecure -t 1 || fail "worker 3"
 wait $dev
@@ -93,7 +97,7 @@ grep -q "unknown or expired session\|no answer within" "$T/noretry.err" && pass 
 "$EDGELLM" run -m "$T/syn.gguf" -p "abc" -n 1500 --ignore-eos --temp 0 -t 1 --split 2 --via tcp://127.0.0.1:$port --insecure \
   --timeout 2000 --retry 3 >"$T/syn-split.txt" 2>"$T/retry.err" &
 dev=$!
-opened "$T/w3.log" 1 && sleep 0.1
+opened "$T/w3.log" 1; sleep 0.1
 kill $last_pid; wait $last_pid 2>/dev/null
 start_worker "$T/w4.log" -m "$T/syn.gguf" --layers 2:4 --listen tcp://127.0.0.1:$port --insecure -t 1 || fail "worker 4"
 wait $dev || fail "device with --retry failed: $(cat "$T/retry.err")"

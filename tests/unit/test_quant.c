@@ -288,7 +288,7 @@ static void packed_matches_scalar(el_isa isa) {
         // tokens: each remainder after the 8-token tiles, 0..7, once)
         // Q8_0/Q4_0: 1 token (decode) twice, then counts whose remainders after
         // 4-token tiles take every value (AVX2), and the AVX-512 passes of
-        // 1..4 tokens, 5..8 split evenly (5 = 3 + 2, 6 = 3 + 3, 7 = 4 + 3)
+        // 2..4 tokens, 5..8 split evenly (5 = 3 + 2, 6 = 3 + 3, 7 = 4 + 3)
         static const int nblocks[] = {1, 2, 3, 7, 64, 1, 2, 3, 7, 64, 5}, nsuper[] = {1, 1, 2, 2, 3, 3, 8, 8, 1, 1, 2, 2, 3, 3, 8, 8};
         static const int ktoks[] = {2, 3, 13, 20, 9, 14, 15, 16}, toks8[] = {6, 11, 23, 5, 16, 2, 15, 7, 13};
         for (int kb = 0; kb < (kq ? 16 : 11); kb++) {
