@@ -31,16 +31,16 @@ AI void scores_kv(const int dtype, const int nv, float *scores, const float *q, 
         __m512 a = _mm512_setzero_ps();
         if (dtype == EL_DTYPE_Q8_0) {
             // per block: Σ q·k over its integers, then one scale (as the scalar reference)
-            const int bs = hd % 32 == 0 ? 32 : hd;
-            _Pragma("GCC unroll 8") for (int b = 0; b < hd / bs; b++) {
-                __m512 s = _mm512_setzero_ps();
-                _Pragma("GCC unroll 2") for (int j = b * bs / 16; j < (b + 1) * bs / 16; j++)
-                    s = _mm512_fmadd_ps(qv[j],
-                                        _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(kp + 16 * j)))),
-                                        s);
-                float d;
-                memcpy(&d, kp + hd + 4 * b, 4);
-                a = _mm512_fmadd_ps(s, _mm512_set1_ps(d), a);
+            const int per = (hd % 32 == 0 ? 32 : hd) / 16;  // vectors per scale
+            __m512 s = _mm512_setzero_ps();
+            _Pragma("GCC unroll 16") for (int j = 0; j < nv; j++) {
+                s = _mm512_fmadd_ps(qv[j], _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(kp + 16 * j)))), s);
+                if ((j + 1) % per == 0) {
+                    float d;
+                    memcpy(&d, kp + hd + 4 * (j / per), 4);
+                    a = _mm512_fmadd_ps(s, _mm512_set1_ps(d), a);
+                    s = _mm512_setzero_ps();
+                }
             }
         } else {
             _Pragma("GCC unroll 16") for (int j = 0; j < nv; j++) a = _mm512_fmadd_ps(qv[j], load16(dtype, kp, hd, j), a);
