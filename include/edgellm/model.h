@@ -171,6 +171,13 @@ void el_kv_pool_give(el_kv_pool *p, size_t n);
 el_kv_pool *el_kv_pool_new_child(el_kv_pool *parent, size_t max_bytes);
 // Bytes that can still be taken from p (and its parents); SIZE_MAX when unlimited.
 size_t el_kv_pool_room(const el_kv_pool *p);
+// Keep n (at most 64) spare blocks of block_bytes written once and ready, for
+// sessions of this pool and its children: a thread at idle priority makes
+// them ahead of need, and blocks sessions give back refill them. Spares are
+// memory outside the budget (not in el_kv_pool_used). n = 0: none; a new
+// block_bytes drops the spares of the old. On a root pool only.
+void el_kv_pool_spares(el_kv_pool *p, size_t block_bytes, int n);
+int el_kv_pool_spare_count(const el_kv_pool *p);
 
 // Positions per KV block: a session's cache grows by this many positions
 // (every layer it runs) at a time.

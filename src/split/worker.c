@@ -1324,6 +1324,14 @@ static void housekeeping(worker *w) {
         if (!busy && (now - w->sessions[i].last_used) * 1000 > w->idle_ms) drop_session(w, i, "idle timeout");
     }
     prune_clients(w);
+    // one spare KV block per open session (at most 64 MiB of them), written
+    // ahead of need so that a step never waits for fresh pages; with no
+    // session open the spares stay for the next
+    size_t block = 0;
+    int n = 0;
+    for (int i = 0; i < w->n_sessions; i++)
+        if (w->sessions[i].s) block = el_session_kv_block_bytes(w->sessions[i].s), n++;
+    if (block && n) el_kv_pool_spares(w->kv, block, n < (int)(((size_t)64 << 20) / block) ? n : (int)(((size_t)64 << 20) / block));
     if (w->o->stats_out && w->o->stats_every_s > 0 && now - w->st.t0 >= w->o->stats_every_s) print_stats(w, now);
     if (w->o->stats) el_worker_stats_set(w->o->stats, w->n_sessions, el_kv_pool_used(w->kv));
 }

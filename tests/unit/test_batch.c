@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "edgellm/kernels.h"
 #include "edgellm/lora.h"
@@ -336,6 +337,68 @@ static void test_kv_blocks(void **st) {
     el_model_close(m);
 }
 
+// Waits (at most 10 s) until pool holds n spares; returns how many it holds.
+static int wait_spares(const el_kv_pool *pool, int n) {
+    for (int i = 0; i < 10000 && el_kv_pool_spare_count(pool) != n; i++) {
+        struct timespec ts = {0, 1000000};
+        nanosleep(&ts, NULL);
+    }
+    return el_kv_pool_spare_count(pool);
+}
+
+// Spare blocks: made ahead to the target, outside the budget, dropped when
+// the size or the target changes; sessions drawing them (fresh or given back
+// by another session, stale contents and all) compute what others do.
+static void test_kv_spares(void **st) {
+    (void)st;
+    el_error err;
+    el_model *m;
+    assert_int_equal(el_model_open(tu_model_path("aidreams260K.bin"), NULL, &m, &err), EL_OK);
+    el_session *probe;
+    assert_int_equal(el_session_new(m, NULL, NULL, &probe, &err), EL_OK);
+    size_t block = el_session_kv_block_bytes(probe);
+    el_session_free(probe);
+    el_kv_pool *pool = el_kv_pool_new(4 * block), *plain = el_kv_pool_new(0);
+    el_kv_pool *child = el_kv_pool_new_child(pool, 0);
+    el_kv_pool_spares(pool, block, 3);
+    assert_int_equal(wait_spares(pool, 3), 3);
+    assert_int_equal(el_kv_pool_used(pool), 0);  // spares are not in the budget
+    el_kv_pool_spares(pool, 2 * block, 2);       // another size: the old ones go at once
+    assert_true(el_kv_pool_spare_count(pool) <= 2);
+    assert_int_equal(wait_spares(pool, 2), 2);
+    el_kv_pool_spares(pool, block, 2);
+    assert_int_equal(wait_spares(pool, 2), 2);
+
+    int t[40];
+    for (int i = 0; i < 40; i++) t[i] = i ? 3 + (i * 37) % 400 : 1;
+    float la[VOCAB], lb[VOCAB];
+    el_session *a, *b, *ref;
+    el_session_opts so = {.kv_pool = child, .ctx = 64}, sr = {.kv_pool = plain, .ctx = 64};
+    assert_int_equal(el_session_new(m, &so, NULL, &a, &err), EL_OK);
+    assert_int_equal(el_session_new(m, &sr, NULL, &ref, &err), EL_OK);
+    assert_int_equal(el_session_forward(a, t, 40, 0, la, 0, &err), EL_OK);  // 3 blocks: spares first
+    assert_int_equal(el_kv_pool_used(pool), 3 * block);
+    assert_int_equal(el_session_forward(ref, t, 40, 0, lb, 0, &err), EL_OK);
+    assert_true(max_abs_diff(la, lb, VOCAB) == 0.0f);
+    el_session_free(a);  // its blocks refill the spares, up to the target
+    assert_int_equal(el_kv_pool_used(pool), 0);
+    assert_int_equal(wait_spares(pool, 2), 2);
+    for (int i = 0; i < 40; i++) t[i] = i ? 11 + (i * 53) % 400 : 1;
+    assert_int_equal(el_session_new(m, &so, NULL, &b, &err), EL_OK);
+    assert_int_equal(el_session_forward(b, t, 40, 0, la, 0, &err), EL_OK);  // blocks another session wrote
+    el_session_truncate(ref, 0);
+    assert_int_equal(el_session_forward(ref, t, 40, 0, lb, 0, &err), EL_OK);
+    assert_true(max_abs_diff(la, lb, VOCAB) == 0.0f);
+    el_session_free(b);
+    el_session_free(ref);
+    el_kv_pool_spares(pool, block, 0);
+    assert_int_equal(el_kv_pool_spare_count(pool), 0);
+    el_kv_pool_free(child);
+    el_kv_pool_free(pool);
+    el_kv_pool_free(plain);
+    el_model_close(m);
+}
+
 static void test_batch_rejects_bad_rows(void **st) {
     (void)st;
     el_error err;
@@ -434,7 +497,7 @@ static void test_batch_plan(void **st) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_batch_equals_alone), cmocka_unit_test(test_batch_tails),
-        cmocka_unit_test(test_kv_types),           cmocka_unit_test(test_kv_blocks),
+        cmocka_unit_test(test_kv_types),           cmocka_unit_test(test_kv_blocks), cmocka_unit_test(test_kv_spares),
         cmocka_unit_test(test_batch_rejects_bad_rows), cmocka_unit_test(test_batch_plan),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
