@@ -176,9 +176,10 @@ ALWAYS_INLINE __m512i bcast4(const int8_t *p) {
 // multiply of the scales and one FMA per group. Against a 16-row tile of 8
 // tokens (one broadcast per vpdpbusd) on weights in cache, 2 threads: Q4_0
 // +45% at 8 tokens, +17% at 128; Q8_0 +14%, +14% (the same sums, bit for
-// bit). pf: prefetch pf + b*bb (all of its lines) at block b; NULL: none.
+// bit). pf: prefetch pf + b*bb (all of its lines) at block b, or with half
+// pf + (b/2)*bb at even b (half as much over the pass); NULL: none.
 ALWAYS_INLINE void micro_pair(const int q8, int k, const uint8_t *pair, const char *x, size_t ldx, float *out,
-                              size_t ldo, const int T, const uint8_t *pf) {
+                              size_t ldo, const int T, const uint8_t *pf, const int half) {
     const int nb = k / EL_QK;
     const size_t cb = q8 ? 512 : 256, bb = 2 * cb + 64;  // quant bytes of a group's block; bytes per block
     const int8_t *xq[4];
@@ -194,9 +195,9 @@ ALWAYS_INLINE void micro_pair(const int q8, int k, const uint8_t *pair, const ch
     const __m512i m4 = _mm512_set1_epi8(0x0F);
     for (int b = 0; b < nb; b++) {
         const uint8_t *blk = pair + (size_t)b * bb;
-        if (pf)
+        if (pf && (!half || !(b & 1)))
             _Pragma("GCC unroll 17") for (size_t l = 0; l < bb; l += 64)
-                _mm_prefetch((const char *)pf + (size_t)b * bb + l, _MM_HINT_T1);
+                _mm_prefetch((const char *)pf + (size_t)(half ? b / 2 : b) * bb + l, _MM_HINT_T1);
         __m512i acc[4][2];
         const int8_t *xo[4];
         _Pragma("GCC unroll 4") for (int t = 0; t < T; t++) {
@@ -287,13 +288,21 @@ ALWAYS_INLINE void micro_decode(const int q8, int k, const uint8_t *pair, const 
 
 
 // Tokens 4 at a time over each pair (5 to 8 in two even passes, so that a
-// pass has 2 to 4 tokens; one token alone is micro_decode's); the first
-// pass prefetches the pair ahead, the second (a few tokens) the next pair
-// (PAIR_AHEAD).
+// pass has 2 to 4 tokens; one token alone is micro_decode's). Up to 8 tokens
+// the first pass prefetches the pair ahead, the second (Q4_0) the next pair
+// (PAIR_AHEAD). Q4_0 with more than 8 tokens: the second and third passes
+// fetch half the next pair each, a pass or more before it is read. A/B in
+// one process (2 threads, 48 cold 5632 x 2048 matrices), in two bandwidth
+// states: 9 tokens +12%, 10 +13-14%, 12 +15-17%, 16 +11-12%, 32 +5%, 64 +2-4%
+// (k 5632: 12 and 16 tokens +6%). The same
+// for 8 tokens in passes of 3, 3, 2 gained 11-13% in one state and lost
+// 0-11% in the other (k 5632: the pair read three times from L2); Q8_0 (twice
+// the bytes, near the bandwidth) gained nothing.
 #define DEFINE_PACKED_GEMM(NAME, Q8)                                                                          \
     static void NAME(int k, const void *w, size_t ldw, int nr, const void *x, size_t ldx, int nt, float *out,  \
                      size_t ldo) {                                                                            \
         const size_t cb = (Q8) ? 512 : 256, bb = 2 * cb + 64;                                                 \
+        const size_t half_pair = (size_t)(k / EL_QK + 1) / 2 * bb; /* the blocks a half-prefetch pass covers */ \
         if (nt == 1) {                                                                                        \
             /* the kernel prefetches DECODE_AHEAD blocks ahead: fetch the first ones here */                 \
             for (size_t off = 0; off < DECODE_AHEAD * bb && off < (size_t)(nr / 32) * ldw; off += 64)       \
@@ -302,21 +311,26 @@ ALWAYS_INLINE void micro_decode(const int q8, int k, const uint8_t *pair, const 
                 micro_decode(Q8, k, (const uint8_t *)w + (size_t)p * ldw, x, out + 32 * p);                   \
             return;                                                                                           \
         }                                                                                                     \
+        const int spread = !(Q8) && nt > 8; /* the next pair over passes 2 and 3 */                          \
         const char *xc = x;                                                                                   \
         for (int p = 0; p < nr / 32; p++) {                                                                   \
             const uint8_t *pair = (const uint8_t *)w + (size_t)p * ldw;                                       \
             float *o = out + 32 * p;                                                                          \
-            for (int t = 0, c; t < nt; t += c) {                                                              \
+            for (int t = 0, c, pass = 0; t < nt; t += c, pass++) {                                            \
                 c = nt - t <= 4 ? nt - t : nt - t <= 8 ? (nt - t + 1) / 2 : 4; /* 5..8: two even passes */    \
                 const uint8_t *pf = NULL;                                                                     \
-                if (t == 0) pf = pair + (size_t)PAIR_AHEAD(Q8) * bb;                                          \
-                else if (nt <= 8 && !(Q8)) pf = pair + ldw;                                                   \
+                if (spread)                                                                                   \
+                    pf = pass == 1 ? pair + ldw : pass == 2 ? pair + ldw + half_pair : NULL;                  \
+                else if (t == 0)                                                                              \
+                    pf = pair + (size_t)PAIR_AHEAD(Q8) * bb;                                                  \
+                else if (nt <= 8 && !(Q8))                                                                    \
+                    pf = pair + ldw;                                                                          \
                 const char *xt = xc + (size_t)t * ldx;                                                        \
                 float *ot = o + (size_t)t * ldo;                                                              \
                 switch (c) {                                                                                  \
-                case 2: micro_pair(Q8, k, pair, xt, ldx, ot, ldo, 2, pf); break;                              \
-                case 3: micro_pair(Q8, k, pair, xt, ldx, ot, ldo, 3, pf); break;                              \
-                default: micro_pair(Q8, k, pair, xt, ldx, ot, ldo, 4, pf); break;                             \
+                case 2: micro_pair(Q8, k, pair, xt, ldx, ot, ldo, 2, pf, spread); break;                      \
+                case 3: micro_pair(Q8, k, pair, xt, ldx, ot, ldo, 3, pf, spread); break;                      \
+                default: micro_pair(Q8, k, pair, xt, ldx, ot, ldo, 4, pf, spread); break;                     \
                 }                                                                                             \
             }                                                                                                 \
         }                                                                                                     \
