@@ -173,7 +173,9 @@ void el_matmul_many_isa(el_pool *pool, int count, float *const *outs, const floa
     if (j0->gemm && j0->act_type != EL_DTYPE_F32) {
         act = el_malloc_aligned((size_t)n * j0->ldx);
         if (act) {
-            quant_job q = {x, act, j0->k, n, j0->act_type, n > 8 ? (n + 7) / 8 : n, j0->ldx};
+            // 8 tasks, or from 4 rows on one a thread (a few decode rows: the others would wait)
+            int per = n > 8 ? (n + 7) / 8 : n < 4 ? n : (n + el_pool_size(pool) - 1) / el_pool_size(pool);
+            quant_job q = {x, act, j0->k, n, j0->act_type, per, j0->ldx};
             el_pool_run(pool, quant_task, &q, (n + q.rows_per_task - 1) / q.rows_per_task);
             acts = act;
         } else {
