@@ -172,10 +172,12 @@ el_kv_pool *el_kv_pool_new_child(el_kv_pool *parent, size_t max_bytes);
 // Bytes that can still be taken from p (and its parents); SIZE_MAX when unlimited.
 size_t el_kv_pool_room(const el_kv_pool *p);
 // Keep n (at most 64) spare blocks of block_bytes written once and ready, for
-// sessions of this pool and its children: a thread at idle priority makes
-// them ahead of need, and blocks sessions give back refill them. Spares are
-// memory outside the budget (not in el_kv_pool_used). n = 0: none; a new
-// block_bytes drops the spares of the old. On a root pool only.
+// sessions of this pool's root and its children: a thread at idle priority
+// makes them ahead of need, and blocks sessions give back refill them. Spares
+// are memory outside the budget (not in el_kv_pool_used). n = 0: none; a new
+// block_bytes drops the spares of the old. Call it from the thread that runs
+// the pool's sessions (or before any other thread uses the pool), when the
+// target changes: it may wait for the thread that makes them.
 void el_kv_pool_spares(el_kv_pool *p, size_t block_bytes, int n);
 int el_kv_pool_spare_count(const el_kv_pool *p);
 

@@ -115,7 +115,7 @@ void el_attn_scores_kv_avx512(int dtype, float *scores, const float *q, const vo
                               float scale) {
     if (dtype == EL_DTYPE_F16)
         HEAD_SIZES(scores_kv, EL_DTYPE_F16, scores, q, k, stride, n, scale)
-    else
+    else if (dtype == EL_DTYPE_Q8_0)
         HEAD_SIZES(scores_kv, EL_DTYPE_Q8_0, scores, q, k, stride, n, scale)
     scores_kv_any(dtype, scores, q, k, stride, n, hd, scale);
 }
@@ -123,7 +123,7 @@ void el_attn_scores_kv_avx512(int dtype, float *scores, const float *q, const vo
 void el_attn_mix_kv_avx512(int dtype, float *out, const float *w, const void *v, size_t stride, int n, int hd) {
     if (dtype == EL_DTYPE_F16)
         HEAD_SIZES(mix_kv, EL_DTYPE_F16, out, w, v, stride, n)
-    else
+    else if (dtype == EL_DTYPE_Q8_0)
         HEAD_SIZES(mix_kv, EL_DTYPE_Q8_0, out, w, v, stride, n)
     mix_kv_any(dtype, out, w, v, stride, n, hd);
 }

@@ -22,7 +22,9 @@
 // 4 KiB, and on a virtual machine a fault is dear (measured here: 8 blocks of
 // 688 KiB, 20 ms: a whole extra 8-row step every 16 positions). A thread at
 // idle priority makes them ahead of need; blocks sessions give back are kept
-// too, up to the target.
+// too, up to the target. The thread may hold the lock when it is preempted,
+// and at idle priority it may not run again for long: sessions only try the
+// lock, and allocate or free for themselves when it is busy.
 #define SPARES_MAX 64
 
 typedef struct {
@@ -32,6 +34,7 @@ typedef struct {
     int started, stop;
     size_t size;  // bytes of each block (0: none wanted)
     int want, n;  // target, and how many are in blocks
+    int asked;    // the last target asked for (el_kv_pool_spares)
     void *blocks[SPARES_MAX];
 } kv_spares;
 
@@ -69,11 +72,14 @@ static void *spares_main(void *arg) {
         void *b = el_malloc_aligned(size);
         if (b) memset(b, 0, size);  // every page written: faulted in here, not in a step
         pthread_mutex_lock(&sp->mu);
-        if (b && size == sp->size && sp->n < sp->want) {
+        if (!b) {
+            sp->want = sp->n;  // out of memory: no more until the next target
+        } else if (size == sp->size && sp->n < sp->want) {
             sp->blocks[sp->n++] = b;
         } else {
+            pthread_mutex_unlock(&sp->mu);
             el_free_aligned(b);
-            if (!b) break;  // out of memory: sessions allocate their own
+            pthread_mutex_lock(&sp->mu);
         }
     }
     pthread_mutex_unlock(&sp->mu);
@@ -85,6 +91,7 @@ static void spares_drop(kv_spares *sp, int keep) {  // with sp->mu held
 }
 
 void el_kv_pool_spares(el_kv_pool *p, size_t block_bytes, int n) {
+    while (p->parent) p = p->parent;  // spares live at the root
     if (n > SPARES_MAX) n = SPARES_MAX;
     if (n < 0 || !block_bytes) n = 0;
     kv_spares *sp = p->spares;
@@ -95,12 +102,14 @@ void el_kv_pool_spares(el_kv_pool *p, size_t block_bytes, int n) {
         p->spares = sp;
     }
     pthread_mutex_lock(&sp->mu);
-    if (sp->size != block_bytes) spares_drop(sp, 0);
-    sp->size = block_bytes;
-    sp->want = n;
-    spares_drop(sp, n);
-    if (!sp->started && n) sp->started = !pthread_create(&sp->thread, NULL, spares_main, sp);
-    pthread_cond_signal(&sp->cv);
+    if (sp->size != block_bytes || sp->asked != n) {
+        if (sp->size != block_bytes) spares_drop(sp, 0);
+        sp->size = block_bytes;
+        sp->want = sp->asked = n;
+        spares_drop(sp, n);
+        if (!sp->started && n) sp->started = !pthread_create(&sp->thread, NULL, spares_main, sp);
+        pthread_cond_signal(&sp->cv);
+    }
     pthread_mutex_unlock(&sp->mu);
 }
 
@@ -109,12 +118,11 @@ static kv_spares *root_spares(el_kv_pool *p) {
     return p->spares;
 }
 
-// A spare block of size bytes, or NULL.
+// A spare block of size bytes, or NULL (none, or the lock busy).
 static void *spare_take(el_kv_pool *p, size_t size) {
     kv_spares *sp = root_spares(p);
-    if (!sp) return NULL;
+    if (!sp || pthread_mutex_trylock(&sp->mu)) return NULL;
     void *b = NULL;
-    pthread_mutex_lock(&sp->mu);
     if (sp->n && sp->size == size) b = sp->blocks[--sp->n];
     pthread_cond_signal(&sp->cv);
     pthread_mutex_unlock(&sp->mu);
@@ -124,8 +132,7 @@ static void *spare_take(el_kv_pool *p, size_t size) {
 // Keeps a block a session gave back when the spares are short; else frees it.
 static void spare_put(el_kv_pool *p, size_t size, void *b) {
     kv_spares *sp = root_spares(p);
-    if (sp) {
-        pthread_mutex_lock(&sp->mu);
+    if (sp && !pthread_mutex_trylock(&sp->mu)) {
         int keep = sp->size == size && sp->n < sp->want;
         if (keep) sp->blocks[sp->n++] = b;
         pthread_mutex_unlock(&sp->mu);

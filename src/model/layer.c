@@ -167,11 +167,13 @@ static void attn_task(void *ctx, int task, int n_tasks) {
 }
 
 static int attn_run(el_pool *pool, attn_job *j) {
-    // a task: as much work as 16 rows of one head, in at least two tasks a thread
+    // a task: as much work as 16 rows of one head; the whole group, or the
+    // largest part of it (a divisor) that still makes two tasks a thread
     int group = j->H / j->KVH, hpt = group;
-    while (hpt % 2 == 0 && j->KVH * (group / hpt) * ((j->n * hpt + ATTN_ROWS_PER_TASK - 1) / ATTN_ROWS_PER_TASK) <
-                               2 * el_pool_size(pool))
-        hpt /= 2;
+    for (; hpt > 1; hpt--) {
+        int rows = ATTN_ROWS_PER_TASK / hpt > 0 ? ATTN_ROWS_PER_TASK / hpt : 1;
+        if (group % hpt == 0 && j->KVH * (group / hpt) * ((j->n + rows - 1) / rows) >= 2 * el_pool_size(pool)) break;
+    }
     j->heads_per_task = hpt;
     j->rows_per_task = ATTN_ROWS_PER_TASK / hpt > 0 ? ATTN_ROWS_PER_TASK / hpt : 1;
     j->row_blocks = (j->n + j->rows_per_task - 1) / j->rows_per_task;

@@ -134,6 +134,8 @@ struct el_worker {
     uint64_t hold_since;   // when gather() first held the coming step back (0: not holding)
     int stepped;           // a step ran since the socket was last drained
     int hold;              // gather() held the last turn's step
+    size_t spare_block;    // the KV spares last asked for (el_kv_pool_spares)
+    int spare_n;
     long handled;          // messages taken
     double last_tick;
     int idle_ms;
@@ -1331,7 +1333,12 @@ static void housekeeping(worker *w) {
     int n = 0;
     for (int i = 0; i < w->n_sessions; i++)
         if (w->sessions[i].s) block = el_session_kv_block_bytes(w->sessions[i].s), n++;
-    if (block && n) el_kv_pool_spares(w->kv, block, n < (int)(((size_t)64 << 20) / block) ? n : (int)(((size_t)64 << 20) / block));
+    if (block && n) {
+        int fit = (int)(((size_t)64 << 20) / block);
+        if (n > fit) n = fit;
+        if (block != w->spare_block || n != w->spare_n) el_kv_pool_spares(w->kv, block, n);
+        w->spare_block = block, w->spare_n = n;
+    }
     if (w->o->stats_out && w->o->stats_every_s > 0 && now - w->st.t0 >= w->o->stats_every_s) print_stats(w, now);
     if (w->o->stats) el_worker_stats_set(w->o->stats, w->n_sessions, el_kv_pool_used(w->kv));
 }

@@ -197,10 +197,10 @@ static void test_batch_tails(void **st) {
 static void test_kv_types(void **st) {
     (void)st;
     uint64_t rng = 5;
-    static const int hds[] = {8, 16, 64, 96, 128};
+    static const int hds[] = {8, 16, 32, 64, 96, 128, 256};
     for (size_t hi = 0; hi < sizeof hds / sizeof hds[0]; hi++) {
         int hd = hds[hi];
-        float x[128], y[128], q[128], w[21];
+        float x[256], y[256], q[256], w[21];
         for (int i = 0; i < hd; i++) x[i] = 3 * tu_randf(&rng), q[i] = tu_randf(&rng);
         uint8_t row[1024];
         assert_int_equal(el_kv_row_bytes(EL_DTYPE_F32, hd), (size_t)hd * 4);
@@ -223,12 +223,12 @@ static void test_kv_types(void **st) {
             uint8_t *k = malloc(21 * stride);
             float *kf = malloc(21 * (size_t)hd * sizeof(float));
             for (int p = 0; p < 21; p++) {
-                float v[128];
+                float v[256];
                 for (int i = 0; i < hd; i++) v[i] = tu_randf(&rng);
                 el_kv_store(dt, k + p * stride, v, hd);
                 el_kv_load(dt, kf + (size_t)p * hd, k + p * stride, hd);
             }
-            float s1[21], s2[21], o1[128], o2[128];
+            float s1[21], s2[21], o1[256], o2[256];
             el_attn_scores_kv(dt, s1, q, k, stride, 21, hd, 0.25f);
             for (int p = 0; p < 21; p++) {
                 double ref = 0, mag = 0;
@@ -285,6 +285,18 @@ static void test_kv_types(void **st) {
     el_model_close(m);
 }
 
+// aidreams260K, and the bytes of one KV block of a session of it
+static el_model *open_model_block(size_t *block) {
+    el_error err;
+    el_model *m;
+    assert_int_equal(el_model_open(tu_model_path("aidreams260K.bin"), NULL, &m, &err), EL_OK);
+    el_session *probe;
+    assert_int_equal(el_session_new(m, NULL, NULL, &probe, &err), EL_OK);
+    *block = el_session_kv_block_bytes(probe);
+    el_session_free(probe);
+    return m;
+}
+
 // Blocks come from a pool with a budget and go back to it: a session that
 // cannot get a block is refused and keeps what it had; truncation rolls a
 // sequence back, and re-running the rolled-back positions with other tokens
@@ -292,12 +304,8 @@ static void test_kv_types(void **st) {
 static void test_kv_blocks(void **st) {
     (void)st;
     el_error err;
-    el_model *m;
-    assert_int_equal(el_model_open(tu_model_path("aidreams260K.bin"), NULL, &m, &err), EL_OK);
-    el_session *probe;
-    assert_int_equal(el_session_new(m, NULL, NULL, &probe, &err), EL_OK);
-    size_t block = el_session_kv_block_bytes(probe);
-    el_session_free(probe);
+    size_t block;
+    el_model *m = open_model_block(&block);
     el_kv_pool *pool = el_kv_pool_new(5 * block);
     el_session *a, *b;
     el_session_opts so = {.kv_pool = pool, .ctx = 200};
@@ -337,9 +345,10 @@ static void test_kv_blocks(void **st) {
     el_model_close(m);
 }
 
-// Waits (at most 10 s) until pool holds n spares; returns how many it holds.
+// Waits (at most 30 s: the thread runs at idle priority) until pool holds n
+// spares; returns how many it holds.
 static int wait_spares(const el_kv_pool *pool, int n) {
-    for (int i = 0; i < 10000 && el_kv_pool_spare_count(pool) != n; i++) {
+    for (int i = 0; i < 30000 && el_kv_pool_spare_count(pool) != n; i++) {
         struct timespec ts = {0, 1000000};
         nanosleep(&ts, NULL);
     }
@@ -347,17 +356,14 @@ static int wait_spares(const el_kv_pool *pool, int n) {
 }
 
 // Spare blocks: made ahead to the target, outside the budget, dropped when
-// the size or the target changes; sessions drawing them (fresh or given back
-// by another session, stale contents and all) compute what others do.
+// the size or the target changes; sessions drawing them (made by the thread,
+// or given back by another session when the thread has not refilled first)
+// compute what sessions of a pool without spares do.
 static void test_kv_spares(void **st) {
     (void)st;
     el_error err;
-    el_model *m;
-    assert_int_equal(el_model_open(tu_model_path("aidreams260K.bin"), NULL, &m, &err), EL_OK);
-    el_session *probe;
-    assert_int_equal(el_session_new(m, NULL, NULL, &probe, &err), EL_OK);
-    size_t block = el_session_kv_block_bytes(probe);
-    el_session_free(probe);
+    size_t block;
+    el_model *m = open_model_block(&block);
     el_kv_pool *pool = el_kv_pool_new(4 * block), *plain = el_kv_pool_new(0);
     el_kv_pool *child = el_kv_pool_new_child(pool, 0);
     el_kv_pool_spares(pool, block, 3);
@@ -385,7 +391,7 @@ static void test_kv_spares(void **st) {
     assert_int_equal(wait_spares(pool, 2), 2);
     for (int i = 0; i < 40; i++) t[i] = i ? 11 + (i * 53) % 400 : 1;
     assert_int_equal(el_session_new(m, &so, NULL, &b, &err), EL_OK);
-    assert_int_equal(el_session_forward(b, t, 40, 0, la, 0, &err), EL_OK);  // blocks another session wrote
+    assert_int_equal(el_session_forward(b, t, 40, 0, la, 0, &err), EL_OK);
     el_session_truncate(ref, 0);
     assert_int_equal(el_session_forward(ref, t, 40, 0, lb, 0, &err), EL_OK);
     assert_true(max_abs_diff(la, lb, VOCAB) == 0.0f);
