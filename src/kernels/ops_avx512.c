@@ -95,52 +95,13 @@ void el_softmax_avx512(float *x, int n) {
     if (i < n) _mm512_mask_storeu_ps(x + i, tail, _mm512_mul_ps(_mm512_maskz_loadu_ps(tail, x + i), inv));
 }
 
-// Any head size (a multiple of 16, at most 256), nv known at run time.
-static void scores_any(float *scores, const float *q, const float *k, size_t stride, int n, int hd, float scale) {
-    const int nv = hd / 16;
-    __m512 qv[16];
-    for (int j = 0; j < nv; j++) qv[j] = _mm512_loadu_ps(q + 16 * j);
-    int p = 0;
-    for (; p + 4 <= n; p += 4) {
-        const float *k0 = k + (size_t)p * stride, *k1 = k0 + stride, *k2 = k1 + stride, *k3 = k2 + stride;
-        __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-        for (int j = 0; j < nv; j++) {
-            a0 = _mm512_fmadd_ps(qv[j], _mm512_loadu_ps(k0 + 16 * j), a0);
-            a1 = _mm512_fmadd_ps(qv[j], _mm512_loadu_ps(k1 + 16 * j), a1);
-            a2 = _mm512_fmadd_ps(qv[j], _mm512_loadu_ps(k2 + 16 * j), a2);
-            a3 = _mm512_fmadd_ps(qv[j], _mm512_loadu_ps(k3 + 16 * j), a3);
-        }
-        scores[p] = _mm512_reduce_add_ps(a0) * scale;
-        scores[p + 1] = _mm512_reduce_add_ps(a1) * scale;
-        scores[p + 2] = _mm512_reduce_add_ps(a2) * scale;
-        scores[p + 3] = _mm512_reduce_add_ps(a3) * scale;
-    }
-    for (; p < n; p++) {
-        const float *kp = k + (size_t)p * stride;
-        __m512 a = _mm512_setzero_ps();
-        for (int j = 0; j < nv; j++) a = _mm512_fmadd_ps(qv[j], _mm512_loadu_ps(kp + 16 * j), a);
-        scores[p] = _mm512_reduce_add_ps(a) * scale;
-    }
-}
-static void mix_any(float *out, const float *w, const float *v, size_t stride, int n, int hd) {
-    const int nv = hd / 16;
-    __m512 acc[16];
-    for (int j = 0; j < nv; j++) acc[j] = _mm512_loadu_ps(out + 16 * j);
-    for (int p = 0; p < n; p++) {
-        const float *vp = v + (size_t)p * stride;
-        __m512 wp = _mm512_set1_ps(w[p]);
-        for (int j = 0; j < nv; j++) acc[j] = _mm512_fmadd_ps(wp, _mm512_loadu_ps(vp + 16 * j), acc[j]);
-    }
-    for (int j = 0; j < nv; j++) _mm512_storeu_ps(out + 16 * j, acc[j]);
-}
-
 // Scores: four positions at a time share each load of q; their sums are
 // reduced at the end. hd is a multiple of 16, at most 256. Both kernels are
 // compiled once for each common head size (nv vectors of 16): with a run-time
 // nv, the query and the accumulators lived on the stack, copied in by memcpy
 // and reloaded at every FMA (perf: 18% of an 8-row worker step at positions
-// up to 200, the mixture latency-bound on store-to-load chains). Other sizes
-// take the run-time loops above.
+// up to 200, the mixture latency-bound on store-to-load chains). Every head
+// size a multiple of 16 up to 256 gets its copy (ALL_NV).
 static inline __attribute__((always_inline)) void scores_nv(const int nv, float *scores, const float *q, const float *k,
                                                             size_t stride, int n, float scale) {
     __m512 qv[16];
@@ -168,26 +129,42 @@ static inline __attribute__((always_inline)) void scores_nv(const int nv, float 
     }
 }
 
-void el_attn_scores_avx512(float *scores, const float *q, const float *k, size_t stride, int n, int hd, float scale) {
-    switch (hd / 16) {
-    case 1: scores_nv(1, scores, q, k, stride, n, scale); return;
-    case 2: scores_nv(2, scores, q, k, stride, n, scale); return;
-    case 4: scores_nv(4, scores, q, k, stride, n, scale); return;
-    case 8: scores_nv(8, scores, q, k, stride, n, scale); return;
-    case 16: scores_nv(16, scores, q, k, stride, n, scale); return;
+// One case per nv = 1..16: F(nv, args...) then return.
+#define ALL_NV(F, ...)                                                                                                \
+    switch (nv) {                                                                                                    \
+    case 1: F(1, __VA_ARGS__); return;                                                                               \
+    case 2: F(2, __VA_ARGS__); return;                                                                               \
+    case 3: F(3, __VA_ARGS__); return;                                                                               \
+    case 4: F(4, __VA_ARGS__); return;                                                                               \
+    case 5: F(5, __VA_ARGS__); return;                                                                               \
+    case 6: F(6, __VA_ARGS__); return;                                                                               \
+    case 7: F(7, __VA_ARGS__); return;                                                                               \
+    case 8: F(8, __VA_ARGS__); return;                                                                               \
+    case 9: F(9, __VA_ARGS__); return;                                                                               \
+    case 10: F(10, __VA_ARGS__); return;                                                                             \
+    case 11: F(11, __VA_ARGS__); return;                                                                             \
+    case 12: F(12, __VA_ARGS__); return;                                                                             \
+    case 13: F(13, __VA_ARGS__); return;                                                                             \
+    case 14: F(14, __VA_ARGS__); return;                                                                             \
+    case 15: F(15, __VA_ARGS__); return;                                                                             \
+    default: F(16, __VA_ARGS__); return;                                                                             \
     }
-    scores_any(scores, q, k, stride, n, hd, scale);  // other head sizes: 48, 80, 96 ...
+
+void el_attn_scores_avx512(float *scores, const float *q, const float *k, size_t stride, int n, int hd, float scale) {
+    int nv = hd / 16;
+    ALL_NV(scores_nv, scores, q, k, stride, n, scale)
 }
 
 // The output row stays in registers while the value rows stream past, in two
-// sets (even and odd positions) so that the FMA chains overlap; it
-// accumulates onto what out holds.
+// sets (even and odd positions) so that the FMA chains overlap, where the
+// registers hold them (nv <= 8); it accumulates onto what out holds.
 static inline __attribute__((always_inline)) void mix_nv(const int nv, float *out, const float *w, const float *v,
                                                          size_t stride, int n) {
+    const int two = nv <= 8;
     __m512 acc[16], acc2[16];
     _Pragma("GCC unroll 16") for (int j = 0; j < nv; j++) acc[j] = _mm512_loadu_ps(out + 16 * j), acc2[j] = _mm512_setzero_ps();
     int p = 0;
-    for (; p + 2 <= n; p += 2) {
+    for (; two && p + 2 <= n; p += 2) {
         const float *vp = v + (size_t)p * stride;
         __m512 w0 = _mm512_set1_ps(w[p]), w1 = _mm512_set1_ps(w[p + 1]);
         _Pragma("GCC unroll 16") for (int j = 0; j < nv; j++) {
@@ -195,7 +172,7 @@ static inline __attribute__((always_inline)) void mix_nv(const int nv, float *ou
             acc2[j] = _mm512_fmadd_ps(w1, _mm512_loadu_ps(vp + stride + 16 * j), acc2[j]);
         }
     }
-    if (p < n) {
+    for (; p < n; p++) {
         const float *vp = v + (size_t)p * stride;
         __m512 w0 = _mm512_set1_ps(w[p]);
         _Pragma("GCC unroll 16") for (int j = 0; j < nv; j++) acc[j] = _mm512_fmadd_ps(w0, _mm512_loadu_ps(vp + 16 * j), acc[j]);
@@ -204,11 +181,6 @@ static inline __attribute__((always_inline)) void mix_nv(const int nv, float *ou
 }
 
 void el_attn_mix_avx512(float *out, const float *w, const float *v, size_t stride, int n, int hd) {
-    switch (hd / 16) {
-    case 1: mix_nv(1, out, w, v, stride, n); return;
-    case 2: mix_nv(2, out, w, v, stride, n); return;
-    case 4: mix_nv(4, out, w, v, stride, n); return;
-    case 8: mix_nv(8, out, w, v, stride, n); return;
-    }
-    mix_any(out, w, v, stride, n, hd);  // other head sizes, and 256 (two sets of sums would not fit the registers)
+    int nv = hd / 16;
+    ALL_NV(mix_nv, out, w, v, stride, n)
 }
