@@ -171,7 +171,7 @@ void el_kv_pool_give(el_kv_pool *p, size_t n);
 el_kv_pool *el_kv_pool_new_child(el_kv_pool *parent, size_t max_bytes);
 // Bytes that can still be taken from p (and its parents); SIZE_MAX when unlimited.
 size_t el_kv_pool_room(const el_kv_pool *p);
-// Keep n (at most 64) spare blocks of block_bytes written once and ready, for
+// Keep n (at most 64, and 64 MiB) spare blocks of block_bytes written once and ready, for
 // sessions of this pool's root and its children: a thread at idle priority
 // makes them ahead of need, and blocks sessions give back refill them. Spares
 // are memory outside the budget (not in el_kv_pool_used). n = 0: none; a new

@@ -26,6 +26,7 @@
 // and at idle priority it may not run again for long: sessions only try the
 // lock, and allocate or free for themselves when it is busy.
 #define SPARES_MAX 64
+#define SPARES_BYTES ((size_t)64 << 20)  // and at most this much memory
 
 typedef struct {
     pthread_mutex_t mu;
@@ -94,6 +95,7 @@ void el_kv_pool_spares(el_kv_pool *p, size_t block_bytes, int n) {
     while (p->parent) p = p->parent;  // spares live at the root
     if (n > SPARES_MAX) n = SPARES_MAX;
     if (n < 0 || !block_bytes) n = 0;
+    if (n && (size_t)n > SPARES_BYTES / block_bytes) n = (int)(SPARES_BYTES / block_bytes);
     kv_spares *sp = p->spares;
     if (!sp) {
         if (!n || !(sp = calloc(1, sizeof *sp))) return;

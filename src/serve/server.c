@@ -120,13 +120,9 @@ el_status el_server_start(const el_serve_opts *opts, el_server **out, el_error *
     so.kv_pool = s->kv;
     for (int i = 0; i < s->n_slots; i++)
         if ((st = el_session_new(s->m, &so, s->pool, &s->slots[i].sess, err))) goto fail;
-    // a spare KV block per slot (at most 64 MiB of them), written ahead of
-    // need so that a step never waits for fresh pages (as the worker's)
-    size_t block = el_session_kv_block_bytes(s->slots[0].sess);
-    if (block && s->n_slots) {
-        size_t fit = ((size_t)64 << 20) / block;
-        el_kv_pool_spares(s->kv, block, (size_t)s->n_slots < fit ? s->n_slots : (int)fit);
-    }
+    // a spare KV block per slot, written ahead of need so that a step never
+    // waits for fresh pages (as the worker's)
+    if (s->n_slots) el_kv_pool_spares(s->kv, el_session_kv_block_bytes(s->slots[0].sess), s->n_slots);
     if (opts->draft_path || opts->draft_layers) {
         if (opts->draft_k < 0 || opts->draft_k > EL_SPEC_MAX_K) {
             st = el_err(err, EL_ERR_ARG, "--draft-k %d is outside 1..%d", opts->draft_k, EL_SPEC_MAX_K);

@@ -1326,17 +1326,15 @@ static void housekeeping(worker *w) {
         if (!busy && (now - w->sessions[i].last_used) * 1000 > w->idle_ms) drop_session(w, i, "idle timeout");
     }
     prune_clients(w);
-    // one spare KV block per open session (at most 64 MiB of them), written
-    // ahead of need so that a step never waits for fresh pages; with no
-    // session open the spares stay for the next
+    // one spare KV block per open session, written ahead of need so that a
+    // step never waits for fresh pages; with no session open the spares stay
+    // for the next
     size_t block = 0;
     int n = 0;
     for (int i = 0; i < w->n_sessions; i++)
         if (w->sessions[i].s) block = el_session_kv_block_bytes(w->sessions[i].s), n++;
-    if (block && n) {
-        int fit = (int)(((size_t)64 << 20) / block);
-        if (n > fit) n = fit;
-        if (block != w->spare_block || n != w->spare_n) el_kv_pool_spares(w->kv, block, n);
+    if (block && n && (block != w->spare_block || n != w->spare_n)) {
+        el_kv_pool_spares(w->kv, block, n);
         w->spare_block = block, w->spare_n = n;
     }
     if (w->o->stats_out && w->o->stats_every_s > 0 && now - w->st.t0 >= w->o->stats_every_s) print_stats(w, now);
