@@ -160,13 +160,10 @@ ALWAYS_INLINE __m512i bcast4(const int8_t *p) {
 #define DECODE_AHEAD 4
 #endif
 
-// Prefetch distance of a product over a few tokens, in blocks of the pair;
-// while the second chunk of 4 tokens reads a Q4_0 pair from L2 it fetches the
-// next pair, so that memory is not idle for half the time. A/B in one process
-// (2 threads, 48 cold 5632 x 2048 matrices on huge pages, 8 tokens): Q4_0
-// +17% with the next pair; Q8_0 reads twice the bytes and is near the
-// bandwidth there: any more prefetching (8 or 16 ahead, the next pair) was
-// 5-18% slower.
+// Prefetch distance of a product over 2..4 tokens, in blocks of the pair.
+// Q8_0 reads twice the bytes per block: more (8 or 16 ahead) was 5-18%
+// slower at 8 tokens when those ran as two such passes; at 2..4 tokens,
+// 12 and 24 (Q4_0: 16 and 24) were within the noise of these.
 #define PAIR_AHEAD(q8) ((q8) ? 4 : 8)
 
 // One packed pair (both 16-row groups, 32 rows) x T <= 4 tokens, out[t*ldo +
@@ -241,6 +238,81 @@ ALWAYS_INLINE void micro_pair(const int q8, int k, const uint8_t *pair, const ch
     }
 }
 
+// One packed pair x T = 5..8 tokens in one pass, so each block is read once.
+// Against two passes of up to 4 tokens (micro_pair), A/B in one process on
+// 48 cold 5632 x 2048 matrices, 2 threads: Q4_0 5 tokens +17%, 6 +12%, 8
+// +8%, 10 and 16 (two passes of up to 8) +5-6%; Q8_0 6 tokens +26%, 8
+// +15-45%, 16 +44%, 128 +3-13%. On Q4_0 from 17 tokens on, weights in cache,
+// it was 6-7% slower: there the 4-token passes stay. The 16 integer sums
+// take half the registers, so the float sums live in memory (L1): one load
+// and one store per token, group and block, against 8 vpdpbusd. pf and half
+// as micro_pair's.
+ALWAYS_INLINE void micro_pair8(const int q8, int k, const uint8_t *pair, const char *x, size_t ldx, float *out,
+                               size_t ldo, const int T, const uint8_t *pf, const int half) {
+    const int nb = k / EL_QK;
+    const size_t cb = q8 ? 512 : 256, bb = 2 * cb + 64;  // quant bytes of a group's block; bytes per block
+    const int8_t *xq[8];
+    const float *xd[8];
+    const int32_t *ns[8];
+    float facc[8][32] __attribute__((aligned(64)));
+    _Pragma("GCC unroll 8") for (int t = 0; t < T; t++) {
+        xq[t] = (const int8_t *)(x + (size_t)t * ldx);
+        xd[t] = (const float *)(xq[t] + k);
+        ns[t] = (const int32_t *)(xd[t] + nb);
+        _mm512_store_ps(facc[t], _mm512_setzero_ps());
+        _mm512_store_ps(facc[t] + 16, _mm512_setzero_ps());
+    }
+    const __m512i m4 = _mm512_set1_epi8(0x0F);
+    for (int b = 0; b < nb; b++) {
+        const uint8_t *blk = pair + (size_t)b * bb;
+        if (pf && (!half || !(b & 1)))
+            _Pragma("GCC unroll 17") for (size_t l = 0; l < bb; l += 64)
+                _mm_prefetch((const char *)pf + (size_t)(half ? b / 2 : b) * bb + l, _MM_HINT_T1);
+        __m512i acc[8][2];
+        const int8_t *xo[8];
+        _Pragma("GCC unroll 8") for (int t = 0; t < T; t++) {
+            acc[t][0] = acc[t][1] = _mm512_slli_epi32(_mm512_set1_epi32(ns[t][b]), q8 ? 7 : 3);
+            xo[t] = xq[t] + EL_QK * b;
+        }
+        if (q8) {
+            _Pragma("GCC unroll 8") for (int j = 0; j < 8; j++) {
+                __m512i w0 = _mm512_loadu_si512(blk + 64 * j), w1 = _mm512_loadu_si512(blk + cb + 64 * j);
+                _Pragma("GCC unroll 8") for (int t = 0; t < T; t++) {
+                    __m512i xv = bcast4(xo[t] + 4 * j);
+                    acc[t][0] = _mm512_dpbusd_epi32(acc[t][0], w0, xv);
+                    acc[t][1] = _mm512_dpbusd_epi32(acc[t][1], w1, xv);
+                }
+            }
+        } else {
+            _Pragma("GCC unroll 4") for (int j = 0; j < 4; j++) {
+                __m512i r0 = _mm512_loadu_si512(blk + 64 * j), r1 = _mm512_loadu_si512(blk + cb + 64 * j);
+                __m512i lo0 = _mm512_and_si512(r0, m4), hi0 = _mm512_and_si512(_mm512_srli_epi16(r0, 4), m4);
+                __m512i lo1 = _mm512_and_si512(r1, m4), hi1 = _mm512_and_si512(_mm512_srli_epi16(r1, 4), m4);
+                _Pragma("GCC unroll 8") for (int t = 0; t < T; t++) {
+                    __m512i xl = bcast4(xo[t] + 4 * j), xh = bcast4(xo[t] + 16 + 4 * j);
+                    acc[t][0] = _mm512_dpbusd_epi32(acc[t][0], lo0, xl);
+                    acc[t][1] = _mm512_dpbusd_epi32(acc[t][1], lo1, xl);
+                    acc[t][0] = _mm512_dpbusd_epi32(acc[t][0], hi0, xh);
+                    acc[t][1] = _mm512_dpbusd_epi32(acc[t][1], hi1, xh);
+                }
+            }
+        }
+        __m512 wd0 = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(blk + 2 * cb)));
+        __m512 wd1 = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(blk + 2 * cb + 32)));
+        _Pragma("GCC unroll 8") for (int t = 0; t < T; t++) {
+            __m512 xs = _mm512_set1_ps(xd[t][b]);
+            _mm512_store_ps(facc[t], _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc[t][0]), _mm512_mul_ps(wd0, xs),
+                                                     _mm512_load_ps(facc[t])));
+            _mm512_store_ps(facc[t] + 16, _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc[t][1]), _mm512_mul_ps(wd1, xs),
+                                                          _mm512_load_ps(facc[t] + 16)));
+        }
+    }
+    _Pragma("GCC unroll 8") for (int t = 0; t < T; t++) {
+        _mm512_storeu_ps(out + (size_t)t * ldo, _mm512_load_ps(facc[t]));
+        _mm512_storeu_ps(out + (size_t)t * ldo + 16, _mm512_load_ps(facc[t] + 16));
+    }
+}
+
 // Decode: one packed pair (32 rows) x one token, read front to back. Its two
 // groups keep four vpdpbusd chains in flight.
 ALWAYS_INLINE void micro_decode(const int q8, int k, const uint8_t *pair, const char *x, float *out) {
@@ -287,17 +359,20 @@ ALWAYS_INLINE void micro_decode(const int q8, int k, const uint8_t *pair, const 
 }
 
 
-// Tokens 4 at a time over each pair (5 to 8 in two even passes, so that a
-// pass has 2 to 4 tokens; one token alone is micro_decode's). Up to 8 tokens
-// the first pass prefetches the pair ahead, the second (Q4_0) the next pair
-// (PAIR_AHEAD). Q4_0 with more than 8 tokens: the second and third passes
-// fetch half the next pair each, a pass or more before it is read. A/B in
-// one process (2 threads, 48 cold 5632 x 2048 matrices), in two bandwidth
-// states: 9 tokens +12%, 10 +13-14%, 12 +15-17%, 16 +11-12%, 32 +5%, 64 +2-4%
-// (k 5632: 12 and 16 tokens +6%). The same
-// for 8 tokens in passes of 3, 3, 2 gained 11-13% in one state and lost
-// 0-11% in the other (k 5632: the pair read three times from L2); Q8_0 (twice
-// the bytes, near the bandwidth) gained nothing.
+// Passes over each pair of up to 8 tokens (micro_pair8) from 5 tokens on,
+// Q4_0 only up to 16 tokens; otherwise of up to 4 (micro_pair), 5..8 tokens
+// in two even passes. One pass of 5..8 tokens prefetches PAIR8_AHEAD blocks
+// ahead in its pair (a block takes ~100 cycles: 4 ahead came late; 12 was
+// best of 8, 12, 16, 24). A single 4-token pass prefetches PAIR_AHEAD; with
+// two 4-token passes, the second (Q4_0) fetches the next pair. With more
+// passes, two of them (the first two of two 8-token passes, else the second
+// and third) fetch half the next pair each, a pass or more before it is read.
+// A/B in one process (2 threads, 48 cold 5632 x 2048 matrices), in two
+// bandwidth states, 4-token passes spread against not: 9 tokens +12%, 10
+// +13-14%, 12 +15-17%, 16 +11-12%, 32 +5%, 64 +2-4%. The same for 8 tokens
+// in passes of 3, 3, 2 gained 11-13% in one state and lost 0-11% in the
+// other (k 5632: the pair read three times from L2).
+#define PAIR8_AHEAD 12
 #define DEFINE_PACKED_GEMM(NAME, Q8)                                                                          \
     static void NAME(int k, const void *w, size_t ldw, int nr, const void *x, size_t ldx, int nt, float *out,  \
                      size_t ldo) {                                                                            \
@@ -311,26 +386,31 @@ ALWAYS_INLINE void micro_decode(const int q8, int k, const uint8_t *pair, const 
                 micro_decode(Q8, k, (const uint8_t *)w + (size_t)p * ldw, x, out + 32 * p);                   \
             return;                                                                                           \
         }                                                                                                     \
-        const int spread = !(Q8) && nt > 8; /* the next pair over passes 2 and 3 */                          \
+        const int wide = nt >= 5 && ((Q8) || nt <= 16); /* passes of up to 8 tokens */                        \
+        const int spread = nt > 8 && (wide || !(Q8));   /* the next pair over two passes */                  \
         const char *xc = x;                                                                                   \
         for (int p = 0; p < nr / 32; p++) {                                                                   \
             const uint8_t *pair = (const uint8_t *)w + (size_t)p * ldw;                                       \
             float *o = out + 32 * p;                                                                          \
             for (int t = 0, c, pass = 0; t < nt; t += c, pass++) {                                            \
-                c = nt - t <= 4 ? nt - t : nt - t <= 8 ? (nt - t + 1) / 2 : 4; /* 5..8: two even passes */    \
+                const int left = nt - t, most = wide ? 8 : 4;                                                 \
+                c = left <= most ? left : left <= 2 * most ? (left + 1) / 2 : most; /* the last two even */    \
                 const uint8_t *pf = NULL;                                                                     \
+                const int first = wide && nt <= 16 ? 0 : 1; /* the first of the two spreading passes */      \
                 if (spread)                                                                                   \
-                    pf = pass == 1 ? pair + ldw : pass == 2 ? pair + ldw + half_pair : NULL;                  \
-                else if (t == 0)                                                                              \
-                    pf = pair + (size_t)PAIR_AHEAD(Q8) * bb;                                                  \
-                else if (nt <= 8 && !(Q8))                                                                    \
-                    pf = pair + ldw;                                                                          \
+                    pf = pass == first ? pair + ldw : pass == first + 1 ? pair + ldw + half_pair : NULL;      \
+                else /* one pass: its own pair, ahead */                                                      \
+                    pf = pair + (size_t)(wide ? PAIR8_AHEAD : PAIR_AHEAD(Q8)) * bb;                           \
                 const char *xt = xc + (size_t)t * ldx;                                                        \
                 float *ot = o + (size_t)t * ldo;                                                              \
                 switch (c) {                                                                                  \
                 case 2: micro_pair(Q8, k, pair, xt, ldx, ot, ldo, 2, pf, spread); break;                      \
                 case 3: micro_pair(Q8, k, pair, xt, ldx, ot, ldo, 3, pf, spread); break;                      \
-                default: micro_pair(Q8, k, pair, xt, ldx, ot, ldo, 4, pf, spread); break;                     \
+                case 4: micro_pair(Q8, k, pair, xt, ldx, ot, ldo, 4, pf, spread); break;                      \
+                case 5: micro_pair8(Q8, k, pair, xt, ldx, ot, ldo, 5, pf, spread); break;                     \
+                case 6: micro_pair8(Q8, k, pair, xt, ldx, ot, ldo, 6, pf, spread); break;                     \
+                case 7: micro_pair8(Q8, k, pair, xt, ldx, ot, ldo, 7, pf, spread); break;                     \
+                default: micro_pair8(Q8, k, pair, xt, ldx, ot, ldo, 8, pf, spread); break;                    \
                 }                                                                                             \
             }                                                                                                 \
         }                                                                                                     \
