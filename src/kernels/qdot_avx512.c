@@ -166,101 +166,37 @@ ALWAYS_INLINE __m512i bcast4(const int8_t *p) {
 // 12 and 24 (Q4_0: 16 and 24) were within the noise of these.
 #define PAIR_AHEAD(q8) ((q8) ? 4 : 8)
 
-// One packed pair (both 16-row groups, 32 rows) x T <= 4 tokens, out[t*ldo +
+// One packed pair (both 16-row groups, 32 rows) x T <= 8 tokens, out[t*ldo +
 // r] for r < 32. Per block and token: the integer sums of the 32 rows come from
 // 16 vpdpbusd (the correction 128*nsum, or 8*nsum for Q4_0, is the seed), each
 // broadcast of 4 activation bytes feeding both groups; then one convert, one
 // multiply of the scales and one FMA per group. Against a 16-row tile of 8
 // tokens (one broadcast per vpdpbusd) on weights in cache, 2 threads: Q4_0
 // +45% at 8 tokens, +17% at 128; Q8_0 +14%, +14% (the same sums, bit for
-// bit). pf: prefetch pf + b*bb (all of its lines) at block b, or with half
-// pf + (b/2)*bb at even b (half as much over the pass); NULL: none.
+// bit). Over 4 tokens the float sums live in memory (L1): 16 integer sums
+// already take half the registers; that is one load and one store per token,
+// group and block, against 8 vpdpbusd. pf: prefetch pf + b*bb (all of its
+// lines) at block b, or with half pf + (b/2)*bb at even b (half as much over
+// the pass); NULL: none.
 ALWAYS_INLINE void micro_pair(const int q8, int k, const uint8_t *pair, const char *x, size_t ldx, float *out,
                               size_t ldo, const int T, const uint8_t *pf, const int half) {
-    const int nb = k / EL_QK;
-    const size_t cb = q8 ? 512 : 256, bb = 2 * cb + 64;  // quant bytes of a group's block; bytes per block
-    const int8_t *xq[4];
-    const float *xd[4];
-    const int32_t *ns[4];
-    __m512 facc[4][2];
-    _Pragma("GCC unroll 4") for (int t = 0; t < T; t++) {
-        xq[t] = (const int8_t *)(x + (size_t)t * ldx);
-        xd[t] = (const float *)(xq[t] + k);
-        ns[t] = (const int32_t *)(xd[t] + nb);
-        facc[t][0] = facc[t][1] = _mm512_setzero_ps();
-    }
-    const __m512i m4 = _mm512_set1_epi8(0x0F);
-    for (int b = 0; b < nb; b++) {
-        const uint8_t *blk = pair + (size_t)b * bb;
-        if (pf && (!half || !(b & 1)))
-            _Pragma("GCC unroll 17") for (size_t l = 0; l < bb; l += 64)
-                _mm_prefetch((const char *)pf + (size_t)(half ? b / 2 : b) * bb + l, _MM_HINT_T1);
-        __m512i acc[4][2];
-        const int8_t *xo[4];
-        _Pragma("GCC unroll 4") for (int t = 0; t < T; t++) {
-            acc[t][0] = acc[t][1] = _mm512_slli_epi32(_mm512_set1_epi32(ns[t][b]), q8 ? 7 : 3);
-            xo[t] = xq[t] + EL_QK * b;
-        }
-        if (q8) {
-            _Pragma("GCC unroll 8") for (int j = 0; j < 8; j++) {
-                __m512i w0 = _mm512_loadu_si512(blk + 64 * j), w1 = _mm512_loadu_si512(blk + cb + 64 * j);
-                _Pragma("GCC unroll 4") for (int t = 0; t < T; t++) {
-                    __m512i xv = bcast4(xo[t] + 4 * j);
-                    acc[t][0] = _mm512_dpbusd_epi32(acc[t][0], w0, xv);
-                    acc[t][1] = _mm512_dpbusd_epi32(acc[t][1], w1, xv);
-                }
-            }
-        } else {
-            _Pragma("GCC unroll 4") for (int j = 0; j < 4; j++) {
-                __m512i r0 = _mm512_loadu_si512(blk + 64 * j), r1 = _mm512_loadu_si512(blk + cb + 64 * j);
-                __m512i lo0 = _mm512_and_si512(r0, m4), hi0 = _mm512_and_si512(_mm512_srli_epi16(r0, 4), m4);
-                __m512i lo1 = _mm512_and_si512(r1, m4), hi1 = _mm512_and_si512(_mm512_srli_epi16(r1, 4), m4);
-                _Pragma("GCC unroll 4") for (int t = 0; t < T; t++) {
-                    __m512i xl = bcast4(xo[t] + 4 * j), xh = bcast4(xo[t] + 16 + 4 * j);
-                    acc[t][0] = _mm512_dpbusd_epi32(acc[t][0], lo0, xl);
-                    acc[t][1] = _mm512_dpbusd_epi32(acc[t][1], lo1, xl);
-                    acc[t][0] = _mm512_dpbusd_epi32(acc[t][0], hi0, xh);
-                    acc[t][1] = _mm512_dpbusd_epi32(acc[t][1], hi1, xh);
-                }
-            }
-        }
-        __m512 wd0 = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(blk + 2 * cb)));
-        __m512 wd1 = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(blk + 2 * cb + 32)));
-        _Pragma("GCC unroll 4") for (int t = 0; t < T; t++) {
-            __m512 xs = _mm512_set1_ps(xd[t][b]);
-            facc[t][0] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc[t][0]), _mm512_mul_ps(wd0, xs), facc[t][0]);
-            facc[t][1] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc[t][1]), _mm512_mul_ps(wd1, xs), facc[t][1]);
-        }
-    }
-    _Pragma("GCC unroll 4") for (int t = 0; t < T; t++) {
-        _mm512_storeu_ps(out + (size_t)t * ldo, facc[t][0]);
-        _mm512_storeu_ps(out + (size_t)t * ldo + 16, facc[t][1]);
-    }
-}
-
-// One packed pair x T = 5..8 tokens in one pass, so each block is read once.
-// Against two passes of up to 4 tokens (micro_pair), A/B in one process on
-// 48 cold 5632 x 2048 matrices, 2 threads: Q4_0 5 tokens +17%, 6 +12%, 8
-// +8%, 10 and 16 (two passes of up to 8) +5-6%; Q8_0 6 tokens +26%, 8
-// +15-45%, 16 +44%, 128 +3-13%. On Q4_0 from 17 tokens on, weights in cache,
-// it was 6-7% slower: there the 4-token passes stay. The 16 integer sums
-// take half the registers, so the float sums live in memory (L1): one load
-// and one store per token, group and block, against 8 vpdpbusd. pf and half
-// as micro_pair's.
-ALWAYS_INLINE void micro_pair8(const int q8, int k, const uint8_t *pair, const char *x, size_t ldx, float *out,
-                               size_t ldo, const int T, const uint8_t *pf, const int half) {
-    const int nb = k / EL_QK;
+    const int nb = k / EL_QK, in_mem = T > 4;
     const size_t cb = q8 ? 512 : 256, bb = 2 * cb + 64;  // quant bytes of a group's block; bytes per block
     const int8_t *xq[8];
     const float *xd[8];
     const int32_t *ns[8];
-    float facc[8][32] __attribute__((aligned(64)));
+    __m512 facc[4][2];                                 // T <= 4
+    float fmem[8][32] __attribute__((aligned(64)));  // T > 4
     _Pragma("GCC unroll 8") for (int t = 0; t < T; t++) {
         xq[t] = (const int8_t *)(x + (size_t)t * ldx);
         xd[t] = (const float *)(xq[t] + k);
         ns[t] = (const int32_t *)(xd[t] + nb);
-        _mm512_store_ps(facc[t], _mm512_setzero_ps());
-        _mm512_store_ps(facc[t] + 16, _mm512_setzero_ps());
+        if (in_mem) {
+            _mm512_store_ps(fmem[t], _mm512_setzero_ps());
+            _mm512_store_ps(fmem[t] + 16, _mm512_setzero_ps());
+        } else {
+            facc[t & 3][0] = facc[t & 3][1] = _mm512_setzero_ps();
+        }
     }
     const __m512i m4 = _mm512_set1_epi8(0x0F);
     for (int b = 0; b < nb; b++) {
@@ -301,15 +237,20 @@ ALWAYS_INLINE void micro_pair8(const int q8, int k, const uint8_t *pair, const c
         __m512 wd1 = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(blk + 2 * cb + 32)));
         _Pragma("GCC unroll 8") for (int t = 0; t < T; t++) {
             __m512 xs = _mm512_set1_ps(xd[t][b]);
-            _mm512_store_ps(facc[t], _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc[t][0]), _mm512_mul_ps(wd0, xs),
-                                                     _mm512_load_ps(facc[t])));
-            _mm512_store_ps(facc[t] + 16, _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc[t][1]), _mm512_mul_ps(wd1, xs),
-                                                          _mm512_load_ps(facc[t] + 16)));
+            __m512 p0 = _mm512_mul_ps(wd0, xs), p1 = _mm512_mul_ps(wd1, xs);
+            if (in_mem) {
+                _mm512_store_ps(fmem[t], _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc[t][0]), p0, _mm512_load_ps(fmem[t])));
+                _mm512_store_ps(fmem[t] + 16,
+                                _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc[t][1]), p1, _mm512_load_ps(fmem[t] + 16)));
+            } else {
+                facc[t & 3][0] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc[t][0]), p0, facc[t & 3][0]);
+                facc[t & 3][1] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc[t][1]), p1, facc[t & 3][1]);
+            }
         }
     }
     _Pragma("GCC unroll 8") for (int t = 0; t < T; t++) {
-        _mm512_storeu_ps(out + (size_t)t * ldo, _mm512_load_ps(facc[t]));
-        _mm512_storeu_ps(out + (size_t)t * ldo + 16, _mm512_load_ps(facc[t] + 16));
+        _mm512_storeu_ps(out + (size_t)t * ldo, in_mem ? _mm512_load_ps(fmem[t]) : facc[t & 3][0]);
+        _mm512_storeu_ps(out + (size_t)t * ldo + 16, in_mem ? _mm512_load_ps(fmem[t] + 16) : facc[t & 3][1]);
     }
 }
 
@@ -358,20 +299,22 @@ ALWAYS_INLINE void micro_decode(const int q8, int k, const uint8_t *pair, const 
     _mm512_storeu_ps(out + 16, facc[1]);
 }
 
-
-// Passes over each pair of up to 8 tokens (micro_pair8) from 5 tokens on,
-// Q4_0 only up to 16 tokens; otherwise of up to 4 (micro_pair), 5..8 tokens
-// in two even passes. One pass of 5..8 tokens prefetches PAIR8_AHEAD blocks
-// ahead in its pair (a block takes ~100 cycles: 4 ahead came late; 12 was
-// best of 8, 12, 16, 24). A single 4-token pass prefetches PAIR_AHEAD; with
-// two 4-token passes, the second (Q4_0) fetches the next pair. With more
-// passes, two of them (the first two of two 8-token passes, else the second
-// and third) fetch half the next pair each, a pass or more before it is read.
-// A/B in one process (2 threads, 48 cold 5632 x 2048 matrices), in two
-// bandwidth states, 4-token passes spread against not: 9 tokens +12%, 10
-// +13-14%, 12 +15-17%, 16 +11-12%, 32 +5%, 64 +2-4%. The same for 8 tokens
-// in passes of 3, 3, 2 gained 11-13% in one state and lost 0-11% in the
-// other (k 5632: the pair read three times from L2).
+// Tokens in passes over each pair: of up to 8 from 5 tokens on (Q4_0 only
+// up to 16), else of up to 4; the last two passes even. One pass of 5..8
+// tokens reads each block once, against two passes of up to 4 (the first from
+// memory, the second from L2): A/B in one process on 48 cold 5632 x 2048
+// matrices, 2 threads: Q4_0 5 tokens +17%, 6 +12%, 8 +8%, 10 and 16 (two
+// passes of up to 8) +5-6%; Q8_0 6 tokens +26%, 8 +15-45%, 16 +44%, 128
+// +3-13%. Q4_0 from 17 tokens on, weights in cache, was 6-7% slower with
+// 8-token passes, so it keeps its 4-token ones there.
+// Prefetching: a single pass prefetches ahead in its own pair, PAIR8_AHEAD
+// blocks for 5..8 tokens (a block takes ~100 cycles: 4 ahead came late; 12
+// was best of 8, 12, 16, 24), PAIR_AHEAD for 2..4. With more passes, two of
+// them (the first two of two 8-token passes, else the second and third)
+// fetch half the next pair each, a pass or more before it is read. A/B as
+// above, in two bandwidth states, 4-token passes spread against not: 9 tokens
+// +12%, 10 +13-14%, 12 +15-17%, 16 +11-12%, 32 +5%, 64 +2-4%. 8 tokens in
+// passes of 3, 3, 2 gained 11-13% in one state and lost 0-11% in the other.
 #define PAIR8_AHEAD 12
 #define DEFINE_PACKED_GEMM(NAME, Q8)                                                                          \
     static void NAME(int k, const void *w, size_t ldw, int nr, const void *x, size_t ldx, int nt, float *out,  \
@@ -407,10 +350,10 @@ ALWAYS_INLINE void micro_decode(const int q8, int k, const uint8_t *pair, const 
                 case 2: micro_pair(Q8, k, pair, xt, ldx, ot, ldo, 2, pf, spread); break;                      \
                 case 3: micro_pair(Q8, k, pair, xt, ldx, ot, ldo, 3, pf, spread); break;                      \
                 case 4: micro_pair(Q8, k, pair, xt, ldx, ot, ldo, 4, pf, spread); break;                      \
-                case 5: micro_pair8(Q8, k, pair, xt, ldx, ot, ldo, 5, pf, spread); break;                     \
-                case 6: micro_pair8(Q8, k, pair, xt, ldx, ot, ldo, 6, pf, spread); break;                     \
-                case 7: micro_pair8(Q8, k, pair, xt, ldx, ot, ldo, 7, pf, spread); break;                     \
-                default: micro_pair8(Q8, k, pair, xt, ldx, ot, ldo, 8, pf, spread); break;                    \
+                case 5: micro_pair(Q8, k, pair, xt, ldx, ot, ldo, 5, pf, spread); break;                     \
+                case 6: micro_pair(Q8, k, pair, xt, ldx, ot, ldo, 6, pf, spread); break;                     \
+                case 7: micro_pair(Q8, k, pair, xt, ldx, ot, ldo, 7, pf, spread); break;                     \
+                default: micro_pair(Q8, k, pair, xt, ldx, ot, ldo, 8, pf, spread); break;                    \
                 }                                                                                             \
             }                                                                                                 \
         }                                                                                                     \
