@@ -124,14 +124,15 @@ ALWAYS_INLINE void micro_q4_k(int k, const uint8_t *gw, size_t bb, const char *x
 // Decode reads a pair front to back as one stream (group 0's super-block,
 // then group 1's, each chunk once). Handling both groups per sub-block
 // instead (jumping between them, each chunk read twice) streamed ~25% slower:
-// 2 threads, 16 x 6.5 MB matrices, 24-25 against 28-30 GB/s. Like Q6_K's, it
-// leaves prefetching to the hardware: an L2 software prefetch one pair
-// super-block (4608 bytes) ahead made it slower (24 cycled 5632 x 2048
-// matrices, alternating runs: 2 threads 22.0 24.4 26.0 GB/s with it, 31.7
-// 31.2 25.3 without; 1 thread 19.5 17.6 17.8 with, 24.7 19.2 25.8 without).
-// -DDECODE_AHEAD=4608 turns it back on.
+// 2 threads, 16 x 6.5 MB matrices, 24-25 against 28-30 GB/s. It prefetches
+// into L2 DECODE_AHEAD bytes (one group's super-block) ahead. Measured on
+// matrices alone (24 cycled 5632 x 2048) that looked slower, but a whole
+// 1-row step of the TinyLlama-shaped Q4_K model (2 threads, 150 steps, in
+// two rounds), where every product is cut into tasks and many matrices are
+// small, says otherwise: 15.8 ms mean without, 10.9-11.1 with 1152, 2304 or
+// 4608 bytes ahead.
 #ifndef DECODE_AHEAD
-#define DECODE_AHEAD 0
+#define DECODE_AHEAD 2304
 #endif
 
 // One group's super-block x one token, reading it front to back: each chunk
@@ -259,14 +260,16 @@ ALWAYS_INLINE __m512 q6_k_sc(const __m512i *s, const int j) {
     return _mm512_cvtepi32_ps(_mm512_srai_epi32(v, 24));
 }
 
-// Software prefetch for the Q6_K decode: off (0) by default. Fetching into
-// L2 one pair's super-block ahead (6720 bytes), as Q4_K does, streamed
-// slower here: 16 x 9.2 MB matrices, 1 thread 15-16 against 26 GB/s
-// without, 2 threads 27-28 against 31-32 (T0: 22-24 and 31-32; NTA: 23 and
-// 31-34; 26880 bytes ahead with T1: 17 and 24-30). -DDECODE_AHEAD_Q6=6720
-// turns it back on.
+// Software prefetch for the Q6_K decode: one group's super-block (3360
+// bytes) ahead into L2. On matrices alone (16 x 9.2 MB) fetching one pair's
+// super-block (6720 bytes) ahead streamed slower than none (1 thread 15-16
+// against 26 GB/s, 2 threads 27-28 against 31-32), but in whole 1-row steps
+// of the TinyLlama-shaped Q4_K_M model (Q4_K prefetching as above, Q6_K for
+// the head and half the value and down matrices), 2 threads, 150 steps:
+// 12.7-14.4 ms mean with 3360, 14.0-14.1 with 1680, 15.7-16.8 with 6720, 14.6-16.0
+// without (and 16.4-17.8 with neither type prefetching).
 #ifndef DECODE_AHEAD_Q6
-#define DECODE_AHEAD_Q6 0
+#define DECODE_AHEAD_Q6 3360
 #endif
 #ifndef DECODE_HINT_Q6
 #define DECODE_HINT_Q6 _MM_HINT_T1
