@@ -292,7 +292,7 @@ ALWAYS_INLINE __m512 q6_k_sc(const __m512i *s, const int j) {
 ALWAYS_INLINE void q6_k_block(const uint8_t *g, const uint16_t *dp, const el_block_q8_k *const *xb, const int T,
                               const int PF, __m512 *facc) {
     const int NA = T == 1 ? 2 : 1;  // one token: two chains (more tokens: one, 8 fewer spilled registers)
-    if (PF && DECODE_AHEAD_Q6) {
+    if (PF && DECODE_AHEAD_Q6 != 0) {
         _Pragma("GCC unroll 4") for (int l = 0; l < 256; l += 64)
             _mm_prefetch((const char *)g + DECODE_AHEAD_Q6 + l, DECODE_HINT_Q6);
     }
@@ -319,7 +319,7 @@ ALWAYS_INLINE void q6_k_block(const uint8_t *g, const uint16_t *dp, const el_blo
     }
     _Pragma("GCC unroll 16") for (int j = 0; j < 16; j++) {
         const uint8_t *c = g + 256 + 192 * j;
-        if (PF && DECODE_AHEAD_Q6) {
+        if (PF && DECODE_AHEAD_Q6 != 0) {
             _mm_prefetch((const char *)c + DECODE_AHEAD_Q6, DECODE_HINT_Q6);
             _mm_prefetch((const char *)c + 64 + DECODE_AHEAD_Q6, DECODE_HINT_Q6);
             _mm_prefetch((const char *)c + 128 + DECODE_AHEAD_Q6, DECODE_HINT_Q6);
