@@ -67,9 +67,12 @@ ALWAYS_INLINE __m512i q4_k_sc(const q4_k_head *h, const int j) {
 
 // One group's super-block (EL_PACK_Q4_K_GROUP bytes at g) x T tokens whose
 // blocks are xb[t]: facc[t] (lane r = row r) += that super-block's products.
-// Sub-block by sub-block, all T tokens per chunk load.
-ALWAYS_INLINE void q4_k_block(const uint8_t *g, const el_block_q8_k *const *xb, const int T, __m512 *facc) {
+// Sub-block by sub-block, all T tokens per chunk load. pfd: prefetch that
+// many bytes ahead, a line as each is first read (0: not).
+ALWAYS_INLINE void q4_k_block(const uint8_t *g, const el_block_q8_k *const *xb, const int T, const size_t pfd,
+                              __m512 *facc) {
     const __m512i m4 = _mm512_set1_epi8(0x0F);
+    if (pfd) _Pragma("GCC unroll 4") for (int l = 0; l < 256; l += 64) _mm_prefetch((const char *)g + pfd + l, _MM_HINT_T1);
     const q4_k_head h = q4_k_load_head(g);
     const int NA = T == 1 ? 2 : 1;  // one token: two chains
     __m512 fsb[MAX_T];
@@ -93,6 +96,7 @@ ALWAYS_INLINE void q4_k_block(const uint8_t *g, const el_block_q8_k *const *xb, 
         __m512i acc[MAX_T][2];
         _Pragma("GCC unroll 8") for (int t = 0; t < T; t++) acc[t][0] = acc[t][1] = _mm512_setzero_si512();
         _Pragma("GCC unroll 8") for (int i = 0; i < 8; i++) {
+            if (pfd && !(j & 1)) _mm_prefetch((const char *)g + pfd + 256 + 64 * (8 * (j / 2) + i), _MM_HINT_T1);
             __m512i raw = _mm512_loadu_si512(g + 256 + 64 * (8 * (j / 2) + i));
             __m512i q = j & 1 ? _mm512_andnot_si512(m4, raw) : _mm512_and_si512(raw, m4);
             _Pragma("GCC unroll 8") for (int t = 0; t < T; t++) acc[t][i % NA] =
@@ -110,8 +114,12 @@ ALWAYS_INLINE void q4_k_block(const uint8_t *g, const el_block_q8_k *const *xb, 
 // the group's super-block PREFILL_AHEAD ahead into L2 (the later tiles find
 // the group in L1/L2). A/B in one process, 2 threads, 48 cold 5632 x 2048
 // matrices: 4 tokens x2.0, 8 tokens x1.7-2.0 (k 5632 x1.8), 16 x1.45, 128
-// (8 matrices) +7-8%; 1 super-block ahead: 4 tokens x1.5-1.8, 8 x1.7.
+// (8 matrices) +7-8%; 1 super-block ahead: 4 tokens x1.5-1.8, 8 x1.7. The
+// prefetches go a line at a time as the lines are read, not as a burst of 36
+// per super-block: +7-15% more at 4-16 tokens (4 ahead: the same).
+#ifndef PREFILL_AHEAD
 #define PREFILL_AHEAD 2
+#endif
 
 // One group (gw: its first super-block, super-blocks bb bytes apart) x T
 // tokens: out[t*ldo + r], r < 16. pf: prefetch ahead (the first tile).
@@ -123,10 +131,7 @@ ALWAYS_INLINE void micro_q4_k(int k, const uint8_t *gw, size_t bb, const char *x
     for (int b = 0; b < nb; b++) {
         const el_block_q8_k *xb[MAX_T];
         _Pragma("GCC unroll 8") for (int t = 0; t < T; t++) xb[t] = (const el_block_q8_k *)(x + (size_t)t * ldx) + b;
-        if (pf)
-            _Pragma("GCC unroll 36") for (int l = 0; l < EL_PACK_Q4_K_GROUP; l += 64)
-                _mm_prefetch((const char *)gw + (size_t)(b + PREFILL_AHEAD) * bb + l, _MM_HINT_T1);
-        q4_k_block(gw + (size_t)b * bb, xb, T, facc);
+        q4_k_block(gw + (size_t)b * bb, xb, T, pf ? PREFILL_AHEAD * bb : 0, facc);
     }
     _Pragma("GCC unroll 8") for (int t = 0; t < T; t++) _mm512_storeu_ps(out + (size_t)t * ldo, facc[t]);
 }
@@ -288,13 +293,12 @@ ALWAYS_INLINE __m512 q6_k_sc(const __m512i *s, const int j) {
 // One group's super-block (EL_PACK_Q6_K_GROUP bytes at g, its 16 d at dp) x T
 // tokens whose blocks are xb[t]: facc[t] (lane r = row r) += that super-block's
 // products. Reads g front to back, sub-block by sub-block, all T tokens per
-// chunk load; PF: prefetch DECODE_AHEAD_Q6 bytes ahead (decode), if that is on.
+// chunk load; pfd: prefetch that many bytes ahead, line by line as it reads (0: not).
 ALWAYS_INLINE void q6_k_block(const uint8_t *g, const uint16_t *dp, const el_block_q8_k *const *xb, const int T,
-                              const int PF, __m512 *facc) {
+                              const size_t pfd, __m512 *facc) {
     const int NA = T == 1 ? 2 : 1;  // one token: two chains (more tokens: one, 8 fewer spilled registers)
-    if (PF && DECODE_AHEAD_Q6 != 0) {
-        _Pragma("GCC unroll 4") for (int l = 0; l < 256; l += 64)
-            _mm_prefetch((const char *)g + DECODE_AHEAD_Q6 + l, DECODE_HINT_Q6);
+    if (pfd) {
+        _Pragma("GCC unroll 4") for (int l = 0; l < 256; l += 64) _mm_prefetch((const char *)g + pfd + l, DECODE_HINT_Q6);
     }
     __m512i s[4];
     _Pragma("GCC unroll 4") for (int i = 0; i < 4; i++) s[i] = _mm512_loadu_si512(g + 64 * i);
@@ -319,10 +323,10 @@ ALWAYS_INLINE void q6_k_block(const uint8_t *g, const uint16_t *dp, const el_blo
     }
     _Pragma("GCC unroll 16") for (int j = 0; j < 16; j++) {
         const uint8_t *c = g + 256 + 192 * j;
-        if (PF && DECODE_AHEAD_Q6 != 0) {
-            _mm_prefetch((const char *)c + DECODE_AHEAD_Q6, DECODE_HINT_Q6);
-            _mm_prefetch((const char *)c + 64 + DECODE_AHEAD_Q6, DECODE_HINT_Q6);
-            _mm_prefetch((const char *)c + 128 + DECODE_AHEAD_Q6, DECODE_HINT_Q6);
+        if (pfd) {
+            _mm_prefetch((const char *)c + pfd, DECODE_HINT_Q6);
+            _mm_prefetch((const char *)c + 64 + pfd, DECODE_HINT_Q6);
+            _mm_prefetch((const char *)c + 128 + pfd, DECODE_HINT_Q6);
         }
         __m512i q[4];
         q6_k_quads(c, q);
@@ -346,17 +350,31 @@ ALWAYS_INLINE void q6_k_block(const uint8_t *g, const uint16_t *dp, const el_blo
     }
 }
 
+// As for Q4_K: the first tile prefetches PREFILL_AHEAD_Q6 super-blocks
+// ahead, a line as each is read. A/B in one process, 2 threads, cold
+// matrices, against none: 32000 x 2048 (the head) 8 tokens x2.4, 4 x2.4-2.8,
+// 16 x1.75, 128 +15%; 5632 x 2048 8 tokens x2.1-2.5. The same prefetches as
+// one burst of 53 lines per super-block gained only x1.3. 1 and 4 ahead: the
+// same as 2. A whole 8-row step of the TinyLlama-shaped Q4_K_M model (Q6_K
+// head, half the value and down matrices; Q4_K spread as well): 44 -> 27 ms.
+#ifndef PREFILL_AHEAD_Q6
+#define PREFILL_AHEAD_Q6 2
+#endif
+
 // One group (gw: its first super-block, dw: that super-block's d; both bb
 // bytes apart from one super-block to the next) x T tokens: out[t*ldo + r], r < 16.
+// pf: prefetch PREFILL_AHEAD_Q6 super-blocks ahead (the first tile).
 ALWAYS_INLINE void micro_q6_k(int k, const uint8_t *gw, const uint8_t *dw, size_t bb, const char *x, size_t ldx,
-                              float *out, size_t ldo, const int T) {
+                              float *out, size_t ldo, const int T, const int pf) {
     const int nb = k / EL_QK_K;
     __m512 facc[MAX_T];
     _Pragma("GCC unroll 8") for (int t = 0; t < T; t++) facc[t] = _mm512_setzero_ps();
     for (int b = 0; b < nb; b++) {
         const el_block_q8_k *xb[MAX_T];
         _Pragma("GCC unroll 8") for (int t = 0; t < T; t++) xb[t] = (const el_block_q8_k *)(x + (size_t)t * ldx) + b;
-        q6_k_block(gw + (size_t)b * bb, (const uint16_t *)(dw + (size_t)b * bb), xb, T, 0, facc);
+        if (pf) _mm_prefetch((const char *)dw + (size_t)(b + PREFILL_AHEAD_Q6) * bb, _MM_HINT_T1);
+        q6_k_block(gw + (size_t)b * bb, (const uint16_t *)(dw + (size_t)b * bb), xb, T, pf ? PREFILL_AHEAD_Q6 * bb : 0,
+                   facc);
     }
     _Pragma("GCC unroll 8") for (int t = 0; t < T; t++) _mm512_storeu_ps(out + (size_t)t * ldo, facc[t]);
 }
@@ -370,9 +388,10 @@ static void decode_pair_q6_k(int k, const uint8_t *pair, const el_block_q8_k *x,
         const uint8_t *blk = pair + (size_t)b * bb;
         const el_block_q8_k *xb = x + b;
         if (DECODE_AHEAD_Q6) _mm_prefetch((const char *)blk + 2 * EL_PACK_Q6_K_GROUP + DECODE_AHEAD_Q6, DECODE_HINT_Q6);
-        q6_k_block(blk, (const uint16_t *)(blk + 2 * EL_PACK_Q6_K_GROUP), &xb, 1, 1, &f[0]);
+        q6_k_block(blk, (const uint16_t *)(blk + 2 * EL_PACK_Q6_K_GROUP), &xb, 1, DECODE_AHEAD_Q6, &f[0]);
         __asm__ volatile("" ::: "memory");
-        q6_k_block(blk + EL_PACK_Q6_K_GROUP, (const uint16_t *)(blk + 2 * EL_PACK_Q6_K_GROUP + 32), &xb, 1, 1, &f[1]);
+        q6_k_block(blk + EL_PACK_Q6_K_GROUP, (const uint16_t *)(blk + 2 * EL_PACK_Q6_K_GROUP + 32), &xb, 1, DECODE_AHEAD_Q6,
+                   &f[1]);
     }
     _mm512_storeu_ps(out, f[0]);
     _mm512_storeu_ps(out + 16, f[1]);
@@ -396,17 +415,17 @@ static void gemm_packed_q6_k(int k, const void *w, size_t ldw, int nr, const voi
         float *o = out + 16 * g;
         int t = 0;
         for (; t + PACKED_TOKENS <= nt; t += PACKED_TOKENS)
-            micro_q6_k(k, gw, dw, bb, (const char *)x + (size_t)t * ldx, ldx, o + (size_t)t * ldo, ldo, PACKED_TOKENS);
+            micro_q6_k(k, gw, dw, bb, (const char *)x + (size_t)t * ldx, ldx, o + (size_t)t * ldo, ldo, PACKED_TOKENS, t == 0);
         const char *xt = (const char *)x + (size_t)t * ldx;
         float *ot = o + (size_t)t * ldo;
         switch (nt - t) {
-        case 1: micro_q6_k(k, gw, dw, bb, xt, ldx, ot, ldo, 1); break;
-        case 2: micro_q6_k(k, gw, dw, bb, xt, ldx, ot, ldo, 2); break;
-        case 3: micro_q6_k(k, gw, dw, bb, xt, ldx, ot, ldo, 3); break;
-        case 4: micro_q6_k(k, gw, dw, bb, xt, ldx, ot, ldo, 4); break;
-        case 5: micro_q6_k(k, gw, dw, bb, xt, ldx, ot, ldo, 5); break;
-        case 6: micro_q6_k(k, gw, dw, bb, xt, ldx, ot, ldo, 6); break;
-        case 7: micro_q6_k(k, gw, dw, bb, xt, ldx, ot, ldo, 7); break;
+        case 1: micro_q6_k(k, gw, dw, bb, xt, ldx, ot, ldo, 1, t == 0); break;
+        case 2: micro_q6_k(k, gw, dw, bb, xt, ldx, ot, ldo, 2, t == 0); break;
+        case 3: micro_q6_k(k, gw, dw, bb, xt, ldx, ot, ldo, 3, t == 0); break;
+        case 4: micro_q6_k(k, gw, dw, bb, xt, ldx, ot, ldo, 4, t == 0); break;
+        case 5: micro_q6_k(k, gw, dw, bb, xt, ldx, ot, ldo, 5, t == 0); break;
+        case 6: micro_q6_k(k, gw, dw, bb, xt, ldx, ot, ldo, 6, t == 0); break;
+        case 7: micro_q6_k(k, gw, dw, bb, xt, ldx, ot, ldo, 7, t == 0); break;
         }
     }
 }
