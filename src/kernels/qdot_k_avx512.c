@@ -224,14 +224,15 @@ static void gemm_packed_q4_k(int k, const void *w, size_t ldw, int nr, const voi
             micro_q4_k(k, gw, bb, xc + (size_t)t * ldx, ldx, o + (size_t)t * ldo, ldo, PACKED_TOKENS, t == 0);
         const char *xt = xc + (size_t)t * ldx;
         float *ot = o + (size_t)t * ldo;
+        const int first = t == 0;  // no tile before this one: it prefetches
         switch (nt - t) {
-        case 1: micro_q4_k(k, gw, bb, xt, ldx, ot, ldo, 1, t == 0); break;
-        case 2: micro_q4_k(k, gw, bb, xt, ldx, ot, ldo, 2, t == 0); break;
-        case 3: micro_q4_k(k, gw, bb, xt, ldx, ot, ldo, 3, t == 0); break;
-        case 4: micro_q4_k(k, gw, bb, xt, ldx, ot, ldo, 4, t == 0); break;
-        case 5: micro_q4_k(k, gw, bb, xt, ldx, ot, ldo, 5, t == 0); break;
-        case 6: micro_q4_k(k, gw, bb, xt, ldx, ot, ldo, 6, t == 0); break;
-        case 7: micro_q4_k(k, gw, bb, xt, ldx, ot, ldo, 7, t == 0); break;
+        case 1: micro_q4_k(k, gw, bb, xt, ldx, ot, ldo, 1, first); break;
+        case 2: micro_q4_k(k, gw, bb, xt, ldx, ot, ldo, 2, first); break;
+        case 3: micro_q4_k(k, gw, bb, xt, ldx, ot, ldo, 3, first); break;
+        case 4: micro_q4_k(k, gw, bb, xt, ldx, ot, ldo, 4, first); break;
+        case 5: micro_q4_k(k, gw, bb, xt, ldx, ot, ldo, 5, first); break;
+        case 6: micro_q4_k(k, gw, bb, xt, ldx, ot, ldo, 6, first); break;
+        case 7: micro_q4_k(k, gw, bb, xt, ldx, ot, ldo, 7, first); break;
         }
     }
 }
@@ -435,14 +436,15 @@ static void gemm_packed_q6_k(int k, const void *w, size_t ldw, int nr, const voi
             micro_q6_k(k, gw, dw, bb, (const char *)x + (size_t)t * ldx, ldx, o + (size_t)t * ldo, ldo, PACKED_TOKENS, t == 0);
         const char *xt = (const char *)x + (size_t)t * ldx;
         float *ot = o + (size_t)t * ldo;
+        const int first = t == 0;  // no tile before this one: it prefetches
         switch (nt - t) {
-        case 1: micro_q6_k(k, gw, dw, bb, xt, ldx, ot, ldo, 1, t == 0); break;
-        case 2: micro_q6_k(k, gw, dw, bb, xt, ldx, ot, ldo, 2, t == 0); break;
-        case 3: micro_q6_k(k, gw, dw, bb, xt, ldx, ot, ldo, 3, t == 0); break;
-        case 4: micro_q6_k(k, gw, dw, bb, xt, ldx, ot, ldo, 4, t == 0); break;
-        case 5: micro_q6_k(k, gw, dw, bb, xt, ldx, ot, ldo, 5, t == 0); break;
-        case 6: micro_q6_k(k, gw, dw, bb, xt, ldx, ot, ldo, 6, t == 0); break;
-        case 7: micro_q6_k(k, gw, dw, bb, xt, ldx, ot, ldo, 7, t == 0); break;
+        case 1: micro_q6_k(k, gw, dw, bb, xt, ldx, ot, ldo, 1, first); break;
+        case 2: micro_q6_k(k, gw, dw, bb, xt, ldx, ot, ldo, 2, first); break;
+        case 3: micro_q6_k(k, gw, dw, bb, xt, ldx, ot, ldo, 3, first); break;
+        case 4: micro_q6_k(k, gw, dw, bb, xt, ldx, ot, ldo, 4, first); break;
+        case 5: micro_q6_k(k, gw, dw, bb, xt, ldx, ot, ldo, 5, first); break;
+        case 6: micro_q6_k(k, gw, dw, bb, xt, ldx, ot, ldo, 6, first); break;
+        case 7: micro_q6_k(k, gw, dw, bb, xt, ldx, ot, ldo, 7, first); break;
         }
     }
 }
