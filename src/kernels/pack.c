@@ -11,13 +11,20 @@
 //   Q8_0: 8 chunks of quants + 128 (unsigned, as vpdpbusd wants them).
 //   Q4_0: 4 chunks of the raw nibble bytes: low nibbles of chunk j are elements
 //         4j..4j+3 of the block, high nibbles 16+4j..16+4j+3.
-// Two groups make a "pair" of 32 rows, stored block by block:
+// Two groups make a "pair" of 32 rows, pairs pair_bytes apart. Q8_0 pairs
+// are stored block by block:
 //   [group 0's chunks][group 1's chunks][group 0's 16 f16 scales][group 1's]
-// (el_pack_block_bytes per block), pairs pair_bytes apart. Decode reads a
-// pair front to back as one stream: with each group's quants and scales in
-// separate regions, the four streams of a pair read ~20% slower per thread
-// than one (22.4 against 27.1 GB/s, single thread, 6.5 MB matrices).
-// Same size as the file's rows.
+// (el_pack_block_bytes per block). Decode reads a pair front to back as one
+// stream: with each group's quants and scales in separate regions, the four
+// streams of a pair read ~20% slower per thread than one (22.4 against 27.1
+// GB/s, single thread, 6.5 MB matrices). Q4_0 pairs are stored by units of
+// 8 blocks (256 columns), each [group 0's part][group 1's part], a part being
+// its blocks' scales, then their chunks (el_pack_q4_0_off; a last unit of
+// fewer blocks is the same, shorter). A group's part of a whole unit is then
+// one 2304-byte piece with its scales first, as a Q4_K group's super-block
+// is: decode on the block-by-block layout read 0.70 of the bandwidth that
+// Q4_K's decode reads on the same 4.5 bits per weight; on this one it reads
+// as much (bench/decode_kinds.c). The same size as the file's rows.
 //
 // Q4_K (super-blocks of 256 columns, 144 bytes a row): per super-block b a
 // pair is [group 0][group 1], 2304 bytes each (EL_PACK_Q4_K_GROUP), so decode
@@ -194,10 +201,12 @@ void el_matmul_pack(const el_tensor *W, int64_t rows, void *dst) {
                     src = blk->qs;
                     scale = blk->d;
                 }
-                memcpy(blk_dst + 2 * cb + 32 * h + 2 * lane, &scale, 2);
+                uint8_t *pair_dst = (uint8_t *)dst + (size_t)p * pbytes;
+                uint8_t *sc_dst = q8 ? blk_dst + 2 * cb + 32 * h : pair_dst + el_pack_q4_0_off(nb, b, h, 1);
+                uint8_t *q_dst = q8 ? blk_dst + h * cb : pair_dst + el_pack_q4_0_off(nb, b, h, 0);
+                memcpy(sc_dst + 2 * lane, &scale, 2);
                 for (int j = 0; j < chunks; j++)
-                    for (int i = 0; i < 4; i++)
-                        blk_dst[h * cb + (size_t)j * 64 + 4 * lane + i] = (uint8_t)(src[4 * j + i] ^ (q8 ? 0x80 : 0));
+                    for (int i = 0; i < 4; i++) q_dst[(size_t)j * 64 + 4 * lane + i] = (uint8_t)(src[4 * j + i] ^ (q8 ? 0x80 : 0));
             }
         }
     }

@@ -43,4 +43,18 @@ void el_act_quantize_q8_k_neon(const float *x, void *dst, int k);
 size_t el_pack_block_bytes(int dtype);
 size_t el_pack_pair_bytes(int dtype, int k);
 
+// Q4_0 pairs on x86 (pack.c) hold their blocks in units of up to
+// EL_PACK_Q4_0_UNIT (256 columns): per unit, group 0's part, then group 1's,
+// each [its m blocks' 16 f16 scales, 32 bytes a block][their 4 chunks, 256
+// bytes a block]. Offset in the pair of group g's scales (or chunks) of block
+// b, of nb blocks in all.
+#define EL_PACK_Q4_0_UNIT 8
+#define EL_PACK_Q4_0_GROUP 2304  // bytes of one group's part of a whole unit
+static inline size_t el_pack_q4_0_off(int nb, int b, int g, int scales) {
+    int u0 = b & ~(EL_PACK_Q4_0_UNIT - 1), i = b - u0;
+    int m = nb - u0 < EL_PACK_Q4_0_UNIT ? nb - u0 : EL_PACK_Q4_0_UNIT;  // blocks in b's unit
+    size_t base = (size_t)u0 * 576 + (size_t)g * (size_t)m * 288;
+    return scales ? base + 32 * (size_t)i : base + 32 * (size_t)m + 256 * (size_t)i;
+}
+
 #endif

@@ -266,10 +266,17 @@ ALWAYS_INLINE void block_sums_q8(const uint8_t *c, const int8_t *const *xo, __m2
     }
 }
 
-// 8 rows (half h of the group whose chunks of block 0 are at qs and scales
-// at sc; both step bb bytes a block) x T tokens: out[t*ldo + r], r < 8.
-ALWAYS_INLINE void micro_packed2(const int q8, int k, const uint8_t *qs, const uint8_t *sc, size_t bb, const char *x,
-                                 size_t ldx, float *out, size_t ldo, const int T) {
+// Group g's chunks (or its 16 scales) of block b in a packed pair (pack.c:
+// Q8_0 block by block, Q4_0 by units of 8 blocks).
+ALWAYS_INLINE const uint8_t *pair_part(const int q8, const uint8_t *pair, int nb, int b, int g, int scales) {
+    if (!q8) return pair + el_pack_q4_0_off(nb, b, g, scales);
+    const size_t cb = 512, bb = 2 * cb + 64;
+    return pair + (size_t)b * bb + (scales ? 2 * cb + 32 * (size_t)g : (size_t)g * cb);
+}
+
+// 8 rows (half h of group g of the pair) x T tokens: out[t*ldo + r], r < 8.
+ALWAYS_INLINE void micro_packed2(const int q8, int k, const uint8_t *pair, int g, int h, const char *x, size_t ldx,
+                                 float *out, size_t ldo, const int T) {
     const int nb = k / EL_QK;
     const int8_t *xq[PACKED2_MAX_T];
     const float *xd[PACKED2_MAX_T];
@@ -281,14 +288,20 @@ ALWAYS_INLINE void micro_packed2(const int q8, int k, const uint8_t *qs, const u
         ns[t] = (const int32_t *)(xd[t] + nb);
         acc[t] = _mm256_setzero_ps();
     }
+    const uint8_t *qs = pair, *sc = pair;  // group g's chunks and scales of block b, half h
     for (int b = 0; b < nb; b++) {
         const int8_t *xo[PACKED2_MAX_T];
         int32_t seed[PACKED2_MAX_T];
         __m256i s[PACKED2_MAX_T];
         _Pragma("GCC unroll 4") for (int t = 0; t < T; t++) xo[t] = xq[t] + EL_QK * b, seed[t] = ns[t][b];
-        if (q8) block_sums_q8(qs + (size_t)b * bb, xo, s, T);
-        else block_sums_q4(qs + (size_t)b * bb, xo, seed, s, T);
-        __m256 wd = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(sc + (size_t)b * bb)));
+        if (q8 || !(b % EL_PACK_Q4_0_UNIT)) {  // Q4_0: a unit's first block
+            qs = pair_part(q8, pair, nb, b, g, 0) + 32 * h;
+            sc = pair_part(q8, pair, nb, b, g, 1) + 16 * h;
+        }
+        if (q8) block_sums_q8(qs, xo, s, T);
+        else block_sums_q4(qs, xo, seed, s, T);
+        __m256 wd = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)sc));
+        if (!q8) qs += 256, sc += 32;  // Q4_0: the next block of the unit
         _Pragma("GCC unroll 4") for (int t = 0; t < T; t++)
             acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s[t]), _mm256_mul_ps(wd, _mm256_set1_ps(xd[t][b])), acc[t]);
     }
@@ -299,21 +312,20 @@ ALWAYS_INLINE void micro_packed2(const int q8, int k, const uint8_t *qs, const u
 // back: a block's 4 row-sets of 8 share its activation bytes.
 ALWAYS_INLINE void micro_decode2(const int q8, int k, const uint8_t *pair, const char *x, float *out) {
     const int nb = k / EL_QK;
-    const size_t cb = q8 ? 512 : 256, bb = 2 * cb + 64;
     const int8_t *xq = (const int8_t *)x;
     const float *xd = (const float *)(xq + k);
     const int32_t *ns = (const int32_t *)(xd + nb);
     __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
     for (int b = 0; b < nb; b++) {
-        const uint8_t *blk = pair + (size_t)b * bb;
         const int8_t *xo[1] = {xq + EL_QK * b};
         __m256 xs = _mm256_set1_ps(xd[b]);
         _Pragma("GCC unroll 4") for (int i = 0; i < 4; i++) {  // i = 2 * group + half
             __m256i s[1];
-            const uint8_t *c = blk + (size_t)(i / 2) * cb + 32 * (i % 2);
+            const uint8_t *c = pair_part(q8, pair, nb, b, i / 2, 0) + 32 * (i % 2);
             if (q8) block_sums_q8(c, xo, s, 1);
             else block_sums_q4(c, xo, &ns[b], s, 1);
-            __m256 wd = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(blk + 2 * cb + 16 * i)));
+            const uint8_t *sc = pair_part(q8, pair, nb, b, i / 2, 1) + 16 * (i % 2);
+            __m256 wd = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)sc));
             acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s[0]), _mm256_mul_ps(wd, xs), acc[i]);
         }
     }
@@ -323,7 +335,6 @@ ALWAYS_INLINE void micro_decode2(const int q8, int k, const uint8_t *pair, const
 #define DEFINE_PACKED2_GEMM(NAME, Q8)                                                                         \
     static void NAME(int k, const void *w, size_t ldw, int nr, const void *x, size_t ldx, int nt, float *out,  \
                      size_t ldo) {                                                                            \
-        const size_t cb = (Q8) ? 512 : 256, bb = 2 * cb + 64;                                                 \
         if (nt == 1) {                                                                                        \
             for (int p = 0; p < nr / 32; p++)                                                                 \
                 micro_decode2(Q8, k, (const uint8_t *)w + (size_t)p * ldw, x, out + 32 * p);                  \
@@ -331,18 +342,17 @@ ALWAYS_INLINE void micro_decode2(const int q8, int k, const uint8_t *pair, const
         }                                                                                                     \
         for (int i = 0; i < nr / 8; i++) { /* 8 rows: pair i/4, group (i/2)%2, half i%2 */                    \
             const uint8_t *pair = (const uint8_t *)w + (size_t)(i / 4) * ldw;                                 \
-            const uint8_t *qs = pair + (size_t)((i / 2) % 2) * cb + 32 * (i % 2);                             \
-            const uint8_t *sc = pair + 2 * cb + 16 * (i % 4);                                                 \
+            const int g = (i / 2) % 2, h = i % 2;                                                             \
             float *o = out + 8 * i;                                                                           \
             int t = 0;                                                                                        \
             for (; t + 4 <= nt; t += 4)                                                                       \
-                micro_packed2(Q8, k, qs, sc, bb, (const char *)x + (size_t)t * ldx, ldx, o + (size_t)t * ldo, ldo, 4); \
+                micro_packed2(Q8, k, pair, g, h, (const char *)x + (size_t)t * ldx, ldx, o + (size_t)t * ldo, ldo, 4); \
             const char *xt = (const char *)x + (size_t)t * ldx;                                               \
             float *ot = o + (size_t)t * ldo;                                                                  \
             switch (nt - t) {                                                                                 \
-            case 1: micro_packed2(Q8, k, qs, sc, bb, xt, ldx, ot, ldo, 1); break;                             \
-            case 2: micro_packed2(Q8, k, qs, sc, bb, xt, ldx, ot, ldo, 2); break;                             \
-            case 3: micro_packed2(Q8, k, qs, sc, bb, xt, ldx, ot, ldo, 3); break;                             \
+            case 1: micro_packed2(Q8, k, pair, g, h, xt, ldx, ot, ldo, 1); break;                             \
+            case 2: micro_packed2(Q8, k, pair, g, h, xt, ldx, ot, ldo, 2); break;                             \
+            case 3: micro_packed2(Q8, k, pair, g, h, xt, ldx, ot, ldo, 3); break;                             \
             }                                                                                                 \
         }                                                                                                     \
     }

@@ -152,29 +152,22 @@ ALWAYS_INLINE __m512i bcast4(const int8_t *p) {
     return _mm512_set1_epi32(v);
 }
 
-// Decode prefetches into L2 by hand: the hardware prefetcher alone left one
-// thread at 16 GB/s (Q4_0) of the ~27 it can stream from one pair. The
-// distance is DECODE_AHEAD blocks of the pair's single stream: farther (8, 16,
-// 32 blocks) read slower, single thread: 21, 18, 18 GB/s against 27.
-#ifndef DECODE_AHEAD
-#define DECODE_AHEAD 4
-#endif
-// Q8_0 (twice the bytes per block) streams faster on the hardware prefetcher
-// alone: A/B in one process, 2 threads, 24 cold 12 MB matrices, 1 token:
-// +3-10% (1 thread +14%), both shapes (k 2048 and 5632); a whole decode step
-// of the TinyLlama-shaped Q8_0 model, 2 threads, best of 120: 18.1-18.5 ms
-// without, 20.6-21.8 with 1, 2 or 4 blocks ahead. Q4_0 without it (or 2 or
-// 8 ahead) was 2-5% slower than with 4.
+// Q4_0 decode prefetches into L2 by hand, one group's part of a unit
+// (EL_PACK_Q4_0_GROUP bytes) ahead, a line next to each load, as Q4_K's decode
+// does: the hardware prefetcher alone left one thread at 16 GB/s of the ~27
+// it can stream. Q8_0 (twice the bytes per block) streams faster on the
+// hardware prefetcher alone: A/B in one process, 2 threads, 24 cold 12 MB
+// matrices, 1 token: +3-10% (1 thread +14%), both shapes (k 2048 and 5632); a
+// whole decode step of the TinyLlama-shaped Q8_0 model, 2 threads, best of
+// 120: 18.1-18.5 ms without, 20.6-21.8 with 1, 2 or 4 blocks ahead.
 #ifndef DECODE_AHEAD_Q8
 #define DECODE_AHEAD_Q8 0
 #endif
-#define DECODE_DIST(q8) ((q8) ? DECODE_AHEAD_Q8 : DECODE_AHEAD)
 
-// Prefetch distance of a product over 2..4 tokens, in blocks of the pair.
-// Q8_0 reads twice the bytes per block: more (8 or 16 ahead) was 5-18%
-// slower at 8 tokens when those ran as two such passes; at 2..4 tokens,
-// 12 and 24 (Q4_0: 16 and 24) were within the noise of these.
-#define PAIR_AHEAD(q8) ((q8) ? 4 : 8)
+// Prefetch distance of a Q8_0 product over 2..4 tokens, in blocks of the
+// pair: more (8 or 16 ahead) was 5-18% slower at 8 tokens when those ran as
+// two such passes; at 2..4 tokens, 12 and 24 were within the noise of 4.
+#define PAIR_AHEAD_Q8 4
 
 // One packed pair (both 16-row groups, 32 rows) x T <= 8 tokens, out[t*ldo +
 // r] for r < 32. Per block and token: the integer sums of the 32 rows come from
@@ -209,19 +202,26 @@ ALWAYS_INLINE void micro_pair(const int q8, int k, const uint8_t *pair, const ch
         }
     }
     const __m512i m4 = _mm512_set1_epi8(0x0F);
+    // each group's chunks (q0, q1) and scales (s0, s1) of block b; Q4_0: by
+    // units of 8 blocks (pack.c), set at a unit's first block, then stepped
+    const uint8_t *q0 = pair, *q1 = pair, *s0 = pair, *s1 = pair;
     for (int b = 0; b < nb; b++) {
         const uint8_t *blk = pair + (size_t)b * bb;
+        if (q8) {
+            q0 = blk, q1 = blk + cb, s0 = blk + 2 * cb, s1 = s0 + 32;
+        } else if (!(b % EL_PACK_Q4_0_UNIT)) {
+            const int m = nb - b < EL_PACK_Q4_0_UNIT ? nb - b : EL_PACK_Q4_0_UNIT;
+            s0 = pair + el_pack_q4_0_off(nb, b, 0, 1), q0 = s0 + 32 * m;
+            s1 = pair + el_pack_q4_0_off(nb, b, 1, 1), q1 = s1 + 32 * m;
+        }
+        // prefetches sweep the pf range at bb bytes a block, whatever the layout
         if (pf && half && !(b & 1))
             _Pragma("GCC unroll 17") for (size_t l = 0; l < bb; l += 64)
                 _mm_prefetch((const char *)pf + (size_t)(b / 2) * bb + l, _MM_HINT_T1);
-        // A single pass prefetches ahead in its own pair. Q4_0: one line as
-        // it reads each (A/B in one process, 48 cold matrices, 2 threads,
-        // against all 9 of a block at once: +4-11% at 2-8 tokens; an 8-row
-        // step of the TinyLlama-shaped Q4_0 model 22.4 -> 20.0 ms mean).
-        // Q8_0: a block's 17 lines at once (a line at a time: 4-19% slower
-        // at 6-8 tokens, at 8, 12, 16 or 24 blocks ahead).
+        // A single pass (Q8_0 only: Q4_0's are micro_parts_q4_0's) prefetches
+        // ahead in its own pair, a block's 17 lines at once (a line at a
+        // time: 4-19% slower at 6-8 tokens, at 8, 12, 16 or 24 blocks ahead).
         const char *pfb = pf && !half ? (const char *)pf + (size_t)b * bb : NULL;
-        if (pfb && !q8) _mm_prefetch(pfb + 2 * cb, _MM_HINT_T1);
         if (pfb && q8) _Pragma("GCC unroll 17") for (size_t l = 0; l < bb; l += 64) _mm_prefetch(pfb + l, _MM_HINT_T1);
         __m512i acc[8][2];
         const int8_t *xo[8];
@@ -231,7 +231,7 @@ ALWAYS_INLINE void micro_pair(const int q8, int k, const uint8_t *pair, const ch
         }
         if (q8) {
             _Pragma("GCC unroll 8") for (int j = 0; j < 8; j++) {
-                __m512i w0 = _mm512_loadu_si512(blk + 64 * j), w1 = _mm512_loadu_si512(blk + cb + 64 * j);
+                __m512i w0 = _mm512_loadu_si512(q0 + 64 * j), w1 = _mm512_loadu_si512(q1 + 64 * j);
                 _Pragma("GCC unroll 8") for (int t = 0; t < T; t++) {
                     __m512i xv = bcast4(xo[t] + 4 * j);
                     acc[t][0] = _mm512_dpbusd_epi32(acc[t][0], w0, xv);
@@ -240,11 +240,7 @@ ALWAYS_INLINE void micro_pair(const int q8, int k, const uint8_t *pair, const ch
             }
         } else {
             _Pragma("GCC unroll 4") for (int j = 0; j < 4; j++) {
-                if (pfb) {
-                    _mm_prefetch(pfb + 64 * j, _MM_HINT_T1);
-                    _mm_prefetch(pfb + cb + 64 * j, _MM_HINT_T1);
-                }
-                __m512i r0 = _mm512_loadu_si512(blk + 64 * j), r1 = _mm512_loadu_si512(blk + cb + 64 * j);
+                __m512i r0 = _mm512_loadu_si512(q0 + 64 * j), r1 = _mm512_loadu_si512(q1 + 64 * j);
                 __m512i lo0 = _mm512_and_si512(r0, m4), hi0 = _mm512_and_si512(_mm512_srli_epi16(r0, 4), m4);
                 __m512i lo1 = _mm512_and_si512(r1, m4), hi1 = _mm512_and_si512(_mm512_srli_epi16(r1, 4), m4);
                 _Pragma("GCC unroll 8") for (int t = 0; t < T; t++) {
@@ -256,8 +252,9 @@ ALWAYS_INLINE void micro_pair(const int q8, int k, const uint8_t *pair, const ch
                 }
             }
         }
-        __m512 wd0 = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(blk + 2 * cb)));
-        __m512 wd1 = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(blk + 2 * cb + 32)));
+        __m512 wd0 = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)s0));
+        __m512 wd1 = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)s1));
+        if (!q8) q0 += 256, q1 += 256, s0 += 32, s1 += 32;
         _Pragma("GCC unroll 8") for (int t = 0; t < T; t++) {
             __m512 xs = _mm512_set1_ps(xd[t][b]);
             __m512 p0 = _mm512_mul_ps(wd0, xs), p1 = _mm512_mul_ps(wd1, xs);
@@ -277,42 +274,29 @@ ALWAYS_INLINE void micro_pair(const int q8, int k, const uint8_t *pair, const ch
     }
 }
 
-// Decode: one packed pair (32 rows) x one token, read front to back. Its two
-// groups keep four vpdpbusd chains in flight.
-ALWAYS_INLINE void micro_decode(const int q8, int k, const uint8_t *pair, const char *x, float *out) {
+// Q8_0 decode: one packed pair (32 rows) x one token, read front to back.
+// Its two groups keep four vpdpbusd chains in flight.
+ALWAYS_INLINE void micro_decode_q8_0(int k, const uint8_t *pair, const char *x, float *out) {
     const int nb = k / EL_QK;
-    const size_t cb = q8 ? 512 : 256, bb = 2 * cb + 64;  // quant bytes of a group's block; bytes per block
+    const size_t cb = 512, bb = 2 * cb + 64;  // quant bytes of a group's block; bytes per block
     const int8_t *xq = (const int8_t *)x;
     const float *xd = (const float *)(xq + k);
     const int32_t *ns = (const int32_t *)(xd + nb);
-    const __m512i m4 = _mm512_set1_epi8(0x0F);
     __m512 facc[2] = {_mm512_setzero_ps(), _mm512_setzero_ps()};
     for (int b = 0; b < nb; b++) {
         const uint8_t *blk = pair + (size_t)b * bb;
-        // the weights are read once: fetch them into L2 a few blocks ahead
-        // (past the pair's end: the next pair, which the next call reads)
-        if (DECODE_DIST(q8))
+        if (DECODE_AHEAD_Q8)
             _Pragma("GCC unroll 17") for (size_t l = 0; l < bb; l += 64)
-                _mm_prefetch((const char *)blk + DECODE_DIST(q8) * bb + l, _MM_HINT_T1);
+                _mm_prefetch((const char *)blk + DECODE_AHEAD_Q8 * bb + l, _MM_HINT_T1);
         const int8_t *xo = xq + EL_QK * b;
-        __m512i seed = _mm512_slli_epi32(_mm512_set1_epi32(ns[b]), q8 ? 7 : 3);
+        __m512i seed = _mm512_slli_epi32(_mm512_set1_epi32(ns[b]), 7);
         __m512 xs = _mm512_set1_ps(xd[b]);
         _Pragma("GCC unroll 2") for (int g = 0; g < 2; g++) {
             const uint8_t *c = blk + g * cb;
             __m512i a0 = seed, a1 = _mm512_setzero_si512();
-            if (q8) {
-                _Pragma("GCC unroll 8") for (int j = 0; j < 8; j += 2) {
-                    a0 = _mm512_dpbusd_epi32(a0, _mm512_loadu_si512(c + 64 * j), bcast4(xo + 4 * j));
-                    a1 = _mm512_dpbusd_epi32(a1, _mm512_loadu_si512(c + 64 * j + 64), bcast4(xo + 4 * j + 4));
-                }
-            } else {
-                // high nibbles in place (16 q): no shift per chunk, one per block
-                _Pragma("GCC unroll 4") for (int j = 0; j < 4; j++) {
-                    __m512i raw = _mm512_loadu_si512(c + 64 * j);
-                    a0 = _mm512_dpbusd_epi32(a0, _mm512_and_si512(raw, m4), bcast4(xo + 4 * j));
-                    a1 = _mm512_dpbusd_epi32(a1, _mm512_andnot_si512(m4, raw), bcast4(xo + 16 + 4 * j));
-                }
-                a1 = _mm512_srai_epi32(a1, 4);  // exact: a multiple of 16
+            _Pragma("GCC unroll 8") for (int j = 0; j < 8; j += 2) {
+                a0 = _mm512_dpbusd_epi32(a0, _mm512_loadu_si512(c + 64 * j), bcast4(xo + 4 * j));
+                a1 = _mm512_dpbusd_epi32(a1, _mm512_loadu_si512(c + 64 * j + 64), bcast4(xo + 4 * j + 4));
             }
             __m512 wd = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(blk + 2 * cb + 32 * g)));
             facc[g] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(a0, a1)), _mm512_mul_ps(wd, xs), facc[g]);
@@ -320,6 +304,133 @@ ALWAYS_INLINE void micro_decode(const int q8, int k, const uint8_t *pair, const 
     }
     _mm512_storeu_ps(out, facc[0]);
     _mm512_storeu_ps(out + 16, facc[1]);
+}
+
+// Q4_0 decode of one group's part of a unit (m blocks from block b0, scales
+// first: pack.c) x one token, reading it front to back; f (lane r = row r) +=
+// its products. It prefetches EL_PACK_Q4_0_GROUP bytes ahead (the next part,
+// or the next pair), a line next to each load. On the block-by-block layout
+// this loop read 0.70 of the bandwidth of Q4_K's decode whatever its
+// prefetching (bench/decode_kinds.c, docs/performance.md); on the unit
+// layout, 2 threads, cold gate, up and down matrices of the TinyLlama-shaped
+// model: 39.2-47.1 against 29.6-34.8 GB/s (Q4_K's 40.0-46.6 in the same runs).
+ALWAYS_INLINE __m512 decode_q4_0_part(const uint8_t *g, const int m, const int8_t *xq, const float *xd,
+                                      const int32_t *ns, int b0, __m512 f) {
+    const __m512i m4 = _mm512_set1_epi8(0x0F);
+    for (int l = 0; l < 32 * m; l += 64) _mm_prefetch((const char *)g + EL_PACK_Q4_0_GROUP + l, _MM_HINT_T1);
+    _Pragma("GCC unroll 8") for (int u = 0; u < m; u++) {
+        const uint8_t *c = g + 32 * m + 256 * u;
+        const int8_t *xo = xq + EL_QK * (b0 + u);
+        __m512i a0 = _mm512_slli_epi32(_mm512_set1_epi32(ns[b0 + u]), 3), a1 = _mm512_setzero_si512();
+        // high nibbles in place (16 q): no shift per chunk, one per block
+        _Pragma("GCC unroll 4") for (int j = 0; j < 4; j++) {
+            _mm_prefetch((const char *)c + 64 * j + EL_PACK_Q4_0_GROUP, _MM_HINT_T1);
+            __m512i raw = _mm512_loadu_si512(c + 64 * j);
+            a0 = _mm512_dpbusd_epi32(a0, _mm512_and_si512(raw, m4), bcast4(xo + 4 * j));
+            a1 = _mm512_dpbusd_epi32(a1, _mm512_andnot_si512(m4, raw), bcast4(xo + 16 + 4 * j));
+        }
+        __m512 wd = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(g + 32 * u)));
+        __m512i sum = _mm512_add_epi32(a0, _mm512_srai_epi32(a1, 4));  // exact: a1 is a multiple of 16
+        f = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum), _mm512_mul_ps(wd, _mm512_set1_ps(xd[b0 + u])), f);
+    }
+    return f;
+}
+
+// Q4_0 decode: one packed pair (32 rows) x one token, unit by unit, each
+// unit group 0's part, then group 1's: the pair front to back.
+ALWAYS_INLINE void micro_decode_q4_0(int k, const uint8_t *pair, const char *x, float *out) {
+    const int nb = k / EL_QK;
+    const int8_t *xq = (const int8_t *)x;
+    const float *xd = (const float *)(xq + k);
+    const int32_t *ns = (const int32_t *)(xd + nb);
+    __m512 f0 = _mm512_setzero_ps(), f1 = _mm512_setzero_ps();
+    int b = 0;
+    for (; b + EL_PACK_Q4_0_UNIT <= nb; b += EL_PACK_Q4_0_UNIT) {
+        const uint8_t *u = pair + el_pack_q4_0_off(nb, b, 0, 1);
+        f0 = decode_q4_0_part(u, EL_PACK_Q4_0_UNIT, xq, xd, ns, b, f0);
+        // keeps GCC from holding group 0's activation broadcasts for group 1 (it spills them)
+        __asm__ volatile("" ::: "memory");
+        f1 = decode_q4_0_part(u + EL_PACK_Q4_0_GROUP, EL_PACK_Q4_0_UNIT, xq, xd, ns, b, f1);
+    }
+    if (b < nb) {  // a last unit of fewer blocks
+        f0 = decode_q4_0_part(pair + el_pack_q4_0_off(nb, b, 0, 1), nb - b, xq, xd, ns, b, f0);
+        f1 = decode_q4_0_part(pair + el_pack_q4_0_off(nb, b, 1, 1), nb - b, xq, xd, ns, b, f1);
+    }
+    _mm512_storeu_ps(out, f0);
+    _mm512_storeu_ps(out + 16, f1);
+}
+
+// A Q4_0 product over 2..8 tokens reads each part PARTS_AHEAD parts ahead of
+// a line it prefetches. A/B in one process against the block-by-block layout
+// (its kernel and prefetching as they were), every layer's matrices of the
+// TinyLlama-shaped model, 2 threads, 12 rounds: 2 tokens 22.9 -> 17.9 ms, 4
+// 20.3 -> 16.7, 5 17.9 -> 17.4, 8 22.3 -> 21.6 (one part ahead: 20.4, 18.7,
+// 19.3, 21.8; four: 18.8, 16.8, 17.2, 23.0). Over four such runs 2, 3 and 8
+// tokens were faster every time; 4 and 5 between 13% slower and 21% faster.
+#define PARTS_AHEAD 2
+
+// Q4_0, 2..8 tokens in one pass: one group's part of a unit (m blocks from
+// block b0, scales first) x T tokens; facc[t] (lane r = row r) += its
+// products. Reads the part front to back, as decode does, and prefetches pfd
+// bytes ahead, a line next to each load.
+ALWAYS_INLINE void q4_0_part_tokens(const uint8_t *g, const int m, const int8_t *const *xq, const float *const *xd,
+                                    const int32_t *const *ns, int b0, const int T, size_t pfd, __m512 *facc) {
+    const __m512i m4 = _mm512_set1_epi8(0x0F);
+    for (int l = 0; l < 32 * m; l += 64) _mm_prefetch((const char *)g + pfd + l, _MM_HINT_T1);
+    for (int u = 0; u < m; u++) {
+        const uint8_t *c = g + 32 * m + 256 * u;
+        const int b = b0 + u;
+        __m512i a[8];
+        _Pragma("GCC unroll 8") for (int t = 0; t < T; t++) a[t] = _mm512_slli_epi32(_mm512_set1_epi32(ns[t][b]), 3);
+        _Pragma("GCC unroll 4") for (int j = 0; j < 4; j++) {
+            _mm_prefetch((const char *)c + 64 * j + pfd, _MM_HINT_T1);
+            __m512i raw = _mm512_loadu_si512(c + 64 * j);
+            __m512i lo = _mm512_and_si512(raw, m4), hi = _mm512_and_si512(_mm512_srli_epi16(raw, 4), m4);
+            _Pragma("GCC unroll 8") for (int t = 0; t < T; t++) {
+                a[t] = _mm512_dpbusd_epi32(a[t], lo, bcast4(xq[t] + EL_QK * b + 4 * j));
+                a[t] = _mm512_dpbusd_epi32(a[t], hi, bcast4(xq[t] + EL_QK * b + 16 + 4 * j));
+            }
+        }
+        __m512 wd = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(g + 32 * u)));
+        _Pragma("GCC unroll 8") for (int t = 0; t < T; t++)
+            facc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(a[t]), _mm512_mul_ps(wd, _mm512_set1_ps(xd[t][b])), facc[t]);
+    }
+}
+
+// Q4_0 pair x T <= 8 tokens in one pass, unit by unit and part by part (the
+// pair front to back, as decode reads it): out[t*ldo + r], r < 32. The float
+// sums of the group not being read wait in memory (a load and a store per
+// token and part).
+ALWAYS_INLINE void micro_parts_q4_0(int k, const uint8_t *pair, const char *x, size_t ldx, float *out, size_t ldo,
+                                    const int T) {
+    const int nb = k / EL_QK;
+    const size_t pfd = PARTS_AHEAD * EL_PACK_Q4_0_GROUP;
+    const int8_t *xq[8];
+    const float *xd[8];
+    const int32_t *ns[8];
+    __m512 fsum[2][8];
+    _Pragma("GCC unroll 8") for (int t = 0; t < T; t++) {
+        xq[t] = (const int8_t *)(x + (size_t)t * ldx);
+        xd[t] = (const float *)(xq[t] + k);
+        ns[t] = (const int32_t *)(xd[t] + nb);
+        fsum[0][t] = fsum[1][t] = _mm512_setzero_ps();
+    }
+    for (int b = 0; b < nb; b += EL_PACK_Q4_0_UNIT) {
+        const int m = nb - b < EL_PACK_Q4_0_UNIT ? nb - b : EL_PACK_Q4_0_UNIT;
+        _Pragma("GCC unroll 2") for (int g = 0; g < 2; g++) {
+            __m512 facc[8];
+            _Pragma("GCC unroll 8") for (int t = 0; t < T; t++) facc[t] = fsum[g][t];
+            if (m == EL_PACK_Q4_0_UNIT)
+                q4_0_part_tokens(pair + el_pack_q4_0_off(nb, b, g, 1), EL_PACK_Q4_0_UNIT, xq, xd, ns, b, T, pfd, facc);
+            else
+                q4_0_part_tokens(pair + el_pack_q4_0_off(nb, b, g, 1), m, xq, xd, ns, b, T, pfd, facc);
+            _Pragma("GCC unroll 8") for (int t = 0; t < T; t++) fsum[g][t] = facc[t];
+        }
+    }
+    _Pragma("GCC unroll 8") for (int t = 0; t < T; t++) {
+        _mm512_storeu_ps(out + (size_t)t * ldo, fsum[0][t]);
+        _mm512_storeu_ps(out + (size_t)t * ldo + 16, fsum[1][t]);
+    }
 }
 
 // Tokens in passes over each pair: of up to 8 from 5 tokens on (Q4_0 only
@@ -330,9 +441,11 @@ ALWAYS_INLINE void micro_decode(const int q8, int k, const uint8_t *pair, const 
 // passes of up to 8) +5-6%; Q8_0 6 tokens +26%, 8 +15-45%, 16 +44%, 128
 // +3-13%. Q4_0 from 17 tokens on, weights in cache, was 6-7% slower with
 // 8-token passes, so it keeps its 4-token ones there.
+// Q4_0 products of up to 8 tokens, one pass, go part by part instead
+// (micro_parts_q4_0), reading the unit layout front to back as decode does.
 // Prefetching: a single pass prefetches ahead in its own pair, PAIR8_AHEAD
 // blocks for 5..8 tokens (a block takes ~100 cycles: 4 ahead came late; 12
-// was best of 8, 12, 16, 24), PAIR_AHEAD for 2..4. With more passes, two of
+// was best of 8, 12, 16, 24), PAIR_AHEAD_Q8 for 2..4. With more passes, two of
 // them (the first two of two 8-token passes, else the second and third)
 // fetch half the next pair each, a pass or more before it is read. A/B as
 // above, in two bandwidth states, 4-token passes spread against not: 9 tokens
@@ -340,43 +453,63 @@ ALWAYS_INLINE void micro_decode(const int q8, int k, const uint8_t *pair, const 
 // passes of 3, 3, 2 gained 11-13% in one state and lost 0-11% in the other.
 #define PAIR8_AHEAD 12
 #define DEFINE_PACKED_GEMM(NAME, Q8)                                                                          \
-    static void NAME(int k, const void *w, size_t ldw, int nr, const void *x, size_t ldx, int nt, float *out,  \
+    static void NAME(int k, const void *w, size_t ldw, int nr, const void *x, size_t ldx, int nt, float *out, \
                      size_t ldo) {                                                                            \
         const size_t cb = (Q8) ? 512 : 256, bb = 2 * cb + 64;                                                 \
         const size_t half_pair = (size_t)(k / EL_QK + 1) / 2 * bb; /* the blocks a half-prefetch pass covers */ \
         if (nt == 1) {                                                                                        \
-            /* the kernel prefetches DECODE_DIST blocks ahead: fetch the first ones here */                  \
-            for (size_t off = 0; off < DECODE_DIST(Q8) * bb && off < (size_t)(nr / 32) * ldw; off += 64)   \
+            /* the kernel prefetches ahead: fetch the first lines here */                                     \
+            const size_t ahead = (Q8) ? DECODE_AHEAD_Q8 * bb : EL_PACK_Q4_0_GROUP;                            \
+            for (size_t off = 0; off < ahead && off < (size_t)(nr / 32) * ldw; off += 64)                     \
                 _mm_prefetch((const char *)w + off, _MM_HINT_T1);                                             \
-            for (int p = 0; p < nr / 32; p++)                                                                 \
-                micro_decode(Q8, k, (const uint8_t *)w + (size_t)p * ldw, x, out + 32 * p);                   \
+            for (int p = 0; p < nr / 32; p++) {                                                               \
+                if (Q8) micro_decode_q8_0(k, (const uint8_t *)w + (size_t)p * ldw, x, out + 32 * p);          \
+                else micro_decode_q4_0(k, (const uint8_t *)w + (size_t)p * ldw, x, out + 32 * p);             \
+            }                                                                                                 \
+            return;                                                                                           \
+        }                                                                                                     \
+        if (!(Q8) && nt <= 8) { /* one pass, part by part */                                                  \
+            for (size_t off = 0; off < EL_PACK_Q4_0_GROUP && off < (size_t)(nr / 32) * ldw; off += 64)        \
+                _mm_prefetch((const char *)w + off, _MM_HINT_T1);                                             \
+            for (int p = 0; p < nr / 32; p++) {                                                               \
+                const uint8_t *pair = (const uint8_t *)w + (size_t)p * ldw;                                   \
+                switch (nt) {                                                                                 \
+                case 2: micro_parts_q4_0(k, pair, x, ldx, out + 32 * p, ldo, 2); break;                       \
+                case 3: micro_parts_q4_0(k, pair, x, ldx, out + 32 * p, ldo, 3); break;                       \
+                case 4: micro_parts_q4_0(k, pair, x, ldx, out + 32 * p, ldo, 4); break;                       \
+                case 5: micro_parts_q4_0(k, pair, x, ldx, out + 32 * p, ldo, 5); break;                       \
+                case 6: micro_parts_q4_0(k, pair, x, ldx, out + 32 * p, ldo, 6); break;                       \
+                case 7: micro_parts_q4_0(k, pair, x, ldx, out + 32 * p, ldo, 7); break;                       \
+                default: micro_parts_q4_0(k, pair, x, ldx, out + 32 * p, ldo, 8); break;                      \
+                }                                                                                             \
+            }                                                                                                 \
             return;                                                                                           \
         }                                                                                                     \
         const int wide = nt >= 5 && ((Q8) || nt <= 16); /* passes of up to 8 tokens */                        \
-        const int spread = nt > 8 && (wide || !(Q8));   /* the next pair over two passes */                  \
+        const int spread = nt > 8 && (wide || !(Q8));   /* the next pair over two passes */                   \
         const char *xc = x;                                                                                   \
         for (int p = 0; p < nr / 32; p++) {                                                                   \
             const uint8_t *pair = (const uint8_t *)w + (size_t)p * ldw;                                       \
             float *o = out + 32 * p;                                                                          \
             for (int t = 0, c, pass = 0; t < nt; t += c, pass++) {                                            \
                 const int left = nt - t, most = wide ? 8 : 4;                                                 \
-                c = left <= most ? left : left <= 2 * most ? (left + 1) / 2 : most; /* the last two even */    \
+                c = left <= most ? left : left <= 2 * most ? (left + 1) / 2 : most; /* the last two even */   \
                 const uint8_t *pf = NULL;                                                                     \
-                const int first = wide && nt <= 16 ? 0 : 1; /* the first of the two spreading passes */      \
+                const int first = wide && nt <= 16 ? 0 : 1; /* the first of the two spreading passes */       \
                 if (spread)                                                                                   \
                     pf = pass == first ? pair + ldw : pass == first + 1 ? pair + ldw + half_pair : NULL;      \
                 else /* one pass: its own pair, ahead */                                                      \
-                    pf = pair + (size_t)(wide ? PAIR8_AHEAD : PAIR_AHEAD(Q8)) * bb;                           \
+                    pf = pair + (size_t)(wide ? PAIR8_AHEAD : PAIR_AHEAD_Q8) * bb;                            \
                 const char *xt = xc + (size_t)t * ldx;                                                        \
                 float *ot = o + (size_t)t * ldo;                                                              \
                 switch (c) {                                                                                  \
                 case 2: micro_pair(Q8, k, pair, xt, ldx, ot, ldo, 2, pf, spread); break;                      \
                 case 3: micro_pair(Q8, k, pair, xt, ldx, ot, ldo, 3, pf, spread); break;                      \
                 case 4: micro_pair(Q8, k, pair, xt, ldx, ot, ldo, 4, pf, spread); break;                      \
-                case 5: micro_pair(Q8, k, pair, xt, ldx, ot, ldo, 5, pf, spread); break;                     \
-                case 6: micro_pair(Q8, k, pair, xt, ldx, ot, ldo, 6, pf, spread); break;                     \
-                case 7: micro_pair(Q8, k, pair, xt, ldx, ot, ldo, 7, pf, spread); break;                     \
-                default: micro_pair(Q8, k, pair, xt, ldx, ot, ldo, 8, pf, spread); break;                    \
+                case 5: micro_pair(Q8, k, pair, xt, ldx, ot, ldo, 5, pf, spread); break;                      \
+                case 6: micro_pair(Q8, k, pair, xt, ldx, ot, ldo, 6, pf, spread); break;                      \
+                case 7: micro_pair(Q8, k, pair, xt, ldx, ot, ldo, 7, pf, spread); break;                      \
+                default: micro_pair(Q8, k, pair, xt, ldx, ot, ldo, 8, pf, spread); break;                     \
                 }                                                                                             \
             }                                                                                                 \
         }                                                                                                     \
