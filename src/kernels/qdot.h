@@ -50,6 +50,8 @@ size_t el_pack_pair_bytes(int dtype, int k);
 // b, of nb blocks in all.
 #define EL_PACK_Q4_0_UNIT 8
 #define EL_PACK_Q4_0_GROUP 2304  // bytes of one group's part of a whole unit
+_Static_assert(EL_PACK_Q4_0_GROUP == EL_PACK_Q4_0_UNIT * 288, "a part: 32 bytes of scales and 256 of chunks a block");
+_Static_assert((EL_PACK_Q4_0_UNIT & (EL_PACK_Q4_0_UNIT - 1)) == 0, "el_pack_q4_0_off masks by the unit");
 static inline size_t el_pack_q4_0_off(int nb, int b, int g, int scales) {
     int u0 = b & ~(EL_PACK_Q4_0_UNIT - 1), i = b - u0;
     int m = nb - u0 < EL_PACK_Q4_0_UNIT ? nb - u0 : EL_PACK_Q4_0_UNIT;  // blocks in b's unit

@@ -308,8 +308,9 @@ ALWAYS_INLINE void micro_packed2(const int q8, int k, const uint8_t *pair, int g
     _Pragma("GCC unroll 4") for (int t = 0; t < T; t++) _mm256_storeu_ps(out + (size_t)t * ldo, acc[t]);
 }
 
-// Decode: a pair (32 rows) x one token in one pass over its blocks, front to
-// back: a block's 4 row-sets of 8 share its activation bytes.
+// Decode: a pair (32 rows) x one token in one pass over its blocks (block by
+// block: for Q4_0 that reads both groups' parts of a unit side by side): a
+// block's 4 row-sets of 8 share its activation bytes.
 ALWAYS_INLINE void micro_decode2(const int q8, int k, const uint8_t *pair, const char *x, float *out) {
     const int nb = k / EL_QK;
     const int8_t *xq = (const int8_t *)x;

@@ -154,8 +154,8 @@ ALWAYS_INLINE __m512i bcast4(const int8_t *p) {
 
 // Q4_0 decode prefetches into L2 by hand, one group's part of a unit
 // (EL_PACK_Q4_0_GROUP bytes) ahead, a line next to each load, as Q4_K's decode
-// does: the hardware prefetcher alone left one thread at 16 GB/s of the ~27
-// it can stream. Q8_0 (twice the bytes per block) streams faster on the
+// does (on the block-by-block layout before it, the hardware prefetcher alone
+// left one thread at 16 GB/s of the ~27 it could stream). Q8_0 (twice the bytes per block) streams faster on the
 // hardware prefetcher alone: A/B in one process, 2 threads, 24 cold 12 MB
 // matrices, 1 token: +3-10% (1 thread +14%), both shapes (k 2048 and 5632); a
 // whole decode step of the TinyLlama-shaped Q8_0 model, 2 threads, best of
@@ -175,7 +175,8 @@ ALWAYS_INLINE __m512i bcast4(const int8_t *p) {
 // broadcast of 4 activation bytes feeding both groups; then one convert, one
 // multiply of the scales and one FMA per group. Against a 16-row tile of 8
 // tokens (one broadcast per vpdpbusd) on weights in cache, 2 threads: Q4_0
-// +45% at 8 tokens, +17% at 128; Q8_0 +14%, +14% (the same sums, bit for
+// +45% at 8 tokens, +17% at 128 (on the block-by-block layout; Q4_0 up to 8
+// tokens now runs micro_parts_q4_0); Q8_0 +14%, +14% (the same sums, bit for
 // bit). Over 4 tokens the float sums live in memory (L1): 16 integer sums
 // already take half the registers; that is one load and one store per token,
 // group and block, against 8 vpdpbusd. pf: prefetch pf + b*bb (all of its
@@ -360,13 +361,14 @@ ALWAYS_INLINE void micro_decode_q4_0(int k, const uint8_t *pair, const char *x, 
     _mm512_storeu_ps(out + 16, f1);
 }
 
-// A Q4_0 product over 2..8 tokens reads each part PARTS_AHEAD parts ahead of
-// a line it prefetches. A/B in one process against the block-by-block layout
+// A Q4_0 product over 2..8 tokens prefetches PARTS_AHEAD parts ahead of the
+// line it reads. A/B in one process against the block-by-block layout
 // (its kernel and prefetching as they were), every layer's matrices of the
 // TinyLlama-shaped model, 2 threads, 12 rounds: 2 tokens 22.9 -> 17.9 ms, 4
 // 20.3 -> 16.7, 5 17.9 -> 17.4, 8 22.3 -> 21.6 (one part ahead: 20.4, 18.7,
-// 19.3, 21.8; four: 18.8, 16.8, 17.2, 23.0). Over four such runs 2, 3 and 8
-// tokens were faster every time; 4 and 5 between 13% slower and 21% faster.
+// 19.3, 21.8; four: 18.8, 16.8, 17.2, 23.0). In all runs of this A/B (one to
+// four per count, docs/performance.md) 2, 3 and 8 tokens were faster; 4 and 5
+// from 13% slower to 21% faster.
 #define PARTS_AHEAD 2
 
 // Q4_0, 2..8 tokens in one pass: one group's part of a unit (m blocks from
@@ -443,7 +445,7 @@ ALWAYS_INLINE void micro_parts_q4_0(int k, const uint8_t *pair, const char *x, s
 // 8-token passes, so it keeps its 4-token ones there.
 // Q4_0 products of up to 8 tokens, one pass, go part by part instead
 // (micro_parts_q4_0), reading the unit layout front to back as decode does.
-// Prefetching: a single pass prefetches ahead in its own pair, PAIR8_AHEAD
+// Prefetching: a single pass (Q8_0) prefetches ahead in its own pair, PAIR8_AHEAD
 // blocks for 5..8 tokens (a block takes ~100 cycles: 4 ahead came late; 12
 // was best of 8, 12, 16, 24), PAIR_AHEAD_Q8 for 2..4. With more passes, two of
 // them (the first two of two 8-token passes, else the second and third)
