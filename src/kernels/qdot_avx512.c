@@ -419,7 +419,7 @@ ALWAYS_INLINE void micro_parts_q4_0(int k, const uint8_t *pair, const char *x, s
     }
     for (int b = 0; b < nb; b += EL_PACK_Q4_0_UNIT) {
         const int m = nb - b < EL_PACK_Q4_0_UNIT ? nb - b : EL_PACK_Q4_0_UNIT;
-        _Pragma("GCC unroll 2") for (int g = 0; g < 2; g++) {
+        for (int g = 0; g < 2; g++) {
             __m512 facc[8];
             _Pragma("GCC unroll 8") for (int t = 0; t < T; t++) facc[t] = fsum[g][t];
             if (m == EL_PACK_Q4_0_UNIT)
