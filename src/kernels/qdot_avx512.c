@@ -155,11 +155,12 @@ ALWAYS_INLINE __m512i bcast4(const int8_t *p) {
 // Q4_0 decode prefetches into L2 by hand, one group's part of a unit
 // (EL_PACK_Q4_0_GROUP bytes) ahead, a line next to each load, as Q4_K's decode
 // does (on the block-by-block layout before it, the hardware prefetcher alone
-// left one thread at 16 GB/s of the ~27 it could stream). Q8_0 (twice the bytes per block) streams faster on the
-// hardware prefetcher alone: A/B in one process, 2 threads, 24 cold 12 MB
-// matrices, 1 token: +3-10% (1 thread +14%), both shapes (k 2048 and 5632); a
-// whole decode step of the TinyLlama-shaped Q8_0 model, 2 threads, best of
-// 120: 18.1-18.5 ms without, 20.6-21.8 with 1, 2 or 4 blocks ahead.
+// left one thread at 16 GB/s of the ~27 it could stream). Q8_0 (twice the
+// bytes per block) streams faster on the hardware prefetcher alone: A/B in one
+// process, 2 threads, 24 cold 12 MB matrices, 1 token: +3-10% (1 thread
+// +14%), both shapes (k 2048 and 5632); a whole decode step of the
+// TinyLlama-shaped Q8_0 model, 2 threads, best of 120: 18.1-18.5 ms without,
+// 20.6-21.8 with 1, 2 or 4 blocks ahead.
 #ifndef DECODE_AHEAD_Q8
 #define DECODE_AHEAD_Q8 0
 #endif
