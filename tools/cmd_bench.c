@@ -26,8 +26,10 @@ static const char *usage =
     "  bandwidth-limited decode = read bandwidth / weight bytes, and the ratio\n"
     "    achieved / bandwidth-limited: the median over repetitions of each\n"
     "    repetition's decode against the bandwidth measured around it\n"
-    "  prefill effective GFLOP/s = 2 x matmul parameters x prefill tokens/s, and\n"
-    "    its ratio to the FMA peak (above 1 needs integer dot products)\n"
+    "  prefill effective GFLOP/s = 2 x the parameters multiplied per prompt token\n"
+    "    (every layer's matrices; the head, which runs for the last token only,\n"
+    "    divided by N) x prefill tokens/s, and its ratio to the FMA peak (above 1\n"
+    "    needs integer dot products)\n"
     "With AVX512-VNNI it also measures, and sets prefill against:\n"
     "  the int8 dot-product peak (vpdpbusd chains only), and\n"
     "  the 32-block ceiling: the same with what each 32-element block costs\n"
@@ -90,6 +92,15 @@ static double matmul_params(const el_model *m) {
     if (!h->tied_output) p -= (double)h->vocab * h->dim;  // token_embd lookup
     p -= (double)h->dim * (2.0 * h->n_layers + 1);         // norms
     return p;
+}
+
+// What a prefill of n tokens multiplies per token: every layer's matrices for
+// each token, the head for the last one only (el_session_forward keeps one
+// row of logits). Counting the head for every token (2026-12-05 and before)
+// overstated the TinyLlama-shaped model's prefill by 6.3%.
+static double prefill_params(const el_model *m, int n) {
+    double head = m->has_head ? (double)m->hp.vocab * m->hp.dim : 0;
+    return matmul_params(m) - head + head / n;
 }
 
 static const char *main_dtype(const el_model *m) {
@@ -287,22 +298,22 @@ int cmd_bench(int argc, char **argv) {
     double bw = median(bws, reps), ratio = median(ratios, reps);
     double bw_limit = bw > 0 ? bw * 1e9 / (double)wbytes : 0;
     double params = matmul_params(m);
-    double pre_gflops = 2.0 * params * pre_m * 1e-9;
+    double pre_params = prefill_params(m, n_prompt), pre_gflops = 2.0 * pre_params * pre_m * 1e-9;
     if (json) {
         printf("{\"model\": \"%s\", \"dtype\": \"%s\", \"threads\": %d, \"isa\": \"%s\", \"vnni\": %s, "
                "\"prompt_tokens\": %d, \"decode_tokens\": %d, \"reps\": %d, "
                "\"prefill_tok_s\": %.3f, \"prefill_tok_s_sd\": %.3f, \"decode_tok_s\": %.3f, \"decode_tok_s_sd\": %.3f, "
                "\"weight_bytes_per_token\": %zu, \"read_bandwidth_gb_s\": %.3f, \"bandwidth_limited_tok_s\": %.3f, "
-               "\"decode_ratio\": %.4f, \"fma_peak_gflops\": %.2f, \"matmul_params\": %.0f, "
+               "\"decode_ratio\": %.4f, \"fma_peak_gflops\": %.2f, \"matmul_params\": %.0f, \"prefill_params_per_token\": %.1f, "
                "\"prefill_gflops\": %.2f, \"prefill_ratio\": %.4f, \"int8_dot_peak_gops\": %.2f, "
                "\"block32_ceiling_gops\": %.2f}\n",
                model_path, main_dtype(m), nthreads, el_isa_name(el_cpu_isa()),
                el_cpu_has_avx512vnni() ? "true" : "false", n_prompt, n_decode, reps, pre_m, pre_sd, dec_m, dec_sd,
-               wbytes, bw, bw_limit, ratio, peak, params, pre_gflops,
+               wbytes, bw, bw_limit, ratio, peak, params, pre_params, pre_gflops,
                peak > 0 ? pre_gflops / peak : 0, dot_peak, block_peak);
     } else {
-        printf("prefill  %8.2f ± %.2f tok/s   %.1f effective GFLOP/s (2 x %.3g params/token) = %.2f x FMA peak\n",
-               pre_m, pre_sd, pre_gflops, params, peak > 0 ? pre_gflops / peak : 0);
+        printf("prefill  %8.2f ± %.2f tok/s   %.1f effective GFLOP/s (2 x %.4g params/token) = %.2f x FMA peak\n",
+               pre_m, pre_sd, pre_gflops, pre_params, peak > 0 ? pre_gflops / peak : 0);
         printf("decode   %8.2f ± %.2f tok/s   %.1f MiB of weights/token = %.2f GB/s read\n", dec_m, dec_sd,
                (double)wbytes / 1048576.0, dec_m * (double)wbytes * 1e-9);
         printf("machine  read bandwidth %.2f GB/s, f32 FMA peak %.1f GFLOP/s (%d threads)\n", bw, peak, nthreads);
