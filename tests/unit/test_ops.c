@@ -131,11 +131,11 @@ static void test_attention(void **st) {
     // 16..256 and odd multiples of the step (on AArch64 12 and 52: tails of the 32-wide mixture)
     static const int hds[] = {16, 64, 128, 256, 3 * HD_STEP, 13 * HD_STEP};
     for (size_t hi = 0; hi < 6; hi++)
-        for (int n = 1; n <= 40; n += n < 13 ? 3 : 9) {  // 1..13, 22, 31, 40: the 8-, 4- and 1-position steps
+        for (int n = 1; n <= 49; n += n < 13 ? 3 : n < 16 ? 1 : 9) {  // 1, 4, .., 13..16, 25, 34, 43: every step (16, 4, 1)
             int hd = hds[hi];
             size_t stride = (size_t)hd * 3;  // rows of a KV cache with several heads
             float *k = malloc((size_t)n * stride * sizeof(float)), *q = malloc(hd * sizeof(float));
-            float sa[40], sb[40], oa[257], ob[256];
+            float sa[49], sb[49], oa[257], ob[256];
             for (size_t i = 0; i < (size_t)n * stride; i++) k[i] = tu_randf(&rng);
             for (int i = 0; i < hd; i++) q[i] = tu_randf(&rng);
             simd_attn_scores(sa, q, k, stride, n, hd, 0.125f);
