@@ -21,7 +21,8 @@ static const char *usage =
     "steps after it) in tokens/s, mean and standard deviation over REPS runs, after\n"
     "one warm-up run. In the same run it measures the machine's read bandwidth\n"
     "(just before and after every decode: a shared machine's bandwidth drifts)\n"
-    "and its peak f32 FMA throughput with the same threads, and reports:\n"
+    "and its peak f32 FMA throughput with the same threads (just before and after\n"
+    "every prefill, 0.1 s each: the peak drifts too), and reports:\n"
     "  weight bytes per decoded token (every matrix is read once per step)\n"
     "  bandwidth-limited decode = read bandwidth / weight bytes, and the ratio\n"
     "    achieved / bandwidth-limited: the median over repetitions of each\n"
@@ -29,8 +30,11 @@ static const char *usage =
     "  prefill effective GFLOP/s = 2 x the parameters multiplied per prompt token\n"
     "    (every layer's matrices; the head, which runs for the last token only,\n"
     "    divided by N) x prefill tokens/s, and its ratio to the FMA peak (above 1\n"
-    "    needs integer dot products)\n"
-    "With AVX512-VNNI it also measures, and sets prefill against:\n"
+    "    needs integer dot products): the median over repetitions of each\n"
+    "    repetition's prefill against the peak probed around it; the peaks printed\n"
+    "    are the medians of those probes\n"
+    "With AVX512-VNNI it also measures (around every prefill, in the same way),\n"
+    "and sets prefill against:\n"
     "  the int8 dot-product peak (vpdpbusd chains only), and\n"
     "  the 32-block ceiling: the same with what each 32-element block costs\n"
     "    a Q8_0 or Q4_0 kernel per 16 rows and token on top of its 8 vpdpbusd\n"
@@ -101,6 +105,14 @@ static double matmul_params(const el_model *m) {
 static double prefill_params(const el_model *m, int n) {
     double head = m->has_head ? (double)m->hp.vocab * m->hp.dim : 0;
     return matmul_params(m) - head + head / n;
+}
+
+// The compute peaks around one prefill, 0.1 s each: f32 FMA, int8 dot, the
+// 32-block ceiling (0 where the CPU lacks them).
+static void peaks(el_pool *pool, double out[3]) {
+    out[0] = el_probe_fma_gflops(pool, 0.1);
+    out[1] = el_probe_dot_gops(pool, 0.1, 0);
+    out[2] = el_probe_dot_gops(pool, 0.1, 1);
 }
 
 static const char *main_dtype(const el_model *m) {
@@ -234,7 +246,7 @@ int cmd_bench(int argc, char **argv) {
     el_session *s = NULL;
     float *logits = NULL;
     int *tokens = NULL, rc = 1;
-    double *pre = NULL, *dec = NULL, *bws = NULL, *ratios = NULL;
+    double *pre = NULL, *dec = NULL, *bws = NULL, *ratios = NULL, *pk = NULL;
     el_read_probe *probe = NULL;
     if (el_model_open(model_path, NULL, &m, &err)) goto out;
     if (!given && n_prompt + n_decode > m->hp.ctx) {
@@ -251,7 +263,8 @@ int cmd_bench(int argc, char **argv) {
     dec = calloc((size_t)reps, sizeof(double));
     bws = calloc((size_t)reps, sizeof(double));
     ratios = calloc((size_t)reps, sizeof(double));
-    if (!logits || !tokens || !pre || !dec || !bws || !ratios) {
+    pk = calloc((size_t)reps * 6, sizeof(double));  // per rep: fma, dot, block peaks; then the three prefill ratios
+    if (!logits || !tokens || !pre || !dec || !bws || !ratios || !pk) {
         el_err(&err, EL_ERR_NOMEM, "out of memory");
         goto out;
     }
@@ -273,10 +286,23 @@ int cmd_bench(int argc, char **argv) {
         fprintf(stderr, "bench: no read-bandwidth probe (%s; %d MiB buffer): bandwidth and decode ratio read 0\n",
                 el_cpu_isa() == EL_ISA_SCALAR ? "scalar kernels" : "out of memory", bw_mib);
     size_t wbytes = el_model_weight_bytes(m, 0, m->hp.n_layers, 0, 1);
+    double pre_params = prefill_params(m, n_prompt);
+    double *fmas = pk, *dots = pk + reps, *blocks = pk + 2 * reps;
+    double *r_fma = pk + 3 * reps, *r_dot = pk + 4 * reps, *r_block = pk + 5 * reps;
     for (int r = -1; r < reps; r++) {  // r = -1: warm-up (pages mapped, caches and pool warm)
+        double before[3] = {0};
+        if (r >= 0) peaks(pool, before);
         double t0 = el_time_s();
         if (el_session_forward(s, tokens, n_prompt, 0, logits, 0, &err)) goto out;
         double t1 = el_time_s();
+        if (r >= 0) {
+            double after[3], gflops = 2.0 * pre_params * n_prompt / (t1 - t0) * 1e-9;
+            peaks(pool, after);
+            fmas[r] = 0.5 * (before[0] + after[0]), dots[r] = 0.5 * (before[1] + after[1]);
+            blocks[r] = 0.5 * (before[2] + after[2]);
+            r_fma[r] = fmas[r] > 0 ? gflops / fmas[r] : 0, r_dot[r] = dots[r] > 0 ? gflops / dots[r] : 0;
+            r_block[r] = blocks[r] > 0 ? gflops / blocks[r] : 0;
+        }
         double bw0 = r >= 0 ? el_read_probe_run(probe, 3) : 0;
         double t2 = el_time_s();
         for (int i = 0; i < n_decode; i++)
@@ -289,8 +315,8 @@ int cmd_bench(int argc, char **argv) {
             ratios[r] = bws[r] > 0 ? dec[r] * (double)wbytes / (bws[r] * 1e9) : 0;
         }
     }
-    double peak = el_probe_fma_gflops(pool, 0.5);
-    double dot_peak = el_probe_dot_gops(pool, 0.3, 0), block_peak = el_probe_dot_gops(pool, 0.3, 1);
+    double peak = median(fmas, reps), dot_peak = median(dots, reps), block_peak = median(blocks, reps);
+    double pre_ratio = median(r_fma, reps), dot_ratio = median(r_dot, reps), block_ratio = median(r_block, reps);
 
     double pre_m, pre_sd, dec_m, dec_sd;
     mean_sd(pre, reps, &pre_m, &pre_sd);
@@ -298,7 +324,7 @@ int cmd_bench(int argc, char **argv) {
     double bw = median(bws, reps), ratio = median(ratios, reps);
     double bw_limit = bw > 0 ? bw * 1e9 / (double)wbytes : 0;
     double params = matmul_params(m);
-    double pre_params = prefill_params(m, n_prompt), pre_gflops = 2.0 * pre_params * pre_m * 1e-9;
+    double pre_gflops = 2.0 * pre_params * pre_m * 1e-9;
     if (json) {
         printf("{\"model\": \"%s\", \"dtype\": \"%s\", \"threads\": %d, \"isa\": \"%s\", \"vnni\": %s, "
                "\"prompt_tokens\": %d, \"decode_tokens\": %d, \"reps\": %d, "
@@ -306,14 +332,23 @@ int cmd_bench(int argc, char **argv) {
                "\"weight_bytes_per_token\": %zu, \"read_bandwidth_gb_s\": %.3f, \"bandwidth_limited_tok_s\": %.3f, "
                "\"decode_ratio\": %.4f, \"fma_peak_gflops\": %.2f, \"matmul_params\": %.0f, \"prefill_params_per_token\": %.1f, "
                "\"prefill_gflops\": %.2f, \"prefill_ratio\": %.4f, \"int8_dot_peak_gops\": %.2f, "
-               "\"block32_ceiling_gops\": %.2f}\n",
+               "\"block32_ceiling_gops\": %.2f, \"prefill_dot_ratio\": %.4f, \"prefill_block32_ratio\": %.4f",
                model_path, main_dtype(m), nthreads, el_isa_name(el_cpu_isa()),
                el_cpu_has_avx512vnni() ? "true" : "false", n_prompt, n_decode, reps, pre_m, pre_sd, dec_m, dec_sd,
-               wbytes, bw, bw_limit, ratio, peak, params, pre_params, pre_gflops,
-               peak > 0 ? pre_gflops / peak : 0, dot_peak, block_peak);
+               wbytes, bw, bw_limit, ratio, peak, params, pre_params, pre_gflops, pre_ratio, dot_peak, block_peak,
+               dot_ratio, block_ratio);
+        // per repetition: tokens/s and the peaks probed around it
+        const char *key[] = {"prefill_tok_s_per_rep", "fma_peak_per_rep", "int8_dot_peak_per_rep", "block32_ceiling_per_rep"};
+        const double *val[] = {pre, fmas, dots, blocks};
+        for (int i = 0; i < 4; i++) {
+            printf(", \"%s\": [", key[i]);
+            for (int r = 0; r < reps; r++) printf("%s%.3f", r ? ", " : "", val[i][r]);
+            printf("]");
+        }
+        printf("}\n");
     } else {
         printf("prefill  %8.2f ± %.2f tok/s   %.1f effective GFLOP/s (2 x %.4g params/token) = %.2f x FMA peak\n",
-               pre_m, pre_sd, pre_gflops, pre_params, peak > 0 ? pre_gflops / peak : 0);
+               pre_m, pre_sd, pre_gflops, pre_params, pre_ratio);
         printf("decode   %8.2f ± %.2f tok/s   %.1f MiB of weights/token = %.2f GB/s read\n", dec_m, dec_sd,
                (double)wbytes / 1048576.0, dec_m * (double)wbytes * 1e-9);
         printf("machine  read bandwidth %.2f GB/s, f32 FMA peak %.1f GFLOP/s (%d threads)\n", bw, peak, nthreads);
@@ -324,15 +359,26 @@ int cmd_bench(int argc, char **argv) {
         for (int r = 0; r < reps; r++) printf(" %.1f", bws[r]);
         printf(";  decode / bandwidth-limited:");
         for (int r = 0; r < reps; r++) printf(" %.2f", ratios[r]);
+        printf("\nper rep  f32 FMA peak GFLOP/s:");
+        for (int r = 0; r < reps; r++) printf(" %.1f", fmas[r]);
+        printf(";  prefill / FMA peak:");
+        for (int r = 0; r < reps; r++) printf(" %.2f", r_fma[r]);
         printf("\n");
+        if (dot_peak > 0) {
+            printf("per rep  32-block ceiling GOP/s:");
+            for (int r = 0; r < reps; r++) printf(" %.1f", blocks[r]);
+            printf(";  prefill / 32-block ceiling:");
+            for (int r = 0; r < reps; r++) printf(" %.2f", r_block[r]);
+            printf("\n");
+        }
         printf("ratios   decode / bandwidth-limited (%.2f tok/s) = %.2f (median of reps);  prefill / FMA peak = %.2f\n",
-               bw_limit, ratio, peak > 0 ? pre_gflops / peak : 0);
+               bw_limit, ratio, pre_ratio);
         if (dot_peak > 0) {
             // the ceiling is the Q8_0/Q4_0 kernels' (32-element blocks, float scales)
             const char *dt = main_dtype(m);
-            printf("ratios   prefill / int8 dot peak = %.2f", pre_gflops / dot_peak);
+            printf("ratios   prefill / int8 dot peak = %.2f", dot_ratio);
             if ((!strcmp(dt, "q8_0") || !strcmp(dt, "q4_0")) && block_peak > 0)
-                printf(";  prefill / 32-block ceiling = %.2f", pre_gflops / block_peak);
+                printf(";  prefill / 32-block ceiling = %.2f (medians of reps)", block_ratio);
             printf("\n");
         }
     }
@@ -344,6 +390,7 @@ out:
     free(dec);
     free(bws);
     free(ratios);
+    free(pk);
     free(tokens);
     free(logits);
     el_session_free(s);

@@ -132,7 +132,17 @@ assert close(b["prefill_gflops"], 2 * per_token * b["prefill_tok_s"] * 1e-9)
 assert close(b["bandwidth_limited_tok_s"], b["read_bandwidth_gb_s"] * 1e9 / b["weight_bytes_per_token"])
 # the probes run at the kernels' level: none for scalar, the int8 ones only with AVX512-VNNI
 assert (b["fma_peak_gflops"] > 0) == (b["isa"] != "scalar"), b
-assert close(b["prefill_ratio"], b["prefill_gflops"] / b["fma_peak_gflops"] if b["fma_peak_gflops"] > 0 else 0)
+# each repetition is set against the peaks probed around it; the figures are medians
+med = lambda v: sorted(v)[len(v) // 2] if len(v) % 2 else 0.5 * (sorted(v)[len(v) // 2 - 1] + sorted(v)[len(v) // 2])
+for key in ("prefill_tok_s_per_rep", "fma_peak_per_rep", "int8_dot_peak_per_rep", "block32_ceiling_per_rep"):
+    assert len(b[key]) == b["reps"], (key, b[key])
+assert close(b["prefill_tok_s"], sum(b["prefill_tok_s_per_rep"]) / b["reps"])
+gf = [2 * per_token * t * 1e-9 for t in b["prefill_tok_s_per_rep"]]
+for ratio, peak, per_rep in (("prefill_ratio", "fma_peak_gflops", "fma_peak_per_rep"),
+                             ("prefill_dot_ratio", "int8_dot_peak_gops", "int8_dot_peak_per_rep"),
+                             ("prefill_block32_ratio", "block32_ceiling_gops", "block32_ceiling_per_rep")):
+    assert close(b[peak], med(b[per_rep])), (peak, b)
+    assert close(b[ratio], med([g / p if p > 0 else 0 for g, p in zip(gf, b[per_rep])])), (ratio, b)
 vnni = b["vnni"] and b["isa"] == "avx512"
 assert (b["int8_dot_peak_gops"] > 0) == vnni and (b["block32_ceiling_gops"] > 0) == vnni, b
 PY
