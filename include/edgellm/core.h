@@ -121,6 +121,8 @@ typedef enum {
 el_isa el_cpu_isa(void);
 int el_cpu_has_avx512vnni(void);
 const char *el_isa_name(el_isa isa);
+// Bytes of one core's L2 cache as the C library reports it; 0 if it does not.
+size_t el_cpu_l2_bytes(void);
 
 // ---------------------------------------------------------------- addresses
 

@@ -2,7 +2,9 @@
 #include "edgellm/core.h"
 
 #include <stdlib.h>
+#include <stdatomic.h>
 #include <string.h>
+#include <unistd.h>
 
 #if defined(__x86_64__)
 #include <cpuid.h>
@@ -87,6 +89,20 @@ int el_cpu_has_avx512vnni(void) {
     int vnni;
     el_isa isa = detect(&vnni);
     return isa == EL_ISA_AVX512 && el_cpu_isa() == EL_ISA_AVX512 && vnni;
+}
+
+size_t el_cpu_l2_bytes(void) {
+    static _Atomic long cached = -1;  // a race only computes it twice
+    long v = atomic_load_explicit(&cached, memory_order_relaxed);
+    if (v < 0) {
+        v = 0;
+#ifdef _SC_LEVEL2_CACHE_SIZE
+        v = sysconf(_SC_LEVEL2_CACHE_SIZE);
+        if (v < 0) v = 0;
+#endif
+        atomic_store_explicit(&cached, v, memory_order_relaxed);
+    }
+    return (size_t)v;
 }
 
 const char *el_isa_name(el_isa isa) {
