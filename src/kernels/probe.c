@@ -3,6 +3,7 @@
 // both with every thread of the pool working.
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "edgellm/kernels.h"
 #include "probe.h"
@@ -111,7 +112,18 @@ el_read_probe *el_read_probe_new(el_pool *pool, size_t bytes) {
     if (el_cpu_isa() == EL_ISA_SCALAR) return NULL;
     bytes &= ~(size_t)4095;
     el_read_probe *p = calloc(1, sizeof *p);
-    char *buf = bytes ? el_malloc_aligned(bytes) : NULL;
+    // On huge pages where the kernel gives them, as the packed weights are
+    // (model.c): through 4 KiB pages the same 512 MiB read 45.4 GB/s against
+    // 62.5 on huge pages (2 threads, 12 alternating rounds in one process),
+    // and a decode on huge pages was set against the slower figure.
+    char *buf = NULL;
+    size_t huge = (size_t)2 << 20;
+    if (bytes >= huge) {
+        if (!posix_memalign((void **)&buf, huge, (bytes + huge - 1) & ~(huge - 1)))
+            madvise(buf, (bytes + huge - 1) & ~(huge - 1), MADV_HUGEPAGE);
+    } else if (bytes) {
+        buf = el_malloc_aligned(bytes);
+    }
     if (!p || !buf) {
         free(p);
         el_free_aligned(buf);
