@@ -32,7 +32,7 @@ static const char *usage =
     "    divided by N) x prefill tokens/s, and its ratio to the FMA peak (above 1\n"
     "    needs integer dot products): the median over repetitions of each\n"
     "    repetition's prefill against the peak probed around it; the peaks printed\n"
-    "    are the medians of those probes\n"
+    "    are the medians of those probes, the GFLOP/s come from the mean tokens/s\n"
     "With AVX512-VNNI it also measures (around every prefill, in the same way),\n"
     "and sets prefill against:\n"
     "  the int8 dot-product peak (vpdpbusd chains only), and\n"
@@ -48,7 +48,8 @@ static const char *usage =
     "product and of attention) against the f32 FMA peak measured in the same run.\n"
     "With --peak it prints only the machine's probes: the f32 FMA peak (the best of\n"
     "REPS probes) on the widest vector level the CPU has, and the int8 dot peak: the\n"
-    "one definition of the peak every ratio in the benchmarks uses (bench/*.sh call it).\n"
+    "same probe code every ratio in the benchmarks takes its peak from (bench/*.sh\n"
+    "call it).\n"
     "\n"
     "  -m, --model FILE    GGUF model or llama2.c checkpoint\n"
     "      --mmproj FILE   a projector file: time the image encoder\n"
@@ -364,7 +365,9 @@ int cmd_bench(int argc, char **argv) {
         printf(";  prefill / FMA peak:");
         for (int r = 0; r < reps; r++) printf(" %.2f", r_fma[r]);
         printf("\n");
-        if (dot_peak > 0) {
+        const char *dt = main_dtype(m);
+        int block_type = !strcmp(dt, "q8_0") || !strcmp(dt, "q4_0");  // the ceiling is these kernels'
+        if (dot_peak > 0 && block_type) {
             printf("per rep  32-block ceiling GOP/s:");
             for (int r = 0; r < reps; r++) printf(" %.1f", blocks[r]);
             printf(";  prefill / 32-block ceiling:");
@@ -375,9 +378,8 @@ int cmd_bench(int argc, char **argv) {
                bw_limit, ratio, pre_ratio);
         if (dot_peak > 0) {
             // the ceiling is the Q8_0/Q4_0 kernels' (32-element blocks, float scales)
-            const char *dt = main_dtype(m);
             printf("ratios   prefill / int8 dot peak = %.2f", dot_ratio);
-            if ((!strcmp(dt, "q8_0") || !strcmp(dt, "q4_0")) && block_peak > 0)
+            if (block_type && block_peak > 0)
                 printf(";  prefill / 32-block ceiling = %.2f (medians of reps)", block_ratio);
             printf("\n");
         }

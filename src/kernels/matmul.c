@@ -19,8 +19,9 @@
 #define ROW_BLOCK_BYTES (16 * 1024)
 
 static size_t token_block_bytes(void) {
-    size_t l2 = el_cpu_l2_bytes() / 2;
-    return l2 < 128 * 1024 ? 256 * 1024 : l2 > 4096 * 1024 ? 4096 * 1024 : l2;
+    size_t l2 = el_cpu_l2_bytes();
+    if (!l2) return 256 * 1024;
+    return l2 / 2 < 32 * 1024 ? 32 * 1024 : l2 / 2 > 4096 * 1024 ? 4096 * 1024 : l2 / 2;
 }
 
 typedef struct {

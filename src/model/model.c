@@ -296,7 +296,7 @@ static el_status pack_weights(el_model *m, el_error *err) {
     if (m->has_head) mats[n++] = &m->output;
     for (int i = 0; i < n; i++) {
         bytes[i] = el_matmul_pack_size(mats[i], isa, &rows[i]);
-        if (bytes[i] > SIZE_MAX / 2 - total) {
+        if (bytes[i] > SIZE_MAX / 2 - page - total) {
             s = el_err(err, EL_ERR_NOMEM, "%s: %s packed past the address space", m->path, mats[i]->name);
             goto out;
         }
@@ -304,7 +304,7 @@ static el_status pack_weights(el_model *m, el_error *err) {
     }
     if (!total) goto out;
     if (total < huge) {
-        arena = el_malloc_aligned(total);
+        if (posix_memalign(&arena, page, total)) arena = NULL;
     } else {
         size_t rounded = (total + huge - 1) & ~(huge - 1);
         if (!posix_memalign(&arena, huge, rounded)) madvise(arena, rounded, MADV_HUGEPAGE);
