@@ -53,6 +53,11 @@ void *el_malloc(size_t n);
 void *el_calloc(size_t count, size_t size);
 void *el_malloc_aligned(size_t n);  // 64-byte aligned, release with el_free_aligned
 void el_free_aligned(void *p);
+// n bytes on huge pages where the kernel gives them: from 2 MiB on, 2 MiB-aligned
+// and advised MADV_HUGEPAGE over the whole rounded size (an advice over n alone
+// leaves the last partial 2 MiB on 4 KiB pages); below, page-aligned. Release
+// with el_free_aligned.
+void *el_malloc_huge(size_t n);
 
 // ---------------------------------------------------------------- time
 

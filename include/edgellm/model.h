@@ -101,10 +101,9 @@ typedef struct el_model {
     size_t map_size;
     char **names;  // owned tensor names for llama2.c views
     int n_names;
-    // Packed copies of the matrices for this CPU's kernels (el_matmul_pack),
-    // owned here; the tensors' packed pointers point into them.
-    void **packs;
-    int n_packs;
+    // One arena of packed copies of the matrices for this CPU's kernels
+    // (el_matmul_pack), owned here; the tensors' packed pointers point into it.
+    void *pack_arena;
     size_t packed_bytes;
 } el_model;
 

@@ -4,6 +4,7 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 el_status el_err(el_error *err, el_status code, const char *fmt, ...) {
     if (err) {
@@ -75,6 +76,15 @@ void *el_malloc_aligned(size_t n) {
 }
 
 void el_free_aligned(void *p) { free(p); }
+
+void *el_malloc_huge(size_t n) {
+    size_t huge = (size_t)2 << 20, rounded;
+    void *p = NULL;
+    if (n < huge) return posix_memalign(&p, 4096, n ? n : 1) ? NULL : p;
+    if (el_add_size(n, huge - 1, &rounded) || posix_memalign(&p, huge, rounded & ~(huge - 1))) return NULL;
+    madvise(p, rounded & ~(huge - 1), MADV_HUGEPAGE);
+    return p;
+}
 
 uint64_t el_fnv1a(uint64_t h, const void *data, size_t n) {
     const unsigned char *p = data;

@@ -3,7 +3,6 @@
 // both with every thread of the pool working.
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 
 #include "edgellm/kernels.h"
 #include "probe.h"
@@ -116,14 +115,7 @@ el_read_probe *el_read_probe_new(el_pool *pool, size_t bytes) {
     // (model.c): through 4 KiB pages the same 512 MiB read 45.4 GB/s against
     // 62.5 on huge pages (2 threads, 12 alternating rounds in one process),
     // and a decode on huge pages was set against the slower figure.
-    char *buf = NULL;
-    size_t huge = (size_t)2 << 20;
-    if (bytes >= huge) {
-        if (!posix_memalign((void **)&buf, huge, (bytes + huge - 1) & ~(huge - 1)))
-            madvise(buf, (bytes + huge - 1) & ~(huge - 1), MADV_HUGEPAGE);
-    } else if (bytes) {
-        buf = el_malloc_aligned(bytes);
-    }
+    char *buf = bytes ? el_malloc_huge(bytes) : NULL;
     if (!p || !buf) {
         free(p);
         el_free_aligned(buf);

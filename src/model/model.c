@@ -279,11 +279,10 @@ static el_status pack_weights(el_model *m, el_error *err) {
     int most = (m->layer_end - m->layer_begin) * 7 + 1, n = 0;
     el_tensor **mats = calloc((size_t)most, sizeof *mats);
     int64_t *rows = calloc((size_t)most, sizeof *rows);
-    size_t *bytes = calloc((size_t)most, sizeof *bytes), total = 0, page = 4096, huge = (size_t)2 << 20;
-    m->packs = calloc(1, sizeof *m->packs);
-    void *arena = NULL;
+    size_t *bytes = calloc((size_t)most, sizeof *bytes), total = 0, page = 4096;
+    char *arena = NULL;
     el_status s = EL_OK;
-    if (!mats || !rows || !bytes || !m->packs) {
+    if (!mats || !rows || !bytes) {
         s = el_err(err, EL_ERR_NOMEM, "%s: out of memory", m->path);
         goto out;
     }
@@ -303,21 +302,16 @@ static el_status pack_weights(el_model *m, el_error *err) {
         total += (bytes[i] + page - 1) & ~(page - 1);
     }
     if (!total) goto out;
-    if (total < huge) {
-        if (posix_memalign(&arena, page, total)) arena = NULL;
-    } else {
-        size_t rounded = (total + huge - 1) & ~(huge - 1);
-        if (!posix_memalign(&arena, huge, rounded)) madvise(arena, rounded, MADV_HUGEPAGE);
-    }
+    arena = el_malloc_huge(total);
     if (!arena) {
         s = el_err(err, EL_ERR_NOMEM, "%s: out of memory packing its weights (%zu bytes)", m->path, total);
         goto out;
     }
-    m->packs[m->n_packs++] = arena;
+    m->pack_arena = arena;
     size_t off = 0;
     for (int i = 0; i < n; i++) {
         if (!bytes[i]) continue;
-        pack_one(m, mats[i], rows[i], (char *)arena + off, bytes[i]);
+        pack_one(m, mats[i], rows[i], arena + off, bytes[i]);
         off += (bytes[i] + page - 1) & ~(page - 1);
     }
 out:
@@ -491,8 +485,7 @@ void el_model_close(el_model *m) {
     lc.map = m->map;
     lc.size = m->map_size;
     el_llama2c_close(&lc);
-    for (int i = 0; i < m->n_packs; i++) el_free_aligned(m->packs[i]);
-    free(m->packs);
+    el_free_aligned(m->pack_arena);
     for (int i = 0; i < m->n_names; i++) free(m->names[i]);
     free(m->names);
     free(m->layers);
