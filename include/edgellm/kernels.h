@@ -121,6 +121,23 @@ size_t el_attn_p_work(int n, int hd);
 void el_attn_p_isa(float *out, const float *q, const float *k, const float *v, int F, int f0, int n, int hd,
                    float scale, float *work, el_isa isa);
 
+// Causal attention of nq <= EL_PANEL query rows of one head at consecutive
+// positions p0 .. p0+nq-1 (q[t·ldq + i]) against the f32 keys and values of
+// positions k0 .. k0+nk-1 (k[s·hd + i], v[s·hd + i]): a query at position p
+// sees the keys at positions s <= p with p - s < window (window 0: all), and
+// must see one. out[t·ldo + j] = Σ_s P[t][s] v[s][j], P the softmax of scale ·
+// q·k; lse[t·ldl] = log Σ_s exp(scale · q·k) when lse is not NULL. k holds
+// rows up to nk rounded up to 12 (any values), v nk·hd + 12 floats (the extra
+// ones finite). With AVX-512: 12 x 32 tiles (gemm_avx512.c) and an online
+// softmax over chunks of keys; elsewhere a plain loop, and
+// el_attn_causal_tiled is 0 (the layer keeps its row-by-row path there).
+// work: el_attn_causal_work floats.
+int el_attn_causal_tiled(el_isa isa);
+size_t el_attn_causal_work(int nk, int hd);
+void el_attn_causal_isa(float *out, size_t ldo, float *lse, size_t ldl, const float *q, size_t ldq, int nq, int p0,
+                        const float *k, const float *v, int k0, int nk, int hd, int window, float scale, float *work,
+                        el_isa isa);
+
 // Layer norm of each token of panels [p0, p1) over its F features (w, b per
 // feature, may be NULL); out may be x.
 void el_layernorm_p_isa(float *out, const float *x, int F, const float *w, const float *b, int p0, int p1, float eps,

@@ -217,6 +217,77 @@ void el_attn_p_avx512(float *out, const float *q, const float *k, const float *v
     }
 }
 
+// ---------------------------------------------------------------- causal attention
+
+// Causal attention of a panel of up to 32 query rows at consecutive
+// positions (a prompt's prefill, a training context) on the same 12 x 32
+// tiles: Sᵀ = K·Qᵀ with the keys as the broadcast operand, the softmax down
+// each query column 16 queries at a time, Oᵀ += Vᵀ·Pᵀ with Pᵀ as the
+// activations. Keys come in chunks of ACH with an online softmax (running
+// maximum and sum per query, Oᵀ rescaled when the maximum grows), so the
+// scratch does not grow with the context.
+#define ACH 240  // keys a chunk: 20 tiles of MR
+
+size_t el_attn_causal_work_avx512(int hd) { return (size_t)hd * NR + ACH * NR + up((size_t)hd, MR) * NR; }
+
+void el_attn_causal_avx512(float *out, size_t ldo, float *lse, size_t ldl, const float *q, size_t ldq, int nq, int p0,
+                           const float *k, const float *v, int k0, int nk, int hd, int window, float scale, float *work) {
+    int hd_pad = (int)up((size_t)hd, MR);
+    float *qt = work, *st = qt + (size_t)hd * NR, *ot = st + (size_t)ACH * NR;
+    for (int i = 0; i < hd; i++)
+        for (int t = 0; t < NR; t++) qt[(size_t)i * NR + t] = t < nq ? q[(size_t)t * ldq + i] : 0.0f;
+    memset(ot, 0, (size_t)hd_pad * NR * sizeof(float));
+    const __m512 ninf = _mm512_set1_ps(-INFINITY), sc = _mm512_set1_ps(scale), zero = _mm512_setzero_ps();
+    const __m512i lane = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
+    __m512 m[2] = {ninf, ninf}, l[2] = {zero, zero};
+    for (int c0 = 0; c0 < nk; c0 += ACH) {
+        int cn = nk - c0 < ACH ? nk - c0 : ACH;
+        for (int g = 0; g < cn; g += MR) tile(hd, qt, NR, k + (size_t)(c0 + g) * hd, (size_t)hd, 1, st + (size_t)g * NR, NR, 0, NULL);
+        for (int half = 0; half < 2; half++) {
+            float *col = st + half * 16;
+            __m512i qpos = _mm512_add_epi32(lane, _mm512_set1_epi32(p0 + 16 * half));
+            __m512 mx = m[half];
+            for (int s = 0; s < cn; s++) {
+                __m512i kp = _mm512_set1_epi32(k0 + c0 + s);
+                __mmask16 vis = _mm512_cmple_epi32_mask(kp, qpos);  // key at or before the query
+                if (window) vis &= _mm512_cmplt_epi32_mask(_mm512_sub_epi32(qpos, kp), _mm512_set1_epi32(window));
+                __m512 x = _mm512_mask_mul_ps(ninf, vis, _mm512_loadu_ps(col + (size_t)s * NR), sc);
+                _mm512_storeu_ps(col + (size_t)s * NR, x);
+                mx = _mm512_max_ps(mx, x);
+            }
+            // exponents are taken against a finite reference: a query that has
+            // seen no key yet keeps 0 (its sum and output are still 0)
+            __m512 ref = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(mx, ninf, _CMP_EQ_OQ), mx, zero);
+            // the old sum and output scale by e^(old max - new); by 0 where nothing was seen
+            __m512 alpha = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(m[half], ninf, _CMP_NEQ_UQ), exp512(_mm512_sub_ps(m[half], ref)));
+            __m512 sum = zero;
+            for (int s = 0; s < cn; s++) {
+                __m512 e = exp512(_mm512_sub_ps(_mm512_loadu_ps(col + (size_t)s * NR), ref));
+                _mm512_storeu_ps(col + (size_t)s * NR, e);
+                sum = _mm512_add_ps(sum, e);
+            }
+            l[half] = _mm512_fmadd_ps(l[half], alpha, sum);
+            m[half] = mx;
+            if (c0)
+                for (int j = 0; j < hd; j++)
+                    _mm512_storeu_ps(ot + (size_t)j * NR + half * 16, _mm512_mul_ps(_mm512_loadu_ps(ot + (size_t)j * NR + half * 16), alpha));
+        }
+        // Oᵀ[j] += Σ_s v[s][j] Pᵀ[s]: rows past hd read the next key's row (or the slack), never used
+        for (int g = 0; g < hd_pad; g += MR) tile(cn, st, NR, v + (size_t)c0 * hd + g, 1, (size_t)hd, ot + (size_t)g * NR, NR, 1, NULL);
+    }
+    for (int half = 0; half < 2 && 16 * half < nq; half++) {
+        float inv[16], lg[16], ls[16];
+        _mm512_storeu_ps(inv, _mm512_div_ps(_mm512_set1_ps(1.0f), l[half]));
+        _mm512_storeu_ps(ls, l[half]);
+        __m512 ref = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(m[half], ninf, _CMP_EQ_OQ), m[half], zero);
+        _mm512_storeu_ps(lg, ref);
+        for (int t = 16 * half; t < nq && t < 16 * half + 16; t++) {
+            for (int j = 0; j < hd; j++) out[(size_t)t * ldo + j] = ot[(size_t)j * NR + t] * inv[t - 16 * half];
+            if (lse) lse[(size_t)t * ldl] = lg[t - 16 * half] + logf(ls[t - 16 * half]);
+        }
+    }
+}
+
 // ---------------------------------------------------------------- layer norm
 
 // Layer norm of each token over its F features, panels p0..p1 (16 tokens of

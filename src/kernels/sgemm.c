@@ -162,6 +162,8 @@ static int use_avx512(el_isa isa) { return isa >= EL_ISA_AVX512 && el_cpu_isa() 
 #define el_attn_p_work_avx512 no_attn_p_work
 #define el_attn_p_avx512 no_attn_p
 #define el_layernorm_p_avx512 no_layernorm_p
+#define el_attn_causal_work_avx512 no_attn_causal_work
+#define el_attn_causal_avx512 no_attn_causal
 static size_t no_dense_p_work(int n, int count, const int *d) { return (void)n, (void)count, (void)d, 0; }
 static void no_matmul_p(el_pool *pool, int count, float *const *outs, const float *x, const el_tensor *const *Ws,
                         const float *const *biases, int n, float *work) {
@@ -171,6 +173,12 @@ static size_t no_attn_p_work(int n, int hd) { return (void)n, (void)hd, 0; }
 static void no_attn_p(float *out, const float *q, const float *k, const float *v, int F, int f0, int n, int hd,
                       float scale, float *work) {
     (void)out, (void)q, (void)k, (void)v, (void)F, (void)f0, (void)n, (void)hd, (void)scale, (void)work;
+}
+static size_t no_attn_causal_work(int hd) { return (void)hd, 0; }
+static void no_attn_causal(float *out, size_t ldo, float *lse, size_t ldl, const float *q, size_t ldq, int nq, int p0,
+                           const float *k, const float *v, int k0, int nk, int hd, int window, float scale, float *work) {
+    (void)out, (void)ldo, (void)lse, (void)ldl, (void)q, (void)ldq, (void)nq, (void)p0, (void)k, (void)v, (void)k0;
+    (void)nk, (void)hd, (void)window, (void)scale, (void)work;
 }
 static void no_layernorm_p(float *out, const float *x, int F, const float *w, const float *b, int p0, int p1,
                            float eps) {
@@ -282,6 +290,39 @@ void el_attn_p_isa(float *out, const float *q, const float *k, const float *v, i
     el_sgemm(0, 0, n, hd, n, 1.0f, s, n, vr, hd, 0.0f, qr, hd);
     for (int t = 0; t < n; t++)
         for (int i = 0; i < hd; i++) out[el_panel_index(t, f0 + i, F)] = qr[(size_t)t * hd + i];
+}
+
+int el_attn_causal_tiled(el_isa isa) { return use_avx512(isa); }
+
+size_t el_attn_causal_work(int nk, int hd) {
+    size_t own = el_attn_causal_work_avx512(hd);
+    return own > (size_t)nk ? own : (size_t)nk;
+}
+
+void el_attn_causal_isa(float *out, size_t ldo, float *lse, size_t ldl, const float *q, size_t ldq, int nq, int p0,
+                        const float *k, const float *v, int k0, int nk, int hd, int window, float scale, float *work,
+                        el_isa isa) {
+    if (use_avx512(isa)) {
+        el_attn_causal_avx512(out, ldo, lse, ldl, q, ldq, nq, p0, k, v, k0, nk, hd, window, scale, work);
+        return;
+    }
+    // query by query: the scores of the keys it sees, their softmax, the mix
+    for (int t = 0; t < nq; t++) {
+        int pos = p0 + t, lo = window && pos + 1 - window > k0 ? pos + 1 - window : k0, hi = pos < k0 + nk - 1 ? pos : k0 + nk - 1;
+        float *s = work, max = -INFINITY, sum = 0;
+        for (int p = lo; p <= hi; p++) {
+            float d = 0;
+            for (int i = 0; i < hd; i++) d += q[(size_t)t * ldq + i] * k[(size_t)(p - k0) * hd + i];
+            s[p - lo] = d * scale;
+            if (s[p - lo] > max) max = s[p - lo];
+        }
+        for (int p = lo; p <= hi; p++) sum += s[p - lo] = expf(s[p - lo] - max);
+        float *o = out + (size_t)t * ldo;
+        for (int j = 0; j < hd; j++) o[j] = 0;
+        for (int p = lo; p <= hi; p++)
+            for (int j = 0; j < hd; j++) o[j] += s[p - lo] / sum * v[(size_t)(p - k0) * hd + j];
+        if (lse) lse[(size_t)t * ldl] = max + logf(sum);
+    }
 }
 
 void el_layernorm_p_isa(float *out, const float *x, int F, const float *w, const float *b, int p0, int p1, float eps,

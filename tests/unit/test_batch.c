@@ -297,6 +297,58 @@ static el_model *open_model_block(size_t *block) {
     return m;
 }
 
+// Long prompts in one step take the tiled attention (AVX-512; elsewhere the
+// row path, and this checks the same thing). One step holds 80 rows of one
+// session (positions 0..79, q8_0 cache: two panels of 32 and one of 16), 48
+// of another (positions 80..127 after 80 earlier ones, f32 cache: too few for
+// panels) and a third session's decode row: every row's logits equal what
+// the same tokens give one at a time (row by row). The first two sessions'
+// positions follow on from each other, so rows of both taken for one run
+// would put a panel across them.
+static void test_long_prompts(void **st) {
+    (void)st;
+    el_error err;
+    el_model *m;
+    assert_int_equal(el_model_open(tu_model_path("aidreams260K.bin"), NULL, &m, &err), EL_OK);
+    el_pool *pool = el_pool_new(2);
+    int toks[140], kv_type[3] = {EL_DTYPE_Q8_0, EL_DTYPE_F32, EL_DTYPE_F32};
+    int first[3] = {0, 10, 20}, before[3] = {0, 80, 5}, lens[3] = {80, 48, 1};  // token offset, earlier positions, rows
+    for (int i = 0; i < 140; i++) toks[i] = i ? 3 + (i * 37) % 500 : 1;
+    el_session *bs[3], *one[3];
+    float *got[3], *want = malloc(VOCAB * sizeof(float));
+    el_batch_req reqs[3];
+    for (int i = 0; i < 3; i++) {
+        el_session_opts so = {.kv_type = kv_type[i]}, so1 = {.kv_type = kv_type[i], .max_batch = 1};
+        assert_int_equal(el_session_new(m, &so, pool, &bs[i], &err), EL_OK);
+        assert_int_equal(el_session_new(m, &so1, pool, &one[i], &err), EL_OK);
+        got[i] = malloc((size_t)lens[i] * VOCAB * sizeof(float));
+        if (before[i])
+            assert_int_equal(el_session_forward(bs[i], toks + first[i], before[i], 0, want, 0, &err), EL_OK);
+        assert_int_equal(el_session_reserve(bs[i], before[i] + lens[i], &err), EL_OK);
+        reqs[i] = (el_batch_req){.s = bs[i], .pos = before[i], .n = lens[i], .tokens = toks + first[i] + before[i],
+                                 .logits_rows = lens[i], .logits = got[i]};
+    }
+    el_batch *b;
+    assert_int_equal(el_batch_new(m, 129, pool, &b, &err), EL_OK);
+    assert_int_equal(el_batch_run(b, 3, reqs, &err), EL_OK);
+    float worst = 0;
+    for (int i = 0; i < 3; i++)
+        for (int r = 0; r < before[i] + lens[i]; r++) {
+            assert_int_equal(el_session_forward(one[i], toks + first[i] + r, 1, r, want, 0, &err), EL_OK);
+            if (r >= before[i]) worst = fmaxf(worst, max_abs_diff(got[i] + (size_t)(r - before[i]) * VOCAB, want, VOCAB));
+        }
+    assert_true(worst < 1e-4f);
+    el_batch_free(b);
+    for (int i = 0; i < 3; i++) {
+        el_session_free(bs[i]);
+        el_session_free(one[i]);
+        free(got[i]);
+    }
+    free(want);
+    el_pool_free(pool);
+    el_model_close(m);
+}
+
 // Blocks come from a pool with a budget and go back to it: a session that
 // cannot get a block is refused and keeps what it had; truncation rolls a
 // sequence back, and re-running the rolled-back positions with other tokens
@@ -336,8 +388,15 @@ static void test_kv_blocks(void **st) {
     el_session_truncate(a, 21);
     assert_int_equal(el_session_capacity(a), 2 * EL_KV_BLOCK);
     assert_int_equal(el_session_forward(a, t2 + 21, 9, 21, la, 0, &err), EL_OK);
-    assert_int_equal(el_session_forward(fresh, t2, 30, 0, lb, 0, &err), EL_OK);
+    // the same steps on a fresh session give the same logits bit for bit
+    assert_int_equal(el_session_forward(fresh, t2, 21, 0, lb, 0, &err), EL_OK);
+    assert_int_equal(el_session_forward(fresh, t2 + 21, 9, 21, lb, 0, &err), EL_OK);
     assert_true(max_abs_diff(la, lb, VOCAB) == 0.0f);
+    // all 30 in one step: the same up to the order of float sums (a step of
+    // 64 or more rows of one sequence would take the tiled attention)
+    el_session_truncate(fresh, 0);
+    assert_int_equal(el_session_forward(fresh, t2, 30, 0, lb, 0, &err), EL_OK);
+    assert_true(max_abs_diff(la, lb, VOCAB) < 1e-4f);
     el_session_free(a);
     el_session_free(fresh);
     assert_int_equal(el_kv_pool_used(pool), 0);
@@ -503,7 +562,7 @@ static void test_batch_plan(void **st) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_batch_equals_alone), cmocka_unit_test(test_batch_tails),
-        cmocka_unit_test(test_kv_types),           cmocka_unit_test(test_kv_blocks), cmocka_unit_test(test_kv_spares),
+        cmocka_unit_test(test_kv_types),           cmocka_unit_test(test_kv_blocks), cmocka_unit_test(test_long_prompts), cmocka_unit_test(test_kv_spares),
         cmocka_unit_test(test_batch_rejects_bad_rows), cmocka_unit_test(test_batch_plan),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -159,6 +159,56 @@ static void test_attention(void **st) {
         }
 }
 
+// ---------------------------------------------------------------- causal attention on tiles
+
+// A panel of query rows at consecutive positions against the keys they see,
+// at both levels, against a double-precision loop: several chunks of keys
+// (the online softmax's rescaling), head sizes that are and are not
+// multiples of the 12-row tile, part panels, sliding windows, and keys that
+// start after position 0. Columns past hd and rows past nq stay untouched.
+static void test_attn_causal(void **s) {
+    (void)s;
+    uint64_t rng = 11;
+    const struct { int hd, nq, p0, window; } cases[] = {
+        {64, 32, 0, 0}, {64, 32, 600, 0}, {8, 17, 40, 0}, {76, 1, 250, 0}, {64, 20, 500, 7}, {16, 32, 479, 300}, {64, 31, 0, 3},
+    };
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        int hd = cases[c].hd, nq = cases[c].nq, p0 = cases[c].p0, window = cases[c].window, ld = hd + 3;
+        int k0 = window && p0 + 1 > window ? p0 + 1 - window : 0, nk = p0 + nq - k0, krows = (nk + 11) / 12 * 12;
+        float *q = tu_randv(&rng, (size_t)nq * ld, 2), *k = tu_randv(&rng, (size_t)krows * hd + 12, 2);
+        float *v = tu_randv(&rng, (size_t)nk * hd + 12, 1), *out = malloc(sizeof(float) * (EL_PANEL + 1) * ld);
+        float lse[2 * (EL_PANEL + 1)], *work = malloc(el_attn_causal_work(nk, hd) * sizeof(float));
+        double *p = malloc(sizeof(double) * nk);
+        for (int level = 0; level < 2; level++) {  // the plain loop, then the tiles where they run
+            el_isa isa = level ? EL_ISA_BEST : EL_ISA_SCALAR;
+            for (int i = 0; i < (EL_PANEL + 1) * ld; i++) out[i] = 999.0f;
+            for (int i = 0; i < 2 * (EL_PANEL + 1); i++) lse[i] = 999.0f;
+            el_attn_causal_isa(out, (size_t)ld, lse, 2, q, (size_t)ld, nq, p0, k, v, k0, nk, hd, window, 0.2f, work, isa);
+            for (int t = 0; t < nq; t++) {
+                int pos = p0 + t, lo = window && pos + 1 - window > 0 ? pos + 1 - window : 0;
+                double mx = -1e300, sum = 0;
+                for (int sp = lo; sp <= pos; sp++) {
+                    double a = 0;
+                    for (int i = 0; i < hd; i++) a += (double)q[(size_t)t * ld + i] * k[(size_t)(sp - k0) * hd + i];
+                    p[sp - lo] = 0.2 * a;
+                    mx = p[sp - lo] > mx ? p[sp - lo] : mx;
+                }
+                for (int sp = lo; sp <= pos; sp++) sum += p[sp - lo] = exp(p[sp - lo] - mx);
+                for (int j = 0; j < hd; j++) {
+                    double want = 0;
+                    for (int sp = lo; sp <= pos; sp++) want += p[sp - lo] / sum * v[(size_t)(sp - k0) * hd + j];
+                    assert_float_equal(out[(size_t)t * ld + j], want, 2e-5);
+                }
+                assert_float_equal(lse[2 * t], mx + log(sum), 2e-5 * (1 + fabs(mx)));
+                for (int j = hd; j < ld; j++) assert_true(out[(size_t)t * ld + j] == 999.0f);
+                assert_true(lse[2 * t + 1] == 999.0f);
+            }
+            for (int i = nq * ld; i < (EL_PANEL + 1) * ld; i++) assert_true(out[i] == 999.0f);
+        }
+        free(q), free(k), free(v), free(out), free(work), free(p);
+    }
+}
+
 // ---------------------------------------------------------------- dense f32 products
 
 // The column split over the pool computes the same product as one call.
@@ -188,6 +238,6 @@ static void test_sgemm_par(void **s) {
 int main(void) {
     const struct CMUnitTest tests[] = {cmocka_unit_test(test_exp), cmocka_unit_test(test_swiglu),
                                        cmocka_unit_test(test_softmax), cmocka_unit_test(test_attention),
-                                       cmocka_unit_test(test_sgemm_par)};
+                                       cmocka_unit_test(test_attn_causal), cmocka_unit_test(test_sgemm_par)};
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
