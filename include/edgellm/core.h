@@ -123,6 +123,7 @@ typedef enum {
 
 // The best level this CPU supports, lowered by EL_ISA=scalar|avx2|avx512 on
 // x86-64 and EL_ISA=scalar|neon|dotprod|i8mm on AArch64 (other names: ignored).
+// Detected, and EL_ISA read, once: at the first call.
 el_isa el_cpu_isa(void);
 int el_cpu_has_avx512vnni(void);
 const char *el_isa_name(el_isa isa);

@@ -123,15 +123,15 @@ void el_attn_p_isa(float *out, const float *q, const float *k, const float *v, i
 
 // Causal attention of nq <= EL_PANEL query rows of one head at consecutive
 // positions p0 .. p0+nq-1 (q[t·ldq + i]) against the f32 keys and values of
-// positions k0 .. k0+nk-1 (k[s·hd + i], v[s·hd + i]): a query at position p
-// sees the keys at positions s <= p with p - s < window (window 0: all), and
-// must see one. out[t·ldo + j] = Σ_s P[t][s] v[s][j], P the softmax of scale ·
-// q·k; lse[t·ldl] = log Σ_s exp(scale · q·k) when lse is not NULL. k holds
-// rows up to nk rounded up to 12 (any values), v nk·hd + 12 floats (the extra
-// ones finite). With AVX-512: 12 x 32 tiles (gemm_avx512.c) and an online
-// softmax over chunks of keys; elsewhere a plain loop, and
-// el_attn_causal_tiled is 0 (the layer keeps its row-by-row path there).
-// work: el_attn_causal_work floats.
+// positions k0 .. k0+nk-1 (position s at k[(s-k0)·hd + i], v[(s-k0)·hd + i]):
+// a query at position p sees the keys at positions s <= p with p - s < window
+// (window 0: all), and must see one. out[t·ldo + j] = Σ_s P[t][s] v[s][j], P
+// the softmax of scale · q·k; lse[t·ldl] = log Σ_s exp(scale · q·k) when lse
+// is not NULL. k must be readable for nk rows rounded up to 12, v for nk·hd +
+// 12 floats (the extra values are never used). With AVX-512: 12 x 32 tiles
+// (gemm_avx512.c) and an online softmax over chunks of keys; elsewhere a plain
+// loop, and el_attn_causal_tiled is 0 (the layer keeps its row-by-row path
+// there). work: el_attn_causal_work floats.
 int el_attn_causal_tiled(el_isa isa);
 size_t el_attn_causal_work(int nk, int hd);
 void el_attn_causal_isa(float *out, size_t ldo, float *lse, size_t ldl, const float *q, size_t ldq, int nq, int p0,

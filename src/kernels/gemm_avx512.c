@@ -224,14 +224,17 @@ void el_attn_p_avx512(float *out, const float *q, const float *k, const float *v
 // tiles: Sᵀ = K·Qᵀ with the keys as the broadcast operand, the softmax down
 // each query column 16 queries at a time, Oᵀ += Vᵀ·Pᵀ with Pᵀ as the
 // activations. Keys come in chunks of ACH with an online softmax (running
-// maximum and sum per query, Oᵀ rescaled when the maximum grows), so the
-// scratch does not grow with the context.
+// maximum and sum per query; Oᵀ and the sum rescaled by e^(old max - new max)
+// after each chunk but the first), so the scratch does not grow with the
+// context.
 #define ACH 240  // keys a chunk: 20 tiles of MR
+_Static_assert(NR == EL_PANEL && ACH % MR == 0, "a panel is one tile's tokens; a chunk whole tiles of keys");
 
 size_t el_attn_causal_work_avx512(int hd) { return (size_t)hd * NR + ACH * NR + up((size_t)hd, MR) * NR; }
 
 void el_attn_causal_avx512(float *out, size_t ldo, float *lse, size_t ldl, const float *q, size_t ldq, int nq, int p0,
                            const float *k, const float *v, int k0, int nk, int hd, int window, float scale, float *work) {
+    if (nq > NR) nq = NR;  // (outside the contract: a panel's rows at most)
     int hd_pad = (int)up((size_t)hd, MR);
     float *qt = work, *st = qt + (size_t)hd * NR, *ot = st + (size_t)ACH * NR;
     for (int i = 0; i < hd; i++)

@@ -117,7 +117,7 @@ typedef struct {
     int n_panels, n_rest;
     const int *panels;  // panel i: first row panels[2i], rows panels[2i + 1]
     const int *rest;
-    atomic_int failed;  // a task could not get its score buffer
+    atomic_int failed;  // a task could not get its buffers
 } attn_job;
 
 // Row r's keys and values: its session's cache, or its training context
@@ -135,35 +135,21 @@ static void row_view(const attn_job *j, int r, el_kv_view *w, uint8_t **kb, uint
 
 static int row_pos(const attn_job *j, int r) { return j->pos ? j->pos[r] : r % j->T; }
 
-// Query heads of one kv head's group (all of them, or a part when there
-// would be too few tasks) over a block of rows, each row against its own
-// sequence: a row's keys and values are read by the group's heads in turn,
-// while they are still in L1/L2. A task per query head had each thread fetch
-// every kv head's rows from memory again: 8-row steps of the TinyLlama-shaped
-// model over positions 0..199 were 5% slower (A/B within one process).
-static void attn_panel(attn_job *j, int panel, int c);
-
-static void attn_task(void *ctx, int task, int n_tasks) {
-    (void)n_tasks;
-    attn_job *j = ctx;
-    if (task < j->n_panels * j->KVH) {
-        attn_panel(j, task / j->KVH, task % j->KVH);
-        return;
-    }
-    task -= j->n_panels * j->KVH;
-    int hd = j->hd, qd = j->H * hd, group = j->H / j->KVH, n = j->rest ? j->n_rest : j->n;
-    int c = task / j->row_blocks, i0 = task % j->row_blocks * j->rows_per_task;
-    int i1 = i0 + j->rows_per_task < n ? i0 + j->rows_per_task : n;
-#define ROW(i) (j->rest ? j->rest[i] : (i))
+// Rows idx[i] (idx NULL: row i) for i in [i0, i1), query heads [h0, h1) of
+// one kv head's group, row by row: a row's keys and values are read by the
+// group's heads in turn, while they are still in L1/L2. (A task per query
+// head had each thread fetch every kv head's rows from memory again: 8-row
+// steps of the TinyLlama-shaped model over positions 0..199 were 5% slower,
+// A/B within one process.) Returns -1 when the score buffer was not there.
+static int attn_rows(const attn_job *j, const int *idx, int i0, int i1, int h0, int h1) {
+    int hd = j->hd, qd = j->H * hd, group = j->H / j->KVH;
+#define ROW(i) (idx ? idx[i] : (i))
     int max_end = 0;
     for (int i = i0; i < i1; i++)
         if (row_pos(j, ROW(i)) + 1 > max_end) max_end = row_pos(j, ROW(i)) + 1;
     float stack[1024];
     float *scores = max_end <= 1024 ? stack : malloc((size_t)max_end * sizeof(float));
-    if (!scores) {
-        atomic_store(&j->failed, 1);
-        return;
-    }
+    if (!scores) return -1;
     for (int i = i0; i < i1; i++) {
         int r = ROW(i);
         el_kv_view w;
@@ -172,30 +158,33 @@ static void attn_task(void *ctx, int task, int n_tasks) {
         int end = row_pos(j, r) + 1;  // positions this row may attend to
         // sliding window (Mistral): only the latest window positions, itself included
         int start = j->window && end > j->window ? end - j->window : 0;
-        for (int h = c * j->heads_per_task; h < (c + 1) * j->heads_per_task; h++) {
+        for (int h = h0; h < h1; h++) {
             float lse = attend(j->out + (size_t)r * qd + (size_t)h * hd, scores, j->q + (size_t)r * qd + (size_t)h * hd,
                                &w, h / group, start, end, hd, j->lse != NULL);
             if (j->lse) j->lse[(size_t)r * j->H + h] = lse;
         }
     }
-    if (scores != stack) free(scores);
 #undef ROW
+    if (scores != stack) free(scores);
+    return 0;
 }
+
+// A panel's keys and values are gathered as f32 up to this many floats (K
+// and V together: 8 MiB a task); a panel that would need more runs row by row.
+#define ATTN_PANEL_MAX_FLOATS ((size_t)2 << 20)
 
 // One panel's rows (positions p0 .. p0+nq-1 of one sequence) for the query
 // heads of kv head c: the keys and values they see, gathered once as f32 for
-// the group's heads, then the tiled kernel head by head.
-static void attn_panel(attn_job *j, int panel, int c) {
+// the group's heads, then the tiled kernel head by head. Row by row when the
+// gathered rows would be too large or their memory is not there.
+static int attn_panel(const attn_job *j, int panel, int c) {
     int r0 = j->panels[2 * panel], nq = j->panels[2 * panel + 1], p0 = row_pos(j, r0), hd = j->hd;
     int group = j->H / j->KVH, qd = j->H * hd;
     int k0 = j->window && p0 + 1 > j->window ? p0 + 1 - j->window : 0, nk = p0 + nq - k0;
-    size_t krows = ((size_t)nk + 11) / 12 * 12;
-    float *kf = malloc((krows * hd + 12 + (size_t)nk * hd + 12 + el_attn_causal_work(nk, hd)) * sizeof(float));
-    if (!kf) {
-        atomic_store(&j->failed, 1);
-        return;
-    }
-    float *vf = kf + krows * hd + 12, *work = vf + (size_t)nk * hd + 12;
+    size_t krows = ((size_t)nk + 11) / 12 * 12, kv_floats = krows * hd + (size_t)nk * hd + 12;
+    float *kf = kv_floats <= ATTN_PANEL_MAX_FLOATS ? malloc((kv_floats + el_attn_causal_work(nk, hd)) * sizeof(float)) : NULL;
+    if (!kf) return attn_rows(j, NULL, r0, r0 + nq, c * group, (c + 1) * group);
+    float *vf = kf + krows * hd, *work = vf + (size_t)nk * hd + 12;
     el_kv_view w;
     uint8_t *kb, *vb;
     row_view(j, r0, &w, &kb, &vb);
@@ -203,7 +192,8 @@ static void attn_panel(attn_job *j, int panel, int c) {
         el_kv_load(w.dtype, kf + (size_t)s * hd, kv_at(&w, 0, c, k0 + s), hd);
         el_kv_load(w.dtype, vf + (size_t)s * hd, kv_at(&w, 1, c, k0 + s), hd);
     }
-    memset(kf + (size_t)nk * hd, 0, ((krows - (size_t)nk) * hd + 12) * sizeof(float));
+    // the tiles read K to a whole 12 rows and V up to 11 floats past its end
+    memset(kf + (size_t)nk * hd, 0, (krows - (size_t)nk) * hd * sizeof(float));
     memset(vf + (size_t)nk * hd, 0, 12 * sizeof(float));
     float scale = 1.0f / sqrtf((float)hd);
     for (int h = c * group; h < (c + 1) * group; h++)
@@ -211,6 +201,25 @@ static void attn_panel(attn_job *j, int panel, int c) {
                            (size_t)j->H, j->q + (size_t)r0 * qd + (size_t)h * hd, (size_t)qd, nq, p0, kf, vf, k0, nk, hd,
                            j->window, scale, work, EL_ISA_BEST);
     free(kf);
+    return 0;
+}
+
+// Tasks: first the panels, one per panel and kv head, the last panels (the
+// most keys) first; then the other rows, by kv head (or part of its group)
+// and block of rows.
+static void attn_task(void *ctx, int task, int n_tasks) {
+    (void)n_tasks;
+    attn_job *j = ctx;
+    int fail;
+    if (task < j->n_panels * j->KVH) {
+        fail = attn_panel(j, j->n_panels - 1 - task / j->KVH, task % j->KVH);
+    } else {
+        task -= j->n_panels * j->KVH;
+        int n = j->rest ? j->n_rest : j->n, c = task / j->row_blocks, i0 = task % j->row_blocks * j->rows_per_task;
+        int i1 = i0 + j->rows_per_task < n ? i0 + j->rows_per_task : n;
+        fail = attn_rows(j, j->rest, i0, i1, c * j->heads_per_task, (c + 1) * j->heads_per_task);
+    }
+    if (fail) atomic_store(&j->failed, 1);
 }
 
 // The sequence a row belongs to: its cache (the view's block table and
@@ -228,8 +237,10 @@ static int same_sequence(const attn_job *j, int a, int b) {
 // of EL_PANEL rows, where it runs (AVX-512); a last part of fewer than
 // ATTN_PANEL_MIN rows, shorter runs, and every row elsewhere go row by row.
 // A/B in one process, one sequence of the TinyLlama shape's attention (32
-// heads, 4 kv heads, hd 64), 2 threads, median of 15: tiled against rows at
-// 16 rows 0.41x, 32 0.75x, 64 1.03x, 128 1.87x, 512 3.2x, 2048 4.7x.
+// heads, 4 kv heads, hd 64), 2 threads, median of 15, the tiled path's speed
+// over the row path's: 16 rows 0.41x, 32 0.75x, 64 1.03x, 128 1.87x, 512
+// 3.2x, 2048 4.7x. A last part of 16..31 rows still goes to the tiles: late
+// in a run of 64 or more, its cost is in its keys, which the tiles handle well.
 #define ATTN_RUN_MIN 64
 #define ATTN_PANEL_MIN 16
 
@@ -239,10 +250,8 @@ static int attn_run(el_pool *pool, attn_job *j) {
     if (j->n >= ATTN_RUN_MIN && el_attn_causal_tiled(EL_ISA_BEST)) {
         panels = malloc(((size_t)j->n / ATTN_PANEL_MIN + 1) * 2 * sizeof(int));  // more than enough
         rest = malloc((size_t)j->n * sizeof(int));
-        if (!panels || !rest) {
-            free(panels), free(rest);
-            return -1;
-        }
+    }
+    if (panels && rest) {  // (without them, every row goes row by row)
         for (int r = 0, e; r < j->n; r = e) {
             for (e = r + 1; e < j->n && row_pos(j, e) == row_pos(j, e - 1) + 1 && same_sequence(j, r, e); e++) {}
             if (e - r < ATTN_RUN_MIN) {
