@@ -129,9 +129,10 @@ void el_attn_p_isa(float *out, const float *q, const float *k, const float *v, i
 // the softmax of scale · q·k; lse[t·ldl] = log Σ_s exp(scale · q·k) when lse
 // is not NULL. k must be readable for nk rows rounded up to 12, v for nk·hd +
 // 12 floats (the extra values are never used). With AVX-512: 12 x 32 tiles
-// (gemm_avx512.c) and an online softmax over chunks of keys; elsewhere a plain
-// loop, and el_attn_causal_tiled is 0 (the layer keeps its row-by-row path
-// there). work: el_attn_causal_work floats.
+// (gemm_avx512.c) and an online softmax over chunks of keys; elsewhere query
+// by query on el_attn_scores, el_softmax and el_attn_mix, and
+// el_attn_causal_tiled is 0 (the layer keeps its row-by-row path there).
+// work: el_attn_causal_work floats.
 int el_attn_causal_tiled(el_isa isa);
 size_t el_attn_causal_work(int nk, int hd);
 void el_attn_causal_isa(float *out, size_t ldo, float *lse, size_t ldl, const float *q, size_t ldq, int nq, int p0,

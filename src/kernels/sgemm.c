@@ -306,22 +306,19 @@ void el_attn_causal_isa(float *out, size_t ldo, float *lse, size_t ldl, const fl
         el_attn_causal_avx512(out, ldo, lse, ldl, q, ldq, nq, p0, k, v, k0, nk, hd, window, scale, work);
         return;
     }
-    // query by query: the scores of the keys it sees, their softmax, the mix
+    // query by query on the row kernels, as the layer's row path does
     for (int t = 0; t < nq; t++) {
         int pos = p0 + t, lo = window && pos + 1 - window > k0 ? pos + 1 - window : k0, hi = pos < k0 + nk - 1 ? pos : k0 + nk - 1;
-        float *s = work, max = -INFINITY, sum = 0;
-        for (int p = lo; p <= hi; p++) {
-            float d = 0;
-            for (int i = 0; i < hd; i++) d += q[(size_t)t * ldq + i] * k[(size_t)(p - k0) * hd + i];
-            s[p - lo] = d * scale;
-            if (s[p - lo] > max) max = s[p - lo];
-        }
-        for (int p = lo; p <= hi; p++) sum += s[p - lo] = expf(s[p - lo] - max);
-        float *o = out + (size_t)t * ldo;
-        for (int j = 0; j < hd; j++) o[j] = 0;
-        for (int p = lo; p <= hi; p++)
-            for (int j = 0; j < hd; j++) o[j] += s[p - lo] / sum * v[(size_t)(p - k0) * hd + j];
-        if (lse) lse[(size_t)t * ldl] = max + logf(sum);
+        int n = hi - lo + 1, top = 0;
+        float *s = work, *o = out + (size_t)t * ldo;
+        el_attn_scores(s, q + (size_t)t * ldq, k + (size_t)(lo - k0) * hd, (size_t)hd, n, hd, scale);
+        for (int i = 1; i < n; i++)
+            if (s[i] > s[top]) top = i;
+        float max = s[top];
+        el_softmax(s, n);
+        memset(o, 0, (size_t)hd * sizeof(float));
+        el_attn_mix(o, s, v + (size_t)(lo - k0) * hd, (size_t)hd, n, hd);
+        if (lse) lse[(size_t)t * ldl] = max - logf(s[top]);  // log Σ exp = max - log P_max
     }
 }
 

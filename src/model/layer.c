@@ -224,12 +224,21 @@ static void attn_task(void *ctx, int task, int n_tasks) {
 
 // The sequence a row belongs to: its cache (the view's block table and
 // offset), or its training context.
-static int same_sequence(const attn_job *j, int a, int b) {
-    if (!j->kv) return a / j->T == b / j->T;
-    el_kv_view va, vb;
-    j->kv(j->kv_ctx, a, &va);
-    j->kv(j->kv_ctx, b, &vb);
-    return va.blocks[0] == vb.blocks[0] && va.off[0] == vb.off[0];
+typedef struct {
+    const void *table;
+    size_t at;
+} seq_id;
+
+static seq_id sequence_of(const attn_job *j, int r) {
+    if (!j->kv) return (seq_id){NULL, (size_t)(r / j->T)};
+    el_kv_view w;
+    j->kv(j->kv_ctx, r, &w);
+    return (seq_id){w.blocks[0], w.off[0]};
+}
+
+static int in_sequence(const attn_job *j, seq_id s, int r) {
+    seq_id x = sequence_of(j, r);
+    return x.table == s.table && x.at == s.at;
 }
 
 // Runs of at least ATTN_RUN_MIN rows of one sequence at consecutive
@@ -253,7 +262,8 @@ static int attn_run(el_pool *pool, attn_job *j) {
     }
     if (panels && rest) {  // (without them, every row goes row by row)
         for (int r = 0, e; r < j->n; r = e) {
-            for (e = r + 1; e < j->n && row_pos(j, e) == row_pos(j, e - 1) + 1 && same_sequence(j, r, e); e++) {}
+            seq_id sr = sequence_of(j, r);
+            for (e = r + 1; e < j->n && row_pos(j, e) == row_pos(j, e - 1) + 1 && in_sequence(j, sr, e); e++) {}
             if (e - r < ATTN_RUN_MIN) {
                 for (int i = r; i < e; i++) rest[j->n_rest++] = i;
                 continue;
