@@ -172,6 +172,8 @@ void el_read_probe_free(el_read_probe *p);
 float el_dot_f32(const float *a, const float *b, int n);
 // y[i] += a * x[i]   (y and x do not overlap)
 void el_axpy_f32(float *y, float a, const float *x, int n);
+// y[i] += x[i]   (y and x do not overlap)
+void el_add_f32(float *y, const float *x, int n);
 
 // out[i] = x[i] / sqrt(mean(x²) + eps) * w[i]   over one row of n; returns the
 // scale 1/sqrt(mean(x²) + eps) it used
@@ -185,6 +187,14 @@ void el_rope(float *x, int n_heads, int head_dim, int pos, const float *inv_freq
 void el_rope_neox(float *x, int n_heads, int head_dim, int pos, const float *inv_freq);
 // inv_freq[i] = theta^(-2i/head_dim)
 void el_rope_freqs(float *inv_freq, int head_dim, float theta);
+// The widest head el_rope_rotate takes (el_rope and el_rope_neox take any).
+#define EL_ROPE_MAX_HD 512
+// The rotation of position pos: c[i] = cos(pos·inv_freq[i]), s[i] = sin(..),
+// i < half. el_rope_rotate then turns x[n_heads, head_dim] by it in place, in
+// el_rope's layout (neox 0) or el_rope_neox's (neox 1): one table serves a
+// row's queries and keys, with the same bits as el_rope / el_rope_neox.
+void el_rope_table(float *c, float *s, int half, int pos, const float *inv_freq);
+void el_rope_rotate(float *x, int n_heads, int head_dim, const float *c, const float *s, int neox);
 
 // In-place softmax of x[0..n)
 void el_softmax(float *x, int n);

@@ -23,6 +23,8 @@ static void detect_isa(void) {
 #if !defined(__x86_64__)
 #define el_gelu_avx512 el_gelu_scalar
 #define el_swiglu_avx512 el_swiglu_scalar
+#define el_rmsnorm_avx512 el_rmsnorm_scalar
+#define el_rope_rotate_avx512 el_rope_rotate_scalar
 #define el_softmax_avx512 el_softmax_scalar
 #define el_attn_scores_avx512 el_attn_scores_scalar
 #define el_attn_mix_avx512 el_attn_mix_scalar
@@ -50,7 +52,7 @@ void el_axpy_f32(float *restrict y, float a, const float *restrict x, int n) {
 }
 
 // out[n] = x[n] / sqrt(mean(x²) + eps) * w[n]
-float el_rmsnorm(float *out, const float *x, const float *w, int n, float eps) {
+float el_rmsnorm_scalar(float *out, const float *x, const float *w, int n, float eps) {
     // Eight running sums: one chain of dependent double adds cost ~2 us per
     // 2048-wide row (2.5% of a 128-token prefill); the double sums give the
     // same float scale to within one rounding.
@@ -67,6 +69,19 @@ float el_rmsnorm(float *out, const float *x, const float *w, int n, float eps) {
     float scale = (float)(1.0 / sqrt(ss / n + eps));
     for (i = 0; i < n; i++) out[i] = x[i] * scale * w[i];
     return scale;
+}
+
+float el_rmsnorm(float *out, const float *x, const float *w, int n, float eps) {
+    pthread_once(&isa_once, detect_isa);
+    if (use_avx512) return el_rmsnorm_avx512(out, x, w, n, eps);
+    return el_rmsnorm_scalar(out, x, w, n, eps);
+}
+
+void el_add_f32(float *restrict y, const float *restrict x, int n) {
+    int i = 0;  // blocks of sixteen: vector adds (see el_axpy_f32)
+    for (; i + 16 <= n; i += 16)
+        for (int j = 0; j < 16; j++) y[i + j] += x[i + j];
+    for (; i < n; i++) y[i] += x[i];
 }
 
 void el_layernorm(float *out, const float *x, const float *w, const float *b, int n, float eps) {
@@ -86,34 +101,61 @@ void el_rope_freqs(float *inv_freq, int head_dim, float theta) {
     for (int i = 0; i < head_dim / 2; i++) inv_freq[i] = (float)pow(theta, -2.0 * i / head_dim);
 }
 
-// x[n_heads, head_dim]: pair (2i, 2i+1) of every head rotates by pos·inv_freq[i]
-void el_rope(float *x, int n_heads, int head_dim, int pos, const float *inv_freq) {
-    int half = head_dim / 2;
+void el_rope_table(float *c, float *s, int half, int pos, const float *inv_freq) {
     for (int i = 0; i < half; i++) {
         float angle = (float)pos * inv_freq[i];
-        float c = cosf(angle), s = sinf(angle);
-        for (int h = 0; h < n_heads; h++) {
-            float *v = x + (size_t)h * head_dim + 2 * i;
-            float a = v[0], b = v[1];
-            v[0] = a * c - b * s;
-            v[1] = a * s + b * c;
+        c[i] = cosf(angle), s[i] = sinf(angle);
+    }
+}
+
+void el_rope_rotate_scalar(float *x, int n_heads, int head_dim, const float *c, const float *s, int neox) {
+    int half = head_dim / 2;
+    for (int h = 0; h < n_heads; h++) {
+        float *xh = x + (size_t)h * head_dim;
+        for (int i = 0; i < half; i++) {
+            float *v0 = neox ? xh + i : xh + 2 * i, *v1 = neox ? xh + i + half : xh + 2 * i + 1;
+            float a = *v0, b = *v1;
+            *v0 = a * c[i] - b * s[i];
+            *v1 = a * s[i] + b * c[i];
         }
     }
 }
 
+void el_rope_rotate(float *x, int n_heads, int head_dim, const float *c, const float *s, int neox) {
+    pthread_once(&isa_once, detect_isa);
+    if (use_avx512 && head_dim <= EL_ROPE_MAX_HD) el_rope_rotate_avx512(x, n_heads, head_dim, c, s, neox);
+    else el_rope_rotate_scalar(x, n_heads, head_dim, c, s, neox);
+}
+
+static void rope(float *x, int n_heads, int head_dim, int pos, const float *inv_freq, int neox) {
+    float c[EL_ROPE_MAX_HD / 2], s[EL_ROPE_MAX_HD / 2];
+    int half = head_dim / 2;
+    if (half > EL_ROPE_MAX_HD / 2) {  // (no model has such heads) in pieces of the table
+        for (int i0 = 0; i0 < half; i0 += EL_ROPE_MAX_HD / 2) {
+            int m = half - i0 < EL_ROPE_MAX_HD / 2 ? half - i0 : EL_ROPE_MAX_HD / 2;
+            el_rope_table(c, s, m, pos, inv_freq + i0);
+            for (int h = 0; h < n_heads; h++)
+                for (int i = 0; i < m; i++) {
+                    float *xh = x + (size_t)h * head_dim, *v0 = neox ? xh + i0 + i : xh + 2 * (i0 + i);
+                    float *v1 = neox ? v0 + half : v0 + 1, a = *v0, b = *v1;
+                    *v0 = a * c[i] - b * s[i];
+                    *v1 = a * s[i] + b * c[i];
+                }
+        }
+        return;
+    }
+    el_rope_table(c, s, half, pos, inv_freq);
+    el_rope_rotate(x, n_heads, head_dim, c, s, neox);
+}
+
+// x[n_heads, head_dim]: pair (2i, 2i+1) of every head rotates by pos·inv_freq[i]
+void el_rope(float *x, int n_heads, int head_dim, int pos, const float *inv_freq) {
+    rope(x, n_heads, head_dim, pos, inv_freq, 0);
+}
+
 // x[n_heads, head_dim]: pair (i, i+head_dim/2) of every head rotates by pos·inv_freq[i]
 void el_rope_neox(float *x, int n_heads, int head_dim, int pos, const float *inv_freq) {
-    int half = head_dim / 2;
-    for (int i = 0; i < half; i++) {
-        float angle = (float)pos * inv_freq[i];
-        float c = cosf(angle), s = sinf(angle);
-        for (int h = 0; h < n_heads; h++) {
-            float *v = x + (size_t)h * head_dim + i;
-            float a = v[0], b = v[half];
-            v[0] = a * c - b * s;
-            v[half] = a * s + b * c;
-        }
-    }
+    rope(x, n_heads, head_dim, pos, inv_freq, 1);
 }
 
 void el_softmax(float *x, int n) {

@@ -215,3 +215,61 @@ void el_attn_mix_avx512(float *out, const float *w, const float *v, size_t strid
     int nv = hd / 16;
     ALL_NV(mix_nv, out, w, v, stride, n)
 }
+
+// The scalar version's eight double sums are the eight lanes here (lane j
+// sums x[i + j]² over i = 0, 8, 16 ...; the product of two floats is exact in
+// double, so the FMA rounds as the scalar add does), added up in its order.
+float el_rmsnorm_avx512(float *out, const float *x, const float *w, int n, float eps) {
+    __m512d acc = _mm512_setzero_pd();
+    int i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m512d v = _mm512_cvtps_pd(_mm256_loadu_ps(x + i));
+        acc = _mm512_fmadd_pd(v, v, acc);
+    }
+    double a[8];
+    _mm512_storeu_pd(a, acc);
+    double ss = ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]));
+    for (; i < n; i++) ss += (double)x[i] * x[i];
+    float scale = (float)(1.0 / sqrt(ss / n + eps));
+    const __m512 sv = _mm512_set1_ps(scale);
+    for (i = 0; i + 16 <= n; i += 16)
+        _mm512_storeu_ps(out + i, _mm512_mul_ps(_mm512_mul_ps(_mm512_loadu_ps(x + i), sv), _mm512_loadu_ps(w + i)));
+    if (i < n) {
+        __mmask16 m = (__mmask16)((1u << (n - i)) - 1);
+        _mm512_mask_storeu_ps(out + i, m, _mm512_mul_ps(_mm512_mul_ps(_mm512_maskz_loadu_ps(m, x + i), sv), _mm512_maskz_loadu_ps(m, w + i)));
+    }
+    return scale;
+}
+
+// As el_rope_rotate_scalar, 16 floats at a time: a' = a c - b s, b' = a s +
+// b c with the products and the sum rounded as there (no FMA). Pairs (2i,
+// 2i+1): the row's cosines twice [c0 c0 c1 c1 ..] and sines as [-s0 s0 -s1
+// s1 ..] against x and x with each pair swapped.
+void el_rope_rotate_avx512(float *x, int n_heads, int head_dim, const float *c, const float *s, int neox) {
+    const int half = head_dim / 2;
+    if (neox) {
+        for (int h = 0; h < n_heads; h++) {
+            float *lo = x + (size_t)h * head_dim, *hi = lo + half;
+            for (int i = 0; i < half; i += 16) {
+                __mmask16 m = half - i >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (half - i)) - 1);
+                __m512 a = _mm512_maskz_loadu_ps(m, lo + i), b = _mm512_maskz_loadu_ps(m, hi + i);
+                __m512 cv = _mm512_maskz_loadu_ps(m, c + i), sv = _mm512_maskz_loadu_ps(m, s + i);
+                _mm512_mask_storeu_ps(lo + i, m, _mm512_sub_ps(_mm512_mul_ps(a, cv), _mm512_mul_ps(b, sv)));
+                _mm512_mask_storeu_ps(hi + i, m, _mm512_add_ps(_mm512_mul_ps(a, sv), _mm512_mul_ps(b, cv)));
+            }
+        }
+        return;
+    }
+    float cc[EL_ROPE_MAX_HD] __attribute__((aligned(64))), ss[EL_ROPE_MAX_HD] __attribute__((aligned(64)));
+    for (int i = 0; i < half; i++) cc[2 * i] = cc[2 * i + 1] = c[i], ss[2 * i] = -s[i], ss[2 * i + 1] = s[i];
+    for (int h = 0; h < n_heads; h++) {
+        float *xh = x + (size_t)h * head_dim;
+        for (int j = 0; j < head_dim; j += 16) {
+            __mmask16 m = head_dim - j >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (head_dim - j)) - 1);
+            __m512 v = _mm512_maskz_loadu_ps(m, xh + j);
+            __m512 sw = _mm512_permute_ps(v, 0xB1);  // (b, a) of every pair
+            __m512 r = _mm512_add_ps(_mm512_mul_ps(v, _mm512_maskz_load_ps(m, cc + j)), _mm512_mul_ps(sw, _mm512_maskz_load_ps(m, ss + j)));
+            _mm512_mask_storeu_ps(xh + j, m, r);
+        }
+    }
+}

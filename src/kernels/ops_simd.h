@@ -11,6 +11,9 @@
 #include "edgellm/kernels.h"
 
 float el_exp_avx512(float x);
+// the same bits as the scalar versions
+float el_rmsnorm_avx512(float *out, const float *x, const float *w, int n, float eps);
+void el_rope_rotate_avx512(float *x, int n_heads, int head_dim, const float *c, const float *s, int neox);
 void el_swiglu_avx512(float *h, const float *g, const float *u, int n);
 void el_softmax_avx512(float *x, int n);
 void el_gelu_avx512(float *x, int n, int quick);
@@ -46,6 +49,8 @@ void el_attn_scores_neon(float *scores, const float *q, const float *k, size_t s
 void el_attn_mix_neon(float *out, const float *w, const float *v, size_t stride, int n, int hd);
 
 // The scalar versions (the reference for tests).
+float el_rmsnorm_scalar(float *out, const float *x, const float *w, int n, float eps);
+void el_rope_rotate_scalar(float *x, int n_heads, int head_dim, const float *c, const float *s, int neox);
 void el_swiglu_scalar(float *h, const float *g, const float *u, int n);
 void el_softmax_scalar(float *x, int n);
 void el_gelu_scalar(float *x, int n, int quick);

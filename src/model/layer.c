@@ -587,8 +587,16 @@ static void rows_task(void *ctx, int task, int n_tasks) {
                 for (int i = 0; i < qd; i++) q[i] += bq[i];
                 for (int i = 0; i < kvd; i++) k[i] += bk[i], v[i] += bv[i];
             }
-            el_rope_forward(q, hp->n_heads, hd, pos, io->inv_freq, hp->rope_type);
-            el_rope_forward(k, hp->n_kv_heads, hd, pos, io->inv_freq, hp->rope_type);
+            if (hd <= EL_ROPE_MAX_HD) {  // one table for the row's queries and keys
+                float c[EL_ROPE_MAX_HD / 2], s[EL_ROPE_MAX_HD / 2];
+                int neox = hp->rope_type == EL_ROPE_NEOX;
+                el_rope_table(c, s, hd / 2, pos, io->inv_freq);
+                el_rope_rotate(q, hp->n_heads, hd, c, s, neox);
+                el_rope_rotate(k, hp->n_kv_heads, hd, c, s, neox);
+            } else {
+                el_rope_forward(q, hp->n_heads, hd, pos, io->inv_freq, hp->rope_type);
+                el_rope_forward(k, hp->n_kv_heads, hd, pos, io->inv_freq, hp->rope_type);
+            }
             if (io->kv) {  // the new keys and values enter the row's cache
                 el_kv_view w;
                 io->kv(io->kv_ctx, t, &w);
@@ -600,19 +608,14 @@ static void rows_task(void *ctx, int task, int n_tasks) {
             break;
         }
         case ROWS_RESID_NORM_FFN: {
-            const float *proj = a->proj + t * D;
-            for (int i = 0; i < dim; i++) x[i] += proj[i];
+            el_add_f32(x, a->proj + t * D, dim);
             if (a->x_mid) memcpy(a->x_mid + t * D, x, D * sizeof(float));
             float r = el_rmsnorm(a->xn2 + t * D, x, L->ffn_norm.data, dim, hp->rms_eps);
             if (a->rstd2) a->rstd2[t] = r;
             break;
         }
         case ROWS_SWIGLU: el_swiglu(a->h + t * F, a->g + t * F, a->u + t * F, ff); break;
-        case ROWS_RESID: {
-            const float *proj = a->proj + t * D;
-            for (int i = 0; i < dim; i++) x[i] += proj[i];
-            break;
-        }
+        case ROWS_RESID: el_add_f32(x, a->proj + t * D, dim); break;
         case ROWS_SWIGLU_BACK:
             el_swiglu_backward(gr->dg + t * F, gr->du + t * F, gr->dh + t * F, a->g + t * F, a->u + t * F, ff);
             break;

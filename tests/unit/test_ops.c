@@ -19,6 +19,8 @@ static int have_simd(void) { return el_cpu_isa() == EL_ISA_AVX512; }
 #define simd_softmax el_softmax_avx512
 #define simd_attn_scores el_attn_scores_avx512
 #define simd_attn_mix el_attn_mix_avx512
+#define simd_rmsnorm el_rmsnorm_avx512
+#define simd_rope_rotate el_rope_rotate_avx512
 #define HD_STEP 16  // head sizes the kernels take: multiples of this
 #elif defined(__aarch64__)
 static int have_simd(void) { return el_cpu_isa() >= EL_ISA_NEON; }
@@ -27,6 +29,8 @@ static int have_simd(void) { return el_cpu_isa() >= EL_ISA_NEON; }
 #define simd_softmax el_softmax_neon
 #define simd_attn_scores el_attn_scores_neon
 #define simd_attn_mix el_attn_mix_neon
+#define simd_rmsnorm el_rmsnorm_scalar  // (no NEON versions: the scalar ones run)
+#define simd_rope_rotate el_rope_rotate_scalar
 #define HD_STEP 4
 #else
 static int have_simd(void) { return 0; }
@@ -35,6 +39,8 @@ static int have_simd(void) { return 0; }
 #define simd_softmax el_softmax_scalar
 #define simd_attn_scores el_attn_scores_scalar
 #define simd_attn_mix el_attn_mix_scalar
+#define simd_rmsnorm el_rmsnorm_scalar
+#define simd_rope_rotate el_rope_rotate_scalar
 #define HD_STEP 16
 #endif
 
@@ -235,9 +241,64 @@ static void test_sgemm_par(void **s) {
     free(A), free(B), free(C0), free(C1), free(C2);
 }
 
+// RMSNorm and RoPE: the SIMD versions give the scalar ones' bits, tails
+// included, and write nothing past the row; el_rope/el_rope_neox (through a
+// table) give the bits of the direct formula at each pair.
+static void test_norm_rope(void **st) {
+    (void)st;
+    uint64_t rng = 21;
+    static const int sizes[] = {1, 7, 8, 15, 16, 17, 100, 2048, 2049};
+    for (size_t si = 0; si < sizeof sizes / sizeof sizes[0]; si++) {
+        int n = sizes[si];
+        float *x = malloc(n * sizeof(float)), *w = malloc(n * sizeof(float));
+        float *a = malloc((n + 1) * sizeof(float)), *b = malloc((n + 1) * sizeof(float));
+        for (int i = 0; i < n; i++) x[i] = (tu_randf(&rng) - 0.5f) * (i % 5 ? 3.0f : 300.0f), w[i] = tu_randf(&rng) + 0.5f;
+        a[n] = b[n] = 4321.0f;
+        float sa = simd_rmsnorm(a, x, w, n, 1e-5f), sb = el_rmsnorm_scalar(b, x, w, n, 1e-5f);
+        assert_true(sa == sb && sa > 0);
+        assert_memory_equal(a, b, (n + 1) * sizeof(float));
+        for (int i = 0; i < n; i++) b[i] = x[i] + w[i];
+        memcpy(a, x, n * sizeof(float));
+        el_add_f32(a, w, n);
+        assert_memory_equal(a, b, n * sizeof(float));
+        free(x), free(w), free(a), free(b);
+    }
+    static const int hds[] = {2, 8, 16, 30, 64, 76, 128, 512};
+    enum { HEADS = 3 };
+    for (size_t hi = 0; hi < sizeof hds / sizeof hds[0]; hi++) {
+        int hd = hds[hi], half = hd / 2, n = HEADS * hd;
+        float *inv = malloc(half * sizeof(float)), *c = malloc(half * sizeof(float)), *s = malloc(half * sizeof(float));
+        float *x = malloc(n * sizeof(float)), *a = malloc((n + 1) * sizeof(float)), *b = malloc((n + 1) * sizeof(float));
+        el_rope_freqs(inv, hd, 10000.0f);
+        for (int i = 0; i < n; i++) x[i] = tu_randf(&rng) * 4.0f - 2.0f;
+        for (int neox = 0; neox < 2; neox++)
+            for (int pos = 0; pos < 3000; pos += 997) {
+                el_rope_table(c, s, half, pos, inv);
+                memcpy(a, x, n * sizeof(float)), memcpy(b, x, n * sizeof(float));
+                a[n] = b[n] = 99.0f;
+                simd_rope_rotate(a, HEADS, hd, c, s, neox);
+                el_rope_rotate_scalar(b, HEADS, hd, c, s, neox);
+                assert_memory_equal(a, b, (n + 1) * sizeof(float));
+                memcpy(a, x, n * sizeof(float));
+                (neox ? el_rope_neox : el_rope)(a, HEADS, hd, pos, inv);
+                for (int h = 0; h < HEADS; h++)
+                    for (int i = 0; i < half; i++) {  // the direct formula
+                        int i0 = h * hd + (neox ? i : 2 * i), i1 = neox ? i0 + half : i0 + 1;
+                        float ang = (float)pos * inv[i], cs = cosf(ang), sn = sinf(ang);
+                        float want0 = x[i0] * cs - x[i1] * sn, want1 = x[i0] * sn + x[i1] * cs;
+                        if (memcmp(&a[i0], &want0, 4) || memcmp(&a[i1], &want1, 4))
+                            fail_msg("rope hd=%d neox=%d pos=%d head %d pair %d: (%g, %g) vs (%g, %g)", hd, neox, pos, h, i,
+                                     a[i0], a[i1], want0, want1);
+                    }
+            }
+        free(inv), free(c), free(s), free(x), free(a), free(b);
+    }
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {cmocka_unit_test(test_exp), cmocka_unit_test(test_swiglu),
                                        cmocka_unit_test(test_softmax), cmocka_unit_test(test_attention),
-                                       cmocka_unit_test(test_attn_causal), cmocka_unit_test(test_sgemm_par)};
+                                       cmocka_unit_test(test_attn_causal), cmocka_unit_test(test_sgemm_par),
+                                       cmocka_unit_test(test_norm_rope)};
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
