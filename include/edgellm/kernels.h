@@ -121,23 +121,30 @@ size_t el_attn_p_work(int n, int hd);
 void el_attn_p_isa(float *out, const float *q, const float *k, const float *v, int F, int f0, int n, int hd,
                    float scale, float *work, el_isa isa);
 
-// Causal attention of nq <= EL_PANEL query rows of one head at consecutive
+// Causal attention of nq <= EL_ATTN_PANEL query rows of one head at consecutive
 // positions p0 .. p0+nq-1 (q[t·ldq + i]) against the f32 keys and values of
 // positions k0 .. k0+nk-1 (position s at k[(s-k0)·hd + i], v[(s-k0)·hd + i]):
 // a query at position p sees the keys at positions s <= p with p - s < window
 // (window 0: all), and must see one. out[t·ldo + j] = Σ_s P[t][s] v[s][j], P
 // the softmax of scale · q·k; lse[t·ldl] = log Σ_s exp(scale · q·k) when lse
-// is not NULL. k must be readable for nk rows rounded up to 12, v for nk·hd +
-// 12 floats (the extra values are never used). With AVX-512: 12 x 32 tiles
-// (gemm_avx512.c) and an online softmax over chunks of keys; elsewhere query
-// by query on el_attn_scores, el_softmax and el_attn_mix, and
-// el_attn_causal_tiled is 0 (the layer keeps its row-by-row path there).
-// work: el_attn_causal_work floats.
+// is not NULL. v must be readable for nk·hd + 32 floats (the extra values are
+// never used). With AVX-512: 12 x 32 tiles (gemm_avx512.c) on the keys
+// transposed, kt as el_attn_causal_kt makes it (the heads of a group can share
+// one; NULL: made in work), and an online softmax over chunks of keys; then k
+// may be NULL. Elsewhere query by query on el_attn_scores, el_softmax and
+// el_attn_mix, from k, and el_attn_causal_tiled is 0 (the layer keeps its
+// row-by-row path there). work: el_attn_causal_work floats.
+#define EL_ATTN_PANEL 36  // three tiles of 12 queries
 int el_attn_causal_tiled(el_isa isa);
 size_t el_attn_causal_work(int nk, int hd);
+// Kᵀ in blocks of 32 keys, each block's elements 32 floats apart (one tile of
+// keys is contiguous): key s's element i at kt[(s/32)·32·hd + i·32 + s%32],
+// zero past nk up to a whole block; el_attn_causal_kt_floats(nk, hd) floats.
+size_t el_attn_causal_kt_floats(int nk, int hd);
+void el_attn_causal_kt(float *kt, const float *k, int nk, int hd);
 void el_attn_causal_isa(float *out, size_t ldo, float *lse, size_t ldl, const float *q, size_t ldq, int nq, int p0,
-                        const float *k, const float *v, int k0, int nk, int hd, int window, float scale, float *work,
-                        el_isa isa);
+                        const float *k, const float *kt, const float *v, int k0, int nk, int hd, int window, float scale,
+                        float *work, el_isa isa);
 
 // Layer norm of each token of panels [p0, p1) over its F features (w, b per
 // feature, may be NULL); out may be x.

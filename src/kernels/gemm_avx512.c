@@ -217,77 +217,152 @@ void el_attn_p_avx512(float *out, const float *q, const float *k, const float *v
     }
 }
 
+// Kᵀ for the causal tiles (el_attn_causal_kt's layout): 16 keys x 16 of
+// their elements at a time, transposed in registers (pairs, then quads
+// within the 128-bit lanes, then the lanes), the last keys one by one.
+void el_attn_causal_kt_avx512(float *kt, const float *k, int nk, int hd) {
+    int s0 = 0;
+    for (; s0 + 16 <= nk; s0 += 16)
+        for (int i0 = 0; i0 < hd; i0 += 16) {
+            const int w = hd - i0 < 16 ? hd - i0 : 16;
+            const __mmask16 mk = (__mmask16)((1u << w) - 1);
+            __m512 r[16], t[16];
+            for (int a = 0; a < 16; a++) r[a] = _mm512_maskz_loadu_ps(mk, k + (size_t)(s0 + a) * hd + i0);
+            for (int a = 0; a < 16; a += 2) t[a] = _mm512_unpacklo_ps(r[a], r[a + 1]), t[a + 1] = _mm512_unpackhi_ps(r[a], r[a + 1]);
+            for (int g = 0; g < 16; g += 4) {  // r[g + e]: in 128-bit lane L, element 4L + e of keys g .. g+3
+                r[g] = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(t[g]), _mm512_castps_pd(t[g + 2])));
+                r[g + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(t[g]), _mm512_castps_pd(t[g + 2])));
+                r[g + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(t[g + 1]), _mm512_castps_pd(t[g + 3])));
+                r[g + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(t[g + 1]), _mm512_castps_pd(t[g + 3])));
+            }
+            for (int e = 0; e < 4; e++) {
+                __m512 v0 = _mm512_shuffle_f32x4(r[e], r[4 + e], 0x88), v1 = _mm512_shuffle_f32x4(r[e], r[4 + e], 0xDD);
+                __m512 v2 = _mm512_shuffle_f32x4(r[8 + e], r[12 + e], 0x88), v3 = _mm512_shuffle_f32x4(r[8 + e], r[12 + e], 0xDD);
+                __m512 o[4] = {_mm512_shuffle_f32x4(v0, v2, 0x88), _mm512_shuffle_f32x4(v1, v3, 0x88),
+                               _mm512_shuffle_f32x4(v0, v2, 0xDD), _mm512_shuffle_f32x4(v1, v3, 0xDD)};
+                for (int L = 0; L < 4; L++)  // element 4L + e of the 16 keys
+                    if (4 * L + e < w) _mm512_storeu_ps(kt + (size_t)(s0 / NR) * NR * hd + (size_t)(i0 + 4 * L + e) * NR + s0 % NR, o[L]);
+            }
+        }
+    for (int sp = s0; sp < (nk + NR - 1) / NR * NR; sp++)
+        for (int i = 0; i < hd; i++) kt[(size_t)(sp / NR) * NR * hd + (size_t)i * NR + sp % NR] = sp < nk ? k[(size_t)sp * hd + i] : 0.0f;
+}
+
 // ---------------------------------------------------------------- causal attention
 
-// Causal attention of a panel of up to 32 query rows at consecutive
-// positions (a prompt's prefill, a training context) on the same 12 x 32
-// tiles: Sᵀ = K·Qᵀ with the keys as the broadcast operand, the softmax down
-// each query column 16 queries at a time, Oᵀ += Vᵀ·Pᵀ with Pᵀ as the
-// activations. Keys come in chunks of ACH with an online softmax (running
-// maximum and sum per query; Oᵀ and the sum rescaled by e^(old max - new max)
-// after each chunk but the first), so the scratch does not grow with the
-// context.
-#define ACH 240  // keys a chunk: 20 tiles of MR
-_Static_assert(NR == EL_PANEL && ACH % MR == 0, "a panel is one tile's tokens; a chunk whole tiles of keys");
+// Causal attention of a panel of query rows at consecutive positions (a
+// prompt's prefill, a training context) on the same 12 x 32 tiles, 12 queries
+// at a time with the queries as the broadcast operand: S = Q·Kᵀ (32 keys a
+// tile, from Kᵀ, which the caller transposes once for all heads of a group),
+// the softmax along each query's row, O += P·V (32 of the head's columns a
+// tile, V as it is stored). Nothing is transposed per head, and each block of
+// 12 queries reads only the keys its last query sees. Keys come in chunks of
+// ACH with an online softmax (running maximum and sum per query; O and the
+// sum rescaled by e^(old max - new max) after each chunk but the first), so
+// the scratch does not grow with the context.
+#define ACH 128  // keys a chunk: 4 tiles of NR
+_Static_assert(ACH % NR == 0 && EL_ATTN_PANEL % MR == 0, "a chunk is whole tiles of keys; a panel whole tiles of queries");
 
-size_t el_attn_causal_work_avx512(int hd) { return (size_t)hd * NR + ACH * NR + up((size_t)hd, MR) * NR; }
+size_t el_attn_causal_work_avx512(int hd) {
+    return EL_ATTN_PANEL * (ACH + up((size_t)hd, NR) + (size_t)hd);  // the panel's S, O and queries
+}
 
 void el_attn_causal_avx512(float *out, size_t ldo, float *lse, size_t ldl, const float *q, size_t ldq, int nq, int p0,
-                           const float *k, const float *v, int k0, int nk, int hd, int window, float scale, float *work) {
-    if (nq > NR) nq = NR;  // (outside the contract: a panel's rows at most)
-    int hd_pad = (int)up((size_t)hd, MR);
-    float *qt = work, *st = qt + (size_t)hd * NR, *ot = st + (size_t)ACH * NR;
-    for (int i = 0; i < hd; i++)
-        for (int t = 0; t < NR; t++) qt[(size_t)i * NR + t] = t < nq ? q[(size_t)t * ldq + i] : 0.0f;
-    memset(ot, 0, (size_t)hd_pad * NR * sizeof(float));
+                           const float *kt, const float *v, int k0, int nk, int hd, int window, float scale, float *work) {
+    if (nq > EL_ATTN_PANEL) nq = EL_ATTN_PANEL;  // (outside the contract: a panel's rows at most)
+    const size_t hp = up((size_t)hd, NR);
+    float *S = work, *O = S + EL_ATTN_PANEL * ACH, *qp = O + EL_ATTN_PANEL * hp;
     const __m512 ninf = _mm512_set1_ps(-INFINITY), sc = _mm512_set1_ps(scale), zero = _mm512_setzero_ps();
     const __m512i lane = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
-    __m512 m[2] = {ninf, ninf}, l[2] = {zero, zero};
-    for (int c0 = 0; c0 < nk; c0 += ACH) {
-        int cn = nk - c0 < ACH ? nk - c0 : ACH;
-        for (int g = 0; g < cn; g += MR) tile(hd, qt, NR, k + (size_t)(c0 + g) * hd, (size_t)hd, 1, st + (size_t)g * NR, NR, 0, NULL);
-        for (int half = 0; half < 2; half++) {
-            float *col = st + half * 16;
-            __m512i qpos = _mm512_add_epi32(lane, _mm512_set1_epi32(p0 + 16 * half));
-            __m512 mx = m[half];
-            for (int s = 0; s < cn; s++) {
-                __m512i kp = _mm512_set1_epi32(k0 + c0 + s);
-                __mmask16 vis = _mm512_cmple_epi32_mask(kp, qpos);  // key at or before the query
-                if (window) vis &= _mm512_cmplt_epi32_mask(_mm512_sub_epi32(qpos, kp), _mm512_set1_epi32(window));
-                __m512 x = _mm512_mask_mul_ps(ninf, vis, _mm512_loadu_ps(col + (size_t)s * NR), sc);
-                _mm512_storeu_ps(col + (size_t)s * NR, x);
-                mx = _mm512_max_ps(mx, x);
-            }
-            // exponents are taken against a finite reference: a query that has
-            // seen no key yet keeps 0 (its sum and output are still 0)
-            __m512 ref = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(mx, ninf, _CMP_EQ_OQ), mx, zero);
-            // the old sum and output scale by e^(old max - new); by 0 where nothing was seen
-            __m512 alpha = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(m[half], ninf, _CMP_NEQ_UQ), exp512(_mm512_sub_ps(m[half], ref)));
-            __m512 sum = zero;
-            for (int s = 0; s < cn; s++) {
-                __m512 e = exp512(_mm512_sub_ps(_mm512_loadu_ps(col + (size_t)s * NR), ref));
-                _mm512_storeu_ps(col + (size_t)s * NR, e);
-                sum = _mm512_add_ps(sum, e);
-            }
-            l[half] = _mm512_fmadd_ps(l[half], alpha, sum);
-            m[half] = mx;
-            if (c0)
-                for (int j = 0; j < hd; j++)
-                    _mm512_storeu_ps(ot + (size_t)j * NR + half * 16, _mm512_mul_ps(_mm512_loadu_ps(ot + (size_t)j * NR + half * 16), alpha));
+    float m[EL_ATTN_PANEL], l[EL_ATTN_PANEL];
+    for (int t = 0; t < nq; t++) m[t] = -INFINITY, l[t] = 0.0f;
+    // the queries packed (rows hd apart: the tiles' 12 broadcast rows would
+    // share one L1 set at a power-of-two stride such as 2048 floats), and zero
+    // rows up to a whole block
+    for (int t = 0; t < (int)EL_ATTN_PANEL; t++)  // (inline loads: the rows' cache misses overlap)
+        for (int j = 0; j < hd; j += 16) {
+            __mmask16 mk = hd - j >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (hd - j)) - 1);
+            _mm512_mask_storeu_ps(qp + (size_t)t * hd + j, mk, t < nq ? _mm512_maskz_loadu_ps(mk, q + (size_t)t * ldq + j) : zero);
         }
-        // Oᵀ[j] += Σ_s v[s][j] Pᵀ[s]: rows past hd read the next key's row (or the slack), never used
-        for (int g = 0; g < hd_pad; g += MR) tile(cn, st, NR, v + (size_t)c0 * hd + g, 1, (size_t)hd, ot + (size_t)g * NR, NR, 1, NULL);
+    // Blocks of 12 queries, each over the keys up to its last query's
+    // position; chunk by chunk of keys, each tile of keys (or of V's columns)
+    // for every block in turn while it is in L1.
+    int ke[EL_ATTN_PANEL / MR];
+    const int nb = (nq + MR - 1) / MR;
+    for (int b = 0; b < nb; b++) {
+        const int last = p0 + (b * MR + MR < nq ? b * MR + MR : nq) - 1;
+        ke[b] = last - k0 + 1 < nk ? last - k0 + 1 : nk;
     }
-    for (int half = 0; half < 2 && 16 * half < nq; half++) {
-        float inv[16], lg[16], ls[16];
-        _mm512_storeu_ps(inv, _mm512_div_ps(_mm512_set1_ps(1.0f), l[half]));
-        _mm512_storeu_ps(ls, l[half]);
-        __m512 ref = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(m[half], ninf, _CMP_EQ_OQ), m[half], zero);
-        _mm512_storeu_ps(lg, ref);
-        for (int t = 16 * half; t < nq && t < 16 * half + 16; t++) {
-            for (int j = 0; j < hd; j++) out[(size_t)t * ldo + j] = ot[(size_t)j * NR + t] * inv[t - 16 * half];
-            if (lse) lse[(size_t)t * ldl] = lg[t - 16 * half] + logf(ls[t - 16 * half]);
+    for (int c0 = 0; c0 < nk; c0 += ACH) {
+        for (int g = 0; g < ACH && c0 + g < nk; g += NR)  // S = Q·Kᵀ
+            for (int b = 0; b < nb; b++)
+                if (c0 + g < ke[b])
+                    tile(hd, kt + (size_t)(c0 + g) * hd, NR, qp + (size_t)b * MR * hd, (size_t)hd, 1, S + (size_t)b * MR * ACH + g,
+                         ACH, 0, NULL);
+        for (int b = 0; b < nb; b++) {
+            if (c0 >= ke[b]) continue;
+            const int cn = ke[b] - c0 < ACH ? ke[b] - c0 : ACH, t0 = b * MR, rows = nq - t0 < MR ? nq - t0 : MR;
+            float cm[16];
+            for (int i = 0; i < rows; i++) {  // scale and mask; each row's maximum over the chunk
+                float *row = S + (size_t)(t0 + i) * ACH;
+                const __m512i qpos = _mm512_set1_epi32(p0 + t0 + i);
+                __m512 mx = ninf;
+                for (int s = 0; s < cn; s += 16) {
+                    __mmask16 in = cn - s >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (cn - s)) - 1);
+                    __m512i kp = _mm512_add_epi32(lane, _mm512_set1_epi32(k0 + c0 + s));
+                    __mmask16 vis = in & _mm512_cmple_epi32_mask(kp, qpos);  // key at or before the query
+                    if (window) vis &= _mm512_cmplt_epi32_mask(_mm512_sub_epi32(qpos, kp), _mm512_set1_epi32(window));
+                    __m512 x = _mm512_mask_mul_ps(ninf, vis, _mm512_loadu_ps(row + s), sc);
+                    _mm512_storeu_ps(row + s, x);
+                    mx = _mm512_max_ps(mx, x);
+                }
+                cm[i] = _mm512_reduce_max_ps(mx);
+            }
+            // the block's rows in the lanes: the new maximum; exponents against
+            // a finite reference (a query that has seen no key yet keeps 0: its
+            // sum and output are still 0); the old sum and output scale by
+            // e^(old max - new), by 0 where nothing was seen
+            const __mmask16 rm = (__mmask16)((1u << rows) - 1);
+            const __m512 mold = _mm512_mask_loadu_ps(ninf, rm, m + t0), mnew = _mm512_max_ps(_mm512_mask_loadu_ps(ninf, rm, cm), mold);
+            const __m512 refv = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(mnew, ninf, _CMP_EQ_OQ), mnew, zero);
+            const __m512 alv = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(mold, ninf, _CMP_NEQ_UQ), exp512(_mm512_sub_ps(mold, refv)));
+            float ref[16], alpha[16];
+            _mm512_storeu_ps(ref, refv), _mm512_storeu_ps(alpha, alv);
+            _mm512_mask_storeu_ps(m + t0, rm, mnew);
+            for (int i = 0; i < rows; i++) {
+                float *row = S + (size_t)(t0 + i) * ACH;
+                const __m512 rv = _mm512_set1_ps(ref[i]);
+                __m512 sum = zero;
+                for (int s = 0; s < cn; s += 16) {  // (past cn: -inf above, so 0)
+                    __m512 e = exp512(_mm512_sub_ps(_mm512_loadu_ps(row + s), rv));
+                    _mm512_storeu_ps(row + s, e);
+                    sum = _mm512_add_ps(sum, e);
+                }
+                l[t0 + i] = l[t0 + i] * alpha[i] + _mm512_reduce_add_ps(sum);
+                if (c0) {
+                    const __m512 av = _mm512_set1_ps(alpha[i]);
+                    float *o = O + (size_t)(t0 + i) * hp;
+                    for (size_t j = 0; j < hp; j += 16) _mm512_storeu_ps(o + j, _mm512_mul_ps(_mm512_loadu_ps(o + j), av));
+                }
+            }
         }
+        // O[t][j] += Σ_s P[t][s] v[s][j]: columns past hd read into the next
+        // key's row (or the slack) and are never used; a part block's rows
+        // past nq (P 0 there) land in O's spare rows
+        for (size_t g = 0; g < hp; g += NR)
+            for (int b = 0; b < nb; b++)
+                if (c0 < ke[b])
+                    tile(ke[b] - c0 < ACH ? ke[b] - c0 : ACH, v + (size_t)c0 * hd + g, (size_t)hd, S + (size_t)b * MR * ACH, ACH,
+                         1, O + (size_t)b * MR * hp + g, hp, c0 > 0, NULL);
+    }
+    for (int t = 0; t < nq; t++) {
+        const __m512 inv = _mm512_set1_ps(1.0f / l[t]);
+        float *o = out + (size_t)t * ldo;
+        for (int j = 0; j < hd; j += 16) {
+            __mmask16 mk = hd - j >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (hd - j)) - 1);
+            _mm512_mask_storeu_ps(o + j, mk, _mm512_mul_ps(_mm512_loadu_ps(O + t * hp + j), inv));
+        }
+        if (lse) lse[(size_t)t * ldl] = (m[t] == -INFINITY ? 0.0f : m[t]) + logf(l[t]);
     }
 }
 

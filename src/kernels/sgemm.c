@@ -164,6 +164,7 @@ static int use_avx512(el_isa isa) { return isa >= EL_ISA_AVX512 && el_cpu_isa() 
 #define el_layernorm_p_avx512 no_layernorm_p
 #define el_attn_causal_work_avx512 no_attn_causal_work
 #define el_attn_causal_avx512 no_attn_causal
+#define el_attn_causal_kt_avx512 no_attn_causal_kt
 static size_t no_dense_p_work(int n, int count, const int *d) { return (void)n, (void)count, (void)d, 0; }
 static void no_matmul_p(el_pool *pool, int count, float *const *outs, const float *x, const el_tensor *const *Ws,
                         const float *const *biases, int n, float *work) {
@@ -175,9 +176,12 @@ static void no_attn_p(float *out, const float *q, const float *k, const float *v
     (void)out, (void)q, (void)k, (void)v, (void)F, (void)f0, (void)n, (void)hd, (void)scale, (void)work;
 }
 static size_t no_attn_causal_work(int hd) { return (void)hd, 0; }
+static void no_attn_causal_kt(float *kt, const float *k, int nk, int hd) {
+    (void)kt, (void)k, (void)nk, (void)hd;
+}
 static void no_attn_causal(float *out, size_t ldo, float *lse, size_t ldl, const float *q, size_t ldq, int nq, int p0,
-                           const float *k, const float *v, int k0, int nk, int hd, int window, float scale, float *work) {
-    (void)out, (void)ldo, (void)lse, (void)ldl, (void)q, (void)ldq, (void)nq, (void)p0, (void)k, (void)v, (void)k0;
+                           const float *kt, const float *v, int k0, int nk, int hd, int window, float scale, float *work) {
+    (void)out, (void)ldo, (void)lse, (void)ldl, (void)q, (void)ldq, (void)nq, (void)p0, (void)kt, (void)v, (void)k0;
     (void)nk, (void)hd, (void)window, (void)scale, (void)work;
 }
 static void no_layernorm_p(float *out, const float *x, int F, const float *w, const float *b, int p0, int p1,
@@ -294,16 +298,32 @@ void el_attn_p_isa(float *out, const float *q, const float *k, const float *v, i
 
 int el_attn_causal_tiled(el_isa isa) { return use_avx512(isa); }
 
+size_t el_attn_causal_kt_floats(int nk, int hd) { return ((size_t)nk + 31) / 32 * 32 * (size_t)hd; }
+
+void el_attn_causal_kt(float *kt, const float *k, int nk, int hd) {
+    if (use_avx512(EL_ISA_BEST)) {
+        el_attn_causal_kt_avx512(kt, k, nk, hd);
+        return;
+    }
+    for (int s = 0; s < (nk + 31) / 32 * 32; s++)
+        for (int i = 0; i < hd; i++) kt[(size_t)(s / 32) * 32 * hd + (size_t)i * 32 + s % 32] = s < nk ? k[(size_t)s * hd + i] : 0.0f;
+}
+
 size_t el_attn_causal_work(int nk, int hd) {
     size_t own = el_attn_causal_work_avx512(hd);
+    if (own) own += el_attn_causal_kt_floats(nk, hd);  // Kᵀ, when the caller gives none
     return own > (size_t)nk ? own : (size_t)nk;
 }
 
 void el_attn_causal_isa(float *out, size_t ldo, float *lse, size_t ldl, const float *q, size_t ldq, int nq, int p0,
-                        const float *k, const float *v, int k0, int nk, int hd, int window, float scale, float *work,
-                        el_isa isa) {
+                        const float *k, const float *kt, const float *v, int k0, int nk, int hd, int window, float scale,
+                        float *work, el_isa isa) {
     if (use_avx512(isa)) {
-        el_attn_causal_avx512(out, ldo, lse, ldl, q, ldq, nq, p0, k, v, k0, nk, hd, window, scale, work);
+        if (!kt) {
+            el_attn_causal_kt(work, k, nk, hd);
+            kt = work, work += el_attn_causal_kt_floats(nk, hd);
+        }
+        el_attn_causal_avx512(out, ldo, lse, ldl, q, ldq, nq, p0, kt, v, k0, nk, hd, window, scale, work);
         return;
     }
     // query by query on the row kernels, as the layer's row path does

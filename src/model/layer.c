@@ -111,7 +111,7 @@ typedef struct {
     void (*kv)(const void *ctx, int row, el_kv_view *view);
     const void *kv_ctx;
     int heads_per_task, rows_per_task, row_blocks;
-    // Panels: up to EL_PANEL rows of one sequence at consecutive positions,
+    // Panels: up to EL_ATTN_PANEL rows of one sequence at consecutive positions,
     // run on the tiled kernel (one task per panel and kv head); the other
     // rows, by index in `rest`, go row by row (rest NULL: every row does).
     int n_panels, n_rest;
@@ -169,22 +169,23 @@ static int attn_rows(const attn_job *j, const int *idx, int i0, int i1, int h0, 
     return 0;
 }
 
-// A panel's keys and values are gathered as f32 up to this many floats (K
-// and V together: 8 MiB a task); a panel that would need more runs row by row.
+// A panel's keys and values are gathered as f32 up to this many floats (K,
+// Kᵀ and V together: 8 MiB a task); a panel that would need more runs row by row.
 #define ATTN_PANEL_MAX_FLOATS ((size_t)2 << 20)
 
 // One panel's rows (positions p0 .. p0+nq-1 of one sequence) for the query
 // heads of kv head c: the keys and values they see, gathered once as f32 for
-// the group's heads, then the tiled kernel head by head. Row by row when the
+// the group's heads (the keys transposed once too), then the tiled kernel
+// head by head. Row by row when the
 // gathered rows would be too large or their memory is not there.
 static int attn_panel(const attn_job *j, int panel, int c) {
     int r0 = j->panels[2 * panel], nq = j->panels[2 * panel + 1], p0 = row_pos(j, r0), hd = j->hd;
     int group = j->H / j->KVH, qd = j->H * hd;
     int k0 = j->window && p0 + 1 > j->window ? p0 + 1 - j->window : 0, nk = p0 + nq - k0;
-    size_t krows = ((size_t)nk + 11) / 12 * 12, kv_floats = krows * hd + (size_t)nk * hd + 12;
-    float *kf = kv_floats <= ATTN_PANEL_MAX_FLOATS ? malloc((kv_floats + el_attn_causal_work(nk, hd)) * sizeof(float)) : NULL;
-    if (!kf) return attn_rows(j, NULL, r0, r0 + nq, c * group, (c + 1) * group);
-    float *vf = kf + krows * hd, *work = vf + (size_t)nk * hd + 12;
+    size_t ktf = el_attn_causal_kt_floats(nk, hd), kv_floats = ktf + 2 * (size_t)nk * hd + 32;
+    float *kt = kv_floats <= ATTN_PANEL_MAX_FLOATS ? malloc((kv_floats + el_attn_causal_work(nk, hd)) * sizeof(float)) : NULL;
+    if (!kt) return attn_rows(j, NULL, r0, r0 + nq, c * group, (c + 1) * group);
+    float *vf = kt + ktf, *kf = vf + (size_t)nk * hd + 32, *work = kf + (size_t)nk * hd;
     el_kv_view w;
     uint8_t *kb, *vb;
     row_view(j, r0, &w, &kb, &vb);
@@ -192,15 +193,14 @@ static int attn_panel(const attn_job *j, int panel, int c) {
         el_kv_load(w.dtype, kf + (size_t)s * hd, kv_at(&w, 0, c, k0 + s), hd);
         el_kv_load(w.dtype, vf + (size_t)s * hd, kv_at(&w, 1, c, k0 + s), hd);
     }
-    // the tiles read K to a whole 12 rows and V up to 11 floats past its end
-    memset(kf + (size_t)nk * hd, 0, (krows - (size_t)nk) * hd * sizeof(float));
-    memset(vf + (size_t)nk * hd, 0, 12 * sizeof(float));
+    el_attn_causal_kt(kt, kf, nk, hd);  // once for the group's heads
+    memset(vf + (size_t)nk * hd, 0, 32 * sizeof(float));  // the tiles read V up to 31 floats past its end
     float scale = 1.0f / sqrtf((float)hd);
     for (int h = c * group; h < (c + 1) * group; h++)
         el_attn_causal_isa(j->out + (size_t)r0 * qd + (size_t)h * hd, (size_t)qd, j->lse ? j->lse + (size_t)r0 * j->H + h : NULL,
-                           (size_t)j->H, j->q + (size_t)r0 * qd + (size_t)h * hd, (size_t)qd, nq, p0, kf, vf, k0, nk, hd,
-                           j->window, scale, work, EL_ISA_BEST);
-    free(kf);
+                           (size_t)j->H, j->q + (size_t)r0 * qd + (size_t)h * hd, (size_t)qd, nq, p0, NULL, kt, vf, k0, nk,
+                           hd, j->window, scale, work, EL_ISA_BEST);
+    free(kt);
     return 0;
 }
 
@@ -243,13 +243,14 @@ static int in_sequence(const attn_job *j, seq_id s, int r) {
 
 // Runs of at least ATTN_RUN_MIN rows of one sequence at consecutive
 // positions (a prompt, a training context) go to the tiled kernel in panels
-// of EL_PANEL rows, where it runs (AVX-512); a last part of fewer than
+// of EL_ATTN_PANEL rows, where it runs (AVX-512); a last part of fewer than
 // ATTN_PANEL_MIN rows, shorter runs, and every row elsewhere go row by row.
 // A/B in one process, one sequence of the TinyLlama shape's attention (32
 // heads, 4 kv heads, hd 64), 2 threads, median of 15, the tiled path's speed
-// over the row path's: 16 rows 0.41x, 32 0.75x, 64 1.03x, 128 1.87x, 512
-// 3.2x, 2048 4.7x. A last part of 16..31 rows still goes to the tiles: late
-// in a run of 64 or more, its cost is in its keys, which the tiles handle well.
+// over the row path's: 64 rows 1.9x, 128 2.7x, 512 3.3x, 2048 4.6x (the
+// first tiled kernel, keys as the broadcast operand: 16 rows 0.41x, 32 0.75x,
+// 64 1.1x). A last part of 16..35 rows still goes to the tiles: late in a run
+// of 64 or more, its cost is in its keys, which the tiles handle well.
 #define ATTN_RUN_MIN 64
 #define ATTN_PANEL_MIN 16
 
@@ -268,15 +269,15 @@ static int attn_run(el_pool *pool, attn_job *j) {
                 for (int i = r; i < e; i++) rest[j->n_rest++] = i;
                 continue;
             }
-            // panels of EL_PANEL rows; a short last part joins the rows
-            int len = e - r, full = len / EL_PANEL, tail = len % EL_PANEL;
+            // panels of EL_ATTN_PANEL rows; a short last part joins the rows
+            int len = e - r, full = len / EL_ATTN_PANEL, tail = len % EL_ATTN_PANEL;
             for (int p = 0; p <= full; p++) {
-                int rows = p < full ? EL_PANEL : tail;
+                int rows = p < full ? EL_ATTN_PANEL : tail;
                 if (rows >= ATTN_PANEL_MIN) {
-                    panels[2 * j->n_panels] = r + p * EL_PANEL, panels[2 * j->n_panels + 1] = rows;
+                    panels[2 * j->n_panels] = r + p * EL_ATTN_PANEL, panels[2 * j->n_panels + 1] = rows;
                     j->n_panels++;
                 } else {
-                    for (int i = r + p * EL_PANEL; i < r + p * EL_PANEL + rows; i++) rest[j->n_rest++] = i;
+                    for (int i = r + p * EL_ATTN_PANEL; i < r + p * EL_ATTN_PANEL + rows; i++) rest[j->n_rest++] = i;
                 }
             }
         }

@@ -168,28 +168,32 @@ static void test_attention(void **st) {
 // ---------------------------------------------------------------- causal attention on tiles
 
 // A panel of query rows at consecutive positions against the keys they see,
-// at both levels, against a double-precision loop: several chunks of keys
-// (the online softmax's rescaling), head sizes that are and are not
-// multiples of the 12-row tile, part panels, sliding windows, and keys that
+// at both levels (the tiles with Kᵀ made inside and given), against a
+// double-precision loop: several chunks of keys (the online softmax's
+// rescaling), head sizes that are and are not multiples of the 32-column
+// tile, part blocks of the 12 query rows, sliding windows, and keys that
 // start after position 0. Columns past hd and rows past nq stay untouched.
 static void test_attn_causal(void **s) {
     (void)s;
     uint64_t rng = 11;
     const struct { int hd, nq, p0, window; } cases[] = {
-        {64, 32, 0, 0}, {64, 32, 600, 0}, {8, 17, 40, 0}, {76, 1, 250, 0}, {64, 20, 500, 7}, {16, 32, 479, 300}, {64, 31, 0, 3},
+        {64, 32, 0, 0}, {64, 36, 600, 0}, {8, 17, 40, 0}, {76, 1, 250, 0}, {64, 20, 500, 7}, {16, 32, 479, 300}, {64, 31, 0, 3},
     };
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
         int hd = cases[c].hd, nq = cases[c].nq, p0 = cases[c].p0, window = cases[c].window, ld = hd + 3;
-        int k0 = window && p0 + 1 > window ? p0 + 1 - window : 0, nk = p0 + nq - k0, krows = (nk + 11) / 12 * 12;
-        float *q = tu_randv(&rng, (size_t)nq * ld, 2), *k = tu_randv(&rng, (size_t)krows * hd + 12, 2);
-        float *v = tu_randv(&rng, (size_t)nk * hd + 12, 1), *out = malloc(sizeof(float) * (EL_PANEL + 1) * ld);
-        float lse[2 * (EL_PANEL + 1)], *work = malloc(el_attn_causal_work(nk, hd) * sizeof(float));
+        int k0 = window && p0 + 1 > window ? p0 + 1 - window : 0, nk = p0 + nq - k0;
+        float *q = tu_randv(&rng, (size_t)nq * ld, 2), *k = tu_randv(&rng, (size_t)nk * hd, 2);
+        float *v = tu_randv(&rng, (size_t)nk * hd + 32, 1), *out = malloc(sizeof(float) * (EL_ATTN_PANEL + 1) * ld);
+        float lse[2 * (EL_ATTN_PANEL + 1)], *work = malloc(el_attn_causal_work(nk, hd) * sizeof(float));
+        float *kt = malloc(sizeof(float) * el_attn_causal_kt_floats(nk, hd));
+        el_attn_causal_kt(kt, k, nk, hd);
         double *p = malloc(sizeof(double) * nk);
-        for (int level = 0; level < 2; level++) {  // the plain loop, then the tiles where they run
+        for (int level = 0; level < 3; level++) {  // the plain loop, then the tiles where they run (Kᵀ made, given)
             el_isa isa = level ? EL_ISA_BEST : EL_ISA_SCALAR;
-            for (int i = 0; i < (EL_PANEL + 1) * ld; i++) out[i] = 999.0f;
-            for (int i = 0; i < 2 * (EL_PANEL + 1); i++) lse[i] = 999.0f;
-            el_attn_causal_isa(out, (size_t)ld, lse, 2, q, (size_t)ld, nq, p0, k, v, k0, nk, hd, window, 0.2f, work, isa);
+            for (int i = 0; i < (EL_ATTN_PANEL + 1) * ld; i++) out[i] = 999.0f;
+            for (int i = 0; i < 2 * (EL_ATTN_PANEL + 1); i++) lse[i] = 999.0f;
+            el_attn_causal_isa(out, (size_t)ld, lse, 2, q, (size_t)ld, nq, p0, level == 2 ? NULL : k, level == 2 ? kt : NULL,
+                               v, k0, nk, hd, window, 0.2f, work, isa);
             for (int t = 0; t < nq; t++) {
                 int pos = p0 + t, lo = window && pos + 1 - window > 0 ? pos + 1 - window : 0;
                 double mx = -1e300, sum = 0;
@@ -209,9 +213,31 @@ static void test_attn_causal(void **s) {
                 for (int j = hd; j < ld; j++) assert_true(out[(size_t)t * ld + j] == 999.0f);
                 assert_true(lse[2 * t + 1] == 999.0f);
             }
-            for (int i = nq * ld; i < (EL_PANEL + 1) * ld; i++) assert_true(out[i] == 999.0f);
+            for (int i = nq * ld; i < (EL_ATTN_PANEL + 1) * ld; i++) assert_true(out[i] == 999.0f);
         }
-        free(q), free(k), free(v), free(out), free(work), free(p);
+        free(q), free(k), free(kt), free(v), free(out), free(work), free(p);
+    }
+}
+
+// Kᵀ for the tiles: every element in place, and zeros past nk up to a whole
+// block of 32 keys, whole 16 x 16 transposes or not.
+static void test_attn_kt(void **s) {
+    (void)s;
+    uint64_t rng = 13;
+    static const int shapes[][2] = {{1, 8}, {16, 16}, {17, 64}, {47, 76}, {130, 64}, {33, 2}, {64, 256}};
+    for (size_t c = 0; c < sizeof shapes / sizeof shapes[0]; c++) {
+        int nk = shapes[c][0], hd = shapes[c][1], blocks = (nk + 31) / 32;
+        size_t n = el_attn_causal_kt_floats(nk, hd);
+        assert_int_equal(n, (size_t)blocks * 32 * hd);
+        float *k = tu_randv(&rng, (size_t)nk * hd, 1), *kt = malloc(sizeof(float) * n);
+        for (size_t i = 0; i < n; i++) kt[i] = 777.0f;
+        el_attn_causal_kt(kt, k, nk, hd);
+        for (int p = 0; p < blocks * 32; p++)
+            for (int i = 0; i < hd; i++) {
+                float got = kt[(size_t)(p / 32) * 32 * hd + (size_t)i * 32 + p % 32], want = p < nk ? k[(size_t)p * hd + i] : 0.0f;
+                if (got != want) fail_msg("kt nk=%d hd=%d: element %d of key %d is %g, not %g", nk, hd, i, p, got, want);
+            }
+        free(k), free(kt);
     }
 }
 
@@ -298,7 +324,7 @@ static void test_norm_rope(void **st) {
 int main(void) {
     const struct CMUnitTest tests[] = {cmocka_unit_test(test_exp), cmocka_unit_test(test_swiglu),
                                        cmocka_unit_test(test_softmax), cmocka_unit_test(test_attention),
-                                       cmocka_unit_test(test_attn_causal), cmocka_unit_test(test_sgemm_par),
+                                       cmocka_unit_test(test_attn_causal), cmocka_unit_test(test_attn_kt), cmocka_unit_test(test_sgemm_par),
                                        cmocka_unit_test(test_norm_rope)};
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
