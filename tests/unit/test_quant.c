@@ -226,27 +226,29 @@ static void test_simd_matches_scalar(void **st) {
     printf("\n");
 }
 
-// Q8_0 activations: d = amax/127, q = nearbyint(x * 127/amax) (ties to even)
+// Q8_0 activations: d = amax/127, q = nearbyint(x * 127/amax) (ties to even),
+// at rows of 8 blocks, 19 (16 at once, 3 one by one) and 64
 static void test_act_quantize_rounding(void **st) {
     (void)st;
     uint64_t rng = 3;
-    enum { K = 256 };
-    float x[K];
-    for (int rep = 0; rep < 200; rep++) {
+    enum { KMAX = 2048 };
+    static float x[KMAX];
+    for (int rep = 0; rep < 240; rep++) {
+        const int K = rep % 3 == 0 ? 256 : rep % 3 == 1 ? 608 : 2048;
         for (int i = 0; i < K; i++) x[i] = tu_randf(&rng) * (float)(1 + rep % 5);
         if (rep % 2) {  // exact halves: 127 at amax makes x * id land on .5 steps
             x[0] = 127.0f;
             for (int i = 1; i < K; i++) x[i] = (float)((int)(tu_rand(&rng) % 253) - 126) + 0.5f * (float)(tu_rand(&rng) % 2);
         }
-        if (rep == 7) memset(x + 64, 0, 32 * sizeof(float));  // an all-zero block: d = 0, q = 0
-        char act[K + K / 32 * 8 + 64], ref[sizeof act];
+        if (rep == 7 || rep == 8) memset(x + 64, 0, 32 * sizeof(float));  // an all-zero block: d = 0, q = 0
+        static char act[KMAX + KMAX / 32 * 8 + 64], ref[sizeof act];
         memset(act, 0x55, sizeof act);
         memset(ref, 0x55, sizeof ref);
         el_act_quantize(EL_DTYPE_Q8_0, x, act, K);  // the CPU's best path
         el_act_quantize_q8_0_scalar(x, ref, K);
         assert_memory_equal(act, ref, K + K / 32 * 8);
         // Q8_K (K-quant activations): the CPU's best path writes el_quantize_row_q8_k's bytes
-        el_block_q8_k qk[K / EL_QK_K], qk_ref[K / EL_QK_K];
+        static el_block_q8_k qk[KMAX / EL_QK_K], qk_ref[KMAX / EL_QK_K];
         memset(qk, 0x55, sizeof qk);
         memset(qk_ref, 0x55, sizeof qk_ref);
         el_act_quantize(EL_DTYPE_Q8_K, x, qk, K);
