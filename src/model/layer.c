@@ -246,12 +246,13 @@ static int in_sequence(const attn_job *j, seq_id s, int r) {
 // of EL_ATTN_PANEL rows, where it runs (AVX-512); a last part of fewer than
 // ATTN_PANEL_MIN rows, shorter runs, and every row elsewhere go row by row.
 // A/B in one process, one sequence of the TinyLlama shape's attention (32
-// heads, 4 kv heads, hd 64), 2 threads, median of 15, the tiled path's speed
-// over the row path's: 64 rows 1.9x, 128 2.7x, 512 3.3x, 2048 4.6x (the
-// first tiled kernel, keys as the broadcast operand: 16 rows 0.41x, 32 0.75x,
-// 64 1.1x). A last part of 16..35 rows still goes to the tiles: late in a run
-// of 64 or more, its cost is in its keys, which the tiles handle well.
-#define ATTN_RUN_MIN 64
+// heads, 4 kv heads, hd 64), 2 threads, median of 15-31, the tiled path's
+// speed over the row path's: 16 rows 0.94-1.04x, 32 1.4-1.5x, 48 1.3x, 64
+// 1.7-1.9x, 128 2.7x, 512 3.3x, 2048 4.6x (the first tiled kernel, keys as
+// the broadcast operand: 16 rows 0.41x, 32 0.75x, 64 1.1x). A last part of
+// 16..35 rows still goes to the tiles: late in a run of 32 or more, its cost
+// is in its keys, which the tiles handle well.
+#define ATTN_RUN_MIN 32
 #define ATTN_PANEL_MIN 16
 
 static int attn_run(el_pool *pool, attn_job *j) {

@@ -388,7 +388,7 @@ static void test_kv_blocks(void **st) {
     el_session_truncate(a, 21);
     assert_int_equal(el_session_capacity(a), 2 * EL_KV_BLOCK);
     assert_int_equal(el_session_forward(a, t2 + 21, 9, 21, la, 0, &err), EL_OK);
-    // (bit for bit: steps under 64 rows all take the row-by-row attention)
+    // (bit for bit: steps under 32 rows all take the row-by-row attention)
     assert_int_equal(el_session_forward(fresh, t2, 30, 0, lb, 0, &err), EL_OK);
     assert_true(max_abs_diff(la, lb, VOCAB) == 0.0f);
     el_session_free(a);
