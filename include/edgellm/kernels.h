@@ -133,10 +133,11 @@ void el_attn_p_isa(float *out, const float *q, const float *k, const float *v, i
 // one; NULL: made in work), and an online softmax over chunks of keys; then k
 // may be NULL. Elsewhere query by query on el_attn_scores, el_softmax and
 // el_attn_mix, from k, and el_attn_causal_tiled is 0 (the layer keeps its
-// row-by-row path there). work: el_attn_causal_work floats.
+// row-by-row path there). work: el_attn_causal_work floats (kt_given: the
+// calls pass kt, so work holds no Kᵀ).
 #define EL_ATTN_PANEL 36  // three tiles of 12 queries
 int el_attn_causal_tiled(el_isa isa);
-size_t el_attn_causal_work(int nk, int hd);
+size_t el_attn_causal_work(int nk, int hd, int kt_given);
 // Kᵀ in blocks of 32 keys, each block's elements 32 floats apart (one tile of
 // keys is contiguous): key s's element i at kt[(s/32)·32·hd + i·32 + s%32],
 // zero past nk up to a whole block; el_attn_causal_kt_floats(nk, hd) floats.

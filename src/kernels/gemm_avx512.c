@@ -228,7 +228,8 @@ void el_attn_causal_kt_avx512(float *kt, const float *k, int nk, int hd) {
             const __mmask16 mk = (__mmask16)((1u << w) - 1);
             __m512 r[16], t[16];
             for (int a = 0; a < 16; a++) r[a] = _mm512_maskz_loadu_ps(mk, k + (size_t)(s0 + a) * hd + i0);
-            for (int a = 0; a < 16; a += 2) t[a] = _mm512_unpacklo_ps(r[a], r[a + 1]), t[a + 1] = _mm512_unpackhi_ps(r[a], r[a + 1]);
+            for (int a = 0; a < 16; a += 2)
+                t[a] = _mm512_unpacklo_ps(r[a], r[a + 1]), t[a + 1] = _mm512_unpackhi_ps(r[a], r[a + 1]);
             for (int g = 0; g < 16; g += 4) {  // r[g + e]: in 128-bit lane L, element 4L + e of keys g .. g+3
                 r[g] = _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(t[g]), _mm512_castps_pd(t[g + 2])));
                 r[g + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(t[g]), _mm512_castps_pd(t[g + 2])));
@@ -241,11 +242,13 @@ void el_attn_causal_kt_avx512(float *kt, const float *k, int nk, int hd) {
                 __m512 o[4] = {_mm512_shuffle_f32x4(v0, v2, 0x88), _mm512_shuffle_f32x4(v1, v3, 0x88),
                                _mm512_shuffle_f32x4(v0, v2, 0xDD), _mm512_shuffle_f32x4(v1, v3, 0xDD)};
                 for (int L = 0; L < 4; L++)  // element 4L + e of the 16 keys
-                    if (4 * L + e < w) _mm512_storeu_ps(kt + (size_t)(s0 / NR) * NR * hd + (size_t)(i0 + 4 * L + e) * NR + s0 % NR, o[L]);
+                    if (4 * L + e < w)
+                        _mm512_storeu_ps(kt + (size_t)(s0 / NR) * NR * hd + (size_t)(i0 + 4 * L + e) * NR + s0 % NR, o[L]);
             }
         }
     for (int sp = s0; sp < (nk + NR - 1) / NR * NR; sp++)
-        for (int i = 0; i < hd; i++) kt[(size_t)(sp / NR) * NR * hd + (size_t)i * NR + sp % NR] = sp < nk ? k[(size_t)sp * hd + i] : 0.0f;
+        for (int i = 0; i < hd; i++)
+            kt[(size_t)(sp / NR) * NR * hd + (size_t)i * NR + sp % NR] = sp < nk ? k[(size_t)sp * hd + i] : 0.0f;
 }
 
 // ---------------------------------------------------------------- causal attention
@@ -282,7 +285,8 @@ void el_attn_causal_avx512(float *out, size_t ldo, float *lse, size_t ldl, const
     for (int t = 0; t < (int)EL_ATTN_PANEL; t++)  // (inline loads: the rows' cache misses overlap)
         for (int j = 0; j < hd; j += 16) {
             __mmask16 mk = hd - j >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (hd - j)) - 1);
-            _mm512_mask_storeu_ps(qp + (size_t)t * hd + j, mk, t < nq ? _mm512_maskz_loadu_ps(mk, q + (size_t)t * ldq + j) : zero);
+            __m512 row = t < nq ? _mm512_maskz_loadu_ps(mk, q + (size_t)t * ldq + j) : zero;
+            _mm512_mask_storeu_ps(qp + (size_t)t * hd + j, mk, row);
         }
     // Blocks of 12 queries, each over the keys up to its last query's
     // position; chunk by chunk of keys, each tile of keys (or of V's columns)
@@ -323,7 +327,8 @@ void el_attn_causal_avx512(float *out, size_t ldo, float *lse, size_t ldl, const
             // sum and output are still 0); the old sum and output scale by
             // e^(old max - new), by 0 where nothing was seen
             const __mmask16 rm = (__mmask16)((1u << rows) - 1);
-            const __m512 mold = _mm512_mask_loadu_ps(ninf, rm, m + t0), mnew = _mm512_max_ps(_mm512_mask_loadu_ps(ninf, rm, cm), mold);
+            const __m512 mold = _mm512_mask_loadu_ps(ninf, rm, m + t0);
+            const __m512 mnew = _mm512_max_ps(_mm512_mask_loadu_ps(ninf, rm, cm), mold);
             const __m512 refv = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(mnew, ninf, _CMP_EQ_OQ), mnew, zero);
             const __m512 alv = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(mold, ninf, _CMP_NEQ_UQ), exp512(_mm512_sub_ps(mold, refv)));
             float ref[16], alpha[16];

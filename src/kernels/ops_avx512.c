@@ -262,10 +262,11 @@ void el_rope_rotate_avx512(float *x, int n_heads, int head_dim, const float *c, 
     }
     float cc[EL_ROPE_MAX_HD] __attribute__((aligned(64))), ss[EL_ROPE_MAX_HD] __attribute__((aligned(64)));
     for (int i = 0; i < half; i++) cc[2 * i] = cc[2 * i + 1] = c[i], ss[2 * i] = -s[i], ss[2 * i + 1] = s[i];
+    const int pairs = 2 * half;  // (an odd head's last element is not turned, as in the scalar version)
     for (int h = 0; h < n_heads; h++) {
         float *xh = x + (size_t)h * head_dim;
-        for (int j = 0; j < head_dim; j += 16) {
-            __mmask16 m = head_dim - j >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (head_dim - j)) - 1);
+        for (int j = 0; j < pairs; j += 16) {
+            __mmask16 m = pairs - j >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (pairs - j)) - 1);
             __m512 v = _mm512_maskz_loadu_ps(m, xh + j);
             __m512 sw = _mm512_permute_ps(v, 0xB1);  // (b, a) of every pair
             __m512 r = _mm512_add_ps(_mm512_mul_ps(v, _mm512_maskz_load_ps(m, cc + j)), _mm512_mul_ps(sw, _mm512_maskz_load_ps(m, ss + j)));

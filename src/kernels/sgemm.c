@@ -309,9 +309,9 @@ void el_attn_causal_kt(float *kt, const float *k, int nk, int hd) {
         for (int i = 0; i < hd; i++) kt[(size_t)(s / 32) * 32 * hd + (size_t)i * 32 + s % 32] = s < nk ? k[(size_t)s * hd + i] : 0.0f;
 }
 
-size_t el_attn_causal_work(int nk, int hd) {
+size_t el_attn_causal_work(int nk, int hd, int kt_given) {
     size_t own = el_attn_causal_work_avx512(hd);
-    if (own) own += el_attn_causal_kt_floats(nk, hd);  // Kᵀ, when the caller gives none
+    if (own && !kt_given) own += el_attn_causal_kt_floats(nk, hd);  // Kᵀ, made here
     return own > (size_t)nk ? own : (size_t)nk;
 }
 

@@ -183,7 +183,8 @@ static int attn_panel(const attn_job *j, int panel, int c) {
     int group = j->H / j->KVH, qd = j->H * hd;
     int k0 = j->window && p0 + 1 > j->window ? p0 + 1 - j->window : 0, nk = p0 + nq - k0;
     size_t ktf = el_attn_causal_kt_floats(nk, hd), kv_floats = ktf + 2 * (size_t)nk * hd + 32;
-    float *kt = kv_floats <= ATTN_PANEL_MAX_FLOATS ? malloc((kv_floats + el_attn_causal_work(nk, hd)) * sizeof(float)) : NULL;
+    size_t floats = kv_floats + el_attn_causal_work(nk, hd, 1);
+    float *kt = kv_floats <= ATTN_PANEL_MAX_FLOATS ? malloc(floats * sizeof(float)) : NULL;
     if (!kt) return attn_rows(j, NULL, r0, r0 + nq, c * group, (c + 1) * group);
     float *vf = kt + ktf, *kf = vf + (size_t)nk * hd + 32, *work = kf + (size_t)nk * hd;
     el_kv_view w;

@@ -298,13 +298,13 @@ static el_model *open_model_block(size_t *block) {
 }
 
 // Long prompts in one step take the tiled attention (AVX-512; elsewhere the
-// row path, and this checks the same thing). One step holds 80 rows of one
-// session (positions 0..79, q8_0 cache: two panels of 32 and one of 16), 48
-// of another (positions 80..127 after 80 earlier ones, f32 cache: too few for
-// panels) and a third session's decode row: every row's logits equal what
-// the same tokens give one at a time (row by row). The first two sessions'
-// positions follow on from each other, so rows of both taken for one run
-// would put a panel across them.
+// row path, and this checks the same thing). One step holds 88 rows of one
+// session (positions 0..87, q8_0 cache: two panels of 36 and a part panel of
+// 16), 40 of another (positions 88..127 after 88 earlier ones, f32 cache: a
+// panel of 36 and 4 rows row by row) and a third session's decode row: every
+// row's logits equal what the same tokens give one at a time (row by row).
+// The first two sessions' positions follow on from each other, so rows of
+// both taken for one run would put a panel across them.
 static void test_long_prompts(void **st) {
     (void)st;
     el_error err;
@@ -312,7 +312,7 @@ static void test_long_prompts(void **st) {
     assert_int_equal(el_model_open(tu_model_path("aidreams260K.bin"), NULL, &m, &err), EL_OK);
     el_pool *pool = el_pool_new(2);
     int toks[140], kv_type[3] = {EL_DTYPE_Q8_0, EL_DTYPE_F32, EL_DTYPE_F32};
-    int first[3] = {0, 10, 20}, before[3] = {0, 80, 5}, lens[3] = {80, 48, 1};  // token offset, earlier positions, rows
+    int first[3] = {0, 10, 20}, before[3] = {0, 88, 5}, lens[3] = {88, 40, 1};  // token offset, earlier positions, rows
     for (int i = 0; i < 140; i++) toks[i] = i ? 3 + (i * 37) % 500 : 1;
     el_session *bs[3], *one[3];
     float *got[3], *want = malloc(VOCAB * sizeof(float));
