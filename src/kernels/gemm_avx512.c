@@ -219,8 +219,9 @@ void el_attn_p_avx512(float *out, const float *q, const float *k, const float *v
 
 // Kᵀ for the causal tiles (el_attn_causal_kt's layout): 16 keys x 16 of
 // their elements at a time, transposed in registers (pairs, then quads
-// within the 128-bit lanes, then the lanes), the last keys one by one.
-void el_attn_causal_kt_avx512(float *kt, const float *k, int nk, int hd) {
+// within the 128-bit lanes, then the lanes). Returns how many keys it
+// placed (whole 16s); el_attn_causal_kt does the rest.
+int el_attn_causal_kt_avx512(float *kt, const float *k, int nk, int hd) {
     int s0 = 0;
     for (; s0 + 16 <= nk; s0 += 16)
         for (int i0 = 0; i0 < hd; i0 += 16) {
@@ -246,9 +247,7 @@ void el_attn_causal_kt_avx512(float *kt, const float *k, int nk, int hd) {
                         _mm512_storeu_ps(kt + (size_t)(s0 / NR) * NR * hd + (size_t)(i0 + 4 * L + e) * NR + s0 % NR, o[L]);
             }
         }
-    for (int sp = s0; sp < (nk + NR - 1) / NR * NR; sp++)
-        for (int i = 0; i < hd; i++)
-            kt[(size_t)(sp / NR) * NR * hd + (size_t)i * NR + sp % NR] = sp < nk ? k[(size_t)sp * hd + i] : 0.0f;
+    return s0;
 }
 
 // ---------------------------------------------------------------- causal attention

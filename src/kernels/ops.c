@@ -108,17 +108,22 @@ void el_rope_table(float *c, float *s, int half, int pos, const float *inv_freq)
     }
 }
 
-void el_rope_rotate_scalar(float *x, int n_heads, int head_dim, const float *c, const float *s, int neox) {
+// pairs i0 .. i0+m-1 of every head, by c[i - i0], s[i - i0]
+static void rotate_pairs(float *x, int n_heads, int head_dim, int i0, int m, const float *c, const float *s, int neox) {
     int half = head_dim / 2;
     for (int h = 0; h < n_heads; h++) {
         float *xh = x + (size_t)h * head_dim;
-        for (int i = 0; i < half; i++) {
-            float *v0 = neox ? xh + i : xh + 2 * i, *v1 = neox ? xh + i + half : xh + 2 * i + 1;
+        for (int i = 0; i < m; i++) {
+            float *v0 = neox ? xh + i0 + i : xh + 2 * (i0 + i), *v1 = neox ? v0 + half : v0 + 1;
             float a = *v0, b = *v1;
             *v0 = a * c[i] - b * s[i];
             *v1 = a * s[i] + b * c[i];
         }
     }
+}
+
+void el_rope_rotate_scalar(float *x, int n_heads, int head_dim, const float *c, const float *s, int neox) {
+    rotate_pairs(x, n_heads, head_dim, 0, head_dim / 2, c, s, neox);
 }
 
 void el_rope_rotate(float *x, int n_heads, int head_dim, const float *c, const float *s, int neox) {
@@ -127,25 +132,20 @@ void el_rope_rotate(float *x, int n_heads, int head_dim, const float *c, const f
     else el_rope_rotate_scalar(x, n_heads, head_dim, c, s, neox);
 }
 
+// The table a piece at a time (heads wider than EL_ROPE_MAX_HD: none yet).
 static void rope(float *x, int n_heads, int head_dim, int pos, const float *inv_freq, int neox) {
     float c[EL_ROPE_MAX_HD / 2], s[EL_ROPE_MAX_HD / 2];
     int half = head_dim / 2;
-    if (half > EL_ROPE_MAX_HD / 2) {  // (no model has such heads) in pieces of the table
-        for (int i0 = 0; i0 < half; i0 += EL_ROPE_MAX_HD / 2) {
-            int m = half - i0 < EL_ROPE_MAX_HD / 2 ? half - i0 : EL_ROPE_MAX_HD / 2;
-            el_rope_table(c, s, m, pos, inv_freq + i0);
-            for (int h = 0; h < n_heads; h++)
-                for (int i = 0; i < m; i++) {
-                    float *xh = x + (size_t)h * head_dim, *v0 = neox ? xh + i0 + i : xh + 2 * (i0 + i);
-                    float *v1 = neox ? v0 + half : v0 + 1, a = *v0, b = *v1;
-                    *v0 = a * c[i] - b * s[i];
-                    *v1 = a * s[i] + b * c[i];
-                }
-        }
+    if (half <= EL_ROPE_MAX_HD / 2) {
+        el_rope_table(c, s, half, pos, inv_freq);
+        el_rope_rotate(x, n_heads, head_dim, c, s, neox);
         return;
     }
-    el_rope_table(c, s, half, pos, inv_freq);
-    el_rope_rotate(x, n_heads, head_dim, c, s, neox);
+    for (int i0 = 0; i0 < half; i0 += EL_ROPE_MAX_HD / 2) {
+        int m = half - i0 < EL_ROPE_MAX_HD / 2 ? half - i0 : EL_ROPE_MAX_HD / 2;
+        el_rope_table(c, s, m, pos, inv_freq + i0);
+        rotate_pairs(x, n_heads, head_dim, i0, m, c, s, neox);
+    }
 }
 
 // x[n_heads, head_dim]: pair (2i, 2i+1) of every head rotates by pos·inv_freq[i]

@@ -28,7 +28,7 @@ size_t el_attn_p_work_avx512(int n, int hd);
 void el_attn_p_avx512(float *out, const float *q, const float *k, const float *v, int F, int f0, int n, int hd,
                       float scale, float *work);
 size_t el_attn_causal_work_avx512(int hd);
-void el_attn_causal_kt_avx512(float *kt, const float *k, int nk, int hd);
+int el_attn_causal_kt_avx512(float *kt, const float *k, int nk, int hd);
 void el_attn_causal_avx512(float *out, size_t ldo, float *lse, size_t ldl, const float *q, size_t ldq, int nq, int p0,
                            const float *kt, const float *v, int k0, int nk, int hd, int window, float scale, float *work);
 void el_layernorm_p_avx512(float *out, const float *x, int F, const float *w, const float *b, int p0, int p1, float eps);

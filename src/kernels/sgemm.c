@@ -176,8 +176,8 @@ static void no_attn_p(float *out, const float *q, const float *k, const float *v
     (void)out, (void)q, (void)k, (void)v, (void)F, (void)f0, (void)n, (void)hd, (void)scale, (void)work;
 }
 static size_t no_attn_causal_work(int hd) { return (void)hd, 0; }
-static void no_attn_causal_kt(float *kt, const float *k, int nk, int hd) {
-    (void)kt, (void)k, (void)nk, (void)hd;
+static int no_attn_causal_kt(float *kt, const float *k, int nk, int hd) {
+    return (void)kt, (void)k, (void)nk, (void)hd, 0;
 }
 static void no_attn_causal(float *out, size_t ldo, float *lse, size_t ldl, const float *q, size_t ldq, int nq, int p0,
                            const float *kt, const float *v, int k0, int nk, int hd, int window, float scale, float *work) {
@@ -301,11 +301,8 @@ int el_attn_causal_tiled(el_isa isa) { return use_avx512(isa); }
 size_t el_attn_causal_kt_floats(int nk, int hd) { return ((size_t)nk + 31) / 32 * 32 * (size_t)hd; }
 
 void el_attn_causal_kt(float *kt, const float *k, int nk, int hd) {
-    if (use_avx512(EL_ISA_BEST)) {
-        el_attn_causal_kt_avx512(kt, k, nk, hd);
-        return;
-    }
-    for (int s = 0; s < (nk + 31) / 32 * 32; s++)
+    int s0 = use_avx512(EL_ISA_BEST) ? el_attn_causal_kt_avx512(kt, k, nk, hd) : 0;  // whole 16s of keys
+    for (int s = s0; s < (nk + 31) / 32 * 32; s++)
         for (int i = 0; i < hd; i++) kt[(size_t)(s / 32) * 32 * hd + (size_t)i * 32 + s % 32] = s < nk ? k[(size_t)s * hd + i] : 0.0f;
 }
 
