@@ -8,7 +8,7 @@
 // Runs iters rounds of independent FMA chains; returns the flops executed.
 double el_probe_fma_avx2(long iters);
 double el_probe_fma_avx512(long iters);
-// Runs iters rounds of 32 vpdpbusd (8 chains; AVX512-VNNI), with block set
+// Runs iters rounds of 32 vpdpbusd (16 chains; AVX512-VNNI), with block set
 // also one 32-element block's float scaling per 8 of them; returns the
 // integer ops executed (2 per multiply-add).
 double el_probe_dot_avx512(long iters, int block);
