@@ -239,11 +239,11 @@ ALWAYS_INLINE __m512i bcast4(const int8_t *p) {
 // tokens now runs micro_parts_q4_0); Q8_0 +14%, +14% (the same sums, bit for
 // bit). Over 4 tokens the float sums live in memory (L1): 16 integer sums
 // already take half the registers; that is one load and one store per token,
-// group and block, against 8 vpdpbusd. pf: prefetch pf + b*bb (all of its
-// lines) at block b, or with half pf + (b/2)*bb at even b (half as much over
-// the pass); NULL: none.
+// group and block, against 8 vpdpbusd. Prefetching: pfn 0, pf + b*bb (all of
+// its lines) at block b (ahead in its own pair); else the pfn bytes from pf,
+// spread evenly over the blocks; pf NULL: none.
 ALWAYS_INLINE void micro_pair(const int q8, int k, const uint8_t *pair, const char *x, size_t ldx, float *out,
-                              size_t ldo, const int T, const uint8_t *pf, const int half) {
+                              size_t ldo, const int T, const uint8_t *pf, const size_t pfn) {
     const int nb = k / EL_QK, in_mem = T > 4;
     const size_t cb = q8 ? 512 : 256, bb = 2 * cb + 64;  // quant bytes of a group's block; bytes per block
     const int8_t *xq[8];
@@ -275,14 +275,14 @@ ALWAYS_INLINE void micro_pair(const int q8, int k, const uint8_t *pair, const ch
             s0 = pair + el_pack_q4_0_off(nb, b, 0, 1), q0 = s0 + 32 * m;
             s1 = pair + el_pack_q4_0_off(nb, b, 1, 1), q1 = s1 + 32 * m;
         }
-        // prefetches sweep the pf range at bb bytes a block, whatever the layout
-        if (pf && half && !(b & 1))
-            _Pragma("GCC unroll 17") for (size_t l = 0; l < bb; l += 64)
-                _mm_prefetch((const char *)pf + (size_t)(b / 2) * bb + l, _MM_HINT_T1);
+        // the share of the next pair, whatever the layout
+        if (pf && pfn)
+            for (size_t l = (size_t)b * pfn / (size_t)nb & ~(size_t)63, e = (size_t)(b + 1) * pfn / (size_t)nb; l < e; l += 64)
+                _mm_prefetch((const char *)pf + l, _MM_HINT_T1);
         // A single pass (Q8_0 only: Q4_0's are micro_parts_q4_0's) prefetches
         // ahead in its own pair, a block's 17 lines at once (a line at a
         // time: 4-19% slower at 6-8 tokens, at 8, 12, 16 or 24 blocks ahead).
-        const char *pfb = pf && !half ? (const char *)pf + (size_t)b * bb : NULL;
+        const char *pfb = pf && !pfn ? (const char *)pf + (size_t)b * bb : NULL;
         if (pfb && q8) _Pragma("GCC unroll 17") for (size_t l = 0; l < bb; l += 64) _mm_prefetch(pfb + l, _MM_HINT_T1);
         __m512i acc[8][2];
         const int8_t *xo[8];
@@ -495,30 +495,39 @@ ALWAYS_INLINE void micro_parts_q4_0(int k, const uint8_t *pair, const char *x, s
     }
 }
 
-// Tokens in passes over each pair: of up to 8 from 5 tokens on (Q4_0 only
-// up to 16), else of up to 4; the last two passes even. One pass of 5..8
-// tokens reads each block once, against two passes of up to 4 (the first from
-// memory, the second from L2): A/B in one process on 48 cold 5632 x 2048
-// matrices, 2 threads: Q4_0 5 tokens +17%, 6 +12%, 8 +8%, 10 and 16 (two
-// passes of up to 8) +5-6%; Q8_0 6 tokens +26%, 8 +15-45%, 16 +44%, 128
-// +3-13%. Q4_0 from 17 tokens on, weights in cache, was 6-7% slower with
-// 8-token passes, so it keeps its 4-token ones there.
+// Tokens in passes over each pair: of up to 8 from 5 tokens on, else of up
+// to 4; the last two passes even. One pass of 5..8 tokens reads each block
+// once, against two passes of up to 4 (the first from memory, the second from
+// L2): A/B in one process on 48 cold 5632 x 2048 matrices, 2 threads (AMD
+// EPYC): Q4_0 5 tokens +17%, 6 +12%, 8 +8%, 10 and 16 (two passes of up to 8)
+// +5-6%; Q8_0 6 tokens +26%, 8 +15-45%, 16 +44%, 128 +3-13%. Q4_0 from 17
+// tokens on kept 4-token passes there (weights in cache, 8-token ones were
+// 6-7% slower); on Intel Xeon (Emerald Rapids, 2026-12-06: the nibble
+// unpacking shares vpdpbusd's two ports) 8-token passes, every layer's
+// matrices of the TinyLlama-shaped model over 128 tokens, 2 threads, in turn
+// in one process: 0.62-0.63 -> 0.69-0.71 of the 32-block ceiling (20 and 32
+// tokens +6-12%), and Q4_0 now takes them too.
 // Q4_0 products of up to 8 tokens, one pass, go part by part instead
 // (micro_parts_q4_0), reading the unit layout front to back as decode does.
 // Prefetching: a single pass (Q8_0) prefetches ahead in its own pair, PAIR8_AHEAD
 // blocks for 5..8 tokens (a block takes ~100 cycles: 4 ahead came late; 12
-// was best of 8, 12, 16, 24), PAIR_AHEAD_Q8 for 2..4. With more passes, two of
-// them (the first two of two 8-token passes, else the second and third)
-// fetch half the next pair each, a pass or more before it is read. A/B as
-// above, in two bandwidth states, 4-token passes spread against not: 9 tokens
-// +12%, 10 +13-14%, 12 +15-17%, 16 +11-12%, 32 +5%, 64 +2-4%. 8 tokens in
-// passes of 3, 3, 2 gained 11-13% in one state and lost 0-11% in the other.
+// was best of 8, 12, 16, 24), PAIR_AHEAD_Q8 for 2..4. With more passes, each
+// fetches its share of the next pair, spread evenly over its blocks. Two
+// passes fetching half the pair each (before 2026-12-06) was the same thing
+// up to 16 tokens; at 128 tokens (16 passes) it sent ~9 lines a block to
+// memory in bursts while the kernel read the current pair from L2, and on
+// Intel Xeon the cold product ran at 0.80-0.83 of the same product on weights
+// in cache (0.89, synthetic 2048 x 2048 Q8_0, 1 thread). Spread over all
+// passes: 0.89 cold; every layer's matrices, 2 threads, in turn in one process:
+// Q8_0 128 tokens 0.70-0.73 -> 0.75-0.76 of the 32-block ceiling, 32 tokens
+// 0.60-0.62 -> 0.69-0.72; Q4_0 128 tokens +1-4%. (Earlier, AMD EPYC, 4-token
+// passes against no prefetching: 9 tokens +12%, 10 +13-14%, 12 +15-17%, 16
+// +11-12%, 32 +5%, 64 +2-4%.)
 #define PAIR8_AHEAD 12
 #define DEFINE_PACKED_GEMM(NAME, Q8)                                                                          \
     static void NAME(int k, const void *w, size_t ldw, int nr, const void *x, size_t ldx, int nt, float *out, \
                      size_t ldo) {                                                                            \
         const size_t cb = (Q8) ? 512 : 256, bb = 2 * cb + 64;                                                 \
-        const size_t half_pair = (size_t)(k / EL_QK + 1) / 2 * bb; /* the blocks a half-prefetch pass covers */ \
         if (nt == 1) {                                                                                        \
             /* the kernel prefetches ahead: fetch the first lines here */                                     \
             const size_t ahead = (Q8) ? DECODE_AHEAD_Q8 * bb : EL_PACK_Q4_0_GROUP;                            \
@@ -547,31 +556,35 @@ ALWAYS_INLINE void micro_parts_q4_0(int k, const uint8_t *pair, const char *x, s
             }                                                                                                 \
             return;                                                                                           \
         }                                                                                                     \
-        const int wide = nt >= 5 && ((Q8) || nt <= 16); /* passes of up to 8 tokens */                        \
-        const int spread = nt > 8 && (wide || !(Q8));   /* the next pair over two passes */                   \
+        const int most = nt >= 5 ? 8 : 4; /* tokens a pass */                                                 \
+        int npass = 0;                                                                                        \
+        for (int t = 0, c; t < nt; t += c, npass++) {                                                         \
+            const int left = nt - t;                                                                          \
+            c = left <= most ? left : left <= 2 * most ? (left + 1) / 2 : most; /* the last two even */       \
+        }                                                                                                     \
+        /* more passes than one: each fetches its share of the next pair */                                   \
+        const size_t share = ((ldw + (size_t)npass - 1) / (size_t)npass + 63) & ~(size_t)63;                  \
         const char *xc = x;                                                                                   \
         for (int p = 0; p < nr / 32; p++) {                                                                   \
             const uint8_t *pair = (const uint8_t *)w + (size_t)p * ldw;                                       \
             float *o = out + 32 * p;                                                                          \
             for (int t = 0, c, pass = 0; t < nt; t += c, pass++) {                                            \
-                const int left = nt - t, most = wide ? 8 : 4;                                                 \
-                c = left <= most ? left : left <= 2 * most ? (left + 1) / 2 : most; /* the last two even */   \
-                const uint8_t *pf = NULL;                                                                     \
-                const int first = wide && nt <= 16 ? 0 : 1; /* the first of the two spreading passes */       \
-                if (spread)                                                                                   \
-                    pf = pass == first ? pair + ldw : pass == first + 1 ? pair + ldw + half_pair : NULL;      \
-                else /* one pass: its own pair, ahead */                                                      \
-                    pf = pair + (size_t)(wide ? PAIR8_AHEAD : PAIR_AHEAD_Q8) * bb;                            \
+                const int left = nt - t;                                                                      \
+                c = left <= most ? left : left <= 2 * most ? (left + 1) / 2 : most;                           \
+                const uint8_t *pf = pair + ldw + (size_t)pass * share;                                        \
+                size_t pfn = share;                                                                           \
+                if (npass == 1) /* its own pair, ahead */                                                     \
+                    pf = pair + (size_t)(most == 8 ? PAIR8_AHEAD : PAIR_AHEAD_Q8) * bb, pfn = 0;              \
                 const char *xt = xc + (size_t)t * ldx;                                                        \
                 float *ot = o + (size_t)t * ldo;                                                              \
                 switch (c) {                                                                                  \
-                case 2: micro_pair(Q8, k, pair, xt, ldx, ot, ldo, 2, pf, spread); break;                      \
-                case 3: micro_pair(Q8, k, pair, xt, ldx, ot, ldo, 3, pf, spread); break;                      \
-                case 4: micro_pair(Q8, k, pair, xt, ldx, ot, ldo, 4, pf, spread); break;                      \
-                case 5: micro_pair(Q8, k, pair, xt, ldx, ot, ldo, 5, pf, spread); break;                      \
-                case 6: micro_pair(Q8, k, pair, xt, ldx, ot, ldo, 6, pf, spread); break;                      \
-                case 7: micro_pair(Q8, k, pair, xt, ldx, ot, ldo, 7, pf, spread); break;                      \
-                default: micro_pair(Q8, k, pair, xt, ldx, ot, ldo, 8, pf, spread); break;                     \
+                case 2: micro_pair(Q8, k, pair, xt, ldx, ot, ldo, 2, pf, pfn); break;                      \
+                case 3: micro_pair(Q8, k, pair, xt, ldx, ot, ldo, 3, pf, pfn); break;                      \
+                case 4: micro_pair(Q8, k, pair, xt, ldx, ot, ldo, 4, pf, pfn); break;                      \
+                case 5: micro_pair(Q8, k, pair, xt, ldx, ot, ldo, 5, pf, pfn); break;                      \
+                case 6: micro_pair(Q8, k, pair, xt, ldx, ot, ldo, 6, pf, pfn); break;                      \
+                case 7: micro_pair(Q8, k, pair, xt, ldx, ot, ldo, 7, pf, pfn); break;                      \
+                default: micro_pair(Q8, k, pair, xt, ldx, ot, ldo, 8, pf, pfn); break;                     \
                 }                                                                                             \
             }                                                                                                 \
         }                                                                                                     \
