@@ -242,6 +242,23 @@ ALWAYS_INLINE __m512i bcast4(const int8_t *p) {
 // group and block, against 8 vpdpbusd. Prefetching: pfn 0, pf + b*bb (all of
 // its lines) at block b (ahead in its own pair); else the pfn bytes from pf,
 // spread evenly over the blocks; pf NULL: none.
+// The seeds of micro_pair's integer sums for blocks [b0, b0 + n), n <= 16 *
+// SEED_CHUNK / 16: seed[2i] = seed[2i + 1] = nsum[b0 + i] << shift, one for
+// each group. Two copies: one vpbroadcastd from memory each (load ports),
+// where one broadcast and a shift made every token pay a shift and a register
+// copy on the vector ports per block (Intel: vpdpbusd's two).
+#define SEED_CHUNK 64
+ALWAYS_INLINE void fill_seeds(int32_t *seed, const int32_t *nsum, int b0, int n, int shift) {
+    const __m512i lo = _mm512_set_epi32(7, 7, 6, 6, 5, 5, 4, 4, 3, 3, 2, 2, 1, 1, 0, 0);
+    const __m512i hi = _mm512_set_epi32(15, 15, 14, 14, 13, 13, 12, 12, 11, 11, 10, 10, 9, 9, 8, 8);
+    for (int i = 0; i < n; i += 16) {
+        const int m = n - i < 16 ? n - i : 16;
+        __m512i v = _mm512_slli_epi32(_mm512_maskz_loadu_epi32((__mmask16)((1u << m) - 1), nsum + b0 + i), (unsigned)shift);
+        _mm512_store_si512(seed + 2 * i, _mm512_permutexvar_epi32(lo, v));
+        _mm512_store_si512(seed + 2 * i + 16, _mm512_permutexvar_epi32(hi, v));
+    }
+}
+
 ALWAYS_INLINE void micro_pair(const int q8, int k, const uint8_t *pair, const char *x, size_t ldx, float *out,
                               size_t ldo, const int T, const uint8_t *pf, const size_t pfn) {
     const int nb = k / EL_QK, in_mem = T > 4;
@@ -263,6 +280,7 @@ ALWAYS_INLINE void micro_pair(const int q8, int k, const uint8_t *pair, const ch
         }
     }
     const __m512i m4 = _mm512_set1_epi8(0x0F);
+    int32_t seed[8][2 * SEED_CHUNK] __attribute__((aligned(64)));
     // each group's chunks (q0, q1) and scales (s0, s1) of block b; Q4_0: by
     // units of 8 blocks (pack.c), set at a unit's first block, then stepped
     const uint8_t *q0 = pair, *q1 = pair, *s0 = pair, *s1 = pair;
@@ -284,10 +302,14 @@ ALWAYS_INLINE void micro_pair(const int q8, int k, const uint8_t *pair, const ch
         // time: 4-19% slower at 6-8 tokens, at 8, 12, 16 or 24 blocks ahead).
         const char *pfb = pf && !pfn ? (const char *)pf + (size_t)b * bb : NULL;
         if (pfb && q8) _Pragma("GCC unroll 17") for (size_t l = 0; l < bb; l += 64) _mm_prefetch(pfb + l, _MM_HINT_T1);
+        if (!(b % SEED_CHUNK))
+            _Pragma("GCC unroll 8") for (int t = 0; t < T; t++)
+                fill_seeds(seed[t], ns[t], b, nb - b < SEED_CHUNK ? nb - b : SEED_CHUNK, q8 ? 7 : 3);
         __m512i acc[8][2];
         const int8_t *xo[8];
         _Pragma("GCC unroll 8") for (int t = 0; t < T; t++) {
-            acc[t][0] = acc[t][1] = _mm512_slli_epi32(_mm512_set1_epi32(ns[t][b]), q8 ? 7 : 3);
+            acc[t][0] = _mm512_set1_epi32(seed[t][2 * (b % SEED_CHUNK)]);
+            acc[t][1] = _mm512_set1_epi32(seed[t][2 * (b % SEED_CHUNK) + 1]);
             xo[t] = xq[t] + EL_QK * b;
         }
         if (q8) {

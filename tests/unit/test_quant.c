@@ -293,16 +293,17 @@ static void packed_matches_scalar(el_isa isa) {
         // tokens: each remainder after the 8-token tiles, 0..7, once)
         // Q8_0/Q4_0: 1 token (decode) twice, then counts whose remainders after
         // 4-token tiles take every value (AVX2), and the AVX-512 passes: one
-        // of 2..8 tokens, two of up to 8 (11, 13, 15, 16; Q4_0 up to 16),
-        // 8-token passes then two even ones (Q8_0 17 = 8 + 5 + 4, 23), and
-        // Q4_0's 4-token passes then two even ones (17 = 4 + 4 + 4 + 3 + 2);
-        // then decode and 3, 4, 5 and 11 tokens over Q4_0's units of 8 blocks,
-        // whole (64, 16 blocks) and with a shorter last one after them (12, 9)
-        static const int nblocks[] = {1, 2, 3, 7, 64, 1, 2, 3, 7, 64, 5, 3, 7, 64, 12, 9, 16, 12, 12},
+        // of 2..8 tokens, two of up to 8 (11, 13, 15, 16), 8-token passes
+        // then two even ones (17 = 8 + 5 + 4, 23); then decode and 3, 4, 5
+        // and 11 tokens over Q4_0's units of 8 blocks, whole (64, 16 blocks)
+        // and with a shorter last one after them (12, 9); last, 17 tokens
+        // over 130 blocks: the seeds of the integer sums are made 64 blocks
+        // at a time (qdot_avx512.c), here 64, 64 and 2
+        static const int nblocks[] = {1, 2, 3, 7, 64, 1, 2, 3, 7, 64, 5, 3, 7, 64, 12, 9, 16, 12, 12, 130},
                          nsuper[] = {1, 1, 2, 2, 3, 3, 8, 8, 1, 1, 2, 2, 3, 3, 8, 8};
         static const int ktoks[] = {2, 3, 13, 20, 9, 14, 15, 16},
-                         toks8[] = {6, 11, 23, 5, 16, 2, 15, 7, 13, 8, 17, 1, 1, 3, 4, 5, 11};
-        for (int kb = 0; kb < (kq ? 16 : 19); kb++) {
+                         toks8[] = {6, 11, 23, 5, 16, 2, 15, 7, 13, 8, 17, 1, 1, 3, 4, 5, 11, 17};
+        for (int kb = 0; kb < (kq ? 16 : 20); kb++) {
             int k = kq ? EL_QK_K * nsuper[kb] : EL_QK * nblocks[kb];
             int rows = 32 * (1 + (int)(tu_rand(&rng) % 3)) + (int)(tu_rand(&rng) % 32);
             int toks = kq ? (kb % 2 ? ktoks[kb / 2] : 1) : kb < 2 ? 1 : toks8[kb - 2];  // 1: the decode kernel
