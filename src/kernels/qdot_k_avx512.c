@@ -65,55 +65,10 @@ ALWAYS_INLINE __m512i q4_k_sc(const q4_k_head *h, const int j) {
     return e == 3 ? _mm512_srli_epi32(s, 24) : _mm512_and_si512(_mm512_srli_epi32(s, 8 * e), _mm512_set1_epi32(0xFF));
 }
 
-// One group's super-block (EL_PACK_Q4_K_GROUP bytes at g) x T tokens whose
-// blocks are xb[t]: facc[t] (lane r = row r) += that super-block's products.
-// Sub-block by sub-block, all T tokens per chunk load. pfd: prefetch that
-// many bytes ahead, a line as each is first read (0: not).
-ALWAYS_INLINE void q4_k_block(const uint8_t *g, const el_block_q8_k *const *xb, const int T, const size_t pfd,
-                              __m512 *facc) {
-    const __m512i m4 = _mm512_set1_epi8(0x0F);
-    if (pfd) _Pragma("GCC unroll 4") for (int l = 0; l < 256; l += 64) _mm_prefetch((const char *)g + pfd + l, _MM_HINT_T1);
-    const q4_k_head h = q4_k_load_head(g);
-    const int NA = T == 1 ? 2 : 1;  // one token: two chains
-    __m512 fsb[MAX_T];
-    {
-        __m512i ms[MAX_T][2];
-        _Pragma("GCC unroll 8") for (int t = 0; t < T; t++) ms[t][0] = ms[t][1] = _mm512_setzero_si512();
-        _Pragma("GCC unroll 8") for (int j = 0; j < 8; j++) {
-            __m512i md = _mm512_shuffle_epi8(j < 4 ? h.m_lo : h.m_hi, dup_byte_idx(j % 4));
-            const int a = NA == 2 ? j / 4 : 0;
-            _Pragma("GCC unroll 8") for (int t = 0; t < T; t++) ms[t][a] =
-                _mm512_dpwssd_epi32(ms[t][a], md, bcast4(xb[t]->bsums + 2 * j));
-        }
-        _Pragma("GCC unroll 8") for (int t = 0; t < T; t++) {
-            __m512i m = NA == 2 ? _mm512_add_epi32(ms[t][0], ms[t][1]) : ms[t][0];
-            fsb[t] = _mm512_mul_ps(_mm512_cvtepi32_ps(m), h.nd);
-        }
-    }
-    __m512 d16 = _mm512_mul_ps(h.d, _mm512_set1_ps(1.0f / 16));
-    _Pragma("GCC unroll 8") for (int j = 0; j < 8; j++) {
-        __m512 dsc = _mm512_mul_ps(_mm512_cvtepi32_ps(q4_k_sc(&h, j)), j & 1 ? d16 : h.d);
-        __m512i acc[MAX_T][2];
-        _Pragma("GCC unroll 8") for (int t = 0; t < T; t++) acc[t][0] = acc[t][1] = _mm512_setzero_si512();
-        _Pragma("GCC unroll 8") for (int i = 0; i < 8; i++) {
-            if (pfd && !(j & 1)) _mm_prefetch((const char *)g + pfd + 256 + 64 * (8 * (j / 2) + i), _MM_HINT_T1);
-            __m512i raw = _mm512_loadu_si512(g + 256 + 64 * (8 * (j / 2) + i));
-            __m512i q = j & 1 ? _mm512_andnot_si512(m4, raw) : _mm512_and_si512(raw, m4);
-            _Pragma("GCC unroll 8") for (int t = 0; t < T; t++) acc[t][i % NA] =
-                _mm512_dpbusd_epi32(acc[t][i % NA], q, bcast4(xb[t]->qs + 32 * j + 4 * i));
-        }
-        _Pragma("GCC unroll 8") for (int t = 0; t < T; t++) {
-            __m512i a = NA == 2 ? _mm512_add_epi32(acc[t][0], acc[t][1]) : acc[t][0];
-            fsb[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(a), dsc, fsb[t]);
-        }
-    }
-    _Pragma("GCC unroll 8") for (int t = 0; t < T; t++) facc[t] = _mm512_fmadd_ps(fsb[t], _mm512_set1_ps(xb[t]->d), facc[t]);
-}
-
-// The first tile of tokens over a group reads it from memory: it prefetches
-// the group's super-block PREFILL_AHEAD ahead into L2 (the later tiles find
-// the group in L1/L2). A/B in one process, 2 threads, 48 cold 5632 x 2048
-// matrices: 4 tokens x2.0, 8 tokens x1.7-2.0 (k 5632 x1.8), 16 x1.45, 128
+// The first tile of tokens over a pair reads it from memory: it prefetches
+// the pair's super-block PREFILL_AHEAD ahead into L2 (the later tiles find
+// it in L1/L2). Measured on the one-group tiles before 2026-12-06: A/B in
+// one process, 2 threads, 48 cold 5632 x 2048 matrices: 4 tokens x2.0, 8 tokens x1.7-2.0 (k 5632 x1.8), 16 x1.45, 128
 // (8 matrices) +7-8%; 1 super-block ahead: 4 tokens x1.5-1.8, 8 x1.7. The
 // prefetches go a line at a time as the lines are read, not as a burst of 36
 // per super-block: +7-15% more at 4-16 tokens (4 ahead: the same).
@@ -121,19 +76,90 @@ ALWAYS_INLINE void q4_k_block(const uint8_t *g, const el_block_q8_k *const *xb, 
 #define PREFILL_AHEAD 2
 #endif
 
-// One group (gw: its first super-block, super-blocks bb bytes apart) x T
-// tokens: out[t*ldo + r], r < 16. pf: prefetch ahead (the first tile).
-ALWAYS_INLINE void micro_q4_k(int k, const uint8_t *gw, size_t bb, const char *x, size_t ldx, float *out, size_t ldo,
-                              const int T, const int pf) {
+// Both groups of a pair's super-block (group 0's at g, group 1's
+// EL_PACK_Q4_K_GROUP on) x T tokens: fm[t][0..31] (lane r = row r of the
+// pair) += that super-block's products. Each broadcast of 4 activation
+// bytes feeds both groups. A tile of one group (before 2026-12-06) took a
+// broadcast per vpdpbusd, and those loads, not the vector ports, bounded it
+// on Intel Xeon (Emerald Rapids: one broadcast shared by the 8 tokens, a
+// wrong-result probe, ran ~1.7x as fast). Both groups, synthetic cold
+// matrices, 1 thread, in turn in one process: 128 tokens 396-421 -> 433-487
+// GOP/s (2048 x 2048 and 736 x 5632), 8 tokens 306-313 -> 340-349, 16
+// 350-359 -> 376-389, 4 the same. The per-super-block float sums and the
+// scales wait in memory (L1): 16 integer sums take half the registers.
+ALWAYS_INLINE void q4_k_pair_block(const uint8_t *g, const el_block_q8_k *const *xb, const int T, const size_t pfd,
+                                   float (*fm)[32]) {
+    float fsb[MAX_T][32] __attribute__((aligned(64)));
+    float dsc[8][32] __attribute__((aligned(64)));  // d * sc_j (1/16 for odd j) of every row
+    _Pragma("GCC unroll 2") for (int q = 0; q < 2; q++) {
+        const uint8_t *gq = g + q * EL_PACK_Q4_K_GROUP;
+        if (pfd) _Pragma("GCC unroll 4") for (int l = 0; l < 256; l += 64) _mm_prefetch((const char *)gq + pfd + l, _MM_HINT_T1);
+        const q4_k_head h = q4_k_load_head(gq);
+        __m512i ms[MAX_T];
+        _Pragma("GCC unroll 8") for (int t = 0; t < T; t++) ms[t] = _mm512_setzero_si512();
+        _Pragma("GCC unroll 8") for (int j = 0; j < 8; j++) {
+            __m512i md = _mm512_shuffle_epi8(j < 4 ? h.m_lo : h.m_hi, dup_byte_idx(j % 4));
+            _Pragma("GCC unroll 8") for (int t = 0; t < T; t++) ms[t] = _mm512_dpwssd_epi32(ms[t], md, bcast4(xb[t]->bsums + 2 * j));
+        }
+        _Pragma("GCC unroll 8") for (int t = 0; t < T; t++)
+            _mm512_store_ps(fsb[t] + 16 * q, _mm512_mul_ps(_mm512_cvtepi32_ps(ms[t]), h.nd));
+        __m512 d16 = _mm512_mul_ps(h.d, _mm512_set1_ps(1.0f / 16));
+        _Pragma("GCC unroll 8") for (int j = 0; j < 8; j++)
+            _mm512_store_ps(dsc[j] + 16 * q, _mm512_mul_ps(_mm512_cvtepi32_ps(q4_k_sc(&h, j)), j & 1 ? d16 : h.d));
+    }
+    // a loop, not unrolled: unrolled, GCC kept the even sub-block's chunks for
+    // the odd one (16 registers) or overlapped sub-blocks, and spilled the
+    // integer sums either way
+    _Pragma("GCC unroll 1") for (int j = 0; j < 8; j++) {
+        const __m512i mj = _mm512_set1_epi8(j & 1 ? (char)0xF0 : 0x0F);  // low nibbles, or high ones in place
+        const uint8_t *c = g + 256 + 64 * (size_t)(8 * (j / 2));
+        __m512i acc[MAX_T][2];
+        _Pragma("GCC unroll 8") for (int t = 0; t < T; t++) acc[t][0] = acc[t][1] = _mm512_setzero_si512();
+        _Pragma("GCC unroll 8") for (int i = 0; i < 8; i++) {
+            if (pfd && !(j & 1)) {
+                _mm_prefetch((const char *)c + 64 * i + pfd, _MM_HINT_T1);
+                _mm_prefetch((const char *)c + EL_PACK_Q4_K_GROUP + 64 * i + pfd, _MM_HINT_T1);
+            }
+            __m512i q0 = _mm512_and_si512(_mm512_loadu_si512(c + 64 * i), mj);
+            __m512i q1 = _mm512_and_si512(_mm512_loadu_si512(c + EL_PACK_Q4_K_GROUP + 64 * i), mj);
+            _Pragma("GCC unroll 8") for (int t = 0; t < T; t++) {
+                __m512i xv = bcast4(xb[t]->qs + 32 * j + 4 * i);
+                acc[t][0] = _mm512_dpbusd_epi32(acc[t][0], q0, xv);
+                acc[t][1] = _mm512_dpbusd_epi32(acc[t][1], q1, xv);
+            }
+        }
+        const __m512 s0 = _mm512_load_ps(dsc[j]), s1 = _mm512_load_ps(dsc[j] + 16);
+        _Pragma("GCC unroll 8") for (int t = 0; t < T; t++) {
+            _mm512_store_ps(fsb[t], _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc[t][0]), s0, _mm512_load_ps(fsb[t])));
+            _mm512_store_ps(fsb[t] + 16, _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc[t][1]), s1, _mm512_load_ps(fsb[t] + 16)));
+        }
+    }
+    _Pragma("GCC unroll 8") for (int t = 0; t < T; t++) {
+        const __m512 xd = _mm512_set1_ps(xb[t]->d);
+        _mm512_store_ps(fm[t], _mm512_fmadd_ps(_mm512_load_ps(fsb[t]), xd, _mm512_load_ps(fm[t])));
+        _mm512_store_ps(fm[t] + 16, _mm512_fmadd_ps(_mm512_load_ps(fsb[t] + 16), xd, _mm512_load_ps(fm[t] + 16)));
+    }
+}
+
+// One pair (pw: its first super-block, super-blocks bb bytes apart) x T
+// tokens: out[t*ldo + r], r < 32. pf: prefetch ahead (the first tile).
+ALWAYS_INLINE void micro_pair_q4_k(int k, const uint8_t *pw, size_t bb, const char *x, size_t ldx, float *out,
+                                   size_t ldo, const int T, const int pf) {
     const int nb = k / EL_QK_K;
-    __m512 facc[MAX_T];
-    _Pragma("GCC unroll 8") for (int t = 0; t < T; t++) facc[t] = _mm512_setzero_ps();
+    float fm[MAX_T][32] __attribute__((aligned(64)));
+    _Pragma("GCC unroll 8") for (int t = 0; t < T; t++) {
+        _mm512_store_ps(fm[t], _mm512_setzero_ps());
+        _mm512_store_ps(fm[t] + 16, _mm512_setzero_ps());
+    }
     for (int b = 0; b < nb; b++) {
         const el_block_q8_k *xb[MAX_T];
         _Pragma("GCC unroll 8") for (int t = 0; t < T; t++) xb[t] = (const el_block_q8_k *)(x + (size_t)t * ldx) + b;
-        q4_k_block(gw + (size_t)b * bb, xb, T, pf ? PREFILL_AHEAD * bb : 0, facc);
+        q4_k_pair_block(pw + (size_t)b * bb, xb, T, pf ? PREFILL_AHEAD * bb : 0, fm);
     }
-    _Pragma("GCC unroll 8") for (int t = 0; t < T; t++) _mm512_storeu_ps(out + (size_t)t * ldo, facc[t]);
+    _Pragma("GCC unroll 8") for (int t = 0; t < T; t++) {
+        _mm512_storeu_ps(out + (size_t)t * ldo, _mm512_load_ps(fm[t]));
+        _mm512_storeu_ps(out + (size_t)t * ldo + 16, _mm512_load_ps(fm[t] + 16));
+    }
 }
 
 // Decode reads a pair front to back as one stream (group 0's super-block,
@@ -215,24 +241,24 @@ static void gemm_packed_q4_k(int k, const void *w, size_t ldw, int nr, const voi
             decode_pair_q4_k(k, (const uint8_t *)w + (size_t)p * ldw, x, out + 32 * p);
         return;
     }
-    for (int g = 0; g < nr / 16; g++) {
-        const uint8_t *gw = (const uint8_t *)w + (size_t)(g / 2) * ldw + (size_t)(g % 2) * EL_PACK_Q4_K_GROUP;
-        float *o = out + 16 * g;
+    for (int p = 0; p < nr / 32; p++) {
+        const uint8_t *pw = (const uint8_t *)w + (size_t)p * ldw;
+        float *o = out + 32 * p;
         const char *xc = x;
         int t = 0;
         for (; t + PACKED_TOKENS <= nt; t += PACKED_TOKENS)
-            micro_q4_k(k, gw, bb, xc + (size_t)t * ldx, ldx, o + (size_t)t * ldo, ldo, PACKED_TOKENS, t == 0);
+            micro_pair_q4_k(k, pw, bb, xc + (size_t)t * ldx, ldx, o + (size_t)t * ldo, ldo, PACKED_TOKENS, t == 0);
         const char *xt = xc + (size_t)t * ldx;
         float *ot = o + (size_t)t * ldo;
         const int first = t == 0;  // no tile before this one: it prefetches
         switch (nt - t) {
-        case 1: micro_q4_k(k, gw, bb, xt, ldx, ot, ldo, 1, first); break;
-        case 2: micro_q4_k(k, gw, bb, xt, ldx, ot, ldo, 2, first); break;
-        case 3: micro_q4_k(k, gw, bb, xt, ldx, ot, ldo, 3, first); break;
-        case 4: micro_q4_k(k, gw, bb, xt, ldx, ot, ldo, 4, first); break;
-        case 5: micro_q4_k(k, gw, bb, xt, ldx, ot, ldo, 5, first); break;
-        case 6: micro_q4_k(k, gw, bb, xt, ldx, ot, ldo, 6, first); break;
-        case 7: micro_q4_k(k, gw, bb, xt, ldx, ot, ldo, 7, first); break;
+        case 1: micro_pair_q4_k(k, pw, bb, xt, ldx, ot, ldo, 1, first); break;
+        case 2: micro_pair_q4_k(k, pw, bb, xt, ldx, ot, ldo, 2, first); break;
+        case 3: micro_pair_q4_k(k, pw, bb, xt, ldx, ot, ldo, 3, first); break;
+        case 4: micro_pair_q4_k(k, pw, bb, xt, ldx, ot, ldo, 4, first); break;
+        case 5: micro_pair_q4_k(k, pw, bb, xt, ldx, ot, ldo, 5, first); break;
+        case 6: micro_pair_q4_k(k, pw, bb, xt, ldx, ot, ldo, 6, first); break;
+        case 7: micro_pair_q4_k(k, pw, bb, xt, ldx, ot, ldo, 7, first); break;
         }
     }
 }
