@@ -246,10 +246,12 @@ static void gemm_packed_q4_k(int k, const void *w, size_t ldw, int nr, const voi
         return;
     }
     const int tiles = (nt + PACKED_TOKENS - 1) / PACKED_TOKENS;
-    // The tiles after the first fetch their shares of the next pair, spread
-    // over their super-blocks, as the Q8_0/Q4_0 passes do (qdot_avx512.c).
-    // Every layer's matrices of the TinyLlama-shaped Q4_K model, 128 tokens, 2
-    // threads, in turn in one process (Intel Xeon): +2-4% on most matrices.
+    // From 4 tiles on, the tiles after the first fetch their shares of the
+    // next pair, spread over their super-blocks, as the Q8_0/Q4_0 passes do
+    // (qdot_avx512.c). Every layer's matrices of the TinyLlama-shaped Q4_K
+    // model, 128 tokens, 2 threads, in turn in one process (Intel Xeon): +2-4%
+    // on most matrices; synthetic cold matrices, 1 thread: 32 tokens +2-4%, 64
+    // +2-4%, but 16 and 24 tokens (a pair's share in one or two tiles) -7-10%.
     const size_t share = tiles > 1 ? ((ldw + (size_t)tiles - 2) / (size_t)(tiles - 1) + 63) & ~(size_t)63 : 0;
     for (int p = 0; p < nr / 32; p++) {
         const uint8_t *pw = (const uint8_t *)w + (size_t)p * ldw;
@@ -257,13 +259,13 @@ static void gemm_packed_q4_k(int k, const void *w, size_t ldw, int nr, const voi
         const char *xc = x;
         int t = 0, tile = 0;
         for (; t + PACKED_TOKENS <= nt; t += PACKED_TOKENS, tile++) {
-            const uint8_t *nxt = tile ? pw + ldw + (size_t)(tile - 1) * share : NULL;
+            const uint8_t *nxt = tile && tiles >= 4 ? pw + ldw + (size_t)(tile - 1) * share : NULL;
             micro_pair_q4_k(k, pw, bb, xc + (size_t)t * ldx, ldx, o + (size_t)t * ldo, ldo, PACKED_TOKENS, t == 0, nxt, share);
         }
         const char *xt = xc + (size_t)t * ldx;
         float *ot = o + (size_t)t * ldo;
         const int first = t == 0;  // no tile before this one: it prefetches
-        const uint8_t *nxt = tile ? pw + ldw + (size_t)(tile - 1) * share : NULL;
+        const uint8_t *nxt = tile && tiles >= 4 ? pw + ldw + (size_t)(tile - 1) * share : NULL;
         switch (nt - t) {
         case 1: micro_pair_q4_k(k, pw, bb, xt, ldx, ot, ldo, 1, first, nxt, share); break;
         case 2: micro_pair_q4_k(k, pw, bb, xt, ldx, ot, ldo, 2, first, nxt, share); break;
@@ -418,22 +420,91 @@ ALWAYS_INLINE void q6_k_block(const uint8_t *g, const uint16_t *dp, const el_blo
 #define PREFILL_AHEAD_Q6 2
 #endif
 
-// One group (gw: its first super-block, dw: that super-block's d; both bb
-// bytes apart from one super-block to the next) x T tokens: out[t*ldo + r], r < 16.
-// pf: prefetch PREFILL_AHEAD_Q6 super-blocks ahead (the first tile).
-ALWAYS_INLINE void micro_q6_k(int k, const uint8_t *gw, const uint8_t *dw, size_t bb, const char *x, size_t ldx,
-                              float *out, size_t ldo, const int T, const int pf) {
+// Both groups of a pair's super-block (group 0's at g, group 1's
+// EL_PACK_Q6_K_GROUP on, their 16 d each at dp) x T tokens: fm[t][0..31] +=
+// that super-block's products. As for Q4_K (q4_k_pair_block): each broadcast
+// of 4 activation bytes feeds both groups, where a tile of one group took one
+// per vpdpbusd; the scales (times d) and float sums wait in L1.
+ALWAYS_INLINE void q6_k_pair_block(const uint8_t *g, const uint16_t *dp, const el_block_q8_k *const *xb, const int T,
+                                   const size_t pfd, float (*fm)[32]) {
+    float fsb[MAX_T][32] __attribute__((aligned(64)));
+    float dsc[16][32] __attribute__((aligned(64)));  // d * sc_j of every row
+    _Pragma("GCC unroll 2") for (int q = 0; q < 2; q++) {
+        const uint8_t *gq = g + q * EL_PACK_Q6_K_GROUP;
+        if (pfd) _Pragma("GCC unroll 4") for (int l = 0; l < 256; l += 64) _mm_prefetch((const char *)gq + pfd + l, _MM_HINT_T1);
+        const __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(dp + 16 * q)));
+        __m512i ms[MAX_T];
+        _Pragma("GCC unroll 8") for (int t = 0; t < T; t++) ms[t] = _mm512_setzero_si512();
+        _Pragma("GCC unroll 4") for (int i = 0; i < 4; i++) {
+            const __m512i sv = _mm512_loadu_si512(gq + 64 * i);
+            // int16 lanes (sc_4i, sc_4i+1) and (sc_4i+2, sc_4i+3)
+            __m512i lo = _mm512_srai_epi16(_mm512_slli_epi16(sv, 8), 8), hi = _mm512_srai_epi16(sv, 8);
+            _Pragma("GCC unroll 8") for (int t = 0; t < T; t++) {
+                ms[t] = _mm512_dpwssd_epi32(ms[t], lo, bcast4(xb[t]->bsums + 4 * i));
+                ms[t] = _mm512_dpwssd_epi32(ms[t], hi, bcast4(xb[t]->bsums + 4 * i + 2));
+            }
+            _Pragma("GCC unroll 4") for (int u = 0; u < 4; u++)
+                _mm512_store_ps(dsc[4 * i + u] + 16 * q, _mm512_mul_ps(q6_k_sc(sv, u), d));
+        }
+        const __m512 d32 = _mm512_mul_ps(d, _mm512_set1_ps(-32.0f));
+        _Pragma("GCC unroll 8") for (int t = 0; t < T; t++)
+            _mm512_store_ps(fsb[t] + 16 * q, _mm512_mul_ps(_mm512_cvtepi32_ps(ms[t]), d32));
+    }
+    // a loop, not unrolled, as in q4_k_pair_block
+    _Pragma("GCC unroll 1") for (int j = 0; j < 16; j++) {
+        const uint8_t *c = g + 256 + 192 * (size_t)j;
+        if (pfd) _Pragma("GCC unroll 3") for (int l = 0; l < 192; l += 64) {
+            _mm_prefetch((const char *)c + l + pfd, _MM_HINT_T1);
+            _mm_prefetch((const char *)c + EL_PACK_Q6_K_GROUP + l + pfd, _MM_HINT_T1);
+        }
+        __m512i q0[4], q1[4];
+        q6_k_quads(c, q0);
+        q6_k_quads(c + EL_PACK_Q6_K_GROUP, q1);
+        __m512i acc[MAX_T][2];
+        _Pragma("GCC unroll 8") for (int t = 0; t < T; t++) acc[t][0] = acc[t][1] = _mm512_setzero_si512();
+        _Pragma("GCC unroll 4") for (int i = 0; i < 4; i++) {
+            _Pragma("GCC unroll 8") for (int t = 0; t < T; t++) {
+                __m512i xv = bcast4(xb[t]->qs + 16 * j + 4 * i);
+                acc[t][0] = _mm512_dpbusd_epi32(acc[t][0], q0[i], xv);
+                acc[t][1] = _mm512_dpbusd_epi32(acc[t][1], q1[i], xv);
+            }
+        }
+        const __m512 s0 = _mm512_load_ps(dsc[j]), s1 = _mm512_load_ps(dsc[j] + 16);
+        _Pragma("GCC unroll 8") for (int t = 0; t < T; t++) {
+            _mm512_store_ps(fsb[t], _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc[t][0]), s0, _mm512_load_ps(fsb[t])));
+            _mm512_store_ps(fsb[t] + 16, _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc[t][1]), s1, _mm512_load_ps(fsb[t] + 16)));
+        }
+    }
+    _Pragma("GCC unroll 8") for (int t = 0; t < T; t++) {
+        const __m512 xd = _mm512_set1_ps(xb[t]->d);
+        _mm512_store_ps(fm[t], _mm512_fmadd_ps(_mm512_load_ps(fsb[t]), xd, _mm512_load_ps(fm[t])));
+        _mm512_store_ps(fm[t] + 16, _mm512_fmadd_ps(_mm512_load_ps(fsb[t] + 16), xd, _mm512_load_ps(fm[t] + 16)));
+    }
+}
+
+// One pair (pw: its first super-block, super-blocks bb bytes apart) x T
+// tokens: out[t*ldo + r], r < 32. pf: prefetch PREFILL_AHEAD_Q6 super-blocks
+// ahead (the first tile). Fetching the next pair from the later tiles, as
+// Q4_K does, was no faster at 128 tokens and 12% slower at 16.
+ALWAYS_INLINE void micro_pair_q6_k(int k, const uint8_t *pw, size_t bb, const char *x, size_t ldx, float *out,
+                                   size_t ldo, const int T, const int pf) {
     const int nb = k / EL_QK_K;
-    __m512 facc[MAX_T];
-    _Pragma("GCC unroll 8") for (int t = 0; t < T; t++) facc[t] = _mm512_setzero_ps();
+    float fm[MAX_T][32] __attribute__((aligned(64)));
+    _Pragma("GCC unroll 8") for (int t = 0; t < T; t++) {
+        _mm512_store_ps(fm[t], _mm512_setzero_ps());
+        _mm512_store_ps(fm[t] + 16, _mm512_setzero_ps());
+    }
     for (int b = 0; b < nb; b++) {
         const el_block_q8_k *xb[MAX_T];
         _Pragma("GCC unroll 8") for (int t = 0; t < T; t++) xb[t] = (const el_block_q8_k *)(x + (size_t)t * ldx) + b;
-        if (pf) _mm_prefetch((const char *)dw + (size_t)(b + PREFILL_AHEAD_Q6) * bb, _MM_HINT_T1);
-        q6_k_block(gw + (size_t)b * bb, (const uint16_t *)(dw + (size_t)b * bb), xb, T, pf ? PREFILL_AHEAD_Q6 * bb : 0,
-                   facc);
+        const uint8_t *blk = pw + (size_t)b * bb;
+        if (pf) _mm_prefetch((const char *)blk + 2 * EL_PACK_Q6_K_GROUP + PREFILL_AHEAD_Q6 * bb, _MM_HINT_T1);
+        q6_k_pair_block(blk, (const uint16_t *)(blk + 2 * EL_PACK_Q6_K_GROUP), xb, T, pf ? PREFILL_AHEAD_Q6 * bb : 0, fm);
     }
-    _Pragma("GCC unroll 8") for (int t = 0; t < T; t++) _mm512_storeu_ps(out + (size_t)t * ldo, facc[t]);
+    _Pragma("GCC unroll 8") for (int t = 0; t < T; t++) {
+        _mm512_storeu_ps(out + (size_t)t * ldo, _mm512_load_ps(fm[t]));
+        _mm512_storeu_ps(out + (size_t)t * ldo + 16, _mm512_load_ps(fm[t] + 16));
+    }
 }
 
 // Decode: a pair front to back (group 0's super-block, group 1's, their d).
@@ -466,24 +537,24 @@ static void gemm_packed_q6_k(int k, const void *w, size_t ldw, int nr, const voi
             decode_pair_q6_k(k, (const uint8_t *)w + (size_t)p * ldw, x, out + 32 * p);
         return;
     }
-    for (int g = 0; g < nr / 16; g++) {
-        const uint8_t *pw = (const uint8_t *)w + (size_t)(g / 2) * ldw;
-        const uint8_t *gw = pw + (size_t)(g % 2) * EL_PACK_Q6_K_GROUP, *dw = pw + 2 * EL_PACK_Q6_K_GROUP + 32 * (g % 2);
-        float *o = out + 16 * g;
+    for (int p = 0; p < nr / 32; p++) {
+        const uint8_t *pw = (const uint8_t *)w + (size_t)p * ldw;
+        float *o = out + 32 * p;
         int t = 0;
         for (; t + PACKED_TOKENS <= nt; t += PACKED_TOKENS)
-            micro_q6_k(k, gw, dw, bb, (const char *)x + (size_t)t * ldx, ldx, o + (size_t)t * ldo, ldo, PACKED_TOKENS, t == 0);
+            micro_pair_q6_k(k, pw, bb, (const char *)x + (size_t)t * ldx, ldx, o + (size_t)t * ldo, ldo, PACKED_TOKENS,
+                            t == 0);
         const char *xt = (const char *)x + (size_t)t * ldx;
         float *ot = o + (size_t)t * ldo;
         const int first = t == 0;  // no tile before this one: it prefetches
         switch (nt - t) {
-        case 1: micro_q6_k(k, gw, dw, bb, xt, ldx, ot, ldo, 1, first); break;
-        case 2: micro_q6_k(k, gw, dw, bb, xt, ldx, ot, ldo, 2, first); break;
-        case 3: micro_q6_k(k, gw, dw, bb, xt, ldx, ot, ldo, 3, first); break;
-        case 4: micro_q6_k(k, gw, dw, bb, xt, ldx, ot, ldo, 4, first); break;
-        case 5: micro_q6_k(k, gw, dw, bb, xt, ldx, ot, ldo, 5, first); break;
-        case 6: micro_q6_k(k, gw, dw, bb, xt, ldx, ot, ldo, 6, first); break;
-        case 7: micro_q6_k(k, gw, dw, bb, xt, ldx, ot, ldo, 7, first); break;
+        case 1: micro_pair_q6_k(k, pw, bb, xt, ldx, ot, ldo, 1, first); break;
+        case 2: micro_pair_q6_k(k, pw, bb, xt, ldx, ot, ldo, 2, first); break;
+        case 3: micro_pair_q6_k(k, pw, bb, xt, ldx, ot, ldo, 3, first); break;
+        case 4: micro_pair_q6_k(k, pw, bb, xt, ldx, ot, ldo, 4, first); break;
+        case 5: micro_pair_q6_k(k, pw, bb, xt, ldx, ot, ldo, 5, first); break;
+        case 6: micro_pair_q6_k(k, pw, bb, xt, ldx, ot, ldo, 6, first); break;
+        case 7: micro_pair_q6_k(k, pw, bb, xt, ldx, ot, ldo, 7, first); break;
         }
     }
 }
