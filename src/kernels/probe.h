@@ -9,8 +9,8 @@
 double el_probe_fma_avx2(long iters);
 double el_probe_fma_avx512(long iters);
 // Runs iters rounds of 32 vpdpbusd (16 chains; AVX512-VNNI), with block set
-// also one 32-element block's float scaling per 8 of them; returns the
-// integer ops executed (2 per multiply-add).
+// also one 32-element block's float scaling per 8 of them (two after each
+// 16); returns the integer ops executed (2 per multiply-add).
 double el_probe_dot_avx512(long iters, int block);
 // Reads bytes (64-byte aligned, multiple of 256) with vector loads; returns
 // a value derived from the data so the loads cannot be dropped.

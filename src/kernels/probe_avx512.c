@@ -27,9 +27,9 @@ double el_probe_fma_avx512(long iters) {
 // AMD (two a cycle at latency 2-3) but not on Intel Xeon (Emerald Rapids,
 // 2026-12-06: latency ~5 and two ports want 10 or more in flight): 8 chains
 // read 3.86 G vpdpbusd/s a core there, 12 read 4.96 and 16 read 5.85. With
-// block = 1 every 8 vpdpbusd also pay what a 32-element block with a float
-// scale costs in the Q8_0 and Q4_0 kernels (qdot_avx512.c), per 16 rows and
-// token: one convert of the integer sum, one multiply of the two scales and
+// block = 1 every 8 vpdpbusd (two after each 16) also pay what a 32-element
+// block with a float scale costs in the Q8_0 and Q4_0 kernels
+// (qdot_avx512.c), per 16 rows and token: one convert of the integer sum, one multiply of the two scales and
 // one FMA into the float result. Zero operands keep the integer sums fixed;
 // the timing of these instructions does not depend on the data. Named
 // accumulators: an array of vectors is not always kept in registers.

@@ -14,8 +14,7 @@
 
 #include "edgellm/quant.h"
 #include "qdot.h"
-
-#define ALWAYS_INLINE static inline __attribute__((always_inline))
+#include "simd_avx512.h"
 
 // lanes 0-7 take element 0, lanes 8-15 element 1
 ALWAYS_INLINE __m512i pair_idx(void) { return _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0); }
@@ -204,12 +203,6 @@ void el_act_quantize_q8_0_avx512(const float *x, void *dst, int k) {
 
 // ---------------------------------------------------------------- packed Q8_0 / Q4_0
 
-// The 4 activation bytes at p in every lane (vpdpbusd's broadcast operand).
-ALWAYS_INLINE __m512i bcast4(const int8_t *p) {
-    int32_t v;
-    memcpy(&v, p, 4);
-    return _mm512_set1_epi32(v);
-}
 
 // Q4_0 decode prefetches into L2 by hand, one group's part of a unit
 // (EL_PACK_Q4_0_GROUP bytes) ahead, a line next to each load, as Q4_K's decode
@@ -229,21 +222,8 @@ ALWAYS_INLINE __m512i bcast4(const int8_t *p) {
 // two such passes; at 2..4 tokens, 12 and 24 were within the noise of 4.
 #define PAIR_AHEAD_Q8 4
 
-// One packed pair (both 16-row groups, 32 rows) x T <= 8 tokens, out[t*ldo +
-// r] for r < 32. Per block and token: the integer sums of the 32 rows come from
-// 16 vpdpbusd (the correction 128*nsum, or 8*nsum for Q4_0, is the seed), each
-// broadcast of 4 activation bytes feeding both groups; then one convert, one
-// multiply of the scales and one FMA per group. Against a 16-row tile of 8
-// tokens (one broadcast per vpdpbusd) on weights in cache, 2 threads: Q4_0
-// +45% at 8 tokens, +17% at 128 (on the block-by-block layout; Q4_0 up to 8
-// tokens now runs micro_parts_q4_0); Q8_0 +14%, +14% (the same sums, bit for
-// bit). Over 4 tokens the float sums live in memory (L1): 16 integer sums
-// already take half the registers; that is one load and one store per token,
-// group and block, against 8 vpdpbusd. Prefetching: pfn 0, pf + b*bb (all of
-// its lines) at block b (ahead in its own pair); else the pfn bytes from pf,
-// spread evenly over the blocks; pf NULL: none.
-// The seeds of micro_pair's integer sums for blocks [b0, b0 + n), n <= 16 *
-// SEED_CHUNK / 16: seed[2i] = seed[2i + 1] = nsum[b0 + i] << shift, one for
+// The seeds of micro_pair's integer sums for blocks [b0, b0 + n), n <=
+// SEED_CHUNK: seed[2i] = seed[2i + 1] = nsum[b0 + i] << shift, one for
 // each group. Two copies: one vpbroadcastd from memory each (load ports),
 // where one broadcast and a shift made every token pay a shift and a register
 // copy on the vector ports per block (Intel: vpdpbusd's two).
@@ -259,6 +239,19 @@ ALWAYS_INLINE void fill_seeds(int32_t *seed, const int32_t *nsum, int b0, int n,
     }
 }
 
+// One packed pair (both 16-row groups, 32 rows) x T <= 8 tokens, out[t*ldo +
+// r] for r < 32. Per block and token: the integer sums of the 32 rows come from
+// 16 vpdpbusd (the correction 128*nsum, or 8*nsum for Q4_0, is the seed), each
+// broadcast of 4 activation bytes feeding both groups; then one convert, one
+// multiply of the scales and one FMA per group. Against a 16-row tile of 8
+// tokens (one broadcast per vpdpbusd) on weights in cache, 2 threads: Q4_0
+// +45% at 8 tokens, +17% at 128 (on the block-by-block layout; Q4_0 up to 8
+// tokens now runs micro_parts_q4_0); Q8_0 +14%, +14% (the same sums, bit for
+// bit). Over 4 tokens the float sums live in memory (L1): 16 integer sums
+// already take half the registers; that is one load and one store per token,
+// group and block, against 8 vpdpbusd. Prefetching: pfn 0, pf + b*bb (all of
+// its lines) at block b (ahead in its own pair); else the pfn bytes from pf,
+// spread evenly over the blocks; pf NULL: none.
 ALWAYS_INLINE void micro_pair(const int q8, int k, const uint8_t *pair, const char *x, size_t ldx, float *out,
                               size_t ldo, const int T, const uint8_t *pf, const size_t pfn) {
     const int nb = k / EL_QK, in_mem = T > 4;
@@ -294,9 +287,7 @@ ALWAYS_INLINE void micro_pair(const int q8, int k, const uint8_t *pair, const ch
             s1 = pair + el_pack_q4_0_off(nb, b, 1, 1), q1 = s1 + 32 * m;
         }
         // the share of the next pair, whatever the layout
-        if (pf && pfn)
-            for (size_t l = (size_t)b * pfn / (size_t)nb & ~(size_t)63, e = (size_t)(b + 1) * pfn / (size_t)nb; l < e; l += 64)
-                _mm_prefetch((const char *)pf + l, _MM_HINT_T1);
+        if (pf && pfn) prefetch_share(pf, b, nb, pfn);
         // A single pass (Q8_0 only: Q4_0's are micro_parts_q4_0's) prefetches
         // ahead in its own pair, a block's 17 lines at once (a line at a
         // time: 4-19% slower at 6-8 tokens, at 8, 12, 16 or 24 blocks ahead).
@@ -546,6 +537,10 @@ ALWAYS_INLINE void micro_parts_q4_0(int k, const uint8_t *pair, const char *x, s
 // passes against no prefetching: 9 tokens +12%, 10 +13-14%, 12 +15-17%, 16
 // +11-12%, 32 +5%, 64 +2-4%.)
 #define PAIR8_AHEAD 12
+// Tokens in the pass with left tokens to go, passes of up to most: the last two even.
+static inline int pass_tokens(int left, int most) {
+    return left <= most ? left : left <= 2 * most ? (left + 1) / 2 : most;
+}
 #define DEFINE_PACKED_GEMM(NAME, Q8)                                                                          \
     static void NAME(int k, const void *w, size_t ldw, int nr, const void *x, size_t ldx, int nt, float *out, \
                      size_t ldo) {                                                                            \
@@ -580,21 +575,18 @@ ALWAYS_INLINE void micro_parts_q4_0(int k, const uint8_t *pair, const char *x, s
         }                                                                                                     \
         const int most = nt >= 5 ? 8 : 4; /* tokens a pass */                                                 \
         int npass = 0;                                                                                        \
-        for (int t = 0, c; t < nt; t += c, npass++) {                                                         \
-            const int left = nt - t;                                                                          \
-            c = left <= most ? left : left <= 2 * most ? (left + 1) / 2 : most; /* the last two even */       \
-        }                                                                                                     \
-        /* more passes than one: each fetches its share of the next pair */                                   \
+        for (int t = 0; t < nt; t += pass_tokens(nt - t, most)) npass++;                                      \
+        /* more passes than one: each fetches its share of the next pair (not past the last) */               \
         const size_t share = ((ldw + (size_t)npass - 1) / (size_t)npass + 63) & ~(size_t)63;                  \
         const char *xc = x;                                                                                   \
         for (int p = 0; p < nr / 32; p++) {                                                                   \
             const uint8_t *pair = (const uint8_t *)w + (size_t)p * ldw;                                       \
             float *o = out + 32 * p;                                                                          \
             for (int t = 0, c, pass = 0; t < nt; t += c, pass++) {                                            \
-                const int left = nt - t;                                                                      \
-                c = left <= most ? left : left <= 2 * most ? (left + 1) / 2 : most;                           \
-                const uint8_t *pf = pair + ldw + (size_t)pass * share;                                        \
-                size_t pfn = share;                                                                           \
+                c = pass_tokens(nt - t, most);                                                                \
+                const size_t from = (size_t)pass * share;                                                     \
+                const uint8_t *pf = p + 1 < nr / 32 && from < ldw ? pair + ldw + from : NULL;                 \
+                size_t pfn = pf ? (ldw - from < share ? ldw - from : share) : 0;                              \
                 if (npass == 1) /* its own pair, ahead */                                                     \
                     pf = pair + (size_t)(most == 8 ? PAIR8_AHEAD : PAIR_AHEAD_Q8) * bb, pfn = 0;              \
                 const char *xt = xc + (size_t)t * ldx;                                                        \

@@ -17,15 +17,8 @@
 
 #include "edgellm/quant.h"
 #include "qdot.h"
+#include "simd_avx512.h"
 
-#define ALWAYS_INLINE static inline __attribute__((always_inline))
-
-// The 4 activation bytes (or 2 int16) at p in every lane.
-ALWAYS_INLINE __m512i bcast4(const void *p) {
-    int32_t v;
-    memcpy(&v, p, 4);
-    return _mm512_set1_epi32(v);
-}
 
 // vpshufb control: in every dword, byte e of that dword zero-extended to int16, twice
 ALWAYS_INLINE __m512i dup_byte_idx(int e) {
@@ -78,8 +71,8 @@ ALWAYS_INLINE __m512i q4_k_sc(const q4_k_head *h, const int j) {
 
 // Both groups of a pair's super-block (group 0's at g, group 1's
 // EL_PACK_Q4_K_GROUP on) x T tokens: fm[t][0..31] (lane r = row r of the
-// pair) += that super-block's products. Each broadcast of 4 activation
-// bytes feeds both groups. A tile of one group (before 2026-12-06) took a
+// pair, fm 64-byte aligned) += that super-block's products. Each broadcast
+// of 4 activation bytes feeds both groups. A tile of one group (before 2026-12-06) took a
 // broadcast per vpdpbusd, and those loads, not the vector ports, bounded it
 // on Intel Xeon (Emerald Rapids: one broadcast shared by the 8 tokens, a
 // wrong-result probe, ran ~1.7x as fast). Both groups, synthetic cold
@@ -155,9 +148,7 @@ ALWAYS_INLINE void micro_pair_q4_k(int k, const uint8_t *pw, size_t bb, const ch
     for (int b = 0; b < nb; b++) {
         const el_block_q8_k *xb[MAX_T];
         _Pragma("GCC unroll 8") for (int t = 0; t < T; t++) xb[t] = (const el_block_q8_k *)(x + (size_t)t * ldx) + b;
-        if (nxt)
-            for (size_t l = (size_t)b * nn / (size_t)nb & ~(size_t)63, e = (size_t)(b + 1) * nn / (size_t)nb; l < e; l += 64)
-                _mm_prefetch((const char *)nxt + l, _MM_HINT_T1);
+        if (nxt) prefetch_share(nxt, b, nb, nn);
         q4_k_pair_block(pw + (size_t)b * bb, xb, T, pf ? PREFILL_AHEAD * bb : 0, fm);
     }
     _Pragma("GCC unroll 8") for (int t = 0; t < T; t++) {
@@ -255,25 +246,24 @@ static void gemm_packed_q4_k(int k, const void *w, size_t ldw, int nr, const voi
     const size_t share = tiles > 1 ? ((ldw + (size_t)tiles - 2) / (size_t)(tiles - 1) + 63) & ~(size_t)63 : 0;
     for (int p = 0; p < nr / 32; p++) {
         const uint8_t *pw = (const uint8_t *)w + (size_t)p * ldw;
-        float *o = out + 32 * p;
-        const char *xc = x;
-        int t = 0, tile = 0;
-        for (; t + PACKED_TOKENS <= nt; t += PACKED_TOKENS, tile++) {
-            const uint8_t *nxt = tile && tiles >= 4 ? pw + ldw + (size_t)(tile - 1) * share : NULL;
-            micro_pair_q4_k(k, pw, bb, xc + (size_t)t * ldx, ldx, o + (size_t)t * ldo, ldo, PACKED_TOKENS, t == 0, nxt, share);
-        }
-        const char *xt = xc + (size_t)t * ldx;
-        float *ot = o + (size_t)t * ldo;
-        const int first = t == 0;  // no tile before this one: it prefetches
-        const uint8_t *nxt = tile && tiles >= 4 ? pw + ldw + (size_t)(tile - 1) * share : NULL;
-        switch (nt - t) {
-        case 1: micro_pair_q4_k(k, pw, bb, xt, ldx, ot, ldo, 1, first, nxt, share); break;
-        case 2: micro_pair_q4_k(k, pw, bb, xt, ldx, ot, ldo, 2, first, nxt, share); break;
-        case 3: micro_pair_q4_k(k, pw, bb, xt, ldx, ot, ldo, 3, first, nxt, share); break;
-        case 4: micro_pair_q4_k(k, pw, bb, xt, ldx, ot, ldo, 4, first, nxt, share); break;
-        case 5: micro_pair_q4_k(k, pw, bb, xt, ldx, ot, ldo, 5, first, nxt, share); break;
-        case 6: micro_pair_q4_k(k, pw, bb, xt, ldx, ot, ldo, 6, first, nxt, share); break;
-        case 7: micro_pair_q4_k(k, pw, bb, xt, ldx, ot, ldo, 7, first, nxt, share); break;
+        for (int t = 0, tile = 0; t < nt; t += PACKED_TOKENS, tile++) {
+            const char *xt = (const char *)x + (size_t)t * ldx;
+            float *ot = out + 32 * p + (size_t)t * ldo;
+            const int first = t == 0;  // no tile before this one: it prefetches ahead in its own pair
+            const size_t from = (size_t)(tile - 1) * share;  // a later tile's share (not past the last pair)
+            const uint8_t *nxt = tile && tiles >= 4 && p + 1 < nr / 32 && from < ldw ? pw + ldw + from : NULL;
+            const size_t nn = nxt && ldw - from < share ? ldw - from : share;
+            switch (nt - t < PACKED_TOKENS ? nt - t : PACKED_TOKENS) {
+            // one token: the decode kernel (two chains a group, the pair front to back)
+            case 1: decode_pair_q4_k(k, pw, (const el_block_q8_k *)xt, ot); break;
+            case 2: micro_pair_q4_k(k, pw, bb, xt, ldx, ot, ldo, 2, first, nxt, nn); break;
+            case 3: micro_pair_q4_k(k, pw, bb, xt, ldx, ot, ldo, 3, first, nxt, nn); break;
+            case 4: micro_pair_q4_k(k, pw, bb, xt, ldx, ot, ldo, 4, first, nxt, nn); break;
+            case 5: micro_pair_q4_k(k, pw, bb, xt, ldx, ot, ldo, 5, first, nxt, nn); break;
+            case 6: micro_pair_q4_k(k, pw, bb, xt, ldx, ot, ldo, 6, first, nxt, nn); break;
+            case 7: micro_pair_q4_k(k, pw, bb, xt, ldx, ot, ldo, 7, first, nxt, nn); break;
+            default: micro_pair_q4_k(k, pw, bb, xt, ldx, ot, ldo, PACKED_TOKENS, first, nxt, nn); break;
+            }
         }
     }
 }
@@ -289,7 +279,9 @@ static void gemm_packed_q4_k(int k, const void *w, size_t ldw, int nr, const voi
 //     out += d * xd * (sum_j sc_j * s_j - 32 * msum).
 // The integer sums equal el_vec_dot_q6_k's; it sums sc_j * (s_j - 32 *
 // bsums[j]) in int32 and converts once, here the sum over j is in float
-// (each term exact, < 2^24): only the float rounding differs.
+// (each term exact, < 2^24): only the float rounding differs. That is the
+// decode (one token); over 2..8 tokens (q6_k_pair_block) d is folded into the
+// scales (d * sc_j, and -32 * d for msum), so each term is a rounded product.
 
 // bitwise select: mask ? a : b
 ALWAYS_INLINE __m512i bitsel(__m512i mask, __m512i a, __m512i b) { return _mm512_ternarylogic_epi32(mask, a, b, 0xCA); }
@@ -333,9 +325,9 @@ ALWAYS_INLINE __m512 q6_k_sc(__m512i sv, const int j) {
 #endif
 
 // One sub-block (its 3 chunks at c, scales sc, activations at offset xo of
-// each token's quants) into fsb[t][f].
-ALWAYS_INLINE void q6_k_sub(const uint8_t *c, __m512 sc, const el_block_q8_k *const *xb, const int xo, const int T,
-                            const int NA, const int f, const size_t pfd, __m512 (*fsb)[2]) {
+// the token's quants) of the decode, in two chains, into f.
+ALWAYS_INLINE __m512 q6_k_sub(const uint8_t *c, __m512 sc, const el_block_q8_k *xb, const int xo, const size_t pfd,
+                              __m512 f) {
     if (pfd) {
         _mm_prefetch((const char *)c + pfd, DECODE_HINT_Q6);
         _mm_prefetch((const char *)c + 64 + pfd, DECODE_HINT_Q6);
@@ -343,70 +335,47 @@ ALWAYS_INLINE void q6_k_sub(const uint8_t *c, __m512 sc, const el_block_q8_k *co
     }
     __m512i q[4];
     q6_k_quads(c, q);
-    __m512i acc[MAX_T][2];
-    _Pragma("GCC unroll 8") for (int t = 0; t < T; t++) acc[t][0] = acc[t][1] = _mm512_setzero_si512();
-    _Pragma("GCC unroll 4") for (int i = 0; i < 4; i++) {
-        _Pragma("GCC unroll 8") for (int t = 0; t < T; t++) acc[t][i % NA] =
-            _mm512_dpbusd_epi32(acc[t][i % NA], q[i], bcast4(xb[t]->qs + xo + 4 * i));
-    }
-    _Pragma("GCC unroll 8") for (int t = 0; t < T; t++) {
-        __m512i a = NA == 2 ? _mm512_add_epi32(acc[t][0], acc[t][1]) : acc[t][0];
-        fsb[t][f] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(a), sc, fsb[t][f]);
-    }
+    __m512i acc[2] = {_mm512_setzero_si512(), _mm512_setzero_si512()};
+    _Pragma("GCC unroll 4") for (int i = 0; i < 4; i++)
+        acc[i % 2] = _mm512_dpbusd_epi32(acc[i % 2], q[i], bcast4(xb->qs + xo + 4 * i));
+    return _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(acc[0], acc[1])), sc, f);
 }
 
-// One group's super-block (EL_PACK_Q6_K_GROUP bytes at g, its 16 d at dp) x T
-// tokens whose blocks are xb[t]: facc[t] (lane r = row r) += that super-block's
-// products. Reads g front to back, sub-block by sub-block, all T tokens per
-// chunk load; pfd: prefetch that many bytes ahead, line by line as it reads (0: not).
-ALWAYS_INLINE void q6_k_block(const uint8_t *g, const uint16_t *dp, const el_block_q8_k *const *xb, const int T,
-                              const size_t pfd, __m512 *facc) {
-    const int NA = T == 1 ? 2 : 1;  // one token: two chains (more tokens: one, 8 fewer spilled registers)
+// One group's super-block (EL_PACK_Q6_K_GROUP bytes at g, its 16 d at dp) x
+// one token (decode): facc (lane r = row r) + that super-block's products.
+// Reads g front to back, sub-block by sub-block, two chains; pfd: prefetch
+// that many bytes ahead, line by line as it reads (0: not).
+ALWAYS_INLINE __m512 q6_k_block(const uint8_t *g, const uint16_t *dp, const el_block_q8_k *xb, const size_t pfd,
+                                __m512 facc) {
     if (pfd) {
         _Pragma("GCC unroll 4") for (int l = 0; l < 256; l += 64) _mm_prefetch((const char *)g + pfd + l, DECODE_HINT_Q6);
     }
-    __m512i s[4];
-    _Pragma("GCC unroll 4") for (int i = 0; i < 4; i++) s[i] = _mm512_loadu_si512(g + 64 * i);
-    __m512 fsb[MAX_T][2];
+    __m512 fsb[2];
     {
-        __m512i ms[MAX_T][2];
-        _Pragma("GCC unroll 8") for (int t = 0; t < T; t++) ms[t][0] = ms[t][1] = _mm512_setzero_si512();
+        __m512i ms[2] = {_mm512_setzero_si512(), _mm512_setzero_si512()};
         _Pragma("GCC unroll 4") for (int i = 0; i < 4; i++) {
+            const __m512i sv = _mm512_loadu_si512(g + 64 * i);
             // int16 lanes (sc_4i, sc_4i+1) and (sc_4i+2, sc_4i+3)
-            __m512i lo = _mm512_srai_epi16(_mm512_slli_epi16(s[i], 8), 8), hi = _mm512_srai_epi16(s[i], 8);
-            const int a = NA == 2 ? i % 2 : 0;
-            _Pragma("GCC unroll 8") for (int t = 0; t < T; t++) {
-                ms[t][a] = _mm512_dpwssd_epi32(ms[t][a], lo, bcast4(xb[t]->bsums + 4 * i));
-                ms[t][a] = _mm512_dpwssd_epi32(ms[t][a], hi, bcast4(xb[t]->bsums + 4 * i + 2));
-            }
+            __m512i lo = _mm512_srai_epi16(_mm512_slli_epi16(sv, 8), 8), hi = _mm512_srai_epi16(sv, 8);
+            ms[i % 2] = _mm512_dpwssd_epi32(ms[i % 2], lo, bcast4(xb->bsums + 4 * i));
+            ms[i % 2] = _mm512_dpwssd_epi32(ms[i % 2], hi, bcast4(xb->bsums + 4 * i + 2));
         }
-        _Pragma("GCC unroll 8") for (int t = 0; t < T; t++) {
-            __m512i m = NA == 2 ? _mm512_add_epi32(ms[t][0], ms[t][1]) : ms[t][0];
-            fsb[t][0] = _mm512_mul_ps(_mm512_cvtepi32_ps(m), _mm512_set1_ps(-32.0f));
-            fsb[t][1] = _mm512_setzero_ps();
-        }
+        fsb[0] = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(ms[0], ms[1])), _mm512_set1_ps(-32.0f));
+        fsb[1] = _mm512_setzero_ps();
     }
-    if (T == 1) {
-        // Decode: a quarter of the sub-blocks per iteration. Fully unrolled,
-        // a pair's loop was ~7 KB of code whose speed moved with where the
-        // linker put it (the same source in two objects: 0.83-0.86 of each
-        // other). A/B in one process, cold 5632 x 2048 and 32000 x 2048, 2
-        // threads, in both link orders: x1.29-1.67; a 1-row step of the
-        // TinyLlama-shaped Q4_K_M model 12.7 -> 11.6 ms mean.
-        _Pragma("GCC unroll 1") for (int j4 = 0; j4 < 16; j4 += 4) {
-            const __m512i sv = _mm512_loadu_si512(g + 16 * j4);
-            _Pragma("GCC unroll 4") for (int u = 0; u < 4; u++)
-                q6_k_sub(g + 256 + 192 * (j4 + u), q6_k_sc(sv, u), xb, 16 * (j4 + u), T, NA, u % 2, pfd, fsb);
-        }
-    } else {
-        _Pragma("GCC unroll 16") for (int j = 0; j < 16; j++)
-            q6_k_sub(g + 256 + 192 * j, q6_k_sc(s[j / 4], j), xb, 16 * j, T, NA, NA == 2 ? j % 2 : 0, pfd, fsb);
+    // A quarter of the sub-blocks per iteration. Fully unrolled, a pair's
+    // loop was ~7 KB of code whose speed moved with where the linker put it
+    // (the same source in two objects: 0.83-0.86 of each other). A/B in one
+    // process, cold 5632 x 2048 and 32000 x 2048, 2 threads, in both link
+    // orders: x1.29-1.67; a 1-row step of the TinyLlama-shaped Q4_K_M model
+    // 12.7 -> 11.6 ms mean.
+    _Pragma("GCC unroll 1") for (int j4 = 0; j4 < 16; j4 += 4) {
+        const __m512i sv = _mm512_loadu_si512(g + 16 * j4);
+        _Pragma("GCC unroll 4") for (int u = 0; u < 4; u++)
+            fsb[u % 2] = q6_k_sub(g + 256 + 192 * (j4 + u), q6_k_sc(sv, u), xb, 16 * (j4 + u), pfd, fsb[u % 2]);
     }
     __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)dp));
-    _Pragma("GCC unroll 8") for (int t = 0; t < T; t++) {
-        __m512 sum = NA == 2 ? _mm512_add_ps(fsb[t][0], fsb[t][1]) : fsb[t][0];
-        facc[t] = _mm512_fmadd_ps(sum, _mm512_mul_ps(d, _mm512_set1_ps(xb[t]->d)), facc[t]);
-    }
+    return _mm512_fmadd_ps(_mm512_add_ps(fsb[0], fsb[1]), _mm512_mul_ps(d, _mm512_set1_ps(xb->d)), facc);
 }
 
 // As for Q4_K: the first tile prefetches PREFILL_AHEAD_Q6 super-blocks
@@ -422,9 +391,10 @@ ALWAYS_INLINE void q6_k_block(const uint8_t *g, const uint16_t *dp, const el_blo
 
 // Both groups of a pair's super-block (group 0's at g, group 1's
 // EL_PACK_Q6_K_GROUP on, their 16 d each at dp) x T tokens: fm[t][0..31] +=
-// that super-block's products. As for Q4_K (q4_k_pair_block): each broadcast
-// of 4 activation bytes feeds both groups, where a tile of one group took one
-// per vpdpbusd; the scales (times d) and float sums wait in L1.
+// that super-block's products; fm 64-byte aligned. As for Q4_K
+// (q4_k_pair_block): each broadcast of 4 activation bytes feeds both groups,
+// where a tile of one group took one per vpdpbusd; the scales (times d) and
+// float sums wait in L1. Its prefetches are T1 whatever DECODE_HINT_Q6 says.
 ALWAYS_INLINE void q6_k_pair_block(const uint8_t *g, const uint16_t *dp, const el_block_q8_k *const *xb, const int T,
                                    const size_t pfd, float (*fm)[32]) {
     float fsb[MAX_T][32] __attribute__((aligned(64)));
@@ -516,10 +486,10 @@ static void decode_pair_q6_k(int k, const uint8_t *pair, const el_block_q8_k *x,
         const uint8_t *blk = pair + (size_t)b * bb;
         const el_block_q8_k *xb = x + b;
         if (DECODE_AHEAD_Q6) _mm_prefetch((const char *)blk + 2 * EL_PACK_Q6_K_GROUP + DECODE_AHEAD_Q6, DECODE_HINT_Q6);
-        q6_k_block(blk, (const uint16_t *)(blk + 2 * EL_PACK_Q6_K_GROUP), &xb, 1, DECODE_AHEAD_Q6, &f[0]);
+        f[0] = q6_k_block(blk, (const uint16_t *)(blk + 2 * EL_PACK_Q6_K_GROUP), xb, DECODE_AHEAD_Q6, f[0]);
         __asm__ volatile("" ::: "memory");
-        q6_k_block(blk + EL_PACK_Q6_K_GROUP, (const uint16_t *)(blk + 2 * EL_PACK_Q6_K_GROUP + 32), &xb, 1, DECODE_AHEAD_Q6,
-                   &f[1]);
+        f[1] = q6_k_block(blk + EL_PACK_Q6_K_GROUP, (const uint16_t *)(blk + 2 * EL_PACK_Q6_K_GROUP + 32), xb,
+                          DECODE_AHEAD_Q6, f[1]);
     }
     _mm512_storeu_ps(out, f[0]);
     _mm512_storeu_ps(out + 16, f[1]);
@@ -539,22 +509,20 @@ static void gemm_packed_q6_k(int k, const void *w, size_t ldw, int nr, const voi
     }
     for (int p = 0; p < nr / 32; p++) {
         const uint8_t *pw = (const uint8_t *)w + (size_t)p * ldw;
-        float *o = out + 32 * p;
-        int t = 0;
-        for (; t + PACKED_TOKENS <= nt; t += PACKED_TOKENS)
-            micro_pair_q6_k(k, pw, bb, (const char *)x + (size_t)t * ldx, ldx, o + (size_t)t * ldo, ldo, PACKED_TOKENS,
-                            t == 0);
-        const char *xt = (const char *)x + (size_t)t * ldx;
-        float *ot = o + (size_t)t * ldo;
-        const int first = t == 0;  // no tile before this one: it prefetches
-        switch (nt - t) {
-        case 1: micro_pair_q6_k(k, pw, bb, xt, ldx, ot, ldo, 1, first); break;
-        case 2: micro_pair_q6_k(k, pw, bb, xt, ldx, ot, ldo, 2, first); break;
-        case 3: micro_pair_q6_k(k, pw, bb, xt, ldx, ot, ldo, 3, first); break;
-        case 4: micro_pair_q6_k(k, pw, bb, xt, ldx, ot, ldo, 4, first); break;
-        case 5: micro_pair_q6_k(k, pw, bb, xt, ldx, ot, ldo, 5, first); break;
-        case 6: micro_pair_q6_k(k, pw, bb, xt, ldx, ot, ldo, 6, first); break;
-        case 7: micro_pair_q6_k(k, pw, bb, xt, ldx, ot, ldo, 7, first); break;
+        for (int t = 0; t < nt; t += PACKED_TOKENS) {
+            const char *xt = (const char *)x + (size_t)t * ldx;
+            float *ot = out + 32 * p + (size_t)t * ldo;
+            const int first = t == 0;  // no tile before this one: it prefetches
+            switch (nt - t < PACKED_TOKENS ? nt - t : PACKED_TOKENS) {
+            case 1: decode_pair_q6_k(k, pw, (const el_block_q8_k *)xt, ot); break;  // one token: the decode kernel
+            case 2: micro_pair_q6_k(k, pw, bb, xt, ldx, ot, ldo, 2, first); break;
+            case 3: micro_pair_q6_k(k, pw, bb, xt, ldx, ot, ldo, 3, first); break;
+            case 4: micro_pair_q6_k(k, pw, bb, xt, ldx, ot, ldo, 4, first); break;
+            case 5: micro_pair_q6_k(k, pw, bb, xt, ldx, ot, ldo, 5, first); break;
+            case 6: micro_pair_q6_k(k, pw, bb, xt, ldx, ot, ldo, 6, first); break;
+            case 7: micro_pair_q6_k(k, pw, bb, xt, ldx, ot, ldo, 7, first); break;
+            default: micro_pair_q6_k(k, pw, bb, xt, ldx, ot, ldo, PACKED_TOKENS, first); break;
+            }
         }
     }
 }

@@ -4,10 +4,28 @@
 #define EL_KERNELS_SIMD_AVX512_H
 
 #include <immintrin.h>
+#include <stdint.h>
+#include <string.h>
 
 #ifndef ALWAYS_INLINE
 #define ALWAYS_INLINE static inline __attribute__((always_inline))
 #endif
+
+// The 4 bytes at p (activation bytes, or 2 int16) in every lane: the
+// broadcast operand of vpdpbusd and vpdpwssd.
+ALWAYS_INLINE __m512i bcast4(const void *p) {
+    int32_t v;
+    memcpy(&v, p, 4);
+    return _mm512_set1_epi32(v);
+}
+
+// The lines of step b's even share of the n bytes at p (b of nb steps) into
+// L2: a product over many tokens fetches the next pair this way while it
+// reads the current one, a few lines per block instead of a burst.
+ALWAYS_INLINE void prefetch_share(const void *p, int b, int nb, size_t n) {
+    for (size_t l = (size_t)b * n / (size_t)nb & ~(size_t)63, e = (size_t)(b + 1) * n / (size_t)nb; l < e; l += 64)
+        _mm_prefetch((const char *)p + l, _MM_HINT_T1);
+}
 
 // e^x to within 2 ulp of expf: x = n ln2 + r with |r| <= ln2/2 (ln2 split in
 // a high part exact in float and a low correction), a degree-6 Taylor-form
