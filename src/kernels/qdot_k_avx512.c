@@ -69,6 +69,26 @@ ALWAYS_INLINE __m512i q4_k_sc(const q4_k_head *h, const int j) {
 #define PREFILL_AHEAD 2
 #endif
 
+// The pair tiles' float steps (q4_k_pair_block, q6_k_pair_block), all 64-byte
+// aligned: after a sub-block, fsb[t] (32 rows) += its integer sums acc[t]
+// converted, times the scales dsc (32 rows); after a super-block, fm[t] +=
+// fsb[t] times token t's activation scale.
+ALWAYS_INLINE void pair_scale_sums(float (*fsb)[32], __m512i (*acc)[2], const float *dsc, const int T) {
+    const __m512 s0 = _mm512_load_ps(dsc), s1 = _mm512_load_ps(dsc + 16);
+    _Pragma("GCC unroll 8") for (int t = 0; t < T; t++) {
+        _mm512_store_ps(fsb[t], _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc[t][0]), s0, _mm512_load_ps(fsb[t])));
+        _mm512_store_ps(fsb[t] + 16, _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc[t][1]), s1, _mm512_load_ps(fsb[t] + 16)));
+    }
+}
+
+ALWAYS_INLINE void pair_add_block(float (*fm)[32], float (*fsb)[32], const el_block_q8_k *const *xb, const int T) {
+    _Pragma("GCC unroll 8") for (int t = 0; t < T; t++) {
+        const __m512 xd = _mm512_set1_ps(xb[t]->d);
+        _mm512_store_ps(fm[t], _mm512_fmadd_ps(_mm512_load_ps(fsb[t]), xd, _mm512_load_ps(fm[t])));
+        _mm512_store_ps(fm[t] + 16, _mm512_fmadd_ps(_mm512_load_ps(fsb[t] + 16), xd, _mm512_load_ps(fm[t] + 16)));
+    }
+}
+
 // Both groups of a pair's super-block (group 0's at g, group 1's
 // EL_PACK_Q4_K_GROUP on) x T tokens: fm[t][0..31] (lane r = row r of the
 // pair, fm 64-byte aligned) += that super-block's products. Each broadcast
@@ -121,17 +141,9 @@ ALWAYS_INLINE void q4_k_pair_block(const uint8_t *g, const el_block_q8_k *const 
                 acc[t][1] = _mm512_dpbusd_epi32(acc[t][1], q1, xv);
             }
         }
-        const __m512 s0 = _mm512_load_ps(dsc[j]), s1 = _mm512_load_ps(dsc[j] + 16);
-        _Pragma("GCC unroll 8") for (int t = 0; t < T; t++) {
-            _mm512_store_ps(fsb[t], _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc[t][0]), s0, _mm512_load_ps(fsb[t])));
-            _mm512_store_ps(fsb[t] + 16, _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc[t][1]), s1, _mm512_load_ps(fsb[t] + 16)));
-        }
+        pair_scale_sums(fsb, acc, dsc[j], T);
     }
-    _Pragma("GCC unroll 8") for (int t = 0; t < T; t++) {
-        const __m512 xd = _mm512_set1_ps(xb[t]->d);
-        _mm512_store_ps(fm[t], _mm512_fmadd_ps(_mm512_load_ps(fsb[t]), xd, _mm512_load_ps(fm[t])));
-        _mm512_store_ps(fm[t] + 16, _mm512_fmadd_ps(_mm512_load_ps(fsb[t] + 16), xd, _mm512_load_ps(fm[t] + 16)));
-    }
+    pair_add_block(fm, fsb, xb, T);
 }
 
 // One pair (pw: its first super-block, super-blocks bb bytes apart) x T
@@ -439,17 +451,9 @@ ALWAYS_INLINE void q6_k_pair_block(const uint8_t *g, const uint16_t *dp, const e
                 acc[t][1] = _mm512_dpbusd_epi32(acc[t][1], q1[i], xv);
             }
         }
-        const __m512 s0 = _mm512_load_ps(dsc[j]), s1 = _mm512_load_ps(dsc[j] + 16);
-        _Pragma("GCC unroll 8") for (int t = 0; t < T; t++) {
-            _mm512_store_ps(fsb[t], _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc[t][0]), s0, _mm512_load_ps(fsb[t])));
-            _mm512_store_ps(fsb[t] + 16, _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc[t][1]), s1, _mm512_load_ps(fsb[t] + 16)));
-        }
+        pair_scale_sums(fsb, acc, dsc[j], T);
     }
-    _Pragma("GCC unroll 8") for (int t = 0; t < T; t++) {
-        const __m512 xd = _mm512_set1_ps(xb[t]->d);
-        _mm512_store_ps(fm[t], _mm512_fmadd_ps(_mm512_load_ps(fsb[t]), xd, _mm512_load_ps(fm[t])));
-        _mm512_store_ps(fm[t] + 16, _mm512_fmadd_ps(_mm512_load_ps(fsb[t] + 16), xd, _mm512_load_ps(fm[t] + 16)));
-    }
+    pair_add_block(fm, fsb, xb, T);
 }
 
 // One pair (pw: its first super-block, super-blocks bb bytes apart) x T
