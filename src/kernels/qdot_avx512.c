@@ -239,6 +239,11 @@ ALWAYS_INLINE void fill_seeds(int32_t *seed, const int32_t *nsum, int b0, int n,
     }
 }
 
+// What micro_pair reads: a packed Q8_0 pair (bytes w + 128), a packed Q4_0
+// pair (nibbles, unpacked as they are read), or a Q4_0 pair unpacked to bytes
+// in the Q8_0 layout (unpack_pair_q4_0: nibbles q = w + 8, one a byte).
+enum { PAIR_Q4_0, PAIR_Q8_0, PAIR_Q4_0_BYTES };
+
 // One packed pair (both 16-row groups, 32 rows) x T <= 8 tokens, out[t*ldo +
 // r] for r < 32. Per block and token: the integer sums of the 32 rows come from
 // 16 vpdpbusd (the correction 128*nsum, or 8*nsum for Q4_0, is the seed), each
@@ -252,8 +257,9 @@ ALWAYS_INLINE void fill_seeds(int32_t *seed, const int32_t *nsum, int b0, int n,
 // group and block, against 8 vpdpbusd. Prefetching: pfn 0, pf + b*bb (all of
 // its lines) at block b (ahead in its own pair); else the pfn bytes from pf,
 // spread evenly over the blocks; pf NULL: none.
-ALWAYS_INLINE void micro_pair(const int q8, int k, const uint8_t *pair, const char *x, size_t ldx, float *out,
+ALWAYS_INLINE void micro_pair(const int kind, int k, const uint8_t *pair, const char *x, size_t ldx, float *out,
                               size_t ldo, const int T, const uint8_t *pf, const size_t pfn) {
+    const int q8 = kind != PAIR_Q4_0, shift = kind == PAIR_Q8_0 ? 7 : 3;  // the byte layout; the seeds' factor
     const int nb = k / EL_QK, in_mem = T > 4;
     const size_t cb = q8 ? 512 : 256, bb = 2 * cb + 64;  // quant bytes of a group's block; bytes per block
     const int8_t *xq[8];
@@ -295,7 +301,7 @@ ALWAYS_INLINE void micro_pair(const int q8, int k, const uint8_t *pair, const ch
         if (pfb && q8) _Pragma("GCC unroll 17") for (size_t l = 0; l < bb; l += 64) _mm_prefetch(pfb + l, _MM_HINT_T1);
         if (!(b % SEED_CHUNK))
             _Pragma("GCC unroll 8") for (int t = 0; t < T; t++)
-                fill_seeds(seed[t], ns[t], b, nb - b < SEED_CHUNK ? nb - b : SEED_CHUNK, q8 ? 7 : 3);
+                fill_seeds(seed[t], ns[t], b, nb - b < SEED_CHUNK ? nb - b : SEED_CHUNK, shift);
         __m512i acc[8][2];
         const int8_t *xo[8];
         _Pragma("GCC unroll 8") for (int t = 0; t < T; t++) {
@@ -537,10 +543,50 @@ ALWAYS_INLINE void micro_parts_q4_0(int k, const uint8_t *pair, const char *x, s
 // passes against no prefetching: 9 tokens +12%, 10 +13-14%, 12 +15-17%, 16
 // +11-12%, 32 +5%, 64 +2-4%.)
 #define PAIR8_AHEAD 12
+
+// A Q4_0 pair's nibbles as bytes in the Q8_0 layout (per block: group 0's 8
+// chunks of 64 bytes, chunk c the elements 4c..4c+3 of its 16 rows; group
+// 1's; then both groups' 16 f16 scales), for products of 8 passes or more:
+// they read these bytes, 1088 a block, instead of unpacking the same nibbles
+// again in every pass (the unpacking shares vpdpbusd's two ports on Intel).
+// Synthetic cold matrices, 1 thread, in turn (Intel Xeon), GOP/s: 128 tokens
+// 433-439 -> 473-478, 64 tokens 435-438 -> 442-452; but 32 tokens 426-433 ->
+// 413-418 and 16 415-420 -> 334-344 (the unpacking reads the cold pair before
+// any pass can overlap it), so fewer passes unpack as they read. A whole
+// 128-token prefill of the TinyLlama-shaped Q4_0 model, 2 threads, median of
+// 11, four rounds in turn: 373-438 -> 343-426 ms.
+static void unpack_pair_q4_0(int nb, const uint8_t *pair, uint8_t *dst) {
+    const __m512i m4 = _mm512_set1_epi8(0x0F);
+    for (int b = 0; b < nb; b++) {
+        uint8_t *blk = dst + (size_t)b * 1088;
+        _Pragma("GCC unroll 2") for (int g = 0; g < 2; g++) {
+            const uint8_t *q = pair + el_pack_q4_0_off(nb, b, g, 0);
+            _Pragma("GCC unroll 4") for (int j = 0; j < 4; j++) {
+                __m512i r = _mm512_loadu_si512(q + 64 * j);
+                _mm512_store_si512(blk + 512 * g + 64 * j, _mm512_and_si512(r, m4));
+                _mm512_store_si512(blk + 512 * g + 64 * (4 + j), _mm512_and_si512(_mm512_srli_epi16(r, 4), m4));
+            }
+            memcpy(blk + 1024 + 32 * g, pair + el_pack_q4_0_off(nb, b, g, 1), 32);
+        }
+    }
+}
 // Tokens in the pass with left tokens to go, passes of up to most: the last two even.
 static inline int pass_tokens(int left, int most) {
     return left <= most ? left : left <= 2 * most ? (left + 1) / 2 : most;
 }
+// One pass of c tokens over a pair as KIND (a constant: micro_pair's branches fold).
+#define PAIR_PASSES(KIND)                                                                                     \
+    do {                                                                                                      \
+    switch (c) {                                                                                              \
+    case 2: micro_pair(KIND, k, pair, xt, ldx, ot, ldo, 2, pf, pfn); break;                                   \
+    case 3: micro_pair(KIND, k, pair, xt, ldx, ot, ldo, 3, pf, pfn); break;                                   \
+    case 4: micro_pair(KIND, k, pair, xt, ldx, ot, ldo, 4, pf, pfn); break;                                   \
+    case 5: micro_pair(KIND, k, pair, xt, ldx, ot, ldo, 5, pf, pfn); break;                                   \
+    case 6: micro_pair(KIND, k, pair, xt, ldx, ot, ldo, 6, pf, pfn); break;                                   \
+    case 7: micro_pair(KIND, k, pair, xt, ldx, ot, ldo, 7, pf, pfn); break;                                   \
+    default: micro_pair(KIND, k, pair, xt, ldx, ot, ldo, 8, pf, pfn); break;                                  \
+    }                                                                                                         \
+    } while (0)
 #define DEFINE_PACKED_GEMM(NAME, Q8)                                                                          \
     static void NAME(int k, const void *w, size_t ldw, int nr, const void *x, size_t ldx, int nt, float *out, \
                      size_t ldo) {                                                                            \
@@ -579,29 +625,27 @@ static inline int pass_tokens(int left, int most) {
         /* more passes than one: each fetches its share of the next pair (not past the last) */               \
         const size_t share = ((ldw + (size_t)npass - 1) / (size_t)npass + 63) & ~(size_t)63;                  \
         const char *xc = x;                                                                                   \
+        /* Q4_0 over more than one pass: each pair unpacked to bytes once (NULL: no memory, in every pass) */ \
+        uint8_t *bytes = !(Q8) && npass >= 8 ? el_malloc_aligned((size_t)(k / EL_QK) * 1088) : NULL;         \
         for (int p = 0; p < nr / 32; p++) {                                                                   \
-            const uint8_t *pair = (const uint8_t *)w + (size_t)p * ldw;                                       \
+            const uint8_t *packed = (const uint8_t *)w + (size_t)p * ldw, *pair = packed;                     \
             float *o = out + 32 * p;                                                                          \
+            if (bytes) unpack_pair_q4_0(k / EL_QK, packed, bytes), pair = bytes;                              \
             for (int t = 0, c, pass = 0; t < nt; t += c, pass++) {                                            \
                 c = pass_tokens(nt - t, most);                                                                \
                 const size_t from = (size_t)pass * share;                                                     \
-                const uint8_t *pf = p + 1 < nr / 32 && from < ldw ? pair + ldw + from : NULL;                 \
+                const uint8_t *pf = p + 1 < nr / 32 && from < ldw ? packed + ldw + from : NULL;               \
                 size_t pfn = pf ? (ldw - from < share ? ldw - from : share) : 0;                              \
                 if (npass == 1) /* its own pair, ahead */                                                     \
-                    pf = pair + (size_t)(most == 8 ? PAIR8_AHEAD : PAIR_AHEAD_Q8) * bb, pfn = 0;              \
+                    pf = packed + (size_t)(most == 8 ? PAIR8_AHEAD : PAIR_AHEAD_Q8) * bb, pfn = 0;            \
                 const char *xt = xc + (size_t)t * ldx;                                                        \
                 float *ot = o + (size_t)t * ldo;                                                              \
-                switch (c) {                                                                                  \
-                case 2: micro_pair(Q8, k, pair, xt, ldx, ot, ldo, 2, pf, pfn); break;                      \
-                case 3: micro_pair(Q8, k, pair, xt, ldx, ot, ldo, 3, pf, pfn); break;                      \
-                case 4: micro_pair(Q8, k, pair, xt, ldx, ot, ldo, 4, pf, pfn); break;                      \
-                case 5: micro_pair(Q8, k, pair, xt, ldx, ot, ldo, 5, pf, pfn); break;                      \
-                case 6: micro_pair(Q8, k, pair, xt, ldx, ot, ldo, 6, pf, pfn); break;                      \
-                case 7: micro_pair(Q8, k, pair, xt, ldx, ot, ldo, 7, pf, pfn); break;                      \
-                default: micro_pair(Q8, k, pair, xt, ldx, ot, ldo, 8, pf, pfn); break;                     \
-                }                                                                                             \
+                if (Q8) PAIR_PASSES(PAIR_Q8_0);                                                               \
+                else if (bytes) PAIR_PASSES(PAIR_Q4_0_BYTES);                                                 \
+                else PAIR_PASSES(PAIR_Q4_0);                                                                  \
             }                                                                                                 \
         }                                                                                                     \
+        el_free_aligned(bytes);                                                                               \
     }
 
 DEFINE_PACKED_GEMM(gemm_packed_q8_0, 1)

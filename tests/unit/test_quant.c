@@ -299,15 +299,16 @@ static void packed_matches_scalar(el_isa isa) {
         // and with a shorter last one after them (12, 9); last, 17, 10 and 3
         // tokens over 130, 128 and 96 blocks: the seeds of the integer sums
         // are made 64 blocks at a time (qdot_avx512.c), here 64, 64 and 2;
-        // 64 and 64; 64 and 32.
+        // 64 and 64; 64 and 32; then 60 tokens over 70 blocks: 8 passes,
+        // where Q4_0 unpacks each pair to bytes once (a last unit of 6).
         // K-quants: last, 33 tokens over 3 super-blocks: 5 tiles, the later
         // ones fetching the next pair, and a last tile of one token (the
         // decode kernel)
-        static const int nblocks[] = {1, 2, 3, 7, 64, 1, 2, 3, 7, 64, 5, 3, 7, 64, 12, 9, 16, 12, 12, 130, 128, 96},
+        static const int nblocks[] = {1, 2, 3, 7, 64, 1, 2, 3, 7, 64, 5, 3, 7, 64, 12, 9, 16, 12, 12, 130, 128, 96, 70},
                          nsuper[] = {1, 1, 2, 2, 3, 3, 8, 8, 1, 1, 2, 2, 3, 3, 8, 8, 3, 3};
         static const int ktoks[] = {2, 3, 13, 20, 9, 14, 15, 16, 33},
-                         toks8[] = {6, 11, 23, 5, 16, 2, 15, 7, 13, 8, 17, 1, 1, 3, 4, 5, 11, 17, 10, 3};
-        for (int kb = 0; kb < (kq ? 18 : 22); kb++) {
+                         toks8[] = {6, 11, 23, 5, 16, 2, 15, 7, 13, 8, 17, 1, 1, 3, 4, 5, 11, 17, 10, 3, 60};
+        for (int kb = 0; kb < (kq ? 18 : 23); kb++) {
             int k = kq ? EL_QK_K * nsuper[kb] : EL_QK * nblocks[kb];
             int rows = 32 * (1 + (int)(tu_rand(&rng) % 3)) + (int)(tu_rand(&rng) % 32);
             int toks = kq ? (kb % 2 ? ktoks[kb / 2] : 1) : kb < 2 ? 1 : toks8[kb - 2];  // 1: the decode kernel
