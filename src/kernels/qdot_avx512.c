@@ -625,7 +625,7 @@ static inline int pass_tokens(int left, int most) {
         /* more passes than one: each fetches its share of the next pair (not past the last) */               \
         const size_t share = ((ldw + (size_t)npass - 1) / (size_t)npass + 63) & ~(size_t)63;                  \
         const char *xc = x;                                                                                   \
-        /* Q4_0 over more than one pass: each pair unpacked to bytes once (NULL: no memory, in every pass) */ \
+        /* Q4_0 over 8 passes or more: each pair unpacked to bytes once (NULL: no memory, as it is read) */  \
         uint8_t *bytes = !(Q8) && npass >= 8 ? el_malloc_aligned((size_t)(k / EL_QK) * 1088) : NULL;         \
         for (int p = 0; p < nr / 32; p++) {                                                                   \
             const uint8_t *packed = (const uint8_t *)w + (size_t)p * ldw, *pair = packed;                     \
