@@ -61,8 +61,9 @@ ALWAYS_INLINE __m512i q4_k_sc(const q4_k_head *h, const int j) {
 // The first tile of tokens over a pair reads it from memory: it prefetches
 // the pair's super-block PREFILL_AHEAD ahead into L2 (the later tiles find
 // it in L1/L2). Measured on the one-group tiles before 2026-12-06: A/B in
-// one process, 2 threads, 48 cold 5632 x 2048 matrices: 4 tokens x2.0, 8 tokens x1.7-2.0 (k 5632 x1.8), 16 x1.45, 128
-// (8 matrices) +7-8%; 1 super-block ahead: 4 tokens x1.5-1.8, 8 x1.7. The
+// one process, 2 threads, 48 cold 5632 x 2048 matrices: 4 tokens x2.0, 8
+// tokens x1.7-2.0 (k 5632 x1.8), 16 x1.45, 128 (8 matrices) +7-8%; 1
+// super-block ahead: 4 tokens x1.5-1.8, 8 x1.7. The
 // prefetches go a line at a time as the lines are read, not as a burst of 36
 // per super-block: +7-15% more at 4-16 tokens (4 ahead: the same).
 #ifndef PREFILL_AHEAD
@@ -92,8 +93,8 @@ ALWAYS_INLINE void pair_add_block(float (*fm)[32], float (*fsb)[32], const el_bl
 // Both groups of a pair's super-block (group 0's at g, group 1's
 // EL_PACK_Q4_K_GROUP on) x T tokens: fm[t][0..31] (lane r = row r of the
 // pair, fm 64-byte aligned) += that super-block's products. Each broadcast
-// of 4 activation bytes feeds both groups. A tile of one group (before 2026-12-06) took a
-// broadcast per vpdpbusd, and those loads, not the vector ports, bounded it
+// of 4 activation bytes feeds both groups. A tile of one group (before
+// 2026-12-06) took a broadcast per vpdpbusd, and those loads, not the vector ports, bounded it
 // on Intel Xeon (Emerald Rapids: one broadcast shared by the 8 tokens, a
 // wrong-result probe, ran ~1.7x as fast). Both groups, synthetic cold
 // matrices, 1 thread, in turn in one process: 128 tokens 396-421 -> 433-487
