@@ -30,6 +30,7 @@ typedef struct {
     const el_tensor *W;
     int n, k, d;
     int rows_per_task;
+    int big_tasks, big_rows;  // the first big_tasks tasks take big_rows rows each
     el_gemm_fn gemm;
     const void *act;  // activations in the weights' vec_dot_type
     size_t ldx;       // bytes per activation row
@@ -67,7 +68,8 @@ static void matmul_rows_f32(const matmul_job *j, int r0, int r1) {
 static void matmul_task(void *ctx, int t, int n_tasks) {
     (void)n_tasks;
     const matmul_job *j = ctx;
-    int r0 = t * j->rows_per_task, r1 = r0 + j->rows_per_task;
+    int r0 = t < j->big_tasks ? t * j->big_rows : j->big_tasks * j->big_rows + (t - j->big_tasks) * j->rows_per_task;
+    int r1 = r0 + (t < j->big_tasks ? j->big_rows : j->rows_per_task);
     if (r1 > j->d) r1 = j->d;
     if (!j->gemm) {
         matmul_rows_f32(j, r0, r1);
@@ -122,7 +124,7 @@ static el_gemm_fn pick_gemm(int dtype, el_isa isa) {
 
 // Picks the kernels for W and the activation layout they read; act is set later.
 static void job_init(matmul_job *j, float *out, const float *x, const el_tensor *W, int n, el_isa isa) {
-    *j = (matmul_job){out, x, W, n, (int)W->ne[0], (int)W->ne[1], 0, NULL, NULL, 0, EL_DTYPE_F32, NULL, 0, 0};
+    *j = (matmul_job){out, x, W, n, (int)W->ne[0], (int)W->ne[1], 0, 0, 0, NULL, NULL, 0, EL_DTYPE_F32, NULL, 0, 0};
     const el_dtype_traits *tr = el_dtype_info(W->dtype);
     if (W->dtype != EL_DTYPE_F32 && tr->vec_dot) j->gemm = pick_gemm(W->dtype, isa);
     if (j->gemm && W->packed && (j->packed_gemm = el_gemm_packed_kernel(W->dtype, isa))) {
@@ -135,14 +137,28 @@ static void job_init(matmul_job *j, float *out, const float *x, const el_tensor 
     }
 }
 
-// Splits the rows into tasks; returns how many.
+// Splits the rows into tasks; returns how many. Threads claim tasks in order,
+// so a thread that finishes while another still runs a task waits for it:
+// with even tasks of 1/(4 x threads) of the rows that tail was up to an
+// eighth of every product on 2 threads, and a decode step has ~90 products.
+// Large products are therefore split unevenly: one big task a thread
+// covering 3/4 of the rows together, then 4 small ones a thread, so the tail
+// is at most 1/32 of the rows (2 threads). Per-token A/B on 2 threads, the
+// two splits alternating every step, 300-400 steps each: decode median
+// -3% to -5% (Q8_0, Q4_0, Q4_K), 128-token prefill -4% (Q8_0, Q4_K).
 static int job_split(matmul_job *j, int threads) {
+    int unit = j->packed_rows ? 32 : 4;  // whole packed pairs, or whole micro-tiles
+    int units = (j->d + unit - 1) / unit;
+    j->big_tasks = j->big_rows = 0;
+    if (threads > 1 && units >= 16 * threads) {
+        int big = units * 3 / (4 * threads), small = 4 * threads;
+        int per = (units - threads * big + small - 1) / small;  // units per small task
+        j->big_tasks = threads, j->big_rows = big * unit, j->rows_per_task = per * unit;
+        return threads + (units - threads * big + per - 1) / per;
+    }
     // Enough tasks for load balance, each big enough to amortise the hand-out.
     int tasks = threads == 1 ? 1 : threads * 4;
-    j->rows_per_task = (j->d + tasks - 1) / tasks;
-    if (j->rows_per_task < 4) j->rows_per_task = 4;
-    j->rows_per_task = (j->rows_per_task + 3) & ~3;
-    if (j->packed_rows) j->rows_per_task = (j->rows_per_task + 31) & ~31;  // whole packed pairs
+    j->rows_per_task = (units + tasks - 1) / tasks * unit;
     return (j->d + j->rows_per_task - 1) / j->rows_per_task;
 }
 
