@@ -129,6 +129,9 @@ int el_cpu_has_avx512vnni(void);
 const char *el_isa_name(el_isa isa);
 // Bytes of one core's L2 cache as the C library reports it; 0 if it does not.
 size_t el_cpu_l2_bytes(void);
+// 1 on an AMD x86-64 CPU (cpuid vendor "AuthenticAMD"), else 0. Kernels whose
+// best form differs between AMD's and Intel's vector ports ask it.
+int el_cpu_is_amd(void);
 
 // ---------------------------------------------------------------- addresses
 

@@ -106,6 +106,21 @@ int el_cpu_has_avx512vnni(void) {
     return atomic_load(&cached_vnni);
 }
 
+int el_cpu_is_amd(void) {
+    static _Atomic int cached = -1;  // a race only computes it twice
+    int v = atomic_load_explicit(&cached, memory_order_relaxed);
+    if (v < 0) {
+        v = 0;
+#if defined(__x86_64__)
+        unsigned a, b, c, d;
+        // the vendor string is ebx, edx, ecx of leaf 0: "Auth" "enti" "cAMD"
+        if (__get_cpuid(0, &a, &b, &c, &d)) v = b == 0x68747541u && d == 0x69746e65u && c == 0x444d4163u;
+#endif
+        atomic_store_explicit(&cached, v, memory_order_relaxed);
+    }
+    return v;
+}
+
 size_t el_cpu_l2_bytes(void) {
     static _Atomic long cached = -1;  // a race only computes it twice
     long v = atomic_load_explicit(&cached, memory_order_relaxed);

@@ -142,11 +142,16 @@ static void job_init(matmul_job *j, float *out, const float *x, const el_tensor 
 // with even tasks of 1/(4 x threads) of the rows that tail was up to an
 // eighth of every product on 2 threads, and a decode step has ~90 products.
 // Large products are therefore split unevenly: one big task a thread
-// covering 3/4 of the rows together, then 4 small ones a thread, so the tail
-// is at most 1/32 of the rows (2 threads). Per-token A/B on 2 threads, the
-// two splits alternating every step, 300-400 steps each: decode median
-// -3% to -5% (Q8_0, Q4_0, Q4_K), 128-token prefill -4% (Q8_0, Q4_K).
+// covering 3/4 of the rows together, then up to 4 small ones a thread, so the
+// tail is about 1/32 of the rows (2 threads, large products). Per-token A/B
+// on 2 threads, the two splits alternating every step, 300-400 steps each:
+// decode median -3% to -5% (Q8_0, Q4_0, Q4_K), 128-token prefill -4% (Q8_0,
+// Q4_K). Nothing ties a big task to a thread: a worker that wakes only after
+// the caller finished its big task leaves the caller the second one too (the
+// even split shared better then); in a decode the workers spin between
+// products and are there.
 static int job_split(matmul_job *j, int threads) {
+    if (j->d <= 0) return 0;
     int unit = j->packed_rows ? 32 : 4;  // whole packed pairs, or whole micro-tiles
     int units = (j->d + unit - 1) / unit;
     j->big_tasks = j->big_rows = 0;

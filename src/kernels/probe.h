@@ -8,9 +8,10 @@
 // Runs iters rounds of independent FMA chains; returns the flops executed.
 double el_probe_fma_avx2(long iters);
 double el_probe_fma_avx512(long iters);
-// Runs iters rounds of 32 vpdpbusd (16 chains; AVX512-VNNI), with block set
-// also one 32-element block's float scaling per 8 of them (two after each
-// 16); returns the integer ops executed (2 per multiply-add).
+// Runs iters rounds of vpdpbusd (AVX512-VNNI): 32 on 16 endless chains, or
+// with block set 64 as 8 blocks of a Q8_0/Q4_0 kernel (each a seed, 8
+// vpdpbusd, then a convert, a multiply and an FMA); returns the integer ops
+// executed (2 per multiply-add).
 double el_probe_dot_avx512(long iters, int block);
 // Reads bytes (64-byte aligned, multiple of 256) with vector loads; returns
 // a value derived from the data so the loads cannot be dropped.

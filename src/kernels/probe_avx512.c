@@ -70,7 +70,7 @@ static double dot_chains(long iters) {
 // next ones overlap. (Until 2026-12-06 the probe ran 16 endless chains and
 // put the float steps between their vpdpbusd: on AMD Zen 5 that read 0.57
 // of the int8 peak while the Q8_0 kernel itself ran at 0.78; this form
-// reads 0.79 there.)
+// reads 0.80 there.)
 static double dot_blocks(long iters) {
     __m512i w = _mm512_setzero_si512(), x = _mm512_setzero_si512();
     __m512 sw = _mm512_set1_ps(0.5f), sx = _mm512_set1_ps(0.25f);

@@ -525,7 +525,9 @@ ALWAYS_INLINE void micro_parts_q4_0(int k, const uint8_t *pair, const char *x, s
 // unpacking shares vpdpbusd's two ports) 8-token passes, every layer's
 // matrices of the TinyLlama-shaped model over 128 tokens, 2 threads, in turn
 // in one process: 0.62-0.63 -> 0.69-0.71 of the 32-block ceiling (20 and 32
-// tokens +6-12%), and Q4_0 now takes them too.
+// tokens +6-12%), and Q4_0 takes them there; AMD CPUs keep 4-token passes
+// (gemm_packed_q4_0_narrow, below). (Ceiling ratios in this comment: the
+// probe before 8119423.)
 // Q4_0 products of up to 8 tokens, one pass, go part by part instead
 // (micro_parts_q4_0), reading the unit layout front to back as decode does.
 // Prefetching: a single pass (Q8_0) prefetches ahead in its own pair, PAIR8_AHEAD
@@ -587,7 +589,7 @@ static inline int pass_tokens(int left, int most) {
     default: micro_pair(KIND, k, pair, xt, ldx, ot, ldo, 8, pf, pfn); break;                                  \
     }                                                                                                         \
     } while (0)
-#define DEFINE_PACKED_GEMM(NAME, Q8)                                                                          \
+#define DEFINE_PACKED_GEMM(NAME, Q8, NARROW)                                                                  \
     static void NAME(int k, const void *w, size_t ldw, int nr, const void *x, size_t ldx, int nt, float *out, \
                      size_t ldo) {                                                                            \
         const size_t cb = (Q8) ? 512 : 256, bb = 2 * cb + 64;                                                 \
@@ -619,14 +621,15 @@ static inline int pass_tokens(int left, int most) {
             }                                                                                                 \
             return;                                                                                           \
         }                                                                                                     \
-        const int most = nt >= 5 ? 8 : 4; /* tokens a pass */                                                 \
+        const int most = nt >= 5 && ((Q8) || !(NARROW) || nt <= 16) ? 8 : 4; /* tokens a pass */               \
         int npass = 0;                                                                                        \
         for (int t = 0; t < nt; t += pass_tokens(nt - t, most)) npass++;                                      \
         /* more passes than one: each fetches its share of the next pair (not past the last) */               \
         const size_t share = ((ldw + (size_t)npass - 1) / (size_t)npass + 63) & ~(size_t)63;                  \
         const char *xc = x;                                                                                   \
         /* Q4_0 over 8 passes or more: each pair unpacked to bytes once (NULL: no memory, as it is read) */  \
-        uint8_t *bytes = !(Q8) && npass >= 8 ? el_malloc_aligned((size_t)(k / EL_QK) * 1088) : NULL;         \
+        uint8_t *bytes =                                                                                      \
+            !(Q8) && !(NARROW) && npass >= 8 ? el_malloc_aligned((size_t)(k / EL_QK) * 1088) : NULL;          \
         for (int p = 0; p < nr / 32; p++) {                                                                   \
             const uint8_t *packed = (const uint8_t *)w + (size_t)p * ldw, *pair = packed;                     \
             float *o = out + 32 * p;                                                                          \
@@ -648,13 +651,26 @@ static inline int pass_tokens(int left, int most) {
         el_free_aligned(bytes);                                                                               \
     }
 
-DEFINE_PACKED_GEMM(gemm_packed_q8_0, 1)
-DEFINE_PACKED_GEMM(gemm_packed_q4_0, 0)
+DEFINE_PACKED_GEMM(gemm_packed_q8_0, 1, 0)
+DEFINE_PACKED_GEMM(gemm_packed_q4_0, 0, 0)
+DEFINE_PACKED_GEMM(gemm_packed_q4_0_narrow, 0, 1)
+
+// Q4_0 over more than 16 tokens: 8-token passes, each pair unpacked to bytes
+// once from 8 passes on (gemm_packed_q4_0), or 4-token passes unpacking the
+// nibbles as they read (the narrow form). On Intel Xeon the unpacking shares
+// vpdpbusd's two ports, and the first form won (fb67115, 5a6e926). On AMD
+// Zen the unpacking runs on ports of its own and the narrow form wins: every
+// layer's w_gate of the TinyLlama-shaped Q4_0 model in turn (cold), 1
+// thread, the four combinations alternating in one process (Zen 5,
+// 2026-12-06), GOP/s: 128 tokens 500 (8-token passes, unpacked), 528
+// (4-token, unpacked), 455 (8-token, not unpacked), 543 (narrow); 32 tokens
+// 412, 432, 418, 494.
+el_gemm_fn el_gemm_packed_q4_0_avx512(int narrow) { return narrow ? gemm_packed_q4_0_narrow : gemm_packed_q4_0; }
 
 el_gemm_fn el_gemm_packed_avx512(int dtype) {
     switch (dtype) {
     case EL_DTYPE_Q8_0: return gemm_packed_q8_0;
-    case EL_DTYPE_Q4_0: return gemm_packed_q4_0;
+    case EL_DTYPE_Q4_0: return el_gemm_packed_q4_0_avx512(el_cpu_is_amd());
     }
     return NULL;
 }

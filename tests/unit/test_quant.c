@@ -282,11 +282,25 @@ static void test_act_quantize_rounding(void **st) {
 static void packed_matches_scalar(el_isa isa) {
     uint64_t rng = 11;
     int checked = 0;
-    static const int types[] = {EL_DTYPE_Q8_0, EL_DTYPE_Q4_0, EL_DTYPE_Q4_K, EL_DTYPE_Q6_K};
-    for (int ti = 0; ti < 4; ti++) {
+    // Q4_0 twice: at the AVX-512 level its two forms (qdot_avx512.c), whichever this CPU takes
+    static const int types[] = {EL_DTYPE_Q8_0, EL_DTYPE_Q4_0, EL_DTYPE_Q4_0, EL_DTYPE_Q4_K, EL_DTYPE_Q6_K};
+    for (int ti = 0; ti < 5; ti++) {
         int dtype = types[ti];
         el_gemm_fn pg = el_gemm_packed_kernel(dtype, isa);
         if (!pg) continue;  // this CPU has no packed kernel
+        if (dtype == EL_DTYPE_Q4_0) {
+            int form = ti == 2;  // 0: 8-token passes, pairs unpacked once; 1: narrow
+#if defined(__x86_64__)
+            if (pg == el_gemm_packed_q4_0_avx512(0) || pg == el_gemm_packed_q4_0_avx512(1)) {
+                pg = el_gemm_packed_q4_0_avx512(form);
+                printf("  q4_0, form %d:\n", form);
+            } else if (form) {
+                continue;  // one Q4_0 kernel at this level
+            }
+#else
+            if (form) continue;
+#endif
+        }
         const el_dtype_traits *tr = el_dtype_info(dtype);
         int kq = dtype == EL_DTYPE_Q4_K || dtype == EL_DTYPE_Q6_K;  // K-quants
         // K-quants: every k both as decode (1 token) and prefill (2..20
