@@ -17,9 +17,9 @@ el_gemm_fn el_gemm_avx512(int dtype);
 // Kernels on packed weights: w is the first pair of 16-row groups, ldw the
 // bytes per pair (el_pack_pair_bytes), nr a multiple of 32.
 el_gemm_fn el_gemm_packed_avx512(int dtype);
-// Its two forms of the Q4_0 kernel (qdot_avx512.c says which CPU takes which;
-// the tests run both): narrow 0 or 1.
-el_gemm_fn el_gemm_packed_q4_0_avx512(int narrow);
+// Its two forms of the Q8_0 and Q4_0 kernels, amd 0 or 1 (qdot_avx512.c says
+// which CPU takes which; the tests run both).
+el_gemm_fn el_gemm_packed_form_avx512(int dtype, int amd);
 // The same pair layout for Q8_0/Q4_0 read with AVX2 (qdot_avx2.c).
 el_gemm_fn el_gemm_packed_avx2(int dtype);
 // The K-quant ones (qdot_k_avx512.c): Q4_K and Q6_K, and the Q8_K activation rows

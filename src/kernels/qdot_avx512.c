@@ -256,9 +256,11 @@ enum { PAIR_Q4_0, PAIR_Q8_0, PAIR_Q4_0_BYTES };
 // already take half the registers; that is one load and one store per token,
 // group and block, against 8 vpdpbusd. Prefetching: pfn 0, pf + b*bb (all of
 // its lines) at block b (ahead in its own pair); else the pfn bytes from pf,
-// spread evenly over the blocks; pf NULL: none.
+// spread evenly over the blocks (amd: a whole block's lines at every other
+// block, pf + (b/2)*bb); pf NULL: none. amd (a constant) picks the form for
+// AMD's vector ports (el_gemm_packed_form_avx512).
 ALWAYS_INLINE void micro_pair(const int kind, int k, const uint8_t *pair, const char *x, size_t ldx, float *out,
-                              size_t ldo, const int T, const uint8_t *pf, const size_t pfn) {
+                              size_t ldo, const int T, const uint8_t *pf, const size_t pfn, const int amd) {
     const int q8 = kind != PAIR_Q4_0, shift = kind == PAIR_Q8_0 ? 7 : 3;  // the byte layout; the seeds' factor
     const int nb = k / EL_QK, in_mem = T > 4;
     const size_t cb = q8 ? 512 : 256, bb = 2 * cb + 64;  // quant bytes of a group's block; bytes per block
@@ -293,20 +295,28 @@ ALWAYS_INLINE void micro_pair(const int kind, int k, const uint8_t *pair, const 
             s1 = pair + el_pack_q4_0_off(nb, b, 1, 1), q1 = s1 + 32 * m;
         }
         // the share of the next pair, whatever the layout
-        if (pf && pfn) prefetch_share(pf, b, nb, pfn);
+        // (the AMD form: a block's lines at every other block, pfn being half a pair)
+        if (pf && pfn && !amd) prefetch_share(pf, b, nb, pfn);
+        if (pf && pfn && amd && !(b & 1))
+            _Pragma("GCC unroll 17") for (size_t l = 0; l < bb; l += 64)
+                _mm_prefetch((const char *)pf + (size_t)(b / 2) * bb + l, _MM_HINT_T1);
         // A single pass (Q8_0 only: Q4_0's are micro_parts_q4_0's) prefetches
         // ahead in its own pair, a block's 17 lines at once (a line at a
         // time: 4-19% slower at 6-8 tokens, at 8, 12, 16 or 24 blocks ahead).
         const char *pfb = pf && !pfn ? (const char *)pf + (size_t)b * bb : NULL;
         if (pfb && q8) _Pragma("GCC unroll 17") for (size_t l = 0; l < bb; l += 64) _mm_prefetch(pfb + l, _MM_HINT_T1);
-        if (!(b % SEED_CHUNK))
+        if (!amd && !(b % SEED_CHUNK))
             _Pragma("GCC unroll 8") for (int t = 0; t < T; t++)
                 fill_seeds(seed[t], ns[t], b, nb - b < SEED_CHUNK ? nb - b : SEED_CHUNK, shift);
         __m512i acc[8][2];
         const int8_t *xo[8];
         _Pragma("GCC unroll 8") for (int t = 0; t < T; t++) {
-            acc[t][0] = _mm512_set1_epi32(seed[t][2 * (b % SEED_CHUNK)]);
-            acc[t][1] = _mm512_set1_epi32(seed[t][2 * (b % SEED_CHUNK) + 1]);
+            if (amd) { /* a broadcast and a shift: AMD has ports for the shift */
+                acc[t][0] = acc[t][1] = _mm512_slli_epi32(_mm512_set1_epi32(ns[t][b]), (unsigned)shift);
+            } else {
+                acc[t][0] = _mm512_set1_epi32(seed[t][2 * (b % SEED_CHUNK)]);
+                acc[t][1] = _mm512_set1_epi32(seed[t][2 * (b % SEED_CHUNK) + 1]);
+            }
             xo[t] = xq[t] + EL_QK * b;
         }
         if (q8) {
@@ -526,7 +536,7 @@ ALWAYS_INLINE void micro_parts_q4_0(int k, const uint8_t *pair, const char *x, s
 // matrices of the TinyLlama-shaped model over 128 tokens, 2 threads, in turn
 // in one process: 0.62-0.63 -> 0.69-0.71 of the 32-block ceiling (20 and 32
 // tokens +6-12%), and Q4_0 takes them there; AMD CPUs keep 4-token passes
-// (gemm_packed_q4_0_narrow, below). (Ceiling ratios in this comment: the
+// (el_gemm_packed_form_avx512, below). (Ceiling ratios in this comment: the
 // probe before 8119423.)
 // Q4_0 products of up to 8 tokens, one pass, go part by part instead
 // (micro_parts_q4_0), reading the unit layout front to back as decode does.
@@ -576,20 +586,21 @@ static void unpack_pair_q4_0(int nb, const uint8_t *pair, uint8_t *dst) {
 static inline int pass_tokens(int left, int most) {
     return left <= most ? left : left <= 2 * most ? (left + 1) / 2 : most;
 }
-// One pass of c tokens over a pair as KIND (a constant: micro_pair's branches fold).
-#define PAIR_PASSES(KIND)                                                                                     \
+// One pass of c tokens over a pair as KIND, in the AMD form or not (constants:
+// micro_pair's branches fold).
+#define PAIR_PASSES(KIND, AMD)                                                                                   \
     do {                                                                                                      \
     switch (c) {                                                                                              \
-    case 2: micro_pair(KIND, k, pair, xt, ldx, ot, ldo, 2, pf, pfn); break;                                   \
-    case 3: micro_pair(KIND, k, pair, xt, ldx, ot, ldo, 3, pf, pfn); break;                                   \
-    case 4: micro_pair(KIND, k, pair, xt, ldx, ot, ldo, 4, pf, pfn); break;                                   \
-    case 5: micro_pair(KIND, k, pair, xt, ldx, ot, ldo, 5, pf, pfn); break;                                   \
-    case 6: micro_pair(KIND, k, pair, xt, ldx, ot, ldo, 6, pf, pfn); break;                                   \
-    case 7: micro_pair(KIND, k, pair, xt, ldx, ot, ldo, 7, pf, pfn); break;                                   \
-    default: micro_pair(KIND, k, pair, xt, ldx, ot, ldo, 8, pf, pfn); break;                                  \
+    case 2: micro_pair(KIND, k, pair, xt, ldx, ot, ldo, 2, pf, pfn, AMD); break;                              \
+    case 3: micro_pair(KIND, k, pair, xt, ldx, ot, ldo, 3, pf, pfn, AMD); break;                              \
+    case 4: micro_pair(KIND, k, pair, xt, ldx, ot, ldo, 4, pf, pfn, AMD); break;                              \
+    case 5: micro_pair(KIND, k, pair, xt, ldx, ot, ldo, 5, pf, pfn, AMD); break;                              \
+    case 6: micro_pair(KIND, k, pair, xt, ldx, ot, ldo, 6, pf, pfn, AMD); break;                              \
+    case 7: micro_pair(KIND, k, pair, xt, ldx, ot, ldo, 7, pf, pfn, AMD); break;                              \
+    default: micro_pair(KIND, k, pair, xt, ldx, ot, ldo, 8, pf, pfn, AMD); break;                             \
     }                                                                                                         \
     } while (0)
-#define DEFINE_PACKED_GEMM(NAME, Q8, NARROW)                                                                  \
+#define DEFINE_PACKED_GEMM(NAME, Q8, AMD)                                                                     \
     static void NAME(int k, const void *w, size_t ldw, int nr, const void *x, size_t ldx, int nt, float *out, \
                      size_t ldo) {                                                                            \
         const size_t cb = (Q8) ? 512 : 256, bb = 2 * cb + 64;                                                 \
@@ -621,7 +632,7 @@ static inline int pass_tokens(int left, int most) {
             }                                                                                                 \
             return;                                                                                           \
         }                                                                                                     \
-        const int most = nt >= 5 && ((Q8) || !(NARROW) || nt <= 16) ? 8 : 4; /* tokens a pass */               \
+        const int most = nt >= 5 && ((Q8) || !(AMD) || nt <= 16) ? 8 : 4; /* tokens a pass */                  \
         int npass = 0;                                                                                        \
         for (int t = 0; t < nt; t += pass_tokens(nt - t, most)) npass++;                                      \
         /* more passes than one: each fetches its share of the next pair (not past the last) */               \
@@ -629,7 +640,7 @@ static inline int pass_tokens(int left, int most) {
         const char *xc = x;                                                                                   \
         /* Q4_0 over 8 passes or more: each pair unpacked to bytes once (NULL: no memory, as it is read) */  \
         uint8_t *bytes =                                                                                      \
-            !(Q8) && !(NARROW) && npass >= 8 ? el_malloc_aligned((size_t)(k / EL_QK) * 1088) : NULL;          \
+            !(Q8) && !(AMD) && npass >= 8 ? el_malloc_aligned((size_t)(k / EL_QK) * 1088) : NULL;             \
         for (int p = 0; p < nr / 32; p++) {                                                                   \
             const uint8_t *packed = (const uint8_t *)w + (size_t)p * ldw, *pair = packed;                     \
             float *o = out + 32 * p;                                                                          \
@@ -639,13 +650,19 @@ static inline int pass_tokens(int left, int most) {
                 const size_t from = (size_t)pass * share;                                                     \
                 const uint8_t *pf = p + 1 < nr / 32 && from < ldw ? packed + ldw + from : NULL;               \
                 size_t pfn = pf ? (ldw - from < share ? ldw - from : share) : 0;                              \
+                if (AMD) { /* two passes (the 2nd and 3rd of 3 or more) fetch half the next pair each */      \
+                    const int first = npass > 2, half = pass == first, rest = pass == first + 1;              \
+                    const size_t hb = (ldw / 2 + 63) & ~(size_t)63;                                           \
+                    pf = p + 1 < nr / 32 && (half || rest) ? packed + ldw + (rest ? hb : 0) : NULL;           \
+                    pfn = pf ? (rest ? ldw - hb : hb) : 0;                                                    \
+                }                                                                                             \
                 if (npass == 1) /* its own pair, ahead */                                                     \
                     pf = packed + (size_t)(most == 8 ? PAIR8_AHEAD : PAIR_AHEAD_Q8) * bb, pfn = 0;            \
                 const char *xt = xc + (size_t)t * ldx;                                                        \
                 float *ot = o + (size_t)t * ldo;                                                              \
-                if (Q8) PAIR_PASSES(PAIR_Q8_0);                                                               \
-                else if (bytes) PAIR_PASSES(PAIR_Q4_0_BYTES);                                                 \
-                else PAIR_PASSES(PAIR_Q4_0);                                                                  \
+                if (Q8) PAIR_PASSES(PAIR_Q8_0, AMD);                                                          \
+                else if (bytes) PAIR_PASSES(PAIR_Q4_0_BYTES, AMD);                                            \
+                else PAIR_PASSES(PAIR_Q4_0, AMD);                                                             \
             }                                                                                                 \
         }                                                                                                     \
         el_free_aligned(bytes);                                                                               \
@@ -653,27 +670,38 @@ static inline int pass_tokens(int left, int most) {
 
 DEFINE_PACKED_GEMM(gemm_packed_q8_0, 1, 0)
 DEFINE_PACKED_GEMM(gemm_packed_q4_0, 0, 0)
-DEFINE_PACKED_GEMM(gemm_packed_q4_0_narrow, 0, 1)
+DEFINE_PACKED_GEMM(gemm_packed_q8_0_amd, 1, 1)
+DEFINE_PACKED_GEMM(gemm_packed_q4_0_amd, 0, 1)
 
-// Q4_0 over more than 16 tokens: 8-token passes, each pair unpacked to bytes
-// once from 8 passes on (gemm_packed_q4_0), or 4-token passes unpacking the
-// nibbles as they read (the narrow form). On Intel Xeon the unpacking shares
-// vpdpbusd's two ports, and the first form won (fb67115, 5a6e926). On AMD
-// Zen the unpacking runs on ports of its own and the narrow form wins: every
-// layer's w_gate of the TinyLlama-shaped Q4_0 model in turn (cold), 1
-// thread, the four combinations alternating in one process (Zen 5,
-// 2026-12-06), GOP/s: 128 tokens 500 (8-token passes, unpacked), 528
-// (4-token, unpacked), 455 (8-token, not unpacked), 543 (narrow); 32 tokens
-// 412, 432, 418, 494.
-el_gemm_fn el_gemm_packed_q4_0_avx512(int narrow) { return narrow ? gemm_packed_q4_0_narrow : gemm_packed_q4_0; }
-
-el_gemm_fn el_gemm_packed_avx512(int dtype) {
+// Two forms of the Q8_0 and Q4_0 products over 2 tokens or more, for two
+// kinds of vector ports. On Intel Xeon the unpacking of nibbles and the seeds'
+// shifts share vpdpbusd's two ports, and three changes made for it won there:
+// each pass fetches its share of the next pair, spread evenly (fb67115); Q4_0
+// over 16 tokens takes 8-token passes, each pair unpacked to bytes once from
+// 8 passes on (fb67115, 5a6e926); the seeds come from memory (709550f). AMD
+// Zen runs those steps on ports of its own, and on Zen 5 the three cost
+// more than they gave; its form keeps what came before them (two passes fetch
+// half the next pair each, a whole block's lines at a time; 4-token Q4_0
+// passes unpacking as they read; each seed a broadcast and a shift). Every
+// layer's w_gate of the TinyLlama-shaped models in turn (cold), 1 thread,
+// GOP/s, Zen 5, 2026-12-06, libraries of four commits in turn:
+//   Q8_0 tokens         16        32        128
+//   before fb67115     542-573   573-599   583-608
+//   fb67115            371       481       578-595
+//   709550f            369       431       517-548
+//   the AMD form       553       578       567-596
+// Q4_0, the four pass forms alternating in one process, 128 tokens: 500
+// (8-token passes, unpacked), 528 (4-token, unpacked), 455 (8-token, not
+// unpacked), 543 (4-token, not unpacked); 32 tokens 412, 432, 418, 494.
+el_gemm_fn el_gemm_packed_form_avx512(int dtype, int amd) {
     switch (dtype) {
-    case EL_DTYPE_Q8_0: return gemm_packed_q8_0;
-    case EL_DTYPE_Q4_0: return el_gemm_packed_q4_0_avx512(el_cpu_is_amd());
+    case EL_DTYPE_Q8_0: return amd ? gemm_packed_q8_0_amd : gemm_packed_q8_0;
+    case EL_DTYPE_Q4_0: return amd ? gemm_packed_q4_0_amd : gemm_packed_q4_0;
     }
     return NULL;
 }
+
+el_gemm_fn el_gemm_packed_avx512(int dtype) { return el_gemm_packed_form_avx512(dtype, el_cpu_is_amd()); }
 
 // ---------------------------------------------------------------- K-quants
 

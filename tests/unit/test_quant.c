@@ -282,20 +282,20 @@ static void test_act_quantize_rounding(void **st) {
 static void packed_matches_scalar(el_isa isa) {
     uint64_t rng = 11;
     int checked = 0;
-    // Q4_0 twice: at the AVX-512 level its two forms (qdot_avx512.c), whichever this CPU takes
-    static const int types[] = {EL_DTYPE_Q8_0, EL_DTYPE_Q4_0, EL_DTYPE_Q4_0, EL_DTYPE_Q4_K, EL_DTYPE_Q6_K};
-    for (int ti = 0; ti < 5; ti++) {
+    // Q8_0 and Q4_0 twice: at the AVX-512 level their two forms (qdot_avx512.c), whichever this CPU takes
+    static const int types[] = {EL_DTYPE_Q8_0, EL_DTYPE_Q8_0, EL_DTYPE_Q4_0, EL_DTYPE_Q4_0, EL_DTYPE_Q4_K, EL_DTYPE_Q6_K};
+    for (int ti = 0; ti < 6; ti++) {
         int dtype = types[ti];
         el_gemm_fn pg = el_gemm_packed_kernel(dtype, isa);
         if (!pg) continue;  // this CPU has no packed kernel
-        if (dtype == EL_DTYPE_Q4_0) {
-            int form = ti == 2;  // 0: 8-token passes, pairs unpacked once; 1: narrow
+        if (ti < 4) {
+            int form = ti % 2;  // 0: the Intel form; 1: the AMD one
 #if defined(__x86_64__)
-            if (pg == el_gemm_packed_q4_0_avx512(0) || pg == el_gemm_packed_q4_0_avx512(1)) {
-                pg = el_gemm_packed_q4_0_avx512(form);
-                printf("  q4_0, form %d:\n", form);
+            if (pg == el_gemm_packed_form_avx512(dtype, 0) || pg == el_gemm_packed_form_avx512(dtype, 1)) {
+                pg = el_gemm_packed_form_avx512(dtype, form);
+                printf("  %s, %s form:\n", el_dtype_info(dtype)->name, form ? "AMD" : "Intel");
             } else if (form) {
-                continue;  // one Q4_0 kernel at this level
+                continue;  // one kernel of this type at this level
             }
 #else
             if (form) continue;
