@@ -226,7 +226,8 @@ void el_act_quantize_q8_0_avx512(const float *x, void *dst, int k) {
 // SEED_CHUNK: seed[2i] = seed[2i + 1] = nsum[b0 + i] << shift, one for
 // each group. Two copies: one vpbroadcastd from memory each (load ports),
 // where one broadcast and a shift made every token pay a shift and a register
-// copy on the vector ports per block (Intel: vpdpbusd's two).
+// copy on the vector ports per block (Intel: vpdpbusd's two). The AMD form
+// of micro_pair skips them and makes each seed with a broadcast and a shift.
 #define SEED_CHUNK 64
 ALWAYS_INLINE void fill_seeds(int32_t *seed, const int32_t *nsum, int b0, int n, int shift) {
     const __m512i lo = _mm512_set_epi32(7, 7, 6, 6, 5, 5, 4, 4, 3, 3, 2, 2, 1, 1, 0, 0);
@@ -294,10 +295,10 @@ ALWAYS_INLINE void micro_pair(const int kind, int k, const uint8_t *pair, const 
             s0 = pair + el_pack_q4_0_off(nb, b, 0, 1), q0 = s0 + 32 * m;
             s1 = pair + el_pack_q4_0_off(nb, b, 1, 1), q1 = s1 + 32 * m;
         }
-        // the share of the next pair, whatever the layout
-        // (the AMD form: a block's lines at every other block, pfn being half a pair)
+        // the share of the next pair, whatever the layout (the AMD form: a
+        // block's lines at every other block, up to pfn bytes, half a pair)
         if (pf && pfn && !amd) prefetch_share(pf, b, nb, pfn);
-        if (pf && pfn && amd && !(b & 1))
+        if (pf && pfn && amd && !(b & 1) && (size_t)(b / 2) * bb < pfn)
             _Pragma("GCC unroll 17") for (size_t l = 0; l < bb; l += 64)
                 _mm_prefetch((const char *)pf + (size_t)(b / 2) * bb + l, _MM_HINT_T1);
         // A single pass (Q8_0 only: Q4_0's are micro_parts_q4_0's) prefetches
@@ -542,9 +543,10 @@ ALWAYS_INLINE void micro_parts_q4_0(int k, const uint8_t *pair, const char *x, s
 // (micro_parts_q4_0), reading the unit layout front to back as decode does.
 // Prefetching: a single pass (Q8_0) prefetches ahead in its own pair, PAIR8_AHEAD
 // blocks for 5..8 tokens (a block takes ~100 cycles: 4 ahead came late; 12
-// was best of 8, 12, 16, 24), PAIR_AHEAD_Q8 for 2..4. With more passes, each
-// fetches its share of the next pair, spread evenly over its blocks. Two
-// passes fetching half the pair each (before 2026-12-06) was the same thing
+// was best of 8, 12, 16, 24), PAIR_AHEAD_Q8 for 2..4. With more passes, in
+// the Intel form each fetches its share of the next pair, spread evenly over
+// its blocks; in the AMD form two passes fetch half the pair each, as both
+// did before 2026-12-06 (el_gemm_packed_form_avx512). That was the same thing
 // up to 16 tokens; at 128 tokens (16 passes) it sent ~9 lines a block to
 // memory in bursts while the kernel read the current pair from L2, and on
 // Intel Xeon the cold product ran at 0.80-0.83 of the same product on weights
@@ -558,7 +560,8 @@ ALWAYS_INLINE void micro_parts_q4_0(int k, const uint8_t *pair, const char *x, s
 
 // A Q4_0 pair's nibbles as bytes in the Q8_0 layout (per block: group 0's 8
 // chunks of 64 bytes, chunk c the elements 4c..4c+3 of its 16 rows; group
-// 1's; then both groups' 16 f16 scales), for products of 8 passes or more:
+// 1's; then both groups' 16 f16 scales), for the Intel form's products of 8
+// passes or more:
 // they read these bytes, 1088 a block, instead of unpacking the same nibbles
 // again in every pass (the unpacking shares vpdpbusd's two ports on Intel).
 // Synthetic cold matrices, 1 thread, in turn (Intel Xeon), GOP/s: 128 tokens
@@ -635,10 +638,10 @@ static inline int pass_tokens(int left, int most) {
         const int most = nt >= 5 && ((Q8) || !(AMD) || nt <= 16) ? 8 : 4; /* tokens a pass */                  \
         int npass = 0;                                                                                        \
         for (int t = 0; t < nt; t += pass_tokens(nt - t, most)) npass++;                                      \
-        /* more passes than one: each fetches its share of the next pair (not past the last) */               \
+        /* more passes than one, Intel form: each fetches its share of the next pair (not past the last) */  \
         const size_t share = ((ldw + (size_t)npass - 1) / (size_t)npass + 63) & ~(size_t)63;                  \
         const char *xc = x;                                                                                   \
-        /* Q4_0 over 8 passes or more: each pair unpacked to bytes once (NULL: no memory, as it is read) */  \
+        /* Intel form, Q4_0 over 8 passes or more: each pair unpacked once (NULL: no memory, as read) */     \
         uint8_t *bytes =                                                                                      \
             !(Q8) && !(AMD) && npass >= 8 ? el_malloc_aligned((size_t)(k / EL_QK) * 1088) : NULL;             \
         for (int p = 0; p < nr / 32; p++) {                                                                   \
@@ -650,9 +653,9 @@ static inline int pass_tokens(int left, int most) {
                 const size_t from = (size_t)pass * share;                                                     \
                 const uint8_t *pf = p + 1 < nr / 32 && from < ldw ? packed + ldw + from : NULL;               \
                 size_t pfn = pf ? (ldw - from < share ? ldw - from : share) : 0;                              \
-                if (AMD) { /* two passes (the 2nd and 3rd of 3 or more) fetch half the next pair each */      \
+                if (AMD) { /* two passes fetch half the next pair each: the 1st and 2nd of 2, else 2nd and 3rd */ \
                     const int first = npass > 2, half = pass == first, rest = pass == first + 1;              \
-                    const size_t hb = (ldw / 2 + 63) & ~(size_t)63;                                           \
+                    const size_t hb = (size_t)(k / EL_QK + 1) / 2 * bb; /* whole blocks: within the pair */  \
                     pf = p + 1 < nr / 32 && (half || rest) ? packed + ldw + (rest ? hb : 0) : NULL;           \
                     pfn = pf ? (rest ? ldw - hb : hb) : 0;                                                    \
                 }                                                                                             \

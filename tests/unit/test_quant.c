@@ -283,6 +283,7 @@ static void packed_matches_scalar(el_isa isa) {
     uint64_t rng = 11;
     int checked = 0;
     // Q8_0 and Q4_0 twice: at the AVX-512 level their two forms (qdot_avx512.c), whichever this CPU takes
+    // (the el_matmul checks below run the CPU's own form only)
     static const int types[] = {EL_DTYPE_Q8_0, EL_DTYPE_Q8_0, EL_DTYPE_Q4_0, EL_DTYPE_Q4_0, EL_DTYPE_Q4_K, EL_DTYPE_Q6_K};
     for (int ti = 0; ti < 6; ti++) {
         int dtype = types[ti];
