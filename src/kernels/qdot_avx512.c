@@ -591,7 +591,7 @@ static inline int pass_tokens(int left, int most) {
 }
 // One pass of c tokens over a pair as KIND, in the AMD form or not (constants:
 // micro_pair's branches fold).
-#define PAIR_PASSES(KIND, AMD)                                                                                   \
+#define PAIR_PASSES(KIND, AMD)                                                                                \
     do {                                                                                                      \
     switch (c) {                                                                                              \
     case 2: micro_pair(KIND, k, pair, xt, ldx, ot, ldo, 2, pf, pfn, AMD); break;                              \
@@ -650,14 +650,17 @@ static inline int pass_tokens(int left, int most) {
             if (bytes) unpack_pair_q4_0(k / EL_QK, packed, bytes), pair = bytes;                              \
             for (int t = 0, c, pass = 0; t < nt; t += c, pass++) {                                            \
                 c = pass_tokens(nt - t, most);                                                                \
-                const size_t from = (size_t)pass * share;                                                     \
-                const uint8_t *pf = p + 1 < nr / 32 && from < ldw ? packed + ldw + from : NULL;               \
-                size_t pfn = pf ? (ldw - from < share ? ldw - from : share) : 0;                              \
-                if (AMD) { /* two passes fetch half the next pair each: the 1st and 2nd of 2, else 2nd and 3rd */ \
+                const uint8_t *pf;                                                                            \
+                size_t pfn;                                                                                   \
+                if (AMD) { /* two passes fetch half the next pair each: 1st and 2nd of 2, else 2nd and 3rd */ \
                     const int first = npass > 2, half = pass == first, rest = pass == first + 1;              \
                     const size_t hb = (size_t)(k / EL_QK + 1) / 2 * bb; /* whole blocks: within the pair */  \
                     pf = p + 1 < nr / 32 && (half || rest) ? packed + ldw + (rest ? hb : 0) : NULL;           \
                     pfn = pf ? (rest ? ldw - hb : hb) : 0;                                                    \
+                } else { /* every pass its share */                                                           \
+                    const size_t from = (size_t)pass * share;                                                 \
+                    pf = p + 1 < nr / 32 && from < ldw ? packed + ldw + from : NULL;                          \
+                    pfn = pf ? (ldw - from < share ? ldw - from : share) : 0;                                 \
                 }                                                                                             \
                 if (npass == 1) /* its own pair, ahead */                                                     \
                     pf = packed + (size_t)(most == 8 ? PAIR8_AHEAD : PAIR_AHEAD_Q8) * bb, pfn = 0;            \
