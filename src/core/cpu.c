@@ -15,9 +15,11 @@ static unsigned long long xgetbv0(void) {
     return ((unsigned long long)edx << 32) | eax;
 }
 
-static el_isa detect(int *vnni) {
+static el_isa detect(int *vnni, int *amd) {
     unsigned a, b, c, d;
-    *vnni = 0;
+    *vnni = *amd = 0;
+    // the vendor string is ebx, edx, ecx of leaf 0: "Auth" "enti" "cAMD"
+    if (__get_cpuid(0, &a, &b, &c, &d)) *amd = b == 0x68747541u && d == 0x69746e65u && c == 0x444d4163u;
     if (!__get_cpuid(1, &a, &b, &c, &d)) return EL_ISA_SCALAR;
     int osxsave = (c >> 27) & 1, fma = (c >> 12) & 1, avx = (c >> 28) & 1, f16c = (c >> 29) & 1;
     if (!osxsave || !avx) return EL_ISA_SCALAR;
@@ -44,8 +46,8 @@ static el_isa detect(int *vnni) {
 #define HWCAP_ASIMDDP_BIT (1UL << 20)
 #define HWCAP2_I8MM_BIT (1UL << 13)
 
-static el_isa detect(int *vnni) {
-    *vnni = 0;
+static el_isa detect(int *vnni, int *amd) {
+    *vnni = *amd = 0;
     unsigned long hw = getauxval(AT_HWCAP), hw2 = getauxval(AT_HWCAP2);
     if (!(hw & HWCAP_ASIMD_BIT)) return EL_ISA_SCALAR;
     if (!(hw & HWCAP_ASIMDDP_BIT)) return EL_ISA_NEON;
@@ -53,8 +55,8 @@ static el_isa detect(int *vnni) {
     return hw2 & HWCAP2_I8MM_BIT ? EL_ISA_I8MM : EL_ISA_DOTPROD;
 }
 #else
-static el_isa detect(int *vnni) {
-    *vnni = 0;
+static el_isa detect(int *vnni, int *amd) {
+    *vnni = *amd = 0;
     return EL_ISA_SCALAR;
 }
 #endif
@@ -76,11 +78,11 @@ static const struct {
 // machine, and kernels ask per call (attention asked per head and panel, and
 // spent 40% of a 128-token prompt's attention time in cpuid). A race only
 // computes it twice.
-static _Atomic int cached_isa = -1, cached_vnni = -1;
+static _Atomic int cached_isa = -1, cached_vnni = -1, cached_amd = -1;
 
 static void fill_cache(void) {
-    int vnni;
-    el_isa isa = detect(&vnni);
+    int vnni, amd;
+    el_isa isa = detect(&vnni, &amd);
     const char *env = getenv("EL_ISA");
     if (env) {
         el_isa want = isa;
@@ -89,6 +91,7 @@ static void fill_cache(void) {
         if (want < isa) isa = want;
     }
     atomic_store(&cached_vnni, isa == EL_ISA_AVX512 && vnni);
+    atomic_store(&cached_amd, amd);
     atomic_store(&cached_isa, (int)isa);
 }
 
@@ -107,18 +110,8 @@ int el_cpu_has_avx512vnni(void) {
 }
 
 int el_cpu_is_amd(void) {
-    static _Atomic int cached = -1;  // a race only computes it twice
-    int v = atomic_load_explicit(&cached, memory_order_relaxed);
-    if (v < 0) {
-        v = 0;
-#if defined(__x86_64__)
-        unsigned a, b, c, d;
-        // the vendor string is ebx, edx, ecx of leaf 0: "Auth" "enti" "cAMD"
-        if (__get_cpuid(0, &a, &b, &c, &d)) v = b == 0x68747541u && d == 0x69746e65u && c == 0x444d4163u;
-#endif
-        atomic_store_explicit(&cached, v, memory_order_relaxed);
-    }
-    return v;
+    if (atomic_load(&cached_isa) < 0) fill_cache();
+    return atomic_load(&cached_amd);
 }
 
 size_t el_cpu_l2_bytes(void) {
