@@ -347,29 +347,33 @@ typedef struct scratch {
 
 static void scratch_free(scratch *sc) {
     if (!sc) return;
-    free(sc->xb);
-    free(sc->q);
-    free(sc->k);
-    free(sc->v);
-    free(sc->att);
-    free(sc->hb);
-    free(sc->hb2);
-    free(sc->proj);
+    float **bufs[] = {&sc->xb, &sc->q, &sc->k, &sc->v, &sc->att, &sc->hb, &sc->hb2, &sc->proj};
+    for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++) el_free_aligned(*bufs[i]);
     free(sc);
+}
+
+// n floats, zeroed, 64-byte aligned: a product's output rows then start on a
+// cache line, which the packed kernels need to stream them past the caches
+static float *scratch_buf(size_t count) {
+    size_t n;
+    if (el_mul_size(count, sizeof(float), &n)) return NULL;
+    float *p = el_malloc_aligned(n);
+    if (p) memset(p, 0, n);
+    return p;
 }
 
 static scratch *scratch_new(size_t B, const el_hparams *h) {
     scratch *sc = calloc(1, sizeof *sc);
     if (!sc) return NULL;
     size_t dim = (size_t)h->dim, q_dim = (size_t)h->n_heads * h->head_dim, kv_dim = (size_t)h->n_kv_heads * h->head_dim;
-    sc->xb = el_calloc(B * dim, sizeof(float));
-    sc->q = el_calloc(B * q_dim, sizeof(float));
-    sc->k = el_calloc(B * kv_dim, sizeof(float));
-    sc->v = el_calloc(B * kv_dim, sizeof(float));
-    sc->att = el_calloc(B * q_dim, sizeof(float));
-    sc->hb = el_calloc(B * (size_t)h->ff, sizeof(float));
-    sc->hb2 = el_calloc(B * (size_t)h->ff, sizeof(float));
-    sc->proj = el_calloc(B * dim, sizeof(float));
+    sc->xb = scratch_buf(B * dim);
+    sc->q = scratch_buf(B * q_dim);
+    sc->k = scratch_buf(B * kv_dim);
+    sc->v = scratch_buf(B * kv_dim);
+    sc->att = scratch_buf(B * q_dim);
+    sc->hb = scratch_buf(B * (size_t)h->ff);
+    sc->hb2 = scratch_buf(B * (size_t)h->ff);
+    sc->proj = scratch_buf(B * dim);
     if (!sc->xb || !sc->q || !sc->k || !sc->v || !sc->att || !sc->hb || !sc->hb2 || !sc->proj) {
         scratch_free(sc);
         return NULL;
