@@ -261,7 +261,8 @@ enum { PAIR_Q4_0, PAIR_Q8_0, PAIR_Q4_0_BYTES };
 // block, pf + (b/2)*bb); pf NULL: none. amd (a constant) picks the form for
 // AMD's vector ports (el_gemm_packed_form_avx512).
 ALWAYS_INLINE void micro_pair(const int kind, int k, const uint8_t *pair, const char *x, size_t ldx, float *out,
-                              size_t ldo, const int T, const uint8_t *pf, const size_t pfn, const int amd) {
+                              size_t ldo, const int T, const uint8_t *pf, const size_t pfn, const int amd,
+                              const int st) {
     const int q8 = kind != PAIR_Q4_0, shift = kind == PAIR_Q8_0 ? 7 : 3;  // the byte layout; the seeds' factor
     const int nb = k / EL_QK, in_mem = T > 4;
     const size_t cb = q8 ? 512 : 256, bb = 2 * cb + 64;  // quant bytes of a group's block; bytes per block
@@ -359,10 +360,9 @@ ALWAYS_INLINE void micro_pair(const int kind, int k, const uint8_t *pair, const 
             }
         }
     }
-    _Pragma("GCC unroll 8") for (int t = 0; t < T; t++) {
-        _mm512_storeu_ps(out + (size_t)t * ldo, in_mem ? _mm512_load_ps(fmem[t]) : facc[t & 3][0]);
-        _mm512_storeu_ps(out + (size_t)t * ldo + 16, in_mem ? _mm512_load_ps(fmem[t] + 16) : facc[t & 3][1]);
-    }
+    _Pragma("GCC unroll 8") for (int t = 0; t < T; t++)
+        stream_out(out + (size_t)t * ldo, in_mem ? _mm512_load_ps(fmem[t]) : facc[t & 3][0],
+                   in_mem ? _mm512_load_ps(fmem[t] + 16) : facc[t & 3][1], st);
 }
 
 // Q8_0 decode: one packed pair (32 rows) x one token, read front to back.
@@ -494,7 +494,7 @@ ALWAYS_INLINE void q4_0_part_tokens(const uint8_t *g, const int m, const int8_t 
 // sums of the group not being read wait in memory (a load and a store per
 // token and part).
 ALWAYS_INLINE void micro_parts_q4_0(int k, const uint8_t *pair, const char *x, size_t ldx, float *out, size_t ldo,
-                                    const int T) {
+                                    const int T, const int st) {
     const int nb = k / EL_QK;
     const size_t pfd = PARTS_AHEAD * EL_PACK_Q4_0_GROUP;
     const int8_t *xq[8];
@@ -519,10 +519,7 @@ ALWAYS_INLINE void micro_parts_q4_0(int k, const uint8_t *pair, const char *x, s
             _Pragma("GCC unroll 8") for (int t = 0; t < T; t++) fsum[g][t] = facc[t];
         }
     }
-    _Pragma("GCC unroll 8") for (int t = 0; t < T; t++) {
-        _mm512_storeu_ps(out + (size_t)t * ldo, fsum[0][t]);
-        _mm512_storeu_ps(out + (size_t)t * ldo + 16, fsum[1][t]);
-    }
+    _Pragma("GCC unroll 8") for (int t = 0; t < T; t++) stream_out(out + (size_t)t * ldo, fsum[0][t], fsum[1][t], st);
 }
 
 // Tokens in passes over each pair: of up to 8 from 5 tokens on, else of up
@@ -594,13 +591,13 @@ static inline int pass_tokens(int left, int most) {
 #define PAIR_PASSES(KIND, AMD)                                                                                \
     do {                                                                                                      \
     switch (c) {                                                                                              \
-    case 2: micro_pair(KIND, k, pair, xt, ldx, ot, ldo, 2, pf, pfn, AMD); break;                              \
-    case 3: micro_pair(KIND, k, pair, xt, ldx, ot, ldo, 3, pf, pfn, AMD); break;                              \
-    case 4: micro_pair(KIND, k, pair, xt, ldx, ot, ldo, 4, pf, pfn, AMD); break;                              \
-    case 5: micro_pair(KIND, k, pair, xt, ldx, ot, ldo, 5, pf, pfn, AMD); break;                              \
-    case 6: micro_pair(KIND, k, pair, xt, ldx, ot, ldo, 6, pf, pfn, AMD); break;                              \
-    case 7: micro_pair(KIND, k, pair, xt, ldx, ot, ldo, 7, pf, pfn, AMD); break;                              \
-    default: micro_pair(KIND, k, pair, xt, ldx, ot, ldo, 8, pf, pfn, AMD); break;                             \
+    case 2: micro_pair(KIND, k, pair, xt, ldx, ot, ldo, 2, pf, pfn, AMD, st); break;                              \
+    case 3: micro_pair(KIND, k, pair, xt, ldx, ot, ldo, 3, pf, pfn, AMD, st); break;                              \
+    case 4: micro_pair(KIND, k, pair, xt, ldx, ot, ldo, 4, pf, pfn, AMD, st); break;                              \
+    case 5: micro_pair(KIND, k, pair, xt, ldx, ot, ldo, 5, pf, pfn, AMD, st); break;                              \
+    case 6: micro_pair(KIND, k, pair, xt, ldx, ot, ldo, 6, pf, pfn, AMD, st); break;                              \
+    case 7: micro_pair(KIND, k, pair, xt, ldx, ot, ldo, 7, pf, pfn, AMD, st); break;                              \
+    default: micro_pair(KIND, k, pair, xt, ldx, ot, ldo, 8, pf, pfn, AMD, st); break;                             \
     }                                                                                                         \
     } while (0)
 #define DEFINE_PACKED_GEMM(NAME, Q8, AMD)                                                                     \
@@ -618,21 +615,23 @@ static inline int pass_tokens(int left, int most) {
             }                                                                                                 \
             return;                                                                                           \
         }                                                                                                     \
+        const int st = stream_outputs(out, ldo, nt);                                                          \
         if (!(Q8) && nt <= 8) { /* one pass, part by part */                                                  \
             for (size_t off = 0; off < EL_PACK_Q4_0_GROUP && off < (size_t)(nr / 32) * ldw; off += 64)        \
                 _mm_prefetch((const char *)w + off, _MM_HINT_T1);                                             \
             for (int p = 0; p < nr / 32; p++) {                                                               \
                 const uint8_t *pair = (const uint8_t *)w + (size_t)p * ldw;                                   \
                 switch (nt) {                                                                                 \
-                case 2: micro_parts_q4_0(k, pair, x, ldx, out + 32 * p, ldo, 2); break;                       \
-                case 3: micro_parts_q4_0(k, pair, x, ldx, out + 32 * p, ldo, 3); break;                       \
-                case 4: micro_parts_q4_0(k, pair, x, ldx, out + 32 * p, ldo, 4); break;                       \
-                case 5: micro_parts_q4_0(k, pair, x, ldx, out + 32 * p, ldo, 5); break;                       \
-                case 6: micro_parts_q4_0(k, pair, x, ldx, out + 32 * p, ldo, 6); break;                       \
-                case 7: micro_parts_q4_0(k, pair, x, ldx, out + 32 * p, ldo, 7); break;                       \
-                default: micro_parts_q4_0(k, pair, x, ldx, out + 32 * p, ldo, 8); break;                      \
+                case 2: micro_parts_q4_0(k, pair, x, ldx, out + 32 * p, ldo, 2, st); break;                       \
+                case 3: micro_parts_q4_0(k, pair, x, ldx, out + 32 * p, ldo, 3, st); break;                       \
+                case 4: micro_parts_q4_0(k, pair, x, ldx, out + 32 * p, ldo, 4, st); break;                       \
+                case 5: micro_parts_q4_0(k, pair, x, ldx, out + 32 * p, ldo, 5, st); break;                       \
+                case 6: micro_parts_q4_0(k, pair, x, ldx, out + 32 * p, ldo, 6, st); break;                       \
+                case 7: micro_parts_q4_0(k, pair, x, ldx, out + 32 * p, ldo, 7, st); break;                       \
+                default: micro_parts_q4_0(k, pair, x, ldx, out + 32 * p, ldo, 8, st); break;                      \
                 }                                                                                             \
             }                                                                                                 \
+            if (st) _mm_sfence();                                                                             \
             return;                                                                                           \
         }                                                                                                     \
         const int most = nt >= 5 && ((Q8) || !(AMD) || nt <= 16) ? 8 : 4; /* tokens a pass */                  \
@@ -671,6 +670,7 @@ static inline int pass_tokens(int left, int most) {
                 else PAIR_PASSES(PAIR_Q4_0, AMD);                                                             \
             }                                                                                                 \
         }                                                                                                     \
+        if (st) _mm_sfence();                                                                                 \
         el_free_aligned(bytes);                                                                               \
     }
 

@@ -173,7 +173,7 @@ ALWAYS_INLINE void q4_k_pair_block(const uint8_t *g, const el_block_q8_k *const 
 // tokens: out[t*ldo + r], r < 32. pf: prefetch ahead (the first tile); nxt:
 // prefetch its nn bytes, spread over the super-blocks (NULL: none).
 ALWAYS_INLINE void micro_pair_q4_k(int k, const uint8_t *pw, size_t bb, const char *x, size_t ldx, float *out,
-                                   size_t ldo, const int T, const int pf, const uint8_t *nxt, size_t nn) {
+                                   size_t ldo, const int T, const int pf, const uint8_t *nxt, size_t nn, int st) {
     const int nb = k / EL_QK_K;
     float fm[MAX_T][32] __attribute__((aligned(64)));
     _Pragma("GCC unroll 8") for (int t = 0; t < T; t++) {
@@ -186,10 +186,8 @@ ALWAYS_INLINE void micro_pair_q4_k(int k, const uint8_t *pw, size_t bb, const ch
         if (nxt) prefetch_share(nxt, b, nb, nn);
         q4_k_pair_block(pw + (size_t)b * bb, xb, T, pf ? PREFILL_AHEAD * bb : 0, fm);
     }
-    _Pragma("GCC unroll 8") for (int t = 0; t < T; t++) {
-        _mm512_storeu_ps(out + (size_t)t * ldo, _mm512_load_ps(fm[t]));
-        _mm512_storeu_ps(out + (size_t)t * ldo + 16, _mm512_load_ps(fm[t] + 16));
-    }
+    _Pragma("GCC unroll 8") for (int t = 0; t < T; t++)
+        stream_out(out + (size_t)t * ldo, _mm512_load_ps(fm[t]), _mm512_load_ps(fm[t] + 16), st);
 }
 
 // Decode reads a pair front to back as one stream (group 0's super-block,
@@ -271,7 +269,7 @@ static void gemm_packed_q4_k(int k, const void *w, size_t ldw, int nr, const voi
             decode_pair_q4_k(k, (const uint8_t *)w + (size_t)p * ldw, x, out + 32 * p);
         return;
     }
-    const int tiles = (nt + PACKED_TOKENS - 1) / PACKED_TOKENS;
+    const int tiles = (nt + PACKED_TOKENS - 1) / PACKED_TOKENS, st = stream_outputs(out, ldo, nt);
     // From 4 tiles on, the tiles after the first fetch their shares of the
     // next pair, spread over their super-blocks, as the Q8_0/Q4_0 passes do
     // (qdot_avx512.c). Every layer's matrices of the TinyLlama-shaped Q4_K
@@ -291,16 +289,17 @@ static void gemm_packed_q4_k(int k, const void *w, size_t ldw, int nr, const voi
             switch (nt - t < PACKED_TOKENS ? nt - t : PACKED_TOKENS) {
             // one token: the decode kernel (two chains a group, the pair front to back)
             case 1: decode_pair_q4_k(k, pw, (const el_block_q8_k *)xt, ot); break;
-            case 2: micro_pair_q4_k(k, pw, bb, xt, ldx, ot, ldo, 2, first, nxt, nn); break;
-            case 3: micro_pair_q4_k(k, pw, bb, xt, ldx, ot, ldo, 3, first, nxt, nn); break;
-            case 4: micro_pair_q4_k(k, pw, bb, xt, ldx, ot, ldo, 4, first, nxt, nn); break;
-            case 5: micro_pair_q4_k(k, pw, bb, xt, ldx, ot, ldo, 5, first, nxt, nn); break;
-            case 6: micro_pair_q4_k(k, pw, bb, xt, ldx, ot, ldo, 6, first, nxt, nn); break;
-            case 7: micro_pair_q4_k(k, pw, bb, xt, ldx, ot, ldo, 7, first, nxt, nn); break;
-            default: micro_pair_q4_k(k, pw, bb, xt, ldx, ot, ldo, PACKED_TOKENS, first, nxt, nn); break;
+            case 2: micro_pair_q4_k(k, pw, bb, xt, ldx, ot, ldo, 2, first, nxt, nn, st); break;
+            case 3: micro_pair_q4_k(k, pw, bb, xt, ldx, ot, ldo, 3, first, nxt, nn, st); break;
+            case 4: micro_pair_q4_k(k, pw, bb, xt, ldx, ot, ldo, 4, first, nxt, nn, st); break;
+            case 5: micro_pair_q4_k(k, pw, bb, xt, ldx, ot, ldo, 5, first, nxt, nn, st); break;
+            case 6: micro_pair_q4_k(k, pw, bb, xt, ldx, ot, ldo, 6, first, nxt, nn, st); break;
+            case 7: micro_pair_q4_k(k, pw, bb, xt, ldx, ot, ldo, 7, first, nxt, nn, st); break;
+            default: micro_pair_q4_k(k, pw, bb, xt, ldx, ot, ldo, PACKED_TOKENS, first, nxt, nn, st); break;
             }
         }
     }
+    if (st) _mm_sfence();
 }
 
 // ---------------------------------------------------------------- Q6_K
@@ -484,7 +483,7 @@ ALWAYS_INLINE void q6_k_pair_block(const uint8_t *g, const uint16_t *dp, const e
 // ahead (the first tile). Fetching the next pair from the later tiles, as
 // Q4_K does, was no faster at 128 tokens and 12% slower at 16.
 ALWAYS_INLINE void micro_pair_q6_k(int k, const uint8_t *pw, size_t bb, const char *x, size_t ldx, float *out,
-                                   size_t ldo, const int T, const int pf) {
+                                   size_t ldo, const int T, const int pf, int st) {
     const int nb = k / EL_QK_K;
     float fm[MAX_T][32] __attribute__((aligned(64)));
     _Pragma("GCC unroll 8") for (int t = 0; t < T; t++) {
@@ -498,10 +497,8 @@ ALWAYS_INLINE void micro_pair_q6_k(int k, const uint8_t *pw, size_t bb, const ch
         if (pf) _mm_prefetch((const char *)blk + 2 * EL_PACK_Q6_K_GROUP + PREFILL_AHEAD_Q6 * bb, _MM_HINT_T1);
         q6_k_pair_block(blk, (const uint16_t *)(blk + 2 * EL_PACK_Q6_K_GROUP), xb, T, pf ? PREFILL_AHEAD_Q6 * bb : 0, fm);
     }
-    _Pragma("GCC unroll 8") for (int t = 0; t < T; t++) {
-        _mm512_storeu_ps(out + (size_t)t * ldo, _mm512_load_ps(fm[t]));
-        _mm512_storeu_ps(out + (size_t)t * ldo + 16, _mm512_load_ps(fm[t] + 16));
-    }
+    _Pragma("GCC unroll 8") for (int t = 0; t < T; t++)
+        stream_out(out + (size_t)t * ldo, _mm512_load_ps(fm[t]), _mm512_load_ps(fm[t] + 16), st);
 }
 
 // Decode: a pair front to back (group 0's super-block, group 1's, their d).
@@ -534,6 +531,7 @@ static void gemm_packed_q6_k(int k, const void *w, size_t ldw, int nr, const voi
             decode_pair_q6_k(k, (const uint8_t *)w + (size_t)p * ldw, x, out + 32 * p);
         return;
     }
+    const int st = stream_outputs(out, ldo, nt);
     for (int p = 0; p < nr / 32; p++) {
         const uint8_t *pw = (const uint8_t *)w + (size_t)p * ldw;
         for (int t = 0; t < nt; t += PACKED_TOKENS) {
@@ -542,16 +540,17 @@ static void gemm_packed_q6_k(int k, const void *w, size_t ldw, int nr, const voi
             const int first = t == 0;  // no tile before this one: it prefetches
             switch (nt - t < PACKED_TOKENS ? nt - t : PACKED_TOKENS) {
             case 1: decode_pair_q6_k(k, pw, (const el_block_q8_k *)xt, ot); break;  // one token: the decode kernel
-            case 2: micro_pair_q6_k(k, pw, bb, xt, ldx, ot, ldo, 2, first); break;
-            case 3: micro_pair_q6_k(k, pw, bb, xt, ldx, ot, ldo, 3, first); break;
-            case 4: micro_pair_q6_k(k, pw, bb, xt, ldx, ot, ldo, 4, first); break;
-            case 5: micro_pair_q6_k(k, pw, bb, xt, ldx, ot, ldo, 5, first); break;
-            case 6: micro_pair_q6_k(k, pw, bb, xt, ldx, ot, ldo, 6, first); break;
-            case 7: micro_pair_q6_k(k, pw, bb, xt, ldx, ot, ldo, 7, first); break;
-            default: micro_pair_q6_k(k, pw, bb, xt, ldx, ot, ldo, PACKED_TOKENS, first); break;
+            case 2: micro_pair_q6_k(k, pw, bb, xt, ldx, ot, ldo, 2, first, st); break;
+            case 3: micro_pair_q6_k(k, pw, bb, xt, ldx, ot, ldo, 3, first, st); break;
+            case 4: micro_pair_q6_k(k, pw, bb, xt, ldx, ot, ldo, 4, first, st); break;
+            case 5: micro_pair_q6_k(k, pw, bb, xt, ldx, ot, ldo, 5, first, st); break;
+            case 6: micro_pair_q6_k(k, pw, bb, xt, ldx, ot, ldo, 6, first, st); break;
+            case 7: micro_pair_q6_k(k, pw, bb, xt, ldx, ot, ldo, 7, first, st); break;
+            default: micro_pair_q6_k(k, pw, bb, xt, ldx, ot, ldo, PACKED_TOKENS, first, st); break;
             }
         }
     }
+    if (st) _mm_sfence();
 }
 
 el_gemm_fn el_gemm_packed_k_avx512(int dtype) {

@@ -275,6 +275,16 @@ static void test_act_quantize_rounding(void **st) {
     }
 }
 
+// toks random activation rows of k floats (*x) and their quantized rows as act_type
+static char *make_acts(int act_type, int k, int toks, uint64_t *rng, float **x) {
+    size_t ldx = el_act_row_size(act_type, k);
+    *x = malloc((size_t)k * toks * sizeof(float));
+    for (int i = 0; i < k * toks; i++) (*x)[i] = tu_randf(rng) * 3.0f;
+    char *act = malloc(ldx * toks);
+    for (int t = 0; t < toks; t++) el_act_quantize(act_type, *x + (size_t)t * k, act + ldx * t, k);
+    return act;
+}
+
 // Kernels on packed (row-interleaved) weights equal the scalar reference on
 // the file layout: the integer sums are the same, only float order differs.
 // At each level that has packed kernels: AVX-512 VNNI (every type) and AVX2
@@ -338,10 +348,8 @@ static void packed_matches_scalar(el_isa isa) {
             void *packed = el_malloc_aligned(bytes);
             el_matmul_pack(&W, prows, packed);
             size_t ldx = el_act_row_size(tr->vec_dot_type, k);
-            float *x = malloc((size_t)k * toks * sizeof(float));
-            for (int i = 0; i < k * toks; i++) x[i] = tu_randf(&rng) * 3.0f;
-            char *act = malloc(ldx * toks);
-            for (int t = 0; t < toks; t++) el_act_quantize(tr->vec_dot_type, x + (size_t)t * k, act + ldx * t, k);
+            float *x;
+            char *act = make_acts(tr->vec_dot_type, k, toks, &rng, &x);
             float *ref = malloc((size_t)rows * toks * sizeof(float)), *got = malloc((size_t)rows * toks * sizeof(float));
             el_gemm_kernel(dtype, EL_ISA_SCALAR)(k, w, el_dtype_row_size(dtype, k), rows, act, ldx, toks, ref,
                                                  (size_t)rows);
@@ -407,6 +415,63 @@ static void packed_matches_scalar(el_isa isa) {
 static void test_packed_matches_scalar(void **st) {
     (void)st;
     for (int li = 1; li < N_LEVELS; li++) packed_matches_scalar(levels[li]);
+}
+
+// Products whose outputs are 1 MB or more, on a 64-byte aligned buffer with
+// rows a multiple of 16 floats, stream them past the caches (simd_avx512.h):
+// the same values, bit for bit, as the stored ones of the same product on a
+// buffer that is not aligned, and a sample of them equals the scalar reference.
+static void test_packed_streamed_outputs(void **st) {
+    (void)st;
+#if defined(__x86_64__)
+    if (!el_cpu_has_avx512vnni()) {
+        printf("  no AVX-512 VNNI: nothing to check\n");
+        return;
+    }
+    uint64_t rng = 23;
+    const int k = 256, rows = 2048, toks = 128;  // 1 MB of outputs
+    static const int types[] = {EL_DTYPE_Q8_0, EL_DTYPE_Q8_0, EL_DTYPE_Q4_0, EL_DTYPE_Q4_0, EL_DTYPE_Q4_K, EL_DTYPE_Q6_K};
+    for (int ti = 0; ti < 6; ti++) {
+        const int dtype = types[ti];
+        el_gemm_fn pg = ti < 4 ? el_gemm_packed_form_avx512(dtype, ti % 2) : el_gemm_packed_k_avx512(dtype);
+        assert_non_null(pg);
+        const el_dtype_traits *tr = el_dtype_info(dtype);
+        void *w;
+        float *wf;
+        make_weights(dtype, k, rows, &rng, &w, &wf);
+        el_tensor W = {"w", dtype, 2, {k, rows, 1, 1}, w, el_dtype_row_size(dtype, k) * rows, NULL, 0};
+        int64_t prows;
+        void *packed = el_malloc_aligned(el_matmul_pack_size(&W, EL_ISA_AVX512, &prows));
+        assert_int_equal(prows, rows);
+        el_matmul_pack(&W, prows, packed);
+        size_t ldx = el_act_row_size(tr->vec_dot_type, k);
+        float *x;
+        char *act = make_acts(tr->vec_dot_type, k, toks, &rng, &x);
+        size_t n = (size_t)rows * toks;
+        float *streamed = el_malloc_aligned(n * sizeof(float)), *buf = el_malloc_aligned((n + 16) * sizeof(float));
+        float *stored = buf + 1;  // 4 bytes past a line: not streamed
+        for (size_t i = 0; i < n; i++) streamed[i] = stored[i] = NAN;
+        size_t ldw = el_dtype_row_size(dtype, k) * 32;
+        pg(k, packed, ldw, rows, act, ldx, toks, streamed, (size_t)rows);
+        pg(k, packed, ldw, rows, act, ldx, toks, stored, (size_t)rows);
+        assert_memory_equal(streamed, stored, n * sizeof(float));
+        for (int s = 0; s < 256; s++) {
+            int t = (int)(tu_rand(&rng) % toks), r = (int)(tu_rand(&rng) % rows);
+            float ref;
+            el_gemm_kernel(dtype, EL_ISA_SCALAR)(k, (const char *)w + el_dtype_row_size(dtype, k) * r, 0, 1,
+                                                 act + ldx * t, ldx, 1, &ref, 1);
+            double mag = 0;
+            for (int i = 0; i < k; i++) mag += fabs((double)wf[(size_t)r * k + i] * x[(size_t)t * k + i]);
+            assert_true(fabs((double)ref - streamed[(size_t)t * rows + r]) <= 1e-5 * mag + 1e-6);
+        }
+        printf("  %s%s: %zu streamed outputs equal the stored ones\n", tr->name,
+               ti < 4 ? (ti % 2 ? " (AMD form)" : " (Intel form)") : "", n);
+        el_free_aligned(streamed), el_free_aligned(buf), el_free_aligned(packed);
+        free(w), free(wf), free(x), free(act);
+    }
+#else
+    printf("  not x86-64: nothing to check\n");
+#endif
 }
 
 // matmul on quantized weights ≈ x · dequant(W)ᵀ, for every ISA and 1-2 threads
@@ -506,7 +571,8 @@ int main(void) {
         cmocka_unit_test(test_q8_0_layout),       cmocka_unit_test(test_q4_0_layout),
         cmocka_unit_test(test_q4_k_layout),       cmocka_unit_test(test_q6_k_layout),
         cmocka_unit_test(test_roundtrip_bounds),  cmocka_unit_test(test_simd_matches_scalar),
-        cmocka_unit_test(test_packed_matches_scalar), cmocka_unit_test(test_act_quantize_rounding),
+        cmocka_unit_test(test_packed_matches_scalar), cmocka_unit_test(test_packed_streamed_outputs),
+        cmocka_unit_test(test_act_quantize_rounding),
         cmocka_unit_test(test_matmul_quantized),  cmocka_unit_test(test_bad_scales_found),
         cmocka_unit_test(test_policy),
     };
