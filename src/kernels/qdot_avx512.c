@@ -120,36 +120,6 @@ DEFINE_GEMM(gemm_q4_0, micro_q4_0)
 
 // ---------------------------------------------------------------- activations
 
-// 16 vectors to one: lane i the maximum (or, for int32 lanes, the sum) of
-// v[i]'s lanes. Halves, quarters, pairs, then single lanes of two vectors
-// are combined at each step (15 combinations, not 16 reductions of 4 steps
-// each); the last step leaves block L + 4j in lane 4L + j, put back in order.
-#define DEFINE_REDUCE16(NAME, T, OP)                                                                          \
-    ALWAYS_INLINE T NAME(T *v) {                                                                             \
-        for (int i = 0; i < 8; i++) {                                                                        \
-            __m512 a = _mm512_castsi512_ps((__m512i)v[2 * i]), b = _mm512_castsi512_ps((__m512i)v[2 * i + 1]); \
-            v[i] = OP((T)_mm512_castps_si512(_mm512_shuffle_f32x4(a, b, 0x44)),                               \
-                      (T)_mm512_castps_si512(_mm512_shuffle_f32x4(a, b, 0xEE)));                               \
-        }                                                                                                    \
-        for (int i = 0; i < 4; i++) {                                                                        \
-            __m512 a = _mm512_castsi512_ps((__m512i)v[2 * i]), b = _mm512_castsi512_ps((__m512i)v[2 * i + 1]); \
-            v[i] = OP((T)_mm512_castps_si512(_mm512_shuffle_f32x4(a, b, 0x88)),                               \
-                      (T)_mm512_castps_si512(_mm512_shuffle_f32x4(a, b, 0xDD)));                               \
-        }                                                                                                    \
-        for (int i = 0; i < 2; i++) {                                                                        \
-            __m512 a = _mm512_castsi512_ps((__m512i)v[2 * i]), b = _mm512_castsi512_ps((__m512i)v[2 * i + 1]); \
-            v[i] = OP((T)_mm512_castps_si512(_mm512_shuffle_ps(a, b, 0x44)),                                   \
-                      (T)_mm512_castps_si512(_mm512_shuffle_ps(a, b, 0xEE)));                                   \
-        }                                                                                                    \
-        __m512 a = _mm512_castsi512_ps((__m512i)v[0]), b = _mm512_castsi512_ps((__m512i)v[1]);               \
-        T r = OP((T)_mm512_castps_si512(_mm512_shuffle_ps(a, b, 0x88)), (T)_mm512_castps_si512(_mm512_shuffle_ps(a, b, 0xDD))); \
-        const __m512i order = _mm512_set_epi32(15, 11, 7, 3, 14, 10, 6, 2, 13, 9, 5, 1, 12, 8, 4, 0);      \
-        return (T)_mm512_permutexvar_epi32(order, (__m512i)r);                                               \
-    }
-ALWAYS_INLINE __m512 max_ps_(__m512 a, __m512 b) { return _mm512_max_ps(a, b); }
-ALWAYS_INLINE __m512i add_epi32_(__m512i a, __m512i b) { return _mm512_add_epi32(a, b); }
-DEFINE_REDUCE16(reduce16_max, __m512, max_ps_)
-DEFINE_REDUCE16(reduce16_add, __m512i, add_epi32_)
 
 // As el_act_quantize_q8_0_scalar: d = amax / 127, q = x * (127 / amax)
 // rounded to nearest even (vcvtps2dq in the default rounding mode), clamped.

@@ -579,11 +579,13 @@ void el_act_quantize_q8_k_avx512(const float *x, void *dst, int k) {
         float d = amax / 127.0f, id = d ? 1.0f / d : 0.0f;
         y[b].d = d;
         __m512 vid = _mm512_set1_ps(id);
+        __m512i q[16];
         _Pragma("GCC unroll 4") for (int g = 0; g < 16; g++) {
-            __m512i q = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(x + 16 * g), vid));
-            q = _mm512_min_epi32(_mm512_max_epi32(q, nlim), lim);
-            _mm_storeu_si128((__m128i *)(y[b].qs + 16 * g), _mm512_cvtepi32_epi8(q));
-            y[b].bsums[g] = (int16_t)_mm512_reduce_add_epi32(q);
+            q[g] = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_loadu_ps(x + 16 * g), vid));
+            q[g] = _mm512_min_epi32(_mm512_max_epi32(q[g], nlim), lim);
+            _mm_storeu_si128((__m128i *)(y[b].qs + 16 * g), _mm512_cvtepi32_epi8(q[g]));
         }
+        // the 16 sums together (|sum| <= 16 * 127: exact in int16)
+        _mm256_storeu_si256((__m256i *)y[b].bsums, _mm512_cvtepi32_epi16(reduce16_add(q)));
     }
 }
