@@ -120,7 +120,6 @@ DEFINE_GEMM(gemm_q4_0, micro_q4_0)
 
 // ---------------------------------------------------------------- activations
 
-
 // As el_act_quantize_q8_0_scalar: d = amax / 127, q = x * (127 / amax)
 // rounded to nearest even (vcvtps2dq in the default rounding mode), clamped.
 // 16 blocks at a time: their maxima, scales and sums reduced together (a
@@ -561,13 +560,13 @@ static inline int pass_tokens(int left, int most) {
 #define PAIR_PASSES(KIND, AMD)                                                                                \
     do {                                                                                                      \
     switch (c) {                                                                                              \
-    case 2: micro_pair(KIND, k, pair, xt, ldx, ot, ldo, 2, pf, pfn, AMD, st); break;                              \
-    case 3: micro_pair(KIND, k, pair, xt, ldx, ot, ldo, 3, pf, pfn, AMD, st); break;                              \
-    case 4: micro_pair(KIND, k, pair, xt, ldx, ot, ldo, 4, pf, pfn, AMD, st); break;                              \
-    case 5: micro_pair(KIND, k, pair, xt, ldx, ot, ldo, 5, pf, pfn, AMD, st); break;                              \
-    case 6: micro_pair(KIND, k, pair, xt, ldx, ot, ldo, 6, pf, pfn, AMD, st); break;                              \
-    case 7: micro_pair(KIND, k, pair, xt, ldx, ot, ldo, 7, pf, pfn, AMD, st); break;                              \
-    default: micro_pair(KIND, k, pair, xt, ldx, ot, ldo, 8, pf, pfn, AMD, st); break;                             \
+    case 2: micro_pair(KIND, k, pair, xt, ldx, ot, ldo, 2, pf, pfn, AMD, st); break;                          \
+    case 3: micro_pair(KIND, k, pair, xt, ldx, ot, ldo, 3, pf, pfn, AMD, st); break;                          \
+    case 4: micro_pair(KIND, k, pair, xt, ldx, ot, ldo, 4, pf, pfn, AMD, st); break;                          \
+    case 5: micro_pair(KIND, k, pair, xt, ldx, ot, ldo, 5, pf, pfn, AMD, st); break;                          \
+    case 6: micro_pair(KIND, k, pair, xt, ldx, ot, ldo, 6, pf, pfn, AMD, st); break;                          \
+    case 7: micro_pair(KIND, k, pair, xt, ldx, ot, ldo, 7, pf, pfn, AMD, st); break;                          \
+    default: micro_pair(KIND, k, pair, xt, ldx, ot, ldo, 8, pf, pfn, AMD, st); break;                         \
     }                                                                                                         \
     } while (0)
 #define DEFINE_PACKED_GEMM(NAME, Q8, AMD)                                                                     \
@@ -592,25 +591,25 @@ static inline int pass_tokens(int left, int most) {
             for (int p = 0; p < nr / 32; p++) {                                                               \
                 const uint8_t *pair = (const uint8_t *)w + (size_t)p * ldw;                                   \
                 switch (nt) {                                                                                 \
-                case 2: micro_parts_q4_0(k, pair, x, ldx, out + 32 * p, ldo, 2, st); break;                       \
-                case 3: micro_parts_q4_0(k, pair, x, ldx, out + 32 * p, ldo, 3, st); break;                       \
-                case 4: micro_parts_q4_0(k, pair, x, ldx, out + 32 * p, ldo, 4, st); break;                       \
-                case 5: micro_parts_q4_0(k, pair, x, ldx, out + 32 * p, ldo, 5, st); break;                       \
-                case 6: micro_parts_q4_0(k, pair, x, ldx, out + 32 * p, ldo, 6, st); break;                       \
-                case 7: micro_parts_q4_0(k, pair, x, ldx, out + 32 * p, ldo, 7, st); break;                       \
-                default: micro_parts_q4_0(k, pair, x, ldx, out + 32 * p, ldo, 8, st); break;                      \
+                case 2: micro_parts_q4_0(k, pair, x, ldx, out + 32 * p, ldo, 2, st); break;                   \
+                case 3: micro_parts_q4_0(k, pair, x, ldx, out + 32 * p, ldo, 3, st); break;                   \
+                case 4: micro_parts_q4_0(k, pair, x, ldx, out + 32 * p, ldo, 4, st); break;                   \
+                case 5: micro_parts_q4_0(k, pair, x, ldx, out + 32 * p, ldo, 5, st); break;                   \
+                case 6: micro_parts_q4_0(k, pair, x, ldx, out + 32 * p, ldo, 6, st); break;                   \
+                case 7: micro_parts_q4_0(k, pair, x, ldx, out + 32 * p, ldo, 7, st); break;                   \
+                default: micro_parts_q4_0(k, pair, x, ldx, out + 32 * p, ldo, 8, st); break;                  \
                 }                                                                                             \
             }                                                                                                 \
             if (st) _mm_sfence();                                                                             \
             return;                                                                                           \
         }                                                                                                     \
-        const int most = nt >= 5 && ((Q8) || !(AMD) || nt <= 16) ? 8 : 4; /* tokens a pass */                  \
+        const int most = nt >= 5 && ((Q8) || !(AMD) || nt <= 16) ? 8 : 4; /* tokens a pass */                 \
         int npass = 0;                                                                                        \
         for (int t = 0; t < nt; t += pass_tokens(nt - t, most)) npass++;                                      \
-        /* more passes than one, Intel form: each fetches its share of the next pair (not past the last) */  \
+        /* more passes than one, Intel form: each fetches its share of the next pair (not past the last) */   \
         const size_t share = ((ldw + (size_t)npass - 1) / (size_t)npass + 63) & ~(size_t)63;                  \
         const char *xc = x;                                                                                   \
-        /* Intel form, Q4_0 over 8 passes or more: each pair unpacked once (NULL: no memory, as read) */     \
+        /* Intel form, Q4_0 over 8 passes or more: each pair unpacked once (NULL: no memory, as read) */      \
         uint8_t *bytes =                                                                                      \
             !(Q8) && !(AMD) && npass >= 8 ? el_malloc_aligned((size_t)(k / EL_QK) * 1088) : NULL;             \
         for (int p = 0; p < nr / 32; p++) {                                                                   \
@@ -623,7 +622,7 @@ static inline int pass_tokens(int left, int most) {
                 size_t pfn;                                                                                   \
                 if (AMD) { /* two passes fetch half the next pair each: 1st and 2nd of 2, else 2nd and 3rd */ \
                     const int first = npass > 2, half = pass == first, rest = pass == first + 1;              \
-                    const size_t hb = (size_t)(k / EL_QK + 1) / 2 * bb; /* whole blocks: within the pair */  \
+                    const size_t hb = (size_t)(k / EL_QK + 1) / 2 * bb; /* whole blocks: within the pair */   \
                     pf = p + 1 < nr / 32 && (half || rest) ? packed + ldw + (rest ? hb : 0) : NULL;           \
                     pfn = pf ? (rest ? ldw - hb : hb) : 0;                                                    \
                 } else { /* every pass its share */                                                           \

@@ -9,9 +9,10 @@
 // (16 q, one vpandnd instead of a shift and a mask): their scale carries the
 // 1/16. The mins term msum = sum_j m_j * (bsums[2j] + bsums[2j+1]) takes 8
 // vpdpwssd of (m_j, m_j) int16 lanes against broadcast bsums pairs in the
-// decode; over 2..8 tokens the bsums pairs are added first (once per token
-// and super-block, for both groups) and 4 vpdpwssd of (m_j, m_j+1) against
-// the sums (j, j+1) do it. Per super-block:
+// decode; over 2..8 tokens the bsums pairs are added first (a_j = bsums[2j] +
+// bsums[2j+1], the activations' sum over sub-block j: once per token,
+// super-block and pair, for both groups) and 4 vpdpwssd of (m_j, m_j+1)
+// against (a_j, a_j+1) do it. Per super-block:
 //     out += xd * (sum_j d*sc_j * s_j - dmin * msum).
 // The integer sums equal the scalar reference's (el_vec_dot_q4_k); only the
 // order and grouping of the float operations differ.
@@ -119,11 +120,11 @@ ALWAYS_INLINE void q4_k_pair_block(const uint8_t *g, const el_block_q8_k *const 
                                    float (*fm)[32]) {
     float fsb[MAX_T][32] __attribute__((aligned(64)));
     float dsc[8][32] __attribute__((aligned(64)));  // d * sc_j (1/16 for odd j) of every row
-    int16_t s32[MAX_T][8] __attribute__((aligned(16)));  // token t's activation sum per sub-block (|s| <= 32 * 127)
+    int16_t asum[MAX_T][8] __attribute__((aligned(16)));  // token t's a_j (|a_j| <= 32 * 127)
     _Pragma("GCC unroll 8") for (int t = 0; t < T; t++) {
-        const __m256i s = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)xb[t]->bsums), _mm256_set1_epi16(1));
-        // int16 s_0..s_3 (twice) in the low lane, s_4..s_7 (twice) in the high one: their low quadwords
-        _mm_store_si128((__m128i *)s32[t], _mm256_castsi256_si128(_mm256_permute4x64_epi64(_mm256_packs_epi32(s, s), 0x08)));
+        const __m256i a = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)xb[t]->bsums), _mm256_set1_epi16(1));
+        // int16 a_0..a_3 (twice) in the low lane, a_4..a_7 (twice) in the high one: their low quadwords
+        _mm_store_si128((__m128i *)asum[t], _mm256_castsi256_si128(_mm256_permute4x64_epi64(_mm256_packs_epi32(a, a), 0x08)));
     }
     _Pragma("GCC unroll 2") for (int q = 0; q < 2; q++) {
         const uint8_t *gq = g + q * EL_PACK_Q4_K_GROUP;
@@ -131,11 +132,11 @@ ALWAYS_INLINE void q4_k_pair_block(const uint8_t *g, const el_block_q8_k *const 
         const q4_k_head h = q4_k_load_head(gq);
         __m512i ms[MAX_T];
         _Pragma("GCC unroll 8") for (int t = 0; t < T; t++) ms[t] = _mm512_setzero_si512();
-        // (m_j, m_j+1) of every row against (s_j, s_j+1): half the vpdpwssd of
+        // (m_j, m_j+1) of every row against (a_j, a_j+1): half the vpdpwssd of
         // (m_j, m_j) against a pair of 16-element sums
         _Pragma("GCC unroll 4") for (int j = 0; j < 8; j += 2) {
             __m512i md = _mm512_shuffle_epi8(j < 4 ? h.m_lo : h.m_hi, pair_byte_idx(j % 4));
-            _Pragma("GCC unroll 8") for (int t = 0; t < T; t++) ms[t] = _mm512_dpwssd_epi32(ms[t], md, bcast4(s32[t] + j));
+            _Pragma("GCC unroll 8") for (int t = 0; t < T; t++) ms[t] = _mm512_dpwssd_epi32(ms[t], md, bcast4(asum[t] + j));
         }
         _Pragma("GCC unroll 8") for (int t = 0; t < T; t++)
             _mm512_store_ps(fsb[t] + 16 * q, _mm512_mul_ps(_mm512_cvtepi32_ps(ms[t]), h.nd));
@@ -567,7 +568,9 @@ el_gemm_fn el_gemm_packed_k_avx512(int dtype) {
 // amax / 127, q = x * (1 / d) rounded to nearest even (vcvtps2dq in the
 // default rounding mode, as nearbyintf), clamped to +-127; bsums per 16. The
 // scalar loop was ~15% of a Q4_K prefill's matmul time (perf), most of it
-// the fmaxf calls.
+// the fmaxf calls. The 16 bsums come from one reduction tree (reduce16_add),
+// not 16 horizontal sums: Zen 5, 1 thread, 128 x 5632 floats, 4.9 -> 6.9
+// floats/ns.
 void el_act_quantize_q8_k_avx512(const float *x, void *dst, int k) {
     el_block_q8_k *y = dst;
     const __m512i lim = _mm512_set1_epi32(127), nlim = _mm512_set1_epi32(-127);

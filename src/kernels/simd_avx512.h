@@ -60,8 +60,8 @@ ALWAYS_INLINE void prefetch_share(const void *p, int b, int nb, size_t n) {
 
 // Whether a product over nt tokens writes its outputs (nt rows of ldo
 // floats from out) past the caches, with non-temporal stores: when they are
-// more than L2 holds (they leave it before the next step reads them anyway)
-// and every 32-float row of a pair starts a cache line. Each line is then
+// 1 MB or more (an L2 of Zen 5; they leave it before the next step reads
+// them anyway) and every 32-float row of a pair starts a cache line. Each line is then
 // written whole, without first being read for ownership. Callers end with
 // _mm_sfence() (the pool's release store does not order these stores).
 // Found on AMD EPYC Zen 5 (2026-12-06), Q4_K, 128 tokens, 1 thread: the
@@ -74,7 +74,10 @@ ALWAYS_INLINE void prefetch_share(const void *p, int b, int nb, size_t n) {
 // TinyLlama-shaped models, 2 threads, median ms: 128 tokens Q4_K 296 -> 275,
 // Q4_K_M 303 -> 290, Q8_0 261 -> 259, Q4_0 257 -> 254; 64 tokens Q4_K 140 ->
 // 135; 512 tokens Q4_K 1323 -> 1237, Q8_0 1183 -> 1194 (within its noise).
-// Streaming every product (the keys' and values' too): no better than from 1 MB.
+// The limit, q4_k 128-token prefills in turn, median (best) ms of 40: every
+// product streamed (the keys' and values' too) 308.1 (277.3), from 1 MB 308.1
+// (286.4), from 2 MB 311.0 (286.4), none 315.8 (289.9). Not measured on Intel,
+// whose L2 (2 MB on Xeon) holds a 1-2 MB output.
 #define STREAM_OUT_BYTES ((size_t)1 << 20)
 static inline int stream_outputs(const float *out, size_t ldo, int nt) {
     return nt > 1 && !((uintptr_t)out & 63) && !(ldo & 15) && (size_t)nt * ldo * sizeof(float) >= STREAM_OUT_BYTES;

@@ -352,11 +352,12 @@ static void scratch_free(scratch *sc) {
     free(sc);
 }
 
-// n floats, zeroed, 64-byte aligned: a product's output rows then start on a
-// cache line, which the packed kernels need to stream them past the caches
-static float *scratch_buf(size_t count) {
-    size_t n;
-    if (el_mul_size(count, sizeof(float), &n)) return NULL;
+// rows x cols floats, zeroed, 64-byte aligned: a product's output rows then
+// start on a cache line, which the packed kernels need to stream them past
+// the caches
+static float *scratch_buf(size_t rows, size_t cols) {
+    size_t count, n;
+    if (el_mul_size(rows, cols, &count) || el_mul_size(count, sizeof(float), &n)) return NULL;
     float *p = el_malloc_aligned(n);
     if (p) memset(p, 0, n);
     return p;
@@ -366,14 +367,14 @@ static scratch *scratch_new(size_t B, const el_hparams *h) {
     scratch *sc = calloc(1, sizeof *sc);
     if (!sc) return NULL;
     size_t dim = (size_t)h->dim, q_dim = (size_t)h->n_heads * h->head_dim, kv_dim = (size_t)h->n_kv_heads * h->head_dim;
-    sc->xb = scratch_buf(B * dim);
-    sc->q = scratch_buf(B * q_dim);
-    sc->k = scratch_buf(B * kv_dim);
-    sc->v = scratch_buf(B * kv_dim);
-    sc->att = scratch_buf(B * q_dim);
-    sc->hb = scratch_buf(B * (size_t)h->ff);
-    sc->hb2 = scratch_buf(B * (size_t)h->ff);
-    sc->proj = scratch_buf(B * dim);
+    sc->xb = scratch_buf(B, dim);
+    sc->q = scratch_buf(B, q_dim);
+    sc->k = scratch_buf(B, kv_dim);
+    sc->v = scratch_buf(B, kv_dim);
+    sc->att = scratch_buf(B, q_dim);
+    sc->hb = scratch_buf(B, (size_t)h->ff);
+    sc->hb2 = scratch_buf(B, (size_t)h->ff);
+    sc->proj = scratch_buf(B, dim);
     if (!sc->xb || !sc->q || !sc->k || !sc->v || !sc->att || !sc->hb || !sc->hb2 || !sc->proj) {
         scratch_free(sc);
         return NULL;

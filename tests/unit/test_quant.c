@@ -419,8 +419,10 @@ static void test_packed_matches_scalar(void **st) {
 
 // Products whose outputs are 1 MB or more, on a 64-byte aligned buffer with
 // rows a multiple of 16 floats, stream them past the caches (simd_avx512.h):
-// the same values, bit for bit, as the stored ones of the same product on a
-// buffer that is not aligned, and a sample of them equals the scalar reference.
+// every output written, the same values, bit for bit, as the stored ones of
+// the same product on a buffer that is not aligned, and a sample of them
+// equal to the scalar reference. Every packed type and form over 128 tokens
+// (2 MB), and Q8_0/Q4_0 over 8 tokens (1.1 MB: one pass; Q4_0 part by part).
 static void test_packed_streamed_outputs(void **st) {
     (void)st;
 #if defined(__x86_64__)
@@ -429,10 +431,13 @@ static void test_packed_streamed_outputs(void **st) {
         return;
     }
     uint64_t rng = 23;
-    const int k = 256, rows = 2048, toks = 128;  // 1 MB of outputs
     static const int types[] = {EL_DTYPE_Q8_0, EL_DTYPE_Q8_0, EL_DTYPE_Q4_0, EL_DTYPE_Q4_0, EL_DTYPE_Q4_K, EL_DTYPE_Q6_K};
-    for (int ti = 0; ti < 6; ti++) {
-        const int dtype = types[ti];
+    static const struct { int ti, k, rows, toks; } cases[] = {
+        {0, 256, 4096, 128}, {1, 256, 4096, 128}, {2, 256, 4096, 128}, {3, 256, 4096, 128}, {4, 256, 4096, 128},
+        {5, 256, 4096, 128}, {0, 64, 36864, 8},   {1, 64, 36864, 8},   {2, 64, 36864, 8},   {3, 64, 36864, 8},
+    };
+    for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
+        const int ti = cases[ci].ti, dtype = types[ti], k = cases[ci].k, rows = cases[ci].rows, toks = cases[ci].toks;
         el_gemm_fn pg = ti < 4 ? el_gemm_packed_form_avx512(dtype, ti % 2) : el_gemm_packed_k_avx512(dtype);
         assert_non_null(pg);
         const el_dtype_traits *tr = el_dtype_info(dtype);
@@ -454,6 +459,7 @@ static void test_packed_streamed_outputs(void **st) {
         size_t ldw = el_dtype_row_size(dtype, k) * 32;
         pg(k, packed, ldw, rows, act, ldx, toks, streamed, (size_t)rows);
         pg(k, packed, ldw, rows, act, ldx, toks, stored, (size_t)rows);
+        for (size_t i = 0; i < n; i++) assert_false(isnan(streamed[i]));
         assert_memory_equal(streamed, stored, n * sizeof(float));
         for (int s = 0; s < 256; s++) {
             int t = (int)(tu_rand(&rng) % toks), r = (int)(tu_rand(&rng) % rows);
@@ -464,8 +470,8 @@ static void test_packed_streamed_outputs(void **st) {
             for (int i = 0; i < k; i++) mag += fabs((double)wf[(size_t)r * k + i] * x[(size_t)t * k + i]);
             assert_true(fabs((double)ref - streamed[(size_t)t * rows + r]) <= 1e-5 * mag + 1e-6);
         }
-        printf("  %s%s: %zu streamed outputs equal the stored ones\n", tr->name,
-               ti < 4 ? (ti % 2 ? " (AMD form)" : " (Intel form)") : "", n);
+        printf("  %s%s, %d tokens: %zu streamed outputs equal the stored ones\n", tr->name,
+               ti < 4 ? (ti % 2 ? " (AMD form)" : " (Intel form)") : "", toks, n);
         el_free_aligned(streamed), el_free_aligned(buf), el_free_aligned(packed);
         free(w), free(wf), free(x), free(act);
     }
