@@ -477,7 +477,7 @@ void el_batch_free(el_batch *b) {
     if (!b) return;
     scratch_free(b->sc);
     free(b->x);
-    free(b->logits);
+    el_free_aligned(b->logits);
     free(b->order);
     free(b->row_begin);
     free(b->rs);
@@ -542,9 +542,10 @@ el_status el_batch_run(el_batch *b, int n_req, const el_batch_req *reqs, el_erro
         rows += reqs[i].n;
         n_logits += reqs[i].logits_rows;
     }
-    if ((size_t)n_logits > b->logits_cap) {
-        float *p = realloc(b->logits, (size_t)n_logits * V * sizeof(float));
+    if ((size_t)n_logits > b->logits_cap) {  // (64-byte aligned, as the scratch: see scratch_buf)
+        float *p = scratch_buf((size_t)n_logits, V);
         if (!p) return el_err(err, EL_ERR_NOMEM, "out of memory for %d rows of logits", n_logits);
+        el_free_aligned(b->logits);
         b->logits = p;
         b->logits_cap = (size_t)n_logits;
     }
