@@ -49,8 +49,12 @@ static float *take(el_train_stage *st, size_t n_floats) {
         st->allocs = a;
         st->cap_allocs = cap;
     }
-    float *p = el_calloc(n_floats ? n_floats : 1, sizeof(float));
+    // 64-byte aligned, as the inference step's buffers: the products' outputs
+    // then start on a cache line and large ones stream past the caches
+    size_t bytes;
+    float *p = el_mul_size(n_floats ? n_floats : 1, sizeof(float), &bytes) ? NULL : el_malloc_aligned(bytes);
     if (p) {
+        memset(p, 0, bytes);
         st->allocs[st->n_allocs++] = p;
         st->act_bytes += n_floats * sizeof(float);
     }
@@ -59,7 +63,7 @@ static float *take(el_train_stage *st, size_t n_floats) {
 
 void el_train_stage_free(el_train_stage *st) {
     if (!st) return;
-    for (int i = 0; i < st->n_allocs; i++) free(st->allocs[i]);
+    for (int i = 0; i < st->n_allocs; i++) el_free_aligned(st->allocs[i]);
     free(st->allocs);
     free(st->acts);
     free(st->pos);
