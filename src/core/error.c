@@ -75,6 +75,14 @@ void *el_malloc_aligned(size_t n) {
     return p;
 }
 
+void *el_calloc_aligned(size_t count, size_t size) {
+    size_t n;
+    if (el_mul_size(count, size, &n)) return NULL;
+    void *p = el_malloc_aligned(n);
+    if (p) memset(p, 0, n);
+    return p;
+}
+
 void el_free_aligned(void *p) { free(p); }
 
 void *el_malloc_huge(size_t n) {

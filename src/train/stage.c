@@ -49,12 +49,8 @@ static float *take(el_train_stage *st, size_t n_floats) {
         st->allocs = a;
         st->cap_allocs = cap;
     }
-    // 64-byte aligned, as the inference step's buffers: the products' outputs
-    // then start on a cache line and large ones stream past the caches
-    size_t bytes;
-    float *p = el_mul_size(n_floats ? n_floats : 1, sizeof(float), &bytes) ? NULL : el_malloc_aligned(bytes);
+    float *p = el_calloc_aligned(n_floats ? n_floats : 1, sizeof(float));  // as the inference step's buffers
     if (p) {
-        memset(p, 0, bytes);
         st->allocs[st->n_allocs++] = p;
         st->act_bytes += n_floats * sizeof(float);
     }

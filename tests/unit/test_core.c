@@ -28,6 +28,12 @@ static void test_checked_size(void **st) {
     assert_int_equal(el_add_size(5, 7, &r), 0);
     assert_int_equal(r, 12);
     assert_null(el_calloc(SIZE_MAX / 4, 8));
+    assert_null(el_calloc_aligned(SIZE_MAX / 4, 8));
+    unsigned char *a = el_calloc_aligned(1000, 3);  // zeroed, on a cache line
+    assert_non_null(a);
+    assert_int_equal((uintptr_t)a % 64, 0);
+    for (int i = 0; i < 3000; i++) assert_int_equal(a[i], 0);
+    el_free_aligned(a);
 }
 
 static void test_utf8(void **st) {
