@@ -52,10 +52,13 @@ int el_add_size(size_t a, size_t b, size_t *out);
 void *el_malloc(size_t n);
 void *el_calloc(size_t count, size_t size);
 void *el_malloc_aligned(size_t n);  // 64-byte aligned, release with el_free_aligned
-// count x size bytes, zeroed, 64-byte aligned (release with el_free_aligned):
+// count x size bytes, zeroed as calloc zeroes them (large ones on pages the
+// kernel maps in only when touched: a session's scratch costs memory only
+// for the rows it uses), 64-byte aligned; release with el_calloc_free. For
 // buffers a product writes, whose rows then start on a cache line (the packed
-// kernels stream large outputs past the caches only then)
+// kernels stream large outputs past the caches only then).
 void *el_calloc_aligned(size_t count, size_t size);
+void el_calloc_free(void *p);
 void el_free_aligned(void *p);
 // n bytes on huge pages where the kernel gives them: from 2 MiB on, 2 MiB-aligned
 // and advised MADV_HUGEPAGE over the whole rounded size (an advice over n alone

@@ -3,6 +3,7 @@
 
 #include <stdarg.h>
 #include <stdlib.h>
+#include <stdint.h>
 #include <string.h>
 #include <sys/mman.h>
 
@@ -75,12 +76,23 @@ void *el_malloc_aligned(size_t n) {
     return p;
 }
 
+// calloc's block, 64 bytes more; the aligned pointer 16..64 bytes into it
+// (malloc aligns to 16), the block's address in the 8 bytes before it
 void *el_calloc_aligned(size_t count, size_t size) {
-    size_t n;
-    if (el_mul_size(count, size, &n)) return NULL;
-    void *p = el_malloc_aligned(n);
-    if (p) memset(p, 0, n);
+    size_t n, total;
+    if (el_mul_size(count, size, &n) || el_add_size(n, 64, &total)) return NULL;
+    char *base = calloc(total, 1);
+    if (!base) return NULL;
+    char *p = (char *)(((uintptr_t)base + 64) & ~(uintptr_t)63);
+    memcpy(p - sizeof base, &base, sizeof base);
     return p;
+}
+
+void el_calloc_free(void *p) {
+    if (!p) return;
+    char *base;
+    memcpy(&base, (char *)p - sizeof base, sizeof base);
+    free(base);
 }
 
 void el_free_aligned(void *p) { free(p); }

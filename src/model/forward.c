@@ -348,7 +348,7 @@ typedef struct scratch {
 static void scratch_free(scratch *sc) {
     if (!sc) return;
     float **bufs[] = {&sc->xb, &sc->q, &sc->k, &sc->v, &sc->att, &sc->hb, &sc->hb2, &sc->proj};
-    for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++) el_free_aligned(*bufs[i]);
+    for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++) el_calloc_free(*bufs[i]);
     free(sc);
 }
 
@@ -467,7 +467,7 @@ void el_batch_free(el_batch *b) {
     if (!b) return;
     scratch_free(b->sc);
     free(b->x);
-    el_free_aligned(b->logits);
+    el_calloc_free(b->logits);
     free(b->order);
     free(b->row_begin);
     free(b->rs);
@@ -535,7 +535,7 @@ el_status el_batch_run(el_batch *b, int n_req, const el_batch_req *reqs, el_erro
     if ((size_t)n_logits > b->logits_cap) {
         float *p = el_calloc_aligned((size_t)n_logits * V, sizeof(float));
         if (!p) return el_err(err, EL_ERR_NOMEM, "out of memory for %d rows of logits", n_logits);
-        el_free_aligned(b->logits);
+        el_calloc_free(b->logits);
         b->logits = p;
         b->logits_cap = (size_t)n_logits;
     }

@@ -59,7 +59,7 @@ static float *take(el_train_stage *st, size_t n_floats) {
 
 void el_train_stage_free(el_train_stage *st) {
     if (!st) return;
-    for (int i = 0; i < st->n_allocs; i++) el_free_aligned(st->allocs[i]);
+    for (int i = 0; i < st->n_allocs; i++) el_calloc_free(st->allocs[i]);
     free(st->allocs);
     free(st->acts);
     free(st->pos);

@@ -33,7 +33,8 @@ static void test_checked_size(void **st) {
     assert_non_null(a);
     assert_int_equal((uintptr_t)a % 64, 0);
     for (int i = 0; i < 3000; i++) assert_int_equal(a[i], 0);
-    el_free_aligned(a);
+    el_calloc_free(a);
+    el_calloc_free(NULL);
 }
 
 static void test_utf8(void **st) {
