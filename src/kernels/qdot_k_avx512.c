@@ -82,23 +82,27 @@ ALWAYS_INLINE __m512i q4_k_sc(const q4_k_head *h, const int j) {
 #define PREFILL_AHEAD 2
 #endif
 
-// The pair tiles' float steps (q4_k_pair_block, q6_k_pair_block), all 64-byte
-// aligned: after a sub-block, fsb[t] (32 rows) += its integer sums acc[t]
-// converted, times the scales dsc (32 rows); after a super-block, fm[t] +=
-// fsb[t] times token t's activation scale.
-ALWAYS_INLINE void pair_scale_sums(float (*fsb)[32], __m512i (*acc)[2], const float *dsc, const int T) {
-    const __m512 s0 = _mm512_load_ps(dsc), s1 = _mm512_load_ps(dsc + 16);
-    _Pragma("GCC unroll 8") for (int t = 0; t < T; t++) {
-        _mm512_store_ps(fsb[t], _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc[t][0]), s0, _mm512_load_ps(fsb[t])));
-        _mm512_store_ps(fsb[t] + 16, _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc[t][1]), s1, _mm512_load_ps(fsb[t] + 16)));
+// The pair tiles' integer step (q4_k_pair_block, q6_k_pair_block), all
+// 64-byte aligned: after a sub-block, isb[t] (32 rows) += its integer sums
+// acc[t] times the integer scales isc (32 rows); first: isb[t] = that product.
+// A super-block's sum stays integer until its end, converted once, where a
+// float step per sub-block (convert, then FMA with d * sc_j) was: on AMD EPYC
+// Zen 5 the vpmulld/vpaddd pair ran ~5% faster than the convert/FMA pair in a
+// loop of the tile's shape, 1 thread.
+ALWAYS_INLINE void pair_scale_isums(int32_t (*isb)[32], __m512i (*acc)[2], const int32_t *isc, const int T,
+                                    const int first) {
+    const __m512i s0 = _mm512_load_si512(isc), s1 = _mm512_load_si512(isc + 16);
+    if (first) {
+        _Pragma("GCC unroll 8") for (int t = 0; t < T; t++) {
+            _mm512_store_si512(isb[t], _mm512_mullo_epi32(acc[t][0], s0));
+            _mm512_store_si512(isb[t] + 16, _mm512_mullo_epi32(acc[t][1], s1));
+        }
+        return;
     }
-}
-
-ALWAYS_INLINE void pair_add_block(float (*fm)[32], float (*fsb)[32], const el_block_q8_k *const *xb, const int T) {
     _Pragma("GCC unroll 8") for (int t = 0; t < T; t++) {
-        const __m512 xd = _mm512_set1_ps(xb[t]->d);
-        _mm512_store_ps(fm[t], _mm512_fmadd_ps(_mm512_load_ps(fsb[t]), xd, _mm512_load_ps(fm[t])));
-        _mm512_store_ps(fm[t] + 16, _mm512_fmadd_ps(_mm512_load_ps(fsb[t] + 16), xd, _mm512_load_ps(fm[t] + 16)));
+        _mm512_store_si512(isb[t], _mm512_add_epi32(_mm512_mullo_epi32(acc[t][0], s0), _mm512_load_si512(isb[t])));
+        _mm512_store_si512(isb[t] + 16,
+                           _mm512_add_epi32(_mm512_mullo_epi32(acc[t][1], s1), _mm512_load_si512(isb[t] + 16)));
     }
 }
 
@@ -116,10 +120,24 @@ ALWAYS_INLINE void pair_add_block(float (*fm)[32], float (*fsb)[32], const el_bl
 // mins term was an eighth of the vpdpwssd/vpdpbusd; the pre-added sums halve
 // it: AMD EPYC Zen 5, 1 thread, 128 tokens on 4 pairs in L2, the two builds
 // in turn: 600-606 -> 635-643 GOP/s.
+//
+// The scales are integer (pair_scale_isums): isb = sum_j isc_j * s_j with
+// isc_j = 16 sc_j for the even (low-nibble) sub-blocks, sc_j for the odd ones
+// (their sums carry the 16 already), so every term shares d/16. |s_j| <=
+// 32*15*128 even, 16 times that odd: each term <= 32*15*128*16*63 < 2^26,
+// the eight < 2^29: no int32 wraps. Then out += xd * (d/16 * isb - dmin *
+// msum), converted once. Against the float step per sub-block, A/B in one
+// process (Zen 5): 4 pairs in L2, 1 thread, 128 tokens, +3-7%; every
+// layer's w_gate through el_matmul, 1 thread, 482 -> 514 GOP/s; whole
+// 128-token prefills of the TinyLlama-shaped Q4_K model, median ms: 1
+// thread 500 -> 489, 2 threads 303 -> 293.
+
 ALWAYS_INLINE void q4_k_pair_block(const uint8_t *g, const el_block_q8_k *const *xb, const int T, const size_t pfd,
                                    float (*fm)[32]) {
     float fsb[MAX_T][32] __attribute__((aligned(64)));
-    float dsc[8][32] __attribute__((aligned(64)));  // d * sc_j (1/16 for odd j) of every row
+    int32_t isc[8][32] __attribute__((aligned(64)));  // sc_j of every row, times 16 for even j
+    int32_t isb[MAX_T][32] __attribute__((aligned(64)));  // sum_j isc_j * s_j of every row
+    float dd[32] __attribute__((aligned(64)));  // d / 16 of every row
     int16_t asum[MAX_T][8] __attribute__((aligned(16)));  // token t's a_j (|a_j| <= 32 * 127)
     _Pragma("GCC unroll 8") for (int t = 0; t < T; t++) {
         const __m256i a = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)xb[t]->bsums), _mm256_set1_epi16(1));
@@ -141,8 +159,9 @@ ALWAYS_INLINE void q4_k_pair_block(const uint8_t *g, const el_block_q8_k *const 
         _Pragma("GCC unroll 8") for (int t = 0; t < T; t++)
             _mm512_store_ps(fsb[t] + 16 * q, _mm512_mul_ps(_mm512_cvtepi32_ps(ms[t]), h.nd));
         __m512 d16 = _mm512_mul_ps(h.d, _mm512_set1_ps(1.0f / 16));
+        _mm512_store_ps(dd + 16 * q, d16);
         _Pragma("GCC unroll 8") for (int j = 0; j < 8; j++)
-            _mm512_store_ps(dsc[j] + 16 * q, _mm512_mul_ps(_mm512_cvtepi32_ps(q4_k_sc(&h, j)), j & 1 ? d16 : h.d));
+            _mm512_store_si512(isc[j] + 16 * q, j & 1 ? q4_k_sc(&h, j) : _mm512_slli_epi32(q4_k_sc(&h, j), 4));
     }
     // a loop, not unrolled: unrolled, GCC kept the even sub-block's chunks for
     // the odd one (16 registers) or overlapped sub-blocks, and spilled the
@@ -165,9 +184,16 @@ ALWAYS_INLINE void q4_k_pair_block(const uint8_t *g, const el_block_q8_k *const 
                 acc[t][1] = _mm512_dpbusd_epi32(acc[t][1], q1, xv);
             }
         }
-        pair_scale_sums(fsb, acc, dsc[j], T);
+        pair_scale_isums(isb, acc, isc[j], T, j == 0);
     }
-    pair_add_block(fm, fsb, xb, T);
+    const __m512 e0 = _mm512_load_ps(dd), e1 = _mm512_load_ps(dd + 16);
+    _Pragma("GCC unroll 8") for (int t = 0; t < T; t++) {
+        const __m512 xd = _mm512_set1_ps(xb[t]->d);
+        const __m512 f0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_load_si512(isb[t])), e0, _mm512_load_ps(fsb[t]));
+        const __m512 f1 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_load_si512(isb[t] + 16)), e1, _mm512_load_ps(fsb[t] + 16));
+        _mm512_store_ps(fm[t], _mm512_fmadd_ps(f0, xd, _mm512_load_ps(fm[t])));
+        _mm512_store_ps(fm[t] + 16, _mm512_fmadd_ps(f1, xd, _mm512_load_ps(fm[t] + 16)));
+    }
 }
 
 // One pair (pw: its first super-block, super-blocks bb bytes apart) x T
@@ -307,16 +333,15 @@ static void gemm_packed_q4_k(int k, const void *w, size_t ldw, int nr, const voi
 //
 // Per 16-row group, super-block and token: sub-block j's integer sums s_j =
 // sum q*x of all 16 rows (q in 0..63 as the unsigned operand) come from 4
-// vpdpbusd, are converted (|s_j| <= 16*63*127, exact) and scaled by sc_j with
-// one FMA. The -32 offset is integer too: msum = sum_j sc_j * bsums[j] from 8
+// vpdpbusd. The -32 offset is integer too: msum = sum_j sc_j * bsums[j] from 8
 // vpdpwssd of (sc, sc) int16 lanes against broadcast bsums pairs (|msum| <=
-// 16*128*2032 < 2^24, exact as a float). Per super-block:
+// 16*128*2048 = 2^22). Per super-block:
 //     out += d * xd * (sum_j sc_j * s_j - 32 * msum).
-// The integer sums equal el_vec_dot_q6_k's; it sums sc_j * (s_j - 32 *
-// bsums[j]) in int32 and converts once, here the sum over j is in float
-// (each term exact, < 2^24): only the float rounding differs. That is the
-// decode (one token); over 2..8 tokens (q6_k_pair_block) d is folded into the
-// scales (d * sc_j, and -32 * d for msum), so each term is a rounded product.
+// The decode (one token) converts each s_j (|s_j| <= 16*63*128, exact) and
+// scales it by sc_j with one FMA: the sum over j is in float, each term exact.
+// Over 2..8 tokens (q6_k_pair_block) the whole bracket stays integer, as
+// el_vec_dot_q6_k's does: |sc_j * s_j| <= 128*16*63*128 < 2^24, the 16 <
+// 2^28, |32 * msum| <= 2^27, so no int32 wraps, and it is converted once.
 
 // bitwise select: mask ? a : b
 ALWAYS_INLINE __m512i bitsel(__m512i mask, __m512i a, __m512i b) { return _mm512_ternarylogic_epi32(mask, a, b, 0xCA); }
@@ -336,13 +361,16 @@ ALWAYS_INLINE void q6_k_quads(const uint8_t *c, __m512i q[4]) {
     q[3] = _mm512_and_si512(_mm512_srli_epi16(z, 2), m6);
 }
 
-// sc_j of every row as floats, from scale vector j / 4 (byte order 0, 2, 1, 3)
-ALWAYS_INLINE __m512 q6_k_sc(__m512i sv, const int j) {
+// sc_j of every row as int32, from scale vector j / 4 (byte order 0, 2, 1, 3)
+ALWAYS_INLINE __m512i q6_k_isc(__m512i sv, const int j) {
     static const int pos[4] = {0, 2, 1, 3};
     const int b = pos[j % 4];
     __m512i v = b == 3 ? sv : _mm512_slli_epi32(sv, 24 - 8 * b);
-    return _mm512_cvtepi32_ps(_mm512_srai_epi32(v, 24));
+    return _mm512_srai_epi32(v, 24);
 }
+
+// the same as floats
+ALWAYS_INLINE __m512 q6_k_sc(__m512i sv, const int j) { return _mm512_cvtepi32_ps(q6_k_isc(sv, j)); }
 
 // Software prefetch for the Q6_K decode: one group's super-block (3360
 // bytes) ahead into L2. On matrices alone (16 x 9.2 MB) fetching one pair's
@@ -428,12 +456,18 @@ ALWAYS_INLINE __m512 q6_k_block(const uint8_t *g, const uint16_t *dp, const el_b
 // EL_PACK_Q6_K_GROUP on, their 16 d each at dp) x T tokens: fm[t][0..31] +=
 // that super-block's products; fm 64-byte aligned. As for Q4_K
 // (q4_k_pair_block): each broadcast of 4 activation bytes feeds both groups,
-// where a tile of one group took one per vpdpbusd; the scales (times d) and
-// float sums wait in L1. Its prefetches are T1 whatever DECODE_HINT_Q6 says.
+// where a tile of one group took one per vpdpbusd; the integer scales and
+// sums wait in L1. Its prefetches are T1 whatever DECODE_HINT_Q6 says.
+// Integer scales against the float step per sub-block, A/B in one process
+// (Zen 5): every layer's w_gate of a Q6_K model through el_matmul, 1 thread,
+// 410 -> 431 GOP/s; whole 128-token prefills of the TinyLlama-shaped Q4_K_M
+// model (both changes), 1 thread, median 526 -> 516 ms.
+
 ALWAYS_INLINE void q6_k_pair_block(const uint8_t *g, const uint16_t *dp, const el_block_q8_k *const *xb, const int T,
                                    const size_t pfd, float (*fm)[32]) {
-    float fsb[MAX_T][32] __attribute__((aligned(64)));
-    float dsc[16][32] __attribute__((aligned(64)));  // d * sc_j of every row
+    int32_t isb[MAX_T][32] __attribute__((aligned(64)));  // sum_j sc_j * s_j - 32 * msum of every row
+    int32_t isc[16][32] __attribute__((aligned(64)));  // sc_j of every row
+    float dd[32] __attribute__((aligned(64)));  // d of every row
     _Pragma("GCC unroll 2") for (int q = 0; q < 2; q++) {
         const uint8_t *gq = g + q * EL_PACK_Q6_K_GROUP;
         if (pfd) _Pragma("GCC unroll 4") for (int l = 0; l < 256; l += 64) _mm_prefetch((const char *)gq + pfd + l, _MM_HINT_T1);
@@ -449,11 +483,11 @@ ALWAYS_INLINE void q6_k_pair_block(const uint8_t *g, const uint16_t *dp, const e
                 ms[t] = _mm512_dpwssd_epi32(ms[t], hi, bcast4(xb[t]->bsums + 4 * i + 2));
             }
             _Pragma("GCC unroll 4") for (int u = 0; u < 4; u++)
-                _mm512_store_ps(dsc[4 * i + u] + 16 * q, _mm512_mul_ps(q6_k_sc(sv, u), d));
+                _mm512_store_si512(isc[4 * i + u] + 16 * q, q6_k_isc(sv, u));
         }
-        const __m512 d32 = _mm512_mul_ps(d, _mm512_set1_ps(-32.0f));
+        _mm512_store_ps(dd + 16 * q, d);
         _Pragma("GCC unroll 8") for (int t = 0; t < T; t++)
-            _mm512_store_ps(fsb[t] + 16 * q, _mm512_mul_ps(_mm512_cvtepi32_ps(ms[t]), d32));
+            _mm512_store_si512(isb[t] + 16 * q, _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_slli_epi32(ms[t], 5)));
     }
     // a loop, not unrolled, as in q4_k_pair_block
     _Pragma("GCC unroll 1") for (int j = 0; j < 16; j++) {
@@ -474,9 +508,14 @@ ALWAYS_INLINE void q6_k_pair_block(const uint8_t *g, const uint16_t *dp, const e
                 acc[t][1] = _mm512_dpbusd_epi32(acc[t][1], q1[i], xv);
             }
         }
-        pair_scale_sums(fsb, acc, dsc[j], T);
+        pair_scale_isums(isb, acc, isc[j], T, 0);
     }
-    pair_add_block(fm, fsb, xb, T);
+    const __m512 e0 = _mm512_load_ps(dd), e1 = _mm512_load_ps(dd + 16);
+    _Pragma("GCC unroll 8") for (int t = 0; t < T; t++) {
+        const __m512 xd = _mm512_set1_ps(xb[t]->d);
+        _mm512_store_ps(fm[t], _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_load_si512(isb[t])), _mm512_mul_ps(e0, xd), _mm512_load_ps(fm[t])));
+        _mm512_store_ps(fm[t] + 16, _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_load_si512(isb[t] + 16)), _mm512_mul_ps(e1, xd), _mm512_load_ps(fm[t] + 16)));
+    }
 }
 
 // One pair (pw: its first super-block, super-blocks bb bytes apart) x T

@@ -417,6 +417,81 @@ static void test_packed_matches_scalar(void **st) {
     for (int li = 1; li < N_LEVELS; li++) packed_matches_scalar(levels[li]);
 }
 
+// The packed K-quant kernels sum a super-block's products in int32 (every
+// sub-block's sums times its integer scale) and convert once. At the ends of
+// every range (all quants and scales at their largest or smallest,
+// activations all 127 or -128) they equal the exact sum: nothing wraps. Every
+// level with packed K-quant kernels, 1 (decode), 3 and 8 tokens, 2 super-blocks.
+static void test_packed_kquant_extremes(void **st) {
+    (void)st;
+    int checked = 0;
+    for (int li = 1; li < N_LEVELS; li++)
+        for (int dtype = EL_DTYPE_Q4_K; dtype <= EL_DTYPE_Q6_K; dtype += EL_DTYPE_Q6_K - EL_DTYPE_Q4_K) {
+            el_gemm_fn pg = el_gemm_packed_kernel(dtype, levels[li]);
+            if (!pg) continue;
+            const int k = 2 * EL_QK_K, rows = 32, nb = k / EL_QK_K;
+            const size_t rs = el_dtype_row_size(dtype, k);
+            // pattern p: Q4_K all nibbles 15 (p even) or 0 (odd), every scale and min 63, dmin 1 (p < 2) or 0;
+            // Q6_K all quants 63 (p even) or 0 (odd), every scale 127 (p < 2) or -128
+            for (int p = 0; p < 4; p++)
+                for (int a = 0; a < 2; a++) {
+                    const int v = a ? -128 : 127;  // every activation quant
+                    uint8_t *w = malloc(rs * rows);
+                    double per = 0;  // one element's weight value (every element is the same)
+                    for (int b = 0; b < rows * nb; b++) {
+                        if (dtype == EL_DTYPE_Q4_K) {
+                            el_block_q4_k *q = (el_block_q4_k *)w + b;
+                            q->d = el_f32_to_f16(1.0f);
+                            q->dmin = el_f32_to_f16(p < 2 ? 1.0f : 0.0f);
+                            memset(q->scales, 0xFF, sizeof q->scales);
+                            memset(q->qs, p % 2 ? 0x00 : 0xFF, sizeof q->qs);
+                            per = 63.0 * (p % 2 ? 0 : 15) - (p < 2 ? 63.0 : 0.0);
+                        } else {
+                            el_block_q6_k *q = (el_block_q6_k *)w + b;
+                            memset(q->ql, p % 2 ? 0x00 : 0xFF, sizeof q->ql);
+                            memset(q->qh, p % 2 ? 0x00 : 0xFF, sizeof q->qh);
+                            memset(q->scales, p < 2 ? 127 : 0x80, sizeof q->scales);
+                            q->d = el_f32_to_f16(1.0f);
+                            per = (p < 2 ? 127.0 : -128.0) * ((p % 2 ? 0 : 63) - 32);
+                        }
+                    }
+                    el_tensor W = {"w", dtype, 2, {k, rows, 1, 1}, w, rs * rows, NULL, 0};
+                    int64_t prows;
+                    void *packed = el_malloc_aligned(el_matmul_pack_size(&W, levels[li], &prows));
+                    assert_int_equal(prows, rows);
+                    el_matmul_pack(&W, prows, packed);
+                    static const int toks_of[] = {1, 3, 8};
+                    for (int ci = 0; ci < 3; ci++) {
+                        const int toks = toks_of[ci];
+                        el_block_q8_k *x = malloc(sizeof(el_block_q8_k) * nb * toks);
+                        for (int i = 0; i < nb * toks; i++) {
+                            x[i].d = 1.0f;
+                            memset(x[i].qs, v & 0xFF, sizeof x[i].qs);
+                            for (int g = 0; g < EL_QK_K / 16; g++) x[i].bsums[g] = (int16_t)(16 * v);
+                        }
+                        float got[8 * 32], ref[8 * 32];
+                        pg(k, packed, rs * 32, rows, x, sizeof(el_block_q8_k) * nb, toks, got, rows);
+                        el_gemm_kernel(dtype, EL_ISA_SCALAR)(k, w, rs, rows, x, sizeof(el_block_q8_k) * nb, toks, ref,
+                                                             rows);
+                        const double want = per * v * k;  // |want| < 2^24 here: exact as a float
+                        for (int i = 0; i < toks * rows; i++) {
+                            if (got[i] != (float)want || ref[i] != (float)want) {
+                                printf("%s %s pattern %d act %d toks %d out %d: packed %.9g scalar %.9g want %.9g\n",
+                                       el_isa_name(levels[li]), el_dtype_info(dtype)->name, p, v, toks, i, got[i],
+                                       ref[i], want);
+                                fail();
+                            }
+                            checked++;
+                        }
+                        free(x);
+                    }
+                    el_free_aligned(packed);
+                    free(w);
+                }
+        }
+    printf("  %d outputs at the ends of the K-quant ranges\n", checked);
+}
+
 // Products whose outputs are 1 MB or more, on a 64-byte aligned buffer with
 // rows a multiple of 16 floats, stream them past the caches (simd_avx512.h):
 // every output written, the same values, bit for bit, as the stored ones of
@@ -578,6 +653,7 @@ int main(void) {
         cmocka_unit_test(test_q4_k_layout),       cmocka_unit_test(test_q6_k_layout),
         cmocka_unit_test(test_roundtrip_bounds),  cmocka_unit_test(test_simd_matches_scalar),
         cmocka_unit_test(test_packed_matches_scalar), cmocka_unit_test(test_packed_streamed_outputs),
+        cmocka_unit_test(test_packed_kquant_extremes),
         cmocka_unit_test(test_act_quantize_rounding),
         cmocka_unit_test(test_matmul_quantized),  cmocka_unit_test(test_bad_scales_found),
         cmocka_unit_test(test_policy),
