@@ -176,14 +176,19 @@ void el_act_quantize_q8_0_avx512(const float *x, void *dst, int k) {
 // Q4_0 decode prefetches into L2 by hand, one group's part of a unit
 // (EL_PACK_Q4_0_GROUP bytes) ahead, a line next to each load, as Q4_K's decode
 // does (on the block-by-block layout before it, the hardware prefetcher alone
-// left one thread at 16 GB/s of the ~27 it could stream). Q8_0 (twice the
-// bytes per block) streams faster on the hardware prefetcher alone: A/B in one
-// process, 2 threads, 24 cold 12 MB matrices, 1 token: +3-10% (1 thread
-// +14%), both shapes (k 2048 and 5632); a whole decode step of the
-// TinyLlama-shaped Q8_0 model, 2 threads, best of 120: 18.1-18.5 ms without,
-// 20.6-21.8 with 1, 2 or 4 blocks ahead.
+// left one thread at 16 GB/s of the ~27 it could stream). Q8_0 prefetches
+// DECODE_AHEAD_Q8 bytes ahead, also a line next to each load. Whole blocks
+// at a time (17 lines at the start of each) streamed slower than the
+// hardware prefetcher alone, on Intel Xeon (2 threads, a decode step of the
+// TinyLlama-shaped Q8_0 model, best of 120: 18.1-18.5 ms without, 20.6-21.8
+// with 1, 2 or 4 blocks ahead) and on AMD EPYC Zen 5 (1 thread, the matrices
+// of a step: 0.79 of the read probe without, 0.76-0.78 with 1-2 blocks).
+// Line by line, A/B in one process on Zen 5, against the probe around each:
+// the matrices of a step, 1 thread, 0.90 without, 1.02 at 36 lines, 1.01 at
+// 54, 0.99 at 72; 2 threads 0.84 -> 0.89-0.90; whole decode steps, 2
+// threads, 20 rounds: 0.77 without, 0.83 at 36 lines, 0.86 at 54.
 #ifndef DECODE_AHEAD_Q8
-#define DECODE_AHEAD_Q8 0
+#define DECODE_AHEAD_Q8 3456
 #endif
 
 // Prefetch distance of a Q8_0 product over 2..4 tokens, in blocks of the
@@ -345,9 +350,7 @@ ALWAYS_INLINE void micro_decode_q8_0(int k, const uint8_t *pair, const char *x, 
     __m512 facc[2] = {_mm512_setzero_ps(), _mm512_setzero_ps()};
     for (int b = 0; b < nb; b++) {
         const uint8_t *blk = pair + (size_t)b * bb;
-        if (DECODE_AHEAD_Q8)
-            _Pragma("GCC unroll 17") for (size_t l = 0; l < bb; l += 64)
-                _mm_prefetch((const char *)blk + DECODE_AHEAD_Q8 * bb + l, _MM_HINT_T1);
+        if (DECODE_AHEAD_Q8) _mm_prefetch((const char *)blk + 2 * cb + DECODE_AHEAD_Q8, _MM_HINT_T1);
         const int8_t *xo = xq + EL_QK * b;
         __m512i seed = _mm512_slli_epi32(_mm512_set1_epi32(ns[b]), 7);
         __m512 xs = _mm512_set1_ps(xd[b]);
@@ -355,6 +358,10 @@ ALWAYS_INLINE void micro_decode_q8_0(int k, const uint8_t *pair, const char *x, 
             const uint8_t *c = blk + g * cb;
             __m512i a0 = seed, a1 = _mm512_setzero_si512();
             _Pragma("GCC unroll 8") for (int j = 0; j < 8; j += 2) {
+                if (DECODE_AHEAD_Q8) {
+                    _mm_prefetch((const char *)c + 64 * j + DECODE_AHEAD_Q8, _MM_HINT_T1);
+                    _mm_prefetch((const char *)c + 64 * j + 64 + DECODE_AHEAD_Q8, _MM_HINT_T1);
+                }
                 a0 = _mm512_dpbusd_epi32(a0, _mm512_loadu_si512(c + 64 * j), bcast4(xo + 4 * j));
                 a1 = _mm512_dpbusd_epi32(a1, _mm512_loadu_si512(c + 64 * j + 64), bcast4(xo + 4 * j + 4));
             }
@@ -575,7 +582,7 @@ static inline int pass_tokens(int left, int most) {
         const size_t cb = (Q8) ? 512 : 256, bb = 2 * cb + 64;                                                 \
         if (nt == 1) {                                                                                        \
             /* the kernel prefetches ahead: fetch the first lines here */                                     \
-            const size_t ahead = (Q8) ? DECODE_AHEAD_Q8 * bb : EL_PACK_Q4_0_GROUP;                            \
+            const size_t ahead = (Q8) ? DECODE_AHEAD_Q8 : EL_PACK_Q4_0_GROUP;                                 \
             for (size_t off = 0; off < ahead && off < (size_t)(nr / 32) * ldw; off += 64)                     \
                 _mm_prefetch((const char *)w + off, _MM_HINT_T1);                                             \
             for (int p = 0; p < nr / 32; p++) {                                                               \
