@@ -185,8 +185,10 @@ void el_act_quantize_q8_0_avx512(const float *x, void *dst, int k) {
 // of a step: 0.79 of the read probe without, 0.76-0.78 with 1-2 blocks).
 // Line by line, A/B in one process on Zen 5, against the probe around each:
 // the matrices of a step, 1 thread, 0.90 without, 1.02 at 36 lines, 1.01 at
-// 54, 0.99 at 72; 2 threads 0.84 -> 0.89-0.90; whole decode steps, 2
-// threads, 20 rounds: 0.77 without, 0.83 at 36 lines, 0.86 at 54.
+// 54, 0.99 at 72 (later, in a fast state of the machine: 0.94 -> 0.96); 2
+// threads 0.84 -> 0.89-0.90. Whole decode steps on 2 threads move with the
+// machine more than with this: medians 0.77 -> 0.86 (36 lines: 0.83) in one
+// run of 20 rounds, 0.74 -> 0.78 in one of 25, 0.86 -> 0.84 in one of 16.
 #ifndef DECODE_AHEAD_Q8
 #define DECODE_AHEAD_Q8 3456
 #endif
