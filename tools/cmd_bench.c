@@ -26,7 +26,11 @@ static const char *usage =
     "  weight bytes per decoded token (every matrix is read once per step)\n"
     "  bandwidth-limited decode = read bandwidth / weight bytes, and the ratio\n"
     "    achieved / bandwidth-limited: the median over repetitions of each\n"
-    "    repetition's decode against the bandwidth measured around it\n"
+    "    repetition's decode against the bandwidth measured around it; and the\n"
+    "    same from the median step's time (a step in which the machine took the\n"
+    "    CPUs away, as a VM over its CPU quota does for up to ~100 ms, is an\n"
+    "    outlier there, not in the mean), with the share of decode time the\n"
+    "    steps took past the median\n"
     "  prefill effective GFLOP/s = 2 x the parameters multiplied per prompt token\n"
     "    (every layer's matrices; the head, which runs for the last token only,\n"
     "    divided by N) x prefill tokens/s, and its ratio to the FMA peak (above 1\n"
@@ -74,12 +78,15 @@ static int cmp_double(const void *a, const void *b) {
 }
 
 // median of n values (sorts a copy)
+// 0 when n <= 0 (or, past 1000 values, when there is no memory to sort them)
 static double median(const double *v, int n) {
-    double tmp[1000];
-    if (n <= 0 || n > 1000) return 0;
+    double stack[1000], *tmp = n <= 1000 ? stack : malloc((size_t)n * sizeof(double));
+    if (n <= 0 || !tmp) return 0;
     memcpy(tmp, v, (size_t)n * sizeof(double));
     qsort(tmp, (size_t)n, sizeof(double), cmp_double);
-    return n % 2 ? tmp[n / 2] : 0.5 * (tmp[n / 2 - 1] + tmp[n / 2]);
+    double m = n % 2 ? tmp[n / 2] : 0.5 * (tmp[n / 2 - 1] + tmp[n / 2]);
+    if (tmp != stack) free(tmp);
+    return m;
 }
 
 static void mean_sd(const double *v, int n, double *mean, double *sd) {
@@ -248,7 +255,7 @@ int cmd_bench(int argc, char **argv) {
     el_session *s = NULL;
     float *logits = NULL;
     int *tokens = NULL, rc = 1;
-    double *pre = NULL, *dec = NULL, *bws = NULL, *ratios = NULL, *pk = NULL;
+    double *pre = NULL, *dec = NULL, *bws = NULL, *ratios = NULL, *pk = NULL, *steps = NULL, *sr = NULL;
     el_read_probe *probe = NULL;
     if (el_model_open(model_path, NULL, &m, &err)) goto out;
     if (!given && n_prompt + n_decode > m->hp.ctx) {
@@ -266,7 +273,9 @@ int cmd_bench(int argc, char **argv) {
     bws = calloc((size_t)reps, sizeof(double));
     ratios = calloc((size_t)reps, sizeof(double));
     pk = calloc((size_t)reps * 6, sizeof(double));  // per rep: fma, dot, block peaks; then the three prefill ratios
-    if (!logits || !tokens || !pre || !dec || !bws || !ratios || !pk) {
+    steps = calloc((size_t)n_decode + 1, sizeof(double));  // one repetition's step times
+    sr = calloc((size_t)reps * 2, sizeof(double));  // per rep: the median step's ratio, the time past it
+    if (!logits || !tokens || !pre || !dec || !bws || !ratios || !pk || !steps || !sr) {
         el_err(&err, EL_ERR_NOMEM, "out of memory");
         goto out;
     }
@@ -306,15 +315,26 @@ int cmd_bench(int argc, char **argv) {
             r_block[r] = blocks[r] > 0 ? gflops / blocks[r] : 0;
         }
         double bw0 = r >= 0 ? el_read_probe_run(probe, 3) : 0;
-        double t2 = el_time_s();
-        for (int i = 0; i < n_decode; i++)
+        double t2 = el_time_s(), ts = t2;
+        for (int i = 0; i < n_decode; i++) {
             if (el_session_forward(s, &tokens[n_prompt + i], 1, n_prompt + i, logits, 0, &err)) goto out;
-        double t3 = el_time_s();
+            double te = el_time_s();
+            steps[i] = te - ts, ts = te;
+        }
+        double t3 = ts;
         if (r >= 0) {
             pre[r] = n_prompt / (t1 - t0);
             dec[r] = n_decode ? n_decode / (t3 - t2) : 0;
             bws[r] = 0.5 * (bw0 + el_read_probe_run(probe, 3));
             ratios[r] = bws[r] > 0 ? dec[r] * (double)wbytes / (bws[r] * 1e9) : 0;
+            // The median step: a step the machine took the CPUs away in (a
+            // VM over its CPU quota stops for up to ~100 ms; bench/hiccups.c)
+            // is an outlier there, as it is not in the mean above.
+            double med = n_decode ? median(steps, n_decode) : 0;
+            sr[r] = med > 0 && bws[r] > 0 ? (double)wbytes / med / (bws[r] * 1e9) : 0;
+            double past = 0;  // the time steps took beyond the median step, as a share of the decode's
+            for (int i = 0; i < n_decode; i++) past += steps[i] > med ? steps[i] - med : 0;
+            sr[reps + r] = t3 > t2 ? past / (t3 - t2) : 0;
         }
     }
     double peak = median(fmas, reps), dot_peak = median(dots, reps), block_peak = median(blocks, reps);
@@ -323,7 +343,7 @@ int cmd_bench(int argc, char **argv) {
     double pre_m, pre_sd, dec_m, dec_sd;
     mean_sd(pre, reps, &pre_m, &pre_sd);
     mean_sd(dec, reps, &dec_m, &dec_sd);
-    double bw = median(bws, reps), ratio = median(ratios, reps);
+    double bw = median(bws, reps), ratio = median(ratios, reps), step_ratio = median(sr, reps);
     double bw_limit = bw > 0 ? bw * 1e9 / (double)wbytes : 0;
     double params = matmul_params(m);
     double pre_gflops = 2.0 * pre_params * pre_m * 1e-9;
@@ -334,17 +354,20 @@ int cmd_bench(int argc, char **argv) {
                "\"weight_bytes_per_token\": %zu, \"read_bandwidth_gb_s\": %.3f, \"bandwidth_limited_tok_s\": %.3f, "
                "\"decode_ratio\": %.4f, \"fma_peak_gflops\": %.2f, \"matmul_params\": %.0f, \"prefill_params_per_token\": %.1f, "
                "\"prefill_gflops\": %.2f, \"prefill_ratio\": %.4f, \"int8_dot_peak_gops\": %.2f, "
-               "\"block32_ceiling_gops\": %.2f, \"prefill_dot_ratio\": %.4f, \"prefill_block32_ratio\": %.4f",
+               "\"block32_ceiling_gops\": %.2f, \"prefill_dot_ratio\": %.4f, \"prefill_block32_ratio\": %.4f, "
+               "\"decode_ratio_median_step\": %.4f",
                model_path, main_dtype(m), nthreads, el_isa_name(el_cpu_isa()),
                el_cpu_has_avx512vnni() ? "true" : "false", n_prompt, n_decode, reps, pre_m, pre_sd, dec_m, dec_sd,
                wbytes, bw, bw_limit, ratio, peak, params, pre_params, pre_gflops, pre_ratio, dot_peak, block_peak,
-               dot_ratio, block_ratio);
+               dot_ratio, block_ratio, step_ratio);
         // per repetition: tokens/s and the peaks probed around it
-        const char *key[] = {"prefill_tok_s_per_rep", "fma_peak_per_rep", "int8_dot_peak_per_rep", "block32_ceiling_per_rep"};
-        const double *val[] = {pre, fmas, dots, blocks};
-        for (int i = 0; i < 4; i++) {
+        const char *key[] = {"prefill_tok_s_per_rep", "fma_peak_per_rep", "int8_dot_peak_per_rep", "block32_ceiling_per_rep",
+                             "decode_tok_s_per_rep", "read_bandwidth_per_rep", "decode_ratio_per_rep",
+                             "decode_ratio_median_step_per_rep", "decode_time_past_median_step_per_rep"};
+        const double *val[] = {pre, fmas, dots, blocks, dec, bws, ratios, sr, sr + reps};
+        for (int i = 0; i < 9; i++) {
             printf(", \"%s\": [", key[i]);
-            for (int r = 0; r < reps; r++) printf("%s%.3f", r ? ", " : "", val[i][r]);
+            for (int r = 0; r < reps; r++) printf("%s%.4f", r ? ", " : "", val[i][r]);
             printf("]");
         }
         printf("}\n");
@@ -361,6 +384,10 @@ int cmd_bench(int argc, char **argv) {
         for (int r = 0; r < reps; r++) printf(" %.1f", bws[r]);
         printf(";  decode / bandwidth-limited:");
         for (int r = 0; r < reps; r++) printf(" %.2f", ratios[r]);
+        printf("\nper rep  decode / bandwidth-limited at the median step:");
+        for (int r = 0; r < reps; r++) printf(" %.2f", sr[r]);
+        printf(";  decode time past the median step:");
+        for (int r = 0; r < reps; r++) printf(" %.0f%%", 100 * sr[reps + r]);
         printf("\nper rep  f32 FMA peak GFLOP/s:");
         for (int r = 0; r < reps; r++) printf(" %.1f", fmas[r]);
         printf(";  prefill / FMA peak:");
@@ -375,8 +402,9 @@ int cmd_bench(int argc, char **argv) {
             for (int r = 0; r < reps; r++) printf(" %.2f", r_block[r]);
             printf("\n");
         }
-        printf("ratios   decode / bandwidth-limited (%.2f tok/s) = %.2f (median of reps);  prefill / FMA peak = %.2f\n",
-               bw_limit, ratio, pre_ratio);
+        printf("ratios   decode / bandwidth-limited (%.2f tok/s) = %.2f (median of reps), %.2f at the median step;  "
+               "prefill / FMA peak = %.2f\n",
+               bw_limit, ratio, step_ratio, pre_ratio);
         if (dot_peak > 0) {
             // the ceiling is the Q8_0/Q4_0 kernels' (32-element blocks, float scales)
             printf("ratios   prefill / int8 dot peak = %.2f", dot_ratio);
@@ -394,6 +422,8 @@ out:
     free(bws);
     free(ratios);
     free(pk);
+    free(steps);
+    free(sr);
     free(tokens);
     free(logits);
     el_session_free(s);

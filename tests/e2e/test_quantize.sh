@@ -145,6 +145,21 @@ for ratio, peak, per_rep in (("prefill_ratio", "fma_peak_gflops", "fma_peak_per_
     assert close(b[peak], med(b[per_rep])), (peak, b)
     want = med([g / p if p > 0 else 0 for g, p in zip(gf, b[per_rep])])
     assert abs(b[ratio] - want) <= 1e-3 * want + 1e-4, (ratio, want, b)
+# decode: each repetition against the bandwidth probed around it, from its mean step and from its median step
+for key in ("decode_tok_s_per_rep", "read_bandwidth_per_rep", "decode_ratio_per_rep",
+            "decode_ratio_median_step_per_rep", "decode_time_past_median_step_per_rep"):
+    assert len(b[key]) == b["reps"], (key, b[key])
+assert close(b["decode_tok_s"], sum(b["decode_tok_s_per_rep"]) / b["reps"])
+assert close(b["read_bandwidth_gb_s"], med(b["read_bandwidth_per_rep"]))
+for d, bw, r in zip(b["decode_tok_s_per_rep"], b["read_bandwidth_per_rep"], b["decode_ratio_per_rep"]):
+    assert abs(r - d * b["weight_bytes_per_token"] / (bw * 1e9)) <= 1e-3 * r + 1e-4, (d, bw, r, b)
+assert abs(b["decode_ratio"] - med(b["decode_ratio_per_rep"])) <= 1e-4, b
+assert abs(b["decode_ratio_median_step"] - med(b["decode_ratio_median_step_per_rep"])) <= 1e-4, b
+assert all(0 <= p < 1 for p in b["decode_time_past_median_step_per_rep"]), b
+# the steps' total is at most n median steps plus the time past the median:
+# mean step x (1 - past) <= median step, so median-step ratio x (1 - past) <= mean ratio
+for r, rs, p in zip(b["decode_ratio_per_rep"], b["decode_ratio_median_step_per_rep"], b["decode_time_past_median_step_per_rep"]):
+    assert 0 < rs and rs * (1 - p) <= r * (1 + 1e-3) + 2e-4, (r, rs, p)
 vnni = b["vnni"] and b["isa"] == "avx512"
 assert (b["int8_dot_peak_gops"] > 0) == vnni and (b["block32_ceiling_gops"] > 0) == vnni, b
 PY
