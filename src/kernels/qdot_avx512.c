@@ -176,21 +176,23 @@ void el_act_quantize_q8_0_avx512(const float *x, void *dst, int k) {
 // Q4_0 decode prefetches into L2 by hand, one group's part of a unit
 // (EL_PACK_Q4_0_GROUP bytes) ahead, a line next to each load, as Q4_K's decode
 // does (on the block-by-block layout before it, the hardware prefetcher alone
-// left one thread at 16 GB/s of the ~27 it could stream). Q8_0 prefetches
-// DECODE_AHEAD_Q8 bytes ahead, also a line next to each load. Whole blocks
-// at a time (17 lines at the start of each) streamed slower than the
-// hardware prefetcher alone, on Intel Xeon (2 threads, a decode step of the
-// TinyLlama-shaped Q8_0 model, best of 120: 18.1-18.5 ms without, 20.6-21.8
-// with 1, 2 or 4 blocks ahead) and on AMD EPYC Zen 5 (1 thread, the matrices
-// of a step: 0.79 of the read probe without, 0.76-0.78 with 1-2 blocks).
-// Line by line, A/B in one process on Zen 5, against the probe around each:
-// the matrices of a step, 1 thread, 0.90 without, 1.02 at 36 lines, 1.01 at
-// 54, 0.99 at 72 (later, in a fast state of the machine: 0.94 -> 0.96); 2
-// threads 0.84 -> 0.89-0.90. Whole decode steps on 2 threads move with the
-// machine more than with this: medians 0.77 -> 0.86 (36 lines: 0.83) in one
-// run of 20 rounds, 0.74 -> 0.78 in one of 25, 0.86 -> 0.84 in one of 16.
+// left one thread at 16 GB/s of the ~27 it could stream). Q8_0 leaves it to
+// the hardware prefetcher (DECODE_AHEAD_Q8 0); set, it prefetches that many
+// bytes ahead, a line next to each load. Whole blocks at a time (17 lines at
+// the start of each) streamed slower than the hardware prefetcher alone, on
+// Intel Xeon (2 threads, a decode step of the TinyLlama-shaped Q8_0 model,
+// best of 120: 18.1-18.5 ms without, 20.6-21.8 with 1, 2 or 4 blocks ahead)
+// and on AMD EPYC Zen 5 (1 thread, the matrices of a step: 0.79 of the read
+// probe without, 0.76-0.78 with 1-2 blocks). Line by line, A/B in one process
+// on Zen 5 against the probe around each, the answer changed within the
+// hour: first, the matrices of a step, 1 thread, read 0.90 without and
+// 1.01-1.02 at 36-54 lines, whole 2-thread steps 0.77 without and 0.86 at 54;
+// 45 minutes later, 1 thread 0.99-1.00 without and 0.91-0.93 at 18-144
+// lines, 2 threads 0.99 and 0.90, whole 2-thread steps 0.92 and 0.84. Q4_K's
+// decode gained from its own prefetch then too (0.82 -> 1.11 at 1 thread,
+// 0.79 -> 1.00 at 2).
 #ifndef DECODE_AHEAD_Q8
-#define DECODE_AHEAD_Q8 3456
+#define DECODE_AHEAD_Q8 0
 #endif
 
 // Prefetch distance of a Q8_0 product over 2..4 tokens, in blocks of the
