@@ -77,8 +77,8 @@ static int cmp_double(const void *a, const void *b) {
     return (x > y) - (x < y);
 }
 
-// median of n values (sorts a copy)
-// 0 when n <= 0 (or, past 1000 values, when there is no memory to sort them)
+// median of n values (sorts a copy); 0 when n <= 0, or past 1000 values
+// when there is no memory for the copy
 static double median(const double *v, int n) {
     double stack[1000], *tmp = n <= 1000 ? stack : malloc((size_t)n * sizeof(double));
     if (n <= 0 || !tmp) return 0;
@@ -360,7 +360,7 @@ int cmd_bench(int argc, char **argv) {
                el_cpu_has_avx512vnni() ? "true" : "false", n_prompt, n_decode, reps, pre_m, pre_sd, dec_m, dec_sd,
                wbytes, bw, bw_limit, ratio, peak, params, pre_params, pre_gflops, pre_ratio, dot_peak, block_peak,
                dot_ratio, block_ratio, step_ratio);
-        // per repetition: tokens/s and the peaks probed around it
+        // per repetition: tokens/s, the peaks and bandwidth probed around them, the decode ratios
         const char *key[] = {"prefill_tok_s_per_rep", "fma_peak_per_rep", "int8_dot_peak_per_rep", "block32_ceiling_per_rep",
                              "decode_tok_s_per_rep", "read_bandwidth_per_rep", "decode_ratio_per_rep",
                              "decode_ratio_median_step_per_rep", "decode_time_past_median_step_per_rep"};

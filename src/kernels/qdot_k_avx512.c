@@ -131,7 +131,6 @@ ALWAYS_INLINE void pair_scale_isums(int32_t (*isb)[32], __m512i (*acc)[2], const
 // layer's w_gate through el_matmul, 1 thread, 482 -> 514 GOP/s; whole
 // 128-token prefills of the TinyLlama-shaped Q4_K model, median ms: 1
 // thread 500 -> 489, 2 threads 303 -> 293.
-
 ALWAYS_INLINE void q4_k_pair_block(const uint8_t *g, const el_block_q8_k *const *xb, const int T, const size_t pfd,
                                    float (*fm)[32]) {
     float fsb[MAX_T][32] __attribute__((aligned(64)));
@@ -462,7 +461,6 @@ ALWAYS_INLINE __m512 q6_k_block(const uint8_t *g, const uint16_t *dp, const el_b
 // (Zen 5): every layer's w_gate of a Q6_K model through el_matmul, 1 thread,
 // 410 -> 431 GOP/s; whole 128-token prefills of the TinyLlama-shaped Q4_K_M
 // model (both changes), 1 thread, median 526 -> 516 ms.
-
 ALWAYS_INLINE void q6_k_pair_block(const uint8_t *g, const uint16_t *dp, const el_block_q8_k *const *xb, const int T,
                                    const size_t pfd, float (*fm)[32]) {
     int32_t isb[MAX_T][32] __attribute__((aligned(64)));  // sum_j sc_j * s_j - 32 * msum of every row
@@ -513,8 +511,10 @@ ALWAYS_INLINE void q6_k_pair_block(const uint8_t *g, const uint16_t *dp, const e
     const __m512 e0 = _mm512_load_ps(dd), e1 = _mm512_load_ps(dd + 16);
     _Pragma("GCC unroll 8") for (int t = 0; t < T; t++) {
         const __m512 xd = _mm512_set1_ps(xb[t]->d);
-        _mm512_store_ps(fm[t], _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_load_si512(isb[t])), _mm512_mul_ps(e0, xd), _mm512_load_ps(fm[t])));
-        _mm512_store_ps(fm[t] + 16, _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_load_si512(isb[t] + 16)), _mm512_mul_ps(e1, xd), _mm512_load_ps(fm[t] + 16)));
+        const __m512 s0 = _mm512_cvtepi32_ps(_mm512_load_si512(isb[t]));
+        const __m512 s1 = _mm512_cvtepi32_ps(_mm512_load_si512(isb[t] + 16));
+        _mm512_store_ps(fm[t], _mm512_fmadd_ps(s0, _mm512_mul_ps(e0, xd), _mm512_load_ps(fm[t])));
+        _mm512_store_ps(fm[t] + 16, _mm512_fmadd_ps(s1, _mm512_mul_ps(e1, xd), _mm512_load_ps(fm[t] + 16)));
     }
 }
 
