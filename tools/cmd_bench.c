@@ -28,9 +28,9 @@ static const char *usage =
     "    achieved / bandwidth-limited: the median over repetitions of each\n"
     "    repetition's decode against the bandwidth measured around it; and the\n"
     "    same from the median step's time (a step in which the machine took the\n"
-    "    CPUs away, as a VM over its CPU quota does for up to ~100 ms, is an\n"
-    "    outlier there, not in the mean), with the share of decode time the\n"
-    "    steps took past the median\n"
+    "    CPUs away, as a VM over its CPU quota does for up to ~100 ms: the median\n"
+    "    step discounts it, the mean does not), with the share of decode time\n"
+    "    the steps took past the median\n"
     "  prefill effective GFLOP/s = 2 x the parameters multiplied per prompt token\n"
     "    (every layer's matrices; the head, which runs for the last token only,\n"
     "    divided by N) x prefill tokens/s, and its ratio to the FMA peak (above 1\n"
@@ -327,13 +327,13 @@ int cmd_bench(int argc, char **argv) {
             dec[r] = n_decode ? n_decode / (t3 - t2) : 0;
             bws[r] = 0.5 * (bw0 + el_read_probe_run(probe, 3));
             ratios[r] = bws[r] > 0 ? dec[r] * (double)wbytes / (bws[r] * 1e9) : 0;
-            // The median step: a step the machine took the CPUs away in (a
-            // VM over its CPU quota stops for up to ~100 ms; bench/hiccups.c)
-            // is an outlier there, as it is not in the mean above.
+            // The median step: it discounts a step the machine took the CPUs
+            // away in (a VM over its CPU quota stops for up to ~100 ms;
+            // bench/hiccups.c), which the mean above does not.
             double med = n_decode ? median(steps, n_decode) : 0;
             sr[r] = med > 0 && bws[r] > 0 ? (double)wbytes / med / (bws[r] * 1e9) : 0;
             double past = 0;  // the time steps took beyond the median step, as a share of the decode's
-            for (int i = 0; i < n_decode; i++) past += steps[i] > med ? steps[i] - med : 0;
+            for (int i = 0; med > 0 && i < n_decode; i++) past += steps[i] > med ? steps[i] - med : 0;
             sr[reps + r] = t3 > t2 ? past / (t3 - t2) : 0;
         }
     }

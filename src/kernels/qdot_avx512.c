@@ -184,11 +184,13 @@ void el_act_quantize_q8_0_avx512(const float *x, void *dst, int k) {
 // best of 120: 18.1-18.5 ms without, 20.6-21.8 with 1, 2 or 4 blocks ahead)
 // and on AMD EPYC Zen 5 (1 thread, the matrices of a step: 0.79 of the read
 // probe without, 0.76-0.78 with 1-2 blocks). Line by line, A/B in one process
-// on Zen 5 against the probe around each, the answer changed within the
-// hour: first, the matrices of a step, 1 thread, read 0.90 without and
-// 1.01-1.02 at 36-54 lines, whole 2-thread steps 0.77 without and 0.86 at 54;
-// 45 minutes later, 1 thread 0.99-1.00 without and 0.91-0.93 at 18-144
-// lines, 2 threads 0.99 and 0.90, whole 2-thread steps 0.92 and 0.84. Q4_K's
+// on Zen 5 against the probe around each (a line is 64 bytes: 54 lines =
+// 3456), the answer changed within the hour: first, the matrices of a step, 1
+// thread, read 0.90 without and 1.01-1.02 at 36-54 lines, whole 2-thread
+// steps 0.77 without and 0.86 at 54 (two later runs of whole steps: 0.74 and
+// 0.78, 0.86 and 0.84); 45 minutes later, 1 thread 0.99-1.00 without and
+// 0.91-0.93 at 18-144 lines, 2 threads 0.99 and 0.90, whole 2-thread steps
+// 0.92 and 0.84. Q4_K's
 // decode gained from its own prefetch then too (0.82 -> 1.11 at 1 thread,
 // 0.79 -> 1.00 at 2).
 #ifndef DECODE_AHEAD_Q8

@@ -4,10 +4,12 @@
 //
 // Q4_K, per 16-row group, super-block and token: sub-block j's integer sums
 // s_j of all 16 rows come from 8 vpdpbusd (nibbles as the unsigned operand, 4
-// broadcast activation bytes as the signed one), are converted once and
-// scaled by d * sc_j of every row with one FMA. High nibbles are used in place
-// (16 q, one vpandnd instead of a shift and a mask): their scale carries the
-// 1/16. The mins term msum = sum_j m_j * (bsums[2j] + bsums[2j+1]) takes 8
+// broadcast activation bytes as the signed one). The decode (one token)
+// converts them and scales them by d * sc_j of every row with one FMA; the
+// tiles of 2..8 tokens multiply them by the integer scales and convert once
+// per super-block (pair_scale_isums). High nibbles are used in place (16 q,
+// one vpandnd instead of a shift and a mask): their scale carries the 1/16
+// (in the tiles, the even sub-blocks' carries a 16 instead). The mins term msum = sum_j m_j * (bsums[2j] + bsums[2j+1]) takes 8
 // vpdpwssd of (m_j, m_j) int16 lanes against broadcast bsums pairs in the
 // decode; over 2..8 tokens the bsums pairs are added first (a_j = bsums[2j] +
 // bsums[2j+1], the activations' sum over sub-block j: once per token,
@@ -88,7 +90,10 @@ ALWAYS_INLINE __m512i q4_k_sc(const q4_k_head *h, const int j) {
 // A super-block's sum stays integer until its end, converted once, where a
 // float step per sub-block (convert, then FMA with d * sc_j) was: on AMD EPYC
 // Zen 5 the vpmulld/vpaddd pair ran ~5% faster than the convert/FMA pair in a
-// loop of the tile's shape, 1 thread.
+// loop of the tile's shape, 1 thread. Measured on Zen 5 only: on Intel cores
+// vpmulld is two uops on one port (about 10 cycles' latency), which may
+// cost more than it saves, most in Q6_K (4 vpdpbusd per sub-block and row
+// group); not measured there.
 ALWAYS_INLINE void pair_scale_isums(int32_t (*isb)[32], __m512i (*acc)[2], const int32_t *isc, const int T,
                                     const int first) {
     const __m512i s0 = _mm512_load_si512(isc), s1 = _mm512_load_si512(isc + 16);
@@ -115,8 +120,9 @@ ALWAYS_INLINE void pair_scale_isums(int32_t (*isb)[32], __m512i (*acc)[2], const
 // wrong-result probe, ran ~1.7x as fast). Both groups, synthetic cold
 // matrices, 1 thread, in turn in one process: 128 tokens 396-421 -> 433-487
 // GOP/s (2048 x 2048 and 736 x 5632), 8 tokens 306-313 -> 340-349, 16
-// 350-359 -> 376-389, 4 the same. The per-super-block float sums and the
-// scales wait in memory (L1): 16 integer sums take half the registers. The
+// 350-359 -> 376-389, 4 the same. The per-super-block sums (integer, and
+// the float mins term) and the scales wait in memory (L1): 16 integer sums
+// of a sub-block take half the registers. The
 // mins term was an eighth of the vpdpwssd/vpdpbusd; the pre-added sums halve
 // it: AMD EPYC Zen 5, 1 thread, 128 tokens on 4 pairs in L2, the two builds
 // in turn: 600-606 -> 635-643 GOP/s.
