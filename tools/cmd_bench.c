@@ -27,10 +27,10 @@ static const char *usage =
     "  bandwidth-limited decode = read bandwidth / weight bytes, and the ratio\n"
     "    achieved / bandwidth-limited: the median over repetitions of each\n"
     "    repetition's decode against the bandwidth measured around it; and the\n"
-    "    same from the median step's time (a step in which the machine took the\n"
-    "    CPUs away, as a VM over its CPU quota does for up to ~100 ms: the median\n"
-    "    step discounts it, the mean does not), with the share of decode time\n"
-    "    the steps took past the median\n"
+    "    same from the median step's time (a step in which the machine took a\n"
+    "    CPU away, as a VM over its CPU quota does for 100 ms at a time: the\n"
+    "    median step discounts it, the mean does not), with the share of decode\n"
+    "    time the steps took past the median\n"
     "  prefill effective GFLOP/s = 2 x the parameters multiplied per prompt token\n"
     "    (every layer's matrices; the head, which runs for the last token only,\n"
     "    divided by N) x prefill tokens/s, and its ratio to the FMA peak (above 1\n"
@@ -327,9 +327,9 @@ int cmd_bench(int argc, char **argv) {
             dec[r] = n_decode ? n_decode / (t3 - t2) : 0;
             bws[r] = 0.5 * (bw0 + el_read_probe_run(probe, 3));
             ratios[r] = bws[r] > 0 ? dec[r] * (double)wbytes / (bws[r] * 1e9) : 0;
-            // The median step: it discounts a step the machine took the CPUs
-            // away in (a VM over its CPU quota stops for up to ~100 ms;
-            // bench/hiccups.c), which the mean above does not.
+            // The median step: it discounts a step the machine took a CPU
+            // away in (a VM over its CPU quota takes one for 100 ms at a
+            // time; bench/hiccups.c), which the mean above does not.
             double med = n_decode ? median(steps, n_decode) : 0;
             sr[r] = med > 0 && bws[r] > 0 ? (double)wbytes / med / (bws[r] * 1e9) : 0;
             double past = 0;  // the time steps took beyond the median step, as a share of the decode's
