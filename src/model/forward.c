@@ -352,19 +352,25 @@ static void scratch_free(scratch *sc) {
     free(sc);
 }
 
-// 64-byte aligned (el_calloc_aligned): the products' output rows start on a cache line
+// rows x cols floats, zeroed, 64-byte aligned (el_calloc_aligned): the
+// products' output rows start on a cache line; NULL if rows x cols overflows
+static float *scratch_buf(size_t rows, size_t cols) {
+    size_t n;
+    return el_mul_size(rows, cols, &n) ? NULL : el_calloc_aligned(n, sizeof(float));
+}
+
 static scratch *scratch_new(size_t B, const el_hparams *h) {
     scratch *sc = calloc(1, sizeof *sc);
     if (!sc) return NULL;
     size_t dim = (size_t)h->dim, q_dim = (size_t)h->n_heads * h->head_dim, kv_dim = (size_t)h->n_kv_heads * h->head_dim;
-    sc->xb = el_calloc_aligned(B * dim, sizeof(float));
-    sc->q = el_calloc_aligned(B * q_dim, sizeof(float));
-    sc->k = el_calloc_aligned(B * kv_dim, sizeof(float));
-    sc->v = el_calloc_aligned(B * kv_dim, sizeof(float));
-    sc->att = el_calloc_aligned(B * q_dim, sizeof(float));
-    sc->hb = el_calloc_aligned(B * (size_t)h->ff, sizeof(float));
-    sc->hb2 = el_calloc_aligned(B * (size_t)h->ff, sizeof(float));
-    sc->proj = el_calloc_aligned(B * dim, sizeof(float));
+    sc->xb = scratch_buf(B, dim);
+    sc->q = scratch_buf(B, q_dim);
+    sc->k = scratch_buf(B, kv_dim);
+    sc->v = scratch_buf(B, kv_dim);
+    sc->att = scratch_buf(B, q_dim);
+    sc->hb = scratch_buf(B, (size_t)h->ff);
+    sc->hb2 = scratch_buf(B, (size_t)h->ff);
+    sc->proj = scratch_buf(B, dim);
     if (!sc->xb || !sc->q || !sc->k || !sc->v || !sc->att || !sc->hb || !sc->hb2 || !sc->proj) {
         scratch_free(sc);
         return NULL;
@@ -533,7 +539,7 @@ el_status el_batch_run(el_batch *b, int n_req, const el_batch_req *reqs, el_erro
         n_logits += reqs[i].logits_rows;
     }
     if ((size_t)n_logits > b->logits_cap) {
-        float *p = el_calloc_aligned((size_t)n_logits * V, sizeof(float));
+        float *p = scratch_buf((size_t)n_logits, V);
         if (!p) return el_err(err, EL_ERR_NOMEM, "out of memory for %d rows of logits", n_logits);
         el_calloc_free(b->logits);
         b->logits = p;
