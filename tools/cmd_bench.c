@@ -36,7 +36,11 @@ static const char *usage =
     "    divided by N) x prefill tokens/s, and its ratio to the FMA peak (above 1\n"
     "    needs integer dot products): the median over repetitions of each\n"
     "    repetition's prefill against the peak probed around it; the peaks printed\n"
-    "    are the medians of those probes, the GFLOP/s come from the mean tokens/s\n"
+    "    are the medians of those probes, the GFLOP/s come from the mean tokens/s;\n"
+    "    and the same with every layer at the median layer's time (each layer of a\n"
+    "    prefill is timed; the parts outside the layers as they ran): it discounts\n"
+    "    a CPU taken away mid-prefill as the median step does in decode, with the\n"
+    "    share of prefill time the layers took past the median\n"
     "With AVX512-VNNI it also measures (around every prefill, in the same way),\n"
     "and sets prefill against:\n"
     "  the int8 dot-product peak (vpdpbusd chains only), and\n"
@@ -256,6 +260,7 @@ int cmd_bench(int argc, char **argv) {
     float *logits = NULL;
     int *tokens = NULL, rc = 1;
     double *pre = NULL, *dec = NULL, *bws = NULL, *ratios = NULL, *pk = NULL, *steps = NULL, *sr = NULL;
+    double *lclock = NULL, *lt = NULL, *pml = NULL;
     el_read_probe *probe = NULL;
     if (el_model_open(model_path, NULL, &m, &err)) goto out;
     if (!given && n_prompt + n_decode > m->hp.ctx) {
@@ -275,7 +280,12 @@ int cmd_bench(int argc, char **argv) {
     pk = calloc((size_t)reps * 6, sizeof(double));  // per rep: fma, dot, block peaks; then the three prefill ratios
     steps = calloc((size_t)n_decode + 1, sizeof(double));  // one repetition's step times
     sr = calloc((size_t)reps * 2, sizeof(double));  // per rep: the median step's ratio, the time past it
-    if (!logits || !tokens || !pre || !dec || !bws || !ratios || !pk || !steps || !sr) {
+    int n_layers = m->layer_end - m->layer_begin;
+    lclock = calloc((size_t)n_layers + 2, sizeof(double));  // a prefill's clock: before, after each layer, at the end
+    lt = calloc((size_t)n_layers + 1, sizeof(double));      // its layers' times
+    // per rep, at the median layer: tokens/s, the three prefill ratios, the time past it
+    pml = calloc((size_t)reps * 5, sizeof(double));
+    if (!logits || !tokens || !pre || !dec || !bws || !ratios || !pk || !steps || !sr || !lclock || !lt || !pml) {
         el_err(&err, EL_ERR_NOMEM, "out of memory");
         goto out;
     }
@@ -303,9 +313,12 @@ int cmd_bench(int argc, char **argv) {
     for (int r = -1; r < reps; r++) {  // r = -1: warm-up (pages mapped, caches and pool warm)
         double before[3] = {0};
         if (r >= 0) peaks(pool, before);
+        memset(lclock, 0, ((size_t)n_layers + 2) * sizeof(double));
+        el_session_clock_layers(s, lclock, n_layers + 2);
         double t0 = el_time_s();
         if (el_session_forward(s, tokens, n_prompt, 0, logits, 0, &err)) goto out;
         double t1 = el_time_s();
+        el_session_clock_layers(s, NULL, 0);
         if (r >= 0) {
             double after[3], gflops = 2.0 * pre_params * n_prompt / (t1 - t0) * 1e-9;
             peaks(pool, after);
@@ -313,6 +326,22 @@ int cmd_bench(int argc, char **argv) {
             blocks[r] = 0.5 * (before[2] + after[2]);
             r_fma[r] = fmas[r] > 0 ? gflops / fmas[r] : 0, r_dot[r] = dots[r] > 0 ? gflops / dots[r] : 0;
             r_block[r] = blocks[r] > 0 ? gflops / blocks[r] : 0;
+            // Every layer at the median layer's time: the prefill's layers
+            // have the same shapes, so one the machine took a CPU away in
+            // stands out (one prefill step: max_batch is n_prompt).
+            if (n_layers > 0 && lclock[n_layers + 1] > 0) {
+                double past = 0;
+                for (int i = 0; i < n_layers; i++) lt[i] = lclock[i + 1] - lclock[i];
+                double ml = median(lt, n_layers);
+                for (int i = 0; i < n_layers; i++) past += lt[i] > ml ? lt[i] - ml : 0;
+                double est = (t1 - t0) - (lclock[n_layers] - lclock[0]) + n_layers * ml;
+                double g = est > 0 ? 2.0 * pre_params * n_prompt / est * 1e-9 : 0;
+                pml[r] = est > 0 ? n_prompt / est : 0;
+                pml[reps + r] = fmas[r] > 0 ? g / fmas[r] : 0;
+                pml[2 * reps + r] = dots[r] > 0 ? g / dots[r] : 0;
+                pml[3 * reps + r] = blocks[r] > 0 ? g / blocks[r] : 0;
+                pml[4 * reps + r] = past / (t1 - t0);
+            }
         }
         double bw0 = r >= 0 ? el_read_probe_run(probe, 3) : 0;
         double t2 = el_time_s(), ts = t2;
@@ -344,6 +373,8 @@ int cmd_bench(int argc, char **argv) {
     mean_sd(pre, reps, &pre_m, &pre_sd);
     mean_sd(dec, reps, &dec_m, &dec_sd);
     double bw = median(bws, reps), ratio = median(ratios, reps), step_ratio = median(sr, reps);
+    double pre_ml = median(pml, reps), ratio_ml = median(pml + reps, reps), dot_ml = median(pml + 2 * reps, reps);
+    double block_ml = median(pml + 3 * reps, reps);
     double bw_limit = bw > 0 ? bw * 1e9 / (double)wbytes : 0;
     double params = matmul_params(m);
     double pre_gflops = 2.0 * pre_params * pre_m * 1e-9;
@@ -355,17 +386,22 @@ int cmd_bench(int argc, char **argv) {
                "\"decode_ratio\": %.4f, \"fma_peak_gflops\": %.2f, \"matmul_params\": %.0f, \"prefill_params_per_token\": %.1f, "
                "\"prefill_gflops\": %.2f, \"prefill_ratio\": %.4f, \"int8_dot_peak_gops\": %.2f, "
                "\"block32_ceiling_gops\": %.2f, \"prefill_dot_ratio\": %.4f, \"prefill_block32_ratio\": %.4f, "
-               "\"decode_ratio_median_step\": %.4f",
+               "\"decode_ratio_median_step\": %.4f, \"prefill_tok_s_median_layer\": %.3f, \"prefill_ratio_median_layer\": %.4f, "
+               "\"prefill_dot_ratio_median_layer\": %.4f, \"prefill_block32_ratio_median_layer\": %.4f",
                model_path, main_dtype(m), nthreads, el_isa_name(el_cpu_isa()),
                el_cpu_has_avx512vnni() ? "true" : "false", n_prompt, n_decode, reps, pre_m, pre_sd, dec_m, dec_sd,
                wbytes, bw, bw_limit, ratio, peak, params, pre_params, pre_gflops, pre_ratio, dot_peak, block_peak,
-               dot_ratio, block_ratio, step_ratio);
+               dot_ratio, block_ratio, step_ratio, pre_ml, ratio_ml, dot_ml, block_ml);
         // per repetition: tokens/s, the peaks and bandwidth probed around them, the decode ratios
         const char *key[] = {"prefill_tok_s_per_rep", "fma_peak_per_rep", "int8_dot_peak_per_rep", "block32_ceiling_per_rep",
                              "decode_tok_s_per_rep", "read_bandwidth_per_rep", "decode_ratio_per_rep",
-                             "decode_ratio_median_step_per_rep", "decode_time_past_median_step_per_rep"};
-        const double *val[] = {pre, fmas, dots, blocks, dec, bws, ratios, sr, sr + reps};
-        for (int i = 0; i < 9; i++) {
+                             "decode_ratio_median_step_per_rep", "decode_time_past_median_step_per_rep",
+                             "prefill_tok_s_median_layer_per_rep", "prefill_ratio_median_layer_per_rep",
+                             "prefill_dot_ratio_median_layer_per_rep", "prefill_block32_ratio_median_layer_per_rep",
+                             "prefill_time_past_median_layer_per_rep"};
+        const double *val[] = {pre, fmas, dots, blocks, dec, bws, ratios, sr, sr + reps,
+                               pml, pml + reps, pml + 2 * reps, pml + 3 * reps, pml + 4 * reps};
+        for (int i = 0; i < 14; i++) {
             printf(", \"%s\": [", key[i]);
             for (int r = 0; r < reps; r++) printf("%s%.4f", r ? ", " : "", val[i][r]);
             printf("]");
@@ -392,6 +428,10 @@ int cmd_bench(int argc, char **argv) {
         for (int r = 0; r < reps; r++) printf(" %.1f", fmas[r]);
         printf(";  prefill / FMA peak:");
         for (int r = 0; r < reps; r++) printf(" %.2f", r_fma[r]);
+        printf("\nper rep  prefill / FMA peak at the median layer:");
+        for (int r = 0; r < reps; r++) printf(" %.2f", pml[reps + r]);
+        printf(";  prefill time past the median layer:");
+        for (int r = 0; r < reps; r++) printf(" %.0f%%", 100 * pml[4 * reps + r]);
         printf("\n");
         const char *dt = main_dtype(m);
         int block_type = !strcmp(dt, "q8_0") || !strcmp(dt, "q4_0");  // the ceiling is these kernels'
@@ -400,16 +440,19 @@ int cmd_bench(int argc, char **argv) {
             for (int r = 0; r < reps; r++) printf(" %.1f", blocks[r]);
             printf(";  prefill / 32-block ceiling:");
             for (int r = 0; r < reps; r++) printf(" %.2f", r_block[r]);
+            printf(", at the median layer:");
+            for (int r = 0; r < reps; r++) printf(" %.2f", pml[3 * reps + r]);
             printf("\n");
         }
         printf("ratios   decode / bandwidth-limited (%.2f tok/s) = %.2f (median of reps), %.2f at the median step;  "
-               "prefill / FMA peak = %.2f\n",
-               bw_limit, ratio, step_ratio, pre_ratio);
+               "prefill / FMA peak = %.2f, %.2f at the median layer\n",
+               bw_limit, ratio, step_ratio, pre_ratio, ratio_ml);
         if (dot_peak > 0) {
             // the ceiling is the Q8_0/Q4_0 kernels' (32-element blocks, float scales)
-            printf("ratios   prefill / int8 dot peak = %.2f", dot_ratio);
+            printf("ratios   prefill / int8 dot peak = %.2f (%.2f at the median layer)", dot_ratio, dot_ml);
             if (block_type && block_peak > 0)
-                printf(";  prefill / 32-block ceiling = %.2f (medians of reps)", block_ratio);
+                printf(";  prefill / 32-block ceiling = %.2f (%.2f at the median layer; medians of reps)", block_ratio,
+                       block_ml);
             printf("\n");
         }
     }
@@ -424,6 +467,9 @@ out:
     free(pk);
     free(steps);
     free(sr);
+    free(lclock);
+    free(lt);
+    free(pml);
     free(tokens);
     free(logits);
     el_session_free(s);

@@ -226,6 +226,13 @@ el_status el_session_embed(el_session *s, const int *tokens, int n, float *x, el
 el_status el_session_layers(el_session *s, float *x, int n, int pos, el_error *err);
 // logits[n_out, vocab] for the last n_out rows of x[n, dim]: final norm + output head.
 el_status el_session_head(el_session *s, const float *x, int n, int n_out, float *logits, el_error *err);
+// For benchmarks: each later step of the session's own engine
+// (el_session_forward, el_session_layers) writes the clock (el_time_s) into
+// t, at most cap values: t[0] before its first layer, t[1 + i] after its
+// layer i, and one more when the step ends (after the head). A prefill
+// longer than max_batch takes several steps, each writing over the last.
+// t NULL (or cap <= 0) stops it; t must live until then.
+void el_session_clock_layers(el_session *s, double *t, int cap);
 // Convenience for a full local model: embed + layers + head for the last row
 // (logits_all: every row). logits must hold vocab (or n*vocab) floats.
 el_status el_session_forward(el_session *s, const int *tokens, int n, int pos, float *logits, int logits_all,

@@ -222,6 +222,8 @@ struct el_session {
     float *inv_freq;          // [head_dim / 2]
     const el_lora_set *lora;  // adapters applied to the projections (borrowed; may be NULL)
     el_batch *own;            // the engine of el_session_layers/head (made on first use)
+    double *clock;            // el_session_clock_layers (borrowed; NULL: none)
+    int clock_cap;
 };
 
 el_status el_session_new(const el_model *m, const el_session_opts *opts, el_pool *pool, el_session **out,
@@ -441,6 +443,8 @@ struct el_batch {
     int *rpos;         // [max_rows]
     int *seg_start;    // [max_rows + 1]
     const el_lora_set **seg_lora;
+    double *clock;     // the times of the next step's layers (el_session_clock_layers), or NULL
+    int clock_cap;
 };
 
 el_status el_batch_new(const el_model *m, int max_rows, el_pool *pool, el_batch **out, el_error *err) {
@@ -583,7 +587,8 @@ el_status el_batch_run(el_batch *b, int n_req, const el_batch_req *reqs, el_erro
         r += q->n;
     }
     b->seg_start[n_seg] = rows;
-    int o_active = 0, n_active = 0;
+    int o_active = 0, n_active = 0, ticks = 0;
+    if (ticks < b->clock_cap) b->clock[ticks++] = el_time_s();
     for (int l = first; l < end; l++) {
         // rows of the sessions that run layer l: a prefix
         while (o_active < n_req && reqs[b->order[o_active]].s->layer_begin <= l) {
@@ -593,6 +598,7 @@ el_status el_batch_run(el_batch *b, int n_req, const el_batch_req *reqs, el_erro
         row_map rm = {n_active, b->rs, b->rpos, n_seg, b->seg_start, b->seg_lora};
         if (layer_forward(m, b->pool, b->sc, l, b->x, &rm))
             return el_err(err, EL_ERR_NOMEM, "out of memory for attention scores");
+        if (ticks < b->clock_cap) b->clock[ticks++] = el_time_s();
     }
     // the head over the rows that want logits, gathered
     if (n_logits) {
@@ -616,6 +622,7 @@ el_status el_batch_run(el_batch *b, int n_req, const el_batch_req *reqs, el_erro
         const el_batch_req *q = &reqs[b->order[o]];
         if (q->out_hidden) memcpy(q->x, b->x + (size_t)b->row_begin[o] * dim, (size_t)q->n * dim * sizeof(float));
     }
+    if (ticks < b->clock_cap) b->clock[ticks++] = el_time_s();
     return EL_OK;
 }
 
@@ -623,7 +630,15 @@ el_status el_batch_run(el_batch *b, int n_req, const el_batch_req *reqs, el_erro
 
 // The session's own engine, for calls outside a shared batch.
 static el_status own_batch(el_session *s, el_error *err) {
-    return s->own ? EL_OK : el_batch_new(s->m, s->max_batch, s->pool, &s->own, err);
+    el_status st = s->own ? EL_OK : el_batch_new(s->m, s->max_batch, s->pool, &s->own, err);
+    if (!st) s->own->clock = s->clock, s->own->clock_cap = s->clock ? s->clock_cap : 0;
+    return st;
+}
+
+void el_session_clock_layers(el_session *s, double *t, int cap) {
+    s->clock = t && cap > 0 ? t : NULL;
+    s->clock_cap = s->clock ? cap : 0;
+    if (s->own) s->own->clock = s->clock, s->own->clock_cap = s->clock_cap;
 }
 
 el_status el_session_layers(el_session *s, float *x, int n, int pos, el_error *err) {

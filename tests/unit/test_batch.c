@@ -510,6 +510,48 @@ static void test_batch_rejects_bad_rows(void **st) {
 
 // el_batch_plan: short requests whole, long ones chunked within a quarter of
 // the budget at least, and nobody waits more than a few steps.
+// el_session_clock_layers: a step writes cap values at most (the clock before
+// the first layer, after each layer, at the end), in order; NULL stops it.
+static void test_layer_clock(void **st) {
+    (void)st;
+    el_error err;
+    el_model *m;
+    assert_int_equal(el_model_open(tu_model_path("aidreams260K.bin"), NULL, &m, &err), EL_OK);
+    el_pool *pool = el_pool_new(2);
+    el_session *s;
+    assert_int_equal(el_session_new(m, NULL, pool, &s, &err), EL_OK);
+    const int L = m->hp.n_layers, toks[3] = {1, 368, 430};
+    assert_true(L >= 2);
+    double t[64];
+    float logits[VOCAB];
+    for (int i = 0; i < 64; i++) t[i] = -1;
+    el_session_clock_layers(s, t, L + 2);
+    double before = el_time_s();
+    assert_int_equal(el_session_forward(s, toks, 3, 0, logits, 0, &err), EL_OK);
+    double after = el_time_s();
+    assert_true(t[0] >= before);
+    for (int i = 1; i < L + 2; i++) assert_true(t[i] >= t[i - 1]);
+    assert_true(t[L + 1] <= after);
+    for (int i = L + 2; i < 64; i++) assert_true(t[i] == -1);
+    // a short array: only its cap values, in the hidden-state path too
+    float x[64 * 2];
+    assert_true(m->hp.dim <= 64);
+    assert_int_equal(el_session_embed(s, toks, 2, x, &err), EL_OK);
+    for (int i = 0; i < 64; i++) t[i] = -1;
+    el_session_clock_layers(s, t, 2);
+    assert_int_equal(el_session_layers(s, x, 2, 3, &err), EL_OK);
+    assert_true(t[0] > 0 && t[1] >= t[0]);
+    for (int i = 2; i < 64; i++) assert_true(t[i] == -1);
+    // stopped: the next step writes nothing
+    for (int i = 0; i < 64; i++) t[i] = -1;
+    el_session_clock_layers(s, NULL, 0);
+    assert_int_equal(el_session_forward(s, toks + 2, 1, 5, logits, 0, &err), EL_OK);
+    for (int i = 0; i < 64; i++) assert_true(t[i] == -1);
+    el_session_free(s);
+    el_pool_free(pool);
+    el_model_close(m);
+}
+
 static void test_batch_plan(void **st) {
     (void)st;
     int want[40], take[40], cursor = 0;
@@ -558,6 +600,7 @@ int main(void) {
         cmocka_unit_test(test_batch_equals_alone), cmocka_unit_test(test_batch_tails),
         cmocka_unit_test(test_kv_types),           cmocka_unit_test(test_kv_blocks), cmocka_unit_test(test_long_prompts), cmocka_unit_test(test_kv_spares),
         cmocka_unit_test(test_batch_rejects_bad_rows), cmocka_unit_test(test_batch_plan),
+        cmocka_unit_test(test_layer_clock),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
