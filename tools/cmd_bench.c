@@ -36,11 +36,14 @@ static const char *usage =
     "    divided by N) x prefill tokens/s, and its ratio to the FMA peak (above 1\n"
     "    needs integer dot products): the median over repetitions of each\n"
     "    repetition's prefill against the peak probed around it; the peaks printed\n"
-    "    are the medians of those probes, the GFLOP/s come from the mean tokens/s;\n"
-    "    and the same with every layer at the median layer's time (each layer of a\n"
-    "    prefill is timed; the parts outside the layers as they ran): it discounts\n"
-    "    a CPU taken away mid-prefill as the median step does in decode, with the\n"
-    "    share of prefill time the layers took past the median\n"
+    "    are the medians of those probes, the GFLOP/s come from the mean tokens/s\n"
+    "  prefill at the median layer: each layer of a prefill is timed, and the\n"
+    "    prefill's time taken as if every layer had run in the median layer's time\n"
+    "    (the time outside the layers, embedding and head, as measured); tokens/s\n"
+    "    and the ratios above from that, and the share of prefill time the layers\n"
+    "    took past the median. Like the median step in decode, it discounts a CPU\n"
+    "    taken away mid-prefill (with few layers it discounts less: with 2 or\n"
+    "    fewer, the median is their mean)\n"
     "With AVX512-VNNI it also measures (around every prefill, in the same way),\n"
     "and sets prefill against:\n"
     "  the int8 dot-product peak (vpdpbusd chains only), and\n"
@@ -329,7 +332,7 @@ int cmd_bench(int argc, char **argv) {
             // Every layer at the median layer's time: the prefill's layers
             // have the same shapes, so one the machine took a CPU away in
             // stands out (one prefill step: max_batch is n_prompt).
-            if (n_layers > 0 && lclock[n_layers + 1] > 0) {
+            if (n_layers > 0 && el_session_max_batch(s) >= n_prompt && lclock[n_layers + 1] > 0) {
                 double past = 0;
                 for (int i = 0; i < n_layers; i++) lt[i] = lclock[i + 1] - lclock[i];
                 double ml = median(lt, n_layers);
@@ -410,6 +413,7 @@ int cmd_bench(int argc, char **argv) {
     } else {
         printf("prefill  %8.2f ± %.2f tok/s   %.1f effective GFLOP/s (2 x %.4g params/token) = %.2f x FMA peak\n",
                pre_m, pre_sd, pre_gflops, pre_params, pre_ratio);
+        printf("prefill  %8.2f tok/s at the median layer (median of reps)\n", pre_ml);
         printf("decode   %8.2f ± %.2f tok/s   %.1f MiB of weights/token = %.2f GB/s read\n", dec_m, dec_sd,
                (double)wbytes / 1048576.0, dec_m * (double)wbytes * 1e-9);
         printf("machine  read bandwidth %.2f GB/s, f32 FMA peak %.1f GFLOP/s (%d threads)\n", bw, peak, nthreads);

@@ -226,10 +226,11 @@ el_status el_session_embed(el_session *s, const int *tokens, int n, float *x, el
 el_status el_session_layers(el_session *s, float *x, int n, int pos, el_error *err);
 // logits[n_out, vocab] for the last n_out rows of x[n, dim]: final norm + output head.
 el_status el_session_head(el_session *s, const float *x, int n, int n_out, float *logits, el_error *err);
-// For benchmarks: each later step of the session's own engine
-// (el_session_forward, el_session_layers) writes the clock (el_time_s) into
-// t, at most cap values: t[0] before its first layer, t[1 + i] after its
-// layer i, and one more when the step ends (after the head). A prefill
+// For benchmarks: every step the session's own engine runs after this call
+// (el_session_forward, el_session_layers; not el_session_head, nor a shared
+// el_batch) writes the clock (el_time_s) into t, at most cap values: t[0]
+// before the session's first layer, t[1 + i] after its (i+1)-th layer, and
+// one more as the step ends (after the head, if it runs one). A prefill
 // longer than max_batch takes several steps, each writing over the last.
 // t NULL (or cap <= 0) stops it; t must live until then.
 void el_session_clock_layers(el_session *s, double *t, int cap);

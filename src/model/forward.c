@@ -631,14 +631,13 @@ el_status el_batch_run(el_batch *b, int n_req, const el_batch_req *reqs, el_erro
 // The session's own engine, for calls outside a shared batch.
 static el_status own_batch(el_session *s, el_error *err) {
     el_status st = s->own ? EL_OK : el_batch_new(s->m, s->max_batch, s->pool, &s->own, err);
-    if (!st) s->own->clock = s->clock, s->own->clock_cap = s->clock ? s->clock_cap : 0;
+    if (!st) s->own->clock = s->clock, s->own->clock_cap = s->clock_cap;  // (the engine is the session's alone)
     return st;
 }
 
 void el_session_clock_layers(el_session *s, double *t, int cap) {
     s->clock = t && cap > 0 ? t : NULL;
     s->clock_cap = s->clock ? cap : 0;
-    if (s->own) s->own->clock = s->clock, s->own->clock_cap = s->clock_cap;
 }
 
 el_status el_session_layers(el_session *s, float *x, int n, int pos, el_error *err) {

@@ -163,7 +163,7 @@ assert all(0 <= p < 1 for p in b["decode_time_past_median_step_per_rep"]), b
 # the steps' total is at most n median steps plus the time past the median:
 # mean step x (1 - past) <= median step, so median-step ratio x (1 - past) <= mean ratio
 for r, rs, p in zip(b["decode_ratio_per_rep"], b["decode_ratio_median_step_per_rep"], b["decode_time_past_median_step_per_rep"]):
-    assert (0 < rs if probe else rs == 0) and rs * (1 - p) <= r * (1 + 1e-3) + 2e-4, (r, rs, p)
+    assert (0 < rs if probe else rs == 0) and rs * (1 - p) <= r * (1 + 1e-3) + rs * 1e-4 + 2e-4, (r, rs, p)
 # prefill with every layer at the median layer's time: the same ratios from
 # those tokens/s; the layers' total is at most n median layers plus the time
 # past the median, so that speed x (1 - past) <= the prefill's own
@@ -180,7 +180,8 @@ for ratio, per_rep in (("prefill_ratio", "fma_peak_per_rep"), ("prefill_dot_rati
         assert abs(r - want) <= 1e-3 * want + 2e-4, (ratio, t, p, r, b)
     assert abs(b[ratio + "_median_layer"] - med(got)) <= 1e-4, (ratio, b)
 for t, tm, p in zip(b["prefill_tok_s_per_rep"], b[ml], b["prefill_time_past_median_layer_per_rep"]):
-    assert 0 <= p < 1 and 0 < tm and tm * (1 - p) <= t * (1 + 1e-3) + 0.01, (t, tm, p, b)
+    # (p is printed to 4 places: where a gap fills one layer, tm is many times t)
+    assert 0 <= p < 1 and 0 < tm and tm * (1 - p) <= t * (1 + 1e-3) + tm * 1e-4 + 0.01, (t, tm, p, b)
 vnni = b["vnni"] and b["isa"] == "avx512"
 assert (b["int8_dot_peak_gops"] > 0) == vnni and (b["block32_ceiling_gops"] > 0) == vnni, b
 PY

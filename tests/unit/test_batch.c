@@ -508,10 +508,9 @@ static void test_batch_rejects_bad_rows(void **st) {
     el_model_close(m);
 }
 
-// el_batch_plan: short requests whole, long ones chunked within a quarter of
-// the budget at least, and nobody waits more than a few steps.
-// el_session_clock_layers: a step writes cap values at most (the clock before
-// the first layer, after each layer, at the end), in order; NULL stops it.
+// el_session_clock_layers: a step of the session's own engine writes cap
+// values at most (the clock before the first layer, after each layer, at the
+// end), in order; a shared batch does not write it; NULL stops it.
 static void test_layer_clock(void **st) {
     (void)st;
     el_error err;
@@ -521,7 +520,7 @@ static void test_layer_clock(void **st) {
     el_session *s;
     assert_int_equal(el_session_new(m, NULL, pool, &s, &err), EL_OK);
     const int L = m->hp.n_layers, toks[3] = {1, 368, 430};
-    assert_true(L >= 2);
+    assert_true(L >= 2 && L + 2 < 64);
     double t[64];
     float logits[VOCAB];
     for (int i = 0; i < 64; i++) t[i] = -1;
@@ -542,16 +541,27 @@ static void test_layer_clock(void **st) {
     assert_int_equal(el_session_layers(s, x, 2, 3, &err), EL_OK);
     assert_true(t[0] > 0 && t[1] >= t[0]);
     for (int i = 2; i < 64; i++) assert_true(t[i] == -1);
+    // a shared batch with the session in it writes nothing
+    el_batch *b;
+    assert_int_equal(el_batch_new(m, 4, pool, &b, &err), EL_OK);
+    for (int i = 0; i < 64; i++) t[i] = -1;
+    el_session_clock_layers(s, t, L + 2);
+    el_batch_req rq = {.s = s, .pos = 5, .n = 1, .tokens = toks, .logits_rows = 1, .logits = logits};
+    assert_int_equal(el_batch_run(b, 1, &rq, &err), EL_OK);
+    for (int i = 0; i < 64; i++) assert_true(t[i] == -1);
+    el_batch_free(b);
     // stopped: the next step writes nothing
     for (int i = 0; i < 64; i++) t[i] = -1;
     el_session_clock_layers(s, NULL, 0);
-    assert_int_equal(el_session_forward(s, toks + 2, 1, 5, logits, 0, &err), EL_OK);
+    assert_int_equal(el_session_forward(s, toks + 2, 1, 6, logits, 0, &err), EL_OK);
     for (int i = 0; i < 64; i++) assert_true(t[i] == -1);
     el_session_free(s);
     el_pool_free(pool);
     el_model_close(m);
 }
 
+// el_batch_plan: short requests whole, long ones chunked within a quarter of
+// the budget at least, and nobody waits more than a few steps.
 static void test_batch_plan(void **st) {
     (void)st;
     int want[40], take[40], cursor = 0;
