@@ -176,25 +176,19 @@ void el_act_quantize_q8_0_avx512(const float *x, void *dst, int k) {
 // Q4_0 decode prefetches into L2 by hand, one group's part of a unit
 // (EL_PACK_Q4_0_GROUP bytes) ahead, a line next to each load, as Q4_K's decode
 // does (on the block-by-block layout before it, the hardware prefetcher alone
-// left one thread at 16 GB/s of the ~27 it could stream). Q8_0 leaves it to
-// the hardware prefetcher (DECODE_AHEAD_Q8 0); set, it prefetches that many
-// bytes ahead, a line next to each load. Whole blocks at a time (17 lines at
-// the start of each) streamed slower than the hardware prefetcher alone, on
-// Intel Xeon (2 threads, a decode step of the TinyLlama-shaped Q8_0 model,
-// best of 120: 18.1-18.5 ms without, 20.6-21.8 with 1, 2 or 4 blocks ahead)
-// and on AMD EPYC Zen 5 (1 thread, the matrices of a step: 0.79 of the read
-// probe without, 0.76-0.78 with 1-2 blocks). Line by line, A/B in one process
-// on Zen 5 against the probe around each (a line is 64 bytes: 54 lines =
-// 3456), the answer changed within the hour: first, the matrices of a step, 1
-// thread, read 0.90 without and 1.01-1.02 at 36-54 lines, whole 2-thread
-// steps 0.77 without and 0.86 at 54 (two later runs of whole steps: 0.74 and
-// 0.78, 0.86 and 0.84); 45 minutes later, 1 thread 0.99-1.00 without and
-// 0.91-0.93 at 18-144 lines, 2 threads 0.99 and 0.90, whole 2-thread steps
-// 0.92 and 0.84. Q4_K's
-// decode gained from its own prefetch then too (0.82 -> 1.11 at 1 thread,
-// 0.79 -> 1.00 at 2).
-#ifndef DECODE_AHEAD_Q8
-#define DECODE_AHEAD_Q8 0
+// left one thread at 16 GB/s of the ~27 it could stream). Q8_0 leaves the
+// fetching to the hardware prefetcher, and gives it DECODE_STREAMS_Q8
+// streams to follow at once (micro_decode_q8_0). Software prefetching did
+// not help Q8_0: whole blocks ahead streamed slower than the hardware alone
+// (Intel Xeon, a 2-thread step: 18.1-18.5 ms without, 20.6-21.8 with 1-4
+// blocks ahead; Zen 5, 1 thread: 0.79 of the read probe without, 0.76-0.78
+// with), and line by line its gain on Zen 5 turned into a loss within the
+// hour (docs/performance.md); on 2026-12-06, steps alternating in one
+// process, every layer timed, 2 threads: 0.91-0.93 of the probe at 1152-3456
+// bytes ahead against 0.99 without (probe 39 GB/s), 0.82-0.85 against
+// 0.89-0.92 at 66-69 GB/s.
+#ifndef DECODE_STREAMS_Q8
+#define DECODE_STREAMS_Q8 3
 #endif
 
 // Prefetch distance of a Q8_0 product over 2..4 tokens, in blocks of the
@@ -345,38 +339,66 @@ ALWAYS_INLINE void micro_pair(const int kind, int k, const uint8_t *pair, const 
                    in_mem ? _mm512_load_ps(fmem[t] + 16) : facc[t & 3][1], st);
 }
 
-// Q8_0 decode: one packed pair (32 rows) x one token, read front to back.
-// Its two groups keep four vpdpbusd chains in flight.
-ALWAYS_INLINE void micro_decode_q8_0(int k, const uint8_t *pair, const char *x, float *out) {
+// Q8_0 decode: S packed pairs (32 rows each) x one token, out[p][r] for pair
+// p and row r < 32. Each pair is read front to back, the S of them block by
+// block, so that the hardware prefetcher has S streams to follow at once; each
+// pair's sums are the one-pair kernel's, in the same order. One stream (the
+// kernel before 2026-12-06) read 0.89-0.91 of the read probe where Q4_0 and
+// Q4_K, prefetching by hand, read 0.94-0.97. The decode layers of the
+// TinyLlama-shaped model, 2 threads, steps alternating in one process, each
+// layer timed, three runs at probes of 37-58 GB/s: one stream 0.89-0.91, two
+// 0.94-0.98, three 0.95-1.01, four 0.90-1.00; four more runs at 57-61 GB/s,
+// this kernel with one stream against three: 0.85-0.98 against 0.88-1.03
+// (+0.5% to +6%). Each of its two groups keeps two vpdpbusd chains in flight.
+ALWAYS_INLINE void micro_decode_q8_0(int k, const uint8_t *const *pair, const char *x, float *const *out, const int S) {
     const int nb = k / EL_QK;
     const size_t cb = 512, bb = 2 * cb + 64;  // quant bytes of a group's block; bytes per block
     const int8_t *xq = (const int8_t *)x;
     const float *xd = (const float *)(xq + k);
     const int32_t *ns = (const int32_t *)(xd + nb);
-    __m512 facc[2] = {_mm512_setzero_ps(), _mm512_setzero_ps()};
+    __m512 facc[DECODE_STREAMS_Q8][2];
+    _Pragma("GCC unroll 4") for (int p = 0; p < S; p++) facc[p][0] = facc[p][1] = _mm512_setzero_ps();
     for (int b = 0; b < nb; b++) {
-        const uint8_t *blk = pair + (size_t)b * bb;
-        if (DECODE_AHEAD_Q8) _mm_prefetch((const char *)blk + 2 * cb + DECODE_AHEAD_Q8, _MM_HINT_T1);
         const int8_t *xo = xq + EL_QK * b;
         __m512i seed = _mm512_slli_epi32(_mm512_set1_epi32(ns[b]), 7);
         __m512 xs = _mm512_set1_ps(xd[b]);
-        _Pragma("GCC unroll 2") for (int g = 0; g < 2; g++) {
-            const uint8_t *c = blk + g * cb;
-            __m512i a0 = seed, a1 = _mm512_setzero_si512();
-            _Pragma("GCC unroll 8") for (int j = 0; j < 8; j += 2) {
-                if (DECODE_AHEAD_Q8) {
-                    _mm_prefetch((const char *)c + 64 * j + DECODE_AHEAD_Q8, _MM_HINT_T1);
-                    _mm_prefetch((const char *)c + 64 * j + 64 + DECODE_AHEAD_Q8, _MM_HINT_T1);
+        _Pragma("GCC unroll 4") for (int p = 0; p < S; p++) {
+            const uint8_t *blk = pair[p] + (size_t)b * bb;
+            _Pragma("GCC unroll 2") for (int g = 0; g < 2; g++) {
+                const uint8_t *c = blk + g * cb;
+                __m512i a0 = seed, a1 = _mm512_setzero_si512();
+                _Pragma("GCC unroll 8") for (int j = 0; j < 8; j += 2) {
+                    a0 = _mm512_dpbusd_epi32(a0, _mm512_loadu_si512(c + 64 * j), bcast4(xo + 4 * j));
+                    a1 = _mm512_dpbusd_epi32(a1, _mm512_loadu_si512(c + 64 * j + 64), bcast4(xo + 4 * j + 4));
                 }
-                a0 = _mm512_dpbusd_epi32(a0, _mm512_loadu_si512(c + 64 * j), bcast4(xo + 4 * j));
-                a1 = _mm512_dpbusd_epi32(a1, _mm512_loadu_si512(c + 64 * j + 64), bcast4(xo + 4 * j + 4));
+                __m512 wd = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(blk + 2 * cb + 32 * g)));
+                facc[p][g] =
+                    _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(a0, a1)), _mm512_mul_ps(wd, xs), facc[p][g]);
             }
-            __m512 wd = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(blk + 2 * cb + 32 * g)));
-            facc[g] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(a0, a1)), _mm512_mul_ps(wd, xs), facc[g]);
         }
     }
-    _mm512_storeu_ps(out, facc[0]);
-    _mm512_storeu_ps(out + 16, facc[1]);
+    _Pragma("GCC unroll 4") for (int p = 0; p < S; p++) {
+        _mm512_storeu_ps(out[p], facc[p][0]);
+        _mm512_storeu_ps(out[p] + 16, facc[p][1]);
+    }
+}
+
+// np pairs (ldw bytes apart) x one token: DECODE_STREAMS_Q8 runs of
+// consecutive pairs side by side, then the np % DECODE_STREAMS_Q8 left one
+// at a time.
+static void decode_q8_0(int k, const uint8_t *w, size_t ldw, int np, const char *x, float *out) {
+    const int S = DECODE_STREAMS_Q8, run = np / S;
+    for (int p = 0; p < run; p++) {
+        const uint8_t *pair[DECODE_STREAMS_Q8];
+        float *o[DECODE_STREAMS_Q8];
+        for (int q = 0; q < S; q++) pair[q] = w + (size_t)(p + q * run) * ldw, o[q] = out + 32 * (p + q * run);
+        micro_decode_q8_0(k, pair, x, o, S);
+    }
+    for (int p = S * run; p < np; p++) {
+        const uint8_t *pair = w + (size_t)p * ldw;
+        float *o = out + 32 * p;
+        micro_decode_q8_0(k, &pair, x, &o, 1);
+    }
 }
 
 // Q4_0 decode of one group's part of a unit (m blocks from block b0, scales
@@ -587,14 +609,15 @@ static inline int pass_tokens(int left, int most) {
                      size_t ldo) {                                                                            \
         const size_t cb = (Q8) ? 512 : 256, bb = 2 * cb + 64;                                                 \
         if (nt == 1) {                                                                                        \
-            /* the kernel prefetches ahead: fetch the first lines here */                                     \
-            const size_t ahead = (Q8) ? DECODE_AHEAD_Q8 : EL_PACK_Q4_0_GROUP;                                 \
-            for (size_t off = 0; off < ahead && off < (size_t)(nr / 32) * ldw; off += 64)                     \
-                _mm_prefetch((const char *)w + off, _MM_HINT_T1);                                             \
-            for (int p = 0; p < nr / 32; p++) {                                                               \
-                if (Q8) micro_decode_q8_0(k, (const uint8_t *)w + (size_t)p * ldw, x, out + 32 * p);          \
-                else micro_decode_q4_0(k, (const uint8_t *)w + (size_t)p * ldw, x, out + 32 * p);             \
+            if (Q8) { /* the hardware prefetcher's streams */                                               \
+                decode_q8_0(k, (const uint8_t *)w, ldw, nr / 32, (const char *)x, out);                       \
+                return;                                                                                       \
             }                                                                                                 \
+            /* the kernel prefetches ahead: fetch the first lines here */                                     \
+            for (size_t off = 0; off < EL_PACK_Q4_0_GROUP && off < (size_t)(nr / 32) * ldw; off += 64)        \
+                _mm_prefetch((const char *)w + off, _MM_HINT_T1);                                             \
+            for (int p = 0; p < nr / 32; p++)                                                                 \
+                micro_decode_q4_0(k, (const uint8_t *)w + (size_t)p * ldw, x, out + 32 * p);                  \
             return;                                                                                           \
         }                                                                                                     \
         const int st = stream_outputs(out, ldo, nt);                                                          \

@@ -335,8 +335,10 @@ static void packed_matches_scalar(el_isa isa) {
                          toks8[] = {6, 11, 23, 5, 16, 2, 15, 7, 13, 8, 17, 1, 1, 3, 4, 5, 11, 17, 10, 3, 60};
         for (int kb = 0; kb < (kq ? 18 : 23); kb++) {
             int k = kq ? EL_QK_K * nsuper[kb] : EL_QK * nblocks[kb];
-            int rows = 32 * (1 + (int)(tu_rand(&rng) % 3)) + (int)(tu_rand(&rng) % 32);
             int toks = kq ? (kb % 2 ? ktoks[kb / 2] : 1) : kb < 2 ? 1 : toks8[kb - 2];  // 1: the decode kernel
+            // decode: up to 8 pairs, so that Q8_0's streams (3 runs of pairs side
+            // by side, the rest one at a time) meet every remainder
+            int rows = 32 * (1 + (int)(tu_rand(&rng) % (toks == 1 ? 8 : 3))) + (int)(tu_rand(&rng) % 32);
             void *w;
             float *wf;
             make_weights(dtype, k, rows, &rng, &w, &wf);
