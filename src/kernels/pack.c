@@ -17,7 +17,9 @@
 // (el_pack_block_bytes per block). Decode reads a pair front to back as one
 // stream: with each group's quants and scales in separate regions, the four
 // streams of a pair read ~20% slower per thread than one (22.4 against 27.1
-// GB/s, single thread, 6.5 MB matrices). Q4_0 pairs are stored by units of
+// GB/s, single thread, 6.5 MB matrices). Several pairs read side by side,
+// each front to back, are another matter: qdot_avx512.c's Q8_0 decode reads
+// three at once, faster than one. Q4_0 pairs are stored by units of
 // 8 blocks (256 columns), each [group 0's part][group 1's part], a part being
 // its blocks' scales, then their chunks (el_pack_q4_0_off; a last unit of
 // fewer blocks is the same, shorter). A group's part of a whole unit is then

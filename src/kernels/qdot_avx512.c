@@ -190,6 +190,7 @@ void el_act_quantize_q8_0_avx512(const float *x, void *dst, int k) {
 #ifndef DECODE_STREAMS_Q8
 #define DECODE_STREAMS_Q8 3
 #endif
+_Static_assert(DECODE_STREAMS_Q8 >= 2 && DECODE_STREAMS_Q8 <= 4, "micro_decode_q8_0 unrolls up to 4 streams");
 
 // Prefetch distance of a Q8_0 product over 2..4 tokens, in blocks of the
 // pair: more (8 or 16 ahead) was 5-18% slower at 8 tokens when those ran as
@@ -346,7 +347,8 @@ ALWAYS_INLINE void micro_pair(const int kind, int k, const uint8_t *pair, const 
 // kernel before 2026-12-06) read 0.89-0.91 of the read probe where Q4_0 and
 // Q4_K, prefetching by hand, read 0.94-0.97. The decode layers of the
 // TinyLlama-shaped model, 2 threads, steps alternating in one process, each
-// layer timed, three runs at probes of 37-58 GB/s: one stream 0.89-0.91, two
+// layer timed (runs other than those of the prefetch figures above), three
+// runs at probes of 37-58 GB/s: one stream 0.89-0.91, two
 // 0.94-0.98, three 0.95-1.01, four 0.90-1.00; four more runs at 57-61 GB/s,
 // this kernel with one stream against three: 0.85-0.98 against 0.88-1.03
 // (+0.5% to +6%). Each of its two groups keeps two vpdpbusd chains in flight.
@@ -384,21 +386,21 @@ ALWAYS_INLINE void micro_decode_q8_0(int k, const uint8_t *const *pair, const ch
 }
 
 // np pairs (ldw bytes apart) x one token: DECODE_STREAMS_Q8 runs of
-// consecutive pairs side by side, then the np % DECODE_STREAMS_Q8 left one
-// at a time.
+// consecutive pairs side by side, then the np % DECODE_STREAMS_Q8 left side
+// by side too (two of them) or alone.
 static void decode_q8_0(int k, const uint8_t *w, size_t ldw, int np, const char *x, float *out) {
     const int S = DECODE_STREAMS_Q8, run = np / S;
+    const uint8_t *pair[DECODE_STREAMS_Q8];
+    float *o[DECODE_STREAMS_Q8];
     for (int p = 0; p < run; p++) {
-        const uint8_t *pair[DECODE_STREAMS_Q8];
-        float *o[DECODE_STREAMS_Q8];
         for (int q = 0; q < S; q++) pair[q] = w + (size_t)(p + q * run) * ldw, o[q] = out + 32 * (p + q * run);
         micro_decode_q8_0(k, pair, x, o, S);
     }
-    for (int p = S * run; p < np; p++) {
-        const uint8_t *pair = w + (size_t)p * ldw;
-        float *o = out + 32 * p;
-        micro_decode_q8_0(k, &pair, x, &o, 1);
-    }
+    int left = np - S * run;
+    for (int q = 0; q < left; q++) pair[q] = w + (size_t)(S * run + q) * ldw, o[q] = out + 32 * (S * run + q);
+    if (left == 1) micro_decode_q8_0(k, pair, x, o, 1);
+    else if (left == 2) micro_decode_q8_0(k, pair, x, o, 2);
+    else if (left == 3) micro_decode_q8_0(k, pair, x, o, 3);  // (only where DECODE_STREAMS_Q8 is 4)
 }
 
 // Q4_0 decode of one group's part of a unit (m blocks from block b0, scales
@@ -609,7 +611,7 @@ static inline int pass_tokens(int left, int most) {
                      size_t ldo) {                                                                            \
         const size_t cb = (Q8) ? 512 : 256, bb = 2 * cb + 64;                                                 \
         if (nt == 1) {                                                                                        \
-            if (Q8) { /* the hardware prefetcher's streams */                                               \
+            if (Q8) { /* the hardware prefetcher's streams */                                                 \
                 decode_q8_0(k, (const uint8_t *)w, ldw, nr / 32, (const char *)x, out);                       \
                 return;                                                                                       \
             }                                                                                                 \

@@ -333,12 +333,16 @@ static void packed_matches_scalar(el_isa isa) {
                          nsuper[] = {1, 1, 2, 2, 3, 3, 8, 8, 1, 1, 2, 2, 3, 3, 8, 8, 3, 3};
         static const int ktoks[] = {2, 3, 13, 20, 9, 14, 15, 16, 33},
                          toks8[] = {6, 11, 23, 5, 16, 2, 15, 7, 13, 8, 17, 1, 1, 3, 4, 5, 11, 17, 10, 3, 60};
+        // decode: 1-8 pairs in this order, so that Q8_0's four decode cases meet
+        // its three runs of pairs side by side with 1, 0 and 2 pairs left, and
+        // fewer pairs than runs
+        static const int dpairs[] = {4, 3, 8, 1, 5, 2, 7, 6};
+        int nd = 0;
         for (int kb = 0; kb < (kq ? 18 : 23); kb++) {
             int k = kq ? EL_QK_K * nsuper[kb] : EL_QK * nblocks[kb];
             int toks = kq ? (kb % 2 ? ktoks[kb / 2] : 1) : kb < 2 ? 1 : toks8[kb - 2];  // 1: the decode kernel
-            // decode: up to 8 pairs, so that Q8_0's streams (3 runs of pairs side
-            // by side, the rest one at a time) meet every remainder
-            int rows = 32 * (1 + (int)(tu_rand(&rng) % (toks == 1 ? 8 : 3))) + (int)(tu_rand(&rng) % 32);
+            int rows = toks == 1 ? 32 * dpairs[nd++ % 8] : 32 * (1 + (int)(tu_rand(&rng) % 3));
+            rows += (int)(tu_rand(&rng) % 32);
             void *w;
             float *wf;
             make_weights(dtype, k, rows, &rng, &w, &wf);
@@ -357,6 +361,14 @@ static void packed_matches_scalar(el_isa isa) {
                                                  (size_t)rows);
             for (int i = 0; i < rows * toks; i++) got[i] = NAN;
             pg(k, packed, el_dtype_row_size(dtype, k) * 32, (int)prows, act, ldx, toks, got, (size_t)rows);
+            if (toks == 1) {  // decode: the same bytes as pair by pair
+                float *one = malloc((size_t)rows * sizeof(float));
+                size_t ldw = el_dtype_row_size(dtype, k) * 32;
+                for (int p = 0; p < prows / 32; p++)
+                    pg(k, (const char *)packed + (size_t)p * ldw, ldw, 32, act, ldx, 1, one + 32 * p, (size_t)rows);
+                assert_memory_equal(one, got, (size_t)prows * sizeof(float));
+                free(one);
+            }
             for (int t = 0; t < toks; t++)
                 for (int r = 0; r < rows; r++) {
                     float a = ref[t * rows + r], b = got[t * rows + r];
