@@ -185,8 +185,8 @@ void el_act_quantize_q8_0_avx512(const float *x, void *dst, int k) {
 // with), and line by line its gain on Zen 5 turned into a loss within the
 // hour (docs/performance.md); on 2026-12-06, steps alternating in one
 // process, every layer timed, 2 threads: 0.91-0.93 of the probe at 1152-3456
-// bytes ahead against 0.99 without (probe 39 GB/s), 0.82-0.85 against
-// 0.89-0.92 at 66-69 GB/s.
+// bytes ahead against 0.99 without (probe 39 GB/s), 0.82-0.88 against
+// 0.89-0.92 at 66-69 GB/s (1152-9216 bytes ahead).
 #ifndef DECODE_STREAMS_Q8
 #define DECODE_STREAMS_Q8 3
 #endif
