@@ -99,7 +99,7 @@ static void prefetch_rows(const uint8_t *row, int n, size_t stride, size_t bytes
 // that shape) from the last: the hardware prefetcher starts over at each.
 // Fetching the block's values, and the next block's keys, by hand while the
 // keys are scored cut the attention of a decode row at positions 128..191
-// by 13-16% (TinyLlama shape, 2 threads, steps alternating in one process:
+// by 10-16% (TinyLlama shape, 2 threads, steps alternating in one process:
 // 31.8-33.1 -> 27.8-28.6 µs a layer at Q8_0, 29.0-31.6 -> 25.0-28.4 at Q4_K).
 //
 // scores: (h1 - h0) x (end - start) floats of scratch. lse (NULL: not
