@@ -79,11 +79,16 @@ static int block_end(const el_kv_view *w, int p, int end) {
     return e < end ? e : end;
 }
 
-// Asks for n cached rows of `bytes` each, stride bytes apart, from row on, into L1.
+// Asks for n cached rows of `bytes` each, stride bytes apart, from row on,
+// into L1: every line they touch (a row need not start on a line).
 static void prefetch_rows(const uint8_t *row, int n, size_t stride, size_t bytes) {
+    if (!bytes) return;
     if (stride == bytes) bytes *= (size_t)n, n = 1;  // (a session's cache: the rows are one run)
-    for (int i = 0; i < n; i++, row += stride)
-        for (size_t l = 0; l < bytes; l += 64) __builtin_prefetch(row + l, 0, 3);
+    for (int i = 0; i < n; i++) {
+        const uint8_t *r = row + (size_t)i * stride;
+        for (size_t l = 0; l < bytes; l += 64) __builtin_prefetch(r + l, 0, 3);
+        __builtin_prefetch(r + bytes - 1, 0, 3);
+    }
 }
 
 // The attention of one query row's heads [h0, h1), all of kv head c's group,
@@ -99,7 +104,7 @@ static void prefetch_rows(const uint8_t *row, int n, size_t stride, size_t bytes
 // that shape) from the last: the hardware prefetcher starts over at each.
 // Fetching the block's values, and the next block's keys, by hand while the
 // keys are scored cut the attention of a decode row at positions 128..191
-// by 10-16% (TinyLlama shape, 2 threads, steps alternating in one process:
+// by 10-16% run by run (TinyLlama shape, 2 threads, steps alternating in one process:
 // 31.8-33.1 -> 27.8-28.6 µs a layer at Q8_0, 29.0-31.6 -> 25.0-28.4 at Q4_K).
 //
 // scores: (h1 - h0) x (end - start) floats of scratch. lse (NULL: not
@@ -174,7 +179,8 @@ static int row_pos(const attn_job *j, int r) { return j->pos ? j->pos[r] : r % j
 
 // Rows idx[i] (idx NULL: row i) for i in [i0, i1), query heads [h0, h1) of
 // one kv head's group, row by row: a row's keys and values are read once,
-// block by block, by the group's heads together (attend). (A task per query
+// block by block, by the task's heads together (attend; a decode row's task
+// takes the whole group). (A task per query
 // head had each thread fetch every kv head's rows from memory again: 8-row
 // steps of the TinyLlama-shaped model over positions 0..199 were 5% slower,
 // A/B within one process.) Returns -1 when the score buffer was not there.
@@ -185,8 +191,8 @@ static int attn_rows(const attn_job *j, const int *idx, int i0, int i1, int h0, 
     for (int i = i0; i < i1; i++)
         if (row_pos(j, ROW(i)) + 1 > max_end) max_end = row_pos(j, ROW(i)) + 1;
     size_t floats = (size_t)(h1 - h0) * (size_t)max_end;
-    float stack[4096];
-    float *scores = floats <= 4096 ? stack : malloc(floats * sizeof(float));
+    float stack[8192];  // a group of 8 heads up to 1024 positions
+    float *scores = floats <= 8192 ? stack : malloc(floats * sizeof(float));
     if (!scores) return -1;
     for (int i = i0; i < i1; i++) {
         int r = ROW(i);
