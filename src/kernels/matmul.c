@@ -24,6 +24,15 @@ static size_t token_block_bytes(void) {
     return l2 / 2 < 32 * 1024 ? 32 * 1024 : l2 / 2 > 4096 * 1024 ? 4096 * 1024 : l2 / 2;
 }
 
+// Tokens a kernel call takes of n (activation rows of ldx bytes): even
+// blocks of whole micro-tiles (and so whole groups of a panel, el_act_panel).
+static int token_block(int n, size_t ldx) {
+    int tb = (int)(token_block_bytes() / ldx);
+    if (tb < 8) tb = 8;
+    int blocks = (n + tb - 1) / tb;
+    return ((n + blocks - 1) / blocks + 7) & ~7;
+}
+
 typedef struct {
     float *out;
     const float *x;
@@ -38,6 +47,8 @@ typedef struct {
     el_gemm_fn packed_gemm;  // rows below packed_rows come from W->packed
     int packed_rows;
     size_t pair_bytes;  // bytes per packed pair of 16-row groups
+    el_gemm_panel_fn panel_gemm;  // packed_gemm's form that reads a panel (qdot.h), or NULL
+    const char *panel;            // the activations' panel, if panel_gemm reads one in this product
 } matmul_job;
 
 // The original paths: f32 weights with el_dot_f32 (bit-exact with llama2.c's
@@ -76,18 +87,19 @@ static void matmul_task(void *ctx, int t, int n_tasks) {
         return;
     }
     size_t ldw = el_tensor_row_size(j->W);
-    int rb = (int)(ROW_BLOCK_BYTES / ldw), tb = (int)(token_block_bytes() / j->ldx);
+    int rb = (int)(ROW_BLOCK_BYTES / ldw), tb = token_block(j->n, j->ldx);
     if (rb < 4) rb = 4;
     rb &= ~3;  // whole micro-tiles
-    if (tb < 8) tb = 8;
-    int blocks = (j->n + tb - 1) / tb;
-    tb = ((j->n + blocks - 1) / blocks + 7) & ~7;  // even token blocks of whole micro-tiles
     const char *w = j->W->data, *x = j->act;
     int rp = r1 < j->packed_rows ? r1 : j->packed_rows;  // [r0, rp) packed
     for (int t0 = 0; t0 < j->n; t0 += tb) {
         int nt = j->n - t0 < tb ? j->n - t0 : tb;
         // packed groups: the kernel keeps each group's weights in cache over all nt tokens
-        if (r0 < rp)
+        if (r0 < rp && j->panel)  // the panel of this block of tokens starts at its first
+            j->panel_gemm(j->k, (const char *)j->W->packed + (size_t)(r0 / 32) * j->pair_bytes, j->pair_bytes, rp - r0,
+                          x + (size_t)t0 * j->ldx, j->ldx, j->panel + el_act_panel_bytes(j->k, t0), nt,
+                          j->out + (size_t)t0 * j->d + r0, (size_t)j->d);
+        else if (r0 < rp)
             j->packed_gemm(j->k, (const char *)j->W->packed + (size_t)(r0 / 32) * j->pair_bytes, j->pair_bytes,
                            rp - r0, x + (size_t)t0 * j->ldx, j->ldx, nt, j->out + (size_t)t0 * j->d + r0,
                            (size_t)j->d);
@@ -104,6 +116,7 @@ typedef struct {
     char *act;
     int k, n, act_type, rows_per_task;
     size_t ldx;
+    char *panel;  // also written, if not NULL
 } quant_job;
 
 static void quant_task(void *ctx, int t, int n_tasks) {
@@ -111,7 +124,13 @@ static void quant_task(void *ctx, int t, int n_tasks) {
     const quant_job *q = ctx;
     int i0 = t * q->rows_per_task, i1 = i0 + q->rows_per_task;
     if (i1 > q->n) i1 = q->n;
-    for (int i = i0; i < i1; i++) el_act_quantize(q->act_type, q->x + (size_t)i * q->k, q->act + (size_t)i * q->ldx, q->k);
+    for (int i = i0; i < i1; i++) {
+        el_act_quantize(q->act_type, q->x + (size_t)i * q->k, q->act + (size_t)i * q->ldx, q->k);
+        if (q->panel) {  // the panel of i's block of tokens, as the kernel calls take them (matmul_task)
+            int tb = token_block(q->n, q->ldx), t0 = i / tb * tb, nt = q->n - t0 < tb ? q->n - t0 : tb;
+            el_act_panel(q->act + (size_t)i * q->ldx, q->k, nt, i - t0, q->panel + el_act_panel_bytes(q->k, t0));
+        }
+    }
 }
 
 static el_gemm_fn pick_gemm(int dtype, el_isa isa) {
@@ -124,12 +143,13 @@ static el_gemm_fn pick_gemm(int dtype, el_isa isa) {
 
 // Picks the kernels for W and the activation layout they read; act is set later.
 static void job_init(matmul_job *j, float *out, const float *x, const el_tensor *W, int n, el_isa isa) {
-    *j = (matmul_job){out, x, W, n, (int)W->ne[0], (int)W->ne[1], 0, 0, 0, NULL, NULL, 0, EL_DTYPE_F32, NULL, 0, 0};
+    *j = (matmul_job){out, x, W, n, (int)W->ne[0], (int)W->ne[1], 0, 0, 0, NULL, NULL, 0, EL_DTYPE_F32, NULL, 0, 0, NULL, NULL};
     const el_dtype_traits *tr = el_dtype_info(W->dtype);
     if (W->dtype != EL_DTYPE_F32 && tr->vec_dot) j->gemm = pick_gemm(W->dtype, isa);
     if (j->gemm && W->packed && (j->packed_gemm = el_gemm_packed_kernel(W->dtype, isa))) {
         j->packed_rows = (int)W->packed_rows;
         j->pair_bytes = el_pack_pair_bytes(W->dtype, j->k);
+        j->panel_gemm = el_gemm_packed_panel_kernel(W->dtype, isa);
     }
     if (j->gemm) {
         j->act_type = tr->vec_dot_type;
@@ -199,14 +219,20 @@ void el_matmul_many_isa(el_pool *pool, int count, float *const *outs, const floa
         return;
     }
     matmul_job *j0 = &f.jobs[0];
-    char *act = NULL;
+    char *act = NULL, *panel = NULL;
     const void *acts = x;
     if (j0->gemm && j0->act_type != EL_DTYPE_F32) {
         act = el_malloc_aligned((size_t)n * j0->ldx);
+        // a panel, once for every task, where a product's kernel reads one over these n tokens
+        // (Q4_0's kernel reads up to 8 tokens from the rows)
+        int wants = 0;
+        for (int i = 0; i < count; i++)
+            wants |= f.jobs[i].panel_gemm && n >= 2 && (n > 8 || f.jobs[i].W->dtype != EL_DTYPE_Q4_0);
+        if (act && wants) panel = el_malloc_aligned(el_act_panel_bytes(j0->k, n));  // NULL: the rows' kernels
         if (act) {
             // 8 tasks, or from 4 rows on one a thread (a few decode rows: the others would wait)
             int per = n > 8 ? (n + 7) / 8 : n < 4 ? n : (n + el_pool_size(pool) - 1) / el_pool_size(pool);
-            quant_job q = {x, act, j0->k, n, j0->act_type, per, j0->ldx};
+            quant_job q = {x, act, j0->k, n, j0->act_type, per, j0->ldx, panel};
             el_pool_run(pool, quant_task, &q, (n + q.rows_per_task - 1) / q.rows_per_task);
             acts = act;
         } else {
@@ -216,9 +242,11 @@ void el_matmul_many_isa(el_pool *pool, int count, float *const *outs, const floa
     f.first[0] = 0;
     for (int i = 0; i < count; i++) {
         f.jobs[i].act = acts;
+        f.jobs[i].panel = f.jobs[i].panel_gemm ? panel : NULL;
         f.first[i + 1] = f.first[i] + job_split(&f.jobs[i], el_pool_size(pool));
     }
     el_pool_run(pool, fused_task, &f, f.first[count]);
+    el_free_aligned(panel);
     el_free_aligned(act);
 }
 

@@ -231,6 +231,36 @@ el_gemm_fn el_gemm_packed_kernel(int dtype, el_isa isa) {
 #endif
 }
 
+el_gemm_panel_fn el_gemm_packed_panel_kernel(int dtype, el_isa isa) {
+    pthread_once(&cpu_once, detect_cpu);
+#if defined(__x86_64__)
+    el_isa level = isa < cpu_isa ? isa : cpu_isa;
+    if (level == EL_ISA_AVX512 && cpu_vnni) return el_gemm_packed_panel_avx512(dtype);
+#endif
+    (void)dtype, (void)isa;
+    return NULL;
+}
+
+size_t el_act_panel_bytes(int k, int n) { return (size_t)n * (size_t)(k / EL_QK) * EL_PANEL_REC; }
+
+void el_act_panel(const void *row, int k, int nt, int t, void *panel) {
+    const int nb = k / EL_QK;
+    const int8_t *q = row;
+    const float *d = (const float *)(q + k);
+    const int32_t *ns = (const int32_t *)(d + nb);
+    int s;
+    const size_t stride = (size_t)el_panel_group(nt, t, &s) * EL_PANEL_REC;  // a block's records in t's group
+    char *rec = (char *)panel + el_act_panel_bytes(k, s) + (size_t)(t - s) * EL_PANEL_REC;
+    for (int b = 0; b < nb; b++, rec += stride) {
+        // the shifts as multiplications in unsigned: nsum is -(sum of 32 quants), |nsum| <= 4064
+        int32_t s3 = (int32_t)((uint32_t)ns[b] * 8u), s7 = (int32_t)((uint32_t)ns[b] * 128u);
+        memcpy(rec, q + (size_t)EL_QK * b, EL_QK);
+        memcpy(rec + EL_PANEL_SCALE, d + b, 4);
+        memcpy(rec + EL_PANEL_SEED3, &s3, 4);
+        memcpy(rec + EL_PANEL_SEED7, &s7, 4);
+    }
+}
+
 el_gemm_fn el_gemm_kernel(int dtype, el_isa isa) {
     pthread_once(&cpu_once, detect_cpu);
     if (isa > cpu_isa) return NULL;

@@ -20,6 +20,42 @@ el_gemm_fn el_gemm_packed_avx512(int dtype);
 // Its two forms of the Q8_0 and Q4_0 kernels, amd 0 or 1 (qdot_avx512.c says
 // which CPU takes which; the tests run both).
 el_gemm_fn el_gemm_packed_form_avx512(int dtype, int amd);
+// Q8_0 activations of several tokens as the AVX-512 packed Q8_0 and Q4_0
+// kernels read them over 2 tokens or more (a panel). The nt tokens of one
+// kernel call are split into groups, its passes (el_panel_group); a group of
+// c tokens from token s takes the bytes [s, s + c) x nb x EL_PANEL_REC of the
+// panel and holds, block by block, its c tokens' records of EL_PANEL_REC
+// bytes: the block's 32 quants, its f32 scale, and the seeds of the
+// kernels' integer sums nsum << 3 (Q4_0) and nsum << 7 (Q8_0).
+#define EL_PANEL_REC 44
+#define EL_PANEL_SCALE 32
+#define EL_PANEL_SEED3 36
+#define EL_PANEL_SEED7 40
+// The group of token t among nt: its size, and its first token in *start.
+// Groups of 8, the last two as even as they go (9 tokens: 5 + 4).
+static inline int el_panel_group(int nt, int t, int *start) {
+    for (int s = 0;;) {
+        const int left = nt - s, c = left <= 8 ? left : left <= 16 ? (left + 1) / 2 : 8;
+        if (t < s + c || c <= 0) {
+            *start = s;
+            return c;
+        }
+        s += c;
+    }
+}
+// Bytes of the panel of n tokens at k columns.
+size_t el_act_panel_bytes(int k, int n);
+// Writes token t's records, of a call over nt tokens, from its Q8_0
+// activation row (el_act_row_size layout) into that call's panel.
+void el_act_panel(const void *row, int k, int nt, int t, void *panel);
+// A packed kernel that reads a panel: x and ldx the activation rows (what
+// decode and some short products read), panel the same nt tokens' panel.
+typedef void (*el_gemm_panel_fn)(int k, const void *w, size_t ldw, int nr, const void *x, size_t ldx,
+                                 const void *panel, int nt, float *out, size_t ldo);
+el_gemm_panel_fn el_gemm_packed_panel_avx512(int dtype);
+el_gemm_panel_fn el_gemm_packed_panel_form_avx512(int dtype, int amd);
+// The panel kernel el_gemm_packed_kernel(dtype, isa) stands for, or NULL if that one reads rows only.
+el_gemm_panel_fn el_gemm_packed_panel_kernel(int dtype, el_isa isa);
 // The same pair layout for Q8_0/Q4_0 read with AVX2 (qdot_avx2.c).
 el_gemm_fn el_gemm_packed_avx2(int dtype);
 // The K-quant ones (qdot_k_avx512.c): Q4_K and Q6_K, and the Q8_K activation rows

@@ -197,24 +197,6 @@ _Static_assert(DECODE_STREAMS_Q8 >= 2 && DECODE_STREAMS_Q8 <= 4, "micro_decode_q
 // two such passes; at 2..4 tokens, 12 and 24 were within the noise of 4.
 #define PAIR_AHEAD_Q8 4
 
-// The seeds of micro_pair's integer sums for blocks [b0, b0 + n), n <=
-// SEED_CHUNK: seed[2i] = seed[2i + 1] = nsum[b0 + i] << shift, one for
-// each group. Two copies: one vpbroadcastd from memory each (load ports),
-// where one broadcast and a shift made every token pay a shift and a register
-// copy on the vector ports per block (Intel: vpdpbusd's two). The AMD form
-// of micro_pair skips them and makes each seed with a broadcast and a shift.
-#define SEED_CHUNK 64
-ALWAYS_INLINE void fill_seeds(int32_t *seed, const int32_t *nsum, int b0, int n, int shift) {
-    const __m512i lo = _mm512_set_epi32(7, 7, 6, 6, 5, 5, 4, 4, 3, 3, 2, 2, 1, 1, 0, 0);
-    const __m512i hi = _mm512_set_epi32(15, 15, 14, 14, 13, 13, 12, 12, 11, 11, 10, 10, 9, 9, 8, 8);
-    for (int i = 0; i < n; i += 16) {
-        const int m = n - i < 16 ? n - i : 16;
-        __m512i v = _mm512_slli_epi32(_mm512_maskz_loadu_epi32((__mmask16)((1u << m) - 1), nsum + b0 + i), (unsigned)shift);
-        _mm512_store_si512(seed + 2 * i, _mm512_permutexvar_epi32(lo, v));
-        _mm512_store_si512(seed + 2 * i + 16, _mm512_permutexvar_epi32(hi, v));
-    }
-}
-
 // What micro_pair reads: a packed Q8_0 pair (bytes w + 128), a packed Q4_0
 // pair (nibbles, unpacked as they are read), or a Q4_0 pair unpacked to bytes
 // in the Q8_0 layout (unpack_pair_q4_0: nibbles q = w + 8, one a byte).
@@ -230,26 +212,29 @@ enum { PAIR_Q4_0, PAIR_Q8_0, PAIR_Q4_0_BYTES };
 // tokens now runs micro_parts_q4_0); Q8_0 +14%, +14% (the same sums, bit for
 // bit). Over 4 tokens the float sums live in memory (L1): 16 integer sums
 // already take half the registers; that is one load and one store per token,
-// group and block, against 8 vpdpbusd. Prefetching: pfn 0, pf + b*bb (all of
-// its lines) at block b (ahead in its own pair); else the pfn bytes from pf,
-// spread evenly over the blocks (amd: a whole block's lines at every other
-// block, pf + (b/2)*bb); pf NULL: none. amd (a constant) picks the form for
-// AMD's vector ports (el_gemm_packed_form_avx512).
-ALWAYS_INLINE void micro_pair(const int kind, int k, const uint8_t *pair, const char *x, size_t ldx, float *out,
-                              size_t ldo, const int T, const uint8_t *pf, const size_t pfn, const int amd,
-                              const int st) {
-    const int q8 = kind != PAIR_Q4_0, shift = kind == PAIR_Q8_0 ? 7 : 3;  // the byte layout; the seeds' factor
+// group and block, against 8 vpdpbusd.
+// The tokens come from a panel (el_act_panel): rec is the first token's
+// record in block 0, every other record of the pass is at a constant offset
+// from it, and one pointer steps by rs, the bytes of a block's records in
+// the group; the seeds are in the records, shifted. Read from activation
+// rows, each token took three pointers (quants, scales, sums) and its seeds
+// were made every 64 blocks: ~30 scalar instructions a block, which GCC kept
+// on the stack. On Intel Xeon (Ice Lake, 2026-12-07), one pair x 8 tokens in
+// L1, 1 thread: 330-342 GOP/s from rows, 421-432 from a panel.
+// Prefetching: pfn 0, pf + b*bb (all of its lines) at block b (ahead in its
+// own pair); else the pfn bytes from pf, spread evenly over the blocks (amd:
+// a whole block's lines at every other block, pf + (b/2)*bb); pf NULL: none.
+// amd (a constant) picks the form for AMD's vector ports
+// (el_gemm_packed_form_avx512).
+ALWAYS_INLINE void micro_pair(const int kind, int k, const uint8_t *pair, const char *rec, size_t rs, float *out,
+                              size_t ldo, const int T, const uint8_t *pf, const size_t pfn, const int amd, const int st) {
+    const int q8 = kind != PAIR_Q4_0;                          // the byte layout
+    const int so = kind == PAIR_Q8_0 ? EL_PANEL_SEED7 : EL_PANEL_SEED3;  // the seeds' offset in a record
     const int nb = k / EL_QK, in_mem = T > 4;
     const size_t cb = q8 ? 512 : 256, bb = 2 * cb + 64;  // quant bytes of a group's block; bytes per block
-    const int8_t *xq[8];
-    const float *xd[8];
-    const int32_t *ns[8];
     __m512 facc[4][2];                                 // T <= 4
     float fmem[8][32] __attribute__((aligned(64)));  // T > 4
     _Pragma("GCC unroll 8") for (int t = 0; t < T; t++) {
-        xq[t] = (const int8_t *)(x + (size_t)t * ldx);
-        xd[t] = (const float *)(xq[t] + k);
-        ns[t] = (const int32_t *)(xd[t] + nb);
         if (in_mem) {
             _mm512_store_ps(fmem[t], _mm512_setzero_ps());
             _mm512_store_ps(fmem[t] + 16, _mm512_setzero_ps());
@@ -258,11 +243,10 @@ ALWAYS_INLINE void micro_pair(const int kind, int k, const uint8_t *pair, const 
         }
     }
     const __m512i m4 = _mm512_set1_epi8(0x0F);
-    int32_t seed[8][2 * SEED_CHUNK] __attribute__((aligned(64)));
     // each group's chunks (q0, q1) and scales (s0, s1) of block b; Q4_0: by
     // units of 8 blocks (pack.c), set at a unit's first block, then stepped
     const uint8_t *q0 = pair, *q1 = pair, *s0 = pair, *s1 = pair;
-    for (int b = 0; b < nb; b++) {
+    for (int b = 0; b < nb; b++, rec += rs) {
         const uint8_t *blk = pair + (size_t)b * bb;
         if (q8) {
             q0 = blk, q1 = blk + cb, s0 = blk + 2 * cb, s1 = s0 + 32;
@@ -282,25 +266,14 @@ ALWAYS_INLINE void micro_pair(const int kind, int k, const uint8_t *pair, const 
         // time: 4-19% slower at 6-8 tokens, at 8, 12, 16 or 24 blocks ahead).
         const char *pfb = pf && !pfn ? (const char *)pf + (size_t)b * bb : NULL;
         if (pfb && q8) _Pragma("GCC unroll 17") for (size_t l = 0; l < bb; l += 64) _mm_prefetch(pfb + l, _MM_HINT_T1);
-        if (!amd && !(b % SEED_CHUNK))
-            _Pragma("GCC unroll 8") for (int t = 0; t < T; t++)
-                fill_seeds(seed[t], ns[t], b, nb - b < SEED_CHUNK ? nb - b : SEED_CHUNK, shift);
         __m512i acc[8][2];
-        const int8_t *xo[8];
-        _Pragma("GCC unroll 8") for (int t = 0; t < T; t++) {
-            if (amd) { /* a broadcast and a shift: AMD has ports for the shift */
-                acc[t][0] = acc[t][1] = _mm512_slli_epi32(_mm512_set1_epi32(ns[t][b]), (unsigned)shift);
-            } else {
-                acc[t][0] = _mm512_set1_epi32(seed[t][2 * (b % SEED_CHUNK)]);
-                acc[t][1] = _mm512_set1_epi32(seed[t][2 * (b % SEED_CHUNK) + 1]);
-            }
-            xo[t] = xq[t] + EL_QK * b;
-        }
+        // one broadcast of the seed for both groups (GCC copies the register)
+        _Pragma("GCC unroll 8") for (int t = 0; t < T; t++) acc[t][0] = acc[t][1] = bcast4(rec + EL_PANEL_REC * t + so);
         if (q8) {
             _Pragma("GCC unroll 8") for (int j = 0; j < 8; j++) {
                 __m512i w0 = _mm512_loadu_si512(q0 + 64 * j), w1 = _mm512_loadu_si512(q1 + 64 * j);
                 _Pragma("GCC unroll 8") for (int t = 0; t < T; t++) {
-                    __m512i xv = bcast4(xo[t] + 4 * j);
+                    __m512i xv = bcast4(rec + EL_PANEL_REC * t + 4 * j);
                     acc[t][0] = _mm512_dpbusd_epi32(acc[t][0], w0, xv);
                     acc[t][1] = _mm512_dpbusd_epi32(acc[t][1], w1, xv);
                 }
@@ -311,7 +284,7 @@ ALWAYS_INLINE void micro_pair(const int kind, int k, const uint8_t *pair, const 
                 __m512i lo0 = _mm512_and_si512(r0, m4), hi0 = _mm512_and_si512(_mm512_srli_epi16(r0, 4), m4);
                 __m512i lo1 = _mm512_and_si512(r1, m4), hi1 = _mm512_and_si512(_mm512_srli_epi16(r1, 4), m4);
                 _Pragma("GCC unroll 8") for (int t = 0; t < T; t++) {
-                    __m512i xl = bcast4(xo[t] + 4 * j), xh = bcast4(xo[t] + 16 + 4 * j);
+                    __m512i xl = bcast4(rec + EL_PANEL_REC * t + 4 * j), xh = bcast4(rec + EL_PANEL_REC * t + 16 + 4 * j);
                     acc[t][0] = _mm512_dpbusd_epi32(acc[t][0], lo0, xl);
                     acc[t][1] = _mm512_dpbusd_epi32(acc[t][1], lo1, xl);
                     acc[t][0] = _mm512_dpbusd_epi32(acc[t][0], hi0, xh);
@@ -323,7 +296,9 @@ ALWAYS_INLINE void micro_pair(const int kind, int k, const uint8_t *pair, const 
         __m512 wd1 = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)s1));
         if (!q8) q0 += 256, q1 += 256, s0 += 32, s1 += 32;
         _Pragma("GCC unroll 8") for (int t = 0; t < T; t++) {
-            __m512 xs = _mm512_set1_ps(xd[t][b]);
+            float d;
+            memcpy(&d, rec + EL_PANEL_REC * t + EL_PANEL_SCALE, 4);
+            __m512 xs = _mm512_set1_ps(d);
             __m512 p0 = _mm512_mul_ps(wd0, xs), p1 = _mm512_mul_ps(wd1, xs);
             if (in_mem) {
                 _mm512_store_ps(fmem[t], _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc[t][0]), p0, _mm512_load_ps(fmem[t])));
@@ -588,27 +563,37 @@ static void unpack_pair_q4_0(int nb, const uint8_t *pair, uint8_t *dst) {
         }
     }
 }
-// Tokens in the pass with left tokens to go, passes of up to most: the last two even.
-static inline int pass_tokens(int left, int most) {
-    return left <= most ? left : left <= 2 * most ? (left + 1) / 2 : most;
+// Tokens in the pass from token t of nt, passes of up to most (8 or 4): a
+// pass is one of the panel's groups (el_panel_group: up to 8 tokens, the last
+// two even), or with most 4 a group of 5..8 in two passes as even as they
+// go; its group's first token in *start, the group's size in *group.
+static inline int pass_tokens(int t, int nt, int most, int *start, int *group) {
+    *group = el_panel_group(nt, t, start);
+    return most == 8 || t > *start || *group <= 4 ? *group - (t - *start) : (*group + 1) / 2;
 }
 // One pass of c tokens over a pair as KIND, in the AMD form or not (constants:
 // micro_pair's branches fold).
 #define PAIR_PASSES(KIND, AMD)                                                                                \
     do {                                                                                                      \
     switch (c) {                                                                                              \
-    case 2: micro_pair(KIND, k, pair, xt, ldx, ot, ldo, 2, pf, pfn, AMD, st); break;                          \
-    case 3: micro_pair(KIND, k, pair, xt, ldx, ot, ldo, 3, pf, pfn, AMD, st); break;                          \
-    case 4: micro_pair(KIND, k, pair, xt, ldx, ot, ldo, 4, pf, pfn, AMD, st); break;                          \
-    case 5: micro_pair(KIND, k, pair, xt, ldx, ot, ldo, 5, pf, pfn, AMD, st); break;                          \
-    case 6: micro_pair(KIND, k, pair, xt, ldx, ot, ldo, 6, pf, pfn, AMD, st); break;                          \
-    case 7: micro_pair(KIND, k, pair, xt, ldx, ot, ldo, 7, pf, pfn, AMD, st); break;                          \
-    default: micro_pair(KIND, k, pair, xt, ldx, ot, ldo, 8, pf, pfn, AMD, st); break;                         \
+    case 2: micro_pair(KIND, k, pair, xt, rs, ot, ldo, 2, pf, pfn, AMD, st); break;                           \
+    case 3: micro_pair(KIND, k, pair, xt, rs, ot, ldo, 3, pf, pfn, AMD, st); break;                           \
+    case 4: micro_pair(KIND, k, pair, xt, rs, ot, ldo, 4, pf, pfn, AMD, st); break;                           \
+    case 5: micro_pair(KIND, k, pair, xt, rs, ot, ldo, 5, pf, pfn, AMD, st); break;                           \
+    case 6: micro_pair(KIND, k, pair, xt, rs, ot, ldo, 6, pf, pfn, AMD, st); break;                           \
+    case 7: micro_pair(KIND, k, pair, xt, rs, ot, ldo, 7, pf, pfn, AMD, st); break;                           \
+    default: micro_pair(KIND, k, pair, xt, rs, ot, ldo, 8, pf, pfn, AMD, st); break;                          \
     }                                                                                                         \
     } while (0)
+// NAME_panel: the el_gemm_panel_fn (x: the activation rows, read by decode
+// and by Q4_0's one pass of up to 8 tokens; panel: the same tokens as
+// el_act_panel writes them, from a group's first token; NULL where rows do).
+// NAME: the el_gemm_fn, which makes the panel itself (el_matmul makes one
+// panel per product for all its tasks instead; out of memory, the AVX2
+// kernel reads the same pairs from the rows).
 #define DEFINE_PACKED_GEMM(NAME, Q8, AMD)                                                                     \
-    static void NAME(int k, const void *w, size_t ldw, int nr, const void *x, size_t ldx, int nt, float *out, \
-                     size_t ldo) {                                                                            \
+    static void NAME##_panel(int k, const void *w, size_t ldw, int nr, const void *x, size_t ldx,            \
+                             const void *panel, int nt, float *out, size_t ldo) {                            \
         const size_t cb = (Q8) ? 512 : 256, bb = 2 * cb + 64;                                                 \
         if (nt == 1) {                                                                                        \
             if (Q8) { /* the hardware prefetcher's streams */                                                 \
@@ -642,11 +627,10 @@ static inline int pass_tokens(int left, int most) {
             return;                                                                                           \
         }                                                                                                     \
         const int most = nt >= 5 && ((Q8) || !(AMD) || nt <= 16) ? 8 : 4; /* tokens a pass */                 \
-        int npass = 0;                                                                                        \
-        for (int t = 0; t < nt; t += pass_tokens(nt - t, most)) npass++;                                      \
+        int npass = 0, gs, gc;                                                                                \
+        for (int t = 0; t < nt; t += pass_tokens(t, nt, most, &gs, &gc)) npass++;                             \
         /* more passes than one, Intel form: each fetches its share of the next pair (not past the last) */   \
         const size_t share = ((ldw + (size_t)npass - 1) / (size_t)npass + 63) & ~(size_t)63;                  \
-        const char *xc = x;                                                                                   \
         /* Intel form, Q4_0 over 8 passes or more: each pair unpacked once (NULL: no memory, as read) */      \
         uint8_t *bytes =                                                                                      \
             !(Q8) && !(AMD) && npass >= 8 ? el_malloc_aligned((size_t)(k / EL_QK) * 1088) : NULL;             \
@@ -655,7 +639,7 @@ static inline int pass_tokens(int left, int most) {
             float *o = out + 32 * p;                                                                          \
             if (bytes) unpack_pair_q4_0(k / EL_QK, packed, bytes), pair = bytes;                              \
             for (int t = 0, c, pass = 0; t < nt; t += c, pass++) {                                            \
-                c = pass_tokens(nt - t, most);                                                                \
+                c = pass_tokens(t, nt, most, &gs, &gc);                                                       \
                 const uint8_t *pf;                                                                            \
                 size_t pfn;                                                                                   \
                 if (AMD) { /* two passes fetch half the next pair each: 1st and 2nd of 2, else 2nd and 3rd */ \
@@ -670,7 +654,8 @@ static inline int pass_tokens(int left, int most) {
                 }                                                                                             \
                 if (npass == 1) /* its own pair, ahead */                                                     \
                     pf = packed + (size_t)(most == 8 ? PAIR8_AHEAD : PAIR_AHEAD_Q8) * bb, pfn = 0;            \
-                const char *xt = xc + (size_t)t * ldx;                                                        \
+                const char *xt = (const char *)panel + el_act_panel_bytes(k, gs) + (size_t)(t - gs) * EL_PANEL_REC; \
+                const size_t rs = (size_t)gc * EL_PANEL_REC; /* a block's records in the group */             \
                 float *ot = o + (size_t)t * ldo;                                                              \
                 if (Q8) PAIR_PASSES(PAIR_Q8_0, AMD);                                                          \
                 else if (bytes) PAIR_PASSES(PAIR_Q4_0_BYTES, AMD);                                            \
@@ -679,6 +664,21 @@ static inline int pass_tokens(int left, int most) {
         }                                                                                                     \
         if (st) _mm_sfence();                                                                                 \
         el_free_aligned(bytes);                                                                               \
+    }                                                                                                         \
+    static void NAME(int k, const void *w, size_t ldw, int nr, const void *x, size_t ldx, int nt, float *out, \
+                     size_t ldo) {                                                                            \
+        if (nt == 1 || (!(Q8) && nt <= 8)) {                                                                  \
+            NAME##_panel(k, w, ldw, nr, x, ldx, NULL, nt, out, ldo);                                          \
+            return;                                                                                           \
+        }                                                                                                     \
+        char *panel = el_malloc_aligned(el_act_panel_bytes(k, nt));                                           \
+        if (!panel) {                                                                                         \
+            el_gemm_packed_avx2((Q8) ? EL_DTYPE_Q8_0 : EL_DTYPE_Q4_0)(k, w, ldw, nr, x, ldx, nt, out, ldo);   \
+            return;                                                                                           \
+        }                                                                                                     \
+        for (int t = 0; t < nt; t++) el_act_panel((const char *)x + (size_t)t * ldx, k, nt, t, panel);       \
+        NAME##_panel(k, w, ldw, nr, x, ldx, panel, nt, out, ldo);                                             \
+        el_free_aligned(panel);                                                                               \
     }
 
 DEFINE_PACKED_GEMM(gemm_packed_q8_0, 1, 0)
@@ -695,8 +695,10 @@ DEFINE_PACKED_GEMM(gemm_packed_q4_0_amd, 0, 1)
 // Zen runs those steps on ports of its own, and on Zen 5 the three cost
 // more than they gave; its form keeps what came before them (two passes fetch
 // half the next pair each, a whole block's lines at a time; 4-token Q4_0
-// passes unpacking as they read; each seed a broadcast and a shift). Every
-// layer's w_gate of the TinyLlama-shaped models in turn (cold), 1 thread,
+// passes unpacking as they read; each seed a broadcast and a shift). Since
+// 2026-12-07 both forms read their tokens from a panel (micro_pair), seeds
+// shifted: one broadcast a seed and no shift, in the AMD form too (not yet
+// measured on an AMD CPU). Every layer's w_gate of the TinyLlama-shaped models in turn (cold), 1 thread,
 // GOP/s, Zen 5, 2026-12-06, libraries of four commits in turn:
 //   Q8_0 tokens         16        32        128
 //   before fb67115     542-573   573-599   583-608
@@ -713,6 +715,16 @@ el_gemm_fn el_gemm_packed_form_avx512(int dtype, int amd) {
     }
     return NULL;
 }
+
+el_gemm_panel_fn el_gemm_packed_panel_form_avx512(int dtype, int amd) {
+    switch (dtype) {
+    case EL_DTYPE_Q8_0: return amd ? gemm_packed_q8_0_amd_panel : gemm_packed_q8_0_panel;
+    case EL_DTYPE_Q4_0: return amd ? gemm_packed_q4_0_amd_panel : gemm_packed_q4_0_panel;
+    }
+    return NULL;
+}
+
+el_gemm_panel_fn el_gemm_packed_panel_avx512(int dtype) { return el_gemm_packed_panel_form_avx512(dtype, el_cpu_is_amd()); }
 
 el_gemm_fn el_gemm_packed_avx512(int dtype) { return el_gemm_packed_form_avx512(dtype, el_cpu_is_amd()); }
 

@@ -431,6 +431,77 @@ static void test_packed_matches_scalar(void **st) {
     for (int li = 1; li < N_LEVELS; li++) packed_matches_scalar(levels[li]);
 }
 
+// The groups of a panel (qdot.h) cover a call's tokens in order, once each:
+// up to 8 a group, the last two as even as they go (17 = 8 + 5 + 4).
+static void test_panel_groups(void **st) {
+    (void)st;
+    for (int nt = 1; nt <= 40; nt++) {
+        int sizes[40], n = 0;
+        for (int t = 0; t < nt;) {
+            int s, c = el_panel_group(nt, t, &s);
+            assert_int_equal(s, t);
+            assert_true(c >= 1 && c <= 8 && s + c <= nt);
+            for (int u = t; u < t + c; u++) {  // every token of the group names the same group
+                int s2, c2 = el_panel_group(nt, u, &s2);
+                assert_int_equal(s2, s);
+                assert_int_equal(c2, c);
+            }
+            sizes[n++] = c;
+            t += c;
+        }
+        for (int i = 0; i + 2 < n; i++) assert_int_equal(sizes[i], 8);
+        if (n >= 2) assert_true(sizes[n - 2] - sizes[n - 1] == 0 || sizes[n - 2] - sizes[n - 1] == 1);
+    }
+    int s, c = el_panel_group(17, 16, &s);
+    assert_int_equal(s, 13);
+    assert_int_equal(c, 4);
+}
+
+// el_matmul over more tokens than one kernel call takes (their activations
+// past the most a call keeps in L2, 4 MiB): the calls' panels (Q8_0, Q4_0 at
+// AVX-512) sit one after another in one buffer; every output against the
+// scalar kernel, 2 threads. 420 tokens of 10 KiB rows (k = 8192): two calls
+// or more on any L2 (seven of up to 64 on a 1.25 MiB one).
+static void test_packed_matmul_token_blocks(void **st) {
+    (void)st;
+    uint64_t rng = 41;
+    const int k = 8192, rows = 64 + 5, toks = 420;
+    static const int types[] = {EL_DTYPE_Q8_0, EL_DTYPE_Q4_0};
+    for (int ti = 0; ti < 2; ti++) {
+        const int dtype = types[ti];
+        const el_dtype_traits *tr = el_dtype_info(dtype);
+        void *w;
+        float *wf;
+        make_weights(dtype, k, rows, &rng, &w, &wf);
+        el_tensor W = {"w", dtype, 2, {k, rows, 1, 1}, w, el_dtype_row_size(dtype, k) * rows, NULL, 0};
+        int64_t prows;
+        size_t bytes = el_matmul_pack_size(&W, EL_ISA_BEST, &prows);
+        void *packed = bytes ? el_malloc_aligned(bytes) : NULL;
+        if (packed) el_matmul_pack(&W, prows, packed);
+        W.packed = packed, W.packed_rows = packed ? prows : 0;
+        float *x;
+        char *act = make_acts(tr->vec_dot_type, k, toks, &rng, &x);
+        size_t ldx = el_act_row_size(tr->vec_dot_type, k), n = (size_t)rows * toks;
+        float *ref = malloc(n * sizeof(float)), *got = malloc(n * sizeof(float));
+        el_gemm_kernel(dtype, EL_ISA_SCALAR)(k, w, el_dtype_row_size(dtype, k), rows, act, ldx, toks, ref, (size_t)rows);
+        el_pool *pool = el_pool_new(2);
+        el_matmul(pool, got, x, &W, toks);
+        el_pool_free(pool);
+        for (size_t i = 0; i < n; i++) {
+            int t = (int)(i / rows), r = (int)(i % rows);
+            double mag = 0;
+            for (int e = 0; e < k; e++) mag += fabs((double)wf[(size_t)r * k + e] * x[(size_t)t * k + e]);
+            if (!(fabs((double)got[i] - ref[i]) <= 1e-5 * mag + 1e-6)) {
+                printf("%s token %d row %d: el_matmul %.9g scalar %.9g\n", tr->name, t, r, got[i], ref[i]);
+                fail();
+            }
+        }
+        printf("  %s: %zu outputs of %d tokens compared (%s)\n", tr->name, n, toks, packed ? "packed" : "not packed");
+        el_free_aligned(packed);
+        free(w), free(wf), free(x), free(act), free(ref), free(got);
+    }
+}
+
 // The packed K-quant kernels sum a super-block's products in int32 (every
 // sub-block's sums times its integer scale) and convert once. At the ends of
 // the ranges they equal the exact sum: nothing wraps. Q4_K: all nibbles 15 or
@@ -676,7 +747,9 @@ int main(void) {
         cmocka_unit_test(test_q8_0_layout),       cmocka_unit_test(test_q4_0_layout),
         cmocka_unit_test(test_q4_k_layout),       cmocka_unit_test(test_q6_k_layout),
         cmocka_unit_test(test_roundtrip_bounds),  cmocka_unit_test(test_simd_matches_scalar),
-        cmocka_unit_test(test_packed_matches_scalar), cmocka_unit_test(test_packed_streamed_outputs),
+        cmocka_unit_test(test_packed_matches_scalar),
+        cmocka_unit_test(test_panel_groups),
+        cmocka_unit_test(test_packed_matmul_token_blocks), cmocka_unit_test(test_packed_streamed_outputs),
         cmocka_unit_test(test_packed_kquant_extremes),
         cmocka_unit_test(test_act_quantize_rounding),
         cmocka_unit_test(test_matmul_quantized),  cmocka_unit_test(test_bad_scales_found),
