@@ -62,6 +62,9 @@ el_gemm_fn el_gemm_packed_avx2(int dtype);
 // they read (el_quantize_row_q8_k's bytes).
 void el_act_quantize_q8_k_avx512(const float *x, void *dst, int k);
 el_gemm_fn el_gemm_packed_k_avx512(int dtype);
+// Its two forms (qdot_k_avx512.c: the float step on Intel, amd 0; the
+// integer one on AMD, amd 1; the tests run both).
+el_gemm_fn el_gemm_packed_k_form_avx512(int dtype, int amd);
 #define EL_PACK_Q4_K_GROUP 2304  // bytes of one 16-row group's Q4_K super-block
 #define EL_PACK_Q6_K_GROUP 3328  // the same for Q6_K, without its 16 d (pack.c)
 // AArch64 (qdot_neon.c, qdot_dotprod.c, qdot_i8mm.c): the tile kernels of

@@ -7,7 +7,8 @@
 // broadcast activation bytes as the signed one). The decode (one token)
 // converts them and scales them by d * sc_j of every row with one FMA; the
 // tiles of 2..8 tokens multiply them by the integer scales and convert once
-// per super-block (pair_scale_isums). High nibbles are used in place (16 q,
+// per super-block (pair_scale_isums: the AMD form), or convert them and
+// scale them by d/16 * sc_j with one FMA (pair_scale_fsums: the Intel form). High nibbles are used in place (16 q,
 // one vpandnd instead of a shift and a mask): their scale carries the 1/16
 // (in the tiles, the even sub-blocks' carries a 16 instead). The mins term msum = sum_j m_j * (bsums[2j] + bsums[2j+1]) takes 8
 // vpdpwssd of (m_j, m_j) int16 lanes against broadcast bsums pairs in the
@@ -90,10 +91,9 @@ ALWAYS_INLINE __m512i q4_k_sc(const q4_k_head *h, const int j) {
 // A super-block's sum stays integer until its end, converted once, where a
 // float step per sub-block (convert, then FMA with d * sc_j) was: on AMD EPYC
 // Zen 5 the vpmulld/vpaddd pair ran ~5% faster than the convert/FMA pair in a
-// loop of the tile's shape, 1 thread. Measured on Zen 5 only: on Intel cores
-// vpmulld is two uops on one port (about 10 cycles' latency), which may
-// cost more than it saves, most in Q6_K (4 vpdpbusd per sub-block and row
-// group); not measured there.
+// loop of the tile's shape, 1 thread. On Intel cores vpmulld is two uops on
+// one port (about 10 cycles' latency), and there the float step wins
+// (pair_scale_fsums, below): this is the AMD form's.
 ALWAYS_INLINE void pair_scale_isums(int32_t (*isb)[32], __m512i (*acc)[2], const int32_t *isc, const int T,
                                     const int first) {
     const __m512i s0 = _mm512_load_si512(isc), s1 = _mm512_load_si512(isc + 16);
@@ -108,6 +108,25 @@ ALWAYS_INLINE void pair_scale_isums(int32_t (*isb)[32], __m512i (*acc)[2], const
         _mm512_store_si512(isb[t], _mm512_add_epi32(_mm512_mullo_epi32(acc[t][0], s0), _mm512_load_si512(isb[t])));
         _mm512_store_si512(isb[t] + 16,
                            _mm512_add_epi32(_mm512_mullo_epi32(acc[t][1], s1), _mm512_load_si512(isb[t] + 16)));
+    }
+}
+
+// The float form of that step (fs, the Intel form of the K-quant tiles):
+// after a sub-block, fsj[t] (32 rows) += its integer sums acc[t] converted,
+// times the float scales fsc (32 rows); first: fsj[t] = that product. A
+// convert and an FMA per 16 rows and token, where the integer step takes a
+// vpmulld (two uops on one of vpdpbusd's two ports on Intel cores) and an
+// add. Every layer's matrices of the TinyLlama-shaped Q4_K model through
+// el_matmul, 128 tokens, 2 threads, the two libraries in turn (Intel Xeon,
+// Ice Lake, 2026-12-07), 8 rounds: best 449-502 -> 476-562 GOP/s, faster in
+// 7 of them (mean of each round +4-11%). AMD keeps the integer step (above).
+ALWAYS_INLINE void pair_scale_fsums(float (*fsj)[32], __m512i (*acc)[2], const float *fsc, const int T,
+                                    const int first) {
+    const __m512 c0 = _mm512_load_ps(fsc), c1 = _mm512_load_ps(fsc + 16);
+    _Pragma("GCC unroll 8") for (int t = 0; t < T; t++) {
+        const __m512 a0 = _mm512_cvtepi32_ps(acc[t][0]), a1 = _mm512_cvtepi32_ps(acc[t][1]);
+        _mm512_store_ps(fsj[t], first ? _mm512_mul_ps(a0, c0) : _mm512_fmadd_ps(a0, c0, _mm512_load_ps(fsj[t])));
+        _mm512_store_ps(fsj[t] + 16, first ? _mm512_mul_ps(a1, c1) : _mm512_fmadd_ps(a1, c1, _mm512_load_ps(fsj[t] + 16)));
     }
 }
 
@@ -138,10 +157,12 @@ ALWAYS_INLINE void pair_scale_isums(int32_t (*isb)[32], __m512i (*acc)[2], const
 // 128-token prefills of the TinyLlama-shaped Q4_K model, median ms: 1
 // thread 500 -> 489, 2 threads 303 -> 293.
 ALWAYS_INLINE void q4_k_pair_block(const uint8_t *g, const el_block_q8_k *const *xb, const int T, const size_t pfd,
-                                   float (*fm)[32]) {
+                                   float (*fm)[32], const int fs) {
     float fsb[MAX_T][32] __attribute__((aligned(64)));
     int32_t isc[8][32] __attribute__((aligned(64)));  // sc_j of every row, times 16 for even j
     int32_t isb[MAX_T][32] __attribute__((aligned(64)));  // sum_j isc_j * s_j of every row
+    float fsc[8][32] __attribute__((aligned(64)));        // fs: d/16 * isc_j of every row
+    float fsj[MAX_T][32] __attribute__((aligned(64)));    // fs: sum_j d/16 * isc_j * s_j of every row
     float dd[32] __attribute__((aligned(64)));  // d / 16 of every row
     int16_t asum[MAX_T][8] __attribute__((aligned(16)));  // token t's a_j (|a_j| <= 32 * 127)
     _Pragma("GCC unroll 8") for (int t = 0; t < T; t++) {
@@ -165,8 +186,11 @@ ALWAYS_INLINE void q4_k_pair_block(const uint8_t *g, const el_block_q8_k *const 
             _mm512_store_ps(fsb[t] + 16 * q, _mm512_mul_ps(_mm512_cvtepi32_ps(ms[t]), h.nd));
         __m512 d16 = _mm512_mul_ps(h.d, _mm512_set1_ps(1.0f / 16));
         _mm512_store_ps(dd + 16 * q, d16);
-        _Pragma("GCC unroll 8") for (int j = 0; j < 8; j++)
-            _mm512_store_si512(isc[j] + 16 * q, j & 1 ? q4_k_sc(&h, j) : _mm512_slli_epi32(q4_k_sc(&h, j), 4));
+        _Pragma("GCC unroll 8") for (int j = 0; j < 8; j++) {
+            const __m512i sc = j & 1 ? q4_k_sc(&h, j) : _mm512_slli_epi32(q4_k_sc(&h, j), 4);
+            if (fs) _mm512_store_ps(fsc[j] + 16 * q, _mm512_mul_ps(d16, _mm512_cvtepi32_ps(sc)));
+            else _mm512_store_si512(isc[j] + 16 * q, sc);
+        }
     }
     // a loop, not unrolled: unrolled, GCC kept the even sub-block's chunks for
     // the odd one (16 registers) or overlapped sub-blocks, and spilled the
@@ -189,13 +213,17 @@ ALWAYS_INLINE void q4_k_pair_block(const uint8_t *g, const el_block_q8_k *const 
                 acc[t][1] = _mm512_dpbusd_epi32(acc[t][1], q1, xv);
             }
         }
-        pair_scale_isums(isb, acc, isc[j], T, j == 0);
+        if (fs) pair_scale_fsums(fsj, acc, fsc[j], T, j == 0);
+        else pair_scale_isums(isb, acc, isc[j], T, j == 0);
     }
     const __m512 e0 = _mm512_load_ps(dd), e1 = _mm512_load_ps(dd + 16);
     _Pragma("GCC unroll 8") for (int t = 0; t < T; t++) {
         const __m512 xd = _mm512_set1_ps(xb[t]->d);
-        const __m512 f0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_load_si512(isb[t])), e0, _mm512_load_ps(fsb[t]));
-        const __m512 f1 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_load_si512(isb[t] + 16)), e1, _mm512_load_ps(fsb[t] + 16));
+        const __m512 f0 = fs ? _mm512_add_ps(_mm512_load_ps(fsj[t]), _mm512_load_ps(fsb[t]))
+                             : _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_load_si512(isb[t])), e0, _mm512_load_ps(fsb[t]));
+        const __m512 f1 = fs ? _mm512_add_ps(_mm512_load_ps(fsj[t] + 16), _mm512_load_ps(fsb[t] + 16))
+                             : _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_load_si512(isb[t] + 16)), e1,
+                                               _mm512_load_ps(fsb[t] + 16));
         _mm512_store_ps(fm[t], _mm512_fmadd_ps(f0, xd, _mm512_load_ps(fm[t])));
         _mm512_store_ps(fm[t] + 16, _mm512_fmadd_ps(f1, xd, _mm512_load_ps(fm[t] + 16)));
     }
@@ -205,7 +233,8 @@ ALWAYS_INLINE void q4_k_pair_block(const uint8_t *g, const el_block_q8_k *const 
 // tokens: out[t*ldo + r], r < 32. pf: prefetch ahead (the first tile); nxt:
 // prefetch its nn bytes, spread over the super-blocks (NULL: none).
 ALWAYS_INLINE void micro_pair_q4_k(int k, const uint8_t *pw, size_t bb, const char *x, size_t ldx, float *out,
-                                   size_t ldo, const int T, const int pf, const uint8_t *nxt, size_t nn, int st) {
+                                   size_t ldo, const int T, const int pf, const uint8_t *nxt, size_t nn, int st,
+                                   const int fs) {
     const int nb = k / EL_QK_K;
     float fm[MAX_T][32] __attribute__((aligned(64)));
     _Pragma("GCC unroll 8") for (int t = 0; t < T; t++) {
@@ -216,7 +245,7 @@ ALWAYS_INLINE void micro_pair_q4_k(int k, const uint8_t *pw, size_t bb, const ch
         const el_block_q8_k *xb[MAX_T];
         _Pragma("GCC unroll 8") for (int t = 0; t < T; t++) xb[t] = (const el_block_q8_k *)(x + (size_t)t * ldx) + b;
         if (nxt) prefetch_share(nxt, b, nb, nn);
-        q4_k_pair_block(pw + (size_t)b * bb, xb, T, pf ? PREFILL_AHEAD * bb : 0, fm);
+        q4_k_pair_block(pw + (size_t)b * bb, xb, T, pf ? PREFILL_AHEAD * bb : 0, fm, fs);
     }
     _Pragma("GCC unroll 8") for (int t = 0; t < T; t++)
         stream_out(out + (size_t)t * ldo, _mm512_load_ps(fm[t]), _mm512_load_ps(fm[t] + 16), st);
@@ -289,8 +318,8 @@ static void decode_pair_q4_k(int k, const uint8_t *pair, const el_block_q8_k *x,
 
 #define PACKED_TOKENS 8
 
-static void gemm_packed_q4_k(int k, const void *w, size_t ldw, int nr, const void *x, size_t ldx, int nt, float *out,
-                             size_t ldo) {
+ALWAYS_INLINE void gemm_packed_q4_k_form(int k, const void *w, size_t ldw, int nr, const void *x, size_t ldx, int nt,
+                                       float *out, size_t ldo, const int fs) {
     const size_t bb = 2 * EL_PACK_Q4_K_GROUP;
     if (nt == 1) {
 #if DECODE_AHEAD
@@ -321,13 +350,13 @@ static void gemm_packed_q4_k(int k, const void *w, size_t ldw, int nr, const voi
             switch (nt - t < PACKED_TOKENS ? nt - t : PACKED_TOKENS) {
             // one token: the decode kernel (two chains a group, the pair front to back)
             case 1: decode_pair_q4_k(k, pw, (const el_block_q8_k *)xt, ot); break;
-            case 2: micro_pair_q4_k(k, pw, bb, xt, ldx, ot, ldo, 2, first, nxt, nn, st); break;
-            case 3: micro_pair_q4_k(k, pw, bb, xt, ldx, ot, ldo, 3, first, nxt, nn, st); break;
-            case 4: micro_pair_q4_k(k, pw, bb, xt, ldx, ot, ldo, 4, first, nxt, nn, st); break;
-            case 5: micro_pair_q4_k(k, pw, bb, xt, ldx, ot, ldo, 5, first, nxt, nn, st); break;
-            case 6: micro_pair_q4_k(k, pw, bb, xt, ldx, ot, ldo, 6, first, nxt, nn, st); break;
-            case 7: micro_pair_q4_k(k, pw, bb, xt, ldx, ot, ldo, 7, first, nxt, nn, st); break;
-            default: micro_pair_q4_k(k, pw, bb, xt, ldx, ot, ldo, PACKED_TOKENS, first, nxt, nn, st); break;
+            case 2: micro_pair_q4_k(k, pw, bb, xt, ldx, ot, ldo, 2, first, nxt, nn, st, fs); break;
+            case 3: micro_pair_q4_k(k, pw, bb, xt, ldx, ot, ldo, 3, first, nxt, nn, st, fs); break;
+            case 4: micro_pair_q4_k(k, pw, bb, xt, ldx, ot, ldo, 4, first, nxt, nn, st, fs); break;
+            case 5: micro_pair_q4_k(k, pw, bb, xt, ldx, ot, ldo, 5, first, nxt, nn, st, fs); break;
+            case 6: micro_pair_q4_k(k, pw, bb, xt, ldx, ot, ldo, 6, first, nxt, nn, st, fs); break;
+            case 7: micro_pair_q4_k(k, pw, bb, xt, ldx, ot, ldo, 7, first, nxt, nn, st, fs); break;
+            default: micro_pair_q4_k(k, pw, bb, xt, ldx, ot, ldo, PACKED_TOKENS, first, nxt, nn, st, fs); break;
             }
         }
     }
@@ -468,9 +497,11 @@ ALWAYS_INLINE __m512 q6_k_block(const uint8_t *g, const uint16_t *dp, const el_b
 // 410 -> 431 GOP/s; whole 128-token prefills of the TinyLlama-shaped Q4_K_M
 // model (both changes), 1 thread, median 526 -> 516 ms.
 ALWAYS_INLINE void q6_k_pair_block(const uint8_t *g, const uint16_t *dp, const el_block_q8_k *const *xb, const int T,
-                                   const size_t pfd, float (*fm)[32]) {
+                                   const size_t pfd, float (*fm)[32], const int fs) {
     int32_t isb[MAX_T][32] __attribute__((aligned(64)));  // sum_j sc_j * s_j - 32 * msum of every row
     int32_t isc[16][32] __attribute__((aligned(64)));  // sc_j of every row
+    float fsc[16][32] __attribute__((aligned(64)));    // fs: sc_j of every row, as floats
+    float fsj[MAX_T][32] __attribute__((aligned(64)));  // fs: isb's sum in float
     float dd[32] __attribute__((aligned(64)));  // d of every row
     _Pragma("GCC unroll 2") for (int q = 0; q < 2; q++) {
         const uint8_t *gq = g + q * EL_PACK_Q6_K_GROUP;
@@ -486,12 +517,17 @@ ALWAYS_INLINE void q6_k_pair_block(const uint8_t *g, const uint16_t *dp, const e
                 ms[t] = _mm512_dpwssd_epi32(ms[t], lo, bcast4(xb[t]->bsums + 4 * i));
                 ms[t] = _mm512_dpwssd_epi32(ms[t], hi, bcast4(xb[t]->bsums + 4 * i + 2));
             }
-            _Pragma("GCC unroll 4") for (int u = 0; u < 4; u++)
-                _mm512_store_si512(isc[4 * i + u] + 16 * q, q6_k_isc(sv, u));
+            _Pragma("GCC unroll 4") for (int u = 0; u < 4; u++) {
+                if (fs) _mm512_store_ps(fsc[4 * i + u] + 16 * q, q6_k_sc(sv, u));
+                else _mm512_store_si512(isc[4 * i + u] + 16 * q, q6_k_isc(sv, u));
+            }
         }
         _mm512_store_ps(dd + 16 * q, d);
-        _Pragma("GCC unroll 8") for (int t = 0; t < T; t++)
-            _mm512_store_si512(isb[t] + 16 * q, _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_slli_epi32(ms[t], 5)));
+        _Pragma("GCC unroll 8") for (int t = 0; t < T; t++) {
+            const __m512i m32 = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_slli_epi32(ms[t], 5));
+            if (fs) _mm512_store_ps(fsj[t] + 16 * q, _mm512_cvtepi32_ps(m32));
+            else _mm512_store_si512(isb[t] + 16 * q, m32);
+        }
     }
     // a loop, not unrolled, as in q4_k_pair_block
     _Pragma("GCC unroll 1") for (int j = 0; j < 16; j++) {
@@ -512,13 +548,14 @@ ALWAYS_INLINE void q6_k_pair_block(const uint8_t *g, const uint16_t *dp, const e
                 acc[t][1] = _mm512_dpbusd_epi32(acc[t][1], q1[i], xv);
             }
         }
-        pair_scale_isums(isb, acc, isc[j], T, 0);
+        if (fs) pair_scale_fsums(fsj, acc, fsc[j], T, 0);
+        else pair_scale_isums(isb, acc, isc[j], T, 0);
     }
     const __m512 e0 = _mm512_load_ps(dd), e1 = _mm512_load_ps(dd + 16);
     _Pragma("GCC unroll 8") for (int t = 0; t < T; t++) {
         const __m512 xd = _mm512_set1_ps(xb[t]->d);
-        const __m512 s0 = _mm512_cvtepi32_ps(_mm512_load_si512(isb[t]));
-        const __m512 s1 = _mm512_cvtepi32_ps(_mm512_load_si512(isb[t] + 16));
+        const __m512 s0 = fs ? _mm512_load_ps(fsj[t]) : _mm512_cvtepi32_ps(_mm512_load_si512(isb[t]));
+        const __m512 s1 = fs ? _mm512_load_ps(fsj[t] + 16) : _mm512_cvtepi32_ps(_mm512_load_si512(isb[t] + 16));
         _mm512_store_ps(fm[t], _mm512_fmadd_ps(s0, _mm512_mul_ps(e0, xd), _mm512_load_ps(fm[t])));
         _mm512_store_ps(fm[t] + 16, _mm512_fmadd_ps(s1, _mm512_mul_ps(e1, xd), _mm512_load_ps(fm[t] + 16)));
     }
@@ -529,7 +566,7 @@ ALWAYS_INLINE void q6_k_pair_block(const uint8_t *g, const uint16_t *dp, const e
 // ahead (the first tile). Fetching the next pair from the later tiles, as
 // Q4_K does, was no faster at 128 tokens and 12% slower at 16.
 ALWAYS_INLINE void micro_pair_q6_k(int k, const uint8_t *pw, size_t bb, const char *x, size_t ldx, float *out,
-                                   size_t ldo, const int T, const int pf, int st) {
+                                   size_t ldo, const int T, const int pf, int st, const int fs) {
     const int nb = k / EL_QK_K;
     float fm[MAX_T][32] __attribute__((aligned(64)));
     _Pragma("GCC unroll 8") for (int t = 0; t < T; t++) {
@@ -541,7 +578,8 @@ ALWAYS_INLINE void micro_pair_q6_k(int k, const uint8_t *pw, size_t bb, const ch
         _Pragma("GCC unroll 8") for (int t = 0; t < T; t++) xb[t] = (const el_block_q8_k *)(x + (size_t)t * ldx) + b;
         const uint8_t *blk = pw + (size_t)b * bb;
         if (pf) _mm_prefetch((const char *)blk + 2 * EL_PACK_Q6_K_GROUP + PREFILL_AHEAD_Q6 * bb, _MM_HINT_T1);
-        q6_k_pair_block(blk, (const uint16_t *)(blk + 2 * EL_PACK_Q6_K_GROUP), xb, T, pf ? PREFILL_AHEAD_Q6 * bb : 0, fm);
+        q6_k_pair_block(blk, (const uint16_t *)(blk + 2 * EL_PACK_Q6_K_GROUP), xb, T, pf ? PREFILL_AHEAD_Q6 * bb : 0, fm,
+                        fs);
     }
     _Pragma("GCC unroll 8") for (int t = 0; t < T; t++)
         stream_out(out + (size_t)t * ldo, _mm512_load_ps(fm[t]), _mm512_load_ps(fm[t] + 16), st);
@@ -565,8 +603,8 @@ static void decode_pair_q6_k(int k, const uint8_t *pair, const el_block_q8_k *x,
     _mm512_storeu_ps(out + 16, f[1]);
 }
 
-static void gemm_packed_q6_k(int k, const void *w, size_t ldw, int nr, const void *x, size_t ldx, int nt, float *out,
-                             size_t ldo) {
+ALWAYS_INLINE void gemm_packed_q6_k_form(int k, const void *w, size_t ldw, int nr, const void *x, size_t ldx, int nt,
+                                       float *out, size_t ldo, const int fs) {
     const size_t bb = 2 * EL_PACK_Q6_K_GROUP + 64;
     if (nt == 1) {
 #if DECODE_AHEAD_Q6
@@ -586,26 +624,40 @@ static void gemm_packed_q6_k(int k, const void *w, size_t ldw, int nr, const voi
             const int first = t == 0;  // no tile before this one: it prefetches
             switch (nt - t < PACKED_TOKENS ? nt - t : PACKED_TOKENS) {
             case 1: decode_pair_q6_k(k, pw, (const el_block_q8_k *)xt, ot); break;  // one token: the decode kernel
-            case 2: micro_pair_q6_k(k, pw, bb, xt, ldx, ot, ldo, 2, first, st); break;
-            case 3: micro_pair_q6_k(k, pw, bb, xt, ldx, ot, ldo, 3, first, st); break;
-            case 4: micro_pair_q6_k(k, pw, bb, xt, ldx, ot, ldo, 4, first, st); break;
-            case 5: micro_pair_q6_k(k, pw, bb, xt, ldx, ot, ldo, 5, first, st); break;
-            case 6: micro_pair_q6_k(k, pw, bb, xt, ldx, ot, ldo, 6, first, st); break;
-            case 7: micro_pair_q6_k(k, pw, bb, xt, ldx, ot, ldo, 7, first, st); break;
-            default: micro_pair_q6_k(k, pw, bb, xt, ldx, ot, ldo, PACKED_TOKENS, first, st); break;
+            case 2: micro_pair_q6_k(k, pw, bb, xt, ldx, ot, ldo, 2, first, st, fs); break;
+            case 3: micro_pair_q6_k(k, pw, bb, xt, ldx, ot, ldo, 3, first, st, fs); break;
+            case 4: micro_pair_q6_k(k, pw, bb, xt, ldx, ot, ldo, 4, first, st, fs); break;
+            case 5: micro_pair_q6_k(k, pw, bb, xt, ldx, ot, ldo, 5, first, st, fs); break;
+            case 6: micro_pair_q6_k(k, pw, bb, xt, ldx, ot, ldo, 6, first, st, fs); break;
+            case 7: micro_pair_q6_k(k, pw, bb, xt, ldx, ot, ldo, 7, first, st, fs); break;
+            default: micro_pair_q6_k(k, pw, bb, xt, ldx, ot, ldo, PACKED_TOKENS, first, st, fs); break;
             }
         }
     }
     if (st) _mm_sfence();
 }
 
-el_gemm_fn el_gemm_packed_k_avx512(int dtype) {
+// The two forms of the K-quant kernels: the float step per sub-block on
+// Intel cores, the integer one on AMD's (pair_scale_fsums, pair_scale_isums).
+#define DEFINE_K_FORM(NAME, FORM, FS)                                                                         \
+    static void NAME(int k, const void *w, size_t ldw, int nr, const void *x, size_t ldx, int nt, float *out, \
+                     size_t ldo) {                                                                            \
+        FORM(k, w, ldw, nr, x, ldx, nt, out, ldo, FS);                                                        \
+    }
+DEFINE_K_FORM(gemm_packed_q4_k, gemm_packed_q4_k_form, 1)
+DEFINE_K_FORM(gemm_packed_q4_k_amd, gemm_packed_q4_k_form, 0)
+DEFINE_K_FORM(gemm_packed_q6_k, gemm_packed_q6_k_form, 1)
+DEFINE_K_FORM(gemm_packed_q6_k_amd, gemm_packed_q6_k_form, 0)
+
+el_gemm_fn el_gemm_packed_k_form_avx512(int dtype, int amd) {
     switch (dtype) {
-    case EL_DTYPE_Q4_K: return gemm_packed_q4_k;
-    case EL_DTYPE_Q6_K: return gemm_packed_q6_k;
+    case EL_DTYPE_Q4_K: return amd ? gemm_packed_q4_k_amd : gemm_packed_q4_k;
+    case EL_DTYPE_Q6_K: return amd ? gemm_packed_q6_k_amd : gemm_packed_q6_k;
     }
     return NULL;
 }
+
+el_gemm_fn el_gemm_packed_k_avx512(int dtype) { return el_gemm_packed_k_form_avx512(dtype, el_cpu_is_amd()); }
 
 // ---------------------------------------------------------------- activations
 

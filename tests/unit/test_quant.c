@@ -292,26 +292,27 @@ static char *make_acts(int act_type, int k, int toks, uint64_t *rng, float **x) 
 static void packed_matches_scalar(el_isa isa) {
     uint64_t rng = 11;
     int checked = 0;
-    // Q8_0 and Q4_0 twice: at the AVX-512 level their two forms (qdot_avx512.c), whichever this CPU takes
-    // (the el_matmul checks below run the CPU's own form only)
-    static const int types[] = {EL_DTYPE_Q8_0, EL_DTYPE_Q8_0, EL_DTYPE_Q4_0, EL_DTYPE_Q4_0, EL_DTYPE_Q4_K, EL_DTYPE_Q6_K};
-    for (int ti = 0; ti < 6; ti++) {
+    // Every type twice: at the AVX-512 level its two forms (qdot_avx512.c,
+    // qdot_k_avx512.c), whichever this CPU takes (the el_matmul checks below
+    // run the CPU's own form only)
+    static const int types[] = {EL_DTYPE_Q8_0, EL_DTYPE_Q8_0, EL_DTYPE_Q4_0, EL_DTYPE_Q4_0,
+                                EL_DTYPE_Q4_K, EL_DTYPE_Q4_K, EL_DTYPE_Q6_K, EL_DTYPE_Q6_K};
+    for (int ti = 0; ti < 8; ti++) {
         int dtype = types[ti];
         el_gemm_fn pg = el_gemm_packed_kernel(dtype, isa);
         if (!pg) continue;  // this CPU has no packed kernel
-        if (ti < 4) {
-            int form = ti % 2;  // 0: the Intel form; 1: the AMD one
+        int form = ti % 2;  // 0: the Intel form; 1: the AMD one
 #if defined(__x86_64__)
-            if (pg == el_gemm_packed_form_avx512(dtype, 0) || pg == el_gemm_packed_form_avx512(dtype, 1)) {
-                pg = el_gemm_packed_form_avx512(dtype, form);
-                printf("  %s, %s form:\n", el_dtype_info(dtype)->name, form ? "AMD" : "Intel");
-            } else if (form) {
-                continue;  // one kernel of this type at this level
-            }
-#else
-            if (form) continue;
-#endif
+        el_gemm_fn (*forms)(int, int) = ti < 4 ? el_gemm_packed_form_avx512 : el_gemm_packed_k_form_avx512;
+        if (pg == forms(dtype, 0) || pg == forms(dtype, 1)) {
+            pg = forms(dtype, form);
+            printf("  %s, %s form:\n", el_dtype_info(dtype)->name, form ? "AMD" : "Intel");
+        } else if (form) {
+            continue;  // one kernel of this type at this level
         }
+#else
+        if (form) continue;
+#endif
         const el_dtype_traits *tr = el_dtype_info(dtype);
         int kq = dtype == EL_DTYPE_Q4_K || dtype == EL_DTYPE_Q6_K;  // K-quants
         // K-quants: every k both as decode (1 token) and prefill (2..20
@@ -503,8 +504,10 @@ static void test_packed_matmul_token_blocks(void **st) {
 }
 
 // The packed K-quant kernels sum a super-block's products in int32 (every
-// sub-block's sums times its integer scale) and convert once. At the ends of
-// the ranges they equal the exact sum: nothing wraps. Q4_K: all nibbles 15 or
+// sub-block's sums times its integer scale) and convert once (the AMD form
+// at AVX-512; the Intel form converts each sub-block's sums, exact integers,
+// and sums them in float). At the ends of the ranges they equal the exact
+// sum: nothing wraps. Q4_K: all nibbles 15 or
 // 0, every 6-bit scale and min 63 (their largest), dmin 1 or 0; Q6_K: all
 // quants 63 or 0, every scale 127 or -128; activations all 127 or -128. The
 // scalar reference too (level 0), then every level with packed K-quant
@@ -513,9 +516,19 @@ static void test_packed_kquant_extremes(void **st) {
     (void)st;
     int checked = 0, packed = 0;
     for (int li = 0; li < N_LEVELS; li++)
-        for (int dtype = EL_DTYPE_Q4_K; dtype <= EL_DTYPE_Q6_K; dtype += EL_DTYPE_Q6_K - EL_DTYPE_Q4_K) {
+        for (int dtype = EL_DTYPE_Q4_K, form = 0; dtype <= EL_DTYPE_Q6_K;
+             form = !form, dtype += form ? 0 : EL_DTYPE_Q6_K - EL_DTYPE_Q4_K) {
             el_gemm_fn pg = li ? el_gemm_packed_kernel(dtype, levels[li]) : NULL;
             if (li && !pg) continue;
+#if defined(__x86_64__)
+            // both forms of the AVX-512 kernels (qdot_k_avx512.c): the float step's sums are exact here too
+            if (pg && (pg == el_gemm_packed_k_form_avx512(dtype, 0) || pg == el_gemm_packed_k_form_avx512(dtype, 1)))
+                pg = el_gemm_packed_k_form_avx512(dtype, form);
+            else if (form)
+                continue;
+#else
+            if (form) continue;
+#endif
             const int k = 2 * EL_QK_K, rows = 32, nb = k / EL_QK_K;
             const size_t rs = el_dtype_row_size(dtype, k);
             // pattern p: Q4_K all nibbles 15 (p even) or 0 (odd), every scale and min 63, dmin 1 (p < 2) or 0;
@@ -601,14 +614,16 @@ static void test_packed_streamed_outputs(void **st) {
         return;
     }
     uint64_t rng = 23;
-    static const int types[] = {EL_DTYPE_Q8_0, EL_DTYPE_Q8_0, EL_DTYPE_Q4_0, EL_DTYPE_Q4_0, EL_DTYPE_Q4_K, EL_DTYPE_Q6_K};
+    static const int types[] = {EL_DTYPE_Q8_0, EL_DTYPE_Q8_0, EL_DTYPE_Q4_0, EL_DTYPE_Q4_0,
+                                EL_DTYPE_Q4_K, EL_DTYPE_Q4_K, EL_DTYPE_Q6_K, EL_DTYPE_Q6_K};
     static const struct { int ti, k, rows, toks; } cases[] = {
         {0, 256, 4096, 128}, {1, 256, 4096, 128}, {2, 256, 4096, 128}, {3, 256, 4096, 128}, {4, 256, 4096, 128},
-        {5, 256, 4096, 128}, {0, 64, 36864, 8},   {1, 64, 36864, 8},   {2, 64, 36864, 8},   {3, 64, 36864, 8},
+        {5, 256, 4096, 128}, {6, 256, 4096, 128}, {7, 256, 4096, 128}, {0, 64, 36864, 8},   {1, 64, 36864, 8},
+        {2, 64, 36864, 8},   {3, 64, 36864, 8},
     };
     for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
         const int ti = cases[ci].ti, dtype = types[ti], k = cases[ci].k, rows = cases[ci].rows, toks = cases[ci].toks;
-        el_gemm_fn pg = ti < 4 ? el_gemm_packed_form_avx512(dtype, ti % 2) : el_gemm_packed_k_avx512(dtype);
+        el_gemm_fn pg = ti < 4 ? el_gemm_packed_form_avx512(dtype, ti % 2) : el_gemm_packed_k_form_avx512(dtype, ti % 2);
         assert_non_null(pg);
         const el_dtype_traits *tr = el_dtype_info(dtype);
         void *w;
@@ -641,7 +656,7 @@ static void test_packed_streamed_outputs(void **st) {
             assert_true(fabs((double)ref - streamed[(size_t)t * rows + r]) <= 1e-5 * mag + 1e-6);
         }
         printf("  %s%s, %d tokens: %zu streamed outputs equal the stored ones\n", tr->name,
-               ti < 4 ? (ti % 2 ? " (AMD form)" : " (Intel form)") : "", toks, n);
+               ti % 2 ? " (AMD form)" : " (Intel form)", toks, n);
         el_free_aligned(streamed), el_free_aligned(buf), el_free_aligned(packed);
         free(w), free(wf), free(x), free(act);
     }
