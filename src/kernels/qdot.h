@@ -32,16 +32,16 @@ el_gemm_fn el_gemm_packed_form_avx512(int dtype, int amd);
 #define EL_PANEL_SEED3 36
 #define EL_PANEL_SEED7 40
 // The group of token t among nt: its size, and its first token in *start.
-// Groups of 8, the last two as even as they go (9 tokens: 5 + 4).
+// Groups of 8, the last two as even as they go (9 tokens: 5 + 4): f groups
+// of 8 leave 9..16 tokens (nt > 16), or all nt are the last one or two.
 static inline int el_panel_group(int nt, int t, int *start) {
-    for (int s = 0;;) {
-        const int left = nt - s, c = left <= 8 ? left : left <= 16 ? (left + 1) / 2 : 8;
-        if (t < s + c || c <= 0) {
-            *start = s;
-            return c;
-        }
-        s += c;
+    const int f = nt > 16 ? (nt - 9) / 8 : 0, left = nt - 8 * f, c1 = left <= 8 ? left : (left + 1) / 2;
+    if (t < 8 * f) {
+        *start = t & ~7;
+        return 8;
     }
+    *start = t < 8 * f + c1 ? 8 * f : 8 * f + c1;
+    return t < 8 * f + c1 ? c1 : left - c1;
 }
 // Bytes of the panel of n tokens at k columns.
 size_t el_act_panel_bytes(int k, int n);
