@@ -286,6 +286,7 @@ void el_matmul_many_isa(el_pool *pool, int count, float *const *outs, const floa
             wants |= f.jobs[i].panel_gemm && n >= 2 && (n > 8 || f.jobs[i].W->dtype != EL_DTYPE_Q4_0);
         size_t rows = ((size_t)n * j0->ldx + 63) & ~(size_t)63, bytes = rows + (wants ? el_act_panel_bytes(j0->k, n) : 0);
         act = act_buf_take(bytes, &held);
+        if (!act && wants) act = act_buf_take(rows, &held), wants = 0;  // no room for a panel: the rows' kernels
         if (act && wants) panel = act + rows;
         if (act) {
             // 8 tasks, or from 4 rows on one a thread (a few decode rows: the others would wait)
