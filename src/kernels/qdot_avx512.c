@@ -380,23 +380,42 @@ static void decode_q8_0(int k, const uint8_t *w, size_t ldw, int np, const char 
 
 // Q4_0 decode of one group's part of a unit (m blocks from block b0, scales
 // first: pack.c) x one token, reading it front to back; f (lane r = row r) +=
-// its products. It prefetches EL_PACK_Q4_0_GROUP bytes ahead (the next part,
-// or the next pair), a line next to each load. On the block-by-block layout
+// its products. It prefetches DECODE_Q4_0_AHEAD(amd) bytes ahead (the next
+// part, or the next pair), a line next to each load. On the block-by-block layout
 // this loop read 0.70 of the bandwidth of Q4_K's decode whatever its
 // prefetching (bench/decode_kinds.c, docs/performance.md); on the unit
 // layout, 2 threads, cold gate, up and down matrices of the TinyLlama-shaped
 // model: 39.2-47.1 against 29.6-34.8 GB/s (Q4_K's 40.0-46.6 in the same runs).
+// The AMD form fetches two parts ahead into L1 (prefetcht0), the Intel form
+// one part ahead into L2. AMD EPYC Zen 5 (2026-12-07), the kernel alone, 2
+// threads over 147 MB of packed pairs, each variant against the read probe
+// just around it, the median of ~27 rounds, four runs in each of the
+// machine's two states: probe 46-53 GB/s, one part into L2 1.004-1.027, two
+// into L1 1.024-1.038; probe 75-80 GB/s, 0.847-0.875 against 0.906-0.925.
+// (Two parts into L2: 0.980-0.999 and 0.879-0.919.) Whole 1-row steps of the
+// TinyLlama-shaped Q4_0 model, the two alternating in one process, each
+// round's median step against the other's: 0.943-0.949 at 69-81 GB/s (three
+// runs), 0.976-1.000 at 44-61 (three runs). Not measured on Intel.
+#define DECODE_Q4_0_AHEAD(amd) ((amd) ? 2 * EL_PACK_Q4_0_GROUP : EL_PACK_Q4_0_GROUP)
+// (the hint a literal in each branch: unoptimized builds need a constant)
+#define DECODE_Q4_0_FETCH(amd, p)                 \
+    do {                                          \
+        if (amd)                                  \
+            _mm_prefetch((p), _MM_HINT_T0);       \
+        else                                      \
+            _mm_prefetch((p), _MM_HINT_T1);       \
+    } while (0)
 ALWAYS_INLINE __m512 decode_q4_0_part(const uint8_t *g, const int m, const int8_t *xq, const float *xd,
-                                      const int32_t *ns, int b0, __m512 f) {
+                                      const int32_t *ns, int b0, __m512 f, const int amd) {
     const __m512i m4 = _mm512_set1_epi8(0x0F);
-    for (int l = 0; l < 32 * m; l += 64) _mm_prefetch((const char *)g + EL_PACK_Q4_0_GROUP + l, _MM_HINT_T1);
+    for (int l = 0; l < 32 * m; l += 64) DECODE_Q4_0_FETCH(amd, (const char *)g + DECODE_Q4_0_AHEAD(amd) + l);
     _Pragma("GCC unroll 8") for (int u = 0; u < m; u++) {
         const uint8_t *c = g + 32 * m + 256 * u;
         const int8_t *xo = xq + EL_QK * (b0 + u);
         __m512i a0 = _mm512_slli_epi32(_mm512_set1_epi32(ns[b0 + u]), 3), a1 = _mm512_setzero_si512();
         // high nibbles in place (16 q): no shift per chunk, one per block
         _Pragma("GCC unroll 4") for (int j = 0; j < 4; j++) {
-            _mm_prefetch((const char *)c + 64 * j + EL_PACK_Q4_0_GROUP, _MM_HINT_T1);
+            DECODE_Q4_0_FETCH(amd, (const char *)c + 64 * j + DECODE_Q4_0_AHEAD(amd));
             __m512i raw = _mm512_loadu_si512(c + 64 * j);
             a0 = _mm512_dpbusd_epi32(a0, _mm512_and_si512(raw, m4), bcast4(xo + 4 * j));
             a1 = _mm512_dpbusd_epi32(a1, _mm512_andnot_si512(m4, raw), bcast4(xo + 16 + 4 * j));
@@ -410,7 +429,7 @@ ALWAYS_INLINE __m512 decode_q4_0_part(const uint8_t *g, const int m, const int8_
 
 // Q4_0 decode: one packed pair (32 rows) x one token, unit by unit, each
 // unit group 0's part, then group 1's: the pair front to back.
-ALWAYS_INLINE void micro_decode_q4_0(int k, const uint8_t *pair, const char *x, float *out) {
+ALWAYS_INLINE void micro_decode_q4_0(int k, const uint8_t *pair, const char *x, float *out, const int amd) {
     const int nb = k / EL_QK;
     const int8_t *xq = (const int8_t *)x;
     const float *xd = (const float *)(xq + k);
@@ -419,14 +438,14 @@ ALWAYS_INLINE void micro_decode_q4_0(int k, const uint8_t *pair, const char *x, 
     int b = 0;
     for (; b + EL_PACK_Q4_0_UNIT <= nb; b += EL_PACK_Q4_0_UNIT) {
         const uint8_t *u = pair + el_pack_q4_0_off(nb, b, 0, 1);
-        f0 = decode_q4_0_part(u, EL_PACK_Q4_0_UNIT, xq, xd, ns, b, f0);
+        f0 = decode_q4_0_part(u, EL_PACK_Q4_0_UNIT, xq, xd, ns, b, f0, amd);
         // keeps GCC from holding group 0's activation broadcasts for group 1 (it spills them)
         __asm__ volatile("" ::: "memory");
-        f1 = decode_q4_0_part(u + EL_PACK_Q4_0_GROUP, EL_PACK_Q4_0_UNIT, xq, xd, ns, b, f1);
+        f1 = decode_q4_0_part(u + EL_PACK_Q4_0_GROUP, EL_PACK_Q4_0_UNIT, xq, xd, ns, b, f1, amd);
     }
     if (b < nb) {  // a last unit of fewer blocks
-        f0 = decode_q4_0_part(pair + el_pack_q4_0_off(nb, b, 0, 1), nb - b, xq, xd, ns, b, f0);
-        f1 = decode_q4_0_part(pair + el_pack_q4_0_off(nb, b, 1, 1), nb - b, xq, xd, ns, b, f1);
+        f0 = decode_q4_0_part(pair + el_pack_q4_0_off(nb, b, 0, 1), nb - b, xq, xd, ns, b, f0, amd);
+        f1 = decode_q4_0_part(pair + el_pack_q4_0_off(nb, b, 1, 1), nb - b, xq, xd, ns, b, f1, amd);
     }
     _mm512_storeu_ps(out, f0);
     _mm512_storeu_ps(out + 16, f1);
@@ -601,10 +620,10 @@ static inline int pass_tokens(int t, int nt, int most, int *start, int *group) {
                 return;                                                                                       \
             }                                                                                                 \
             /* the kernel prefetches ahead: fetch the first lines here */                                     \
-            for (size_t off = 0; off < EL_PACK_Q4_0_GROUP && off < (size_t)(nr / 32) * ldw; off += 64)        \
-                _mm_prefetch((const char *)w + off, _MM_HINT_T1);                                             \
+            for (size_t off = 0; off < DECODE_Q4_0_AHEAD(AMD) && off < (size_t)(nr / 32) * ldw; off += 64)    \
+                DECODE_Q4_0_FETCH(AMD, (const char *)w + off);                                                \
             for (int p = 0; p < nr / 32; p++)                                                                 \
-                micro_decode_q4_0(k, (const uint8_t *)w + (size_t)p * ldw, x, out + 32 * p);                  \
+                micro_decode_q4_0(k, (const uint8_t *)w + (size_t)p * ldw, x, out + 32 * p, AMD);             \
             return;                                                                                           \
         }                                                                                                     \
         const int st = stream_outputs(out, ldo, nt);                                                          \

@@ -267,10 +267,25 @@ ALWAYS_INLINE void micro_pair_q4_k(int k, const uint8_t *pw, size_t bb, const ch
 
 // One group's super-block x one token, reading it front to back: each chunk
 // once, its low nibbles into sub-block 2p's sums and its high ones into 2p+1's.
-ALWAYS_INLINE __m512 decode_group_block(const uint8_t *g, const el_block_q8_k *xb, __m512 facc) {
+// far (AMD's form): two groups' super-blocks ahead, into L1 (prefetcht0),
+// as Q4_0's decode does there (qdot_avx512.c). AMD EPYC Zen 5 (2026-12-07),
+// whole 1-row steps of the TinyLlama-shaped Q4_K model, 2 threads, the two
+// forms alternating in one process, each round's median step (16 steps) of
+// one against the other's: 0.974-0.981 in three runs at a read probe of
+// 43-52 GB/s (one more 1.005, 10 rounds), 0.965 at 70-78 GB/s. The same for
+// Q6_K's decode (3360 bytes ahead) traded one state for the other: 0.975-0.978
+// at 70-79 GB/s, 1.026-1.030 at 46-50; there it stays as it was.
+#define DECODE_K_FETCH(far, p)                                                   \
+    do {                                                                         \
+        if (far)                                                                 \
+            _mm_prefetch((const char *)(p) + 2 * DECODE_AHEAD, _MM_HINT_T0);     \
+        else                                                                     \
+            _mm_prefetch((const char *)(p) + DECODE_AHEAD, _MM_HINT_T1);         \
+    } while (0)
+ALWAYS_INLINE __m512 decode_group_block(const uint8_t *g, const el_block_q8_k *xb, __m512 facc, const int far) {
     const __m512i m4 = _mm512_set1_epi8(0x0F);
     if (DECODE_AHEAD)
-        _Pragma("GCC unroll 4") for (int l = 0; l < 256; l += 64) _mm_prefetch((const char *)g + DECODE_AHEAD + l, _MM_HINT_T1);
+        _Pragma("GCC unroll 4") for (int l = 0; l < 256; l += 64) DECODE_K_FETCH(far, g + l);
     const q4_k_head h = q4_k_load_head(g);
     __m512i ms0 = _mm512_setzero_si512(), ms1 = _mm512_setzero_si512();
     _Pragma("GCC unroll 4") for (int j = 0; j < 4; j++) {
@@ -285,8 +300,8 @@ ALWAYS_INLINE __m512 decode_group_block(const uint8_t *g, const el_block_q8_k *x
         const int8_t *xq = xb->qs + 64 * p;
         _Pragma("GCC unroll 8") for (int i = 0; i < 8; i += 2) {
             if (DECODE_AHEAD) {
-                _mm_prefetch((const char *)c + 64 * i + DECODE_AHEAD, _MM_HINT_T1);
-                _mm_prefetch((const char *)c + 64 * i + 64 + DECODE_AHEAD, _MM_HINT_T1);
+                DECODE_K_FETCH(far, c + 64 * i);
+                DECODE_K_FETCH(far, c + 64 * i + 64);
             }
             __m512i r0 = _mm512_loadu_si512(c + 64 * i), r1 = _mm512_loadu_si512(c + 64 * i + 64);
             lo0 = _mm512_dpbusd_epi32(lo0, _mm512_and_si512(r0, m4), bcast4(xq + 4 * i));
@@ -302,18 +317,25 @@ ALWAYS_INLINE __m512 decode_group_block(const uint8_t *g, const el_block_q8_k *x
     return _mm512_fmadd_ps(fsb, _mm512_set1_ps(xb->d), facc);
 }
 
-static void decode_pair_q4_k(int k, const uint8_t *pair, const el_block_q8_k *x, float *out) {
+ALWAYS_INLINE void decode_pair_q4_k_form(int k, const uint8_t *pair, const el_block_q8_k *x, float *out, const int far) {
     const int nb = k / EL_QK_K;
     __m512 f0 = _mm512_setzero_ps(), f1 = _mm512_setzero_ps();
     for (int b = 0; b < nb; b++) {
         const uint8_t *g = pair + (size_t)b * 2 * EL_PACK_Q4_K_GROUP;
-        f0 = decode_group_block(g, x + b, f0);
+        f0 = decode_group_block(g, x + b, f0, far);
         // keeps GCC from holding group 0's activation broadcasts for group 1 (it spills them)
         __asm__ volatile("" ::: "memory");
-        f1 = decode_group_block(g + EL_PACK_Q4_K_GROUP, x + b, f1);
+        f1 = decode_group_block(g + EL_PACK_Q4_K_GROUP, x + b, f1, far);
     }
     _mm512_storeu_ps(out, f0);
     _mm512_storeu_ps(out + 16, f1);
+}
+// The decode of one pair, Intel's form and AMD's (far).
+static void decode_pair_q4_k(int k, const uint8_t *pair, const el_block_q8_k *x, float *out) {
+    decode_pair_q4_k_form(k, pair, x, out, 0);
+}
+static void decode_pair_q4_k_far(int k, const uint8_t *pair, const el_block_q8_k *x, float *out) {
+    decode_pair_q4_k_form(k, pair, x, out, 1);
 }
 
 #define PACKED_TOKENS 8
@@ -322,12 +344,20 @@ ALWAYS_INLINE void gemm_packed_q4_k_form(int k, const void *w, size_t ldw, int n
                                        float *out, size_t ldo, const int fs) {
     const size_t bb = 2 * EL_PACK_Q4_K_GROUP;
     if (nt == 1) {
+        const int far = !fs;  // AMD's form
 #if DECODE_AHEAD
-        for (size_t off = 0; off < DECODE_AHEAD && off < (size_t)(nr / 32) * ldw; off += 64)
-            _mm_prefetch((const char *)w + off, _MM_HINT_T1);
+        for (size_t off = 0; off < (far ? 2 : 1) * (size_t)DECODE_AHEAD && off < (size_t)(nr / 32) * ldw; off += 64) {
+            if (far)
+                _mm_prefetch((const char *)w + off, _MM_HINT_T0);
+            else
+                _mm_prefetch((const char *)w + off, _MM_HINT_T1);
+        }
 #endif
         for (int p = 0; p < nr / 32; p++)
-            decode_pair_q4_k(k, (const uint8_t *)w + (size_t)p * ldw, x, out + 32 * p);
+            if (far)
+                decode_pair_q4_k_far(k, (const uint8_t *)w + (size_t)p * ldw, x, out + 32 * p);
+            else
+                decode_pair_q4_k(k, (const uint8_t *)w + (size_t)p * ldw, x, out + 32 * p);
         return;
     }
     const int tiles = (nt + PACKED_TOKENS - 1) / PACKED_TOKENS, st = stream_outputs(out, ldo, nt);
