@@ -171,11 +171,34 @@ static void job_init(matmul_job *j, float *out, const float *x, const el_tensor 
 // the caller finished its big task leaves the caller the second one too (the
 // even split shared better then); in a decode the workers spin between
 // products and are there.
+//
+// Products of up to STREAM_ROWS tokens (decode steps, small batches) stream
+// their weights once, and there every task is a stream the prefetchers start
+// again: they take one contiguous task a thread instead. Every layer's
+// products of the TinyLlama-shaped models through el_matmul, 2 threads, AMD
+// EPYC Zen 5 (2026-12-07), the two splits alternating round by round, each
+// round's weight bytes against the read probe around it, medians of ~100-400
+// rounds in each of the VM's two bandwidth states (44-65 and 65-85 GB/s), this
+// split against the one above: Q4_0 1 token 0.966/0.949 and 0.792/0.759, 4
+// tokens 0.923/0.901 and 0.689/0.664, 8 tokens 0.800/0.778 and 0.497/0.476;
+// Q4_K 1 token 0.926/0.918 and 0.836/0.799, 4 tokens 0.749/0.754 and
+// 0.718/0.683; Q8_0 1 token 0.952/0.950 and 0.848/0.838, 4 tokens 0.831/0.819
+// and 0.687/0.680. Whole 1-token steps at positions 128-159, alternating, the
+// median step of this split against the other's: Q4_0 0.985 slow, 0.967 fast;
+// Q4_K 0.975, 0.963; Q4_K_M 0.990, 0.975; Q8_0 0.987 slow, 0.990 and 1.045
+// fast (29 and 10 rounds). A worker that is late still leaves the caller its
+// task; one descheduled mid-task is waited for, as it is with a big task.
+#define STREAM_ROWS 8
 static int job_split(matmul_job *j, int threads) {
     if (j->d <= 0) return 0;
     int unit = j->packed_rows ? 32 : 4;  // whole packed pairs, or whole micro-tiles
     int units = (j->d + unit - 1) / unit;
     j->big_tasks = j->big_rows = 0;
+    if (threads > 1 && j->n <= STREAM_ROWS) {
+        int per = (units + threads - 1) / threads;
+        j->rows_per_task = per * unit;
+        return (units + per - 1) / per;
+    }
     if (threads > 1 && units >= 16 * threads) {
         int big = units * 3 / (4 * threads), small = 4 * threads;
         int per = (units - threads * big + small - 1) / small;  // units per small task
