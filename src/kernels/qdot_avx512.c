@@ -187,9 +187,25 @@ void el_act_quantize_q8_0_avx512(const float *x, void *dst, int k) {
 // process, every layer timed, 2 threads: 0.91-0.93 of the probe at 1152-3456
 // bytes ahead against 0.99 without (probe 39 GB/s), 0.82-0.88 against
 // 0.89-0.92 at 66-69 GB/s (1152-9216 bytes ahead).
+//
+// On AMD the decode kernels read two runs of their pairs side by side, and
+// Q4_0's then fetches nothing by hand (DECODE_STREAMS_AMD, micro_decode2_q4_0).
+// AMD EPYC Zen 5 (2026-12-07), whole 1-row steps of the TinyLlama-shaped
+// models at positions 128-159, the two forms alternating in one process, the
+// median step of each round, in the VM's two bandwidth states (read probe
+// 38-55 and 65-87 GB/s): Q8_0 with two runs against three, 0.985 and
+// 0.943-0.965 of the step time (the step against the probe 0.948 -> 0.965,
+// 0.857 -> 0.887); Q4_0 two runs and no software prefetching against one run
+// fetched two parts ahead into L1, 0.979-1.003 and 0.901-0.920 (0.938 ->
+// 0.944-0.950, 0.781-0.796 -> 0.851-0.876). The kernel alone, 2 threads over
+// 622 MB, against the probe: one run and its prefetching 0.959-0.970 and
+// 0.922-0.932; two runs so fetched 0.936-0.945 and 0.915-0.930; two runs,
+// nothing fetched, 0.981-0.988 and 0.962-0.965; three runs, nothing
+// fetched, 0.907. The logits are the same, bit for bit.
 #ifndef DECODE_STREAMS_Q8
 #define DECODE_STREAMS_Q8 3
 #endif
+#define DECODE_STREAMS_AMD 2
 _Static_assert(DECODE_STREAMS_Q8 >= 2 && DECODE_STREAMS_Q8 <= 4, "micro_decode_q8_0 unrolls up to 4 streams");
 
 // Prefetch distance of a Q8_0 product over 2..4 tokens, in blocks of the
@@ -363,8 +379,8 @@ ALWAYS_INLINE void micro_decode_q8_0(int k, const uint8_t *const *pair, const ch
 // np pairs (ldw bytes apart) x one token: DECODE_STREAMS_Q8 runs of
 // consecutive pairs side by side, then the np % DECODE_STREAMS_Q8 left side
 // by side too (two of them) or alone.
-static void decode_q8_0(int k, const uint8_t *w, size_t ldw, int np, const char *x, float *out) {
-    const int S = DECODE_STREAMS_Q8, run = np / S;
+ALWAYS_INLINE void decode_q8_0(int k, const uint8_t *w, size_t ldw, int np, const char *x, float *out, const int amd) {
+    const int S = amd ? DECODE_STREAMS_AMD : DECODE_STREAMS_Q8, run = np / S;
     const uint8_t *pair[DECODE_STREAMS_Q8];
     float *o[DECODE_STREAMS_Q8];
     for (int p = 0; p < run; p++) {
@@ -395,7 +411,9 @@ static void decode_q8_0(int k, const uint8_t *w, size_t ldw, int np, const char 
 // (Two parts into L2: 0.980-0.999 and 0.879-0.919.) Whole 1-row steps of the
 // TinyLlama-shaped Q4_0 model, the two alternating in one process, each
 // round's median step against the other's: 0.943-0.949 at 69-81 GB/s (three
-// runs), 0.976-1.000 at 44-61 (three runs). Not measured on Intel.
+// runs), 0.976-1.000 at 44-61 (three runs). Not measured on Intel. (Since,
+// AMD's decode reads two pairs side by side and fetches nothing by hand,
+// micro_decode2_q4_0; its form here is left to an odd last pair.)
 #define DECODE_Q4_0_AHEAD(amd) ((amd) ? 2 * EL_PACK_Q4_0_GROUP : EL_PACK_Q4_0_GROUP)
 // (the hint a literal in each branch: unoptimized builds need a constant)
 #define DECODE_Q4_0_FETCH(amd, p)                 \
@@ -406,16 +424,17 @@ static void decode_q8_0(int k, const uint8_t *w, size_t ldw, int np, const char 
             _mm_prefetch((p), _MM_HINT_T1);       \
     } while (0)
 ALWAYS_INLINE __m512 decode_q4_0_part(const uint8_t *g, const int m, const int8_t *xq, const float *xd,
-                                      const int32_t *ns, int b0, __m512 f, const int amd) {
+                                      const int32_t *ns, int b0, __m512 f, const int amd, const int fetch) {
     const __m512i m4 = _mm512_set1_epi8(0x0F);
-    for (int l = 0; l < 32 * m; l += 64) DECODE_Q4_0_FETCH(amd, (const char *)g + DECODE_Q4_0_AHEAD(amd) + l);
+    if (fetch)
+        for (int l = 0; l < 32 * m; l += 64) DECODE_Q4_0_FETCH(amd, (const char *)g + DECODE_Q4_0_AHEAD(amd) + l);
     _Pragma("GCC unroll 8") for (int u = 0; u < m; u++) {
         const uint8_t *c = g + 32 * m + 256 * u;
         const int8_t *xo = xq + EL_QK * (b0 + u);
         __m512i a0 = _mm512_slli_epi32(_mm512_set1_epi32(ns[b0 + u]), 3), a1 = _mm512_setzero_si512();
         // high nibbles in place (16 q): no shift per chunk, one per block
         _Pragma("GCC unroll 4") for (int j = 0; j < 4; j++) {
-            DECODE_Q4_0_FETCH(amd, (const char *)c + 64 * j + DECODE_Q4_0_AHEAD(amd));
+            if (fetch) DECODE_Q4_0_FETCH(amd, (const char *)c + 64 * j + DECODE_Q4_0_AHEAD(amd));
             __m512i raw = _mm512_loadu_si512(c + 64 * j);
             a0 = _mm512_dpbusd_epi32(a0, _mm512_and_si512(raw, m4), bcast4(xo + 4 * j));
             a1 = _mm512_dpbusd_epi32(a1, _mm512_andnot_si512(m4, raw), bcast4(xo + 16 + 4 * j));
@@ -438,17 +457,50 @@ ALWAYS_INLINE void micro_decode_q4_0(int k, const uint8_t *pair, const char *x, 
     int b = 0;
     for (; b + EL_PACK_Q4_0_UNIT <= nb; b += EL_PACK_Q4_0_UNIT) {
         const uint8_t *u = pair + el_pack_q4_0_off(nb, b, 0, 1);
-        f0 = decode_q4_0_part(u, EL_PACK_Q4_0_UNIT, xq, xd, ns, b, f0, amd);
+        f0 = decode_q4_0_part(u, EL_PACK_Q4_0_UNIT, xq, xd, ns, b, f0, amd, 1);
         // keeps GCC from holding group 0's activation broadcasts for group 1 (it spills them)
         __asm__ volatile("" ::: "memory");
-        f1 = decode_q4_0_part(u + EL_PACK_Q4_0_GROUP, EL_PACK_Q4_0_UNIT, xq, xd, ns, b, f1, amd);
+        f1 = decode_q4_0_part(u + EL_PACK_Q4_0_GROUP, EL_PACK_Q4_0_UNIT, xq, xd, ns, b, f1, amd, 1);
     }
     if (b < nb) {  // a last unit of fewer blocks
-        f0 = decode_q4_0_part(pair + el_pack_q4_0_off(nb, b, 0, 1), nb - b, xq, xd, ns, b, f0, amd);
-        f1 = decode_q4_0_part(pair + el_pack_q4_0_off(nb, b, 1, 1), nb - b, xq, xd, ns, b, f1, amd);
+        f0 = decode_q4_0_part(pair + el_pack_q4_0_off(nb, b, 0, 1), nb - b, xq, xd, ns, b, f0, amd, 1);
+        f1 = decode_q4_0_part(pair + el_pack_q4_0_off(nb, b, 1, 1), nb - b, xq, xd, ns, b, f1, amd, 1);
     }
     _mm512_storeu_ps(out, f0);
     _mm512_storeu_ps(out + 16, f1);
+}
+
+// AMD's Q4_0 decode: two pairs side by side (a and b, each front to back as
+// above, their parts in turn), and no software prefetching: the hardware
+// prefetcher follows the two runs (DECODE_STREAMS_AMD). The same sums as
+// micro_decode_q4_0's, in the same order.
+ALWAYS_INLINE void micro_decode2_q4_0(int k, const uint8_t *pa, const uint8_t *pb, const char *x, float *oa, float *ob) {
+    const int nb = k / EL_QK;
+    const int8_t *xq = (const int8_t *)x;
+    const float *xd = (const float *)(xq + k);
+    const int32_t *ns = (const int32_t *)(xd + nb);
+    __m512 a0 = _mm512_setzero_ps(), a1 = a0, b0 = a0, b1 = a0;
+    int b = 0;
+    for (; b + EL_PACK_Q4_0_UNIT <= nb; b += EL_PACK_Q4_0_UNIT) {
+        const size_t off = el_pack_q4_0_off(nb, b, 0, 1);
+        a0 = decode_q4_0_part(pa + off, EL_PACK_Q4_0_UNIT, xq, xd, ns, b, a0, 1, 0);
+        __asm__ volatile("" ::: "memory");  // as in micro_decode_q4_0
+        b0 = decode_q4_0_part(pb + off, EL_PACK_Q4_0_UNIT, xq, xd, ns, b, b0, 1, 0);
+        __asm__ volatile("" ::: "memory");
+        a1 = decode_q4_0_part(pa + off + EL_PACK_Q4_0_GROUP, EL_PACK_Q4_0_UNIT, xq, xd, ns, b, a1, 1, 0);
+        __asm__ volatile("" ::: "memory");
+        b1 = decode_q4_0_part(pb + off + EL_PACK_Q4_0_GROUP, EL_PACK_Q4_0_UNIT, xq, xd, ns, b, b1, 1, 0);
+    }
+    if (b < nb) {  // a last unit of fewer blocks
+        a0 = decode_q4_0_part(pa + el_pack_q4_0_off(nb, b, 0, 1), nb - b, xq, xd, ns, b, a0, 1, 0);
+        a1 = decode_q4_0_part(pa + el_pack_q4_0_off(nb, b, 1, 1), nb - b, xq, xd, ns, b, a1, 1, 0);
+        b0 = decode_q4_0_part(pb + el_pack_q4_0_off(nb, b, 0, 1), nb - b, xq, xd, ns, b, b0, 1, 0);
+        b1 = decode_q4_0_part(pb + el_pack_q4_0_off(nb, b, 1, 1), nb - b, xq, xd, ns, b, b1, 1, 0);
+    }
+    _mm512_storeu_ps(oa, a0);
+    _mm512_storeu_ps(oa + 16, a1);
+    _mm512_storeu_ps(ob, b0);
+    _mm512_storeu_ps(ob + 16, b1);
 }
 
 // A Q4_0 product over 2..8 tokens prefetches PARTS_AHEAD parts ahead of the
@@ -616,7 +668,18 @@ static inline int pass_tokens(int t, int nt, int most, int *start, int *group) {
         const size_t cb = (Q8) ? 512 : 256, bb = 2 * cb + 64;                                                 \
         if (nt == 1) {                                                                                        \
             if (Q8) { /* the hardware prefetcher's streams */                                                 \
-                decode_q8_0(k, (const uint8_t *)w, ldw, nr / 32, (const char *)x, out);                       \
+                decode_q8_0(k, (const uint8_t *)w, ldw, nr / 32, (const char *)x, out, AMD);                  \
+                return;                                                                                       \
+            }                                                                                                 \
+            if (AMD) { /* two runs of the pairs side by side, an odd last pair alone */                      \
+                const int np = nr / 32, run = np / 2;                                                         \
+                for (int p = 0; p < run; p++)                                                                 \
+                    micro_decode2_q4_0(k, (const uint8_t *)w + (size_t)p * ldw,                               \
+                                       (const uint8_t *)w + (size_t)(p + run) * ldw, x, out + 32 * p,         \
+                                       out + 32 * (p + run));                                                 \
+                if (np % 2)                                                                                   \
+                    micro_decode_q4_0(k, (const uint8_t *)w + (size_t)(np - 1) * ldw, x, out + 32 * (np - 1), \
+                                      AMD);                                                                   \
                 return;                                                                                       \
             }                                                                                                 \
             /* the kernel prefetches ahead: fetch the first lines here */                                     \

@@ -296,8 +296,11 @@ ALWAYS_INLINE void micro_pair_q4_k(int k, const uint8_t *pw, size_t bb, const ch
 // 43-52 GB/s (one more 1.005, 10 rounds), 0.965 at 70-78 GB/s. The same for
 // Q6_K's decode (3360 bytes ahead) traded one state for the other: 0.975-0.978
 // at 70-79 GB/s, 1.026-1.030 at 46-50; there it stays as it was.
+// far 2: no fetching by hand (decode_2pairs_q4_k).
 #define DECODE_K_FETCH(far, p)                                                   \
     do {                                                                         \
+        if ((far) == 2)                                                          \
+            break;                                                               \
         if (far)                                                                 \
             _mm_prefetch((const char *)(p) + 2 * DECODE_AHEAD, _MM_HINT_T0);     \
         else                                                                     \
@@ -351,6 +354,34 @@ ALWAYS_INLINE void decode_pair_q4_k_form(int k, const uint8_t *pair, const el_bl
     _mm512_storeu_ps(out, f0);
     _mm512_storeu_ps(out + 16, f1);
 }
+// AMD's Q4_K decode: two pairs side by side (each front to back, their
+// groups' super-blocks in turn), nothing fetched by hand, as Q4_0's
+// (micro_decode2_q4_0, qdot_avx512.c). AMD EPYC Zen 5 (2026-12-07), whole
+// 1-row steps of the TinyLlama-shaped Q4_K model at positions 128-159, the
+// two forms alternating in one process, median steps: 0.959 of the one-pair
+// form's time at a read probe of 44-49 GB/s (the step against the probe 0.925
+// -> 0.967), 0.906 at 73-83 GB/s (0.781 -> 0.863). The same sums as
+// decode_pair_q4_k_form's, in the same order.
+ALWAYS_INLINE void decode_2pairs_q4_k(int k, const uint8_t *pa, const uint8_t *pb, const el_block_q8_k *x, float *oa,
+                                      float *ob) {
+    const int nb = k / EL_QK_K;
+    __m512 a0 = _mm512_setzero_ps(), a1 = a0, b0 = a0, b1 = a0;
+    for (int b = 0; b < nb; b++) {
+        const uint8_t *ga = pa + (size_t)b * 2 * EL_PACK_Q4_K_GROUP, *gb = pb + (size_t)b * 2 * EL_PACK_Q4_K_GROUP;
+        a0 = decode_group_block(ga, x + b, a0, 2);
+        __asm__ volatile("" ::: "memory");  // as in decode_pair_q4_k_form
+        b0 = decode_group_block(gb, x + b, b0, 2);
+        __asm__ volatile("" ::: "memory");
+        a1 = decode_group_block(ga + EL_PACK_Q4_K_GROUP, x + b, a1, 2);
+        __asm__ volatile("" ::: "memory");
+        b1 = decode_group_block(gb + EL_PACK_Q4_K_GROUP, x + b, b1, 2);
+    }
+    _mm512_storeu_ps(oa, a0);
+    _mm512_storeu_ps(oa + 16, a1);
+    _mm512_storeu_ps(ob, b0);
+    _mm512_storeu_ps(ob + 16, b1);
+}
+
 // The decode of one pair, Intel's form and AMD's (far).
 static void decode_pair_q4_k(int k, const uint8_t *pair, const el_block_q8_k *x, float *out) {
     decode_pair_q4_k_form(k, pair, x, out, 0);
@@ -366,6 +397,14 @@ ALWAYS_INLINE void gemm_packed_q4_k_form(int k, const void *w, size_t ldw, int n
     const size_t bb = 2 * EL_PACK_Q4_K_GROUP;
     if (nt == 1) {
         const int far = !fs;  // AMD's form
+        if (far) {  // two runs of the pairs side by side, an odd last pair alone
+            const int np = nr / 32, run = np / 2;
+            for (int p = 0; p < run; p++)
+                decode_2pairs_q4_k(k, (const uint8_t *)w + (size_t)p * ldw, (const uint8_t *)w + (size_t)(p + run) * ldw,
+                                   x, out + 32 * p, out + 32 * (p + run));
+            if (np % 2) decode_pair_q4_k_far(k, (const uint8_t *)w + (size_t)(np - 1) * ldw, x, out + 32 * (np - 1));
+            return;
+        }
 #if DECODE_AHEAD
         for (size_t off = 0; off < (far ? 2 : 1) * (size_t)DECODE_AHEAD && off < (size_t)(nr / 32) * ldw; off += 64) {
             if (far)
@@ -654,9 +693,48 @@ static void decode_pair_q6_k(int k, const uint8_t *pair, const el_block_q8_k *x,
     _mm512_storeu_ps(out + 16, f[1]);
 }
 
+// AMD's Q6_K decode: two pairs side by side, as Q4_K's, each still fetched
+// DECODE_AHEAD_Q6 ahead (without: 1.09 and 1.19 of the one-pair form's step
+// time). Whole 1-row steps of the TinyLlama-shaped Q4_K_M model (Q6_K: the
+// head, half the value and down matrices; Q4_K two pairs at a time in both),
+// alternating, median steps: 0.959-0.984 of the one-pair form's time at a
+// read probe of 43-55 GB/s (the step against the probe 0.906-0.907 ->
+// 0.919-0.945), 0.945 at 69-87 GB/s (0.765 -> 0.813).
+static void decode_2pairs_q6_k(int k, const uint8_t *pa, const uint8_t *pb, const el_block_q8_k *x, float *oa,
+                               float *ob) {
+    const int nb = k / EL_QK_K;
+    const size_t bb = 2 * EL_PACK_Q6_K_GROUP + 64;
+    __m512 a0 = _mm512_setzero_ps(), a1 = a0, b0 = a0, b1 = a0;
+    for (int b = 0; b < nb; b++) {
+        const uint8_t *ba = pa + (size_t)b * bb, *bq = pb + (size_t)b * bb;
+        const el_block_q8_k *xb = x + b;
+        a0 = q6_k_block(ba, (const uint16_t *)(ba + 2 * EL_PACK_Q6_K_GROUP), xb, DECODE_AHEAD_Q6, a0);
+        __asm__ volatile("" ::: "memory");
+        b0 = q6_k_block(bq, (const uint16_t *)(bq + 2 * EL_PACK_Q6_K_GROUP), xb, DECODE_AHEAD_Q6, b0);
+        __asm__ volatile("" ::: "memory");
+        a1 = q6_k_block(ba + EL_PACK_Q6_K_GROUP, (const uint16_t *)(ba + 2 * EL_PACK_Q6_K_GROUP + 32), xb,
+                        DECODE_AHEAD_Q6, a1);
+        __asm__ volatile("" ::: "memory");
+        b1 = q6_k_block(bq + EL_PACK_Q6_K_GROUP, (const uint16_t *)(bq + 2 * EL_PACK_Q6_K_GROUP + 32), xb,
+                        DECODE_AHEAD_Q6, b1);
+    }
+    _mm512_storeu_ps(oa, a0);
+    _mm512_storeu_ps(oa + 16, a1);
+    _mm512_storeu_ps(ob, b0);
+    _mm512_storeu_ps(ob + 16, b1);
+}
+
 ALWAYS_INLINE void gemm_packed_q6_k_form(int k, const void *w, size_t ldw, int nr, const void *x, size_t ldx, int nt,
                                        float *out, size_t ldo, const int fs) {
     const size_t bb = 2 * EL_PACK_Q6_K_GROUP + 64;
+    if (nt == 1 && !fs) {  // AMD's form: two runs of the pairs side by side, an odd last pair alone
+        const int np = nr / 32, run = np / 2;
+        for (int p = 0; p < run; p++)
+            decode_2pairs_q6_k(k, (const uint8_t *)w + (size_t)p * ldw, (const uint8_t *)w + (size_t)(p + run) * ldw, x,
+                               out + 32 * p, out + 32 * (p + run));
+        if (np % 2) decode_pair_q6_k(k, (const uint8_t *)w + (size_t)(np - 1) * ldw, x, out + 32 * (np - 1));
+        return;
+    }
     if (nt == 1) {
 #if DECODE_AHEAD_Q6
         for (size_t off = 0; off < DECODE_AHEAD_Q6 && off < (size_t)(nr / 32) * ldw; off += 64)
