@@ -189,7 +189,9 @@ void el_act_quantize_q8_0_avx512(const float *x, void *dst, int k) {
 // 0.89-0.92 at 66-69 GB/s (1152-9216 bytes ahead).
 //
 // On AMD the decode kernels read two runs of their pairs side by side, and
-// Q4_0's then fetches nothing by hand (DECODE_STREAMS_AMD, micro_decode2_q4_0).
+// Q4_0's then fetches nothing by hand: Q8_0's DECODE_STREAMS_AMD runs (the
+// Intel form keeps DECODE_STREAMS_Q8), and two in Q4_0's micro_decode2_q4_0
+// and the K-quants' decode_2pairs_* (qdot_k_avx512.c).
 // AMD EPYC Zen 5 (2026-12-07), whole 1-row steps of the TinyLlama-shaped
 // models at positions 128-159, the two forms alternating in one process, the
 // median step of each round, in the VM's two bandwidth states (read probe
@@ -207,6 +209,7 @@ void el_act_quantize_q8_0_avx512(const float *x, void *dst, int k) {
 #endif
 #define DECODE_STREAMS_AMD 2
 _Static_assert(DECODE_STREAMS_Q8 >= 2 && DECODE_STREAMS_Q8 <= 4, "micro_decode_q8_0 unrolls up to 4 streams");
+_Static_assert(DECODE_STREAMS_AMD >= 2 && DECODE_STREAMS_AMD <= DECODE_STREAMS_Q8, "decode_q8_0's arrays hold DECODE_STREAMS_Q8");
 
 // Prefetch distance of a Q8_0 product over 2..4 tokens, in blocks of the
 // pair: more (8 or 16 ahead) was 5-18% slower at 8 tokens when those ran as
@@ -376,9 +379,9 @@ ALWAYS_INLINE void micro_decode_q8_0(int k, const uint8_t *const *pair, const ch
     }
 }
 
-// np pairs (ldw bytes apart) x one token: DECODE_STREAMS_Q8 runs of
-// consecutive pairs side by side, then the np % DECODE_STREAMS_Q8 left side
-// by side too (two of them) or alone.
+// np pairs (ldw bytes apart) x one token: S runs of consecutive pairs side
+// by side (S: DECODE_STREAMS_AMD in the AMD form, DECODE_STREAMS_Q8 in the
+// Intel one), then the np % S left side by side too (two of them) or alone.
 ALWAYS_INLINE void decode_q8_0(int k, const uint8_t *w, size_t ldw, int np, const char *x, float *out, const int amd) {
     const int S = amd ? DECODE_STREAMS_AMD : DECODE_STREAMS_Q8, run = np / S;
     const uint8_t *pair[DECODE_STREAMS_Q8];

@@ -382,7 +382,8 @@ ALWAYS_INLINE void decode_2pairs_q4_k(int k, const uint8_t *pa, const uint8_t *p
     _mm512_storeu_ps(ob + 16, b1);
 }
 
-// The decode of one pair, Intel's form and AMD's (far).
+// The decode of one pair, Intel's form and AMD's (far: only an odd last pair
+// since decode_2pairs_q4_k).
 static void decode_pair_q4_k(int k, const uint8_t *pair, const el_block_q8_k *x, float *out) {
     decode_pair_q4_k_form(k, pair, x, out, 0);
 }
@@ -395,29 +396,20 @@ static void decode_pair_q4_k_far(int k, const uint8_t *pair, const el_block_q8_k
 ALWAYS_INLINE void gemm_packed_q4_k_form(int k, const void *w, size_t ldw, int nr, const void *x, size_t ldx, int nt,
                                        float *out, size_t ldo, const int fs) {
     const size_t bb = 2 * EL_PACK_Q4_K_GROUP;
+    if (nt == 1 && !fs) {  // AMD's form: two runs of the pairs side by side, an odd last pair alone
+        const int np = nr / 32, run = np / 2;
+        for (int p = 0; p < run; p++)
+            decode_2pairs_q4_k(k, (const uint8_t *)w + (size_t)p * ldw, (const uint8_t *)w + (size_t)(p + run) * ldw, x,
+                               out + 32 * p, out + 32 * (p + run));
+        if (np % 2) decode_pair_q4_k_far(k, (const uint8_t *)w + (size_t)(np - 1) * ldw, x, out + 32 * (np - 1));
+        return;
+    }
     if (nt == 1) {
-        const int far = !fs;  // AMD's form
-        if (far) {  // two runs of the pairs side by side, an odd last pair alone
-            const int np = nr / 32, run = np / 2;
-            for (int p = 0; p < run; p++)
-                decode_2pairs_q4_k(k, (const uint8_t *)w + (size_t)p * ldw, (const uint8_t *)w + (size_t)(p + run) * ldw,
-                                   x, out + 32 * p, out + 32 * (p + run));
-            if (np % 2) decode_pair_q4_k_far(k, (const uint8_t *)w + (size_t)(np - 1) * ldw, x, out + 32 * (np - 1));
-            return;
-        }
 #if DECODE_AHEAD
-        for (size_t off = 0; off < (far ? 2 : 1) * (size_t)DECODE_AHEAD && off < (size_t)(nr / 32) * ldw; off += 64) {
-            if (far)
-                _mm_prefetch((const char *)w + off, _MM_HINT_T0);
-            else
-                _mm_prefetch((const char *)w + off, _MM_HINT_T1);
-        }
+        for (size_t off = 0; off < (size_t)DECODE_AHEAD && off < (size_t)(nr / 32) * ldw; off += 64)
+            _mm_prefetch((const char *)w + off, _MM_HINT_T1);
 #endif
-        for (int p = 0; p < nr / 32; p++)
-            if (far)
-                decode_pair_q4_k_far(k, (const uint8_t *)w + (size_t)p * ldw, x, out + 32 * p);
-            else
-                decode_pair_q4_k(k, (const uint8_t *)w + (size_t)p * ldw, x, out + 32 * p);
+        for (int p = 0; p < nr / 32; p++) decode_pair_q4_k(k, (const uint8_t *)w + (size_t)p * ldw, x, out + 32 * p);
         return;
     }
     const int tiles = (nt + PACKED_TOKENS - 1) / PACKED_TOKENS, st = stream_outputs(out, ldo, nt);
@@ -693,9 +685,11 @@ static void decode_pair_q6_k(int k, const uint8_t *pair, const el_block_q8_k *x,
     _mm512_storeu_ps(out + 16, f[1]);
 }
 
-// AMD's Q6_K decode: two pairs side by side, as Q4_K's, each still fetched
-// DECODE_AHEAD_Q6 ahead (without: 1.09 and 1.19 of the one-pair form's step
-// time). Whole 1-row steps of the TinyLlama-shaped Q4_K_M model (Q6_K: the
+// AMD's Q6_K decode: two pairs side by side, as Q4_K's, each group's
+// super-block still fetched DECODE_AHEAD_Q6 ahead (without: 1.09 and 1.19 of
+// the one-pair form's step time). Unlike decode_pair_q6_k it does not fetch
+// the line of the two groups' d (one in 105) nor the first lines of a call;
+// it was measured so. Whole 1-row steps of the TinyLlama-shaped Q4_K_M model (Q6_K: the
 // head, half the value and down matrices; Q4_K two pairs at a time in both),
 // alternating, median steps: 0.959-0.984 of the one-pair form's time at a
 // read probe of 43-55 GB/s (the step against the probe 0.906-0.907 ->

@@ -335,9 +335,11 @@ static void packed_matches_scalar(el_isa isa) {
         static const int ktoks[] = {2, 3, 13, 20, 9, 14, 15, 16, 33},
                          toks8[] = {6, 11, 23, 5, 16, 2, 15, 7, 13, 8, 17, 1, 1, 3, 4, 5, 11, 17, 10, 3, 60};
         // decode: 1-8 pairs in this order, so that Q8_0's four decode cases meet
-        // its three runs of pairs side by side with 1, 0 and 2 pairs left, and
-        // fewer pairs than runs
-        static const int dpairs[] = {4, 3, 8, 1, 5, 2, 7, 6};
+        // its three runs of pairs side by side (Intel form) with 1, 0, 2 pairs
+        // left and fewer pairs than runs, and the AMD form's two runs with 0
+        // and 1 left and one pair alone; and so that Q4_0's two runs (AMD)
+        // read 8 pairs over 12 blocks, a shorter unit last
+        static const int dpairs[] = {4, 3, 1, 8, 5, 2, 7, 6};
         int nd = 0;
         for (int kb = 0; kb < (kq ? 18 : 23); kb++) {
             int k = kq ? EL_QK_K * nsuper[kb] : EL_QK * nblocks[kb];
