@@ -391,17 +391,28 @@ static void decode_pair_q4_k_far(int k, const uint8_t *pair, const el_block_q8_k
     decode_pair_q4_k_form(k, pair, x, out, 1);
 }
 
+// AMD's decode of np pairs (ldw bytes apart) x one token: two runs of them
+// side by side (pairs p and p + np/2, by `two`), an odd last pair alone (by `one`).
+typedef void (*decode_two_fn)(int k, const uint8_t *pa, const uint8_t *pb, const el_block_q8_k *x, float *oa,
+                              float *ob);
+typedef void (*decode_one_fn)(int k, const uint8_t *pair, const el_block_q8_k *x, float *out);
+// (Inlined, with the kernels as constants: the calls are direct and inlined too.)
+ALWAYS_INLINE void decode_two_runs(int k, const void *w, size_t ldw, int np, const void *x, float *out,
+                                   const decode_two_fn two, const decode_one_fn one) {
+    const uint8_t *p0 = w;
+    const int run = np / 2;
+    for (int p = 0; p < run; p++)
+        two(k, p0 + (size_t)p * ldw, p0 + (size_t)(p + run) * ldw, x, out + 32 * p, out + 32 * (p + run));
+    if (np % 2) one(k, p0 + (size_t)(np - 1) * ldw, x, out + 32 * (np - 1));
+}
+
 #define PACKED_TOKENS 8
 
 ALWAYS_INLINE void gemm_packed_q4_k_form(int k, const void *w, size_t ldw, int nr, const void *x, size_t ldx, int nt,
                                        float *out, size_t ldo, const int fs) {
     const size_t bb = 2 * EL_PACK_Q4_K_GROUP;
-    if (nt == 1 && !fs) {  // AMD's form: two runs of the pairs side by side, an odd last pair alone
-        const int np = nr / 32, run = np / 2;
-        for (int p = 0; p < run; p++)
-            decode_2pairs_q4_k(k, (const uint8_t *)w + (size_t)p * ldw, (const uint8_t *)w + (size_t)(p + run) * ldw, x,
-                               out + 32 * p, out + 32 * (p + run));
-        if (np % 2) decode_pair_q4_k_far(k, (const uint8_t *)w + (size_t)(np - 1) * ldw, x, out + 32 * (np - 1));
+    if (nt == 1 && !fs) {  // AMD's form
+        decode_two_runs(k, w, ldw, nr / 32, x, out, decode_2pairs_q4_k, decode_pair_q4_k_far);
         return;
     }
     if (nt == 1) {
@@ -721,12 +732,8 @@ static void decode_2pairs_q6_k(int k, const uint8_t *pa, const uint8_t *pb, cons
 ALWAYS_INLINE void gemm_packed_q6_k_form(int k, const void *w, size_t ldw, int nr, const void *x, size_t ldx, int nt,
                                        float *out, size_t ldo, const int fs) {
     const size_t bb = 2 * EL_PACK_Q6_K_GROUP + 64;
-    if (nt == 1 && !fs) {  // AMD's form: two runs of the pairs side by side, an odd last pair alone
-        const int np = nr / 32, run = np / 2;
-        for (int p = 0; p < run; p++)
-            decode_2pairs_q6_k(k, (const uint8_t *)w + (size_t)p * ldw, (const uint8_t *)w + (size_t)(p + run) * ldw, x,
-                               out + 32 * p, out + 32 * (p + run));
-        if (np % 2) decode_pair_q6_k(k, (const uint8_t *)w + (size_t)(np - 1) * ldw, x, out + 32 * (np - 1));
+    if (nt == 1 && !fs) {  // AMD's form
+        decode_two_runs(k, w, ldw, nr / 32, x, out, decode_2pairs_q6_k, decode_pair_q6_k);
         return;
     }
     if (nt == 1) {
