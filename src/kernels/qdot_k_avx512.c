@@ -362,8 +362,8 @@ ALWAYS_INLINE void decode_pair_q4_k_form(int k, const uint8_t *pair, const el_bl
 // form's time at a read probe of 44-49 GB/s (the step against the probe 0.925
 // -> 0.967), 0.906 at 73-83 GB/s (0.781 -> 0.863). The same sums as
 // decode_pair_q4_k_form's, in the same order.
-ALWAYS_INLINE void decode_2pairs_q4_k(int k, const uint8_t *pa, const uint8_t *pb, const el_block_q8_k *x, float *oa,
-                                      float *ob) {
+static void decode_2pairs_q4_k(int k, const uint8_t *pa, const uint8_t *pb, const el_block_q8_k *x, float *oa,
+                               float *ob) {
     const int nb = k / EL_QK_K;
     __m512 a0 = _mm512_setzero_ps(), a1 = a0, b0 = a0, b1 = a0;
     for (int b = 0; b < nb; b++) {
