@@ -170,15 +170,14 @@ void el_kv_pool_give(el_kv_pool *p, size_t n);
 el_kv_pool *el_kv_pool_new_child(el_kv_pool *parent, size_t max_bytes);
 // Bytes that can still be taken from p (and its parents); SIZE_MAX when unlimited.
 size_t el_kv_pool_room(const el_kv_pool *p);
-// Keep n (at most 64, and 64 MiB) spare blocks of block_bytes written once and ready, for
-// sessions of this pool's root and its children: a thread at idle priority
-// makes them ahead of need, and blocks sessions give back refill them. Spares
-// are memory outside the budget (not in el_kv_pool_used). n = 0: none; a new
-// block_bytes drops the spares of the old. Call it from the thread that runs
-// the pool's sessions (or before any other thread uses the pool), when the
-// target changes: it may wait for the thread that makes them.
-void el_kv_pool_spares(el_kv_pool *p, size_t block_bytes, int n);
-int el_kv_pool_spare_count(const el_kv_pool *p);
+// on: a thread at idle priority faults in, ahead of need, the pages of the
+// block after each session's last, for sessions of this pool's root and its
+// children made from now on (a block's first write is a page fault per 4 KiB,
+// dear on a virtual machine). Those pages are memory outside the budget (not
+// in el_kv_pool_used): one block a session at most. off: no more.
+void el_kv_pool_prefault(el_kv_pool *p, int on);
+// Blocks the thread has faulted in so far.
+int el_kv_pool_prefaulted(const el_kv_pool *p);
 
 // Positions per KV block: a session's cache grows by this many positions
 // (every layer it runs) at a time.
@@ -218,6 +217,10 @@ el_status el_session_reserve(el_session *s, int n_pos, el_error *err);
 void el_session_truncate(el_session *s, int n_pos);
 // Positions that have blocks (a multiple of EL_KV_BLOCK, at most ctx rounded up).
 int el_session_capacity(const el_session *s);
+// Blocks from position 0 on whose cache pages are all in memory now (those
+// written, and those faulted in ahead; page-granular: a page may hold more
+// than one block of a small model's rows).
+int el_session_kv_resident(const el_session *s);
 
 // x[n, dim] = token_embd[tokens[i]]
 el_status el_session_embed(el_session *s, const int *tokens, int n, float *x, el_error *err);

@@ -1,9 +1,11 @@
 // The forward pass over one stage: embedding, the layer loop, and the head,
 // over rows of many sessions at once (el_batch), each session with its own KV
-// cache in blocks. The layer itself is src/model/layer.c (el_layer_forward),
+// cache (an arena, counted in blocks). The layer itself is src/model/layer.c (el_layer_forward),
 // the one definition training runs too; this file feeds it rows and caches.
 #include <math.h>
 #include <pthread.h>
+#include <sys/mman.h>
+#include <unistd.h>
 #include <sched.h>
 #include <stdatomic.h>
 #include <stdint.h>
@@ -17,33 +19,103 @@
 
 // ---------------------------------------------------------------- KV memory
 
-// Spare blocks: memory already written once, kept by a root pool for the
-// next block a session needs. A block's first write costs a page fault per
-// 4 KiB, and on a virtual machine a fault is dear (measured here: 8 blocks of
-// 688 KiB, 20 ms: a whole extra 8-row step every 16 positions). A thread at
-// idle priority makes them ahead of need; blocks sessions give back are kept
-// too, up to the target. The thread may hold the lock when it is preempted,
-// and at idle priority it may not run again for long: sessions only try the
-// lock, and allocate or free for themselves when it is busy.
-#define SPARES_MAX 64
-#define SPARES_BYTES ((size_t)64 << 20)  // and at most this much memory
+// A session's cache is one mapping, an arena: [layer][K, V][kv head][positions]
+// [row], each (layer, K or V, kv head) a run of the context's rows (whole
+// pages), so a head's keys are one stream across blocks and the hardware
+// prefetcher can follow them. Blocks of EL_KV_BLOCK positions are what the
+// budget counts (el_session_reserve); their pages come when first written.
+//
+// A block's first write costs a page fault per 4 KiB, and on a virtual
+// machine a fault is dear (measured here: 8 blocks of 688 KiB, 20 ms: a
+// whole extra 8-row step every 16 positions). A root pool that asks
+// (el_kv_pool_prefault) has a thread at idle priority fault in, ahead of
+// need, the pages of the block after each session's last
+// (MADV_POPULATE_WRITE, which leaves their contents alone, so it may race
+// with the session's own writes). Those pages are outside the budget, one
+// block a session at most. The thread may be preempted while it holds its
+// lock, and at idle priority it may not run again for long: sessions only
+// try the lock.
+typedef struct kv_arena {
+    atomic_int refs;  // the session's, the helper's list's, the helper's while it works on it
+    uint8_t *base;
+    size_t bytes;     // the mapping
+    size_t run;       // bytes of one run (layer, K or V, kv head): the context's rows, whole pages
+    size_t block;     // bytes of one block of one run (EL_KV_BLOCK rows)
+    int n_runs;
+    atomic_int want;  // blocks [0, want) should have their pages (the session's, and one more)
+    atomic_int done;  // blocks [0, done) have them, or are the session's to write
+    atomic_int dead;  // its session is gone
+    struct kv_arena *next;  // in the helper's list
+} kv_arena;
+
+static size_t page_size(void) {
+    static size_t ps;
+    if (!ps) {
+        long v = sysconf(_SC_PAGESIZE);
+        ps = v > 0 ? (size_t)v : 4096;
+    }
+    return ps;
+}
+
+static kv_arena *arena_new(int n_runs, int positions, size_t row) {
+    size_t ps = page_size(), run, bytes;
+    if (el_mul_size((size_t)positions, row, &run) || el_add_size(run, ps - 1, &run)) return NULL;
+    run &= ~(ps - 1);
+    if (el_mul_size(run, (size_t)n_runs, &bytes) || !bytes) return NULL;
+    kv_arena *a = calloc(1, sizeof *a);
+    if (!a) return NULL;
+    int flags = MAP_PRIVATE | MAP_ANONYMOUS;
+#ifdef MAP_NORESERVE
+    flags |= MAP_NORESERVE;  // the budget, not the mapping, bounds what is written
+#endif
+    void *m = mmap(NULL, bytes, PROT_READ | PROT_WRITE, flags, -1, 0);
+    if (m == MAP_FAILED) {
+        free(a);
+        return NULL;
+    }
+#ifdef MADV_NOHUGEPAGE
+    madvise(m, bytes, MADV_NOHUGEPAGE);  // pages come and go 4 KiB at a time, a block of a run each
+#endif
+    a->base = m, a->bytes = bytes, a->run = run, a->block = (size_t)EL_KV_BLOCK * row, a->n_runs = n_runs;
+    atomic_init(&a->refs, 1);
+    atomic_init(&a->want, 0);
+    atomic_init(&a->done, 0);
+    atomic_init(&a->dead, 0);
+    return a;
+}
+
+static void arena_unref(kv_arena *a) {
+    if (a && atomic_fetch_sub(&a->refs, 1) == 1) {
+        munmap(a->base, a->bytes);
+        free(a);
+    }
+}
+
+// Blocks [b0, b1) of every run: madvise(advice) over their whole pages,
+// from the page that holds b0's first byte (from) or the first page past it.
+static void arena_advise(const kv_arena *a, int b0, int b1, int advice, int from_inside) {
+    size_t ps = page_size(), lo = (size_t)b0 * a->block, hi = (size_t)b1 * a->block;
+    lo = from_inside ? lo & ~(ps - 1) : (lo + ps - 1) & ~(ps - 1);
+    hi = (hi + ps - 1) & ~(ps - 1);
+    if (hi > a->run) hi = a->run;
+    if (lo >= hi) return;
+    for (int r = 0; r < a->n_runs; r++) madvise(a->base + (size_t)r * a->run + lo, hi - lo, advice);
+}
 
 typedef struct {
     pthread_mutex_t mu;
     pthread_cond_t cv;
     pthread_t thread;
-    int started, stop;
-    size_t size;  // bytes of each block (0: none wanted)
-    int want, n;  // target, and how many are in blocks
-    int asked;    // the last target asked for (el_kv_pool_spares)
-    void *blocks[SPARES_MAX];
-} kv_spares;
+    int started, stop, on;
+    kv_arena *list;        // sessions' arenas (a reference each)
+    atomic_int faulted;    // blocks faulted in ahead so far (el_kv_pool_prefaulted)
+} kv_ahead;
 
 struct el_kv_pool {
     atomic_size_t used;
     size_t max;  // 0: no limit
     el_kv_pool *parent;
-    kv_spares *spares;  // root pools that asked (el_kv_pool_spares)
+    kv_ahead *ahead;  // root pools that asked (el_kv_pool_prefault)
 };
 
 el_kv_pool *el_kv_pool_new(size_t max_bytes) {
@@ -60,111 +132,111 @@ el_kv_pool *el_kv_pool_new_child(el_kv_pool *parent, size_t max_bytes) {
     return p;
 }
 
-static void *spares_main(void *arg) {
-    kv_spares *sp = arg;
+// The helper: drops the arenas of sessions that are gone, and faults in the
+// blocks the others want, one block at a time, its lock not held meanwhile.
+static void *ahead_main(void *arg) {
+    kv_ahead *ah = arg;
     struct sched_param prio = {0};
     pthread_setschedparam(pthread_self(), SCHED_IDLE, &prio);  // only the time nothing else wants
-    pthread_mutex_lock(&sp->mu);
+    pthread_mutex_lock(&ah->mu);
     for (;;) {
-        while (!sp->stop && sp->n >= sp->want) pthread_cond_wait(&sp->cv, &sp->mu);
-        if (sp->stop) break;
-        size_t size = sp->size;
-        pthread_mutex_unlock(&sp->mu);
-        void *b = el_malloc_aligned(size);
-        if (b) memset(b, 0, size);  // every page written: faulted in here, not in a step
-        pthread_mutex_lock(&sp->mu);
-        if (!b) {
-            sp->want = sp->n;  // out of memory: no more until the next target
-        } else if (size == sp->size && sp->n < sp->want) {
-            sp->blocks[sp->n++] = b;
-        } else {
-            pthread_mutex_unlock(&sp->mu);
-            el_free_aligned(b);
-            pthread_mutex_lock(&sp->mu);
+        kv_arena *work = NULL;
+        for (kv_arena **pp = &ah->list; *pp;) {
+            kv_arena *a = *pp;
+            if (atomic_load(&a->dead)) {
+                *pp = a->next;
+                arena_unref(a);  // the last reference, or the session's free is about to drop it
+                continue;
+            }
+            if (!work && ah->on && atomic_load(&a->done) < atomic_load(&a->want)) work = a;
+            pp = &a->next;
         }
+        if (ah->stop) break;
+        if (!work) {
+            pthread_cond_wait(&ah->cv, &ah->mu);
+            continue;
+        }
+        atomic_fetch_add(&work->refs, 1);
+        pthread_mutex_unlock(&ah->mu);
+        int b = atomic_load(&work->done);
+#ifdef MADV_POPULATE_WRITE
+        arena_advise(work, b, b + 1, MADV_POPULATE_WRITE, 1);
+#endif
+        // a truncation meanwhile may have lowered done: then this block is done again
+        int expect = b;
+        if (atomic_compare_exchange_strong(&work->done, &expect, b + 1)) atomic_fetch_add(&ah->faulted, 1);
+        arena_unref(work);
+        pthread_mutex_lock(&ah->mu);
     }
-    pthread_mutex_unlock(&sp->mu);
+    pthread_mutex_unlock(&ah->mu);
     return NULL;
 }
 
-static void spares_drop(kv_spares *sp, int keep) {  // with sp->mu held
-    while (sp->n > keep) el_free_aligned(sp->blocks[--sp->n]);
+void el_kv_pool_prefault(el_kv_pool *p, int on) {
+    while (p->parent) p = p->parent;  // the helper lives at the root
+    kv_ahead *ah = p->ahead;
+    if (!ah) {
+        if (!on || !(ah = calloc(1, sizeof *ah))) return;
+        pthread_mutex_init(&ah->mu, NULL);
+        pthread_cond_init(&ah->cv, NULL);
+        atomic_init(&ah->faulted, 0);
+        p->ahead = ah;
+    }
+    pthread_mutex_lock(&ah->mu);
+    ah->on = on != 0;
+    if (!ah->started && on) ah->started = !pthread_create(&ah->thread, NULL, ahead_main, ah);
+    pthread_cond_signal(&ah->cv);
+    pthread_mutex_unlock(&ah->mu);
 }
 
-void el_kv_pool_spares(el_kv_pool *p, size_t block_bytes, int n) {
-    while (p->parent) p = p->parent;  // spares live at the root
-    if (n > SPARES_MAX) n = SPARES_MAX;
-    if (n < 0 || !block_bytes) n = 0;
-    if (n && (size_t)n > SPARES_BYTES / block_bytes) n = (int)(SPARES_BYTES / block_bytes);
-    kv_spares *sp = p->spares;
-    if (!sp) {
-        if (!n || !(sp = calloc(1, sizeof *sp))) return;
-        pthread_mutex_init(&sp->mu, NULL);
-        pthread_cond_init(&sp->cv, NULL);
-        p->spares = sp;
-    }
-    pthread_mutex_lock(&sp->mu);
-    if (sp->size != block_bytes || sp->asked != n) {
-        if (sp->size != block_bytes) spares_drop(sp, 0);
-        sp->size = block_bytes;
-        sp->want = sp->asked = n;
-        spares_drop(sp, n);
-        if (!sp->started && n) sp->started = !pthread_create(&sp->thread, NULL, spares_main, sp);
-        pthread_cond_signal(&sp->cv);
-    }
-    pthread_mutex_unlock(&sp->mu);
-}
-
-static kv_spares *root_spares(el_kv_pool *p) {
+static kv_ahead *root_ahead(el_kv_pool *p) {
     while (p->parent) p = p->parent;
-    return p->spares;
+    return p->ahead;
 }
 
-// A spare block of size bytes, or NULL (none, or the lock busy).
-static void *spare_take(el_kv_pool *p, size_t size) {
-    kv_spares *sp = root_spares(p);
-    if (!sp || pthread_mutex_trylock(&sp->mu)) return NULL;
-    void *b = NULL;
-    if (sp->n && sp->size == size) b = sp->blocks[--sp->n];
-    pthread_cond_signal(&sp->cv);
-    pthread_mutex_unlock(&sp->mu);
-    return b;
+// Wakes the helper for a's new wants; gives up when its lock is busy.
+static void ahead_poke(el_kv_pool *p) {
+    kv_ahead *ah = root_ahead(p);
+    if (!ah || pthread_mutex_trylock(&ah->mu)) return;
+    pthread_cond_signal(&ah->cv);
+    pthread_mutex_unlock(&ah->mu);
 }
 
-// Keeps a block a session gave back when the spares are short; else frees it.
-static void spare_put(el_kv_pool *p, size_t size, void *b) {
-    kv_spares *sp = root_spares(p);
-    if (sp && !pthread_mutex_trylock(&sp->mu)) {
-        int keep = sp->size == size && sp->n < sp->want;
-        if (keep) sp->blocks[sp->n++] = b;
-        pthread_mutex_unlock(&sp->mu);
-        if (keep) return;
-    }
-    el_free_aligned(b);
+// Puts a new session's arena on the helper's list (a reference of its own);
+// 0 when there is no helper or its lock was busy (the blocks then fault in
+// the steps that write them).
+static int ahead_join(el_kv_pool *p, kv_arena *a) {
+    kv_ahead *ah = root_ahead(p);
+    if (!ah || pthread_mutex_trylock(&ah->mu)) return 0;
+    atomic_fetch_add(&a->refs, 1);
+    a->next = ah->list;
+    ah->list = a;
+    pthread_mutex_unlock(&ah->mu);
+    return 1;
 }
 
-int el_kv_pool_spare_count(const el_kv_pool *p) {
-    kv_spares *sp = p->spares;
-    if (!sp) return 0;
-    pthread_mutex_lock(&sp->mu);
-    int n = sp->n;
-    pthread_mutex_unlock(&sp->mu);
-    return n;
+int el_kv_pool_prefaulted(const el_kv_pool *p) {
+    while (p->parent) p = p->parent;
+    return p->ahead ? atomic_load(&p->ahead->faulted) : 0;
 }
 
 void el_kv_pool_free(el_kv_pool *p) {
     if (!p) return;
-    kv_spares *sp = p->spares;
-    if (sp) {
-        pthread_mutex_lock(&sp->mu);
-        sp->stop = 1;
-        pthread_cond_signal(&sp->cv);
-        pthread_mutex_unlock(&sp->mu);
-        if (sp->started) pthread_join(sp->thread, NULL);
-        spares_drop(sp, 0);
-        pthread_mutex_destroy(&sp->mu);
-        pthread_cond_destroy(&sp->cv);
-        free(sp);
+    kv_ahead *ah = p->ahead;
+    if (ah) {
+        pthread_mutex_lock(&ah->mu);
+        ah->stop = 1;
+        pthread_cond_signal(&ah->cv);
+        pthread_mutex_unlock(&ah->mu);
+        if (ah->started) pthread_join(ah->thread, NULL);
+        while (ah->list) {  // (sessions outlive their pool only by mistake: theirs stay mapped)
+            kv_arena *a = ah->list;
+            ah->list = a->next;
+            arena_unref(a);
+        }
+        pthread_mutex_destroy(&ah->mu);
+        pthread_cond_destroy(&ah->cv);
+        free(ah);
     }
     free(p);
 }
@@ -213,11 +285,11 @@ struct el_session {
     size_t block_bytes;  // one block: EL_KV_BLOCK positions of K and V, every layer
     el_kv_pool *kv;      // the budget the blocks count against
     el_kv_pool *own_kv;  // a private, unlimited pool (when none was given)
-    // blocks[i] covers positions [i*EL_KV_BLOCK, (i+1)*EL_KV_BLOCK) as
-    // [layer - layer_begin][K, V][kv head][EL_KV_BLOCK][kv_row bytes]: a head's
-    // keys (values) of a block are one contiguous stream, which is how
-    // attention reads them
-    uint8_t **blocks;
+    // The cache: an arena (above) of n_runs = layers x 2 x kv heads runs;
+    // blk[(layer - layer_begin) * 2 + kv][i] is block i of that layer's keys
+    // (kv 0) or values (kv 1) of kv head 0, the next heads a run apart.
+    kv_arena *arena;
+    uint8_t ***blk;
     int n_blocks, max_blocks;
     float *inv_freq;          // [head_dim / 2]
     const el_lora_set *lora;  // adapters applied to the projections (borrowed; may be NULL)
@@ -263,12 +335,22 @@ el_status el_session_new(const el_model *m, const el_session_opts *opts, el_pool
     s->kv = o.kv_pool;
     if (!s->kv) s->kv = s->own_kv = el_kv_pool_new(0);
     s->max_blocks = (o.ctx + EL_KV_BLOCK - 1) / EL_KV_BLOCK;
-    s->blocks = el_calloc((size_t)s->max_blocks, sizeof *s->blocks);
     s->inv_freq = el_calloc((size_t)h->head_dim / 2 + 1, sizeof(float));
-    if (!s->kv || !s->blocks || !s->inv_freq) {
+    int layers = o.layer_end - o.layer_begin;
+    if (layers > 0) {
+        s->arena = arena_new(layers * 2 * h->n_kv_heads, s->max_blocks * EL_KV_BLOCK, row);
+        s->blk = el_calloc((size_t)layers * 2, sizeof *s->blk);
+        for (int i = 0; s->arena && s->blk && i < layers * 2; i++) {
+            if (!(s->blk[i] = el_calloc((size_t)s->max_blocks, sizeof **s->blk))) break;
+            uint8_t *run = s->arena->base + (size_t)i * h->n_kv_heads * s->arena->run;
+            for (int b = 0; b < s->max_blocks; b++) s->blk[i][b] = run + (size_t)b * s->arena->block;
+        }
+    }
+    if (!s->kv || !s->inv_freq || (layers > 0 && (!s->arena || !s->blk || !s->blk[layers * 2 - 1]))) {
         el_session_free(s);
         return el_err(err, EL_ERR_NOMEM, "out of memory for a session of %d positions", o.ctx);
     }
+    if (s->arena) ahead_join(s->kv, s->arena);
     el_model_rope_freqs(m, s->inv_freq);  // with the model's rope scaling
     *out = s;
     return EL_OK;
@@ -277,7 +359,14 @@ el_status el_session_new(const el_model *m, const el_session_opts *opts, el_pool
 void el_session_free(el_session *s) {
     if (!s) return;
     el_session_truncate(s, 0);
-    free(s->blocks);
+    if (s->blk)
+        for (int i = 0; i < (s->layer_end - s->layer_begin) * 2; i++) free(s->blk[i]);
+    free(s->blk);
+    if (s->arena) {  // the pages go now; the mapping when the helper, if it holds it, next looks
+        arena_advise(s->arena, 0, s->max_blocks, MADV_DONTNEED, 0);
+        atomic_store(&s->arena->dead, 1);
+        arena_unref(s->arena);
+    }
     free(s->inv_freq);
     el_batch_free(s->own);
     el_kv_pool_free(s->own_kv);
@@ -293,6 +382,26 @@ size_t el_session_kv_bytes(const el_session *s) { return (size_t)s->n_blocks * s
 size_t el_session_kv_block_bytes(const el_session *s) { return s->block_bytes; }
 int el_session_capacity(const el_session *s) { return s->n_blocks * EL_KV_BLOCK; }
 
+int el_session_kv_resident(const el_session *s) {
+    const kv_arena *a = s->arena;
+    if (!a) return 0;
+    size_t ps = page_size(), pages = a->run / ps;
+    unsigned char *vec = malloc(pages ? pages : 1);
+    if (!vec) return 0;
+    size_t first = pages;  // the first page not resident in some run
+    for (int r = 0; r < a->n_runs && first; r++) {
+        if (mincore(a->base + (size_t)r * a->run, a->run, (void *)vec)) {
+            first = 0;
+            break;
+        }
+        for (size_t i = 0; i < first; i++)
+            if (!(vec[i] & 1)) first = i;
+    }
+    free(vec);
+    size_t blocks = first * ps / a->block;  // blocks that end within the resident pages
+    return blocks < (size_t)s->max_blocks ? (int)blocks : s->max_blocks;
+}
+
 el_status el_session_reserve(el_session *s, int n_pos, el_error *err) {
     if (n_pos > s->ctx)
         return el_err(err, EL_ERR_RANGE, "%d positions exceed the context of %d", n_pos, s->ctx);
@@ -306,20 +415,25 @@ el_status el_session_reserve(el_session *s, int n_pos, el_error *err) {
                       q == s->kv && q->parent ? "this client's memory" : "KV cache", el_kv_pool_used(q), el_kv_pool_max(q),
                       bytes);
     }
-    for (int i = have; i < want; i++)
-        if (!(s->blocks[i] = spare_take(s->kv, s->block_bytes)) && !(s->blocks[i] = el_malloc_aligned(s->block_bytes))) {
-            while (--i >= have) el_free_aligned(s->blocks[i]), s->blocks[i] = NULL;
-            el_kv_pool_give(s->kv, bytes);
-            return el_err(err, EL_ERR_NOMEM, "out of memory for %zu bytes of KV cache", bytes);
-        }
     s->n_blocks = want;
+    // blocks [0, want) are the session's to write; the helper's is the next one
+    kv_arena *a = s->arena;
+    int d = atomic_load(&a->done);
+    while (d < want && !atomic_compare_exchange_weak(&a->done, &d, want)) {}
+    atomic_store(&a->want, want + 1 < s->max_blocks ? want + 1 : s->max_blocks);
+    ahead_poke(s->kv);
     return EL_OK;
 }
 
 void el_session_truncate(el_session *s, int n_pos) {
     int keep = n_pos <= 0 ? 0 : (n_pos + EL_KV_BLOCK - 1) / EL_KV_BLOCK;
     if (keep >= s->n_blocks) return;
-    for (int i = keep; i < s->n_blocks; i++) spare_put(s->kv, s->block_bytes, s->blocks[i]), s->blocks[i] = NULL;
+    // the pages past block keep go back; block keep's stay, as the one ahead
+    kv_arena *a = s->arena;
+    arena_advise(a, keep + 1, s->max_blocks, MADV_DONTNEED, 0);
+    int ahead = keep + 1 < s->max_blocks ? keep + 1 : s->max_blocks, d = atomic_load(&a->done);
+    while (d > ahead && !atomic_compare_exchange_weak(&a->done, &d, ahead)) {}
+    atomic_store(&a->want, ahead);
     el_kv_pool_give(s->kv, (size_t)(s->n_blocks - keep) * s->block_bytes);
     s->n_blocks = keep;
 }
@@ -405,9 +519,8 @@ typedef struct {
 static void session_kv(const void *ctx, int r, el_kv_view *w) {
     const kv_ctx *c = ctx;
     const el_session *s = c->rm->sess[r];
-    size_t head = (size_t)EL_KV_BLOCK * s->kv_row, kvd = (size_t)s->m->hp.n_kv_heads * head;
-    size_t k_off = (size_t)(c->layer - s->layer_begin) * 2 * kvd;
-    *w = (el_kv_view){s->kv_type, EL_KV_BLOCK, s->kv_row, head, {s->blocks, s->blocks}, {k_off, k_off + kvd}};
+    int i = (c->layer - s->layer_begin) * 2;
+    *w = (el_kv_view){s->kv_type, EL_KV_BLOCK, s->kv_row, s->arena->run, {s->blk[i], s->blk[i + 1]}, {0, 0}};
 }
 
 // ---------------------------------------------------------------- one layer

@@ -118,11 +118,11 @@ el_status el_server_start(const el_serve_opts *opts, el_server **out, el_error *
         goto fail;
     }
     so.kv_pool = s->kv;
+    // each slot's next KV block faulted in ahead of need, so that a step never
+    // waits for fresh pages (as the worker's)
+    el_kv_pool_prefault(s->kv, 1);
     for (int i = 0; i < s->n_slots; i++)
         if ((st = el_session_new(s->m, &so, s->pool, &s->slots[i].sess, err))) goto fail;
-    // a spare KV block per slot, written ahead of need so that a step never
-    // waits for fresh pages (as the worker's)
-    if (s->n_slots) el_kv_pool_spares(s->kv, el_session_kv_block_bytes(s->slots[0].sess), s->n_slots);
     if (opts->draft_path || opts->draft_layers) {
         if (opts->draft_k < 0 || opts->draft_k > EL_SPEC_MAX_K) {
             st = el_err(err, EL_ERR_ARG, "--draft-k %d is outside 1..%d", opts->draft_k, EL_SPEC_MAX_K);

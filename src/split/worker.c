@@ -134,8 +134,6 @@ struct el_worker {
     uint64_t hold_since;   // when gather() first held the coming step back (0: not holding)
     int stepped;           // a step ran since the socket was last drained
     int hold;              // gather() held the last turn's step
-    size_t spare_block;    // the KV spares last asked for (el_kv_pool_spares)
-    int spare_n;
     long handled;          // messages taken
     double last_tick;
     int idle_ms;
@@ -1267,6 +1265,9 @@ el_status el_worker_new(const el_worker_opts *o, el_worker **out, el_error *err)
         st = el_err(err, EL_ERR_NOMEM, "out of memory");
         goto fail;
     }
+    // each session's next KV block faulted in ahead of need, so that a step
+    // never waits for fresh pages
+    el_kv_pool_prefault(w->kv, 1);
     if (!el_kv_row_bytes(o->kv_type, w->m->hp.head_dim)) {
         st = el_err(err, EL_ERR_ARG, "--kv-type %s is not supported (f32, f16, q8_0)", el_dtype_name(o->kv_type));
         goto fail;
@@ -1326,17 +1327,6 @@ static void housekeeping(worker *w) {
         if (!busy && (now - w->sessions[i].last_used) * 1000 > w->idle_ms) drop_session(w, i, "idle timeout");
     }
     prune_clients(w);
-    // one spare KV block per open session, written ahead of need so that a
-    // step never waits for fresh pages; with no session open the spares stay
-    // for the next
-    size_t block = 0;
-    int n = 0;
-    for (int i = 0; i < w->n_sessions; i++)
-        if (w->sessions[i].s) block = el_session_kv_block_bytes(w->sessions[i].s), n++;
-    if (block && n && (block != w->spare_block || n != w->spare_n)) {
-        el_kv_pool_spares(w->kv, block, n);
-        w->spare_block = block, w->spare_n = n;
-    }
     if (w->o->stats_out && w->o->stats_every_s > 0 && now - w->st.t0 >= w->o->stats_every_s) print_stats(w, now);
     if (w->o->stats) el_worker_stats_set(w->o->stats, w->n_sessions, el_kv_pool_used(w->kv));
 }

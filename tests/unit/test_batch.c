@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "edgellm/kernels.h"
 #include "edgellm/lora.h"
@@ -398,60 +399,67 @@ static void test_kv_blocks(void **st) {
     el_model_close(m);
 }
 
-// Waits (at most 30 s: the thread runs at idle priority) until pool holds n
-// spares; returns how many it holds.
-static int wait_spares(const el_kv_pool *pool, int n) {
-    for (int i = 0; i < 30000 && el_kv_pool_spare_count(pool) != n; i++) {
+// Waits (at most 30 s: the thread runs at idle priority) until s has at
+// least n resident blocks; returns how many it has.
+static int wait_resident(const el_session *s, int n) {
+    for (int i = 0; i < 30000 && el_session_kv_resident(s) < n; i++) {
         struct timespec ts = {0, 1000000};
         nanosleep(&ts, NULL);
     }
-    return el_kv_pool_spare_count(pool);
+    return el_session_kv_resident(s);
 }
 
-// Spare blocks: made ahead to the target, outside the budget, dropped when
-// the size or the target changes; sessions drawing them (made by the thread,
-// or given back by another session when the thread has not refilled first)
-// compute what sessions of a pool without spares do.
-static void test_kv_spares(void **st) {
+// Prefaulting: the helper faults in the block after a session's last, outside
+// the budget, for sessions of the pool's children too; a truncation gives back
+// the pages past the block after the kept ones; sessions whose next pages came
+// ahead compute what sessions without the helper do. (The small model's runs
+// hold 16 positions of 64-byte rows in 1 KiB: 4 blocks a 4 KiB page.)
+static void test_kv_prefault(void **st) {
     (void)st;
     el_error err;
     size_t block;
     el_model *m = open_model_block(&block);
-    el_kv_pool *pool = el_kv_pool_new(4 * block), *plain = el_kv_pool_new(0);
+    el_kv_pool *pool = el_kv_pool_new(0), *plain = el_kv_pool_new(0);
     el_kv_pool *child = el_kv_pool_new_child(pool, 0);
-    el_kv_pool_spares(pool, block, 3);
-    assert_int_equal(wait_spares(pool, 3), 3);
-    assert_int_equal(el_kv_pool_used(pool), 0);  // spares are not in the budget
-    el_kv_pool_spares(pool, 2 * block, 2);       // another size: the old ones go at once
-    assert_true(el_kv_pool_spare_count(pool) <= 2);
-    assert_int_equal(wait_spares(pool, 2), 2);
-    el_kv_pool_spares(pool, block, 2);
-    assert_int_equal(wait_spares(pool, 2), 2);
+    el_kv_pool_prefault(pool, 1);
 
-    int t[40];
-    for (int i = 0; i < 40; i++) t[i] = i ? 3 + (i * 37) % 400 : 1;
+    enum { N = 8 * EL_KV_BLOCK };  // two pages of every run, if pages are 4 KiB
+    int t[N];
+    for (int i = 0; i < N; i++) t[i] = i ? 3 + (i * 37) % 400 : 1;
     float la[VOCAB], lb[VOCAB];
-    el_session *a, *b, *ref;
-    el_session_opts so = {.kv_pool = child, .ctx = 64}, sr = {.kv_pool = plain, .ctx = 64};
+    el_session *a, *ref;
+    el_session_opts so = {.kv_pool = child, .ctx = 512}, sr = {.kv_pool = plain, .ctx = 512};
     assert_int_equal(el_session_new(m, &so, NULL, &a, &err), EL_OK);
     assert_int_equal(el_session_new(m, &sr, NULL, &ref, &err), EL_OK);
-    assert_int_equal(el_session_forward(a, t, 40, 0, la, 0, &err), EL_OK);  // 3 blocks: spares first
-    assert_int_equal(el_kv_pool_used(pool), 3 * block);
-    assert_int_equal(el_session_forward(ref, t, 40, 0, lb, 0, &err), EL_OK);
+    assert_int_equal(el_session_kv_resident(a), 0);
+    assert_int_equal(el_session_forward(a, t, N, 0, la, 0, &err), EL_OK);
+    assert_int_equal(el_kv_pool_used(pool), 8 * block);  // the block ahead is not in the budget
+    assert_int_equal(el_session_forward(ref, t, N, 0, lb, 0, &err), EL_OK);
     assert_true(max_abs_diff(la, lb, VOCAB) == 0.0f);
-    el_session_free(a);  // its blocks refill the spares, up to the target
-    assert_int_equal(el_kv_pool_used(pool), 0);
-    assert_int_equal(wait_spares(pool, 2), 2);
-    for (int i = 0; i < 40; i++) t[i] = i ? 11 + (i * 53) % 400 : 1;
-    assert_int_equal(el_session_new(m, &so, NULL, &b, &err), EL_OK);
-    assert_int_equal(el_session_forward(b, t, 40, 0, la, 0, &err), EL_OK);
-    el_session_truncate(ref, 0);
-    assert_int_equal(el_session_forward(ref, t, 40, 0, lb, 0, &err), EL_OK);
+    assert_int_equal(el_session_kv_resident(ref), 8);  // no helper: the pages written, no more
+    if (sysconf(_SC_PAGESIZE) == 4096) {
+        assert_true(wait_resident(a, 9) >= 9);  // block 8's page, faulted in before any write
+        assert_true(el_kv_pool_prefaulted(pool) >= 1);
+        assert_int_equal(el_session_kv_resident(a), 12);  // that whole page: blocks 8..11
+    }
+    // the next positions land on the pages faulted in ahead, and compute the same
+    int u[EL_KV_BLOCK];
+    for (int i = 0; i < EL_KV_BLOCK; i++) u[i] = 5 + 11 * i;
+    assert_int_equal(el_session_forward(a, u, EL_KV_BLOCK, N, la, 0, &err), EL_OK);
+    assert_int_equal(el_session_forward(ref, u, EL_KV_BLOCK, N, lb, 0, &err), EL_OK);
     assert_true(max_abs_diff(la, lb, VOCAB) == 0.0f);
-    el_session_free(b);
+    // truncated to one block: the pages past block 1 go back (block 1 stays, ahead)
+    el_session_truncate(a, EL_KV_BLOCK);
+    el_session_truncate(ref, EL_KV_BLOCK);
+    assert_int_equal(el_kv_pool_used(pool), block);
+    if (sysconf(_SC_PAGESIZE) == 4096) assert_int_equal(el_session_kv_resident(a), 4);  // the first page
+    assert_int_equal(el_session_forward(a, u, EL_KV_BLOCK, EL_KV_BLOCK, la, 0, &err), EL_OK);
+    assert_int_equal(el_session_forward(ref, u, EL_KV_BLOCK, EL_KV_BLOCK, lb, 0, &err), EL_OK);
+    assert_true(max_abs_diff(la, lb, VOCAB) == 0.0f);
+    el_session_free(a);
     el_session_free(ref);
-    el_kv_pool_spares(pool, block, 0);
-    assert_int_equal(el_kv_pool_spare_count(pool), 0);
+    assert_int_equal(el_kv_pool_used(pool), 0);
+    el_kv_pool_prefault(pool, 0);
     el_kv_pool_free(child);
     el_kv_pool_free(pool);
     el_kv_pool_free(plain);
@@ -608,7 +616,7 @@ static void test_batch_plan(void **st) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_batch_equals_alone), cmocka_unit_test(test_batch_tails),
-        cmocka_unit_test(test_kv_types),           cmocka_unit_test(test_kv_blocks), cmocka_unit_test(test_long_prompts), cmocka_unit_test(test_kv_spares),
+        cmocka_unit_test(test_kv_types),           cmocka_unit_test(test_kv_blocks), cmocka_unit_test(test_long_prompts), cmocka_unit_test(test_kv_prefault),
         cmocka_unit_test(test_batch_rejects_bad_rows), cmocka_unit_test(test_batch_plan),
         cmocka_unit_test(test_layer_clock),
     };
