@@ -172,9 +172,11 @@ el_kv_pool *el_kv_pool_new_child(el_kv_pool *parent, size_t max_bytes);
 size_t el_kv_pool_room(const el_kv_pool *p);
 // on: a thread at idle priority faults in, ahead of need, the pages of the
 // block after each session's last, for sessions of this pool's root and its
-// children made from now on (a block's first write is a page fault per 4 KiB,
-// dear on a virtual machine). Those pages are memory outside the budget (not
-// in el_kv_pool_used): one block a session at most. off: no more.
+// children (a block's first write is a page fault per 4 KiB, dear on a
+// virtual machine; it needs Linux's MADV_POPULATE_WRITE, 5.14 on). Those
+// pages are memory outside the budget (not in el_kv_pool_used): about a block
+// a session. off: no more. Call it when the pool is made, before its sessions
+// run: it may wait for the thread.
 void el_kv_pool_prefault(el_kv_pool *p, int on);
 // Blocks the thread has faulted in so far.
 int el_kv_pool_prefaulted(const el_kv_pool *p);

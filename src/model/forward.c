@@ -5,6 +5,7 @@
 #include <math.h>
 #include <pthread.h>
 #include <sys/mman.h>
+#include <time.h>
 #include <unistd.h>
 #include <sched.h>
 #include <stdatomic.h>
@@ -31,34 +32,34 @@
 // (el_kv_pool_prefault) has a thread at idle priority fault in, ahead of
 // need, the pages of the block after each session's last
 // (MADV_POPULATE_WRITE, which leaves their contents alone, so it may race
-// with the session's own writes). Those pages are outside the budget, one
-// block a session at most. The thread may be preempted while it holds its
-// lock, and at idle priority it may not run again for long: sessions only
-// try the lock.
+// with the session's own writes). Those pages are outside the budget: the
+// block ahead, and for a moment a block the thread faulted in as a truncation
+// gave it back (the next truncation or the session's end returns it). The
+// thread may be preempted while it holds its lock, and at idle priority it
+// may not run again for long: sessions only try the lock (and join its list,
+// or wake it, at a later reserve when it was busy; it also looks every
+// AHEAD_LOOK_MS on its own).
 typedef struct kv_arena {
     atomic_int refs;  // the session's, the helper's list's, the helper's while it works on it
     uint8_t *base;
     size_t bytes;     // the mapping
     size_t run;       // bytes of one run (layer, K or V, kv head): the context's rows, whole pages
     size_t block;     // bytes of one block of one run (EL_KV_BLOCK rows)
+    size_t page;
     int n_runs;
     atomic_int want;  // blocks [0, want) should have their pages (the session's, and one more)
     atomic_int done;  // blocks [0, done) have them, or are the session's to write
+    atomic_int top;   // blocks from top on have no pages (but for a truncation's race, above)
     atomic_int dead;  // its session is gone
+    atomic_int joined;      // on the helper's list
     struct kv_arena *next;  // in the helper's list
 } kv_arena;
 
-static size_t page_size(void) {
-    static size_t ps;
-    if (!ps) {
-        long v = sysconf(_SC_PAGESIZE);
-        ps = v > 0 ? (size_t)v : 4096;
-    }
-    return ps;
-}
+#define AHEAD_LOOK_MS 50
 
 static kv_arena *arena_new(int n_runs, int positions, size_t row) {
-    size_t ps = page_size(), run, bytes;
+    long pv = sysconf(_SC_PAGESIZE);
+    size_t ps = pv > 0 ? (size_t)pv : 4096, run, bytes;
     if (el_mul_size((size_t)positions, row, &run) || el_add_size(run, ps - 1, &run)) return NULL;
     run &= ~(ps - 1);
     if (el_mul_size(run, (size_t)n_runs, &bytes) || !bytes) return NULL;
@@ -76,11 +77,13 @@ static kv_arena *arena_new(int n_runs, int positions, size_t row) {
 #ifdef MADV_NOHUGEPAGE
     madvise(m, bytes, MADV_NOHUGEPAGE);  // pages come and go 4 KiB at a time, a block of a run each
 #endif
-    a->base = m, a->bytes = bytes, a->run = run, a->block = (size_t)EL_KV_BLOCK * row, a->n_runs = n_runs;
+    a->base = m, a->bytes = bytes, a->run = run, a->block = (size_t)EL_KV_BLOCK * row, a->page = ps, a->n_runs = n_runs;
     atomic_init(&a->refs, 1);
     atomic_init(&a->want, 0);
     atomic_init(&a->done, 0);
+    atomic_init(&a->top, 0);
     atomic_init(&a->dead, 0);
+    atomic_init(&a->joined, 0);
     return a;
 }
 
@@ -92,14 +95,23 @@ static void arena_unref(kv_arena *a) {
 }
 
 // Blocks [b0, b1) of every run: madvise(advice) over their whole pages,
-// from the page that holds b0's first byte (from) or the first page past it.
-static void arena_advise(const kv_arena *a, int b0, int b1, int advice, int from_inside) {
-    size_t ps = page_size(), lo = (size_t)b0 * a->block, hi = (size_t)b1 * a->block;
+// from the page that holds b0's first byte (from_inside) or the first page
+// past it (so that no byte before block b0 is touched). -1 when one failed.
+static int arena_advise(const kv_arena *a, int b0, int b1, int advice, int from_inside) {
+    size_t ps = a->page, lo = (size_t)b0 * a->block, hi = (size_t)b1 * a->block;
     lo = from_inside ? lo & ~(ps - 1) : (lo + ps - 1) & ~(ps - 1);
     hi = (hi + ps - 1) & ~(ps - 1);
     if (hi > a->run) hi = a->run;
-    if (lo >= hi) return;
-    for (int r = 0; r < a->n_runs; r++) madvise(a->base + (size_t)r * a->run + lo, hi - lo, advice);
+    int rc = 0;
+    for (int r = 0; lo < hi && r < a->n_runs; r++)
+        if (madvise(a->base + (size_t)r * a->run + lo, hi - lo, advice)) rc = -1;
+    return rc;
+}
+
+// *v = max(*v, x)
+static void atomic_raise(atomic_int *v, int x) {
+    int cur = atomic_load(v);
+    while (cur < x && !atomic_compare_exchange_weak(v, &cur, x)) {}
 }
 
 typedef struct {
@@ -107,6 +119,7 @@ typedef struct {
     pthread_cond_t cv;
     pthread_t thread;
     int started, stop, on;
+    int unsupported;       // the kernel has no MADV_POPULATE_WRITE: nothing to do
     kv_arena *list;        // sessions' arenas (a reference each)
     atomic_int faulted;    // blocks faulted in ahead so far (el_kv_pool_prefaulted)
 } kv_ahead;
@@ -152,21 +165,33 @@ static void *ahead_main(void *arg) {
             pp = &a->next;
         }
         if (ah->stop) break;
-        if (!work) {
-            pthread_cond_wait(&ah->cv, &ah->mu);
+        if (!work || ah->unsupported) {  // a poke, or a look now and then (a poke can miss the lock)
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            ts.tv_nsec += AHEAD_LOOK_MS * 1000000L;
+            if (ts.tv_nsec >= 1000000000L) ts.tv_sec++, ts.tv_nsec -= 1000000000L;
+            pthread_cond_timedwait(&ah->cv, &ah->mu, &ts);
             continue;
         }
         atomic_fetch_add(&work->refs, 1);
         pthread_mutex_unlock(&ah->mu);
-        int b = atomic_load(&work->done);
+        int b = atomic_load(&work->done), fail = 0;
+        if (b < atomic_load(&work->want)) {  // (a truncation since may have taken it back)
 #ifdef MADV_POPULATE_WRITE
-        arena_advise(work, b, b + 1, MADV_POPULATE_WRITE, 1);
+            fail = arena_advise(work, b, b + 1, MADV_POPULATE_WRITE, 1) != 0;
+#else
+            fail = 1;
 #endif
-        // a truncation meanwhile may have lowered done: then this block is done again
-        int expect = b;
-        if (atomic_compare_exchange_strong(&work->done, &expect, b + 1)) atomic_fetch_add(&ah->faulted, 1);
+            if (!fail) {
+                atomic_raise(&work->top, b + 1);  // for the truncation that may have passed meanwhile
+                // a truncation meanwhile lowered done: then this block is not counted done
+                int expect = b;
+                if (atomic_compare_exchange_strong(&work->done, &expect, b + 1)) atomic_fetch_add(&ah->faulted, 1);
+            }
+        }
         arena_unref(work);
         pthread_mutex_lock(&ah->mu);
+        if (fail) ah->unsupported = 1;  // (EINVAL before Linux 5.14; out of memory: the steps will fault)
     }
     pthread_mutex_unlock(&ah->mu);
     return NULL;
@@ -184,6 +209,7 @@ void el_kv_pool_prefault(el_kv_pool *p, int on) {
     }
     pthread_mutex_lock(&ah->mu);
     ah->on = on != 0;
+    ah->unsupported = 0;  // (try again)
     if (!ah->started && on) ah->started = !pthread_create(&ah->thread, NULL, ahead_main, ah);
     pthread_cond_signal(&ah->cv);
     pthread_mutex_unlock(&ah->mu);
@@ -202,17 +228,17 @@ static void ahead_poke(el_kv_pool *p) {
     pthread_mutex_unlock(&ah->mu);
 }
 
-// Puts a new session's arena on the helper's list (a reference of its own);
-// 0 when there is no helper or its lock was busy (the blocks then fault in
-// the steps that write them).
-static int ahead_join(el_kv_pool *p, kv_arena *a) {
+// Puts a session's arena on the helper's list (a reference of its own), if
+// there is a helper and its lock is free; a later reserve tries again.
+static void ahead_join(el_kv_pool *p, kv_arena *a) {
     kv_ahead *ah = root_ahead(p);
-    if (!ah || pthread_mutex_trylock(&ah->mu)) return 0;
+    if (!ah || atomic_load(&a->joined) || pthread_mutex_trylock(&ah->mu)) return;
     atomic_fetch_add(&a->refs, 1);
     a->next = ah->list;
     ah->list = a;
+    atomic_store(&a->joined, 1);
+    pthread_cond_signal(&ah->cv);
     pthread_mutex_unlock(&ah->mu);
-    return 1;
 }
 
 int el_kv_pool_prefaulted(const el_kv_pool *p) {
@@ -285,11 +311,12 @@ struct el_session {
     size_t block_bytes;  // one block: EL_KV_BLOCK positions of K and V, every layer
     el_kv_pool *kv;      // the budget the blocks count against
     el_kv_pool *own_kv;  // a private, unlimited pool (when none was given)
-    // The cache: an arena (above) of n_runs = layers x 2 x kv heads runs;
-    // blk[(layer - layer_begin) * 2 + kv][i] is block i of that layer's keys
-    // (kv 0) or values (kv 1) of kv head 0, the next heads a run apart.
+    // The cache: an arena (above) of layers x 2 x kv heads runs. As a view
+    // (session_kv): blk[i] = the arena + i blocks of a run, and the run of
+    // (layer, K or V, kv head h) ((layer - layer_begin) * 2 + kv) * kv heads
+    // + h runs on.
     kv_arena *arena;
-    uint8_t ***blk;
+    uint8_t **blk;
     int n_blocks, max_blocks;
     float *inv_freq;          // [head_dim / 2]
     const el_lora_set *lora;  // adapters applied to the projections (borrowed; may be NULL)
@@ -339,14 +366,10 @@ el_status el_session_new(const el_model *m, const el_session_opts *opts, el_pool
     int layers = o.layer_end - o.layer_begin;
     if (layers > 0) {
         s->arena = arena_new(layers * 2 * h->n_kv_heads, s->max_blocks * EL_KV_BLOCK, row);
-        s->blk = el_calloc((size_t)layers * 2, sizeof *s->blk);
-        for (int i = 0; s->arena && s->blk && i < layers * 2; i++) {
-            if (!(s->blk[i] = el_calloc((size_t)s->max_blocks, sizeof **s->blk))) break;
-            uint8_t *run = s->arena->base + (size_t)i * h->n_kv_heads * s->arena->run;
-            for (int b = 0; b < s->max_blocks; b++) s->blk[i][b] = run + (size_t)b * s->arena->block;
-        }
+        s->blk = el_calloc((size_t)s->max_blocks, sizeof *s->blk);
+        for (int b = 0; s->arena && s->blk && b < s->max_blocks; b++) s->blk[b] = s->arena->base + (size_t)b * s->arena->block;
     }
-    if (!s->kv || !s->inv_freq || (layers > 0 && (!s->arena || !s->blk || !s->blk[layers * 2 - 1]))) {
+    if (!s->kv || !s->inv_freq || (layers > 0 && (!s->arena || !s->blk))) {
         el_session_free(s);
         return el_err(err, EL_ERR_NOMEM, "out of memory for a session of %d positions", o.ctx);
     }
@@ -359,12 +382,11 @@ el_status el_session_new(const el_model *m, const el_session_opts *opts, el_pool
 void el_session_free(el_session *s) {
     if (!s) return;
     el_session_truncate(s, 0);
-    if (s->blk)
-        for (int i = 0; i < (s->layer_end - s->layer_begin) * 2; i++) free(s->blk[i]);
     free(s->blk);
     if (s->arena) {  // the pages go now; the mapping when the helper, if it holds it, next looks
         arena_advise(s->arena, 0, s->max_blocks, MADV_DONTNEED, 0);
         atomic_store(&s->arena->dead, 1);
+        if (s->kv) ahead_poke(s->kv);
         arena_unref(s->arena);
     }
     free(s->inv_freq);
@@ -385,7 +407,7 @@ int el_session_capacity(const el_session *s) { return s->n_blocks * EL_KV_BLOCK;
 int el_session_kv_resident(const el_session *s) {
     const kv_arena *a = s->arena;
     if (!a) return 0;
-    size_t ps = page_size(), pages = a->run / ps;
+    size_t ps = a->page, pages = a->run / ps;
     unsigned char *vec = malloc(pages ? pages : 1);
     if (!vec) return 0;
     size_t first = pages;  // the first page not resident in some run
@@ -418,9 +440,10 @@ el_status el_session_reserve(el_session *s, int n_pos, el_error *err) {
     s->n_blocks = want;
     // blocks [0, want) are the session's to write; the helper's is the next one
     kv_arena *a = s->arena;
-    int d = atomic_load(&a->done);
-    while (d < want && !atomic_compare_exchange_weak(&a->done, &d, want)) {}
+    atomic_raise(&a->done, want);
+    atomic_raise(&a->top, want);
     atomic_store(&a->want, want + 1 < s->max_blocks ? want + 1 : s->max_blocks);
+    ahead_join(s->kv, a);  // (when the helper was busy at the session's start)
     ahead_poke(s->kv);
     return EL_OK;
 }
@@ -428,12 +451,15 @@ el_status el_session_reserve(el_session *s, int n_pos, el_error *err) {
 void el_session_truncate(el_session *s, int n_pos) {
     int keep = n_pos <= 0 ? 0 : (n_pos + EL_KV_BLOCK - 1) / EL_KV_BLOCK;
     if (keep >= s->n_blocks) return;
-    // the pages past block keep go back; block keep's stay, as the one ahead
+    // the pages past block keep go back (up to the last that has any); block
+    // keep's stay, as the one ahead
     kv_arena *a = s->arena;
-    arena_advise(a, keep + 1, s->max_blocks, MADV_DONTNEED, 0);
     int ahead = keep + 1 < s->max_blocks ? keep + 1 : s->max_blocks, d = atomic_load(&a->done);
-    while (d > ahead && !atomic_compare_exchange_weak(&a->done, &d, ahead)) {}
     atomic_store(&a->want, ahead);
+    while (d > ahead && !atomic_compare_exchange_weak(&a->done, &d, ahead)) {}
+    int top = atomic_exchange(&a->top, ahead);
+    if (top < s->n_blocks + 1) top = s->n_blocks + 1;
+    arena_advise(a, keep + 1, top < s->max_blocks ? top : s->max_blocks, MADV_DONTNEED, 0);
     el_kv_pool_give(s->kv, (size_t)(s->n_blocks - keep) * s->block_bytes);
     s->n_blocks = keep;
 }
@@ -519,8 +545,9 @@ typedef struct {
 static void session_kv(const void *ctx, int r, el_kv_view *w) {
     const kv_ctx *c = ctx;
     const el_session *s = c->rm->sess[r];
-    int i = (c->layer - s->layer_begin) * 2;
-    *w = (el_kv_view){s->kv_type, EL_KV_BLOCK, s->kv_row, s->arena->run, {s->blk[i], s->blk[i + 1]}, {0, 0}};
+    size_t k_off = (size_t)(c->layer - s->layer_begin) * 2 * s->m->hp.n_kv_heads * s->arena->run;
+    *w = (el_kv_view){s->kv_type, EL_KV_BLOCK, s->kv_row, s->arena->run, {s->blk, s->blk},
+                      {k_off, k_off + (size_t)s->m->hp.n_kv_heads * s->arena->run}};
 }
 
 // ---------------------------------------------------------------- one layer
