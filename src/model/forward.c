@@ -2,6 +2,7 @@
 // over rows of many sessions at once (el_batch), each session with its own KV
 // cache (an arena, counted in blocks). The layer itself is src/model/layer.c (el_layer_forward),
 // the one definition training runs too; this file feeds it rows and caches.
+#include <errno.h>
 #include <math.h>
 #include <pthread.h>
 #include <sys/mman.h>
@@ -48,7 +49,10 @@ typedef struct kv_arena {
     size_t page;
     int n_runs;
     atomic_int want;  // blocks [0, want) should have their pages (the session's, and one more)
-    atomic_int done;  // blocks [0, done) have them, or are the session's to write
+    // (truncations << 32) | done: blocks [0, done) have their pages, or are
+    // the session's to write; the helper counts a block done only if no
+    // truncation came between its look and its work
+    _Atomic uint64_t state;
     atomic_int top;   // blocks from top on have no pages (but for a truncation's race, above)
     atomic_int dead;  // its session is gone
     atomic_int joined;      // on the helper's list
@@ -80,7 +84,7 @@ static kv_arena *arena_new(int n_runs, int positions, size_t row) {
     a->base = m, a->bytes = bytes, a->run = run, a->block = (size_t)EL_KV_BLOCK * row, a->page = ps, a->n_runs = n_runs;
     atomic_init(&a->refs, 1);
     atomic_init(&a->want, 0);
-    atomic_init(&a->done, 0);
+    atomic_init(&a->state, 0);
     atomic_init(&a->top, 0);
     atomic_init(&a->dead, 0);
     atomic_init(&a->joined, 0);
@@ -96,7 +100,8 @@ static void arena_unref(kv_arena *a) {
 
 // Blocks [b0, b1) of every run: madvise(advice) over their whole pages,
 // from the page that holds b0's first byte (from_inside) or the first page
-// past it (so that no byte before block b0 is touched). -1 when one failed.
+// past it (so that no byte before block b0 is touched). The errno of a
+// failure, or 0.
 static int arena_advise(const kv_arena *a, int b0, int b1, int advice, int from_inside) {
     size_t ps = a->page, lo = (size_t)b0 * a->block, hi = (size_t)b1 * a->block;
     lo = from_inside ? lo & ~(ps - 1) : (lo + ps - 1) & ~(ps - 1);
@@ -104,7 +109,7 @@ static int arena_advise(const kv_arena *a, int b0, int b1, int advice, int from_
     if (hi > a->run) hi = a->run;
     int rc = 0;
     for (int r = 0; lo < hi && r < a->n_runs; r++)
-        if (madvise(a->base + (size_t)r * a->run + lo, hi - lo, advice)) rc = -1;
+        if (madvise(a->base + (size_t)r * a->run + lo, hi - lo, advice)) rc = errno ? errno : -1;
     return rc;
 }
 
@@ -112,6 +117,19 @@ static int arena_advise(const kv_arena *a, int b0, int b1, int advice, int from_
 static void atomic_raise(atomic_int *v, int x) {
     int cur = atomic_load(v);
     while (cur < x && !atomic_compare_exchange_weak(v, &cur, x)) {}
+}
+
+static int state_done(uint64_t st) { return (int)(uint32_t)st; }
+
+// done = max(done, x) (reserve), or with a truncation: done = min(done, x)
+static void state_set(kv_arena *a, int x, int truncation) {
+    uint64_t cur = atomic_load(&a->state), next;
+    do {
+        int d = state_done(cur);
+        if (truncation) next = (((cur >> 32) + 1) << 32) | (uint32_t)(d < x ? d : x);
+        else if (d >= x) return;
+        else next = (cur & ~(uint64_t)UINT32_MAX) | (uint32_t)x;
+    } while (!atomic_compare_exchange_weak(&a->state, &cur, next));
 }
 
 typedef struct {
@@ -161,13 +179,13 @@ static void *ahead_main(void *arg) {
                 arena_unref(a);  // the last reference, or the session's free is about to drop it
                 continue;
             }
-            if (!work && ah->on && atomic_load(&a->done) < atomic_load(&a->want)) work = a;
+            if (!work && ah->on && state_done(atomic_load(&a->state)) < atomic_load(&a->want)) work = a;
             pp = &a->next;
         }
         if (ah->stop) break;
         if (!work || ah->unsupported) {  // a poke, or a look now and then (a poke can miss the lock)
             struct timespec ts;
-            clock_gettime(CLOCK_REALTIME, &ts);
+            clock_gettime(CLOCK_MONOTONIC, &ts);  // (the condition's clock)
             ts.tv_nsec += AHEAD_LOOK_MS * 1000000L;
             if (ts.tv_nsec >= 1000000000L) ts.tv_sec++, ts.tv_nsec -= 1000000000L;
             pthread_cond_timedwait(&ah->cv, &ah->mu, &ts);
@@ -175,23 +193,22 @@ static void *ahead_main(void *arg) {
         }
         atomic_fetch_add(&work->refs, 1);
         pthread_mutex_unlock(&ah->mu);
-        int b = atomic_load(&work->done), fail = 0;
+        uint64_t st = atomic_load(&work->state);
+        int b = state_done(st), fail = 0;
         if (b < atomic_load(&work->want)) {  // (a truncation since may have taken it back)
+            atomic_raise(&work->top, b + 1);  // first: a truncation from now on gives it back too
 #ifdef MADV_POPULATE_WRITE
-            fail = arena_advise(work, b, b + 1, MADV_POPULATE_WRITE, 1) != 0;
+            fail = arena_advise(work, b, b + 1, MADV_POPULATE_WRITE, 1);
 #else
-            fail = 1;
+            fail = EINVAL;
 #endif
-            if (!fail) {
-                atomic_raise(&work->top, b + 1);  // for the truncation that may have passed meanwhile
-                // a truncation meanwhile lowered done: then this block is not counted done
-                int expect = b;
-                if (atomic_compare_exchange_strong(&work->done, &expect, b + 1)) atomic_fetch_add(&ah->faulted, 1);
-            }
+            // counted only if no truncation came between the look and the work
+            if (!fail && atomic_compare_exchange_strong(&work->state, &st, (st & ~(uint64_t)UINT32_MAX) | (uint32_t)(b + 1)))
+                atomic_fetch_add(&ah->faulted, 1);
         }
         arena_unref(work);
         pthread_mutex_lock(&ah->mu);
-        if (fail) ah->unsupported = 1;  // (EINVAL before Linux 5.14; out of memory: the steps will fault)
+        if (fail == EINVAL) ah->unsupported = 1;  // before Linux 5.14 (out of memory: the steps fault as they write)
     }
     pthread_mutex_unlock(&ah->mu);
     return NULL;
@@ -203,7 +220,11 @@ void el_kv_pool_prefault(el_kv_pool *p, int on) {
     if (!ah) {
         if (!on || !(ah = calloc(1, sizeof *ah))) return;
         pthread_mutex_init(&ah->mu, NULL);
-        pthread_cond_init(&ah->cv, NULL);
+        pthread_condattr_t ca;
+        pthread_condattr_init(&ca);
+        pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);  // (the helper's looks: a wall-clock step must not stretch them)
+        pthread_cond_init(&ah->cv, &ca);
+        pthread_condattr_destroy(&ca);
         atomic_init(&ah->faulted, 0);
         p->ahead = ah;
     }
@@ -384,7 +405,8 @@ void el_session_free(el_session *s) {
     el_session_truncate(s, 0);
     free(s->blk);
     if (s->arena) {  // the pages go now; the mapping when the helper, if it holds it, next looks
-        arena_advise(s->arena, 0, s->max_blocks, MADV_DONTNEED, 0);
+        int top = atomic_load(&s->arena->top);  // (truncate(0) above gave back the rest)
+        arena_advise(s->arena, 0, top > 1 ? top : 1, MADV_DONTNEED, 0);
         atomic_store(&s->arena->dead, 1);
         if (s->kv) ahead_poke(s->kv);
         arena_unref(s->arena);
@@ -440,7 +462,7 @@ el_status el_session_reserve(el_session *s, int n_pos, el_error *err) {
     s->n_blocks = want;
     // blocks [0, want) are the session's to write; the helper's is the next one
     kv_arena *a = s->arena;
-    atomic_raise(&a->done, want);
+    state_set(a, want, 0);
     atomic_raise(&a->top, want);
     atomic_store(&a->want, want + 1 < s->max_blocks ? want + 1 : s->max_blocks);
     ahead_join(s->kv, a);  // (when the helper was busy at the session's start)
@@ -454,9 +476,9 @@ void el_session_truncate(el_session *s, int n_pos) {
     // the pages past block keep go back (up to the last that has any); block
     // keep's stay, as the one ahead
     kv_arena *a = s->arena;
-    int ahead = keep + 1 < s->max_blocks ? keep + 1 : s->max_blocks, d = atomic_load(&a->done);
+    int ahead = keep + 1 < s->max_blocks ? keep + 1 : s->max_blocks;
     atomic_store(&a->want, ahead);
-    while (d > ahead && !atomic_compare_exchange_weak(&a->done, &d, ahead)) {}
+    state_set(a, ahead, 1);
     int top = atomic_exchange(&a->top, ahead);
     if (top < s->n_blocks + 1) top = s->n_blocks + 1;
     arena_advise(a, keep + 1, top < s->max_blocks ? top : s->max_blocks, MADV_DONTNEED, 0);
