@@ -5,14 +5,14 @@
 #include <errno.h>
 #include <math.h>
 #include <pthread.h>
-#include <sys/mman.h>
-#include <time.h>
-#include <unistd.h>
 #include <sched.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "edgellm/kernels.h"
 #include "edgellm/layer.h"
@@ -42,8 +42,7 @@
 // AHEAD_LOOK_MS on its own).
 typedef struct kv_arena {
     atomic_int refs;  // the session's, the helper's list's, the helper's while it works on it
-    uint8_t *base;
-    size_t bytes;     // the mapping
+    uint8_t *base;    // the mapping: n_runs runs
     size_t run;       // bytes of one run (layer, K or V, kv head): the context's rows, whole pages
     size_t block;     // bytes of one block of one run (EL_KV_BLOCK rows)
     size_t page;
@@ -81,7 +80,7 @@ static kv_arena *arena_new(int n_runs, int positions, size_t row) {
 #ifdef MADV_NOHUGEPAGE
     madvise(m, bytes, MADV_NOHUGEPAGE);  // pages come and go 4 KiB at a time, a block of a run each
 #endif
-    a->base = m, a->bytes = bytes, a->run = run, a->block = (size_t)EL_KV_BLOCK * row, a->page = ps, a->n_runs = n_runs;
+    a->base = m, a->run = run, a->block = (size_t)EL_KV_BLOCK * row, a->page = ps, a->n_runs = n_runs;
     atomic_init(&a->refs, 1);
     atomic_init(&a->want, 0);
     atomic_init(&a->state, 0);
@@ -93,7 +92,7 @@ static kv_arena *arena_new(int n_runs, int positions, size_t row) {
 
 static void arena_unref(kv_arena *a) {
     if (a && atomic_fetch_sub(&a->refs, 1) == 1) {
-        munmap(a->base, a->bytes);
+        munmap(a->base, a->run * (size_t)a->n_runs);
         free(a);
     }
 }
@@ -214,8 +213,13 @@ static void *ahead_main(void *arg) {
     return NULL;
 }
 
+static el_kv_pool *root_of(const el_kv_pool *p) {
+    while (p->parent) p = p->parent;
+    return (el_kv_pool *)p;
+}
+
 void el_kv_pool_prefault(el_kv_pool *p, int on) {
-    while (p->parent) p = p->parent;  // the helper lives at the root
+    p = root_of(p);  // the helper lives at the root
     kv_ahead *ah = p->ahead;
     if (!ah) {
         if (!on || !(ah = calloc(1, sizeof *ah))) return;
@@ -236,10 +240,7 @@ void el_kv_pool_prefault(el_kv_pool *p, int on) {
     pthread_mutex_unlock(&ah->mu);
 }
 
-static kv_ahead *root_ahead(el_kv_pool *p) {
-    while (p->parent) p = p->parent;
-    return p->ahead;
-}
+static kv_ahead *root_ahead(el_kv_pool *p) { return root_of(p)->ahead; }
 
 // Wakes the helper for a's new wants; gives up when its lock is busy.
 static void ahead_poke(el_kv_pool *p) {
@@ -263,8 +264,8 @@ static void ahead_join(el_kv_pool *p, kv_arena *a) {
 }
 
 int el_kv_pool_prefaulted(const el_kv_pool *p) {
-    while (p->parent) p = p->parent;
-    return p->ahead ? atomic_load(&p->ahead->faulted) : 0;
+    const kv_ahead *ah = root_of(p)->ahead;
+    return ah ? atomic_load(&((kv_ahead *)ah)->faulted) : 0;
 }
 
 void el_kv_pool_free(el_kv_pool *p) {
