@@ -48,7 +48,7 @@ int main(int argc, char **argv) {
         el_act_quantize(tr->vec_dot_type, f, x + ldx * t, k);
     }
     if (argc == 8) {  // the packed copy of these rows, read by the level's packed kernel
-        el_tensor W = {"w", dtype, 2, {k, rows, 1, 1}, w, ldw * rows, NULL, 0};
+        el_tensor W = {"w", dtype, 2, {k, rows, 1, 1}, w, ldw * rows, NULL, 0, 0, NULL};
         int64_t prows;
         size_t bytes = el_matmul_pack_size(&W, (el_isa)isa, &prows);
         g = el_gemm_packed_kernel(dtype, (el_isa)isa);

@@ -265,7 +265,8 @@ int cmd_bench(int argc, char **argv) {
     double *pre = NULL, *dec = NULL, *bws = NULL, *ratios = NULL, *pk = NULL, *steps = NULL, *sr = NULL;
     double *lclock = NULL, *lt = NULL, *pml = NULL;
     el_read_probe *probe = NULL;
-    if (el_model_open(model_path, NULL, &m, &err)) goto out;
+    el_model_opts mo = {.threads = threads};  // the packed copy striped for the decode's threads
+    if (el_model_open(model_path, &mo, &m, &err)) goto out;
     if (!given && n_prompt + n_decode > m->hp.ctx) {
         while (n_prompt + n_decode > m->hp.ctx && n_prompt > 1) n_prompt /= 2, n_decode /= 2;
         fprintf(stderr, "bench: -p %d -n %d to fit %s's context of %d\n", n_prompt, n_decode, model_path, m->hp.ctx);

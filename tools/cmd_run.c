@@ -209,6 +209,7 @@ int cmd_run(int argc, char **argv) {
         mo.no_layers = 0;
         mo.no_head = 0;
     }
+    mo.threads = threads;  // the packed copy striped for the decode's threads (0: all CPUs, as the pool)
     if (el_model_open(model_path, &mo, &m, &err)) goto out;
     if (dr.arg && dr.self_layers > m->hp.n_layers) {  // before any work (the draft opens once the context is known)
         el_err(&err, EL_ERR_ARG, "--draft self:%d: %s has %d layers", dr.self_layers, model_path, m->hp.n_layers);

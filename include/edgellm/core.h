@@ -110,6 +110,10 @@ void el_pool_free(el_pool *pool);
 int el_pool_size(const el_pool *pool);
 // Run n tasks; returns when all are done. pool may be NULL (runs serially).
 void el_pool_run(el_pool *pool, el_task_fn fn, void *ctx, int n);
+// The calling thread's place in the pool it works for: worker i of a pool is
+// i + 1; any other thread (a pool's caller) 0. Tasks that want the same
+// thread to take the same share of every job (matmul.c's stripes) ask it.
+int el_pool_slot(void);
 
 // ---------------------------------------------------------------- cpu
 

@@ -76,6 +76,32 @@ size_t el_matmul_pack_size(const el_tensor *W, el_isa isa, int64_t *rows);
 // reads every row from W->data.
 void el_matmul_pack(const el_tensor *W, int64_t rows, void *dst);
 
+// Stripes. A decode thread reads its share of a packed product as two runs
+// of pairs side by side (the hardware prefetcher follows each), and every
+// product is a new pair of runs the prefetcher starts over. A packed copy may
+// instead be laid out for `threads` decode threads in 2 x threads stripes:
+// stripe s = 2t + r holds the pairs [el_stripe_first(np, threads, s),
+// el_stripe_first(np, threads, s + 1)) of thread t's run r, and a model puts
+// stripe s of every matrix after stripe s of the one before (model.c), so
+// each of a thread's two runs reads on from one product into the next.
+// W->packed_stripes = threads and W->stripe[s] (pair first(s) of stripe s)
+// describe it; W->packed is stripe 0. El_matmul reads stripes at any pool
+// size, and gives thread t the stripes 2t, 2t+1 of a decode when the pool
+// has `threads` threads.
+static inline int64_t el_stripe_first(int64_t np, int threads, int s) {
+    const int t = s / 2;
+    const int64_t a = np * t / threads, b = np * (t + 1) / threads;
+    return s % 2 ? a + (b - a) / 2 : a;
+}
+#define EL_MAX_STRIPE_THREADS 32
+// The decode kernel of those two runs at any two addresses: one token x np
+// pairs (ldw bytes apart in each run), np / 2 from wa side by side with as
+// many from wb, then wb's odd last pair; out: 32 outputs a pair, wa's pairs
+// first. NULL where the decode of el_gemm_packed_kernel(dtype, isa) reads
+// its pairs some other way (then nothing is striped: model.c).
+typedef void (*el_gemm_runs_fn)(int k, const void *wa, const void *wb, size_t ldw, int np, const void *x, float *out);
+el_gemm_runs_fn el_gemm_runs_kernel(int dtype, el_isa isa);
+
 // ---------------------------------------------------------------- dense f32 products
 
 // C[m, n] = alpha · op(A) · op(B) + beta · C for row-major matrices with leading

@@ -83,6 +83,8 @@ typedef struct {
                                  // rows (training dequantizes them), so a copy would double the memory
     int no_scan;                 // skip the scan for NaN/inf block scales (every block of every bound
                                  // matrix): only for a view that is hashed (el_model_identity), never run
+    int threads;                 // the decode threads the packed copies are striped for (kernels.h); 0:
+                                 // the CPUs online, as el_pool_new(0)
 } el_model_opts;
 
 typedef struct el_model {
@@ -105,6 +107,7 @@ typedef struct el_model {
     // (el_matmul_pack), owned here; the tensors' packed pointers point into it.
     void *pack_arena;
     size_t packed_bytes;
+    const char **stripe_ptrs;  // the striped tensors' stripe tables (el_tensor.stripe), owned here
 } el_model;
 
 // Opens a model file (GGUF or llama2.c .bin, told apart by magic), binds the

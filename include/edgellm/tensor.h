@@ -93,6 +93,10 @@ typedef struct {
     // layout (el_matmul_pack), owned by whoever made it; NULL: none.
     const void *packed;
     int64_t packed_rows;
+    // 0, or the copy is in stripes for this many decode threads: the pairs of
+    // stripe s from stripe[s] (el_stripe_first, kernels.h).
+    int packed_stripes;
+    const char *const *stripe;
 } el_tensor;
 
 int64_t el_tensor_nelements(const el_tensor *t);

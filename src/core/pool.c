@@ -20,9 +20,15 @@
 #define cpu_relax() ((void)0)
 #endif
 
+typedef struct {
+    struct el_pool *p;
+    int slot;
+} worker_arg;
+
 struct el_pool {
     int n_threads;  // including the caller
     pthread_t *threads;
+    worker_arg *args;
     pthread_mutex_t mu;
     pthread_cond_t cv;
     // (generation << 32) | (task count << 16) | next task index. A task is
@@ -68,8 +74,13 @@ static void run_tasks(el_pool *p, uint32_t gen) {
 
 static uint32_t generation(el_pool *p) { return (uint32_t)(atomic_load_explicit(&p->claim, memory_order_acquire) >> 32); }
 
+static _Thread_local int pool_slot;
+int el_pool_slot(void) { return pool_slot; }
+
 static void *worker(void *arg) {
-    el_pool *p = arg;
+    worker_arg *wa = arg;
+    el_pool *p = wa->p;
+    pool_slot = wa->slot;
     // Generation 0 is the pool's state at creation: a job published before
     // this thread got to run (a pool used at once) is still joined.
     uint32_t seen = 0;
@@ -101,9 +112,16 @@ el_pool *el_pool_new(int n_threads) {
     pthread_cond_init(&p->cv, NULL);
     if (n_threads > 1) {
         p->threads = calloc((size_t)n_threads - 1, sizeof *p->threads);
-        if (!p->threads) { free(p); return NULL; }
+        p->args = calloc((size_t)n_threads - 1, sizeof *p->args);
+        if (!p->threads || !p->args) {
+            free(p->threads);
+            free(p->args);
+            free(p);
+            return NULL;
+        }
         for (int i = 0; i < n_threads - 1; i++) {
-            if (pthread_create(&p->threads[i], NULL, worker, p)) {
+            p->args[i] = (worker_arg){p, i + 1};
+            if (pthread_create(&p->threads[i], NULL, worker, &p->args[i])) {
                 p->n_threads = i + 1;  // keep the ones that started
                 break;
             }
@@ -122,6 +140,7 @@ void el_pool_free(el_pool *p) {
     pthread_mutex_destroy(&p->mu);
     pthread_cond_destroy(&p->cv);
     free(p->threads);
+    free(p->args);
     free(p);
 }
 

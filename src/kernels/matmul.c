@@ -3,6 +3,8 @@
 // the activations are quantized once per call and tile kernels (qdot*.c) run
 // integer dot products over cache-sized tiles of weight rows x tokens.
 #include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -50,6 +52,9 @@ typedef struct {
     size_t pair_bytes;  // bytes per packed pair of 16-row groups
     el_gemm_panel_fn panel_gemm;  // packed_gemm's form that reads a panel (qdot.h), or NULL
     const char *panel;            // the activations' panel, if panel_gemm reads one in this product
+    int stripes;                  // W->packed_stripes (0: one contiguous copy)
+    int by_stripe;                // task t is stripe thread t's share (a decode on a pool of `stripes` threads)
+    el_gemm_runs_fn runs;         // one token over a stripe thread's two runs, or NULL
 } matmul_job;
 
 // The original paths: f32 weights with el_dot_f32 (bit-exact with llama2.c's
@@ -76,12 +81,59 @@ static void matmul_rows_f32(const matmul_job *j, int r0, int r1) {
     if (row != buf) free(row);
 }
 
+// Pair p of the packed copy, and in *end the first pair past its stripe (or
+// past the copy).
+static const char *pair_at(const matmul_job *j, int p, int *end) {
+    const el_tensor *W = j->W;
+    const int np = j->packed_rows / 32, T = j->stripes;
+    if (!T) {
+        *end = np;
+        return (const char *)W->packed + (size_t)p * j->pair_bytes;
+    }
+    int s = (int)((int64_t)p * T / np) * 2;  // thread t's stripes start at np * t / T: start near them
+    while (s > 0 && el_stripe_first(np, T, s) > p) s--;
+    while (el_stripe_first(np, T, s + 1) <= p) s++;
+    int64_t first = el_stripe_first(np, T, s);
+    *end = (int)el_stripe_first(np, T, s + 1);
+    return W->stripe[s] + (size_t)(p - first) * j->pair_bytes;
+}
+
+// Tokens [t0, t0 + nt) against the packed pairs [p0, p1): a kernel call for
+// each stripe they cross. The kernel keeps each group's weights in cache
+// over all nt tokens.
+static void packed_pairs(const matmul_job *j, int p0, int p1, int t0, int nt) {
+    while (p0 < p1) {
+        int end;
+        const char *w = pair_at(j, p0, &end);
+        if (end > p1) end = p1;
+        float *out = j->out + (size_t)t0 * j->d + (size_t)p0 * 32;
+        const char *x = (const char *)j->act + (size_t)t0 * j->ldx;
+        if (j->panel)  // the panel of this block of tokens starts at its first
+            j->panel_gemm(j->k, w, j->pair_bytes, 32 * (end - p0), x, j->ldx, j->panel + el_act_panel_bytes(j->k, t0),
+                          nt, out, (size_t)j->d);
+        else
+            j->packed_gemm(j->k, w, j->pair_bytes, 32 * (end - p0), x, j->ldx, nt, out, (size_t)j->d);
+        p0 = end;
+    }
+}
+
 // out[n,d] = x[n,k] · W[d,k]ᵀ for the rows [r0, r1) of W
 static void matmul_task(void *ctx, int t, int n_tasks) {
     (void)n_tasks;
     const matmul_job *j = ctx;
     int r0 = t < j->big_tasks ? t * j->big_rows : j->big_tasks * j->big_rows + (t - j->big_tasks) * j->rows_per_task;
     int r1 = r0 + (t < j->big_tasks ? j->big_rows : j->rows_per_task);
+    if (j->by_stripe) {  // stripe thread t's pairs (the packed rows' end for the last), then the last takes the tail
+        const int np = j->packed_rows / 32, T = j->stripes;
+        r0 = 32 * (int)el_stripe_first(np, T, 2 * t);
+        r1 = t == T - 1 ? j->d : 32 * (int)el_stripe_first(np, T, 2 * t + 2);
+        if (j->runs && r1 > r0) {  // one token: the two runs side by side, each reading on from the last product's
+            const int a = r0 / 32, b = (r1 < j->packed_rows ? r1 : j->packed_rows) / 32;
+            if (b > a) j->runs(j->k, j->W->stripe[2 * t], j->W->stripe[2 * t + 1], j->pair_bytes, b - a, j->act,
+                               j->out + (size_t)a * 32);
+            r0 = 32 * b;  // what is left: the tail rows
+        }
+    }
     if (r1 > j->d) r1 = j->d;
     if (!j->gemm) {
         matmul_rows_f32(j, r0, r1);
@@ -95,15 +147,7 @@ static void matmul_task(void *ctx, int t, int n_tasks) {
     int rp = r1 < j->packed_rows ? r1 : j->packed_rows;  // [r0, rp) packed
     for (int t0 = 0; t0 < j->n; t0 += tb) {
         int nt = j->n - t0 < tb ? j->n - t0 : tb;
-        // packed groups: the kernel keeps each group's weights in cache over all nt tokens
-        if (r0 < rp && j->panel)  // the panel of this block of tokens starts at its first
-            j->panel_gemm(j->k, (const char *)j->W->packed + (size_t)(r0 / 32) * j->pair_bytes, j->pair_bytes, rp - r0,
-                          x + (size_t)t0 * j->ldx, j->ldx, j->panel + el_act_panel_bytes(j->k, t0), nt,
-                          j->out + (size_t)t0 * j->d + r0, (size_t)j->d);
-        else if (r0 < rp)
-            j->packed_gemm(j->k, (const char *)j->W->packed + (size_t)(r0 / 32) * j->pair_bytes, j->pair_bytes,
-                           rp - r0, x + (size_t)t0 * j->ldx, j->ldx, nt, j->out + (size_t)t0 * j->d + r0,
-                           (size_t)j->d);
+        if (r0 < rp) packed_pairs(j, r0 / 32, rp / 32, t0, nt);
         for (int r = r0 > rp ? r0 : rp; r < r1; r += rb) {
             int nr = r1 - r < rb ? r1 - r : rb;
             j->gemm(j->k, w + (size_t)r * ldw, ldw, nr, x + (size_t)t0 * j->ldx, j->ldx, nt,
@@ -144,13 +188,17 @@ static el_gemm_fn pick_gemm(int dtype, el_isa isa) {
 
 // Picks the kernels for W and the activation layout they read; act is set later.
 static void job_init(matmul_job *j, float *out, const float *x, const el_tensor *W, int n, el_isa isa) {
-    *j = (matmul_job){out, x, W, n, (int)W->ne[0], (int)W->ne[1], 0, 0, 0, NULL, NULL, 0, EL_DTYPE_F32, NULL, 0, 0, NULL, NULL};
+    *j = (matmul_job){out, x, W, n, (int)W->ne[0], (int)W->ne[1], 0, 0, 0, NULL, NULL, 0, EL_DTYPE_F32, NULL, 0, 0, NULL, NULL, 0, 0, NULL};
     const el_dtype_traits *tr = el_dtype_info(W->dtype);
     if (W->dtype != EL_DTYPE_F32 && tr->vec_dot) j->gemm = pick_gemm(W->dtype, isa);
     if (j->gemm && W->packed && (j->packed_gemm = el_gemm_packed_kernel(W->dtype, isa))) {
         j->packed_rows = (int)W->packed_rows;
         j->pair_bytes = el_pack_pair_bytes(W->dtype, j->k);
         j->panel_gemm = el_gemm_packed_panel_kernel(W->dtype, isa);
+        if (W->packed_stripes > 0 && W->packed_stripes <= EL_MAX_STRIPE_THREADS && W->stripe) {
+            j->stripes = W->packed_stripes;
+            j->runs = n == 1 ? el_gemm_runs_kernel(W->dtype, isa) : NULL;
+        }
     }
     if (j->gemm) {
         j->act_type = tr->vec_dot_type;
@@ -191,11 +239,17 @@ static void job_init(matmul_job *j, float *out, const float *x, const el_tensor 
 // task; one descheduled mid-task is waited for, as it is with a big task.
 // This split holds on every CPU; it was measured on AMD only.
 #define STREAM_ROWS 8
+//
+// A copy in stripes for as many threads as the pool has (kernels.h) splits a
+// product of up to STREAM_ROWS tokens by its stripes: task t reads thread t's
+// two (el_matmul_many_isa hands each thread its own, fused_part_task).
 static int job_split(matmul_job *j, int threads) {
     if (j->d <= 0) return 0;
     int unit = j->packed_rows ? 32 : 4;  // whole packed pairs, or whole micro-tiles
     int units = (j->d + unit - 1) / unit;
     j->big_tasks = j->big_rows = 0;
+    j->by_stripe = j->stripes == threads && j->n <= STREAM_ROWS;
+    if (j->by_stripe) return threads;
     if (threads > 1 && j->n <= STREAM_ROWS) {
         int per = (units + threads - 1) / threads;
         j->rows_per_task = per * unit;
@@ -219,6 +273,7 @@ typedef struct {
     matmul_job jobs[MAX_FUSED];
     int first[MAX_FUSED + 1];  // task index where each job's tasks start
     int count;
+    _Atomic uint64_t parts;  // fused_part_task: the stripe threads' shares taken
 } fused_job;
 
 static void fused_task(void *ctx, int t, int n_tasks) {
@@ -226,6 +281,24 @@ static void fused_task(void *ctx, int t, int n_tasks) {
     int i = 0;
     while (t >= f->first[i + 1]) i++;
     matmul_task(&f->jobs[i], t - f->first[i], n_tasks);
+}
+
+// Products all split by their stripes (job_split), fused: task t does one
+// stripe thread's share of every product in turn, the share of the thread's
+// pool slot if no other task took it first. Each thread then reads its own
+// two stripes at every decode step, on from where its last product ended,
+// unless a worker came late and the caller took its share.
+static void fused_part_task(void *ctx, int t, int n_tasks) {
+    (void)t;
+    fused_job *f = ctx;
+    int part = el_pool_slot() % n_tasks;
+    uint64_t bit = 1ull << part;
+    while (atomic_fetch_or_explicit(&f->parts, bit, memory_order_relaxed) & bit) {  // taken: the first free one
+        uint64_t left = ~atomic_load_explicit(&f->parts, memory_order_relaxed) & ((1ull << n_tasks) - 1);
+        part = __builtin_ctzll(left);  // one is left: n_tasks tasks take n_tasks shares
+        bit = 1ull << part;
+    }
+    for (int i = 0; i < f->count; i++) matmul_task(&f->jobs[i], part, n_tasks);
 }
 
 // The quantized activation rows and the panel of a product, in one buffer
@@ -324,12 +397,17 @@ void el_matmul_many_isa(el_pool *pool, int count, float *const *outs, const floa
         }
     }
     f.first[0] = 0;
+    int by_stripe = 1;
     for (int i = 0; i < count; i++) {
         f.jobs[i].act = acts;
         f.jobs[i].panel = f.jobs[i].panel_gemm ? panel : NULL;
         f.first[i + 1] = f.first[i] + job_split(&f.jobs[i], el_pool_size(pool));
+        by_stripe = by_stripe && f.jobs[i].by_stripe;
     }
-    el_pool_run(pool, fused_task, &f, f.first[count]);
+    if (by_stripe)
+        el_pool_run(pool, fused_part_task, &f, el_pool_size(pool));
+    else
+        el_pool_run(pool, fused_task, &f, f.first[count]);
     act_buf_give(act, held);
 }
 

@@ -231,6 +231,17 @@ el_gemm_fn el_gemm_packed_kernel(int dtype, el_isa isa) {
 #endif
 }
 
+el_gemm_runs_fn el_gemm_runs_kernel(int dtype, el_isa isa) {
+    pthread_once(&cpu_once, detect_cpu);
+#if defined(__x86_64__)
+    el_isa level = isa < cpu_isa ? isa : cpu_isa;
+    if (level == EL_ISA_AVX512 && cpu_vnni && el_cpu_is_amd())  // the AMD forms read two runs
+        return dtype == EL_DTYPE_Q4_K || dtype == EL_DTYPE_Q6_K ? el_gemm_runs_k_avx512(dtype) : el_gemm_runs_q_avx512(dtype);
+#endif
+    (void)dtype, (void)isa;
+    return NULL;
+}
+
 el_gemm_panel_fn el_gemm_packed_panel_kernel(int dtype, el_isa isa) {
     pthread_once(&cpu_once, detect_cpu);
 #if defined(__x86_64__)

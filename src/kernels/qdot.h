@@ -65,6 +65,10 @@ el_gemm_fn el_gemm_packed_k_avx512(int dtype);
 // Its two forms (qdot_k_avx512.c: the float step on Intel, amd 0; the
 // integer one on AMD, amd 1; the tests run both).
 el_gemm_fn el_gemm_packed_k_form_avx512(int dtype, int amd);
+// The AMD forms' decode as el_gemm_runs_fn (whatever the CPU: the tests run
+// them): Q8_0, Q4_0 (qdot_avx512.c); Q4_K, Q6_K (qdot_k_avx512.c).
+el_gemm_runs_fn el_gemm_runs_q_avx512(int dtype);
+el_gemm_runs_fn el_gemm_runs_k_avx512(int dtype);
 #define EL_PACK_Q4_K_GROUP 2304  // bytes of one 16-row group's Q4_K super-block
 #define EL_PACK_Q6_K_GROUP 3328  // the same for Q6_K, without its 16 d (pack.c)
 // AArch64 (qdot_neon.c, qdot_dotprod.c, qdot_i8mm.c): the tile kernels of

@@ -384,6 +384,7 @@ ALWAYS_INLINE void micro_decode_q8_0(int k, const uint8_t *const *pair, const ch
 // Intel one), then the np % S left side by side too (two of them) or alone.
 ALWAYS_INLINE void decode_q8_0(int k, const uint8_t *w, size_t ldw, int np, const char *x, float *out, const int amd) {
     const int S = amd ? DECODE_STREAMS_AMD : DECODE_STREAMS_Q8, run = np / S;
+    _Static_assert(DECODE_STREAMS_AMD == 2, "runs_q8_0 reads the AMD form's two runs");
     const uint8_t *pair[DECODE_STREAMS_Q8];
     float *o[DECODE_STREAMS_Q8];
     for (int p = 0; p < run; p++) {
@@ -395,6 +396,27 @@ ALWAYS_INLINE void decode_q8_0(int k, const uint8_t *w, size_t ldw, int np, cons
     if (left == 1) micro_decode_q8_0(k, pair, x, o, 1);
     else if (left == 2) micro_decode_q8_0(k, pair, x, o, 2);
     else if (left == 3) micro_decode_q8_0(k, pair, x, o, 3);  // (only where DECODE_STREAMS_Q8 is 4)
+}
+
+// The AMD form's decode as an el_gemm_runs_fn (qdot.h): its two runs at two
+// addresses, np / 2 pairs from wa side by side with as many from wb, then
+// wb's odd last pair alone. decode_q8_0's AMD case is this with wb at pair
+// np / 2. (A function of its own, not inlined into the panel kernel: its
+// loop there read 0.977 and 0.992 of the step time, fast and slow state,
+// docs/performance.md.)
+static NOINLINE void runs_q8_0(int k, const void *wa, const void *wb, size_t ldw, int np, const void *x, float *out) {
+    const int run = np / 2;
+    const uint8_t *pair[2];
+    float *o[2];
+    for (int p = 0; p < run; p++) {
+        pair[0] = (const uint8_t *)wa + (size_t)p * ldw, pair[1] = (const uint8_t *)wb + (size_t)p * ldw;
+        o[0] = out + 32 * p, o[1] = out + 32 * (p + run);
+        micro_decode_q8_0(k, pair, x, o, 2);
+    }
+    if (np % 2) {
+        pair[0] = (const uint8_t *)wb + (size_t)run * ldw, o[0] = out + 32 * (np - 1);
+        micro_decode_q8_0(k, pair, x, o, 1);
+    }
 }
 
 // Q4_0 decode of one group's part of a unit (m blocks from block b0, scales
@@ -504,6 +526,15 @@ ALWAYS_INLINE void micro_decode2_q4_0(int k, const uint8_t *pa, const uint8_t *p
     _mm512_storeu_ps(oa + 16, a1);
     _mm512_storeu_ps(ob, b0);
     _mm512_storeu_ps(ob + 16, b1);
+}
+
+// The AMD form's Q4_0 decode as an el_gemm_runs_fn, as runs_q8_0.
+static NOINLINE void runs_q4_0(int k, const void *wa, const void *wb, size_t ldw, int np, const void *x, float *out) {
+    const int run = np / 2;
+    for (int p = 0; p < run; p++)
+        micro_decode2_q4_0(k, (const uint8_t *)wa + (size_t)p * ldw, (const uint8_t *)wb + (size_t)p * ldw, x,
+                           out + 32 * p, out + 32 * (p + run));
+    if (np % 2) micro_decode_q4_0(k, (const uint8_t *)wb + (size_t)run * ldw, x, out + 32 * (np - 1), 1);
 }
 
 // A Q4_0 product over 2..8 tokens prefetches PARTS_AHEAD parts ahead of the
@@ -670,19 +701,13 @@ static inline int pass_tokens(int t, int nt, int most, int *start, int *group) {
                              const void *panel, int nt, float *out, size_t ldo) {                            \
         const size_t cb = (Q8) ? 512 : 256, bb = 2 * cb + 64;                                                 \
         if (nt == 1) {                                                                                        \
-            if (Q8) { /* the hardware prefetcher's streams */                                                 \
-                decode_q8_0(k, (const uint8_t *)w, ldw, nr / 32, (const char *)x, out, AMD);                  \
+            if (AMD) { /* two runs of the pairs side by side, an odd last pair alone */                      \
+                const int np = nr / 32;                                                                       \
+                ((Q8) ? runs_q8_0 : runs_q4_0)(k, w, (const char *)w + (size_t)(np / 2) * ldw, ldw, np, x, out);  \
                 return;                                                                                       \
             }                                                                                                 \
-            if (AMD) { /* two runs of the pairs side by side, an odd last pair alone */                      \
-                const int np = nr / 32, run = np / 2;                                                         \
-                for (int p = 0; p < run; p++)                                                                 \
-                    micro_decode2_q4_0(k, (const uint8_t *)w + (size_t)p * ldw,                               \
-                                       (const uint8_t *)w + (size_t)(p + run) * ldw, x, out + 32 * p,         \
-                                       out + 32 * (p + run));                                                 \
-                if (np % 2)                                                                                   \
-                    micro_decode_q4_0(k, (const uint8_t *)w + (size_t)(np - 1) * ldw, x, out + 32 * (np - 1), \
-                                      AMD);                                                                   \
+            if (Q8) { /* the hardware prefetcher's streams */                                                 \
+                decode_q8_0(k, (const uint8_t *)w, ldw, nr / 32, (const char *)x, out, AMD);                  \
                 return;                                                                                       \
             }                                                                                                 \
             /* the kernel prefetches ahead: fetch the first lines here */                                     \
@@ -805,6 +830,14 @@ el_gemm_panel_fn el_gemm_packed_panel_form_avx512(int dtype, int amd) {
     switch (dtype) {
     case EL_DTYPE_Q8_0: return amd ? gemm_packed_q8_0_amd_panel : gemm_packed_q8_0_panel;
     case EL_DTYPE_Q4_0: return amd ? gemm_packed_q4_0_amd_panel : gemm_packed_q4_0_panel;
+    }
+    return NULL;
+}
+
+el_gemm_runs_fn el_gemm_runs_q_avx512(int dtype) {
+    switch (dtype) {
+    case EL_DTYPE_Q8_0: return runs_q8_0;
+    case EL_DTYPE_Q4_0: return runs_q4_0;
     }
     return NULL;
 }

@@ -391,19 +391,25 @@ static void decode_pair_q4_k_far(int k, const uint8_t *pair, const el_block_q8_k
     decode_pair_q4_k_form(k, pair, x, out, 1);
 }
 
-// AMD's decode of np pairs (ldw bytes apart) x one token: two runs of them
-// side by side (pairs p and p + np/2, by `two`), an odd last pair alone (by `one`).
+// AMD's decode of np pairs (ldw bytes apart) x one token as an
+// el_gemm_runs_fn (qdot.h): two runs side by side, np / 2 pairs from wa and as
+// many from wb (by `two`), then wb's odd last pair alone (by `one`). The
+// panel kernel's decode is this with wb at pair np / 2.
 typedef void (*decode_two_fn)(int k, const uint8_t *pa, const uint8_t *pb, const el_block_q8_k *x, float *oa,
                               float *ob);
 typedef void (*decode_one_fn)(int k, const uint8_t *pair, const el_block_q8_k *x, float *out);
-// (Inlined, with the kernels as constants: the calls are direct and inlined too.)
-ALWAYS_INLINE void decode_two_runs(int k, const void *w, size_t ldw, int np, const void *x, float *out,
-                                   const decode_two_fn two, const decode_one_fn one) {
-    const uint8_t *p0 = w;
+// (Inlined into runs_q4_k and runs_q6_k, with the kernels as constants: the calls are direct and inlined too.)
+ALWAYS_INLINE void decode_two_runs(int k, const void *wa, const void *wb, size_t ldw, int np, const void *x,
+                                   float *out, const decode_two_fn two, const decode_one_fn one) {
     const int run = np / 2;
     for (int p = 0; p < run; p++)
-        two(k, p0 + (size_t)p * ldw, p0 + (size_t)(p + run) * ldw, x, out + 32 * p, out + 32 * (p + run));
-    if (np % 2) one(k, p0 + (size_t)(np - 1) * ldw, x, out + 32 * (np - 1));
+        two(k, (const uint8_t *)wa + (size_t)p * ldw, (const uint8_t *)wb + (size_t)p * ldw, x, out + 32 * p,
+            out + 32 * (p + run));
+    if (np % 2) one(k, (const uint8_t *)wb + (size_t)run * ldw, x, out + 32 * (np - 1));
+}
+
+static NOINLINE void runs_q4_k(int k, const void *wa, const void *wb, size_t ldw, int np, const void *x, float *out) {
+    decode_two_runs(k, wa, wb, ldw, np, x, out, decode_2pairs_q4_k, decode_pair_q4_k_far);
 }
 
 #define PACKED_TOKENS 8
@@ -412,7 +418,7 @@ ALWAYS_INLINE void gemm_packed_q4_k_form(int k, const void *w, size_t ldw, int n
                                        float *out, size_t ldo, const int fs) {
     const size_t bb = 2 * EL_PACK_Q4_K_GROUP;
     if (nt == 1 && !fs) {  // AMD's form
-        decode_two_runs(k, w, ldw, nr / 32, x, out, decode_2pairs_q4_k, decode_pair_q4_k_far);
+        runs_q4_k(k, w, (const char *)w + (size_t)(nr / 32 / 2) * ldw, ldw, nr / 32, x, out);
         return;
     }
     if (nt == 1) {
@@ -729,11 +735,15 @@ static void decode_2pairs_q6_k(int k, const uint8_t *pa, const uint8_t *pb, cons
     _mm512_storeu_ps(ob + 16, b1);
 }
 
+static NOINLINE void runs_q6_k(int k, const void *wa, const void *wb, size_t ldw, int np, const void *x, float *out) {
+    decode_two_runs(k, wa, wb, ldw, np, x, out, decode_2pairs_q6_k, decode_pair_q6_k);
+}
+
 ALWAYS_INLINE void gemm_packed_q6_k_form(int k, const void *w, size_t ldw, int nr, const void *x, size_t ldx, int nt,
                                        float *out, size_t ldo, const int fs) {
     const size_t bb = 2 * EL_PACK_Q6_K_GROUP + 64;
     if (nt == 1 && !fs) {  // AMD's form
-        decode_two_runs(k, w, ldw, nr / 32, x, out, decode_2pairs_q6_k, decode_pair_q6_k);
+        runs_q6_k(k, w, (const char *)w + (size_t)(nr / 32 / 2) * ldw, ldw, nr / 32, x, out);
         return;
     }
     if (nt == 1) {
@@ -783,6 +793,14 @@ el_gemm_fn el_gemm_packed_k_form_avx512(int dtype, int amd) {
     switch (dtype) {
     case EL_DTYPE_Q4_K: return amd ? gemm_packed_q4_k_amd : gemm_packed_q4_k;
     case EL_DTYPE_Q6_K: return amd ? gemm_packed_q6_k_amd : gemm_packed_q6_k;
+    }
+    return NULL;
+}
+
+el_gemm_runs_fn el_gemm_runs_k_avx512(int dtype) {
+    switch (dtype) {
+    case EL_DTYPE_Q4_K: return runs_q4_k;
+    case EL_DTYPE_Q6_K: return runs_q6_k;
     }
     return NULL;
 }

@@ -9,6 +9,7 @@
 
 #ifndef ALWAYS_INLINE
 #define ALWAYS_INLINE static inline __attribute__((always_inline))
+#define NOINLINE __attribute__((noinline))
 #endif
 
 // The 4 bytes at p (activation bytes, or 2 int16) in every lane: the

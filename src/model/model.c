@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <unistd.h>
 
 #include "edgellm/kernels.h"
 #include "edgellm/llama2c.h"
@@ -257,30 +258,39 @@ static void release_pages(const void *p, size_t n) {
     if (b > a) madvise((void *)a, b - a, MADV_DONTNEED);
 }
 
-// Packs t into dst (its el_matmul_pack_size bytes, `rows` rows).
-static void pack_one(el_model *m, el_tensor *t, int64_t rows, void *dst, size_t bytes) {
-    el_matmul_pack(t, rows, dst);
-    t->packed = dst;
-    t->packed_rows = rows;
-    m->packed_bytes += bytes;
-    // a tied head shares its rows with the embedding lookup: keep those
-    if (m->format == EL_MODEL_GGUF && !(t == &m->output && m->hp.tied_output)) release_pages(t->data, t->nbytes);
-}
-
 // Repacks every quantized matrix that the kernels of this CPU read faster in a
 // row-interleaved layout (el_matmul_pack). Files keep the GGUF layout. All
-// packed copies live in one arena, each matrix at a 4 KiB boundary, on huge
-// pages when the kernel gives them: decode streams every matrix once per
-// token, and 4 KiB pages cost a TLB miss every 8 blocks of 16 rows. (One
-// allocation a matrix, advised by its own size, left each one's last partial
-// 2 MiB on 4 KiB pages: up to 14% of a Q8_0 5632 x 2048 matrix.)
-static el_status pack_weights(el_model *m, el_error *err) {
+// packed copies live in one arena on huge pages when the kernel gives them:
+// decode streams every matrix once per token, and 4 KiB pages cost a TLB
+// miss every 8 blocks of 16 rows. (One allocation a matrix, advised by its
+// own size, left each one's last partial 2 MiB on 4 KiB pages: up to 14% of
+// a Q8_0 5632 x 2048 matrix.)
+//
+// Where the decode kernel reads two runs (el_gemm_runs_kernel: the AMD
+// forms), the arena is laid out for `threads` decode threads in stripes
+// (kernels.h): region s holds stripe s of every such matrix in the order a
+// forward pass reads them, so each of a decode thread's two runs is one
+// stream through the whole step, the prefetcher never starting over at a
+// product. In a model of the TinyLlama-shaped layers' four products (Q4_0,
+// 2 threads, a barrier after each product, AMD EPYC Zen 5) the stripes read
+// 0.965-0.973 of the read probe where one copy a matrix read 0.940-0.946
+// (fast state), 0.989-0.999 against 0.976-0.978 (slow); whole decode
+// steps: docs/performance.md. Other matrices follow the regions, each at a
+// 4 KiB boundary.
+static el_status pack_weights(el_model *m, int threads, el_error *err) {
     el_isa isa = el_cpu_isa();
     int most = (m->layer_end - m->layer_begin) * 7 + 1, n = 0;
+    if (threads <= 0) {
+        long c = sysconf(_SC_NPROCESSORS_ONLN);
+        threads = c > 0 ? (int)c : 1;
+    }
+    const int T = threads <= EL_MAX_STRIPE_THREADS ? threads : 0, S = 2 * T;
     el_tensor **mats = calloc((size_t)most, sizeof *mats);
     int64_t *rows = calloc((size_t)most, sizeof *rows);
-    size_t *bytes = calloc((size_t)most, sizeof *bytes), total = 0, page = 4096;
-    char *arena = NULL;
+    size_t *bytes = calloc((size_t)most, sizeof *bytes), total = 0, page = 4096, reg[2 * EL_MAX_STRIPE_THREADS] = {0};
+    size_t most_striped = 0;
+    int n_striped = 0;
+    char *arena = NULL, *tmp = NULL;
     el_status s = EL_OK;
     if (!mats || !rows || !bytes) {
         s = el_err(err, EL_ERR_NOMEM, "%s: out of memory", m->path);
@@ -295,26 +305,69 @@ static el_status pack_weights(el_model *m, el_error *err) {
     if (m->has_head) mats[n++] = &m->output;
     for (int i = 0; i < n; i++) {
         bytes[i] = el_matmul_pack_size(mats[i], isa, &rows[i]);
-        if (bytes[i] > SIZE_MAX / 2 - page - total) {
+        if (bytes[i] > SIZE_MAX / 4 - page - total) {
             s = el_err(err, EL_ERR_NOMEM, "%s: %s packed past the address space", m->path, mats[i]->name);
             goto out;
         }
-        total += (bytes[i] + page - 1) & ~(page - 1);
+        if (bytes[i] && T && el_gemm_runs_kernel(mats[i]->dtype, isa)) {  // striped
+            int64_t np = rows[i] / 32;
+            size_t pb = bytes[i] / (size_t)np;
+            for (int k = 0; k < S; k++) reg[k] += (size_t)(el_stripe_first(np, T, k + 1) - el_stripe_first(np, T, k)) * pb;
+            most_striped = bytes[i] > most_striped ? bytes[i] : most_striped;
+            n_striped++;
+            total += bytes[i];
+        } else {
+            total += (bytes[i] + page - 1) & ~(page - 1);
+        }
     }
+    total += (size_t)S * page;  // each region from a page boundary
     if (!total) goto out;
     arena = el_malloc_huge(total);
-    if (!arena) {
+    const char **ptrs = n_striped ? calloc((size_t)n_striped * (size_t)S, sizeof *ptrs) : NULL;
+    tmp = most_striped ? el_malloc_aligned(most_striped) : NULL;
+    if (!arena || (n_striped && (!ptrs || !tmp))) {
+        free(ptrs);
         s = el_err(err, EL_ERR_NOMEM, "%s: out of memory packing its weights (%zu bytes)", m->path, total);
         goto out;
     }
     m->pack_arena = arena;
-    size_t off = 0;
+    m->stripe_ptrs = ptrs;
+    size_t cur[2 * EL_MAX_STRIPE_THREADS], off = 0;
+    for (int k = 0; k < S; k++) {
+        cur[k] = off;
+        off += (reg[k] + page - 1) & ~(page - 1);
+    }
     for (int i = 0; i < n; i++) {
+        el_tensor *t = mats[i];
         if (!bytes[i]) continue;
-        pack_one(m, mats[i], rows[i], arena + off, bytes[i]);
-        off += (bytes[i] + page - 1) & ~(page - 1);
+        if (T && el_gemm_runs_kernel(t->dtype, isa)) {  // packed once, then each stripe into its region
+            int64_t np = rows[i] / 32;
+            size_t pb = bytes[i] / (size_t)np;
+            el_matmul_pack(t, rows[i], tmp);
+            for (int k = 0; k < S; k++) {
+                int64_t first = el_stripe_first(np, T, k), end = el_stripe_first(np, T, k + 1);
+                memcpy(arena + cur[k], tmp + (size_t)first * pb, (size_t)(end - first) * pb);
+                ptrs[k] = arena + cur[k];
+                cur[k] += (size_t)(end - first) * pb;
+            }
+            t->packed_stripes = T;
+            t->stripe = ptrs;
+            ptrs += S;
+        } else {
+            el_matmul_pack(t, rows[i], arena + off);
+            t->packed_stripes = 0;
+            t->stripe = NULL;
+        }
+        t->packed = t->packed_stripes ? t->stripe[0] : arena + off;
+        t->packed_rows = rows[i];
+        m->packed_bytes += bytes[i];
+        if (!t->packed_stripes) off += (bytes[i] + page - 1) & ~(page - 1);
+        // The file's pages the packed copy replaces go back to the kernel: resident memory stays at
+        // one copy of the weights (a tied head shares its rows with the embedding lookup: keep those).
+        if (m->format == EL_MODEL_GGUF && !(t == &m->output && m->hp.tied_output)) release_pages(t->data, t->nbytes);
     }
 out:
+    el_free_aligned(tmp);
     free(mats);
     free(rows);
     free(bytes);
@@ -469,7 +522,7 @@ static el_status finish_open(el_model *m, el_model_opts o, int is_gguf, el_llama
         if (!s) s = is_gguf ? bind_gguf(m, err) : bind_llama2c(m, c, err);
     }
     if (!s) s = check_bound(m, !o.no_scan, err);
-    if (!s && !o.no_pack) s = pack_weights(m, err);
+    if (!s && !o.no_pack) s = pack_weights(m, o.threads, err);
     if (s) {
         el_model_close(m);
         return s;
@@ -486,6 +539,7 @@ void el_model_close(el_model *m) {
     lc.size = m->map_size;
     el_llama2c_close(&lc);
     el_free_aligned(m->pack_arena);
+    free(m->stripe_ptrs);
     for (int i = 0; i < m->n_names; i++) free(m->names[i]);
     free(m->names);
     free(m->layers);

@@ -51,7 +51,8 @@ el_status el_server_start(const el_serve_opts *opts, el_server **out, el_error *
     if (s->o.max_connections <= 0) s->o.max_connections = 512;
     s->t_start = (double)time(NULL);
     el_status st;
-    if ((st = el_model_open(opts->model_path, NULL, &s->m, err))) goto fail;
+    el_model_opts mo = {.threads = opts->threads};  // the packed copies striped for the pool's threads
+    if ((st = el_model_open(opts->model_path, &mo, &s->m, err))) goto fail;
     if ((st = el_model_tokenizer(s->m, opts->tok_path, &s->tok, err))) goto fail;
     if (opts->mmproj) {
         if ((st = el_vision_open(opts->mmproj, &s->vision, err)) ||
@@ -129,7 +130,7 @@ el_status el_server_start(const el_serve_opts *opts, el_server **out, el_error *
             goto fail;
         }
         if (opts->draft_path) {
-            if ((st = el_model_open(opts->draft_path, NULL, &s->draft, err))) goto fail;
+            if ((st = el_model_open(opts->draft_path, &mo, &s->draft, err))) goto fail;
             if (s->draft->hp.vocab != s->m->hp.vocab) {
                 st = el_err(err, EL_ERR_ARG, "--draft %s has a vocabulary of %d tokens, the model %s has %d: a draft "
                             "must share the model's tokenizer", opts->draft_path, s->draft->hp.vocab, opts->model_path,

@@ -1059,7 +1059,15 @@ static void handle(worker *w, const el_peer *peer, const el_buf *in) {
 static unsigned char touch(const el_tensor *t) {
     unsigned char sink = 0;
     size_t packed = t->packed ? (size_t)t->packed_rows * el_tensor_row_size(t) : 0;
-    for (size_t k = 0; k < packed; k += 4096) sink ^= ((const unsigned char *)t->packed)[k];
+    if (t->packed_stripes) {  // each stripe's pairs where it lies (kernels.h)
+        int64_t np = t->packed_rows / 32;
+        size_t pb = 32 * el_tensor_row_size(t);
+        for (int s = 0; s < 2 * t->packed_stripes; s++) {
+            size_t n = (size_t)(el_stripe_first(np, t->packed_stripes, s + 1) - el_stripe_first(np, t->packed_stripes, s)) * pb;
+            for (size_t k = 0; k < n; k += 4096) sink ^= ((const unsigned char *)t->stripe[s])[k];
+        }
+    }
+    for (size_t k = 0; !t->packed_stripes && k < packed; k += 4096) sink ^= ((const unsigned char *)t->packed)[k];
     for (size_t k = packed; k < t->nbytes; k += 4096) sink ^= ((const unsigned char *)t->data)[k];
     return sink;
 }
@@ -1238,6 +1246,7 @@ el_status el_worker_new(const el_worker_opts *o, el_worker **out, el_error *err)
         }
         mo.layer_end = end;
         mo.no_head = end != L;
+        mo.threads = o->pool ? el_pool_size(o->pool) : o->threads;  // stripes for the pool's threads
         if ((st = el_model_open(o->model_path, &mo, &w->m, err))) {
             free(w);
             return st;

@@ -349,7 +349,7 @@ static void packed_matches_scalar(el_isa isa) {
             void *w;
             float *wf;
             make_weights(dtype, k, rows, &rng, &w, &wf);
-            el_tensor W = {"w", dtype, 2, {k, rows, 1, 1}, w, el_dtype_row_size(dtype, k) * rows, NULL, 0};
+            el_tensor W = {"w", dtype, 2, {k, rows, 1, 1}, w, el_dtype_row_size(dtype, k) * rows, NULL, 0, 0, NULL};
             int64_t prows;
             size_t bytes = el_matmul_pack_size(&W, isa, &prows);
             assert_int_equal(prows, rows & ~31);
@@ -477,7 +477,7 @@ static void test_packed_matmul_token_blocks(void **st) {
         void *w;
         float *wf;
         make_weights(dtype, k, rows, &rng, &w, &wf);
-        el_tensor W = {"w", dtype, 2, {k, rows, 1, 1}, w, el_dtype_row_size(dtype, k) * rows, NULL, 0};
+        el_tensor W = {"w", dtype, 2, {k, rows, 1, 1}, w, el_dtype_row_size(dtype, k) * rows, NULL, 0, 0, NULL};
         int64_t prows;
         size_t bytes = el_matmul_pack_size(&W, EL_ISA_BEST, &prows);
         void *packed = bytes ? el_malloc_aligned(bytes) : NULL;
@@ -569,7 +569,7 @@ static void test_packed_kquant_extremes(void **st) {
                             per = (p < 2 ? 127.0 : -128.0) * ((p % 2 ? 0 : 63) - 32);
                         }
                     }
-                    el_tensor W = {"w", dtype, 2, {k, rows, 1, 1}, w, rs * rows, NULL, 0};
+                    el_tensor W = {"w", dtype, 2, {k, rows, 1, 1}, w, rs * rows, NULL, 0, 0, NULL};
                     void *pk = NULL;
                     if (pg) {
                         int64_t prows;
@@ -643,7 +643,7 @@ static void test_packed_streamed_outputs(void **st) {
         void *w;
         float *wf;
         make_weights(dtype, k, rows, &rng, &w, &wf);
-        el_tensor W = {"w", dtype, 2, {k, rows, 1, 1}, w, el_dtype_row_size(dtype, k) * rows, NULL, 0};
+        el_tensor W = {"w", dtype, 2, {k, rows, 1, 1}, w, el_dtype_row_size(dtype, k) * rows, NULL, 0, 0, NULL};
         int64_t prows;
         void *packed = el_malloc_aligned(el_matmul_pack_size(&W, EL_ISA_AVX512, &prows));
         assert_int_equal(prows, rows);
@@ -679,6 +679,163 @@ static void test_packed_streamed_outputs(void **st) {
 #endif
 }
 
+// The AMD forms' decode as el_gemm_runs_fn (qdot.h): one token over np pairs
+// in two runs at any two addresses gives the panel kernel's outputs over the
+// same pairs in one copy (whose decode is the runs kernel with wb at pair
+// np / 2), bit for bit: 1-9 pairs (an odd last pair alone, one run empty),
+// each run in a buffer of its own.
+static void test_runs_kernels(void **st) {
+    (void)st;
+#if defined(__x86_64__)
+    if (!el_cpu_has_avx512vnni()) {
+        printf("  no AVX-512 VNNI: nothing to check\n");
+        return;
+    }
+    uint64_t rng = 71;
+    static const int types[] = {EL_DTYPE_Q8_0, EL_DTYPE_Q4_0, EL_DTYPE_Q4_K, EL_DTYPE_Q6_K};
+    int checked = 0;
+    for (int ti = 0; ti < 4; ti++) {
+        const int dtype = types[ti], kq = ti >= 2, k = kq ? 3 * EL_QK_K : 12 * EL_QK;
+        el_gemm_runs_fn runs = kq ? el_gemm_runs_k_avx512(dtype) : el_gemm_runs_q_avx512(dtype);
+        el_gemm_fn pg = kq ? el_gemm_packed_k_form_avx512(dtype, 1) : el_gemm_packed_form_avx512(dtype, 1);
+        assert_non_null(runs);
+        assert_non_null(pg);
+        const el_dtype_traits *tr = el_dtype_info(dtype);
+        for (int np = 1; np <= 9; np++) {
+            const int rows = 32 * np;
+            void *w;
+            float *wf;
+            make_weights(dtype, k, rows, &rng, &w, &wf);
+            el_tensor W = {"w", dtype, 2, {k, rows, 1, 1}, w, el_dtype_row_size(dtype, k) * rows, NULL, 0, 0, NULL};
+            int64_t prows;
+            size_t bytes = el_matmul_pack_size(&W, EL_ISA_AVX512, &prows), ldw = bytes / (size_t)np;
+            char *packed = el_malloc_aligned(bytes), *a = el_malloc_aligned(bytes), *b = el_malloc_aligned(bytes);
+            el_matmul_pack(&W, prows, packed);
+            memcpy(a, packed, (size_t)(np / 2) * ldw);
+            memcpy(b, packed + (size_t)(np / 2) * ldw, (size_t)(np - np / 2) * ldw);
+            float *x;
+            char *act = make_acts(tr->vec_dot_type, k, 1, &rng, &x);
+            float *ref = malloc((size_t)rows * sizeof(float)), *got = malloc((size_t)rows * sizeof(float));
+            for (int i = 0; i < rows; i++) got[i] = NAN;
+            pg(k, packed, ldw, rows, act, el_act_row_size(tr->vec_dot_type, k), 1, ref, (size_t)rows);
+            runs(k, a, b, ldw, np, act, got);
+            assert_memory_equal(got, ref, (size_t)rows * sizeof(float));
+            checked += rows;
+            el_free_aligned(packed), el_free_aligned(a), el_free_aligned(b);
+            free(w), free(wf), free(x), free(act), free(ref), free(got);
+        }
+    }
+    printf("  %d outputs of the four runs kernels equal the panel kernels'\n", checked);
+#else
+    printf("  not x86-64: nothing to check\n");
+#endif
+}
+
+// A packed copy in stripes (kernels.h), each stripe in a buffer of its own,
+// gives el_matmul the outputs of the one-copy layout bit for bit: at every
+// level with packed kernels, every packed type, stripes for 1-3 threads on
+// pools of 1-3 (the decode split by stripes where they agree, stripe by
+// stripe otherwise), 1, 3 and 9 tokens, 1-13 pairs (fewer than the stripes
+// too) with and without unpacked tail rows, and fused with another striped
+// product and an unstriped one.
+static void test_packed_stripes(void **st) {
+    (void)st;
+    uint64_t rng = 73;
+    static const int types[] = {EL_DTYPE_Q8_0, EL_DTYPE_Q4_0, EL_DTYPE_Q4_K, EL_DTYPE_Q6_K};
+    static const int pairs[] = {1, 2, 3, 5, 8, 13}, tails[] = {0, 7}, toks[] = {1, 3, 9};
+    int checked = 0;
+    for (int li = 1; li < N_LEVELS; li++) {
+        const el_isa isa = levels[li];
+        for (int ti = 0; ti < 4; ti++) {
+            const int dtype = types[ti], kq = ti >= 2, k = kq ? 2 * EL_QK_K : 8 * EL_QK;
+            if (!el_gemm_packed_kernel(dtype, isa)) continue;
+            const el_dtype_traits *tr = el_dtype_info(dtype);
+            for (int pi = 0; pi < 6; pi++)
+                for (int tl = 0; tl < 2; tl++) {
+                    const int np = pairs[pi], rows = 32 * np + tails[tl];
+                    void *w[3];
+                    float *wf[3];
+                    el_tensor W[3], S[3];
+                    char *packed[3], *stripe_buf[3][6];
+                    const char *stripe[3][6];
+                    for (int m = 0; m < 3; m++) {  // three products of the same k: 0 and 1 striped, 2 one copy
+                        const int r = m == 1 ? rows + 32 : rows;
+                        make_weights(dtype, k, r, &rng, &w[m], &wf[m]);
+                        W[m] = (el_tensor){"w", dtype, 2, {k, r, 1, 1}, w[m], el_dtype_row_size(dtype, k) * r, NULL, 0, 0, NULL};
+                        int64_t prows;
+                        size_t bytes = el_matmul_pack_size(&W[m], isa, &prows);
+                        packed[m] = el_malloc_aligned(bytes);
+                        el_matmul_pack(&W[m], prows, packed[m]);
+                        W[m].packed = packed[m], W[m].packed_rows = prows;
+                        S[m] = W[m];
+                        for (int s = 0; s < 6; s++) stripe_buf[m][s] = NULL;
+                    }
+                    float *x = malloc((size_t)9 * k * sizeof(float));
+                    for (int i = 0; i < 9 * k; i++) x[i] = tu_randf(&rng);
+                    size_t outn = (size_t)9 * (rows + 32);
+                    float *ref[3], *got[3];
+                    for (int m = 0; m < 3; m++) ref[m] = malloc(outn * sizeof(float)), got[m] = malloc(outn * sizeof(float));
+                    for (int T = 1; T <= 3; T++) {
+                        for (int m = 0; m < 2; m++) {  // stripe 0 and 1's copies for T threads
+                            const int64_t npm = W[m].packed_rows / 32;
+                            const size_t pb = 32 * el_dtype_row_size(dtype, k);
+                            for (int s = 0; s < 2 * T; s++) {
+                                int64_t f = el_stripe_first(npm, T, s), e = el_stripe_first(npm, T, s + 1);
+                                el_free_aligned(stripe_buf[m][s]);
+                                stripe_buf[m][s] = el_malloc_aligned((size_t)(e - f) * pb + 64);
+                                memcpy(stripe_buf[m][s], packed[m] + (size_t)f * pb, (size_t)(e - f) * pb);
+                                stripe[m][s] = stripe_buf[m][s];
+                            }
+                            S[m].packed = stripe[m][0], S[m].packed_stripes = T, S[m].stripe = stripe[m];
+                        }
+                        for (int threads = 1; threads <= 3; threads++) {
+                            el_pool *pool = el_pool_new(threads);
+                            for (int ni = 0; ni < 3; ni++) {
+                                const int n = toks[ni];
+                                for (int m = 0; m < 3; m++) el_matmul_isa(pool, ref[m], x, &W[m], n, isa);
+                                for (int m = 0; m < 2; m++) {
+                                    for (size_t i = 0; i < outn; i++) got[m][i] = NAN;
+                                    el_matmul_isa(pool, got[m], x, &S[m], n, isa);
+                                    assert_memory_equal(got[m], ref[m], (size_t)n * S[m].ne[1] * sizeof(float));
+                                }
+                                for (int m = 0; m < 3; m++)
+                                    for (size_t i = 0; i < outn; i++) got[m][i] = NAN;
+                                el_matmul_many_isa(pool, 3, got, x, (const el_tensor *[]){&S[0], &S[1], &W[2]}, n, isa);
+                                for (int m = 0; m < 3; m++)
+                                    assert_memory_equal(got[m], ref[m], (size_t)n * W[m].ne[1] * sizeof(float));
+                                el_matmul_many_isa(pool, 2, got, x, (const el_tensor *[]){&S[0], &S[1]}, n, isa);
+                                for (int m = 0; m < 2; m++)
+                                    assert_memory_equal(got[m], ref[m], (size_t)n * W[m].ne[1] * sizeof(float));
+                                checked++;
+                            }
+                            el_pool_free(pool);
+                        }
+                    }
+                    // and against the scalar kernel, the one-copy outputs of the last count (9 tokens)
+                    size_t ldx = el_act_row_size(tr->vec_dot_type, k);
+                    char *act = malloc((size_t)9 * ldx);
+                    for (int t = 0; t < 9; t++) el_act_quantize(tr->vec_dot_type, x + (size_t)t * k, act + (size_t)t * ldx, k);
+                    float *sc = malloc((size_t)9 * rows * sizeof(float));
+                    el_gemm_kernel(dtype, EL_ISA_SCALAR)(k, w[0], el_dtype_row_size(dtype, k), rows, act, ldx, 9, sc, (size_t)rows);
+                    for (int i = 0; i < 9 * rows; i++) {
+                        double mag = 0;
+                        for (int e = 0; e < k; e++) mag += fabs((double)wf[0][(size_t)(i % rows) * k + e] * x[(size_t)(i / rows) * k + e]);
+                        assert_true(fabs((double)sc[i] - got[0][i]) <= 1e-5 * mag + 1e-6);  // (the same activations)
+                    }
+                    free(act), free(sc);
+                    for (int m = 0; m < 3; m++) {
+                        for (int s = 0; s < 6; s++) el_free_aligned(stripe_buf[m][s]);
+                        el_free_aligned(packed[m]);
+                        free(w[m]), free(wf[m]), free(ref[m]), free(got[m]);
+                    }
+                    free(x);
+                }
+            printf("  %s %s: stripes checked\n", el_isa_name(isa), tr->name);
+        }
+    }
+    printf("  %d striped products equal the one-copy ones\n", checked);
+}
+
 // matmul on quantized weights ≈ x · dequant(W)ᵀ, for every ISA and 1-2 threads
 static void test_matmul_quantized(void **st) {
     (void)st;
@@ -691,7 +848,7 @@ static void test_matmul_quantized(void **st) {
         void *w;
         float *wf;
         make_weights(dtype, k, d, &rng, &w, &wf);
-        el_tensor W = {"w", dtype, 2, {k, d, 1, 1}, w, el_dtype_row_size(dtype, k) * d, NULL, 0};
+        el_tensor W = {"w", dtype, 2, {k, d, 1, 1}, w, el_dtype_row_size(dtype, k) * d, NULL, 0, 0, NULL};
         float *out = malloc((size_t)n * d * sizeof(float));
         for (int threads = 1; threads <= 2; threads++) {
             el_pool *pool = el_pool_new(threads);
@@ -779,7 +936,8 @@ int main(void) {
         cmocka_unit_test(test_packed_matches_scalar),
         cmocka_unit_test(test_panel_groups),
         cmocka_unit_test(test_packed_matmul_token_blocks), cmocka_unit_test(test_packed_streamed_outputs),
-        cmocka_unit_test(test_packed_kquant_extremes),
+        cmocka_unit_test(test_packed_kquant_extremes), cmocka_unit_test(test_runs_kernels),
+        cmocka_unit_test(test_packed_stripes),
         cmocka_unit_test(test_act_quantize_rounding),
         cmocka_unit_test(test_matmul_quantized),  cmocka_unit_test(test_bad_scales_found),
         cmocka_unit_test(test_policy),
