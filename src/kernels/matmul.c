@@ -393,7 +393,8 @@ void el_matmul_many_isa(el_pool *pool, int count, float *const *outs, const floa
             el_pool_run(pool, quant_task, &q, (n + q.rows_per_task - 1) / q.rows_per_task);
             acts = act;
         } else {
-            for (int i = 0; i < count; i++) f.jobs[i].gemm = NULL;  // out of memory: the row-by-row path needs none
+            for (int i = 0; i < count; i++)  // out of memory: the row-by-row path needs none
+                f.jobs[i].gemm = NULL, f.jobs[i].runs = NULL, f.jobs[i].stripes = 0;
         }
     }
     f.first[0] = 0;

@@ -288,9 +288,8 @@ static el_status pack_weights(el_model *m, int threads, el_error *err) {
     el_tensor **mats = calloc((size_t)most, sizeof *mats);
     int64_t *rows = calloc((size_t)most, sizeof *rows);
     size_t *bytes = calloc((size_t)most, sizeof *bytes), total = 0, page = 4096, reg[2 * EL_MAX_STRIPE_THREADS] = {0};
-    size_t most_striped = 0;
     int n_striped = 0;
-    char *arena = NULL, *tmp = NULL;
+    char *arena = NULL;
     el_status s = EL_OK;
     if (!mats || !rows || !bytes) {
         s = el_err(err, EL_ERR_NOMEM, "%s: out of memory", m->path);
@@ -313,19 +312,18 @@ static el_status pack_weights(el_model *m, int threads, el_error *err) {
             int64_t np = rows[i] / 32;
             size_t pb = bytes[i] / (size_t)np;
             for (int k = 0; k < S; k++) reg[k] += (size_t)(el_stripe_first(np, T, k + 1) - el_stripe_first(np, T, k)) * pb;
-            most_striped = bytes[i] > most_striped ? bytes[i] : most_striped;
             n_striped++;
             total += bytes[i];
         } else {
             total += (bytes[i] + page - 1) & ~(page - 1);
         }
     }
-    total += (size_t)S * page;  // each region from a page boundary
+    if (n_striped) total += (size_t)S * page;  // each region from a page boundary
     if (!total) goto out;
     arena = el_malloc_huge(total);
     const char **ptrs = n_striped ? calloc((size_t)n_striped * (size_t)S, sizeof *ptrs) : NULL;
-    tmp = most_striped ? el_malloc_aligned(most_striped) : NULL;
-    if (!arena || (n_striped && (!ptrs || !tmp))) {
+    if (!arena || (n_striped && !ptrs)) {
+        el_free_aligned(arena);
         free(ptrs);
         s = el_err(err, EL_ERR_NOMEM, "%s: out of memory packing its weights (%zu bytes)", m->path, total);
         goto out;
@@ -340,13 +338,17 @@ static el_status pack_weights(el_model *m, int threads, el_error *err) {
     for (int i = 0; i < n; i++) {
         el_tensor *t = mats[i];
         if (!bytes[i]) continue;
-        if (T && el_gemm_runs_kernel(t->dtype, isa)) {  // packed once, then each stripe into its region
+        if (T && el_gemm_runs_kernel(t->dtype, isa)) {  // each stripe packed into its region
             int64_t np = rows[i] / 32;
-            size_t pb = bytes[i] / (size_t)np;
-            el_matmul_pack(t, rows[i], tmp);
+            size_t pb = bytes[i] / (size_t)np, rs = el_tensor_row_size(t);
             for (int k = 0; k < S; k++) {
+                // a pair is packed from its own 32 rows: a stripe is the packed copy of its rows alone
                 int64_t first = el_stripe_first(np, T, k), end = el_stripe_first(np, T, k + 1);
-                memcpy(arena + cur[k], tmp + (size_t)first * pb, (size_t)(end - first) * pb);
+                el_tensor rows_k = *t;
+                rows_k.data = (char *)t->data + (size_t)(32 * first) * rs;
+                rows_k.ne[1] = 32 * (end - first);
+                rows_k.nbytes = (size_t)rows_k.ne[1] * rs;
+                if (end > first) el_matmul_pack(&rows_k, rows_k.ne[1], arena + cur[k]);
                 ptrs[k] = arena + cur[k];
                 cur[k] += (size_t)(end - first) * pb;
             }
@@ -367,7 +369,6 @@ static el_status pack_weights(el_model *m, int threads, el_error *err) {
         if (m->format == EL_MODEL_GGUF && !(t == &m->output && m->hp.tied_output)) release_pages(t->data, t->nbytes);
     }
 out:
-    el_free_aligned(tmp);
     free(mats);
     free(rows);
     free(bytes);

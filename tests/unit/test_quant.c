@@ -780,10 +780,15 @@ static void test_packed_stripes(void **st) {
                             const int64_t npm = W[m].packed_rows / 32;
                             const size_t pb = 32 * el_dtype_row_size(dtype, k);
                             for (int s = 0; s < 2 * T; s++) {
+                                // packed from its rows alone (as model.c packs a stripe): the whole copy's bytes
                                 int64_t f = el_stripe_first(npm, T, s), e = el_stripe_first(npm, T, s + 1);
                                 el_free_aligned(stripe_buf[m][s]);
                                 stripe_buf[m][s] = el_malloc_aligned((size_t)(e - f) * pb + 64);
-                                memcpy(stripe_buf[m][s], packed[m] + (size_t)f * pb, (size_t)(e - f) * pb);
+                                el_tensor part = W[m];
+                                part.data = (char *)w[m] + (size_t)(32 * f) * el_dtype_row_size(dtype, k);
+                                part.ne[1] = 32 * (e - f);
+                                if (e > f) el_matmul_pack(&part, part.ne[1], stripe_buf[m][s]);
+                                assert_memory_equal(stripe_buf[m][s], packed[m] + (size_t)f * pb, (size_t)(e - f) * pb);
                                 stripe[m][s] = stripe_buf[m][s];
                             }
                             S[m].packed = stripe[m][0], S[m].packed_stripes = T, S[m].stripe = stripe[m];
