@@ -104,7 +104,9 @@ typedef struct el_pool el_pool;
 // thread takes part). Tasks are handed out in contiguous chunks.
 typedef void (*el_task_fn)(void *ctx, int i, int n);
 
-// n_threads <= 0 means the number of online CPUs.
+// The number of online CPUs (at least 1).
+int el_cpu_online(void);
+// n_threads <= 0 means el_cpu_online().
 el_pool *el_pool_new(int n_threads);
 void el_pool_free(el_pool *pool);
 int el_pool_size(const el_pool *pool);

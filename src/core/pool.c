@@ -100,10 +100,7 @@ static void *worker(void *arg) {
 }
 
 el_pool *el_pool_new(int n_threads) {
-    if (n_threads <= 0) {
-        long n = sysconf(_SC_NPROCESSORS_ONLN);
-        n_threads = n > 0 ? (int)n : 1;
-    }
+    if (n_threads <= 0) n_threads = el_cpu_online();
     if (n_threads > 256) n_threads = 256;
     el_pool *p = calloc(1, sizeof *p);
     if (!p) return NULL;
@@ -142,6 +139,11 @@ void el_pool_free(el_pool *p) {
     free(p->threads);
     free(p->args);
     free(p);
+}
+
+int el_cpu_online(void) {
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n > 0 && n < 1 << 20 ? (int)n : 1;
 }
 
 int el_pool_size(const el_pool *p) { return p ? p->n_threads : 1; }

@@ -189,8 +189,8 @@ void el_act_quantize_q8_0_avx512(const float *x, void *dst, int k) {
 // 0.89-0.92 at 66-69 GB/s (1152-9216 bytes ahead).
 //
 // On AMD the decode kernels read two runs of their pairs side by side, and
-// Q4_0's then fetches nothing by hand: Q8_0's DECODE_STREAMS_AMD runs (the
-// Intel form keeps DECODE_STREAMS_Q8), and two in Q4_0's micro_decode2_q4_0
+// Q4_0's then fetches nothing by hand: two in Q8_0's runs_q8_0 (the Intel
+// form keeps DECODE_STREAMS_Q8, decode_q8_0), Q4_0's micro_decode2_q4_0
 // and the K-quants' decode_2pairs_* (qdot_k_avx512.c).
 // AMD EPYC Zen 5 (2026-12-07), whole 1-row steps of the TinyLlama-shaped
 // models at positions 128-159, the two forms alternating in one process, the
@@ -207,9 +207,7 @@ void el_act_quantize_q8_0_avx512(const float *x, void *dst, int k) {
 #ifndef DECODE_STREAMS_Q8
 #define DECODE_STREAMS_Q8 3
 #endif
-#define DECODE_STREAMS_AMD 2
 _Static_assert(DECODE_STREAMS_Q8 >= 2 && DECODE_STREAMS_Q8 <= 4, "micro_decode_q8_0 unrolls up to 4 streams");
-_Static_assert(DECODE_STREAMS_AMD >= 2 && DECODE_STREAMS_AMD <= DECODE_STREAMS_Q8, "decode_q8_0's arrays hold DECODE_STREAMS_Q8");
 
 // Prefetch distance of a Q8_0 product over 2..4 tokens, in blocks of the
 // pair: more (8 or 16 ahead) was 5-18% slower at 8 tokens when those ran as
@@ -379,12 +377,11 @@ ALWAYS_INLINE void micro_decode_q8_0(int k, const uint8_t *const *pair, const ch
     }
 }
 
-// np pairs (ldw bytes apart) x one token: S runs of consecutive pairs side
-// by side (S: DECODE_STREAMS_AMD in the AMD form, DECODE_STREAMS_Q8 in the
-// Intel one), then the np % S left side by side too (two of them) or alone.
-ALWAYS_INLINE void decode_q8_0(int k, const uint8_t *w, size_t ldw, int np, const char *x, float *out, const int amd) {
-    const int S = amd ? DECODE_STREAMS_AMD : DECODE_STREAMS_Q8, run = np / S;
-    _Static_assert(DECODE_STREAMS_AMD == 2, "runs_q8_0 reads the AMD form's two runs");
+// The Intel form's decode: np pairs (ldw bytes apart) x one token in S =
+// DECODE_STREAMS_Q8 runs of consecutive pairs side by side, then the np % S
+// left side by side too (two of them) or alone. (The AMD form: runs_q8_0.)
+ALWAYS_INLINE void decode_q8_0(int k, const uint8_t *w, size_t ldw, int np, const char *x, float *out) {
+    const int S = DECODE_STREAMS_Q8, run = np / S;
     const uint8_t *pair[DECODE_STREAMS_Q8];
     float *o[DECODE_STREAMS_Q8];
     for (int p = 0; p < run; p++) {
@@ -497,7 +494,7 @@ ALWAYS_INLINE void micro_decode_q4_0(int k, const uint8_t *pair, const char *x, 
 
 // AMD's Q4_0 decode: two pairs side by side (a and b, each front to back as
 // above, their parts in turn), and no software prefetching: the hardware
-// prefetcher follows the two runs (DECODE_STREAMS_AMD). The same sums as
+// prefetcher follows the two runs (runs_q4_0). The same sums as
 // micro_decode_q4_0's, in the same order.
 ALWAYS_INLINE void micro_decode2_q4_0(int k, const uint8_t *pa, const uint8_t *pb, const char *x, float *oa, float *ob) {
     const int nb = k / EL_QK;
@@ -707,7 +704,7 @@ static inline int pass_tokens(int t, int nt, int most, int *start, int *group) {
                 return;                                                                                       \
             }                                                                                                 \
             if (Q8) { /* the hardware prefetcher's streams */                                                 \
-                decode_q8_0(k, (const uint8_t *)w, ldw, nr / 32, (const char *)x, out, AMD);                  \
+                decode_q8_0(k, (const uint8_t *)w, ldw, nr / 32, (const char *)x, out);                       \
                 return;                                                                                       \
             }                                                                                                 \
             /* the kernel prefetches ahead: fetch the first lines here */                                     \

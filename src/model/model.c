@@ -6,7 +6,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
-#include <unistd.h>
 
 #include "edgellm/kernels.h"
 #include "edgellm/llama2c.h"
@@ -280,18 +279,15 @@ static void release_pages(const void *p, size_t n) {
 static el_status pack_weights(el_model *m, int threads, el_error *err) {
     el_isa isa = el_cpu_isa();
     int most = (m->layer_end - m->layer_begin) * 7 + 1, n = 0;
-    if (threads <= 0) {
-        long c = sysconf(_SC_NPROCESSORS_ONLN);
-        threads = c > 0 ? (int)c : 1;
-    }
+    if (threads <= 0) threads = el_cpu_online();  // as el_pool_new(0)
     const int T = threads <= EL_MAX_STRIPE_THREADS ? threads : 0, S = 2 * T;
     el_tensor **mats = calloc((size_t)most, sizeof *mats);
     int64_t *rows = calloc((size_t)most, sizeof *rows);
     size_t *bytes = calloc((size_t)most, sizeof *bytes), total = 0, page = 4096, reg[2 * EL_MAX_STRIPE_THREADS] = {0};
     int n_striped = 0;
-    char *arena = NULL;
+    char *arena = NULL, *striped = calloc((size_t)most, 1);  // matrix i in stripes
     el_status s = EL_OK;
-    if (!mats || !rows || !bytes) {
+    if (!mats || !rows || !bytes || !striped) {
         s = el_err(err, EL_ERR_NOMEM, "%s: out of memory", m->path);
         goto out;
     }
@@ -308,7 +304,8 @@ static el_status pack_weights(el_model *m, int threads, el_error *err) {
             s = el_err(err, EL_ERR_NOMEM, "%s: %s packed past the address space", m->path, mats[i]->name);
             goto out;
         }
-        if (bytes[i] && T && el_gemm_runs_kernel(mats[i]->dtype, isa)) {  // striped
+        striped[i] = bytes[i] && T && el_gemm_runs_kernel(mats[i]->dtype, isa);
+        if (striped[i]) {
             int64_t np = rows[i] / 32;
             size_t pb = bytes[i] / (size_t)np;
             for (int k = 0; k < S; k++) reg[k] += (size_t)(el_stripe_first(np, T, k + 1) - el_stripe_first(np, T, k)) * pb;
@@ -338,7 +335,7 @@ static el_status pack_weights(el_model *m, int threads, el_error *err) {
     for (int i = 0; i < n; i++) {
         el_tensor *t = mats[i];
         if (!bytes[i]) continue;
-        if (T && el_gemm_runs_kernel(t->dtype, isa)) {  // each stripe packed into its region
+        if (striped[i]) {  // each stripe packed into its region
             int64_t np = rows[i] / 32;
             size_t pb = bytes[i] / (size_t)np, rs = el_tensor_row_size(t);
             for (int k = 0; k < S; k++) {
@@ -369,6 +366,7 @@ static el_status pack_weights(el_model *m, int threads, el_error *err) {
         if (m->format == EL_MODEL_GGUF && !(t == &m->output && m->hp.tied_output)) release_pages(t->data, t->nbytes);
     }
 out:
+    free(striped);
     free(mats);
     free(rows);
     free(bytes);
