@@ -115,8 +115,11 @@ wait $f1 $f2
 echo "worker RSS $rss0 KiB before the floods, $rss1 KiB during; honest device $quiet_ms ms/token alone, $busy_ms during"
 expect_eq "honest text during the floods" "$busy_text" "$quiet_text"
 [ $((rss1 - rss0)) -lt $(((64 + 24) << 10)) ] && pass || fail "the worker held $(((rss1 - rss0) >> 10)) MiB for a client that does not read"
-# (loose on purpose: CI machines are shared; a worker stalled by the flood would be far slower)
-python3 -c "import sys; sys.exit(0 if float('$busy_ms') < 4 * float('$quiet_ms') + 1.0 else 1)" && pass \
+# (loose on purpose: CI machines are shared. With two busy loops beside it on 2 cores, 12 runs
+# measured 0.18-1.82 ms/token during the floods against 0.26-0.68 alone, one of them 0.2 ms from
+# the old bound of 4x + 1 ms. A worker stalled by a client that does not read would stall the
+# honest device for seconds.)
+python3 -c "import sys; sys.exit(0 if float('$busy_ms') < 4 * float('$quiet_ms') + 5.0 else 1)" && pass \
   || fail "the honest device slowed from $quiet_ms to $busy_ms ms/token"
 grep -q "exceeds this worker's reply limit" "$T/flood.log" && pass || fail "64 MiB probes were not refused: $(tail -3 "$T/flood.log")"
 grep -q "does not read its replies" "$T/flood.log" && pass || fail "the non-reading client was not stopped: $(tail -3 "$T/flood.log")"
