@@ -7,7 +7,6 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 void cli_init(cli *c, const char *cmd, int argc, char **argv) {
     c->cmd = cmd;
@@ -117,7 +116,3 @@ int cli_error(const el_error *e) {
     return 1;
 }
 
-int cli_threads_default(void) {
-    long n = sysconf(_SC_NPROCESSORS_ONLN);
-    return n > 0 ? (int)n : 1;
-}

@@ -39,7 +39,4 @@ int cli_unknown(cli *c, const char *arg);
 // Prints "edgellm: <error message>" and returns 1.
 int cli_error(const el_error *e);
 
-// Parses a thread count ("-t"); 0 means all online CPUs.
-int cli_threads_default(void);
-
 #endif

@@ -157,7 +157,8 @@ int cmd_chat(int argc, char **argv) {
     int tty = isatty(0);
     if (el_sampler_check(&sp, &err)) goto out;
     if (system && tool_check_prompt(system, strlen(system), "--system", 0, &err)) goto out;
-    if (el_model_open(model_path, NULL, &m, &err)) goto out;
+    el_model_opts mo = {.threads = threads};  // the packed copy striped for the decode's threads
+    if (el_model_open(model_path, &mo, &m, &err)) goto out;
     if (tool_loras_load(&lo, m, &err)) goto out;
     if (el_model_tokenizer(m, tok_path, &tok, &err)) goto out;
     if (tool_chat_init(&chat, m, tok, tmpl_name, &err)) goto out;

@@ -2,9 +2,9 @@
 // model (model.h), tokenize (tokenize.h), generate with sampling (sample.h,
 // and chat templates in chat.h), run as the device of a split run against
 // edge workers (split.h, link.h for keys), and apply LoRA adapters (lora.h).
-// The installed headers are these and the ones they include (core.h,
-// tensor.h, gguf.h, wire.h, version.h); everything else stays in the source
-// tree. Build against it with pkg-config (`pkg-config --cflags --libs
+// The installed headers are these, the ones they include (core.h,
+// tensor.h, gguf.h, wire.h, version.h) and store.h (content-addressed model
+// blocks, included on its own); everything else stays in the source tree. Build against it with pkg-config (`pkg-config --cflags --libs
 // edgellm`) or CMake (`find_package(edgellm)`, target edgellm::edgellm).
 // examples/generate.c and examples/device.c are complete programs.
 #ifndef EDGELLM_EDGELLM_H
