@@ -596,7 +596,9 @@ static void test_fetch_verified_and_resumed(void **st) {
     char down_ep[600];
     snprintf(down_ep, sizeof down_ep, "ipc://%s", tu_tmp_path("store_nobody.ipc"));
     el_store_source src[] = {{down_ep, NULL}, {sb.endpoint, NULL}, {sg.endpoint, NULL}};
-    el_link_security sec = {.insecure = 1, .connect_timeout_ms = 300};
+    // the connect timeout is also the handshake deadline of the two live sources: 2 s, so that a slow
+    // handshake (ASan, qemu, a loaded machine) does not skip a good source; the dead one costs it once
+    el_link_security sec = {.insecure = 1, .connect_timeout_ms = 2000};
     FILE *log = tmpfile();
     el_status rc = el_store_fetch_model(s, "q8", &id, src, 3, &sec, NULL, log, &err);
     char *text = read_log(log);
