@@ -74,15 +74,23 @@ start_worker "$T/fw.log" -m "$BIN" --layers 2: --listen tcp://127.0.0.1:$port --
 bg_pids+=($!)
 sleep 0.3
 data=("$DATA" "$EL_SRC/data/finetune/pirate-dreams-val.txt" "$EL_SRC/data/dreams-eval.txt")
+# (device 3, the one killed, has 3x the steps: however the rounds fall it is still training when
+# it is killed, so that only the idle timeout can end its session)
 for i in 1 2 3; do
   d=${data[$((i - 1))]}
-  "$EDGELLM" finetune -m "$BIN" -z "$TOK" --data "$d" --val "$d" --steps 16 --batch 2 --ctx 64 --lr 3e-3 -t 1 --seed 5 \
+  steps=16
+  [ $i -eq 3 ] && steps=48
+  "$EDGELLM" finetune -m "$BIN" -z "$TOK" --data "$d" --val "$d" --steps $steps --batch 2 --ctx 64 --lr 3e-3 -t 1 --seed 5 \
     -o "$T/fed$i.gguf" --split 2 --via tcp://127.0.0.1:$eport --keys "$T/k/dev$i" --server-key "$T/k/edge/public.key" \
     --ushape --fed-every 4 --eval-every 8 --val-samples 16 2>"$T/fed$i.err" &
   dev[$i]=$!
 done
-sleep 1.5
-kill -9 ${dev[3]}
+# device 3 dies (SIGKILL: no CLOSE) once the first federated round is done (a fixed sleep killed it
+# before that round on a loaded machine, or after it had finished on a fast one)
+for _ in $(seq 1 600); do grep -q "federated round: averaged" "$T/fw.log" && break; sleep 0.05; done
+grep -q "federated round: averaged" "$T/fw.log" || fail "no federated round within 30 s: $(tail -3 "$T/fw.log")"
+kill -0 ${dev[3]} 2>/dev/null || fail "device 3 ended before it could be killed: $(tail -1 "$T/fed3.err")"
+kill -9 ${dev[3]} 2>/dev/null
 wait ${dev[3]} 2>/dev/null
 for i in 1 2; do
   wait ${dev[$i]} || fail "device $i: $(tail -1 "$T/fed$i.err")"
