@@ -64,7 +64,8 @@ run_devices() {
 port=$(free_port)
 start_worker "$T/w.log" -m "$BIN" --layers 2:4 --listen tcp://127.0.0.1:$port --insecure -t 2 --max-batch-tokens 8 \
   --idle-timeout 2 --stats-every 0.2 --json || fail "worker"
-sleep 0.3
+# its first stats line (a fixed 0.3 s could come before it on a loaded machine): up to 5 s
+for _ in $(seq 1 100); do [ -n "$(kv_now "$T/w.log")" ] && break; sleep 0.05; done
 kv0=$(kv_now "$T/w.log")
 expect_eq "KV in use before any device" "$kv0" "0"
 run_devices tcp://127.0.0.1:$port 2 one
