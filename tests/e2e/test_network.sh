@@ -124,7 +124,7 @@ grep -q "route: worker w2\|route: worker origin" "$T/dev-pirate.err" || fail "pi
 
 # ---- a worker killed mid-run: the device asks again and its text is unchanged
 "$EDGELLM" run -m "$T/tiny.gguf" -p "$PROMPT" -n 60 --temp 0 --split 2 --controller 127.0.0.1:$PC \
-  --controller-key "$CK" --keys "$T/keys/dev" --retry 2 --timeout 2000 --device-slowdown 300 \
+  --controller-key "$CK" --keys "$T/keys/dev" --retry 2 --timeout 2000 --device-slowdown 1000 \
   >"$T/dev-kill.txt" 2>"$T/dev-kill.err" &
 dev=$!
 wait_for "$T/dev-kill.err" "route: worker" 100 || fail "no route for the device to be cut off"
