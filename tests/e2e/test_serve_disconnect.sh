@@ -10,7 +10,8 @@ port=$(free_port)
 "$EDGELLM" serve -m "$T/slow.gguf" --model-id slow --listen "127.0.0.1:$port" -t 2 2>"$T/serve.log" &
 pid=$!
 bg_pids+=("$pid")
-for _ in $(seq 1 100); do grep -q listening "$T/serve.log" && break; sleep 0.05; done
+for _ in $(seq 1 400); do grep -q listening "$T/serve.log" && break; sleep 0.05; done
+grep -q listening "$T/serve.log" || fail "serve did not listen within 20 s: $(tail -2 "$T/serve.log")"
 
 python3 - "$port" >"$T/out" <<'PY'
 import json, socket, sys, time, urllib.request
