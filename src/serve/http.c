@@ -26,20 +26,6 @@ typedef struct {
 
 // ---------------------------------------------------------------- responses
 
-static enum MHD_Result send_buf(struct MHD_Connection *c, unsigned code, const char *type, el_sbuf *b) {
-    if (b->oom) {
-        el_sbuf_free(b);
-        return MHD_NO;
-    }
-    struct MHD_Response *r = MHD_create_response_from_buffer(b->len, b->data ? b->data : (char *)"", MHD_RESPMEM_MUST_COPY);
-    el_sbuf_free(b);
-    if (!r) return MHD_NO;
-    MHD_add_response_header(r, "Content-Type", type);
-    enum MHD_Result ret = MHD_queue_response(c, code, r);
-    MHD_destroy_response(r);
-    return ret;
-}
-
 // {"error":{"message":...,"type":...,"param":...,"code":...}} as the OpenAI API
 static enum MHD_Result send_error(struct MHD_Connection *c, unsigned code, const char *msg, const char *param,
                                   const char *ecode) {
@@ -57,7 +43,7 @@ static enum MHD_Result send_error(struct MHD_Connection *c, unsigned code, const
     if (ecode) el_sbuf_json_str(&b, ecode, strlen(ecode));
     else el_sbuf_puts(&b, "null");
     el_sbuf_puts(&b, "}}\n");
-    return send_buf(c, code, "application/json", &b);
+    return el_web_send(c, code, "application/json", &b);
 }
 
 static void count_rejected(el_server *s) {
@@ -441,7 +427,7 @@ static enum MHD_Result generate(el_server *s, struct MHD_Connection *c, el_serve
         el_sbuf_printf(&b, "\"logprobs\":null,\"finish_reason\":\"%s\"}],", j->finish);
         usage_json(&b, j);
         el_sbuf_puts(&b, "}\n");
-        ret = send_buf(c, 200, "application/json", &b);
+        ret = el_web_send(c, 200, "application/json", &b);
     }
     job_unref(s, j);
     return ret;
@@ -479,7 +465,7 @@ static enum MHD_Result models(el_server *s, struct MHD_Connection *c) {
     }
     free(names);
     el_sbuf_puts(&b, "]}\n");
-    return send_buf(c, 200, "application/json", &b);
+    return el_web_send(c, 200, "application/json", &b);
 }
 
 static enum MHD_Result add_adapter(el_server *s, struct MHD_Connection *c, const char *body, size_t len) {
@@ -496,7 +482,7 @@ static enum MHD_Result add_adapter(el_server *s, struct MHD_Connection *c, const
         el_sbuf_puts(&b, "{\"id\":");
         el_sbuf_json_str(&b, name, strlen(name));
         el_sbuf_puts(&b, ",\"object\":\"model\",\"owned_by\":\"edgellm\"}\n");
-        ret = send_buf(c, 200, "application/json", &b);
+        ret = el_web_send(c, 200, "application/json", &b);
     }
     el_json_free(j);
     return ret;
@@ -536,7 +522,7 @@ static enum MHD_Result metrics(el_server *s, struct MHD_Connection *c) {
     GAUGE("edgellm_resident_bytes", "Resident set size of the server.", el_current_rss());
 #undef COUNTER
 #undef GAUGE
-    return send_buf(c, 200, "text/plain; version=0.0.4", &b);
+    return el_web_send(c, 200, "text/plain; version=0.0.4", &b);
 }
 
 // Constant-time comparison, so a key cannot be guessed byte by byte from timing.
@@ -609,7 +595,7 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
     if (!strcmp(url, "/health")) {
         el_sbuf b = {0};
         el_sbuf_puts(&b, "{\"status\":\"ok\"}\n");
-        return send_buf(c, 200, "application/json", &b);
+        return el_web_send(c, 200, "application/json", &b);
     }
     if (!strcmp(url, "/metrics")) return metrics(s, c);
     enum MHD_Result page;

@@ -14,20 +14,6 @@ struct el_panel {
     int port;
 };
 
-static enum MHD_Result send_text(struct MHD_Connection *c, unsigned code, const char *type, el_sbuf *b) {
-    if (b->oom) {
-        el_sbuf_free(b);
-        return MHD_NO;
-    }
-    struct MHD_Response *r = MHD_create_response_from_buffer(b->len, b->data ? b->data : (char *)"", MHD_RESPMEM_MUST_COPY);
-    el_sbuf_free(b);
-    if (!r) return MHD_NO;
-    MHD_add_response_header(r, "Content-Type", type);
-    enum MHD_Result ret = MHD_queue_response(c, code, r);
-    MHD_destroy_response(r);
-    return ret;
-}
-
 static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *url, const char *method,
                               const char *version, const char *upload_data, size_t *upload_data_size, void **con_cls) {
     (void)version, (void)upload_data, (void)con_cls;
@@ -39,16 +25,16 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
     }
     if (strcmp(method, "GET") && strcmp(method, "HEAD")) {
         el_sbuf_puts(&b, "read-only panel: use GET\n");
-        return send_text(c, 405, "text/plain", &b);
+        return el_web_send(c, 405, "text/plain", &b);
     }
     enum MHD_Result page;
     if (el_web_serve(c, url, &page)) return page;
     if (!strcmp(url, "/metrics")) {
         p->fn(p->ctx, &b);
-        return send_text(c, 200, "text/plain; version=0.0.4", &b);
+        return el_web_send(c, 200, "text/plain; version=0.0.4", &b);
     }
     el_sbuf_puts(&b, "not found (the panel has / and /metrics)\n");
-    return send_text(c, 404, "text/plain", &b);
+    return el_web_send(c, 404, "text/plain", &b);
 }
 
 el_status el_panel_start(const char *host, int port, el_panel_metrics_fn fn, void *ctx, el_panel **out, el_error *err) {

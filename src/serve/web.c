@@ -56,3 +56,17 @@ el_status el_web_listen_addr(const char *host, int port, struct sockaddr_storage
     }
     return EL_OK;
 }
+
+enum MHD_Result el_web_send(struct MHD_Connection *c, unsigned code, const char *type, el_sbuf *b) {
+    if (b->oom) {
+        el_sbuf_free(b);
+        return MHD_NO;
+    }
+    struct MHD_Response *r = MHD_create_response_from_buffer(b->len, b->data ? b->data : (char *)"", MHD_RESPMEM_MUST_COPY);
+    el_sbuf_free(b);
+    if (!r) return MHD_NO;
+    MHD_add_response_header(r, "Content-Type", type);
+    enum MHD_Result ret = MHD_queue_response(c, code, r);
+    MHD_destroy_response(r);
+    return ret;
+}
