@@ -129,21 +129,16 @@ fail:
 }
 
 typedef struct {
-    int32_t start, len;  // in the mapped word; len 0 = absorbed
-    int32_t prev, next;
-    int32_t id;
-} symbol;
-
-typedef struct {
     const el_tokenizer *t;
     char *map;  // the word in mapped characters
-    symbol *sym;
+    tok_symbol *sym;  // start, len: in the mapped word
     tok_heap h;
     size_t cap_word;
 } encoder;
 
 
-static int try_pair(encoder *e, int32_t l, int32_t r) {
+static int try_pair(void *enc, int32_t l, int32_t r) {
+    encoder *e = enc;
     if (l < 0 || r < 0) return 0;
     const tok_merge *m = merge_find(e->t, e->sym[l].id, e->sym[r].id);
     if (!m) return 0;
@@ -161,7 +156,7 @@ static el_status encode_word(encoder *e, const char *w, size_t n, tok_ids *out, 
         e->map = el_malloc(2 * ncap);
         e->sym = el_malloc(ncap * sizeof *e->sym);
         e->cap_word = e->map && e->sym ? ncap : 0;
-        if (!e->cap_word) goto nomem;
+        if (!e->cap_word) return el_err(err, EL_ERR_NOMEM, "out of memory encoding a prompt");
     }
     size_t mlen = 0;
     int32_t n_sym = (int32_t)n;
@@ -172,7 +167,7 @@ static el_status encode_word(encoder *e, const char *w, size_t n, tok_ids *out, 
         if (id < 0)
             return el_err(err, EL_ERR_UNSUPPORTED, "prompt byte 0x%02X has no token and the vocabulary no unknown token",
                           b);
-        e->sym[i] = (symbol){(int32_t)mlen, (int32_t)cl, (int32_t)i - 1, (int32_t)i + 1, id};
+        e->sym[i] = (tok_symbol){(int32_t)mlen, (int32_t)cl, (int32_t)i - 1, (int32_t)i + 1, id};
         mlen += cl;
     }
     e->sym[n_sym - 1].next = -1;
@@ -180,29 +175,7 @@ static el_status encode_word(encoder *e, const char *w, size_t n, tok_ids *out, 
         int id = tok_lookup(t, e->map, mlen, 1);
         if (id >= 0) return tok_ids_push(out, id) ? el_err(err, EL_ERR_NOMEM, "out of memory encoding a prompt") : EL_OK;
     }
-    e->h.n = 0;
-    for (int32_t i = 0; i + 1 < n_sym; i++) {
-        if (try_pair(e, i, i + 1)) goto nomem;
-    }
-    symbol *sym = e->sym;
-    while (e->h.n > 0) {
-        tok_pair p = tok_heap_pop(&e->h);
-        symbol *l = &sym[p.left];
-        if (l->len == 0 || l->next != p.right || l->len + sym[p.right].len != p.len) continue;  // stale
-        symbol *r = &sym[p.right];
-        l->len = p.len;
-        l->id = p.id;
-        l->next = r->next;
-        if (r->next >= 0) sym[r->next].prev = p.left;
-        r->len = 0;
-        if (try_pair(e, l->prev, p.left) || try_pair(e, p.left, l->next)) goto nomem;
-    }
-    for (int32_t i = 0; i >= 0; i = sym[i].next) {
-        if (tok_ids_push(out, sym[i].id)) goto nomem;
-    }
-    return EL_OK;
-nomem:
-    return el_err(err, EL_ERR_NOMEM, "out of memory encoding a prompt");
+    return tok_merge_run(e->sym, n_sym, &e->h, try_pair, e, out, err);
 }
 
 el_status tok_bpe_encode(const el_tokenizer *t, const char *text, size_t len, tok_ids *out, el_error *err) {

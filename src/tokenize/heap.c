@@ -1,4 +1,5 @@
-// The binary heap of candidate merges (tok_pair) both BPE merge loops use.
+// The binary heap of candidate merges (tok_pair) and the merge loop both BPE
+// kinds use.
 #include <stdlib.h>
 
 #include "tok_internal.h"
@@ -40,4 +41,30 @@ tok_pair tok_heap_pop(tok_heap *h) {
     }
     if (h->n) h->v[i] = last;
     return top;
+}
+
+el_status tok_merge_run(tok_symbol *sym, int32_t n, tok_heap *h, tok_try_pair_fn try_pair, void *enc, tok_ids *out,
+                        el_error *err) {
+    h->n = 0;
+    for (int32_t i = 0; i + 1 < n; i++)
+        if (try_pair(enc, i, i + 1)) goto nomem;
+    while (h->n > 0) {
+        tok_pair p = tok_heap_pop(h);
+        tok_symbol *l = &sym[p.left];
+        // Stale if either side has merged since: the left one would be gone or
+        // longer, or point at a different (or longer) right neighbour.
+        if (l->len == 0 || l->next != p.right || l->len + sym[p.right].len != p.len) continue;
+        tok_symbol *r = &sym[p.right];
+        l->len = p.len;
+        l->id = p.id;
+        l->next = r->next;
+        if (r->next >= 0) sym[r->next].prev = p.left;
+        r->len = 0;
+        if (try_pair(enc, l->prev, p.left) || try_pair(enc, p.left, l->next)) goto nomem;
+    }
+    for (int32_t i = 0; i >= 0; i = sym[i].next)
+        if (tok_ids_push(out, sym[i].id)) goto nomem;
+    return EL_OK;
+nomem:
+    return el_err(err, EL_ERR_NOMEM, "out of memory encoding a prompt");
 }

@@ -14,28 +14,20 @@
 
 #include "tok_internal.h"
 
-// A run of the escaped text that is currently one token. Symbols are indexed
-// in text order and only ever absorb their right neighbour, so a symbol's
-// index orders it among the live ones and its start never moves.
-typedef struct {
-    int32_t start, len;  // in the escaped text; len 0 = absorbed
-    int32_t prev, next;  // live neighbours, -1 at the ends
-    int32_t id;
-} symbol;
-
 
 typedef struct {
     const el_tokenizer *t;
     const char *buf;  // escaped text
-    symbol *sym;
+    tok_symbol *sym;
     tok_heap h;
 } encoder;
 
 // Queues the pair (l, r) if their concatenation is a piece raw text may produce.
 // Byte-fallback symbols never merge: their pieces ("<0xE2>") are not text.
-static int try_pair(encoder *e, int32_t l, int32_t r) {
+static int try_pair(void *enc, int32_t l, int32_t r) {
+    encoder *e = enc;
     if (l < 0 || r < 0) return 0;
-    const symbol *a = &e->sym[l], *b = &e->sym[r];
+    const tok_symbol *a = &e->sym[l], *b = &e->sym[r];
     if (!tok_type_is_text(e->t->types[a->id]) || !tok_type_is_text(e->t->types[b->id])) return 0;
     int32_t len = a->len + b->len;
     int id = tok_lookup(e->t, e->buf + a->start, (size_t)len, 1);
@@ -65,8 +57,7 @@ static size_t word_end(const char *buf, size_t s, size_t n) {
 static el_status encode_run(encoder *e, size_t from, size_t to, tok_ids *out, el_error *err) {
     const el_tokenizer *t = e->t;
     const char *buf = e->buf;
-    symbol *sym = e->sym;
-    e->h.n = 0;
+    tok_symbol *sym = e->sym;
 
     // One symbol per character, or per byte where the character is no piece.
     int32_t n_sym = 0;
@@ -74,7 +65,7 @@ static el_status encode_run(encoder *e, size_t from, size_t to, tok_ids *out, el
         size_t clen = tok_utf8_len((unsigned char)buf[i]);
         int id = tok_lookup(t, buf + i, clen, 1);
         if (id >= 0) {
-            sym[n_sym] = (symbol){(int32_t)i, (int32_t)clen, n_sym - 1, n_sym + 1, id};
+            sym[n_sym] = (tok_symbol){(int32_t)i, (int32_t)clen, n_sym - 1, n_sym + 1, id};
             n_sym++;
         } else {
             for (size_t k = 0; k < clen; k++) {
@@ -83,7 +74,7 @@ static el_status encode_run(encoder *e, size_t from, size_t to, tok_ids *out, el
                 if (bid < 0)
                     return el_err(err, EL_ERR_UNSUPPORTED,
                                   "prompt byte 0x%02X has no piece, byte token or unknown token in the vocabulary", b);
-                sym[n_sym] = (symbol){(int32_t)(i + k), 1, n_sym - 1, n_sym + 1, bid};
+                sym[n_sym] = (tok_symbol){(int32_t)(i + k), 1, n_sym - 1, n_sym + 1, bid};
                 n_sym++;
             }
         }
@@ -91,30 +82,7 @@ static el_status encode_run(encoder *e, size_t from, size_t to, tok_ids *out, el
     }
     if (n_sym == 0) return EL_OK;
     sym[n_sym - 1].next = -1;
-
-    for (int32_t i = 0; i + 1 < n_sym; i++) {
-        if (try_pair(e, i, i + 1)) goto nomem;
-    }
-    while (e->h.n > 0) {
-        tok_pair p = tok_heap_pop(&e->h);
-        symbol *l = &sym[p.left];
-        // Stale if either side has merged since: the left one would be gone or
-        // longer, or point at a different (or longer) right neighbour.
-        if (l->len == 0 || l->next != p.right || l->len + sym[p.right].len != p.len) continue;
-        symbol *r = &sym[p.right];
-        l->len = p.len;
-        l->id = p.id;
-        l->next = r->next;
-        if (r->next >= 0) sym[r->next].prev = p.left;
-        r->len = 0;
-        if (try_pair(e, l->prev, p.left) || try_pair(e, p.left, l->next)) goto nomem;
-    }
-    for (int32_t i = 0; i >= 0; i = sym[i].next) {
-        if (tok_ids_push(out, sym[i].id)) goto nomem;
-    }
-    return EL_OK;
-nomem:
-    return el_err(err, EL_ERR_NOMEM, "out of memory encoding a prompt");
+    return tok_merge_run(sym, n_sym, &e->h, try_pair, e, out, err);
 }
 
 el_status tok_spm_encode(const el_tokenizer *t, const char *text, size_t len, tok_ids *out, el_error *err) {

@@ -30,6 +30,19 @@ typedef struct {
 
 int tok_heap_push(tok_heap *h, tok_pair p);  // -1 when out of memory
 tok_pair tok_heap_pop(tok_heap *h);          // h->n > 0
+
+// A run of the text being encoded that is currently one token. Symbols are
+// indexed in text order and only ever absorb their right neighbour, so a
+// symbol's index orders it among the live ones and its start never moves.
+typedef struct {
+    int32_t start, len;  // in the encoder's text; len 0 = absorbed
+    int32_t prev, next;  // live neighbours, -1 at the ends
+    int32_t id;
+} tok_symbol;
+
+// Queues the pair of live symbols (l, r) in the heap if they merge (the
+// tokenizer kind's rule), ignoring l or r < 0; -1 when out of memory.
+typedef int (*tok_try_pair_fn)(void *enc, int32_t l, int32_t r);
 #define TOK_MAX_TEXT ((size_t)1 << 30)  // all pieces together, bytes
 
 // "▁" (U+2581), SentencePiece's stand-in for a space.
@@ -101,6 +114,13 @@ typedef struct {
     size_t n, cap;
 } tok_ids;
 int tok_ids_push(tok_ids *o, int id);  // 0, or -1 when out of memory
+
+// The merge loop both BPE kinds share: sym[0..n) linked in order (n >= 1,
+// sym[n-1].next = -1), h empty. Queues every adjacent pair, merges the best
+// until none is left (skipping pairs made stale by earlier merges), and
+// appends the live symbols' ids to out.
+el_status tok_merge_run(tok_symbol *sym, int32_t n, tok_heap *h, tok_try_pair_fn try_pair, void *enc, tok_ids *out,
+                        el_error *err);
 
 // A vocabulary with no algorithm tables yet (the part el_tokenizer_new_spm
 // and el_tokenizer_new_bpe share); "<0xAB>" byte pieces are parsed for SPM.
