@@ -44,11 +44,13 @@ static const char *usage =
     "\n"
     "example: edgellm chat -m qwen2.5-0.5b-instruct.gguf --system \"Answer briefly.\"\n";
 
-// Ctrl-C: the first stops the reply being written, a second one quits.
+// Ctrl-C: the first stops the reply being written, a second one (or one at
+// the prompt) quits. The handler only counts; the loop counts the ones it has
+// acted on, so one that arrives between a reply and the next prompt is not lost.
 static volatile sig_atomic_t interrupts;
 static void on_sigint(int sig) {
     (void)sig;
-    if (interrupts < 2) interrupts++;
+    if (interrupts < 1 << 30) interrupts++;
 }
 
 typedef struct {
@@ -197,11 +199,12 @@ int cmd_chat(int argc, char **argv) {
     sa.sa_handler = on_sigint;  // no SA_RESTART: Ctrl-C at the prompt ends the read, and chat
     sigaction(SIGINT, &sa, NULL);
 
+    int handled = 0;  // Ctrl-Cs acted on (each stopped a reply)
     for (;;) {
         if (tty) fputs("> ", stderr);
-        interrupts = 0;
+        if (interrupts > handled) break;
         ssize_t got = getline(&line, &line_cap, stdin);
-        if (got < 0 || interrupts) break;
+        if (got < 0 || interrupts > handled) break;
         while (got > 0 && (line[got - 1] == '\n' || line[got - 1] == '\r')) line[--got] = 0;
         if (got == 0) continue;
         if (!strcmp(line, "/exit") || !strcmp(line, "/quit")) break;
@@ -271,7 +274,7 @@ int cmd_chat(int argc, char **argv) {
         el_stopper_init(&reply, &chat.eot_text, 1);
         int prev = ids[n_ids - 1], bos = el_tokenizer_bos(tok), eos = el_tokenizer_eos(tok);
         int pos = n_ids, ctx_end = 0;
-        for (int k = 0; spec && k < steps && !interrupts;) {  // speculative rounds
+        for (int k = 0; spec && k < steps && interrupts == handled;) {  // speculative rounds
             if (el_spec_length(spec) >= ctx) {
                 ctx_end = 1;
                 break;
@@ -289,7 +292,7 @@ int cmd_chat(int argc, char **argv) {
             }
             if (stop) break;
         }
-        for (int k = 0; !spec && k < steps && !interrupts; k++) {
+        for (int k = 0; !spec && k < steps && interrupts == handled; k++) {
             int next = el_sampler_sample(smp, logits);
             if (next == eos || next == bos || next == chat.eot_id) break;
             int stop = tool_chat_emit(&reply, stdout, tok, prev, next);
@@ -311,7 +314,8 @@ int cmd_chat(int argc, char **argv) {
         tool_chat_flush(&reply, stdout);
         fputs("\n\n", stdout);
         fflush(stdout);
-        if (interrupts == 1) fputs("chat: reply stopped (Ctrl-C); Ctrl-C again quits\n", stderr);
+        if (interrupts > handled && ++handled == interrupts)
+            fputs("chat: reply stopped (Ctrl-C); Ctrl-C again quits\n", stderr);
         if (ctx_end) fprintf(stderr, "chat: the reply stopped at the end of the context (%d positions)\n", ctx);
         // The reply can end inside a character (cut by -n, or a byte token)
         // or hold invalid bytes: keep it as valid UTF-8 so the next turn's
@@ -324,7 +328,7 @@ int cmd_chat(int argc, char **argv) {
         }
         free(clean);
         el_stopper_free(&reply);
-        if (interrupts > 1) break;
+        if (interrupts > handled) break;
     }
     rc = 0;
 out:
