@@ -57,7 +57,8 @@ int cmd_profile(int argc, char **argv) {
     }
     el_error err;
     el_model *m;
-    if (el_model_open(model, NULL, &m, &err)) return cli_error(&err);
+    el_model_opts mo = {.threads = po.threads};  // striped for the threads it measures (0: all CPUs)
+    if (el_model_open(model, &mo, &m, &err)) return cli_error(&err);
     if (!po.n_ctx) {
         int c4 = m->hp.ctx / 4 > 17 ? m->hp.ctx / 4 : 17, c2 = m->hp.ctx / 2 > c4 ? m->hp.ctx / 2 : c4 + 1;
         po.ctx[0] = 16, po.ctx[1] = c4, po.ctx[2] = c2;

@@ -409,7 +409,7 @@ el_status tool_draft_load(tool_draft *d, const el_model *target, int ctx, el_poo
         return el_err(err, EL_ERR_ARG, "--draft self:%d: %s has %d layers", d->self_layers, target->path,
                       target->hp.n_layers);
     if (!d->self_layers) {
-        el_model_opts o = {0};
+        el_model_opts o = {.threads = el_pool_size(pool)};  // striped for the pool that decodes it
         el_status st = el_model_open(d->arg, &o, &d->m, err);
         if (st) return st;
         if (d->m->hp.vocab != target->hp.vocab)
