@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # edgellm linkemu end to end on loopback: the rate each way and a rate change through
-# the control port must match the settings within 10%, the delay within -2.5%..+20%
-# (scheduling only adds time); bad options
+# the control port must match the settings within 10%, the delay within -2.5%..+20% one way
+# and -1.25%..+17.5% round trip (scheduling only adds time); bad options
 # give one error line and exit 2; a refused forward target closes only that
 # connection; SIGTERM prints a final stats line and exits 0. Prints what it measured.
 source "$(dirname "$0")/lib.sh"

@@ -97,12 +97,16 @@ printf 'profile lan\n' | python3 -c "import socket,sys; s=socket.create_connecti
   --device-slowdown 4 --replan-every 16 >"$T/auto.txt" 2>"$T/auto.err" &
 dev=$!
 # (it first measures its profile: no cache, see XDG_CACHE_HOME above)
-for _ in $(seq 1 600); do grep -q "choosing cut" "$T/auto.err" && break; sleep 0.1; done
+for _ in $(seq 1 600); do grep -q "choosing cut" "$T/auto.err" && break; kill -0 $dev 2>/dev/null || break; sleep 0.1; done
 grep -q "choosing cut" "$T/auto.err" || fail "no cut chosen within 60 s: $(tail -3 "$T/auto.err")"
 # two re-plans on the LAN (32 tokens at cut 0, about what a fixed second gave on an idle machine)
 # before the link slows: a loaded machine may not have come that far in a second, a fast one could
 # be through much of the 160 tokens
-for _ in $(seq 1 300); do [ "$(grep -c "edgellm: link rtt" "$T/auto.err")" -ge 3 ] && break; sleep 0.1; done
+for _ in $(seq 1 300); do
+  [ "$(grep -c "edgellm: link rtt" "$T/auto.err")" -ge 3 ] && break
+  kill -0 $dev 2>/dev/null || break
+  sleep 0.1
+done
 printf 'profile lte\n' | python3 -c "import socket,sys; s=socket.create_connection(('127.0.0.1',$cport)); s.sendall(sys.stdin.buffer.read()); s.recv(4096)"
 wait $dev || fail "auto run failed: $(cat "$T/auto.err")"
 cat "$T/auto.err" | grep -E "choosing|moving" >&2

@@ -40,7 +40,7 @@ run_devices() {
   local via=$1 cuts=$2 tag=$3 pids=() i
   for i in 0 1 2 3 4 5 6 7; do
     local slow=""
-    [ $i -eq 7 ] && slow="--device-slowdown 1000 -n 120"
+    [ $i -eq 7 ] && slow="--device-slowdown 400 -n 120"
     # shellcheck disable=SC2086
     "$EDGELLM" run -m "$BIN" -z "$TOK" -p "${prompts[$i]}" -n $N --temp 0 ${extra[$i]} ${split_only[$i]} $slow \
       --split "$cuts" --via "$via" --insecure >"$T/$tag$i.txt" 2>"$T/$tag$i.err" &
