@@ -679,7 +679,7 @@ static void rows_task(void *ctx, int task, int n_tasks) {
 
 static void rows_run(rows_job *j, int step) {
     j->step = step;
-    // up to ROWS_PER_TASK rows a task; from 4 rows on, at least one task a thread
+    // up to ROWS_PER_TASK rows a task; from 4 rows on, about one task a thread
     int n = j->io->n, threads = el_pool_size(j->io->pool);
     j->per = n < 4 ? (n > 0 ? n : 1) : (n + threads - 1) / threads < ROWS_PER_TASK ? (n + threads - 1) / threads : ROWS_PER_TASK;
     el_pool_run(j->io->pool, rows_task, j, (n + j->per - 1) / j->per);  // one task runs inline

@@ -46,6 +46,7 @@ tok_pair tok_heap_pop(tok_heap *h) {
 el_status tok_merge_run(tok_symbol *sym, int32_t n, tok_heap *h, tok_try_pair_fn try_pair, void *enc, tok_ids *out,
                         el_error *err) {
     h->n = 0;
+    if (n <= 0) return EL_OK;
     for (int32_t i = 0; i + 1 < n; i++)
         if (try_pair(enc, i, i + 1)) goto nomem;
     while (h->n > 0) {

@@ -115,8 +115,9 @@ typedef struct {
 } tok_ids;
 int tok_ids_push(tok_ids *o, int id);  // 0, or -1 when out of memory
 
-// The merge loop both BPE kinds share: sym[0..n) linked in order (n >= 1,
-// sym[n-1].next = -1), h empty. Queues every adjacent pair, merges the best
+// The merge loop both BPE kinds share: sym[0..n) linked in order
+// (sym[n-1].next = -1; n <= 0 appends nothing), and h the heap try_pair
+// pushes into (emptied here). Queues every adjacent pair, merges the best
 // until none is left (skipping pairs made stale by earlier merges), and
 // appends the live symbols' ids to out.
 el_status tok_merge_run(tok_symbol *sym, int32_t n, tok_heap *h, tok_try_pair_fn try_pair, void *enc, tok_ids *out,
