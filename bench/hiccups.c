@@ -13,7 +13,9 @@
 //
 // Build (one line): cc -O2 bench/hiccups.c -o hiccups -pthread
 // Usage: hiccups [SECONDS] [THRESHOLD_MS] [CPUS]   (defaults 10, 1, all)
+#ifndef _GNU_SOURCE
 #define _GNU_SOURCE
+#endif
 #include <errno.h>
 #include <pthread.h>
 #include <sched.h>
