@@ -57,6 +57,8 @@ static const matrix layer_mats[7] = {
     {64, 5632, 1, 1},   // down: 2048 rows of 5632 columns
 };
 static const matrix head = {1000, 2048, 1, 1};  // 32000 rows
+enum { MATRICES = 7 * LAYERS + 1 };
+static const matrix *order[MATRICES];  // every matrix of a step, in the order it is read (main fills it)
 
 static double now(void) {
     struct timespec t;
@@ -92,13 +94,17 @@ static void meet(void) {
 
 static int kind(int k) { return k == 2048 ? 0 : 1; }
 
+// pairs of matrix m in stripe s
+static int64_t stripe_pairs(const matrix *m, int s) {
+    return el_stripe_first(m->pairs, THREADS, s + 1) - el_stripe_first(m->pairs, THREADS, s);
+}
+
 // Thread t's share of matrix m, its two runs at ra, rb (moved past it), as matmul_task reads it.
 static void product(int t, const matrix *m, const char **ra, const char **rb) {
-    const int s0 = 2 * t, a = (int)el_stripe_first(m->pairs, THREADS, s0),
-              b = (int)el_stripe_first(m->pairs, THREADS, s0 + 1), e = (int)el_stripe_first(m->pairs, THREADS, s0 + 2);
+    const int64_t na = stripe_pairs(m, 2 * t), nb = stripe_pairs(m, 2 * t + 1);  // runs takes na, then nb
     const size_t pb = pair_bytes[kind(m->k)];
-    if (e > a) runs(m->k, *ra, *rb, pb, e - a, act[kind(m->k)], out[t]);
-    *ra += (size_t)(b - a) * pb, *rb += (size_t)(e - b) * pb;
+    if (na + nb) runs(m->k, *ra, *rb, pb, (int)(na + nb), act[kind(m->k)], out[t]);
+    *ra += (size_t)na * pb, *rb += (size_t)nb * pb;
 }
 
 static void step(int t, int f) {
@@ -113,13 +119,9 @@ static void step(int t, int f) {
         meet();
         return;
     }
-    for (int l = 0; l <= LAYERS; l++) {
-        const int count = l < LAYERS ? 7 : 1;
-        for (int i = 0; i < count; i++) {
-            const matrix *m = l < LAYERS ? &layer_mats[i] : &head;
-            product(t, m, &ra, &rb);
-            if ((f == 0 && m->meet_products) || (f == 1 && m->meet_layer)) meet();
-        }
+    for (int i = 0; i < MATRICES; i++) {
+        product(t, order[i], &ra, &rb);
+        if ((f == 0 && order[i]->meet_products) || (f == 1 && order[i]->meet_layer)) meet();
     }
     if (f == 2) meet();
 }
@@ -163,7 +165,8 @@ static char *random_pairs(int dtype, int k, int pairs, size_t *pb) {
         raw[o] = 0, raw[o + 1] = 0x20;
         if (dtype == EL_DTYPE_Q4_K) raw[o + 2] = 0, raw[o + 3] = 0x20;
     }
-    el_tensor W = {.name = "w", .dtype = dtype, .n_dims = 2, .ne = {k, 32 * pairs, 1, 1}, .data = raw, .nbytes = raw_bytes};
+    el_tensor W = {
+        .name = "w", .dtype = dtype, .n_dims = 2, .ne = {k, 32 * pairs, 1, 1}, .data = raw, .nbytes = raw_bytes};
     int64_t rows;
     const size_t bytes = el_matmul_pack_size(&W, EL_ISA_BEST, &rows);
     char *p = bytes && rows == 32 * pairs ? el_malloc_aligned(bytes) : NULL;
@@ -234,28 +237,24 @@ int main(int argc, char **argv) {
         free(x);
         act[w] = a;
     }
+    for (int l = 0; l < LAYERS; l++)
+        for (int i = 0; i < 7; i++) order[7 * l + i] = &layer_mats[i];
+    order[MATRICES - 1] = &head;
     size_t bytes = 0;
     for (int s = 0; s < STRIPES; s++) {
         size_t n = 0;
-        for (int l = 0; l <= LAYERS; l++)
-            for (int i = 0; i < (l < LAYERS ? 7 : 1); i++) {
-                const matrix *m = l < LAYERS ? &layer_mats[i] : &head;
-                n += (size_t)(el_stripe_first(m->pairs, THREADS, s + 1) - el_stripe_first(m->pairs, THREADS, s)) *
-                     pair_bytes[kind(m->k)];
-            }
+        for (int i = 0; i < MATRICES; i++)
+            n += (size_t)stripe_pairs(order[i], s) * pair_bytes[kind(order[i]->k)];
         char *r = el_malloc_huge(n);
         if (!r) nomem("the stripes");
         size_t at = 0, from[2] = {0, 0};
-        for (int l = 0; l <= LAYERS; l++)
-            for (int i = 0; i < (l < LAYERS ? 7 : 1); i++) {
-                const matrix *m = l < LAYERS ? &layer_mats[i] : &head;
-                const int w = kind(m->k);
-                for (int64_t p = el_stripe_first(m->pairs, THREADS, s); p < el_stripe_first(m->pairs, THREADS, s + 1);
-                     p++) {
-                    memcpy(r + at, source[w] + from[w] * pair_bytes[w], pair_bytes[w]);
-                    at += pair_bytes[w], from[w] = (from[w] + 1) % SOURCE_PAIRS;
-                }
+        for (int i = 0; i < MATRICES; i++) {
+            const int w = kind(order[i]->k);
+            for (int64_t p = 0; p < stripe_pairs(order[i], s); p++) {
+                memcpy(r + at, source[w] + from[w] * pair_bytes[w], pair_bytes[w]);
+                at += pair_bytes[w], from[w] = (from[w] + 1) % SOURCE_PAIRS;
             }
+        }
         region[s] = r, region_bytes[s] = n, bytes += n;
     }
     printf("%s: %.0f MB of packed weights a step, %ld rounds\n", type, (double)bytes / 1e6, rounds);
