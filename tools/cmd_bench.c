@@ -23,8 +23,10 @@ static const char *usage =
     "(just before and after every decode: a shared machine's bandwidth drifts)\n"
     "and its peak f32 FMA throughput with the same threads (just before and after\n"
     "every prefill, 0.1 s each: the peak drifts too), and reports:\n"
-    "  weight bytes per decoded token (every matrix is read once per step)\n"
-    "  bandwidth-limited decode = read bandwidth / weight bytes, and the ratio\n"
+    "  bytes read per decoded token: the weights (every matrix once per step)\n"
+    "    and the cache rows attention reads (every layer's keys and values of\n"
+    "    the positions so far; the mean over the decode's steps)\n"
+    "  bandwidth-limited decode = read bandwidth / those bytes, and the ratio\n"
     "    achieved / bandwidth-limited: the median over repetitions of each\n"
     "    repetition's decode against the bandwidth measured around it; and the\n"
     "    same from the median step's time (a step in which the machine took a\n"
@@ -125,6 +127,16 @@ static double prefill_params(const el_model *m, int n) {
 
 // The compute peaks around one prefill, 0.1 s each: f32 FMA, int8 dot, the
 // 32-block ceiling (0 where the CPU lacks them).
+// The cache bytes a decode step reads, the mean over steps at positions
+// from..from+n-1: at position p every layer's keys and values of the p + 1
+// positions it attends to (with a sliding window, at most the window's).
+static double kv_read_bytes(const el_model *m, int kv_type, int from, int n) {
+    const el_hparams *h = &m->hp;
+    double row = 2.0 * h->n_layers * h->n_kv_heads * (double)el_kv_row_bytes(kv_type, h->head_dim), sum = 0;
+    for (int p = from; p < from + n; p++) sum += h->sliding_window && p + 1 > h->sliding_window ? h->sliding_window : p + 1;
+    return n > 0 ? row * sum / n : 0;
+}
+
 static void peaks(el_pool *pool, double out[3]) {
     out[0] = el_probe_fma_gflops(pool, 0.1);
     out[1] = el_probe_dot_gops(pool, 0.1, 0);
@@ -311,6 +323,7 @@ int cmd_bench(int argc, char **argv) {
         fprintf(stderr, "bench: no read-bandwidth probe (%s; %d MiB buffer): bandwidth and decode ratio read 0\n",
                 el_cpu_isa() == EL_ISA_SCALAR ? "scalar kernels" : "out of memory", bw_mib);
     size_t wbytes = el_model_weight_bytes(m, 0, m->hp.n_layers, 0, 1);
+    double kvbytes = kv_read_bytes(m, el_session_kv_type(s), n_prompt, n_decode), sbytes = (double)wbytes + kvbytes;
     double pre_params = prefill_params(m, n_prompt);
     double *fmas = pk, *dots = pk + reps, *blocks = pk + 2 * reps;
     double *r_fma = pk + 3 * reps, *r_dot = pk + 4 * reps, *r_block = pk + 5 * reps;
@@ -359,12 +372,12 @@ int cmd_bench(int argc, char **argv) {
             pre[r] = n_prompt / (t1 - t0);
             dec[r] = n_decode ? n_decode / (t3 - t2) : 0;
             bws[r] = 0.5 * (bw0 + el_read_probe_run(probe, 3));
-            ratios[r] = bws[r] > 0 ? dec[r] * (double)wbytes / (bws[r] * 1e9) : 0;
+            ratios[r] = bws[r] > 0 ? dec[r] * sbytes / (bws[r] * 1e9) : 0;
             // The median step: it discounts a step the machine took a CPU
             // away in (a VM over its CPU quota takes one for 100 ms at a
             // time; bench/hiccups.c), which the mean above does not.
             double med = n_decode ? median(steps, n_decode) : 0;
-            sr[r] = med > 0 && bws[r] > 0 ? (double)wbytes / med / (bws[r] * 1e9) : 0;
+            sr[r] = med > 0 && bws[r] > 0 ? sbytes / med / (bws[r] * 1e9) : 0;
             double past = 0;  // the time steps took beyond the median step, as a share of the decode's
             for (int i = 0; med > 0 && i < n_decode; i++) past += steps[i] > med ? steps[i] - med : 0;
             sr[reps + r] = t3 > t2 ? past / (t3 - t2) : 0;
@@ -379,14 +392,14 @@ int cmd_bench(int argc, char **argv) {
     double bw = median(bws, reps), ratio = median(ratios, reps), step_ratio = median(sr, reps);
     double pre_ml = median(pml, reps), ratio_ml = median(pml + reps, reps), dot_ml = median(pml + 2 * reps, reps);
     double block_ml = median(pml + 3 * reps, reps);
-    double bw_limit = bw > 0 ? bw * 1e9 / (double)wbytes : 0;
+    double bw_limit = bw > 0 ? bw * 1e9 / sbytes : 0;
     double params = matmul_params(m);
     double pre_gflops = 2.0 * pre_params * pre_m * 1e-9;
     if (json) {
         printf("{\"model\": \"%s\", \"dtype\": \"%s\", \"threads\": %d, \"isa\": \"%s\", \"vnni\": %s, "
                "\"prompt_tokens\": %d, \"decode_tokens\": %d, \"reps\": %d, "
                "\"prefill_tok_s\": %.3f, \"prefill_tok_s_sd\": %.3f, \"decode_tok_s\": %.3f, \"decode_tok_s_sd\": %.3f, "
-               "\"weight_bytes_per_token\": %zu, \"read_bandwidth_gb_s\": %.3f, \"bandwidth_limited_tok_s\": %.3f, "
+               "\"weight_bytes_per_token\": %zu, \"kv_bytes_per_token\": %.0f, \"read_bandwidth_gb_s\": %.3f, \"bandwidth_limited_tok_s\": %.3f, "
                "\"decode_ratio\": %.4f, \"fma_peak_gflops\": %.2f, \"matmul_params\": %.0f, \"prefill_params_per_token\": %.1f, "
                "\"prefill_gflops\": %.2f, \"prefill_ratio\": %.4f, \"int8_dot_peak_gops\": %.2f, "
                "\"block32_ceiling_gops\": %.2f, \"prefill_dot_ratio\": %.4f, \"prefill_block32_ratio\": %.4f, "
@@ -394,7 +407,7 @@ int cmd_bench(int argc, char **argv) {
                "\"prefill_dot_ratio_median_layer\": %.4f, \"prefill_block32_ratio_median_layer\": %.4f",
                model_path, main_dtype(m), nthreads, el_isa_name(el_cpu_isa()),
                el_cpu_has_avx512vnni() ? "true" : "false", n_prompt, n_decode, reps, pre_m, pre_sd, dec_m, dec_sd,
-               wbytes, bw, bw_limit, ratio, peak, params, pre_params, pre_gflops, pre_ratio, dot_peak, block_peak,
+               wbytes, kvbytes, bw, bw_limit, ratio, peak, params, pre_params, pre_gflops, pre_ratio, dot_peak, block_peak,
                dot_ratio, block_ratio, step_ratio, pre_ml, ratio_ml, dot_ml, block_ml);
         // per repetition: tokens/s, the peaks and bandwidth probed around them, the decode ratios
         const char *key[] = {"prefill_tok_s_per_rep", "fma_peak_per_rep", "int8_dot_peak_per_rep", "block32_ceiling_per_rep",
@@ -415,8 +428,8 @@ int cmd_bench(int argc, char **argv) {
         printf("prefill  %8.2f ± %.2f tok/s   %.1f effective GFLOP/s (2 x %.4g params/token) = %.2f x FMA peak\n",
                pre_m, pre_sd, pre_gflops, pre_params, pre_ratio);
         printf("prefill  %8.2f tok/s at the median layer (median of reps)\n", pre_ml);
-        printf("decode   %8.2f ± %.2f tok/s   %.1f MiB of weights/token = %.2f GB/s read\n", dec_m, dec_sd,
-               (double)wbytes / 1048576.0, dec_m * (double)wbytes * 1e-9);
+        printf("decode   %8.2f ± %.2f tok/s   %.1f MiB of weights + %.2f MiB of cache rows/token = %.2f GB/s read\n",
+               dec_m, dec_sd, (double)wbytes / 1048576.0, kvbytes / 1048576.0, dec_m * sbytes * 1e-9);
         printf("machine  read bandwidth %.2f GB/s, f32 FMA peak %.1f GFLOP/s (%d threads)\n", bw, peak, nthreads);
         if (dot_peak > 0 && peak > 0)
             printf("machine  int8 dot peak %.1f GOP/s (%.2f x FMA peak), 32-block ceiling %.1f GOP/s (%.2f x)\n",
