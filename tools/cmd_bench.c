@@ -25,7 +25,8 @@ static const char *usage =
     "every prefill, 0.1 s each: the peak drifts too), and reports:\n"
     "  bytes read per decoded token: the weights (every matrix once per step)\n"
     "    and the cache rows attention reads (every layer's keys and values of\n"
-    "    the positions so far; the mean over the decode's steps)\n"
+    "    the positions so far, with a sliding window at most the window's; the\n"
+    "    mean over the decode's steps)\n"
     "  bandwidth-limited decode = read bandwidth / those bytes, and the ratio\n"
     "    achieved / bandwidth-limited: the median over repetitions of each\n"
     "    repetition's decode against the bandwidth measured around it; and the\n"
@@ -125,8 +126,6 @@ static double prefill_params(const el_model *m, int n) {
     return matmul_params(m) - head + head / n;
 }
 
-// The compute peaks around one prefill, 0.1 s each: f32 FMA, int8 dot, the
-// 32-block ceiling (0 where the CPU lacks them).
 // The cache bytes a decode step reads, the mean over steps at positions
 // from..from+n-1: at position p every layer's keys and values of the p + 1
 // positions it attends to (with a sliding window, at most the window's).
@@ -137,6 +136,8 @@ static double kv_read_bytes(const el_model *m, int kv_type, int from, int n) {
     return n > 0 ? row * sum / n : 0;
 }
 
+// The compute peaks around one prefill, 0.1 s each: f32 FMA, int8 dot, the
+// 32-block ceiling (0 where the CPU lacks them).
 static void peaks(el_pool *pool, double out[3]) {
     out[0] = el_probe_fma_gflops(pool, 0.1);
     out[1] = el_probe_dot_gops(pool, 0.1, 0);

@@ -82,8 +82,9 @@ static int block_end(const el_kv_view *w, int p, int end) {
 // Asks for share i of `of` of n cached rows of `bytes` each, stride bytes
 // apart, from row on, into L1: every line its part touches (a row need not
 // start on a line; neighbouring shares may both ask for a line they split).
-// A session's cache holds the rows as one run, and shares split its bytes;
-// elsewhere they split the rows.
+// Rows that follow each other (a session's cache, a training context of one
+// kv head) are one run, and shares split its bytes; otherwise they split the
+// rows.
 static void prefetch_share(const uint8_t *row, int n, size_t stride, size_t bytes, int i, int of) {
     if (!bytes || n <= 0) return;
     if (stride == bytes) {
@@ -108,14 +109,16 @@ static void prefetch_share(const uint8_t *row, int n, size_t stride, size_t byte
 // head's sums are the ones a head on its own would make.
 //
 // In a decode step the cache's rows come from memory (the layer's weights
-// streamed through the caches since the last step): a run of a kv head's
-// keys, and one of its values, in pages of one block (EL_KV_BLOCK rows, 4 KiB
-// at hd 64 in f32), where the hardware prefetcher starts over. So the lines
-// of the block's values, and of the next block's keys, are asked for by hand
-// while the keys are scored, a share of them before each head's scores: a
-// core has only so many misses in flight (~15 GB/s here), and asked for all
-// at once, before the block's heads, they kept the core waiting on them where
-// it could have been scoring. Spread, the fetching and the scoring overlap:
+// streamed through the caches since the last step): a kv head's keys are one
+// run, its values another (forward.c), on 4 KiB pages, at each of which the
+// hardware prefetcher starts over (at hd 64 in f32 a page is one block of
+// EL_KV_BLOCK rows). So the lines of the block's values, and of the next
+// block's keys, are asked for by hand while the keys are scored, a share of
+// them before each head's scores. A core has only so many misses in flight
+// (the rows came at ~15-18 GB/s a core here), and asked for all at once, a
+// block's before its heads or the whole run's up front, they kept the core
+// waiting where it could have scored: the attention took as long as with no
+// fetching by hand at all. Spread, the fetching and the scoring overlap:
 // the attention of a decode row at positions 128..159 of the TinyLlama-shaped
 // model, Q4_0, 2 threads, AMD EPYC Zen 5 (2026-12-07), 17.3-19.6 -> 12.2-13.2
 // µs a layer (six runs in turn, both bandwidth states; the values' pass went
