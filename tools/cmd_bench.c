@@ -126,14 +126,14 @@ static double prefill_params(const el_model *m, int n) {
     return matmul_params(m) - head + head / n;
 }
 
-// The cache bytes a decode step reads, the mean over steps at positions
-// from..from+n-1: at position p every layer's keys and values of the p + 1
-// positions it attends to (with a sliding window, at most the window's).
-static double kv_read_bytes(const el_model *m, int kv_type, int from, int n) {
-    const el_hparams *h = &m->hp;
-    double row = 2.0 * h->n_layers * h->n_kv_heads * (double)el_kv_row_bytes(kv_type, h->head_dim), sum = 0;
-    for (int p = from; p < from + n; p++) sum += h->sliding_window && p + 1 > h->sliding_window ? h->sliding_window : p + 1;
-    return n > 0 ? row * sum / n : 0;
+// The cache bytes a decode step of session s reads, the mean over steps at
+// positions from..from+n-1: at position p the keys and values of every layer
+// it runs (a block's bytes a position) of the p + 1 positions it attends to
+// (with a sliding window, at most the window's).
+static double kv_read_bytes(const el_session *s, int window, int from, int n) {
+    double per_pos = (double)el_session_kv_block_bytes(s) / EL_KV_BLOCK, sum = 0;
+    for (int p = from; p < from + n; p++) sum += window && p + 1 > window ? window : p + 1;
+    return n > 0 ? per_pos * sum / n : 0;
 }
 
 // The compute peaks around one prefill, 0.1 s each: f32 FMA, int8 dot, the
@@ -324,7 +324,7 @@ int cmd_bench(int argc, char **argv) {
         fprintf(stderr, "bench: no read-bandwidth probe (%s; %d MiB buffer): bandwidth and decode ratio read 0\n",
                 el_cpu_isa() == EL_ISA_SCALAR ? "scalar kernels" : "out of memory", bw_mib);
     size_t wbytes = el_model_weight_bytes(m, 0, m->hp.n_layers, 0, 1);
-    double kvbytes = kv_read_bytes(m, el_session_kv_type(s), n_prompt, n_decode), sbytes = (double)wbytes + kvbytes;
+    double kvbytes = kv_read_bytes(s, m->hp.sliding_window, n_prompt, n_decode), sbytes = (double)wbytes + kvbytes;
     double pre_params = prefill_params(m, n_prompt);
     double *fmas = pk, *dots = pk + reps, *blocks = pk + 2 * reps;
     double *r_fma = pk + 3 * reps, *r_dot = pk + 4 * reps, *r_block = pk + 5 * reps;
