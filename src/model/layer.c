@@ -135,11 +135,13 @@ static void attend(float *out, float *lse, float *scores, const float *q, const 
     size_t n = (size_t)(end - start), row = el_kv_row_bytes(w->dtype, hd);
     for (int p = start; p < end;) {
         int e = block_end(w, p, end), e2 = e < end ? block_end(w, e, end) : e, G = h1 - h0;
+        const uint8_t *keys = kv_at(w, 0, c, p), *values = kv_at(w, 1, c, p);
+        const uint8_t *next = e < end ? kv_at(w, 0, c, e) : NULL;  // the next block's keys
         for (int h = h0; h < h1; h++) {
-            prefetch_share(kv_at(w, 1, c, p), e - p, w->pos_stride, row, h - h0, G);
-            if (e < end) prefetch_share(kv_at(w, 0, c, e), e2 - e, w->pos_stride, row, h - h0, G);
-            el_attn_scores_kv(w->dtype, scores + (size_t)(h - h0) * n + (p - start), q + (size_t)h * hd,
-                              kv_at(w, 0, c, p), w->pos_stride, e - p, hd, scale);
+            prefetch_share(values, e - p, w->pos_stride, row, h - h0, G);
+            if (next) prefetch_share(next, e2 - e, w->pos_stride, row, h - h0, G);
+            el_attn_scores_kv(w->dtype, scores + (size_t)(h - h0) * n + (p - start), q + (size_t)h * hd, keys,
+                              w->pos_stride, e - p, hd, scale);
         }
         p = e;
     }
